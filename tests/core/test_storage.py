@@ -1,0 +1,120 @@
+"""Storage on a real SQLite file and a real PostgreSQL."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+
+from wahub.core.models import InboundMessage, OutgoingMessage, StatusEvent
+from wahub.core.storage import Storage
+from wahub.core.storage_schema import metadata
+
+
+@pytest.fixture
+async def storage(database_url: str) -> AsyncIterator[Storage]:
+    store = await Storage.open(database_url)
+    yield store
+    await store.close()
+
+
+def inbox_row(external_id: str, contact: str = "sandbox:1555") -> dict[str, object]:
+    return {"provider": "sandbox", "external_id": external_id, "kind": "message", "contact_key": contact, "payload": {}}
+
+
+def inbound(external_id: str, sender: str = "15551234567", text: str = "hi") -> InboundMessage:
+    return InboundMessage(
+        provider="sandbox", external_id=external_id, sender=sender, type="text",
+        content={"text": {"body": text}}, timestamp=time.time(), sender_name="Ann",
+    )
+
+
+async def test_migrations_create_exactly_the_declared_schema(storage: Storage) -> None:
+    def diff(conn: sa.Connection) -> list[object]:
+        return list(compare_metadata(MigrationContext.configure(conn), metadata))
+
+    async with storage.engine.connect() as conn:
+        assert await conn.run_sync(diff) == []
+    await storage.migrate()  # a second start-up applies nothing and fails nothing
+
+
+async def test_inbox_skips_redeliveries(storage: Storage) -> None:
+    assert await storage.insert_inbox([inbox_row("a"), inbox_row("b")]) == 2
+    assert await storage.insert_inbox([inbox_row("b"), inbox_row("c"), inbox_row("c")]) == 1
+    assert (await storage.inbox_depth())[0] == 3
+
+
+async def test_claims_run_one_row_per_contact_in_order(storage: Storage) -> None:
+    await storage.insert_inbox([inbox_row("a1", "A"), inbox_row("b1", "B"), inbox_row("a2", "A")])
+    first = await storage.claim_inbox(10, lease_seconds=60)
+    assert sorted(row.contact_key for row in first) == ["A", "B"]
+    assert await storage.claim_inbox(10, lease_seconds=60) == []  # A's next row waits for a1
+    a1 = next(row for row in first if row.contact_key == "A")
+    await storage.finish_inbox(a1.id)
+    second = await storage.claim_inbox(10, lease_seconds=60)
+    assert [row.contact_key for row in second] == ["A"]
+    assert second[0].id > a1.id
+
+
+async def test_expired_lease_and_released_claims_run_again(storage: Storage) -> None:
+    await storage.insert_inbox([inbox_row("a")])
+    [claimed] = await storage.claim_inbox(10, lease_seconds=-1)  # lease already over
+    [again] = await storage.claim_inbox(10, lease_seconds=60)
+    assert again.id == claimed.id and again.attempts == 2
+    assert await storage.release_inbox_claims() == 1
+    assert len(await storage.claim_inbox(10, lease_seconds=60)) == 1
+
+
+async def test_failed_row_retries_later_then_gives_up(storage: Storage) -> None:
+    await storage.insert_inbox([inbox_row("a", "A"), inbox_row("a2", "A")])
+    [row] = await storage.claim_inbox(10, lease_seconds=60)
+    await storage.retry_inbox(row.id, "boom", retry_at=time.time() + 3600)
+    assert await storage.claim_inbox(10, lease_seconds=60) == []  # not yet, and a2 still waits behind it
+    await storage.retry_inbox(row.id, "boom", retry_at=None)
+    [next_row] = await storage.claim_inbox(10, lease_seconds=60)
+    assert next_row.id != row.id
+
+
+async def test_replies_are_queued_once_per_inbound_message(storage: Storage) -> None:
+    await storage.insert_inbox([inbox_row("m1")])
+    [row] = await storage.claim_inbox(1, lease_seconds=60)
+    record = await storage.messages.record_inbound(inbound("m1"))
+    assert await storage.messages.record_inbound(inbound("m1")) == record
+    reply = OutgoingMessage.text("15551234567", "Hello")
+    args = {"contact_id": record.contact_id, "conversation_id": record.conversation_id}
+    assert await storage.finish_with_replies(row.id, inbound("m1"), [reply], **args) == 1
+    assert await storage.finish_with_replies(row.id, inbound("m1"), [reply], **args) == 0
+    queued = await storage.messages.claim_outbox(10, lease_seconds=60)
+    assert [q.message for q in queued] == [reply]
+
+
+async def test_statuses_only_move_forward(storage: Storage) -> None:
+    message_id, _ = await storage.messages.enqueue("sandbox", OutgoingMessage.text("1555", "x"), idempotency_key="k")
+    [row] = await storage.messages.claim_outbox(10, lease_seconds=60)
+    # 'delivered' arrives before the provider's answer to the send:
+    early = StatusEvent(provider="sandbox", external_id="e1", message_id="p1", status="delivered", timestamp=1.0)
+    assert await storage.messages.apply_status(early) is None
+    assert await storage.messages.mark_sent(row.id, "p1") == "delivered"
+    read = StatusEvent(provider="sandbox", external_id="e2", message_id="p1", status="read", timestamp=2.0)
+    assert (await storage.messages.apply_status(read)).status == "read"  # type: ignore[union-attr]
+    late = StatusEvent(provider="sandbox", external_id="e3", message_id="p1", status="delivered", timestamp=1.5)
+    assert await storage.messages.apply_status(late) is None
+    stored = await storage.messages.get(message_id)
+    assert stored is not None and stored["status"] == "read"
+
+
+async def test_idempotency_key_returns_the_first_message(storage: Storage) -> None:
+    first = await storage.messages.enqueue("sandbox", OutgoingMessage.text("1", "a"), idempotency_key="same")
+    second = await storage.messages.enqueue("sandbox", OutgoingMessage.text("1", "b"), idempotency_key="same")
+    assert first == (first[0], True) and second == (first[0], False)
+
+
+async def test_quarantine_keeps_the_raw_body(storage: Storage) -> None:
+    await storage.quarantine("sandbox", "not JSON", {"Content-Type": "text/plain"}, b"\xffgarbage")
+    async with storage.engine.connect() as conn:
+        body = (await conn.execute(sa.text("SELECT body FROM quarantine"))).scalar_one()
+    assert bytes(body) == b"\xffgarbage"

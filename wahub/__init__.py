@@ -1,0 +1,21 @@
+"""wahub: a self-hosted WhatsApp integration hub."""
+
+import pluggy
+
+from wahub.core.models import InboundMessage, OutgoingMessage, Route, SendResult, StatusEvent, UnsupportedEvent
+
+__version__ = "0.1.0"
+
+#: Decorator for plugin hook implementations: ``@wahub.hookimpl``.
+hookimpl = pluggy.HookimplMarker("wahub")
+
+__all__ = [
+    "InboundMessage",
+    "OutgoingMessage",
+    "Route",
+    "SendResult",
+    "StatusEvent",
+    "UnsupportedEvent",
+    "__version__",
+    "hookimpl",
+]

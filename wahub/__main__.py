@@ -1,0 +1,3 @@
+from wahub.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,172 @@
+"""Normalized events and messages shared by every provider.
+
+Message bodies follow the Cloud API's shapes (``{"type": "text", "text":
+{"body": ...}}``) so integrators recognise them whatever the provider.
+Everything here round-trips through JSON: the inbox stores events as JSON and
+workers rebuild them, so a crash between steps loses nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from wahub.core.hub import Hub
+
+EventKind = Literal["message", "status", "unsupported"]
+
+#: Forward order of delivery statuses; ``failed`` is final.
+STATUS_RANK: dict[str, int] = {"queued": 0, "sent": 1, "delivered": 2, "read": 3, "failed": 4}
+
+
+@dataclass(frozen=True)
+class InboundMessage:
+    """A message a WhatsApp user sent to a business number."""
+
+    provider: str
+    external_id: str
+    sender: str
+    type: str
+    content: dict[str, Any]
+    timestamp: float
+    sender_name: str | None = None
+    context_id: str | None = None
+    raw: dict[str, Any] = field(default_factory=dict)
+    kind: Literal["message"] = "message"
+
+    @property
+    def contact_key(self) -> str:
+        return f"{self.provider}:{self.sender}"
+
+    def text(self) -> str:
+        """The text a person would read: body, caption, or tapped button/row title."""
+        body = self.content.get(self.type)
+        if not isinstance(body, dict):
+            return ""
+        if self.type == "text":
+            return str(body.get("body", ""))
+        if self.type == "interactive":
+            reply = body.get(body.get("type", ""), {})
+            return str(reply.get("title", "")) if isinstance(reply, dict) else ""
+        if self.type == "button":
+            return str(body.get("text", ""))
+        return str(body.get("caption", ""))
+
+    def reply_id(self) -> str | None:
+        """The id of a tapped reply button or list row, if any."""
+        body = self.content.get("interactive")
+        if self.type == "interactive" and isinstance(body, dict):
+            reply = body.get(body.get("type", ""), {})
+            return str(reply["id"]) if isinstance(reply, dict) and "id" in reply else None
+        return None
+
+
+@dataclass(frozen=True)
+class StatusEvent:
+    """A delivery status for a message the business sent."""
+
+    provider: str
+    external_id: str
+    message_id: str
+    status: str
+    timestamp: float
+    recipient: str | None = None
+    error_code: str | None = None
+    error_title: str | None = None
+    pricing_category: str | None = None
+    raw: dict[str, Any] = field(default_factory=dict)
+    kind: Literal["status"] = "status"
+
+    @property
+    def contact_key(self) -> str:
+        return f"{self.provider}:{self.recipient or self.message_id}"
+
+
+@dataclass(frozen=True)
+class UnsupportedEvent:
+    """A webhook shape wahub does not understand yet, kept whole."""
+
+    provider: str
+    external_id: str
+    raw: dict[str, Any]
+    timestamp: float = 0.0
+    kind: Literal["unsupported"] = "unsupported"
+
+    @property
+    def contact_key(self) -> str:
+        return f"{self.provider}:unsupported"
+
+
+Event = InboundMessage | StatusEvent | UnsupportedEvent
+
+_EVENT_TYPES: dict[str, type[InboundMessage] | type[StatusEvent] | type[UnsupportedEvent]] = {
+    "message": InboundMessage,
+    "status": StatusEvent,
+    "unsupported": UnsupportedEvent,
+}
+
+
+def event_to_json(event: Event) -> dict[str, Any]:
+    return asdict(event)
+
+
+def event_from_json(data: dict[str, Any]) -> Event:
+    return _EVENT_TYPES[data["kind"]](**data)
+
+
+@dataclass(frozen=True)
+class OutgoingMessage:
+    """A message to send: ``content`` holds the Cloud API shape of ``type``."""
+
+    to: str
+    type: str
+    content: dict[str, Any]
+    context_id: str | None = None
+
+    @classmethod
+    def text(cls, to: str, body: str, *, context_id: str | None = None) -> OutgoingMessage:
+        return cls(to=to, type="text", content={"text": {"body": body}}, context_id=context_id)
+
+    @classmethod
+    def reply_buttons(cls, to: str, body: str, buttons: list[str], *, context_id: str | None = None) -> OutgoingMessage:
+        """Text with up to three tappable reply buttons; each title is also its id."""
+        action = {"buttons": [{"type": "reply", "reply": {"id": title, "title": title}} for title in buttons]}
+        content = {"interactive": {"type": "button", "body": {"text": body}, "action": action}}
+        return cls(to=to, type="interactive", content=content, context_id=context_id)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "to": self.to,
+            "type": self.type,
+            **self.content,
+            **({"context": {"message_id": self.context_id}} if self.context_id else {}),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> OutgoingMessage:
+        body = dict(data)
+        to, kind = str(body.pop("to")), str(body.pop("type"))
+        context = body.pop("context", None)
+        return cls(to=to, type=kind, content=body, context_id=context["message_id"] if context else None)
+
+
+@dataclass(frozen=True)
+class SendResult:
+    """What a provider answered to a send."""
+
+    provider_message_id: str
+
+
+@dataclass(frozen=True)
+class Route:
+    """The answer of ``route_message``: who handles the message, and how.
+
+    ``respond`` is awaited by the pipeline and returns the replies to queue;
+    the pipeline gives each a stable idempotency key, so a re-run after a
+    crash never sends a reply twice.
+    """
+
+    handler: str
+    respond: Callable[[Hub, InboundMessage], Awaitable[list[OutgoingMessage]]]

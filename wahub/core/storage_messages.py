@@ -1,0 +1,318 @@
+"""Contacts, conversations, messages and delivery statuses."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from wahub.core.models import STATUS_RANK, InboundMessage, OutgoingMessage, StatusEvent
+from wahub.core.storage_schema import contact_identities, contacts, conversations, messages, status_events
+
+
+@dataclass(frozen=True)
+class InboundRecord:
+    contact_id: int
+    conversation_id: int
+    message_id: int
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    id: int
+    provider: str
+    message: OutgoingMessage
+    attempts: int
+    created_at: float
+
+
+@dataclass(frozen=True)
+class StatusChange:
+    message_id: int
+    status: str
+
+
+def insert_ignore(conn: AsyncConnection, table: sa.Table, conflict: list[str]) -> Any:
+    if conn.dialect.name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    else:
+        from sqlalchemy.dialects.postgresql import insert
+    return insert(table).on_conflict_do_nothing(index_elements=conflict)
+
+
+def moves_forward(current: str, new: str) -> bool:
+    """Statuses only advance (queued, sent, delivered, read); failed is final."""
+    return current != "failed" and STATUS_RANK.get(new, -1) > STATUS_RANK.get(current, -1)
+
+
+class MessageStore:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    async def record_inbound(self, message: InboundMessage, *, identity_kind: str = "wa_id") -> InboundRecord:
+        """Upsert the sender's contact and conversation and store the message, in one
+        transaction; running it again for the same message changes nothing."""
+        now = time.time()
+        async with self.engine.begin() as conn:
+            contact_id = await self._upsert_contact(conn, message.provider, message.sender, message.sender_name, now)
+            await conn.execute(
+                insert_ignore(conn, contact_identities, ["contact_id", "kind", "value"]),
+                {"contact_id": contact_id, "kind": identity_kind, "value": message.sender, "created_at": now},
+            )
+            conversation_id = await self._upsert_conversation(
+                conn, message.provider, contact_id, message.timestamp, now
+            )
+            await conn.execute(
+                insert_ignore(conn, messages, ["provider", "provider_message_id"]),
+                {
+                    "provider": message.provider,
+                    "direction": "in",
+                    "contact_id": contact_id,
+                    "conversation_id": conversation_id,
+                    "address": message.sender,
+                    "type": message.type,
+                    "body": {"type": message.type, **message.content},
+                    "provider_message_id": message.external_id,
+                    "status": "received",
+                    "created_at": message.timestamp or now,
+                    "updated_at": now,
+                },
+            )
+            message_id = (
+                await conn.execute(
+                    sa.select(messages.c.id).where(
+                        messages.c.provider == message.provider, messages.c.provider_message_id == message.external_id
+                    )
+                )
+            ).scalar_one()
+        return InboundRecord(contact_id, conversation_id, message_id)
+
+    async def _upsert_contact(
+        self, conn: AsyncConnection, provider: str, address: str, name: str | None, now: float
+    ) -> int:
+        await conn.execute(
+            insert_ignore(conn, contacts, ["provider", "address"]),
+            {"provider": provider, "address": address, "name": name, "created_at": now, "updated_at": now},
+        )
+        row = (
+            await conn.execute(
+                sa.select(contacts.c.id, contacts.c.name).where(
+                    contacts.c.provider == provider, contacts.c.address == address
+                )
+            )
+        ).one()
+        if name and row.name != name:
+            await conn.execute(contacts.update().where(contacts.c.id == row.id).values(name=name, updated_at=now))
+        return int(row.id)
+
+    async def _upsert_conversation(
+        self, conn: AsyncConnection, provider: str, contact_id: int, inbound_at: float, now: float
+    ) -> int:
+        await conn.execute(
+            insert_ignore(conn, conversations, ["provider", "contact_id"]),
+            {"provider": provider, "contact_id": contact_id, "owner": "bot", "created_at": now, "updated_at": now},
+        )
+        row = (
+            await conn.execute(
+                sa.select(conversations.c.id, conversations.c.last_inbound_at).where(
+                    conversations.c.provider == provider, conversations.c.contact_id == contact_id
+                )
+            )
+        ).one()
+        if row.last_inbound_at is None or inbound_at > row.last_inbound_at:
+            await conn.execute(
+                conversations.update()
+                .where(conversations.c.id == row.id)
+                .values(last_inbound_at=inbound_at, updated_at=now)
+            )
+        return int(row.id)
+
+    async def enqueue(
+        self,
+        provider: str,
+        message: OutgoingMessage,
+        *,
+        idempotency_key: str,
+        conversation_id: int | None = None,
+        contact_id: int | None = None,
+        conn: AsyncConnection | None = None,
+    ) -> tuple[int, bool]:
+        """Queue a message for the dispatcher. Returns ``(id, created)``; a repeated
+        idempotency key returns the first message's id and ``created=False``."""
+        now = time.time()
+        values = {
+            "provider": provider,
+            "direction": "out",
+            "contact_id": contact_id,
+            "conversation_id": conversation_id,
+            "address": message.to,
+            "type": message.type,
+            "body": message.to_json(),
+            "status": "queued",
+            "idempotency_key": idempotency_key,
+            "attempts": 0,
+            "next_attempt_at": now,
+            "created_at": now,
+            "updated_at": now,
+        }
+        if conn is None:
+            async with self.engine.begin() as own:
+                return await self._enqueue(own, values)
+        return await self._enqueue(conn, values)
+
+    async def _enqueue(self, conn: AsyncConnection, values: dict[str, Any]) -> tuple[int, bool]:
+        result = await conn.execute(insert_ignore(conn, messages, ["idempotency_key"]), values)
+        row_id = (
+            await conn.execute(sa.select(messages.c.id).where(messages.c.idempotency_key == values["idempotency_key"]))
+        ).scalar_one()
+        return int(row_id), result.rowcount > 0
+
+    async def claim_outbox(self, limit: int, lease_seconds: float) -> list[OutboxRow]:
+        """Claim queued messages that are due, leasing them so no one else sends them."""
+        now = time.time()
+        query = (
+            sa.select(messages.c.id, messages.c.provider, messages.c.body, messages.c.attempts, messages.c.created_at)
+            .where(
+                messages.c.status == "queued",
+                messages.c.next_attempt_at <= now,
+                sa.or_(messages.c.lease_until.is_(None), messages.c.lease_until <= now),
+            )
+            .order_by(messages.c.next_attempt_at, messages.c.id)
+            .limit(limit)
+        )
+        async with self.engine.begin() as conn:
+            if conn.dialect.name != "sqlite":
+                query = query.with_for_update(skip_locked=True)
+            rows = (await conn.execute(query)).all()
+            if rows:
+                await conn.execute(
+                    messages.update()
+                    .where(messages.c.id.in_([r.id for r in rows]))
+                    .values(lease_until=now + lease_seconds, attempts=messages.c.attempts + 1, updated_at=now)
+                )
+        return [
+            OutboxRow(r.id, r.provider, OutgoingMessage.from_json(r.body), r.attempts + 1, r.created_at) for r in rows
+        ]
+
+    async def release_outbox_claims(self) -> int:
+        """Make leased queued messages due again (start-up of a single SQLite process)."""
+        async with self.engine.begin() as conn:
+            result = await conn.execute(
+                messages.update()
+                .where(messages.c.status == "queued", messages.c.lease_until.is_not(None))
+                .values(lease_until=None)
+            )
+        return result.rowcount
+
+    async def mark_sent(self, message_id: int, provider_message_id: str) -> str:
+        """Store the provider's id and move to ``sent``, or further when status
+        webhooks for that id arrived before the provider's answer. Returns the status."""
+        now = time.time()
+        async with self.engine.begin() as conn:
+            provider = (
+                await conn.execute(sa.select(messages.c.provider).where(messages.c.id == message_id))
+            ).scalar_one()
+            early = (
+                (
+                    await conn.execute(
+                        sa.select(status_events.c.status).where(
+                            status_events.c.provider == provider,
+                            status_events.c.provider_message_id == provider_message_id,
+                        )
+                    )
+                )
+                .scalars()
+                .all()
+            )
+            status = "sent"
+            for candidate in early:
+                if moves_forward(status, candidate):
+                    status = candidate
+            await conn.execute(
+                messages.update()
+                .where(messages.c.id == message_id)
+                .values(provider_message_id=provider_message_id, status=status, lease_until=None, updated_at=now)
+            )
+        return status
+
+    async def reschedule(self, message_id: int, *, retry_at: float, error_code: str | None, reason: str) -> None:
+        """Keep a message queued for another attempt at ``retry_at``."""
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                messages.update()
+                .where(messages.c.id == message_id)
+                .values(
+                    next_attempt_at=retry_at,
+                    lease_until=None,
+                    error_code=error_code,
+                    error_reason=reason,
+                    updated_at=time.time(),
+                )
+            )
+
+    async def mark_failed(self, message_id: int, *, error_code: str | None, reason: str) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                messages.update()
+                .where(messages.c.id == message_id)
+                .values(
+                    status="failed",
+                    lease_until=None,
+                    error_code=error_code,
+                    error_reason=reason,
+                    updated_at=time.time(),
+                )
+            )
+
+    async def apply_status(self, event: StatusEvent) -> StatusChange | None:
+        """Record a status event and move its message forward. Returns the change,
+        or None when the message is unknown (yet) or the status is not newer."""
+        now = time.time()
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                insert_ignore(conn, status_events, ["provider", "provider_message_id", "status"]),
+                {
+                    "provider": event.provider,
+                    "provider_message_id": event.message_id,
+                    "status": event.status,
+                    "timestamp": event.timestamp,
+                    "error_code": event.error_code,
+                    "error_title": event.error_title,
+                    "pricing_category": event.pricing_category,
+                    "created_at": now,
+                },
+            )
+            row = (
+                await conn.execute(
+                    sa.select(messages.c.id, messages.c.status).where(
+                        messages.c.provider == event.provider, messages.c.provider_message_id == event.message_id
+                    )
+                )
+            ).one_or_none()
+            if row is None or not moves_forward(row.status, event.status):
+                return None
+            values: dict[str, Any] = {"status": event.status, "updated_at": now}
+            if event.status == "failed":
+                values.update(error_code=event.error_code, error_reason=event.error_title)
+            await conn.execute(messages.update().where(messages.c.id == row.id).values(**values))
+        return StatusChange(int(row.id), event.status)
+
+    async def get(self, message_id: int) -> dict[str, Any] | None:
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(sa.select(messages).where(messages.c.id == message_id))).one_or_none()
+        return dict(row._mapping) if row else None
+
+    async def history(self, provider: str, address: str, *, limit: int = 100) -> list[dict[str, Any]]:
+        """The latest ``limit`` messages exchanged with ``address``, oldest first."""
+        query = (
+            sa.select(messages)
+            .where(messages.c.provider == provider, messages.c.address == address)
+            .order_by(messages.c.id.desc())
+            .limit(limit)
+        )
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [dict(r._mapping) for r in reversed(rows)]

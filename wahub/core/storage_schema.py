@@ -1,0 +1,125 @@
+"""Table definitions (SQLAlchemy Core), shared by SQLite and PostgreSQL.
+
+Times are unix seconds (double precision) so both databases compare and sort
+them the same way. Alembic migrations in ``core/migrations`` create these
+tables; a test checks that the migrated database matches this metadata.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+
+# 64-bit ids on PostgreSQL; SQLite needs INTEGER for its rowid primary key.
+BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+contacts = sa.Table(
+    "contacts",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("provider", sa.String(64), nullable=False),
+    sa.Column("address", sa.String(128), nullable=False, comment="where replies go: wa_id, phone or BSUID"),
+    sa.Column("name", sa.String(256)),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+    sa.UniqueConstraint("provider", "address", name="uq_contacts_provider_address"),
+)
+
+contact_identities = sa.Table(
+    "contact_identities",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("contact_id", BigId, sa.ForeignKey("contacts.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("kind", sa.String(32), nullable=False, comment="phone, wa_id, bsuid, username, crm:<name>"),
+    sa.Column("value", sa.String(256), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.UniqueConstraint("contact_id", "kind", "value", name="uq_identities_contact_kind_value"),
+    sa.Index("ix_identities_kind_value", "kind", "value"),
+)
+
+conversations = sa.Table(
+    "conversations",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("contact_id", BigId, sa.ForeignKey("contacts.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("provider", sa.String(64), nullable=False),
+    sa.Column("owner", sa.String(16), nullable=False, server_default="bot"),
+    sa.Column("assignee", sa.String(128)),
+    sa.Column("last_inbound_at", sa.Float),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+    sa.UniqueConstraint("provider", "contact_id", name="uq_conversations_provider_contact"),
+)
+
+messages = sa.Table(
+    "messages",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("provider", sa.String(64), nullable=False),
+    sa.Column("direction", sa.String(3), nullable=False, comment="in or out"),
+    sa.Column("contact_id", BigId, sa.ForeignKey("contacts.id", ondelete="SET NULL")),
+    sa.Column("conversation_id", BigId, sa.ForeignKey("conversations.id", ondelete="SET NULL")),
+    sa.Column("address", sa.String(128), nullable=False, comment="the user's address"),
+    sa.Column("type", sa.String(32), nullable=False),
+    sa.Column("body", sa.JSON, nullable=False, comment="canonical Cloud-API-shaped message"),
+    sa.Column("provider_message_id", sa.String(256)),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("error_code", sa.String(64)),
+    sa.Column("error_reason", sa.Text),
+    sa.Column("idempotency_key", sa.String(256)),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("next_attempt_at", sa.Float),
+    sa.Column("lease_until", sa.Float),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+    sa.UniqueConstraint("idempotency_key", name="uq_messages_idempotency_key"),
+    sa.UniqueConstraint("provider", "provider_message_id", name="uq_messages_provider_message_id"),
+    sa.Index("ix_messages_outbox", "status", "next_attempt_at"),
+    sa.Index("ix_messages_conversation", "conversation_id", "id"),
+)
+
+status_events = sa.Table(
+    "status_events",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("provider", sa.String(64), nullable=False),
+    sa.Column("provider_message_id", sa.String(256), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("timestamp", sa.Float, nullable=False),
+    sa.Column("error_code", sa.String(64)),
+    sa.Column("error_title", sa.Text),
+    sa.Column("pricing_category", sa.String(64)),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.UniqueConstraint("provider", "provider_message_id", "status", name="uq_status_events_message_status"),
+)
+
+inbox = sa.Table(
+    "inbox",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("provider", sa.String(64), nullable=False),
+    sa.Column("external_id", sa.String(256), nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("contact_key", sa.String(256), nullable=False, comment="rows of one key run in order"),
+    sa.Column("payload", sa.JSON, nullable=False),
+    sa.Column("state", sa.String(16), nullable=False, server_default="pending"),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("lease_until", sa.Float),
+    sa.Column("error", sa.Text),
+    sa.Column("received_at", sa.Float, nullable=False),
+    sa.Column("processed_at", sa.Float),
+    sa.UniqueConstraint("provider", "external_id", name="uq_inbox_provider_external_id"),
+    sa.Index("ix_inbox_state_contact", "state", "contact_key", "id"),
+)
+
+quarantine = sa.Table(
+    "quarantine",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("provider", sa.String(64), nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("headers", sa.JSON, nullable=False),
+    sa.Column("body", sa.LargeBinary, nullable=False),
+    sa.Column("received_at", sa.Float, nullable=False),
+)
