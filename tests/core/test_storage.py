@@ -28,8 +28,13 @@ def inbox_row(external_id: str, contact: str = "sandbox:1555") -> dict[str, obje
 
 def inbound(external_id: str, sender: str = "15551234567", text: str = "hi") -> InboundMessage:
     return InboundMessage(
-        provider="sandbox", external_id=external_id, sender=sender, type="text",
-        content={"text": {"body": text}}, timestamp=time.time(), sender_name="Ann",
+        provider="sandbox",
+        external_id=external_id,
+        sender=sender,
+        type="text",
+        content={"text": {"body": text}},
+        timestamp=time.time(),
+        sender_name="Ann",
     )
 
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from wahub.core.models import STATUS_RANK, InboundMessage, OutgoingMessage, StatusEvent
@@ -36,10 +37,8 @@ class StatusChange:
 
 
 def insert_ignore(conn: AsyncConnection, table: sa.Table, conflict: list[str]) -> Any:
-    if conn.dialect.name == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert
-    else:
-        from sqlalchemy.dialects.postgresql import insert
+    """``INSERT ... ON CONFLICT (conflict) DO NOTHING`` in the connection's dialect."""
+    insert = sqlite.insert if conn.dialect.name == "sqlite" else postgresql.insert
     return insert(table).on_conflict_do_nothing(index_elements=conflict)
 
 

@@ -1,0 +1,26 @@
+# The README's two commands, plus lint and bench. Each target installs what it needs.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: run test lint bench clean
+
+run:
+	$(PYTHON) -m venv $(VENV) && $(BIN)/pip install -q -e . && $(BIN)/wahub run -c config.example.yaml
+
+test:
+	$(PYTHON) -m venv $(VENV) && $(BIN)/pip install -q -e '.[test]' && $(BIN)/pytest
+
+lint:
+	$(PYTHON) -m venv $(VENV) && $(BIN)/pip install -q -e '.[test,lint]'
+	$(BIN)/ruff check wahub tests bench
+	$(BIN)/ruff format --check wahub tests bench
+	$(BIN)/mypy wahub/core wahub/hookspecs.py wahub/chat.py bench
+
+bench:
+	$(PYTHON) -m venv $(VENV) && $(BIN)/pip install -q -e '.[test]'
+	command -v wrk >/dev/null || echo "wrk not found: apt-get install wrk (falling back to a Python load generator)"
+	$(BIN)/python -m bench.ingest
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""wahub benchmarks (not tests): each reports ratios against a raw aiohttp baseline."""

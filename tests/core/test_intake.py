@@ -1,0 +1,132 @@
+"""Webhook intake and the pipeline, through a real daemon over HTTP."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+import sqlalchemy as sa
+
+from wahub.core.storage_schema import messages
+from wahub.testing import (
+    RunningDaemon,
+    build_config,
+    running_daemon,
+    sandbox_message,
+    sandbox_status,
+    signed_sandbox_webhook,
+    wait_until,
+)
+
+ROUTER = {"rules": [{"match": {"keyword": ["hi", "hello"]}, "reply": "Hello! How can I help?"}]}
+
+
+@pytest.fixture
+async def daemon(database_url: str) -> AsyncIterator[RunningDaemon]:
+    async with running_daemon(build_config({"router": ROUTER}, database=database_url)) as running:
+        yield running
+
+
+async def post(daemon: RunningDaemon, body: bytes, headers: dict[str, str]) -> tuple[int, Any]:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(f"{daemon.url}/webhooks/sandbox", data=body, headers=headers) as response,
+    ):
+        return response.status, await response.json()
+
+
+async def count(daemon: RunningDaemon, query: str) -> int:
+    async with daemon.hub.storage.engine.connect() as conn:
+        return int((await conn.execute(sa.text(query))).scalar_one())
+
+
+async def outgoing(daemon: RunningDaemon) -> list[dict[str, Any]]:
+    async with daemon.hub.storage.engine.connect() as conn:
+        rows = await conn.execute(sa.select(messages).where(messages.c.direction == "out"))
+        return [dict(row._mapping) for row in rows]
+
+
+async def test_forged_signature_gets_401_and_stores_nothing(daemon: RunningDaemon) -> None:
+    body, headers = signed_sandbox_webhook([sandbox_message("hi")], secret="not-the-secret-at-all-0000")
+    assert (await post(daemon, body, headers))[0] == 401
+    assert (await post(daemon, body, {"Content-Type": "application/json"}))[0] == 401
+    assert await count(daemon, "SELECT count(*) FROM inbox") == 0
+    assert await count(daemon, "SELECT count(*) FROM quarantine") == 0
+
+
+async def test_unparsable_body_gets_400_and_is_quarantined(daemon: RunningDaemon) -> None:
+    for body in (b"{not json", json.dumps({"object": "something else"}).encode()):
+        _, headers = signed_sandbox_webhook([])
+        from wahub.plugins.providers.sandbox import SIGNATURE_HEADER, sign
+
+        headers[SIGNATURE_HEADER] = sign("wahub-test-secret-0123456789abcdef", body)
+        status, answer = await post(daemon, body, headers)
+        assert status == 400 and answer["error"]["code"] == "unparsable_webhook"
+    assert await count(daemon, "SELECT count(*) FROM quarantine") == 2
+    assert await count(daemon, "SELECT count(*) FROM inbox") == 0
+
+
+async def test_message_is_answered_by_rule_and_statuses_advance(daemon: RunningDaemon) -> None:
+    status, answer = await post(daemon, *signed_sandbox_webhook([sandbox_message("Hello there")]))
+    assert (status, answer) == (200, {"ok": True, "events": 1})
+    [reply] = await wait_until(lambda: _sent(daemon))
+    assert reply["body"]["text"] == {"body": "Hello! How can I help?"}
+    provider_id = reply["provider_message_id"]
+    for step in ("delivered", "read", "delivered"):  # the late 'delivered' must not win
+        assert (await post(daemon, *signed_sandbox_webhook([sandbox_status(provider_id, step)])))[0] == 200
+    await wait_until(lambda: count(daemon, "SELECT count(*) FROM inbox WHERE state = 'done'"), within=10)
+    await wait_until(lambda: _inbox_drained(daemon))
+    assert [m["status"] for m in await outgoing(daemon)] == ["read"]
+    assert await count(daemon, "SELECT count(*) FROM status_events") == 2
+
+
+async def test_redelivered_webhook_is_stored_and_answered_once(daemon: RunningDaemon) -> None:
+    event = sandbox_message("hi", message_id="sbx.in.same")
+    for _ in range(3):
+        assert (await post(daemon, *signed_sandbox_webhook([event])))[0] == 200
+    # and once more inside a body that carries it twice:
+    assert (await post(daemon, *signed_sandbox_webhook([event, event])))[0] == 200
+    await wait_until(lambda: _sent(daemon))
+    await wait_until(lambda: _inbox_drained(daemon))
+    assert await count(daemon, "SELECT count(*) FROM inbox") == 1
+    assert len(await outgoing(daemon)) == 1
+
+
+async def test_every_event_of_a_body_is_stored(daemon: RunningDaemon) -> None:
+    events = [sandbox_message(f"msg {i}", sender=f"1555000000{i % 3}") for i in range(9)]
+    assert (await post(daemon, *signed_sandbox_webhook(events)))[1]["events"] == 9
+    await wait_until(lambda: _inbox_drained(daemon))
+    assert await count(daemon, "SELECT count(*) FROM messages WHERE direction = 'in'") == 9
+    assert await count(daemon, "SELECT count(*) FROM contacts") == 3
+
+
+async def test_health_readiness_and_metrics(daemon: RunningDaemon) -> None:
+    await post(daemon, *signed_sandbox_webhook([sandbox_message("hi")]))
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{daemon.url}/healthz") as response:
+            assert response.status == 200
+        async with session.get(f"{daemon.url}/readyz") as response:
+            assert response.status == 200
+            assert await response.json() == {"status": "ready", "database": "ok", "providers": {"sandbox": True}}
+        async with session.get(f"{daemon.url}/metrics") as response:
+            text = await response.text()
+    assert 'wahub_webhook_events_total{kind="message",provider="sandbox"} 1.0' in text
+    assert "wahub_inbox_depth" in text and "wahub_webhook_latency_seconds_bucket" in text
+
+
+async def test_unknown_provider_is_404(daemon: RunningDaemon) -> None:
+    body, _ = signed_sandbox_webhook([sandbox_message("hi")])
+    async with aiohttp.ClientSession() as session, session.post(f"{daemon.url}/webhooks/nope", data=body) as response:
+        assert response.status == 404
+        assert (await response.json())["error"]["code"] == "unknown_provider"
+
+
+async def _sent(daemon: RunningDaemon) -> list[dict[str, Any]]:
+    return [m for m in await outgoing(daemon) if m["provider_message_id"]]
+
+
+async def _inbox_drained(daemon: RunningDaemon) -> bool:
+    return await count(daemon, "SELECT count(*) FROM inbox WHERE state IN ('pending', 'processing')") == 0

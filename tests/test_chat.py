@@ -1,0 +1,307 @@
+"""`wahub chat`'s client against a small fake of the sandbox WebSocket."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime
+from typing import Any
+
+import pytest
+from aiohttp import WSMsgType, web
+from pytest_aiohttp import AiohttpServer
+
+from wahub.chat import ChatError, run_chat, sandbox_ws_url, stdin_lines
+
+Frame = dict[str, Any]
+T0 = 1714996980.0
+BUTTONS = [{"id": "yes", "title": "Yes"}, {"id": "no", "title": "No"}]
+
+
+def clock(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp).strftime("%H:%M")
+
+
+class FakeSandbox:
+    """The sandbox provider's WebSocket, reduced to what the client relies on.
+
+    A text is echoed as an "in" message and answered with two buttons; a tapped
+    button gets a plain answer; "received" moves a bot message to sent then
+    delivered, "seen" to read. Every frame from the client is kept in order.
+    """
+
+    def __init__(self) -> None:
+        self.history: list[Frame] = []
+        self.frames: list[Frame] = []
+        self.connections: list[dict[str, str]] = []
+        self.url = ""
+        self._sockets: set[web.WebSocketResponse] = set()
+        self._count = 0
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/sandbox/ws", self._socket)
+        app.on_shutdown.append(self._close_all)
+        return app
+
+    def message(self, direction: str, text: str, **fields: Any) -> Frame:
+        self._count += 1
+        message: Frame = {
+            "id": f"{direction}-{self._count}",
+            "direction": direction,
+            "type": "text",
+            "text": text,
+            "status": "queued" if direction == "out" else "received",
+            "timestamp": T0 + self._count * 60,
+        }
+        message.update(fields)
+        return message
+
+    async def push(self, frame: Frame) -> None:
+        for socket in list(self._sockets):
+            await socket.send_json(frame)
+
+    async def close(self) -> None:
+        await self._close_all()
+
+    async def _close_all(self, app: web.Application | None = None) -> None:
+        for socket in list(self._sockets):
+            await socket.close()
+
+    async def _socket(self, request: web.Request) -> web.WebSocketResponse:
+        socket = web.WebSocketResponse()
+        await socket.prepare(request)
+        self.connections.append(dict(request.query))
+        self._sockets.add(socket)
+        try:
+            await socket.send_json({"type": "history", "messages": self.history})
+            async for raw in socket:
+                if raw.type is WSMsgType.TEXT:
+                    frame = raw.json()
+                    self.frames.append(frame)
+                    await self._answer(frame)
+        finally:
+            self._sockets.discard(socket)
+        return socket
+
+    async def _answer(self, frame: Frame) -> None:
+        replies: list[Frame] = []
+        if frame["type"] == "text":
+            echo = self.message("in", frame["text"])
+            reply = self.message("out", f"You said: {frame['text']}", type="interactive", buttons=BUTTONS)
+            replies = [{"type": "message", "message": echo}, {"type": "message", "message": reply}]
+        elif frame["type"] == "button":
+            replies = [{"type": "message", "message": self.message("out", f"You chose {frame['title']}")}]
+        elif frame["type"] == "received":
+            replies = [{"type": "status", "id": i, "status": s} for s in ("sent", "delivered") for i in frame["ids"]]
+        elif frame["type"] == "seen":
+            replies = [{"type": "status", "id": i, "status": "read"} for i in frame["ids"]]
+        for reply in replies:
+            await self.push(reply)
+
+
+class Terminal:
+    """Plays the person at the keyboard and the screen they read."""
+
+    def __init__(self) -> None:
+        self.shown: list[str] = []
+        self._typed: asyncio.Queue[str | None] = asyncio.Queue()
+        self._changed = asyncio.Event()
+
+    def emit(self, line: str) -> None:
+        self.shown.append(line)
+        self._changed.set()
+
+    def type(self, line: str) -> None:
+        self._typed.put_nowait(line)
+
+    def end(self) -> None:
+        self._typed.put_nowait(None)
+
+    async def lines(self) -> AsyncIterator[str]:
+        while (line := await self._typed.get()) is not None:
+            yield line
+
+    async def wait_for(self, line: str) -> None:
+        await self.wait_until(lambda: line in self.shown)
+
+    async def wait_until(self, condition: Callable[[], bool]) -> None:
+        async with asyncio.timeout(5):
+            while not condition():
+                await self._changed.wait()
+                self._changed.clear()
+
+
+@pytest.fixture
+async def sandbox(aiohttp_server: AiohttpServer) -> FakeSandbox:
+    fake = FakeSandbox()
+    server = await aiohttp_server(fake.app())
+    fake.url = str(server.make_url("/"))
+    return fake
+
+
+@pytest.fixture
+async def terminal() -> Terminal:
+    return Terminal()
+
+
+def start_chat(sandbox: FakeSandbox, terminal: Terminal, user: str = "15551234567") -> asyncio.Task[None]:
+    return asyncio.create_task(run_chat(sandbox.url, user, "Ada", terminal.lines(), terminal.emit))
+
+
+async def test_history_is_shown_and_acknowledged(sandbox: FakeSandbox, terminal: Terminal) -> None:
+    welcome = sandbox.message("out", "Welcome!\nType menu for options.", status="sent")
+    hello = sandbox.message("in", "hello")
+    old = sandbox.message("out", "Earlier answer", status="read", buttons=BUTTONS)
+    photo = sandbox.message("in", "", type="image")
+    sandbox.history.extend([welcome, hello, old, photo])
+
+    chat = start_chat(sandbox, terminal)
+    await terminal.wait_for("      ✓✓ read  (Welcome! Type menu for option…)")
+    terminal.end()
+    await chat
+
+    assert sandbox.connections == [{"user": "15551234567", "name": "Ada"}]
+    address = sandbox.url.replace("http://", "ws://")
+    assert terminal.shown == [
+        f"* connected to {address}sandbox/ws as 15551234567 (Ada); type a button's number to tap it",
+        f"bot  {clock(welcome['timestamp'])}  Welcome!",
+        "            Type menu for options.  ✓",
+        f"you  {clock(hello['timestamp'])}  hello",
+        f"bot  {clock(old['timestamp'])}  Earlier answer  ✓✓ read",
+        "  [1] Yes  [2] No",
+        f"you  {clock(photo['timestamp'])}  (image)",
+        "      ✓✓ delivered  (Welcome! Type menu for option…)",
+        "      ✓✓ read  (Welcome! Type menu for option…)",
+    ]
+    assert sandbox.frames == [
+        {"type": "received", "ids": [welcome["id"]]},
+        {"type": "seen", "ids": [welcome["id"]]},
+    ]
+
+
+async def test_typed_lines_are_sent_and_numbers_tap_the_latest_buttons(
+    sandbox: FakeSandbox, terminal: Terminal
+) -> None:
+    read = "      ✓✓ read"
+    chat = start_chat(sandbox, terminal)
+    for line in ("", "   ", "3"):
+        terminal.type(line)
+    await terminal.wait_until(lambda: terminal.shown.count(read) == 1)
+    terminal.type("Hi there")
+    await terminal.wait_until(lambda: terminal.shown.count(read) == 2)
+    terminal.type(" 2 ")
+    await terminal.wait_until(lambda: terminal.shown.count(read) == 3)
+    terminal.type("1")
+    await terminal.wait_until(lambda: terminal.shown.count(read) == 4)
+    terminal.end()
+    await chat
+
+    statuses = ["      ✓ sent", "      ✓✓ delivered", read]
+    assert terminal.shown[1:] == [
+        f"you  {clock(T0 + 60)}  3",
+        f"bot  {clock(T0 + 120)}  You said: 3  ◷",
+        "  [1] Yes  [2] No",
+        *statuses,
+        f"you  {clock(T0 + 180)}  Hi there",
+        f"bot  {clock(T0 + 240)}  You said: Hi there  ◷",
+        "  [1] Yes  [2] No",
+        *statuses,
+        f"bot  {clock(T0 + 300)}  You chose No  ◷",
+        *statuses,
+        f"you  {clock(T0 + 360)}  1",
+        f"bot  {clock(T0 + 420)}  You said: 1  ◷",
+        "  [1] Yes  [2] No",
+        *statuses,
+    ]
+    typed = [frame for frame in sandbox.frames if frame["type"] in ("text", "button")]
+    assert typed == [
+        {"type": "text", "text": "3"},
+        {"type": "text", "text": "Hi there"},
+        {"type": "button", "id": "no", "title": "No", "context": "out-4"},
+        {"type": "text", "text": "1"},
+    ]
+    acks = [frame for frame in sandbox.frames if frame["type"] in ("received", "seen")]
+    assert acks == [
+        {"type": kind, "ids": [reply]}
+        for reply in ("out-2", "out-4", "out-5", "out-7")
+        for kind in ("received", "seen")
+    ]
+
+
+async def test_status_never_moves_back_and_failed_is_final(sandbox: FakeSandbox, terminal: Terminal) -> None:
+    read = sandbox.message("out", "Read already", status="read")
+    failed = sandbox.message("out", "Undeliverable", status="failed")
+    sandbox.history.extend([read, failed])
+    chat = start_chat(sandbox, terminal)
+    await terminal.wait_for(f"bot  {clock(failed['timestamp'])}  Undeliverable  ⚠ failed")
+
+    await sandbox.push({"type": "status", "id": read["id"], "status": "delivered"})
+    await sandbox.push({"type": "status", "id": failed["id"], "status": "read"})
+    await sandbox.push({"type": "status", "id": "unknown", "status": "read"})
+    await sandbox.push({"type": "error", "message": "Message too long"})
+    await terminal.wait_for("error  Message too long")
+    terminal.end()
+    await chat
+
+    assert terminal.shown[1:] == [
+        f"bot  {clock(read['timestamp'])}  Read already  ✓✓ read",
+        f"bot  {clock(failed['timestamp'])}  Undeliverable  ⚠ failed",
+        "error  Message too long",
+    ]
+    assert sandbox.frames == []
+
+
+async def test_the_chat_ends_when_the_server_closes(sandbox: FakeSandbox, terminal: Terminal) -> None:
+    chat = start_chat(sandbox, terminal)
+    await terminal.wait_until(lambda: len(terminal.shown) > 0)
+    await sandbox.close()
+    async with asyncio.timeout(5):
+        await chat
+    assert terminal.shown[-1] == "* the sandbox closed the connection"
+
+
+async def test_an_unreachable_daemon_is_a_chat_error_naming_the_url(unused_tcp_port: int, terminal: Terminal) -> None:
+    port = unused_tcp_port
+    with pytest.raises(ChatError, match=rf"cannot reach the sandbox at ws://127\.0\.0\.1:{port}/sandbox/ws"):
+        await run_chat(f"http://127.0.0.1:{port}", "15551234567", "Ada", terminal.lines(), terminal.emit)
+    assert terminal.shown == []
+
+
+async def test_a_daemon_without_the_sandbox_is_a_chat_error(aiohttp_server: AiohttpServer, terminal: Terminal) -> None:
+    server = await aiohttp_server(web.Application())
+    url = str(server.make_url("/"))
+    with pytest.raises(ChatError, match=r"no sandbox at ws://.*/sandbox/ws \(HTTP 404\): enable the sandbox provider"):
+        await run_chat(url, "15551234567", "Ada", terminal.lines(), terminal.emit)
+
+
+@pytest.mark.parametrize(
+    ("url", "user", "error"),
+    [
+        ("http://127.0.0.1:8080", "+15551234567", "must be a phone number of 6 to 15 digits"),
+        ("http://127.0.0.1:8080", "12345", "must be a phone number of 6 to 15 digits"),
+        ("127.0.0.1:8080", "15551234567", "is not the address of a wahub daemon"),
+        ("ftp://example.com", "15551234567", "is not the address of a wahub daemon"),
+    ],
+)
+async def test_bad_arguments_are_chat_errors(url: str, user: str, error: str, terminal: Terminal) -> None:
+    with pytest.raises(ChatError, match=error):
+        await run_chat(url, user, "Ada", terminal.lines(), terminal.emit)
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("http://127.0.0.1:8080", "ws://127.0.0.1:8080/sandbox/ws?user=15551234567&name=Ada+L"),
+        ("https://hub.example.com/wahub/", "wss://hub.example.com/wahub/sandbox/ws?user=15551234567&name=Ada+L"),
+        ("ws://localhost:8080/?x=1", "ws://localhost:8080/sandbox/ws?user=15551234567&name=Ada+L"),
+    ],
+)
+def test_sandbox_ws_url(url: str, expected: str) -> None:
+    assert str(sandbox_ws_url(url, "15551234567", "Ada L")) == expected
+
+
+async def test_stdin_lines_yields_lines_without_newlines() -> None:
+    typed = io.StringIO("hello\r\n2\n\nlast line without newline")
+    assert [line async for line in stdin_lines(typed)] == ["hello", "2", "", "last line without newline"]

@@ -1,0 +1,136 @@
+"""The ``wahub`` command: the only place that prints for users or exits."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import pluggy
+from aiohttp import web
+
+from wahub import __version__
+from wahub.core.config import ConfigError, default_config, load_config
+from wahub.core.plugins import (
+    PluginError,
+    build_plugin_manager,
+    plugin_summary,
+    registered_providers,
+    registered_sections,
+)
+
+EX_CONFIG = 78  # sysexits.h: the configuration is wrong
+SHUTDOWN_SECONDS = 8.0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.handler(args))
+    except (ConfigError, PluginError) as exc:
+        print(str(exc), file=sys.stderr)
+        return EX_CONFIG
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="wahub", description="Self-hosted WhatsApp integration hub.")
+    parser.add_argument("--version", action="version", version=f"wahub {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    config_help = "configuration file (default: the embedded defaults: SQLite, sandbox, no rules)"
+
+    run = commands.add_parser("run", help="run the daemon")
+    run.add_argument("-c", "--config", type=Path, help=config_help)
+    run.set_defaults(handler=_run)
+
+    check = commands.add_parser("check-config", help="validate a configuration exactly as 'run' does")
+    check.add_argument("-c", "--config", type=Path, required=True, help="configuration file")
+    check.set_defaults(handler=_check_config)
+
+    plugins = commands.add_parser("plugins", help="list loaded plugins and the hooks each implements")
+    plugins.set_defaults(handler=_plugins)
+
+    chat = commands.add_parser("chat", help="chat with the running daemon's sandbox from the terminal")
+    chat.add_argument("--url", default="http://127.0.0.1:8080", help="the daemon's address (default: %(default)s)")
+    chat.add_argument("--user", default="15551230000", help="your simulated phone number (default: %(default)s)")
+    chat.add_argument("--name", default="Terminal user", help="your display name (default: %(default)s)")
+    chat.set_defaults(handler=_chat)
+    return parser
+
+
+def _load(path: Path | None, pm: pluggy.PluginManager) -> dict[str, Any]:
+    sections, platforms = registered_sections(pm), registered_providers(pm)
+    if path is None:
+        return default_config(sections=sections, platforms=platforms)
+    return load_config(path, sections=sections, platforms=platforms)
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    _load(args.config, build_plugin_manager())
+    print(f"{args.config}: configuration is valid")
+    return 0
+
+
+def _plugins(args: argparse.Namespace) -> int:
+    for name, hooks in plugin_summary(build_plugin_manager()):
+        print(name)
+        for hook in hooks:
+            print(f"    {hook}")
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    pm = build_plugin_manager()
+    config = _load(args.config, pm)
+    level = getattr(logging, config["wahub"]["log_level"].upper())
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    asyncio.run(serve(config, pm))
+    return 0
+
+
+async def serve(config: dict[str, Any], pm: pluggy.PluginManager) -> None:
+    """Run the daemon until SIGTERM or SIGINT, then shut down gracefully: stop
+    accepting webhooks, drain work in progress, exit within ~10 seconds."""
+    from wahub.core.app import create_app
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    runner = web.AppRunner(create_app(config, pm=pm), access_log=None, shutdown_timeout=SHUTDOWN_SECONDS / 2)
+    await runner.setup()
+    http = config["wahub"]["http"]
+    site = web.TCPSite(runner, http["host"], http["port"])
+    await site.start()
+    logging.getLogger("wahub").info(
+        "wahub %s listening on http://%s:%s (sandbox chat: /sandbox)", __version__, http["host"], http["port"]
+    )
+    try:
+        await stop.wait()
+    finally:
+        logging.getLogger("wahub").info("shutting down")
+        await runner.cleanup()
+
+
+def _chat(args: argparse.Namespace) -> int:
+    from wahub.chat import ChatError, run_chat, stdin_lines
+
+    try:
+        asyncio.run(run_chat(args.url.rstrip("/"), args.user, args.name, stdin_lines(), print))
+    except ChatError as exc:
+        print(f"wahub chat: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

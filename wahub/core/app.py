@@ -1,0 +1,123 @@
+"""``create_app(config)``: the aiohttp application and its lifecycle.
+
+Each resource has one cleanup context, entered in order at start-up and left
+in reverse at shutdown: storage, HTTP client, providers, inbox writer, inbox
+workers, dispatcher, scheduler, plugin lifespans.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pluggy
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from wahub import __version__
+from wahub.core.hub import HUB_KEY, Hub
+from wahub.core.metrics import Metrics
+from wahub.core.outbox import dispatcher_ctx
+from wahub.core.pipeline import pipeline_ctx
+from wahub.core.plugins import build_plugin_manager, registered_providers
+from wahub.core.scheduler import scheduler_ctx
+from wahub.core.storage import Storage
+from wahub.core.webhooks import intake_ctx, webhook_routes
+
+_LOGGER = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 4 * 1024 * 1024
+
+
+def create_app(config: dict[str, Any], *, pm: pluggy.PluginManager | None = None) -> web.Application:
+    """Build the daemon from a validated configuration (see ``wahub.core.config``)."""
+    pm = pm or build_plugin_manager()
+    hub = Hub(config=config, pm=pm, metrics=Metrics())
+    platforms = registered_providers(pm)
+    for entry in config["providers"]:
+        hub.providers[entry["name"]] = platforms[entry["platform"]](hub, entry)
+
+    app = web.Application(client_max_size=MAX_BODY_BYTES)
+    app[HUB_KEY] = hub
+    app.cleanup_ctx.extend(
+        [storage_ctx, http_ctx, providers_ctx, intake_ctx, pipeline_ctx, dispatcher_ctx, scheduler_ctx, lifespans_ctx]
+    )
+    app.router.add_routes(
+        [web.get("/healthz", healthz), web.get("/readyz", readyz), web.get("/metrics", metrics), *webhook_routes()]
+    )
+    app.on_shutdown.append(_begin_shutdown)
+    for route_defs in pm.hook.register_routes(hub=hub):
+        app.router.add_routes(route_defs or [])
+    return app
+
+
+async def _begin_shutdown(app: web.Application) -> None:
+    app[HUB_KEY].shutting_down.set()
+
+
+async def storage_ctx(app: web.Application) -> AsyncIterator[None]:
+    hub = app[HUB_KEY]
+    hub.storage = await Storage.open(hub.config["wahub"]["database"])
+    yield
+    await hub.storage.close()
+
+
+async def http_ctx(app: web.Application) -> AsyncIterator[None]:
+    hub = app[HUB_KEY]
+    timeout = aiohttp.ClientTimeout(total=30, connect=10)
+    hub.http = aiohttp.ClientSession(timeout=timeout, headers={"User-Agent": f"wahub/{__version__}"})
+    yield
+    await hub.drain_background(grace=3.0)
+    await hub.http.close()
+
+
+async def providers_ctx(app: web.Application) -> AsyncIterator[None]:
+    hub = app[HUB_KEY]
+    for provider in hub.providers.values():
+        await provider.start()
+    yield
+    for provider in reversed(list(hub.providers.values())):
+        try:
+            await provider.stop()
+        except Exception:
+            _LOGGER.exception("provider %s failed to stop", provider.name)
+
+
+async def lifespans_ctx(app: web.Application) -> AsyncIterator[None]:
+    hub = app[HUB_KEY]
+    async with contextlib.AsyncExitStack() as stack:
+        for manager in reversed(hub.pm.hook.lifespan(hub=hub)):
+            if manager is not None:
+                await stack.enter_async_context(manager)
+        yield
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok", "version": __version__})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    hub = request.app[HUB_KEY]
+    try:
+        await hub.storage.ping()
+        database = "ok"
+    except Exception as exc:  # noqa: BLE001 - reported, not raised
+        database = f"unreachable: {type(exc).__name__}"
+    providers = {name: provider.ready for name, provider in hub.providers.items()}
+    ready = database == "ok" and all(providers.values())
+    body = {"status": "ready" if ready else "not_ready", "database": database, "providers": providers}
+    return web.json_response(body, status=200 if ready else 503)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    hub = request.app[HUB_KEY]
+    depth, oldest_age = await hub.storage.inbox_depth()
+    hub.metrics.inbox_depth.set(depth)
+    hub.metrics.inbox_oldest_age.set(oldest_age)
+    for name, provider in hub.providers.items():
+        hub.metrics.provider_ready.labels(name).set(1 if provider.ready else 0)
+    body = generate_latest(hub.metrics.registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

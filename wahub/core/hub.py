@@ -1,0 +1,96 @@
+"""The Hub: the running daemon's parts, handed to every hook.
+
+A thin container, built by ``create_app``; it holds no module-level state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+import pluggy
+from aiohttp import web
+
+from wahub.core.models import OutgoingMessage
+
+if TYPE_CHECKING:
+    from wahub.core.metrics import Metrics
+    from wahub.core.provider import Provider
+    from wahub.core.storage import Storage
+
+_LOGGER = logging.getLogger(__name__)
+
+
+class SendRefused(Exception):
+    """A send wahub refuses before queueing it; ``reason`` is a stable code."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass
+class Hub:
+    config: dict[str, Any]
+    pm: pluggy.PluginManager
+    metrics: Metrics
+    storage: Storage = field(init=False)
+    http: aiohttp.ClientSession = field(init=False)
+    providers: dict[str, Provider] = field(default_factory=dict)
+    #: Set whenever new work lands in the inbox or the outbox, to wake their loops.
+    inbox_ready: asyncio.Event = field(default_factory=asyncio.Event)
+    outbox_ready: asyncio.Event = field(default_factory=asyncio.Event)
+    #: Set when shutdown begins; long-lived handlers (WebSockets) close on it.
+    shutting_down: asyncio.Event = field(default_factory=asyncio.Event)
+    _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+
+    def provider(self, name: str | None = None) -> Provider:
+        """The provider called ``name``, or the first configured one."""
+        if name is None:
+            return next(iter(self.providers.values()))
+        try:
+            return self.providers[name]
+        except KeyError:
+            raise SendRefused("unknown_provider", f"no provider named {name!r}") from None
+
+    async def send(
+        self,
+        message: OutgoingMessage,
+        *,
+        provider: str | None = None,
+        idempotency_key: str,
+        conversation_id: int | None = None,
+    ) -> int:
+        """Queue ``message`` in the outbox and return its id. The same
+        ``idempotency_key`` always yields the same message, sent once."""
+        target = self.provider(provider)
+        message_id, created = await self.storage.messages.enqueue(
+            target.name, message, idempotency_key=idempotency_key, conversation_id=conversation_id
+        )
+        if created:
+            self.outbox_ready.set()
+        return message_id
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        """Run ``coro`` in the background, keeping a reference until it ends."""
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def drain_background(self, grace: float) -> None:
+        """Wait for background tasks (at shutdown), cancelling what outlives ``grace`` seconds."""
+        if not self._tasks:
+            return
+        _done, pending = await asyncio.wait(set(self._tasks), timeout=grace)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending)
+
+
+HUB_KEY = web.AppKey("hub", Hub)

@@ -1,0 +1,60 @@
+"""Prometheus metrics, named in WhatsApp terms. One registry per daemon (no globals)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+def _registry() -> CollectorRegistry:
+    return CollectorRegistry(auto_describe=True)
+
+
+@dataclass
+class Metrics:
+    registry: CollectorRegistry = field(default_factory=_registry)
+
+    def __post_init__(self) -> None:
+        r = self.registry
+        self.webhook_requests = Counter(
+            "wahub_webhook_requests", "Webhook requests by provider and outcome", ["provider", "outcome"], registry=r
+        )
+        self.webhook_events = Counter(
+            "wahub_webhook_events", "Webhook events stored, by provider and kind", ["provider", "kind"], registry=r
+        )
+        self.webhook_duplicates = Counter(
+            "wahub_webhook_duplicate_events", "Redelivered webhook events skipped", ["provider"], registry=r
+        )
+        self.webhook_latency = Histogram(
+            "wahub_webhook_latency_seconds",
+            "Time from webhook received to stored and answered",
+            ["provider"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+            registry=r,
+        )
+        self.inbox_commit_batch = Histogram(
+            "wahub_inbox_commit_batch_size",
+            "Webhook requests stored per inbox commit",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+            registry=r,
+        )
+        self.inbox_depth = Gauge("wahub_inbox_depth", "Inbox events not yet processed", registry=r)
+        self.inbox_oldest_age = Gauge(
+            "wahub_inbox_oldest_age_seconds", "Age of the oldest unprocessed event", registry=r
+        )
+        self.inbox_processed = Counter(
+            "wahub_inbox_processed", "Inbox events processed, by kind and outcome", ["kind", "outcome"], registry=r
+        )
+        self.sends = Counter(
+            "wahub_sends",
+            "Send attempts by provider, outcome and error code",
+            ["provider", "outcome", "error_code"],
+            registry=r,
+        )
+        self.statuses = Counter(
+            "wahub_message_statuses", "Delivery statuses received", ["provider", "status"], registry=r
+        )
+        self.provider_ready = Gauge(
+            "wahub_provider_ready", "1 when the provider is ready to send", ["provider"], registry=r
+        )

@@ -1,0 +1,115 @@
+"""The dispatcher: sends queued messages through their provider.
+
+Every send is a ``messages`` row first; the dispatcher claims due rows with a
+lease, calls the provider, and stores the provider's message id. A failure the
+provider calls retryable is tried again with exponential backoff and jitter
+until the message's validity period ends; any other failure is final and keeps
+the provider's code and reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import AsyncIterator
+
+import aiohttp
+from aiohttp import web
+
+from wahub.core.hub import HUB_KEY, Hub
+from wahub.core.plugins import call_hook
+from wahub.core.provider import ProviderError
+from wahub.core.storage_messages import OutboxRow
+
+_LOGGER = logging.getLogger(__name__)
+
+BATCH = 32
+LEASE_SECONDS = 60.0
+POLL_SECONDS = 1.0
+#: A message still unsent this long after it was queued fails instead of retrying.
+VALIDITY_SECONDS = 24 * 3600.0
+
+
+def backoff(attempt: int) -> float:
+    """Seconds before attempt ``attempt + 1``: exponential, capped at 10 minutes, with jitter."""
+    base = min(2.0 ** (attempt - 1), 600.0)
+    return base * random.uniform(0.5, 1.0)
+
+
+class Dispatcher:
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+        self._stopping = False
+
+    async def run(self) -> None:
+        wake = self.hub.outbox_ready
+        while not self._stopping:
+            wake.clear()
+            rows = await self.hub.storage.messages.claim_outbox(BATCH, LEASE_SECONDS)
+            if rows:
+                await asyncio.gather(*(self._send(row) for row in rows))
+            if len(rows) < BATCH:
+                try:
+                    async with asyncio.timeout(POLL_SECONDS):
+                        await wake.wait()
+                except TimeoutError:
+                    pass
+
+    def stop(self) -> None:
+        self._stopping = True
+        self.hub.outbox_ready.set()
+
+    async def _send(self, row: OutboxRow) -> None:
+        hub = self.hub
+        provider = hub.providers.get(row.provider)
+        if provider is None:
+            await self._fail(row, "unknown_provider", f"provider {row.provider!r} is no longer configured")
+            return
+        try:
+            result = await provider.send(row.message)
+        except ProviderError as exc:
+            await self._failed_attempt(row, exc.code, str(exc), retryable=exc.retryable)
+            return
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            await self._failed_attempt(row, "network", f"{type(exc).__name__}: {exc}", retryable=True)
+            return
+        await hub.storage.messages.mark_sent(row.id, result.provider_message_id)
+        hub.metrics.sends.labels(row.provider, "sent", "").inc()
+        await call_hook(hub, "outbound_message", hub=hub, message=row.message, result=result)
+
+    async def _failed_attempt(self, row: OutboxRow, code: str | None, reason: str, *, retryable: bool) -> None:
+        retry_at = time.time() + backoff(row.attempts)
+        if retryable and retry_at < row.created_at + VALIDITY_SECONDS:
+            _LOGGER.warning(
+                "send of message %d failed (%s), retrying in %.0f s", row.id, reason, retry_at - time.time()
+            )
+            self.hub.metrics.sends.labels(row.provider, "retry", code or "").inc()
+            await self.hub.storage.messages.reschedule(row.id, retry_at=retry_at, error_code=code, reason=reason)
+            return
+        await self._fail(row, code, reason)
+
+    async def _fail(self, row: OutboxRow, code: str | None, reason: str) -> None:
+        _LOGGER.error("message %d failed: %s", row.id, reason)
+        self.hub.metrics.sends.labels(row.provider, "failed", code or "").inc()
+        await self.hub.storage.messages.mark_failed(row.id, error_code=code, reason=reason)
+
+
+async def dispatcher_ctx(app: web.Application) -> AsyncIterator[None]:
+    hub = app[HUB_KEY]
+    if hub.storage.is_sqlite:
+        released = await hub.storage.messages.release_outbox_claims()
+        if released:
+            _LOGGER.warning("%d sends were in flight at the last shutdown; sending them again", released)
+    dispatcher = Dispatcher(hub)
+    task = asyncio.create_task(dispatcher.run(), name="wahub-dispatcher")
+    yield
+    dispatcher.stop()
+    try:
+        async with asyncio.timeout(5.0):
+            await task
+    except TimeoutError:
+        _LOGGER.warning("sends still in flight at shutdown are retried at the next start")
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)

@@ -1,0 +1,136 @@
+"""Inbox workers: run each stored webhook event through the pipeline.
+
+Rows of one contact run in order (the storage hands out only a contact's
+oldest unfinished row); rows of different contacts run concurrently. Every
+step is idempotent, so a row interrupted by a crash simply runs again: the
+replies it queues carry keys derived from the event, and the outbox keeps one
+message per key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from wahub.core.hub import HUB_KEY, Hub
+from wahub.core.models import InboundMessage, StatusEvent, event_from_json
+from wahub.core.plugins import call_hook, report_exception
+from wahub.core.storage import InboxRow
+
+_LOGGER = logging.getLogger(__name__)
+
+LEASE_SECONDS = 120.0
+MAX_ATTEMPTS = 10
+#: Seconds between checks for rows whose retry time or lease has come.
+POLL_SECONDS = 1.0
+
+
+def retry_delay(attempt: int) -> float:
+    """Exponential backoff for a failing row: 2 s, 4 s, ... capped at 5 minutes."""
+    return float(min(2**attempt, 300))
+
+
+class InboxProcessor:
+    def __init__(self, hub: Hub, workers: int) -> None:
+        self.hub = hub
+        self.workers = workers
+        self._running: set[asyncio.Task[None]] = set()
+        self._stopping = False
+
+    async def run(self) -> None:
+        wake = self.hub.inbox_ready
+        while not self._stopping:
+            free = self.workers - len(self._running)
+            rows = await self.hub.storage.claim_inbox(free, LEASE_SECONDS) if free > 0 else []
+            for row in rows:
+                task = asyncio.create_task(self._process(row), name=f"wahub-inbox-{row.id}")
+                self._running.add(task)
+                task.add_done_callback(self._done)
+            if len(rows) < free or free == 0:
+                try:
+                    async with asyncio.timeout(POLL_SECONDS):
+                        await wake.wait()
+                except TimeoutError:
+                    pass
+                wake.clear()
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._running.discard(task)
+        # A finished row may unblock the next row of its contact.
+        self.hub.inbox_ready.set()
+
+    async def stop(self, grace: float) -> None:
+        """Stop claiming and give rows in progress ``grace`` seconds to finish;
+        the rest stay claimed and run again after their lease or a restart."""
+        self._stopping = True
+        self.hub.inbox_ready.set()
+        if self._running:
+            _done, pending = await asyncio.wait(set(self._running), timeout=grace)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    async def _process(self, row: InboxRow) -> None:
+        hub = self.hub
+        try:
+            event = event_from_json(row.payload)
+            if isinstance(event, InboundMessage):
+                await self._handle_message(row, event)
+            elif isinstance(event, StatusEvent):
+                await self._handle_status(row, event)
+            else:
+                _LOGGER.info("kept an unsupported %s event (inbox row %d)", row.provider, row.id)
+                await hub.storage.finish_inbox(row.id)
+            hub.metrics.inbox_processed.labels(row.kind, "done").inc()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - one bad event must not stop the workers
+            await self._failed(row, exc)
+
+    async def _failed(self, row: InboxRow, exc: Exception) -> None:
+        give_up = row.attempts >= MAX_ATTEMPTS
+        _LOGGER.exception(
+            "inbox row %d (%s) failed on attempt %d%s", row.id, row.kind, row.attempts, "; giving up" if give_up else ""
+        )
+        self.hub.metrics.inbox_processed.labels(row.kind, "failed" if give_up else "retry").inc()
+        retry_at = None if give_up else time.time() + retry_delay(row.attempts)
+        await self.hub.storage.retry_inbox(row.id, f"{type(exc).__name__}: {exc}", retry_at=retry_at)
+        report_exception(self.hub, exc, {"inbox_id": row.id, "kind": row.kind})
+
+    async def _handle_message(self, row: InboxRow, message: InboundMessage) -> None:
+        hub = self.hub
+        record = await hub.storage.messages.record_inbound(message)
+        await call_hook(hub, "inbound_message", hub=hub, message=message)
+        route = hub.pm.hook.route_message(hub=hub, message=message)
+        replies = await route.respond(hub, message) if route is not None else []
+        created = await hub.storage.finish_with_replies(
+            row.id, message, replies, contact_id=record.contact_id, conversation_id=record.conversation_id
+        )
+        if created:
+            hub.outbox_ready.set()
+
+    async def _handle_status(self, row: InboxRow, status: StatusEvent) -> None:
+        hub = self.hub
+        await hub.storage.messages.apply_status(status)
+        hub.metrics.statuses.labels(status.provider, status.status).inc()
+        await call_hook(hub, "status_update", hub=hub, status=status)
+        await hub.storage.finish_inbox(row.id)
+
+
+async def pipeline_ctx(app: web.Application) -> AsyncIterator[None]:
+    hub = app[HUB_KEY]
+    if hub.storage.is_sqlite:
+        # One process owns a SQLite file, so rows it claimed before a crash are free now.
+        released = await hub.storage.release_inbox_claims()
+        if released:
+            _LOGGER.info("re-running %d inbox events interrupted by the last shutdown", released)
+    processor = InboxProcessor(hub, hub.config["wahub"]["workers"])
+    task = asyncio.create_task(processor.run(), name="wahub-inbox-claimer")
+    yield
+    await processor.stop(grace=5.0)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)

@@ -1,0 +1,169 @@
+"""Durable webhook intake: verify, parse, commit to the inbox, then answer 200.
+
+One writer task commits the inbox. Each commit takes every event queued while
+the previous commit ran, so a burst shares one transaction (and one fsync)
+without any fixed timer adding latency to a lone webhook.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+from aiohttp import web
+
+from wahub.core.hub import HUB_KEY, Hub
+from wahub.core.models import Event
+from wahub.core.provider import WebhookError
+
+_LOGGER = logging.getLogger(__name__)
+
+# Headers that may carry credentials are not kept with a quarantined body.
+_SENSITIVE_HEADER_PARTS = ("authorization", "token", "secret", "key", "cookie")
+
+
+class IntakeClosed(Exception):
+    """The daemon is shutting down and takes no more webhooks."""
+
+
+def event_row(event: Event) -> dict[str, Any]:
+    payload = {field.name: getattr(event, field.name) for field in dataclasses.fields(event)}
+    return {
+        "provider": event.provider,
+        "external_id": event.external_id,
+        "kind": event.kind,
+        "contact_key": event.contact_key,
+        "payload": payload,
+    }
+
+
+class InboxWriter:
+    """The single writer of the inbox (group commit)."""
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+        self._queue: asyncio.Queue[tuple[list[dict[str, Any]], asyncio.Future[int]]] = asyncio.Queue()
+        self.closed = False
+
+    async def submit(self, rows: list[dict[str, Any]]) -> int:
+        """Queue ``rows`` for the next commit and wait until it is durable.
+        Returns how many of them were new (not redeliveries)."""
+        if self.closed:
+            raise IntakeClosed
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait((rows, future))
+        return await future
+
+    async def run(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            while not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            await self._commit(batch)
+            for _ in batch:
+                self._queue.task_done()
+
+    async def _commit(self, batch: Sequence[tuple[list[dict[str, Any]], asyncio.Future[int]]]) -> None:
+        rows = [row for request_rows, _ in batch for row in request_rows]
+        try:
+            new = await self.hub.storage.insert_inbox(rows)
+        except Exception as exc:
+            _LOGGER.exception("inbox commit of %d events failed", len(rows))
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        self.hub.metrics.inbox_commit_batch.observe(len(batch))
+        duplicates = len(rows) - new
+        if duplicates:
+            self.hub.metrics.webhook_duplicates.labels(rows[0]["provider"]).inc(duplicates)
+        for _, future in batch:
+            if not future.done():
+                future.set_result(new)
+        self.hub.inbox_ready.set()
+
+    async def close(self) -> None:
+        """Refuse new webhooks and wait until everything queued is committed."""
+        self.closed = True
+        await self._queue.join()
+
+
+INTAKE_KEY = web.AppKey("intake", InboxWriter)
+
+
+async def intake_ctx(app: web.Application) -> AsyncIterator[None]:
+    writer = InboxWriter(app[HUB_KEY])
+    app[INTAKE_KEY] = writer
+    task = asyncio.create_task(writer.run(), name="wahub-inbox-writer")
+    yield
+    await writer.close()
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+def _error(status: int, code: str, message: str) -> web.Response:
+    return web.json_response({"error": {"code": code, "message": message}}, status=status)
+
+
+async def webhook_get(request: web.Request) -> web.StreamResponse:
+    hub = request.app[HUB_KEY]
+    provider = hub.providers.get(request.match_info["provider_name"])
+    if provider is None:
+        return _error(404, "unknown_provider", f"no provider named {request.match_info['provider_name']!r}")
+    return await provider.handle_webhook_get(request)
+
+
+async def webhook_post(request: web.Request) -> web.StreamResponse:
+    started = time.perf_counter()
+    hub = request.app[HUB_KEY]
+    name = request.match_info["provider_name"]
+    provider = hub.providers.get(name)
+    if provider is None:
+        return _error(404, "unknown_provider", f"no provider named {name!r}")
+    outcome = "stored"
+    try:
+        response = await _receive(request, hub, name)
+        outcome = str(response.status)
+        return response
+    finally:
+        hub.metrics.webhook_requests.labels(name, outcome).inc()
+        hub.metrics.webhook_latency.labels(name).observe(time.perf_counter() - started)
+
+
+async def _receive(request: web.Request, hub: Hub, name: str) -> web.Response:
+    provider = hub.providers[name]
+    writer = request.app[INTAKE_KEY]
+    if writer.closed:
+        return _error(503, "shutting_down", "wahub is restarting; deliver this webhook again")
+    body = await request.read()
+    if not provider.verify_signature(request.headers, body):
+        _LOGGER.warning("webhook for %s refused: bad or missing signature", name)
+        return _error(401, "invalid_signature", "the webhook signature does not match")
+    try:
+        events = provider.parse_webhook(body)
+    except WebhookError as exc:
+        headers = {k: v for k, v in request.headers.items() if not any(p in k.lower() for p in _SENSITIVE_HEADER_PARTS)}
+        await hub.storage.quarantine(name, str(exc), headers, body)
+        _LOGGER.warning("webhook for %s quarantined: %s", name, exc)
+        return _error(400, "unparsable_webhook", str(exc))
+    if events:
+        try:
+            await writer.submit([event_row(event) for event in events])
+        except IntakeClosed:
+            return _error(503, "shutting_down", "wahub is restarting; deliver this webhook again")
+        except Exception:  # noqa: BLE001 - the provider will redeliver
+            return _error(503, "storage_unavailable", "the event could not be stored; deliver it again")
+        for event in events:
+            hub.metrics.webhook_events.labels(name, event.kind).inc()
+    return web.json_response({"ok": True, "events": len(events)})
+
+
+def webhook_routes() -> list[web.RouteDef]:
+    return [
+        web.get("/webhooks/{provider_name}", webhook_get),
+        web.post("/webhooks/{provider_name}", webhook_post),
+    ]

@@ -1,0 +1,27 @@
+"""Built-in periodic upkeep of the daemon's own tables."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from wahub import hookimpl
+from wahub.core.hub import Hub
+from wahub.core.scheduler import JobSpec
+
+_LOGGER = logging.getLogger(__name__)
+
+#: Finished inbox rows are kept this long so a provider's late redelivery
+#: (Meta retries for up to 7 days) is still recognised as a duplicate.
+INBOX_RETENTION_SECONDS = 8 * 24 * 3600
+
+
+async def purge_inbox(hub: Hub) -> None:
+    purged = await hub.storage.purge_inbox(time.time() - INBOX_RETENTION_SECONDS)
+    if purged:
+        _LOGGER.info("purged %d processed inbox events older than 8 days", purged)
+
+
+@hookimpl
+def scheduled_jobs(hub: Hub) -> list[JobSpec]:
+    return [JobSpec(id="wahub.purge_inbox", func=purge_inbox, trigger="interval", trigger_args={"hours": 1})]

@@ -1,0 +1,314 @@
+"""The sandbox provider: a simulated WhatsApp user side inside the daemon.
+
+A person chats at ``/sandbox`` (or with ``wahub chat``) as a WhatsApp user.
+What they type is posted, signed, to this provider's own webhook URL over
+HTTP, so it takes exactly the path a real provider's webhook takes; the bot's
+replies leave through the outbox and arrive here through ``send``. Receipts
+from the page ("received", "seen") come back as signed status webhooks.
+
+Webhook body::
+
+    {"object": "wahub_sandbox", "business_number": "15550000000",
+     "events": [{"type": "message", "id": "sbx.in.<id>", "from": "15551234567",
+                 "name": "Alice", "timestamp": 1764000000,
+                 "message": {"type": "text", "text": {"body": "hi"}}},
+                {"type": "status", "id": "<event id>", "message_id": "sbx.out.<id>",
+                 "recipient": "15551234567", "status": "delivered", "timestamp": 1764000001}]}
+
+signed with ``X-Wahub-Signature-256: sha256=<hex HMAC-SHA256 of the body>``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import logging
+import re
+import secrets
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import voluptuous as vol
+from aiohttp import WSMsgType, web
+
+from wahub import hookimpl
+from wahub.core.hub import Hub
+from wahub.core.models import Event, InboundMessage, OutgoingMessage, SendResult, StatusEvent, UnsupportedEvent
+from wahub.core.provider import PROVIDER_SCHEMA_BASE, Provider, WebhookError
+
+_LOGGER = logging.getLogger(__name__)
+
+SIGNATURE_HEADER = "X-Wahub-Signature-256"
+WEB_DIR = Path(__file__).resolve().parents[2] / "web" / "sandbox"
+_USER_RE = re.compile(r"^\d{6,15}$")
+
+
+def sign(secret: str, body: bytes) -> str:
+    """The signature header value for ``body``."""
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def frame_message(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A stored message (or an outgoing body) as the chat page shows it."""
+    body = row["body"]
+    kind = body.get("type", "text")
+    content = body.get(kind, {})
+    text, buttons = "", []
+    if kind == "text":
+        text = content.get("body", "")
+    elif kind == "interactive":
+        text = content.get("body", {}).get("text", "") or content.get(content.get("type", ""), {}).get("title", "")
+        buttons = [b["reply"] for b in content.get("action", {}).get("buttons", []) if "reply" in b]
+    elif isinstance(content, dict):
+        text = content.get("caption") or content.get("body") or f"[{kind}]"
+    return {
+        "id": row.get("provider_message_id") or f"wahub.{row.get('id')}",
+        "direction": row["direction"],
+        "type": kind,
+        "text": text,
+        "buttons": buttons,
+        "status": row["status"],
+        "timestamp": row["created_at"],
+    }
+
+
+class SandboxProvider(Provider):
+    PLATFORM = "sandbox"
+    CONFIG_SCHEMA = PROVIDER_SCHEMA_BASE.extend(
+        {
+            vol.Optional("secret"): vol.All(str, vol.Length(min=16, msg="use at least 16 characters")),
+            vol.Optional("business_number", default="15550000000"): vol.All(
+                vol.Coerce(str), vol.Match(_USER_RE, msg="digits only, 6 to 15 of them")
+            ),
+        }
+    )
+
+    def __init__(self, hub: Hub, config: Mapping[str, Any]) -> None:
+        super().__init__(hub, config)
+        # Without a configured secret the sandbox signs with a fresh one per run:
+        # only this process ever posts to its webhook.
+        self.secret: str = config.get("secret") or secrets.token_hex(32)
+        self.business_number: str = config["business_number"]
+        self.clients: defaultdict[str, set[web.WebSocketResponse]] = defaultdict(set)
+
+    # -- the provider contract ---------------------------------------------
+
+    def verify_signature(self, headers: Mapping[str, str], body: bytes) -> bool:
+        given = headers.get(SIGNATURE_HEADER, "")
+        return hmac.compare_digest(given.encode(), sign(self.secret, body).encode())
+
+    def parse_webhook(self, body: bytes) -> list[Event]:
+        try:
+            data = json.loads(body)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise WebhookError(f"body is not JSON: {exc}") from exc
+        if (
+            not isinstance(data, dict)
+            or data.get("object") != "wahub_sandbox"
+            or not isinstance(data.get("events"), list)
+        ):
+            raise WebhookError("expected an object with 'object': 'wahub_sandbox' and an 'events' list")
+        return [self._parse_event(item) for item in data["events"]]
+
+    def _parse_event(self, item: Any) -> Event:
+        try:
+            if item["type"] == "message":
+                message = item["message"]
+                return InboundMessage(
+                    provider=self.name,
+                    external_id=str(item["id"]),
+                    sender=str(item["from"]),
+                    type=message["type"],
+                    content={message["type"]: message[message["type"]]},
+                    timestamp=float(item["timestamp"]),
+                    sender_name=item.get("name"),
+                    context_id=(message.get("context") or {}).get("id"),
+                    raw=item,
+                )
+            if item["type"] == "status":
+                return StatusEvent(
+                    provider=self.name,
+                    external_id=str(item["id"]),
+                    message_id=str(item["message_id"]),
+                    status=str(item["status"]),
+                    timestamp=float(item["timestamp"]),
+                    recipient=item.get("recipient"),
+                    raw=item,
+                )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise WebhookError(f"malformed sandbox event: missing or invalid {exc}") from exc
+        external_id = str(item.get("id") or hashlib.sha256(json.dumps(item, sort_keys=True).encode()).hexdigest())
+        return UnsupportedEvent(provider=self.name, external_id=external_id, raw=item)
+
+    async def send(self, message: OutgoingMessage) -> SendResult:
+        provider_id = f"sbx.out.{uuid.uuid4().hex}"
+        row = {
+            "body": message.to_json(),
+            "provider_message_id": provider_id,
+            "direction": "out",
+            "status": "sent",
+            "created_at": time.time(),
+        }
+        await self.push(message.to, {"type": "message", "message": frame_message(row)})
+        return SendResult(provider_id)
+
+    # -- the simulated user side -------------------------------------------
+
+    async def push(self, user: str, frame: dict[str, Any]) -> None:
+        for ws in list(self.clients.get(user, ())):
+            if not ws.closed:
+                await ws.send_json(frame)
+
+    async def post_webhook(self, base_url: str, events: list[dict[str, Any]]) -> None:
+        """Deliver ``events`` to this provider's webhook URL, signed, like a BSP would."""
+        body = json.dumps(
+            {"object": "wahub_sandbox", "business_number": self.business_number, "events": events}
+        ).encode()
+        headers = {SIGNATURE_HEADER: sign(self.secret, body), "Content-Type": "application/json"}
+        async with self.hub.http.post(f"{base_url}/webhooks/{self.name}", data=body, headers=headers) as response:
+            if response.status != 200:
+                raise WebhookError(f"the daemon answered {response.status}: {await response.text()}")
+
+    def user_event(self, user: str, name: str, frame: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The webhook event for what the person did on the page, or None if it makes no sense."""
+        base = {
+            "type": "message",
+            "id": f"sbx.in.{uuid.uuid4().hex}",
+            "from": user,
+            "name": name,
+            "timestamp": time.time(),
+        }
+        if frame.get("type") == "text" and str(frame.get("text", "")).strip():
+            return {**base, "message": {"type": "text", "text": {"body": str(frame["text"])[:4096]}}}
+        if frame.get("type") == "button" and frame.get("id"):
+            reply = {
+                "type": "button_reply",
+                "button_reply": {"id": str(frame["id"]), "title": str(frame.get("title", ""))},
+            }
+            message: dict[str, Any] = {"type": "interactive", "interactive": reply}
+            if frame.get("context"):
+                message["context"] = {"id": str(frame["context"])}
+            return {**base, "message": message}
+        return None
+
+
+def _receipt_events(user: str, frame: Mapping[str, Any]) -> list[dict[str, Any]]:
+    status = {"received": "delivered", "seen": "read"}[str(frame["type"])]
+    return [
+        {
+            "type": "status",
+            "id": f"{message_id}:{status}",
+            "message_id": str(message_id),
+            "recipient": user,
+            "status": status,
+            "timestamp": time.time(),
+        }
+        for message_id in frame.get("ids", [])[:100]
+        if str(message_id).startswith("sbx.out.")
+    ]
+
+
+def _sandbox_for(hub: Hub, request: web.Request) -> SandboxProvider:
+    name = request.query.get("provider")
+    for provider in hub.providers.values():
+        if isinstance(provider, SandboxProvider) and (name is None or provider.name == name):
+            return provider
+    raise web.HTTPNotFound(text="no sandbox provider is configured")
+
+
+def _loopback_url(request: web.Request) -> str:
+    """The address this very connection reached, so the sandbox posts to its own daemon."""
+    host, port = request.transport.get_extra_info("sockname")[:2] if request.transport else ("127.0.0.1", 8080)
+    host = "127.0.0.1" if host in ("0.0.0.0", "") else ("[::1]" if host == "::" else host)
+    return f"http://[{host}]:{port}" if ":" in host and not host.startswith("[") else f"http://{host}:{port}"
+
+
+async def _chat_socket(hub: Hub, request: web.Request) -> web.WebSocketResponse:
+    provider = _sandbox_for(hub, request)
+    user = request.query.get("user", "")
+    if not _USER_RE.match(user):
+        raise web.HTTPBadRequest(text="'user' must be the simulated phone number: 6 to 15 digits")
+    name = request.query.get("name", "Sandbox user")[:64]
+    ws = web.WebSocketResponse(heartbeat=30)
+    await ws.prepare(request)
+    provider.clients[user].add(ws)
+    closer = asyncio.create_task(_close_on_shutdown(hub, ws))
+    try:
+        history = await hub.storage.messages.history(provider.name, user)
+        await ws.send_json({"type": "history", "messages": [frame_message(row) for row in history]})
+        base_url = _loopback_url(request)
+        async for msg in ws:
+            if msg.type == WSMsgType.TEXT:
+                await _on_frame(provider, ws, base_url, user, name, msg.json())
+    finally:
+        closer.cancel()
+        provider.clients[user].discard(ws)
+    return ws
+
+
+async def _close_on_shutdown(hub: Hub, ws: web.WebSocketResponse) -> None:
+    await hub.shutting_down.wait()
+    await ws.close(message=b"wahub is shutting down")
+
+
+async def _on_frame(
+    provider: SandboxProvider, ws: web.WebSocketResponse, base_url: str, user: str, name: str, frame: Any
+) -> None:
+    if not isinstance(frame, dict):
+        return
+    try:
+        if frame.get("type") in ("received", "seen"):
+            events = _receipt_events(user, frame)
+            if events:
+                await provider.post_webhook(base_url, events)
+            return
+        event = provider.user_event(user, name, frame)
+        if event is None:
+            await ws.send_json({"type": "error", "message": f"cannot send a {frame.get('type')!r} frame"})
+            return
+        await provider.post_webhook(base_url, [event])
+        row = {
+            "body": event["message"],
+            "provider_message_id": event["id"],
+            "direction": "in",
+            "status": "received",
+            "created_at": event["timestamp"],
+        }
+        await provider.push(user, {"type": "message", "message": frame_message(row)})
+    except (WebhookError, OSError) as exc:
+        _LOGGER.warning("sandbox could not deliver to its webhook: %s", exc)
+        await ws.send_json({"type": "error", "message": f"not delivered: {exc}"})
+
+
+@hookimpl
+def register_providers() -> Iterable[type[Provider]]:
+    return [SandboxProvider]
+
+
+@hookimpl
+def register_routes(hub: Hub) -> list[web.AbstractRouteDef]:
+    async def page(request: web.Request) -> web.FileResponse:
+        _sandbox_for(hub, request)
+        return web.FileResponse(WEB_DIR / "index.html")
+
+    async def socket(request: web.Request) -> web.WebSocketResponse:
+        return await _chat_socket(hub, request)
+
+    return [
+        web.get("/sandbox", page),
+        web.get("/sandbox/ws", socket),
+        web.static("/sandbox/static", WEB_DIR),
+    ]
+
+
+@hookimpl
+async def status_update(hub: Hub, status: StatusEvent) -> None:
+    provider = hub.providers.get(status.provider)
+    if isinstance(provider, SandboxProvider) and status.recipient:
+        await provider.push(status.recipient, {"type": "status", "id": status.message_id, "status": status.status})

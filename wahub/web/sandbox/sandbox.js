@@ -1,0 +1,445 @@
+/*
+ * wahub sandbox chat: the simulated WhatsApp user's side of a conversation
+ * with the bot, spoken over the /sandbox/ws WebSocket.
+ *
+ * DOM contract (tests and the operator docs rely on it):
+ *   body[data-connection]      "connecting" | "connected" | "reconnecting"
+ *   #messages                  the conversation, an <ol role="log" aria-live="polite">
+ *   li.msg                     one bubble per message, oldest first
+ *     [data-id]                the message id from the server
+ *     [data-direction]         "in" (written by the person, right, green)
+ *                              | "out" (the bot's reply, left, white)
+ *     [data-status]            bot bubbles only: "queued" | "sent" | "delivered"
+ *                              | "read" | "failed"; it only moves forward
+ *     .msg__text               the message text (always set as text, never HTML)
+ *     time.msg__time           HH:MM local time; [datetime] holds the ISO instant
+ *     .msg__tick[aria-label]   bot bubbles only: the status in words, e.g. "read"
+ *     .msg__buttons button     reply buttons of a bot message,
+ *                              [data-button-id] is the button id
+ *   li.notice                  an error reported by the server
+ *   #banner                    visible while the socket is down ("Reconnecting…")
+ *   #identity-user, #identity-name, #composer-text, #composer-send
+ *
+ * localStorage keys: "wahub.sandbox.user", "wahub.sandbox.name".
+ */
+"use strict";
+
+(() => {
+  const STATUS_RANK = { queued: 0, sent: 1, delivered: 2, read: 3, failed: 4 };
+  const isStatus = (value) => Object.prototype.hasOwnProperty.call(STATUS_RANK, value);
+  const USER_PATTERN = /^[0-9]{6,15}$/;
+  const STORAGE_USER = "wahub.sandbox.user";
+  const STORAGE_NAME = "wahub.sandbox.name";
+  const DEFAULT_NAME = "Sandbox user";
+  const BACKOFF_FIRST_MS = 500;
+  const BACKOFF_MAX_MS = 8000;
+  const SVG_NS = "http://www.w3.org/2000/svg";
+
+  const el = {
+    messages: document.getElementById("messages"),
+    chat: document.getElementById("chat"),
+    banner: document.getElementById("banner"),
+    state: document.getElementById("connection-state"),
+    identity: document.getElementById("identity"),
+    user: document.getElementById("identity-user"),
+    name: document.getElementById("identity-name"),
+    composer: document.getElementById("composer"),
+    text: document.getElementById("composer-text"),
+    send: document.getElementById("composer-send"),
+  };
+
+  const session = {
+    socket: null,
+    // Bumped on every new connection so events of a replaced socket are ignored.
+    generation: 0,
+    attempts: 0,
+    retryTimer: null,
+    // Bot message ids already acknowledged on the current connection.
+    received: new Set(),
+    seen: new Set(),
+  };
+
+  // ---- identity ------------------------------------------------------------
+
+  function storageGet(key) {
+    try {
+      return window.localStorage.getItem(key);
+    } catch {
+      return null; // storage disabled: fall back to defaults for this visit
+    }
+  }
+
+  function storageSet(key, value) {
+    try {
+      window.localStorage.setItem(key, value);
+    } catch {
+      // Storage disabled: the identity lasts for this visit only.
+    }
+  }
+
+  function randomUser() {
+    let digits = "1555";
+    for (let i = 0; i < 7; i += 1) digits += Math.floor(Math.random() * 10);
+    return digits;
+  }
+
+  function loadIdentity() {
+    let user = storageGet(STORAGE_USER);
+    if (!user || !USER_PATTERN.test(user)) {
+      user = randomUser();
+      storageSet(STORAGE_USER, user);
+    }
+    const name = storageGet(STORAGE_NAME) || DEFAULT_NAME;
+    return { user, name };
+  }
+
+  let identity = loadIdentity();
+
+  function applyIdentity(event) {
+    if (event) event.preventDefault();
+    const user = el.user.value.trim();
+    const name = el.name.value.trim() || DEFAULT_NAME;
+    const valid = USER_PATTERN.test(user);
+    el.user.setAttribute("aria-invalid", valid ? "false" : "true");
+    if (!valid) return;
+    el.name.value = name;
+    if (user === identity.user && name === identity.name) return;
+    identity = { user, name };
+    storageSet(STORAGE_USER, user);
+    storageSet(STORAGE_NAME, name);
+    el.messages.replaceChildren();
+    session.attempts = 0;
+    connect();
+  }
+
+  // ---- rendering -------------------------------------------------------------
+
+  function formatTime(timestamp) {
+    const date = new Date(Number(timestamp) * 1000);
+    if (Number.isNaN(date.getTime())) return { text: "", iso: "" };
+    const pad = (n) => String(n).padStart(2, "0");
+    return { text: `${pad(date.getHours())}:${pad(date.getMinutes())}`, iso: date.toISOString() };
+  }
+
+  function svg(paths, viewBox) {
+    const icon = document.createElementNS(SVG_NS, "svg");
+    icon.setAttribute("viewBox", viewBox);
+    icon.setAttribute("aria-hidden", "true");
+    icon.setAttribute("focusable", "false");
+    for (const d of paths) {
+      const path = document.createElementNS(SVG_NS, "path");
+      path.setAttribute("d", d);
+      icon.append(path);
+    }
+    return icon;
+  }
+
+  const CHECK = "M1.5 8.6 4.9 12 11.6 4.6";
+  const CHECK_SECOND = "M7.6 11.2 8.4 12 15.1 4.6";
+  const TICK_ICONS = {
+    queued: () => svg(["M8 2.2a5.8 5.8 0 1 0 0 11.6A5.8 5.8 0 0 0 8 2.2Z", "M8 4.8V8l2.2 1.6"], "0 0 16 16"),
+    sent: () => svg([CHECK], "0 0 16 16"),
+    delivered: () => svg([CHECK, CHECK_SECOND], "0 0 16 16"),
+    read: () => svg([CHECK, CHECK_SECOND], "0 0 16 16"),
+    failed: () => svg(["M8 1.8 15 14.2H1Z", "M8 6v4", "M8 11.8v.4"], "0 0 16 16"),
+  };
+
+  function renderTick(tick, status) {
+    tick.dataset.status = status;
+    tick.setAttribute("aria-label", status);
+    tick.replaceChildren(TICK_ICONS[status]());
+  }
+
+  function statusOf(message) {
+    return isStatus(message.status) ? message.status : "queued";
+  }
+
+  function renderMessage(message) {
+    const direction = message.direction === "out" ? "out" : "in";
+    const item = document.createElement("li");
+    item.className = `msg msg--${direction}`;
+    item.dataset.id = String(message.id);
+    item.dataset.direction = direction;
+
+    const bubble = document.createElement("div");
+    bubble.className = "msg__bubble";
+    const text = document.createElement("p");
+    text.className = "msg__text";
+    if (message.text) {
+      text.textContent = message.text;
+    } else {
+      text.classList.add("msg__text--placeholder");
+      text.textContent = `(${message.type || "message"})`;
+    }
+
+    const meta = document.createElement("span");
+    meta.className = "msg__meta";
+    const time = document.createElement("time");
+    time.className = "msg__time";
+    const when = formatTime(message.timestamp);
+    time.textContent = when.text;
+    if (when.iso) time.dateTime = when.iso;
+    meta.append(time);
+
+    const speaker = document.createElement("span");
+    speaker.className = "visually-hidden";
+    speaker.textContent = direction === "out" ? "wahub sandbox: " : "You: ";
+    bubble.append(speaker, text, meta);
+    item.append(bubble);
+
+    if (direction === "out") {
+      const status = statusOf(message);
+      item.dataset.status = status;
+      const tick = document.createElement("span");
+      tick.className = "msg__tick";
+      tick.setAttribute("role", "img");
+      renderTick(tick, status);
+      meta.append(tick);
+      const buttons = Array.isArray(message.buttons) ? message.buttons : [];
+      if (buttons.length > 0) item.append(renderButtons(item.dataset.id, buttons));
+    }
+    return item;
+  }
+
+  function renderButtons(contextId, buttons) {
+    const group = document.createElement("div");
+    group.className = "msg__buttons";
+    group.setAttribute("role", "group");
+    group.setAttribute("aria-label", "Reply buttons");
+    for (const button of buttons) {
+      const control = document.createElement("button");
+      control.type = "button";
+      control.className = "msg__button";
+      control.dataset.buttonId = String(button.id);
+      control.textContent = String(button.title);
+      control.disabled = !isOpen();
+      control.addEventListener("click", () => {
+        sendFrame({ type: "button", id: String(button.id), title: String(button.title), context: contextId });
+      });
+      group.append(control);
+    }
+    return group;
+  }
+
+  function findBubble(id) {
+    for (const item of el.messages.querySelectorAll("li.msg")) {
+      if (item.dataset.id === String(id)) return item;
+    }
+    return null;
+  }
+
+  function advanceStatus(item, status) {
+    if (!item || item.dataset.direction !== "out" || !isStatus(status)) return;
+    const current = item.dataset.status;
+    // Statuses only move forward and "failed" is final, as on the server.
+    if (current === "failed" || STATUS_RANK[status] <= STATUS_RANK[current]) return;
+    item.dataset.status = status;
+    renderTick(item.querySelector(".msg__tick"), status);
+  }
+
+  function nearBottom() {
+    const { scrollTop, scrollHeight, clientHeight } = el.chat;
+    return scrollHeight - scrollTop - clientHeight < 120;
+  }
+
+  function scrollToEnd() {
+    el.chat.scrollTop = el.chat.scrollHeight;
+  }
+
+  function showHistory(messages) {
+    el.messages.replaceChildren(...messages.map(renderMessage));
+    scrollToEnd();
+  }
+
+  function showMessage(message) {
+    const existing = findBubble(message.id);
+    if (existing) {
+      advanceStatus(existing, statusOf(message));
+      return;
+    }
+    const follow = nearBottom() || message.direction === "in";
+    el.messages.append(renderMessage(message));
+    if (follow) scrollToEnd();
+  }
+
+  function showNotice(text) {
+    const item = document.createElement("li");
+    item.className = "notice";
+    item.setAttribute("role", "alert");
+    item.textContent = text;
+    el.messages.append(item);
+    scrollToEnd();
+  }
+
+  // ---- acknowledgements ----------------------------------------------------
+
+  function botBubbles() {
+    return el.messages.querySelectorAll('li.msg[data-direction="out"]');
+  }
+
+  function acknowledge() {
+    const received = [];
+    for (const item of botBubbles()) {
+      const { id, status } = item.dataset;
+      if (session.received.has(id) || STATUS_RANK[status] >= STATUS_RANK.delivered) continue;
+      session.received.add(id);
+      received.push(id);
+    }
+    if (received.length > 0) sendFrame({ type: "received", ids: received });
+    markSeen();
+  }
+
+  function markSeen() {
+    if (document.visibilityState !== "visible" || !isOpen()) return;
+    const seen = [];
+    for (const item of botBubbles()) {
+      const { id, status } = item.dataset;
+      if (session.seen.has(id) || status === "read" || status === "failed") continue;
+      session.seen.add(id);
+      seen.push(id);
+    }
+    if (seen.length > 0) sendFrame({ type: "seen", ids: seen });
+  }
+
+  // ---- connection ------------------------------------------------------------
+
+  function isOpen() {
+    return session.socket !== null && session.socket.readyState === WebSocket.OPEN;
+  }
+
+  function sendFrame(frame) {
+    if (!isOpen()) return false;
+    session.socket.send(JSON.stringify(frame));
+    return true;
+  }
+
+  function setConnection(state) {
+    document.body.dataset.connection = state;
+    const online = state === "connected";
+    el.state.textContent = { connected: "online", connecting: "connecting…", reconnecting: "reconnecting…" }[state];
+    // The banner takes room from the conversation: keep the latest message in view.
+    const follow = nearBottom();
+    el.banner.hidden = state !== "reconnecting";
+    if (follow) scrollToEnd();
+    el.send.disabled = !online;
+    for (const button of el.messages.querySelectorAll(".msg__button")) button.disabled = !online;
+  }
+
+  function socketUrl() {
+    const scheme = window.location.protocol === "https:" ? "wss:" : "ws:";
+    const query = new URLSearchParams({ user: identity.user, name: identity.name });
+    return `${scheme}//${window.location.host}/sandbox/ws?${query}`;
+  }
+
+  function connect() {
+    window.clearTimeout(session.retryTimer);
+    session.retryTimer = null;
+    if (session.socket) {
+      const previous = session.socket;
+      session.socket = null;
+      previous.close(1000, "identity changed");
+    }
+    session.generation += 1;
+    const generation = session.generation;
+    session.received = new Set();
+    session.seen = new Set();
+    if (session.attempts === 0) setConnection("connecting");
+
+    const socket = new WebSocket(socketUrl());
+    session.socket = socket;
+    const current = () => generation === session.generation;
+
+    socket.addEventListener("open", () => {
+      if (!current()) return;
+      session.attempts = 0;
+      setConnection("connected");
+    });
+    socket.addEventListener("message", (event) => {
+      if (current()) handleFrame(event.data);
+    });
+    socket.addEventListener("close", () => {
+      if (!current()) return;
+      session.socket = null;
+      scheduleReconnect();
+    });
+  }
+
+  function scheduleReconnect() {
+    setConnection("reconnecting");
+    const ceiling = Math.min(BACKOFF_MAX_MS, BACKOFF_FIRST_MS * 2 ** session.attempts);
+    // Jitter keeps many open tabs from hammering a restarting daemon in step.
+    const delay = ceiling / 2 + Math.random() * (ceiling / 2);
+    session.attempts += 1;
+    session.retryTimer = window.setTimeout(connect, delay);
+  }
+
+  function retryNow() {
+    if (session.retryTimer === null) return;
+    connect();
+  }
+
+  function handleFrame(data) {
+    let frame;
+    try {
+      frame = JSON.parse(data);
+    } catch {
+      return; // not ours: the protocol only sends JSON objects
+    }
+    if (!frame || typeof frame !== "object") return;
+    switch (frame.type) {
+      case "history":
+        showHistory(Array.isArray(frame.messages) ? frame.messages : []);
+        acknowledge();
+        break;
+      case "message":
+        if (frame.message && typeof frame.message === "object") {
+          showMessage(frame.message);
+          acknowledge();
+        }
+        break;
+      case "status":
+        advanceStatus(findBubble(frame.id), frame.status);
+        break;
+      case "error":
+        showNotice(String(frame.message || "The sandbox reported an error."));
+        break;
+      default:
+        break;
+    }
+  }
+
+  // ---- composer --------------------------------------------------------------
+
+  function sendText(event) {
+    if (event) event.preventDefault();
+    const text = el.text.value;
+    if (text.trim() === "") return;
+    // Only clear the box once the frame is on its way, so nothing typed is lost.
+    if (sendFrame({ type: "text", text })) {
+      el.text.value = "";
+      resizeComposer();
+    }
+  }
+
+  function resizeComposer() {
+    el.text.style.height = "auto";
+    el.text.style.height = `${Math.min(el.text.scrollHeight, 140)}px`;
+  }
+
+  el.text.addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && !event.shiftKey && !event.isComposing) sendText(event);
+  });
+  el.text.addEventListener("input", resizeComposer);
+  el.composer.addEventListener("submit", sendText);
+
+  el.user.value = identity.user;
+  el.name.value = identity.name;
+  el.identity.addEventListener("submit", applyIdentity);
+  el.user.addEventListener("change", () => applyIdentity());
+  el.name.addEventListener("change", () => applyIdentity());
+
+  document.addEventListener("visibilitychange", markSeen);
+  window.addEventListener("online", retryNow);
+
+  connect();
+})();
