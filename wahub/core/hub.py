@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -46,6 +46,8 @@ class Hub:
     outbox_ready: asyncio.Event = field(default_factory=asyncio.Event)
     #: Set when shutdown begins; long-lived handlers (WebSockets) close on it.
     shutting_down: asyncio.Event = field(default_factory=asyncio.Event)
+    #: Whether webhooks are waiting for their commit; inbox workers yield to them.
+    intake_busy: Callable[[], bool] = field(default=lambda: False)
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
     def provider(self, name: str | None = None) -> Provider:

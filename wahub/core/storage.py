@@ -1,15 +1,21 @@
 """Database access: engine, migrations and the inbox. All SQL lives in ``core/storage*``.
 
 SQLite (WAL) by default, PostgreSQL through asyncpg, with the same code. On
-SQLite one connection serves the process: SQLite admits one writer at a time
-anyway, and a single connection queues writers in the event loop instead of
-in SQLite's sleeping busy handler.
+SQLite the inbox has its own connection in its own thread: a group commit is
+one call there (BEGIN, executemany, COMMIT) instead of a thread hop per
+statement, which is what keeps webhook intake fast. Every other query shares
+one pooled connection. All SQLite transactions begin IMMEDIATE, so the two
+connections queue for the write lock instead of failing on a lock upgrade.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
+import sqlite3
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,18 +24,18 @@ import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config as AlembicConfig
 from sqlalchemy import event
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.dialects.sqlite.pysqlite import SQLiteDialect_pysqlite as sqlite_dialect
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from wahub.core.models import InboundMessage, OutgoingMessage
-from wahub.core.storage_messages import MessageStore, insert_ignore
+from wahub.core.storage_messages import Database, MessageStore, insert_ignore
 from wahub.core.storage_schema import inbox, quarantine
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 # Any constant works; it only has to be the same for every wahub replica.
 _MIGRATION_LOCK_ID = 0x77616875
-# Rows per INSERT statement: well under SQLite's limit of bound parameters.
-_INSERT_CHUNK = 500
 
 
 @dataclass(frozen=True)
@@ -54,21 +60,82 @@ def engine_url(url: str) -> str:
     raise ValueError(f"unsupported database URL {url!r}: use sqlite:/// or postgresql://")
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+_SQLITE_PRAGMAS = ("journal_mode=WAL", "foreign_keys=ON", "busy_timeout=10000")
+# The inbox commit is fsynced before the webhook gets its 200 (FULL). Every
+# other write derives from the inbox and is re-derived after a crash; in WAL
+# mode it reaches the disk with the next inbox commit's fsync at the latest.
+_INBOX_SYNC, _DERIVED_SYNC = "synchronous=FULL", "synchronous=NORMAL"
+
+
+def _sqlite_connected(dbapi_connection: Any, _record: Any) -> None:
+    # Let SQLAlchemy's "begin" event, not the driver, open transactions.
+    dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
-    # FULL: a commit is on disk before the webhook gets its 200, even on power loss.
-    for pragma in ("journal_mode=WAL", "synchronous=FULL", "foreign_keys=ON", "busy_timeout=10000"):
+    for pragma in (*_SQLITE_PRAGMAS, _DERIVED_SYNC):
         cursor.execute(f"PRAGMA {pragma}")
     cursor.close()
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def create_engine(url: str) -> AsyncEngine:
     driver_url = engine_url(url)
     if driver_url.startswith("sqlite"):
         engine = create_async_engine(driver_url, pool_size=1, max_overflow=0, pool_timeout=120)
-        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        event.listen(engine.sync_engine, "connect", _sqlite_connected)
+        event.listen(engine.sync_engine, "begin", _sqlite_begin)
         return engine
     return create_async_engine(driver_url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+
+
+class _SqliteInboxWriter:
+    """The inbox's own SQLite connection, used from one dedicated thread."""
+
+    COLUMNS = ("provider", "external_id", "kind", "contact_key", "payload", "state", "attempts", "received_at")
+
+    def __init__(self, path: str, lock: asyncio.Lock) -> None:
+        self._lock = lock
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wahub-inbox-writer")
+        self._path = path
+        self._db: sqlite3.Connection | None = None
+        statement = sqlite_insert(inbox).on_conflict_do_nothing(index_elements=["provider", "external_id"])
+        values = {column: sa.bindparam(column) for column in self.COLUMNS}
+        compiled = statement.values(values).compile(dialect=sqlite_dialect(paramstyle="named"))
+        self._sql = str(compiled)
+
+    async def _run(self, func: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, func, *args)
+
+    async def open(self) -> None:
+        await self._run(self._open)
+
+    def _open(self) -> None:
+        self._db = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        for pragma in (*_SQLITE_PRAGMAS, _INBOX_SYNC):
+            self._db.execute(f"PRAGMA {pragma}")
+
+    async def insert(self, rows: list[dict[str, Any]]) -> int:
+        async with self._lock:
+            return int(await self._run(self._insert, rows))
+
+    def _insert(self, rows: list[dict[str, Any]]) -> int:
+        assert self._db is not None
+        params = [{**row, "payload": json.dumps(row["payload"])} for row in rows]
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            count = self._db.executemany(self._sql, params).rowcount
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        return count
+
+    async def close(self) -> None:
+        if self._db is not None:
+            await self._run(self._db.close)
+        self._executor.shutdown(wait=True)
 
 
 def _upgrade(connection: Connection) -> None:
@@ -84,27 +151,33 @@ class Storage:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
         self.is_sqlite = engine.dialect.name == "sqlite"
-        self.messages = MessageStore(engine)
+        self.db = Database(engine)
+        self.messages = MessageStore(self.db)
+        self._sqlite_inbox = _SqliteInboxWriter(str(engine.url.database), self.db.lock) if self.is_sqlite else None
 
     @classmethod
     async def open(cls, url: str, *, migrate: bool = True) -> Storage:
         storage = cls(create_engine(url))
         if migrate:
             await storage.migrate()
+        if storage._sqlite_inbox is not None:
+            await storage._sqlite_inbox.open()
         return storage
 
     async def migrate(self) -> None:
         """Apply pending Alembic migrations; replicas on PostgreSQL take turns."""
-        async with self.engine.begin() as conn:
+        async with self.db.begin() as conn:
             if not self.is_sqlite:
                 await conn.execute(sa.text("SELECT pg_advisory_xact_lock(:id)"), {"id": _MIGRATION_LOCK_ID})
             await conn.run_sync(_upgrade)
 
     async def close(self) -> None:
+        if self._sqlite_inbox is not None:
+            await self._sqlite_inbox.close()
         await self.engine.dispose()
 
     async def ping(self) -> None:
-        async with self.engine.connect() as conn:
+        async with self.db.connect() as conn:
             await conn.execute(sa.text("SELECT 1"))
 
     # -- inbox ---------------------------------------------------------------
@@ -116,15 +189,13 @@ class Storage:
             return 0
         now = time.time()
         values = [{**row, "received_at": now, "state": "pending", "attempts": 0} for row in rows]
-        new = 0
-        async with self.engine.begin() as conn:
-            # Multi-row VALUES with RETURNING counts the new rows on every driver
-            # (executemany row counts are not reliable on asyncpg).
-            for start in range(0, len(values), _INSERT_CHUNK):
-                chunk = values[start : start + _INSERT_CHUNK]
-                statement = insert_ignore(conn, inbox, ["provider", "external_id"]).values(chunk)
-                new += len((await conn.execute(statement.returning(inbox.c.id))).all())
-        return new
+        if self._sqlite_inbox is not None:
+            return await self._sqlite_inbox.insert(values)
+        async with self.db.begin() as conn:
+            # executemany with RETURNING: SQLAlchemy batches it into few statements
+            # and counts exactly the new rows on both databases.
+            statement = insert_ignore(conn, inbox, ["provider", "external_id"]).returning(inbox.c.id)
+            return len((await conn.execute(statement, values)).all())
 
     async def claim_inbox(self, limit: int, lease_seconds: float) -> list[InboxRow]:
         """Claim up to ``limit`` rows that may run now: for each contact only
@@ -141,7 +212,7 @@ class Storage:
                 inbox.c.id, inbox.c.provider, inbox.c.kind, inbox.c.contact_key, inbox.c.payload, inbox.c.attempts
             )
             .where(
-                inbox.c.state.in_(("pending", "processing")),
+                inbox.c.state == "pending",
                 sa.or_(inbox.c.lease_until.is_(None), inbox.c.lease_until <= now),
                 inbox.c.id == oldest_open,
             )
@@ -150,7 +221,13 @@ class Storage:
         )
         if not self.is_sqlite:
             query = query.with_for_update(skip_locked=True, of=inbox)
-        async with self.engine.begin() as conn:
+        async with self.db.begin() as conn:
+            # Rows whose worker died (lease over) are pending again.
+            await conn.execute(
+                inbox.update()
+                .where(inbox.c.state == "processing", inbox.c.lease_until <= now)
+                .values(state="pending", lease_until=None)
+            )
             rows = (await conn.execute(query)).all()
             if rows:
                 await conn.execute(
@@ -167,7 +244,7 @@ class Storage:
         if conn is not None:
             await conn.execute(statement)
             return
-        async with self.engine.begin() as own:
+        async with self.db.begin() as own:
             await own.execute(statement)
 
     async def finish_with_replies(
@@ -183,7 +260,7 @@ class Storage:
         one transaction. Reply keys derive from the message, so a re-run after a
         crash queues nothing twice. Returns how many replies were new."""
         created = 0
-        async with self.engine.begin() as conn:
+        async with self.db.begin() as conn:
             for index, reply in enumerate(replies):
                 _id, new = await self.messages.enqueue(
                     message.provider,
@@ -204,12 +281,12 @@ class Storage:
             values.update(state="failed", lease_until=None, processed_at=time.time())
         else:
             values.update(state="pending", lease_until=retry_at)
-        async with self.engine.begin() as conn:
+        async with self.db.begin() as conn:
             await conn.execute(inbox.update().where(inbox.c.id == row_id).values(**values))
 
     async def release_inbox_claims(self) -> int:
         """Make every claimed row runnable again (start-up of a single SQLite process)."""
-        async with self.engine.begin() as conn:
+        async with self.db.begin() as conn:
             result = await conn.execute(
                 inbox.update().where(inbox.c.state == "processing").values(state="pending", lease_until=None)
             )
@@ -220,13 +297,13 @@ class Storage:
         query = sa.select(sa.func.count(), sa.func.min(inbox.c.received_at)).where(
             inbox.c.state.in_(("pending", "processing"))
         )
-        async with self.engine.connect() as conn:
+        async with self.db.connect() as conn:
             count, oldest = (await conn.execute(query)).one()
         return int(count), (time.time() - oldest) if oldest else 0.0
 
     async def purge_inbox(self, older_than: float) -> int:
         """Delete finished rows received before ``older_than`` (kept until then for dedupe)."""
-        async with self.engine.begin() as conn:
+        async with self.db.begin() as conn:
             result = await conn.execute(
                 inbox.delete().where(inbox.c.state.in_(("done", "failed")), inbox.c.received_at < older_than)
             )
@@ -234,7 +311,7 @@ class Storage:
 
     async def quarantine(self, provider: str, reason: str, headers: dict[str, str], body: bytes) -> None:
         """Keep a webhook body that could not be parsed, for inspection."""
-        async with self.engine.begin() as conn:
+        async with self.db.begin() as conn:
             await conn.execute(
                 quarantine.insert().values(
                     provider=provider, reason=reason[:2000], headers=headers, body=body, received_at=time.time()

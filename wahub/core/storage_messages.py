@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,15 +50,47 @@ def moves_forward(current: str, new: str) -> bool:
     return current != "failed" and STATUS_RANK.get(new, -1) > STATUS_RANK.get(current, -1)
 
 
-class MessageStore:
+class Database:
+    """Transactions on the pooled connection(s).
+
+    On SQLite, ``lock`` is also taken by the inbox writer's own connection, so
+    the process's writers queue here, in order, instead of sleeping in
+    SQLite's busy handler.
+    """
+
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
+        self.lock = asyncio.Lock()
+        self._serialize = engine.dialect.name == "sqlite"
+
+    @asynccontextmanager
+    async def begin(self) -> AsyncIterator[AsyncConnection]:
+        async with self._locked(), self.engine.begin() as conn:
+            yield conn
+
+    @asynccontextmanager
+    async def connect(self) -> AsyncIterator[AsyncConnection]:
+        async with self._locked(), self.engine.connect() as conn:
+            yield conn
+
+    @asynccontextmanager
+    async def _locked(self) -> AsyncIterator[None]:
+        if self._serialize:
+            async with self.lock:
+                yield
+        else:
+            yield
+
+
+class MessageStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
 
     async def record_inbound(self, message: InboundMessage, *, identity_kind: str = "wa_id") -> InboundRecord:
         """Upsert the sender's contact and conversation and store the message, in one
         transaction; running it again for the same message changes nothing."""
         now = time.time()
-        async with self.engine.begin() as conn:
+        async with self.db.begin() as conn:
             contact_id = await self._upsert_contact(conn, message.provider, message.sender, message.sender_name, now)
             await conn.execute(
                 insert_ignore(conn, contact_identities, ["contact_id", "kind", "value"]),
@@ -158,7 +193,7 @@ class MessageStore:
             "updated_at": now,
         }
         if conn is None:
-            async with self.engine.begin() as own:
+            async with self.db.begin() as own:
                 return await self._enqueue(own, values)
         return await self._enqueue(conn, values)
 
@@ -182,7 +217,7 @@ class MessageStore:
             .order_by(messages.c.next_attempt_at, messages.c.id)
             .limit(limit)
         )
-        async with self.engine.begin() as conn:
+        async with self.db.begin() as conn:
             if conn.dialect.name != "sqlite":
                 query = query.with_for_update(skip_locked=True)
             rows = (await conn.execute(query)).all()
@@ -198,7 +233,7 @@ class MessageStore:
 
     async def release_outbox_claims(self) -> int:
         """Make leased queued messages due again (start-up of a single SQLite process)."""
-        async with self.engine.begin() as conn:
+        async with self.db.begin() as conn:
             result = await conn.execute(
                 messages.update()
                 .where(messages.c.status == "queued", messages.c.lease_until.is_not(None))
@@ -210,7 +245,7 @@ class MessageStore:
         """Store the provider's id and move to ``sent``, or further when status
         webhooks for that id arrived before the provider's answer. Returns the status."""
         now = time.time()
-        async with self.engine.begin() as conn:
+        async with self.db.begin() as conn:
             provider = (
                 await conn.execute(sa.select(messages.c.provider).where(messages.c.id == message_id))
             ).scalar_one()
@@ -239,7 +274,7 @@ class MessageStore:
 
     async def reschedule(self, message_id: int, *, retry_at: float, error_code: str | None, reason: str) -> None:
         """Keep a message queued for another attempt at ``retry_at``."""
-        async with self.engine.begin() as conn:
+        async with self.db.begin() as conn:
             await conn.execute(
                 messages.update()
                 .where(messages.c.id == message_id)
@@ -253,7 +288,7 @@ class MessageStore:
             )
 
     async def mark_failed(self, message_id: int, *, error_code: str | None, reason: str) -> None:
-        async with self.engine.begin() as conn:
+        async with self.db.begin() as conn:
             await conn.execute(
                 messages.update()
                 .where(messages.c.id == message_id)
@@ -270,7 +305,7 @@ class MessageStore:
         """Record a status event and move its message forward. Returns the change,
         or None when the message is unknown (yet) or the status is not newer."""
         now = time.time()
-        async with self.engine.begin() as conn:
+        async with self.db.begin() as conn:
             await conn.execute(
                 insert_ignore(conn, status_events, ["provider", "provider_message_id", "status"]),
                 {
@@ -300,7 +335,7 @@ class MessageStore:
         return StatusChange(int(row.id), event.status)
 
     async def get(self, message_id: int) -> dict[str, Any] | None:
-        async with self.engine.connect() as conn:
+        async with self.db.connect() as conn:
             row = (await conn.execute(sa.select(messages).where(messages.c.id == message_id))).one_or_none()
         return dict(row._mapping) if row else None
 
@@ -312,6 +347,6 @@ class MessageStore:
             .order_by(messages.c.id.desc())
             .limit(limit)
         )
-        async with self.engine.connect() as conn:
+        async with self.db.connect() as conn:
             rows = (await conn.execute(query)).all()
         return [dict(r._mapping) for r in reversed(rows)]

@@ -26,6 +26,11 @@ _LOGGER = logging.getLogger(__name__)
 _SENSITIVE_HEADER_PARTS = ("authorization", "token", "secret", "key", "cookie")
 
 
+#: Average requests per commit from which intake counts as busy.
+BUSY_BATCH = 4.0
+BUSY_HOLD_SECONDS = 0.5
+
+
 class IntakeClosed(Exception):
     """The daemon is shutting down and takes no more webhooks."""
 
@@ -48,6 +53,15 @@ class InboxWriter:
         self.hub = hub
         self._queue: asyncio.Queue[tuple[list[dict[str, Any]], asyncio.Future[int]]] = asyncio.Queue()
         self.closed = False
+        self._batch_average = 0.0
+        self._last_commit = 0.0
+
+    @property
+    def busy(self) -> bool:
+        """Whether webhooks arrive faster than one commit at a time: then each
+        commit carries several requests. Calibrates itself to the disk's speed."""
+        recent = time.monotonic() - self._last_commit < BUSY_HOLD_SECONDS
+        return recent and self._batch_average >= BUSY_BATCH
 
     async def submit(self, rows: list[dict[str, Any]]) -> int:
         """Queue ``rows`` for the next commit and wait until it is durable.
@@ -64,6 +78,8 @@ class InboxWriter:
             while not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             await self._commit(batch)
+            self._batch_average += (len(batch) - self._batch_average) * 0.2
+            self._last_commit = time.monotonic()
             for _ in batch:
                 self._queue.task_done()
 
@@ -96,8 +112,10 @@ INTAKE_KEY = web.AppKey("intake", InboxWriter)
 
 
 async def intake_ctx(app: web.Application) -> AsyncIterator[None]:
-    writer = InboxWriter(app[HUB_KEY])
+    hub = app[HUB_KEY]
+    writer = InboxWriter(hub)
     app[INTAKE_KEY] = writer
+    hub.intake_busy = lambda: writer.busy
     task = asyncio.create_task(writer.run(), name="wahub-inbox-writer")
     yield
     await writer.close()

@@ -16,19 +16,9 @@ depends_on = None
 def upgrade() -> None:
     op.create_table(
         "contacts",
-        sa.Column(
-            "id",
-            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
-            autoincrement=True,
-            nullable=False,
-        ),
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
         sa.Column("provider", sa.String(length=64), nullable=False),
-        sa.Column(
-            "address",
-            sa.String(length=128),
-            nullable=False,
-            comment="where replies go: wa_id, phone or BSUID",
-        ),
+        sa.Column("address", sa.String(length=128), nullable=False, comment="where replies go: wa_id, phone or BSUID"),
         sa.Column("name", sa.String(length=256), nullable=True),
         sa.Column("created_at", sa.Float(), nullable=False),
         sa.Column("updated_at", sa.Float(), nullable=False),
@@ -37,21 +27,11 @@ def upgrade() -> None:
     )
     op.create_table(
         "inbox",
-        sa.Column(
-            "id",
-            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
-            autoincrement=True,
-            nullable=False,
-        ),
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
         sa.Column("provider", sa.String(length=64), nullable=False),
         sa.Column("external_id", sa.String(length=256), nullable=False),
         sa.Column("kind", sa.String(length=16), nullable=False),
-        sa.Column(
-            "contact_key",
-            sa.String(length=256),
-            nullable=False,
-            comment="rows of one key run in order",
-        ),
+        sa.Column("contact_key", sa.String(length=256), nullable=False, comment="rows of one key run in order"),
         sa.Column("payload", sa.JSON(), nullable=False),
         sa.Column("state", sa.String(length=16), server_default="pending", nullable=False),
         sa.Column("attempts", sa.Integer(), server_default="0", nullable=False),
@@ -63,16 +43,12 @@ def upgrade() -> None:
         sa.UniqueConstraint("provider", "external_id", name="uq_inbox_provider_external_id"),
     )
     with op.batch_alter_table("inbox", schema=None) as batch_op:
-        batch_op.create_index("ix_inbox_state_contact", ["state", "contact_key", "id"], unique=False)
+        batch_op.create_index("ix_inbox_contact_state_id", ["contact_key", "state", "id"], unique=False)
+        batch_op.create_index("ix_inbox_state_id", ["state", "id"], unique=False)
 
     op.create_table(
         "quarantine",
-        sa.Column(
-            "id",
-            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
-            autoincrement=True,
-            nullable=False,
-        ),
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
         sa.Column("provider", sa.String(length=64), nullable=False),
         sa.Column("reason", sa.Text(), nullable=False),
         sa.Column("headers", sa.JSON(), nullable=False),
@@ -82,12 +58,7 @@ def upgrade() -> None:
     )
     op.create_table(
         "status_events",
-        sa.Column(
-            "id",
-            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
-            autoincrement=True,
-            nullable=False,
-        ),
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
         sa.Column("provider", sa.String(length=64), nullable=False),
         sa.Column("provider_message_id", sa.String(length=256), nullable=False),
         sa.Column("status", sa.String(length=16), nullable=False),
@@ -97,32 +68,13 @@ def upgrade() -> None:
         sa.Column("pricing_category", sa.String(length=64), nullable=True),
         sa.Column("created_at", sa.Float(), nullable=False),
         sa.PrimaryKeyConstraint("id"),
-        sa.UniqueConstraint(
-            "provider",
-            "provider_message_id",
-            "status",
-            name="uq_status_events_message_status",
-        ),
+        sa.UniqueConstraint("provider", "provider_message_id", "status", name="uq_status_events_message_status"),
     )
     op.create_table(
         "contact_identities",
-        sa.Column(
-            "id",
-            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
-            autoincrement=True,
-            nullable=False,
-        ),
-        sa.Column(
-            "contact_id",
-            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
-            nullable=False,
-        ),
-        sa.Column(
-            "kind",
-            sa.String(length=32),
-            nullable=False,
-            comment="phone, wa_id, bsuid, username, crm:<name>",
-        ),
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
+        sa.Column("contact_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("kind", sa.String(length=32), nullable=False, comment="phone, wa_id, bsuid, username, crm:<name>"),
         sa.Column("value", sa.String(length=256), nullable=False),
         sa.Column("created_at", sa.Float(), nullable=False),
         sa.ForeignKeyConstraint(["contact_id"], ["contacts.id"], ondelete="CASCADE"),
@@ -134,17 +86,8 @@ def upgrade() -> None:
 
     op.create_table(
         "conversations",
-        sa.Column(
-            "id",
-            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
-            autoincrement=True,
-            nullable=False,
-        ),
-        sa.Column(
-            "contact_id",
-            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
-            nullable=False,
-        ),
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
+        sa.Column("contact_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column("provider", sa.String(length=64), nullable=False),
         sa.Column("owner", sa.String(length=16), server_default="bot", nullable=False),
         sa.Column("assignee", sa.String(length=128), nullable=True),
@@ -157,37 +100,14 @@ def upgrade() -> None:
     )
     op.create_table(
         "messages",
-        sa.Column(
-            "id",
-            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
-            autoincrement=True,
-            nullable=False,
-        ),
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
         sa.Column("provider", sa.String(length=64), nullable=False),
         sa.Column("direction", sa.String(length=3), nullable=False, comment="in or out"),
-        sa.Column(
-            "contact_id",
-            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
-            nullable=True,
-        ),
-        sa.Column(
-            "conversation_id",
-            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
-            nullable=True,
-        ),
-        sa.Column(
-            "address",
-            sa.String(length=128),
-            nullable=False,
-            comment="the user's address",
-        ),
+        sa.Column("contact_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True),
+        sa.Column("conversation_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True),
+        sa.Column("address", sa.String(length=128), nullable=False, comment="the user's address"),
         sa.Column("type", sa.String(length=32), nullable=False),
-        sa.Column(
-            "body",
-            sa.JSON(),
-            nullable=False,
-            comment="canonical Cloud-API-shaped message",
-        ),
+        sa.Column("body", sa.JSON(), nullable=False, comment="canonical Cloud-API-shaped message"),
         sa.Column("provider_message_id", sa.String(length=256), nullable=True),
         sa.Column("status", sa.String(length=16), nullable=False),
         sa.Column("error_code", sa.String(length=64), nullable=True),
@@ -223,7 +143,8 @@ def downgrade() -> None:
     op.drop_table("status_events")
     op.drop_table("quarantine")
     with op.batch_alter_table("inbox", schema=None) as batch_op:
-        batch_op.drop_index("ix_inbox_state_contact")
+        batch_op.drop_index("ix_inbox_state_id")
+        batch_op.drop_index("ix_inbox_contact_state_id")
 
     op.drop_table("inbox")
     op.drop_table("contacts")
