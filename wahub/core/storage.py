@@ -101,7 +101,7 @@ class _SqliteInboxWriter:
         self._path = path
         self._db: sqlite3.Connection | None = None
         statement = sqlite_insert(inbox).on_conflict_do_nothing(index_elements=["provider", "external_id"])
-        values = {column: sa.bindparam(column) for column in self.COLUMNS}
+        values: dict[str, Any] = {column: sa.bindparam(column) for column in self.COLUMNS}
         compiled = statement.values(values).compile(dialect=sqlite_dialect(paramstyle="named"))
         self._sql = str(compiled)
 
