@@ -17,7 +17,7 @@ WORKDIR /
 VOLUME /data
 EXPOSE 8080
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
-    CMD ["python", "-c", "import urllib.request,sys; sys.exit(urllib.request.urlopen('http://127.0.0.1:8080/healthz', timeout=4).status != 200)"]
+    CMD ["python", "-c", "import os, sys, urllib.request; url = 'http://127.0.0.1:%s/healthz' % os.environ.get('WAHUB_PORT', '8080'); sys.exit(urllib.request.urlopen(url, timeout=4).status != 200)"]
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["wahub"]
 CMD ["run", "-c", "/config/config.yaml"]

@@ -19,12 +19,18 @@ from wahub.core.plugins import (
     PluginError,
     build_plugin_manager,
     plugin_summary,
+    registered_platforms,
     registered_providers,
     registered_sections,
 )
 
+EX_UNAVAILABLE = 69  # sysexits.h: a resource the daemon needs is not available
 EX_CONFIG = 78  # sysexits.h: the configuration is wrong
 SHUTDOWN_SECONDS = 8.0
+
+
+class StartupError(Exception):
+    """The daemon cannot start for a reason outside the configuration."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,6 +44,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, PluginError) as exc:
         print(str(exc), file=sys.stderr)
         return EX_CONFIG
+    except StartupError as exc:
+        print(f"wahub: {exc}", file=sys.stderr)
+        return EX_UNAVAILABLE
     except KeyboardInterrupt:
         return 130
 
@@ -81,10 +90,17 @@ def _check_config(args: argparse.Namespace) -> int:
 
 
 def _plugins(args: argparse.Namespace) -> int:
-    for name, hooks in plugin_summary(build_plugin_manager()):
+    pm = build_plugin_manager()
+    for name, hooks in plugin_summary(pm):
         print(name)
         for hook in hooks:
             print(f"    {hook}")
+    for kind, hook in (
+        ("providers", "register_providers"),
+        ("AI backends", "register_ai_backends"),
+        ("CRM backends", "register_crm_backends"),
+    ):
+        print(f"{kind}: {', '.join(sorted(registered_platforms(pm, hook))) or '(none)'}")
     return 0
 
 
@@ -109,15 +125,21 @@ async def serve(config: dict[str, Any], pm: pluggy.PluginManager) -> None:
     runner = web.AppRunner(create_app(config, pm=pm), access_log=None, shutdown_timeout=SHUTDOWN_SECONDS / 2)
     await runner.setup()
     http = config["wahub"]["http"]
-    site = web.TCPSite(runner, http["host"], http["port"])
-    await site.start()
-    logging.getLogger("wahub").info(
-        "wahub %s listening on http://%s:%s (sandbox chat: /sandbox)", __version__, http["host"], http["port"]
-    )
+    logger = logging.getLogger("wahub")
     try:
+        try:
+            await web.TCPSite(runner, http["host"], http["port"]).start()
+        except OSError as exc:
+            raise StartupError(f"cannot listen on {http['host']}:{http['port']}: {exc.strerror or exc}") from exc
+        sandbox = (
+            " (chat with the sandbox at /sandbox)"
+            if any(p["platform"] == "sandbox" for p in config["providers"])
+            else ""
+        )
+        logger.info("wahub %s listening on http://%s:%s%s", __version__, http["host"], http["port"], sandbox)
         await stop.wait()
     finally:
-        logging.getLogger("wahub").info("shutting down")
+        logger.info("shutting down")
         await runner.cleanup()
 
 

@@ -10,7 +10,7 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -26,12 +26,20 @@ from wahub.plugins.providers.sandbox import SIGNATURE_HEADER, sign
 TEST_SECRET = "wahub-test-secret-0123456789abcdef"
 
 
+def plugin_manager(plugins: Iterable[object] = ()) -> pluggy.PluginManager:
+    """The built-in plugins plus ``plugins`` (modules or objects with hook
+    implementations), without the installed entry points, so a test sees
+    exactly the plugins it names."""
+    return build_plugin_manager(load_entry_points=False, extra_plugins=plugins)
+
+
 def build_config(
     raw: Mapping[str, Any] | None = None, *, database: str, pm: pluggy.PluginManager | None = None
 ) -> dict[str, Any]:
     """Validate ``raw`` exactly as ``wahub run`` would, on ``database``, with one
-    sandbox provider signing with ``TEST_SECRET`` unless ``raw`` names providers."""
-    pm = pm or build_plugin_manager(load_entry_points=False)
+    sandbox provider signing with ``TEST_SECRET`` unless ``raw`` names providers.
+    Pass the same ``pm`` (see ``plugin_manager``) to ``running_daemon``."""
+    pm = pm or plugin_manager()
     data = {key: value for key, value in (raw or {}).items()}
     data.setdefault("providers", [{"platform": "sandbox", "name": "sandbox", "secret": TEST_SECRET}])
     data["wahub"] = {"database": database, **data.get("wahub", {})}

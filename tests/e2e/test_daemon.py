@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -217,3 +219,40 @@ def test_plugins_command_lists_hooks(tmp_path: Path) -> None:
     result = run_cli("plugins", cwd=tmp_path)
     assert result.returncode == 0
     assert "wahub.plugins.router\n    register_config_sections\n    route_message\n" in result.stdout
+
+
+def test_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "config.yaml").write_text(CONFIG)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {**os.environ, "WAHUB_PORT": str(port)}
+        result = subprocess.run(
+            [sys.executable, "-m", "wahub", "run", "-c", "config.yaml"],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            stdin=subprocess.DEVNULL,
+        )
+    assert result.returncode == 69
+    assert f"wahub: cannot listen on 127.0.0.1:{port}:" in result.stderr
+    assert "Traceback" not in result.stderr and "Unclosed" not in result.stderr
+
+
+def test_plugin_that_fails_to_import_stops_start_up_with_its_error(tmp_path: Path) -> None:
+    site = install_plugin(tmp_path / "site", "wahub_broken_test", "import no_such_module_anywhere\n")
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    result = subprocess.run(
+        [sys.executable, "-m", "wahub", "plugins"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    assert result.returncode == 78
+    assert "failed to load" in result.stderr and "no_such_module_anywhere" in result.stderr

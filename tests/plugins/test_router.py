@@ -63,6 +63,19 @@ def test_tapped_button_title_is_matched() -> None:
     assert answer(CONFIG, tapped) == OutgoingMessage.text("1", "Hello! How can I help?")
 
 
+def test_keyword_match_of_a_rule_with_regex_groups_leaves_them_empty() -> None:
+    config = ROUTER_SCHEMA({"rules": [{"match": {"keyword": "track", "regex": r"order (\d+)"}, "reply": "[{1}]"}]})
+    assert answer(config, message("track please")) == OutgoingMessage.text("15551234567", "[]")
+    assert answer(config, message("order 42")) == OutgoingMessage.text("15551234567", "[42]")
+
+
+def test_default_reply_placeholders_are_checked_at_start_up() -> None:
+    with pytest.raises(vol.Invalid, match=r"placeholder \{1\} is not available"):
+        ROUTER_SCHEMA({"default_reply": "Hi {1}"})
+    config = ROUTER_SCHEMA({"default_reply": "Sorry {name}, {0}?"})
+    assert answer(config, message("x")) == OutgoingMessage.text("15551234567", "Sorry Ann, ?")
+
+
 def test_no_default_reply_means_silence() -> None:
     assert answer(ROUTER_SCHEMA({}), message("anything")) is None
 
@@ -72,6 +85,7 @@ def test_no_default_reply_means_silence() -> None:
     [
         ({"match": {"regex": "order ("}, "reply": "x"}, "invalid regular expression"),
         ({"match": {"regex": r"(\d+)"}, "reply": "{2}"}, "placeholder {2} is not available"),
+        ({"match": {"keyword": "a"}, "reply": {"text": "{1}"}}, "placeholder {1} is not available"),
         ({"match": {"keyword": "a"}, "reply": "{"}, "literal braces"),
         ({"match": {}, "reply": "x"}, "give 'keyword' or 'regex'"),
         ({"match": {"keyword": "a"}, "reply": {"text": "t", "buttons": ["1", "2", "3", "4"]}}, "at most 3"),

@@ -24,7 +24,7 @@ class Metrics:
             "wahub_webhook_events", "Webhook events stored, by provider and kind", ["provider", "kind"], registry=r
         )
         self.webhook_duplicates = Counter(
-            "wahub_webhook_duplicate_events", "Redelivered webhook events skipped", ["provider"], registry=r
+            "wahub_webhook_duplicate_events", "Redelivered webhook events skipped", registry=r
         )
         self.webhook_latency = Histogram(
             "wahub_webhook_latency_seconds",

@@ -19,7 +19,7 @@ import aiohttp
 from aiohttp import web
 
 from wahub.core.hub import HUB_KEY, Hub
-from wahub.core.plugins import call_hook
+from wahub.core.plugins import call_hook, report_exception
 from wahub.core.provider import ProviderError
 from wahub.core.storage_messages import OutboxRow
 
@@ -47,7 +47,12 @@ class Dispatcher:
         wake = self.hub.outbox_ready
         while not self._stopping:
             wake.clear()
-            rows = await self.hub.storage.messages.claim_outbox(BATCH, LEASE_SECONDS)
+            try:
+                rows = await self.hub.storage.messages.claim_outbox(BATCH, LEASE_SECONDS)
+            except Exception as exc:
+                _LOGGER.exception("cannot claim queued messages; trying again")
+                report_exception(self.hub, exc, {"loop": "dispatcher"})
+                rows = []
             if rows:
                 await asyncio.gather(*(self._send(row) for row in rows))
             if len(rows) < BATCH:
@@ -74,6 +79,11 @@ class Dispatcher:
             return
         except (aiohttp.ClientError, TimeoutError) as exc:
             await self._failed_attempt(row, "network", f"{type(exc).__name__}: {exc}", retryable=True)
+            return
+        except Exception as exc:
+            _LOGGER.exception("provider %s raised while sending message %d", row.provider, row.id)
+            report_exception(hub, exc, {"message_id": row.id, "provider": row.provider})
+            await self._failed_attempt(row, "provider_error", f"{type(exc).__name__}: {exc}", retryable=True)
             return
         await hub.storage.messages.mark_sent(row.id, result.provider_message_id)
         hub.metrics.sends.labels(row.provider, "sent", "").inc()

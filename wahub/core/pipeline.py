@@ -58,7 +58,12 @@ class InboxProcessor:
         wake = self.hub.inbox_ready
         while not self._stopping:
             free, wait = self._free_slots()
-            rows = await self.hub.storage.claim_inbox(free, LEASE_SECONDS) if free > 0 else []
+            try:
+                rows = await self.hub.storage.claim_inbox(free, LEASE_SECONDS) if free > 0 else []
+            except Exception as exc:
+                _LOGGER.exception("cannot claim inbox events; trying again")
+                report_exception(self.hub, exc, {"loop": "inbox"})
+                rows, wait = [], POLL_SECONDS
             for row in rows:
                 task = asyncio.create_task(self._process(row), name=f"wahub-inbox-{row.id}")
                 task.started = time.monotonic()  # type: ignore[attr-defined]

@@ -47,7 +47,10 @@ def build_plugin_manager(
     for name in DEFAULT_PLUGINS:
         pm.register(import_module(name), name=name)
     if load_entry_points:
-        pm.load_setuptools_entrypoints("wahub")
+        try:
+            pm.load_setuptools_entrypoints("wahub")
+        except Exception as exc:
+            raise PluginError(f"a plugin of the 'wahub' entry-point group failed to load: {exc!r}") from exc
     for plugin in extra_plugins:
         pm.register(plugin, name=_readable_name(plugin))
     try:
@@ -88,11 +91,16 @@ def plugin_summary(pm: pluggy.PluginManager) -> list[tuple[str, list[str]]]:
 
 def registered_providers(pm: pluggy.PluginManager) -> dict[str, type[Provider]]:
     """``{platform: provider class}`` from every ``register_providers``."""
-    platforms: dict[str, type[Provider]] = {}
-    for classes in pm.hook.register_providers():
+    return registered_platforms(pm, "register_providers")
+
+
+def registered_platforms(pm: pluggy.PluginManager, hook_name: str) -> dict[str, Any]:
+    """``{PLATFORM: class}`` from every implementation of a ``register_*`` hook."""
+    platforms: dict[str, Any] = {}
+    for classes in getattr(pm.hook, hook_name)():
         for cls in classes or ():
             if cls.PLATFORM in platforms and platforms[cls.PLATFORM] is not cls:
-                raise PluginError(f"two plugins register provider platform {cls.PLATFORM!r}")
+                raise PluginError(f"two plugins register the {hook_name[9:-1]} platform {cls.PLATFORM!r}")
             platforms[cls.PLATFORM] = cls
     return platforms
 

@@ -94,9 +94,8 @@ class InboxWriter:
                     future.set_exception(exc)
             return
         self.hub.metrics.inbox_commit_batch.observe(len(batch))
-        duplicates = len(rows) - new
-        if duplicates:
-            self.hub.metrics.webhook_duplicates.labels(rows[0]["provider"]).inc(duplicates)
+        if new < len(rows):
+            self.hub.metrics.webhook_duplicates.inc(len(rows) - new)
         for _, future in batch:
             if not future.done():
                 future.set_result(new)
@@ -142,7 +141,7 @@ async def webhook_post(request: web.Request) -> web.StreamResponse:
     provider = hub.providers.get(name)
     if provider is None:
         return _error(404, "unknown_provider", f"no provider named {name!r}")
-    outcome = "stored"
+    outcome = "500"  # stays so when _receive raises
     try:
         response = await _receive(request, hub, name)
         outcome = str(response.status)

@@ -24,6 +24,7 @@ from typing import Any
 import voluptuous as vol
 
 from wahub import hookimpl
+from wahub.core.config import ExplainedInvalid
 from wahub.core.hub import Hub
 from wahub.core.models import InboundMessage, OutgoingMessage, Route
 
@@ -79,31 +80,44 @@ def _reply(value: Any) -> Any:
     raise vol.Invalid("a reply is a text or {text: ..., buttons: [...]}")
 
 
-def _check_placeholders(rule: dict[str, Any]) -> dict[str, Any]:
+def _check_text(text: str, groups: int) -> str:
     """Refuse placeholders a match can never fill, at start-up rather than at reply time."""
-    groups = rule["match"]["regex"].groups if "regex" in rule["match"] else 0
-    text = rule["reply"] if isinstance(rule["reply"], str) else rule["reply"]["text"]
     try:
         fields = [name for _, name, _, _ in string.Formatter().parse(text) if name is not None]
     except ValueError as exc:
-        raise vol.Invalid(f"reply: {exc} (write {{{{ and }}}} for literal braces)", path=["reply"]) from exc
+        raise ExplainedInvalid(f"{exc} (write {{{{ and }}}} for literal braces)") from exc
     for name in fields:
-        if name == "name" or (name.isdigit() and int(name) <= groups):
-            continue
-        raise vol.Invalid(
-            f"reply: placeholder {{{name}}} is not available; use {{0}} (whole match), "
-            f"{{1}}..{{{groups}}} (regex groups) or {{name}}",
-            path=["reply"],
-        )
+        if name != "name" and not (name.isdigit() and int(name) <= groups):
+            available = "{0} (whole match), " + (f"{{1}}..{{{groups}}} (regex groups), " if groups else "")
+            raise ExplainedInvalid(f"placeholder {{{name}}} is not available here; use {available}or {{name}}")
+    return text
+
+
+def _regex_groups(rule: Mapping[str, Any]) -> int:
+    return int(rule["match"]["regex"].groups) if "regex" in rule["match"] else 0
+
+
+def _check_rule(rule: dict[str, Any]) -> dict[str, Any]:
+    reply, groups = rule["reply"], _regex_groups(rule)
+    try:
+        _check_text(reply if isinstance(reply, str) else reply["text"], groups)
+    except vol.Invalid as exc:
+        raise ExplainedInvalid(exc.msg, path=["reply"] if isinstance(reply, str) else ["reply", "text"]) from exc
     return rule
+
+
+def _default_reply(value: Any) -> Any:
+    if value is None:
+        return None
+    return _check_text(vol.All(str, vol.Length(min=1, max=MAX_TEXT))(value), groups=0)
 
 
 ROUTER_SCHEMA = vol.Schema(
     {
         vol.Optional("rules", default=[]): [
-            vol.All({vol.Required("match"): MATCH_SCHEMA, vol.Required("reply"): _reply}, _check_placeholders)
+            vol.All({vol.Required("match"): MATCH_SCHEMA, vol.Required("reply"): _reply}, _check_rule)
         ],
-        vol.Optional("default_reply"): vol.Any(None, vol.All(str, vol.Length(min=1, max=MAX_TEXT))),
+        vol.Optional("default_reply"): _default_reply,
     }
 )
 
@@ -117,8 +131,10 @@ def _find(rule: Mapping[str, Any], text: str) -> re.Match[str] | None:
     return None
 
 
-def _render(reply: Any, found: re.Match[str] | None, message: InboundMessage) -> OutgoingMessage:
+def _render(reply: Any, found: re.Match[str] | None, message: InboundMessage, groups: int) -> OutgoingMessage:
     args = [found.group(0), *(group or "" for group in found.groups())] if found else [""]
+    # A rule with a keyword and a regex may match by keyword: its groups are then empty.
+    args += [""] * (groups + 1 - len(args))
     name = message.sender_name or ""
     if isinstance(reply, str):
         return OutgoingMessage.text(message.sender, reply.format(*args, name=name))
@@ -134,9 +150,9 @@ def answer(config: Mapping[str, Any], message: InboundMessage) -> OutgoingMessag
     for rule in config["rules"]:
         found = _find(rule, text)
         if found:
-            return _render(rule["reply"], found, message)
+            return _render(rule["reply"], found, message, _regex_groups(rule))
     default = config.get("default_reply")
-    return _render(default, None, message) if default else None
+    return _render(default, None, message, 0) if default else None
 
 
 async def _respond(hub: Hub, message: InboundMessage) -> list[OutgoingMessage]:
