@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import signal
 import sys
@@ -137,6 +138,10 @@ async def serve(config: dict[str, Any], pm: pluggy.PluginManager) -> None:
             else ""
         )
         logger.info("wahub %s listening on http://%s:%s%s", __version__, http["host"], http["port"], sandbox)
+        # Everything built at start-up lives as long as the process: keep it out of
+        # the cyclic collector, whose full passes would otherwise stall requests.
+        gc.collect()
+        gc.freeze()
         await stop.wait()
     finally:
         logger.info("shutting down")

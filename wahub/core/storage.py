@@ -24,8 +24,6 @@ import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config as AlembicConfig
 from sqlalchemy import event
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.dialects.sqlite.pysqlite import SQLiteDialect_pysqlite as sqlite_dialect
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
@@ -36,6 +34,9 @@ from wahub.core.storage_schema import inbox, quarantine
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 # Any constant works; it only has to be the same for every wahub replica.
 _MIGRATION_LOCK_ID = 0x77616875
+#: Pending inbox rows one claim looks at, at most; later rows wait for the next claim.
+CLAIM_SCAN = 5000
+_CLAIM_WINDOW = 500
 
 
 @dataclass(frozen=True)
@@ -91,19 +92,31 @@ def create_engine(url: str) -> AsyncEngine:
 
 
 class _SqliteInboxWriter:
-    """The inbox's own SQLite connection, used from one dedicated thread."""
+    """The inbox's own SQLite connection, used from one dedicated thread.
 
-    COLUMNS = ("provider", "external_id", "kind", "contact_key", "payload", "state", "attempts", "received_at")
+    A whole group commit is one statement: the batch travels as a single JSON
+    array that SQLite unpacks itself (``json_each``). The thread then holds
+    Python's GIL once per statement rather than once per row, so the event
+    loop keeps serving requests while the commit runs.
+    """
+
+    COLUMNS = ("provider", "external_id", "kind", "contact_key", "payload", "received_at")
 
     def __init__(self, path: str, lock: asyncio.Lock) -> None:
         self._lock = lock
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wahub-inbox-writer")
         self._path = path
         self._db: sqlite3.Connection | None = None
-        statement = sqlite_insert(inbox).on_conflict_do_nothing(index_elements=["provider", "external_id"])
-        values: dict[str, Any] = {column: sa.bindparam(column) for column in self.COLUMNS}
-        compiled = statement.values(values).compile(dialect=sqlite_dialect(paramstyle="named"))
-        self._sql = str(compiled)
+        fields = ", ".join(
+            f"json_extract(value, '$[{i}]')" if column != "payload" else f"json(json_extract(value, '$[{i}]'))"
+            for i, column in enumerate(self.COLUMNS)
+        )
+        # "WHERE true" tells SQLite's parser that ON CONFLICT belongs to the INSERT.
+        self._sql = (
+            f"INSERT INTO {inbox.name} ({', '.join(self.COLUMNS)}, state, attempts) "
+            f"SELECT {fields}, 'pending', 0 FROM json_each(?) WHERE true "
+            "ON CONFLICT (provider, external_id) DO NOTHING"
+        )
 
     async def _run(self, func: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._executor, func, *args)
@@ -116,16 +129,16 @@ class _SqliteInboxWriter:
         for pragma in (*_SQLITE_PRAGMAS, _INBOX_SYNC):
             self._db.execute(f"PRAGMA {pragma}")
 
-    async def insert(self, rows: list[dict[str, Any]]) -> int:
+    async def insert(self, rows: Sequence[dict[str, Any]], received_at: float) -> int:
+        batch = json.dumps([[*(row[c] for c in self.COLUMNS[:-1]), received_at] for row in rows])
         async with self._lock:
-            return int(await self._run(self._insert, rows))
+            return int(await self._run(self._insert, batch))
 
-    def _insert(self, rows: list[dict[str, Any]]) -> int:
+    def _insert(self, batch: str) -> int:
         assert self._db is not None
-        params = [{**row, "payload": json.dumps(row["payload"])} for row in rows]
         self._db.execute("BEGIN IMMEDIATE")
         try:
-            count = self._db.executemany(self._sql, params).rowcount
+            count = self._db.execute(self._sql, (batch,)).rowcount
             self._db.execute("COMMIT")
         except BaseException:
             self._db.execute("ROLLBACK")
@@ -188,9 +201,9 @@ class Storage:
         if not rows:
             return 0
         now = time.time()
-        values = [{**row, "received_at": now, "state": "pending", "attempts": 0} for row in rows]
         if self._sqlite_inbox is not None:
-            return await self._sqlite_inbox.insert(values)
+            return await self._sqlite_inbox.insert(rows, now)
+        values = [{**row, "received_at": now, "state": "pending", "attempts": 0} for row in rows]
         async with self.db.begin() as conn:
             # executemany with RETURNING: SQLAlchemy batches it into few statements
             # and counts exactly the new rows on both databases.
@@ -198,29 +211,14 @@ class Storage:
             return len((await conn.execute(statement, values)).all())
 
     async def claim_inbox(self, limit: int, lease_seconds: float) -> list[InboxRow]:
-        """Claim up to ``limit`` rows that may run now: for each contact only
-        its oldest unfinished row, so a contact's events run in order."""
+        """Claim up to ``limit`` rows that may run now: a row runs only when no
+        older row of its contact is unfinished, so a contact's events run in order.
+
+        Pending rows are walked in id order (at most ``CLAIM_SCAN`` of them); a
+        contact is blocked by a row in progress, or by an earlier pending row,
+        including one waiting for its retry time.
+        """
         now = time.time()
-        later = inbox.alias("later")
-        oldest_open = (
-            sa.select(sa.func.min(later.c.id))
-            .where(later.c.contact_key == inbox.c.contact_key, later.c.state.in_(("pending", "processing")))
-            .scalar_subquery()
-        )
-        query = (
-            sa.select(
-                inbox.c.id, inbox.c.provider, inbox.c.kind, inbox.c.contact_key, inbox.c.payload, inbox.c.attempts
-            )
-            .where(
-                inbox.c.state == "pending",
-                sa.or_(inbox.c.lease_until.is_(None), inbox.c.lease_until <= now),
-                inbox.c.id == oldest_open,
-            )
-            .order_by(inbox.c.id)
-            .limit(limit)
-        )
-        if not self.is_sqlite:
-            query = query.with_for_update(skip_locked=True, of=inbox)
         async with self.db.begin() as conn:
             # Rows whose worker died (lease over) are pending again.
             await conn.execute(
@@ -228,14 +226,52 @@ class Storage:
                 .where(inbox.c.state == "processing", inbox.c.lease_until <= now)
                 .values(state="pending", lease_until=None)
             )
-            rows = (await conn.execute(query)).all()
-            if rows:
+            busy = sa.select(inbox.c.contact_key).where(inbox.c.state == "processing")
+            blocked = set((await conn.execute(busy)).scalars())
+            chosen = await self._walk_pending(conn, blocked, limit, now)
+            if not chosen:
+                return []
+            claimed = (
                 await conn.execute(
                     inbox.update()
-                    .where(inbox.c.id.in_([row.id for row in rows]))
+                    .where(inbox.c.id.in_(chosen), inbox.c.state == "pending")
                     .values(state="processing", lease_until=now + lease_seconds, attempts=inbox.c.attempts + 1)
+                    .returning(
+                        inbox.c.id,
+                        inbox.c.provider,
+                        inbox.c.kind,
+                        inbox.c.contact_key,
+                        inbox.c.payload,
+                        inbox.c.attempts,
+                    )
                 )
-        return [InboxRow(r.id, r.provider, r.kind, r.contact_key, r.payload, r.attempts + 1) for r in rows]
+            ).all()
+        return sorted((InboxRow(*row) for row in claimed), key=lambda row: row.id)
+
+    async def _walk_pending(self, conn: AsyncConnection, blocked: set[str], limit: int, now: float) -> list[int]:
+        chosen: list[int] = []
+        after = 0
+        for _ in range(CLAIM_SCAN // _CLAIM_WINDOW):
+            window = (
+                await conn.execute(
+                    sa.select(inbox.c.id, inbox.c.contact_key, inbox.c.lease_until)
+                    .where(inbox.c.state == "pending", inbox.c.id > after)
+                    .order_by(inbox.c.id)
+                    .limit(_CLAIM_WINDOW)
+                )
+            ).all()
+            for row in window:
+                if row.contact_key in blocked:
+                    continue
+                blocked.add(row.contact_key)
+                if row.lease_until is None or row.lease_until <= now:
+                    chosen.append(row.id)
+                    if len(chosen) == limit:
+                        return chosen
+            if len(window) < _CLAIM_WINDOW:
+                break
+            after = window[-1].id
+        return chosen
 
     async def finish_inbox(self, row_id: int, conn: AsyncConnection | None = None) -> None:
         statement = (

@@ -147,8 +147,9 @@ async def webhook_post(request: web.Request) -> web.StreamResponse:
         outcome = str(response.status)
         return response
     finally:
-        hub.metrics.webhook_requests.labels(name, outcome).inc()
-        hub.metrics.webhook_latency.labels(name).observe(time.perf_counter() - started)
+        metrics = hub.metrics
+        metrics.child(metrics.webhook_requests, name, outcome).inc()
+        metrics.child(metrics.webhook_latency, name).observe(time.perf_counter() - started)
 
 
 async def _receive(request: web.Request, hub: Hub, name: str) -> web.Response:
@@ -175,7 +176,7 @@ async def _receive(request: web.Request, hub: Hub, name: str) -> web.Response:
         except Exception:  # noqa: BLE001 - the provider will redeliver
             return _error(503, "storage_unavailable", "the event could not be stored; deliver it again")
         for event in events:
-            hub.metrics.webhook_events.labels(name, event.kind).inc()
+            hub.metrics.child(hub.metrics.webhook_events, name, event.kind).inc()
     return web.json_response({"ok": True, "events": len(events)})
 
 

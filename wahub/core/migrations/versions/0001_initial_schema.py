@@ -43,7 +43,6 @@ def upgrade() -> None:
         sa.UniqueConstraint("provider", "external_id", name="uq_inbox_provider_external_id"),
     )
     with op.batch_alter_table("inbox", schema=None) as batch_op:
-        batch_op.create_index("ix_inbox_contact_state_id", ["contact_key", "state", "id"], unique=False)
         batch_op.create_index("ix_inbox_state_id", ["state", "id"], unique=False)
 
     op.create_table(
@@ -144,7 +143,6 @@ def downgrade() -> None:
     op.drop_table("quarantine")
     with op.batch_alter_table("inbox", schema=None) as batch_op:
         batch_op.drop_index("ix_inbox_state_id")
-        batch_op.drop_index("ix_inbox_contact_state_id")
 
     op.drop_table("inbox")
     op.drop_table("contacts")
