@@ -7,6 +7,7 @@ import asyncio
 import gc
 import logging
 import signal
+import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from wahub.core.config import ConfigError, default_config, load_config
 from wahub.core.plugins import (
     PluginError,
     build_plugin_manager,
+    check_registrations,
     plugin_summary,
     registered_platforms,
     registered_providers,
@@ -27,7 +29,9 @@ from wahub.core.plugins import (
 
 EX_UNAVAILABLE = 69  # sysexits.h: a resource the daemon needs is not available
 EX_CONFIG = 78  # sysexits.h: the configuration is wrong
-SHUTDOWN_SECONDS = 8.0
+# Seconds requests in progress get to finish at shutdown; with the stages of
+# wahub.core.app.SHUTDOWN_GRACE the daemon exits within 10 s of SIGTERM.
+REQUEST_GRACE = 3.0
 
 
 class StartupError(Exception):
@@ -78,6 +82,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _load(path: Path | None, pm: pluggy.PluginManager) -> dict[str, Any]:
+    check_registrations(pm)
     sections, platforms = registered_sections(pm), registered_providers(pm)
     if path is None:
         return default_config(sections=sections, platforms=platforms)
@@ -110,34 +115,43 @@ def _run(args: argparse.Namespace) -> int:
     config = _load(args.config, pm)
     level = getattr(logging, config["wahub"]["log_level"].upper())
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if level > logging.DEBUG:
+        # Libraries narrate their own start-up at INFO; wahub's lines are what matters.
+        for library in ("alembic", "apscheduler", "aiosqlite", "sqlalchemy"):
+            logging.getLogger(library).setLevel(max(level, logging.WARNING))
     asyncio.run(serve(config, pm))
     return 0
 
 
 async def serve(config: dict[str, Any], pm: pluggy.PluginManager) -> None:
     """Run the daemon until SIGTERM or SIGINT, then shut down gracefully: stop
-    accepting webhooks, drain work in progress, exit within ~10 seconds."""
+    accepting connections, let requests and work in progress finish (each
+    stage has its own time limit), then close."""
     from wahub.core.app import create_app
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    runner = web.AppRunner(create_app(config, pm=pm), access_log=None, shutdown_timeout=SHUTDOWN_SECONDS / 2)
-    await runner.setup()
     http = config["wahub"]["http"]
+    host, port = str(http["host"]), int(http["port"])
+    # Bind first: a taken port must stop start-up before anything touches the database.
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        sock = socket.create_server((host, port), family=family)
+    except OSError as exc:
+        raise StartupError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+    runner = web.AppRunner(create_app(config, pm=pm), access_log=None, shutdown_timeout=REQUEST_GRACE)
     logger = logging.getLogger("wahub")
     try:
-        try:
-            await web.TCPSite(runner, http["host"], http["port"]).start()
-        except OSError as exc:
-            raise StartupError(f"cannot listen on {http['host']}:{http['port']}: {exc.strerror or exc}") from exc
+        await runner.setup()
+        await web.SockSite(runner, sock).start()
         sandbox = (
             " (chat with the sandbox at /sandbox)"
             if any(p["platform"] == "sandbox" for p in config["providers"])
             else ""
         )
-        logger.info("wahub %s listening on http://%s:%s%s", __version__, http["host"], http["port"], sandbox)
+        logger.info("wahub %s listening on http://%s:%s%s", __version__, host, port, sandbox)
         # Everything built at start-up lives as long as the process: keep it out of
         # the cyclic collector, whose full passes would otherwise stall requests.
         gc.collect()
@@ -146,6 +160,7 @@ async def serve(config: dict[str, Any], pm: pluggy.PluginManager) -> None:
     finally:
         logger.info("shutting down")
         await runner.cleanup()
+        sock.close()
 
 
 def _chat(args: argparse.Namespace) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 
@@ -123,3 +124,36 @@ async def test_quarantine_keeps_the_raw_body(storage: Storage) -> None:
     async with storage.engine.connect() as conn:
         body = (await conn.execute(sa.text("SELECT body FROM quarantine"))).scalar_one()
     assert bytes(body) == b"\xffgarbage"
+
+
+async def test_two_processes_claiming_keep_each_contact_in_order(storage: Storage, database_url: str) -> None:
+    """Two daemons on one database (two engines) claim and finish concurrently."""
+    other = await Storage.open(database_url)
+    contacts = [f"C{i}" for i in range(5)]
+    await storage.insert_inbox([inbox_row(f"e{n}", contacts[n % 5]) for n in range(100)])
+    running: set[str] = set()
+    order: dict[str, list[int]] = {contact: [] for contact in contacts}
+
+    async def worker(store: Storage) -> None:
+        while True:
+            rows = await store.claim_inbox(3, lease_seconds=60)
+            if not rows:
+                if (await store.inbox_depth())[0] == 0:
+                    return
+                await asyncio.sleep(0.001)
+                continue
+            for row in rows:
+                assert row.contact_key not in running, f"two rows of {row.contact_key} at once"
+                running.add(row.contact_key)
+                order[row.contact_key].append(row.id)
+            await asyncio.sleep(0)  # let the other process claim meanwhile
+            for row in rows:
+                running.discard(row.contact_key)
+                await store.finish_inbox(row.id)
+
+    try:
+        await asyncio.gather(worker(storage), worker(other), worker(storage), worker(other))
+    finally:
+        await other.close()
+    for ids in order.values():
+        assert ids == sorted(ids) and len(ids) == 20

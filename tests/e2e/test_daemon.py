@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import signal
 import socket
 import sqlite3
 import subprocess
@@ -176,10 +177,11 @@ async def test_event_interrupted_by_a_crash_runs_again_without_a_second_reply(
     assert rows(db, "SELECT count(*) FROM messages WHERE direction = 'in'")[0][0] == 1
 
 
-def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "wahub", *args],
         cwd=cwd,
+        env={**os.environ, **(env or {})},
         capture_output=True,
         text=True,
         timeout=60,
@@ -227,16 +229,7 @@ def test_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        env = {**os.environ, "WAHUB_PORT": str(port)}
-        result = subprocess.run(
-            [sys.executable, "-m", "wahub", "run", "-c", "config.yaml"],
-            cwd=tmp_path,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            stdin=subprocess.DEVNULL,
-        )
+        result = run_cli("run", "-c", "config.yaml", cwd=tmp_path, env={"WAHUB_PORT": str(port)})
     assert result.returncode == 69
     assert f"wahub: cannot listen on 127.0.0.1:{port}:" in result.stderr
     assert "Traceback" not in result.stderr and "Unclosed" not in result.stderr
@@ -244,15 +237,26 @@ def test_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
 
 def test_plugin_that_fails_to_import_stops_start_up_with_its_error(tmp_path: Path) -> None:
     site = install_plugin(tmp_path / "site", "wahub_broken_test", "import no_such_module_anywhere\n")
-    env = {**os.environ, "PYTHONPATH": str(site)}
-    result = subprocess.run(
-        [sys.executable, "-m", "wahub", "plugins"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        stdin=subprocess.DEVNULL,
-    )
+    result = run_cli("plugins", cwd=tmp_path, env={"PYTHONPATH": str(site)})
     assert result.returncode == 78
-    assert "failed to load" in result.stderr and "no_such_module_anywhere" in result.stderr
+    assert "plugin 'wahub_broken_test' (wahub_broken_test) failed to load" in result.stderr
+    assert "no_such_module_anywhere" in result.stderr
+
+
+async def test_sigterm_under_load_exits_within_10_s_keeping_every_acknowledged_event(tmp_path: Path) -> None:
+    (tmp_path / "config.yaml").write_text(CONFIG)
+    daemon = start_daemon(tmp_path / "config.yaml", tmp_path, free_port())
+    daemon.wait_healthy()
+    acked: list[str] = []
+    halfway = asyncio.Event()
+    load = asyncio.create_task(post_webhooks(daemon.url, 100_000, acked, halfway))
+    async with asyncio.timeout(30):
+        await halfway.wait()
+    started = time.monotonic()
+    daemon.process.send_signal(signal.SIGTERM)
+    returncode = await asyncio.to_thread(daemon.process.wait, 15)
+    assert time.monotonic() - started < 10.0
+    assert returncode == 0, daemon.log.read_text()
+    await load
+    stored = {row[0] for row in rows(tmp_path / "data" / "wahub.db", "SELECT external_id FROM inbox")}
+    assert set(acked) <= stored

@@ -31,6 +31,11 @@ _LOGGER = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 4 * 1024 * 1024
 
+#: Seconds background tasks get at shutdown. With requests (3 s, wahub.cli),
+#: inbox rows (3 s, pipeline) and sends (2 s, outbox) the daemon exits within
+#: 10 s of SIGTERM; what is cut off runs again at the next start.
+BACKGROUND_GRACE = 1.0
+
 
 def create_app(config: dict[str, Any], *, pm: pluggy.PluginManager | None = None) -> web.Application:
     """Build the daemon from a validated configuration (see ``wahub.core.config``)."""
@@ -70,7 +75,7 @@ async def http_ctx(app: web.Application) -> AsyncIterator[None]:
     timeout = aiohttp.ClientTimeout(total=30, connect=10)
     hub.http = aiohttp.ClientSession(timeout=timeout, headers={"User-Agent": f"wahub/{__version__}"})
     yield
-    await hub.drain_background(grace=3.0)
+    await hub.drain_background(grace=BACKGROUND_GRACE)
     await hub.http.close()
 
 

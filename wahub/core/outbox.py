@@ -28,6 +28,8 @@ _LOGGER = logging.getLogger(__name__)
 BATCH = 32
 LEASE_SECONDS = 60.0
 POLL_SECONDS = 1.0
+#: Seconds sends in flight get to finish at shutdown (part of the daemon's 10 s).
+SHUTDOWN_GRACE = 2.0
 #: A message still unsent this long after it was queued fails instead of retrying.
 VALIDITY_SECONDS = 24 * 3600.0
 
@@ -54,7 +56,13 @@ class Dispatcher:
                 report_exception(self.hub, exc, {"loop": "dispatcher"})
                 rows = []
             if rows:
-                await asyncio.gather(*(self._send(row) for row in rows))
+                for row, outcome in zip(
+                    rows, await asyncio.gather(*map(self._send, rows), return_exceptions=True), strict=True
+                ):
+                    if isinstance(outcome, Exception):
+                        # The row stays leased and is sent again when the lease ends.
+                        _LOGGER.error("recording the send of message %d failed: %r", row.id, outcome)
+                        report_exception(self.hub, outcome, {"message_id": row.id, "provider": row.provider})
             if len(rows) < BATCH:
                 try:
                     async with asyncio.timeout(POLL_SECONDS):
@@ -117,7 +125,7 @@ async def dispatcher_ctx(app: web.Application) -> AsyncIterator[None]:
     yield
     dispatcher.stop()
     try:
-        async with asyncio.timeout(5.0):
+        async with asyncio.timeout(SHUTDOWN_GRACE):
             await task
     except TimeoutError:
         _LOGGER.warning("sends still in flight at shutdown are retried at the next start")

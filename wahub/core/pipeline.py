@@ -25,6 +25,8 @@ _LOGGER = logging.getLogger(__name__)
 
 LEASE_SECONDS = 120.0
 MAX_ATTEMPTS = 10
+#: Seconds rows in progress get to finish at shutdown (part of the daemon's 10 s).
+SHUTDOWN_GRACE = 3.0
 #: Seconds between checks for rows whose retry time or lease has come.
 POLL_SECONDS = 1.0
 #: While webhooks wait for their commit, processing takes at most this share
@@ -152,6 +154,6 @@ async def pipeline_ctx(app: web.Application) -> AsyncIterator[None]:
     processor = InboxProcessor(hub, hub.config["wahub"]["workers"])
     task = asyncio.create_task(processor.run(), name="wahub-inbox-claimer")
     yield
-    await processor.stop(grace=5.0)
+    await processor.stop(grace=SHUTDOWN_GRACE)
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)

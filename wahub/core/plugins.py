@@ -11,6 +11,7 @@ import inspect
 import logging
 from collections.abc import Iterable, Mapping
 from importlib import import_module
+from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any
 
 import pluggy
@@ -47,10 +48,8 @@ def build_plugin_manager(
     for name in DEFAULT_PLUGINS:
         pm.register(import_module(name), name=name)
     if load_entry_points:
-        try:
-            pm.load_setuptools_entrypoints("wahub")
-        except Exception as exc:
-            raise PluginError(f"a plugin of the 'wahub' entry-point group failed to load: {exc!r}") from exc
+        _import_entry_points()
+        pm.load_setuptools_entrypoints("wahub")
     for plugin in extra_plugins:
         pm.register(plugin, name=_readable_name(plugin))
     try:
@@ -59,6 +58,15 @@ def build_plugin_manager(
         raise PluginError(f"plugin {exc.plugin!r}: {exc}") from exc
     _check_sync_only(pm)
     return pm
+
+
+def _import_entry_points() -> None:
+    """Import every ``wahub`` entry point, naming the one that fails."""
+    for entry_point in entry_points(group="wahub"):
+        try:
+            entry_point.load()
+        except Exception as exc:  # any import error of a third-party plugin
+            raise PluginError(f"plugin {entry_point.name!r} ({entry_point.value}) failed to load: {exc!r}") from exc
 
 
 def _readable_name(plugin: object) -> str:
@@ -103,6 +111,13 @@ def registered_platforms(pm: pluggy.PluginManager, hook_name: str) -> dict[str, 
                 raise PluginError(f"two plugins register the {hook_name[9:-1]} platform {cls.PLATFORM!r}")
             platforms[cls.PLATFORM] = cls
     return platforms
+
+
+def check_registrations(pm: pluggy.PluginManager) -> None:
+    """Collect every ``register_*`` hook once at start-up, so conflicts stop it."""
+    for hook_name in ("register_providers", "register_ai_backends", "register_crm_backends"):
+        registered_platforms(pm, hook_name)
+    registered_sections(pm)
 
 
 def registered_sections(pm: pluggy.PluginManager) -> dict[str, Any]:

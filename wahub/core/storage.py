@@ -2,8 +2,8 @@
 
 SQLite (WAL) by default, PostgreSQL through asyncpg, with the same code. On
 SQLite the inbox has its own connection in its own thread: a group commit is
-one call there (BEGIN, executemany, COMMIT) instead of a thread hop per
-statement, which is what keeps webhook intake fast. Every other query shares
+one INSERT statement there instead of a thread hop per statement, which is
+what keeps webhook intake fast. Every other query shares
 one pooled connection. All SQLite transactions begin IMMEDIATE, so the two
 connections queue for the write lock instead of failing on a lock upgrade.
 """
@@ -34,6 +34,9 @@ from wahub.core.storage_schema import inbox, quarantine
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 # Any constant works; it only has to be the same for every wahub replica.
 _MIGRATION_LOCK_ID = 0x77616875
+# Held (per transaction) by inbox claims and by whatever re-opens a row, so that
+# on PostgreSQL one replica's claim sees no row re-opened half-way through.
+_CLAIM_LOCK_ID = 0x77616876
 #: Pending inbox rows one claim looks at, at most; later rows wait for the next claim.
 CLAIM_SCAN = 5000
 _CLAIM_WINDOW = 500
@@ -220,6 +223,7 @@ class Storage:
         """
         now = time.time()
         async with self.db.begin() as conn:
+            await self._claim_lock(conn)
             # Rows whose worker died (lease over) are pending again.
             await conn.execute(
                 inbox.update()
@@ -247,6 +251,11 @@ class Storage:
                 )
             ).all()
         return sorted((InboxRow(*row) for row in claimed), key=lambda row: row.id)
+
+    async def _claim_lock(self, conn: AsyncConnection) -> None:
+        # On SQLite the transaction already holds the database's write lock.
+        if not self.is_sqlite:
+            await conn.execute(sa.text("SELECT pg_advisory_xact_lock(:id)"), {"id": _CLAIM_LOCK_ID})
 
     async def _walk_pending(self, conn: AsyncConnection, blocked: set[str], limit: int, now: float) -> list[int]:
         chosen: list[int] = []
@@ -318,11 +327,14 @@ class Storage:
         else:
             values.update(state="pending", lease_until=retry_at)
         async with self.db.begin() as conn:
+            if retry_at is not None:
+                await self._claim_lock(conn)
             await conn.execute(inbox.update().where(inbox.c.id == row_id).values(**values))
 
     async def release_inbox_claims(self) -> int:
         """Make every claimed row runnable again (start-up of a single SQLite process)."""
         async with self.db.begin() as conn:
+            await self._claim_lock(conn)
             result = await conn.execute(
                 inbox.update().where(inbox.c.state == "processing").values(state="pending", lease_until=None)
             )
