@@ -31,7 +31,7 @@ class _TestProvider(Provider):
         return []
 
     async def send(self, message: OutgoingMessage) -> SendResult:
-        raise NotImplementedError
+        return SendResult(provider_message_id="validation-only")
 
 
 class SandboxProvider(_TestProvider):
