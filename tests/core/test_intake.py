@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -130,3 +131,24 @@ async def _sent(daemon: RunningDaemon) -> list[dict[str, Any]]:
 
 async def _inbox_drained(daemon: RunningDaemon) -> bool:
     return await count(daemon, "SELECT count(*) FROM inbox WHERE state IN ('pending', 'processing')") == 0
+
+
+async def test_a_bad_event_fails_only_its_own_request(daemon: RunningDaemon) -> None:
+    good = sandbox_message("hi")
+    too_long = sandbox_message("hi", message_id="x" * 300)
+    not_finite = json.dumps({"object": "wahub_sandbox", "events": [{**sandbox_message("hi"), "timestamp": 1}]})
+    results = await asyncio.gather(
+        post(daemon, *signed_sandbox_webhook([good])),
+        post(daemon, *signed_sandbox_webhook([too_long])),
+        post(daemon, *_signed(not_finite.replace('"timestamp": 1', '"timestamp": NaN').encode())),
+    )
+    assert [status for status, _ in results] == [200, 400, 400]
+    assert await count(daemon, "SELECT count(*) FROM inbox") == 1
+    assert await count(daemon, "SELECT count(*) FROM quarantine") == 2
+
+
+def _signed(body: bytes) -> tuple[bytes, dict[str, str]]:
+    from wahub.plugins.providers.sandbox import SIGNATURE_HEADER, sign
+    from wahub.testing import TEST_SECRET
+
+    return body, {SIGNATURE_HEADER: sign(TEST_SECRET, body), "Content-Type": "application/json"}

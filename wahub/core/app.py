@@ -1,8 +1,8 @@
 """``create_app(config)``: the aiohttp application and its lifecycle.
 
 Each resource has one cleanup context, entered in order at start-up and left
-in reverse at shutdown: storage, HTTP client, providers, inbox writer, inbox
-workers, dispatcher, scheduler, plugin lifespans.
+in reverse at shutdown: storage, HTTP client, providers, plugin lifespans,
+dispatcher, inbox writer, inbox workers, scheduler.
 """
 
 from __future__ import annotations
@@ -48,7 +48,10 @@ def create_app(config: dict[str, Any], *, pm: pluggy.PluginManager | None = None
     app = web.Application(client_max_size=MAX_BODY_BYTES)
     app[HUB_KEY] = hub
     app.cleanup_ctx.extend(
-        [storage_ctx, http_ctx, providers_ctx, intake_ctx, pipeline_ctx, dispatcher_ctx, scheduler_ctx, lifespans_ctx]
+        # Shutdown runs this in reverse: the scheduler stops, rows in progress finish
+        # (queueing their replies), the intake flushes, sends in flight finish, and
+        # only then plugin lifespans, providers, HTTP client and storage close.
+        [storage_ctx, http_ctx, providers_ctx, lifespans_ctx, dispatcher_ctx, intake_ctx, pipeline_ctx, scheduler_ctx]
     )
     app.router.add_routes(
         [web.get("/healthz", healthz), web.get("/readyz", readyz), web.get("/metrics", metrics), *webhook_routes()]

@@ -46,15 +46,19 @@ class InboxProcessor:
         self._running: set[asyncio.Task[None]] = set()
         self._stopping = False
         self._resume_at = 0.0
+        self._loop: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._loop = asyncio.create_task(self.run(), name="wahub-inbox-claimer")
 
     def _free_slots(self) -> tuple[int, float]:
         """How many rows may start now, and how long to wait when none may."""
         if not self.hub.intake_busy():
             return self.workers - len(self._running), POLL_SECONDS
+        if self._running:
+            return 0, POLL_SECONDS  # the row's end wakes the loop
         pause = self._resume_at - time.monotonic()
-        if self._running or pause > 0:
-            return 0, max(pause, 0.001)
-        return 1, POLL_SECONDS
+        return (0, pause) if pause > 0 else (1, POLL_SECONDS)
 
     async def run(self) -> None:
         wake = self.hub.inbox_ready
@@ -91,11 +95,17 @@ class InboxProcessor:
         the rest stay claimed and run again after their lease or a restart."""
         self._stopping = True
         self.hub.inbox_ready.set()
+        # Let a claim under way finish first, so that no row it claims is left behind.
+        if self._loop is not None:
+            await asyncio.wait({self._loop}, timeout=grace)
         if self._running:
             _done, pending = await asyncio.wait(set(self._running), timeout=grace)
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
+        if self._loop is not None and not self._loop.done():
+            self._loop.cancel()
+            await asyncio.gather(self._loop, return_exceptions=True)
 
     async def _process(self, row: InboxRow) -> None:
         hub = self.hub
@@ -152,8 +162,6 @@ async def pipeline_ctx(app: web.Application) -> AsyncIterator[None]:
         if released:
             _LOGGER.info("re-running %d inbox events interrupted by the last shutdown", released)
     processor = InboxProcessor(hub, hub.config["wahub"]["workers"])
-    task = asyncio.create_task(processor.run(), name="wahub-inbox-claimer")
+    processor.start()
     yield
     await processor.stop(grace=SHUTDOWN_GRACE)
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)

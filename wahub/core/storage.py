@@ -84,14 +84,16 @@ def _sqlite_begin(conn: Connection) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+# hide_parameters: errors are logged and kept in inbox.error; their bound values
+# would carry phone numbers and message text.
 def create_engine(url: str) -> AsyncEngine:
     driver_url = engine_url(url)
     if driver_url.startswith("sqlite"):
-        engine = create_async_engine(driver_url, pool_size=1, max_overflow=0, pool_timeout=120)
+        engine = create_async_engine(driver_url, pool_size=1, max_overflow=0, pool_timeout=120, hide_parameters=True)
         event.listen(engine.sync_engine, "connect", _sqlite_connected)
         event.listen(engine.sync_engine, "begin", _sqlite_begin)
         return engine
-    return create_async_engine(driver_url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+    return create_async_engine(driver_url, pool_size=10, max_overflow=10, pool_pre_ping=True, hide_parameters=True)
 
 
 class _SqliteInboxWriter:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import math
 import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
@@ -22,8 +23,8 @@ from wahub.core.provider import WebhookError
 
 _LOGGER = logging.getLogger(__name__)
 
-# Headers that may carry credentials are not kept with a quarantined body.
-_SENSITIVE_HEADER_PARTS = ("authorization", "token", "secret", "key", "cookie")
+# The only headers kept with a quarantined body: enough to diagnose it, never a credential.
+_QUARANTINE_HEADERS = ("content-type", "content-length", "content-encoding", "user-agent")
 
 
 #: Average requests per commit from which intake counts as busy.
@@ -35,7 +36,16 @@ class IntakeClosed(Exception):
     """The daemon is shutting down and takes no more webhooks."""
 
 
+#: Longest event id and contact key the inbox stores (its columns' size).
+MAX_KEY_LENGTH = 256
+
+
 def event_row(event: Event) -> dict[str, Any]:
+    """The inbox row of ``event``; raises WebhookError for values no database would take."""
+    if len(event.external_id) > MAX_KEY_LENGTH or len(event.contact_key) > MAX_KEY_LENGTH:
+        raise WebhookError(f"event id or sender longer than {MAX_KEY_LENGTH} characters")
+    if not math.isfinite(event.timestamp):
+        raise WebhookError(f"event timestamp {event.timestamp!r} is not a finite number")
     payload = {field.name: getattr(event, field.name) for field in dataclasses.fields(event)}
     return {
         "provider": event.provider,
@@ -88,10 +98,14 @@ class InboxWriter:
         try:
             new = await self.hub.storage.insert_inbox(rows)
         except Exception as exc:
+            if len(batch) > 1:
+                # One request's bad event must not fail the others: commit each alone.
+                for request in batch:
+                    await self._commit([request])
+                return
             _LOGGER.exception("inbox commit of %d events failed", len(rows))
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(exc)
+            if not batch[0][1].done():
+                batch[0][1].set_exception(exc)
             return
         self.hub.metrics.inbox_commit_batch.observe(len(batch))
         if new < len(rows):
@@ -163,14 +177,19 @@ async def _receive(request: web.Request, hub: Hub, name: str) -> web.Response:
         return _error(401, "invalid_signature", "the webhook signature does not match")
     try:
         events = provider.parse_webhook(body)
-    except WebhookError as exc:
-        headers = {k: v for k, v in request.headers.items() if not any(p in k.lower() for p in _SENSITIVE_HEADER_PARTS)}
+        rows = [event_row(event) for event in events]
+    except Exception as exc:  # a parser's bug is an unparsable body too: keep it, answer 400
+        headers = {
+            k: v for k, v in request.headers.items() if k.lower() in _QUARANTINE_HEADERS or "signature" in k.lower()
+        }
+        if not isinstance(exc, WebhookError):
+            _LOGGER.exception("provider %s failed to parse a webhook", name)
         await hub.storage.quarantine(name, str(exc), headers, body)
         _LOGGER.warning("webhook for %s quarantined: %s", name, exc)
         return _error(400, "unparsable_webhook", str(exc))
     if events:
         try:
-            await writer.submit([event_row(event) for event in events])
+            await writer.submit(rows)
         except IntakeClosed:
             return _error(503, "shutting_down", "wahub is restarting; deliver this webhook again")
         except Exception:  # noqa: BLE001 - the provider will redeliver

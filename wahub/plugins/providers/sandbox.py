@@ -49,6 +49,10 @@ WEB_DIR = Path(__file__).resolve().parents[2] / "web" / "sandbox"
 _USER_RE = re.compile(r"^\d{6,15}$")
 
 
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
 def sign(secret: str, body: bytes) -> str:
     """The signature header value for ``body``."""
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
@@ -105,8 +109,8 @@ class SandboxProvider(Provider):
 
     def parse_webhook(self, body: bytes) -> list[Event]:
         try:
-            data = json.loads(body)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            data = json.loads(body, parse_constant=_refuse_constant)
+        except (UnicodeDecodeError, ValueError) as exc:
             raise WebhookError(f"body is not JSON: {exc}") from exc
         if (
             not isinstance(data, dict)
