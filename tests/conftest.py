@@ -48,6 +48,18 @@ async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncI
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'wahub.db'}"
         return
+    async for url in _fresh_postgres():
+        yield url
+
+
+@pytest.fixture
+async def postgres_url() -> AsyncIterator[str]:
+    """A fresh PostgreSQL database, for behaviour only PostgreSQL has (several daemons)."""
+    async for url in _fresh_postgres():
+        yield url
+
+
+async def _fresh_postgres() -> AsyncIterator[str]:
     url = await _postgres_database()
     if url is None:
         pytest.skip(f"no PostgreSQL reachable at {POSTGRES_URL} (set WAHUB_TEST_POSTGRES_URL to run these tests)")

@@ -29,8 +29,8 @@ from wahub.core.plugins import (
 
 EX_UNAVAILABLE = 69  # sysexits.h: a resource the daemon needs is not available
 EX_CONFIG = 78  # sysexits.h: the configuration is wrong
-# Seconds requests in progress get to finish at shutdown; with the stages of
-# wahub.core.app.SHUTDOWN_GRACE the daemon exits within 10 s of SIGTERM.
+# Seconds requests in progress get to finish at shutdown; with the stages of the
+# app's cleanup contexts (pipeline, outbox, app) the daemon exits within 10 s of SIGTERM.
 REQUEST_GRACE = 3.0
 
 
@@ -144,7 +144,11 @@ async def serve(config: dict[str, Any], pm: pluggy.PluginManager) -> None:
     runner = web.AppRunner(create_app(config, pm=pm), access_log=None, shutdown_timeout=REQUEST_GRACE)
     logger = logging.getLogger("wahub")
     try:
-        await runner.setup()
+        try:
+            await runner.setup()
+        except Exception as exc:
+            logger.debug("start-up failed", exc_info=True)
+            raise StartupError(f"start-up failed: {exc}") from exc
         await web.SockSite(runner, sock).start()
         sandbox = (
             " (chat with the sandbox at /sandbox)"

@@ -12,7 +12,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
 from wahub.core.models import InboundMessage, OutgoingMessage, StatusEvent
-from wahub.core.storage import Storage
+from wahub.core.storage import LeaseLost, Storage, StorageLocked
 from wahub.core.storage_schema import metadata
 
 
@@ -60,7 +60,7 @@ async def test_claims_run_one_row_per_contact_in_order(storage: Storage) -> None
     assert sorted(row.contact_key for row in first) == ["A", "B"]
     assert await storage.claim_inbox(10, lease_seconds=60) == []  # A's next row waits for a1
     a1 = next(row for row in first if row.contact_key == "A")
-    await storage.finish_inbox(a1.id)
+    await storage.finish_inbox(a1)
     second = await storage.claim_inbox(10, lease_seconds=60)
     assert [row.contact_key for row in second] == ["A"]
     assert second[0].id > a1.id
@@ -78,9 +78,15 @@ async def test_expired_lease_and_released_claims_run_again(storage: Storage) -> 
 async def test_failed_row_retries_later_then_gives_up(storage: Storage) -> None:
     await storage.insert_inbox([inbox_row("a", "A"), inbox_row("a2", "A")])
     [row] = await storage.claim_inbox(10, lease_seconds=60)
-    await storage.retry_inbox(row.id, "boom", retry_at=time.time() + 3600)
+    await storage.retry_inbox(row, "boom", retry_at=time.time() + 3600)
     assert await storage.claim_inbox(10, lease_seconds=60) == []  # not yet, and a2 still waits behind it
-    await storage.retry_inbox(row.id, "boom", retry_at=None)
+    async with storage.engine.begin() as conn:  # let the hour pass
+        await conn.execute(sa.text("UPDATE inbox SET lease_until = 0 WHERE state = 'pending'"))
+    [again] = await storage.claim_inbox(10, lease_seconds=60)
+    assert (again.id, again.attempts) == (row.id, 2)
+    await storage.retry_inbox(row, "stale", retry_at=None)  # an outdated claim changes nothing
+    assert await storage.claim_inbox(10, lease_seconds=60) == []
+    await storage.retry_inbox(again, "boom", retry_at=None)  # give up: a2 may run now
     [next_row] = await storage.claim_inbox(10, lease_seconds=60)
     assert next_row.id != row.id
 
@@ -92,8 +98,9 @@ async def test_replies_are_queued_once_per_inbound_message(storage: Storage) -> 
     assert await storage.messages.record_inbound(inbound("m1")) == record
     reply = OutgoingMessage.text("15551234567", "Hello")
     args = {"contact_id": record.contact_id, "conversation_id": record.conversation_id}
-    assert await storage.finish_with_replies(row.id, inbound("m1"), [reply], **args) == 1
-    assert await storage.finish_with_replies(row.id, inbound("m1"), [reply], **args) == 0
+    assert await storage.finish_with_replies(row, inbound("m1"), [reply], **args) == 1
+    with pytest.raises(LeaseLost):  # done already: a second finish is refused, nothing is queued twice
+        await storage.finish_with_replies(row, inbound("m1"), [reply], **args)
     queued = await storage.messages.claim_outbox(10, lease_seconds=60)
     assert [q.message for q in queued] == [reply]
 
@@ -126,9 +133,11 @@ async def test_quarantine_keeps_the_raw_body(storage: Storage) -> None:
     assert bytes(body) == b"\xffgarbage"
 
 
-async def test_two_processes_claiming_keep_each_contact_in_order(storage: Storage, database_url: str) -> None:
+@pytest.mark.postgres
+async def test_two_processes_claiming_keep_each_contact_in_order(postgres_url: str) -> None:
     """Two daemons on one database (two engines) claim and finish concurrently."""
-    other = await Storage.open(database_url)
+    storage = await Storage.open(postgres_url)
+    other = await Storage.open(postgres_url)
     contacts = [f"C{i}" for i in range(5)]
     await storage.insert_inbox([inbox_row(f"e{n}", contacts[n % 5]) for n in range(100)])
     running: set[str] = set()
@@ -149,11 +158,23 @@ async def test_two_processes_claiming_keep_each_contact_in_order(storage: Storag
             await asyncio.sleep(0)  # let the other process claim meanwhile
             for row in rows:
                 running.discard(row.contact_key)
-                await store.finish_inbox(row.id)
+                await store.finish_inbox(row)
 
     try:
         await asyncio.gather(worker(storage), worker(other), worker(storage), worker(other))
     finally:
         await other.close()
+        await storage.close()
     for ids in order.values():
         assert ids == sorted(ids) and len(ids) == 20
+
+
+async def test_a_sqlite_file_serves_one_daemon(sqlite_url: str) -> None:
+    first = await Storage.open(sqlite_url)
+    try:
+        with pytest.raises(StorageLocked, match=r"another wahub process uses .*wahub\.db"):
+            await Storage.open(sqlite_url)
+    finally:
+        await first.close()
+    second = await Storage.open(sqlite_url)  # free again once the first is closed
+    await second.close()

@@ -260,3 +260,13 @@ async def test_sigterm_under_load_exits_within_10_s_keeping_every_acknowledged_e
     await load
     stored = {row[0] for row in rows(tmp_path / "data" / "wahub.db", "SELECT external_id FROM inbox")}
     assert set(acked) <= stored
+
+
+def test_unreachable_database_is_a_clear_start_up_error(tmp_path: Path) -> None:
+    (tmp_path / "config.yaml").write_text(
+        CONFIG.replace("sqlite:///data/wahub.db", "postgresql://wahub:pw-not-printed@127.0.0.1:1/none")
+    )
+    result = run_cli("run", "-c", "config.yaml", cwd=tmp_path, env={"WAHUB_PORT": str(free_port())})
+    assert result.returncode == 69
+    assert "wahub: start-up failed:" in result.stderr
+    assert "Traceback" not in result.stderr and "pw-not-printed" not in result.stderr

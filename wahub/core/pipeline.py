@@ -19,11 +19,13 @@ from aiohttp import web
 from wahub.core.hub import HUB_KEY, Hub
 from wahub.core.models import InboundMessage, StatusEvent, event_from_json
 from wahub.core.plugins import call_hook, report_exception
-from wahub.core.storage import InboxRow
+from wahub.core.storage import InboxRow, LeaseLost
 
 _LOGGER = logging.getLogger(__name__)
 
 LEASE_SECONDS = 120.0
+#: Time one inbox row may take (observers, routing, replying) before it is retried.
+PROCESS_SECONDS = LEASE_SECONDS / 2
 MAX_ATTEMPTS = 10
 #: Seconds rows in progress get to finish at shutdown (part of the daemon's 10 s).
 SHUTDOWN_GRACE = 3.0
@@ -110,19 +112,26 @@ class InboxProcessor:
     async def _process(self, row: InboxRow) -> None:
         hub = self.hub
         try:
-            event = event_from_json(row.payload)
-            if isinstance(event, InboundMessage):
-                await self._handle_message(row, event)
-            elif isinstance(event, StatusEvent):
-                await self._handle_status(row, event)
-            else:
-                _LOGGER.info("kept an unsupported %s event (inbox row %d)", row.provider, row.id)
-                await hub.storage.finish_inbox(row.id)
+            # Well inside the lease, so no second claim can overlap this one.
+            async with asyncio.timeout(PROCESS_SECONDS):
+                await self._run_steps(row)
             hub.metrics.inbox_processed.labels(row.kind, "done").inc()
+        except LeaseLost:
+            _LOGGER.warning("inbox row %d was claimed again after its lease ran out; leaving it to that claim", row.id)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - one bad event must not stop the workers
             await self._failed(row, exc)
+
+    async def _run_steps(self, row: InboxRow) -> None:
+        event = event_from_json(row.payload)
+        if isinstance(event, InboundMessage):
+            await self._handle_message(row, event)
+        elif isinstance(event, StatusEvent):
+            await self._handle_status(row, event)
+        else:
+            _LOGGER.info("kept an unsupported %s event (inbox row %d)", row.provider, row.id)
+            await self.hub.storage.finish_inbox(row)
 
     async def _failed(self, row: InboxRow, exc: Exception) -> None:
         give_up = row.attempts >= MAX_ATTEMPTS
@@ -131,7 +140,7 @@ class InboxProcessor:
         )
         self.hub.metrics.inbox_processed.labels(row.kind, "failed" if give_up else "retry").inc()
         retry_at = None if give_up else time.time() + retry_delay(row.attempts)
-        await self.hub.storage.retry_inbox(row.id, f"{type(exc).__name__}: {exc}", retry_at=retry_at)
+        await self.hub.storage.retry_inbox(row, f"{type(exc).__name__}: {exc}", retry_at=retry_at)
         report_exception(self.hub, exc, {"inbox_id": row.id, "kind": row.kind})
 
     async def _handle_message(self, row: InboxRow, message: InboundMessage) -> None:
@@ -141,7 +150,7 @@ class InboxProcessor:
         route = hub.pm.hook.route_message(hub=hub, message=message)
         replies = await route.respond(hub, message) if route is not None else []
         created = await hub.storage.finish_with_replies(
-            row.id, message, replies, contact_id=record.contact_id, conversation_id=record.conversation_id
+            row, message, replies, contact_id=record.contact_id, conversation_id=record.conversation_id
         )
         if created:
             hub.outbox_ready.set()
@@ -151,7 +160,7 @@ class InboxProcessor:
         await hub.storage.messages.apply_status(status)
         hub.metrics.statuses.labels(status.provider, status.status).inc()
         await call_hook(hub, "status_update", hub=hub, status=status)
-        await hub.storage.finish_inbox(row.id)
+        await hub.storage.finish_inbox(row)
 
 
 async def pipeline_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -11,6 +11,7 @@ connections queue for the write lock instead of failing on a lock upgrade.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import sqlite3
 import time
@@ -18,7 +19,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import sqlalchemy as sa
 from alembic import command
@@ -40,6 +41,14 @@ _CLAIM_LOCK_ID = 0x77616876
 #: Pending inbox rows one claim looks at, at most; later rows wait for the next claim.
 CLAIM_SCAN = 5000
 _CLAIM_WINDOW = 500
+
+
+class LeaseLost(Exception):
+    """An inbox row was claimed again (its lease ran out) while it was being processed."""
+
+
+class StorageLocked(Exception):
+    """Another process uses this SQLite database."""
 
 
 @dataclass(frozen=True)
@@ -94,6 +103,20 @@ def create_engine(url: str) -> AsyncEngine:
         event.listen(engine.sync_engine, "begin", _sqlite_begin)
         return engine
     return create_async_engine(driver_url, pool_size=10, max_overflow=10, pool_pre_ping=True, hide_parameters=True)
+
+
+def _lock_sqlite_file(path: str) -> IO[bytes]:
+    """Hold ``<path>.lock`` for the life of the process: a second daemon on the same
+    file would re-run and re-send the first one's work in progress."""
+    handle = open(f"{path}.lock", "wb")  # noqa: SIM115 - held open until Storage.close
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise StorageLocked(
+            f"another wahub process uses {path}: one daemon per SQLite file (use PostgreSQL for several)"
+        ) from None
+    return handle
 
 
 class _SqliteInboxWriter:
@@ -172,14 +195,22 @@ class Storage:
         self.db = Database(engine)
         self.messages = MessageStore(self.db)
         self._sqlite_inbox = _SqliteInboxWriter(str(engine.url.database), self.db.lock) if self.is_sqlite else None
+        self._file_lock: IO[bytes] | None = None
 
     @classmethod
     async def open(cls, url: str, *, migrate: bool = True) -> Storage:
-        storage = cls(create_engine(url))
-        if migrate:
-            await storage.migrate()
-        if storage._sqlite_inbox is not None:
-            await storage._sqlite_inbox.open()
+        engine = create_engine(url)
+        lock = _lock_sqlite_file(str(engine.url.database)) if engine.dialect.name == "sqlite" else None
+        storage = cls(engine)
+        storage._file_lock = lock
+        try:
+            if migrate:
+                await storage.migrate()
+            if storage._sqlite_inbox is not None:
+                await storage._sqlite_inbox.open()
+        except BaseException:
+            await storage.close()
+            raise
         return storage
 
     async def migrate(self) -> None:
@@ -193,6 +224,8 @@ class Storage:
         if self._sqlite_inbox is not None:
             await self._sqlite_inbox.close()
         await self.engine.dispose()
+        if self._file_lock is not None:
+            self._file_lock.close()
 
     async def ping(self) -> None:
         async with self.db.connect() as conn:
@@ -210,6 +243,9 @@ class Storage:
             return await self._sqlite_inbox.insert(rows, now)
         values = [{**row, "received_at": now, "state": "pending", "attempts": 0} for row in rows]
         async with self.db.begin() as conn:
+            # Claims take this lock exclusively: they never run past a lower id
+            # that another replica has taken but not yet committed.
+            await conn.execute(sa.text("SELECT pg_advisory_xact_lock_shared(:id)"), {"id": _CLAIM_LOCK_ID})
             # executemany with RETURNING: SQLAlchemy batches it into few statements
             # and counts exactly the new rows on both databases.
             statement = insert_ignore(conn, inbox, ["provider", "external_id"]).returning(inbox.c.id)
@@ -284,19 +320,24 @@ class Storage:
             after = window[-1].id
         return chosen
 
-    async def finish_inbox(self, row_id: int, conn: AsyncConnection | None = None) -> None:
+    async def finish_inbox(self, row: InboxRow, conn: AsyncConnection | None = None) -> None:
+        """Mark ``row`` done. Raises LeaseLost when the row was claimed again since
+        (its lease ran out): then the newer claim's outcome stands."""
         statement = (
-            inbox.update().where(inbox.c.id == row_id).values(state="done", lease_until=None, processed_at=time.time())
+            inbox.update()
+            .where(inbox.c.id == row.id, inbox.c.state == "processing", inbox.c.attempts == row.attempts)
+            .values(state="done", lease_until=None, processed_at=time.time())
         )
         if conn is not None:
-            await conn.execute(statement)
+            if (await conn.execute(statement)).rowcount != 1:
+                raise LeaseLost(row.id)
             return
         async with self.db.begin() as own:
-            await own.execute(statement)
+            await self.finish_inbox(row, own)
 
     async def finish_with_replies(
         self,
-        row_id: int,
+        row: InboxRow,
         message: InboundMessage,
         replies: Sequence[OutgoingMessage],
         *,
@@ -318,10 +359,10 @@ class Storage:
                     conn=conn,
                 )
                 created += new
-            await self.finish_inbox(row_id, conn)
+            await self.finish_inbox(row, conn)
         return created
 
-    async def retry_inbox(self, row_id: int, error: str, *, retry_at: float | None) -> None:
+    async def retry_inbox(self, row: InboxRow, error: str, *, retry_at: float | None) -> None:
         """Record a failed attempt: run again at ``retry_at``, or give up (``failed``) when None."""
         values: dict[str, Any] = {"error": error[:2000]}
         if retry_at is None:
@@ -331,7 +372,8 @@ class Storage:
         async with self.db.begin() as conn:
             if retry_at is not None:
                 await self._claim_lock(conn)
-            await conn.execute(inbox.update().where(inbox.c.id == row_id).values(**values))
+            fenced = inbox.c.id == row.id, inbox.c.state == "processing", inbox.c.attempts == row.attempts
+            await conn.execute(inbox.update().where(*fenced).values(**values))
 
     async def release_inbox_claims(self) -> int:
         """Make every claimed row runnable again (start-up of a single SQLite process)."""

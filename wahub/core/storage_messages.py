@@ -45,6 +45,14 @@ def insert_ignore(conn: AsyncConnection, table: sa.Table, conflict: list[str]) -
     return insert(table).on_conflict_do_nothing(index_elements=conflict)
 
 
+async def _message_lock(conn: AsyncConnection, provider: str, provider_message_id: str) -> None:
+    """Serialise ``mark_sent`` and ``apply_status`` of one message on PostgreSQL, where
+    each could otherwise miss the other's uncommitted write (SQLite has one writer)."""
+    if conn.dialect.name != "sqlite":
+        key = f"{provider}:{provider_message_id}"
+        await conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": key})
+
+
 def moves_forward(current: str, new: str) -> bool:
     """Statuses only advance (queued, sent, delivered, read); failed is final."""
     return current != "failed" and STATUS_RANK.get(new, -1) > STATUS_RANK.get(current, -1)
@@ -249,6 +257,7 @@ class MessageStore:
             provider = (
                 await conn.execute(sa.select(messages.c.provider).where(messages.c.id == message_id))
             ).scalar_one()
+            await _message_lock(conn, provider, provider_message_id)
             early = (
                 (
                     await conn.execute(
@@ -306,6 +315,7 @@ class MessageStore:
         or None when the message is unknown (yet) or the status is not newer."""
         now = time.time()
         async with self.db.begin() as conn:
+            await _message_lock(conn, event.provider, event.message_id)
             await conn.execute(
                 insert_ignore(conn, status_events, ["provider", "provider_message_id", "status"]),
                 {

@@ -36,6 +36,7 @@ from typing import Any
 
 import voluptuous as vol
 from aiohttp import WSMsgType, web
+from yarl import URL
 
 from wahub import hookimpl
 from wahub.core.hub import Hub
@@ -167,7 +168,11 @@ class SandboxProvider(Provider):
     async def push(self, user: str, frame: dict[str, Any]) -> None:
         for ws in list(self.clients.get(user, ())):
             if not ws.closed:
-                await ws.send_json(frame)
+                try:
+                    await ws.send_json(frame)
+                except (ConnectionError, RuntimeError):
+                    # A closing page: it reloads the history when it reconnects.
+                    self.clients[user].discard(ws)
 
     async def post_webhook(self, base_url: str, events: list[dict[str, Any]]) -> None:
         """Deliver ``events`` to this provider's webhook URL, signed, like a BSP would."""
@@ -204,6 +209,9 @@ class SandboxProvider(Provider):
 
 def _receipt_events(user: str, frame: Mapping[str, Any]) -> list[dict[str, Any]]:
     status = {"received": "delivered", "seen": "read"}[str(frame["type"])]
+    ids = frame.get("ids")
+    if not isinstance(ids, list):
+        return []
     return [
         {
             "type": "status",
@@ -213,7 +221,7 @@ def _receipt_events(user: str, frame: Mapping[str, Any]) -> list[dict[str, Any]]
             "status": status,
             "timestamp": time.time(),
         }
-        for message_id in frame.get("ids", [])[:100]
+        for message_id in ids[:100]
         if str(message_id).startswith("sbx.out.")
     ]
 
@@ -235,6 +243,10 @@ def _loopback_url(request: web.Request) -> str:
 
 async def _chat_socket(hub: Hub, request: web.Request) -> web.WebSocketResponse:
     provider = _sandbox_for(hub, request)
+    origin = request.headers.get("Origin")
+    if origin is not None and URL(origin).host_port_subcomponent != request.host:
+        # A page elsewhere must not drive this chat from a visitor's browser.
+        raise web.HTTPForbidden(text="the sandbox chat only accepts its own page")
     user = request.query.get("user", "")
     if not _USER_RE.match(user):
         raise web.HTTPBadRequest(text="'user' must be the simulated phone number: 6 to 15 digits")
@@ -249,7 +261,12 @@ async def _chat_socket(hub: Hub, request: web.Request) -> web.WebSocketResponse:
         base_url = _loopback_url(request)
         async for msg in ws:
             if msg.type == WSMsgType.TEXT:
-                await _on_frame(provider, ws, base_url, user, name, msg.json())
+                try:
+                    frame = json.loads(msg.data)
+                except ValueError:
+                    await ws.send_json({"type": "error", "message": "frames are JSON objects"})
+                    continue
+                await _on_frame(provider, ws, base_url, user, name, frame)
     finally:
         closer.cancel()
         provider.clients[user].discard(ws)
