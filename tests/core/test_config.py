@@ -626,3 +626,8 @@ def test_validate_config_takes_plain_data() -> None:
     with pytest.raises(ConfigError) as caught:
         validate_config({"wahub": {"workers": 100}}, sections={}, platforms={"sandbox": SandboxProvider})
     assert str(caught.value) == "<embedded defaults>: wahub.workers: expected an int between 1 and 64, got 100"
+
+
+def test_in_memory_sqlite_is_refused() -> None:
+    with pytest.raises(ConfigError, match="SQLite needs a file"):
+        validate_config({"wahub": {"database": "sqlite:///:memory:"}}, sections={}, platforms=PLATFORMS)

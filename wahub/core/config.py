@@ -90,6 +90,9 @@ def database_url(value: Any) -> str:
             "expected a database URL starting with sqlite:/// (a file, e.g. sqlite:///data/wahub.db) "
             "or postgresql:// (e.g. postgresql://wahub@localhost/wahub)"
         )
+    if value.startswith("sqlite:///") and value.removeprefix("sqlite:///") in ("", ":memory:"):
+        # The inbox writer has its own connection: an in-memory database is not shared with it.
+        raise ExplainedInvalid("SQLite needs a file (e.g. sqlite:///data/wahub.db), not an in-memory database")
     return value
 
 
