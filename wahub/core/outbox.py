@@ -13,6 +13,7 @@ import asyncio
 import logging
 import random
 import time
+from collections import defaultdict
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -30,6 +31,8 @@ LEASE_SECONDS = 60.0
 POLL_SECONDS = 1.0
 #: Seconds sends in flight get to finish at shutdown (part of the daemon's 10 s).
 SHUTDOWN_GRACE = 2.0
+#: Tries to store a provider's id for a sent message (over about 15 s) before leaving it to the lease.
+RECORD_ATTEMPTS = 6
 #: A message still unsent this long after it was queued fails instead of retrying.
 VALIDITY_SECONDS = 24 * 3600.0
 
@@ -55,14 +58,11 @@ class Dispatcher:
                 _LOGGER.exception("cannot claim queued messages; trying again")
                 report_exception(self.hub, exc, {"loop": "dispatcher"})
                 rows = []
-            if rows:
-                for row, outcome in zip(
-                    rows, await asyncio.gather(*map(self._send, rows), return_exceptions=True), strict=True
-                ):
-                    if isinstance(outcome, Exception):
-                        # The row stays leased and is sent again when the lease ends.
-                        _LOGGER.error("recording the send of message %d failed: %r", row.id, outcome)
-                        report_exception(self.hub, outcome, {"message_id": row.id, "provider": row.provider})
+            # One recipient's messages go out in order; recipients in parallel.
+            by_recipient: defaultdict[tuple[str, str], list[OutboxRow]] = defaultdict(list)
+            for row in rows:
+                by_recipient[row.provider, row.message.to].append(row)
+            await asyncio.gather(*map(self._send_in_order, by_recipient.values()))
             if len(rows) < BATCH:
                 try:
                     async with asyncio.timeout(POLL_SECONDS):
@@ -73,6 +73,15 @@ class Dispatcher:
     def stop(self) -> None:
         self._stopping = True
         self.hub.outbox_ready.set()
+
+    async def _send_in_order(self, rows: list[OutboxRow]) -> None:
+        for row in rows:
+            try:
+                await self._send(row)
+            except Exception as exc:  # noqa: BLE001 - the other recipients' sends go on
+                # The row stays leased and is sent again when the lease ends.
+                _LOGGER.error("recording the send of message %d failed: %r", row.id, exc)
+                report_exception(self.hub, exc, {"message_id": row.id, "provider": row.provider})
 
     async def _send(self, row: OutboxRow) -> None:
         hub = self.hub
@@ -93,9 +102,22 @@ class Dispatcher:
             report_exception(hub, exc, {"message_id": row.id, "provider": row.provider})
             await self._failed_attempt(row, "provider_error", f"{type(exc).__name__}: {exc}", retryable=True)
             return
-        await hub.storage.messages.mark_sent(row.id, result.provider_message_id)
+        await self._record_sent(row, result.provider_message_id)
         hub.metrics.sends.labels(row.provider, "sent", "").inc()
         await call_hook(hub, "outbound_message", hub=hub, message=row.message, result=result)
+
+    async def _record_sent(self, row: OutboxRow, provider_message_id: str) -> None:
+        """Store the provider's id, retrying a failing database for a while: the
+        message is out, and giving up here would send it again after the lease."""
+        for attempt in range(1, RECORD_ATTEMPTS + 1):
+            try:
+                await self.hub.storage.messages.mark_sent(row.id, provider_message_id)
+                return
+            except Exception:
+                if attempt == RECORD_ATTEMPTS:
+                    raise
+                _LOGGER.warning("storing the send of message %d failed (attempt %d); retrying", row.id, attempt)
+                await asyncio.sleep(0.25 * 2**attempt)
 
     async def _failed_attempt(self, row: OutboxRow, code: str | None, reason: str, *, retryable: bool) -> None:
         retry_at = time.time() + backoff(row.attempts)
