@@ -9,7 +9,7 @@ workers rebuild them, so a crash between steps loses nothing.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
@@ -109,7 +109,8 @@ _EVENT_TYPES: dict[str, type[InboundMessage] | type[StatusEvent] | type[Unsuppor
 
 
 def event_to_json(event: Event) -> dict[str, Any]:
-    return asdict(event)
+    """The event's fields as a dict (shallow: its dicts are shared, not copied)."""
+    return {f.name: getattr(event, f.name) for f in fields(event)}
 
 
 def event_from_json(data: dict[str, Any]) -> Event:

@@ -8,7 +8,6 @@ without any fixed timer adding latency to a lone webhook.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import math
 import time
@@ -18,7 +17,7 @@ from typing import Any
 from aiohttp import web
 
 from wahub.core.hub import HUB_KEY, Hub
-from wahub.core.models import Event
+from wahub.core.models import Event, event_to_json
 from wahub.core.provider import WebhookError
 
 _LOGGER = logging.getLogger(__name__)
@@ -46,7 +45,7 @@ def event_row(event: Event) -> dict[str, Any]:
         raise WebhookError(f"event id or sender longer than {MAX_KEY_LENGTH} characters")
     if not math.isfinite(event.timestamp):
         raise WebhookError(f"event timestamp {event.timestamp!r} is not a finite number")
-    payload = {field.name: getattr(event, field.name) for field in dataclasses.fields(event)}
+    payload = event_to_json(event)
     return {
         "provider": event.provider,
         "external_id": event.external_id,
