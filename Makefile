@@ -15,7 +15,7 @@ lint:
 	$(PYTHON) -m venv $(VENV) && $(BIN)/pip install -q -e '.[test,lint]'
 	$(BIN)/ruff check wahub tests bench
 	$(BIN)/ruff format --check wahub tests bench
-	$(BIN)/mypy wahub/core wahub/hookspecs.py wahub/chat.py bench
+	$(BIN)/mypy wahub bench
 
 bench:
 	$(PYTHON) -m venv $(VENV) && $(BIN)/pip install -q -e '.[test]'
