@@ -17,6 +17,7 @@ from aiohttp import web
 
 from wahub import __version__
 from wahub.core.config import ConfigError, default_config, load_config
+from wahub.core.hub import SHUTDOWN_GRACE
 from wahub.core.plugins import (
     PluginError,
     build_plugin_manager,
@@ -29,9 +30,6 @@ from wahub.core.plugins import (
 
 EX_UNAVAILABLE = 69  # sysexits.h: a resource the daemon needs is not available
 EX_CONFIG = 78  # sysexits.h: the configuration is wrong
-# Seconds requests in progress get to finish at shutdown; with the stages of the
-# app's cleanup contexts (pipeline, outbox, app) the daemon exits within 10 s of SIGTERM.
-REQUEST_GRACE = 3.0
 
 
 class StartupError(Exception):
@@ -141,7 +139,7 @@ async def serve(config: dict[str, Any], pm: pluggy.PluginManager) -> None:
         sock = socket.create_server((host, port), family=family)
     except OSError as exc:
         raise StartupError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
-    runner = web.AppRunner(create_app(config, pm=pm), access_log=None, shutdown_timeout=REQUEST_GRACE)
+    runner = web.AppRunner(create_app(config, pm=pm), access_log=None, shutdown_timeout=SHUTDOWN_GRACE["requests"])
     logger = logging.getLogger("wahub")
     try:
         try:

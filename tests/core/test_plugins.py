@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from wahub.core.config import ConfigError, validate_config
 from wahub.core.hub import Hub
 from wahub.core.metrics import Metrics
 from wahub.core.plugins import PluginError, build_plugin_manager, call_hook, registered_providers, registered_sections
+from wahub.testing import build_config, plugin_manager, running_daemon
 
 PLUGIN_SOURCE = """
 import voluptuous as vol
@@ -113,3 +115,30 @@ async def test_async_hooks_are_awaited_isolated_and_timed_out(monkeypatch: pytes
     assert "m1" in seen
     assert any(entry.endswith(":RuntimeError") for entry in seen)
     assert any(entry.endswith(":TimeoutError") for entry in seen)
+
+
+def test_shutdown_stages_fit_in_ten_seconds() -> None:
+    from wahub.core.hub import SHUTDOWN_GRACE
+
+    assert sum(SHUTDOWN_GRACE.values()) < 10.0
+
+
+async def test_a_plugin_whose_exit_hangs_does_not_hold_shutdown(sqlite_url: str) -> None:
+    exited: list[str] = []
+
+    class Stuck:
+        @hookimpl
+        def lifespan(self, hub: Hub) -> Any:
+            @contextlib.asynccontextmanager
+            async def forever() -> AsyncIterator[None]:
+                yield
+                exited.append("started")
+                await asyncio.Event().wait()
+
+            return forever()
+
+    pm = plugin_manager([Stuck()])
+    async with asyncio.timeout(30):  # without the bound on plugin exits this would never end
+        async with running_daemon(build_config(database=sqlite_url, pm=pm), pm=pm):
+            pass
+    assert exited == ["started"]

@@ -7,6 +7,7 @@ dispatcher, inbox writer, inbox workers, scheduler.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -18,7 +19,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from wahub import __version__
-from wahub.core.hub import HUB_KEY, Hub
+from wahub.core.hub import HUB_KEY, SHUTDOWN_GRACE, Hub
 from wahub.core.metrics import Metrics
 from wahub.core.outbox import dispatcher_ctx
 from wahub.core.pipeline import pipeline_ctx
@@ -30,11 +31,6 @@ from wahub.core.webhooks import intake_ctx, webhook_routes
 _LOGGER = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 4 * 1024 * 1024
-
-#: Seconds background tasks get at shutdown. With requests (3 s, wahub.cli),
-#: inbox rows (3 s, pipeline) and sends (2 s, outbox) the daemon exits within
-#: 10 s of SIGTERM; what is cut off runs again at the next start.
-BACKGROUND_GRACE = 1.0
 
 
 def create_app(config: dict[str, Any], *, pm: pluggy.PluginManager | None = None) -> web.Application:
@@ -78,7 +74,7 @@ async def http_ctx(app: web.Application) -> AsyncIterator[None]:
     timeout = aiohttp.ClientTimeout(total=30, connect=10)
     hub.http = aiohttp.ClientSession(timeout=timeout, headers={"User-Agent": f"wahub/{__version__}"})
     yield
-    await hub.drain_background(grace=BACKGROUND_GRACE)
+    await hub.drain_background(grace=SHUTDOWN_GRACE["background"])
     await hub.http.close()
 
 
@@ -87,20 +83,31 @@ async def providers_ctx(app: web.Application) -> AsyncIterator[None]:
     for provider in hub.providers.values():
         await provider.start()
     yield
-    for provider in reversed(list(hub.providers.values())):
-        try:
-            await provider.stop()
-        except Exception:
-            _LOGGER.exception("provider %s failed to stop", provider.name)
+    try:
+        async with asyncio.timeout(SHUTDOWN_GRACE["providers"]):
+            for provider in reversed(list(hub.providers.values())):
+                try:
+                    await provider.stop()
+                except Exception:
+                    _LOGGER.exception("provider %s failed to stop", provider.name)
+    except TimeoutError:
+        _LOGGER.warning("providers did not stop within %.1f s; leaving them", SHUTDOWN_GRACE["providers"])
 
 
 async def lifespans_ctx(app: web.Application) -> AsyncIterator[None]:
     hub = app[HUB_KEY]
-    async with contextlib.AsyncExitStack() as stack:
+    stack = contextlib.AsyncExitStack()
+    try:
         for manager in reversed(hub.pm.hook.lifespan(hub=hub)):
             if manager is not None:
                 await stack.enter_async_context(manager)
         yield
+    finally:
+        try:
+            async with asyncio.timeout(SHUTDOWN_GRACE["plugins"]):
+                await stack.aclose()
+        except TimeoutError:
+            _LOGGER.warning("plugin lifespans did not exit within %.1f s; leaving them", SHUTDOWN_GRACE["plugins"])
 
 
 async def healthz(request: web.Request) -> web.Response:

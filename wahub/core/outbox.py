@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 from aiohttp import web
 
-from wahub.core.hub import HUB_KEY, Hub
+from wahub.core.hub import HUB_KEY, SHUTDOWN_GRACE, Hub
 from wahub.core.plugins import call_hook, report_exception
 from wahub.core.provider import ProviderError
 from wahub.core.storage_messages import OutboxRow
@@ -29,8 +29,6 @@ _LOGGER = logging.getLogger(__name__)
 BATCH = 32
 LEASE_SECONDS = 60.0
 POLL_SECONDS = 1.0
-#: Seconds sends in flight get to finish at shutdown (part of the daemon's 10 s).
-SHUTDOWN_GRACE = 2.0
 #: Tries to store a provider's id for a sent message (over about 15 s) before leaving it to the lease.
 RECORD_ATTEMPTS = 6
 #: A message still unsent this long after it was queued fails instead of retrying.
@@ -147,7 +145,7 @@ async def dispatcher_ctx(app: web.Application) -> AsyncIterator[None]:
     yield
     dispatcher.stop()
     try:
-        async with asyncio.timeout(SHUTDOWN_GRACE):
+        async with asyncio.timeout(SHUTDOWN_GRACE["sends"]):
             await task
     except TimeoutError:
         _LOGGER.warning("sends still in flight at shutdown are retried at the next start")

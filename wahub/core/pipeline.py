@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from wahub.core.hub import HUB_KEY, Hub
+from wahub.core.hub import HUB_KEY, SHUTDOWN_GRACE, Hub
 from wahub.core.models import InboundMessage, StatusEvent, event_from_json
 from wahub.core.plugins import call_hook, report_exception
 from wahub.core.storage import InboxRow, LeaseLost
@@ -27,8 +27,6 @@ LEASE_SECONDS = 120.0
 #: Time one inbox row may take (observers, routing, replying) before it is retried.
 PROCESS_SECONDS = LEASE_SECONDS / 2
 MAX_ATTEMPTS = 10
-#: Seconds rows in progress get to finish at shutdown (part of the daemon's 10 s).
-SHUTDOWN_GRACE = 3.0
 #: Seconds between checks for rows whose retry time or lease has come.
 POLL_SECONDS = 1.0
 #: While webhooks wait for their commit, processing takes at most this share
@@ -173,4 +171,4 @@ async def pipeline_ctx(app: web.Application) -> AsyncIterator[None]:
     processor = InboxProcessor(hub, hub.config["wahub"]["workers"])
     processor.start()
     yield
-    await processor.stop(grace=SHUTDOWN_GRACE)
+    await processor.stop(grace=SHUTDOWN_GRACE["inbox"])

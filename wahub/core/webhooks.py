@@ -16,7 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
-from wahub.core.hub import HUB_KEY, Hub
+from wahub.core.hub import HUB_KEY, SHUTDOWN_GRACE, Hub
 from wahub.core.models import Event, event_to_json
 from wahub.core.provider import WebhookError
 
@@ -130,7 +130,12 @@ async def intake_ctx(app: web.Application) -> AsyncIterator[None]:
     hub.intake_busy = lambda: writer.busy
     task = asyncio.create_task(writer.run(), name="wahub-inbox-writer")
     yield
-    await writer.close()
+    try:
+        async with asyncio.timeout(SHUTDOWN_GRACE["intake"]):
+            await writer.close()
+    except TimeoutError:
+        # Their requests were not answered 200, so providers deliver them again.
+        _LOGGER.warning("webhooks still waiting for a commit at shutdown were not stored")
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
 
