@@ -43,7 +43,8 @@ class InboxProcessor:
     def __init__(self, hub: Hub, workers: int) -> None:
         self.hub = hub
         self.workers = workers
-        self._running: set[asyncio.Task[None]] = set()
+        #: Rows in progress, with the time each started.
+        self._running: dict[asyncio.Task[None], float] = {}
         self._stopping = False
         self._resume_at = 0.0
         self._loop: asyncio.Task[None] | None = None
@@ -72,8 +73,7 @@ class InboxProcessor:
                 rows, wait = [], POLL_SECONDS
             for row in rows:
                 task = asyncio.create_task(self._process(row), name=f"wahub-inbox-{row.id}")
-                task.started = time.monotonic()  # type: ignore[attr-defined]
-                self._running.add(task)
+                self._running[task] = time.monotonic()
                 task.add_done_callback(self._done)
             if len(rows) < free or free <= 0:
                 try:
@@ -84,8 +84,7 @@ class InboxProcessor:
                 wake.clear()
 
     def _done(self, task: asyncio.Task[None]) -> None:
-        self._running.discard(task)
-        took = time.monotonic() - task.started  # type: ignore[attr-defined]
+        took = time.monotonic() - self._running.pop(task)
         self._resume_at = time.monotonic() + took * (1 / BUSY_SHARE - 1)
         # A finished row may unblock the next row of its contact.
         self.hub.inbox_ready.set()
@@ -95,11 +94,13 @@ class InboxProcessor:
         the rest stay claimed and run again after their lease or a restart."""
         self._stopping = True
         self.hub.inbox_ready.set()
+        deadline = time.monotonic() + grace
         # Let a claim under way finish first, so that no row it claims is left behind.
         if self._loop is not None:
             await asyncio.wait({self._loop}, timeout=grace)
         if self._running:
-            _done, pending = await asyncio.wait(set(self._running), timeout=grace)
+            remaining = max(deadline - time.monotonic(), 0.0)
+            _done, pending = await asyncio.wait(set(self._running), timeout=remaining)
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
