@@ -61,27 +61,6 @@ class Mark(NamedTuple):
     line: int
 
 
-class Secret(str):
-    """A string read through ``!secret`` or ``!env_var``.
-
-    It behaves as a plain ``str`` (``str(secret)`` is the value, for use in
-    headers and URLs), but its ``repr`` is masked and wahub's error messages
-    print it as ``***``. ``file``/``line`` are where the tag was written.
-    """
-
-    file: str | None
-    line: int | None
-
-    def __new__(cls, value: str = "", file: str | None = None, line: int | None = None) -> Secret:
-        secret = super().__new__(cls, value)
-        secret.file = file
-        secret.line = line
-        return secret
-
-    def __repr__(self) -> str:
-        return "Secret('***')"
-
-
 class NodeStr(str):
     """A string scalar that remembers its file and line."""
 
@@ -93,6 +72,18 @@ class NodeStr(str):
         node.file = file
         node.line = line
         return node
+
+
+class Secret(NodeStr):
+    """A string read through ``!secret`` or ``!env_var``.
+
+    It behaves as a plain ``str`` (``str(secret)`` is the value, for use in
+    headers and URLs), but its ``repr`` is masked and wahub's error messages
+    print it as ``***``. ``file``/``line`` are where the tag was written.
+    """
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
 
 
 class NodeList(list[Any]):
