@@ -60,7 +60,7 @@ class InboxWriter:
 
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
-        self._queue: asyncio.Queue[tuple[list[dict[str, Any]], asyncio.Future[int]]] = asyncio.Queue()
+        self._queue: asyncio.Queue[tuple[list[dict[str, Any]], asyncio.Future[None]]] = asyncio.Queue()
         self.closed = False
         self._batch_average = 0.0
         self._last_commit = 0.0
@@ -72,12 +72,11 @@ class InboxWriter:
         recent = time.monotonic() - self._last_commit < BUSY_HOLD_SECONDS
         return recent and self._batch_average >= BUSY_BATCH
 
-    async def submit(self, rows: list[dict[str, Any]]) -> int:
-        """Queue ``rows`` for the next commit and wait until it is durable.
-        Returns how many of them were new (not redeliveries)."""
+    async def submit(self, rows: list[dict[str, Any]]) -> None:
+        """Queue ``rows`` for the next commit and wait until it is durable."""
         if self.closed:
             raise IntakeClosed
-        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait((rows, future))
         return await future
 
@@ -92,7 +91,7 @@ class InboxWriter:
             for _ in batch:
                 self._queue.task_done()
 
-    async def _commit(self, batch: Sequence[tuple[list[dict[str, Any]], asyncio.Future[int]]]) -> None:
+    async def _commit(self, batch: Sequence[tuple[list[dict[str, Any]], asyncio.Future[None]]]) -> None:
         rows = [row for request_rows, _ in batch for row in request_rows]
         try:
             new = await self.hub.storage.insert_inbox(rows)
@@ -111,7 +110,7 @@ class InboxWriter:
             self.hub.metrics.webhook_duplicates.inc(len(rows) - new)
         for _, future in batch:
             if not future.done():
-                future.set_result(new)
+                future.set_result(None)
         self.hub.inbox_ready.set()
 
     async def close(self) -> None:
@@ -144,6 +143,10 @@ def _error(status: int, code: str, message: str) -> web.Response:
     return web.json_response({"error": {"code": code, "message": message}}, status=status)
 
 
+def _shutting_down() -> web.Response:
+    return _error(503, "shutting_down", "wahub is restarting; deliver this webhook again")
+
+
 async def webhook_get(request: web.Request) -> web.StreamResponse:
     hub = request.app[HUB_KEY]
     provider = hub.providers.get(request.match_info["provider_name"])
@@ -174,7 +177,7 @@ async def _receive(request: web.Request, hub: Hub, name: str) -> web.Response:
     provider = hub.providers[name]
     writer = request.app[INTAKE_KEY]
     if writer.closed:
-        return _error(503, "shutting_down", "wahub is restarting; deliver this webhook again")
+        return _shutting_down()
     body = await request.read()
     if not provider.verify_signature(request.headers, body):
         _LOGGER.warning("webhook for %s refused: bad or missing signature", name)
@@ -195,7 +198,7 @@ async def _receive(request: web.Request, hub: Hub, name: str) -> web.Response:
         try:
             await writer.submit(rows)
         except IntakeClosed:
-            return _error(503, "shutting_down", "wahub is restarting; deliver this webhook again")
+            return _shutting_down()
         except Exception:  # noqa: BLE001 - the provider will redeliver
             return _error(503, "storage_unavailable", "the event could not be stored; deliver it again")
         for event in events:
