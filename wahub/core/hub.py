@@ -59,7 +59,7 @@ class Hub:
     outbox_ready: asyncio.Event = field(default_factory=asyncio.Event)
     #: Set when shutdown begins; long-lived handlers (WebSockets) close on it.
     shutting_down: asyncio.Event = field(default_factory=asyncio.Event)
-    #: Whether webhooks are waiting for their commit; inbox workers yield to them.
+    #: Whether webhooks arrive faster than one commit at a time; inbox workers then yield.
     intake_busy: Callable[[], bool] = field(default=lambda: False)
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
