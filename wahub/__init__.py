@@ -2,7 +2,15 @@
 
 import pluggy
 
-from wahub.core.models import InboundMessage, OutgoingMessage, Route, SendResult, StatusEvent, UnsupportedEvent
+from wahub.core.models import (
+    InboundMessage,
+    OutgoingMessage,
+    PreferenceEvent,
+    Route,
+    SendResult,
+    StatusEvent,
+    UnsupportedEvent,
+)
 
 __version__ = "0.1.0"
 
@@ -12,6 +20,7 @@ hookimpl = pluggy.HookimplMarker("wahub")
 __all__ = [
     "InboundMessage",
     "OutgoingMessage",
+    "PreferenceEvent",
     "Route",
     "SendResult",
     "StatusEvent",

@@ -9,6 +9,7 @@ import logging
 import signal
 import socket
 import sys
+from importlib import import_module
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,16 @@ def _parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check-config", help="validate a configuration exactly as 'run' does")
     check.add_argument("-c", "--config", type=Path, required=True, help="configuration file")
     check.set_defaults(handler=_check_config)
+    for command in (run, check):
+        command.add_argument(
+            "-p",
+            "--plugin",
+            action="append",
+            default=[],
+            metavar="MODULE",
+            help="also load the plugin module MODULE (importable name; repeatable), "
+            "e.g. a plugin under development or wahub.testing.fake_provider",
+        )
 
     plugins = commands.add_parser("plugins", help="list loaded plugins and the hooks each implements")
     plugins.set_defaults(handler=_plugins)
@@ -87,8 +98,18 @@ def _load(path: Path | None, pm: pluggy.PluginManager) -> dict[str, Any]:
     return load_config(path, sections=sections, platforms=platforms)
 
 
+def _plugin_manager(args: argparse.Namespace) -> pluggy.PluginManager:
+    modules = []
+    for name in args.plugin:
+        try:
+            modules.append(import_module(name))
+        except Exception as exc:  # any import error of the named module
+            raise PluginError(f"plugin module {name!r} (from --plugin) failed to load: {exc!r}") from exc
+    return build_plugin_manager(extra_plugins=modules)
+
+
 def _check_config(args: argparse.Namespace) -> int:
-    _load(args.config, build_plugin_manager())
+    _load(args.config, _plugin_manager(args))
     print(f"{args.config}: configuration is valid")
     return 0
 
@@ -109,7 +130,7 @@ def _plugins(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    pm = build_plugin_manager()
+    pm = _plugin_manager(args)
     config = _load(args.config, pm)
     level = getattr(logging, config["wahub"]["log_level"].upper())
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -351,7 +351,20 @@ def test_defaults_fill_in_when_no_file_is_given() -> None:
             "workers": 4,
             "log_level": "info",
         },
-        "providers": [{"platform": "sandbox", "name": "sandbox", "business_number": "15550000000"}],
+        "providers": [
+            {
+                "platform": "sandbox",
+                "name": "sandbox",
+                "business_number": "15550000000",
+                "messages_per_second": 80.0,
+                "pair_limit": {"burst": 5, "every": 6.0},
+                "retry_for": 86400.0,
+            }
+        ],
+        "policy": {
+            "service_window": {},
+            "consent": {"keywords": True, "marketing_requires_opt_in": True, "languages": {}},
+        },
         "router": {"rules": []},
     }
     assert isinstance(CORE_SCHEMA, vol.Schema)
@@ -379,7 +392,14 @@ def test_defaults_fill_in_around_what_the_file_sets(tmp_path: Path) -> None:
     assert config["wahub"]["http"] == {"host": "127.0.0.1", "port": 9000}
     assert config["wahub"]["log_level"] == "debug"
     assert config["router"] == {"rules": []}
-    assert config["providers"] == [{"platform": "meta_cloud", "name": "cloud", "access_token": "token", "timeout": 10}]
+    [entry] = config["providers"]
+    assert {key: entry[key] for key in ("platform", "name", "access_token", "timeout")} == {
+        "platform": "meta_cloud",
+        "name": "cloud",
+        "access_token": "token",
+        "timeout": 10,
+    }
+    assert entry["messages_per_second"] == 80 and entry["pair_limit"] == {"burst": 5, "every": 6.0}
     assert type(config["wahub"]) is dict and type(config["providers"]) is list
 
 
@@ -459,7 +479,7 @@ def test_unknown_top_level_key_suggests_or_lists(tmp_path: Path) -> None:
 
     assert problems_of(path) == [
         f"{path}:1: provider: unknown key 'provider' (did you mean 'providers'?)",
-        f"{path}:3: extras: unknown key 'extras' (allowed keys: providers, router, wahub)",
+        f"{path}:3: extras: unknown key 'extras' (allowed keys: policy, providers, router, wahub)",
     ]
 
 

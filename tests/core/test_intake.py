@@ -111,7 +111,12 @@ async def test_health_readiness_and_metrics(daemon: RunningDaemon) -> None:
             assert response.status == 200
         async with session.get(f"{daemon.url}/readyz") as response:
             assert response.status == 200
-            assert await response.json() == {"status": "ready", "database": "ok", "providers": {"sandbox": True}}
+            assert await response.json() == {
+                "status": "ready",
+                "database": "ok",
+                "providers": {"sandbox": True},
+                "roles": ["dispatch:sandbox", "scheduler"],
+            }
         async with session.get(f"{daemon.url}/metrics") as response:
             text = await response.text()
     assert 'wahub_webhook_events_total{kind="message",provider="sandbox"} 1.0' in text

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from typing import ClassVar
 
 import pytest
 
 from wahub import hookimpl
-from wahub.core.models import OutgoingMessage, SendResult
+from wahub.core.models import InboundMessage, OutgoingMessage, SendResult
 from wahub.plugins.providers.sandbox import SandboxProvider
 from wahub.testing import RunningDaemon, build_config, plugin_manager, running_daemon, wait_until
 
@@ -43,8 +44,12 @@ async def daemon(database_url: str) -> AsyncIterator[RunningDaemon]:
     RecordingProvider.sent = []
     RecordingProvider.gate = asyncio.Event()
     pm = plugin_manager([Plugin()])
-    raw = {"providers": [{"platform": "recording", "name": "rec", "secret": "x" * 32}]}
+    raw = {"providers": [{"platform": "recording", "name": "rec", "secret": "x" * 32, "pair_limit": None}]}
     async with running_daemon(build_config(raw, database=database_url, pm=pm), pm=pm) as running:
+        for user in ("15550001", "15550002", "15550009"):  # each has written: their service windows are open
+            await running.hub.storage.messages.record_inbound(
+                InboundMessage("rec", f"in-{user}", user, "text", {"text": {"body": "hi"}}, time.time())
+            )
         yield running
 
 

@@ -101,23 +101,50 @@ async def test_replies_are_queued_once_per_inbound_message(storage: Storage) -> 
     assert await storage.finish_with_replies(row, inbound("m1"), [reply], **args) == 1
     with pytest.raises(LeaseLost):  # done already: a second finish is refused, nothing is queued twice
         await storage.finish_with_replies(row, inbound("m1"), [reply], **args)
-    queued = await storage.messages.claim_outbox(10, lease_seconds=60)
+    queued = await storage.messages.claim_outbox(10, 60, ["sandbox"])
     assert [q.message for q in queued] == [reply]
+    assert queued[0].last_inbound_at is not None  # the service window travels with the claim
 
 
 async def test_statuses_only_move_forward(storage: Storage) -> None:
     message_id, _ = await storage.messages.enqueue("sandbox", OutgoingMessage.text("1555", "x"), idempotency_key="k")
-    [row] = await storage.messages.claim_outbox(10, lease_seconds=60)
+    [row] = await storage.messages.claim_outbox(10, 60, ["sandbox"])
     # 'delivered' arrives before the provider's answer to the send:
     early = StatusEvent(provider="sandbox", external_id="e1", message_id="p1", status="delivered", timestamp=1.0)
     assert await storage.messages.apply_status(early) is None
-    assert await storage.messages.mark_sent(row.id, "p1") == "delivered"
+    await storage.messages.mark_sent([(row.id, "p1")])
+    assert (await storage.messages.get(message_id) or {})["status"] == "delivered"
     read = StatusEvent(provider="sandbox", external_id="e2", message_id="p1", status="read", timestamp=2.0)
     assert (await storage.messages.apply_status(read)).status == "read"  # type: ignore[union-attr]
     late = StatusEvent(provider="sandbox", external_id="e3", message_id="p1", status="delivered", timestamp=1.5)
     assert await storage.messages.apply_status(late) is None
     stored = await storage.messages.get(message_id)
     assert stored is not None and stored["status"] == "read"
+    history = await storage.messages.status_history("sandbox", "p1")
+    assert [h["status"] for h in history] == ["delivered", "read"]  # the late duplicate is not kept twice
+
+
+async def test_an_early_failed_status_keeps_its_code(storage: Storage) -> None:
+    message_id, _ = await storage.messages.enqueue("sandbox", OutgoingMessage.text("1555", "x"), idempotency_key="k")
+    [row] = await storage.messages.claim_outbox(10, 60, ["sandbox"])
+    failed = StatusEvent(
+        provider="sandbox",
+        external_id="f",
+        message_id="p2",
+        status="failed",
+        timestamp=1.0,
+        error_code="131026",
+        error_title="Message undeliverable",
+    )
+    await storage.messages.apply_status(failed)
+    await storage.messages.mark_sent([(row.id, "p2")])
+    stored = await storage.messages.get(message_id)
+    assert stored is not None
+    assert (stored["status"], stored["error_code"], stored["error_reason"]) == (
+        "failed",
+        "131026",
+        "Message undeliverable",
+    )
 
 
 async def test_idempotency_key_returns_the_first_message(storage: Storage) -> None:

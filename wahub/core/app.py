@@ -1,8 +1,10 @@
 """``create_app(config)``: the aiohttp application and its lifecycle.
 
 Each resource has one cleanup context, entered in order at start-up and left
-in reverse at shutdown: storage, HTTP client, providers, plugin lifespans,
-dispatcher, inbox writer, inbox workers, scheduler.
+in reverse at shutdown: storage (and the send policy), HTTP client,
+providers, plugin lifespans, replica roles, dispatcher, inbox writer, inbox
+workers, scheduler, and last the start of the roles' checks (the dispatcher
+and scheduler wait for their role).
 """
 
 from __future__ import annotations
@@ -19,11 +21,15 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from wahub import __version__
+from wahub.core.api import api_routes, auth_middleware
+from wahub.core.consent import keyword_table
 from wahub.core.hub import HUB_KEY, SHUTDOWN_GRACE, Hub
+from wahub.core.leader import leadership_ctx, leadership_start_ctx
 from wahub.core.metrics import Metrics
 from wahub.core.outbox import dispatcher_ctx
 from wahub.core.pipeline import pipeline_ctx
 from wahub.core.plugins import build_plugin_manager, registered_providers
+from wahub.core.policy import Policy
 from wahub.core.scheduler import scheduler_ctx
 from wahub.core.storage import Storage
 from wahub.core.webhooks import intake_ctx, webhook_routes
@@ -36,21 +42,38 @@ MAX_BODY_BYTES = 4 * 1024 * 1024
 def create_app(config: dict[str, Any], *, pm: pluggy.PluginManager | None = None) -> web.Application:
     """Build the daemon from a validated configuration (see ``wahub.core.config``)."""
     pm = pm or build_plugin_manager()
-    hub = Hub(config=config, pm=pm, metrics=Metrics())
+    hub = Hub(config=config, pm=pm, metrics=Metrics(), consent_keywords=keyword_table(config["policy"]["consent"]))
     platforms = registered_providers(pm)
     for entry in config["providers"]:
         hub.providers[entry["name"]] = platforms[entry["platform"]](hub, entry)
 
-    app = web.Application(client_max_size=MAX_BODY_BYTES)
+    app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[auth_middleware])
     app[HUB_KEY] = hub
     app.cleanup_ctx.extend(
         # Shutdown runs this in reverse: the scheduler stops, rows in progress finish
         # (queueing their replies), the intake flushes, sends in flight finish, and
         # only then plugin lifespans, providers, HTTP client and storage close.
-        [storage_ctx, http_ctx, providers_ctx, lifespans_ctx, dispatcher_ctx, intake_ctx, pipeline_ctx, scheduler_ctx]
+        [
+            storage_ctx,
+            http_ctx,
+            providers_ctx,
+            lifespans_ctx,
+            leadership_ctx,
+            dispatcher_ctx,
+            intake_ctx,
+            pipeline_ctx,
+            scheduler_ctx,
+            leadership_start_ctx,
+        ]
     )
     app.router.add_routes(
-        [web.get("/healthz", healthz), web.get("/readyz", readyz), web.get("/metrics", metrics), *webhook_routes()]
+        [
+            web.get("/healthz", healthz),
+            web.get("/readyz", readyz),
+            web.get("/metrics", metrics),
+            *webhook_routes(),
+            *api_routes(),
+        ]
     )
     app.on_shutdown.append(_begin_shutdown)
     for route_defs in pm.hook.register_routes(hub=hub):
@@ -65,6 +88,7 @@ async def _begin_shutdown(app: web.Application) -> None:
 async def storage_ctx(app: web.Application) -> AsyncIterator[None]:
     hub = app[HUB_KEY]
     hub.storage = await Storage.open(hub.config["wahub"]["database"])
+    hub.policy = Policy(hub.config["policy"], hub.storage)
     yield
     await hub.storage.close()
 
@@ -121,9 +145,13 @@ async def readyz(request: web.Request) -> web.Response:
         database = "ok"
     except Exception as exc:  # noqa: BLE001 - reported, not raised
         database = f"unreachable: {type(exc).__name__}"
-    providers = {name: provider.ready for name, provider in hub.providers.items()}
+    providers = {name: provider.ready and provider.paused is None for name, provider in hub.providers.items()}
     ready = database == "ok" and all(providers.values())
-    body = {"status": "ready" if ready else "not_ready", "database": database, "providers": providers}
+    body: dict[str, Any] = {"status": "ready" if ready else "not_ready", "database": database, "providers": providers}
+    paused = {name: provider.paused for name, provider in hub.providers.items() if provider.paused}
+    if paused:
+        body["paused"] = paused
+    body["roles"] = sorted(hub.leadership.held)
     return web.json_response(body, status=200 if ready else 503)
 
 
@@ -132,7 +160,11 @@ async def metrics(request: web.Request) -> web.Response:
     depth, oldest_age = await hub.storage.inbox_depth()
     hub.metrics.inbox_depth.set(depth)
     hub.metrics.inbox_oldest_age.set(oldest_age)
+    queued = await hub.storage.messages.outbox_depth()
     for name, provider in hub.providers.items():
-        hub.metrics.provider_ready.labels(name).set(1 if provider.ready else 0)
+        hub.metrics.provider_ready.labels(name).set(1 if provider.ready and provider.paused is None else 0)
+        count, age = queued.get(name, (0, 0.0))
+        hub.metrics.outbox_depth.labels(name).set(count)
+        hub.metrics.outbox_oldest_age.labels(name).set(age)
     body = generate_latest(hub.metrics.registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

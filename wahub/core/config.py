@@ -22,6 +22,7 @@ from typing import Any
 
 import voluptuous as vol
 
+from wahub.core.policy import POLICY_SCHEMA
 from wahub.core.yaml_loader import (
     ConfigError,
     ConfigProblem,
@@ -150,6 +151,7 @@ CORE_SCHEMA = vol.Schema(
     {
         vol.Optional("wahub", default=dict): WAHUB_SCHEMA,
         vol.Optional("providers", default=_default_providers): _provider_list,
+        vol.Optional("policy", default=dict): POLICY_SCHEMA,
     }
 )
 
@@ -203,11 +205,12 @@ def validate_config(
     problems = checker.finish(load_problems)
     if problems or top is None:
         raise ConfigError(problems)
-    return {"wahub": top["wahub"], "providers": providers, **{name: top[name] for name in sections}}
+    core = {"wahub": top["wahub"], "providers": providers, "policy": top["policy"]}
+    return {**core, **{name: top[name] for name in sections}}
 
 
 def _top_schema(sections: Mapping[str, Any]) -> vol.Schema:
-    reserved = sorted(set(sections) & {"wahub", "providers"})
+    reserved = sorted(set(sections) & {"wahub", "providers", "policy"})
     if reserved:
         raise ValueError(f"plugin sections cannot be named {', '.join(reserved)}")
     extra = {vol.Optional(name, default=dict): schema for name, schema in sections.items()}

@@ -18,7 +18,10 @@ from aiohttp import web
 from wahub.core.models import OutgoingMessage
 
 if TYPE_CHECKING:
+    from wahub.core.consent import Keyword
+    from wahub.core.leader import Leadership
     from wahub.core.metrics import Metrics
+    from wahub.core.policy import Origin, Policy
     from wahub.core.provider import Provider
     from wahub.core.storage import Storage
 
@@ -52,6 +55,11 @@ class Hub:
     pm: pluggy.PluginManager
     metrics: Metrics
     storage: Storage = field(init=False)
+    policy: Policy = field(init=False)
+    #: Which singleton roles (a number's dispatcher, the scheduler) this replica runs.
+    leadership: Leadership = field(init=False)
+    #: Normalized opt-out/opt-in keyword -> what it does (``wahub.core.consent``).
+    consent_keywords: dict[str, Keyword] = field(default_factory=dict)
     http: aiohttp.ClientSession = field(init=False)
     providers: dict[str, Provider] = field(default_factory=dict)
     #: Set whenever new work lands in the inbox or the outbox, to wake their loops.
@@ -78,13 +86,31 @@ class Hub:
         *,
         provider: str | None = None,
         idempotency_key: str,
-        conversation_id: int | None = None,
+        origin: Origin = "business",
     ) -> int:
-        """Queue ``message`` in the outbox and return its id. The same
-        ``idempotency_key`` always yields the same message, sent once."""
+        """Check ``message`` against the provider's limits and the policy, queue
+        it, and return its id; raise ``SendRefused`` with a reason code instead.
+
+        The same ``idempotency_key`` always yields the first message's id, sent
+        once, without checking again. ``origin="reply"`` marks an answer to the
+        contact's own message, which skips consent and quiet hours.
+        """
         target = self.provider(provider)
+        existing = await self.storage.messages.find_by_key(idempotency_key)
+        if existing is not None:
+            return existing
+        try:
+            decision = await self.policy.check(target, message, origin=origin)
+        except SendRefused as exc:
+            self.metrics.send_refusals.labels(target.name, exc.reason).inc()
+            raise
         message_id, created = await self.storage.messages.enqueue(
-            target.name, message, idempotency_key=idempotency_key, conversation_id=conversation_id
+            target.name,
+            decision.message,
+            idempotency_key=idempotency_key,
+            contact_id=decision.contact.contact_id,
+            conversation_id=decision.contact.conversation_id,
+            not_before=decision.not_before,
         )
         if created:
             self.outbox_ready.set()

@@ -56,6 +56,21 @@ class Metrics:
         self.statuses = Counter(
             "wahub_message_statuses", "Delivery statuses received", ["provider", "status"], registry=r
         )
+        self.send_refusals = Counter(
+            "wahub_send_refusals",
+            "Sends refused before queueing (window_closed, opted_out, invalid_message, ...)",
+            ["provider", "reason"],
+            registry=r,
+        )
+        self.consent_changes = Counter(
+            "wahub_consent_changes", "Opt-ins and opt-outs recorded", ["provider", "action", "source"], registry=r
+        )
+        self.outbox_depth = Gauge(
+            "wahub_outbox_depth", "Messages queued and not yet sent, by provider", ["provider"], registry=r
+        )
+        self.outbox_oldest_age = Gauge(
+            "wahub_outbox_oldest_age_seconds", "Age of the oldest queued message, by provider", ["provider"], registry=r
+        )
         self.provider_ready = Gauge(
             "wahub_provider_ready", "1 when the provider is ready to send", ["provider"], registry=r
         )

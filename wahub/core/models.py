@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal
 if TYPE_CHECKING:
     from wahub.core.hub import Hub
 
-EventKind = Literal["message", "status", "unsupported"]
+EventKind = Literal["message", "status", "preference", "unsupported"]
 
 #: Forward order of delivery statuses; ``failed`` is final.
 STATUS_RANK: dict[str, int] = {"queued": 0, "sent": 1, "delivered": 2, "read": 3, "failed": 4}
@@ -85,6 +85,26 @@ class StatusEvent:
 
 
 @dataclass(frozen=True)
+class PreferenceEvent:
+    """A user's marketing-message preference reported by the provider
+    (Meta's ``user_preferences``): ``value`` is stop, resume or signup."""
+
+    provider: str
+    external_id: str
+    user: str
+    category: str
+    value: str
+    timestamp: float
+    detail: str | None = None
+    raw: dict[str, Any] = field(default_factory=dict)
+    kind: Literal["preference"] = "preference"
+
+    @property
+    def contact_key(self) -> str:
+        return f"{self.provider}:{self.user}"
+
+
+@dataclass(frozen=True)
 class UnsupportedEvent:
     """A webhook shape wahub does not understand yet, kept whole."""
 
@@ -99,11 +119,12 @@ class UnsupportedEvent:
         return f"{self.provider}:unsupported"
 
 
-Event = InboundMessage | StatusEvent | UnsupportedEvent
+Event = InboundMessage | StatusEvent | PreferenceEvent | UnsupportedEvent
 
-_EVENT_TYPES: dict[str, type[InboundMessage] | type[StatusEvent] | type[UnsupportedEvent]] = {
+_EVENT_TYPES: dict[str, type[Event]] = {
     "message": InboundMessage,
     "status": StatusEvent,
+    "preference": PreferenceEvent,
     "unsupported": UnsupportedEvent,
 }
 

@@ -1,10 +1,24 @@
 """The dispatcher: sends queued messages through their provider.
 
-Every send is a ``messages`` row first; the dispatcher claims due rows with a
-lease, calls the provider, and stores the provider's message id. A failure the
-provider calls retryable is tried again with exponential backoff and jitter
-until the message's validity period ends; any other failure is final and keeps
-the provider's code and reason.
+Every send is a ``messages`` row first. The dispatcher of a business number
+(one replica at a time, see ``wahub.core.leader``) claims due rows with a
+lease and sends each recipient's messages in order, recipients in parallel:
+
+- **Pacing.** Sends through one number are spaced to its
+  ``messages_per_second``; each recipient gets ``pair_limit.burst`` messages
+  at once, then one every ``pair_limit.every`` seconds. A message held back
+  for more than a moment goes back to the queue, due when it may go, and so do
+  the recipient's later messages, keeping their order.
+- **Failures.** A retryable failure (network, 5xx, throughput and pair-rate
+  limits) is tried again with exponential backoff and jitter until
+  ``retry_for`` after the message was queued; the recipient's later messages
+  wait behind it. Any other failure is final and keeps the provider's code and
+  reason. Refused credentials pause the provider (``/readyz`` says why) and
+  its messages stay queued; a send is tried again every ``PAUSE_SECONDS``.
+- **Recording.** Provider ids are stored by one writer that commits whatever
+  finished while its last commit ran, so a sent message stays unrecorded only
+  for the length of one commit; if the database fails for longer than about
+  15 s the message is sent again when its lease ends.
 """
 
 from __future__ import annotations
@@ -13,26 +27,37 @@ import asyncio
 import logging
 import random
 import time
-from collections import defaultdict
-from collections.abc import AsyncIterator
+from collections import deque
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
 
 import aiohttp
 from aiohttp import web
 
 from wahub.core.hub import HUB_KEY, SHUTDOWN_GRACE, Hub
+from wahub.core.leader import dispatch_role
 from wahub.core.plugins import call_hook, report_exception
-from wahub.core.provider import ProviderError
+from wahub.core.policy import WINDOWLESS_TYPES, window_open
+from wahub.core.provider import Provider, ProviderError
 from wahub.core.storage_messages import OutboxRow
 
 _LOGGER = logging.getLogger(__name__)
 
-BATCH = 32
+BATCH = 64
+#: Messages claimed and not yet finished, at most.
+MAX_IN_FLIGHT = 256
 LEASE_SECONDS = 60.0
 POLL_SECONDS = 1.0
-#: Tries to store a provider's id for a sent message (over about 15 s) before leaving it to the lease.
+#: A send held back by pacing for longer than this goes back to the queue instead of waiting in memory.
+MAX_HOLD_SECONDS = 1.0
+#: Between tries of a provider paused for refused credentials.
+PAUSE_SECONDS = 60.0
+#: Tries to store provider ids (over about 15 s) before leaving the messages to their lease.
 RECORD_ATTEMPTS = 6
-#: A message still unsent this long after it was queued fails instead of retrying.
-VALIDITY_SECONDS = 24 * 3600.0
+#: Spacing between the due times of a recipient's messages put back in the queue, to keep their order.
+_ORDER_STEP = 0.001
+
+Recipient = tuple[str, str]
 
 
 def backoff(attempt: int) -> float:
@@ -41,45 +66,209 @@ def backoff(attempt: int) -> float:
     return base * random.uniform(0.5, 1.0)
 
 
+class Pacer:
+    """Spaces sends through one number evenly at ``rate`` per second (None: no limit)."""
+
+    def __init__(self, rate: float | None) -> None:
+        self.interval = 1.0 / rate if rate else 0.0
+        self._next = 0.0
+
+    def reserve(self) -> float:
+        """Take the next slot; returns how long to wait for it."""
+        if not self.interval:
+            return 0.0
+        now = time.monotonic()
+        slot = max(now, self._next)
+        self._next = slot + self.interval
+        return slot - now
+
+
+class PairLimiter:
+    """Per recipient, a token bucket of ``burst`` tokens refilled one per ``every`` seconds."""
+
+    def __init__(self, config: Mapping[str, Any] | None) -> None:
+        self.burst = config["burst"] if config else 0
+        self.every = config["every"] if config else 0.0
+        self._buckets: dict[Recipient, tuple[float, float]] = {}
+
+    def free_at(self, key: Recipient, now: float) -> float:
+        """When ``key``'s next message may go (``now`` or later)."""
+        if not self.burst or not self.every:
+            return now
+        tokens, stamp = self._buckets.get(key, (float(self.burst), now))
+        tokens = min(float(self.burst), tokens + (now - stamp) / self.every)
+        return now if tokens >= 1.0 else now + (1.0 - tokens) * self.every
+
+    def take(self, key: Recipient, now: float) -> None:
+        if not self.burst or not self.every:
+            return
+        tokens, stamp = self._buckets.get(key, (float(self.burst), now))
+        tokens = min(float(self.burst), tokens + (now - stamp) / self.every)
+        if tokens >= self.burst - 1 and len(self._buckets) > 10_000:
+            self._forget_full(now)
+        self._buckets[key] = (tokens - 1.0, now)
+
+    def _forget_full(self, now: float) -> None:
+        """Drop buckets that have refilled completely: they hold no information."""
+        full = [k for k, (t, s) in self._buckets.items() if t + (now - s) / self.every >= self.burst]
+        for key in full:
+            del self._buckets[key]
+
+
+class Recorder:
+    """Stores provider ids of sent messages, committing whatever finished while the last commit ran."""
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+        self._pending: list[tuple[int, str, asyncio.Future[None]]] = []
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def record(self, message_id: int, provider_message_id: str) -> None:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append((message_id, provider_message_id, future))
+        self._wake.set()
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run(), name="wahub-send-recorder")
+        await future
+
+    async def _run(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending, []
+            self._wake.clear()
+            error: BaseException | None = None
+            for attempt in range(1, RECORD_ATTEMPTS + 1):
+                try:
+                    await self.hub.storage.messages.mark_sent([(mid, pmid) for mid, pmid, _ in batch])
+                    error = None
+                    break
+                except Exception as exc:  # noqa: BLE001 - retried, then handed to the senders
+                    error = exc
+                    if attempt < RECORD_ATTEMPTS:
+                        _LOGGER.warning("storing %d sends failed (attempt %d); retrying", len(batch), attempt)
+                        await asyncio.sleep(0.25 * 2**attempt)
+            for _mid, _pmid, future in batch:
+                if not future.done():
+                    if error is None:
+                        future.set_result(None)
+                    else:
+                        future.set_exception(error)
+
+
 class Dispatcher:
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
+        self.recorder = Recorder(hub)
+        self.pacers = {name: Pacer(p.config["messages_per_second"]) for name, p in hub.providers.items()}
+        self.pairs = {name: PairLimiter(p.config["pair_limit"]) for name, p in hub.providers.items()}
+        #: Providers this replica dispatches for.
+        self.leading: set[str] = set()
+        self._queues: dict[Recipient, deque[OutboxRow]] = {}
+        #: Per recipient, the earliest time its next message may go (a retry or pacing ahead of it).
+        self._gates: dict[Recipient, float] = {}
+        self._in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
         self._stopping = False
+        self._paused_until: dict[str, float] = {}
+        self._workers: set[asyncio.Task[None]] = set()
+
+    def active_providers(self) -> list[str]:
+        now = time.monotonic()
+        active = []
+        for name in self.leading:
+            provider = self.hub.providers[name]
+            if provider.paused is not None and now >= self._paused_until.get(name, 0.0):
+                provider.paused = None  # try again: the next send tells whether the credentials work now
+            if provider.paused is None:
+                active.append(name)
+        return active
 
     async def run(self) -> None:
         wake = self.hub.outbox_ready
         while not self._stopping:
             wake.clear()
-            try:
-                rows = await self.hub.storage.messages.claim_outbox(BATCH, LEASE_SECONDS)
-            except Exception as exc:
-                _LOGGER.exception("cannot claim queued messages; trying again")
-                report_exception(self.hub, exc, {"loop": "dispatcher"})
-                rows = []
-            # One recipient's messages go out in order; recipients in parallel.
-            by_recipient: defaultdict[tuple[str, str], list[OutboxRow]] = defaultdict(list)
+            want = min(BATCH, MAX_IN_FLIGHT - self._in_flight)
+            providers = self.active_providers()
+            rows: list[OutboxRow] = []
+            if want > 0 and providers:
+                try:
+                    rows = await self.hub.storage.messages.claim_outbox(want, LEASE_SECONDS, providers)
+                except Exception as exc:
+                    _LOGGER.exception("cannot claim queued messages; trying again")
+                    report_exception(self.hub, exc, {"loop": "dispatcher"})
             for row in rows:
-                by_recipient[row.provider, row.message.to].append(row)
-            await asyncio.gather(*map(self._send_in_order, by_recipient.values()))
-            if len(rows) < BATCH:
+                self._queue(row)
+            if len(rows) < want or want <= 0:
                 try:
                     async with asyncio.timeout(POLL_SECONDS):
                         await wake.wait()
                 except TimeoutError:
                     pass
 
-    def stop(self) -> None:
-        self._stopping = True
-        self.hub.outbox_ready.set()
+    def _queue(self, row: OutboxRow) -> None:
+        key = (row.provider, row.message.to)
+        self._in_flight += 1
+        self._idle.clear()
+        queue = self._queues.get(key)
+        if queue is not None:
+            queue.append(row)  # its worker is running and takes it in order
+            return
+        self._queues[key] = deque([row])
+        worker = asyncio.create_task(self._drain(key), name=f"wahub-send-{row.provider}")
+        self._workers.add(worker)
+        worker.add_done_callback(self._workers.discard)
 
-    async def _send_in_order(self, rows: list[OutboxRow]) -> None:
-        for row in rows:
-            try:
-                await self._send(row)
-            except Exception as exc:  # noqa: BLE001 - the other recipients' sends go on
-                # The row stays leased and is sent again when the lease ends.
-                _LOGGER.error("recording the send of message %d failed: %r", row.id, exc)
-                report_exception(self.hub, exc, {"message_id": row.id, "provider": row.provider})
+    async def _drain(self, key: Recipient) -> None:
+        queue = self._queues[key]
+        try:
+            while queue:
+                row = queue[0]
+                try:
+                    held = await self._hold(key, row)
+                    if held:
+                        await self._put_back(key, queue)
+                        break
+                    await self._send(row)
+                except Exception as exc:  # noqa: BLE001 - the other recipients' sends go on
+                    # The row stays leased and is sent again when the lease ends.
+                    _LOGGER.error("sending message %d failed unexpectedly: %r", row.id, exc)
+                    report_exception(self.hub, exc, {"message_id": row.id, "provider": row.provider})
+                if queue and queue[0] is row:
+                    queue.popleft()
+                    self._finished(1)
+        finally:
+            del self._queues[key]
+
+    def _finished(self, count: int) -> None:
+        self._in_flight -= count
+        if self._in_flight <= MAX_IN_FLIGHT // 2:
+            self.hub.outbox_ready.set()
+        if not self._in_flight:
+            self._idle.set()
+
+    async def _hold(self, key: Recipient, row: OutboxRow) -> bool:
+        """Wait for pacing when it is short; True when the row must go back to the queue instead."""
+        now = time.time()
+        ready = max(self._gates.get(key, 0.0), self.pairs[row.provider].free_at(key, now))
+        if ready - now > MAX_HOLD_SECONDS or row.provider not in self.leading:
+            self._gates[key] = max(ready, now)
+            return True
+        if ready > now:
+            await asyncio.sleep(ready - now)
+        self._gates.pop(key, None)
+        return False
+
+    async def _put_back(self, key: Recipient, queue: deque[OutboxRow]) -> None:
+        """Return the recipient's remaining rows to the queue behind its gate, in order."""
+        due = self._gates.get(key, time.time())
+        rows = list(queue)
+        queue.clear()
+        try:
+            await self.hub.storage.messages.defer([(row.id, due + i * _ORDER_STEP) for i, row in enumerate(rows)])
+        finally:
+            # Rows not handed back stay leased and are claimed again after the lease.
+            self._finished(len(rows))
 
     async def _send(self, row: OutboxRow) -> None:
         hub = self.hub
@@ -87,9 +276,19 @@ class Dispatcher:
         if provider is None:
             await self._fail(row, "unknown_provider", f"provider {row.provider!r} is no longer configured")
             return
+        if row.message.type not in WINDOWLESS_TYPES and not window_open(row.last_inbound_at, time.time()):
+            await self._fail(row, "window_closed", "the 24-hour service window closed before the message could go")
+            return
+        wait = self.pacers[row.provider].reserve()
+        if wait:
+            await asyncio.sleep(wait)
+        self.pairs[row.provider].take((row.provider, row.message.to), time.time())
         try:
             result = await provider.send(row.message)
         except ProviderError as exc:
+            if exc.auth:
+                await self._pause(provider, row, exc)
+                return
             await self._failed_attempt(row, exc.code, str(exc), retryable=exc.retryable)
             return
         except (aiohttp.ClientError, TimeoutError) as exc:
@@ -100,31 +299,39 @@ class Dispatcher:
             report_exception(hub, exc, {"message_id": row.id, "provider": row.provider})
             await self._failed_attempt(row, "provider_error", f"{type(exc).__name__}: {exc}", retryable=True)
             return
-        await self._record_sent(row, result.provider_message_id)
-        hub.metrics.sends.labels(row.provider, "sent", "").inc()
+        await self.recorder.record(row.id, result.provider_message_id)
+        hub.metrics.child(hub.metrics.sends, row.provider, "sent", "").inc()
         await call_hook(hub, "outbound_message", hub=hub, message=row.message, result=result)
 
-    async def _record_sent(self, row: OutboxRow, provider_message_id: str) -> None:
-        """Store the provider's id, retrying a failing database for a while: the
-        message is out, and giving up here would send it again after the lease."""
-        for attempt in range(1, RECORD_ATTEMPTS + 1):
-            try:
-                await self.hub.storage.messages.mark_sent(row.id, provider_message_id)
-                return
-            except Exception:
-                if attempt == RECORD_ATTEMPTS:
-                    raise
-                _LOGGER.warning("storing the send of message %d failed (attempt %d); retrying", row.id, attempt)
-                await asyncio.sleep(0.25 * 2**attempt)
+    async def _pause(self, provider: Provider, row: OutboxRow, exc: ProviderError) -> None:
+        if provider.paused is None and self._paused_until.get(provider.name) is None:
+            _LOGGER.error(
+                "provider %s refused its credentials (code %s): %s. Its messages stay queued; "
+                "sending resumes once the credentials work (tried every %.0f s).",
+                provider.name,
+                exc.code,
+                exc,
+                PAUSE_SECONDS,
+            )
+        provider.paused = f"credentials refused (code {exc.code}): {exc}"
+        self._paused_until[provider.name] = time.monotonic() + PAUSE_SECONDS
+        self.hub.metrics.sends.labels(row.provider, "paused", exc.code or "").inc()
+        key = (row.provider, row.message.to)
+        self._gates[key] = time.time() + PAUSE_SECONDS
+        await self.hub.storage.messages.defer([(row.id, self._gates[key])])
+        self._gates[key] += _ORDER_STEP
 
     async def _failed_attempt(self, row: OutboxRow, code: str | None, reason: str, *, retryable: bool) -> None:
         retry_at = time.time() + backoff(row.attempts)
-        if retryable and retry_at < row.created_at + VALIDITY_SECONDS:
+        validity = self.hub.providers[row.provider].config["retry_for"]
+        if retryable and retry_at < row.created_at + validity:
             _LOGGER.warning(
-                "send of message %d failed (%s), retrying in %.0f s", row.id, reason, retry_at - time.time()
+                "send of message %d failed (%s), retrying in %.1f s", row.id, reason, retry_at - time.time()
             )
             self.hub.metrics.sends.labels(row.provider, "retry", code or "").inc()
             await self.hub.storage.messages.reschedule(row.id, retry_at=retry_at, error_code=code, reason=reason)
+            # The recipient's later messages wait behind this one.
+            self._gates[(row.provider, row.message.to)] = retry_at + _ORDER_STEP
             return
         await self._fail(row, code, reason)
 
@@ -133,21 +340,45 @@ class Dispatcher:
         self.hub.metrics.sends.labels(row.provider, "failed", code or "").inc()
         await self.hub.storage.messages.mark_failed(row.id, error_code=code, reason=reason)
 
+    async def acquired(self, role: str) -> None:
+        for name in self.hub.providers:
+            if role == dispatch_role(name):
+                # Only this process dispatches for the number now: claims left by the
+                # previous dispatcher (a crash, or a replica that died) are free.
+                released = await self.hub.storage.messages.release_outbox_claims(name)
+                if released:
+                    _LOGGER.warning(
+                        "%d sends of %s were in flight at the last dispatcher's end; sending them again", released, name
+                    )
+                self.leading.add(name)
+                self.hub.outbox_ready.set()
+
+    async def lost(self, role: str) -> None:
+        for name in list(self.leading):
+            if role == dispatch_role(name):
+                self.leading.discard(name)
+
+    async def stop(self, grace: float) -> None:
+        """Stop claiming; give sends in flight ``grace`` seconds. Rows not sent stay leased
+        and go again when the next dispatcher of their number starts."""
+        self._stopping = True
+        self.hub.outbox_ready.set()
+        try:
+            async with asyncio.timeout(grace):
+                await self._idle.wait()
+        except TimeoutError:
+            _LOGGER.warning("sends still in flight at shutdown are retried at the next start")
+            for worker in self._workers:
+                worker.cancel()
+            await asyncio.gather(*self._workers, return_exceptions=True)
+
 
 async def dispatcher_ctx(app: web.Application) -> AsyncIterator[None]:
     hub = app[HUB_KEY]
-    if hub.storage.is_sqlite:
-        released = await hub.storage.messages.release_outbox_claims()
-        if released:
-            _LOGGER.warning("%d sends were in flight at the last shutdown; sending them again", released)
     dispatcher = Dispatcher(hub)
+    hub.leadership.on_change(dispatcher.acquired, dispatcher.lost)
     task = asyncio.create_task(dispatcher.run(), name="wahub-dispatcher")
     yield
-    dispatcher.stop()
-    try:
-        async with asyncio.timeout(SHUTDOWN_GRACE["sends"]):
-            await task
-    except TimeoutError:
-        _LOGGER.warning("sends still in flight at shutdown are retried at the next start")
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+    await dispatcher.stop(SHUTDOWN_GRACE["sends"])
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)

@@ -10,14 +10,17 @@ message per key.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from wahub.core.hub import HUB_KEY, SHUTDOWN_GRACE, Hub
-from wahub.core.models import InboundMessage, StatusEvent, event_from_json
+from wahub.core.consent import handle_keyword, record_preference
+from wahub.core.errors import meta_error
+from wahub.core.hub import HUB_KEY, SHUTDOWN_GRACE, Hub, SendRefused
+from wahub.core.models import InboundMessage, OutgoingMessage, PreferenceEvent, StatusEvent, event_from_json
 from wahub.core.plugins import call_hook, report_exception
 from wahub.core.storage import InboxRow, LeaseLost
 
@@ -128,6 +131,9 @@ class InboxProcessor:
             await self._handle_message(row, event)
         elif isinstance(event, StatusEvent):
             await self._handle_status(row, event)
+        elif isinstance(event, PreferenceEvent):
+            await record_preference(self.hub, event)
+            await self.hub.storage.finish_inbox(row)
         else:
             _LOGGER.info("kept an unsupported %s event (inbox row %d)", row.provider, row.id)
             await self.hub.storage.finish_inbox(row)
@@ -145,17 +151,37 @@ class InboxProcessor:
     async def _handle_message(self, row: InboxRow, message: InboundMessage) -> None:
         hub = self.hub
         record = await hub.storage.messages.record_inbound(message)
+        # An opt-out/opt-in keyword is answered with its confirmation, not routed.
+        replies = await handle_keyword(hub, message)
         await call_hook(hub, "inbound_message", hub=hub, message=message)
-        route = hub.pm.hook.route_message(hub=hub, message=message)
-        replies = await route.respond(hub, message) if route is not None else []
+        if replies is None:
+            route = hub.pm.hook.route_message(hub=hub, message=message)
+            replies = await route.respond(hub, message) if route is not None else []
+        replies = await self._allowed(message, replies)
         created = await hub.storage.finish_with_replies(
             row, message, replies, contact_id=record.contact_id, conversation_id=record.conversation_id
         )
         if created:
             hub.outbox_ready.set()
 
+    async def _allowed(self, message: InboundMessage, replies: list[OutgoingMessage]) -> list[OutgoingMessage]:
+        """The replies as the policy adapts them; a refused reply is logged and left out."""
+        provider = self.hub.providers.get(message.provider)
+        if provider is None:
+            return replies
+        allowed = []
+        for reply in replies:
+            try:
+                allowed.append((await self.hub.policy.check(provider, reply, origin="reply")).message)
+            except SendRefused as exc:
+                _LOGGER.warning("reply to %s not sent (%s): %s", message.external_id, exc.reason, exc)
+                self.hub.metrics.send_refusals.labels(provider.name, exc.reason).inc()
+        return allowed
+
     async def _handle_status(self, row: InboxRow, status: StatusEvent) -> None:
         hub = self.hub
+        if status.status == "failed" and status.error_code and not status.error_title:
+            status = dataclasses.replace(status, error_title=meta_error(status.error_code).reason)
         await hub.storage.messages.apply_status(status)
         hub.metrics.statuses.labels(status.provider, status.status).inc()
         await call_hook(hub, "status_update", hub=hub, status=status)

@@ -16,10 +16,17 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import voluptuous as vol
 from aiohttp import web
 
+from wahub.core.canonical import CLOUD_API, Capabilities
+from wahub.core.errors import meta_error
 from wahub.core.models import Event, OutgoingMessage, SendResult
 
 if TYPE_CHECKING:
     from wahub.core.hub import Hub
+
+
+def _seconds(low: float, high: float) -> vol.All:
+    return vol.All(vol.Coerce(float), vol.Range(min=low, max=high))
+
 
 #: Keys every provider entry has; a provider's CONFIG_SCHEMA extends this.
 PROVIDER_SCHEMA_BASE = vol.Schema(
@@ -28,6 +35,18 @@ PROVIDER_SCHEMA_BASE = vol.Schema(
         vol.Required("name"): vol.All(
             str, vol.Match(r"^[a-z0-9][a-z0-9_-]*$", msg="use lowercase letters, digits, '-' and '_'")
         ),
+        # Sends per second through this business number; null sends as fast as the provider answers.
+        vol.Optional("messages_per_second", default=80): vol.Any(None, _seconds(0.01, 100_000)),
+        # Per recipient: `burst` messages at once, then one every `every` seconds; null turns it off.
+        vol.Optional("pair_limit", default=dict): vol.Any(
+            None,
+            {
+                vol.Optional("burst", default=5): vol.All(int, vol.Range(min=1, max=1000)),
+                vol.Optional("every", default=6.0): _seconds(0, 3600),
+            },
+        ),
+        # A message still unsent this long after it was queued fails instead of retrying.
+        vol.Optional("retry_for", default=86400): _seconds(1, 30 * 86400),
     }
 )
 
@@ -39,14 +58,28 @@ class WebhookError(Exception):
 class ProviderError(Exception):
     """A send the provider refused or could not take.
 
-    ``retryable`` tells the dispatcher whether to try again later; ``code``
-    keeps the provider's own error code.
+    ``retryable`` tells the dispatcher whether to try again later; ``auth``
+    that the credentials were refused (the dispatcher pauses the provider);
+    ``code`` keeps the provider's own error code.
     """
 
-    def __init__(self, message: str, *, code: str | None = None, retryable: bool = False) -> None:
+    def __init__(self, message: str, *, code: str | None = None, retryable: bool = False, auth: bool = False) -> None:
         super().__init__(message)
         self.code = code
         self.retryable = retryable
+        self.auth = auth
+
+    @classmethod
+    def from_meta(cls, code: int | str | None, detail: str, *, http_status: int | None = None) -> ProviderError:
+        """An error carrying a Cloud API code, classified by ``wahub.core.errors``."""
+        meaning = meta_error(code, http_status=http_status)
+        text = f"{meaning.reason} ({detail})" if detail else meaning.reason
+        return cls(
+            text,
+            code=None if code is None else str(code),
+            retryable=meaning.kind == "retryable",
+            auth=meaning.kind == "auth",
+        )
 
 
 class Provider(abc.ABC):
@@ -54,12 +87,16 @@ class Provider(abc.ABC):
 
     PLATFORM: ClassVar[str]
     CONFIG_SCHEMA: ClassVar[vol.Schema] = PROVIDER_SCHEMA_BASE
+    #: Message types and limits; ``hub.send`` adapts or refuses messages against them.
+    CAPABILITIES: ClassVar[Capabilities] = CLOUD_API
 
     def __init__(self, hub: Hub, config: Mapping[str, Any]) -> None:
         self.hub = hub
         self.config = config
         self.name: str = config["name"]
         self.ready = False
+        #: Why sending is paused (credentials refused), or None.
+        self.paused: str | None = None
 
     async def start(self) -> None:
         """Open what the provider needs (called once at start-up)."""

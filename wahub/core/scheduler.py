@@ -11,6 +11,7 @@ from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from wahub.core.hub import HUB_KEY, Hub
+from wahub.core.leader import SCHEDULER_ROLE
 from wahub.core.plugins import report_exception
 
 _LOGGER = logging.getLogger(__name__)
@@ -57,7 +58,19 @@ def build_scheduler(hub: Hub) -> AsyncIOScheduler:
 
 
 async def scheduler_ctx(app: web.Application) -> AsyncIterator[None]:
-    scheduler = build_scheduler(app[HUB_KEY])
-    scheduler.start()
+    """Jobs run only on the replica holding the scheduler role (see ``wahub.core.leader``)."""
+    hub = app[HUB_KEY]
+    scheduler = build_scheduler(hub)
+    scheduler.start(paused=True)
+
+    async def acquired(role: str) -> None:
+        if role == SCHEDULER_ROLE and scheduler.running:
+            scheduler.resume()
+
+    async def lost(role: str) -> None:
+        if role == SCHEDULER_ROLE and scheduler.running:
+            scheduler.pause()
+
+    hub.leadership.on_change(acquired, lost)
     yield
     scheduler.shutdown(wait=False)

@@ -30,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from wahub.core.models import InboundMessage, OutgoingMessage
 from wahub.core.storage_messages import Database, MessageStore, insert_ignore
+from wahub.core.storage_policy import PolicyStore
 from wahub.core.storage_schema import inbox, quarantine
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
@@ -194,6 +195,7 @@ class Storage:
         self.is_sqlite = engine.dialect.name == "sqlite"
         self.db = Database(engine)
         self.messages = MessageStore(self.db)
+        self.policy = PolicyStore(self.db)
         self._sqlite_inbox = _SqliteInboxWriter(str(engine.url.database), self.db.lock) if self.is_sqlite else None
         self._file_lock: IO[bytes] | None = None
 

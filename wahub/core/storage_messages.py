@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections import defaultdict
+from collections.abc import AsyncIterator, Collection, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +32,8 @@ class OutboxRow:
     message: OutgoingMessage
     attempts: int
     created_at: float
+    #: When the contact last wrote (the service window), if the message belongs to a conversation.
+    last_inbound_at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -45,12 +48,16 @@ def insert_ignore(conn: AsyncConnection, table: sa.Table, conflict: list[str]) -
     return insert(table).on_conflict_do_nothing(index_elements=conflict)
 
 
-async def _message_lock(conn: AsyncConnection, provider: str, provider_message_id: str) -> None:
-    """Serialise ``mark_sent`` and ``apply_status`` of one message on PostgreSQL, where
-    each could otherwise miss the other's uncommitted write (SQLite has one writer)."""
+async def _message_locks(conn: AsyncConnection, keys: Sequence[tuple[str, str]]) -> None:
+    """Serialise ``mark_sent`` and ``apply_status`` of the messages ``(provider,
+    provider_message_id)`` on PostgreSQL, where each could otherwise miss the
+    other's uncommitted write (SQLite has one writer). Callers pass keys sorted,
+    so two transactions never wait for each other in a cycle."""
     if conn.dialect.name != "sqlite":
-        key = f"{provider}:{provider_message_id}"
-        await conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": key})
+        await conn.execute(
+            sa.text("SELECT pg_advisory_xact_lock(hashtext(k)) FROM unnest(CAST(:keys AS text[])) AS k"),
+            {"keys": [f"{provider}:{pmid}" for provider, pmid in keys]},
+        )
 
 
 def moves_forward(current: str, new: str) -> bool:
@@ -180,10 +187,12 @@ class MessageStore:
         idempotency_key: str,
         conversation_id: int | None = None,
         contact_id: int | None = None,
+        not_before: float | None = None,
         conn: AsyncConnection | None = None,
     ) -> tuple[int, bool]:
-        """Queue a message for the dispatcher. Returns ``(id, created)``; a repeated
-        idempotency key returns the first message's id and ``created=False``."""
+        """Queue a message for the dispatcher (not before ``not_before``, if given).
+        Returns ``(id, created)``; a repeated idempotency key returns the first
+        message's id and ``created=False``."""
         now = time.time()
         values = {
             "provider": provider,
@@ -196,7 +205,7 @@ class MessageStore:
             "status": "queued",
             "idempotency_key": idempotency_key,
             "attempts": 0,
-            "next_attempt_at": now,
+            "next_attempt_at": max(now, not_before or 0.0),
             "created_at": now,
             "updated_at": now,
         }
@@ -212,13 +221,28 @@ class MessageStore:
         ).scalar_one()
         return int(row_id), result.rowcount > 0
 
-    async def claim_outbox(self, limit: int, lease_seconds: float) -> list[OutboxRow]:
-        """Claim queued messages that are due, leasing them so no one else sends them."""
+    async def find_by_key(self, idempotency_key: str) -> int | None:
+        """The id of the message queued with ``idempotency_key``, if any."""
+        async with self.db.connect() as conn:
+            found = await conn.execute(sa.select(messages.c.id).where(messages.c.idempotency_key == idempotency_key))
+            return found.scalar_one_or_none()
+
+    async def claim_outbox(self, limit: int, lease_seconds: float, providers: Collection[str]) -> list[OutboxRow]:
+        """Claim queued messages of ``providers`` that are due, leasing them so no one else sends them."""
         now = time.time()
         query = (
-            sa.select(messages.c.id, messages.c.provider, messages.c.body, messages.c.attempts, messages.c.created_at)
+            sa.select(
+                messages.c.id,
+                messages.c.provider,
+                messages.c.body,
+                messages.c.attempts,
+                messages.c.created_at,
+                conversations.c.last_inbound_at,
+            )
+            .select_from(messages.outerjoin(conversations, conversations.c.id == messages.c.conversation_id))
             .where(
                 messages.c.status == "queued",
+                messages.c.provider.in_(list(providers)),
                 messages.c.next_attempt_at <= now,
                 sa.or_(messages.c.lease_until.is_(None), messages.c.lease_until <= now),
             )
@@ -227,7 +251,7 @@ class MessageStore:
         )
         async with self.db.begin() as conn:
             if conn.dialect.name != "sqlite":
-                query = query.with_for_update(skip_locked=True)
+                query = query.with_for_update(of=messages, skip_locked=True)
             rows = (await conn.execute(query)).all()
             if rows:
                 await conn.execute(
@@ -236,50 +260,105 @@ class MessageStore:
                     .values(lease_until=now + lease_seconds, attempts=messages.c.attempts + 1, updated_at=now)
                 )
         return [
-            OutboxRow(r.id, r.provider, OutgoingMessage.from_json(r.body), r.attempts + 1, r.created_at) for r in rows
+            OutboxRow(
+                r.id, r.provider, OutgoingMessage.from_json(r.body), r.attempts + 1, r.created_at, r.last_inbound_at
+            )
+            for r in rows
         ]
 
-    async def release_outbox_claims(self) -> int:
-        """Make leased queued messages due again (start-up of a single SQLite process)."""
+    async def defer(self, due: Sequence[tuple[int, float]]) -> None:
+        """Hand claimed messages back, due again at the given times, without counting
+        the claim as an attempt (pacing, not failure, held them back)."""
+        if not due:
+            return
+        statement = (
+            messages.update()
+            .where(messages.c.id == sa.bindparam("row_id"), messages.c.status == "queued")
+            .values(
+                next_attempt_at=sa.bindparam("due_at"),
+                lease_until=None,
+                attempts=messages.c.attempts - 1,
+                updated_at=time.time(),
+            )
+        )
+        async with self.db.begin() as conn:
+            await conn.execute(statement, [{"row_id": row_id, "due_at": due_at} for row_id, due_at in due])
+
+    async def outbox_depth(self) -> dict[str, tuple[int, float]]:
+        """Per provider: queued messages and the age in seconds of the oldest."""
+        query = (
+            sa.select(messages.c.provider, sa.func.count(), sa.func.min(messages.c.created_at))
+            .where(messages.c.status == "queued")
+            .group_by(messages.c.provider)
+        )
+        now = time.time()
+        async with self.db.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return {provider: (int(count), now - oldest) for provider, count, oldest in rows}
+
+    async def release_outbox_claims(self, provider: str) -> int:
+        """Make ``provider``'s leased queued messages due again: called by the process
+        that just became that provider's only dispatcher, so no one else holds them."""
         async with self.db.begin() as conn:
             result = await conn.execute(
                 messages.update()
-                .where(messages.c.status == "queued", messages.c.lease_until.is_not(None))
+                .where(
+                    messages.c.provider == provider,
+                    messages.c.status == "queued",
+                    messages.c.lease_until.is_not(None),
+                )
                 .values(lease_until=None)
             )
         return result.rowcount
 
-    async def mark_sent(self, message_id: int, provider_message_id: str) -> str:
-        """Store the provider's id and move to ``sent``, or further when status
-        webhooks for that id arrived before the provider's answer. Returns the status."""
+    async def mark_sent(self, sent: Sequence[tuple[int, str]]) -> None:
+        """Store provider ids of sent messages ``(id, provider_message_id)`` in one
+        transaction, moving each to ``sent``, or further when status webhooks for
+        that id arrived before the provider's answer (a ``failed`` one with its error)."""
+        if not sent:
+            return
         now = time.time()
         async with self.db.begin() as conn:
-            provider = (
-                await conn.execute(sa.select(messages.c.provider).where(messages.c.id == message_id))
-            ).scalar_one()
-            await _message_lock(conn, provider, provider_message_id)
-            early = (
-                (
-                    await conn.execute(
-                        sa.select(status_events.c.status).where(
-                            status_events.c.provider == provider,
-                            status_events.c.provider_message_id == provider_message_id,
-                        )
-                    )
-                )
-                .scalars()
-                .all()
+            found = await conn.execute(
+                sa.select(messages.c.id, messages.c.provider).where(messages.c.id.in_([mid for mid, _ in sent]))
             )
-            status = "sent"
-            for candidate in early:
-                if moves_forward(status, candidate):
-                    status = candidate
+            provider_of: dict[int, str] = {row.id: row.provider for row in found}
+            keys = sorted({(provider_of[mid], pmid) for mid, pmid in sent})
+            await _message_locks(conn, keys)
+            early: defaultdict[tuple[str, str], list[Any]] = defaultdict(list)
+            events = await conn.execute(
+                sa.select(status_events).where(status_events.c.provider_message_id.in_([pmid for _, pmid in keys]))
+            )
+            for event in events:
+                early[event.provider, event.provider_message_id].append(event)
+            updates = []
+            for message_id, pmid in sent:
+                values: dict[str, Any] = {
+                    "row_id": message_id,
+                    "pmid": pmid,
+                    "status": "sent",
+                    "code": None,
+                    "why": None,
+                }
+                for event in early.get((provider_of[message_id], pmid), ()):
+                    if moves_forward(values["status"], event.status):
+                        values["status"] = event.status
+                        if event.status == "failed":
+                            values.update(code=event.error_code, why=event.error_title)
+                updates.append(values)
             await conn.execute(
                 messages.update()
-                .where(messages.c.id == message_id)
-                .values(provider_message_id=provider_message_id, status=status, lease_until=None, updated_at=now)
+                .where(messages.c.id == sa.bindparam("row_id"))
+                .values(
+                    provider_message_id=sa.bindparam("pmid"),
+                    status=sa.bindparam("status"),
+                    error_code=sa.bindparam("code"),
+                    error_reason=sa.bindparam("why"),
+                    lease_until=None,
+                    updated_at=now,
+                ),
+                updates,
             )
-        return status
 
     async def reschedule(self, message_id: int, *, retry_at: float, error_code: str | None, reason: str) -> None:
         """Keep a message queued for another attempt at ``retry_at``."""
@@ -315,7 +394,7 @@ class MessageStore:
         or None when the message is unknown (yet) or the status is not newer."""
         now = time.time()
         async with self.db.begin() as conn:
-            await _message_lock(conn, event.provider, event.message_id)
+            await _message_locks(conn, [(event.provider, event.message_id)])
             await conn.execute(
                 insert_ignore(conn, status_events, ["provider", "provider_message_id", "status"]),
                 {
@@ -360,3 +439,19 @@ class MessageStore:
         async with self.db.connect() as conn:
             rows = (await conn.execute(query)).all()
         return [dict(r._mapping) for r in reversed(rows)]
+
+    async def status_history(self, provider: str, provider_message_id: str) -> list[dict[str, Any]]:
+        """Every status event kept for a sent message, in the order they happened."""
+        query = (
+            sa.select(
+                status_events.c.status,
+                status_events.c.timestamp,
+                status_events.c.error_code,
+                status_events.c.error_title,
+                status_events.c.pricing_category,
+            )
+            .where(status_events.c.provider == provider, status_events.c.provider_message_id == provider_message_id)
+            .order_by(status_events.c.timestamp, status_events.c.id)
+        )
+        async with self.db.connect() as conn:
+            return [dict(row._mapping) for row in (await conn.execute(query)).all()]

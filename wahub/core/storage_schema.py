@@ -21,6 +21,7 @@ contacts = sa.Table(
     sa.Column("provider", sa.String(64), nullable=False),
     sa.Column("address", sa.String(128), nullable=False, comment="where replies go: wa_id, phone or BSUID"),
     sa.Column("name", sa.String(256)),
+    sa.Column("timezone", sa.String(64), comment="IANA name, for quiet hours; NULL: the configured default"),
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("updated_at", sa.Float, nullable=False),
     sa.UniqueConstraint("provider", "address", name="uq_contacts_provider_address"),
@@ -92,6 +93,38 @@ status_events = sa.Table(
     sa.Column("pricing_category", sa.String(64)),
     sa.Column("created_at", sa.Float, nullable=False),
     sa.UniqueConstraint("provider", "provider_message_id", "status", name="uq_status_events_message_status"),
+)
+
+consent_events = sa.Table(
+    "consent_events",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("provider", sa.String(64), nullable=False),
+    sa.Column("address", sa.String(128), nullable=False),
+    sa.Column("action", sa.String(8), nullable=False, comment="opt_in or opt_out"),
+    sa.Column("scope", sa.String(16), nullable=False, comment="all, or marketing"),
+    sa.Column("source", sa.String(32), nullable=False, comment="keyword, api, provider_preference, ..."),
+    sa.Column("evidence", sa.JSON, nullable=False, comment="what proves it: message id and text, API token, ..."),
+    sa.Column("event_key", sa.String(256), comment="unique per source event, so a re-run records it once"),
+    sa.Column("occurred_at", sa.Float, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.UniqueConstraint("event_key", name="uq_consent_events_event_key"),
+    sa.Index("ix_consent_events_contact", "provider", "address", "occurred_at"),
+)
+
+templates = sa.Table(
+    "templates",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("provider", sa.String(64), nullable=False),
+    sa.Column("name", sa.String(512), nullable=False),
+    sa.Column("language", sa.String(16), nullable=False),
+    sa.Column("category", sa.String(32), nullable=False, comment="MARKETING, UTILITY or AUTHENTICATION"),
+    sa.Column("status", sa.String(32), nullable=False, comment="APPROVED, PAUSED, REJECTED, ..."),
+    sa.Column("external_id", sa.String(64)),
+    sa.Column("components", sa.JSON),
+    sa.Column("updated_at", sa.Float, nullable=False),
+    sa.UniqueConstraint("provider", "name", "language", name="uq_templates_provider_name_language"),
 )
 
 inbox = sa.Table(

@@ -13,7 +13,10 @@ Webhook body::
                  "name": "Alice", "timestamp": 1764000000,
                  "message": {"type": "text", "text": {"body": "hi"}}},
                 {"type": "status", "id": "<event id>", "message_id": "sbx.out.<id>",
-                 "recipient": "15551234567", "status": "delivered", "timestamp": 1764000001}]}
+                 "recipient": "15551234567", "status": "delivered", "timestamp": 1764000001},
+                {"type": "status", ..., "status": "failed", "errors": [{"code": 131047, "title": "..."}]},
+                {"type": "preference", "id": "<event id>", "user": "15551234567",
+                 "category": "marketing_messages", "value": "stop", "timestamp": 1764000002}]}
 
 signed with ``X-Wahub-Signature-256: sha256=<hex HMAC-SHA256 of the body>``.
 """
@@ -39,9 +42,19 @@ from aiohttp import WSMsgType, web
 from yarl import URL
 
 from wahub import hookimpl
+from wahub.core.canonical import Capabilities
 from wahub.core.hub import Hub
-from wahub.core.models import Event, InboundMessage, OutgoingMessage, SendResult, StatusEvent, UnsupportedEvent
-from wahub.core.provider import PROVIDER_SCHEMA_BASE, Provider, WebhookError
+from wahub.core.models import (
+    Event,
+    InboundMessage,
+    OutgoingMessage,
+    PreferenceEvent,
+    SendResult,
+    StatusEvent,
+    UnsupportedEvent,
+)
+from wahub.core.provider import PROVIDER_SCHEMA_BASE, Provider, ProviderError, WebhookError
+from wahub.core.storage_policy import Template
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -83,14 +96,82 @@ def frame_message(row: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def parse_events(provider: str, body: bytes) -> list[Event]:
+    """The events of a sandbox-format webhook body (also spoken by the test kit's fake provider)."""
+    try:
+        data = json.loads(body, parse_constant=_refuse_constant)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise WebhookError(f"body is not JSON: {exc}") from exc
+    if not isinstance(data, dict) or data.get("object") != "wahub_sandbox" or not isinstance(data.get("events"), list):
+        raise WebhookError("expected an object with 'object': 'wahub_sandbox' and an 'events' list")
+    return [_parse_event(provider, item) for item in data["events"]]
+
+
+def _parse_event(provider: str, item: Any) -> Event:
+    try:
+        if item["type"] == "message":
+            message = item["message"]
+            return InboundMessage(
+                provider=provider,
+                external_id=str(item["id"]),
+                sender=str(item["from"]),
+                type=message["type"],
+                content={message["type"]: message[message["type"]]},
+                timestamp=float(item["timestamp"]),
+                sender_name=item.get("name"),
+                context_id=(message.get("context") or {}).get("id"),
+                raw=item,
+            )
+        if item["type"] == "status":
+            error = (item.get("errors") or [{}])[0]
+            return StatusEvent(
+                provider=provider,
+                external_id=str(item["id"]),
+                message_id=str(item["message_id"]),
+                status=str(item["status"]),
+                timestamp=float(item["timestamp"]),
+                recipient=item.get("recipient"),
+                error_code=str(error["code"]) if "code" in error else None,
+                error_title=error.get("title"),
+                pricing_category=item.get("pricing_category"),
+                raw=item,
+            )
+        if item["type"] == "preference":
+            return PreferenceEvent(
+                provider=provider,
+                external_id=str(item["id"]),
+                user=str(item["user"]),
+                category=str(item.get("category", "marketing_messages")),
+                value=str(item["value"]),
+                timestamp=float(item["timestamp"]),
+                detail=item.get("detail"),
+                raw=item,
+            )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise WebhookError(f"malformed sandbox event: missing or invalid {exc}") from exc
+    external_id = str(item.get("id") or hashlib.sha256(json.dumps(item, sort_keys=True).encode()).hexdigest())
+    return UnsupportedEvent(provider=provider, external_id=external_id, raw=item)
+
+
 class SandboxProvider(Provider):
     PLATFORM = "sandbox"
+    # The chat page shows text and reply buttons; other types arrive as their text fallback.
+    CAPABILITIES = Capabilities(types=frozenset({"text", "interactive", "interactive.button", "template"}))
     CONFIG_SCHEMA = PROVIDER_SCHEMA_BASE.extend(
         {
             vol.Optional("secret"): vol.All(str, vol.Length(min=16, msg="use at least 16 characters")),
             vol.Optional("business_number", default="15550000000"): vol.All(
                 vol.Coerce(str), vol.Match(_USER_RE, msg="digits only, 6 to 15 of them")
             ),
+            # Simulated approved templates; {{1}} or {{name}} take the body parameters.
+            vol.Optional("templates", default=list): [
+                {
+                    vol.Required("name"): vol.All(str, vol.Match(r"^[a-z0-9_]{1,512}$", msg="lowercase, digits and _")),
+                    vol.Optional("language", default="en"): str,
+                    vol.Optional("category", default="UTILITY"): vol.In(["MARKETING", "UTILITY", "AUTHENTICATION"]),
+                    vol.Required("text"): vol.All(str, vol.Length(min=1, max=1024)),
+                }
+            ],
         }
     )
 
@@ -109,50 +190,33 @@ class SandboxProvider(Provider):
         return hmac.compare_digest(given.encode(), sign(self.secret, body).encode())
 
     def parse_webhook(self, body: bytes) -> list[Event]:
-        try:
-            data = json.loads(body, parse_constant=_refuse_constant)
-        except (UnicodeDecodeError, ValueError) as exc:
-            raise WebhookError(f"body is not JSON: {exc}") from exc
-        if (
-            not isinstance(data, dict)
-            or data.get("object") != "wahub_sandbox"
-            or not isinstance(data.get("events"), list)
-        ):
-            raise WebhookError("expected an object with 'object': 'wahub_sandbox' and an 'events' list")
-        return [self._parse_event(item) for item in data["events"]]
+        return parse_events(self.name, body)
 
-    def _parse_event(self, item: Any) -> Event:
-        try:
-            if item["type"] == "message":
-                message = item["message"]
-                return InboundMessage(
-                    provider=self.name,
-                    external_id=str(item["id"]),
-                    sender=str(item["from"]),
-                    type=message["type"],
-                    content={message["type"]: message[message["type"]]},
-                    timestamp=float(item["timestamp"]),
-                    sender_name=item.get("name"),
-                    context_id=(message.get("context") or {}).get("id"),
-                    raw=item,
-                )
-            if item["type"] == "status":
-                return StatusEvent(
-                    provider=self.name,
-                    external_id=str(item["id"]),
-                    message_id=str(item["message_id"]),
-                    status=str(item["status"]),
-                    timestamp=float(item["timestamp"]),
-                    recipient=item.get("recipient"),
-                    raw=item,
-                )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise WebhookError(f"malformed sandbox event: missing or invalid {exc}") from exc
-        external_id = str(item.get("id") or hashlib.sha256(json.dumps(item, sort_keys=True).encode()).hexdigest())
-        return UnsupportedEvent(provider=self.name, external_id=external_id, raw=item)
+    async def start(self) -> None:
+        for entry in self.config["templates"]:
+            template = Template(entry["name"], entry["language"], entry["category"], "APPROVED")
+            await self.hub.storage.policy.upsert_template(self.name, template)
+        await super().start()
+
+    def render_template(self, body: Mapping[str, Any]) -> str:
+        """A template message as the user would read it, parameters filled in."""
+        for entry in self.config["templates"]:
+            if entry["name"] == body["name"] and entry["language"] == body["language"]["code"]:
+                text: str = entry["text"]
+                break
+        else:
+            raise ProviderError(f"template {body['name']!r} does not exist in that language", code="132001")
+        parameters = [p for c in body.get("components", []) if c.get("type") == "body" for p in c.get("parameters", [])]
+        for index, parameter in enumerate(parameters, start=1):
+            value = str(parameter.get("text") or parameter.get(parameter.get("type", ""), {}).get("fallback_value", ""))
+            placeholder = parameter.get("parameter_name", index)
+            text = text.replace(f"{{{{{placeholder}}}}}", value)
+        return text
 
     async def send(self, message: OutgoingMessage) -> SendResult:
         provider_id = f"sbx.out.{uuid.uuid4().hex}"
+        if message.type == "template":
+            message = OutgoingMessage.text(message.to, self.render_template(message.content["template"]))
         row = {
             "body": message.to_json(),
             "provider_message_id": provider_id,

@@ -1,0 +1,228 @@
+"""The REST API under ``/api/v1``: bearer tokens from ``wahub.api_tokens``,
+JSON in and out, errors as ``{"error": {"code": ..., "message": ...}}``.
+
+- ``POST /api/v1/messages``: queue a message (the canonical JSON with ``to``
+  and an optional ``provider``). 202 ``{"id", "status"}``; 422 for an invalid
+  message or a policy refusal, with the reason as ``code``. An
+  ``Idempotency-Key`` header makes retries safe: the same key returns the
+  first message and never sends twice (409 if the body differs).
+- ``GET /api/v1/messages/{id}``: status, provider id, status history, error.
+- ``GET|POST /api/v1/contacts/{provider}/{address}/consent``: the consent
+  ledger and current state; record an opt-in or opt-out with its evidence.
+- ``PATCH /api/v1/contacts/{provider}/{address}``: set the contact's time zone.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from wahub.core.canonical import InvalidMessage, parse_message
+from wahub.core.hub import HUB_KEY, Hub, SendRefused
+from wahub.core.models import OutgoingMessage
+from wahub.core.policy import timezone_name
+
+PREFIX = "/api/v1/"
+MAX_IDEMPOTENCY_KEY = 200
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def error(status: int, code: str, message: str) -> web.Response:
+    return web.json_response({"error": {"code": code, "message": message}}, status=status)
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every ``/api/v1`` request needs ``Authorization: Bearer <one of wahub.api_tokens>``."""
+    if not request.path.startswith(PREFIX):
+        return await handler(request)
+    tokens: list[str] = request.app[HUB_KEY].config["wahub"]["api_tokens"]
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    if not tokens:
+        return error(401, "unauthorized", "the REST API is off: add a token to wahub.api_tokens")
+    valid = False
+    for token in tokens:  # every token compared, in constant time, whatever matches
+        valid |= hmac.compare_digest(given.strip().encode(), token.encode())
+    if scheme.lower() != "bearer" or not valid:
+        return error(401, "unauthorized", "missing or invalid bearer token")
+    return await handler(request)
+
+
+async def _json_body(request: web.Request) -> Any:
+    try:
+        return json.loads(await request.read())
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise web.HTTPBadRequest(
+            text=json.dumps({"error": {"code": "invalid_json", "message": f"the body is not JSON: {exc}"}}),
+            content_type="application/json",
+        ) from None
+
+
+def _idempotency_key(request: web.Request) -> str:
+    given = request.headers.get("Idempotency-Key")
+    if given is None:
+        return f"api:{uuid.uuid4()}"
+    if not 0 < len(given) <= MAX_IDEMPOTENCY_KEY or not given.isprintable():
+        raise web.HTTPBadRequest(
+            text=json.dumps(
+                {
+                    "error": {
+                        "code": "invalid_idempotency_key",
+                        "message": f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} printable characters",
+                    }
+                }
+            ),
+            content_type="application/json",
+        )
+    return f"api:{given}"
+
+
+async def send_message(request: web.Request) -> web.Response:
+    hub = request.app[HUB_KEY]
+    body = await _json_body(request)
+    key = _idempotency_key(request)
+    if not isinstance(body, dict):
+        return error(422, "invalid_message", "the body must be a JSON object")
+    provider_name = body.pop("provider", None)
+    try:
+        message = parse_message(body)
+        provider = hub.provider(provider_name if isinstance(provider_name, str) else None)
+    except InvalidMessage as exc:
+        return error(422, "invalid_message", str(exc))
+    except SendRefused as exc:
+        return error(422, exc.reason, str(exc))
+    existing = await hub.storage.messages.find_by_key(key)
+    if existing is not None:
+        return await _repeat(hub, existing, provider.name, message)
+    try:
+        message_id = await hub.send(message, provider=provider.name, idempotency_key=key)
+    except SendRefused as exc:
+        return error(422, exc.reason, str(exc))
+    row = await hub.storage.messages.get(message_id)
+    assert row is not None
+    return web.json_response({"id": message_id, "status": row["status"]}, status=202)
+
+
+async def _repeat(hub: Hub, message_id: int, provider: str, message: OutgoingMessage) -> web.Response:
+    """Answer a request whose idempotency key was used before."""
+    row = await hub.storage.messages.get(message_id)
+    assert row is not None
+    if row["provider"] != provider or row["address"] != message.to:
+        return error(409, "idempotency_conflict", "this Idempotency-Key was used for another message")
+    return web.json_response({"id": message_id, "status": row["status"]}, status=202)
+
+
+async def get_message(request: web.Request) -> web.Response:
+    hub = request.app[HUB_KEY]
+    try:
+        message_id = int(request.match_info["id"])
+    except ValueError:
+        return error(404, "not_found", "no such message")
+    row = await hub.storage.messages.get(message_id)
+    if row is None:
+        return error(404, "not_found", f"no message {message_id}")
+    history = []
+    if row["provider_message_id"] and row["direction"] == "out":
+        history = await hub.storage.messages.status_history(row["provider"], row["provider_message_id"])
+    failure = {"code": row["error_code"], "message": row["error_reason"]} if row["error_code"] else None
+    return web.json_response(
+        {
+            "id": row["id"],
+            "provider": row["provider"],
+            "direction": row["direction"],
+            "to" if row["direction"] == "out" else "from": row["address"],
+            "type": row["type"],
+            "status": row["status"],
+            "provider_message_id": row["provider_message_id"],
+            "attempts": row["attempts"],
+            "error": failure,
+            "statuses": history,
+            "message": row["body"],
+            "created_at": row["created_at"],
+            "updated_at": row["updated_at"],
+        }
+    )
+
+
+def _contact(request: web.Request) -> tuple[Hub, str, str]:
+    hub = request.app[HUB_KEY]
+    provider = request.match_info["provider"]
+    if provider not in hub.providers:
+        raise web.HTTPNotFound(
+            text=json.dumps({"error": {"code": "unknown_provider", "message": f"no provider named {provider!r}"}}),
+            content_type="application/json",
+        )
+    return hub, provider, request.match_info["address"]
+
+
+async def get_consent(request: web.Request) -> web.Response:
+    hub, provider, address = _contact(request)
+    state = await hub.storage.policy.consent(provider, address)
+    ledger = await hub.storage.policy.ledger(provider, address)
+    for event in ledger:
+        event.pop("id", None)
+    return web.json_response({"state": {"all": state.all, "marketing": state.marketing}, "events": ledger})
+
+
+async def record_consent(request: web.Request) -> web.Response:
+    hub, provider, address = _contact(request)
+    body = await _json_body(request)
+    if (
+        not isinstance(body, dict)
+        or body.get("action") not in ("opt_in", "opt_out")
+        or body.get("scope", "all") not in ("all", "marketing")
+        or not isinstance(body.get("evidence"), dict)
+    ):
+        return error(
+            422,
+            "invalid_consent",
+            'expected {"action": "opt_in"|"opt_out", "scope": "all"|"marketing", "evidence": {...}} '
+            "(evidence says how the consent was given: form, checkbox text, URL, ...)",
+        )
+    occurred_at = body.get("occurred_at", time.time())
+    if not isinstance(occurred_at, int | float) or isinstance(occurred_at, bool):
+        return error(422, "invalid_consent", "occurred_at must be unix seconds")
+    await hub.storage.policy.record_consent(
+        provider,
+        address,
+        action=body["action"],
+        scope=body.get("scope", "all"),
+        source="api",
+        evidence=body["evidence"],
+        occurred_at=float(occurred_at),
+    )
+    hub.metrics.consent_changes.labels(provider, body["action"], "api").inc()
+    return await get_consent(request)
+
+
+async def update_contact(request: web.Request) -> web.Response:
+    hub, provider, address = _contact(request)
+    body = await _json_body(request)
+    if not isinstance(body, dict) or set(body) != {"timezone"}:
+        return error(422, "invalid_contact", 'expected {"timezone": "<IANA name>"} (or null for the default)')
+    zone = body["timezone"]
+    if zone is not None:
+        try:
+            zone = timezone_name(zone)
+        except Exception as exc:  # noqa: BLE001 - voluptuous.Invalid, reported to the client
+            return error(422, "invalid_contact", str(exc))
+    if not await hub.storage.policy.set_timezone(provider, address, zone):
+        return error(404, "not_found", f"no contact {address} on {provider}")
+    return web.json_response({"provider": provider, "address": address, "timezone": zone})
+
+
+def api_routes() -> list[web.RouteDef]:
+    contact = "/api/v1/contacts/{provider}/{address}"
+    return [
+        web.post("/api/v1/messages", send_message),
+        web.get("/api/v1/messages/{id}", get_message),
+        web.get(f"{contact}/consent", get_consent),
+        web.post(f"{contact}/consent", record_consent),
+        web.patch(contact, update_contact),
+    ]

@@ -1,0 +1,552 @@
+"""The canonical outgoing message: its validation, and its fit to a provider.
+
+Clients write messages in the Cloud API's shape. ``parse_message`` checks that
+shape once for every provider; ``adapt`` fits a parsed message to one
+provider's ``Capabilities``. Text is never truncated or silently dropped:
+a message is sent as written, sent in a documented fallback form, or refused
+with ``InvalidMessage`` naming the field. The fallbacks, which users see:
+
+- more reply buttons than the provider allows become a list: button
+  "Options", one section, a row per button (same id and title), body, footer
+  and a text header kept. A media header, or more buttons than a list has
+  rows, is refused.
+- a type or interactive subtype the provider lacks becomes a text message,
+  keeping the reply-to: a location as its name, address and a Google Maps
+  link; contacts as names and phone numbers; reply buttons and lists as the
+  body and numbered choices (the person answers by typing); a CTA URL as
+  ``label: url``; media sent by link as its caption and link.
+- media sent by id, flows, templates, reactions and read receipts have no
+  text form: on a provider without them they are refused.
+"""
+
+from __future__ import annotations
+
+import json
+import unicodedata
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from typing import Any
+from urllib.parse import urlsplit
+
+from wahub.core.models import OutgoingMessage
+
+Json = dict[str, Any]
+
+MESSAGE_TYPES: tuple[str, ...] = (
+    *("text", "image", "video", "audio", "document", "sticker", "location", "contacts"),
+    *("reaction", "interactive", "template", "mark_read"),
+)
+INTERACTIVE_TYPES: tuple[str, ...] = ("button", "list", "cta_url", "flow")
+MEDIA_TYPES: tuple[str, ...] = ("image", "video", "audio", "document", "sticker")
+#: Every kind a provider may support: the types, and ``interactive.<subtype>``.
+ALL_KINDS: frozenset[str] = frozenset(MESSAGE_TYPES) | {f"interactive.{sub}" for sub in INTERACTIVE_TYPES}
+
+_CAPTIONED = ("image", "video", "document")
+_ENVELOPE = frozenset({"messaging_product", "recipient_type", "biz_opaque_callback_data", "to", "type", "context"})
+#: Envelope fields that travel with the message to the provider.
+_KEPT = ("recipient_type", "biz_opaque_callback_data")
+_READ_RECEIPT = frozenset({"messaging_product", "to", "status", "message_id", "typing_indicator"})
+_MAX_TO = 128
+_MAX_CALLBACK_DATA = 512
+_TEMPLATE_COMPONENTS = ("header", "body", "button")
+#: Template parameter types, and the JSON type of the value under the same key.
+_TEMPLATE_PARAMETERS: dict[str, type] = {
+    **dict.fromkeys(("text", "payload", "coupon_code"), str),
+    **dict.fromkeys(("currency", "date_time", "image", "video", "document", "location", "action"), dict),
+}
+#: JSON type names, by the Python type ``_is`` checks for (``float`` is any number, not a bool).
+_JSON_NAMES: dict[type, str] = {
+    **{bool: "a boolean", float: "a number", str: "a string", list: "an array", dict: "an object"},
+    type(None): "null",
+}
+
+
+class InvalidMessage(Exception):
+    """A message that cannot be sent; ``field`` is the JSON path the client wrote."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What one provider can send. Defaults are the Cloud API's limits, in characters."""
+
+    types: frozenset[str] = ALL_KINDS
+    max_text: int = 4096
+    max_caption: int = 1024
+    max_buttons: int = 3
+    max_button_title: int = 20
+    max_button_id: int = 256
+    max_list_rows: int = 10
+    max_list_sections: int = 10
+    max_row_title: int = 24
+    max_row_description: int = 72
+    max_row_id: int = 200
+    max_section_title: int = 24
+    max_list_button: int = 20
+    max_header_text: int = 60
+    max_interactive_body: int = 1024
+    max_footer: int = 60
+    max_cta_text: int = 20
+    max_contacts: int = 5
+
+    def supports(self, kind: str) -> bool:
+        """Whether ``kind`` (``"text"``, ``"interactive.list"``) can be sent.
+
+        A subtype also needs its type: without ``interactive`` no subtype is sent.
+        """
+        return kind in self.types and kind.partition(".")[0] in self.types
+
+
+CLOUD_API = Capabilities()
+
+# Paths of the limited fields in a message's content; ``[]`` stands for every item.
+_LENGTH_LIMITS: tuple[tuple[str, str], ...] = (
+    ("text.body", "max_text"),
+    *((f"{media}.caption", "max_caption") for media in _CAPTIONED),
+    ("interactive.header.text", "max_header_text"),
+    ("interactive.body.text", "max_interactive_body"),
+    ("interactive.footer.text", "max_footer"),
+    ("interactive.action.buttons[].reply.title", "max_button_title"),
+    ("interactive.action.buttons[].reply.id", "max_button_id"),
+    ("interactive.action.button", "max_list_button"),
+    ("interactive.action.sections[].title", "max_section_title"),
+    ("interactive.action.sections[].rows[].title", "max_row_title"),
+    ("interactive.action.sections[].rows[].description", "max_row_description"),
+    ("interactive.action.sections[].rows[].id", "max_row_id"),
+    ("interactive.action.parameters.display_text", "max_cta_text"),
+)
+_COUNT_LIMITS: tuple[tuple[str, str, str], ...] = (
+    ("contacts[]", "max_contacts", "contacts"),
+    ("interactive.action.sections[]", "max_list_sections", "sections"),
+    ("interactive.action.sections[].rows[]", "max_list_rows", "rows across all sections"),
+)
+
+
+def _at(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _is(value: Any, expected: type) -> bool:
+    if expected is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, expected)
+
+
+def _describe(value: Any) -> str:
+    return next((name for kind, name in _JSON_NAMES.items() if _is(value, kind)), type(value).__name__)
+
+
+def _get(obj: Json, key: str, path: str, expected: type = str, *, required: bool = True) -> Any:
+    """``obj[key]`` of the expected JSON type; a required string or array must not be blank or empty."""
+    where = _at(path, key)
+    if key not in obj:
+        if required:
+            raise InvalidMessage(where, "is required")
+        return None
+    value = obj[key]
+    if not _is(value, expected):
+        raise InvalidMessage(where, f"must be {_JSON_NAMES[expected]}, not {_describe(value)}")
+    if required and expected in (str, list) and not (value.strip() if expected is str else value):
+        raise InvalidMessage(where, "must not be blank" if expected is str else "must not be empty")
+    return value
+
+
+def _choice(obj: Json, key: str, path: str, options: tuple[str, ...]) -> str:
+    value: str = _get(obj, key, path)
+    if value not in options:
+        raise InvalidMessage(_at(path, key), f"is {value!r}; must be one of {', '.join(options)}")
+    return value
+
+
+def _objects(obj: Json, key: str, path: str) -> Iterator[tuple[str, Json]]:
+    """Each item of the non-empty array ``obj[key]``, with its path; items must be objects."""
+    return _each_object(_get(obj, key, path, list), _at(path, key))
+
+
+def _each_object(items: list[Any], path: str) -> Iterator[tuple[str, Json]]:
+    for index, item in enumerate(items):
+        where = f"{path}[{index}]"
+        if not isinstance(item, dict):
+            raise InvalidMessage(where, f"must be an object, not {_describe(item)}")
+        yield where, item
+
+
+def _url(obj: Json, key: str, path: str) -> None:
+    url = _get(obj, key, path)
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        parts = urlsplit("")
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise InvalidMessage(_at(path, key), f"must be an http or https URL, not {url!r}")
+
+
+def _one_of(obj: Json, keys: tuple[str, str], path: str) -> str:
+    present = [key for key in keys if key in obj]
+    if len(present) != 1:
+        raise InvalidMessage(path, f"needs exactly one of {keys[0]} or {keys[1]}{', not both' if present else ''}")
+    return present[0]
+
+
+def _check_text(text: Json, path: str) -> None:
+    _get(text, "body", path)
+    _get(text, "preview_url", path, bool, required=False)
+
+
+def _check_media(media: Json, path: str) -> None:
+    kind = path.rpartition(".")[2]  # "image", or "interactive.header.image" in a header
+    if _one_of(media, ("id", "link"), path) == "link":
+        _url(media, "link", path)
+    else:
+        _get(media, "id", path)
+    for key, allowed in (("caption", _CAPTIONED), ("filename", ("document",))):
+        if key in media and kind not in allowed:
+            raise InvalidMessage(_at(path, key), f"is not allowed for {kind}, only for {', '.join(allowed)}")
+        _get(media, key, path, required=False)
+
+
+def _check_location(location: Json, path: str) -> None:
+    for key, bound in (("latitude", 90), ("longitude", 180)):
+        if not -bound <= _get(location, key, path, float) <= bound:
+            raise InvalidMessage(_at(path, key), f"is {location[key]}; must be between -{bound} and {bound}")
+    _get(location, "name", path, required=False)
+    _get(location, "address", path, required=False)
+
+
+def _check_contacts(contacts: list[Any], path: str) -> None:
+    for where, contact in _each_object(contacts, path):
+        _get(_get(contact, "name", where, dict), "formatted_name", _at(where, "name"))
+        if "phones" in contact:
+            for phone_path, phone in _objects(contact, "phones", where):
+                _get(phone, "phone", phone_path, required=False)
+
+
+def _check_reaction(reaction: Json, path: str) -> None:
+    _get(reaction, "message_id", path)
+    if _get(reaction, "emoji", path, required=False) is None:
+        raise InvalidMessage(_at(path, "emoji"), 'is required ("" takes the reaction away)')
+
+
+def _check_mark_read(receipt: Json, path: str) -> None:
+    _get(receipt, "message_id", path)
+    _get(receipt, "typing_indicator", path, bool, required=False)
+
+
+def _check_template(template: Json, path: str) -> None:
+    """The template's shape only: Meta checks parameters against the approved template."""
+    _get(template, "name", path)
+    _get(_get(template, "language", path, dict), "code", _at(path, "language"))
+    if "components" not in template:
+        return
+    for where, component in _objects(template, "components", path):
+        if _choice(component, "type", where, _TEMPLATE_COMPONENTS) == "button":
+            _get(component, "sub_type", where)
+            if not any(_is(component.get("index"), kind) for kind in (float, str)):
+                raise InvalidMessage(_at(where, "index"), "must be the button's position, a number or a string")
+        if "parameters" in component:
+            for param_path, param in _objects(component, "parameters", where):
+                kind = _choice(param, "type", param_path, tuple(_TEMPLATE_PARAMETERS))
+                _get(param, kind, param_path, _TEMPLATE_PARAMETERS[kind])
+                if kind == "text":
+                    _get(param, "parameter_name", param_path, required=False)
+
+
+def _check_interactive(interactive: Json, path: str) -> None:
+    kind = _choice(interactive, "type", path, INTERACTIVE_TYPES)
+    if "header" in interactive:
+        header_path = _at(path, "header")
+        header = _get(interactive, "header", path, dict)
+        header_type = _choice(header, "type", header_path, ("text", "image", "video", "document"))
+        if header_type == "text":
+            _get(header, "text", header_path)
+        else:
+            _check_media(_get(header, header_type, header_path, dict), _at(header_path, header_type))
+    _get(_get(interactive, "body", path, dict), "text", _at(path, "body"))
+    if "footer" in interactive:
+        _get(_get(interactive, "footer", path, dict), "text", _at(path, "footer"))
+    _ACTIONS[kind](_get(interactive, "action", path, dict), _at(path, "action"))
+
+
+def _check_buttons(action: Json, path: str) -> None:
+    seen: dict[tuple[str, str], int] = {}
+    for index, (where, button) in enumerate(_objects(action, "buttons", path)):
+        _choice(button, "type", where, ("reply",))
+        reply_path = _at(where, "reply")
+        reply = _get(button, "reply", where, dict)
+        for key in ("id", "title"):
+            first = seen.setdefault((key, _get(reply, key, reply_path)), index)
+            if first != index:
+                raise InvalidMessage(_at(reply_path, key), f"repeats the {key} of button {first}; each must be unique")
+
+
+def _check_list(action: Json, path: str) -> None:
+    _get(action, "button", path)
+    sections = list(_objects(action, "sections", path))
+    for where, section in sections:
+        _get(section, "title", where, required=len(sections) > 1)  # a lone section needs no title
+        for row_path, row in _objects(section, "rows", where):
+            _get(row, "id", row_path)
+            _get(row, "title", row_path)
+            _get(row, "description", row_path, required=False)
+
+
+def _named_action(action: Json, path: str, name: str) -> tuple[Json, str]:
+    """The parameters of a named action (``cta_url``, ``flow``), with their path."""
+    _choice(action, "name", path, (name,))
+    return _get(action, "parameters", path, dict), _at(path, "parameters")
+
+
+def _check_cta_url(action: Json, path: str) -> None:
+    parameters, where = _named_action(action, path, "cta_url")
+    _get(parameters, "display_text", where)
+    _url(parameters, "url", where)
+
+
+def _check_flow(action: Json, path: str) -> None:
+    parameters, where = _named_action(action, path, "flow")
+    _get(parameters, "flow_cta", where)
+    _get(parameters, _one_of(parameters, ("flow_id", "flow_name"), where), where)
+
+
+_ACTIONS: dict[str, Callable[[Json, str], None]] = {
+    "button": _check_buttons,
+    "list": _check_list,
+    "cta_url": _check_cta_url,
+    "flow": _check_flow,
+}
+_CHECKS: dict[str, Callable[[Any, str], None]] = {
+    "text": _check_text,
+    **dict.fromkeys(MEDIA_TYPES, _check_media),
+    "location": _check_location,
+    "contacts": _check_contacts,
+    "reaction": _check_reaction,
+    "interactive": _check_interactive,
+    "template": _check_template,
+    "mark_read": _check_mark_read,
+}
+
+
+def _recipient(data: Json) -> str:
+    to: str = _get(data, "to", "")
+    if len(to) > _MAX_TO:
+        raise InvalidMessage("to", f"is {len(to)} characters; at most {_MAX_TO}")
+    if any(unicodedata.category(char).startswith("C") for char in to):
+        raise InvalidMessage("to", "contains a control character")
+    return to
+
+
+def _check_envelope(data: Json, allowed: frozenset[str], what: str) -> None:
+    unknown = next((key for key in data if key not in allowed), None)
+    if unknown is not None:
+        raise InvalidMessage(str(unknown), f"is not a field of {what}")
+    if data.get("messaging_product", "whatsapp") != "whatsapp":
+        raise InvalidMessage("messaging_product", "must be 'whatsapp'")
+    if data.get("recipient_type", "individual") not in ("individual", "group"):
+        raise InvalidMessage("recipient_type", "must be 'individual' or 'group'")
+    callback: str | None = _get(data, "biz_opaque_callback_data", "", required=False)
+    if callback is not None and len(callback) > _MAX_CALLBACK_DATA:
+        raise InvalidMessage("biz_opaque_callback_data", f"is {len(callback)} characters; at most {_MAX_CALLBACK_DATA}")
+
+
+def _context_id(data: Json) -> str | None:
+    if "context" not in data:
+        return None
+    context: Json = _get(data, "context", "", dict)
+    _check_envelope(context, frozenset({"message_id"}), "context")
+    context_id: str = _get(context, "message_id", "context")
+    return context_id
+
+
+def _plain(content: Json, field: str) -> Json:
+    """A deep copy that is certainly JSON: what the outbox stores is what was checked."""
+    try:
+        copied: Json = json.loads(json.dumps(content, allow_nan=False))
+    except (TypeError, ValueError) as exc:
+        raise InvalidMessage(field, f"is not plain JSON ({exc})") from None
+    return copied
+
+
+def _read_receipt(data: Json) -> OutgoingMessage:
+    """Meta's own read-receipt body (``"status": "read"``), as a ``mark_read`` message."""
+    _check_envelope(data, _READ_RECEIPT, 'a read receipt ("status": "read")')
+    if data["status"] != "read":
+        raise InvalidMessage("status", f"is {data['status']!r}; only 'read' can be sent")
+    receipt: Json = {"message_id": _get(data, "message_id", "")}
+    if "typing_indicator" in data:
+        if data["typing_indicator"] != {"type": "text"}:
+            raise InvalidMessage("typing_indicator", 'must be {"type": "text"}')
+        receipt["typing_indicator"] = True
+    return OutgoingMessage(to=_recipient(data), type="mark_read", content={"mark_read": receipt})
+
+
+def parse_message(data: Any) -> OutgoingMessage:
+    """The message an API client sent, checked; ``InvalidMessage`` names the first bad field.
+
+    ``data`` is not changed; the returned content is a plain-JSON copy.
+    """
+    if not isinstance(data, dict):
+        raise InvalidMessage("$", f"must be a JSON object, not {_describe(data)}")
+    if "status" in data:
+        return _read_receipt(data)
+    to = _recipient(data)
+    kind = _choice(data, "type", "", MESSAGE_TYPES)
+    _check_envelope(data, _ENVELOPE | {kind}, f"a {kind} message")
+    context_id = _context_id(data)
+    body = _get(data, kind, "", list if kind == "contacts" else dict)
+    _CHECKS[kind](body, kind)
+    content = {kind: body, **{key: data[key] for key in _KEPT if key in data}}
+    return OutgoingMessage(to=to, type=kind, content=_plain(content, kind), context_id=context_id)
+
+
+def _found(value: Any, keys: list[str], path: str) -> Iterator[tuple[str, Any]]:
+    """The values at a limit's path, with their own paths; ``key[]`` walks an array."""
+    if not keys:
+        yield path, value
+        return
+    key, array = keys[0].removesuffix("[]"), keys[0].endswith("[]")
+    if not isinstance(value, dict) or key not in value:
+        return
+    if not array:
+        yield from _found(value[key], keys[1:], _at(path, key))
+        return
+    for index, item in enumerate(value[key]):
+        yield from _found(item, keys[1:], f"{_at(path, key)}[{index}]")
+
+
+def _check_limits(message: OutgoingMessage, caps: Capabilities) -> None:
+    for pattern, limit_name in _LENGTH_LIMITS:
+        limit: int = getattr(caps, limit_name)
+        for where, text in _found(message.content, pattern.split("."), ""):
+            if len(text) > limit:
+                raise InvalidMessage(where, f"is {len(text)} characters; at most {limit}")
+    for pattern, limit_name, noun in _COUNT_LIMITS:
+        limit = getattr(caps, limit_name)
+        for number, (where, _item) in enumerate(_found(message.content, pattern.split("."), ""), 1):
+            if number > limit:
+                raise InvalidMessage(where, f"is number {number}; at most {limit} {noun}")
+
+
+def _buttons_to_list(message: OutgoingMessage, caps: Capabilities) -> OutgoingMessage:
+    """Reply buttons beyond the provider's maximum, as a one-section list."""
+    interactive = message.content["interactive"]
+    buttons = interactive["action"]["buttons"]
+    where = "interactive.action.buttons"
+    too_many = f"has {len(buttons)} buttons; at most {caps.max_buttons}"
+    if not caps.supports("interactive.list"):
+        raise InvalidMessage(where, f"{too_many}, and this provider has no lists to turn them into")
+    if len(buttons) > caps.max_list_rows:
+        raise InvalidMessage(where, f"{too_many}, or {caps.max_list_rows} as a list")
+    if interactive.get("header", {}).get("type", "text") != "text":
+        raise InvalidMessage(where, f"{too_many}; as a list they would need a text header, not a media one")
+    for index, button in enumerate(buttons):
+        for key, limit in (("title", caps.max_row_title), ("id", caps.max_row_id)):
+            length = len(button["reply"][key])
+            if length > limit:
+                reason = f"is {length} characters; at most {limit} as a row of the list that replaces the buttons"
+                raise InvalidMessage(f"{where}[{index}].reply.{key}", reason)
+    rows = [{"id": button["reply"]["id"], "title": button["reply"]["title"]} for button in buttons]
+    action = {"button": "Options", "sections": [{"rows": rows}]}
+    return replace(
+        message, content={**message.content, "interactive": {**interactive, "type": "list", "action": action}}
+    )
+
+
+def _numbered(choices: list[str]) -> str:
+    return "\n".join(f"{number}. {choice}" for number, choice in enumerate(choices, 1))
+
+
+def _row_choice(row: Json) -> str:
+    return f"{row['title']}: {row['description']}" if row.get("description") else str(row["title"])
+
+
+_CHOICES: dict[str, Callable[[Json], str]] = {
+    "button": lambda action: _numbered([button["reply"]["title"] for button in action["buttons"]]),
+    "list": lambda action: _numbered([_row_choice(row) for section in action["sections"] for row in section["rows"]]),
+    "cta_url": lambda action: f"{action['parameters']['display_text']}: {action['parameters']['url']}",
+}
+
+
+def _media_text(media: Json, path: str) -> str:
+    if "link" not in media:
+        kind = path.rpartition(".")[2]
+        reason = f"{kind} is not supported by this provider, and media by id cannot be shown as text (a link can)"
+        raise InvalidMessage(_at(path, "id"), reason)
+    return "\n".join(part for part in (media.get("caption"), media["link"]) if part)
+
+
+def _location_text(location: Json, path: str) -> str:
+    maps = f"https://maps.google.com/?q={location['latitude']},{location['longitude']}"
+    return "\n".join(part for part in (location.get("name"), location.get("address"), maps) if part)
+
+
+def _contacts_text(contacts: list[Json], path: str) -> str:
+    lines = []
+    for contact in contacts:
+        phones = ", ".join(phone["phone"] for phone in contact.get("phones", []) if phone.get("phone"))
+        name = contact["name"]["formatted_name"]
+        lines.append(f"{name}: {phones}" if phones else name)
+    return "\n".join(lines)
+
+
+def _interactive_text(interactive: Json, path: str) -> str:
+    header = interactive.get("header", {"type": "text", "text": ""})
+    kind = header["type"]
+    parts = (
+        header["text"] if kind == "text" else _media_text(header[kind], f"{path}.header.{kind}"),
+        interactive["body"]["text"],
+        _CHOICES[interactive["type"]](interactive["action"]),
+        interactive.get("footer", {}).get("text"),
+    )
+    return "\n\n".join(part for part in parts if part)
+
+
+_AS_TEXT: dict[str, Callable[[Any, str], str]] = {
+    **dict.fromkeys(MEDIA_TYPES, _media_text),
+    "location": _location_text,
+    "contacts": _contacts_text,
+    **dict.fromkeys((f"interactive.{sub}" for sub in _CHOICES), _interactive_text),
+}
+
+
+def _kind(message: OutgoingMessage) -> str:
+    if message.type == "interactive":
+        return f"interactive.{message.content['interactive']['type']}"
+    return message.type
+
+
+def _as_text(message: OutgoingMessage, caps: Capabilities) -> OutgoingMessage:
+    """A message of a kind the provider lacks, as the text a person would read."""
+    kind = _kind(message)
+    where = "interactive.type" if message.type == "interactive" else "type"
+    render = _AS_TEXT.get(kind)
+    if render is None or not caps.supports("text"):
+        fallback = "" if render is None else ", nor text to fall back on"
+        raise InvalidMessage(where, f"{kind.rpartition('.')[2]} is not supported by this provider{fallback}")
+    body = render(message.content[message.type], message.type)
+    if len(body) > caps.max_text:
+        raise InvalidMessage(message.type, f"is {len(body)} characters as text; at most {caps.max_text}")
+    kept = {key: value for key, value in message.content.items() if key != message.type}
+    return replace(message, type="text", content={"text": {"body": body}, **kept})
+
+
+def adapt(message: OutgoingMessage, caps: Capabilities) -> OutgoingMessage:
+    """The message in a form the provider can send (see the module docstring), or ``InvalidMessage``.
+
+    The message is checked again first, so one built in code fails as clearly
+    as one from a client. A message that fits is returned as it is.
+    """
+    parse_message(message.to_json())
+    if (
+        _kind(message) == "interactive.button"
+        and caps.supports("interactive.button")
+        and len(message.content["interactive"]["action"]["buttons"]) > caps.max_buttons
+    ):
+        message = _buttons_to_list(message, caps)
+    if not caps.supports(_kind(message)):
+        message = _as_text(message, caps)
+    _check_limits(message, caps)
+    return message

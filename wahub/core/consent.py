@@ -1,0 +1,151 @@
+"""Opt-out and opt-in keywords, and the consent ledger's inbound side.
+
+A contact who writes one of the STOP words (the whole message, any case,
+surrounding punctuation ignored) is opted out of every business-initiated
+message and gets a confirmation in the language of the word; a START word
+opts them back in. Each change is appended to the ledger with the message as
+evidence; the current state is always derived from the ledger. Provider
+marketing-preference events (Meta's ``user_preferences``) are recorded too,
+for the ``marketing`` scope.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import voluptuous as vol
+
+from wahub.core.hub import Hub
+from wahub.core.models import InboundMessage, OutgoingMessage, PreferenceEvent
+
+#: Keywords and confirmations per language; a configured language replaces its default.
+DEFAULT_LANGUAGES: dict[str, dict[str, Any]] = {
+    "en": {
+        "stop": ["stop", "stop all", "unsubscribe", "opt out", "optout"],
+        "start": ["start", "unstop", "subscribe", "opt in"],
+        "opted_out": "You are unsubscribed and will get no more messages from us. Reply START to subscribe again.",
+        "opted_in": "You are subscribed again. Reply STOP at any time to unsubscribe.",
+    },
+    "ru": {
+        "stop": ["стоп", "отписаться", "отписка"],
+        "start": ["старт", "подписаться"],
+        "opted_out": "Вы отписались и больше не будете получать от нас сообщения. "
+        "Чтобы подписаться снова, отправьте СТАРТ.",
+        "opted_in": "Вы снова подписаны. Чтобы отписаться, отправьте СТОП.",
+    },
+    "es": {
+        "stop": ["baja", "parar", "detener", "cancelar suscripción"],
+        "start": ["alta", "suscribir", "reanudar"],
+        "opted_out": "Te has dado de baja y no recibirás más mensajes nuestros. "
+        "Responde ALTA para volver a suscribirte.",
+        "opted_in": "Vuelves a estar suscrito. Responde BAJA cuando quieras darte de baja.",
+    },
+    "pt": {
+        "stop": ["sair", "cancelar inscrição", "descadastrar"],
+        "start": ["voltar", "inscrever", "retomar"],
+        "opted_out": "Sua inscrição foi cancelada e você não receberá mais mensagens nossas. "
+        "Responda VOLTAR para se inscrever de novo.",
+        "opted_in": "Você está inscrito de novo. Responda SAIR a qualquer momento para cancelar.",
+    },
+    "de": {
+        "stop": ["stopp", "abmelden", "abbestellen"],
+        "start": ["anmelden", "starten"],
+        "opted_out": "Sie sind abgemeldet und erhalten keine Nachrichten mehr von uns. "
+        "Antworten Sie ANMELDEN, um sich wieder anzumelden.",
+        "opted_in": "Sie sind wieder angemeldet. Antworten Sie jederzeit STOPP, um sich abzumelden.",
+    },
+    "fr": {
+        "stop": ["arret", "arrêt", "désabonner", "desabonner", "désinscription"],
+        "start": ["reprendre", "abonner", "réabonner"],
+        "opted_out": "Vous êtes désabonné et ne recevrez plus de messages de notre part. "
+        "Répondez REPRENDRE pour vous réabonner.",
+        "opted_in": "Vous êtes de nouveau abonné. Répondez ARRET à tout moment pour vous désabonner.",
+    },
+}
+
+_WORDS = vol.All([vol.All(str, vol.Length(min=1, max=64))], vol.Length(min=1))
+LANGUAGE_SCHEMA = vol.Schema(
+    {
+        vol.Required("stop"): _WORDS,
+        vol.Required("start"): _WORDS,
+        vol.Required("opted_out"): vol.All(str, vol.Length(min=1, max=1024)),
+        vol.Required("opted_in"): vol.All(str, vol.Length(min=1, max=1024)),
+    }
+)
+CONSENT_SCHEMA = vol.Schema(
+    {
+        vol.Optional("keywords", default=True): bool,
+        vol.Optional("marketing_requires_opt_in", default=True): bool,
+        vol.Optional("languages", default=dict): {vol.Match(r"^[a-z]{2,3}(_[A-Z]{2})?$"): LANGUAGE_SCHEMA},
+    }
+)
+
+_EDGES = re.compile(r"^[\W_]+|[\W_]+$")
+
+
+def normalize(text: str) -> str:
+    """Casefolded, single-spaced, without punctuation or emoji around it."""
+    return _EDGES.sub("", " ".join(text.casefold().split()))
+
+
+@dataclass(frozen=True)
+class Keyword:
+    action: str  # opt_in or opt_out
+    language: str
+    confirmation: str
+
+
+def keyword_table(config: Mapping[str, Any]) -> dict[str, Keyword]:
+    """Normalized keyword -> what it does. Languages come in order, defaults
+    first; a word listed by two languages keeps the first one's confirmation."""
+    languages = {**DEFAULT_LANGUAGES, **config.get("languages", {})}
+    table: dict[str, Keyword] = {}
+    for code, words in languages.items():
+        for action, key, reply in (("opt_out", "stop", "opted_out"), ("opt_in", "start", "opted_in")):
+            for word in words[key]:
+                table.setdefault(normalize(word), Keyword(action, code, words[reply]))
+    return table
+
+
+async def handle_keyword(hub: Hub, message: InboundMessage) -> list[OutgoingMessage] | None:
+    """Record an opt-out/opt-in keyword and return its confirmation, or None
+    when the message is not a keyword (it then goes on to routing)."""
+    config = hub.config["policy"]["consent"]
+    if not config["keywords"] or message.type != "text":
+        return None
+    keyword = hub.consent_keywords.get(normalize(message.text()))
+    if keyword is None:
+        return None
+    new = await hub.storage.policy.record_consent(
+        message.provider,
+        message.sender,
+        action=keyword.action,
+        scope="all",
+        source="keyword",
+        evidence={"message_id": message.external_id, "text": message.text(), "language": keyword.language},
+        occurred_at=message.timestamp,
+        event_key=f"keyword:{message.provider}:{message.external_id}",
+    )
+    if new:
+        hub.metrics.consent_changes.labels(message.provider, keyword.action, "keyword").inc()
+    return [OutgoingMessage.text(message.sender, keyword.confirmation)]
+
+
+async def record_preference(hub: Hub, event: PreferenceEvent) -> None:
+    """A provider's marketing-preference change (stop, resume, signup) into the ledger."""
+    action = "opt_out" if event.value == "stop" else "opt_in"
+    new = await hub.storage.policy.record_consent(
+        event.provider,
+        event.user,
+        action=action,
+        scope="marketing",
+        source="provider_preference",
+        evidence={"category": event.category, "value": event.value, "detail": event.detail},
+        occurred_at=event.timestamp,
+        event_key=f"preference:{event.provider}:{event.external_id}",
+    )
+    if new:
+        hub.metrics.consent_changes.labels(event.provider, action, "provider_preference").inc()

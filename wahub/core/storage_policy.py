@@ -1,0 +1,165 @@
+"""What the send policy reads and writes: the consent ledger, templates, and
+each contact's service window and time zone."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from wahub.core.storage_messages import Database, insert_ignore
+from wahub.core.storage_schema import consent_events, contacts, conversations, templates
+
+
+@dataclass(frozen=True)
+class ContactContext:
+    """A contact as the policy sees it; every field is None for an unknown address."""
+
+    contact_id: int | None = None
+    conversation_id: int | None = None
+    last_inbound_at: float | None = None
+    timezone: str | None = None
+
+
+@dataclass(frozen=True)
+class ConsentState:
+    """The latest ``opt_in``/``opt_out`` per scope, or None where the ledger is silent."""
+
+    all: str | None = None
+    marketing: str | None = None
+
+    @property
+    def opted_out(self) -> bool:
+        return self.all == "opt_out"
+
+    @property
+    def marketing_allowed(self) -> bool:
+        """Marketing needs an opt-in that no later opt-out (of everything or of marketing) undid."""
+        return not self.opted_out and self.marketing != "opt_out" and "opt_in" in (self.all, self.marketing)
+
+
+@dataclass(frozen=True)
+class Template:
+    name: str
+    language: str
+    category: str
+    status: str
+
+
+class PolicyStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def contact(self, provider: str, address: str) -> ContactContext:
+        query = (
+            sa.select(
+                contacts.c.id, contacts.c.timezone, conversations.c.id.label("cid"), conversations.c.last_inbound_at
+            )
+            .select_from(contacts.outerjoin(conversations, conversations.c.contact_id == contacts.c.id))
+            .where(contacts.c.provider == provider, contacts.c.address == address)
+        )
+        async with self.db.connect() as conn:
+            row = (await conn.execute(query)).first()
+        if row is None:
+            return ContactContext()
+        return ContactContext(row.id, row.cid, row.last_inbound_at, row.timezone)
+
+    async def set_timezone(self, provider: str, address: str, timezone: str | None) -> bool:
+        """Set a known contact's time zone; False when there is no such contact."""
+        async with self.db.begin() as conn:
+            result = await conn.execute(
+                contacts.update()
+                .where(contacts.c.provider == provider, contacts.c.address == address)
+                .values(timezone=timezone, updated_at=time.time())
+            )
+        return result.rowcount > 0
+
+    # -- consent ledger ------------------------------------------------------
+
+    async def record_consent(
+        self,
+        provider: str,
+        address: str,
+        *,
+        action: str,
+        scope: str,
+        source: str,
+        evidence: dict[str, Any],
+        occurred_at: float,
+        event_key: str | None = None,
+    ) -> bool:
+        """Append to the ledger; an ``event_key`` already recorded is skipped. Returns whether it was new."""
+        values = {
+            "provider": provider,
+            "address": address,
+            "action": action,
+            "scope": scope,
+            "source": source,
+            "evidence": evidence,
+            "event_key": event_key,
+            "occurred_at": occurred_at,
+            "created_at": time.time(),
+        }
+        async with self.db.begin() as conn:
+            result = await conn.execute(insert_ignore(conn, consent_events, ["event_key"]), values)
+        return result.rowcount > 0
+
+    async def consent(self, provider: str, address: str) -> ConsentState:
+        latest: dict[str, str] = {}
+        query = (
+            sa.select(consent_events.c.scope, consent_events.c.action)
+            .where(consent_events.c.provider == provider, consent_events.c.address == address)
+            .order_by(consent_events.c.occurred_at, consent_events.c.id)
+        )
+        async with self.db.connect() as conn:
+            for scope, action in (await conn.execute(query)).all():
+                latest[scope] = action
+        return ConsentState(all=latest.get("all"), marketing=latest.get("marketing"))
+
+    async def ledger(self, provider: str, address: str) -> list[dict[str, Any]]:
+        """Every consent event of a contact, oldest first."""
+        query = (
+            sa.select(consent_events)
+            .where(consent_events.c.provider == provider, consent_events.c.address == address)
+            .order_by(consent_events.c.occurred_at, consent_events.c.id)
+        )
+        async with self.db.connect() as conn:
+            return [dict(row._mapping) for row in (await conn.execute(query)).all()]
+
+    # -- templates -----------------------------------------------------------
+
+    async def upsert_template(self, provider: str, template: Template, *, components: Any = None) -> None:
+        async with self.db.begin() as conn:
+            key = (
+                templates.c.provider == provider,
+                templates.c.name == template.name,
+                templates.c.language == template.language,
+            )
+            values = {"category": template.category, "status": template.status, "updated_at": time.time()}
+            if components is not None:
+                values["components"] = components
+            updated = await conn.execute(templates.update().where(*key).values(**values))
+            if updated.rowcount == 0:
+                await conn.execute(
+                    insert_ignore(conn, templates, ["provider", "name", "language"]),
+                    {"provider": provider, "name": template.name, "language": template.language, **values},
+                )
+
+    async def template(self, provider: str, name: str, language: str) -> tuple[Template | None, bool]:
+        """The template (None when unknown) and whether the provider has any template stored."""
+        async with self.db.connect() as conn:
+            row = (
+                await conn.execute(
+                    sa.select(templates.c.name, templates.c.language, templates.c.category, templates.c.status).where(
+                        templates.c.provider == provider, templates.c.name == name, templates.c.language == language
+                    )
+                )
+            ).first()
+            if row is not None:
+                return Template(row.name, row.language, row.category, row.status), True
+            known = (
+                await conn.execute(sa.select(templates.c.id).where(templates.c.provider == provider).limit(1))
+            ).first()
+        return None, known is not None
