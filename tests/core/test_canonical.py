@@ -69,6 +69,7 @@ TEMPLATE = {
     ],
 }
 VALID: list[tuple[str, Any]] = [
+    ("template", {"name": "hello_world", "language": {"code": "en_US"}, "components": []}),
     ("text", {"body": "hi", "preview_url": True}),
     ("image", {"id": "m1", "caption": "a cat"}),
     ("video", {"link": "https://example.com/a.mp4", "caption": "clip"}),
@@ -95,7 +96,7 @@ VALID_INTERACTIVE: list[Json] = [
 
 
 def test_every_type_has_a_valid_example() -> None:
-    assert sorted(kind for kind, _ in VALID) == sorted(MESSAGE_TYPES)
+    assert {kind for kind, _ in VALID} == set(MESSAGE_TYPES)
     assert [data["interactive"]["type"] for data in VALID_INTERACTIVE] == list(INTERACTIVE_TYPES)
 
 
@@ -157,7 +158,7 @@ STRUCTURE_ERRORS: list[tuple[Any, str, str]] = [
     (message("text", "hi"), "text", "must be an object, not a string"),
     ({**TEXT, "image": {"id": "m1"}}, "image", "is not a field of a text message"),
     ({**TEXT, "context": {"message_id": ""}}, "context.message_id", "must not be blank"),
-    ({**TEXT, "context": {"id": "wamid.X"}}, "id", "is not a field of context"),
+    ({**TEXT, "context": {"id": "wamid.X"}}, "context.id", "is not a field of context"),
     ({**TEXT, "messaging_product": "sms"}, "messaging_product", "must be 'whatsapp'"),
     ({**TEXT, "recipient_type": "broadcast"}, "recipient_type", "must be 'individual' or 'group'"),
     ({**TEXT, "biz_opaque_callback_data": "x" * 513}, "biz_opaque_callback_data", "is 513 characters; at most 512"),
@@ -223,6 +224,7 @@ STRUCTURE_ERRORS: list[tuple[Any, str, str]] = [
         "is not plain JSON",
     ),
     (message("template", {"name": "t"}), "template.language", "is required"),
+    (message("template", {**TEMPLATE, "components": {}}), "template.components", "must be an array"),
     (message("template", {**TEMPLATE, "components": [{"type": "footer"}]}), "template.components[0].type", "footer"),
     (
         message("template", {**TEMPLATE, "components": [{"type": "button", "index": 0}]}),

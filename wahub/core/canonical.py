@@ -162,9 +162,9 @@ def _choice(obj: Json, key: str, path: str, options: tuple[str, ...]) -> str:
     return value
 
 
-def _objects(obj: Json, key: str, path: str) -> Iterator[tuple[str, Json]]:
-    """Each item of the non-empty array ``obj[key]``, with its path; items must be objects."""
-    return _each_object(_get(obj, key, path, list), _at(path, key))
+def _objects(obj: Json, key: str, path: str, *, required: bool = True) -> Iterator[tuple[str, Json]]:
+    """Each item of the array ``obj[key]`` (non-empty if required), with its path; items must be objects."""
+    return _each_object(_get(obj, key, path, list, required=required) or [], _at(path, key))
 
 
 def _each_object(items: list[Any], path: str) -> Iterator[tuple[str, Json]]:
@@ -220,9 +220,8 @@ def _check_location(location: Json, path: str) -> None:
 def _check_contacts(contacts: list[Any], path: str) -> None:
     for where, contact in _each_object(contacts, path):
         _get(_get(contact, "name", where, dict), "formatted_name", _at(where, "name"))
-        if "phones" in contact:
-            for phone_path, phone in _objects(contact, "phones", where):
-                _get(phone, "phone", phone_path, required=False)
+        for phone_path, phone in _objects(contact, "phones", where, required=False):
+            _get(phone, "phone", phone_path, required=False)
 
 
 def _check_reaction(reaction: Json, path: str) -> None:
@@ -240,19 +239,16 @@ def _check_template(template: Json, path: str) -> None:
     """The template's shape only: Meta checks parameters against the approved template."""
     _get(template, "name", path)
     _get(_get(template, "language", path, dict), "code", _at(path, "language"))
-    if "components" not in template:
-        return
-    for where, component in _objects(template, "components", path):
+    for where, component in _objects(template, "components", path, required=False):
         if _choice(component, "type", where, _TEMPLATE_COMPONENTS) == "button":
             _get(component, "sub_type", where)
             if not any(_is(component.get("index"), kind) for kind in (float, str)):
                 raise InvalidMessage(_at(where, "index"), "must be the button's position, a number or a string")
-        if "parameters" in component:
-            for param_path, param in _objects(component, "parameters", where):
-                kind = _choice(param, "type", param_path, tuple(_TEMPLATE_PARAMETERS))
-                _get(param, kind, param_path, _TEMPLATE_PARAMETERS[kind])
-                if kind == "text":
-                    _get(param, "parameter_name", param_path, required=False)
+        for param_path, param in _objects(component, "parameters", where, required=False):
+            kind = _choice(param, "type", param_path, tuple(_TEMPLATE_PARAMETERS))
+            _get(param, kind, param_path, _TEMPLATE_PARAMETERS[kind])
+            if kind == "text":
+                _get(param, "parameter_name", param_path, required=False)
 
 
 def _check_interactive(interactive: Json, path: str) -> None:
@@ -339,10 +335,13 @@ def _recipient(data: Json) -> str:
     return to
 
 
-def _check_envelope(data: Json, allowed: frozenset[str], what: str) -> None:
-    unknown = next((key for key in data if key not in allowed), None)
+def _refuse_unknown(obj: Json, allowed: frozenset[str], path: str, what: str) -> None:
+    unknown = next((key for key in obj if key not in allowed), None)
     if unknown is not None:
-        raise InvalidMessage(str(unknown), f"is not a field of {what}")
+        raise InvalidMessage(_at(path, str(unknown)), f"is not a field of {what}")
+
+
+def _check_envelope(data: Json) -> None:
     if data.get("messaging_product", "whatsapp") != "whatsapp":
         raise InvalidMessage("messaging_product", "must be 'whatsapp'")
     if data.get("recipient_type", "individual") not in ("individual", "group"):
@@ -356,7 +355,7 @@ def _context_id(data: Json) -> str | None:
     if "context" not in data:
         return None
     context: Json = _get(data, "context", "", dict)
-    _check_envelope(context, frozenset({"message_id"}), "context")
+    _refuse_unknown(context, frozenset({"message_id"}), "context", "context, which only has message_id")
     context_id: str = _get(context, "message_id", "context")
     return context_id
 
@@ -372,7 +371,9 @@ def _plain(content: Json, field: str) -> Json:
 
 def _read_receipt(data: Json) -> OutgoingMessage:
     """Meta's own read-receipt body (``"status": "read"``), as a ``mark_read`` message."""
-    _check_envelope(data, _READ_RECEIPT, 'a read receipt ("status": "read")')
+    _refuse_unknown(data, _READ_RECEIPT, "", 'a read receipt ("status": "read")')
+    _check_envelope(data)
+    to = _recipient(data)
     if data["status"] != "read":
         raise InvalidMessage("status", f"is {data['status']!r}; only 'read' can be sent")
     receipt: Json = {"message_id": _get(data, "message_id", "")}
@@ -380,7 +381,7 @@ def _read_receipt(data: Json) -> OutgoingMessage:
         if data["typing_indicator"] != {"type": "text"}:
             raise InvalidMessage("typing_indicator", 'must be {"type": "text"}')
         receipt["typing_indicator"] = True
-    return OutgoingMessage(to=_recipient(data), type="mark_read", content={"mark_read": receipt})
+    return OutgoingMessage(to=to, type="mark_read", content={"mark_read": receipt})
 
 
 def parse_message(data: Any) -> OutgoingMessage:
@@ -394,7 +395,8 @@ def parse_message(data: Any) -> OutgoingMessage:
         return _read_receipt(data)
     to = _recipient(data)
     kind = _choice(data, "type", "", MESSAGE_TYPES)
-    _check_envelope(data, _ENVELOPE | {kind}, f"a {kind} message")
+    _refuse_unknown(data, _ENVELOPE | {kind}, "", f"a {kind} message")
+    _check_envelope(data)
     context_id = _context_id(data)
     body = _get(data, kind, "", list if kind == "contacts" else dict)
     _CHECKS[kind](body, kind)
