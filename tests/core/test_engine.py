@@ -3,6 +3,7 @@ provider cloud, all over real HTTP, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -11,9 +12,15 @@ from typing import Any
 import aiohttp
 import pytest
 
-from wahub.testing import RunningDaemon, build_config, plugin_manager, running_daemon, wait_until
+from wahub.testing import (
+    RunningDaemon,
+    build_config,
+    plugin_manager,
+    running_daemon,
+    signed_sandbox_webhook,
+    wait_until,
+)
 from wahub.testing import fake_provider as fake_plugin
-from wahub.testing import signed_sandbox_webhook
 from wahub.testing.fake_provider import DEFAULT_SECRET, FakeProviderServer
 
 TOKEN = "api-token-0123456789abcdef"
@@ -196,7 +203,7 @@ async def test_provider_outage_delays_but_never_loses_or_doubles(database_url: s
         assert engine.server.bodies_by_text() == {f"notice {n}": 1 for n in range(5)}
         for n in range(5):
             tries = [c.received_at for c in engine.server.calls if c.body["to"] == f"1555000000{n}"]
-            gaps = [b - a for a, b in zip(tries, tries[1:], strict=False)]
+            gaps = [b - a for a, b in itertools.pairwise(tries)]
             assert len(tries) >= 4, tries
             # Exponential backoff: each gap longer than the one two before it (jitter spans 2x).
             assert all(later > earlier for earlier, later in zip(gaps, gaps[2:], strict=False)), gaps
@@ -221,7 +228,7 @@ async def test_late_failed_status_fails_the_message_with_its_code(engine: Engine
 async def test_a_late_delivered_never_overwrites_read(engine: Engine) -> None:
     engine.server.statuses = False
     await engine.inbound("hi")
-    status, body = await engine.send(text("read me"))
+    _, body = await engine.send(text("read me"))
     sent = await engine.status_becomes(body["id"], "sent")
     wamid = sent["provider_message_id"]
 
@@ -246,7 +253,6 @@ async def test_refused_credentials_pause_the_provider(engine: Engine) -> None:
     engine.server.fail_next(1, code=190, status=401, title="Error validating access token")
 
     status, body = await engine.send(text("anyone there?"))
-
     assert status == 202
 
     async def not_ready() -> dict[str, Any] | None:
