@@ -50,14 +50,16 @@ class Daemon:
         self.process.wait()
 
 
-def start_daemon(config: Path, cwd: Path, port: int, *, pythonpath: Path | None = None) -> Daemon:
+def start_daemon(
+    config: Path, cwd: Path, port: int, *, pythonpath: Path | None = None, plugins: tuple[str, ...] = ()
+) -> Daemon:
     env = {**os.environ, "WAHUB_PORT": str(port)}
     if pythonpath is not None:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(pythonpath), env.get("PYTHONPATH")]))
     log = cwd / f"daemon-{port}-{time.monotonic_ns()}.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "wahub", "run", "-c", str(config)],
+            [sys.executable, "-m", "wahub", "run", "-c", str(config), *(f"--plugin={p}" for p in plugins)],
             cwd=cwd,
             env=env,
             stdout=out,
