@@ -21,6 +21,7 @@ bench:
 	$(PYTHON) -m venv $(VENV) && $(BIN)/pip install -q -e '.[test]'
 	command -v wrk >/dev/null || echo "wrk not found: apt-get install wrk (falling back to a Python load generator)"
 	$(BIN)/python -m bench.ingest
+	$(BIN)/python -m bench.outbound
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
