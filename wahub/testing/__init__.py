@@ -60,9 +60,12 @@ def sandbox_message(
     }
 
 
-def sandbox_status(message_id: str, status: str, *, recipient: str = "15551234567") -> dict[str, Any]:
-    """A sandbox webhook event for a delivery status of a business message."""
-    return {
+def sandbox_status(
+    message_id: str, status: str, *, recipient: str = "15551234567", error_code: int | None = None
+) -> dict[str, Any]:
+    """A sandbox webhook event for a delivery status of a business message
+    (a ``failed`` one carries ``error_code``, a Cloud API code)."""
+    event: dict[str, Any] = {
         "type": "status",
         "id": f"{message_id}:{status}",
         "message_id": message_id,
@@ -70,6 +73,9 @@ def sandbox_status(message_id: str, status: str, *, recipient: str = "1555123456
         "status": status,
         "timestamp": time.time(),
     }
+    if error_code is not None:
+        event["errors"] = [{"code": error_code}]
+    return event
 
 
 def signed_sandbox_webhook(events: list[dict[str, Any]], *, secret: str = TEST_SECRET) -> tuple[bytes, dict[str, str]]:

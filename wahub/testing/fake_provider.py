@@ -26,7 +26,6 @@ with ``wahub run -p wahub.testing.fake_provider``.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import time
 import uuid
@@ -42,7 +41,8 @@ from wahub import hookimpl
 from wahub.core.hub import Hub
 from wahub.core.models import Event, OutgoingMessage, SendResult
 from wahub.core.provider import PROVIDER_SCHEMA_BASE, Provider, ProviderError
-from wahub.plugins.providers.sandbox import SIGNATURE_HEADER, parse_events, sign
+from wahub.plugins.providers.sandbox import parse_events, signature_valid
+from wahub.testing import sandbox_status, signed_sandbox_webhook
 
 PLATFORM = "fake"
 DEFAULT_TOKEN = "fake-provider-token-0123456789"
@@ -199,9 +199,10 @@ class FakeProviderServer:
         call.status, call.message_id, call.answered_at = 200, message_id, time.time()
         recipient = str(body.get("to"))
         if recipient in self.fail_later:
-            self._later([_status(message_id, recipient, "failed", self.fail_later[recipient])])
+            code = self.fail_later[recipient]
+            self._later([sandbox_status(message_id, "failed", recipient=recipient, error_code=code)])
         elif self.statuses:
-            self._later([_status(message_id, recipient, "sent"), _status(message_id, recipient, "delivered")])
+            self._later([sandbox_status(message_id, s, recipient=recipient) for s in ("sent", "delivered")])
         return web.json_response(
             {
                 "messaging_product": "whatsapp",
@@ -219,8 +220,7 @@ class FakeProviderServer:
 
     async def _post_webhook(self, events: list[dict[str, Any]]) -> None:
         assert self._session is not None
-        body = json.dumps({"object": "wahub_sandbox", "events": events}).encode()
-        headers = {SIGNATURE_HEADER: sign(self.webhook_secret, body), "Content-Type": "application/json"}
+        body, headers = signed_sandbox_webhook(events, secret=self.webhook_secret)
         for _attempt in range(20):  # like a provider, redeliver until the daemon takes it
             try:
                 async with self._session.post(
@@ -246,20 +246,6 @@ def _error(status: int, code: int, title: str) -> web.Response:
     return web.json_response(body, status=status)
 
 
-def _status(message_id: str, recipient: str, status: str, code: int | None = None) -> dict[str, Any]:
-    event: dict[str, Any] = {
-        "type": "status",
-        "id": f"{message_id}:{status}",
-        "message_id": message_id,
-        "recipient": recipient,
-        "status": status,
-        "timestamp": time.time(),
-    }
-    if code is not None:
-        event["errors"] = [{"code": code}]
-    return event
-
-
 class FakeProvider(Provider):
     """The ``fake`` platform: sends to a ``FakeProviderServer`` over HTTP; its status
     webhooks use the sandbox format, signed with ``secret``."""
@@ -279,9 +265,7 @@ class FakeProvider(Provider):
         self.timeout = aiohttp.ClientTimeout(total=config["timeout"])
 
     def verify_signature(self, headers: Mapping[str, str], body: bytes) -> bool:
-        return hmac.compare_digest(
-            headers.get(SIGNATURE_HEADER, "").encode(), sign(self.config["secret"], body).encode()
-        )
+        return signature_valid(self.config["secret"], headers, body)
 
     def parse_webhook(self, body: bytes) -> list[Event]:
         return parse_events(self.name, body)

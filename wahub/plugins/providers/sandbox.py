@@ -72,6 +72,11 @@ def sign(secret: str, body: bytes) -> str:
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
+def signature_valid(secret: str, headers: Mapping[str, str], body: bytes) -> bool:
+    """Whether ``headers`` carry ``body``'s signature, compared in constant time."""
+    return hmac.compare_digest(headers.get(SIGNATURE_HEADER, "").encode(), sign(secret, body).encode())
+
+
 def frame_message(row: Mapping[str, Any]) -> dict[str, Any]:
     """A stored message (or an outgoing body) as the chat page shows it."""
     body = row["body"]
@@ -186,8 +191,7 @@ class SandboxProvider(Provider):
     # -- the provider contract ---------------------------------------------
 
     def verify_signature(self, headers: Mapping[str, str], body: bytes) -> bool:
-        given = headers.get(SIGNATURE_HEADER, "")
-        return hmac.compare_digest(given.encode(), sign(self.secret, body).encode())
+        return signature_valid(self.secret, headers, body)
 
     def parse_webhook(self, body: bytes) -> list[Event]:
         return parse_events(self.name, body)
