@@ -112,7 +112,7 @@ async def test_statuses_only_move_forward(storage: Storage) -> None:
     # 'delivered' arrives before the provider's answer to the send:
     early = StatusEvent(provider="sandbox", external_id="e1", message_id="p1", status="delivered", timestamp=1.0)
     assert await storage.messages.apply_status(early) is None
-    await storage.messages.mark_sent([(row.id, "p1")])
+    await storage.messages.mark_sent([(row.id, "sandbox", "p1")])
     assert (await storage.messages.get(message_id) or {})["status"] == "delivered"
     read = StatusEvent(provider="sandbox", external_id="e2", message_id="p1", status="read", timestamp=2.0)
     assert (await storage.messages.apply_status(read)).status == "read"  # type: ignore[union-attr]
@@ -137,7 +137,7 @@ async def test_an_early_failed_status_keeps_its_code(storage: Storage) -> None:
         error_title="Message undeliverable",
     )
     await storage.messages.apply_status(failed)
-    await storage.messages.mark_sent([(row.id, "p2")])
+    await storage.messages.mark_sent([(row.id, "sandbox", "p2")])
     stored = await storage.messages.get(message_id)
     assert stored is not None
     assert (stored["status"], stored["error_code"], stored["error_reason"]) == (

@@ -91,28 +91,25 @@ class PairLimiter:
         self.every = config["every"] if config else 0.0
         self._buckets: dict[Recipient, tuple[float, float]] = {}
 
+    def _tokens(self, key: Recipient, now: float) -> float:
+        tokens, stamp = self._buckets.get(key, (float(self.burst), now))
+        return min(float(self.burst), tokens + (now - stamp) / self.every)
+
     def free_at(self, key: Recipient, now: float) -> float:
         """When ``key``'s next message may go (``now`` or later)."""
         if not self.burst or not self.every:
             return now
-        tokens, stamp = self._buckets.get(key, (float(self.burst), now))
-        tokens = min(float(self.burst), tokens + (now - stamp) / self.every)
+        tokens = self._tokens(key, now)
         return now if tokens >= 1.0 else now + (1.0 - tokens) * self.every
 
     def take(self, key: Recipient, now: float) -> None:
         if not self.burst or not self.every:
             return
-        tokens, stamp = self._buckets.get(key, (float(self.burst), now))
-        tokens = min(float(self.burst), tokens + (now - stamp) / self.every)
-        if tokens >= self.burst - 1 and len(self._buckets) > 10_000:
-            self._forget_full(now)
-        self._buckets[key] = (tokens - 1.0, now)
-
-    def _forget_full(self, now: float) -> None:
-        """Drop buckets that have refilled completely: they hold no information."""
-        full = [k for k, (t, s) in self._buckets.items() if t + (now - s) / self.every >= self.burst]
-        for key in full:
-            del self._buckets[key]
+        if len(self._buckets) > 10_000:
+            # Buckets that have refilled completely hold no information.
+            for full in [k for k in self._buckets if self._tokens(k, now) >= self.burst]:
+                del self._buckets[full]
+        self._buckets[key] = (self._tokens(key, now) - 1.0, now)
 
 
 class Recorder:
@@ -120,13 +117,13 @@ class Recorder:
 
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
-        self._pending: list[tuple[int, str, asyncio.Future[None]]] = []
+        self._pending: list[tuple[tuple[int, str, str], asyncio.Future[None]]] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
-    async def record(self, message_id: int, provider_message_id: str) -> None:
+    async def record(self, row: OutboxRow, provider_message_id: str) -> None:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending.append((message_id, provider_message_id, future))
+        self._pending.append(((row.id, row.provider, provider_message_id), future))
         self._wake.set()
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run(), name="wahub-send-recorder")
@@ -139,7 +136,7 @@ class Recorder:
             error: BaseException | None = None
             for attempt in range(1, RECORD_ATTEMPTS + 1):
                 try:
-                    await self.hub.storage.messages.mark_sent([(mid, pmid) for mid, pmid, _ in batch])
+                    await self.hub.storage.messages.mark_sent([sent for sent, _ in batch])
                     error = None
                     break
                 except Exception as exc:  # noqa: BLE001 - retried, then handed to the senders
@@ -147,7 +144,7 @@ class Recorder:
                     if attempt < RECORD_ATTEMPTS:
                         _LOGGER.warning("storing %d sends failed (attempt %d); retrying", len(batch), attempt)
                         await asyncio.sleep(0.25 * 2**attempt)
-            for _mid, _pmid, future in batch:
+            for _sent, future in batch:
                 if not future.done():
                     if error is None:
                         future.set_result(None)
@@ -172,6 +169,8 @@ class Dispatcher:
         self._stopping = False
         self._paused_until: dict[str, float] = {}
         self._workers: set[asyncio.Task[None]] = set()
+        #: Replica role -> the provider it dispatches for.
+        self._roles = {dispatch_role(name): name for name in hub.providers}
 
     def active_providers(self) -> list[str]:
         now = time.monotonic()
@@ -299,7 +298,7 @@ class Dispatcher:
             report_exception(hub, exc, {"message_id": row.id, "provider": row.provider})
             await self._failed_attempt(row, "provider_error", f"{type(exc).__name__}: {exc}", retryable=True)
             return
-        await self.recorder.record(row.id, result.provider_message_id)
+        await self.recorder.record(row, result.provider_message_id)
         hub.metrics.child(hub.metrics.sends, row.provider, "sent", "").inc()
         await call_hook(hub, "outbound_message", hub=hub, message=row.message, result=result)
 
@@ -341,22 +340,21 @@ class Dispatcher:
         await self.hub.storage.messages.mark_failed(row.id, error_code=code, reason=reason)
 
     async def acquired(self, role: str) -> None:
-        for name in self.hub.providers:
-            if role == dispatch_role(name):
-                # Only this process dispatches for the number now: claims left by the
-                # previous dispatcher (a crash, or a replica that died) are free.
-                released = await self.hub.storage.messages.release_outbox_claims(name)
-                if released:
-                    _LOGGER.warning(
-                        "%d sends of %s were in flight at the last dispatcher's end; sending them again", released, name
-                    )
-                self.leading.add(name)
-                self.hub.outbox_ready.set()
+        name = self._roles.get(role)
+        if name is None:
+            return
+        # Only this process dispatches for the number now: claims left by the
+        # previous dispatcher (a crash, or a replica that died) are free.
+        released = await self.hub.storage.messages.release_outbox_claims(name)
+        if released:
+            _LOGGER.warning(
+                "%d sends of %s were in flight when its last dispatcher ended; sending them again", released, name
+            )
+        self.leading.add(name)
+        self.hub.outbox_ready.set()
 
     async def lost(self, role: str) -> None:
-        for name in list(self.leading):
-            if role == dispatch_role(name):
-                self.leading.discard(name)
+        self.leading.discard(self._roles.get(role, ""))
 
     async def stop(self, grace: float) -> None:
         """Stop claiming; give sends in flight ``grace`` seconds. Rows not sent stay leased

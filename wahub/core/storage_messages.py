@@ -311,19 +311,15 @@ class MessageStore:
             )
         return result.rowcount
 
-    async def mark_sent(self, sent: Sequence[tuple[int, str]]) -> None:
-        """Store provider ids of sent messages ``(id, provider_message_id)`` in one
+    async def mark_sent(self, sent: Sequence[tuple[int, str, str]]) -> None:
+        """Store provider ids of sent messages ``(id, provider, provider_message_id)`` in one
         transaction, moving each to ``sent``, or further when status webhooks for
         that id arrived before the provider's answer (a ``failed`` one with its error)."""
         if not sent:
             return
         now = time.time()
         async with self.db.begin() as conn:
-            found = await conn.execute(
-                sa.select(messages.c.id, messages.c.provider).where(messages.c.id.in_([mid for mid, _ in sent]))
-            )
-            provider_of: dict[int, str] = {row.id: row.provider for row in found}
-            keys = sorted({(provider_of[mid], pmid) for mid, pmid in sent})
+            keys = sorted({(provider, pmid) for _, provider, pmid in sent})
             await _message_locks(conn, keys)
             early: defaultdict[tuple[str, str], list[Any]] = defaultdict(list)
             events = await conn.execute(
@@ -332,7 +328,7 @@ class MessageStore:
             for event in events:
                 early[event.provider, event.provider_message_id].append(event)
             updates = []
-            for message_id, pmid in sent:
+            for message_id, provider, pmid in sent:
                 values: dict[str, Any] = {
                     "row_id": message_id,
                     "pmid": pmid,
@@ -340,7 +336,7 @@ class MessageStore:
                     "code": None,
                     "why": None,
                 }
-                for event in early.get((provider_of[message_id], pmid), ()):
+                for event in early.get((provider, pmid), ()):
                     if moves_forward(values["status"], event.status):
                         values["status"] = event.status
                         if event.status == "failed":
