@@ -25,7 +25,6 @@ from aiohttp import web
 
 from wahub.core.canonical import InvalidMessage, parse_message
 from wahub.core.hub import HUB_KEY, Hub, SendRefused
-from wahub.core.models import OutgoingMessage
 from wahub.core.policy import timezone_name
 
 PREFIX = "/api/v1/"
@@ -35,6 +34,11 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 def error(status: int, code: str, message: str) -> web.Response:
     return web.json_response({"error": {"code": code, "message": message}}, status=status)
+
+
+def _abort(status: type[web.HTTPException], code: str, message: str) -> web.HTTPException:
+    """The same JSON error, as an exception to raise from a helper."""
+    return status(text=json.dumps({"error": {"code": code, "message": message}}), content_type="application/json")
 
 
 @web.middleware
@@ -58,10 +62,7 @@ async def _json_body(request: web.Request) -> Any:
     try:
         return json.loads(await request.read())
     except (UnicodeDecodeError, ValueError) as exc:
-        raise web.HTTPBadRequest(
-            text=json.dumps({"error": {"code": "invalid_json", "message": f"the body is not JSON: {exc}"}}),
-            content_type="application/json",
-        ) from None
+        raise _abort(web.HTTPBadRequest, "invalid_json", f"the body is not JSON: {exc}") from None
 
 
 def _idempotency_key(request: web.Request) -> str:
@@ -69,16 +70,10 @@ def _idempotency_key(request: web.Request) -> str:
     if given is None:
         return f"api:{uuid.uuid4()}"
     if not 0 < len(given) <= MAX_IDEMPOTENCY_KEY or not given.isprintable():
-        raise web.HTTPBadRequest(
-            text=json.dumps(
-                {
-                    "error": {
-                        "code": "invalid_idempotency_key",
-                        "message": f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} printable characters",
-                    }
-                }
-            ),
-            content_type="application/json",
+        raise _abort(
+            web.HTTPBadRequest,
+            "invalid_idempotency_key",
+            f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} printable characters",
         )
     return f"api:{given}"
 
@@ -97,23 +92,14 @@ async def send_message(request: web.Request) -> web.Response:
         return error(422, "invalid_message", str(exc))
     except SendRefused as exc:
         return error(422, exc.reason, str(exc))
-    existing = await hub.storage.messages.find_by_key(key)
-    if existing is not None:
-        return await _repeat(hub, existing, provider.name, message)
     try:
+        # A key used before returns its first message, whatever the policy says now.
         message_id = await hub.send(message, provider=provider.name, idempotency_key=key)
     except SendRefused as exc:
         return error(422, exc.reason, str(exc))
     row = await hub.storage.messages.get(message_id)
     assert row is not None
-    return web.json_response({"id": message_id, "status": row["status"]}, status=202)
-
-
-async def _repeat(hub: Hub, message_id: int, provider: str, message: OutgoingMessage) -> web.Response:
-    """Answer a request whose idempotency key was used before."""
-    row = await hub.storage.messages.get(message_id)
-    assert row is not None
-    if row["provider"] != provider or row["address"] != message.to:
+    if row["provider"] != provider.name or row["address"] != message.to:
         return error(409, "idempotency_conflict", "this Idempotency-Key was used for another message")
     return web.json_response({"id": message_id, "status": row["status"]}, status=202)
 
@@ -154,10 +140,7 @@ def _contact(request: web.Request) -> tuple[Hub, str, str]:
     hub = request.app[HUB_KEY]
     provider = request.match_info["provider"]
     if provider not in hub.providers:
-        raise web.HTTPNotFound(
-            text=json.dumps({"error": {"code": "unknown_provider", "message": f"no provider named {provider!r}"}}),
-            content_type="application/json",
-        )
+        raise _abort(web.HTTPNotFound, "unknown_provider", f"no provider named {provider!r}")
     return hub, provider, request.match_info["address"]
 
 
