@@ -12,6 +12,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from wahub.core.storage_policy import Template
 from wahub.testing import (
     RunningDaemon,
     build_config,
@@ -300,7 +301,5 @@ async def test_pair_limit_spaces_one_recipients_messages_in_order(database_url: 
         assert calls[3].received_at - start >= 2.95
 
 
-def _approved(name: str, category: str) -> Any:
-    from wahub.core.storage_policy import Template
-
+def _approved(name: str, category: str) -> Template:
     return Template(name, "en", category, "APPROVED")
