@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal
 if TYPE_CHECKING:
     from wahub.core.hub import Hub
 
-EventKind = Literal["message", "status", "preference", "unsupported"]
+EventKind = Literal["message", "status", "preference", "account", "unsupported"]
 
 #: Forward order of delivery statuses; ``failed`` is final.
 STATUS_RANK: dict[str, int] = {"queued": 0, "sent": 1, "delivered": 2, "read": 3, "failed": 4}
@@ -34,6 +34,9 @@ class InboundMessage:
     sender_name: str | None = None
     context_id: str | None = None
     raw: dict[str, Any] = field(default_factory=dict)
+    #: Every id the provider gave for the sender, by kind: ``bsuid``, ``wa_id``,
+    #: ``username``, ``parent_bsuid``. ``sender`` is the BSUID when there is one.
+    identities: dict[str, str] = field(default_factory=dict)
     kind: Literal["message"] = "message"
 
     @property
@@ -105,6 +108,27 @@ class PreferenceEvent:
 
 
 @dataclass(frozen=True)
+class AccountEvent:
+    """News about the business account rather than a conversation: a
+    template's status, category or quality, the account's or a number's
+    standing. ``field`` is the provider's webhook field (Meta's
+    ``message_template_status_update``...), ``event`` its headline value
+    (``APPROVED``, ``PAUSED``, ``FLAGGED``...), ``data`` the whole change."""
+
+    provider: str
+    external_id: str
+    field: str
+    event: str
+    data: dict[str, Any]
+    timestamp: float
+    kind: Literal["account"] = "account"
+
+    @property
+    def contact_key(self) -> str:
+        return f"{self.provider}:account"
+
+
+@dataclass(frozen=True)
 class UnsupportedEvent:
     """A webhook shape wahub does not understand yet, kept whole."""
 
@@ -119,12 +143,13 @@ class UnsupportedEvent:
         return f"{self.provider}:unsupported"
 
 
-Event = InboundMessage | StatusEvent | PreferenceEvent | UnsupportedEvent
+Event = InboundMessage | StatusEvent | PreferenceEvent | AccountEvent | UnsupportedEvent
 
 _EVENT_TYPES: dict[str, type[Event]] = {
     "message": InboundMessage,
     "status": StatusEvent,
     "preference": PreferenceEvent,
+    "account": AccountEvent,
     "unsupported": UnsupportedEvent,
 }
 
