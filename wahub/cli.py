@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import json
 import logging
 import signal
 import socket
@@ -79,6 +80,31 @@ def _parser() -> argparse.ArgumentParser:
             "e.g. a plugin under development or wahub.testing.fake_provider",
         )
 
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-c", "--config", type=Path, required=True, help="configuration file")
+    common.add_argument("--provider", metavar="NAME", help="only this provider (default: every one that can)")
+    common.add_argument("-p", "--plugin", action="append", default=[], metavar="MODULE", help="also load MODULE")
+    templates = commands.add_parser("templates", help="list, sync, create and delete message templates")
+    actions = templates.add_subparsers(dest="action", metavar="ACTION", required=True)
+    actions.add_parser("sync", parents=[common], help="make the templates table the provider's template list")
+    actions.add_parser("list", parents=[common], help="show the templates stored for each provider")
+    create = actions.add_parser("create", parents=[common], help="submit a template (Meta's create body as JSON)")
+    create.add_argument("file", type=Path, help="JSON file with name, language, category, components")
+    delete = actions.add_parser("delete", parents=[common], help="delete a template (all languages unless --id)")
+    delete.add_argument("name")
+    delete.add_argument("--id", help="only this language version (the template id)")
+    profile = commands.add_parser("profile", help="the business profile of Cloud API numbers")
+    profile_actions = profile.add_subparsers(dest="action", metavar="ACTION", required=True)
+    profile_actions.add_parser("apply", parents=[common], help="send each provider's profile: block to WhatsApp")
+    profile_actions.add_parser("show", parents=[common], help="print the business profile WhatsApp users see")
+    webhook = commands.add_parser("webhook", help="register the webhook URL with a BSP (360dialog)")
+    webhook_actions = webhook.add_subparsers(dest="action", metavar="ACTION", required=True)
+    register = webhook_actions.add_parser(
+        "register", parents=[common], help="point the BSP's webhook at URL, with the secret header"
+    )
+    register.add_argument("url", help="the public URL of /webhooks/<provider name>")
+    for command in (templates, profile, webhook):
+        command.set_defaults(handler=_account)
     plugins = commands.add_parser("plugins", help="list loaded plugins and the hooks each implements")
     plugins.set_defaults(handler=_plugins)
 
@@ -184,6 +210,70 @@ async def serve(config: dict[str, Any], pm: pluggy.PluginManager) -> None:
         logger.info("shutting down")
         await runner.cleanup()
         sock.close()
+
+
+#: For each account command, the provider method it needs.
+_ACCOUNT_METHODS = {
+    ("templates", "sync"): "sync_templates",
+    ("templates", "list"): "sync_templates",
+    ("templates", "create"): "create_template",
+    ("templates", "delete"): "delete_template",
+    ("profile", "apply"): "apply_profile",
+    ("profile", "show"): "business_profile",
+    ("webhook", "register"): "register_webhook",
+}
+
+
+def _account(args: argparse.Namespace) -> int:
+    """``wahub templates|profile|webhook ...``: one call per provider that offers it."""
+    pm = _plugin_manager(args)
+    config = _load(args.config, pm)
+    definition = None
+    if args.command == "templates" and args.action == "create":
+        try:
+            definition = json.loads(args.file.read_text())
+        except (OSError, ValueError) as exc:
+            raise StartupError(f"{args.file}: cannot read the template: {exc}") from exc
+    return asyncio.run(_account_calls(args, config, pm, definition))
+
+
+async def _account_calls(
+    args: argparse.Namespace, config: dict[str, Any], pm: pluggy.PluginManager, definition: Any
+) -> int:
+    from wahub.core.app import command_hub
+    from wahub.core.provider import ProviderError
+
+    method = _ACCOUNT_METHODS[(args.command, args.action)]
+    async with command_hub(config, pm) as hub:
+        chosen = [p for p in hub.providers.values() if args.provider in (None, p.name)]
+        if args.provider and not chosen:
+            raise StartupError(f"no provider named {args.provider!r} in {args.config}")
+        able = [p for p in chosen if hasattr(p, method)]
+        if not able:
+            raise StartupError(f"no provider here can do '{args.command} {args.action}'")
+        failed = 0
+        for provider in able:
+            try:
+                if (args.command, args.action) == ("templates", "list"):
+                    result: Any = await hub.storage.policy.templates(provider.name)
+                    for row in result:
+                        print(f"{provider.name}\t{row['name']}\t{row['language']}\t{row['category']}\t{row['status']}")
+                    continue
+                call = getattr(provider, method)
+                if method == "create_template":
+                    result = await call(definition)
+                elif method == "delete_template":
+                    result = await call(args.name, args.id)
+                elif method == "register_webhook":
+                    result = await call(args.url)
+                else:
+                    result = await call()
+            except ProviderError as exc:
+                print(f"{provider.name}: {exc} (code {exc.code})", file=sys.stderr)
+                failed += 1
+                continue
+            print(f"{provider.name}: {json.dumps(result, ensure_ascii=False) if result is not None else 'done'}")
+    return 1 if failed else 0
 
 
 def _chat(args: argparse.Namespace) -> int:

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from aiohttp.web import AbstractRouteDef
 
     from wahub.core.hub import Hub
-    from wahub.core.models import InboundMessage, OutgoingMessage, Route, SendResult, StatusEvent
+    from wahub.core.models import AccountEvent, InboundMessage, OutgoingMessage, Route, SendResult, StatusEvent
     from wahub.core.provider import Provider
     from wahub.core.scheduler import JobSpec
 
@@ -151,6 +151,19 @@ def status_update(hub: Hub, status: StatusEvent) -> None:
     """Observe a delivery status (sent, delivered, read, failed).
 
     When: after the status is stored and applied to its message.
+    Returns: None. May be async.
+    """
+
+
+@hookspec
+def account_update(hub: Hub, event: AccountEvent) -> None:
+    """Observe news about a business account: a template approved, paused or
+    re-categorised, a quality rating or messaging limit changed, a restriction.
+
+    When: after the provider applied it (the ``templates`` table is already
+    current). ``event.field`` is the webhook field, ``event.event`` its
+    headline (``APPROVED``, ``PAUSED``, ``FLAGGED``...), ``event.data`` the
+    whole report.
     Returns: None. May be async.
     """
 

@@ -18,6 +18,7 @@ from wahub.core.config import (
     load_config,
     validate_config,
 )
+from wahub.core.media import DEFAULT_MAX_BYTES, DEFAULT_TYPES
 from wahub.core.models import Event, OutgoingMessage, SendResult
 from wahub.core.provider import PROVIDER_SCHEMA_BASE, Provider
 from wahub.core.yaml_loader import NodeDict, NodeList, NodeStr, Secret, load_yaml
@@ -350,6 +351,11 @@ def test_defaults_fill_in_when_no_file_is_given() -> None:
             "api_tokens": [],
             "workers": 4,
             "log_level": "info",
+            "media": {
+                "directory": "data/media",
+                "max_bytes": DEFAULT_MAX_BYTES,
+                "types": DEFAULT_TYPES,
+            },
         },
         "providers": [
             {

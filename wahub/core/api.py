@@ -10,6 +10,9 @@ JSON in and out, errors as ``{"error": {"code": ..., "message": ...}}``.
 - ``GET|POST /api/v1/contacts/{provider}/{address}/consent``: the consent
   ledger and current state; record an opt-in or opt-out with its evidence.
 - ``PATCH /api/v1/contacts/{provider}/{address}``: set the contact's time zone.
+- ``POST /api/v1/media``: store a file to send (multipart field ``file``, the
+  ``provider`` it is for); 201 with its id ``wahub:<id>`` for a message's
+  media object. ``GET /api/v1/media/{id}``: a stored file (inbound or outbound).
 """
 
 from __future__ import annotations
@@ -20,11 +23,13 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import quote
 
-from aiohttp import web
+from aiohttp import BodyPartReader, web
 
 from wahub.core.canonical import InvalidMessage, parse_message
 from wahub.core.hub import HUB_KEY, Hub, SendRefused
+from wahub.core.media import LOCAL_PREFIX, MediaRefused, kind_of
 from wahub.core.policy import timezone_name
 
 PREFIX = "/api/v1/"
@@ -200,6 +205,55 @@ async def update_contact(request: web.Request) -> web.Response:
     return web.json_response({"provider": provider, "address": address, "timezone": zone})
 
 
+async def get_media(request: web.Request) -> web.StreamResponse:
+    store = request.app[HUB_KEY].storage.media
+    file = await store.get(request.match_info["id"])
+    if file is None or not store.path(file).is_file():
+        return error(404, "not_found", "no such media file")
+    headers = {"Content-Type": file.mime_type, "X-Content-SHA256": file.sha256, "X-Content-Type-Options": "nosniff"}
+    if file.filename:
+        headers["Content-Disposition"] = f"attachment; filename*=UTF-8''{quote(file.filename, safe='')}"
+    return web.FileResponse(store.path(file), headers=headers)
+
+
+async def upload_media(request: web.Request) -> web.Response:
+    hub = request.app[HUB_KEY]
+    store = hub.storage.media
+    if not request.content_type.startswith("multipart/"):
+        return error(400, "invalid_upload", "send the file as multipart/form-data in a field named 'file'")
+    provider, data, mime_type, filename = request.query.get("provider"), None, "", None
+    reader = await request.multipart()
+    limit = max(store.max_bytes.values())
+    async for part in reader:
+        if not isinstance(part, BodyPartReader):
+            continue
+        if part.name == "provider":
+            provider = (await part.text()).strip()
+        elif part.name == "file":
+            mime_type = part.headers.get("Content-Type", "application/octet-stream")
+            filename = part.filename
+            chunks, size = [], 0
+            while chunk := await part.read_chunk(1 << 16):
+                size += len(chunk)
+                if size > limit:
+                    return error(413, "media_refused", f"the file is over the largest limit of {limit} bytes")
+                chunks.append(chunk)
+            data = b"".join(chunks)
+    if data is None:
+        return error(400, "invalid_upload", "no multipart field named 'file'")
+    try:
+        name = hub.provider(provider).name
+    except SendRefused as exc:
+        return error(404, exc.reason, str(exc))
+    try:
+        file = await store.save(name, kind_of(mime_type), data, mime_type, direction="out", filename=filename)
+    except MediaRefused as exc:
+        return error(422, "media_refused", str(exc))
+    return web.json_response(
+        {**file.summary(), "id": f"{LOCAL_PREFIX}{file.id}", "kind": kind_of(mime_type)}, status=201
+    )
+
+
 def api_routes() -> list[web.RouteDef]:
     contact = "/api/v1/contacts/{provider}/{address}"
     return [
@@ -208,4 +262,6 @@ def api_routes() -> list[web.RouteDef]:
         web.get(f"{contact}/consent", get_consent),
         web.post(f"{contact}/consent", record_consent),
         web.patch(contact, update_contact),
+        web.post("/api/v1/media", upload_media),
+        web.get("/api/v1/media/{id}", get_media),
     ]

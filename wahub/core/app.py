@@ -30,6 +30,7 @@ from wahub.core.outbox import dispatcher_ctx
 from wahub.core.pipeline import pipeline_ctx
 from wahub.core.plugins import build_plugin_manager, registered_providers
 from wahub.core.policy import Policy
+from wahub.core.provider import MESSAGING_LIMITS
 from wahub.core.scheduler import scheduler_ctx
 from wahub.core.storage import Storage
 from wahub.core.webhooks import intake_ctx, webhook_routes
@@ -41,12 +42,7 @@ MAX_BODY_BYTES = 4 * 1024 * 1024
 
 def create_app(config: dict[str, Any], *, pm: pluggy.PluginManager | None = None) -> web.Application:
     """Build the daemon from a validated configuration (see ``wahub.core.config``)."""
-    pm = pm or build_plugin_manager()
-    hub = Hub(config=config, pm=pm, metrics=Metrics(), consent_keywords=keyword_table(config["policy"]["consent"]))
-    platforms = registered_providers(pm)
-    for entry in config["providers"]:
-        hub.providers[entry["name"]] = platforms[entry["platform"]](hub, entry)
-
+    hub = build_hub(config, pm or build_plugin_manager())
     app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[auth_middleware])
     app[HUB_KEY] = hub
     app.cleanup_ctx.extend(
@@ -76,9 +72,32 @@ def create_app(config: dict[str, Any], *, pm: pluggy.PluginManager | None = None
         ]
     )
     app.on_shutdown.append(_begin_shutdown)
-    for route_defs in pm.hook.register_routes(hub=hub):
+    for route_defs in hub.pm.hook.register_routes(hub=hub):
         app.router.add_routes(route_defs or [])
     return app
+
+
+def build_hub(config: dict[str, Any], pm: pluggy.PluginManager) -> Hub:
+    """The hub and its providers, before anything is opened or started."""
+    hub = Hub(config=config, pm=pm, metrics=Metrics(), consent_keywords=keyword_table(config["policy"]["consent"]))
+    platforms = registered_providers(pm)
+    for entry in config["providers"]:
+        hub.providers[entry["name"]] = platforms[entry["platform"]](hub, entry)
+    return hub
+
+
+@contextlib.asynccontextmanager
+async def command_hub(config: dict[str, Any], pm: pluggy.PluginManager) -> AsyncIterator[Hub]:
+    """A hub with its storage, HTTP client and providers (not started: no
+    webhooks, no sending, nothing in the background), for one-off commands."""
+    hub = build_hub(config, pm)
+    hub.storage = await Storage.open(config["wahub"]["database"], media=config["wahub"]["media"])
+    try:
+        hub.policy = Policy(config["policy"], hub.storage)
+        async with aiohttp.ClientSession(headers={"User-Agent": f"wahub/{__version__}"}) as hub.http:
+            yield hub
+    finally:
+        await hub.storage.close()
 
 
 async def _begin_shutdown(app: web.Application) -> None:
@@ -87,7 +106,7 @@ async def _begin_shutdown(app: web.Application) -> None:
 
 async def storage_ctx(app: web.Application) -> AsyncIterator[None]:
     hub = app[HUB_KEY]
-    hub.storage = await Storage.open(hub.config["wahub"]["database"])
+    hub.storage = await Storage.open(hub.config["wahub"]["database"], media=hub.config["wahub"]["media"])
     hub.policy = Policy(hub.config["policy"], hub.storage)
     yield
     await hub.storage.close()
@@ -151,6 +170,9 @@ async def readyz(request: web.Request) -> web.Response:
     paused = {name: provider.paused for name, provider in hub.providers.items() if provider.paused}
     if paused:
         body["paused"] = paused
+    accounts = {name: provider.account for name, provider in hub.providers.items() if provider.account}
+    if accounts:
+        body["accounts"] = accounts
     body["roles"] = sorted(hub.leadership.held)
     return web.json_response(body, status=200 if ready else 503)
 
@@ -166,5 +188,20 @@ async def metrics(request: web.Request) -> web.Response:
         count, age = queued.get(name, (0, 0.0))
         hub.metrics.outbox_depth.labels(name).set(count)
         hub.metrics.outbox_oldest_age.labels(name).set(age)
+        _account_metrics(hub, name, provider.account)
     body = generate_latest(hub.metrics.registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+#: Quality ratings a number can have, so the gauge shows a 0 for each other rating.
+QUALITY_RATINGS = ("GREEN", "YELLOW", "RED", "UNKNOWN")
+
+
+def _account_metrics(hub: Hub, name: str, account: dict[str, Any]) -> None:
+    rating = account.get("quality_rating")
+    if rating:
+        for known in {*QUALITY_RATINGS, rating}:
+            hub.metrics.provider_quality.labels(name, known).set(1 if known == rating else 0)
+    limit = MESSAGING_LIMITS.get(str(account.get("messaging_limit")))
+    if limit is not None:
+        hub.metrics.provider_messaging_limit.labels(name).set(limit)

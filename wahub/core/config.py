@@ -22,6 +22,7 @@ from typing import Any
 
 import voluptuous as vol
 
+from wahub.core.media import MEDIA_SCHEMA
 from wahub.core.policy import POLICY_SCHEMA
 from wahub.core.yaml_loader import (
     ConfigError,
@@ -141,6 +142,7 @@ WAHUB_SCHEMA = vol.Schema(
         vol.Optional("api_tokens", default=list): [_api_token],
         vol.Optional("workers", default=4): int_between(1, 64),
         vol.Optional("log_level", default="info"): _log_level,
+        vol.Optional("media", default=dict): MEDIA_SCHEMA,
     }
 )
 

@@ -6,7 +6,11 @@ Each code falls in one class the dispatcher acts on:
 - ``retryable``: try again later with backoff (network trouble, 5xx,
   throughput and pair-rate limits);
 - ``permanent``: fail the message at once, keeping the code and a reason;
-- ``auth``: the credentials are wrong; pause the provider until they are fixed.
+- ``auth``: the credentials are wrong; pause the provider until they are fixed;
+- ``policy``: WhatsApp's rules refused this message (the service window, the
+  user's marketing opt-out, a paused or disabled template): fail it like a
+  permanent error, and learn from it (``wahub.core.policy.learn_from_refusal``)
+  so the next such message is refused before it is sent.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-ErrorClass = Literal["retryable", "permanent", "auth"]
+ErrorClass = Literal["retryable", "permanent", "auth", "policy"]
 
 
 @dataclass(frozen=True)
@@ -52,16 +56,12 @@ _PERMANENT = {
     131031: "the business account is locked",
     131042: "there is a payment or billing problem on the account",
     131044: "there is a payment or billing problem on the account",
-    131047: "more than 24 hours have passed since the user last wrote: send an approved template instead",
     131048: "the number is spam-rate limited because of its quality rating",
-    131049: "Meta did not deliver this marketing message to keep the ecosystem healthy",
-    131050: "the user stopped marketing messages from this business",
     131051: "the message type is not supported",
     131052: "the user's media could not be downloaded",
     131053: "the media could not be uploaded or fetched",
     131062: "this request cannot be sent to a business-scoped user id; use the phone number",
     131064: "the messaging limit was reached after template classification violations",
-    130472: "the user's number is part of a marketing experiment",
     130497: "the account may not message users in that country",
     132000: "the template's parameter count does not match",
     132001: "the template does not exist in that language or is not approved",
@@ -69,16 +69,24 @@ _PERMANENT = {
     132007: "the template's content violates policy",
     132008: "a template parameter value is invalid",
     132012: "a template parameter has the wrong format",
-    132015: "the template is paused because of low quality",
-    132016: "the template is permanently disabled",
     133010: "the phone number is not registered on the Cloud API",
     137000: "the recipient's identity key changed",
     368: "the account is temporarily blocked for policy violations",
 }
 
+_POLICY = {
+    131047: "more than 24 hours have passed since the user last wrote: send an approved template instead",
+    131049: "Meta did not deliver this marketing message to keep the ecosystem healthy",
+    131050: "the user stopped marketing messages from this business",
+    130472: "the user's number is part of a marketing experiment",
+    132015: "the template is paused because of low quality",
+    132016: "the template is permanently disabled",
+}
+
 _TABLES: tuple[tuple[ErrorClass, dict[int, str]], ...] = (
     ("retryable", _RETRYABLE),
     ("auth", _AUTH),
+    ("policy", _POLICY),
     ("permanent", _PERMANENT),
 )
 

@@ -74,6 +74,18 @@ class Metrics:
         self.provider_ready = Gauge(
             "wahub_provider_ready", "1 when the provider is ready to send", ["provider"], registry=r
         )
+        self.provider_quality = Gauge(
+            "wahub_provider_quality",
+            "1 for the number's current quality rating (GREEN, YELLOW, RED, UNKNOWN)",
+            ["provider", "rating"],
+            registry=r,
+        )
+        self.provider_messaging_limit = Gauge(
+            "wahub_provider_messaging_limit",
+            "Users the business may message outside a service window per 24 h (+Inf: unlimited)",
+            ["provider"],
+            registry=r,
+        )
 
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
 

@@ -34,10 +34,11 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from wahub.core.errors import meta_error
 from wahub.core.hub import HUB_KEY, SHUTDOWN_GRACE, Hub
 from wahub.core.leader import dispatch_role
 from wahub.core.plugins import call_hook, report_exception
-from wahub.core.policy import WINDOWLESS_TYPES, window_open
+from wahub.core.policy import WINDOWLESS_TYPES, learn_from_refusal, window_open
 from wahub.core.provider import Provider, ProviderError
 from wahub.core.storage_messages import OutboxRow
 
@@ -289,6 +290,8 @@ class Dispatcher:
                 await self._pause(provider, row, exc)
                 return
             await self._failed_attempt(row, exc.code, str(exc), retryable=exc.retryable)
+            if meta_error(exc.code).kind == "policy":
+                await learn_from_refusal(hub.storage, row.provider, row.message, exc.code, evidence=f"wahub.{row.id}")
             return
         except (aiohttp.ClientError, TimeoutError) as exc:
             await self._failed_attempt(row, "network", f"{type(exc).__name__}: {exc}", retryable=True)

@@ -20,8 +20,17 @@ from aiohttp import web
 from wahub.core.consent import handle_keyword, record_preference
 from wahub.core.errors import meta_error
 from wahub.core.hub import HUB_KEY, SHUTDOWN_GRACE, Hub, SendRefused
-from wahub.core.models import InboundMessage, OutgoingMessage, PreferenceEvent, StatusEvent, event_from_json
+from wahub.core.media import attach_inbound_media
+from wahub.core.models import (
+    AccountEvent,
+    InboundMessage,
+    OutgoingMessage,
+    PreferenceEvent,
+    StatusEvent,
+    event_from_json,
+)
 from wahub.core.plugins import call_hook, report_exception
+from wahub.core.policy import learn_from_refusal
 from wahub.core.storage import InboxRow, LeaseLost
 
 _LOGGER = logging.getLogger(__name__)
@@ -30,6 +39,8 @@ LEASE_SECONDS = 120.0
 #: Time one inbox row may take (observers, routing, replying) before it is retried.
 PROCESS_SECONDS = LEASE_SECONDS / 2
 MAX_ATTEMPTS = 10
+#: Tries at fetching an inbound message's file before the message is kept without it.
+MEDIA_TRIES = 3
 #: Seconds between checks for rows whose retry time or lease has come.
 POLL_SECONDS = 1.0
 #: While webhooks wait for their commit, processing takes at most this share
@@ -134,6 +145,12 @@ class InboxProcessor:
         elif isinstance(event, PreferenceEvent):
             await record_preference(self.hub, event)
             await self.hub.storage.finish_inbox(row)
+        elif isinstance(event, AccountEvent):
+            provider = self.hub.providers.get(event.provider)
+            if provider is not None:
+                await provider.account_event(event)
+            await call_hook(self.hub, "account_update", hub=self.hub, event=event)
+            await self.hub.storage.finish_inbox(row)
         else:
             _LOGGER.info("kept an unsupported %s event (inbox row %d)", row.provider, row.id)
             await self.hub.storage.finish_inbox(row)
@@ -150,6 +167,7 @@ class InboxProcessor:
 
     async def _handle_message(self, row: InboxRow, message: InboundMessage) -> None:
         hub = self.hub
+        message = await attach_inbound_media(hub, message, last_try=row.attempts >= MEDIA_TRIES)
         record = await hub.storage.messages.record_inbound(message)
         # An opt-out/opt-in keyword is answered with its confirmation, not routed.
         replies = await handle_keyword(hub, message)
@@ -182,7 +200,14 @@ class InboxProcessor:
         hub = self.hub
         if status.status == "failed" and status.error_code and not status.error_title:
             status = dataclasses.replace(status, error_title=meta_error(status.error_code).reason)
-        await hub.storage.messages.apply_status(status)
+        change = await hub.storage.messages.apply_status(status)
+        if change is not None and status.status == "failed" and meta_error(status.error_code).kind == "policy":
+            stored = await hub.storage.messages.get(change.message_id)
+            if stored is not None and stored["direction"] == "out":
+                sent = OutgoingMessage.from_json(stored["body"])
+                await learn_from_refusal(
+                    hub.storage, status.provider, sent, status.error_code, evidence=status.message_id
+                )
         hub.metrics.statuses.labels(status.provider, status.status).inc()
         await call_hook(hub, "status_update", hub=hub, status=status)
         await hub.storage.finish_inbox(row)

@@ -18,10 +18,11 @@ from aiohttp import web
 
 from wahub.core.canonical import CLOUD_API, Capabilities
 from wahub.core.errors import meta_error
-from wahub.core.models import Event, OutgoingMessage, SendResult
+from wahub.core.models import AccountEvent, Event, OutgoingMessage, SendResult
 
 if TYPE_CHECKING:
     from wahub.core.hub import Hub
+    from wahub.core.media import Download
 
 
 def _seconds(low: float, high: float) -> vol.All:
@@ -49,6 +50,18 @@ PROVIDER_SCHEMA_BASE = vol.Schema(
         vol.Optional("retry_for", default=86400): _seconds(1, 30 * 86400),
     }
 )
+
+
+#: Messaging limits (Meta's tiers) as users per 24 h, for ``/metrics``.
+MESSAGING_LIMITS: dict[str, float] = {
+    "TIER_50": 50,
+    "TIER_250": 250,
+    "TIER_1K": 1000,
+    "TIER_2K": 2000,
+    "TIER_10K": 10_000,
+    "TIER_100K": 100_000,
+    "TIER_UNLIMITED": float("inf"),
+}
 
 
 class WebhookError(Exception):
@@ -97,6 +110,9 @@ class Provider(abc.ABC):
         self.ready = False
         #: Why sending is paused (credentials refused), or None.
         self.paused: str | None = None
+        #: The account's standing as the provider reports it (quality rating,
+        #: messaging limit...), shown on ``/readyz``; empty when unknown.
+        self.account: dict[str, Any] = {}
 
     async def start(self) -> None:
         """Open what the provider needs (called once at start-up)."""
@@ -125,3 +141,13 @@ class Provider(abc.ABC):
     @abc.abstractmethod
     async def send(self, message: OutgoingMessage) -> SendResult:
         """Deliver ``message`` to the provider; raise ``ProviderError`` on refusal."""
+
+    async def download_media(self, media_id: str, kind: str) -> Download | None:
+        """Fetch the file of an inbound ``kind`` message (``image``...) by the
+        provider's media id; None when the provider does not host files."""
+        return None
+
+    async def account_event(self, event: AccountEvent) -> None:
+        """Apply news about the account (template status, quality...) the
+        provider's webhook reported; runs once per event, on one replica."""
+        return None

@@ -15,7 +15,7 @@ import fcntl
 import json
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +28,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from wahub.core.media import MEDIA_SCHEMA, MediaStore
 from wahub.core.models import InboundMessage, OutgoingMessage
 from wahub.core.storage_messages import Database, MessageStore, insert_ignore
 from wahub.core.storage_policy import PolicyStore
@@ -190,20 +191,22 @@ def _upgrade(connection: Connection) -> None:
 class Storage:
     """The daemon's database: open with ``await Storage.open(url)``."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, media_config: Mapping[str, Any] | None = None) -> None:
         self.engine = engine
         self.is_sqlite = engine.dialect.name == "sqlite"
         self.db = Database(engine)
         self.messages = MessageStore(self.db)
         self.policy = PolicyStore(self.db)
+        self.media = MediaStore(self.db, media_config if media_config is not None else MEDIA_SCHEMA({}))
         self._sqlite_inbox = _SqliteInboxWriter(str(engine.url.database), self.db.lock) if self.is_sqlite else None
         self._file_lock: IO[bytes] | None = None
 
     @classmethod
-    async def open(cls, url: str, *, migrate: bool = True) -> Storage:
+    async def open(cls, url: str, *, migrate: bool = True, media: Mapping[str, Any] | None = None) -> Storage:
+        """``media`` is the ``wahub.media`` configuration (default: its schema's defaults)."""
         engine = create_engine(url)
         lock = _lock_sqlite_file(str(engine.url.database)) if engine.dialect.name == "sqlite" else None
-        storage = cls(engine)
+        storage = cls(engine, media)
         storage._file_lock = lock
         try:
             if migrate:

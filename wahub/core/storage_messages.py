@@ -101,15 +101,26 @@ class MessageStore:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    async def record_inbound(self, message: InboundMessage, *, identity_kind: str = "wa_id") -> InboundRecord:
+    async def record_inbound(self, message: InboundMessage) -> InboundRecord:
         """Upsert the sender's contact and conversation and store the message, in one
-        transaction; running it again for the same message changes nothing."""
+        transaction; running it again for the same message changes nothing.
+
+        Every id the provider gave for the sender is kept as an identity of the
+        contact. A contact known by its wa_id whose first message with a BSUID
+        arrives is moved to the BSUID (``sender``), keeping its history.
+        """
         now = time.time()
+        identities = message.identities or {"wa_id": message.sender}
         async with self.db.begin() as conn:
+            if message.sender != identities.get("wa_id", message.sender):
+                await self._adopt_contact(conn, message.provider, message.sender, identities["wa_id"], now)
             contact_id = await self._upsert_contact(conn, message.provider, message.sender, message.sender_name, now)
             await conn.execute(
                 insert_ignore(conn, contact_identities, ["contact_id", "kind", "value"]),
-                {"contact_id": contact_id, "kind": identity_kind, "value": message.sender, "created_at": now},
+                [
+                    {"contact_id": contact_id, "kind": kind, "value": value, "created_at": now}
+                    for kind, value in identities.items()
+                ],
             )
             conversation_id = await self._upsert_conversation(
                 conn, message.provider, contact_id, message.timestamp, now
@@ -138,6 +149,24 @@ class MessageStore:
                 )
             ).scalar_one()
         return InboundRecord(contact_id, conversation_id, message_id)
+
+    async def _adopt_contact(self, conn: AsyncConnection, provider: str, address: str, wa_id: str, now: float) -> None:
+        """Give the contact addressed by ``wa_id`` (and its messages) the new
+        ``address``, unless a contact already has it."""
+        found = {
+            row.address: row.id
+            for row in await conn.execute(
+                sa.select(contacts.c.id, contacts.c.address).where(
+                    contacts.c.provider == provider, contacts.c.address.in_([address, wa_id])
+                )
+            )
+        }
+        if address in found or wa_id not in found:
+            return
+        await conn.execute(
+            contacts.update().where(contacts.c.id == found[wa_id]).values(address=address, updated_at=now)
+        )
+        await conn.execute(messages.update().where(messages.c.contact_id == found[wa_id]).values(address=address))
 
     async def _upsert_contact(
         self, conn: AsyncConnection, provider: str, address: str, name: str | None, now: float

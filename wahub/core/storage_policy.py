@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from wahub.core.storage_messages import Database, insert_ignore
 from wahub.core.storage_schema import consent_events, contacts, conversations, templates
@@ -130,22 +131,79 @@ class PolicyStore:
 
     # -- templates -----------------------------------------------------------
 
-    async def upsert_template(self, provider: str, template: Template, *, components: Any = None) -> None:
+    async def upsert_template(
+        self, provider: str, template: Template, *, components: Any = None, external_id: str | None = None
+    ) -> None:
         async with self.db.begin() as conn:
-            key = (
-                templates.c.provider == provider,
-                templates.c.name == template.name,
-                templates.c.language == template.language,
+            await self._upsert_template(conn, provider, template, components=components, external_id=external_id)
+
+    @staticmethod
+    async def _upsert_template(
+        conn: AsyncConnection, provider: str, template: Template, *, components: Any, external_id: str | None
+    ) -> None:
+        key = (
+            templates.c.provider == provider,
+            templates.c.name == template.name,
+            templates.c.language == template.language,
+        )
+        values = {"category": template.category, "status": template.status, "updated_at": time.time()}
+        if components is not None:
+            values["components"] = components
+        if external_id is not None:
+            values["external_id"] = external_id
+        updated = await conn.execute(templates.update().where(*key).values(**values))
+        if updated.rowcount == 0:
+            await conn.execute(
+                insert_ignore(conn, templates, ["provider", "name", "language"]),
+                {"provider": provider, "name": template.name, "language": template.language, **values},
             )
-            values = {"category": template.category, "status": template.status, "updated_at": time.time()}
-            if components is not None:
-                values["components"] = components
-            updated = await conn.execute(templates.update().where(*key).values(**values))
-            if updated.rowcount == 0:
+
+    async def replace_templates(self, provider: str, listed: list[tuple[Template, Any, str | None]]) -> dict[str, int]:
+        """Make the provider's templates exactly ``listed`` (template, components,
+        external id), in one transaction. Returns how many were added, updated and removed."""
+        async with self.db.begin() as conn:
+            rows = await conn.execute(
+                sa.select(templates.c.name, templates.c.language).where(templates.c.provider == provider)
+            )
+            before = {(row.name, row.language) for row in rows}
+            for template, components, external_id in listed:
+                await self._upsert_template(conn, provider, template, components=components, external_id=external_id)
+            gone = before - {(template.name, template.language) for template, _, _ in listed}
+            for name, language in gone:
                 await conn.execute(
-                    insert_ignore(conn, templates, ["provider", "name", "language"]),
-                    {"provider": provider, "name": template.name, "language": template.language, **values},
+                    templates.delete().where(
+                        templates.c.provider == provider, templates.c.name == name, templates.c.language == language
+                    )
                 )
+        added = len({(t.name, t.language) for t, _, _ in listed} - before)
+        return {"added": added, "updated": len(listed) - added, "removed": len(gone)}
+
+    async def update_template(
+        self, provider: str, name: str, language: str, *, status: str | None = None, category: str | None = None
+    ) -> bool:
+        """Change a stored template's status or category; False when it is not stored."""
+        values: dict[str, Any] = {"updated_at": time.time()}
+        if status is not None:
+            values["status"] = status
+        if category is not None:
+            values["category"] = category
+        async with self.db.begin() as conn:
+            result = await conn.execute(
+                templates.update()
+                .where(templates.c.provider == provider, templates.c.name == name, templates.c.language == language)
+                .values(**values)
+            )
+        return result.rowcount > 0
+
+    async def templates(self, provider: str) -> list[dict[str, Any]]:
+        """Every stored template of the provider, by name and language."""
+        query = (
+            sa.select(templates)
+            .where(templates.c.provider == provider)
+            .order_by(templates.c.name, templates.c.language)
+        )
+        async with self.db.connect() as conn:
+            return [dict(row._mapping) for row in (await conn.execute(query)).all()]
 
     async def template(self, provider: str, name: str, language: str) -> tuple[Template | None, bool]:
         """The template (None when unknown) and whether the provider has any template stored."""

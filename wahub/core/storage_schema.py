@@ -127,6 +127,34 @@ templates = sa.Table(
     sa.UniqueConstraint("provider", "name", "language", name="uq_templates_provider_name_language"),
 )
 
+media = sa.Table(
+    "media",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True, comment="random; the authenticated URL names it"),
+    sa.Column("provider", sa.String(64), nullable=False),
+    sa.Column("direction", sa.String(3), nullable=False, comment="in: a user sent it; out: uploaded to send"),
+    sa.Column("provider_media_id", sa.String(256), comment="the provider's id of an inbound file"),
+    sa.Column("sha256", sa.String(64), nullable=False),
+    sa.Column("mime_type", sa.String(128), nullable=False),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("filename", sa.String(256)),
+    sa.Column("path", sa.String(512), nullable=False, comment="relative to the media directory"),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.UniqueConstraint("provider", "provider_media_id", name="uq_media_provider_media_id"),
+)
+
+media_uploads = sa.Table(
+    "media_uploads",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("provider", sa.String(64), nullable=False),
+    sa.Column("sha256", sa.String(64), nullable=False),
+    sa.Column("mime_type", sa.String(128), nullable=False),
+    sa.Column("provider_media_id", sa.String(256), nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False, comment="after this the provider has forgotten the id"),
+    sa.UniqueConstraint("provider", "sha256", "mime_type", name="uq_media_uploads_provider_sha256_type"),
+)
+
 inbox = sa.Table(
     "inbox",
     metadata,

@@ -1,0 +1,714 @@
+"""The Cloud API providers end to end: the daemon on a real socket, the fake
+Graph API (or 360dialog) on another, webhooks and sends over real HTTP.
+
+Every test runs for ``meta_cloud`` and for ``dialog360``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import json
+import sys
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import yaml
+
+from wahub.testing import RunningDaemon, build_config, plugin_manager, running_daemon, wait_until
+from wahub.testing.fake_graph import FakeGraphServer
+
+TOKEN = "api-token-0123456789abcdef"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+USER = "16505551234"
+BSUID = "US.13491208655302741918"
+PLATFORMS = ["meta_cloud", "dialog360"]
+
+
+@dataclass
+class Cloud:
+    daemon: RunningDaemon
+    server: FakeGraphServer
+    http: aiohttp.ClientSession
+
+    @property
+    def platform(self) -> str:
+        return self.server.platform
+
+    async def send(self, body: dict[str, Any]) -> dict[str, Any]:
+        async with self.http.post(f"{self.daemon.url}/api/v1/messages", json=body, headers=AUTH) as response:
+            answer: dict[str, Any] = await response.json()
+            assert response.status == 202, answer
+            return answer
+
+    async def message(self, message_id: int) -> dict[str, Any]:
+        async with self.http.get(f"{self.daemon.url}/api/v1/messages/{message_id}", headers=AUTH) as response:
+            assert response.status == 200
+            found: dict[str, Any] = await response.json()
+            return found
+
+    async def status_becomes(self, message_id: int, *statuses: str) -> dict[str, Any]:
+        async def reached() -> dict[str, Any] | None:
+            found = await self.message(message_id)
+            return found if found["status"] in statuses else None
+
+        result: dict[str, Any] = await wait_until(reached, within=15)
+        return result
+
+    async def inbound(self, message: dict[str, Any], **who: Any) -> dict[str, Any]:
+        """A user's message through the webhook; returns the stored row once processed."""
+        message = {"id": f"wamid.in.{time.monotonic_ns()}", **message}
+        assert await self.server.send_inbound(message, **who) == 200
+        storage = self.daemon.hub.storage
+
+        async def stored() -> dict[str, Any] | None:
+            depth, _ = await storage.inbox_depth()
+            if depth:
+                return None
+            async with storage.db.connect() as conn:
+                from wahub.core.storage_schema import messages
+
+                row = (
+                    await conn.execute(messages.select().where(messages.c.provider_message_id == message["id"]))
+                ).first()
+            return dict(row._mapping) if row else None
+
+        result: dict[str, Any] = await wait_until(stored, within=15)
+        return result
+
+
+def _raw_config(server: FakeGraphServer, database: str, **entry: Any) -> dict[str, Any]:
+    return {
+        "wahub": {"api_tokens": [TOKEN], "database": database},
+        "providers": [server.provider_entry("main", pair_limit=None, **entry)],
+    }
+
+
+async def _cloud(platform: str, database: str, tmp_path: Path, **entry: Any) -> AsyncIterator[Cloud]:
+    server = FakeGraphServer(platform=platform)
+    await server.start()
+    raw = _raw_config(server, database, **entry)
+    raw["wahub"]["media"] = {"directory": str(tmp_path / "media")}
+    pm = plugin_manager()
+    try:
+        async with running_daemon(build_config(raw, database=database, pm=pm), pm=pm) as daemon:
+            server.attach(daemon.url, "main")
+            async with aiohttp.ClientSession() as http:
+                yield Cloud(daemon, server, http)
+    finally:
+        await server.close()
+
+
+@pytest.fixture(params=PLATFORMS)
+async def cloud(request: pytest.FixtureRequest, sqlite_url: str, tmp_path: Path) -> AsyncIterator[Cloud]:
+    async for running in _cloud(request.param, sqlite_url, tmp_path):
+        yield running
+
+
+# -- webhooks ----------------------------------------------------------------
+
+
+async def test_meta_verification_handshake_echoes_the_challenge_only_for_the_right_token(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    async for cloud in _cloud("meta_cloud", sqlite_url, tmp_path):
+        url = f"{cloud.daemon.url}/webhooks/main"
+        good = {"hub.mode": "subscribe", "hub.verify_token": cloud.server.verify_token, "hub.challenge": "1158201444"}
+        async with cloud.http.get(url, params=good) as response:
+            assert response.status == 200 and await response.text() == "1158201444"
+        for wrong in ({"hub.verify_token": "guess"}, {"hub.mode": "unsubscribe"}):
+            async with cloud.http.get(url, params={**good, **wrong}) as response:
+                assert response.status == 403
+
+
+async def test_a_forged_or_missing_signature_gets_401_and_stores_nothing(cloud: Cloud) -> None:
+    envelope = {
+        "object": "whatsapp_business_account",
+        "entry": [
+            {
+                "id": cloud.server.waba_id,
+                "changes": [
+                    {
+                        "field": "messages",
+                        "value": {
+                            "messaging_product": "whatsapp",
+                            "metadata": {"display_phone_number": "15550783881", "phone_number_id": "106540352242922"},
+                            "messages": [
+                                {
+                                    "from": USER,
+                                    "id": "wamid.forged",
+                                    "timestamp": "1764000000",
+                                    "type": "text",
+                                    "text": {"body": "forged"},
+                                }
+                            ],
+                        },
+                    }
+                ],
+            }
+        ],
+    }
+    body = json.dumps(envelope).encode()
+    forged = (
+        {"X-Hub-Signature-256": "sha256=" + "0" * 64}
+        if cloud.platform == "meta_cloud"
+        else {"X-Wahub-Webhook-Secret": "not-the-secret-at-all"}
+    )
+    for headers in (forged, {}):
+        async with cloud.http.post(f"{cloud.daemon.url}/webhooks/main", data=body, headers=headers) as response:
+            assert response.status == 401
+    storage = cloud.daemon.hub.storage
+    assert await storage.inbox_depth() == (0, 0.0)
+    assert await storage.messages.history("main", USER) == []
+
+
+async def test_inbound_messages_are_stored_with_their_contact_keyed_by_bsuid(cloud: Cloud) -> None:
+    row = await cloud.inbound({"type": "text", "text": {"body": "hello"}}, user_id=BSUID)
+
+    assert row["address"] == BSUID and row["body"]["text"]["body"] == "hello"
+    async with cloud.daemon.hub.storage.db.connect() as conn:
+        from wahub.core.storage_schema import contact_identities
+
+        kinds = {
+            (r.kind, r.value)
+            for r in await conn.execute(
+                contact_identities.select().where(contact_identities.c.contact_id == row["contact_id"])
+            )
+        }
+    assert {("bsuid", BSUID), ("wa_id", USER)} <= kinds
+
+
+async def test_one_webhook_url_serves_several_numbers(sqlite_url: str) -> None:
+    first = FakeGraphServer()
+    second = FakeGraphServer(phone_number_id="106540352242923", display_phone_number="15550783882")
+    await first.start()
+    await second.start()
+    raw = {
+        "wahub": {"api_tokens": [TOKEN]},
+        "providers": [first.provider_entry("main"), second.provider_entry("second")],
+    }
+    pm = plugin_manager()
+    try:
+        async with running_daemon(build_config(raw, database=sqlite_url, pm=pm), pm=pm) as daemon:
+            # Both numbers' webhooks arrive at the app's one callback URL, signed with its secret.
+            first.attach(daemon.url, "main")
+            second.attach(daemon.url, "main")
+            assert await first.send_inbound({"id": "wamid.first", "type": "text", "text": {"body": "one"}}) == 200
+            assert await second.send_inbound({"id": "wamid.second", "type": "text", "text": {"body": "two"}}) == 200
+            history = daemon.hub.storage.messages.history
+
+            async def both() -> bool:
+                return bool(await history("main", USER)) and bool(await history("second", USER))
+
+            await wait_until(both)
+            assert [m["provider_message_id"] for m in await history("second", USER)] == ["wamid.second"]
+            assert [m["provider_message_id"] for m in await history("main", USER)] == ["wamid.first"]
+    finally:
+        await first.close()
+        await second.close()
+
+
+# -- sending -----------------------------------------------------------------
+
+
+def _outbound(image_id: str, context_id: str) -> list[dict[str, Any]]:
+    """One API body per canonical type (reference 2.2-2.4)."""
+    link = "https://example.com/files/a"
+    return [
+        {"type": "text", "text": {"body": "See https://example.com", "preview_url": True}},
+        {"type": "text", "text": {"body": "A reply"}, "context": {"message_id": context_id}},
+        {"type": "image", "image": {"id": image_id, "caption": "Uploaded from a local file"}},
+        {"type": "image", "image": {"link": f"{link}.jpg", "caption": "By link"}},
+        {"type": "video", "video": {"link": f"{link}.mp4", "caption": "Clip"}},
+        {"type": "audio", "audio": {"link": f"{link}.ogg"}},
+        {"type": "document", "document": {"link": f"{link}.pdf", "filename": "invoice.pdf", "caption": "Invoice"}},
+        {"type": "sticker", "sticker": {"link": f"{link}.webp"}},
+        {"type": "location", "location": {"latitude": 37.75, "longitude": -122.42, "name": "HQ", "address": "1 Way"}},
+        {
+            "type": "contacts",
+            "contacts": [
+                {
+                    "name": {"formatted_name": "Jo Smith", "first_name": "Jo", "last_name": "Smith"},
+                    "phones": [{"phone": "+1 650 555 1234", "type": "WORK", "wa_id": "16505551234"}],
+                    "emails": [{"email": "jo@example.com", "type": "WORK"}],
+                }
+            ],
+        },
+        {"type": "reaction", "reaction": {"message_id": context_id, "emoji": "\N{THUMBS UP SIGN}"}},
+        {
+            "type": "interactive",
+            "interactive": {
+                "type": "button",
+                "header": {"type": "image", "image": {"link": f"{link}.jpg"}},
+                "body": {"text": "Confirm the booking?"},
+                "footer": {"text": "Reply to choose"},
+                "action": {
+                    "buttons": [
+                        {"type": "reply", "reply": {"id": "yes", "title": "Yes"}},
+                        {"type": "reply", "reply": {"id": "no", "title": "No"}},
+                    ]
+                },
+            },
+        },
+        {
+            "type": "interactive",
+            "interactive": {
+                "type": "list",
+                "header": {"type": "text", "text": "Menu"},
+                "body": {"text": "Pick a size"},
+                "action": {
+                    "button": "Choose",
+                    "sections": [
+                        {"title": "Sizes", "rows": [{"id": "s", "title": "Small", "description": "250 ml"}]},
+                        {"title": "More", "rows": [{"id": "l", "title": "Large"}]},
+                    ],
+                },
+            },
+        },
+        {
+            "type": "interactive",
+            "interactive": {
+                "type": "cta_url",
+                "body": {"text": "Track your parcel"},
+                "action": {
+                    "name": "cta_url",
+                    "parameters": {"display_text": "Track", "url": "https://example.com/t/42"},
+                },
+            },
+        },
+        {
+            "type": "interactive",
+            "interactive": {
+                "type": "flow",
+                "body": {"text": "Book a table"},
+                "action": {
+                    "name": "flow",
+                    "parameters": {
+                        "flow_message_version": "3",
+                        "flow_id": "1234567890",
+                        "flow_cta": "Book",
+                        "flow_token": "token-42",
+                        "flow_action": "navigate",
+                        "flow_action_payload": {"screen": "BOOKING", "data": {"party": 2}},
+                    },
+                },
+            },
+        },
+        {
+            "type": "template",
+            "template": {
+                "name": "order_update",
+                "language": {"code": "en_US"},
+                "components": [
+                    {"type": "header", "parameters": [{"type": "image", "image": {"link": f"{link}.jpg"}}]},
+                    {
+                        "type": "body",
+                        "parameters": [
+                            {"type": "text", "text": "Ana"},
+                            {
+                                "type": "currency",
+                                "currency": {"fallback_value": "$100.99", "code": "USD", "amount_1000": 100990},
+                            },
+                            {"type": "date_time", "date_time": {"fallback_value": "February 25, 1977"}},
+                        ],
+                    },
+                    {
+                        "type": "button",
+                        "sub_type": "quick_reply",
+                        "index": "0",
+                        "parameters": [{"type": "payload", "payload": "CANCEL_42"}],
+                    },
+                    {"type": "button", "sub_type": "url", "index": "1", "parameters": [{"type": "text", "text": "42"}]},
+                    {
+                        "type": "button",
+                        "sub_type": "copy_code",
+                        "index": "2",
+                        "parameters": [{"type": "coupon_code", "coupon_code": "SAVE10"}],
+                    },
+                ],
+            },
+        },
+        {
+            "type": "template",
+            "template": {
+                "name": "order_named",
+                "language": {"code": "en_US"},
+                "components": [
+                    {"type": "body", "parameters": [{"type": "text", "parameter_name": "order_id", "text": "42"}]}
+                ],
+            },
+        },
+    ]
+
+
+async def _approve(cloud: Cloud, *names: str) -> None:
+    from wahub.core.storage_policy import Template
+
+    for name in names:
+        await cloud.daemon.hub.storage.policy.upsert_template("main", Template(name, "en_US", "UTILITY", "APPROVED"))
+
+
+async def _upload(cloud: Cloud, data: bytes, mime_type: str, filename: str) -> dict[str, Any]:
+    form = aiohttp.FormData()
+    form.add_field("file", data, filename=filename, content_type=mime_type)
+    async with cloud.http.post(f"{cloud.daemon.url}/api/v1/media", data=form, headers=AUTH) as response:
+        answer: dict[str, Any] = await response.json()
+        assert response.status == 201, answer
+        return answer
+
+
+async def test_every_outbound_type_reaches_the_api_valid_against_metas_schema(cloud: Cloud) -> None:
+    inbound = await cloud.inbound({"type": "text", "text": {"body": "hi"}})  # opens the service window
+    await _approve(cloud, "order_update", "order_named")
+    photo = b"\xff\xd8\xff\xe0 a small jpeg"
+    uploaded = await _upload(cloud, photo, "image/jpeg", "photo.jpg")
+    bodies = _outbound(uploaded["id"], inbound["provider_message_id"])
+
+    ids = [(await cloud.send({"to": USER, **body}))["id"] for body in bodies]
+    for message_id in ids:
+        await cloud.status_becomes(message_id, "delivered")
+
+    assert cloud.server.schema_errors == []
+    assert len(cloud.server.messages) == len(bodies)
+    for body, sent in zip(bodies, cloud.server.messages, strict=True):
+        assert sent["messaging_product"] == "whatsapp" and sent["to"] == USER and sent["type"] == body["type"]
+        if body["type"] != "image" or "id" not in body["image"]:
+            assert sent[body["type"]] == body[body["type"]]
+    # The local file was uploaded once (multipart) and sent by the provider's media id.
+    media_id = cloud.server.messages[2]["image"]["id"]
+    assert cloud.server.media[media_id].data == photo
+    assert cloud.server.messages[1]["context"] == {"message_id": inbound["provider_message_id"]}
+
+
+async def test_a_local_file_is_uploaded_once_and_its_media_id_reused(cloud: Cloud) -> None:
+    await cloud.inbound({"type": "text", "text": {"body": "hi"}})
+    uploaded = await _upload(cloud, b"%PDF-1.4 tiny", "application/pdf", "terms.pdf")
+    body = {"to": USER, "type": "document", "document": {"id": uploaded["id"], "filename": "terms.pdf"}}
+    first, second = await cloud.send(body), await cloud.send(body)
+    await cloud.status_becomes(first["id"], "delivered")
+    await cloud.status_becomes(second["id"], "delivered")
+    assert len(cloud.server.media) == 1
+    assert cloud.server.messages[0]["document"]["id"] == cloud.server.messages[1]["document"]["id"]
+
+
+async def test_read_receipts_typing_indicators_and_bsuid_recipients(cloud: Cloud) -> None:
+    inbound = await cloud.inbound({"type": "text", "text": {"body": "hi"}}, user_id=BSUID)
+    wamid = inbound["provider_message_id"]
+    receipt = await cloud.send({"to": BSUID, "status": "read", "message_id": wamid})
+    typing = await cloud.send(
+        {"to": BSUID, "status": "read", "message_id": wamid, "typing_indicator": {"type": "text"}}
+    )
+    reply = await cloud.send({"to": BSUID, "type": "text", "text": {"body": "Looking into it"}})
+    for message_id in (receipt["id"], typing["id"]):
+        await cloud.status_becomes(message_id, "sent")
+    await cloud.status_becomes(reply["id"], "delivered")
+
+    calls = [r.json for r in cloud.server.requests if r.method == "POST" and r.path.endswith("messages")]
+    assert {"messaging_product": "whatsapp", "status": "read", "message_id": wamid} in calls
+    assert {
+        "messaging_product": "whatsapp",
+        "status": "read",
+        "message_id": wamid,
+        "typing_indicator": {"type": "text"},
+    } in calls
+    sent = cloud.server.messages[-1]
+    assert sent["recipient"] == BSUID and "to" not in sent
+    assert cloud.server.schema_errors == []
+
+
+@pytest.mark.parametrize(
+    ("code", "http_status", "outcome"),
+    [(131026, 400, "failed"), (132001, 404, "failed"), (131047, 400, "failed")],
+)
+async def test_api_errors_fail_the_message_with_metas_code_and_details(
+    cloud: Cloud, code: int, http_status: int, outcome: str
+) -> None:
+    await cloud.inbound({"type": "text", "text": {"body": "hi"}})
+    cloud.server.fail_next(code, http_status=http_status, details=f"details of {code}")
+    sent = await cloud.send({"to": USER, "type": "text", "text": {"body": "x"}})
+    failed = await cloud.status_becomes(sent["id"], outcome)
+    assert failed["error"]["code"] == str(code)
+    assert f"details of {code}" in failed["error"]["message"]
+
+
+async def test_refused_credentials_pause_the_provider(cloud: Cloud) -> None:
+    await cloud.inbound({"type": "text", "text": {"body": "hi"}})
+    cloud.server.fail_next(190, http_status=401)
+    await cloud.send({"to": USER, "type": "text", "text": {"body": "x"}})
+
+    async def paused() -> dict[str, Any] | None:
+        async with cloud.http.get(f"{cloud.daemon.url}/readyz") as response:
+            body: dict[str, Any] = await response.json()
+            return body if response.status == 503 else None
+
+    body = await wait_until(paused)
+    assert "main" in body["paused"]
+
+
+async def test_a_late_failed_status_keeps_the_code_and_title(cloud: Cloud) -> None:
+    await cloud.inbound({"type": "text", "text": {"body": "hi"}})
+    cloud.server.fail_later(131047, "Re-engagement message")
+    sent = await cloud.send({"to": USER, "type": "text", "text": {"body": "x"}})
+    failed = await cloud.status_becomes(sent["id"], "failed")
+    assert failed["error"] == {"code": "131047", "message": "Re-engagement message"}
+
+
+# -- media -------------------------------------------------------------------
+
+
+async def test_an_inbound_image_is_downloaded_checked_and_served_behind_the_token(cloud: Cloud) -> None:
+    photo = b"\xff\xd8\xff\xe0" + bytes(range(256)) * 40
+    media_id = cloud.server.add_media(photo, "image/jpeg")
+    announced = base64.b64encode(hashlib.sha256(photo).digest()).decode()  # webhooks say base64
+    row = await cloud.inbound(
+        {
+            "type": "image",
+            "image": {"id": media_id, "mime_type": "image/jpeg", "sha256": announced, "caption": "Receipt"},
+        }
+    )
+
+    kept = row["body"]["image"]["wahub_media"]
+    assert kept["sha256"] == hashlib.sha256(photo).hexdigest() and kept["size"] == len(photo)
+    downloads = [r for r in cloud.server.requests if "attachments" in r.path]
+    assert downloads and all(_credential(cloud, r.headers) for r in downloads)
+    async with cloud.http.get(f"{cloud.daemon.url}{kept['url']}", headers=AUTH) as response:
+        assert response.status == 200 and await response.read() == photo
+        assert response.headers["Content-Type"] == "image/jpeg"
+    async with cloud.http.get(f"{cloud.daemon.url}{kept['url']}") as response:
+        assert response.status == 401
+
+
+def _credential(cloud: Cloud, headers: Any) -> bool:
+    if cloud.platform == "meta_cloud":
+        return bool(headers.get("Authorization") == f"Bearer {cloud.server.access_token}")
+    return bool(headers.get("D360-API-KEY") == cloud.server.api_key)
+
+
+async def test_a_damaged_or_oversized_inbound_file_is_refused_but_the_message_kept(cloud: Cloud) -> None:
+    media_id = cloud.server.add_media(b"real bytes", "image/jpeg")
+    row = await cloud.inbound(
+        {"type": "image", "image": {"id": media_id, "mime_type": "image/jpeg", "sha256": "0" * 64}}
+    )
+    assert "sha256" in row["body"]["image"]["wahub_media"]["error"]
+
+    big = cloud.server.add_media(b"x" * (5 * 1024 * 1024 + 1), "image/png")
+    row = await cloud.inbound({"type": "image", "image": {"id": big, "mime_type": "image/png"}})
+    assert "over the limit" in row["body"]["image"]["wahub_media"]["error"]
+
+
+# -- templates, account and profile ----------------------------------------------
+
+
+def _template(index: int) -> dict[str, Any]:
+    return {
+        "name": f"notice_{index:03d}",
+        "language": "en_US",
+        "status": "APPROVED",
+        "category": "UTILITY",
+        "parameter_format": "POSITIONAL",
+        "components": [{"type": "BODY", "text": f"Notice {index}: {{{{1}}}}"}],
+    }
+
+
+async def _cli(*args: str) -> tuple[int, str, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "wahub", *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    out, err = await process.communicate()
+    return process.returncode or 0, out.decode(), err.decode()
+
+
+@pytest.mark.parametrize("platform", PLATFORMS)
+async def test_templates_sync_fills_the_table_and_status_webhooks_keep_it_current(
+    platform: str, sqlite_url: str, tmp_path: Path
+) -> None:
+    server = FakeGraphServer(platform=platform)
+    await server.start()
+    try:
+        for index in range(130):  # more than one page
+            server.add_template(_template(index))
+        config = tmp_path / "config.yaml"
+        raw = _raw_config(server, sqlite_url)
+        config.write_text(yaml.safe_dump(raw))
+
+        code, out, err = await _cli("templates", "sync", "-c", str(config))
+        assert code == 0, err
+        assert '"added": 130' in out
+        pages = [r for r in server.requests if r.method == "GET" and "templates" in r.path]
+        assert len(pages) >= 2
+
+        pm = plugin_manager()
+        async with running_daemon(build_config(raw, database=sqlite_url, pm=pm), pm=pm) as daemon:
+            server.attach(daemon.url, "main")
+            policy = daemon.hub.storage.policy
+            found, _ = await policy.template("main", "notice_007", "en_US")
+            assert found is not None and found.status == "APPROVED"
+            update = {
+                "event": "PAUSED",
+                "message_template_id": 7007,
+                "message_template_name": "notice_007",
+                "message_template_language": "en_US",
+                "reason": "NONE",
+            }
+            assert await server.deliver(update, field="message_template_status_update") == 200
+
+            async def paused() -> bool:
+                template, _ = await policy.template("main", "notice_007", "en_US")
+                return template is not None and template.status == "PAUSED"
+
+            await wait_until(paused)
+    finally:
+        await server.close()
+
+
+async def test_templates_create_and_delete_through_the_cli(sqlite_url: str, tmp_path: Path) -> None:
+    server = FakeGraphServer()
+    await server.start()
+    try:
+        config = tmp_path / "config.yaml"
+        config.write_text(yaml.safe_dump(_raw_config(server, sqlite_url)))
+        definition = tmp_path / "template.json"
+        definition.write_text(
+            json.dumps(
+                {
+                    "name": "order_named",
+                    "language": "en_US",
+                    "category": "UTILITY",
+                    "parameter_format": "named",
+                    "components": [
+                        {
+                            "type": "BODY",
+                            "text": "Order {{order_id}} shipped",
+                            "example": {"body_text_named_params": [{"param_name": "order_id", "example": "42"}]},
+                        }
+                    ],
+                }
+            )
+        )
+        code, out, err = await _cli("templates", "create", str(definition), "-c", str(config))
+        assert code == 0, err and '"PENDING"' in out
+        assert [t["name"] for t in server.templates] == ["order_named"]
+        code, out, _ = await _cli("templates", "list", "-c", str(config))
+        assert "order_named\ten_US\tUTILITY\tPENDING" in out
+        code, _, err = await _cli("templates", "delete", "order_named", "-c", str(config))
+        assert code == 0, err
+        assert server.templates == []
+    finally:
+        await server.close()
+
+
+@pytest.mark.parametrize("platform", PLATFORMS)
+async def test_profile_apply_sends_the_configured_profile(platform: str, sqlite_url: str, tmp_path: Path) -> None:
+    server = FakeGraphServer(platform=platform)
+    await server.start()
+    try:
+        profile = {
+            "about": "Fresh bread daily",
+            "address": "1 Baker Street",
+            "description": "Neighbourhood bakery",
+            "email": "hello@example.com",
+            "websites": ["https://example.com"],
+            "vertical": "RESTAURANT",
+        }
+        config = tmp_path / "config.yaml"
+        config.write_text(yaml.safe_dump(_raw_config(server, sqlite_url, profile=profile)))
+        code, out, err = await _cli("profile", "apply", "-c", str(config))
+        assert code == 0, err
+        assert {key: server.profile.get(key) for key in profile} == profile
+        code, out, _ = await _cli("profile", "show", "-c", str(config))
+        assert "Fresh bread daily" in out
+        code, out, _ = await _cli("profile", "apply", "-c", str(config))
+        assert out.strip() == "main: {}"  # nothing left to change
+    finally:
+        await server.close()
+
+
+async def test_quality_and_messaging_limit_show_on_readyz_and_metrics(cloud: Cloud) -> None:
+    if cloud.platform == "dialog360":
+        update = {"display_phone_number": "15550783881", "event": "UPGRADE", "current_limit": "TIER_10K"}
+        assert await cloud.server.deliver(update, field="phone_number_quality_update") == 200
+        expected = {"messaging_limit": "TIER_10K", "quality_event": "UPGRADE"}
+        limit = "10000.0"
+    else:
+        expected = {"quality_rating": "GREEN", "messaging_limit": "TIER_1K"}
+        limit = "1000.0"
+
+    async def shown() -> dict[str, Any] | None:
+        async with cloud.http.get(f"{cloud.daemon.url}/readyz") as response:
+            body: dict[str, Any] = await response.json()
+        account = body.get("accounts", {}).get("main", {})
+        return account if expected.items() <= account.items() else None
+
+    await wait_until(shown)
+    async with cloud.http.get(f"{cloud.daemon.url}/metrics") as response:
+        text = await response.text()
+    assert f'wahub_provider_messaging_limit{{provider="main"}} {limit}' in text
+    if cloud.platform == "meta_cloud":
+        assert 'wahub_provider_quality{provider="main",rating="GREEN"} 1.0' in text
+
+
+async def test_dialog360_registers_its_webhook_with_the_secret_header(sqlite_url: str, tmp_path: Path) -> None:
+    server = FakeGraphServer(platform="dialog360")
+    await server.start()
+    try:
+        config = tmp_path / "config.yaml"
+        config.write_text(yaml.safe_dump(_raw_config(server, sqlite_url)))
+        code, _, err = await _cli("webhook", "register", "https://hub.example.com/webhooks/main", "-c", str(config))
+        assert code == 0, err
+        registered = [r.json for r in server.requests if r.path == "/v1/configs/webhook" and r.method == "POST"]
+        assert registered == [
+            {
+                "url": "https://hub.example.com/webhooks/main",
+                "headers": {"X-Wahub-Webhook-Secret": server.webhook_secret},
+            }
+        ]
+    finally:
+        await server.close()
+
+
+# -- policy errors teach the send policy ---------------------------------------
+
+
+async def _post(cloud: Cloud, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    async with cloud.http.post(f"{cloud.daemon.url}/api/v1/messages", json=body, headers=AUTH) as response:
+        return response.status, await response.json()
+
+
+async def test_a_marketing_opt_out_refusal_enters_the_consent_ledger(cloud: Cloud) -> None:
+    from wahub.core.storage_policy import Template
+
+    policy = cloud.daemon.hub.storage.policy
+    await policy.upsert_template("main", Template("weekly_offers", "en_US", "MARKETING", "APPROVED"))
+    consent = f"{cloud.daemon.url}/api/v1/contacts/main/{USER}/consent"
+    async with cloud.http.post(
+        consent, json={"action": "opt_in", "scope": "marketing", "evidence": {"form": "signup"}}, headers=AUTH
+    ) as response:
+        assert response.status == 200
+    offer = {"to": USER, "type": "template", "template": {"name": "weekly_offers", "language": {"code": "en_US"}}}
+    cloud.server.fail_next(131050, details="user stopped marketing messages")
+    failed = await cloud.status_becomes((await cloud.send(offer))["id"], "failed")
+    assert failed["error"]["code"] == "131050"
+
+    ledger = await policy.ledger("main", USER)
+    assert [(e["action"], e["scope"], e["source"]) for e in ledger][-1] == ("opt_out", "marketing", "provider_error")
+    status, body = await _post(cloud, offer)
+    assert status == 422 and body["error"]["code"] == "opt_in_required"
+
+
+async def test_a_paused_template_refusal_marks_the_template_paused(cloud: Cloud) -> None:
+    await _approve(cloud, "order_update")
+    update = {"to": USER, "type": "template", "template": {"name": "order_update", "language": {"code": "en_US"}}}
+    cloud.server.fail_later(132015, "Template is paused")
+    failed = await cloud.status_becomes((await cloud.send(update))["id"], "failed")
+    assert failed["error"]["code"] == "132015"
+
+    template, _ = await cloud.daemon.hub.storage.policy.template("main", "order_update", "en_US")
+    assert template is not None and template.status == "PAUSED"
+    status, body = await _post(cloud, update)
+    assert status == 422 and body["error"]["code"] == "template_not_approved"

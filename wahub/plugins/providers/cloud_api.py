@@ -1,0 +1,491 @@
+"""WhatsApp Cloud API providers: Meta's own (``meta_cloud``) and the base
+that BSPs hosting the same API (``dialog360``) build on.
+
+What the Cloud API family shares lives in ``CloudApiProvider``: webhook
+parsing (``cloud_webhook``), the request bodies, error handling, media,
+templates, the business profile. A subclass says where requests go and how
+they authenticate (``_url``, ``_headers``), and how webhooks prove their
+origin.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import hashlib
+import hmac
+import logging
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterable, Mapping
+from typing import Any
+
+import aiohttp
+import voluptuous as vol
+from aiohttp import web
+
+from wahub import hookimpl
+from wahub.core.hub import Hub
+from wahub.core.media import LOCAL_PREFIX, MEDIA_KINDS, Download, MediaFile, MediaRefused
+from wahub.core.models import AccountEvent, Event, OutgoingMessage, SendResult
+from wahub.core.provider import PROVIDER_SCHEMA_BASE, Provider, ProviderError
+from wahub.core.storage_policy import Template
+from wahub.plugins.providers.cloud_webhook import parse_cloud_webhook
+
+_LOGGER = logging.getLogger(__name__)
+
+SIGNATURE_HEADER = "X-Hub-Signature-256"
+_PHONE = re.compile(r"^\+?\d{5,20}$")
+#: Uploaded media ids live 30 days at Meta; wahub stops using one a day earlier.
+UPLOAD_LIFETIME = 29 * 86400
+#: How often the number's quality rating and messaging limit are read again.
+ACCOUNT_REFRESH_SECONDS = 600.0
+PHONE_FIELDS = (
+    "display_phone_number,verified_name,quality_rating,name_status,"
+    "whatsapp_business_manager_messaging_limit,messaging_limit_tier,throughput"
+)
+VERTICALS = (
+    *("OTHER", "AUTO", "BEAUTY", "APPAREL", "EDU", "ENTERTAIN", "EVENT_PLAN", "FINANCE", "GROCERY", "GOVT"),
+    *("HOTEL", "HEALTH", "NONPROFIT", "PROF_SERVICES", "RETAIL", "TRAVEL", "RESTAURANT", "ALCOHOL"),
+    *("ONLINE_GAMBLING", "PHYSICAL_GAMBLING", "OTC_DRUGS"),
+)
+PROFILE_FIELDS = ("about", "address", "description", "email", "websites", "vertical", "profile_picture_url")
+_TEMPLATE_FIELDS = {
+    "message_template_status_update",
+    "template_category_update",
+}
+
+_digits = vol.All(vol.Coerce(str), vol.Match(r"^\d{1,32}$", msg="digits only"))
+
+PROFILE_SCHEMA = vol.Schema(
+    {
+        vol.Optional("about"): vol.All(str, vol.Length(min=1, max=139)),
+        vol.Optional("address"): vol.All(str, vol.Length(max=256)),
+        vol.Optional("description"): vol.All(str, vol.Length(max=256)),
+        vol.Optional("email"): vol.All(vol.Email(), vol.Length(max=128)),
+        vol.Optional("websites"): vol.All(
+            [vol.All(vol.Url(), vol.Length(max=256))], vol.Length(max=2, msg="at most 2 websites")
+        ),
+        vol.Optional("vertical"): vol.In(VERTICALS, msg=f"use one of {', '.join(VERTICALS)}"),
+    }
+)
+
+#: Keys every Cloud API provider entry has.
+CLOUD_SCHEMA_BASE = PROVIDER_SCHEMA_BASE.extend(
+    {
+        vol.Optional("phone_number_id"): _digits,
+        vol.Optional("waba_id"): _digits,
+        vol.Optional("timeout", default=30.0): vol.All(vol.Coerce(float), vol.Range(min=0.1, max=300)),
+        vol.Optional("profile"): PROFILE_SCHEMA,
+    }
+)
+
+
+def render(message: OutgoingMessage) -> dict[str, Any]:
+    """The Cloud API request body of ``message``.
+
+    A recipient that is not a phone number or wa_id is a business-scoped
+    user id (BSUID) and goes in ``recipient`` instead of ``to``.
+    """
+    if message.type == "mark_read":
+        receipt = message.content["mark_read"]
+        body: dict[str, Any] = {"messaging_product": "whatsapp", "status": "read", "message_id": receipt["message_id"]}
+        if receipt.get("typing_indicator"):
+            body["typing_indicator"] = {"type": "text"}
+        return body
+    body = {
+        "messaging_product": "whatsapp",
+        "recipient_type": message.content.get("recipient_type", "individual"),
+        ("to" if _PHONE.match(message.to) else "recipient"): message.to,
+        "type": message.type,
+        message.type: message.content[message.type],
+    }
+    if "biz_opaque_callback_data" in message.content:
+        body["biz_opaque_callback_data"] = message.content["biz_opaque_callback_data"]
+    if message.context_id:
+        body["context"] = {"message_id": message.context_id}
+    return body
+
+
+def _media_objects(value: Any) -> Iterable[dict[str, Any]]:
+    """Every media object (``{"id"|"link": ...}`` under a media key) in a body."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if key in MEDIA_KINDS and isinstance(item, dict):
+                yield item
+            yield from _media_objects(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _media_objects(item)
+
+
+def graph_error(status: int, data: Any) -> ProviderError:
+    """The ``ProviderError`` for an error answer, keeping Meta's code, title and details."""
+    error = data.get("error") if isinstance(data, dict) else None
+    if isinstance(error, dict):
+        details = error.get("error_data")
+        details = details.get("details") if isinstance(details, dict) else details
+        parts = [error.get("message"), error.get("error_user_title"), error.get("error_user_msg"), details]
+        detail = "; ".join(dict.fromkeys(str(part) for part in parts if part))
+        return ProviderError.from_meta(error.get("code"), detail, http_status=status)
+    meta = data.get("meta") if isinstance(data, dict) else None
+    if isinstance(meta, dict):  # a BSP's own envelope (360dialog)
+        code = int(meta.get("httpCode") or status)
+        text = str(meta.get("developerMessage") or meta.get("message") or f"HTTP {code}")
+        return ProviderError(text, code=f"http_{code}", retryable=code >= 500 or code == 429, auth=code in (401, 403))
+    return ProviderError(
+        f"HTTP {status} without an error body", code=f"http_{status}", retryable=status >= 500 or status == 429
+    )
+
+
+class CloudApiProvider(Provider):
+    """What every host of the WhatsApp Cloud API shares."""
+
+    CONFIG_SCHEMA = CLOUD_SCHEMA_BASE
+
+    def __init__(self, hub: Hub, config: Mapping[str, Any]) -> None:
+        super().__init__(hub, config)
+        self.phone_number_id: str | None = config.get("phone_number_id")
+        self.waba_id: str | None = config.get("waba_id")
+        self.timeout = aiohttp.ClientTimeout(total=config["timeout"])
+        self._refresher: asyncio.Task[None] | None = None
+
+    # -- where requests go ------------------------------------------------
+
+    @abc.abstractmethod
+    def _url(self, path: str) -> str:
+        """The full URL of an API path such as ``messages`` or ``{media_id}``."""
+
+    @abc.abstractmethod
+    def _headers(self) -> dict[str, str]:
+        """The credentials every request carries."""
+
+    def _download_url(self, url: str) -> str:
+        """Where to fetch a media URL the API returned."""
+        return url
+
+    # -- webhooks ---------------------------------------------------------
+
+    def parse_webhook(self, body: bytes) -> list[Event]:
+        numbers: dict[str, str] = {}
+        accounts: dict[str, list[str]] = {}
+        for provider in self.hub.providers.values():
+            if isinstance(provider, CloudApiProvider):
+                if provider.phone_number_id:
+                    numbers.setdefault(provider.phone_number_id, provider.name)
+                if provider.waba_id:
+                    accounts.setdefault(provider.waba_id, []).append(provider.name)
+        return parse_cloud_webhook(body, default=self.name, numbers=numbers, accounts=accounts)
+
+    # -- calls ------------------------------------------------------------
+
+    async def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: Mapping[str, str] | None = None,
+        data: Any = None,
+        url: str | None = None,
+    ) -> Any:
+        """One API request; its JSON answer, or ``ProviderError``."""
+        try:
+            async with self.hub.http.request(
+                method,
+                url or self._url(path),
+                json=json,
+                params=params,
+                data=data,
+                headers=self._headers(),
+                timeout=self.timeout,
+            ) as response:
+                try:
+                    answer = await response.json(content_type=None)
+                except ValueError:
+                    answer = None
+                if response.status >= 400:
+                    raise graph_error(response.status, answer)
+                return answer if answer is not None else {}
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise ProviderError(f"no answer from the API: {exc!r}", code="network", retryable=True) from exc
+
+    # -- sending ----------------------------------------------------------
+
+    async def send(self, message: OutgoingMessage) -> SendResult:
+        body = render(message)
+        for media in _media_objects({message.type: body.get(message.type)}):
+            if str(media.get("id", "")).startswith(LOCAL_PREFIX):
+                media["id"] = await self._upload_local(media["id"][len(LOCAL_PREFIX) :])
+        answer = await self.call("POST", "messages", json=body)
+        if message.type == "mark_read":
+            # Nothing new is created: the receipt gets an id of its own for the outbox.
+            return SendResult(f"read.{uuid.uuid4().hex}")
+        try:
+            return SendResult(str(answer["messages"][0]["id"]))
+        except (KeyError, IndexError, TypeError):
+            raise ProviderError(f"the API accepted the message but gave no id: {answer!r}") from None
+
+    # -- media ------------------------------------------------------------
+
+    async def _upload_local(self, local_id: str) -> str:
+        store = self.hub.storage.media
+        file = await store.get(local_id)
+        if file is None:
+            raise ProviderError(f"media {LOCAL_PREFIX}{local_id} is not stored in wahub", code="131053")
+        known = await store.uploaded(self.name, file)
+        if known is not None:
+            return known
+        media_id = await self.upload_media(file)
+        await store.remember_upload(self.name, file, media_id, time.time() + UPLOAD_LIFETIME)
+        return media_id
+
+    async def upload_media(self, file: MediaFile) -> str:
+        """Upload a stored file; returns the provider's media id."""
+        form = aiohttp.FormData()
+        form.add_field("messaging_product", "whatsapp")
+        form.add_field("type", file.mime_type)
+        form.add_field(
+            "file",
+            self.hub.storage.media.read(file),
+            filename=file.filename or self.hub.storage.media.path(file).name,
+            content_type=file.mime_type,
+        )
+        answer = await self.call("POST", "media", data=form)
+        return str(answer["id"])
+
+    async def download_media(self, media_id: str, kind: str) -> Download:
+        """Look up the file's URL and fetch it at once (the URL lasts minutes), with the credentials."""
+        info = await self.call("GET", media_id, params=self._media_params())
+        mime_type = str(info.get("mime_type") or "application/octet-stream")
+        size = info.get("file_size")
+        self.hub.storage.media.check(kind, mime_type, int(size) if str(size or "").isdigit() else None)
+        limit = self.hub.storage.media.max_bytes[kind]
+        try:
+            async with self.hub.http.get(
+                self._download_url(str(info["url"])), headers=self._headers(), timeout=self.timeout
+            ) as response:
+                if response.status >= 400:
+                    raise graph_error(response.status, await _json_or_none(response))
+                data = await response.content.read(limit + 1)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise ProviderError(f"media download failed: {exc!r}", code="network", retryable=True) from exc
+        if len(data) > limit:
+            raise MediaRefused(f"{kind} is over the limit of {limit} bytes")
+        return Download(data, mime_type, info.get("sha256"))
+
+    def _media_params(self) -> dict[str, str] | None:
+        return None
+
+    # -- templates --------------------------------------------------------
+
+    @abc.abstractmethod
+    def list_templates(self) -> AsyncIterator[dict[str, Any]]:
+        """Every template of the account, page after page."""
+
+    async def create_template(self, definition: Mapping[str, Any]) -> dict[str, Any]:
+        """Submit a template for review (Meta's create body); stored as the answer's status."""
+        answer: dict[str, Any] = await self.call("POST", self._templates_path(), json=dict(definition))
+        category = str(answer.get("category") or definition.get("category", "UTILITY"))
+        template = Template(str(definition["name"]), str(definition["language"]), category, str(answer["status"]))
+        await self.hub.storage.policy.upsert_template(
+            self.name, template, components=definition.get("components"), external_id=str(answer.get("id") or "")
+        )
+        return answer
+
+    @abc.abstractmethod
+    def _templates_path(self) -> str:
+        """The API path that lists and creates templates."""
+
+    @abc.abstractmethod
+    async def delete_template(self, name: str, template_id: str | None = None) -> None:
+        """Delete a template (every language, or only the version ``template_id``)."""
+
+    @abc.abstractmethod
+    async def edit_template(self, template_id: str, changes: Mapping[str, Any]) -> None:
+        """Change a template's ``components`` or ``category`` (it goes back to review)."""
+
+    async def sync_templates(self) -> dict[str, int]:
+        """Make the ``templates`` table this account's templates; counts added, updated, removed."""
+        listed: dict[tuple[str, str], tuple[Template, Any, str | None]] = {}
+        async for item in self.list_templates():
+            template = Template(
+                str(item["name"]), str(item["language"]), str(item.get("category", "")), str(item["status"])
+            )
+            listed[(template.name, template.language)] = (template, item.get("components"), _id(item))
+        return await self.hub.storage.policy.replace_templates(self.name, list(listed.values()))
+
+    # -- account and profile ----------------------------------------------
+
+    async def account_event(self, event: AccountEvent) -> None:
+        data = event.data
+        policy = self.hub.storage.policy
+        if event.field in _TEMPLATE_FIELDS:
+            name, language = data.get("message_template_name"), data.get("message_template_language")
+            if not name or not language:
+                return
+            if event.field == "template_category_update":
+                await policy.update_template(self.name, name, language, category=str(data.get("new_category")))
+                return
+            category = str(data.get("message_template_category") or "")
+            found = await policy.update_template(
+                self.name, name, language, status=event.event, category=category or None
+            )
+            if not found:
+                external = str(data.get("message_template_id") or "") or None
+                template = Template(name, language, category or "UNKNOWN", event.event)
+                await policy.upsert_template(self.name, template, external_id=external)
+            _LOGGER.info("template %s (%s) of %s is now %s", name, language, self.name, event.event)
+        elif event.field == "phone_number_quality_update":
+            self.account.update(quality_event=event.event)
+            if data.get("current_limit"):
+                self.account["messaging_limit"] = data["current_limit"]
+            _LOGGER.warning("number of %s: quality event %s", self.name, event.event)
+        elif event.field == "account_update":
+            self.account["account_event"] = event.event
+            _LOGGER.warning("account of %s: %s", self.name, event.event)
+
+    async def refresh_account(self) -> dict[str, Any] | None:
+        """Read the number's quality rating and messaging limit; None when the host does not tell."""
+        return None
+
+    async def business_profile(self) -> dict[str, Any]:
+        """The business profile as WhatsApp users see it."""
+        answer = await self.call("GET", self._profile_path(), params={"fields": ",".join(PROFILE_FIELDS)})
+        data = answer.get("data") or [{}]
+        first: dict[str, Any] = data[0] if isinstance(data, list) and data else {}
+        # Meta's reference shows the fields directly; its OpenAPI document wraps them.
+        profile = first.get("business_profile", first)
+        return {key: profile[key] for key in PROFILE_FIELDS if key in profile}
+
+    async def apply_profile(self) -> dict[str, Any]:
+        """Send the ``profile:`` block of the configuration; returns the fields that changed."""
+        wanted: dict[str, Any] = dict(self.config.get("profile") or {})
+        if not wanted:
+            return {}
+        current = await self.business_profile()
+        changed = {key: value for key, value in wanted.items() if current.get(key) != value}
+        if changed:
+            await self.call("POST", self._profile_path(), json={"messaging_product": "whatsapp", **changed})
+        return changed
+
+    def _profile_path(self) -> str:
+        return "whatsapp_business_profile"
+
+    async def start(self) -> None:
+        await super().start()
+        self._refresher = self.hub.spawn(self._keep_account_fresh())
+
+    async def stop(self) -> None:
+        if self._refresher is not None:
+            self._refresher.cancel()
+        await super().stop()
+
+    async def _keep_account_fresh(self) -> None:
+        while True:
+            try:
+                state = await self.refresh_account()
+            except ProviderError as exc:
+                _LOGGER.warning("cannot read the account state of %s: %s", self.name, exc)
+                self.account["error"] = str(exc)
+            else:
+                if state is None:
+                    return
+                self.account.pop("error", None)
+                self.account.update(state)
+            await asyncio.sleep(ACCOUNT_REFRESH_SECONDS)
+
+
+def _id(item: Mapping[str, Any]) -> str | None:
+    return str(item["id"]) if item.get("id") is not None else None
+
+
+async def _json_or_none(response: aiohttp.ClientResponse) -> Any:
+    try:
+        return await response.json(content_type=None)
+    except ValueError:
+        return None
+
+
+def meta_signature_valid(secret: str, headers: Mapping[str, str], body: bytes) -> bool:
+    """Whether ``X-Hub-Signature-256`` is the HMAC-SHA256 of the raw ``body``, compared in constant time."""
+    given = headers.get(SIGNATURE_HEADER, "")
+    expected = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(given.encode(), expected.encode())
+
+
+class MetaCloudProvider(CloudApiProvider):
+    """Meta's WhatsApp Cloud API, called directly on the Graph API."""
+
+    PLATFORM = "meta_cloud"
+    CONFIG_SCHEMA = CLOUD_SCHEMA_BASE.extend(
+        {
+            vol.Required("phone_number_id"): _digits,
+            vol.Required("waba_id"): _digits,
+            vol.Required("access_token"): vol.All(str, vol.Length(min=1)),
+            vol.Required("app_secret"): vol.All(str, vol.Length(min=1)),
+            vol.Required("verify_token"): vol.All(str, vol.Length(min=1)),
+            vol.Optional("api_base", default="https://graph.facebook.com"): vol.Url(),
+            vol.Optional("api_version", default="v23.0"): vol.Match(r"^v\d+\.\d+$", msg="like v23.0"),
+        }
+    )
+
+    def _url(self, path: str) -> str:
+        return f"{self.config['api_base'].rstrip('/')}/{self.config['api_version']}/{self._path(path)}"
+
+    def _path(self, path: str) -> str:
+        if path in ("messages", "media", "whatsapp_business_profile"):
+            return f"{self.phone_number_id}/{path}"
+        return path
+
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.config['access_token']}"}
+
+    def _media_params(self) -> dict[str, str] | None:
+        return {"phone_number_id": str(self.phone_number_id)}
+
+    def verify_signature(self, headers: Mapping[str, str], body: bytes) -> bool:
+        return meta_signature_valid(self.config["app_secret"], headers, body)
+
+    async def handle_webhook_get(self, request: web.Request) -> web.StreamResponse:
+        """Meta's verification handshake: echo ``hub.challenge`` for the right token."""
+        query = request.query
+        token_ok = hmac.compare_digest(query.get("hub.verify_token", "").encode(), self.config["verify_token"].encode())
+        if query.get("hub.mode") == "subscribe" and token_ok and "hub.challenge" in query:
+            return web.Response(text=query["hub.challenge"], content_type="text/plain")
+        _LOGGER.warning("webhook verification for %s refused: wrong mode or verify token", self.name)
+        return web.Response(status=403, text="verification refused")
+
+    def _templates_path(self) -> str:
+        return f"{self.waba_id}/message_templates"
+
+    async def list_templates(self) -> AsyncIterator[dict[str, Any]]:
+        url: str | None = self._url(self._templates_path())
+        params: dict[str, str] | None = {
+            "limit": "100",
+            "fields": "id,name,language,status,category,parameter_format,components",
+        }
+        while url:
+            answer = await self.call("GET", "", url=url, params=params)
+            for item in answer.get("data", []):
+                yield item
+            url, params = (answer.get("paging") or {}).get("next"), None
+
+    async def delete_template(self, name: str, template_id: str | None = None) -> None:
+        params = {"name": name, **({"hsm_id": template_id} if template_id else {})}
+        await self.call("DELETE", self._templates_path(), params=params)
+
+    async def edit_template(self, template_id: str, changes: Mapping[str, Any]) -> None:
+        await self.call("POST", template_id, json=dict(changes))
+
+    async def refresh_account(self) -> dict[str, Any]:
+        answer = await self.call("GET", str(self.phone_number_id), params={"fields": PHONE_FIELDS})
+        limit = answer.get("whatsapp_business_manager_messaging_limit") or answer.get("messaging_limit_tier")
+        state = {"quality_rating": answer.get("quality_rating"), "messaging_limit": limit}
+        return {key: value for key, value in state.items() if value}
+
+
+@hookimpl
+def register_providers() -> Iterable[type[Provider]]:
+    return [MetaCloudProvider]
