@@ -90,6 +90,9 @@ def _parser() -> argparse.ArgumentParser:
     actions.add_parser("list", parents=[common], help="show the templates stored for each provider")
     create = actions.add_parser("create", parents=[common], help="submit a template (Meta's create body as JSON)")
     create.add_argument("file", type=Path, help="JSON file with name, language, category, components")
+    edit = actions.add_parser("edit", parents=[common], help="change a template's components or category")
+    edit.add_argument("template_id", help="the template's id (see 'templates list' after a sync)")
+    edit.add_argument("file", type=Path, help="JSON file with the new components and/or category")
     delete = actions.add_parser("delete", parents=[common], help="delete a template (all languages unless --id)")
     delete.add_argument("name")
     delete.add_argument("--id", help="only this language version (the template id)")
@@ -217,6 +220,7 @@ _ACCOUNT_METHODS = {
     ("templates", "sync"): "sync_templates",
     ("templates", "list"): "sync_templates",
     ("templates", "create"): "create_template",
+    ("templates", "edit"): "edit_template",
     ("templates", "delete"): "delete_template",
     ("profile", "apply"): "apply_profile",
     ("profile", "show"): "business_profile",
@@ -229,7 +233,7 @@ def _account(args: argparse.Namespace) -> int:
     pm = _plugin_manager(args)
     config = _load(args.config, pm)
     definition = None
-    if args.command == "templates" and args.action == "create":
+    if args.command == "templates" and args.action in ("create", "edit"):
         try:
             definition = json.loads(args.file.read_text())
         except (OSError, ValueError) as exc:
@@ -241,38 +245,48 @@ async def _account_calls(
     args: argparse.Namespace, config: dict[str, Any], pm: pluggy.PluginManager, definition: Any
 ) -> int:
     from wahub.core.app import command_hub
-    from wahub.core.provider import ProviderError
+    from wahub.core.storage import StorageLocked
 
     method = _ACCOUNT_METHODS[(args.command, args.action)]
-    async with command_hub(config, pm) as hub:
-        chosen = [p for p in hub.providers.values() if args.provider in (None, p.name)]
-        if args.provider and not chosen:
-            raise StartupError(f"no provider named {args.provider!r} in {args.config}")
-        able = [p for p in chosen if hasattr(p, method)]
-        if not able:
-            raise StartupError(f"no provider here can do '{args.command} {args.action}'")
-        failed = 0
-        for provider in able:
-            try:
-                if (args.command, args.action) == ("templates", "list"):
-                    result: Any = await hub.storage.policy.templates(provider.name)
-                    for row in result:
-                        print(f"{provider.name}\t{row['name']}\t{row['language']}\t{row['category']}\t{row['status']}")
-                    continue
-                call = getattr(provider, method)
-                if method == "create_template":
-                    result = await call(definition)
-                elif method == "delete_template":
-                    result = await call(args.name, args.id)
-                elif method == "register_webhook":
-                    result = await call(args.url)
-                else:
-                    result = await call()
-            except ProviderError as exc:
-                print(f"{provider.name}: {exc} (code {exc.code})", file=sys.stderr)
-                failed += 1
-                continue
-            print(f"{provider.name}: {json.dumps(result, ensure_ascii=False) if result is not None else 'done'}")
+    try:
+        async with command_hub(config, pm) as hub:
+            return await _account_each(args, hub, method, definition)
+    except StorageLocked as exc:
+        raise StartupError(
+            f"{exc}. Stop the daemon first, or ask it: POST /api/v1/providers/<name>/templates/sync "
+            "or /profile/apply (see docs/operations.md)"
+        ) from None
+
+
+async def _account_each(args: argparse.Namespace, hub: Any, method: str, definition: Any) -> int:
+    from wahub.core.provider import ProviderError
+
+    chosen = [p for p in hub.providers.values() if args.provider in (None, p.name)]
+    if args.provider and not chosen:
+        raise StartupError(f"no provider named {args.provider!r} in {args.config}")
+    able = [p for p in chosen if hasattr(p, method)]
+    if not able:
+        raise StartupError(f"no provider here can do '{args.command} {args.action}'")
+    arguments: tuple[Any, ...] = {
+        "create_template": (definition,),
+        "edit_template": (getattr(args, "template_id", None), definition),
+        "delete_template": (getattr(args, "name", None), getattr(args, "id", None)),
+        "register_webhook": (getattr(args, "url", None),),
+    }.get(method, ())
+    failed = 0
+    for provider in able:
+        if args.action == "list":
+            for row in await hub.storage.policy.templates(provider.name):
+                fields = (provider.name, row["name"], row["language"], row["category"], row["status"])
+                print("\t".join((*fields, row["external_id"] or "")))
+            continue
+        try:
+            result = await getattr(provider, method)(*arguments)
+        except ProviderError as exc:
+            print(f"{provider.name}: {exc} (code {exc.code})", file=sys.stderr)
+            failed += 1
+            continue
+        print(f"{provider.name}: {'done' if result is None else json.dumps(result, ensure_ascii=False)}")
     return 1 if failed else 0
 
 

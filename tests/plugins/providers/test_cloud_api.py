@@ -106,8 +106,8 @@ async def _cloud(platform: str, database: str, tmp_path: Path, **entry: Any) -> 
 
 
 @pytest.fixture(params=PLATFORMS)
-async def cloud(request: pytest.FixtureRequest, sqlite_url: str, tmp_path: Path) -> AsyncIterator[Cloud]:
-    async for running in _cloud(request.param, sqlite_url, tmp_path):
+async def cloud(request: pytest.FixtureRequest, database_url: str, tmp_path: Path) -> AsyncIterator[Cloud]:
+    async for running in _cloud(request.param, database_url, tmp_path):
         yield running
 
 
@@ -596,6 +596,14 @@ async def test_templates_create_and_delete_through_the_cli(sqlite_url: str, tmp_
         assert [t["name"] for t in server.templates] == ["order_named"]
         code, out, _ = await _cli("templates", "list", "-c", str(config))
         assert "order_named\ten_US\tUTILITY\tPENDING" in out
+        template_id = server.templates[0]["id"]
+        assert out.rstrip().endswith(f"\t{template_id}")
+        definition.write_text(
+            json.dumps({"components": [{"type": "BODY", "text": "Order {{order_id}} is on its way"}]})
+        )
+        code, out, err = await _cli("templates", "edit", template_id, str(definition), "-c", str(config))
+        assert code == 0, err
+        assert server.templates[0]["components"][0]["text"] == "Order {{order_id}} is on its way"
         code, _, err = await _cli("templates", "delete", "order_named", "-c", str(config))
         assert code == 0, err
         assert server.templates == []
@@ -712,3 +720,61 @@ async def test_a_paused_template_refusal_marks_the_template_paused(cloud: Cloud)
     assert template is not None and template.status == "PAUSED"
     status, body = await _post(cloud, update)
     assert status == 422 and body["error"]["code"] == "template_not_approved"
+
+
+# -- account operations on a running daemon ---------------------------------------
+
+
+async def test_a_running_daemon_syncs_templates_and_applies_the_profile_over_the_api(
+    cloud: Cloud, tmp_path: Path
+) -> None:
+    for index in range(3):
+        cloud.server.add_template(_template(index))
+    base = f"{cloud.daemon.url}/api/v1/providers/main"
+    async with cloud.http.post(f"{base}/templates/sync") as response:
+        assert response.status == 401  # the REST API's token is needed
+    async with cloud.http.post(f"{base}/templates/sync", headers=AUTH) as response:
+        assert response.status == 200 and await response.json() == {"added": 3, "updated": 0, "removed": 0}
+    cloud.server.templates.pop(0)
+    async with cloud.http.post(f"{base}/templates/sync", headers=AUTH) as response:
+        assert await response.json() == {"added": 0, "updated": 2, "removed": 1}
+    async with cloud.http.get(f"{base}/templates", headers=AUTH) as response:
+        names = [t["name"] for t in (await response.json())["templates"]]
+    assert names == ["notice_001", "notice_002"]
+    async with cloud.http.post(f"{base}/profile/apply", headers=AUTH) as response:
+        assert response.status == 200 and await response.json() == {}  # no profile: block
+    async with cloud.http.post(f"{cloud.daemon.url}/api/v1/providers/nope/templates/sync", headers=AUTH) as response:
+        assert response.status == 404
+
+    # The CLI cannot open the SQLite file the daemon holds, and says what to do instead.
+    if cloud.daemon.hub.storage.is_sqlite:
+        config = tmp_path / "config.yaml"
+        config.write_text(yaml.safe_dump(_raw_config(cloud.server, cloud.daemon.hub.config["wahub"]["database"])))
+        code, _, err = await _cli("templates", "sync", "-c", str(config))
+        assert code == 69 and "POST /api/v1/providers/<name>/templates/sync" in err
+
+
+async def test_media_uploads_are_checked_and_unknown_media_is_404(cloud: Cloud) -> None:
+    form = aiohttp.FormData()
+    form.add_field("file", b"GIF89a", filename="a.gif", content_type="image/gif")
+    async with cloud.http.post(f"{cloud.daemon.url}/api/v1/media", data=form, headers=AUTH) as response:
+        assert response.status == 422
+        assert "image of type 'image/gif' is not accepted" in (await response.json())["error"]["message"]
+    async with cloud.http.post(f"{cloud.daemon.url}/api/v1/media", json={}, headers=AUTH) as response:
+        assert response.status == 400
+    async with cloud.http.get(f"{cloud.daemon.url}/api/v1/media/0123", headers=AUTH) as response:
+        assert response.status == 404
+
+
+async def test_dialog360_has_no_template_edit(sqlite_url: str, tmp_path: Path) -> None:
+    server = FakeGraphServer(platform="dialog360")
+    await server.start()
+    try:
+        config = tmp_path / "config.yaml"
+        config.write_text(yaml.safe_dump(_raw_config(server, sqlite_url)))
+        definition = tmp_path / "edit.json"
+        definition.write_text(json.dumps({"category": "UTILITY"}))
+        code, _, err = await _cli("templates", "edit", "1", str(definition), "-c", str(config))
+        assert code == 1 and "360dialog's API has no template edit" in err
+    finally:
+        await server.close()

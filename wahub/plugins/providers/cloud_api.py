@@ -14,6 +14,7 @@ import abc
 import asyncio
 import hashlib
 import hmac
+import json
 import logging
 import re
 import time
@@ -489,3 +490,44 @@ class MetaCloudProvider(CloudApiProvider):
 @hookimpl
 def register_providers() -> Iterable[type[Provider]]:
     return [MetaCloudProvider]
+
+
+@hookimpl
+def register_routes(hub: Hub) -> list[web.AbstractRouteDef]:
+    """Account operations on a running daemon (behind the REST API's bearer token)."""
+
+    def provider_of(request: web.Request) -> CloudApiProvider:
+        provider = hub.providers.get(request.match_info["name"])
+        if not isinstance(provider, CloudApiProvider):
+            raise web.HTTPNotFound(
+                text=json.dumps({"error": {"code": "not_found", "message": "no Cloud API provider of that name"}}),
+                content_type="application/json",
+            )
+        return provider
+
+    async def call(request: web.Request, operation: str) -> web.Response:
+        provider = provider_of(request)
+        try:
+            result = await (provider.sync_templates() if operation == "sync" else provider.apply_profile())
+        except ProviderError as exc:
+            body = {"error": {"code": "provider_error", "message": str(exc), "provider_code": exc.code}}
+            return web.json_response(body, status=502)
+        return web.json_response(result)
+
+    async def sync(request: web.Request) -> web.Response:
+        return await call(request, "sync")
+
+    async def profile(request: web.Request) -> web.Response:
+        return await call(request, "profile")
+
+    async def stored(request: web.Request) -> web.Response:
+        rows = await hub.storage.policy.templates(provider_of(request).name)
+        keys = ("name", "language", "category", "status", "external_id", "components", "updated_at")
+        return web.json_response({"templates": [{key: row[key] for key in keys} for row in rows]})
+
+    base = "/api/v1/providers/{name}"
+    return [
+        web.post(f"{base}/templates/sync", sync),
+        web.get(f"{base}/templates", stored),
+        web.post(f"{base}/profile/apply", profile),
+    ]
