@@ -463,7 +463,7 @@ async def test_a_late_failed_status_keeps_the_code_and_title(cloud: Cloud) -> No
 
 
 async def test_an_inbound_image_is_downloaded_checked_and_served_behind_the_token(cloud: Cloud) -> None:
-    photo = b"\xff\xd8\xff\xe0" + bytes(range(256)) * 40
+    photo = b"\xff\xd8\xff\xe0" + bytes(range(256)) * 8192  # 2 MB: many chunks
     media_id = cloud.server.add_media(photo, "image/jpeg")
     announced = base64.b64encode(hashlib.sha256(photo).digest()).decode()  # webhooks say base64
     row = await cloud.inbound(
@@ -778,3 +778,39 @@ async def test_dialog360_has_no_template_edit(sqlite_url: str, tmp_path: Path) -
         assert code == 1 and "360dialog's API has no template edit" in err
     finally:
         await server.close()
+
+
+# -- request bodies and error answers, without a network ----------------------------
+
+
+def test_error_answers_keep_metas_code_title_and_details_or_360dialogs_envelope() -> None:
+    from wahub.plugins.providers.cloud_api import graph_error
+
+    meta = {
+        "error": {
+            "message": "(#131030) Recipient phone number not in allowed list",
+            "type": "OAuthException",
+            "code": 131030,
+            "error_data": {"messaging_product": "whatsapp", "details": "Add the number to the test list"},
+            "error_user_title": "Not allowed",
+        }
+    }
+    error = graph_error(400, meta)
+    assert error.code == "131030" and not error.retryable and not error.auth
+    assert "Not allowed" in str(error) and "Add the number to the test list" in str(error)
+    assert graph_error(401, {"meta": {"httpCode": 401, "developerMessage": "Invalid api key"}}).auth
+    unavailable = graph_error(503, {"meta": {"httpCode": 503, "developerMessage": "Try later", "success": False}})
+    assert unavailable.retryable and unavailable.code == "http_503" and "Try later" in str(unavailable)
+    assert graph_error(502, None).retryable
+
+
+def test_bsuid_recipients_go_in_recipient_and_receipts_have_their_own_shape() -> None:
+    from wahub.core.models import OutgoingMessage
+    from wahub.plugins.providers.cloud_api import render
+
+    assert render(OutgoingMessage.text("+16505551234", "hi"))["to"] == "+16505551234"
+    to_bsuid = render(OutgoingMessage.text(BSUID, "hi", context_id="wamid.X"))
+    assert to_bsuid["recipient"] == BSUID and "to" not in to_bsuid
+    assert to_bsuid["context"] == {"message_id": "wamid.X"}
+    receipt = OutgoingMessage(to=USER, type="mark_read", content={"mark_read": {"message_id": "wamid.Y"}})
+    assert render(receipt) == {"messaging_product": "whatsapp", "status": "read", "message_id": "wamid.Y"}

@@ -269,12 +269,15 @@ class CloudApiProvider(Provider):
             ) as response:
                 if response.status >= 400:
                     raise graph_error(response.status, await _json_or_none(response))
-                data = await response.content.read(limit + 1)
+                chunks, size = [], 0
+                async for chunk in response.content.iter_chunked(1 << 16):
+                    size += len(chunk)
+                    if size > limit:  # stop reading: the announced size was wrong or missing
+                        raise MediaRefused(f"{kind} is over the limit of {limit} bytes")
+                    chunks.append(chunk)
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise ProviderError(f"media download failed: {exc!r}", code="network", retryable=True) from exc
-        if len(data) > limit:
-            raise MediaRefused(f"{kind} is over the limit of {limit} bytes")
-        return Download(data, mime_type, info.get("sha256"))
+        return Download(b"".join(chunks), mime_type, info.get("sha256"))
 
     def _media_params(self) -> dict[str, str] | None:
         return None
