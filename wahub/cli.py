@@ -228,6 +228,10 @@ _ACCOUNT_METHODS = {
 }
 
 
+#: Commands that change one account: never run on every provider at once.
+_ONE_PROVIDER = frozenset({"create_template", "edit_template", "delete_template", "register_webhook"})
+
+
 def _account(args: argparse.Namespace) -> int:
     """``wahub templates|profile|webhook ...``: one call per provider that offers it."""
     pm = _plugin_manager(args)
@@ -267,6 +271,9 @@ async def _account_each(args: argparse.Namespace, hub: Any, method: str, definit
     able = [p for p in chosen if hasattr(p, method)]
     if not able:
         raise StartupError(f"no provider here can do '{args.command} {args.action}'")
+    if method in _ONE_PROVIDER and len(able) > 1:
+        names = ", ".join(p.name for p in able)
+        raise StartupError(f"'{args.command} {args.action}' acts on one provider: add --provider (one of {names})")
     arguments: tuple[Any, ...] = {
         "create_template": (definition,),
         "edit_template": (getattr(args, "template_id", None), definition),

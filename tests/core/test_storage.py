@@ -137,7 +137,7 @@ async def test_an_early_failed_status_keeps_its_code(storage: Storage) -> None:
         error_title="Message undeliverable",
     )
     await storage.messages.apply_status(failed)
-    await storage.messages.mark_sent([(row.id, "sandbox", "p2")])
+    assert await storage.messages.mark_sent([(row.id, "sandbox", "p2")]) == {row.id: "131026"}
     stored = await storage.messages.get(message_id)
     assert stored is not None
     assert (stored["status"], stored["error_code"], stored["error_reason"]) == (

@@ -10,6 +10,7 @@ media id ``wahub:<id>`` and the provider uploads it when the message leaves.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import dataclasses
@@ -17,6 +18,7 @@ import hashlib
 import logging
 import mimetypes
 import os
+import re
 import secrets
 import time
 from collections.abc import Mapping
@@ -40,6 +42,10 @@ MEDIA_KINDS: tuple[str, ...] = ("image", "video", "audio", "document", "sticker"
 #: Outbound media ids naming a file stored here rather than at the provider.
 LOCAL_PREFIX = "wahub:"
 _MB = 1024 * 1024
+_MIME = re.compile(r"^[\w.+-]+/[\w.+-]+\s*(;.*)?$")
+#: Time an inbound file may take to download: well inside the time one inbox
+#: event may take, so a slow file delays the message but never loses it.
+FETCH_SECONDS = 40.0
 
 #: The Cloud API's limits per kind (reference section 5).
 DEFAULT_MAX_BYTES: dict[str, int] = {
@@ -143,6 +149,8 @@ class MediaStore:
         """Raise ``MediaRefused`` naming the problem when a ``kind`` file of this type and size is refused."""
         if kind not in self.max_bytes:
             raise MediaRefused(f"{kind!r} is not a media type ({', '.join(MEDIA_KINDS)})")
+        if len(mime_type) > 128 or not _MIME.match(mime_type):
+            raise MediaRefused(f"{mime_type[:80]!r} is not a MIME type such as image/jpeg")
         allowed = self.types[kind]
         if "*" not in allowed and base_type(mime_type) not in {base_type(t) for t in allowed}:
             raise MediaRefused(f"{kind} of type {mime_type!r} is not accepted (allowed: {', '.join(allowed)})")
@@ -168,7 +176,7 @@ class MediaStore:
         digest = hashlib.sha256(data).hexdigest()
         extension = mimetypes.guess_extension(base_type(mime_type)) or ".bin"
         relative = f"{digest[:2]}/{digest}{extension}"
-        self._write(self.directory / relative, data)
+        await asyncio.to_thread(self._write, self.directory / relative, data)
         row = {
             "id": secrets.token_hex(16),
             "provider": provider,
@@ -214,8 +222,8 @@ class MediaStore:
         names = {f.name for f in dataclasses.fields(MediaFile)}
         return MediaFile(**{key: value for key, value in row.items() if key in names})
 
-    def read(self, file: MediaFile) -> bytes:
-        return (self.directory / file.path).read_bytes()
+    async def read(self, file: MediaFile) -> bytes:
+        return await asyncio.to_thread((self.directory / file.path).read_bytes)
 
     def path(self, file: MediaFile) -> Path:
         return self.directory / file.path
@@ -269,7 +277,8 @@ async def attach_inbound_media(hub: Hub, message: InboundMessage, *, last_try: b
     try:
         file = await store.find(provider.name, media_id)
         if file is None:
-            download = await provider.download_media(media_id, message.type)
+            async with asyncio.timeout(FETCH_SECONDS):
+                download = await provider.download_media(media_id, message.type)
             if download is None:  # the provider does not host files
                 return message
             file = await store.save(

@@ -118,26 +118,28 @@ class Recorder:
 
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
-        self._pending: list[tuple[tuple[int, str, str], asyncio.Future[None]]] = []
+        self._pending: list[tuple[tuple[int, str, str], asyncio.Future[str | None]]] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
-    async def record(self, row: OutboxRow, provider_message_id: str) -> None:
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    async def record(self, row: OutboxRow, provider_message_id: str) -> str | None:
+        """Store the id; returns the error code when a ``failed`` status had already arrived."""
+        future: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
         self._pending.append(((row.id, row.provider, provider_message_id), future))
         self._wake.set()
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run(), name="wahub-send-recorder")
-        await future
+        return await future
 
     async def _run(self) -> None:
         while self._pending:
             batch, self._pending = self._pending, []
             self._wake.clear()
             error: BaseException | None = None
+            failed: dict[int, str | None] = {}
             for attempt in range(1, RECORD_ATTEMPTS + 1):
                 try:
-                    await self.hub.storage.messages.mark_sent([sent for sent, _ in batch])
+                    failed = await self.hub.storage.messages.mark_sent([sent for sent, _ in batch])
                     error = None
                     break
                 except Exception as exc:  # noqa: BLE001 - retried, then handed to the senders
@@ -145,10 +147,10 @@ class Recorder:
                     if attempt < RECORD_ATTEMPTS:
                         _LOGGER.warning("storing %d sends failed (attempt %d); retrying", len(batch), attempt)
                         await asyncio.sleep(0.25 * 2**attempt)
-            for _sent, future in batch:
+            for sent, future in batch:
                 if not future.done():
                     if error is None:
-                        future.set_result(None)
+                        future.set_result(failed.get(sent[0]))
                     else:
                         future.set_exception(error)
 
@@ -301,7 +303,10 @@ class Dispatcher:
             report_exception(hub, exc, {"message_id": row.id, "provider": row.provider})
             await self._failed_attempt(row, "provider_error", f"{type(exc).__name__}: {exc}", retryable=True)
             return
-        await self.recorder.record(row, result.provider_message_id)
+        early_failure = await self.recorder.record(row, result.provider_message_id)
+        if meta_error(early_failure).kind == "policy":  # its failed status came before the answer
+            evidence = result.provider_message_id
+            await learn_from_refusal(hub.storage, row.provider, row.message, early_failure, evidence=evidence)
         hub.metrics.child(hub.metrics.sends, row.provider, "sent", "").inc()
         await call_hook(hub, "outbound_message", hub=hub, message=row.message, result=result)
 

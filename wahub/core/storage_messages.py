@@ -15,7 +15,14 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from wahub.core.models import STATUS_RANK, InboundMessage, OutgoingMessage, StatusEvent
-from wahub.core.storage_schema import contact_identities, contacts, conversations, messages, status_events
+from wahub.core.storage_schema import (
+    consent_events,
+    contact_identities,
+    contacts,
+    conversations,
+    messages,
+    status_events,
+)
 
 
 @dataclass(frozen=True)
@@ -167,6 +174,11 @@ class MessageStore:
             contacts.update().where(contacts.c.id == found[wa_id]).values(address=address, updated_at=now)
         )
         await conn.execute(messages.update().where(messages.c.contact_id == found[wa_id]).values(address=address))
+        await conn.execute(
+            consent_events.update()
+            .where(consent_events.c.provider == provider, consent_events.c.address == wa_id)
+            .values(address=address)
+        )
 
     async def _upsert_contact(
         self, conn: AsyncConnection, provider: str, address: str, name: str | None, now: float
@@ -340,12 +352,13 @@ class MessageStore:
             )
         return result.rowcount
 
-    async def mark_sent(self, sent: Sequence[tuple[int, str, str]]) -> None:
+    async def mark_sent(self, sent: Sequence[tuple[int, str, str]]) -> dict[int, str | None]:
         """Store provider ids of sent messages ``(id, provider, provider_message_id)`` in one
         transaction, moving each to ``sent``, or further when status webhooks for
-        that id arrived before the provider's answer (a ``failed`` one with its error)."""
+        that id arrived before the provider's answer (a ``failed`` one with its error).
+        Returns the messages failed that way, with their error codes."""
         if not sent:
-            return
+            return {}
         now = time.time()
         async with self.db.begin() as conn:
             keys = sorted({(provider, pmid) for _, provider, pmid in sent})
@@ -384,6 +397,7 @@ class MessageStore:
                 ),
                 updates,
             )
+        return {values["row_id"]: values["code"] for values in updates if values["status"] == "failed"}
 
     async def reschedule(self, message_id: int, *, retry_at: float, error_code: str | None, reason: str) -> None:
         """Keep a message queued for another attempt at ``retry_at``."""

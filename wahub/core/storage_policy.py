@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from wahub.core.storage_messages import Database, insert_ignore
-from wahub.core.storage_schema import consent_events, contacts, conversations, templates
+from wahub.core.storage_schema import consent_events, contact_identities, contacts, conversations, templates
 
 
 @dataclass(frozen=True)
@@ -49,19 +49,46 @@ class Template:
     status: str
 
 
+async def _canonical(conn: AsyncConnection, provider: str, address: str) -> str:
+    """The address of the contact that has ``address`` as its address or as one of
+    its ids (a contact moved to its BSUID is still found by its wa_id); else ``address``."""
+    if (
+        await conn.execute(
+            sa.select(contacts.c.id).where(contacts.c.provider == provider, contacts.c.address == address)
+        )
+    ).first() is not None:
+        return address
+    found = (
+        await conn.execute(
+            sa.select(contacts.c.address)
+            .join(contact_identities, contact_identities.c.contact_id == contacts.c.id)
+            .where(
+                contacts.c.provider == provider,
+                contact_identities.c.value.in_(list(dict.fromkeys((address, address.lstrip("+"))))),
+            )
+            .order_by(contacts.c.id)
+            .limit(1)
+        )
+    ).scalar()
+    return str(found) if found is not None else address
+
+
 class PolicyStore:
     def __init__(self, db: Database) -> None:
         self.db = db
 
     async def contact(self, provider: str, address: str) -> ContactContext:
-        query = (
-            sa.select(
-                contacts.c.id, contacts.c.timezone, conversations.c.id.label("cid"), conversations.c.last_inbound_at
-            )
-            .select_from(contacts.outerjoin(conversations, conversations.c.contact_id == contacts.c.id))
-            .where(contacts.c.provider == provider, contacts.c.address == address)
-        )
+        """The contact with this address, or known by it (a wa_id or phone of a
+        contact now addressed by its BSUID)."""
         async with self.db.connect() as conn:
+            address = await _canonical(conn, provider, address)
+            query = (
+                sa.select(
+                    contacts.c.id, contacts.c.timezone, conversations.c.id.label("cid"), conversations.c.last_inbound_at
+                )
+                .select_from(contacts.outerjoin(conversations, conversations.c.contact_id == contacts.c.id))
+                .where(contacts.c.provider == provider, contacts.c.address == address)
+            )
             row = (await conn.execute(query)).first()
         if row is None:
             return ContactContext()
@@ -91,7 +118,11 @@ class PolicyStore:
         occurred_at: float,
         event_key: str | None = None,
     ) -> bool:
-        """Append to the ledger; an ``event_key`` already recorded is skipped. Returns whether it was new."""
+        """Append to the ledger; an ``event_key`` already recorded is skipped. Returns whether it was new.
+
+        The ledger is kept under the contact's current address, whichever of its ids ``address`` is."""
+        async with self.db.connect() as conn:
+            address = await _canonical(conn, provider, address)
         values = {
             "provider": provider,
             "address": address,
@@ -109,24 +140,26 @@ class PolicyStore:
 
     async def consent(self, provider: str, address: str) -> ConsentState:
         latest: dict[str, str] = {}
-        query = (
-            sa.select(consent_events.c.scope, consent_events.c.action)
-            .where(consent_events.c.provider == provider, consent_events.c.address == address)
-            .order_by(consent_events.c.occurred_at, consent_events.c.id)
-        )
         async with self.db.connect() as conn:
+            address = await _canonical(conn, provider, address)
+            query = (
+                sa.select(consent_events.c.scope, consent_events.c.action)
+                .where(consent_events.c.provider == provider, consent_events.c.address == address)
+                .order_by(consent_events.c.occurred_at, consent_events.c.id)
+            )
             for scope, action in (await conn.execute(query)).all():
                 latest[scope] = action
         return ConsentState(all=latest.get("all"), marketing=latest.get("marketing"))
 
     async def ledger(self, provider: str, address: str) -> list[dict[str, Any]]:
         """Every consent event of a contact, oldest first."""
-        query = (
-            sa.select(consent_events)
-            .where(consent_events.c.provider == provider, consent_events.c.address == address)
-            .order_by(consent_events.c.occurred_at, consent_events.c.id)
-        )
         async with self.db.connect() as conn:
+            address = await _canonical(conn, provider, address)
+            query = (
+                sa.select(consent_events)
+                .where(consent_events.c.provider == provider, consent_events.c.address == address)
+                .order_by(consent_events.c.occurred_at, consent_events.c.id)
+            )
             return [dict(row._mapping) for row in (await conn.execute(query)).all()]
 
     # -- templates -----------------------------------------------------------
@@ -158,25 +191,33 @@ class PolicyStore:
                 {"provider": provider, "name": template.name, "language": template.language, **values},
             )
 
-    async def replace_templates(self, provider: str, listed: list[tuple[Template, Any, str | None]]) -> dict[str, int]:
-        """Make the provider's templates exactly ``listed`` (template, components,
-        external id), in one transaction. Returns how many were added, updated and removed."""
+    async def replace_templates(
+        self, provider: str, listed: list[tuple[Template, Any, str | None]], *, listed_since: float
+    ) -> dict[str, int]:
+        """Make the provider's templates ``listed`` (template, components, external
+        id), in one transaction, where nothing newer is known: a row changed after
+        ``listed_since`` (when the listing began; by a status webhook, a create)
+        is kept as it is. Returns how many were added, updated and removed."""
         async with self.db.begin() as conn:
             rows = await conn.execute(
-                sa.select(templates.c.name, templates.c.language).where(templates.c.provider == provider)
+                sa.select(templates.c.name, templates.c.language, templates.c.updated_at).where(
+                    templates.c.provider == provider
+                )
             )
-            before = {(row.name, row.language) for row in rows}
-            for template, components, external_id in listed:
+            before = {(row.name, row.language): row.updated_at for row in rows}
+            fresh = [entry for entry in listed if before.get((entry[0].name, entry[0].language), 0.0) <= listed_since]
+            for template, components, external_id in fresh:
                 await self._upsert_template(conn, provider, template, components=components, external_id=external_id)
-            gone = before - {(template.name, template.language) for template, _, _ in listed}
+            listed_keys = {(template.name, template.language) for template, _, _ in listed}
+            gone = [key for key, updated in before.items() if key not in listed_keys and updated <= listed_since]
             for name, language in gone:
                 await conn.execute(
                     templates.delete().where(
                         templates.c.provider == provider, templates.c.name == name, templates.c.language == language
                     )
                 )
-        added = len({(t.name, t.language) for t, _, _ in listed} - before)
-        return {"added": added, "updated": len(listed) - added, "removed": len(gone)}
+        added = len(listed_keys - before.keys())
+        return {"added": added, "updated": len(fresh) - added, "removed": len(gone)}
 
     async def update_template(
         self, provider: str, name: str, language: str, *, status: str | None = None, category: str | None = None

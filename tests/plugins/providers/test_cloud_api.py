@@ -814,3 +814,71 @@ def test_bsuid_recipients_go_in_recipient_and_receipts_have_their_own_shape() ->
     assert to_bsuid["context"] == {"message_id": "wamid.X"}
     receipt = OutgoingMessage(to=USER, type="mark_read", content={"mark_read": {"message_id": "wamid.Y"}})
     assert render(receipt) == {"messaging_product": "whatsapp", "status": "read", "message_id": "wamid.Y"}
+
+
+def test_group_ids_stay_in_to() -> None:
+    from wahub.core.models import OutgoingMessage
+    from wahub.plugins.providers.cloud_api import render
+
+    group = OutgoingMessage(to="US.GROUP.1", type="text", content={"text": {"body": "hi"}, "recipient_type": "group"})
+    assert render(group)["to"] == "US.GROUP.1" and render(group)["recipient_type"] == "group"
+
+
+async def test_an_opt_out_given_before_the_bsuid_arrived_still_holds(cloud: Cloud) -> None:
+    await _approve(cloud, "order_update")
+    await cloud.inbound({"type": "text", "text": {"body": "STOP"}})  # known by wa_id only
+    row = await cloud.inbound({"type": "text", "text": {"body": "hello again"}}, user_id=BSUID)
+    assert row["address"] == BSUID
+    history = await cloud.daemon.hub.storage.messages.history("main", BSUID)
+    assert history[0]["body"]["text"]["body"] == "STOP"  # the contact moved, its history too
+
+    for address in (BSUID, USER, f"+{USER}"):
+        body = {"to": address, "type": "template", "template": {"name": "order_update", "language": {"code": "en_US"}}}
+        status, answer = await _post(cloud, body)
+        assert status == 422 and answer["error"]["code"] == "opted_out", address
+
+
+async def test_a_webhook_only_speaks_for_providers_sharing_its_credential(database_url: str, tmp_path: Path) -> None:
+    meta = FakeGraphServer()
+    d360 = FakeGraphServer(platform="dialog360")
+    await meta.start()
+    await d360.start()
+    raw = {
+        "wahub": {"api_tokens": [TOKEN]},
+        "providers": [meta.provider_entry("main"), d360.provider_entry("d360", phone_number_id="106540352242924")],
+    }
+    pm = plugin_manager()
+    try:
+        async with running_daemon(build_config(raw, database=database_url, pm=pm), pm=pm) as daemon:
+            # 360dialog's secret, but the metadata names the meta_cloud number: it stays 360dialog's.
+            d360.attach(daemon.url, "d360")
+            message = {"id": "wamid.crossed", "type": "text", "text": {"body": "hi"}}
+            assert await d360.send_inbound(message) == 200
+            history = daemon.hub.storage.messages.history
+            await wait_until(lambda: history("d360", USER))
+            assert await history("main", USER) == []
+    finally:
+        await meta.close()
+        await d360.close()
+
+
+async def test_commands_that_change_one_account_need_provider_when_several_could(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    first, second = FakeGraphServer(), FakeGraphServer(platform="dialog360")
+    await first.start()
+    await second.start()
+    try:
+        config = tmp_path / "config.yaml"
+        raw = {
+            "wahub": {"database": sqlite_url},
+            "providers": [first.provider_entry("main"), second.provider_entry("d360")],
+        }
+        config.write_text(yaml.safe_dump(raw))
+        code, _, err = await _cli("templates", "delete", "order_update", "-c", str(config))
+        assert code == 69 and "add --provider (one of main, d360)" in err
+        code, _, err = await _cli("templates", "delete", "x", "--id", "1", "--provider", "d360", "-c", str(config))
+        assert code == 1 and "deletes a template in every language" in err
+    finally:
+        await first.close()
+        await second.close()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import copy
 import hashlib
 import hmac
 import json
@@ -37,7 +38,8 @@ from wahub.plugins.providers.cloud_webhook import parse_cloud_webhook
 _LOGGER = logging.getLogger(__name__)
 
 SIGNATURE_HEADER = "X-Hub-Signature-256"
-_PHONE = re.compile(r"^\+?\d{5,20}$")
+#: A business-scoped user id: country code, a dot, digits (``US.1349...``, ``US.ENT.1181...``).
+_BSUID = re.compile(r"^[A-Z]{2}\.[A-Z0-9.]+$")
 #: Uploaded media ids live 30 days at Meta; wahub stops using one a day earlier.
 UPLOAD_LIFETIME = 29 * 86400
 #: How often the number's quality rating and messaging limit are read again.
@@ -86,8 +88,8 @@ CLOUD_SCHEMA_BASE = PROVIDER_SCHEMA_BASE.extend(
 def render(message: OutgoingMessage) -> dict[str, Any]:
     """The Cloud API request body of ``message``.
 
-    A recipient that is not a phone number or wa_id is a business-scoped
-    user id (BSUID) and goes in ``recipient`` instead of ``to``.
+    A business-scoped user id (BSUID) goes in ``recipient`` instead of ``to``;
+    phone numbers, wa_ids and group ids go in ``to``.
     """
     if message.type == "mark_read":
         receipt = message.content["mark_read"]
@@ -95,12 +97,14 @@ def render(message: OutgoingMessage) -> dict[str, Any]:
         if receipt.get("typing_indicator"):
             body["typing_indicator"] = {"type": "text"}
         return body
+    recipient_type = message.content.get("recipient_type", "individual")
     body = {
         "messaging_product": "whatsapp",
-        "recipient_type": message.content.get("recipient_type", "individual"),
-        ("to" if _PHONE.match(message.to) else "recipient"): message.to,
+        "recipient_type": recipient_type,
+        ("recipient" if recipient_type != "group" and _BSUID.match(message.to) else "to"): message.to,
         "type": message.type,
-        message.type: message.content[message.type],
+        # A copy: sending replaces wahub's media ids with the provider's.
+        message.type: copy.deepcopy(message.content[message.type]),
     }
     if "biz_opaque_callback_data" in message.content:
         body["biz_opaque_callback_data"] = message.content["biz_opaque_callback_data"]
@@ -168,11 +172,16 @@ class CloudApiProvider(Provider):
 
     # -- webhooks ---------------------------------------------------------
 
+    @abc.abstractmethod
+    def webhook_credential(self) -> tuple[str, ...]:
+        """What proves a webhook's origin. A webhook's events may belong to another
+        provider entry (another number behind the same URL) only if it shares this."""
+
     def parse_webhook(self, body: bytes) -> list[Event]:
         numbers: dict[str, str] = {}
         accounts: dict[str, list[str]] = {}
         for provider in self.hub.providers.values():
-            if isinstance(provider, CloudApiProvider):
+            if isinstance(provider, CloudApiProvider) and provider.webhook_credential() == self.webhook_credential():
                 if provider.phone_number_id:
                     numbers.setdefault(provider.phone_number_id, provider.name)
                 if provider.waba_id:
@@ -249,7 +258,7 @@ class CloudApiProvider(Provider):
         form.add_field("type", file.mime_type)
         form.add_field(
             "file",
-            self.hub.storage.media.read(file),
+            await self.hub.storage.media.read(file),
             filename=file.filename or self.hub.storage.media.path(file).name,
             content_type=file.mime_type,
         )
@@ -313,12 +322,13 @@ class CloudApiProvider(Provider):
     async def sync_templates(self) -> dict[str, int]:
         """Make the ``templates`` table this account's templates; counts added, updated, removed."""
         listed: dict[tuple[str, str], tuple[Template, Any, str | None]] = {}
+        started = time.time()
         async for item in self.list_templates():
             template = Template(
                 str(item["name"]), str(item["language"]), str(item.get("category", "")), str(item["status"])
             )
             listed[(template.name, template.language)] = (template, item.get("components"), _id(item))
-        return await self.hub.storage.policy.replace_templates(self.name, list(listed.values()))
+        return await self.hub.storage.policy.replace_templates(self.name, list(listed.values()), listed_since=started)
 
     # -- account and profile ----------------------------------------------
 
@@ -448,6 +458,9 @@ class MetaCloudProvider(CloudApiProvider):
 
     def _media_params(self) -> dict[str, str] | None:
         return {"phone_number_id": str(self.phone_number_id)}
+
+    def webhook_credential(self) -> tuple[str, ...]:
+        return (self.PLATFORM, self.config["app_secret"])
 
     def verify_signature(self, headers: Mapping[str, str], body: bytes) -> bool:
         return meta_signature_valid(self.config["app_secret"], headers, body)

@@ -50,6 +50,9 @@ class Dialog360Provider(CloudApiProvider):
         given, base = URL(url), URL(self.config["api_base"])
         return str(given.with_scheme(base.scheme).with_host(base.host or "").with_port(base.explicit_port))
 
+    def webhook_credential(self) -> tuple[str, ...]:
+        return (self.PLATFORM, self.config["webhook_secret_header"], self.config["webhook_secret"])
+
     def verify_signature(self, headers: Mapping[str, str], body: bytes) -> bool:
         given = headers.get(self.config["webhook_secret_header"], "")
         return hmac.compare_digest(given.encode(), self.config["webhook_secret"].encode())
@@ -71,6 +74,10 @@ class Dialog360Provider(CloudApiProvider):
                 return
 
     async def delete_template(self, name: str, template_id: str | None = None) -> None:
+        if template_id:
+            raise ProviderError(
+                "360dialog's API deletes a template in every language; delete it without an id", code="unsupported"
+            )
         await self.call("DELETE", f"{self._templates_path()}/{quote(name, safe='')}")
 
     async def edit_template(self, template_id: str, changes: Mapping[str, Any]) -> None:
