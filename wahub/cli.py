@@ -285,7 +285,7 @@ async def _account_each(args: argparse.Namespace, hub: Any, method: str, definit
         if args.action == "list":
             for row in await hub.storage.policy.templates(provider.name):
                 fields = (provider.name, row["name"], row["language"], row["category"], row["status"])
-                print("\t".join((*fields, row["external_id"] or "")))
+                print("\t".join((*fields, row["quality"] or "-", row["external_id"] or "-")))
             continue
         try:
             result = await getattr(provider, method)(*arguments)

@@ -4,6 +4,7 @@ each contact's service window and time zone."""
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -164,15 +165,15 @@ class PolicyStore:
 
     # -- templates -----------------------------------------------------------
 
-    async def upsert_template(
-        self, provider: str, template: Template, *, components: Any = None, external_id: str | None = None
-    ) -> None:
+    async def upsert_template(self, provider: str, template: Template, **details: Any) -> None:
+        """Store a template; ``details`` sets more columns (``components``,
+        ``external_id``, ``quality``) where not None."""
         async with self.db.begin() as conn:
-            await self._upsert_template(conn, provider, template, components=components, external_id=external_id)
+            await self._upsert_template(conn, provider, template, details)
 
     @staticmethod
     async def _upsert_template(
-        conn: AsyncConnection, provider: str, template: Template, *, components: Any, external_id: str | None
+        conn: AsyncConnection, provider: str, template: Template, details: Mapping[str, Any]
     ) -> None:
         key = (
             templates.c.provider == provider,
@@ -180,10 +181,7 @@ class PolicyStore:
             templates.c.language == template.language,
         )
         values = {"category": template.category, "status": template.status, "updated_at": time.time()}
-        if components is not None:
-            values["components"] = components
-        if external_id is not None:
-            values["external_id"] = external_id
+        values.update({column: value for column, value in details.items() if value is not None})
         updated = await conn.execute(templates.update().where(*key).values(**values))
         if updated.rowcount == 0:
             await conn.execute(
@@ -192,12 +190,13 @@ class PolicyStore:
             )
 
     async def replace_templates(
-        self, provider: str, listed: list[tuple[Template, Any, str | None]], *, listed_since: float
+        self, provider: str, listed: list[tuple[Template, dict[str, Any]]], *, listed_since: float
     ) -> dict[str, int]:
-        """Make the provider's templates ``listed`` (template, components, external
-        id), in one transaction, where nothing newer is known: a row changed after
-        ``listed_since`` (when the listing began; by a status webhook, a create)
-        is kept as it is. Returns how many were added, updated and removed."""
+        """Make the provider's templates ``listed`` (each with its ``details``, as
+        for ``upsert_template``), in one transaction, where nothing newer is
+        known: a row changed after ``listed_since`` (when the listing began; by a
+        status webhook, a create) is kept as it is. Returns how many were added,
+        updated and removed."""
         async with self.db.begin() as conn:
             rows = await conn.execute(
                 sa.select(templates.c.name, templates.c.language, templates.c.updated_at).where(
@@ -206,9 +205,9 @@ class PolicyStore:
             )
             before = {(row.name, row.language): row.updated_at for row in rows}
             fresh = [entry for entry in listed if before.get((entry[0].name, entry[0].language), 0.0) <= listed_since]
-            for template, components, external_id in fresh:
-                await self._upsert_template(conn, provider, template, components=components, external_id=external_id)
-            listed_keys = {(template.name, template.language) for template, _, _ in listed}
+            for template, details in fresh:
+                await self._upsert_template(conn, provider, template, details)
+            listed_keys = {(template.name, template.language) for template, _ in listed}
             gone = [key for key, updated in before.items() if key not in listed_keys and updated <= listed_since]
             for name, language in gone:
                 await conn.execute(
@@ -219,15 +218,11 @@ class PolicyStore:
         added = len(listed_keys - before.keys())
         return {"added": added, "updated": len(fresh) - added, "removed": len(gone)}
 
-    async def update_template(
-        self, provider: str, name: str, language: str, *, status: str | None = None, category: str | None = None
-    ) -> bool:
-        """Change a stored template's status or category; False when it is not stored."""
-        values: dict[str, Any] = {"updated_at": time.time()}
-        if status is not None:
-            values["status"] = status
-        if category is not None:
-            values["category"] = category
+    async def update_template(self, provider: str, name: str, language: str, **changes: str | None) -> bool:
+        """Change a stored template's ``status``, ``category`` or ``quality``
+        (None leaves one as it is); False when it is not stored."""
+        values: dict[str, Any] = {key: value for key, value in changes.items() if value is not None}
+        values["updated_at"] = time.time()
         async with self.db.begin() as conn:
             result = await conn.execute(
                 templates.update()

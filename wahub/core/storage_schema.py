@@ -123,6 +123,7 @@ templates = sa.Table(
     sa.Column("status", sa.String(32), nullable=False, comment="APPROVED, PAUSED, REJECTED, ..."),
     sa.Column("external_id", sa.String(64)),
     sa.Column("components", sa.JSON),
+    sa.Column("quality", sa.String(16), comment="GREEN, YELLOW, RED or UNKNOWN, as the provider rates it"),
     sa.Column("updated_at", sa.Float, nullable=False),
     sa.UniqueConstraint("provider", "name", "language", name="uq_templates_provider_name_language"),
 )

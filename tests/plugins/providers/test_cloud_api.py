@@ -513,6 +513,7 @@ def _template(index: int) -> dict[str, Any]:
         "category": "UTILITY",
         "parameter_format": "POSITIONAL",
         "components": [{"type": "BODY", "text": f"Notice {index}: {{{{1}}}}"}],
+        "quality_score": {"score": "GREEN"},
     }
 
 
@@ -549,6 +550,16 @@ async def test_templates_sync_fills_the_table_and_status_webhooks_keep_it_curren
             policy = daemon.hub.storage.policy
             found, _ = await policy.template("main", "notice_007", "en_US")
             assert found is not None and found.status == "APPROVED"
+            [row] = [t for t in await policy.templates("main") if t["name"] == "notice_007"]
+            assert row["quality"] == "GREEN" and row["components"][0]["text"] == "Notice 7: {{1}}"
+            quality = {
+                "previous_quality_score": "GREEN",
+                "new_quality_score": "YELLOW",
+                "message_template_id": 7007,
+                "message_template_name": "notice_007",
+                "message_template_language": "en_US",
+            }
+            assert await server.deliver(quality, field="message_template_quality_update") == 200
             update = {
                 "event": "PAUSED",
                 "message_template_id": 7007,
@@ -559,8 +570,8 @@ async def test_templates_sync_fills_the_table_and_status_webhooks_keep_it_curren
             assert await server.deliver(update, field="message_template_status_update") == 200
 
             async def paused() -> bool:
-                template, _ = await policy.template("main", "notice_007", "en_US")
-                return template is not None and template.status == "PAUSED"
+                rows = [t for t in await policy.templates("main") if t["name"] == "notice_007"]
+                return bool(rows) and (rows[0]["status"], rows[0]["quality"]) == ("PAUSED", "YELLOW")
 
             await wait_until(paused)
     finally:
@@ -739,8 +750,19 @@ async def test_a_running_daemon_syncs_templates_and_applies_the_profile_over_the
     async with cloud.http.post(f"{base}/templates/sync", headers=AUTH) as response:
         assert await response.json() == {"added": 0, "updated": 2, "removed": 1}
     async with cloud.http.get(f"{base}/templates", headers=AUTH) as response:
-        names = [t["name"] for t in (await response.json())["templates"]]
-    assert names == ["notice_001", "notice_002"]
+        listed = (await response.json())["templates"]
+    assert [(t["name"], t["status"], t["quality"]) for t in listed] == [
+        ("notice_001", "APPROVED", "GREEN"),
+        ("notice_002", "APPROVED", "GREEN"),
+    ]
+    # The same sync runs on its own every template_sync_hours (6 by default).
+    from wahub.plugins.providers import cloud_api
+
+    [job] = cloud_api.scheduled_jobs(cloud.daemon.hub)
+    assert (job.id, job.trigger, job.trigger_args) == ("wahub.templates_sync.main", "interval", {"hours": 6.0})
+    cloud.server.add_template(_template(9))
+    await job.func(cloud.daemon.hub)
+    assert [t["name"] for t in await cloud.daemon.hub.storage.policy.templates("main")][-1] == "notice_009"
     async with cloud.http.post(f"{base}/profile/apply", headers=AUTH) as response:
         assert response.status == 200 and await response.json() == {}  # no profile: block
     async with cloud.http.post(f"{cloud.daemon.url}/api/v1/providers/nope/templates/sync", headers=AUTH) as response:

@@ -20,7 +20,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 import aiohttp
@@ -32,6 +32,7 @@ from wahub.core.hub import Hub
 from wahub.core.media import LOCAL_PREFIX, MEDIA_KINDS, Download, MediaFile, MediaRefused
 from wahub.core.models import AccountEvent, Event, OutgoingMessage, SendResult
 from wahub.core.provider import PROVIDER_SCHEMA_BASE, Provider, ProviderError
+from wahub.core.scheduler import JobSpec
 from wahub.core.storage_policy import Template
 from wahub.plugins.providers.cloud_webhook import parse_cloud_webhook
 
@@ -57,6 +58,7 @@ PROFILE_FIELDS = ("about", "address", "description", "email", "websites", "verti
 _TEMPLATE_FIELDS = {
     "message_template_status_update",
     "template_category_update",
+    "message_template_quality_update",
 }
 
 _digits = vol.All(vol.Coerce(str), vol.Match(r"^\d{1,32}$", msg="digits only"))
@@ -81,6 +83,10 @@ CLOUD_SCHEMA_BASE = PROVIDER_SCHEMA_BASE.extend(
         vol.Optional("waba_id"): _digits,
         vol.Optional("timeout", default=30.0): vol.All(vol.Coerce(float), vol.Range(min=0.1, max=300)),
         vol.Optional("profile"): PROFILE_SCHEMA,
+        # Hours between template syncs (on the replica running the scheduler); null: only by command.
+        vol.Optional("template_sync_hours", default=6): vol.Any(
+            None, vol.All(vol.Coerce(float), vol.Range(min=0.1, max=24 * 7))
+        ),
     }
 )
 
@@ -321,36 +327,27 @@ class CloudApiProvider(Provider):
 
     async def sync_templates(self) -> dict[str, int]:
         """Make the ``templates`` table this account's templates; counts added, updated, removed."""
-        listed: dict[tuple[str, str], tuple[Template, Any, str | None]] = {}
+        listed: dict[tuple[str, str], tuple[Template, dict[str, Any]]] = {}
         started = time.time()
         async for item in self.list_templates():
             template = Template(
                 str(item["name"]), str(item["language"]), str(item.get("category", "")), str(item["status"])
             )
-            listed[(template.name, template.language)] = (template, item.get("components"), _id(item))
+            quality = item.get("quality_score")
+            details = {
+                "components": item.get("components"),
+                "external_id": str(item["id"]) if item.get("id") is not None else None,
+                "quality": quality.get("score") if isinstance(quality, dict) else None,
+            }
+            listed[(template.name, template.language)] = (template, details)
         return await self.hub.storage.policy.replace_templates(self.name, list(listed.values()), listed_since=started)
 
     # -- account and profile ----------------------------------------------
 
     async def account_event(self, event: AccountEvent) -> None:
         data = event.data
-        policy = self.hub.storage.policy
         if event.field in _TEMPLATE_FIELDS:
-            name, language = data.get("message_template_name"), data.get("message_template_language")
-            if not name or not language:
-                return
-            if event.field == "template_category_update":
-                await policy.update_template(self.name, name, language, category=str(data.get("new_category")))
-                return
-            category = str(data.get("message_template_category") or "")
-            found = await policy.update_template(
-                self.name, name, language, status=event.event, category=category or None
-            )
-            if not found:
-                external = str(data.get("message_template_id") or "") or None
-                template = Template(name, language, category or "UNKNOWN", event.event)
-                await policy.upsert_template(self.name, template, external_id=external)
-            _LOGGER.info("template %s (%s) of %s is now %s", name, language, self.name, event.event)
+            await self._template_news(event)
         elif event.field == "phone_number_quality_update":
             self.account.update(quality_event=event.event)
             if data.get("current_limit"):
@@ -359,6 +356,24 @@ class CloudApiProvider(Provider):
         elif event.field == "account_update":
             self.account["account_event"] = event.event
             _LOGGER.warning("account of %s: %s", self.name, event.event)
+
+    async def _template_news(self, event: AccountEvent) -> None:
+        data, policy = event.data, self.hub.storage.policy
+        name, language = data.get("message_template_name"), data.get("message_template_language")
+        if not name or not language:
+            return
+        if event.field == "template_category_update":
+            await policy.update_template(self.name, name, language, category=event.event or None)
+        elif event.field == "message_template_quality_update":
+            await policy.update_template(self.name, name, language, quality=event.event or None)
+        else:
+            category = data.get("message_template_category") or None
+            found = await policy.update_template(self.name, name, language, status=event.event, category=category)
+            if not found:
+                external = str(data.get("message_template_id") or "") or None
+                template = Template(name, language, category or "UNKNOWN", event.event)
+                await policy.upsert_template(self.name, template, external_id=external)
+        _LOGGER.info("template %s (%s) of %s: %s %s", name, language, self.name, event.field, event.event)
 
     async def refresh_account(self) -> dict[str, Any] | None:
         """Read the number's quality rating and messaging limit; None when the host does not tell."""
@@ -409,10 +424,6 @@ class CloudApiProvider(Provider):
                 self.account.pop("error", None)
                 self.account.update(state)
             await asyncio.sleep(ACCOUNT_REFRESH_SECONDS)
-
-
-def _id(item: Mapping[str, Any]) -> str | None:
-    return str(item["id"]) if item.get("id") is not None else None
 
 
 async def _json_or_none(response: aiohttp.ClientResponse) -> Any:
@@ -508,6 +519,32 @@ def register_providers() -> Iterable[type[Provider]]:
     return [MetaCloudProvider]
 
 
+def _template_sync(name: str) -> Callable[[Hub], Awaitable[None]]:
+    async def sync(hub: Hub) -> None:
+        provider = hub.providers[name]
+        if isinstance(provider, CloudApiProvider):
+            counts = await provider.sync_templates()
+            _LOGGER.info("templates of %s synced: %s", name, counts)
+
+    return sync
+
+
+@hookimpl
+def scheduled_jobs(hub: Hub) -> list[JobSpec]:
+    """A periodic template sync per Cloud API provider: the table stays right
+    even when a status webhook was missed."""
+    return [
+        JobSpec(
+            id=f"wahub.templates_sync.{provider.name}",
+            func=_template_sync(provider.name),
+            trigger="interval",
+            trigger_args={"hours": provider.config["template_sync_hours"]},
+        )
+        for provider in hub.providers.values()
+        if isinstance(provider, CloudApiProvider) and provider.config["template_sync_hours"]
+    ]
+
+
 @hookimpl
 def register_routes(hub: Hub) -> list[web.AbstractRouteDef]:
     """Account operations on a running daemon (behind the REST API's bearer token)."""
@@ -538,7 +575,7 @@ def register_routes(hub: Hub) -> list[web.AbstractRouteDef]:
 
     async def stored(request: web.Request) -> web.Response:
         rows = await hub.storage.policy.templates(provider_of(request).name)
-        keys = ("name", "language", "category", "status", "external_id", "components", "updated_at")
+        keys = ("name", "language", "category", "status", "quality", "external_id", "components", "updated_at")
         return web.json_response({"templates": [{key: row[key] for key in keys} for row in rows]})
 
     base = "/api/v1/providers/{name}"

@@ -1,4 +1,4 @@
-"""media: stored inbound files and the provider ids of uploaded ones
+"""media: stored inbound files and the provider ids of uploaded ones; template quality
 
 Revision ID: 0003
 Revises: 0002
@@ -16,6 +16,15 @@ _ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 
 def upgrade() -> None:
+    with op.batch_alter_table("templates") as batch:
+        batch.add_column(
+            sa.Column(
+                "quality",
+                sa.String(length=16),
+                nullable=True,
+                comment="GREEN, YELLOW, RED or UNKNOWN, as the provider rates it",
+            )
+        )
     op.create_table(
         "media",
         sa.Column("id", sa.String(length=32), nullable=False, comment="random; the authenticated URL names it"),
@@ -51,3 +60,5 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_table("media_uploads")
     op.drop_table("media")
+    with op.batch_alter_table("templates") as batch:
+        batch.drop_column("quality")
