@@ -217,10 +217,7 @@ class CloudApiProvider(Provider):
                 headers=self._headers(),
                 timeout=self.timeout,
             ) as response:
-                try:
-                    answer = await response.json(content_type=None)
-                except ValueError:
-                    answer = None
+                answer = await _json_or_none(response)
                 if response.status >= 400:
                     raise graph_error(response.status, answer)
                 return answer if answer is not None else {}
