@@ -580,6 +580,9 @@ class FakeGraphServer:
         if not meta:
             body = {"count": len(page), "limit": limit, "offset": start, "total": len(found), "waba_templates": page}
             return web.json_response(body)
+        if "fields" in query:  # like the Graph API: only the fields asked for, and the id
+            fields = {"id", *query["fields"].split(",")}
+            page = [{key: value for key, value in template.items() if key in fields} for template in page]
         if not page:
             return web.json_response({"data": []})
         paging: dict[str, Any] = {"cursors": {"before": _cursor(start), "after": _cursor(start + len(page) - 1)}}
