@@ -287,8 +287,9 @@ async def _account_each(args: argparse.Namespace, hub: Any, method: str, definit
                 fields = (provider.name, row["name"], row["language"], row["category"], row["status"])
                 print("\t".join((*fields, row["quality"] or "-", row["external_id"] or "-")))
             continue
+        options = {"files_from": args.file.parent} if method == "create_template" else {}
         try:
-            result = await getattr(provider, method)(*arguments)
+            result = await getattr(provider, method)(*arguments, **options)
         except ProviderError as exc:
             print(f"{provider.name}: {exc} (code {exc.code})", file=sys.stderr)
             failed += 1

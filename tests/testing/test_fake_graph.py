@@ -754,6 +754,7 @@ def test_provider_entries() -> None:
         "app_secret": meta.app_secret,
         "verify_token": meta.verify_token,
         "api_base": "http://127.0.0.1:1",
+        "app_id": meta.app_id,
         "timeout": 3,
     }
     d360 = FakeGraphServer(platform="dialog360", url="http://127.0.0.1:2")
@@ -768,3 +769,33 @@ def test_provider_entries() -> None:
     }
     with pytest.raises(ValueError):
         FakeGraphServer(platform="twilio")
+
+
+async def test_resumable_uploads_give_handles_that_media_headers_must_use(
+    start: Start, http: aiohttp.ClientSession
+) -> None:
+    server = await start()
+    base = f"{server.url}/v23.0"
+    async with http.post(f"{base}/{server.app_id}/uploads", headers=auth(server)) as response:
+        assert response.status == 400  # file_name, file_length and file_type are required
+    params = {"file_name": "h.jpg", "file_length": "4", "file_type": "image/jpeg"}
+    async with http.post(f"{base}/{server.app_id}/uploads", params=params, headers=auth(server)) as response:
+        session = (await response.json())["id"]
+    assert session.startswith("upload:")
+    async with http.post(f"{base}/{session}", data=b"abc", headers={**auth(server), "file_offset": "0"}) as response:
+        assert response.status == 400  # 3 bytes of 4
+    async with http.post(f"{base}/{session}", data=b"abcd", headers={**auth(server), "file_offset": "0"}) as response:
+        handle = (await response.json())["h"]
+    assert server.handles[handle].data == b"abcd"
+
+    def template(header_handle: str) -> dict[str, Any]:
+        header = {"type": "HEADER", "format": "IMAGE", "example": {"header_handle": [header_handle]}}
+        components = [header, {"type": "BODY", "text": "Hi"}]
+        return {"name": f"t{len(server.templates)}", "language": "en", "category": "UTILITY", "components": components}
+
+    templates = f"{base}/{server.waba_id}/message_templates"
+    async with http.post(templates, json=template("4::made-up"), headers=auth(server)) as response:
+        assert response.status == 400
+        assert "header_handle" in (await response.json())["error"]["error_data"]["details"]
+    async with http.post(templates, json=template(handle), headers=auth(server)) as response:
+        assert response.status == 200

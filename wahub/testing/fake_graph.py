@@ -75,6 +75,7 @@ SPEC_PATH = Path(__file__).parent / "specs" / "meta" / "business-messaging-api_v
 WEBHOOK_SECRET_HEADER = "X-Wahub-Webhook-Secret"
 PLATFORMS = ("meta_cloud", "dialog360")
 CATEGORIES = ("MARKETING", "UTILITY", "AUTHENTICATION")
+MEDIA_HEADERS = ("IMAGE", "VIDEO", "DOCUMENT")
 PROFILE_FIELDS = ("about", "address", "description", "email", "profile_picture_url", "websites", "vertical")
 _SPEC_URI = "urn:wahub:meta:business-messaging-api:v23.0"
 
@@ -276,6 +277,8 @@ class FakeGraphServer:
     phone_number_id: str = "106540352242922"
     display_phone_number: str = "15550783881"
     waba_id: str = "102290129340398"
+    #: The Meta app, whose Resumable Upload API makes template header and profile picture handles.
+    app_id: str = "1480000000000001"
     #: After each accepted send, post a ``sent`` then a ``delivered`` status webhook.
     auto_statuses: bool = True
     requests: list[Recorded] = field(default_factory=list)
@@ -284,6 +287,8 @@ class FakeGraphServer:
     reads: list[dict[str, Any]] = field(default_factory=list)
     schema_errors: list[str] = field(default_factory=list)
     media: dict[str, MediaItem] = field(default_factory=dict)
+    #: Files uploaded through the Resumable Upload API, by the handle it gave.
+    handles: dict[str, MediaItem] = field(default_factory=dict)
     templates: list[dict[str, Any]] = field(default_factory=list)
     profile: dict[str, Any] = field(default_factory=dict)
     phone: dict[str, Any] = field(default_factory=dict)
@@ -292,6 +297,7 @@ class FakeGraphServer:
     #: dialog360: what ``POST /v1/configs/webhook`` set (``url``, ``headers``).
     webhook_config: dict[str, Any] = field(default_factory=dict)
     url: str = ""
+    _uploads: dict[str, tuple[int, str]] = field(default_factory=dict)
     _faults: list[_Fault] = field(default_factory=list)
     _failures: list[tuple[int, str]] = field(default_factory=list)
     _target: str | None = None
@@ -329,6 +335,7 @@ class FakeGraphServer:
         for method, path, handler in [
             ("POST", f"{phone}/messages", self._messages),
             ("POST", f"{phone}/media", self._upload),
+            ("POST", f"{v}/{self.app_id}/uploads" if phone else "/-", self._upload_session),
             ("GET", f"{phone}/whatsapp_business_profile", self._profile_get),
             ("POST", f"{phone}/whatsapp_business_profile", self._profile_post),
             ("GET", templates, self._templates_page),
@@ -361,7 +368,7 @@ class FakeGraphServer:
         ids = {"phone_number_id": self.phone_number_id, "waba_id": self.waba_id}
         if self.platform == "meta_cloud":
             secrets_ = {"access_token": self.access_token, "app_secret": self.app_secret}
-            entry = {**ids, **secrets_, "verify_token": self.verify_token, "api_base": self.url}
+            entry = {**ids, **secrets_, "verify_token": self.verify_token, "api_base": self.url, "app_id": self.app_id}
         else:
             entry = {"api_key": self.api_key, "webhook_secret": self.webhook_secret, "api_base": self.url, **ids}
         return {"platform": self.platform, "name": name, **entry, **extra}
@@ -492,6 +499,8 @@ class FakeGraphServer:
     async def _node(self, request: web.Request) -> web.StreamResponse:
         """``/{v}/{id}`` on Meta, ``/{id}`` on 360dialog: the phone number, a media or a template."""
         node, method, meta = request.match_info["node"], request.method, self.platform == "meta_cloud"
+        if node in self._uploads and method == "POST" and meta:
+            return await self._upload_bytes(request, node)
         if node == self.phone_number_id and method == "GET" and meta:
             wanted = request.query.get("fields")
             if wanted is None:
@@ -517,6 +526,26 @@ class FakeGraphServer:
             template.update(body)
             return web.json_response({"success": True})
         return await _unsupported(request)
+
+    async def _upload_session(self, request: web.Request) -> web.StreamResponse:
+        """Resumable Upload, step 1: ``POST /{app-id}/uploads?file_name&file_length&file_type``."""
+        query = request.query
+        if not query.get("file_name") or not query.get("file_length", "").isdigit() or not query.get("file_type"):
+            return self._refuse(["$: file_name, file_length (bytes) and file_type are required query parameters"])
+        session = f"upload:{secrets.token_urlsafe(16)}"
+        self._uploads[session] = (int(query["file_length"]), query["file_type"])
+        return web.json_response({"id": session})
+
+    async def _upload_bytes(self, request: web.Request, session: str) -> web.StreamResponse:
+        """Resumable Upload, step 2: ``POST /{upload-id}`` with ``file_offset: 0`` and the bytes."""
+        length, mime_type = self._uploads[session]
+        data = await request.read()
+        if request.headers.get("file_offset") != "0" or len(data) != length:
+            return self._refuse([f"$: send all {length} bytes at file_offset 0 (got {len(data)})"])
+        handle = f"4::{secrets.token_urlsafe(24)}"
+        self.handles[handle] = MediaItem(data, mime_type)
+        del self._uploads[session]
+        return web.json_response({"h": handle})
 
     async def _messages(self, request: web.Request) -> web.StreamResponse:
         body = await _json(request)
@@ -595,11 +624,22 @@ class FakeGraphServer:
         problem = _template_problem(body, edit=False)
         if not problem and any(t["name"] == body["name"] and t["language"] == body["language"] for t in self.templates):
             problem = "$: content in this language already exists"
+        if not problem and self.platform == "meta_cloud":
+            problem = self._header_handle_problem(body["components"])
         if problem:
             return self._refuse([problem])
         self.templates.append(template := {"parameter_format": "POSITIONAL", **body, "id": _numeric_id()})
         template["status"] = "PENDING"
         return web.json_response({"id": template["id"], "status": "PENDING", "category": template["category"]})
+
+    def _header_handle_problem(self, components: list[Any]) -> str | None:
+        """A media header's example must be a handle of the Resumable Upload API."""
+        for index, component in enumerate(components):
+            if str(component.get("type")).upper() == "HEADER" and component.get("format") in MEDIA_HEADERS:
+                handles = (component.get("example") or {}).get("header_handle") or [None]
+                if handles[0] not in self.handles:
+                    return f"$.components[{index}].example.header_handle: not a handle from the Resumable Upload API"
+        return None
 
     async def _template_delete(self, request: web.Request) -> web.StreamResponse:
         name, hsm_id = request.match_info.get("name") or request.query.get("name"), request.query.get("hsm_id")
@@ -625,6 +665,8 @@ class FakeGraphServer:
         if problems := problems + _describe(list(_validator(schema, True).iter_errors(body))):
             return self._refuse(problems)
         update = {key: value for key, value in body.items() if key != "messaging_product"}
+        if "profile_picture_handle" in update and update["profile_picture_handle"] not in self.handles:
+            return self._refuse(["$.profile_picture_handle: not a handle from the Resumable Upload API"])
         if "profile_picture_handle" in update:
             update["profile_picture_url"] = f"https://pps.whatsapp.net/v/fake/{update.pop('profile_picture_handle')}"
         self.profile.update(update)

@@ -603,7 +603,8 @@ async def test_templates_create_and_delete_through_the_cli(sqlite_url: str, tmp_
             )
         )
         code, out, err = await _cli("templates", "create", str(definition), "-c", str(config))
-        assert code == 0, err and '"PENDING"' in out
+        assert code == 0, err
+        assert '"PENDING"' in out
         assert [t["name"] for t in server.templates] == ["order_named"]
         code, out, _ = await _cli("templates", "list", "-c", str(config))
         assert "order_named\ten_US\tUTILITY\tPENDING" in out
@@ -644,6 +645,46 @@ async def test_profile_apply_sends_the_configured_profile(platform: str, sqlite_
         assert "Fresh bread daily" in out
         code, out, _ = await _cli("profile", "apply", "-c", str(config))
         assert out.strip() == "main: {}"  # nothing left to change
+    finally:
+        await server.close()
+
+
+async def test_media_headers_and_the_profile_picture_go_through_resumable_uploads(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    server = FakeGraphServer()
+    await server.start()
+    try:
+        picture, header = tmp_path / "logo.png", tmp_path / "header.jpg"
+        picture.write_bytes(b"\x89PNG\r\n\x1a\n logo")
+        header.write_bytes(b"\xff\xd8\xff\xe0 header")
+        config = tmp_path / "config.yaml"
+        config.write_text(yaml.safe_dump(_raw_config(server, sqlite_url, profile={"picture": str(picture)})))
+        definition = tmp_path / "promo.json"
+        components = [
+            {"type": "HEADER", "format": "IMAGE", "example": {"header_file": "header.jpg"}},
+            {"type": "BODY", "text": "Fresh bread is in"},
+        ]
+        definition.write_text(
+            json.dumps({"name": "promo", "language": "en", "category": "MARKETING", "components": components})
+        )
+        code, _, err = await _cli("templates", "create", str(definition), "-c", str(config))
+        assert code == 0, err
+        [handle] = server.templates[0]["components"][0]["example"]["header_handle"]
+        assert server.handles[handle].data == header.read_bytes()
+        assert server.handles[handle].mime_type == "image/jpeg"
+
+        code, out, err = await _cli("profile", "apply", "-c", str(config))
+        assert code == 0, err
+        assert str(picture) in out and server.profile["profile_picture_url"].startswith("https://")
+        assert [item.data for item in server.handles.values()][-1] == picture.read_bytes()
+
+        # Without the app id there is nowhere to upload to: said plainly.
+        raw = _raw_config(server, sqlite_url, profile={"picture": "x.png"})
+        del raw["providers"][0]["app_id"]
+        config.write_text(yaml.safe_dump(raw))
+        code, _, err = await _cli("profile", "apply", "-c", str(config))
+        assert code == 1 and "set app_id in provider 'main'" in err
     finally:
         await server.close()
 

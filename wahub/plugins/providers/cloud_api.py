@@ -20,6 +20,7 @@ import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -67,6 +68,8 @@ PROFILE_SCHEMA = vol.Schema(
             [vol.All(vol.Url(), vol.Length(max=256))], vol.Length(max=2, msg="at most 2 websites")
         ),
         vol.Optional("vertical"): vol.In(VERTICALS, msg=f"use one of {', '.join(VERTICALS)}"),
+        # A JPEG or PNG file (relative to the working directory), uploaded as the profile picture.
+        vol.Optional("picture"): vol.All(str, vol.Length(min=1)),
     }
 )
 
@@ -199,6 +202,7 @@ class CloudApiProvider(Provider):
         params: Mapping[str, str] | None = None,
         data: Any = None,
         url: str | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> Any:
         """One API request; its JSON answer, or ``ProviderError``."""
         try:
@@ -208,7 +212,7 @@ class CloudApiProvider(Provider):
                 json=json,
                 params=params,
                 data=data,
-                headers=self._headers(),
+                headers={**self._headers(), **(headers or {})},
                 timeout=self.timeout,
             ) as response:
                 answer = await _json_or_none(response)
@@ -294,15 +298,31 @@ class CloudApiProvider(Provider):
     def list_templates(self) -> AsyncIterator[dict[str, Any]]:
         """Every template of the account, page after page."""
 
-    async def create_template(self, definition: Mapping[str, Any]) -> dict[str, Any]:
-        """Submit a template for review (Meta's create body); stored as the answer's status."""
-        answer: dict[str, Any] = await self.call("POST", self._templates_path(), json=dict(definition))
+    async def create_template(self, definition: Mapping[str, Any], *, files_from: Path | None = None) -> dict[str, Any]:
+        """Submit a template for review (Meta's create body); stored as the answer's status.
+
+        A media header may name a local file as ``example.header_file`` (relative
+        to ``files_from``): it is uploaded and replaced by its ``header_handle``.
+        """
+        definition = copy.deepcopy(dict(definition))
+        for component in definition.get("components") or []:
+            example = component.get("example") if isinstance(component, dict) else None
+            if isinstance(example, dict) and "header_file" in example:
+                path = (files_from or Path()) / str(example.pop("header_file"))
+                example["header_handle"] = [await self.upload_handle(path)]
+        answer: dict[str, Any] = await self.call("POST", self._templates_path(), json=definition)
         category = str(answer.get("category") or definition.get("category", "UTILITY"))
         template = Template(str(definition["name"]), str(definition["language"]), category, str(answer["status"]))
         await self.hub.storage.policy.upsert_template(
             self.name, template, components=definition.get("components"), external_id=str(answer.get("id") or "")
         )
         return answer
+
+    async def upload_handle(self, path: Path) -> str:
+        """Upload a file for a template header or profile picture; returns its handle."""
+        raise ProviderError(
+            f"{self.PLATFORM} cannot upload {path.name} for a handle: give the handle itself", code="unsupported"
+        )
 
     @abc.abstractmethod
     def _templates_path(self) -> str:
@@ -382,12 +402,17 @@ class CloudApiProvider(Provider):
     async def apply_profile(self) -> dict[str, Any]:
         """Send the ``profile:`` block of the configuration; returns the fields that changed."""
         wanted: dict[str, Any] = dict(self.config.get("profile") or {})
-        if not wanted:
+        picture = wanted.pop("picture", None)
+        if not wanted and not picture:
             return {}
         current = await self.business_profile()
         changed = {key: value for key, value in wanted.items() if current.get(key) != value}
-        if changed:
-            await self.call("POST", self._profile_path(), json={"messaging_product": "whatsapp", **changed})
+        body = dict(changed)
+        if picture:  # WhatsApp gives back another URL: there is no telling whether it is the same picture
+            body["profile_picture_handle"] = await self.upload_handle(Path(picture))
+            changed["picture"] = picture
+        if body:
+            await self.call("POST", self._profile_path(), json={"messaging_product": "whatsapp", **body})
         return changed
 
     def _profile_path(self) -> str:
