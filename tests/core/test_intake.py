@@ -61,9 +61,10 @@ async def test_forged_signature_gets_401_and_stores_nothing(daemon: RunningDaemo
 async def test_unparsable_body_gets_400_and_is_quarantined(daemon: RunningDaemon) -> None:
     for body in (b"{not json", json.dumps({"object": "something else"}).encode()):
         _, headers = signed_sandbox_webhook([])
-        from wahub.plugins.providers.sandbox import SIGNATURE_HEADER, sign
+        from wahub.core.provider import sign_body
+        from wahub.plugins.providers.sandbox import SIGNATURE_HEADER
 
-        headers[SIGNATURE_HEADER] = sign("wahub-test-secret-0123456789abcdef", body)
+        headers[SIGNATURE_HEADER] = sign_body("wahub-test-secret-0123456789abcdef", body)
         status, answer = await post(daemon, body, headers)
         assert status == 400 and answer["error"]["code"] == "unparsable_webhook"
     assert await count(daemon, "SELECT count(*) FROM quarantine") == 2
@@ -153,7 +154,8 @@ async def test_a_bad_event_fails_only_its_own_request(daemon: RunningDaemon) -> 
 
 
 def _signed(body: bytes) -> tuple[bytes, dict[str, str]]:
-    from wahub.plugins.providers.sandbox import SIGNATURE_HEADER, sign
+    from wahub.core.provider import sign_body
+    from wahub.plugins.providers.sandbox import SIGNATURE_HEADER
     from wahub.testing import TEST_SECRET
 
-    return body, {SIGNATURE_HEADER: sign(TEST_SECRET, body), "Content-Type": "application/json"}
+    return body, {SIGNATURE_HEADER: sign_body(TEST_SECRET, body), "Content-Type": "application/json"}

@@ -10,6 +10,8 @@ entry; the entry's ``name`` is its webhook path, ``/webhooks/{name}``.
 from __future__ import annotations
 
 import abc
+import hashlib
+import hmac
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -62,6 +64,17 @@ MESSAGING_LIMITS: dict[str, float] = {
     "TIER_100K": 100_000,
     "TIER_UNLIMITED": float("inf"),
 }
+
+
+def sign_body(secret: str, body: bytes) -> str:
+    """``sha256=<hex HMAC-SHA256 of body>``, the webhook signature Meta sends
+    in ``X-Hub-Signature-256`` (and the sandbox in ``X-Wahub-Signature-256``)."""
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def signature_matches(secret: str, given: str, body: bytes) -> bool:
+    """Whether ``given`` is ``body``'s signature (``sign_body``), compared in constant time."""
+    return hmac.compare_digest(given.encode(), sign_body(secret, body).encode())
 
 
 class WebhookError(Exception):

@@ -21,7 +21,8 @@ from aiohttp import web
 from wahub.core.config import validate_config
 from wahub.core.hub import HUB_KEY, Hub
 from wahub.core.plugins import build_plugin_manager, registered_providers, registered_sections
-from wahub.plugins.providers.sandbox import SIGNATURE_HEADER, sign
+from wahub.core.provider import sign_body
+from wahub.plugins.providers.sandbox import SIGNATURE_HEADER
 
 TEST_SECRET = "wahub-test-secret-0123456789abcdef"
 
@@ -81,7 +82,7 @@ def sandbox_status(
 def signed_sandbox_webhook(events: list[dict[str, Any]], *, secret: str = TEST_SECRET) -> tuple[bytes, dict[str, str]]:
     """The body and headers of a sandbox webhook carrying ``events``."""
     body = json.dumps({"object": "wahub_sandbox", "business_number": "15550000000", "events": events}).encode()
-    return body, {SIGNATURE_HEADER: sign(secret, body), "Content-Type": "application/json"}
+    return body, {SIGNATURE_HEADER: sign_body(secret, body), "Content-Type": "application/json"}
 
 
 @dataclass

@@ -54,7 +54,6 @@ import email.message
 import email.parser
 import functools
 import hashlib
-import hmac
 import json
 import secrets
 import time
@@ -70,6 +69,8 @@ from jsonschema import Draft202012Validator  # type: ignore[import-untyped]
 from jsonschema.exceptions import ValidationError, best_match  # type: ignore[import-untyped]
 from referencing import Registry
 from referencing.jsonschema import DRAFT202012
+
+from wahub.core.provider import sign_body
 
 SPEC_PATH = Path(__file__).parent / "specs" / "meta" / "business-messaging-api_v23.0.yaml"
 WEBHOOK_SECRET_HEADER = "X-Wahub-Webhook-Secret"
@@ -415,7 +416,7 @@ class FakeGraphServer:
             raise RuntimeError("start() the fake and attach() it to a daemon first")
         headers = {"Content-Type": "application/json"}
         if self.platform == "meta_cloud":
-            headers["X-Hub-Signature-256"] = "sha256=" + hmac.new(self.app_secret.encode(), body, "sha256").hexdigest()
+            headers["X-Hub-Signature-256"] = sign_body(self.app_secret, body)
         else:
             headers |= {WEBHOOK_SECRET_HEADER: self.webhook_secret, **self.webhook_config.get("headers", {})}
         async with self._session.post(target, data=body, headers=headers) as response:

@@ -10,7 +10,6 @@ GET handshake. Everything else is the Cloud API family's (``cloud_api``).
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import hmac
 import logging
 import mimetypes
@@ -22,7 +21,7 @@ import voluptuous as vol
 from aiohttp import web
 
 from wahub import hookimpl
-from wahub.core.provider import Provider, ProviderError
+from wahub.core.provider import Provider, ProviderError, signature_matches
 from wahub.plugins.providers.cloud_api import CLOUD_SCHEMA_BASE, DIGITS, CloudApiProvider
 
 _LOGGER = logging.getLogger(__name__)
@@ -32,13 +31,6 @@ PHONE_FIELDS = (
     "display_phone_number,verified_name,quality_rating,name_status,"
     "whatsapp_business_manager_messaging_limit,messaging_limit_tier,throughput"
 )
-
-
-def meta_signature_valid(secret: str, headers: Mapping[str, str], body: bytes) -> bool:
-    """Whether ``X-Hub-Signature-256`` is the HMAC-SHA256 of the raw ``body``, compared in constant time."""
-    given = headers.get(SIGNATURE_HEADER, "")
-    expected = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-    return hmac.compare_digest(given.encode(), expected.encode())
 
 
 class MetaCloudProvider(CloudApiProvider):
@@ -77,7 +69,7 @@ class MetaCloudProvider(CloudApiProvider):
         return (self.PLATFORM, self.config["app_secret"])
 
     def verify_signature(self, headers: Mapping[str, str], body: bytes) -> bool:
-        return meta_signature_valid(self.config["app_secret"], headers, body)
+        return signature_matches(self.config["app_secret"], headers.get(SIGNATURE_HEADER, ""), body)
 
     async def handle_webhook_get(self, request: web.Request) -> web.StreamResponse:
         """Meta's verification handshake: echo ``hub.challenge`` for the right token."""

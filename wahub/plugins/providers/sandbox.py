@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import hmac
 import json
 import logging
 import re
@@ -53,7 +52,14 @@ from wahub.core.models import (
     StatusEvent,
     UnsupportedEvent,
 )
-from wahub.core.provider import PROVIDER_SCHEMA_BASE, Provider, ProviderError, WebhookError
+from wahub.core.provider import (
+    PROVIDER_SCHEMA_BASE,
+    Provider,
+    ProviderError,
+    WebhookError,
+    sign_body,
+    signature_matches,
+)
 from wahub.core.storage_policy import Template
 
 _LOGGER = logging.getLogger(__name__)
@@ -67,14 +73,9 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
-def sign(secret: str, body: bytes) -> str:
-    """The signature header value for ``body``."""
-    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-
-
 def signature_valid(secret: str, headers: Mapping[str, str], body: bytes) -> bool:
     """Whether ``headers`` carry ``body``'s signature, compared in constant time."""
-    return hmac.compare_digest(headers.get(SIGNATURE_HEADER, "").encode(), sign(secret, body).encode())
+    return signature_matches(secret, headers.get(SIGNATURE_HEADER, ""), body)
 
 
 def frame_message(row: Mapping[str, Any]) -> dict[str, Any]:
@@ -247,7 +248,7 @@ class SandboxProvider(Provider):
         body = json.dumps(
             {"object": "wahub_sandbox", "business_number": self.business_number, "events": events}
         ).encode()
-        headers = {SIGNATURE_HEADER: sign(self.secret, body), "Content-Type": "application/json"}
+        headers = {SIGNATURE_HEADER: sign_body(self.secret, body), "Content-Type": "application/json"}
         async with self.hub.http.post(f"{base_url}/webhooks/{self.name}", data=body, headers=headers) as response:
             if response.status != 200:
                 raise WebhookError(f"the daemon answered {response.status}: {await response.text()}")
