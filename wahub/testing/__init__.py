@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
 import pluggy
 from aiohttp import web
 
@@ -83,6 +84,27 @@ def signed_sandbox_webhook(events: list[dict[str, Any]], *, secret: str = TEST_S
     """The body and headers of a sandbox webhook carrying ``events``."""
     body = json.dumps({"object": "wahub_sandbox", "business_number": "15550000000", "events": events}).encode()
     return body, {SIGNATURE_HEADER: sign_body(secret, body), "Content-Type": "application/json"}
+
+
+async def serve_on_loopback(app: web.Application) -> tuple[web.AppRunner, str]:
+    """Serve ``app`` on 127.0.0.1 on a free port (a fake provider cloud, say); returns its runner and URL."""
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=0.5)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    return runner, f"http://127.0.0.1:{runner.addresses[0][1]}"
+
+
+async def close_fake(
+    runner: web.AppRunner | None, session: aiohttp.ClientSession | None, tasks: set[asyncio.Task[None]]
+) -> None:
+    """Stop what a fake started: its background tasks, its client session, its server."""
+    for task in list(tasks):
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    if session is not None:
+        await session.close()
+    if runner is not None:
+        await runner.cleanup()
 
 
 @dataclass

@@ -71,6 +71,7 @@ from referencing import Registry
 from referencing.jsonschema import DRAFT202012
 
 from wahub.core.provider import sign_body
+from wahub.testing import close_fake, serve_on_loopback
 
 SPEC_PATH = Path(__file__).parent / "specs" / "meta" / "business-messaging-api_v23.0.yaml"
 WEBHOOK_SECRET_HEADER = "X-Wahub-Webhook-Secret"
@@ -348,21 +349,12 @@ class FakeGraphServer:
             ("*", "/{tail:.+}", _unsupported),
         ]:
             app.router.add_route(method, path, handler)
-        self._runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=0.5)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
-        self.url = f"http://127.0.0.1:{self._runner.addresses[0][1]}"
+        self._runner, self.url = await serve_on_loopback(app)
         self._session = aiohttp.ClientSession()
         return self
 
     async def close(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._session is not None:
-            await self._session.close()
-        if self._runner is not None:
-            await self._runner.cleanup()
+        await close_fake(self._runner, self._session, self._tasks)
 
     def provider_entry(self, name: str = "main", **extra: Any) -> dict[str, Any]:
         """The ``providers:`` entry of a daemon that talks to this fake."""

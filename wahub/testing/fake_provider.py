@@ -42,7 +42,7 @@ from wahub.core.hub import Hub
 from wahub.core.models import Event, OutgoingMessage, SendResult
 from wahub.core.provider import PROVIDER_SCHEMA_BASE, Provider, ProviderError
 from wahub.plugins.providers.sandbox import parse_events, signature_valid
-from wahub.testing import sandbox_status, signed_sandbox_webhook
+from wahub.testing import close_fake, sandbox_status, serve_on_loopback, signed_sandbox_webhook
 
 PLATFORM = "fake"
 DEFAULT_TOKEN = "fake-provider-token-0123456789"
@@ -98,22 +98,12 @@ class FakeProviderServer:
     async def start(self) -> FakeProviderServer:
         app = web.Application()
         app.router.add_post("/v1/messages", self._messages)
-        self._runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=0.5)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.url = f"http://127.0.0.1:{self._runner.addresses[0][1]}"
+        self._runner, self.url = await serve_on_loopback(app)
         self._session = aiohttp.ClientSession()
         return self
 
     async def close(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._session is not None:
-            await self._session.close()
-        if self._runner is not None:
-            await self._runner.cleanup()
+        await close_fake(self._runner, self._session, self._tasks)
 
     def provider_entry(self, name: str = "fake", **extra: Any) -> dict[str, Any]:
         """The ``providers:`` entry of a daemon that sends through this server."""
