@@ -14,6 +14,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import copy
+import functools
 import json
 import logging
 import re
@@ -137,14 +138,15 @@ def graph_error(status: int, data: Any) -> ProviderError:
         parts = [error.get("message"), error.get("error_user_title"), error.get("error_user_msg"), details]
         detail = "; ".join(dict.fromkeys(str(part) for part in parts if part))
         return ProviderError.from_meta(error.get("code"), detail, http_status=status)
-    meta = data.get("meta") if isinstance(data, dict) else None
-    if isinstance(meta, dict):  # a BSP's own envelope (360dialog)
-        code = int(meta.get("httpCode") or status)
-        text = str(meta.get("developerMessage") or meta.get("message") or f"HTTP {code}")
-        return ProviderError(text, code=f"http_{code}", retryable=code >= 500 or code == 429, auth=code in (401, 403))
-    return ProviderError(
-        f"HTTP {status} without an error body", code=f"http_{status}", retryable=status >= 500 or status == 429
-    )
+    envelope = data.get("meta") if isinstance(data, dict) else None
+    detail = "no error body"
+    if isinstance(envelope, dict):  # a BSP's own envelope (360dialog)
+        status = int(envelope["httpCode"]) if str(envelope.get("httpCode")).isdigit() else status
+        detail = str(envelope.get("developerMessage") or envelope.get("message") or detail)
+    # No Cloud API code: classified by the HTTP status alone (5xx and 429 retry, 401 pauses).
+    error = ProviderError.from_meta(None, detail, http_status=status)
+    error.code = f"http_{status}"
+    return error
 
 
 class CloudApiProvider(Provider):
@@ -180,7 +182,10 @@ class CloudApiProvider(Provider):
         """What proves a webhook's origin. A webhook's events may belong to another
         provider entry (another number behind the same URL) only if it shares this."""
 
-    def parse_webhook(self, body: bytes) -> list[Event]:
+    @functools.cached_property
+    def _routes(self) -> tuple[dict[str, str], dict[str, list[str]]]:
+        """Numbers and accounts this provider's webhooks may speak for (the
+        configured providers never change, so this is worked out once)."""
         numbers: dict[str, str] = {}
         accounts: dict[str, list[str]] = {}
         for provider in self.hub.providers.values():
@@ -189,6 +194,10 @@ class CloudApiProvider(Provider):
                     numbers.setdefault(provider.phone_number_id, provider.name)
                 if provider.waba_id:
                     accounts.setdefault(provider.waba_id, []).append(provider.name)
+        return numbers, accounts
+
+    def parse_webhook(self, body: bytes) -> list[Event]:
+        numbers, accounts = self._routes
         return parse_cloud_webhook(body, default=self.name, numbers=numbers, accounts=accounts)
 
     # -- calls ------------------------------------------------------------
