@@ -291,9 +291,9 @@ class Dispatcher:
             if exc.auth:
                 await self._pause(provider, row, exc)
                 return
-            await self._failed_attempt(row, exc.code, str(exc), retryable=exc.retryable)
-            if meta_error(exc.code).kind == "policy":
+            if meta_error(exc.code).kind == "policy":  # learnt before the failure shows
                 await learn_from_refusal(hub.storage, row.provider, row.message, exc.code, evidence=f"wahub.{row.id}")
+            await self._failed_attempt(row, exc.code, str(exc), retryable=exc.retryable)
             return
         except (aiohttp.ClientError, TimeoutError) as exc:
             await self._failed_attempt(row, "network", f"{type(exc).__name__}: {exc}", retryable=True)

@@ -200,14 +200,14 @@ class InboxProcessor:
         hub = self.hub
         if status.status == "failed" and status.error_code and not status.error_title:
             status = dataclasses.replace(status, error_title=meta_error(status.error_code).reason)
-        change = await hub.storage.messages.apply_status(status)
-        if change is not None and status.status == "failed" and meta_error(status.error_code).kind == "policy":
-            stored = await hub.storage.messages.get(change.message_id)
-            if stored is not None and stored["direction"] == "out":
-                sent = OutgoingMessage.from_json(stored["body"])
+        if status.status == "failed" and meta_error(status.error_code).kind == "policy":
+            # Learnt before the failure shows, so whoever sees it failed sees the lesson too.
+            sent = await hub.storage.messages.sent_message(status.provider, status.message_id)
+            if sent is not None:
                 await learn_from_refusal(
                     hub.storage, status.provider, sent, status.error_code, evidence=status.message_id
                 )
+        await hub.storage.messages.apply_status(status)
         hub.metrics.statuses.labels(status.provider, status.status).inc()
         await call_hook(hub, "status_update", hub=hub, status=status)
         await hub.storage.finish_inbox(row)

@@ -462,6 +462,17 @@ class MessageStore:
             await conn.execute(messages.update().where(messages.c.id == row.id).values(**values))
         return StatusChange(int(row.id), event.status)
 
+    async def sent_message(self, provider: str, provider_message_id: str) -> OutgoingMessage | None:
+        """The outgoing message the provider knows by this id, if it is recorded."""
+        query = sa.select(messages.c.body).where(
+            messages.c.provider == provider,
+            messages.c.provider_message_id == provider_message_id,
+            messages.c.direction == "out",
+        )
+        async with self.db.connect() as conn:
+            body = (await conn.execute(query)).scalar()
+        return None if body is None else OutgoingMessage.from_json(body)
+
     async def get(self, message_id: int) -> dict[str, Any] | None:
         async with self.db.connect() as conn:
             row = (await conn.execute(sa.select(messages).where(messages.c.id == message_id))).one_or_none()

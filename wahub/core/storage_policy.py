@@ -50,28 +50,27 @@ class Template:
     status: str
 
 
-async def _canonical(conn: AsyncConnection, provider: str, address: str) -> str:
-    """The address of the contact that has ``address`` as its address or as one of
-    its ids (a contact moved to its BSUID is still found by its wa_id); else ``address``."""
-    if (
-        await conn.execute(
-            sa.select(contacts.c.id).where(contacts.c.provider == provider, contacts.c.address == address)
+def _canonical(provider: str, address: str) -> sa.ColumnElement[str]:
+    """In SQL, the address of the contact that has ``address`` as its address or
+    as one of its ids (a contact moved to its BSUID is still found by its
+    wa_id), else ``address`` itself: the lookups below stay one query each."""
+    known_by = (
+        sa.select(contacts.c.address)
+        .join(contact_identities, contact_identities.c.contact_id == contacts.c.id)
+        .where(
+            contacts.c.provider == provider,
+            contact_identities.c.value.in_(list(dict.fromkeys((address, address.lstrip("+"))))),
         )
-    ).first() is not None:
-        return address
-    found = (
-        await conn.execute(
-            sa.select(contacts.c.address)
-            .join(contact_identities, contact_identities.c.contact_id == contacts.c.id)
-            .where(
-                contacts.c.provider == provider,
-                contact_identities.c.value.in_(list(dict.fromkeys((address, address.lstrip("+"))))),
-            )
-            .order_by(contacts.c.id)
-            .limit(1)
-        )
-    ).scalar()
-    return str(found) if found is not None else address
+        .order_by(contacts.c.id)
+        .limit(1)
+        .scalar_subquery()
+    )
+    own = (
+        sa.select(contacts.c.address)
+        .where(contacts.c.provider == provider, contacts.c.address == address)
+        .scalar_subquery()
+    )
+    return sa.func.coalesce(own, known_by, sa.literal(address))
 
 
 class PolicyStore:
@@ -81,15 +80,14 @@ class PolicyStore:
     async def contact(self, provider: str, address: str) -> ContactContext:
         """The contact with this address, or known by it (a wa_id or phone of a
         contact now addressed by its BSUID)."""
-        async with self.db.connect() as conn:
-            address = await _canonical(conn, provider, address)
-            query = (
-                sa.select(
-                    contacts.c.id, contacts.c.timezone, conversations.c.id.label("cid"), conversations.c.last_inbound_at
-                )
-                .select_from(contacts.outerjoin(conversations, conversations.c.contact_id == contacts.c.id))
-                .where(contacts.c.provider == provider, contacts.c.address == address)
+        query = (
+            sa.select(
+                contacts.c.id, contacts.c.timezone, conversations.c.id.label("cid"), conversations.c.last_inbound_at
             )
+            .select_from(contacts.outerjoin(conversations, conversations.c.contact_id == contacts.c.id))
+            .where(contacts.c.provider == provider, contacts.c.address == _canonical(provider, address))
+        )
+        async with self.db.connect() as conn:
             row = (await conn.execute(query)).first()
         if row is None:
             return ContactContext()
@@ -100,7 +98,7 @@ class PolicyStore:
         async with self.db.begin() as conn:
             result = await conn.execute(
                 contacts.update()
-                .where(contacts.c.provider == provider, contacts.c.address == address)
+                .where(contacts.c.provider == provider, contacts.c.address == _canonical(provider, address))
                 .values(timezone=timezone, updated_at=time.time())
             )
         return result.rowcount > 0
@@ -122,11 +120,9 @@ class PolicyStore:
         """Append to the ledger; an ``event_key`` already recorded is skipped. Returns whether it was new.
 
         The ledger is kept under the contact's current address, whichever of its ids ``address`` is."""
-        async with self.db.connect() as conn:
-            address = await _canonical(conn, provider, address)
         values = {
             "provider": provider,
-            "address": address,
+            "address": _canonical(provider, address),
             "action": action,
             "scope": scope,
             "source": source,
@@ -136,31 +132,29 @@ class PolicyStore:
             "created_at": time.time(),
         }
         async with self.db.begin() as conn:
-            result = await conn.execute(insert_ignore(conn, consent_events, ["event_key"]), values)
+            result = await conn.execute(insert_ignore(conn, consent_events, ["event_key"]).values(**values))
         return result.rowcount > 0
 
     async def consent(self, provider: str, address: str) -> ConsentState:
         latest: dict[str, str] = {}
+        query = (
+            sa.select(consent_events.c.scope, consent_events.c.action)
+            .where(consent_events.c.provider == provider, consent_events.c.address == _canonical(provider, address))
+            .order_by(consent_events.c.occurred_at, consent_events.c.id)
+        )
         async with self.db.connect() as conn:
-            address = await _canonical(conn, provider, address)
-            query = (
-                sa.select(consent_events.c.scope, consent_events.c.action)
-                .where(consent_events.c.provider == provider, consent_events.c.address == address)
-                .order_by(consent_events.c.occurred_at, consent_events.c.id)
-            )
             for scope, action in (await conn.execute(query)).all():
                 latest[scope] = action
         return ConsentState(all=latest.get("all"), marketing=latest.get("marketing"))
 
     async def ledger(self, provider: str, address: str) -> list[dict[str, Any]]:
         """Every consent event of a contact, oldest first."""
+        query = (
+            sa.select(consent_events)
+            .where(consent_events.c.provider == provider, consent_events.c.address == _canonical(provider, address))
+            .order_by(consent_events.c.occurred_at, consent_events.c.id)
+        )
         async with self.db.connect() as conn:
-            address = await _canonical(conn, provider, address)
-            query = (
-                sa.select(consent_events)
-                .where(consent_events.c.provider == provider, consent_events.c.address == address)
-                .order_by(consent_events.c.occurred_at, consent_events.c.id)
-            )
             return [dict(row._mapping) for row in (await conn.execute(query)).all()]
 
     # -- templates -----------------------------------------------------------

@@ -768,8 +768,12 @@ async def test_a_paused_template_refusal_marks_the_template_paused(cloud: Cloud)
     failed = await cloud.status_becomes((await cloud.send(update))["id"], "failed")
     assert failed["error"]["code"] == "132015"
 
-    template, _ = await cloud.daemon.hub.storage.policy.template("main", "order_update", "en_US")
-    assert template is not None and template.status == "PAUSED"
+    async def paused() -> bool:
+        template, _ = await cloud.daemon.hub.storage.policy.template("main", "order_update", "en_US")
+        return template is not None and template.status == "PAUSED"
+
+    # A failed status that overtook the API's answer is learnt just after the failure is recorded.
+    await wait_until(paused)
     status, body = await _post(cloud, update)
     assert status == 422 and body["error"]["code"] == "template_not_approved"
 
