@@ -13,6 +13,7 @@ import json
 import sys
 import time
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -517,6 +518,21 @@ def _template(index: int) -> dict[str, Any]:
     }
 
 
+@asynccontextmanager
+async def graph_and_config(
+    tmp_path: Path, database: str, platform: str = "meta_cloud", **entry: Any
+) -> AsyncIterator[tuple[FakeGraphServer, Path]]:
+    """A fake API, and a configuration file whose provider ``main`` talks to it (for the CLI)."""
+    server = FakeGraphServer(platform=platform)
+    await server.start()
+    try:
+        config = tmp_path / "config.yaml"
+        config.write_text(yaml.safe_dump(_raw_config(server, database, **entry)))
+        yield server, config
+    finally:
+        await server.close()
+
+
 async def _cli(*args: str) -> tuple[int, str, str]:
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "wahub", *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
@@ -579,11 +595,7 @@ async def test_templates_sync_fills_the_table_and_status_webhooks_keep_it_curren
 
 
 async def test_templates_create_and_delete_through_the_cli(sqlite_url: str, tmp_path: Path) -> None:
-    server = FakeGraphServer()
-    await server.start()
-    try:
-        config = tmp_path / "config.yaml"
-        config.write_text(yaml.safe_dump(_raw_config(server, sqlite_url)))
+    async with graph_and_config(tmp_path, sqlite_url) as (server, config):
         definition = tmp_path / "template.json"
         definition.write_text(
             json.dumps(
@@ -619,25 +631,19 @@ async def test_templates_create_and_delete_through_the_cli(sqlite_url: str, tmp_
         code, _, err = await _cli("templates", "delete", "order_named", "-c", str(config))
         assert code == 0, err
         assert server.templates == []
-    finally:
-        await server.close()
 
 
 @pytest.mark.parametrize("platform", PLATFORMS)
 async def test_profile_apply_sends_the_configured_profile(platform: str, sqlite_url: str, tmp_path: Path) -> None:
-    server = FakeGraphServer(platform=platform)
-    await server.start()
-    try:
-        profile = {
-            "about": "Fresh bread daily",
-            "address": "1 Baker Street",
-            "description": "Neighbourhood bakery",
-            "email": "hello@example.com",
-            "websites": ["https://example.com"],
-            "vertical": "RESTAURANT",
-        }
-        config = tmp_path / "config.yaml"
-        config.write_text(yaml.safe_dump(_raw_config(server, sqlite_url, profile=profile)))
+    profile = {
+        "about": "Fresh bread daily",
+        "address": "1 Baker Street",
+        "description": "Neighbourhood bakery",
+        "email": "hello@example.com",
+        "websites": ["https://example.com"],
+        "vertical": "RESTAURANT",
+    }
+    async with graph_and_config(tmp_path, sqlite_url, platform=platform, profile=profile) as (server, config):
         code, out, err = await _cli("profile", "apply", "-c", str(config))
         assert code == 0, err
         assert {key: server.profile.get(key) for key in profile} == profile
@@ -645,21 +651,15 @@ async def test_profile_apply_sends_the_configured_profile(platform: str, sqlite_
         assert "Fresh bread daily" in out
         code, out, _ = await _cli("profile", "apply", "-c", str(config))
         assert out.strip() == "main: {}"  # nothing left to change
-    finally:
-        await server.close()
 
 
 async def test_media_headers_and_the_profile_picture_go_through_resumable_uploads(
     sqlite_url: str, tmp_path: Path
 ) -> None:
-    server = FakeGraphServer()
-    await server.start()
-    try:
-        picture, header = tmp_path / "logo.png", tmp_path / "header.jpg"
-        picture.write_bytes(b"\x89PNG\r\n\x1a\n logo")
-        header.write_bytes(b"\xff\xd8\xff\xe0 header")
-        config = tmp_path / "config.yaml"
-        config.write_text(yaml.safe_dump(_raw_config(server, sqlite_url, profile={"picture": str(picture)})))
+    picture, header = tmp_path / "logo.png", tmp_path / "header.jpg"
+    picture.write_bytes(b"\x89PNG\r\n\x1a\n logo")
+    header.write_bytes(b"\xff\xd8\xff\xe0 header")
+    async with graph_and_config(tmp_path, sqlite_url, profile={"picture": str(picture)}) as (server, config):
         definition = tmp_path / "promo.json"
         components = [
             {"type": "HEADER", "format": "IMAGE", "example": {"header_file": "header.jpg"}},
@@ -685,8 +685,6 @@ async def test_media_headers_and_the_profile_picture_go_through_resumable_upload
         config.write_text(yaml.safe_dump(raw))
         code, _, err = await _cli("profile", "apply", "-c", str(config))
         assert code == 1 and "set app_id in provider 'main'" in err
-    finally:
-        await server.close()
 
 
 async def test_quality_and_messaging_limit_show_on_readyz_and_metrics(cloud: Cloud) -> None:
@@ -714,11 +712,7 @@ async def test_quality_and_messaging_limit_show_on_readyz_and_metrics(cloud: Clo
 
 
 async def test_dialog360_registers_its_webhook_with_the_secret_header(sqlite_url: str, tmp_path: Path) -> None:
-    server = FakeGraphServer(platform="dialog360")
-    await server.start()
-    try:
-        config = tmp_path / "config.yaml"
-        config.write_text(yaml.safe_dump(_raw_config(server, sqlite_url)))
+    async with graph_and_config(tmp_path, sqlite_url, platform="dialog360") as (server, config):
         code, _, err = await _cli("webhook", "register", "https://hub.example.com/webhooks/main", "-c", str(config))
         assert code == 0, err
         registered = [r.json for r in server.requests if r.path == "/v1/configs/webhook" and r.method == "POST"]
@@ -728,8 +722,6 @@ async def test_dialog360_registers_its_webhook_with_the_secret_header(sqlite_url
                 "headers": {"X-Wahub-Webhook-Secret": server.webhook_secret},
             }
         ]
-    finally:
-        await server.close()
 
 
 # -- policy errors teach the send policy ---------------------------------------
@@ -834,17 +826,11 @@ async def test_media_uploads_are_checked_and_unknown_media_is_404(cloud: Cloud) 
 
 
 async def test_dialog360_has_no_template_edit(sqlite_url: str, tmp_path: Path) -> None:
-    server = FakeGraphServer(platform="dialog360")
-    await server.start()
-    try:
-        config = tmp_path / "config.yaml"
-        config.write_text(yaml.safe_dump(_raw_config(server, sqlite_url)))
+    async with graph_and_config(tmp_path, sqlite_url, platform="dialog360") as (_server, config):
         definition = tmp_path / "edit.json"
         definition.write_text(json.dumps({"category": "UTILITY"}))
         code, _, err = await _cli("templates", "edit", "1", str(definition), "-c", str(config))
         assert code == 1 and "360dialog's API has no template edit" in err
-    finally:
-        await server.close()
 
 
 # -- request bodies and error answers, without a network ----------------------------
