@@ -7,6 +7,7 @@ import asyncio
 import gc
 import json
 import logging
+import secrets
 import signal
 import socket
 import sys
@@ -110,6 +111,8 @@ def _parser() -> argparse.ArgumentParser:
         command.set_defaults(handler=_account)
     plugins = commands.add_parser("plugins", help="list loaded plugins and the hooks each implements")
     plugins.set_defaults(handler=_plugins)
+    token = commands.add_parser("token", help="print a new random API token for wahub.api_tokens")
+    token.set_defaults(handler=_token)
 
     chat = commands.add_parser("chat", help="chat with the running daemon's sandbox from the terminal")
     chat.add_argument("--url", default="http://127.0.0.1:8080", help="the daemon's address (default: %(default)s)")
@@ -155,6 +158,12 @@ def _plugins(args: argparse.Namespace) -> int:
         ("CRM backends", "register_crm_backends"),
     ):
         print(f"{kind}: {', '.join(sorted(registered_platforms(pm, hook))) or '(none)'}")
+    return 0
+
+
+def _token(_args: argparse.Namespace) -> int:
+    # 32 random bytes: 43 URL-safe characters, far over the 16 that api_tokens requires.
+    print(secrets.token_urlsafe(32))
     return 0
 
 

@@ -242,11 +242,47 @@ async def test_a_late_delivered_never_overwrites_read(engine: Engine) -> None:
 
     async def both_kept() -> dict[str, Any] | None:
         found = await engine.message(body["id"])
-        return found if len(found["statuses"]) == 2 else None
+        return found if "delivered" in [s["status"] for s in found["statuses"]] else None
 
     found = await wait_until(both_kept)
     assert found["status"] == "read"
-    assert [s["status"] for s in found["statuses"]] == ["delivered", "read"]
+    assert [(s["status"], s["implied"]) for s in found["statuses"]] == [
+        ("sent", True),
+        ("delivered", False),
+        ("read", False),
+    ]
+
+
+async def test_a_delivered_without_sent_shows_an_implied_sent_until_the_real_one_comes(engine: Engine) -> None:
+    engine.server.statuses = False
+    await engine.inbound("hi")
+    _, body = await engine.send(text("where is my sent?"))
+    wamid = (await engine.status_becomes(body["id"], "sent"))["provider_message_id"]
+    delivered_at = time.time()
+
+    def status_event(name: str, at: float) -> dict[str, Any]:
+        return {"type": "status", "id": f"{wamid}:{name}", "message_id": wamid, "status": name, "timestamp": at}
+
+    await engine.webhook([status_event("delivered", delivered_at)])
+    found = await engine.status_becomes(body["id"], "delivered")
+    assert [(s["status"], s["timestamp"], s["implied"]) for s in found["statuses"]] == [
+        ("sent", delivered_at, True),
+        ("delivered", delivered_at, False),
+    ]
+
+    # The provider's own sent, late and out of order: it takes the implied one's place.
+    await engine.webhook([status_event("sent", delivered_at - 2)])
+
+    async def real_sent() -> dict[str, Any] | None:
+        found = await engine.message(body["id"])
+        return found if not found["statuses"][0]["implied"] else None
+
+    found = await wait_until(real_sent)
+    assert found["status"] == "delivered"
+    assert [(s["status"], s["timestamp"], s["implied"]) for s in found["statuses"]] == [
+        ("sent", delivered_at - 2, False),
+        ("delivered", delivered_at, False),
+    ]
 
 
 async def test_refused_credentials_pause_the_provider(engine: Engine) -> None:

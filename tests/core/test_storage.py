@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator
 
@@ -121,7 +122,12 @@ async def test_statuses_only_move_forward(storage: Storage) -> None:
     stored = await storage.messages.get(message_id)
     assert stored is not None and stored["status"] == "read"
     history = await storage.messages.status_history("sandbox", "p1")
-    assert [h["status"] for h in history] == ["delivered", "read"]  # the late duplicate is not kept twice
+    # The late duplicate is not kept twice; the sent that 'delivered' implies is shown, marked.
+    assert [(h["status"], h["timestamp"], h["implied"]) for h in history] == [
+        ("sent", 1.0, True),
+        ("delivered", 1.0, False),
+        ("read", 2.0, False),
+    ]
 
 
 async def test_an_early_failed_status_keeps_its_code(storage: Storage) -> None:
@@ -205,3 +211,27 @@ async def test_a_sqlite_file_serves_one_daemon(sqlite_url: str) -> None:
         await first.close()
     second = await Storage.open(sqlite_url)  # free again once the first is closed
     await second.close()
+
+
+async def test_migrations_applied_are_logged_then_an_up_to_date_schema(
+    database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="wahub.core.storage")
+    first = await Storage.open(database_url)
+    await first.close()
+    applied = [r.getMessage() for r in caplog.records if r.name == "wahub.core.storage"]
+    assert applied[:3] == [
+        "database: applied migration 0001 (initial schema)",
+        "database: applied migration 0002 (policy: consent ledger, templates, contact time zones)",
+        "database: applied migration 0003 (media: stored inbound files and the provider ids of uploaded ones; "
+        "template quality)",
+    ]
+    head = applied[-1].split()[3]  # the newest revision, whatever migrations come later
+    assert all(r.levelno == logging.INFO for r in caplog.records if r.name == "wahub.core.storage")
+
+    caplog.clear()
+    second = await Storage.open(database_url)
+    await second.close()
+    assert [r.getMessage() for r in caplog.records if r.name == "wahub.core.storage"] == [
+        f"database schema is up to date at revision {head}"
+    ]

@@ -59,7 +59,7 @@ class Leadership:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
-        await self._drop()
+        await self._drop(stopping=True)
 
     async def _run(self) -> None:
         while True:
@@ -101,14 +101,19 @@ class Leadership:
         for callback in self._acquired:
             await callback(role)
 
-    async def _drop(self) -> None:
+    async def _drop(self, *, stopping: bool = False) -> None:
+        """Give up every role: at INFO when the process is stopping, at WARNING
+        when it loses them while running (another replica may take them over)."""
         lost, self.held = self.held, set()
         if self._conn is not None:
             with suppress(Exception):
                 await self._conn.close()
             self._conn = None
         for role in lost:
-            _LOGGER.warning("this process no longer runs %s", role)
+            if stopping:
+                _LOGGER.info("this process no longer runs %s (shutting down)", role)
+            else:
+                _LOGGER.warning("this process no longer runs %s", role)
             for callback in self._lost:
                 await callback(role)
 

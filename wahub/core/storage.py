@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import json
+import logging
 import sqlite3
 import time
 from collections.abc import Mapping, Sequence
@@ -24,6 +25,7 @@ from typing import IO, Any
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config as AlembicConfig
+from alembic.runtime.migration import MigrationContext
 from sqlalchemy import event
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -33,6 +35,8 @@ from wahub.core.models import InboundMessage, OutgoingMessage
 from wahub.core.storage_messages import Database, MessageStore, insert_ignore
 from wahub.core.storage_policy import PolicyStore
 from wahub.core.storage_schema import inbox, quarantine
+
+_LOGGER = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 # Any constant works; it only has to be the same for every wahub replica.
@@ -181,11 +185,15 @@ class _SqliteInboxWriter:
         self._executor.shutdown(wait=True)
 
 
-def _upgrade(connection: Connection) -> None:
+def _upgrade(connection: Connection) -> tuple[list[tuple[str, str]], str | None]:
+    """Apply pending migrations; return those applied ``(revision, description)``
+    and the revision the schema is at."""
     config = AlembicConfig()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     config.attributes["connection"] = connection
     command.upgrade(config, "head")
+    applied: list[tuple[str, str]] = config.attributes.get("applied", [])
+    return applied, MigrationContext.configure(connection).get_current_revision()
 
 
 class Storage:
@@ -223,7 +231,12 @@ class Storage:
         async with self.db.begin() as conn:
             if not self.is_sqlite:
                 await conn.execute(sa.text("SELECT pg_advisory_xact_lock(:id)"), {"id": _MIGRATION_LOCK_ID})
-            await conn.run_sync(_upgrade)
+            applied, revision = await conn.run_sync(_upgrade)
+        # Logged once committed: a migration that failed or rolled back is not "applied".
+        for name, description in applied:
+            _LOGGER.info("database: applied migration %s (%s)", name, description)
+        if not applied:
+            _LOGGER.info("database schema is up to date at revision %s", revision)
 
     async def close(self) -> None:
         if self._sqlite_inbox is not None:

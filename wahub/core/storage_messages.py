@@ -491,7 +491,8 @@ class MessageStore:
         return [dict(r._mapping) for r in reversed(rows)]
 
     async def status_history(self, provider: str, provider_message_id: str) -> list[dict[str, Any]]:
-        """Every status event kept for a sent message, in the order they happened."""
+        """Every status event kept for a sent message, in the order they happened,
+        each with ``implied`` false; see :func:`with_implied_sent` for the one that is not."""
         query = (
             sa.select(
                 status_events.c.status,
@@ -504,4 +505,28 @@ class MessageStore:
             .order_by(status_events.c.timestamp, status_events.c.id)
         )
         async with self.db.connect() as conn:
-            return [dict(row._mapping) for row in (await conn.execute(query)).all()]
+            rows = (await conn.execute(query)).all()
+        return with_implied_sent([{**row._mapping, "implied": False} for row in rows])
+
+
+def with_implied_sent(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Add the ``sent`` a ``delivered`` or ``read`` implies when no ``sent`` status came.
+
+    Providers may skip ``sent`` or deliver it after ``delivered``: the message
+    was sent all the same. The entry is marked ``implied`` and takes the time of
+    the first later status; once a real ``sent`` is stored, it shows instead.
+    """
+    if any(entry["status"] == "sent" for entry in history):
+        return history
+    later = next((i for i, entry in enumerate(history) if entry["status"] in ("delivered", "read")), None)
+    if later is None:
+        return history
+    implied = {
+        "status": "sent",
+        "timestamp": history[later]["timestamp"],
+        "error_code": None,
+        "error_title": None,
+        "pricing_category": None,
+        "implied": True,
+    }
+    return [*history[:later], implied, *history[later:]]
