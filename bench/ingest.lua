@@ -1,5 +1,5 @@
--- wrk script for bench/ingest.py: replays pre-signed sandbox webhooks.
--- Usage: wrk ... -s ingest.lua <url> -- <data dir> <phase>
+-- wrk script for bench/ingest.py: replays pre-signed Cloud API webhooks.
+-- Usage: wrk ... -s ingest.lua <url> -- <data dir> <phase> <signature header>
 -- Thread i sends the requests of <data dir>/<phase>.<i>, one each, in order, so every
 -- message id is sent once. If a thread runs out it starts its file again and counts the
 -- repeats (ingest.py warns: the daemon dedupes them, so they flatter its numbers).
@@ -21,7 +21,7 @@ function init(args)
     local tab = line:find("\t", 1, true)
     requests[#requests + 1] = wrk.format("POST", nil, {
       ["Content-Type"] = "application/json",
-      ["X-Wahub-Signature-256"] = line:sub(1, tab - 1),
+      [args[3]] = line:sub(1, tab - 1),
     }, line:sub(tab + 1))
   end
   file:close()

@@ -1,9 +1,11 @@
 """Webhook ingest benchmark: wahub against a raw aiohttp baseline, in the same run.
 
-    python -m bench.ingest [--duration 10] [--connections 64] [--only wahub] [--json out.json]
+    python -m bench.ingest [--rounds 3] [--duration 10] [--quick] [--only wahub] [--json out.json]
 
-Both servers get signed sandbox message webhooks, each with a unique message id, from
-wrk at a fixed concurrency; see bench/README.md for what the table means.
+Both servers get signed Meta Cloud API webhooks (one user message to three statuses,
+every id unique) from wrk at a fixed concurrency, the server pinned to one CPU and the
+load to the others; wahub runs its whole pipeline, replying through a fake Graph API.
+See bench/README.md for what the table means.
 """
 
 from __future__ import annotations
@@ -15,52 +17,56 @@ import secrets
 import sqlite3
 import sys
 import tempfile
+import time
 from contextlib import closing
-from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
+from bench.graph import READY_MARKER
 from bench.loadgen import LoadError, LoadResult, run_python, run_wrk, wrk_path
-from bench.payloads import SandboxBodies, write_request_files
-from bench.server import Memory, ServerError, ServerProcess, free_port
+from bench.payloads import CloudBodies, write_request_files
+from bench.report import SIDES, Pipeline, SideResult, report
+from bench.server import CpuPlan, ServerError, ServerProcess, free_port, pinned, plan_cpus
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-WEBHOOK_PATH = "/webhooks/sandbox"
-RATIO_TARGET, RATIO_GOAL = 0.6, 0.8
-P99_TARGET_MS = 25.0
-RSS_TARGET_MB = 120.0
-SIDES = {"baseline": "(a) aiohttp baseline", "wahub": "(b) wahub daemon"}
-
-
-@dataclass
-class SideResult:
-    """One server's numbers over the measured window."""
-
-    requests_per_second: float
-    p50_ms: float
-    p99_ms: float
-    cpu_us_per_request: float
-    memory: Memory
-    load: LoadResult
-    warmup: LoadResult
-    inbox_rows: int | None = None
+WEBHOOK_PATH = "/webhooks/main"
+_NO_LOAD = LoadResult(requests=0, seconds=0, ok=0, non_2xx=0, socket_errors=0, repeats=0, p50_ms=0, p99_ms=0)
 
 
 class Bench:
-    """Runs the configured sides against one set of pre-signed requests."""
+    """Runs the configured sides, round after round, against one set of pre-signed requests."""
 
-    def __init__(self, args: argparse.Namespace, work_dir: Path) -> None:
+    def __init__(self, args: argparse.Namespace, work_dir: Path, cpus: CpuPlan | None) -> None:
         self.args = args
         self.work_dir = work_dir
         self.data_dir = work_dir / "requests"
         self.secret = secrets.token_hex(24)
         self.slices = args.threads if args.loadgen == "wrk" else 1
+        self.cpus = cpus
+        self.graph: ServerProcess | None = None
+        self.graph_entry: dict[str, Any] = {}
 
     def prepare(self) -> None:
-        bodies = SandboxBodies()
+        bodies = CloudBodies()
         for phase, seconds in (("warmup", self.args.warmup), ("run", self.args.duration)):
             count = max(self.args.max_rate * seconds, self.slices)
             log(f"signing {count} {phase} requests ...")
             write_request_files(self.data_dir, phase, count, self.slices, self.secret, bodies)
+
+    def start_graph(self) -> None:
+        """The fake Graph API wahub replies through, on the load generator's CPUs."""
+        command = [sys.executable, "-m", "bench.graph"]
+        self.graph = ServerProcess("graph", command, 0, self.work_dir, env=_env())
+        self.graph_entry = json.loads(self.graph.wait_line(READY_MARKER, self.args.startup_timeout))
+
+    def stop_graph(self, errors: list[str]) -> None:
+        """Stop the fake Graph API; a reply it refused is an error of the run."""
+        if self.graph is None:
+            return
+        self.graph.stop()
+        summary = json.loads(self.graph.wait_line(READY_MARKER, 5, after=1))
+        if summary["schema_errors"]:
+            errors.append(f"the fake Graph API refused replies: {summary['schema_errors']}")
 
     def load(self, server: ServerProcess, phase: str, seconds: int) -> LoadResult:
         url = server.url(WEBHOOK_PATH)
@@ -91,46 +97,77 @@ class Bench:
         )
 
     def run_baseline(self) -> SideResult:
-        env = {**os.environ, "WAHUB_BENCH_SECRET": self.secret, "PYTHONPATH": _python_path()}
+        env = _env(WAHUB_BENCH_SECRET=self.secret)
         command = [sys.executable, "-m", "bench.baseline", "--port", str(port := free_port())]
-        server = ServerProcess("baseline", command, port, self.work_dir, env=env)
+        server = ServerProcess("baseline", pinned(command, self.cpus), port, self.work_dir, env=env)
         try:
             return self.measure(server)
         finally:
             server.stop()
 
-    def run_wahub(self) -> SideResult:
-        home = self.work_dir / "wahub"
+    def run_wahub(self, round_number: int) -> SideResult:
+        home = self.work_dir / f"wahub-{round_number}"
         home.mkdir()
         port = free_port()
         config = home / "config.yaml"
-        config.write_text(
-            "wahub:\n"
-            f"  http: {{host: 127.0.0.1, port: {port}}}\n"
-            f"  database: sqlite:///{home}/wahub.db\n"
-            "  log_level: warning\n"
-            "providers:\n"
-            "  - platform: sandbox\n"
-            "    name: sandbox\n"
-            f"    secret: {self.secret}\n"
-        )
+        config.write_text(wahub_config(port, home, {**self.graph_entry, "app_secret": self.secret}))
         command = [self.args.python, "-m", "wahub", "run", "-c", str(config)]
-        env = {**os.environ, "PYTHONPATH": _python_path()}
-        server = ServerProcess("wahub", command, port, self.work_dir, env=env, cwd=home)
+        server = ServerProcess("wahub", pinned(command, self.cpus), port, self.work_dir, env=_env(), cwd=home)
         try:
             result = self.measure(server)
+            window_cpu = result.cpu_us_per_request * result.load.requests / 1e6
+            result.pipeline = self.drain(server, result.load.requests, window_cpu)
         finally:
             server.stop()
         result.inbox_rows = count_inbox_rows(home / "wahub.db")
         return result
 
+    def drain(self, server: ServerProcess, requests: int, window_cpu: float) -> Pipeline:
+        """Wait for the inbox workers to process what the load left; measure how long it takes."""
+        cpu_before = server.cpu_seconds()
+        started = time.monotonic()
+        pending = left = int(server.metric("wahub_inbox_depth"))
+        log(f"wahub: {pending} inbox events pending; draining (at most {self.args.drain_timeout:g} s) ...")
+        while left and time.monotonic() - started < self.args.drain_timeout:
+            time.sleep(0.2)
+            left = int(server.metric("wahub_inbox_depth"))
+        seconds = time.monotonic() - started
+        cpu = server.cpu_seconds() - cpu_before
+        processed = pending - left
+        return Pipeline(
+            pending_at_end=pending,
+            left_after_drain=left,
+            drain_seconds=seconds,
+            events_per_second=processed / seconds if seconds else 0.0,
+            cpu_us_per_event=cpu / processed * 1e6 if processed else 0.0,
+            cpu_us_per_request=(window_cpu + cpu) / requests * 1e6,
+            replies_sent=int(server.metric("wahub_sends_total", 'outcome="sent"')),
+        )
 
-_NO_LOAD = LoadResult(requests=0, seconds=0, ok=0, non_2xx=0, socket_errors=0, repeats=0, p50_ms=0, p99_ms=0)
+
+def wahub_config(port: int, home: Path, provider: dict[str, Any]) -> str:
+    """A production-like daemon: one Cloud API number, a rule and a default reply for
+    every message, default pacing (80 messages/s) and workers."""
+    entry = {"platform": "meta_cloud", "name": "main", **provider, "template_sync_hours": None}
+    return (
+        "wahub:\n"
+        f"  http: {{host: 127.0.0.1, port: {port}}}\n"
+        f"  database: sqlite:///{home}/wahub.db\n"
+        "  log_level: warning\n"
+        f"  media: {{directory: {home}/media}}\n"
+        f"providers:\n  - {json.dumps(entry)}\n"
+        "router:\n"
+        "  rules:\n"
+        "    - match: {regex: 'order\\s+(\\d+)'}\n"
+        '      reply: "Order {1} is on its way, {name}."\n'
+        '  default_reply: "Thanks, {name}! A colleague will answer you here soon."\n'
+    )
 
 
-def _python_path() -> str:
-    """Existing PYTHONPATH first, then this checkout, so an uninstalled tree still runs."""
-    return os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH"), str(REPO_ROOT)]))
+def _env(**extra: str) -> dict[str, str]:
+    """This environment with this checkout on PYTHONPATH (an uninstalled tree still runs)."""
+    path = os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH"), str(REPO_ROOT)]))
+    return {**os.environ, "PYTHONPATH": path, **extra}
 
 
 def count_inbox_rows(database: Path) -> int:
@@ -149,132 +186,30 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-@dataclass
-class Target:
-    """One pass/fail line under the table."""
-
-    name: str
-    value: float
-    limit: float
-    passed: bool
-
-
-def evaluate_targets(results: dict[str, SideResult]) -> list[Target]:
-    targets = []
-    if "baseline" in results and "wahub" in results:
-        ratio = results["wahub"].requests_per_second / results["baseline"].requests_per_second
-        targets.append(Target("req/s ratio b/a >=", ratio, RATIO_TARGET, ratio >= RATIO_TARGET))
-    if "wahub" in results:
-        wahub = results["wahub"]
-        targets.append(Target("p99 ms <", wahub.p99_ms, P99_TARGET_MS, wahub.p99_ms < P99_TARGET_MS))
-        peak = wahub.memory.hwm_mb
-        targets.append(Target("peak RSS MB <", peak, RSS_TARGET_MB, peak < RSS_TARGET_MB))
-    return targets
-
-
-def print_table(args: argparse.Namespace, results: dict[str, SideResult]) -> None:
-    threads = f" ({args.threads} threads)" if args.loadgen == "wrk" else " (client-bound)"
-    print(
-        f"\nwebhook ingest: POST {WEBHOOK_PATH}, {args.connections} connections, "
-        f"{args.duration} s (+{args.warmup} s warm-up) per side, load from {args.loadgen}{threads}"
-    )
-    columns = ("req/s", "p50 ms", "p99 ms", "CPU us/req", "RSS MB", "HWM MB", "non-2xx", "sock err")
-    header = f"{'side':<22}" + "".join(f"{column:>11}" for column in columns)
-    print(header)
-    print("-" * len(header))
-    for side in args.sides:
-        if side not in results:
-            print(f"{SIDES[side]:<22}{'ERROR (see below)':>22}")
-            continue
-        r = results[side]
-        cells = (
-            f"{r.requests_per_second:.0f}",
-            f"{r.p50_ms:.2f}",
-            f"{r.p99_ms:.2f}",
-            f"{r.cpu_us_per_request:.0f}",
-            f"{r.memory.rss_mb:.1f}",
-            f"{r.memory.hwm_mb:.1f}",
-            str(r.load.non_2xx),
-            str(r.load.socket_errors),
-        )
-        print(f"{SIDES[side]:<22}" + "".join(f"{cell:>11}" for cell in cells))
-    for side, r in results.items():
-        if r.load.repeats or r.warmup.repeats:
-            print(
-                f"warning: {SIDES[side]} used up its pre-signed requests and sent "
-                f"{r.load.repeats + r.warmup.repeats} repeats; wahub dedupes repeats, which "
-                f"flatters its numbers: raise --max-rate (now {args.max_rate})"
-            )
-
-
-def print_targets(targets: list[Target]) -> None:
-    if not targets:
-        return
-    print("targets for wahub:")
-    for target in targets:
-        verdict = "PASS" if target.passed else "FAIL"
-        line = f"  {target.name} {target.limit:g}: {target.value:.2f} {verdict}"
-        if target.name.startswith("req/s ratio"):
-            goal = "met" if target.value >= RATIO_GOAL else "not met"
-            line += f" (goal {RATIO_GOAL:g} {goal})"
-        print(line)
-
-
-def report(args: argparse.Namespace, results: dict[str, SideResult], errors: list[str]) -> dict[str, object]:
-    """Print the table, targets and inbox check; return the same facts for --json."""
-    print_table(args, results)
-    targets = evaluate_targets(results)
-    if "baseline" in results and "wahub" in results:
-        print(f"\nratio b/a of req/s: {targets[0].value:.2f}")
-    print_targets(targets)
-    settings = ("connections", "duration", "warmup", "threads", "loadgen", "max_rate")
-    facts: dict[str, object] = {
-        "settings": {key: getattr(args, key) for key in settings},
-        "sides": {side: asdict(result) for side, result in results.items()},
-        "targets": [asdict(target) for target in targets],
-        "errors": errors,
-    }
-    if "baseline" in results and "wahub" in results:
-        facts["ratio"] = targets[0].value
-    if "wahub" in results:
-        facts["inbox"] = check_inbox(results["wahub"], errors)
-    for error in errors:
-        print(f"\nERROR: {error}")
-    return facts
-
-
-def check_inbox(wahub: SideResult, errors: list[str]) -> dict[str, object]:
-    """Every request answered 2xx (warm-up included) must have its inbox row."""
-    accepted = wahub.warmup.ok + wahub.load.ok
-    expected = accepted - wahub.warmup.repeats - wahub.load.repeats
-    rows = wahub.inbox_rows or 0
-    stored = rows >= expected
-    print(f"\ninbox: {rows} rows for {accepted} 2xx responses (warm-up included)", end="")
-    if expected != accepted:
-        print(f", {expected} of them unique", end="")
-    if stored:
-        print(": every accepted webhook is stored")
-    else:
-        print(": ROWS MISSING")
-        errors.append(f"wahub answered 2xx to {expected - rows} webhooks missing from its inbox table")
-    return {"rows": rows, "accepted": accepted, "expected": expected, "all_stored": stored}
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.ingest", description="Webhook ingest benchmark.")
     parser.add_argument("--connections", "-c", type=int, default=64, help="concurrent connections (64)")
-    parser.add_argument("--duration", "-d", type=int, default=10, help="measured seconds per side (10)")
-    parser.add_argument("--warmup", type=int, default=2, help="warm-up seconds per side, not measured (2)")
+    parser.add_argument("--duration", "-d", type=int, default=10, help="measured seconds per side and round (10)")
+    parser.add_argument("--warmup", type=int, default=2, help="warm-up seconds per side and round (2)")
+    parser.add_argument("--rounds", "-r", type=int, default=3, help="rounds; the table shows medians (3)")
+    parser.add_argument(
+        "--quick", action="store_true", help="a check that it runs: 1 round of 2 s, 1 s warm-up, drain 10 s at most"
+    )
     parser.add_argument("--threads", "-t", type=int, default=2, help="wrk threads (2)")
-    parser.add_argument("--max-rate", type=int, default=20000, help="req/s the pre-signed requests last for (20000)")
+    parser.add_argument("--max-rate", type=int, default=10000, help="req/s the pre-signed requests last for (10000)")
+    parser.add_argument("--drain-timeout", type=float, default=60, help="seconds to wait for the inbox to empty (60)")
     parser.add_argument("--only", choices=list(SIDES), help="run one side only")
     parser.add_argument("--loadgen", choices=("wrk", "python"), help="load generator (wrk when installed)")
     parser.add_argument("--python", default=sys.executable, help="interpreter that runs `-m wahub run`")
     parser.add_argument("--startup-timeout", type=float, default=60, help="seconds to wait for /healthz (60)")
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the results as JSON to PATH")
     args = parser.parse_args(argv)
-    if args.connections < args.threads or min(args.duration, args.threads, args.max_rate) < 1 or args.warmup < 0:
-        parser.error("need duration, threads, max-rate >= 1, warmup >= 0 and connections >= threads")
+    if args.quick:
+        args.rounds, args.duration, args.warmup = 1, 2, 1
+        args.drain_timeout = min(args.drain_timeout, 10)
+    numbers = (args.duration, args.threads, args.max_rate, args.rounds)
+    if args.connections < args.threads or min(numbers) < 1 or args.warmup < 0:
+        parser.error("need duration, threads, max-rate, rounds >= 1, warmup >= 0 and connections >= threads")
     args.sides = [args.only] if args.only else list(SIDES)
     if args.loadgen is None:
         args.loadgen = "wrk" if wrk_path() else "python"
@@ -286,20 +221,40 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    results: dict[str, SideResult] = {}
-    errors: list[str] = []
-    with tempfile.TemporaryDirectory(prefix="wahub-bench-") as work:
-        bench = Bench(args, Path(work))
-        bench.prepare()
-        runners = {"baseline": bench.run_baseline, "wahub": bench.run_wahub}
+def run_rounds(bench: Bench, args: argparse.Namespace, errors: list[str]) -> dict[str, list[SideResult]]:
+    """Baseline then wahub in each round, each with a fresh process (and database)."""
+    results: dict[str, list[SideResult]] = {side: [] for side in args.sides}
+    for number in range(1, args.rounds + 1):
+        log(f"round {number} of {args.rounds}")
         for side in args.sides:
             try:
-                results[side] = runners[side]()
+                if side == "baseline":
+                    results[side].append(bench.run_baseline())
+                else:
+                    results[side].append(bench.run_wahub(number))
             except (ServerError, LoadError) as exc:
-                errors.append(f"{SIDES[side]}: {exc}")
-    facts = report(args, results, errors)
+                errors.append(f"{SIDES[side]}, round {number}: {exc}")
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    cpus = plan_cpus()
+    args.cpu_note = cpus.describe() if cpus else "not pinned: fewer than two CPUs or no taskset; server and load share"
+    errors: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="wahub-bench-") as work:
+        bench = Bench(args, Path(work), cpus)
+        bench.prepare()
+        try:
+            if "wahub" in args.sides:
+                bench.start_graph()
+            results = run_rounds(bench, args, errors)
+        except ServerError as exc:
+            errors.append(f"fake Graph API: {exc}")
+            results = {}
+        finally:
+            bench.stop_graph(errors)
+        facts = report(args, results, errors)
     if args.json:
         args.json.write_text(json.dumps(facts, indent=2) + "\n")
     return 1 if errors else 0

@@ -62,6 +62,7 @@ def run_wrk(url: str, data_dir: Path, phase: str, threads: int, connections: int
         "--",
         str(data_dir),
         phase,
+        SIGNATURE_HEADER,
     ]
     try:
         done = subprocess.run(command, check=False, capture_output=True, text=True, timeout=seconds + 60)

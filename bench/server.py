@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -47,8 +48,9 @@ class ServerProcess:
         self.name = name
         self.port = port
         self._stderr_path = log_dir / f"{name}.stderr"
+        self._stdout_path = log_dir / f"{name}.stdout"
         with (
-            open(log_dir / f"{name}.stdout", "wb") as stdout,
+            open(self._stdout_path, "wb") as stdout,
             open(self._stderr_path, "wb") as stderr,
         ):
             self._process = subprocess.Popen(
@@ -84,6 +86,31 @@ class ServerProcess:
             time.sleep(0.1)
         raise self._fail(f"did not answer GET /healthz with 200 within {timeout:.0f} s")
 
+    def wait_line(self, marker: str, timeout: float, after: int = 0) -> str:
+        """The rest of the first stdout line (past the ``after``-th) starting with ``marker``."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = [line for line in self._stdout_path.read_text().splitlines() if line.startswith(marker)]
+            if len(found) > after:
+                return found[after][len(marker) :]
+            if self._process.poll() is not None:
+                raise self._fail(f"exited with code {self._process.returncode} before printing {marker.strip()}")
+            time.sleep(0.05)
+        raise self._fail(f"printed no {marker.strip()} line within {timeout:.0f} s")
+
+    def metric(self, name: str, having: str = "") -> float:
+        """The sum of the series ``name`` on ``GET /metrics`` whose labels include ``having``
+        (e.g. ``outcome="sent"``); 0 when there is none."""
+        self.check_alive()
+        with urllib.request.urlopen(self.url("/metrics"), timeout=5) as response:
+            text = response.read().decode()
+        total = 0.0
+        for line in text.splitlines():
+            series, _, value = line.rpartition(" ")
+            if (series == name or series.startswith(name + "{")) and having in series:
+                total += float(value)
+        return total
+
     def cpu_seconds(self) -> float:
         """User plus system CPU time the process has used so far."""
         self.check_alive()
@@ -116,3 +143,35 @@ class ServerProcess:
         except subprocess.TimeoutExpired:
             self._process.kill()
             self._process.wait()
+
+
+@dataclass(frozen=True)
+class CpuPlan:
+    """Which CPUs the server under test gets, and which the load generator and fakes get."""
+
+    server: int
+    load: tuple[int, ...]
+
+    def describe(self) -> str:
+        return f"server pinned to CPU {self.server}, load generator and fake Graph API to {_cpus(self.load)}"
+
+
+def plan_cpus() -> CpuPlan | None:
+    """Give the server the first usable CPU and the rest to this process (and so to the
+    load generator and the fake Graph API it starts); None when that is not possible:
+    fewer than two CPUs, or no ``taskset``."""
+    usable = sorted(os.sched_getaffinity(0))
+    if len(usable) < 2 or shutil.which("taskset") is None:
+        return None
+    plan = CpuPlan(server=usable[0], load=tuple(usable[1:]))
+    os.sched_setaffinity(0, plan.load)
+    return plan
+
+
+def pinned(command: list[str], plan: CpuPlan | None) -> list[str]:
+    """``command`` run on the server's CPU (``taskset`` execs it, so the pid is the same)."""
+    return command if plan is None else ["taskset", "-c", str(plan.server), *command]
+
+
+def _cpus(cpus: tuple[int, ...]) -> str:
+    return ",".join(map(str, cpus))
