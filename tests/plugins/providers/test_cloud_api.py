@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import io
 import json
 import sys
 import time
@@ -503,6 +504,14 @@ async def test_a_damaged_or_oversized_inbound_file_is_refused_but_the_message_ke
     assert "over the limit" in row["body"]["image"]["wahub_media"]["error"]
 
 
+async def test_a_download_stops_at_the_limit_when_the_announced_size_is_wrong(cloud: Cloud, tmp_path: Path) -> None:
+    big = cloud.server.add_media(b"x" * (12 * 1024 * 1024), "image/png")
+    cloud.server.media[big].size = 1000  # the API's file_size says 1000 bytes; the download is 12 MB
+    row = await cloud.inbound({"type": "image", "image": {"id": big, "mime_type": "image/png"}})
+    assert row["body"]["image"]["wahub_media"] == {"error": "image is over the limit of 5242880 bytes"}
+    assert [path for path in (tmp_path / "media").rglob("*") if path.is_file()] == []  # no partial file left
+
+
 # -- templates, account and profile ----------------------------------------------
 
 
@@ -813,12 +822,28 @@ async def test_a_running_daemon_syncs_templates_and_applies_the_profile_over_the
         assert code == 69 and "POST /api/v1/providers/<name>/templates/sync" in err
 
 
-async def test_media_uploads_are_checked_and_unknown_media_is_404(cloud: Cloud) -> None:
+async def test_media_uploads_are_checked_and_unknown_media_is_404(cloud: Cloud, tmp_path: Path) -> None:
+    url = f"{cloud.daemon.url}/api/v1/media"
     form = aiohttp.FormData()
     form.add_field("file", b"GIF89a", filename="a.gif", content_type="image/gif")
-    async with cloud.http.post(f"{cloud.daemon.url}/api/v1/media", data=form, headers=AUTH) as response:
+    async with cloud.http.post(url, data=form, headers=AUTH) as response:
         assert response.status == 422
         assert "image of type 'image/gif' is not accepted" in (await response.json())["error"]["message"]
+    form = aiohttp.FormData()
+    big = io.BytesIO(b"\x89PNG" + b"x" * (6 * 1024 * 1024))
+    form.add_field("file", big, filename="big.png", content_type="image/png")
+    async with cloud.http.post(url, data=form, headers=AUTH) as response:
+        assert response.status == 413
+        assert (await response.json())["error"] == {
+            "code": "media_refused",
+            "message": "image is over the limit of 5242880 bytes",
+        }
+    form = aiohttp.FormData()
+    for name in ("one.txt", "two.txt"):
+        form.add_field("file", b"text", filename=name, content_type="text/plain")
+    async with cloud.http.post(url, data=form, headers=AUTH) as response:
+        assert response.status == 400 and "one file per upload" in (await response.json())["error"]["message"]
+    assert [path for path in (tmp_path / "media").rglob("*") if path.is_file()] == []  # nothing half kept
     async with cloud.http.post(f"{cloud.daemon.url}/api/v1/media", json={}, headers=AUTH) as response:
         assert response.status == 400
     async with cloud.http.get(f"{cloud.daemon.url}/api/v1/media/0123", headers=AUTH) as response:
