@@ -102,3 +102,18 @@ async def test_partial_files_a_crash_left_are_removed_an_hour_later(storage: Sto
     file = await storage.media.save("main", "document", b"next file", "text/plain", direction="out")
 
     assert files_under(tmp_path / "media") == sorted([storage.media.path(file), recent])
+
+
+async def test_an_empty_file_is_kept_and_a_file_that_never_came_touches_no_disk(
+    storage: Storage, tmp_path: Path
+) -> None:
+    store = storage.media
+    async with store.incoming("document") as incoming:
+        empty = await store.keep(incoming, "main", "text/plain", direction="in", provider_media_id="m3")
+    assert empty.size == 0 and store.path(empty).read_bytes() == b""
+    with pytest.raises(ConnectionResetError):
+        async with store.incoming("document") as incoming:
+            raise ConnectionResetError("the provider hung up before the first byte")
+    assert files_under(tmp_path / "media") == [store.path(empty)]
+    with pytest.raises(RuntimeError, match="inside `async with`"):
+        await incoming.write(b"late bytes")

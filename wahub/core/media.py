@@ -132,7 +132,7 @@ class Download:
 
 class IncomingFile:
     """A file arriving in chunks (``await write(chunk)``): kept in a temporary
-    file, hashed as it comes, refused with ``MediaRefused`` as soon as it passes
+    file, hashed as it comes, refused with ``MediaTooLarge`` as soon as it passes
     ``limit`` bytes. Use it as ``async with store.incoming(kind) as incoming``:
     unless ``MediaStore.keep`` took it, the temporary file is removed on exit."""
 
@@ -145,6 +145,8 @@ class IncomingFile:
         self._pending: list[bytes] = []
         self._pending_bytes = 0
         self._file: IO[bytes] | None = None
+        self._created = False
+        self._receiving = False
 
     @property
     def digest(self) -> bytes:
@@ -152,7 +154,7 @@ class IncomingFile:
         return self._hash.digest()
 
     async def write(self, chunk: bytes) -> None:
-        if self._file is None:
+        if not self._receiving:
             raise RuntimeError("an IncomingFile is written inside `async with`, before it is kept")
         if self.size + len(chunk) > self.limit:  # stop here: whatever the sender announced
             raise MediaTooLarge(f"{self.kind} is over the limit of {self.limit} bytes")
@@ -164,36 +166,45 @@ class IncomingFile:
 
     async def finish(self) -> None:
         """Write what is buffered and make it durable (before the rename that publishes it)."""
+        if not self._receiving:
+            raise RuntimeError("an IncomingFile is finished once, inside `async with`")
         await self._flush()
-        file, self._file = self._file, None
-        if file is not None:
-            await asyncio.to_thread(_sync_and_close, file)
+        file = self._file
+        if file is None:  # nothing came: an empty file
+            file = await asyncio.to_thread(self._create)
+        self._file, self._receiving = None, False
+        await asyncio.to_thread(_sync_and_close, file)
 
     async def _flush(self) -> None:
-        if not self._pending or self._file is None:
+        if not self._pending:
             return
         data = b"".join(self._pending)
         self._pending, self._pending_bytes = [], 0
-        await asyncio.to_thread(self._write, self._file, data)
+        file = self._file
+        if file is None:  # created at the first flush: a download failing before that touches no disk
+            file = self._file = await asyncio.to_thread(self._create)
+        await asyncio.to_thread(self._write, file, data)
+
+    def _create(self) -> IO[bytes]:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale(self.path.parent)
+        self._created = True
+        return self.path.open("xb")
 
     def _write(self, file: IO[bytes], data: bytes) -> None:
         self._hash.update(data)  # hashlib lets go of the GIL: hashed off the event loop too
         file.write(data)
 
     async def __aenter__(self) -> IncomingFile:
-        self._file = await asyncio.to_thread(self._open)
+        self._receiving = True
         return self
-
-    def _open(self) -> IO[bytes]:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        _remove_stale(self.path.parent)
-        return self.path.open("xb")
 
     async def __aexit__(
         self, kind: type[BaseException] | None, value: BaseException | None, traceback: TracebackType | None
     ) -> None:
-        file, self._file = self._file, None
-        await asyncio.shield(asyncio.to_thread(_close_and_remove, file, self.path))
+        file, self._file, self._receiving = self._file, None, False
+        if self._created:
+            await asyncio.shield(asyncio.to_thread(_close_and_remove, file, self.path))
 
 
 def _sync_and_close(file: IO[bytes]) -> None:

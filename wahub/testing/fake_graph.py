@@ -289,6 +289,8 @@ class FakeGraphServer:
     app_id: str = "1480000000000001"
     #: After each accepted send, post a ``sent`` then a ``delivered`` status webhook.
     auto_statuses: bool = True
+    #: Serve media downloads chunked, without Content-Length (as a CDN may), instead of as a file.
+    chunked_downloads: bool = False
     requests: list[Recorded] = field(default_factory=list)
     #: Accepted message bodies; ``reads``: accepted mark-as-read bodies.
     messages: list[dict[str, Any]] = field(default_factory=list)
@@ -639,7 +641,16 @@ class FakeGraphServer:
         item = self.media.get(request.query.get("mid", ""))
         if item is None:
             return _graph_error(404, 100, "Invalid parameter", "unknown media")
-        return web.FileResponse(item.path, headers={"Content-Type": item.mime_type})
+        if not self.chunked_downloads:
+            return web.FileResponse(item.path, headers={"Content-Type": item.mime_type})
+        response = web.StreamResponse(headers={"Content-Type": item.mime_type})
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        with item.path.open("rb") as file:
+            while block := await asyncio.to_thread(file.read, 1 << 16):
+                await response.write(block)
+        await response.write_eof()
+        return response
 
     async def _templates_page(self, request: web.Request) -> web.StreamResponse:
         query, meta = request.query, self.platform == "meta_cloud"

@@ -30,7 +30,7 @@ from aiohttp import web
 
 from wahub import hookimpl
 from wahub.core.hub import Hub
-from wahub.core.media import LOCAL_PREFIX, MEDIA_KINDS, Download, IncomingFile, MediaFile
+from wahub.core.media import LOCAL_PREFIX, MEDIA_KINDS, Download, IncomingFile, MediaFile, MediaTooLarge
 from wahub.core.models import AccountEvent, Event, OutgoingMessage, SendResult
 from wahub.core.provider import PROVIDER_SCHEMA_BASE, Provider, ProviderError
 from wahub.core.scheduler import JobSpec
@@ -291,6 +291,10 @@ class CloudApiProvider(Provider):
             ) as response:
                 if response.status >= 400:
                     raise graph_error(response.status, await _json_or_none(response))
+                if (response.content_length or 0) > into.limit:
+                    raise MediaTooLarge(
+                        f"{kind} of {response.content_length} bytes is over the limit of {into.limit} bytes"
+                    )
                 async for chunk in response.content.iter_chunked(1 << 16):
                     await into.write(chunk)  # refused, and the download stopped, past the limit
         except (aiohttp.ClientError, TimeoutError) as exc:
