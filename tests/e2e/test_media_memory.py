@@ -12,7 +12,10 @@ Memory is the kernel's high-water mark of the daemon's resident set
 transfer of a small file along the same paths (so imports, thread pools and
 buffers that every transfer needs already count), and again after the big
 one. Holding the document once would raise it by 100 MB; streaming keeps the
-growth to the buffers in flight (about a megabyte), far under 20 MB.
+growth to the buffers in flight (a few megabytes), far under 20 MB.
+
+A daemon killed in the middle of an upload leaves only its partial file in
+``.incoming/``: nothing under a final name a message could point at.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -177,7 +181,7 @@ async def run(tmp_path: Path) -> AsyncIterator[Run]:
             yield Run(daemon, graph, http, tmp_path / "data" / "wahub.db")
     finally:
         try:
-            code = await asyncio.to_thread(daemon.terminate, 15.0)
+            code = 0 if daemon.process.poll() == -signal.SIGKILL else await asyncio.to_thread(daemon.terminate, 15.0)
         except subprocess.TimeoutExpired:
             daemon.kill()
             raise
@@ -199,3 +203,29 @@ async def test_a_100_mb_document_goes_through_the_daemon_in_chunks(run: Run, tmp
     assert growth < GROWTH_LIMIT, f"the daemon's peak RSS grew by {growth / MB:.1f} MB (from {before / MB:.1f} MB)"
     stored = [path for path in (tmp_path / "data" / "media").rglob("*") if path.is_file()]
     assert sorted(path.stat().st_size for path in stored) == [256 * 1024, DOCUMENT_BYTES]  # each kept once
+
+
+async def test_a_daemon_killed_mid_upload_leaves_no_file_under_a_final_name(run: Run, tmp_path: Path) -> None:
+    incoming = tmp_path / "data" / "media" / ".incoming"
+
+    async def partial_size() -> int:
+        parts = list(incoming.glob("*.part")) if incoming.is_dir() else []
+        return sum(part.stat().st_size for part in parts)
+
+    async def document() -> AsyncIterator[bytes]:
+        for _ in range(8):
+            yield os.urandom(MB)
+        await wait_until(partial_size, within=20)  # the daemon is writing it to disk
+        run.daemon.process.kill()  # SIGKILL: nothing is cleaned up
+        for _ in range(8):
+            yield os.urandom(MB)
+
+    form = aiohttp.FormData()
+    form.add_field("file", document(), filename="cut.pdf", content_type="application/pdf")
+    with pytest.raises(aiohttp.ClientError):
+        async with run.http.post(f"{run.daemon.url}/api/v1/media", data=form, headers=AUTH) as response:
+            await response.read()
+
+    assert await asyncio.to_thread(run.daemon.process.wait, 10) == -signal.SIGKILL
+    left = [path.relative_to(tmp_path / "data" / "media") for path in (tmp_path / "data" / "media").rglob("*")]
+    assert left and all(path.parts[0] == ".incoming" for path in left), left  # only the partial file

@@ -383,6 +383,11 @@ def _publish(partial: Path, final: Path) -> None:
         return
     final.parent.mkdir(parents=True, exist_ok=True)
     os.replace(partial, final)
+    directory = os.open(final.parent, os.O_RDONLY)
+    try:  # the rename itself survives a power cut before the row naming the file is committed
+        os.fsync(directory)
+    finally:
+        os.close(directory)
 
 
 async def attach_inbound_media(hub: Hub, message: InboundMessage, *, last_try: bool) -> InboundMessage:
