@@ -11,12 +11,14 @@ JSON in and out, errors as ``{"error": {"code": ..., "message": ...}}``.
   ledger and current state; record an opt-in or opt-out with its evidence.
 - ``PATCH /api/v1/contacts/{provider}/{address}``: set the contact's time zone.
 - ``POST /api/v1/media``: store a file to send (multipart field ``file``, the
-  ``provider`` it is for); 201 with its id ``wahub:<id>`` for a message's
-  media object. ``GET /api/v1/media/{id}``: a stored file (inbound or outbound).
+  ``provider`` it is for), streamed to disk; 201 with its id ``wahub:<id>``
+  for a message's media object, 413 past its kind's size limit.
+  ``GET /api/v1/media/{id}``: a stored file (inbound or outbound), sent from disk.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import json
 import time
@@ -25,11 +27,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import quote
 
-from aiohttp import BodyPartReader, web
+from aiohttp import BodyPartReader, hdrs, web
 
 from wahub.core.canonical import InvalidMessage, parse_message
 from wahub.core.hub import HUB_KEY, Hub, SendRefused
-from wahub.core.media import LOCAL_PREFIX, MediaRefused, kind_of
+from wahub.core.media import LOCAL_PREFIX, MediaRefused, MediaTooLarge, kind_of
 from wahub.core.policy import timezone_name
 
 PREFIX = "/api/v1/"
@@ -217,38 +219,44 @@ async def get_media(request: web.Request) -> web.StreamResponse:
 
 
 async def upload_media(request: web.Request) -> web.Response:
+    """Store a file to send. The multipart body is read as it comes
+    (``request.multipart()``, which ``client_max_size`` does not cap: that
+    guards ``request.read()``), the file streamed to disk and refused as soon
+    as it passes its kind's size limit."""
     hub = request.app[HUB_KEY]
     store = hub.storage.media
     if not request.content_type.startswith("multipart/"):
         return error(400, "invalid_upload", "send the file as multipart/form-data in a field named 'file'")
-    provider, data, mime_type, filename = request.query.get("provider"), None, "", None
-    reader = await request.multipart()
-    limit = max(store.max_bytes.values())
-    async for part in reader:
-        if not isinstance(part, BodyPartReader):
-            continue
-        if part.name == "provider":
-            provider = (await part.text()).strip()
-        elif part.name == "file":
-            mime_type = part.headers.get("Content-Type", "application/octet-stream")
-            filename = part.filename
-            chunks, size = [], 0
-            while chunk := await part.read_chunk(1 << 16):
-                size += len(chunk)
-                if size > limit:
-                    return error(413, "media_refused", f"the file is over the largest limit of {limit} bytes")
-                chunks.append(chunk)
-            data = b"".join(chunks)
-    if data is None:
-        return error(400, "invalid_upload", "no multipart field named 'file'")
+    provider, incoming, mime_type, filename = request.query.get("provider"), None, "", None
     try:
-        name = hub.provider(provider).name
-    except SendRefused as exc:
-        return error(404, exc.reason, str(exc))
-    try:
-        file = await store.save(name, kind_of(mime_type), data, mime_type, direction="out", filename=filename)
+        async with contextlib.AsyncExitStack() as stack:
+            async for part in await request.multipart():
+                if not isinstance(part, BodyPartReader):
+                    continue
+                if part.name == "provider":
+                    provider = (await part.text()).strip()
+                elif part.name == "file" and incoming is not None:
+                    return error(400, "invalid_upload", "send one file per upload, in one field named 'file'")
+                elif part.name == "file":
+                    mime_type = part.headers.get(hdrs.CONTENT_TYPE, "application/octet-stream")
+                    filename = part.filename
+                    store.check(kind_of(mime_type), mime_type, None)  # a refused type is not read at all
+                    incoming = await stack.enter_async_context(store.incoming(kind_of(mime_type)))
+                    while chunk := await part.read_chunk(1 << 16):
+                        await incoming.write(chunk)
+            if incoming is None:
+                return error(400, "invalid_upload", "no multipart field named 'file'")
+            try:
+                name = hub.provider(provider).name
+            except SendRefused as exc:
+                return error(404, exc.reason, str(exc))
+            file = await store.keep(incoming, name, mime_type, direction="out", filename=filename)
+    except MediaTooLarge as exc:
+        return error(413, "media_refused", str(exc))
     except MediaRefused as exc:
         return error(422, "media_refused", str(exc))
+    except ValueError as exc:  # aiohttp: a body that is not the multipart its header says
+        return error(400, "invalid_upload", f"the multipart body cannot be read: {exc}")
     return web.json_response(
         {**file.summary(), "id": f"{LOCAL_PREFIX}{file.id}", "kind": kind_of(mime_type)}, status=201
     )

@@ -6,6 +6,11 @@ file is stored once. The database holds who sent each file and its type; the
 REST API serves a stored file at ``/api/v1/media/{id}`` (bearer token), and
 ``POST /api/v1/media`` stores a file to send: a message names it with the
 media id ``wahub:<id>`` and the provider uploads it when the message leaves.
+
+A file is never whole in memory: it arrives in chunks into an ``IncomingFile``
+(a temporary file in ``.incoming/`` of the media directory, hashed as it is
+written, stopped at the size limit) and is renamed into place only once
+checked, so a crash never leaves part of a file under a final name.
 """
 
 from __future__ import annotations
@@ -24,7 +29,8 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from types import TracebackType
+from typing import IO, TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 import voluptuous as vol
@@ -46,6 +52,13 @@ _MIME = re.compile(r"^[\w.+-]+/[\w.+-]+\s*(;.*)?$")
 #: Time an inbound file may take to download: well inside the time one inbox
 #: event may take, so a slow file delays the message but never loses it.
 FETCH_SECONDS = 40.0
+#: Where files being received are written, inside the media directory (the
+#: same file system, so the final rename is atomic).
+INCOMING = ".incoming"
+#: A file being received is written to disk whenever this much is buffered.
+FLUSH_BYTES = 1024 * 1024
+#: A partial file untouched this long was left by a process that died; it is removed.
+STALE_SECONDS = 3600.0
 
 #: The Cloud API's limits per kind (reference section 5).
 DEFAULT_MAX_BYTES: dict[str, int] = {
@@ -83,6 +96,10 @@ class MediaRefused(Exception):
     """A file wahub will not keep or send: too big, of a refused type, or damaged."""
 
 
+class MediaTooLarge(MediaRefused):
+    """A file over its kind's size limit (``wahub.media.max_bytes``)."""
+
+
 @dataclass(frozen=True)
 class MediaFile:
     id: str
@@ -106,11 +123,112 @@ class MediaFile:
 
 @dataclass(frozen=True)
 class Download:
-    """A file fetched from a provider, with the checksum the provider announced."""
+    """What a provider tells about a file it wrote into an ``IncomingFile``:
+    its type and the checksum the provider announced."""
 
-    data: bytes
     mime_type: str
     sha256: str | None = None
+
+
+class IncomingFile:
+    """A file arriving in chunks (``await write(chunk)``): kept in a temporary
+    file, hashed as it comes, refused with ``MediaTooLarge`` as soon as it passes
+    ``limit`` bytes. Use it as ``async with store.incoming(kind) as incoming``:
+    unless ``MediaStore.keep`` took it, the temporary file is removed on exit."""
+
+    def __init__(self, directory: Path, kind: str, limit: int) -> None:
+        self.kind = kind
+        self.limit = limit
+        self.size = 0
+        self.path = directory / INCOMING / f"{secrets.token_hex(12)}.part"
+        self._hash = hashlib.sha256()
+        self._pending: list[bytes] = []
+        self._pending_bytes = 0
+        self._file: IO[bytes] | None = None
+        self._created = False
+        self._receiving = False
+
+    @property
+    def digest(self) -> bytes:
+        """The sha256 of what was written so far."""
+        return self._hash.digest()
+
+    async def write(self, chunk: bytes) -> None:
+        if not self._receiving:
+            raise RuntimeError("an IncomingFile is written inside `async with`, before it is kept")
+        if self.size + len(chunk) > self.limit:  # stop here: whatever the sender announced
+            raise MediaTooLarge(f"{self.kind} is over the limit of {self.limit} bytes")
+        self.size += len(chunk)
+        self._pending.append(chunk)
+        self._pending_bytes += len(chunk)
+        if self._pending_bytes >= FLUSH_BYTES:
+            await self._flush()
+
+    async def finish(self) -> None:
+        """Write what is buffered and make it durable (before the rename that publishes it)."""
+        if not self._receiving:
+            raise RuntimeError("an IncomingFile is finished once, inside `async with`")
+        await self._flush()
+        file = self._file
+        if file is None:  # nothing came: an empty file
+            file = await asyncio.to_thread(self._create)
+        self._file, self._receiving = None, False
+        await asyncio.to_thread(_sync_and_close, file)
+
+    async def _flush(self) -> None:
+        if not self._pending:
+            return
+        data = b"".join(self._pending)
+        self._pending, self._pending_bytes = [], 0
+        file = self._file
+        if file is None:  # created at the first flush: a download failing before that touches no disk
+            file = self._file = await asyncio.to_thread(self._create)
+        await asyncio.to_thread(self._write, file, data)
+
+    def _create(self) -> IO[bytes]:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale(self.path.parent)
+        self._created = True
+        return self.path.open("xb")
+
+    def _write(self, file: IO[bytes], data: bytes) -> None:
+        self._hash.update(data)  # hashlib lets go of the GIL: hashed off the event loop too
+        file.write(data)
+
+    async def __aenter__(self) -> IncomingFile:
+        self._receiving = True
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, value: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        file, self._file, self._receiving = self._file, None, False
+        if self._created:
+            await asyncio.shield(asyncio.to_thread(_close_and_remove, file, self.path))
+
+
+def _sync_and_close(file: IO[bytes]) -> None:
+    with file:
+        file.flush()
+        os.fsync(file.fileno())
+
+
+def _close_and_remove(file: IO[bytes] | None, path: Path) -> None:
+    if file is not None:
+        file.close()
+    path.unlink(missing_ok=True)
+
+
+def _remove_stale(incoming: Path) -> None:
+    """Remove partial files a process that died left behind (any replica's: none writes to one that long)."""
+    cutoff = time.time() - STALE_SECONDS
+    for entry in os.scandir(incoming):
+        try:
+            if entry.name.endswith(".part") and entry.stat().st_mtime < cutoff:
+                os.unlink(entry.path)
+                _LOGGER.info("removed the partial media file %s, untouched for an hour", entry.name)
+        except FileNotFoundError:  # another process removed it first
+            continue
 
 
 def base_type(mime_type: str) -> str:
@@ -126,10 +244,9 @@ def kind_of(mime_type: str) -> str:
     return prefix if prefix in ("image", "video", "audio") else "document"
 
 
-def sha256_matches(data: bytes, announced: str) -> bool:
-    """Whether ``announced`` is ``data``'s sha256, written in hex or in base64
+def sha256_matches(digest: bytes, announced: str) -> bool:
+    """Whether ``announced`` is the sha256 ``digest``, written in hex or in base64
     (Meta's media endpoint and its webhooks do not agree on one)."""
-    digest = hashlib.sha256(data).digest()
     if announced.lower() == digest.hex():
         return True
     try:
@@ -155,13 +272,18 @@ class MediaStore:
         if "*" not in allowed and base_type(mime_type) not in {base_type(t) for t in allowed}:
             raise MediaRefused(f"{kind} of type {mime_type!r} is not accepted (allowed: {', '.join(allowed)})")
         if size is not None and size > self.max_bytes[kind]:
-            raise MediaRefused(f"{kind} of {size} bytes is over the limit of {self.max_bytes[kind]} bytes")
+            raise MediaTooLarge(f"{kind} of {size} bytes is over the limit of {self.max_bytes[kind]} bytes")
 
-    async def save(
+    def incoming(self, kind: str) -> IncomingFile:
+        """A file of ``kind`` to receive, stopped at that kind's size limit (see ``IncomingFile``)."""
+        if kind not in self.max_bytes:
+            raise MediaRefused(f"{kind!r} is not a media type ({', '.join(MEDIA_KINDS)})")
+        return IncomingFile(self.directory, kind, self.max_bytes[kind])
+
+    async def keep(
         self,
+        incoming: IncomingFile,
         provider: str,
-        kind: str,
-        data: bytes,
         mime_type: str,
         *,
         direction: str,
@@ -169,14 +291,17 @@ class MediaStore:
         filename: str | None = None,
         expected_sha256: str | None = None,
     ) -> MediaFile:
-        """Check and keep a file; an inbound file already kept is returned as it is."""
-        if expected_sha256 and not sha256_matches(data, expected_sha256):
+        """Check a received file and move it into place under its sha256; an
+        inbound file already kept is returned as it is."""
+        kind = incoming.kind
+        await incoming.finish()
+        if expected_sha256 and not sha256_matches(incoming.digest, expected_sha256):
             raise MediaRefused(f"{kind} does not match its announced sha256 {expected_sha256!r}: damaged in transit")
-        self.check(kind, mime_type, len(data))
-        digest = hashlib.sha256(data).hexdigest()
+        self.check(kind, mime_type, incoming.size)
+        digest = incoming.digest.hex()
         extension = mimetypes.guess_extension(base_type(mime_type)) or ".bin"
         relative = f"{digest[:2]}/{digest}{extension}"
-        await asyncio.to_thread(self._write, self.directory / relative, data)
+        await asyncio.to_thread(_publish, incoming.path, self.directory / relative)
         row = {
             "id": secrets.token_hex(16),
             "provider": provider,
@@ -184,7 +309,7 @@ class MediaStore:
             "provider_media_id": provider_media_id,
             "sha256": digest,
             "mime_type": mime_type,
-            "size": len(data),
+            "size": incoming.size,
             "filename": filename[:256] if filename else None,
             "path": relative,
             "created_at": time.time(),
@@ -197,14 +322,11 @@ class MediaStore:
                 return stored
         return self._file(row)
 
-    @staticmethod
-    def _write(path: Path, data: bytes) -> None:
-        if path.exists():
-            return
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
-        partial.write_bytes(data)
-        os.replace(partial, path)
+    async def save(self, provider: str, kind: str, data: bytes, mime_type: str, **keep: Any) -> MediaFile:
+        """``keep`` a file already in memory (a small one: larger files go through ``incoming``)."""
+        async with self.incoming(kind) as incoming:
+            await incoming.write(data)
+            return await self.keep(incoming, provider, mime_type, **keep)
 
     async def get(self, media_id: str) -> MediaFile | None:
         return await self._one(media.c.id == media_id)
@@ -221,9 +343,6 @@ class MediaStore:
     def _file(row: Mapping[str, Any]) -> MediaFile:
         names = {f.name for f in dataclasses.fields(MediaFile)}
         return MediaFile(**{key: value for key, value in row.items() if key in names})
-
-    async def read(self, file: MediaFile) -> bytes:
-        return await asyncio.to_thread((self.directory / file.path).read_bytes)
 
     def path(self, file: MediaFile) -> Path:
         return self.directory / file.path
@@ -258,6 +377,19 @@ class MediaStore:
                 )
 
 
+def _publish(partial: Path, final: Path) -> None:
+    """Give a complete file its final name in one atomic rename (or drop it: the same bytes are there)."""
+    if final.exists():
+        return
+    final.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(partial, final)
+    directory = os.open(final.parent, os.O_RDONLY)
+    try:  # the rename itself survives a power cut before the row naming the file is committed
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
 async def attach_inbound_media(hub: Hub, message: InboundMessage, *, last_try: bool) -> InboundMessage:
     """Download the file of an inbound media message (now: the provider's URL
     for it expires within minutes) and note it in the message as ``wahub_media``.
@@ -275,22 +407,9 @@ async def attach_inbound_media(hub: Hub, message: InboundMessage, *, last_try: b
     store = hub.storage.media
     note: dict[str, Any]
     try:
-        file = await store.find(provider.name, media_id)
-        if file is None:
-            async with asyncio.timeout(FETCH_SECONDS):
-                download = await provider.download_media(media_id, message.type)
-            if download is None:  # the provider does not host files
-                return message
-            file = await store.save(
-                provider.name,
-                message.type,
-                download.data,
-                download.mime_type or str(body.get("mime_type", "application/octet-stream")),
-                direction="in",
-                provider_media_id=media_id,
-                filename=body.get("filename"),
-                expected_sha256=body.get("sha256") or download.sha256,
-            )
+        file = await store.find(provider.name, media_id) or await _download(hub, message, media_id, body)
+        if file is None:  # the provider does not host files
+            return message
         note = file.summary()
     except MediaRefused as exc:
         _LOGGER.warning("media %s of message %s not kept: %s", media_id, message.external_id, exc)
@@ -302,3 +421,22 @@ async def attach_inbound_media(hub: Hub, message: InboundMessage, *, last_try: b
         note = {"error": f"could not be fetched: {exc}"}
     content = {**message.content, message.type: {**body, "wahub_media": note}}
     return dataclasses.replace(message, content=content)
+
+
+async def _download(hub: Hub, message: InboundMessage, media_id: str, body: Mapping[str, Any]) -> MediaFile | None:
+    """Stream the file from the provider to disk and keep it; None when the provider hosts no files."""
+    provider, store = hub.providers[message.provider], hub.storage.media
+    async with store.incoming(message.type) as incoming:
+        async with asyncio.timeout(FETCH_SECONDS):
+            download = await provider.download_media(media_id, message.type, incoming)
+        if download is None:
+            return None
+        return await store.keep(
+            incoming,
+            provider.name,
+            download.mime_type or str(body.get("mime_type", "application/octet-stream")),
+            direction="in",
+            provider_media_id=media_id,
+            filename=body.get("filename"),
+            expected_sha256=body.get("sha256") or download.sha256,
+        )

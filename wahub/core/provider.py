@@ -24,7 +24,7 @@ from wahub.core.models import AccountEvent, Event, OutgoingMessage, SendResult
 
 if TYPE_CHECKING:
     from wahub.core.hub import Hub
-    from wahub.core.media import Download
+    from wahub.core.media import Download, IncomingFile
 
 
 def _seconds(low: float, high: float) -> vol.All:
@@ -155,9 +155,10 @@ class Provider(abc.ABC):
     async def send(self, message: OutgoingMessage) -> SendResult:
         """Deliver ``message`` to the provider; raise ``ProviderError`` on refusal."""
 
-    async def download_media(self, media_id: str, kind: str) -> Download | None:
+    async def download_media(self, media_id: str, kind: str, into: IncomingFile) -> Download | None:
         """Fetch the file of an inbound ``kind`` message (``image``...) by the
-        provider's media id; None when the provider does not host files."""
+        provider's media id, writing it chunk by chunk with ``await into.write(chunk)``
+        (which refuses a file past the size limit); None when the provider does not host files."""
         return None
 
     async def account_event(self, event: AccountEvent) -> None:

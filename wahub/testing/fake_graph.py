@@ -50,12 +50,12 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import email.message
-import email.parser
 import functools
 import hashlib
 import json
 import secrets
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -238,7 +238,8 @@ def validate_message(body: Any, *, amended: bool = True) -> list[str]:
 
 @dataclass
 class Recorded:
-    """One HTTP request as the fake received it (``json``: the parsed body, or None)."""
+    """One HTTP request as the fake received it (``json``: the parsed body, or None;
+    ``raw`` is empty for a multipart upload, which streams to disk instead)."""
 
     method: str
     path: str
@@ -250,13 +251,18 @@ class Recorded:
 
 @dataclass
 class MediaItem:
-    data: bytes
-    mime_type: str
-    filename: str | None = None
-    sha256: str = field(init=False)
+    """A file the fake holds, on disk, with its sha256 (hex) and size."""
 
-    def __post_init__(self) -> None:
-        self.sha256 = hashlib.sha256(self.data).hexdigest()
+    path: Path
+    mime_type: str
+    sha256: str
+    size: int
+    filename: str | None = None
+
+    @property
+    def data(self) -> bytes:
+        """The file's bytes, read from disk (for small files)."""
+        return self.path.read_bytes()
 
 
 @dataclass
@@ -283,6 +289,8 @@ class FakeGraphServer:
     app_id: str = "1480000000000001"
     #: After each accepted send, post a ``sent`` then a ``delivered`` status webhook.
     auto_statuses: bool = True
+    #: Serve media downloads chunked, without Content-Length (as a CDN may), instead of as a file.
+    chunked_downloads: bool = False
     requests: list[Recorded] = field(default_factory=list)
     #: Accepted message bodies; ``reads``: accepted mark-as-read bodies.
     messages: list[dict[str, Any]] = field(default_factory=list)
@@ -307,6 +315,8 @@ class FakeGraphServer:
     _session: aiohttp.ClientSession | None = None
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
     _order: asyncio.Lock = field(default_factory=asyncio.Lock)
+    #: Where uploaded and added files are kept; removed by ``close``.
+    _files: Path | None = None
 
     def __post_init__(self) -> None:
         if self.platform not in PLATFORMS:
@@ -355,6 +365,9 @@ class FakeGraphServer:
 
     async def close(self) -> None:
         await close_fake(self._runner, self._session, self._tasks)
+        if self._files is not None:
+            shutil.rmtree(self._files, ignore_errors=True)
+            self._files = None
 
     def provider_entry(self, name: str = "main", **extra: Any) -> dict[str, Any]:
         """The ``providers:`` entry of a daemon that talks to this fake."""
@@ -370,11 +383,29 @@ class FakeGraphServer:
         """Post webhooks to ``{daemon_url}/webhooks/{name}`` from now on."""
         self._target = f"{daemon_url.rstrip('/')}/webhooks/{name}"
 
-    def add_media(self, data: bytes, mime_type: str, *, media_id: str | None = None) -> str:
-        """Store a media object (one a user sent, say); returns its id."""
+    def add_media(self, data: bytes | Path, mime_type: str, *, media_id: str | None = None) -> str:
+        """Store a media object (one a user sent, say); returns its id. A ``Path``
+        is served from where it is, in chunks: a large file is never whole in memory."""
         media_id = media_id or _numeric_id()
-        self.media[media_id] = MediaItem(data, mime_type)
+        if isinstance(data, Path):
+            digest = hashlib.sha256()
+            with data.open("rb") as file:
+                while block := file.read(1 << 20):
+                    digest.update(block)
+            self.media[media_id] = MediaItem(data, mime_type, digest.hexdigest(), data.stat().st_size)
+        else:
+            self.media[media_id] = self._keep_bytes(data, mime_type)
         return media_id
+
+    def _new_file(self) -> Path:
+        if self._files is None:
+            self._files = Path(tempfile.mkdtemp(prefix="wahub-fake-graph-"))
+        return self._files / secrets.token_hex(12)
+
+    def _keep_bytes(self, data: bytes, mime_type: str) -> MediaItem:
+        path = self._new_file()
+        path.write_bytes(data)
+        return MediaItem(path, mime_type, hashlib.sha256(data).hexdigest(), len(data))
 
     def add_template(self, template: dict[str, Any]) -> dict[str, Any]:
         """Seed the template list; ``id`` and ``status`` (APPROVED) are filled if missing."""
@@ -476,7 +507,9 @@ class FakeGraphServer:
     # -- HTTP -----------------------------------------------------------------------
 
     async def _gate(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        raw, body = await request.read(), await _json(request)
+        raw, body = b"", None
+        if request.content_type != "multipart/form-data":  # an upload streams to disk in its handler
+            raw, body = await request.read(), await _json(request)
         query, headers = dict(request.query), dict(request.headers)
         self.requests.append(Recorded(request.method, request.path, query, headers, body, raw))
         if self.platform == "meta_cloud" and request.headers.get("Authorization") != f"Bearer {self.access_token}":
@@ -508,7 +541,7 @@ class FakeGraphServer:
                 f"{self.url}/lookaside" if meta else "https://lookaside.fbsbx.com"
             ) + "/whatsapp_business/attachments/"
             info = {"messaging_product": "whatsapp", "url": f"{url}?{query}", "mime_type": item.mime_type}
-            return web.json_response(info | {"sha256": item.sha256, "file_size": str(len(item.data)), "id": node})
+            return web.json_response(info | {"sha256": item.sha256, "file_size": str(item.size), "id": node})
         template = next((t for t in self.templates if t["id"] == node), None)
         if template is not None and method in ("GET", "POST") and meta:
             if method == "GET":
@@ -536,7 +569,7 @@ class FakeGraphServer:
         if request.headers.get("file_offset") != "0" or len(data) != length:
             return self._refuse([f"$: send all {length} bytes at file_offset 0 (got {len(data)})"])
         handle = f"4::{secrets.token_urlsafe(24)}"
-        self.handles[handle] = MediaItem(data, mime_type)
+        self.handles[handle] = self._keep_bytes(data, mime_type)
         del self._uploads[session]
         return web.json_response({"h": handle})
 
@@ -571,18 +604,53 @@ class FakeGraphServer:
         return _graph_error(400, 100, "Invalid parameter", "; ".join(problems))
 
     async def _upload(self, request: web.Request) -> web.StreamResponse:
-        form = _form(request.headers.get("Content-Type", ""), await request.read())
-        if "file" not in form or "type" not in form or form.get("messaging_product", (None, b""))[1] != b"whatsapp":
+        """``POST /{phone-number-id}/media``: the multipart body read as it comes, the file streamed to disk."""
+        fields: dict[str, str] = {}
+        item: MediaItem | None = None
+        if request.content_type != "multipart/form-data":
+            return self._refuse(["$: the upload must be multipart/form-data"])
+        try:
+            async for part in await request.multipart():
+                if not isinstance(part, aiohttp.BodyPartReader) or part.name is None:
+                    continue
+                if part.name == "file":
+                    item = await self._receive(part)
+                else:
+                    fields[part.name] = await part.text()
+        except ValueError as exc:
+            return self._refuse([f"$: the multipart body cannot be read ({exc})"])
+        if item is None or "type" not in fields or fields.get("messaging_product") != "whatsapp":
+            if item is not None:
+                item.path.unlink()
             return self._refuse(["$: multipart/form-data needs file, type and messaging_product=whatsapp"])
-        media_id = self.add_media(form["file"][1], form["type"][1].decode())
-        self.media[media_id].filename = form["file"][0]
+        item.mime_type = fields["type"]
+        self.media[media_id := _numeric_id()] = item
         return web.json_response({"id": media_id})
+
+    async def _receive(self, part: aiohttp.BodyPartReader) -> MediaItem:
+        path, digest, size = self._new_file(), hashlib.sha256(), 0
+        with path.open("wb") as file:
+            while chunk := await part.read_chunk(1 << 16):
+                digest.update(chunk)
+                file.write(chunk)
+                size += len(chunk)
+        mime_type = part.headers.get("Content-Type", "application/octet-stream")
+        return MediaItem(path, mime_type, digest.hexdigest(), size, part.filename)
 
     async def _download(self, request: web.Request) -> web.StreamResponse:
         item = self.media.get(request.query.get("mid", ""))
         if item is None:
             return _graph_error(404, 100, "Invalid parameter", "unknown media")
-        return web.Response(body=item.data, headers={"Content-Type": item.mime_type})
+        if not self.chunked_downloads:
+            return web.FileResponse(item.path, headers={"Content-Type": item.mime_type})
+        response = web.StreamResponse(headers={"Content-Type": item.mime_type})
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        with item.path.open("rb") as file:
+            while block := await asyncio.to_thread(file.read, 1 << 16):
+                await response.write(block)
+        await response.write_eof()
+        return response
 
     async def _templates_page(self, request: web.Request) -> web.StreamResponse:
         query, meta = request.query, self.platform == "meta_cloud"
@@ -712,22 +780,6 @@ def _template_problem(body: Any, *, edit: bool) -> str | None:
     ):
         return "$.components: must be a list with a BODY component"
     return None
-
-
-def _form(content_type: str, raw: bytes) -> dict[str, tuple[str | None, bytes]]:
-    """A multipart/form-data body: field name → (filename, bytes). (aiohttp cannot parse
-    a body the gate has already read.)"""
-    header = email.message.Message()
-    header["Content-Type"] = content_type
-    boundary, fields = header.get_boundary(), dict[str, tuple[str | None, bytes]]()
-    if header.get_content_type() != "multipart/form-data" or not boundary:
-        return {}
-    for chunk in raw.split(b"--" + boundary.encode())[1:-1]:
-        head, _, data = chunk.partition(b"\r\n\r\n")
-        part = email.parser.BytesHeaderParser().parsebytes(head.lstrip(b"\r\n"))
-        if isinstance(name := part.get_param("name", header="content-disposition"), str):
-            fields[name] = (part.get_filename(), data.removesuffix(b"\r\n"))
-    return fields
 
 
 def _graph_error(status: int, code: int, message: str, details: str | None = None) -> web.Response:

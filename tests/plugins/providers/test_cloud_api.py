@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import io
 import json
+import os
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -503,6 +505,19 @@ async def test_a_damaged_or_oversized_inbound_file_is_refused_but_the_message_ke
     assert "over the limit" in row["body"]["image"]["wahub_media"]["error"]
 
 
+async def test_a_download_stops_at_the_limit_when_the_announced_size_is_wrong(cloud: Cloud, tmp_path: Path) -> None:
+    big = cloud.server.add_media(b"x" * (12 * 1024 * 1024), "image/png")
+    cloud.server.media[big].size = 1000  # the API's file_size says 1000 bytes; the download is 12 MB
+    row = await cloud.inbound({"type": "image", "image": {"id": big, "mime_type": "image/png"}})
+    refused = "image of 12582912 bytes is over the limit of 5242880 bytes"  # by the download's Content-Length
+    assert row["body"]["image"]["wahub_media"] == {"error": refused}
+
+    cloud.server.chunked_downloads = True  # no Content-Length either: reading stops at the limit
+    row = await cloud.inbound({"type": "image", "image": {"id": big, "mime_type": "image/png"}})
+    assert row["body"]["image"]["wahub_media"] == {"error": "image is over the limit of 5242880 bytes"}
+    assert [path for path in (tmp_path / "media").rglob("*") if path.is_file()] == []  # no partial file left
+
+
 # -- templates, account and profile ----------------------------------------------
 
 
@@ -813,16 +828,55 @@ async def test_a_running_daemon_syncs_templates_and_applies_the_profile_over_the
         assert code == 69 and "POST /api/v1/providers/<name>/templates/sync" in err
 
 
-async def test_media_uploads_are_checked_and_unknown_media_is_404(cloud: Cloud) -> None:
+async def test_media_uploads_are_checked_and_unknown_media_is_404(cloud: Cloud, tmp_path: Path) -> None:
+    url = f"{cloud.daemon.url}/api/v1/media"
     form = aiohttp.FormData()
     form.add_field("file", b"GIF89a", filename="a.gif", content_type="image/gif")
-    async with cloud.http.post(f"{cloud.daemon.url}/api/v1/media", data=form, headers=AUTH) as response:
+    async with cloud.http.post(url, data=form, headers=AUTH) as response:
         assert response.status == 422
         assert "image of type 'image/gif' is not accepted" in (await response.json())["error"]["message"]
+    form = aiohttp.FormData()
+    big = io.BytesIO(b"\x89PNG" + b"x" * (6 * 1024 * 1024))
+    form.add_field("file", big, filename="big.png", content_type="image/png")
+    async with cloud.http.post(url, data=form, headers=AUTH) as response:
+        assert response.status == 413
+        assert (await response.json())["error"] == {
+            "code": "media_refused",
+            "message": "image is over the limit of 5242880 bytes",
+        }
+    form = aiohttp.FormData()
+    for name in ("one.txt", "two.txt"):
+        form.add_field("file", b"text", filename=name, content_type="text/plain")
+    async with cloud.http.post(url, data=form, headers=AUTH) as response:
+        assert response.status == 400 and "one file per upload" in (await response.json())["error"]["message"]
+    assert [path for path in (tmp_path / "media").rglob("*") if path.is_file()] == []  # nothing half kept
     async with cloud.http.post(f"{cloud.daemon.url}/api/v1/media", json={}, headers=AUTH) as response:
         assert response.status == 400
     async with cloud.http.get(f"{cloud.daemon.url}/api/v1/media/0123", headers=AUTH) as response:
         assert response.status == 404
+
+
+async def test_media_uploads_pass_the_body_limit_of_other_routes(cloud: Cloud) -> None:
+    contents = b"%PDF-1.4 " + os.urandom(6 * 1024 * 1024)  # over the 4 MB body limit, under 100 MB
+    form = aiohttp.FormData()
+    form.add_field("file", io.BytesIO(contents), filename="manual.pdf", content_type="application/pdf")
+    async with cloud.http.post(f"{cloud.daemon.url}/api/v1/media", data=form, headers=AUTH) as response:
+        answer = await response.json()
+        assert response.status == 201, answer
+    assert (answer["size"], answer["sha256"]) == (len(contents), hashlib.sha256(contents).hexdigest())
+    async with cloud.http.get(f"{cloud.daemon.url}{answer['url']}", headers=AUTH) as response:
+        assert await response.read() == contents
+
+    text = json.dumps({"to": USER, "type": "text", "text": {"body": "x" * (5 * 1024 * 1024)}}).encode()
+    headers = {**AUTH, "Content-Type": "application/json"}
+    async with cloud.http.post(
+        f"{cloud.daemon.url}/api/v1/messages", data=io.BytesIO(text), headers=headers
+    ) as response:
+        assert response.status == 413  # other routes keep the limit
+    headers = {**AUTH, "Content-Type": "multipart/form-data; boundary=zzz"}
+    async with cloud.http.post(f"{cloud.daemon.url}/api/v1/media", data=b"no parts here", headers=headers) as response:
+        assert response.status == 400
+        assert (await response.json())["error"]["code"] == "invalid_upload"
 
 
 async def test_dialog360_has_no_template_edit(sqlite_url: str, tmp_path: Path) -> None:

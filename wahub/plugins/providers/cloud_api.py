@@ -30,7 +30,7 @@ from aiohttp import web
 
 from wahub import hookimpl
 from wahub.core.hub import Hub
-from wahub.core.media import LOCAL_PREFIX, MEDIA_KINDS, Download, MediaFile, MediaRefused
+from wahub.core.media import LOCAL_PREFIX, MEDIA_KINDS, Download, IncomingFile, MediaFile, MediaTooLarge
 from wahub.core.models import AccountEvent, Event, OutgoingMessage, SendResult
 from wahub.core.provider import PROVIDER_SCHEMA_BASE, Provider, ProviderError
 from wahub.core.scheduler import JobSpec
@@ -262,41 +262,44 @@ class CloudApiProvider(Provider):
         return media_id
 
     async def upload_media(self, file: MediaFile) -> str:
-        """Upload a stored file; returns the provider's media id."""
-        form = aiohttp.FormData()
-        form.add_field("messaging_product", "whatsapp")
-        form.add_field("type", file.mime_type)
-        form.add_field(
-            "file",
-            await self.hub.storage.media.read(file),
-            filename=file.filename or self.hub.storage.media.path(file).name,
-            content_type=file.mime_type,
-        )
-        answer = await self.call("POST", "media", data=form)
+        """Upload a stored file, streamed from disk; returns the provider's media id."""
+        path = self.hub.storage.media.path(file)
+        try:
+            stream = await asyncio.to_thread(path.open, "rb")
+        except OSError as exc:
+            raise ProviderError(f"media {file.id} cannot be read: {exc.strerror or exc}", code="131053") from exc
+        try:
+            form = aiohttp.FormData()
+            form.add_field("messaging_product", "whatsapp")
+            form.add_field("type", file.mime_type)
+            # A file object: aiohttp sends it in chunks read off the event loop.
+            form.add_field("file", stream, filename=file.filename or path.name, content_type=file.mime_type)
+            answer = await self.call("POST", "media", data=form)
+        finally:
+            stream.close()
         return str(answer["id"])
 
-    async def download_media(self, media_id: str, kind: str) -> Download:
-        """Look up the file's URL and fetch it at once (the URL lasts minutes), with the credentials."""
+    async def download_media(self, media_id: str, kind: str, into: IncomingFile) -> Download:
+        """Look up the file's URL and stream it at once (the URL lasts minutes) into ``into``, with the credentials."""
         info = await self.call("GET", media_id, params=self._media_params())
         mime_type = str(info.get("mime_type") or "application/octet-stream")
         size = info.get("file_size")
         self.hub.storage.media.check(kind, mime_type, int(size) if str(size or "").isdigit() else None)
-        limit = self.hub.storage.media.max_bytes[kind]
         try:
             async with self.hub.http.get(
                 self._download_url(str(info["url"])), headers=self._headers(), timeout=self.timeout
             ) as response:
                 if response.status >= 400:
                     raise graph_error(response.status, await _json_or_none(response))
-                chunks, size = [], 0
+                if (response.content_length or 0) > into.limit:
+                    raise MediaTooLarge(
+                        f"{kind} of {response.content_length} bytes is over the limit of {into.limit} bytes"
+                    )
                 async for chunk in response.content.iter_chunked(1 << 16):
-                    size += len(chunk)
-                    if size > limit:  # stop reading: the announced size was wrong or missing
-                        raise MediaRefused(f"{kind} is over the limit of {limit} bytes")
-                    chunks.append(chunk)
+                    await into.write(chunk)  # refused, and the download stopped, past the limit
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise ProviderError(f"media download failed: {exc!r}", code="network", retryable=True) from exc
-        return Download(b"".join(chunks), mime_type, info.get("sha256"))
+        return Download(mime_type, info.get("sha256"))
 
     def _media_params(self) -> dict[str, str] | None:
         return None

@@ -13,6 +13,7 @@ import asyncio
 import hmac
 import logging
 import mimetypes
+import os
 from collections.abc import AsyncIterator, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -85,13 +86,17 @@ class MetaCloudProvider(CloudApiProvider):
         if not self.config.get("app_id"):
             raise ProviderError(f"set app_id in provider {self.name!r} to upload {path.name}", code="config")
         try:
-            data = await asyncio.to_thread(path.read_bytes)
+            stream = await asyncio.to_thread(path.open, "rb")
         except OSError as exc:
             raise ProviderError(f"cannot read {path}: {exc.strerror or exc}", code="file") from exc
-        mime_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-        params = {"file_name": path.name, "file_length": str(len(data)), "file_type": mime_type}
-        session = await self.call("POST", f"{self.config['app_id']}/uploads", params=params)
-        answer = await self.call("POST", str(session["id"]), data=data, headers={"file_offset": "0"})
+        try:  # the file object is sent in chunks, never whole in memory
+            mime_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+            size = os.fstat(stream.fileno()).st_size
+            params = {"file_name": path.name, "file_length": str(size), "file_type": mime_type}
+            session = await self.call("POST", f"{self.config['app_id']}/uploads", params=params)
+            answer = await self.call("POST", str(session["id"]), data=stream, headers={"file_offset": "0"})
+        finally:
+            stream.close()
         return str(answer["h"])
 
     def _templates_path(self) -> str:
