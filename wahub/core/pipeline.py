@@ -177,7 +177,12 @@ class InboxProcessor:
             replies = await route.respond(hub, message) if route is not None else []
         replies = await self._allowed(message, replies)
         created = await hub.storage.finish_with_replies(
-            row, message, replies, contact_id=record.contact_id, conversation_id=record.conversation_id
+            row,
+            message,
+            replies,
+            contact_id=record.contact_id,
+            conversation_id=record.conversation_id,
+            now=hub.clock.time(),
         )
         if created:
             hub.outbox_ready.set()

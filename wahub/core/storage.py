@@ -348,6 +348,7 @@ class Storage:
         *,
         contact_id: int,
         conversation_id: int,
+        now: float | None = None,
     ) -> int:
         """Queue the replies to an inbound message and mark its inbox row done, in
         one transaction. Reply keys derive from the message, so a re-run after a
@@ -361,6 +362,8 @@ class Storage:
                     idempotency_key=f"reply:{message.provider}:{message.external_id}:{index}",
                     contact_id=contact_id,
                     conversation_id=conversation_id,
+                    origin="reply",
+                    now=now,
                     conn=conn,
                 )
                 created += new
