@@ -1,5 +1,6 @@
-"""The send policy at dispatch, end to end over real HTTP: quiet hours hold
-business messages whose retry or deferral falls inside them, never replies."""
+"""The send policy at dispatch and for replies, end to end over real HTTP: quiet
+hours hold business messages whose retry or deferral falls inside them, never
+replies; a reply the policy refuses is kept as a failed message."""
 
 from __future__ import annotations
 
@@ -7,6 +8,9 @@ import datetime as dt
 import time
 from typing import Any
 
+from wahub import hookimpl
+from wahub.core.hub import Hub
+from wahub.core.models import InboundMessage, OutgoingMessage, Route
 from wahub.testing import ManualClock, wait_until
 
 from .test_engine import USER, Engine, _approved, engine_for, template
@@ -55,6 +59,13 @@ async def outgoing(engine: Engine, count: int) -> list[dict[str, Any]]:
     out = [row for row in history if row["direction"] == "out"]
     assert len(out) >= count, out
     return [await engine.message(row["id"]) for row in out[:count]]
+
+
+async def refusals(engine: Engine, reason: str) -> float:
+    async with engine.http.get(f"{engine.daemon.url}/metrics") as response:
+        text = await response.text()
+    prefix = f'wahub_send_refusals_total{{provider="fake",reason="{reason}"}} '
+    return sum(float(line.removeprefix(prefix)) for line in text.splitlines() if line.startswith(prefix))
 
 
 async def test_a_retry_falling_in_quiet_hours_goes_out_at_their_end(database_url: str) -> None:
@@ -123,3 +134,47 @@ async def test_replies_are_never_held_by_quiet_hours_even_on_retry(database_url:
         [_, confirmation] = await outgoing(engine, 2)
         delivered = await engine.status_becomes(confirmation["id"], "delivered")
         assert delivered["message"]["text"]["body"].startswith("You are unsubscribed")
+
+
+async def test_a_reply_refused_by_the_window_is_kept_as_failed(database_url: str) -> None:
+    async for engine in engine_for(database_url, config={"router": RULES}, pair_limit=None):
+        await engine.inbound("hi", age=25 * 3600)  # delivered a day late: the window has closed
+
+        [reply] = await outgoing(engine, 1)
+        assert reply["status"] == "failed" and reply["error"]["code"] == "window_closed"
+        assert "25.0 hours ago" in reply["error"]["message"]
+        assert reply["message"]["text"]["body"] == "Hello!"
+        assert await refusals(engine, "window_closed") == 1
+        assert engine.server.calls == []
+
+
+class OptionsRoute:
+    """Answers every message with a text and buttons, one of whose titles is too long."""
+
+    @hookimpl
+    def route_message(self, hub: Hub, message: InboundMessage) -> Route:
+        async def respond(hub: Hub, message: InboundMessage) -> list[OutgoingMessage]:
+            buttons = [
+                {"type": "reply", "reply": {"id": "hours", "title": "Opening hours"}},
+                {"type": "reply", "reply": {"id": "agent", "title": "Talk to somebody from our team"}},
+            ]
+            interactive = {"type": "button", "body": {"text": "What would you like?"}, "action": {"buttons": buttons}}
+            return [
+                OutgoingMessage.text(message.sender, "Let me help."),
+                OutgoingMessage(to=message.sender, type="interactive", content={"interactive": interactive}),
+            ]
+
+        return Route("options", respond)
+
+
+async def test_an_invalid_reply_is_kept_as_failed_beside_the_valid_one(database_url: str) -> None:
+    async for engine in engine_for(database_url, plugins=(OptionsRoute(),), pair_limit=None):
+        await engine.inbound("hello")
+
+        [text, buttons] = await outgoing(engine, 2)
+        assert buttons["status"] == "failed" and buttons["error"]["code"] == "invalid_message"
+        assert "title" in buttons["error"]["message"]
+        assert buttons["message"]["interactive"]["action"]["buttons"][1]["reply"]["id"] == "agent"
+        await engine.status_becomes(text["id"], "delivered")
+        assert [c.body["type"] for c in engine.server.calls] == ["text"]
+        assert await refusals(engine, "invalid_message") == 1

@@ -13,6 +13,7 @@ from alembic.migration import MigrationContext
 
 from wahub.core.models import InboundMessage, OutgoingMessage, StatusEvent
 from wahub.core.storage import LeaseLost, Storage, StorageLocked
+from wahub.core.storage_messages import Refusal
 from wahub.core.storage_schema import metadata
 
 
@@ -104,6 +105,29 @@ async def test_replies_are_queued_once_per_inbound_message(storage: Storage) -> 
     queued = await storage.messages.claim_outbox(10, 60, ["sandbox"])
     assert [q.message for q in queued] == [reply]
     assert queued[0].last_inbound_at is not None  # the service window travels with the claim
+
+
+async def test_a_refused_reply_is_stored_once_with_its_rows_completion(storage: Storage) -> None:
+    await storage.insert_inbox([inbox_row("m1")])
+    [stale] = await storage.claim_inbox(1, lease_seconds=0)  # its worker stalls past the lease
+    [row] = await storage.claim_inbox(1, lease_seconds=60)
+    record = await storage.messages.record_inbound(inbound("m1"))
+    args = {"contact_id": record.contact_id, "conversation_id": record.conversation_id}
+    reply = OutgoingMessage.text("15551234567", "Hello")
+    refused = Refusal(OutgoingMessage.text("15551234567", "x" * 5000), "invalid_message", "text.body is too long")
+
+    assert await storage.finish_with_replies(row, inbound("m1"), [refused, reply], **args) == 1
+    with pytest.raises(LeaseLost):  # the stale run stores nothing: not its refusal either
+        await storage.finish_with_replies(stale, inbound("m1"), [refused, reply], **args)
+
+    out = [m for m in await storage.messages.history("sandbox", "15551234567") if m["direction"] == "out"]
+    assert [(m["status"], m["error_code"], m["error_reason"]) for m in out] == [
+        ("failed", "invalid_message", "text.body is too long"),
+        ("queued", None, None),
+    ]
+    queued = await storage.messages.claim_outbox(10, 60, ["sandbox"])
+    assert [q.message for q in queued] == [reply]  # the refused one is never dispatched
+    assert queued[0].origin == "reply"
 
 
 async def test_statuses_only_move_forward(storage: Storage) -> None:

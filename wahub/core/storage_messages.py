@@ -48,6 +48,15 @@ class OutboxRow:
 
 
 @dataclass(frozen=True)
+class Refusal:
+    """A message the send policy refused: kept ``failed`` with its reason code, never sent."""
+
+    message: OutgoingMessage
+    reason: str
+    detail: str
+
+
+@dataclass(frozen=True)
 class StatusChange:
     message_id: int
     status: str
@@ -234,12 +243,16 @@ class MessageStore:
         contact_id: int | None = None,
         not_before: float | None = None,
         origin: str = "business",
+        refused: Refusal | None = None,
         now: float | None = None,
         conn: AsyncConnection | None = None,
     ) -> tuple[int, bool]:
         """Queue a message for the dispatcher (not before ``not_before``, if given).
         Returns ``(id, created)``; a repeated idempotency key returns the first
-        message's id and ``created=False``."""
+        message's id and ``created=False``.
+
+        With ``refused``, the message is stored ``failed`` with the refusal's
+        reason code instead, as history: the dispatcher never sees it."""
         now = time.time() if now is None else now
         values: dict[str, Any] = {
             "provider": provider,
@@ -257,6 +270,8 @@ class MessageStore:
             "created_at": now,
             "updated_at": now,
         }
+        if refused is not None:
+            values.update(status="failed", error_code=refused.reason, error_reason=refused.detail, next_attempt_at=None)
         if conn is None:
             async with self.db.begin() as own:
                 return await self._enqueue(own, values)
