@@ -12,6 +12,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from wahub.core.hub import Clock
 from wahub.core.storage_policy import Template
 from wahub.testing import (
     RunningDaemon,
@@ -90,12 +91,20 @@ def template(name: str, to: str = USER) -> dict[str, Any]:
     return {"to": to, "type": "template", "template": {"name": name, "language": {"code": "en"}}}
 
 
-async def engine_for(database_url: str, **provider: Any) -> AsyncIterator[Engine]:
+async def engine_for(
+    database_url: str,
+    *,
+    config: dict[str, Any] | None = None,
+    plugins: tuple[object, ...] = (),
+    clock: Clock | None = None,
+    **provider: Any,
+) -> AsyncIterator[Engine]:
+    """A daemon sending through a fake provider; ``config`` adds sections (``policy``, ``router``)."""
     server = await FakeProviderServer().start()
-    pm = plugin_manager([fake_plugin])
-    raw = {"wahub": {"api_tokens": [TOKEN]}, "providers": [server.provider_entry(**provider)]}
+    pm = plugin_manager([fake_plugin, *plugins])
+    raw = {**(config or {}), "wahub": {"api_tokens": [TOKEN]}, "providers": [server.provider_entry(**provider)]}
     try:
-        async with running_daemon(build_config(raw, database=database_url, pm=pm), pm=pm) as daemon:
+        async with running_daemon(build_config(raw, database=database_url, pm=pm), pm=pm, clock=clock) as daemon:
             server.attach(daemon.url)
             async with aiohttp.ClientSession() as http:
                 yield Engine(daemon, server, http)

@@ -9,12 +9,15 @@ from collections.abc import AsyncIterator
 
 import pytest
 import sqlalchemy as sa
+from alembic import command
 from alembic.autogenerate import compare_metadata
+from alembic.config import Config as AlembicConfig
 from alembic.migration import MigrationContext
 
 from wahub.core.models import InboundMessage, OutgoingMessage, StatusEvent
-from wahub.core.storage import LeaseLost, Storage, StorageLocked
-from wahub.core.storage_schema import metadata
+from wahub.core.storage import MIGRATIONS_DIR, LeaseLost, Storage, StorageLocked
+from wahub.core.storage_messages import Refusal
+from wahub.core.storage_schema import messages, metadata
 
 
 @pytest.fixture
@@ -47,6 +50,41 @@ async def test_migrations_create_exactly_the_declared_schema(storage: Storage) -
     async with storage.engine.connect() as conn:
         assert await conn.run_sync(diff) == []
     await storage.migrate()  # a second start-up applies nothing and fails nothing
+
+
+async def test_messages_queued_before_origins_were_kept_get_theirs(database_url: str) -> None:
+    def upgrade_to(conn: sa.Connection, revision: str) -> None:
+        config = AlembicConfig()
+        config.set_main_option("script_location", str(MIGRATIONS_DIR))
+        config.attributes["connection"] = conn
+        command.upgrade(config, revision)
+
+    store = await Storage.open(database_url, migrate=False)
+    try:
+        async with store.db.begin() as conn:
+            await conn.run_sync(upgrade_to, "0003")
+            common = {"provider": "sandbox", "address": "1555", "type": "text", "body": {}, "created_at": 1.0}
+            for direction, status, key, pmid in (
+                ("out", "queued", "reply:sandbox:m1:0", None),
+                ("out", "queued", "api:42", None),
+                ("in", "received", None, "m1"),
+            ):
+                await conn.execute(
+                    messages.insert().values(
+                        **common,
+                        direction=direction,
+                        status=status,
+                        idempotency_key=key,
+                        provider_message_id=pmid,
+                        updated_at=1.0,
+                    )
+                )
+        await store.migrate()
+        async with store.db.connect() as conn:
+            rows = (await conn.execute(sa.select(messages.c.origin).order_by(messages.c.id))).scalars().all()
+        assert rows == ["reply", "business", None]
+    finally:
+        await store.close()
 
 
 async def test_inbox_skips_redeliveries(storage: Storage) -> None:
@@ -105,6 +143,29 @@ async def test_replies_are_queued_once_per_inbound_message(storage: Storage) -> 
     queued = await storage.messages.claim_outbox(10, 60, ["sandbox"])
     assert [q.message for q in queued] == [reply]
     assert queued[0].last_inbound_at is not None  # the service window travels with the claim
+
+
+async def test_a_refused_reply_is_stored_once_with_its_rows_completion(storage: Storage) -> None:
+    await storage.insert_inbox([inbox_row("m1")])
+    [stale] = await storage.claim_inbox(1, lease_seconds=0)  # its worker stalls past the lease
+    [row] = await storage.claim_inbox(1, lease_seconds=60)
+    record = await storage.messages.record_inbound(inbound("m1"))
+    args = {"contact_id": record.contact_id, "conversation_id": record.conversation_id}
+    reply = OutgoingMessage.text("15551234567", "Hello")
+    refused = Refusal(OutgoingMessage.text("15551234567", "x" * 5000), "invalid_message", "text.body is too long")
+
+    assert await storage.finish_with_replies(row, inbound("m1"), [refused, reply], **args) == 1
+    with pytest.raises(LeaseLost):  # the stale run stores nothing: not its refusal either
+        await storage.finish_with_replies(stale, inbound("m1"), [refused, reply], **args)
+
+    out = [m for m in await storage.messages.history("sandbox", "15551234567") if m["direction"] == "out"]
+    assert [(m["status"], m["error_code"], m["error_reason"]) for m in out] == [
+        ("failed", "invalid_message", "text.body is too long"),
+        ("queued", None, None),
+    ]
+    queued = await storage.messages.claim_outbox(10, 60, ["sandbox"])
+    assert [q.message for q in queued] == [reply]  # the refused one is never dispatched
+    assert queued[0].origin == "reply"
 
 
 async def test_statuses_only_move_forward(storage: Storage) -> None:

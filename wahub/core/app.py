@@ -23,7 +23,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from wahub import __version__
 from wahub.core.api import api_routes, auth_middleware
 from wahub.core.consent import keyword_table
-from wahub.core.hub import HUB_KEY, SHUTDOWN_GRACE, Hub
+from wahub.core.hub import HUB_KEY, SHUTDOWN_GRACE, Clock, Hub
 from wahub.core.leader import leadership_ctx, leadership_start_ctx
 from wahub.core.metrics import Metrics
 from wahub.core.outbox import dispatcher_ctx
@@ -40,9 +40,12 @@ _LOGGER = logging.getLogger(__name__)
 MAX_BODY_BYTES = 4 * 1024 * 1024
 
 
-def create_app(config: dict[str, Any], *, pm: pluggy.PluginManager | None = None) -> web.Application:
-    """Build the daemon from a validated configuration (see ``wahub.core.config``)."""
-    hub = build_hub(config, pm or build_plugin_manager())
+def create_app(
+    config: dict[str, Any], *, pm: pluggy.PluginManager | None = None, clock: Clock | None = None
+) -> web.Application:
+    """Build the daemon from a validated configuration (see ``wahub.core.config``);
+    ``clock`` replaces the wall clock of the send policy and the dispatcher (tests)."""
+    hub = build_hub(config, pm or build_plugin_manager(), clock)
     app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[auth_middleware])
     app[HUB_KEY] = hub
     app.cleanup_ctx.extend(
@@ -77,9 +80,11 @@ def create_app(config: dict[str, Any], *, pm: pluggy.PluginManager | None = None
     return app
 
 
-def build_hub(config: dict[str, Any], pm: pluggy.PluginManager) -> Hub:
+def build_hub(config: dict[str, Any], pm: pluggy.PluginManager, clock: Clock | None = None) -> Hub:
     """The hub and its providers, before anything is opened or started."""
     hub = Hub(config=config, pm=pm, metrics=Metrics(), consent_keywords=keyword_table(config["policy"]["consent"]))
+    if clock is not None:
+        hub.clock = clock
     platforms = registered_providers(pm)
     for entry in config["providers"]:
         hub.providers[entry["name"]] = platforms[entry["platform"]](hub, entry)
@@ -93,7 +98,7 @@ async def command_hub(config: dict[str, Any], pm: pluggy.PluginManager) -> Async
     hub = build_hub(config, pm)
     hub.storage = await Storage.open(config["wahub"]["database"], media=config["wahub"]["media"])
     try:
-        hub.policy = Policy(config["policy"], hub.storage)
+        hub.policy = Policy(config["policy"], hub.storage, hub.clock)
         async with aiohttp.ClientSession(headers={"User-Agent": f"wahub/{__version__}"}) as hub.http:
             yield hub
     finally:
@@ -107,7 +112,7 @@ async def _begin_shutdown(app: web.Application) -> None:
 async def storage_ctx(app: web.Application) -> AsyncIterator[None]:
     hub = app[HUB_KEY]
     hub.storage = await Storage.open(hub.config["wahub"]["database"], media=hub.config["wahub"]["media"])
-    hub.policy = Policy(hub.config["policy"], hub.storage)
+    hub.policy = Policy(hub.config["policy"], hub.storage, hub.clock)
     yield
     await hub.storage.close()
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -49,6 +50,15 @@ class SendRefused(Exception):
         self.reason = reason
 
 
+class Clock:
+    """Wall-clock time (unix seconds) as the send policy and the dispatcher read
+    it: quiet hours, the service window, retry and due times. Tests hand the
+    daemon one they move by hand (``wahub.testing.ManualClock``)."""
+
+    def time(self) -> float:
+        return time.time()
+
+
 @dataclass
 class Hub:
     config: dict[str, Any]
@@ -69,6 +79,7 @@ class Hub:
     shutting_down: asyncio.Event = field(default_factory=asyncio.Event)
     #: Whether webhooks arrive faster than one commit at a time; inbox workers then yield.
     intake_busy: Callable[[], bool] = field(default=lambda: False)
+    clock: Clock = field(default_factory=Clock)
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
     def provider(self, name: str | None = None) -> Provider:
@@ -111,6 +122,8 @@ class Hub:
             contact_id=decision.contact.contact_id,
             conversation_id=decision.contact.conversation_id,
             not_before=decision.not_before,
+            origin=origin,
+            now=self.clock.time(),
         )
         if created:
             self.outbox_ready.set()

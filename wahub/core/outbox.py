@@ -15,6 +15,9 @@ lease and sends each recipient's messages in order, recipients in parallel:
   wait behind it. Any other failure is final and keeps the provider's code and
   reason. Refused credentials pause the provider (``/readyz`` says why) and
   its messages stay queued; a send is tried again every ``PAUSE_SECONDS``.
+- **Quiet hours.** A business-initiated message whose retry or deferral would
+  fall inside the contact's quiet hours is due at their end instead, and one
+  claimed inside them goes back to the queue until then. Replies never wait.
 - **Recording.** Provider ids are stored by one writer that commits whatever
   finished while its last commit ran, so a sent message stays unrecorded only
   for the length of one commit; if the database fails for longer than about
@@ -195,7 +198,9 @@ class Dispatcher:
             rows: list[OutboxRow] = []
             if want > 0 and providers:
                 try:
-                    rows = await self.hub.storage.messages.claim_outbox(want, LEASE_SECONDS, providers)
+                    rows = await self.hub.storage.messages.claim_outbox(
+                        want, LEASE_SECONDS, providers, now=self.hub.clock.time()
+                    )
                 except Exception as exc:
                     _LOGGER.exception("cannot claim queued messages; trying again")
                     report_exception(self.hub, exc, {"loop": "dispatcher"})
@@ -251,7 +256,7 @@ class Dispatcher:
 
     async def _hold(self, key: Recipient, row: OutboxRow) -> bool:
         """Wait for pacing when it is short; True when the row must go back to the queue instead."""
-        now = time.time()
+        now = self.hub.clock.time()
         ready = max(self._gates.get(key, 0.0), self.pairs[row.provider].free_at(key, now))
         if ready - now > MAX_HOLD_SECONDS or row.provider not in self.leading:
             self._gates[key] = max(ready, now)
@@ -262,12 +267,15 @@ class Dispatcher:
         return False
 
     async def _put_back(self, key: Recipient, queue: deque[OutboxRow]) -> None:
-        """Return the recipient's remaining rows to the queue behind its gate, in order."""
-        due = self._gates.get(key, time.time())
+        """Return the recipient's remaining rows to the queue behind its gate, in order
+        (business messages that would then fall in quiet hours: at their end)."""
+        due = self._gates.get(key, self.hub.clock.time())
         rows = list(queue)
         queue.clear()
         try:
-            await self.hub.storage.messages.defer([(row.id, due + i * _ORDER_STEP) for i, row in enumerate(rows)])
+            await self.hub.storage.messages.defer(
+                [(row.id, self._due(row, due + i * _ORDER_STEP)) for i, row in enumerate(rows)]
+            )
         finally:
             # Rows not handed back stay leased and are claimed again after the lease.
             self._finished(len(rows))
@@ -278,13 +286,15 @@ class Dispatcher:
         if provider is None:
             await self._fail(row, "unknown_provider", f"provider {row.provider!r} is no longer configured")
             return
-        if row.message.type not in WINDOWLESS_TYPES and not window_open(row.last_inbound_at, time.time()):
+        if row.message.type not in WINDOWLESS_TYPES and not window_open(row.last_inbound_at, hub.clock.time()):
             await self._fail(row, "window_closed", "the 24-hour service window closed before the message could go")
+            return
+        if await self._held_for_quiet_hours(row):
             return
         wait = self.pacers[row.provider].reserve()
         if wait:
             await asyncio.sleep(wait)
-        self.pairs[row.provider].take((row.provider, row.message.to), time.time())
+        self.pairs[row.provider].take((row.provider, row.message.to), hub.clock.time())
         try:
             result = await provider.send(row.message)
         except ProviderError as exc:
@@ -310,6 +320,26 @@ class Dispatcher:
         hub.metrics.child(hub.metrics.sends, row.provider, "sent", "").inc()
         await call_hook(hub, "outbound_message", hub=hub, message=row.message, result=result)
 
+    def _due(self, row: OutboxRow, at: float) -> float:
+        """When ``row`` may next go, given ``at``: the end of the contact's quiet
+        hours when ``at`` falls inside them and the row is business-initiated."""
+        end = self.hub.policy.quiet_end(at, row.timezone, origin=row.origin, kind=row.message.type)
+        return at if end is None else end
+
+    async def _held_for_quiet_hours(self, row: OutboxRow) -> bool:
+        """Hand a business-initiated row claimed inside the contact's quiet hours
+        back, due at their end (or fail it when its window closes before); True then."""
+        now = self.hub.clock.time()
+        due = self._due(row, now)
+        if due == now:
+            return False
+        if row.message.type not in WINDOWLESS_TYPES and not window_open(row.last_inbound_at, due):
+            await self._fail(row, "window_closed", "the 24-hour service window closes before the quiet hours end")
+            return True
+        _LOGGER.info("message %d waits %.0f s for the end of the contact's quiet hours", row.id, due - now)
+        await self.hub.storage.messages.defer([(row.id, due)])
+        return True
+
     async def _pause(self, provider: Provider, row: OutboxRow, exc: ProviderError) -> None:
         if provider.paused is None and self._paused_until.get(provider.name) is None:
             _LOGGER.error(
@@ -324,20 +354,21 @@ class Dispatcher:
         self._paused_until[provider.name] = time.monotonic() + PAUSE_SECONDS
         self.hub.metrics.sends.labels(row.provider, "paused", exc.code or "").inc()
         key = (row.provider, row.message.to)
-        self._gates[key] = time.time() + PAUSE_SECONDS
-        await self.hub.storage.messages.defer([(row.id, self._gates[key])])
+        self._gates[key] = self.hub.clock.time() + PAUSE_SECONDS
+        await self.hub.storage.messages.defer([(row.id, self._due(row, self._gates[key]))])
         self._gates[key] += _ORDER_STEP
 
     async def _failed_attempt(self, row: OutboxRow, code: str | None, reason: str, *, retryable: bool) -> None:
-        retry_at = time.time() + backoff(row.attempts)
+        now = self.hub.clock.time()
+        retry_at = now + backoff(row.attempts)
+        due = self._due(row, retry_at)  # a business message's retry waits out quiet hours
         validity = self.hub.providers[row.provider].config["retry_for"]
-        if retryable and retry_at < row.created_at + validity:
-            _LOGGER.warning(
-                "send of message %d failed (%s), retrying in %.1f s", row.id, reason, retry_at - time.time()
-            )
+        if retryable and due < row.created_at + validity:
+            _LOGGER.warning("send of message %d failed (%s), retrying in %.1f s", row.id, reason, due - now)
             self.hub.metrics.sends.labels(row.provider, "retry", code or "").inc()
-            await self.hub.storage.messages.reschedule(row.id, retry_at=retry_at, error_code=code, reason=reason)
-            # The recipient's later messages wait behind this one.
+            await self.hub.storage.messages.reschedule(row.id, retry_at=due, error_code=code, reason=reason)
+            # The recipient's later messages wait behind this one until its backoff ends;
+            # quiet hours then hold only business messages, each on its own.
             self._gates[(row.provider, row.message.to)] = retry_at + _ORDER_STEP
             return
         await self._fail(row, code, reason)

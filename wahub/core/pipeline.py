@@ -32,6 +32,7 @@ from wahub.core.models import (
 from wahub.core.plugins import call_hook, report_exception
 from wahub.core.policy import learn_from_refusal
 from wahub.core.storage import InboxRow, LeaseLost
+from wahub.core.storage_messages import Refusal
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -175,26 +176,36 @@ class InboxProcessor:
         if replies is None:
             route = hub.pm.hook.route_message(hub=hub, message=message)
             replies = await route.respond(hub, message) if route is not None else []
-        replies = await self._allowed(message, replies)
+        checked = await self._allowed(message, replies)
         created = await hub.storage.finish_with_replies(
-            row, message, replies, contact_id=record.contact_id, conversation_id=record.conversation_id
+            row,
+            message,
+            checked,
+            contact_id=record.contact_id,
+            conversation_id=record.conversation_id,
+            now=hub.clock.time(),
         )
         if created:
             hub.outbox_ready.set()
 
-    async def _allowed(self, message: InboundMessage, replies: list[OutgoingMessage]) -> list[OutgoingMessage]:
-        """The replies as the policy adapts them; a refused reply is logged and left out."""
+    async def _allowed(
+        self, message: InboundMessage, replies: list[OutgoingMessage]
+    ) -> list[OutgoingMessage | Refusal]:
+        """The replies as the policy adapts them; a refused reply becomes a
+        ``Refusal``, kept in the history as a failed message with its reason."""
         provider = self.hub.providers.get(message.provider)
         if provider is None:
-            return replies
-        allowed = []
+            return list(replies)
+        checked: list[OutgoingMessage | Refusal] = []
         for reply in replies:
             try:
-                allowed.append((await self.hub.policy.check(provider, reply, origin="reply")).message)
+                checked.append((await self.hub.policy.check(provider, reply, origin="reply")).message)
             except SendRefused as exc:
-                _LOGGER.warning("reply to %s not sent (%s): %s", message.external_id, exc.reason, exc)
+                # The reason's text names the contact's number: it goes into the stored row, not the log.
+                _LOGGER.warning("reply to %s refused (%s): kept as a failed message", message.external_id, exc.reason)
                 self.hub.metrics.send_refusals.labels(provider.name, exc.reason).inc()
-        return allowed
+                checked.append(Refusal(reply, exc.reason, str(exc)))
+        return checked
 
     async def _handle_status(self, row: InboxRow, status: StatusEvent) -> None:
         hub = self.hub

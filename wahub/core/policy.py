@@ -14,7 +14,9 @@ Every refusal is a ``SendRefused`` with a stable reason code:
 
 Replies to a contact's own message (``origin="reply"``) skip the consent and
 quiet-hours checks: the contact just wrote. Business-initiated messages that
-fall in the quiet hours of the contact's time zone are deferred, not refused.
+fall in the quiet hours of the contact's time zone are deferred, not refused;
+the dispatcher holds them again when a retry or a deferral would send them
+inside quiet hours (``Policy.quiet_end``).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import voluptuous as vol
 
 from wahub.core.canonical import InvalidMessage, adapt
 from wahub.core.consent import CONSENT_SCHEMA
-from wahub.core.hub import SendRefused
+from wahub.core.hub import Clock, SendRefused
 from wahub.core.models import OutgoingMessage
 from wahub.core.storage_policy import ConsentState, ContactContext
 
@@ -111,13 +113,23 @@ class Decision:
 
 
 class Policy:
-    def __init__(self, config: Mapping[str, Any], storage: Storage) -> None:
+    def __init__(self, config: Mapping[str, Any], storage: Storage, clock: Clock | None = None) -> None:
         self.config = config
         self.storage = storage
+        self.clock = clock or Clock()
+
+    def quiet_end(self, at: float, timezone: str | None, *, origin: str, kind: str) -> float | None:
+        """When the quiet hours around ``at`` end for a message of ``origin`` and
+        type ``kind`` to a contact in ``timezone`` (None: the configured one), or
+        None when it need not wait: outside quiet hours, a reply or a read receipt."""
+        quiet = self.config.get("quiet_hours")
+        if not quiet or origin != "business" or kind == "mark_read":
+            return None
+        return quiet_until(at, quiet, timezone)
 
     async def check(self, provider: Provider, message: OutgoingMessage, *, origin: Origin) -> Decision:
         """The message as it will be queued, or ``SendRefused`` saying why not."""
-        now = time.time()
+        now = self.clock.time()
         try:
             message = adapt(message, provider.CAPABILITIES)
         except InvalidMessage as exc:
@@ -131,22 +143,21 @@ class Policy:
             if consent.opted_out:
                 raise SendRefused("opted_out", f"{message.to} opted out of messages from this business")
         if message.type not in WINDOWLESS_TYPES and not window_open(contact.last_inbound_at, now):
-            message = self._outside_window(message, origin, contact)
+            message = self._outside_window(message, origin, contact, now)
         if message.type == "template":
             await self._check_template(provider, message, consent)
-        not_before = None
-        quiet = self.config.get("quiet_hours")
-        if origin == "business" and quiet:
-            not_before = quiet_until(now, quiet, contact.timezone)
+        not_before = self.quiet_end(now, contact.timezone, origin=origin, kind=message.type)
         return Decision(message, contact, not_before)
 
-    def _outside_window(self, message: OutgoingMessage, origin: Origin, contact: ContactContext) -> OutgoingMessage:
+    def _outside_window(
+        self, message: OutgoingMessage, origin: Origin, contact: ContactContext, now: float
+    ) -> OutgoingMessage:
         fallback = self.config["service_window"].get("fallback_template")
         if fallback is None or origin != "business":
             when = (
                 "has never written to this number"
                 if contact.last_inbound_at is None
-                else f"last wrote {(time.time() - contact.last_inbound_at) / 3600:.1f} hours ago"
+                else f"last wrote {(now - contact.last_inbound_at) / 3600:.1f} hours ago"
             )
             raise SendRefused(
                 "window_closed",

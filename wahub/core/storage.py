@@ -32,7 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from wahub.core.media import MEDIA_SCHEMA, MediaStore
 from wahub.core.models import InboundMessage, OutgoingMessage
-from wahub.core.storage_messages import Database, MessageStore, insert_ignore
+from wahub.core.storage_messages import Database, MessageStore, Refusal, insert_ignore
 from wahub.core.storage_policy import PolicyStore
 from wahub.core.storage_schema import inbox, quarantine
 
@@ -357,26 +357,33 @@ class Storage:
         self,
         row: InboxRow,
         message: InboundMessage,
-        replies: Sequence[OutgoingMessage],
+        replies: Sequence[OutgoingMessage | Refusal],
         *,
         contact_id: int,
         conversation_id: int,
+        now: float | None = None,
     ) -> int:
         """Queue the replies to an inbound message and mark its inbox row done, in
-        one transaction. Reply keys derive from the message, so a re-run after a
-        crash queues nothing twice. Returns how many replies were new."""
+        one transaction; a reply the policy refused is stored ``failed`` with its
+        reason instead, never sent. Reply keys derive from the message, so a
+        re-run after a crash stores nothing twice. Returns how many replies were
+        newly queued."""
         created = 0
         async with self.db.begin() as conn:
             for index, reply in enumerate(replies):
+                refused = reply if isinstance(reply, Refusal) else None
                 _id, new = await self.messages.enqueue(
                     message.provider,
-                    reply,
+                    reply.message if isinstance(reply, Refusal) else reply,
                     idempotency_key=f"reply:{message.provider}:{message.external_id}:{index}",
                     contact_id=contact_id,
                     conversation_id=conversation_id,
+                    origin="reply",
+                    refused=refused,
+                    now=now,
                     conn=conn,
                 )
-                created += new
+                created += new and refused is None
             await self.finish_inbox(row, conn)
         return created
 

@@ -41,6 +41,19 @@ class OutboxRow:
     created_at: float
     #: When the contact last wrote (the service window), if the message belongs to a conversation.
     last_inbound_at: float | None = None
+    #: ``reply`` or ``business`` (``wahub.core.policy.Origin``): quiet hours hold only the latter.
+    origin: str = "business"
+    #: The contact's own time zone for quiet hours; None: the configured default.
+    timezone: str | None = None
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A message the send policy refused: kept ``failed`` with its reason code, never sent."""
+
+    message: OutgoingMessage
+    reason: str
+    detail: str
 
 
 @dataclass(frozen=True)
@@ -229,13 +242,19 @@ class MessageStore:
         conversation_id: int | None = None,
         contact_id: int | None = None,
         not_before: float | None = None,
+        origin: str = "business",
+        refused: Refusal | None = None,
+        now: float | None = None,
         conn: AsyncConnection | None = None,
     ) -> tuple[int, bool]:
         """Queue a message for the dispatcher (not before ``not_before``, if given).
         Returns ``(id, created)``; a repeated idempotency key returns the first
-        message's id and ``created=False``."""
-        now = time.time()
-        values = {
+        message's id and ``created=False``.
+
+        With ``refused``, the message is stored ``failed`` with the refusal's
+        reason code instead, as history: the dispatcher never sees it."""
+        now = time.time() if now is None else now
+        values: dict[str, Any] = {
             "provider": provider,
             "direction": "out",
             "contact_id": contact_id,
@@ -245,11 +264,14 @@ class MessageStore:
             "body": message.to_json(),
             "status": "queued",
             "idempotency_key": idempotency_key,
+            "origin": origin,
             "attempts": 0,
             "next_attempt_at": max(now, not_before or 0.0),
             "created_at": now,
             "updated_at": now,
         }
+        if refused is not None:
+            values.update(status="failed", error_code=refused.reason, error_reason=refused.detail, next_attempt_at=None)
         if conn is None:
             async with self.db.begin() as own:
                 return await self._enqueue(own, values)
@@ -268,9 +290,12 @@ class MessageStore:
             found = await conn.execute(sa.select(messages.c.id).where(messages.c.idempotency_key == idempotency_key))
             return found.scalar_one_or_none()
 
-    async def claim_outbox(self, limit: int, lease_seconds: float, providers: Collection[str]) -> list[OutboxRow]:
-        """Claim queued messages of ``providers`` that are due, leasing them so no one else sends them."""
-        now = time.time()
+    async def claim_outbox(
+        self, limit: int, lease_seconds: float, providers: Collection[str], *, now: float | None = None
+    ) -> list[OutboxRow]:
+        """Claim queued messages of ``providers`` due at ``now`` (default: the
+        current time), leasing them so no one else sends them."""
+        now = time.time() if now is None else now
         query = (
             sa.select(
                 messages.c.id,
@@ -279,8 +304,14 @@ class MessageStore:
                 messages.c.attempts,
                 messages.c.created_at,
                 conversations.c.last_inbound_at,
+                messages.c.origin,
+                contacts.c.timezone,
             )
-            .select_from(messages.outerjoin(conversations, conversations.c.id == messages.c.conversation_id))
+            .select_from(
+                messages.outerjoin(conversations, conversations.c.id == messages.c.conversation_id).outerjoin(
+                    contacts, contacts.c.id == messages.c.contact_id
+                )
+            )
             .where(
                 messages.c.status == "queued",
                 messages.c.provider.in_(list(providers)),
@@ -302,7 +333,14 @@ class MessageStore:
                 )
         return [
             OutboxRow(
-                r.id, r.provider, OutgoingMessage.from_json(r.body), r.attempts + 1, r.created_at, r.last_inbound_at
+                r.id,
+                r.provider,
+                OutgoingMessage.from_json(r.body),
+                r.attempts + 1,
+                r.created_at,
+                r.last_inbound_at,
+                r.origin or "business",
+                r.timezone,
             )
             for r in rows
         ]

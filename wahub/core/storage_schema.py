@@ -69,6 +69,7 @@ messages = sa.Table(
     sa.Column("error_code", sa.String(64)),
     sa.Column("error_reason", sa.Text),
     sa.Column("idempotency_key", sa.String(256)),
+    sa.Column("origin", sa.String(8), comment="out: reply or business; quiet hours hold only business messages"),
     sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
     sa.Column("next_attempt_at", sa.Float),
     sa.Column("lease_until", sa.Float),

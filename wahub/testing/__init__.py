@@ -20,7 +20,7 @@ import pluggy
 from aiohttp import web
 
 from wahub.core.config import validate_config
-from wahub.core.hub import HUB_KEY, Hub
+from wahub.core.hub import HUB_KEY, Clock, Hub
 from wahub.core.plugins import build_plugin_manager, registered_providers, registered_sections
 from wahub.core.provider import sign_body
 from wahub.plugins.providers.sandbox import SIGNATURE_HEADER
@@ -117,15 +117,34 @@ class RunningDaemon:
         return self.app[HUB_KEY]
 
 
+class ManualClock(Clock):
+    """A clock that stands still until the test moves it: quiet hours, retries and
+    deferrals become testable without waiting. Start it near the real time:
+    webhooks, statuses and leases elsewhere still carry real timestamps."""
+
+    def __init__(self, start: float) -> None:
+        self.now = start
+
+    def time(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+    def set(self, at: float) -> None:
+        self.now = at
+
+
 @asynccontextmanager
 async def running_daemon(
-    config: dict[str, Any], *, pm: pluggy.PluginManager | None = None
+    config: dict[str, Any], *, pm: pluggy.PluginManager | None = None, clock: Clock | None = None
 ) -> AsyncIterator[RunningDaemon]:
-    """Start the whole daemon on 127.0.0.1 on a free port; shut it down gracefully after."""
+    """Start the whole daemon on 127.0.0.1 on a free port; shut it down gracefully after.
+    With ``clock`` (e.g. a ``ManualClock``) the send policy and the dispatcher read its time."""
     from wahub.core.app import create_app
 
     runner = web.AppRunner(
-        create_app(config, pm=pm or build_plugin_manager(load_entry_points=False)), shutdown_timeout=2
+        create_app(config, pm=pm or build_plugin_manager(load_entry_points=False), clock=clock), shutdown_timeout=2
     )
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
