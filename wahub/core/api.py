@@ -78,7 +78,9 @@ async def _in_envelope(request: web.Request, handler: Handler) -> web.StreamResp
             exc.status, code, exc.text if exc.text and not exc.text.startswith(str(exc.status)) else exc.reason
         )
     except Exception:
-        _LOGGER.exception("REST API request %s %s failed", request.method, request.path)
+        # The route's pattern, not the path: a path can hold a user's address.
+        route = request.match_info.route.resource
+        _LOGGER.exception("REST API request %s %s failed", request.method, route.canonical if route else "?")
         return error(500, "internal_error", "the request failed inside wahub; the log has the details")
 
 

@@ -31,6 +31,7 @@ from wahub.core.models import (
 )
 from wahub.core.plugins import call_hook, report_exception
 from wahub.core.policy import learn_from_refusal
+from wahub.core.privacy import mask_address, masked
 from wahub.core.storage import InboxRow, LeaseLost
 
 _LOGGER = logging.getLogger(__name__)
@@ -192,7 +193,13 @@ class InboxProcessor:
             try:
                 allowed.append((await self.hub.policy.check(provider, reply, origin="reply")).message)
             except SendRefused as exc:
-                _LOGGER.warning("reply to %s not sent (%s): %s", message.external_id, exc.reason, exc)
+                _LOGGER.warning(
+                    "reply to %s from %s not sent (%s): %s",
+                    message.external_id,
+                    mask_address(message.sender),
+                    exc.reason,
+                    masked(str(exc), message.sender, reply.to),
+                )
                 self.hub.metrics.send_refusals.labels(provider.name, exc.reason).inc()
         return allowed
 
