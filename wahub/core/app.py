@@ -34,6 +34,7 @@ from wahub.core.plugins import build_plugin_manager, registered_providers
 from wahub.core.policy import Policy
 from wahub.core.provider import MESSAGING_LIMITS
 from wahub.core.scheduler import scheduler_ctx
+from wahub.core.serving import read_deadline_middleware
 from wahub.core.storage import Storage
 from wahub.core.webhooks import intake_ctx, webhook_routes
 
@@ -45,7 +46,7 @@ MAX_BODY_BYTES = 4 * 1024 * 1024
 def create_app(config: dict[str, Any], *, pm: pluggy.PluginManager | None = None) -> web.Application:
     """Build the daemon from a validated configuration (see ``wahub.core.config``)."""
     hub = build_hub(config, pm or build_plugin_manager())
-    app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[auth_middleware])
+    app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[read_deadline_middleware, auth_middleware])
     app[HUB_KEY] = hub
     app.cleanup_ctx.extend(
         # Shutdown runs this in reverse: the scheduler stops, rows in progress finish
