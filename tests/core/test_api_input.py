@@ -202,3 +202,29 @@ async def test_a_stop_keyword_with_an_implausible_time_is_recorded_when_it_arriv
     assert ledger["events"][0]["occurred_at"] <= time.time()
     status, answer = await call(daemon, "POST", CONSENT, data=consent("opt_in"))
     assert (status, answer["state"]["all"]) == (200, "opt_in")
+
+
+@pytest.mark.parametrize(
+    ("part", "problem"),
+    [
+        (b'Content-Disposition: form-data; name="provider"\r\n\r\n\xff\xfe', "malformed"),
+        (b'Content-Disposition: form-data; name="file"; filename="a\x00b.jpg"\r\n\r\nabc', "malformed"),
+        (b"Content-Disposition: form-data; name=\"file\"; filename*=UTF-8''a%00b.jpg\r\n\r\nabc", "U+0000"),
+        (b"no boundary here", "malformed"),
+    ],
+)
+async def test_malformed_uploads_are_refused_with_the_reason(
+    sqlite_daemon: RunningDaemon, part: bytes, problem: str
+) -> None:
+    body = part if part.startswith(b"no ") else b"--xx\r\n" + part + b"\r\n--xx--\r\n"
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(
+            f"{sqlite_daemon.url}/api/v1/media",
+            data=body,
+            headers={**AUTH, "Content-Type": "multipart/form-data; boundary=xx"},
+        ) as response,
+    ):
+        answer = await response.json()
+    assert (response.status, answer["error"]["code"]) == (400, "invalid_upload")
+    assert problem in answer["error"]["message"]

@@ -26,9 +26,10 @@ from collections.abc import Awaitable, Callable
 from urllib.parse import quote
 
 from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from wahub.core.api_io import abort as _abort
-from wahub.core.api_io import error, json_body, json_response, path_id, path_text
+from wahub.core.api_io import error, json_body, json_response, path_id, path_text, storable
 from wahub.core.canonical import InvalidMessage, parse_message
 from wahub.core.consent import InvalidTime, consent_time
 from wahub.core.hub import HUB_KEY, Hub, SendRefused
@@ -237,9 +238,34 @@ async def upload_media(request: web.Request) -> web.Response:
     store = hub.storage.media
     if not request.content_type.startswith("multipart/"):
         return error(400, "invalid_upload", "send the file as multipart/form-data in a field named 'file'")
+    try:
+        upload = await _upload_parts(request, max(store.max_bytes.values()))
+    except (ValueError, HttpProcessingError) as exc:  # a malformed body or part header, or text not in its charset
+        return error(400, "invalid_upload", f"the multipart body is malformed: {exc}")
+    if isinstance(upload, web.Response):
+        return upload
+    provider, data, mime_type, filename = upload
+    if data is None:
+        return error(400, "invalid_upload", "no multipart field named 'file'")
+    if not storable(mime_type) or (filename is not None and not storable(filename)):
+        return error(400, "invalid_upload", "the file's name and type may not contain U+0000 or unpaired surrogates")
+    try:
+        name = hub.provider(provider).name
+    except SendRefused as exc:
+        return error(404, exc.reason, str(exc))
+    try:
+        file = await store.save(name, kind_of(mime_type), data, mime_type, direction="out", filename=filename)
+    except MediaRefused as exc:
+        return error(422, "media_refused", str(exc))
+    return json_response({**file.summary(), "id": f"{LOCAL_PREFIX}{file.id}", "kind": kind_of(mime_type)}, status=201)
+
+
+async def _upload_parts(
+    request: web.Request, limit: int
+) -> tuple[str | None, bytes | None, str, str | None] | web.Response:
+    """The provider, file bytes, type and name of an upload, or the 413 answer."""
     provider, data, mime_type, filename = request.query.get("provider"), None, "", None
     reader = await request.multipart()
-    limit = max(store.max_bytes.values())
     async for part in reader:
         if not isinstance(part, BodyPartReader):
             continue
@@ -255,17 +281,7 @@ async def upload_media(request: web.Request) -> web.Response:
                     return error(413, "media_refused", f"the file is over the largest limit of {limit} bytes")
                 chunks.append(chunk)
             data = b"".join(chunks)
-    if data is None:
-        return error(400, "invalid_upload", "no multipart field named 'file'")
-    try:
-        name = hub.provider(provider).name
-    except SendRefused as exc:
-        return error(404, exc.reason, str(exc))
-    try:
-        file = await store.save(name, kind_of(mime_type), data, mime_type, direction="out", filename=filename)
-    except MediaRefused as exc:
-        return error(422, "media_refused", str(exc))
-    return json_response({**file.summary(), "id": f"{LOCAL_PREFIX}{file.id}", "kind": kind_of(mime_type)}, status=201)
+    return provider, data, mime_type, filename
 
 
 def api_routes() -> list[web.RouteDef]:

@@ -87,7 +87,7 @@ def path_id(request: web.Request, name: str = "id", *, what: str = "row") -> int
 def path_text(request: web.Request, name: str) -> str:
     """The path part ``name`` if it is printable text of at most ``MAX_PATH_TEXT`` characters, else a 404."""
     given = request.match_info[name]
-    if 0 < len(given) <= MAX_PATH_TEXT and given.isprintable() and _storable(given):
+    if 0 < len(given) <= MAX_PATH_TEXT and given.isprintable() and storable(given):
         return given
     raise abort(
         web.HTTPNotFound,
@@ -115,7 +115,7 @@ def _bounded_int(text: str) -> int:
     return value
 
 
-def _storable(text: str) -> bool:
+def storable(text: str) -> bool:
     """Whether a database can keep ``text``: no U+0000 and no lone surrogate."""
     if "\x00" in text:
         return False
@@ -132,7 +132,7 @@ def _check_tree(value: Any) -> None:
     while stack:
         node, depth = stack.pop()
         if isinstance(node, str):
-            if not _storable(node):
+            if not storable(node):
                 raise BodyRefused("strings may not contain U+0000 or unpaired surrogates (\\ud800 to \\udfff)")
             continue
         if not isinstance(node, dict | list):
