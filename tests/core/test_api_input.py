@@ -228,3 +228,13 @@ async def test_malformed_uploads_are_refused_with_the_reason(
         answer = await response.json()
     assert (response.status, answer["error"]["code"]) == (400, "invalid_upload")
     assert problem in answer["error"]["message"]
+
+
+async def test_an_idempotency_key_that_is_not_utf8_is_refused(sqlite_daemon: RunningDaemon) -> None:
+    status, body = await raw_request(
+        sqlite_daemon,
+        f"POST /api/v1/messages HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n".encode()
+        + b"Idempotency-Key: \xff\xfe\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}",
+    )
+    assert status == 400
+    assert json.loads(body)["error"]["code"] == "invalid_idempotency_key"
