@@ -38,7 +38,6 @@ from typing import Any
 
 import voluptuous as vol
 from aiohttp import WSMsgType, web
-from yarl import URL
 
 from wahub import hookimpl
 from wahub.core.canonical import Capabilities
@@ -61,6 +60,7 @@ from wahub.core.provider import (
     signature_matches,
 )
 from wahub.core.storage_policy import Template
+from wahub.plugins.providers.sandbox_hosts import check_host
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -315,40 +315,8 @@ def _loopback_url(request: web.Request) -> str:
     return f"http://[{host}]:{port}" if ":" in host and not host.startswith("[") else f"http://{host}:{port}"
 
 
-#: Names of this machine a browser on it may use for the chat page.
-LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")
-
-
-def host_allowed(provider: SandboxProvider, host: str) -> bool:
-    """Whether a ``Host`` value is one of the sandbox's: a ``hosts`` entry with a
-    port matches exactly, one without matches on any port. With no ``hosts``,
-    the bind address and the loopback names, on any port (a container's port
-    may be mapped to another)."""
-    bind = str(provider.hub.config["wahub"]["http"]["host"]).lower()
-    entries = set(provider.config["hosts"]) or {*LOOPBACK_NAMES, f"[{bind}]" if ":" in bind else bind}
-    host = host.lower()
-    name = host.rsplit(":", 1)[0] if ":" in host and not host.endswith("]") else host
-    return host in entries or name in entries
-
-
 def _check_host(provider: SandboxProvider, request: web.Request) -> None:
-    """Refuse a request naming another host (a DNS-rebinding page names its own),
-    and a browser page from another origin."""
-    if not host_allowed(provider, request.host):
-        raise web.HTTPForbidden(
-            text="misdirected: this host name is not one of the sandbox's hosts (sandbox provider key 'hosts')"
-        )
-    origin = request.headers.get("Origin")
-    if origin is None:
-        return  # not a cross-origin browser request: the terminal client, or the page itself
-    try:
-        parsed = URL(origin)
-        same = parsed.scheme in ("http", "https") and parsed.host_port_subcomponent == request.host.lower()
-    except ValueError:
-        same = False
-    if not same:
-        # A page elsewhere must not drive this chat from a visitor's browser.
-        raise web.HTTPForbidden(text="the sandbox chat only accepts its own page")
+    check_host(provider.config["hosts"], str(provider.hub.config["wahub"]["http"]["host"]), request)
 
 
 async def _chat_socket(hub: Hub, request: web.Request) -> web.WebSocketResponse:
