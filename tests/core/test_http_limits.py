@@ -14,6 +14,7 @@ from yarl import URL
 
 from wahub.testing import RunningDaemon, build_config, running_daemon, wait_until
 
+TOKEN = "api-token-0123456789abcdef"
 HEALTHZ = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
 
 
@@ -93,12 +94,14 @@ async def test_a_request_trickling_its_headers_is_cut_off_after_the_read_timeout
     assert json.loads(answer.partition(b"\r\n\r\n")[2])["error"]["code"] == "request_timeout"
 
 
-async def test_a_request_trickling_its_body_is_cut_off_after_the_read_timeout(sqlite_url: str) -> None:
+@pytest.mark.parametrize("path", ["/webhooks/sandbox", "/api/v1/messages"])
+async def test_a_request_trickling_its_body_is_cut_off_after_the_read_timeout(sqlite_url: str, path: str) -> None:
     limits = {"keepalive_timeout": 60, "read_timeout": 0.5}
-    async with daemon_with(sqlite_url, **limits) as daemon, connection(daemon) as (reader, writer):
+    config = build_config({"wahub": {"http": limits, "api_tokens": [TOKEN]}}, database=sqlite_url)
+    async with running_daemon(config) as daemon, connection(daemon) as (reader, writer):
         writer.write(
-            b"POST /webhooks/sandbox HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-            b"Content-Length: 10000\r\n\r\n{"
+            f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {TOKEN}\r\n".encode()
+            + b"Content-Type: application/json\r\nContent-Length: 10000\r\n\r\n{"
         )
         answer = await trickle_until_answered(reader, writer)
     head, _, body = answer.partition(b"\r\n\r\n")
