@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import pluggy
-from aiohttp import web
 
 from wahub import __version__
 from wahub.core.config import ConfigError, default_config, load_config
@@ -185,6 +184,7 @@ async def serve(config: dict[str, Any], pm: pluggy.PluginManager) -> None:
     accepting connections, let requests and work in progress finish (each
     stage has its own time limit), then close."""
     from wahub.core.app import create_app
+    from wahub.core.serving import GuardedSite, make_runner
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -198,7 +198,8 @@ async def serve(config: dict[str, Any], pm: pluggy.PluginManager) -> None:
         sock = socket.create_server((host, port), family=family)
     except OSError as exc:
         raise StartupError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
-    runner = web.AppRunner(create_app(config, pm=pm), access_log=None, shutdown_timeout=SHUTDOWN_GRACE["requests"])
+    app = create_app(config, pm=pm)
+    runner = make_runner(app, http, access_log=None, shutdown_timeout=SHUTDOWN_GRACE["requests"])
     logger = logging.getLogger("wahub")
     try:
         try:
@@ -206,7 +207,7 @@ async def serve(config: dict[str, Any], pm: pluggy.PluginManager) -> None:
         except Exception as exc:
             logger.debug("start-up failed", exc_info=True)
             raise StartupError(f"start-up failed: {exc}") from exc
-        await web.SockSite(runner, sock).start()
+        await GuardedSite(runner, sock, http).start()
         sandbox = (
             " (chat with the sandbox at /sandbox)"
             if any(p["platform"] == "sandbox" for p in config["providers"])

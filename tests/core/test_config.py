@@ -346,7 +346,13 @@ def test_defaults_fill_in_when_no_file_is_given() -> None:
 
     assert config == {
         "wahub": {
-            "http": {"host": "127.0.0.1", "port": 8080},
+            "http": {
+                "host": "127.0.0.1",
+                "port": 8080,
+                "keepalive_timeout": 75.0,
+                "read_timeout": 60.0,
+                "max_connections": 500,
+            },
             "database": "sqlite:///data/wahub.db",
             "api_tokens": [],
             "workers": 4,
@@ -395,7 +401,13 @@ def test_defaults_fill_in_around_what_the_file_sets(tmp_path: Path) -> None:
 
     config = load(path)
 
-    assert config["wahub"]["http"] == {"host": "127.0.0.1", "port": 9000}
+    assert config["wahub"]["http"] == {
+        "host": "127.0.0.1",
+        "port": 9000,
+        "keepalive_timeout": 75.0,
+        "read_timeout": 60.0,
+        "max_connections": 500,
+    }
     assert config["wahub"]["log_level"] == "debug"
     assert config["router"] == {"rules": []}
     [entry] = config["providers"]
@@ -657,3 +669,18 @@ def test_validate_config_takes_plain_data() -> None:
 def test_in_memory_sqlite_is_refused() -> None:
     with pytest.raises(ConfigError, match="SQLite needs a file"):
         validate_config({"wahub": {"database": "sqlite:///:memory:"}}, sections={}, platforms=PLATFORMS)
+
+
+def test_http_limits_are_checked_and_read_from_env_var_strings() -> None:
+    platforms = {"sandbox": SandboxProvider}
+    http = {"keepalive_timeout": "5", "read_timeout": 0.5, "max_connections": "20"}
+    config = validate_config({"wahub": {"http": http}}, sections={}, platforms=platforms)
+    limits = {key: config["wahub"]["http"][key] for key in http}
+    assert limits == {"keepalive_timeout": 5.0, "read_timeout": 0.5, "max_connections": 20}
+    bad = {"keepalive_timeout": "nan", "read_timeout": 0, "max_connections": 0}
+    with pytest.raises(ConfigError) as caught:
+        validate_config({"wahub": {"http": bad}}, sections={}, platforms=platforms)
+    text = str(caught.value)
+    assert "wahub.http.keepalive_timeout: expected a number of seconds between 0.05 and 86400" in text
+    assert "wahub.http.read_timeout: expected a number of seconds between 0.05 and 86400" in text
+    assert "wahub.http.max_connections: expected an int between 1 and 1000000" in text

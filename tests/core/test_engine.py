@@ -308,7 +308,10 @@ async def test_refused_credentials_pause_the_provider(engine: Engine) -> None:
 
     readiness = await wait_until(not_ready)
     assert readiness["providers"] == {"fake": False}
-    assert "code 190" in readiness["paused"]["fake"]
+    assert readiness["paused"] == ["fake"]
+    async with engine.http.get(f"{engine.daemon.url}/api/v1/status", headers=AUTH) as response:
+        assert response.status == 200
+        assert "code 190" in (await response.json())["providers"]["fake"]["paused"]
     assert (await engine.message(body["id"]))["status"] == "queued"  # kept, not failed
 
 

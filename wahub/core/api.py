@@ -21,55 +21,70 @@ from __future__ import annotations
 import contextlib
 import hmac
 import json
+import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any
 from urllib.parse import quote
 
 from aiohttp import BodyPartReader, hdrs, web
+from aiohttp.http_exceptions import HttpProcessingError
 
+from wahub.core.api_io import abort as _abort
+from wahub.core.api_io import error, json_body, json_response, path_id, path_text, storable
 from wahub.core.canonical import InvalidMessage, parse_message
+from wahub.core.consent import InvalidTime, consent_time
 from wahub.core.hub import HUB_KEY, Hub, SendRefused
 from wahub.core.media import LOCAL_PREFIX, MediaRefused, MediaTooLarge, kind_of
 from wahub.core.policy import timezone_name
 
+_LOGGER = logging.getLogger(__name__)
+
 PREFIX = "/api/v1/"
 MAX_IDEMPOTENCY_KEY = 200
+#: Largest consent evidence, as JSON: a form's answers and its wording, not a document.
+MAX_EVIDENCE_BYTES = 16 * 1024
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-
-def error(status: int, code: str, message: str) -> web.Response:
-    return web.json_response({"error": {"code": code, "message": message}}, status=status)
-
-
-def _abort(status: type[web.HTTPException], code: str, message: str) -> web.HTTPException:
-    """The same JSON error, as an exception to raise from a helper."""
-    return status(text=json.dumps({"error": {"code": code, "message": message}}), content_type="application/json")
+__all__ = ["api_routes", "auth_middleware", "error"]
 
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every ``/api/v1`` request needs ``Authorization: Bearer <one of wahub.api_tokens>``."""
+    """Every ``/api/v1`` request needs ``Authorization: Bearer <one of wahub.api_tokens>``;
+    every error it gets is in the JSON envelope."""
     if not request.path.startswith(PREFIX):
         return await handler(request)
     tokens: list[str] = request.app[HUB_KEY].config["wahub"]["api_tokens"]
     scheme, _, given = request.headers.get("Authorization", "").partition(" ")
     if not tokens:
         return error(401, "unauthorized", "the REST API is off: add a token to wahub.api_tokens")
+    # Header bytes that are not UTF-8 arrive as surrogates; they can never match a token.
+    offered = given.strip().encode("utf-8", "surrogatepass")
     valid = False
     for token in tokens:  # every token compared, in constant time, whatever matches
-        valid |= hmac.compare_digest(given.strip().encode(), token.encode())
+        valid |= hmac.compare_digest(offered, token.encode())
     if scheme.lower() != "bearer" or not valid:
         return error(401, "unauthorized", "missing or invalid bearer token")
-    return await handler(request)
+    return await _in_envelope(request, handler)
 
 
-async def _json_body(request: web.Request) -> Any:
+async def _in_envelope(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The handler's answer; aiohttp's own errors and any failure become the JSON envelope."""
     try:
-        return json.loads(await request.read())
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise _abort(web.HTTPBadRequest, "invalid_json", f"the body is not JSON: {exc}") from None
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400 or exc.content_type == "application/json":
+            raise
+        code = exc.reason.lower().replace(" ", "_")
+        return error(
+            exc.status, code, exc.text if exc.text and not exc.text.startswith(str(exc.status)) else exc.reason
+        )
+    except Exception:
+        # The route's pattern, not the path: a path can hold a user's address.
+        route = request.match_info.route.resource
+        _LOGGER.exception("REST API request %s %s failed", request.method, route.canonical if route else "?")
+        return error(500, "internal_error", "the request failed inside wahub; the log has the details")
 
 
 def _idempotency_key(request: web.Request) -> str:
@@ -87,14 +102,16 @@ def _idempotency_key(request: web.Request) -> str:
 
 async def send_message(request: web.Request) -> web.Response:
     hub = request.app[HUB_KEY]
-    body = await _json_body(request)
+    body = await json_body(request)
     key = _idempotency_key(request)
     if not isinstance(body, dict):
         return error(422, "invalid_message", "the body must be a JSON object")
     provider_name = body.pop("provider", None)
+    if provider_name is not None and not isinstance(provider_name, str):
+        return error(422, "invalid_message", "provider must be a provider's name (a string)")
     try:
         message = parse_message(body)
-        provider = hub.provider(provider_name if isinstance(provider_name, str) else None)
+        provider = hub.provider(provider_name)
     except InvalidMessage as exc:
         return error(422, "invalid_message", str(exc))
     except SendRefused as exc:
@@ -108,15 +125,12 @@ async def send_message(request: web.Request) -> web.Response:
     assert row is not None
     if row["provider"] != provider.name or row["address"] != message.to:
         return error(409, "idempotency_conflict", "this Idempotency-Key was used for another message")
-    return web.json_response({"id": message_id, "status": row["status"]}, status=202)
+    return json_response({"id": message_id, "status": row["status"]}, status=202)
 
 
 async def get_message(request: web.Request) -> web.Response:
     hub = request.app[HUB_KEY]
-    try:
-        message_id = int(request.match_info["id"])
-    except ValueError:
-        return error(404, "not_found", "no such message")
+    message_id = path_id(request, what="message")
     row = await hub.storage.messages.get(message_id)
     if row is None:
         return error(404, "not_found", f"no message {message_id}")
@@ -124,7 +138,7 @@ async def get_message(request: web.Request) -> web.Response:
     if row["provider_message_id"] and row["direction"] == "out":
         history = await hub.storage.messages.status_history(row["provider"], row["provider_message_id"])
     failure = {"code": row["error_code"], "message": row["error_reason"]} if row["error_code"] else None
-    return web.json_response(
+    return json_response(
         {
             "id": row["id"],
             "provider": row["provider"],
@@ -147,8 +161,8 @@ def _contact(request: web.Request) -> tuple[Hub, str, str]:
     hub = request.app[HUB_KEY]
     provider = request.match_info["provider"]
     if provider not in hub.providers:
-        raise _abort(web.HTTPNotFound, "unknown_provider", f"no provider named {provider!r}")
-    return hub, provider, request.match_info["address"]
+        raise _abort(web.HTTPNotFound, "unknown_provider", f"no provider named {provider[:64]!r}")
+    return hub, provider, path_text(request, "address")
 
 
 async def get_consent(request: web.Request) -> web.Response:
@@ -157,12 +171,12 @@ async def get_consent(request: web.Request) -> web.Response:
     ledger = await hub.storage.policy.ledger(provider, address)
     for event in ledger:
         event.pop("id", None)
-    return web.json_response({"state": {"all": state.all, "marketing": state.marketing}, "events": ledger})
+    return json_response({"state": {"all": state.all, "marketing": state.marketing}, "events": ledger})
 
 
 async def record_consent(request: web.Request) -> web.Response:
     hub, provider, address = _contact(request)
-    body = await _json_body(request)
+    body = await json_body(request)
     if (
         not isinstance(body, dict)
         or body.get("action") not in ("opt_in", "opt_out")
@@ -175,9 +189,12 @@ async def record_consent(request: web.Request) -> web.Response:
             'expected {"action": "opt_in"|"opt_out", "scope": "all"|"marketing", "evidence": {...}} '
             "(evidence says how the consent was given: form, checkbox text, URL, ...)",
         )
-    occurred_at = body.get("occurred_at", time.time())
-    if not isinstance(occurred_at, int | float) or isinstance(occurred_at, bool):
-        return error(422, "invalid_consent", "occurred_at must be unix seconds")
+    if len(json.dumps(body["evidence"])) > MAX_EVIDENCE_BYTES:
+        return error(422, "invalid_consent", f"evidence is over {MAX_EVIDENCE_BYTES} bytes of JSON")
+    try:
+        occurred_at = consent_time(body.get("occurred_at", time.time()))
+    except InvalidTime as exc:
+        return error(422, "invalid_consent", str(exc))
     await hub.storage.policy.record_consent(
         provider,
         address,
@@ -185,7 +202,7 @@ async def record_consent(request: web.Request) -> web.Response:
         scope=body.get("scope", "all"),
         source="api",
         evidence=body["evidence"],
-        occurred_at=float(occurred_at),
+        occurred_at=occurred_at,
     )
     hub.metrics.consent_changes.labels(provider, body["action"], "api").inc()
     return await get_consent(request)
@@ -193,7 +210,7 @@ async def record_consent(request: web.Request) -> web.Response:
 
 async def update_contact(request: web.Request) -> web.Response:
     hub, provider, address = _contact(request)
-    body = await _json_body(request)
+    body = await json_body(request)
     if not isinstance(body, dict) or set(body) != {"timezone"}:
         return error(422, "invalid_contact", 'expected {"timezone": "<IANA name>"} (or null for the default)')
     zone = body["timezone"]
@@ -204,12 +221,12 @@ async def update_contact(request: web.Request) -> web.Response:
             return error(422, "invalid_contact", str(exc))
     if not await hub.storage.policy.set_timezone(provider, address, zone):
         return error(404, "not_found", f"no contact {address} on {provider}")
-    return web.json_response({"provider": provider, "address": address, "timezone": zone})
+    return json_response({"provider": provider, "address": address, "timezone": zone})
 
 
 async def get_media(request: web.Request) -> web.StreamResponse:
     store = request.app[HUB_KEY].storage.media
-    file = await store.get(request.match_info["id"])
+    file = await store.get(path_text(request, "id"))
     if file is None or not store.path(file).is_file():
         return error(404, "not_found", "no such media file")
     headers = {"Content-Type": file.mime_type, "X-Content-SHA256": file.sha256, "X-Content-Type-Options": "nosniff"}
@@ -240,6 +257,12 @@ async def upload_media(request: web.Request) -> web.Response:
                 elif part.name == "file":
                     mime_type = part.headers.get(hdrs.CONTENT_TYPE, "application/octet-stream")
                     filename = part.filename
+                    if not storable(mime_type) or (filename is not None and not storable(filename)):
+                        return error(
+                            400,
+                            "invalid_upload",
+                            "the file's name and type may not contain U+0000 or unpaired surrogates",
+                        )
                     store.check(kind_of(mime_type), mime_type, None)  # a refused type is not read at all
                     incoming = await stack.enter_async_context(store.incoming(kind_of(mime_type)))
                     while chunk := await part.read_chunk(1 << 16):
@@ -255,11 +278,9 @@ async def upload_media(request: web.Request) -> web.Response:
         return error(413, "media_refused", str(exc))
     except MediaRefused as exc:
         return error(422, "media_refused", str(exc))
-    except ValueError as exc:  # aiohttp: a body that is not the multipart its header says
-        return error(400, "invalid_upload", f"the multipart body cannot be read: {exc}")
-    return web.json_response(
-        {**file.summary(), "id": f"{LOCAL_PREFIX}{file.id}", "kind": kind_of(mime_type)}, status=201
-    )
+    except (ValueError, HttpProcessingError) as exc:  # a malformed body or part header, or text not in its charset
+        return error(400, "invalid_upload", f"the multipart body is malformed: {exc}")
+    return json_response({**file.summary(), "id": f"{LOCAL_PREFIX}{file.id}", "kind": kind_of(mime_type)}, status=201)
 
 
 def api_routes() -> list[web.RouteDef]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -22,6 +23,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from wahub import __version__
 from wahub.core.api import api_routes, auth_middleware
+from wahub.core.api_io import json_response
 from wahub.core.consent import keyword_table
 from wahub.core.hub import HUB_KEY, SHUTDOWN_GRACE, Clock, Hub
 from wahub.core.leader import leadership_ctx, leadership_start_ctx
@@ -32,6 +34,7 @@ from wahub.core.plugins import build_plugin_manager, registered_providers
 from wahub.core.policy import Policy
 from wahub.core.provider import MESSAGING_LIMITS
 from wahub.core.scheduler import scheduler_ctx
+from wahub.core.serving import read_deadline_middleware
 from wahub.core.storage import Storage
 from wahub.core.webhooks import intake_ctx, webhook_routes
 
@@ -46,7 +49,7 @@ def create_app(
     """Build the daemon from a validated configuration (see ``wahub.core.config``);
     ``clock`` replaces the wall clock of the send policy and the dispatcher (tests)."""
     hub = build_hub(config, pm or build_plugin_manager(), clock)
-    app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[auth_middleware])
+    app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[read_deadline_middleware, auth_middleware])
     app[HUB_KEY] = hub
     app.cleanup_ctx.extend(
         # Shutdown runs this in reverse: the scheduler stops, rows in progress finish
@@ -69,6 +72,7 @@ def create_app(
         [
             web.get("/healthz", healthz),
             web.get("/readyz", readyz),
+            web.get("/api/v1/status", status),
             web.get("/metrics", metrics),
             *webhook_routes(),
             *api_routes(),
@@ -159,27 +163,68 @@ async def lifespans_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok", "version": __version__})
+    return json_response({"status": "ok", "version": __version__})
 
 
 async def readyz(request: web.Request) -> web.Response:
+    """Readiness for a load balancer: state codes only, since anyone can ask.
+    The reasons (error texts, hosts) are on the authenticated ``/api/v1/status``."""
     hub = request.app[HUB_KEY]
-    try:
-        await hub.storage.ping()
-        database = "ok"
-    except Exception as exc:  # noqa: BLE001 - reported, not raised
-        database = f"unreachable: {type(exc).__name__}"
+    database_error = await _database_error(hub)
     providers = {name: provider.ready and provider.paused is None for name, provider in hub.providers.items()}
-    ready = database == "ok" and all(providers.values())
-    body: dict[str, Any] = {"status": "ready" if ready else "not_ready", "database": database, "providers": providers}
-    paused = {name: provider.paused for name, provider in hub.providers.items() if provider.paused}
+    ready = database_error is None and all(providers.values())
+    body: dict[str, Any] = {
+        "status": "ready" if ready else "not_ready",
+        "database": "ok" if database_error is None else "unreachable",
+        "providers": providers,
+    }
+    paused = sorted(name for name, provider in hub.providers.items() if provider.paused)
     if paused:
         body["paused"] = paused
-    accounts = {name: provider.account for name, provider in hub.providers.items() if provider.account}
-    if accounts:
-        body["accounts"] = accounts
+    accounts = {name: _state_codes(provider.account) for name, provider in hub.providers.items()}
+    if any(accounts.values()):
+        body["accounts"] = {name: codes for name, codes in accounts.items() if codes}
     body["roles"] = sorted(hub.leadership.held)
-    return web.json_response(body, status=200 if ready else 503)
+    return json_response(body, status=200 if ready else 503)
+
+
+async def status(request: web.Request) -> web.Response:
+    """``GET /api/v1/status``: what ``/readyz`` says, with the reasons."""
+    hub = request.app[HUB_KEY]
+    database_error = await _database_error(hub)
+    providers = {
+        name: {
+            "ready": provider.ready and provider.paused is None,
+            "paused": provider.paused,
+            "account": provider.account,
+        }
+        for name, provider in hub.providers.items()
+    }
+    ready = database_error is None and all(entry["ready"] for entry in providers.values())
+    database = {"state": "ok"} if database_error is None else {"state": "unreachable", "error": database_error}
+    body = {
+        "status": "ready" if ready else "not_ready",
+        "database": database,
+        "providers": providers,
+        "roles": sorted(hub.leadership.held),
+    }
+    return json_response(body)
+
+
+async def _database_error(hub: Hub) -> str | None:
+    try:
+        await hub.storage.ping()
+    except Exception as exc:  # noqa: BLE001 - reported, not raised
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+_STATE_CODE = re.compile(r"^[A-Z0-9_]{1,40}$")
+
+
+def _state_codes(account: dict[str, Any]) -> dict[str, str]:
+    """The account fields that are codes (``GREEN``, ``TIER_1K``...), not free text."""
+    return {key: value for key, value in account.items() if isinstance(value, str) and _STATE_CODE.match(value)}
 
 
 async def metrics(request: web.Request) -> web.Response:

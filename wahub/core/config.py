@@ -24,6 +24,7 @@ import voluptuous as vol
 
 from wahub.core.media import MEDIA_SCHEMA
 from wahub.core.policy import POLICY_SCHEMA
+from wahub.core.serving import HTTP_LIMIT_KEYS
 from wahub.core.yaml_loader import (
     ConfigError,
     ConfigProblem,
@@ -132,6 +133,7 @@ HTTP_SCHEMA = vol.Schema(
     {
         vol.Optional("host", default="127.0.0.1"): str,
         vol.Optional("port", default=8080): int_between(1, 65535),
+        **HTTP_LIMIT_KEYS,
     }
 )
 

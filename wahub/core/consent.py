@@ -11,7 +11,10 @@ for the ``marketing`` scope.
 
 from __future__ import annotations
 
+import logging
+import math
 import re
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +23,13 @@ import voluptuous as vol
 
 from wahub.core.hub import Hub
 from wahub.core.models import InboundMessage, OutgoingMessage, PreferenceEvent
+
+_LOGGER = logging.getLogger(__name__)
+
+#: The earliest time a consent event may carry: 2009-01-01 UTC (WhatsApp began in 2009).
+EARLIEST_TIME = 1230768000.0
+#: How far ahead of this machine's clock an event's time may be, for clock skew.
+MAX_AHEAD = 86400.0
 
 #: Keywords and confirmations per language; a configured language replaces its default.
 DEFAULT_LANGUAGES: dict[str, dict[str, Any]] = {
@@ -110,6 +120,38 @@ def keyword_table(config: Mapping[str, Any]) -> dict[str, Keyword]:
     return table
 
 
+class InvalidTime(ValueError):
+    """A consent event's time that is not a plausible unix time; the message says why."""
+
+
+def consent_time(value: Any, *, now: float | None = None) -> float:
+    """``value`` as unix seconds, if it is a finite number from 2009 to a day after ``now``.
+
+    An event outside that range would sort before or after every real one and
+    so decide the consent state for good; it is refused instead."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        raise InvalidTime("occurred_at must be a number of unix seconds")
+    seconds = float(value)
+    latest = (time.time() if now is None else now) + MAX_AHEAD
+    if not math.isfinite(seconds) or not EARLIEST_TIME <= seconds <= latest:
+        raise InvalidTime(
+            f"occurred_at must be unix seconds from {EARLIEST_TIME:.0f} (2009-01-01) "
+            f"to one day from now ({latest:.0f}), got {value!r}"
+        )
+    return seconds
+
+
+def _event_time(provider: str, timestamp: float) -> float:
+    """A provider event's time for the ledger; an implausible one becomes now, so the change is kept."""
+    try:
+        return consent_time(timestamp)
+    except InvalidTime:
+        _LOGGER.warning(
+            "consent event from %s has an implausible time %r; recorded at the time it arrived", provider, timestamp
+        )
+        return time.time()
+
+
 async def handle_keyword(hub: Hub, message: InboundMessage) -> list[OutgoingMessage] | None:
     """Record an opt-out/opt-in keyword and return its confirmation, or None
     when the message is not a keyword (it then goes on to routing)."""
@@ -126,7 +168,7 @@ async def handle_keyword(hub: Hub, message: InboundMessage) -> list[OutgoingMess
         scope="all",
         source="keyword",
         evidence={"message_id": message.external_id, "text": message.text(), "language": keyword.language},
-        occurred_at=message.timestamp,
+        occurred_at=_event_time(message.provider, message.timestamp),
         event_key=f"keyword:{message.provider}:{message.external_id}",
     )
     if new:
@@ -144,7 +186,7 @@ async def record_preference(hub: Hub, event: PreferenceEvent) -> None:
         scope="marketing",
         source="provider_preference",
         evidence={"category": event.category, "value": event.value, "detail": event.detail},
-        occurred_at=event.timestamp,
+        occurred_at=_event_time(event.provider, event.timestamp),
         event_key=f"preference:{event.provider}:{event.external_id}",
     )
     if new:

@@ -42,6 +42,7 @@ from wahub.core.hub import HUB_KEY, SHUTDOWN_GRACE, Hub
 from wahub.core.leader import dispatch_role
 from wahub.core.plugins import call_hook, report_exception
 from wahub.core.policy import WINDOWLESS_TYPES, learn_from_refusal, window_open
+from wahub.core.privacy import masked
 from wahub.core.provider import Provider, ProviderError
 from wahub.core.storage_messages import OutboxRow
 
@@ -347,7 +348,7 @@ class Dispatcher:
                 "sending resumes once the credentials work (tried every %.0f s).",
                 provider.name,
                 exc.code,
-                exc,
+                masked(str(exc), row.message.to),
                 PAUSE_SECONDS,
             )
         provider.paused = f"credentials refused (code {exc.code}): {exc}"
@@ -364,7 +365,9 @@ class Dispatcher:
         due = self._due(row, retry_at)  # a business message's retry waits out quiet hours
         validity = self.hub.providers[row.provider].config["retry_for"]
         if retryable and due < row.created_at + validity:
-            _LOGGER.warning("send of message %d failed (%s), retrying in %.1f s", row.id, reason, due - now)
+            _LOGGER.warning(
+                "send of message %d failed (%s), retrying in %.1f s", row.id, masked(reason, row.message.to), due - now
+            )
             self.hub.metrics.sends.labels(row.provider, "retry", code or "").inc()
             await self.hub.storage.messages.reschedule(row.id, retry_at=due, error_code=code, reason=reason)
             # The recipient's later messages wait behind this one until its backoff ends;
@@ -374,7 +377,7 @@ class Dispatcher:
         await self._fail(row, code, reason)
 
     async def _fail(self, row: OutboxRow, code: str | None, reason: str) -> None:
-        _LOGGER.error("message %d failed: %s", row.id, reason)
+        _LOGGER.error("message %d failed: %s", row.id, masked(reason, row.message.to))
         self.hub.metrics.sends.labels(row.provider, "failed", code or "").inc()
         await self.hub.storage.messages.mark_failed(row.id, error_code=code, reason=reason)
 

@@ -31,6 +31,7 @@ from wahub.core.models import (
 )
 from wahub.core.plugins import call_hook, report_exception
 from wahub.core.policy import learn_from_refusal
+from wahub.core.privacy import mask_address
 from wahub.core.storage import InboxRow, LeaseLost
 from wahub.core.storage_messages import Refusal
 
@@ -202,7 +203,12 @@ class InboxProcessor:
                 checked.append((await self.hub.policy.check(provider, reply, origin="reply")).message)
             except SendRefused as exc:
                 # The reason's text names the contact's number: it goes into the stored row, not the log.
-                _LOGGER.warning("reply to %s refused (%s): kept as a failed message", message.external_id, exc.reason)
+                _LOGGER.warning(
+                    "reply to %s from %s refused (%s): kept as a failed message",
+                    message.external_id,
+                    mask_address(message.sender),
+                    exc.reason,
+                )
                 self.hub.metrics.send_refusals.labels(provider.name, exc.reason).inc()
                 checked.append(Refusal(reply, exc.reason, str(exc)))
         return checked

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
@@ -142,18 +143,20 @@ async def running_daemon(
     """Start the whole daemon on 127.0.0.1 on a free port; shut it down gracefully after.
     With ``clock`` (e.g. a ``ManualClock``) the send policy and the dispatcher read its time."""
     from wahub.core.app import create_app
+    from wahub.core.serving import GuardedSite, make_runner
 
-    runner = web.AppRunner(
-        create_app(config, pm=pm or build_plugin_manager(load_entry_points=False), clock=clock), shutdown_timeout=2
-    )
+    app = create_app(config, pm=pm or build_plugin_manager(load_entry_points=False), clock=clock)
+    runner = make_runner(app, config["wahub"]["http"], shutdown_timeout=2)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
+    # Served as `wahub run` serves, within the configured wahub.http limits.
+    sock = socket.create_server(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
     try:
+        await GuardedSite(runner, sock, config["wahub"]["http"]).start()
         yield RunningDaemon(f"http://127.0.0.1:{port}", runner.app)
     finally:
         await runner.cleanup()
+        sock.close()
 
 
 async def wait_until(condition: Callable[[], Awaitable[Any]], *, within: float = 10.0, every: float = 0.02) -> Any:

@@ -29,6 +29,7 @@ import voluptuous as vol
 from aiohttp import web
 
 from wahub import hookimpl
+from wahub.core.api_io import json_response
 from wahub.core.hub import Hub
 from wahub.core.media import LOCAL_PREFIX, MEDIA_KINDS, Download, IncomingFile, MediaFile, MediaTooLarge
 from wahub.core.models import AccountEvent, Event, OutgoingMessage, SendResult
@@ -506,8 +507,8 @@ def register_routes(hub: Hub) -> list[web.AbstractRouteDef]:
             result = await (provider.sync_templates() if operation == "sync" else provider.apply_profile())
         except ProviderError as exc:
             body = {"error": {"code": "provider_error", "message": str(exc), "provider_code": exc.code}}
-            return web.json_response(body, status=502)
-        return web.json_response(result)
+            return json_response(body, status=502)
+        return json_response(result)
 
     async def sync(request: web.Request) -> web.Response:
         return await call(request, "sync")
@@ -518,7 +519,7 @@ def register_routes(hub: Hub) -> list[web.AbstractRouteDef]:
     async def stored(request: web.Request) -> web.Response:
         rows = await hub.storage.policy.templates(provider_of(request).name)
         keys = ("name", "language", "category", "status", "quality", "external_id", "components", "updated_at")
-        return web.json_response({"templates": [{key: row[key] for key in keys} for row in rows]})
+        return json_response({"templates": [{key: row[key] for key in keys} for row in rows]})
 
     base = "/api/v1/providers/{name}"
     return [

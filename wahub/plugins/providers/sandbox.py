@@ -38,7 +38,6 @@ from typing import Any
 
 import voluptuous as vol
 from aiohttp import WSMsgType, web
-from yarl import URL
 
 from wahub import hookimpl
 from wahub.core.canonical import Capabilities
@@ -61,12 +60,15 @@ from wahub.core.provider import (
     signature_matches,
 )
 from wahub.core.storage_policy import Template
+from wahub.plugins.providers.sandbox_hosts import check_host
 
 _LOGGER = logging.getLogger(__name__)
 
 SIGNATURE_HEADER = "X-Wahub-Signature-256"
 WEB_DIR = Path(__file__).resolve().parents[2] / "web" / "sandbox"
 _USER_RE = re.compile(r"^\d{6,15}$")
+#: The files the chat page loads from ``/sandbox/static/``.
+STATIC_FILES = frozenset({"sandbox.css", "sandbox.js"})
 
 
 def _refuse_constant(name: str) -> Any:
@@ -169,6 +171,9 @@ class SandboxProvider(Provider):
             vol.Optional("business_number", default="15550000000"): vol.All(
                 vol.Coerce(str), vol.Match(_USER_RE, msg="digits only, 6 to 15 of them")
             ),
+            # Host names the chat page answers to (name:port, or a name on any port).
+            # Empty: the bind address, localhost, 127.0.0.1 and [::1], on any port.
+            vol.Optional("hosts", default=list): [vol.All(str, vol.Length(min=1, max=261), vol.Lower)],
             # Simulated approved templates; {{1}} or {{name}} take the body parameters.
             vol.Optional("templates", default=list): [
                 {
@@ -310,12 +315,13 @@ def _loopback_url(request: web.Request) -> str:
     return f"http://[{host}]:{port}" if ":" in host and not host.startswith("[") else f"http://{host}:{port}"
 
 
+def _check_host(provider: SandboxProvider, request: web.Request) -> None:
+    check_host(provider.config["hosts"], str(provider.hub.config["wahub"]["http"]["host"]), request)
+
+
 async def _chat_socket(hub: Hub, request: web.Request) -> web.WebSocketResponse:
     provider = _sandbox_for(hub, request)
-    origin = request.headers.get("Origin")
-    if origin is not None and URL(origin).host_port_subcomponent != request.host:
-        # A page elsewhere must not drive this chat from a visitor's browser.
-        raise web.HTTPForbidden(text="the sandbox chat only accepts its own page")
+    _check_host(provider, request)
     user = request.query.get("user", "")
     if not _USER_RE.match(user):
         raise web.HTTPBadRequest(text="'user' must be the simulated phone number: 6 to 15 digits")
@@ -384,8 +390,15 @@ def register_providers() -> Iterable[type[Provider]]:
 @hookimpl
 def register_routes(hub: Hub) -> list[web.AbstractRouteDef]:
     async def page(request: web.Request) -> web.FileResponse:
-        _sandbox_for(hub, request)
+        _check_host(_sandbox_for(hub, request), request)
         return web.FileResponse(WEB_DIR / "index.html")
+
+    async def static(request: web.Request) -> web.FileResponse:
+        _check_host(_sandbox_for(hub, request), request)
+        name = request.match_info["name"]
+        if name not in STATIC_FILES:
+            raise web.HTTPNotFound(text="no such file")
+        return web.FileResponse(WEB_DIR / name)
 
     async def socket(request: web.Request) -> web.WebSocketResponse:
         return await _chat_socket(hub, request)
@@ -393,7 +406,7 @@ def register_routes(hub: Hub) -> list[web.AbstractRouteDef]:
     return [
         web.get("/sandbox", page),
         web.get("/sandbox/ws", socket),
-        web.static("/sandbox/static", WEB_DIR),
+        web.get("/sandbox/static/{name}", static),
     ]
 
 
