@@ -407,10 +407,22 @@ class Storage:
         return result.rowcount
 
     async def quarantine(self, provider: str, reason: str, headers: dict[str, str], body: bytes) -> None:
-        """Keep a webhook body that could not be parsed, for inspection."""
+        """Keep a webhook body (or one item of it) that could not be stored as
+        events, for inspection. ``body`` is kept byte for byte; text in the
+        reason or headers that no database takes is escaped."""
+        headers = {_storable_text(key): _storable_text(value) for key, value in headers.items()}
         async with self.db.begin() as conn:
             await conn.execute(
                 quarantine.insert().values(
-                    provider=provider, reason=reason[:2000], headers=headers, body=body, received_at=time.time()
+                    provider=provider,
+                    reason=_storable_text(reason[:2000]),
+                    headers=headers,
+                    body=body,
+                    received_at=time.time(),
                 )
             )
+
+
+def _storable_text(text: str) -> str:
+    """``text`` with lone surrogates and NUL characters escaped (``\\udc00``, ``\\x00``)."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
