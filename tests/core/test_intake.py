@@ -11,8 +11,8 @@ from typing import Any
 import aiohttp
 import pytest
 import sqlalchemy as sa
-from yarl import URL
 
+from tests.helpers import post_raw
 from wahub.core.storage_schema import messages
 from wahub.testing import (
     RunningDaemon,
@@ -220,27 +220,12 @@ async def test_signature_bytes_that_are_not_utf8_get_401(
     daemon: RunningDaemon, caplog: pytest.LogCaptureFixture
 ) -> None:
     body, _ = signed_sandbox_webhook([sandbox_message("hi")])
-    status, answer = await post_raw(daemon, "/webhooks/sandbox", b"X-Wahub-Signature-256: sha256=\xff\xfe\x80", body)
+    status, answer = await post_raw(
+        f"{daemon.url}/webhooks/sandbox", b"X-Wahub-Signature-256: sha256=\xff\xfe\x80", body
+    )
     assert status == 401 and answer["error"]["code"] == "invalid_signature"
     assert [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info] == []
     assert await count(daemon, "SELECT count(*) FROM inbox") == 0
-
-
-async def post_raw(daemon: RunningDaemon, path: str, header: bytes, body: bytes) -> tuple[int, Any]:
-    """POST with one header written byte for byte (aiohttp's client only writes UTF-8)."""
-    url = URL(daemon.url)
-    reader, writer = await asyncio.open_connection(url.host, url.port)
-    try:
-        head = f"POST {path} HTTP/1.1\r\nHost: {url.host}:{url.port}\r\nContent-Type: application/json\r\n"
-        length = f"Content-Length: {len(body)}\r\nConnection: close\r\n".encode()
-        writer.write(head.encode() + header + b"\r\n" + length + b"\r\n" + body)
-        await writer.drain()
-        response = await reader.read()
-    finally:
-        writer.close()
-        await writer.wait_closed()
-    status_line, _, rest = response.partition(b"\r\n")
-    return int(status_line.split()[1]), json.loads(rest.partition(b"\r\n\r\n")[2])
 
 
 async def _sent_to(daemon: RunningDaemon, address: str) -> list[dict[str, Any]]:
