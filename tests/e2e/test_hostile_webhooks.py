@@ -68,6 +68,18 @@ def message(text: str, *, sender: str = USER, message_id: str | None = None) -> 
     }
 
 
+def button_reply(title: str, *, sender: str = USER) -> dict[str, Any]:
+    """A tapped reply button, as Meta reports it."""
+    reply = {"type": "button_reply", "button_reply": {"id": "b1", "title": title}}
+    return {
+        "from": sender,
+        "id": f"wamid.{uuid.uuid4().hex}",
+        "timestamp": str(int(time.time())),
+        "type": "interactive",
+        "interactive": reply,
+    }
+
+
 def contact(wa_id: str = USER) -> dict[str, Any]:
     return {"profile": {"name": "Ana"}, "wa_id": wa_id}
 
@@ -235,6 +247,10 @@ PLACES = st.sampled_from(
         "message.text.body",
         "message.context",
         "message.extra",
+        "reply.interactive.type",
+        "reply.interactive.button_reply",
+        "reply.interactive.button_reply.id",
+        "reply.interactive.button_reply.title",
         "contact.profile.name",
         "contact.wa_id",
         "status.id",
@@ -268,16 +284,17 @@ def hostile_body(server: FakeGraphServer, valid: list[dict[str, Any]], spoiled: 
             continue
         item = {
             "message": message("thanks", sender=sender),
+            "reply": button_reply("thanks", sender=sender),
             "contact": contact(sender),
             "status": {"id": f"wamid.{uuid.uuid4().hex}", "status": "read", "timestamp": "1751000000"},
             "template": {"event": "APPROVED", "message_template_name": "t", "message_template_language": "en"},
         }[kind]
-        target, *rest = path.split(".")
+        *parents, last = path.split(".")
         node = item
-        for key in [target, *rest][:-1]:
-            node = node.setdefault(key, {})
-        node[[target, *rest][-1]] = marker
-        if kind == "message":
+        for key in parents:
+            node = node[key]
+        node[last] = marker
+        if kind in ("message", "reply"):
             messages.append(item)
             contacts.append(contact(sender))
         elif kind == "contact":
@@ -319,7 +336,10 @@ async def test_any_signed_body_keeps_its_valid_events_and_the_daemon_answering(
     spoiled: list[tuple[str, str]],
 ) -> None:
     daemon, server = cloud_daemon
-    valid = [message("thanks", sender=f"1650559{number:04d}") for number in range(valid_count)]
+    valid = [
+        (button_reply if number % 2 else message)("thanks", sender=f"1650559{number:04d}")
+        for number in range(valid_count)
+    ]
     status, answer = await post(daemon, server, hostile_body(server, valid, spoiled))
     assert status == 200, answer
     for item in valid:
