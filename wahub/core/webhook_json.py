@@ -24,8 +24,10 @@ MAX_DEPTH = 64
 #: Deepest nesting ``storable_problem`` lets through: an event wraps what it read in
 #: a few levels of its own.
 MAX_STORED_DEPTH = 2 * MAX_DEPTH
-#: Integers outside this range are refused: SQLite and PostgreSQL read JSON integers as 64-bit.
+#: Integers ``read_json`` keeps: SQLite and PostgreSQL read JSON integers as 64-bit.
 _INT_RANGE = range(-(2**63), 2**63)
+#: Integers beyond about 4300 digits, Python does not write as text at all.
+_MAX_INT_BITS = 14_000
 _DIGITS = re.compile(r"\d{5,}")
 
 
@@ -76,7 +78,8 @@ def read_json(body: bytes) -> Any:
         raise WebhookError("body is not JSON wahub can read: it is nested too deeply") from exc
     except ValueError as exc:  # UnicodeDecodeError too: bytes that are not UTF-8
         raise WebhookError(f"body is not JSON: {exc}") from exc
-    return _cut_deep(data)
+    # Fewer brackets than levels allowed (strings' included): nothing can be too deep.
+    return data if body.count(b"[") + body.count(b"{") <= MAX_DEPTH else _cut_deep(data)
 
 
 def _cut_deep(data: Any) -> Any:
@@ -99,10 +102,13 @@ def storable_problem(value: Any, path: str = "") -> str | None:
     """What makes ``value`` (plain JSON data) unstorable, naming where, or None.
 
     Checks every string (and object key) for text UTF-8 cannot encode and for
-    NUL characters, every number for range, the nesting depth, and that only
+    NUL characters, every float for being finite and every integer for being
+    writable, the nesting depth, and that only
     JSON types occur. The values themselves never appear in the answer: they
     may be phone numbers or message text.
     """
+    if _plainly_storable(value):
+        return None
     stack: list[tuple[Any, str, int]] = [(value, path, 0)]
     while stack:
         node, where, depth = stack.pop()
@@ -122,6 +128,19 @@ def storable_problem(value: Any, path: str = "") -> str | None:
     return None
 
 
+def _plainly_storable(value: Any) -> bool:
+    """True when ``value`` is certainly storable, checked at C speed: JSON writes
+    it without NaN or markers, it encodes to UTF-8, and it holds no NUL and
+    fewer containers than the depth allowed. False only means that the exact,
+    slower walk must decide."""
+    try:
+        text = json.dumps(value, allow_nan=False, ensure_ascii=False)
+        text.encode()
+    except (ValueError, TypeError, RecursionError):  # UnicodeEncodeError is a ValueError
+        return False
+    return "\\u0000" not in text and text.count("[") + text.count("{") <= MAX_STORED_DEPTH
+
+
 def _path_key(key: Any) -> str:
     """A key as a path names it: ASCII, at most 40 characters, long digit runs
     masked (a hostile body may use phone numbers as keys)."""
@@ -136,7 +155,7 @@ def _scalar_problem(node: Any) -> str | None:
         problem = _text_problem(node)
         return f"text {problem}" if problem else None
     if isinstance(node, int):
-        return None if node in _INT_RANGE else "an integer out of range"
+        return None if node.bit_length() <= _MAX_INT_BITS else "an integer too long to write as JSON"
     if isinstance(node, float):
         return None if math.isfinite(node) else "a number that is not finite"
     if isinstance(node, Unstorable):
