@@ -141,10 +141,11 @@ def no_errors(caplog: pytest.LogCaptureFixture) -> list[str]:
 # -- acceptance ------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("platform", ["meta_cloud", "dialog360"])
 async def test_a_lone_surrogate_sender_stops_nothing_also_after_a_restart(
-    database_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    platform: str, database_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    async with fake_cloud() as server:
+    async with fake_cloud(platform) as server:
         async with daemon_for(server, database_url, tmp_path) as daemon:
             poison = message("hi", sender="1555\udc00")
             body = json.dumps(envelope(server, messages_change(server, messages=[poison]))).encode()
