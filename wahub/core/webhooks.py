@@ -27,7 +27,6 @@ from wahub.core.storage_schema import (
     contacts,
     messages,
     status_events,
-    templates,
 )
 from wahub.core.webhook_json import storable_problem
 
@@ -79,7 +78,7 @@ _TEXT_FIELDS: dict[str, dict[str, int | None]] = {
         "pricing_category": _length(status_events.c.pricing_category),
     },
     "preference": {"user": _length(consent_events.c.address), "category": None, "value": None, "detail": None},
-    "account": {"field": None, "event": _length(templates.c.status)},
+    "account": {"field": None, "event": None},
 }
 _IDENTITY_KIND, _IDENTITY_VALUE = _length(contact_identities.c.kind), _length(contact_identities.c.value)
 

@@ -818,3 +818,19 @@ def test_deep_nesting_is_cut_at_64_levels() -> None:
         level, depth = level[0], depth + 1
     assert repr(level) == "<unstorable: nested deeper than 64 levels>"
     assert depth < 64
+
+
+def test_an_account_event_with_a_long_name_is_read() -> None:
+    body = fixture("account_update")
+    body["entry"][0]["changes"][0]["value"]["event"] = "PARTNER_CLIENT_CERTIFICATION_STATUS_UPDATE"
+    events = parse(body)
+    assert [(type(e).__name__, e.event) for e in events if isinstance(e, AccountEvent)] == [
+        ("AccountEvent", "PARTNER_CLIENT_CERTIFICATION_STATUS_UPDATE")
+    ] * 2
+
+
+def test_a_template_status_too_long_for_its_column_is_unparsed() -> None:
+    body = fixture("template_status_approved")
+    body["entry"][0]["changes"][0]["value"]["event"] = "APPROVED_" + "X" * 30
+    [event] = parse(body)
+    assert isinstance(event, UnsupportedEvent) and event.external_id.startswith("unparsed:")

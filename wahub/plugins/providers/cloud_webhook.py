@@ -55,17 +55,23 @@ _HEADLINE_KEYS = {
     "message_template_quality_update": "new_quality_score",
 }
 
-#: Text an account field's value may carry, with its longest length (the size of
-#: the template column it is stored in); another type or a longer text makes the
-#: change unreadable, so it is kept as an unsupported event instead.
-_ACCOUNT_TEXT = {
-    "event": 32,
+#: Text an account change may carry where wahub reads it, with its longest length
+#: (the size of the template column it is stored in; None: any). Another type or a
+#: longer text makes the change unreadable: it is kept as an unsupported event.
+_ACCOUNT_TEXT: dict[str, int | None] = {
+    "event": None,
+    "current_limit": None,
     "message_template_name": 512,
     "message_template_language": 16,
     "message_template_category": 32,
     "new_category": 32,
     "new_quality_score": 16,
-    "current_limit": 64,
+}
+#: Template fields whose headline is stored as the template's status, category or quality.
+_TEMPLATE_HEADLINE_LENGTH = {
+    "message_template_status_update": 32,
+    "template_category_update": 32,
+    "message_template_quality_update": 16,
 }
 
 #: Text a message type's object may carry where wahub reads it (media files are
@@ -149,7 +155,7 @@ def _change_events(routes: _Routes, entry: _Entry, change: Any) -> list[Event]:
         provider = routes.number(metadata)
         return _each(provider, field, entry, value, "user_preferences", lambda item: _preference(provider, item))
     if field in ACCOUNT_FIELDS:
-        if _account_problem(value):
+        if not _account_readable(field, value):
             return [_unparsed(routes.default, field, entry.id, change, entry.timestamp)]
         digest = _digest({"entry": entry.id, "time": entry.time, "value": value})
         return [
@@ -313,16 +319,17 @@ def _preference(provider: str, item: dict[str, Any]) -> PreferenceEvent:
     )
 
 
-def _account_problem(value: dict[str, Any]) -> str | None:
-    """What in an account change wahub could not read, or None."""
+def _account_readable(field: str, value: dict[str, Any]) -> bool:
+    """Whether an account change holds the types (and lengths) wahub reads it with."""
     for key, longest in _ACCOUNT_TEXT.items():
         found = value.get(key)
-        if found is not None and (not isinstance(found, str) or len(found) > longest):
-            return f"{key!r} is not text of at most {longest} characters"
+        if found is not None and (not isinstance(found, str) or (longest is not None and len(found) > longest)):
+            return False
     template_id = value.get("message_template_id")
     if template_id is not None and _text(template_id) is None:
-        return "'message_template_id' is not an id"
-    return None
+        return False
+    longest = _TEMPLATE_HEADLINE_LENGTH.get(field)
+    return longest is None or len(_headline(field, value)) <= longest
 
 
 def _check_body(kind: str, body: Any) -> None:
