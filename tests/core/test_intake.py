@@ -230,3 +230,15 @@ async def test_signature_bytes_that_are_not_utf8_get_401(
 
 async def _sent_to(daemon: RunningDaemon, address: str) -> list[dict[str, Any]]:
     return [m for m in await _sent(daemon) if m["address"] == address]
+
+
+async def test_many_bad_events_are_quarantined_together_and_logged_in_short(
+    daemon: RunningDaemon, caplog: pytest.LogCaptureFixture
+) -> None:
+    bad = [sandbox_message(f"hi {i}\x00") for i in range(50)]
+    status, answer = await post(daemon, *signed_sandbox_webhook([*bad, sandbox_message("hi")]))
+    assert (status, answer) == (200, {"ok": True, "events": 1, "quarantined": 50})
+    assert await count(daemon, "SELECT count(*) FROM quarantine") == 50
+    logged = [r.getMessage() for r in caplog.records if "quarantined" in r.getMessage()]
+    assert len(logged) == 11 and logged[-1] == "webhook for sandbox: 40 more events quarantined"
+    await wait_until(lambda: _sent(daemon))

@@ -50,6 +50,8 @@ MAX_KEY_LENGTH = 256
 #: Longest event id: the inbox keeps 256 characters, and the keys derived from an
 #: id (``reply:<provider>:<id>:<n>``, ``preference:<provider>:<id>``) must fit too.
 MAX_EVENT_ID_LENGTH = 160
+#: Quarantined events of one webhook logged one by one; the rest are counted.
+_LOGGED_ITEMS = 10
 #: Event fields holding JSON objects.
 _OBJECT_FIELDS = ("content", "raw", "data", "identities")
 
@@ -277,10 +279,14 @@ async def _receive(request: web.Request, hub: Hub, name: str) -> web.Response:
     # After the good events' commit: a redelivery after a failed commit must not
     # quarantine the bad ones twice. They can never succeed, so the answer is 200.
     refused = [(event, problem) for event, problem in screened if problem is not None]
-    for event, problem in refused:
-        await hub.storage.quarantine(name, _item_reason(event, problem), headers, _item_body(event, body))
+    if refused:
+        items = [(_item_reason(event, problem), _item_body(event, body)) for event, problem in refused]
+        await hub.storage.quarantine_many(name, headers, items)
+        hub.metrics.child(hub.metrics.webhook_events, name, "quarantined").inc(len(refused))
+    for event, problem in refused[:_LOGGED_ITEMS]:
         _LOGGER.warning("webhook for %s: %s event quarantined: %s", name, event.kind, problem)
-        hub.metrics.child(hub.metrics.webhook_events, name, "quarantined").inc()
+    if len(refused) > _LOGGED_ITEMS:
+        _LOGGER.warning("webhook for %s: %d more events quarantined", name, len(refused) - _LOGGED_ITEMS)
     answer: dict[str, Any] = {"ok": True, "events": len(events)}
     if refused:
         answer["quarantined"] = len(refused)
