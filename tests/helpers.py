@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import textwrap
 from pathlib import Path
+from typing import Any
+
+from yarl import URL
 
 
 def install_plugin(site: Path, name: str, source: str) -> Path:
@@ -15,3 +20,21 @@ def install_plugin(site: Path, name: str, source: str) -> Path:
     (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
     (dist / "entry_points.txt").write_text(f"[wahub]\n{name} = {name}\n")
     return site
+
+
+async def post_raw(address: str, header: bytes, body: bytes) -> tuple[int, Any]:
+    """POST a JSON ``body`` to ``address`` with one extra header line written byte for
+    byte (aiohttp's client only writes UTF-8); returns the status and the JSON answer."""
+    url = URL(address)
+    reader, writer = await asyncio.open_connection(url.host, url.port)
+    try:
+        head = f"POST {url.raw_path_qs} HTTP/1.1\r\nHost: {url.host}:{url.port}\r\nContent-Type: application/json\r\n"
+        length = f"Content-Length: {len(body)}\r\nConnection: close\r\n".encode()
+        writer.write(head.encode() + header + b"\r\n" + length + b"\r\n" + body)
+        await writer.drain()
+        response = await reader.read()
+    finally:
+        writer.close()
+        await writer.wait_closed()
+    status_line, _, rest = response.partition(b"\r\n")
+    return int(status_line.split()[1]), json.loads(rest.partition(b"\r\n\r\n")[2])

@@ -51,8 +51,8 @@ class InboundMessage:
         if self.type == "text":
             return str(body.get("body", ""))
         if self.type == "interactive":
-            reply = body.get(body.get("type", ""), {})
-            return str(reply.get("title", "")) if isinstance(reply, dict) else ""
+            reply = self._interactive_reply(body)
+            return str(reply.get("title", "")) if reply is not None else ""
         if self.type == "button":
             return str(body.get("text", ""))
         return str(body.get("caption", ""))
@@ -61,9 +61,16 @@ class InboundMessage:
         """The id of a tapped reply button or list row, if any."""
         body = self.content.get("interactive")
         if self.type == "interactive" and isinstance(body, dict):
-            reply = body.get(body.get("type", ""), {})
-            return str(reply["id"]) if isinstance(reply, dict) and "id" in reply else None
+            reply = self._interactive_reply(body)
+            return str(reply["id"]) if reply is not None and "id" in reply else None
         return None
+
+    @staticmethod
+    def _interactive_reply(body: dict[str, Any]) -> dict[str, Any] | None:
+        """The ``button_reply`` (or other) object an interactive message names by its ``type``."""
+        chosen = body.get("type")
+        reply = body.get(chosen) if isinstance(chosen, str) else None
+        return reply if isinstance(reply, dict) else None
 
 
 @dataclass(frozen=True)

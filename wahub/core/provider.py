@@ -74,7 +74,18 @@ def sign_body(secret: str, body: bytes) -> str:
 
 def signature_matches(secret: str, given: str, body: bytes) -> bool:
     """Whether ``given`` is ``body``'s signature (``sign_body``), compared in constant time."""
-    return hmac.compare_digest(given.encode(), sign_body(secret, body).encode())
+    return secret_matches(given, sign_body(secret, body))
+
+
+def secret_matches(given: str, expected: str) -> bool:
+    """Whether a header or query value ``given`` equals ``expected``, compared in
+    constant time. A value that is not text (aiohttp hands bytes that are not
+    UTF-8 over as surrogates) matches nothing."""
+    try:
+        given_bytes = given.encode()
+    except UnicodeEncodeError:
+        return False
+    return hmac.compare_digest(given_bytes, expected.encode())
 
 
 class WebhookError(Exception):

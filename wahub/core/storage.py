@@ -428,9 +428,32 @@ class Storage:
 
     async def quarantine(self, provider: str, reason: str, headers: dict[str, str], body: bytes) -> None:
         """Keep a webhook body that could not be parsed, for inspection."""
+        await self.quarantine_many(provider, headers, [(reason, body)])
+
+    async def quarantine_many(
+        self, provider: str, headers: Mapping[str, str], items: Sequence[tuple[str, bytes]]
+    ) -> None:
+        """Keep webhook bodies or items of them (each with its reason) that could
+        not be stored as events, in one transaction. Bodies are kept byte for
+        byte; text in reasons or headers that no database takes is escaped."""
+        if not items:
+            return
+        kept = {_storable_text(key): _storable_text(value) for key, value in headers.items()}
+        now = time.time()
+        rows = [
+            {
+                "provider": provider,
+                "reason": _storable_text(reason[:2000]),
+                "headers": kept,
+                "body": body,
+                "received_at": now,
+            }
+            for reason, body in items
+        ]
         async with self.db.begin() as conn:
-            await conn.execute(
-                quarantine.insert().values(
-                    provider=provider, reason=reason[:2000], headers=headers, body=body, received_at=time.time()
-                )
-            )
+            await conn.execute(quarantine.insert(), rows)
+
+
+def _storable_text(text: str) -> str:
+    """``text`` with lone surrogates and NUL characters escaped (``\\udc00``, ``\\x00``)."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")

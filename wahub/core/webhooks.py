@@ -8,17 +8,27 @@ without any fixed timer adding latency to a lone webhook.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
+import sqlalchemy as sa
 from aiohttp import web
 
 from wahub.core.hub import HUB_KEY, SHUTDOWN_GRACE, Hub
-from wahub.core.models import Event, event_to_json
+from wahub.core.models import Event, InboundMessage, event_to_json
 from wahub.core.provider import WebhookError
+from wahub.core.storage_schema import (
+    consent_events,
+    contact_identities,
+    contacts,
+    messages,
+    status_events,
+)
+from wahub.core.webhook_json import storable_problem
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -35,23 +45,88 @@ class IntakeClosed(Exception):
     """The daemon is shutting down and takes no more webhooks."""
 
 
-#: Longest event id and contact key the inbox stores (its columns' size).
+#: Longest contact key the inbox stores (its column's size).
 MAX_KEY_LENGTH = 256
+#: Longest event id: the inbox keeps 256 characters, and the keys derived from an
+#: id (``reply:<provider>:<id>:<n>``, ``preference:<provider>:<id>``) must fit too.
+MAX_EVENT_ID_LENGTH = 160
+#: Quarantined events of one webhook logged one by one; the rest are counted.
+_LOGGED_ITEMS = 10
+#: Event fields holding JSON objects.
+_OBJECT_FIELDS = ("content", "raw", "data", "identities")
+
+
+def _length(column: sa.Column[Any]) -> int:
+    length: int = column.type.length  # type: ignore[attr-defined]
+    return length
+
+
+#: Event fields that must be text (or None), by event kind, with the size of the
+#: column each is stored in: a value the column cannot take is refused here
+#: rather than by the database while the event is processed.
+_TEXT_FIELDS: dict[str, dict[str, int | None]] = {
+    "message": {
+        "sender": _length(contacts.c.address),
+        "type": _length(messages.c.type),
+        "sender_name": _length(contacts.c.name),
+        "context_id": _length(messages.c.provider_message_id),
+    },
+    "status": {
+        "message_id": _length(status_events.c.provider_message_id),
+        "status": _length(status_events.c.status),
+        "recipient": _length(contacts.c.address),
+        "error_code": _length(status_events.c.error_code),
+        "error_title": None,
+        "pricing_category": _length(status_events.c.pricing_category),
+    },
+    "preference": {"user": _length(consent_events.c.address), "category": None, "value": None, "detail": None},
+    "account": {"field": None, "event": None},
+}
+_IDENTITY_KIND, _IDENTITY_VALUE = _length(contact_identities.c.kind), _length(contact_identities.c.value)
+
+
+def event_problem(event: Event) -> str | None:
+    """Why ``event`` cannot be stored and processed, or None: an id, key or
+    field too long for its column or not text, a time that is not a finite
+    number, or a value no database takes (see ``storable_problem``)."""
+    if not isinstance(event.external_id, str) or not event.external_id:
+        return "the event id is missing or not text"
+    if len(event.external_id) > MAX_EVENT_ID_LENGTH:
+        return f"the event id is longer than {MAX_EVENT_ID_LENGTH} characters"
+    if len(event.contact_key) > MAX_KEY_LENGTH:
+        return f"the sender is longer than {MAX_KEY_LENGTH - len(event.provider) - 1} characters"
+    if isinstance(event.timestamp, bool) or not isinstance(event.timestamp, (int, float)):
+        return "the event time is not a number"
+    if not math.isfinite(event.timestamp):
+        return "the event time is not a finite number"
+    for name, length in _TEXT_FIELDS.get(event.kind, {}).items():
+        value = getattr(event, name)
+        if value is not None and not isinstance(value, str):
+            return f"{name} is a {type(value).__name__}, not text"
+        if value is not None and length is not None and len(value) > length:
+            return f"{name} is longer than {length} characters"
+    for name in _OBJECT_FIELDS:
+        if not isinstance(getattr(event, name, {}), dict):
+            return f"{name} is not an object"
+    if isinstance(event, InboundMessage):
+        # Typed as text, yet made by a plugin's parser from a webhook: checked all the same.
+        identities: list[tuple[object, object]] = list(event.identities.items())
+        for kind, value in identities:
+            if not isinstance(kind, str) or not isinstance(value, str):
+                return "a sender identity is not text"
+            if len(kind) > _IDENTITY_KIND or len(value) > _IDENTITY_VALUE:
+                return f"a sender identity is longer than {_IDENTITY_VALUE} characters"
+    return storable_problem(event_to_json(event))
 
 
 def event_row(event: Event) -> dict[str, Any]:
-    """The inbox row of ``event``; raises WebhookError for values no database would take."""
-    if len(event.external_id) > MAX_KEY_LENGTH or len(event.contact_key) > MAX_KEY_LENGTH:
-        raise WebhookError(f"event id or sender longer than {MAX_KEY_LENGTH} characters")
-    if not math.isfinite(event.timestamp):
-        raise WebhookError(f"event timestamp {event.timestamp!r} is not a finite number")
-    payload = event_to_json(event)
+    """The inbox row of ``event`` (one ``event_problem`` found nothing wrong with)."""
     return {
         "provider": event.provider,
         "external_id": event.external_id,
         "kind": event.kind,
         "contact_key": event.contact_key,
-        "payload": payload,
+        "payload": event_to_json(event),
     }
 
 
@@ -182,28 +257,67 @@ async def _receive(request: web.Request, hub: Hub, name: str) -> web.Response:
     if not provider.verify_signature(request.headers, body):
         _LOGGER.warning("webhook for %s refused: bad or missing signature", name)
         return _error(401, "invalid_signature", "the webhook signature does not match")
+    headers = _kept_headers(request.headers)
     try:
-        events = provider.parse_webhook(body)
-        rows = [event_row(event) for event in events]
+        screened = [(event, event_problem(event)) for event in provider.parse_webhook(body)]
     except Exception as exc:  # a parser's bug is an unparsable body too: keep it, answer 400
-        headers = {
-            k: v for k, v in request.headers.items() if k.lower() in _QUARANTINE_HEADERS or "signature" in k.lower()
-        }
         if not isinstance(exc, WebhookError):
             _LOGGER.exception("provider %s failed to parse a webhook", name)
         await hub.storage.quarantine(name, str(exc), headers, body)
         _LOGGER.warning("webhook for %s quarantined: %s", name, exc)
         return _error(400, "unparsable_webhook", str(exc))
+    events = [event for event, problem in screened if problem is None]
     if events:
         try:
-            await writer.submit(rows)
+            await writer.submit([event_row(event) for event in events])
         except IntakeClosed:
             return _shutting_down()
         except Exception:  # noqa: BLE001 - the provider will redeliver
             return _error(503, "storage_unavailable", "the event could not be stored; deliver it again")
         for event in events:
             hub.metrics.child(hub.metrics.webhook_events, name, event.kind).inc()
-    return web.json_response({"ok": True, "events": len(events)})
+    # After the good events' commit: a redelivery after a failed commit must not
+    # quarantine the bad ones twice. They can never succeed, so the answer is 200.
+    refused = [(event, problem) for event, problem in screened if problem is not None]
+    if refused:
+        items = [(_item_reason(event, problem), _item_body(event, body)) for event, problem in refused]
+        await hub.storage.quarantine_many(name, headers, items)
+        hub.metrics.child(hub.metrics.webhook_events, name, "quarantined").inc(len(refused))
+    for event, problem in refused[:_LOGGED_ITEMS]:
+        _LOGGER.warning("webhook for %s: %s event quarantined: %s", name, event.kind, problem)
+    if len(refused) > _LOGGED_ITEMS:
+        _LOGGER.warning("webhook for %s: %d more events quarantined", name, len(refused) - _LOGGED_ITEMS)
+    answer: dict[str, Any] = {"ok": True, "events": len(events)}
+    if refused:
+        answer["quarantined"] = len(refused)
+    return web.json_response(answer)
+
+
+def _kept_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """The request headers kept with a quarantined body: the allow-list only."""
+    return {key: value for key, value in headers.items() if key.lower() in _QUARANTINE_HEADERS and _is_text(value)}
+
+
+def _is_text(value: str) -> bool:
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return "\x00" not in value
+
+
+def _item_reason(event: Event, problem: str) -> str:
+    # ascii(): the id itself may be text no database stores.
+    return f"{event.kind} event {str(event.external_id)[:80]!a}: {problem}"
+
+
+def _item_body(event: Event, body: bytes) -> bytes:
+    """The quarantined event as JSON (escaped to ASCII, so any text fits), or the
+    whole webhook body when the event cannot even be written as JSON."""
+    try:
+        return json.dumps(event_to_json(event), ensure_ascii=True, default=repr).encode()
+    except (RecursionError, TypeError, ValueError):
+        return body
 
 
 def webhook_routes() -> list[web.RouteDef]:

@@ -746,3 +746,91 @@ def test_every_fixture_is_an_envelope_whose_events_round_trip_through_json(name:
     for event in events:
         stored = json.loads(json.dumps(event_to_json(event)))
         assert event_from_json(stored) == event
+
+
+# -- values of the wrong type or beyond what a database stores -------------------
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("message_template_language", ["en_US"]),
+        ("message_template_name", {"name": "order_shipped"}),
+        ("event", 7),
+        ("message_template_category", "U" * 40),
+        ("message_template_id", [1]),
+    ],
+)
+def test_a_template_change_of_the_wrong_shape_is_unparsed(key: str, value: Any) -> None:
+    body = fixture("template_status_approved")
+    change = body["entry"][0]["changes"][0]
+    change["value"][key] = value
+    [event] = parse(body)
+    assert isinstance(event, UnsupportedEvent)
+    assert event.external_id == "unparsed:" + digest(change)
+    assert event.raw == {"field": "message_template_status_update", "entry_id": WABA, "item": change}
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        {"type": "document", "document": {"id": "1", "filename": ["a.pdf"]}},
+        {"type": "image", "image": {"id": ["1"], "mime_type": "image/jpeg"}},
+        {"type": "image", "image": {"id": "1", "mime_type": "image/" + "x" * 200}},
+        {"type": "interactive", "interactive": {"type": ["button_reply"], "button_reply": {"id": "a"}}},
+    ],
+)
+def test_a_message_of_the_wrong_shape_is_unparsed(message: dict[str, Any]) -> None:
+    item = {"from": USER, "id": "wamid.shape", "timestamp": "1751000000", **message}
+    [event] = parse(messages_body(item))
+    assert isinstance(event, UnsupportedEvent)
+    assert event.raw["item"] == item
+
+
+def test_numbers_beyond_a_float_or_a_64_bit_integer_spoil_only_their_item() -> None:
+    good = fixture("text")["entry"][0]["changes"][0]["value"]["messages"][0]
+    body = json.dumps(messages_body(good, {**good, "id": "wamid.huge", "timestamp": "TIME"}))
+    body = body.replace('"TIME"', "1e400").replace('"messaging_product"', '"n": ' + "9" * 5000 + ', "m"')
+    first, second = parse(body.encode())
+    assert isinstance(first, InboundMessage) and first.external_id == good["id"]
+    # the unreadable time makes the second an unparsed item, its marker kept in place
+    assert isinstance(second, UnsupportedEvent) and second.external_id.startswith("unparsed:")
+    assert repr(second.raw["item"]["timestamp"]) == "<unstorable: the number 1e400 is out of range>"
+
+
+def test_text_that_is_not_utf8_is_read_as_it_came() -> None:
+    # Storing is refused later, by the intake's check; the parser keeps the event readable.
+    item = {"from": "1555\udc00", "id": "wamid.lone", "timestamp": "1751000000", "type": "text", "text": {"body": "hi"}}
+    [event] = parse(messages_body(item))
+    assert isinstance(event, InboundMessage) and event.sender == "1555\udc00"
+
+
+def test_deep_nesting_is_cut_at_64_levels() -> None:
+    deep: Any = "bottom"
+    for _ in range(200):
+        deep = [deep]
+    item = {"from": USER, "id": "wamid.deep", "timestamp": "1751000000", "type": "text", "text": {"body": deep}}
+    [event] = parse(messages_body(item))
+    assert isinstance(event, InboundMessage)
+    level: Any = event.content["text"]["body"]
+    depth = 0
+    while isinstance(level, list):
+        level, depth = level[0], depth + 1
+    assert repr(level) == "<unstorable: nested deeper than 64 levels>"
+    assert depth < 64
+
+
+def test_an_account_event_with_a_long_name_is_read() -> None:
+    body = fixture("account_update")
+    body["entry"][0]["changes"][0]["value"]["event"] = "PARTNER_CLIENT_CERTIFICATION_STATUS_UPDATE"
+    events = parse(body)
+    assert [(type(e).__name__, e.event) for e in events if isinstance(e, AccountEvent)] == [
+        ("AccountEvent", "PARTNER_CLIENT_CERTIFICATION_STATUS_UPDATE")
+    ] * 2
+
+
+def test_a_template_status_too_long_for_its_column_is_unparsed() -> None:
+    body = fixture("template_status_approved")
+    body["entry"][0]["changes"][0]["value"]["event"] = "APPROVED_" + "X" * 30
+    [event] = parse(body)
+    assert isinstance(event, UnsupportedEvent) and event.external_id.startswith("unparsed:")

@@ -29,6 +29,7 @@ from typing import Any
 
 from wahub.core.models import AccountEvent, Event, InboundMessage, PreferenceEvent, StatusEvent, UnsupportedEvent
 from wahub.core.provider import WebhookError
+from wahub.core.webhook_json import read_json
 
 OBJECT = "whatsapp_business_account"
 
@@ -54,6 +55,30 @@ _HEADLINE_KEYS = {
     "message_template_quality_update": "new_quality_score",
 }
 
+#: Text an account change may carry where wahub reads it, with its longest length
+#: (the size of the template column it is stored in; None: any). Another type or a
+#: longer text makes the change unreadable: it is kept as an unsupported event.
+_ACCOUNT_TEXT: dict[str, int | None] = {
+    "event": None,
+    "current_limit": None,
+    "message_template_name": 512,
+    "message_template_language": 16,
+    "message_template_category": 32,
+    "new_category": 32,
+    "new_quality_score": 16,
+}
+#: Template fields whose headline is stored as the template's status, category or quality.
+_TEMPLATE_HEADLINE_LENGTH = {
+    "message_template_status_update": 32,
+    "template_category_update": 32,
+    "message_template_quality_update": 16,
+}
+
+#: Text a message type's object may carry where wahub reads it (media files are
+#: stored with their name, type and checksum), with its longest length.
+_MEDIA_TEXT = {"id": 256, "mime_type": 128, "sha256": 128, "filename": 256, "caption": None}
+_MEDIA_TYPES = frozenset({"image", "audio", "video", "document", "sticker"})
+
 #: Message-level keys copied into ``InboundMessage.content`` next to the type's object.
 _CONTENT_EXTRAS = ("context", "referral", "errors", "identity")
 
@@ -70,10 +95,7 @@ def parse_cloud_webhook(
     ``default`` is the provider that received the POST, ``numbers`` maps a
     phone number id to its provider, ``accounts`` a WABA id to its providers.
     """
-    try:
-        data = json.loads(body, parse_constant=_refuse_constant)
-    except (ValueError, RecursionError) as exc:
-        raise WebhookError(f"body is not JSON: {exc}") from exc
+    data = read_json(body)
     if not isinstance(data, dict):
         raise WebhookError(f"body is a JSON {type(data).__name__}, not an object")
     if data.get("object") != OBJECT:
@@ -82,10 +104,6 @@ def parse_cloud_webhook(
         raise WebhookError("'entry' is missing or not a list")
     routes = _Routes(default, numbers, accounts)
     return [event for entry in data["entry"] for event in _entry_events(routes, entry)]
-
-
-def _refuse_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
 
 
 @dataclass(frozen=True)
@@ -137,6 +155,8 @@ def _change_events(routes: _Routes, entry: _Entry, change: Any) -> list[Event]:
         provider = routes.number(metadata)
         return _each(provider, field, entry, value, "user_preferences", lambda item: _preference(provider, item))
     if field in ACCOUNT_FIELDS:
+        if not _account_readable(field, value):
+            return [_unparsed(routes.default, field, entry.id, change, entry.timestamp)]
         digest = _digest({"entry": entry.id, "time": entry.time, "value": value})
         return [
             AccountEvent(
@@ -232,6 +252,7 @@ def _message(
     body = message.get(kind)
     if body is None:
         body = {}
+    _check_body(kind, body)
     if kind == "reaction" and isinstance(body, dict) and body.get("emoji") is None:
         body = {**body, "emoji": ""}  # a removed reaction
     content: dict[str, Any] = {kind: body}
@@ -298,6 +319,32 @@ def _preference(provider: str, item: dict[str, Any]) -> PreferenceEvent:
     )
 
 
+def _account_readable(field: str, value: dict[str, Any]) -> bool:
+    """Whether an account change holds the types (and lengths) wahub reads it with."""
+    for key, longest in _ACCOUNT_TEXT.items():
+        found = value.get(key)
+        if found is not None and (not isinstance(found, str) or (longest is not None and len(found) > longest)):
+            return False
+    template_id = value.get("message_template_id")
+    if template_id is not None and _text(template_id) is None:
+        return False
+    longest = _TEMPLATE_HEADLINE_LENGTH.get(field)
+    return longest is None or len(_headline(field, value)) <= longest
+
+
+def _check_body(kind: str, body: Any) -> None:
+    """Raise ValueError when a message type's object holds the wrong types where wahub reads it."""
+    if kind in _MEDIA_TYPES and isinstance(body, dict):
+        for key, longest in _MEDIA_TEXT.items():
+            found = body.get(key)
+            if found is not None and (not isinstance(found, str) or (longest is not None and len(found) > longest)):
+                raise ValueError(f"{kind}.{key} is not text")
+    if kind == "interactive" and isinstance(body, dict):
+        chosen = body.get("type")
+        if chosen is not None and not isinstance(chosen, str):
+            raise ValueError("interactive.type is not text")
+
+
 def _headline(field: str, value: dict[str, Any]) -> str:
     """An account field's headline: its ``event``, else what changed."""
     if value.get("event") is not None:
@@ -319,7 +366,8 @@ def _unparsed(provider: str, field: str | None, entry_id: str | None, item: Any,
 
 
 def _digest(data: Any) -> str:
-    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+    # repr stands for read_json's markers; ASCII escapes keep any text encodable.
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=repr).encode()).hexdigest()
 
 
 def _text(value: Any) -> str | None:

@@ -9,7 +9,6 @@ webhook is protected by a secret header that wahub registers with 360dialog
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any
 from urllib.parse import quote
@@ -18,7 +17,7 @@ import voluptuous as vol
 from yarl import URL
 
 from wahub import hookimpl
-from wahub.core.provider import Provider, ProviderError
+from wahub.core.provider import Provider, ProviderError, secret_matches
 from wahub.plugins.providers.cloud_api import CLOUD_SCHEMA_BASE, CloudApiProvider
 
 #: The header carrying the webhook secret, unless the entry names another.
@@ -54,8 +53,7 @@ class Dialog360Provider(CloudApiProvider):
         return (self.PLATFORM, self.config["webhook_secret_header"], self.config["webhook_secret"])
 
     def verify_signature(self, headers: Mapping[str, str], body: bytes) -> bool:
-        given = headers.get(self.config["webhook_secret_header"], "")
-        return hmac.compare_digest(given.encode(), self.config["webhook_secret"].encode())
+        return secret_matches(headers.get(self.config["webhook_secret_header"], ""), self.config["webhook_secret"])
 
     def _templates_path(self) -> str:
         return "v1/configs/templates"

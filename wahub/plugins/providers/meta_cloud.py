@@ -10,7 +10,6 @@ GET handshake. Everything else is the Cloud API family's (``cloud_api``).
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 import mimetypes
 import os
@@ -22,7 +21,7 @@ import voluptuous as vol
 from aiohttp import web
 
 from wahub import hookimpl
-from wahub.core.provider import Provider, ProviderError, signature_matches
+from wahub.core.provider import Provider, ProviderError, secret_matches, signature_matches
 from wahub.plugins.providers.cloud_api import CLOUD_SCHEMA_BASE, DIGITS, CloudApiProvider
 
 _LOGGER = logging.getLogger(__name__)
@@ -75,7 +74,7 @@ class MetaCloudProvider(CloudApiProvider):
     async def handle_webhook_get(self, request: web.Request) -> web.StreamResponse:
         """Meta's verification handshake: echo ``hub.challenge`` for the right token."""
         query = request.query
-        token_ok = hmac.compare_digest(query.get("hub.verify_token", "").encode(), self.config["verify_token"].encode())
+        token_ok = secret_matches(query.get("hub.verify_token", ""), self.config["verify_token"])
         if query.get("hub.mode") == "subscribe" and token_ok and "hub.challenge" in query:
             return web.Response(text=query["hub.challenge"], content_type="text/plain")
         _LOGGER.warning("webhook verification for %s refused: wrong mode or verify token", self.name)

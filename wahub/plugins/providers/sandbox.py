@@ -24,7 +24,6 @@ signed with ``X-Wahub-Signature-256: sha256=<hex HMAC-SHA256 of the body>``.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import logging
 import re
@@ -42,15 +41,7 @@ from aiohttp import WSMsgType, web
 from wahub import hookimpl
 from wahub.core.canonical import Capabilities
 from wahub.core.hub import Hub
-from wahub.core.models import (
-    Event,
-    InboundMessage,
-    OutgoingMessage,
-    PreferenceEvent,
-    SendResult,
-    StatusEvent,
-    UnsupportedEvent,
-)
+from wahub.core.models import Event, OutgoingMessage, SendResult, StatusEvent
 from wahub.core.provider import (
     PROVIDER_SCHEMA_BASE,
     Provider,
@@ -61,6 +52,7 @@ from wahub.core.provider import (
 )
 from wahub.core.storage_policy import Template
 from wahub.plugins.providers.sandbox_hosts import check_host
+from wahub.plugins.providers.sandbox_webhook import parse_events as parse_events
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -69,10 +61,6 @@ WEB_DIR = Path(__file__).resolve().parents[2] / "web" / "sandbox"
 _USER_RE = re.compile(r"^\d{6,15}$")
 #: The files the chat page loads from ``/sandbox/static/``.
 STATIC_FILES = frozenset({"sandbox.css", "sandbox.js"})
-
-
-def _refuse_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
 
 
 def signature_valid(secret: str, headers: Mapping[str, str], body: bytes) -> bool:
@@ -102,63 +90,6 @@ def frame_message(row: Mapping[str, Any]) -> dict[str, Any]:
         "status": row["status"],
         "timestamp": row["created_at"],
     }
-
-
-def parse_events(provider: str, body: bytes) -> list[Event]:
-    """The events of a sandbox-format webhook body (also spoken by the test kit's fake provider)."""
-    try:
-        data = json.loads(body, parse_constant=_refuse_constant)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise WebhookError(f"body is not JSON: {exc}") from exc
-    if not isinstance(data, dict) or data.get("object") != "wahub_sandbox" or not isinstance(data.get("events"), list):
-        raise WebhookError("expected an object with 'object': 'wahub_sandbox' and an 'events' list")
-    return [_parse_event(provider, item) for item in data["events"]]
-
-
-def _parse_event(provider: str, item: Any) -> Event:
-    try:
-        if item["type"] == "message":
-            message = item["message"]
-            return InboundMessage(
-                provider=provider,
-                external_id=str(item["id"]),
-                sender=str(item["from"]),
-                type=message["type"],
-                content={message["type"]: message[message["type"]]},
-                timestamp=float(item["timestamp"]),
-                sender_name=item.get("name"),
-                context_id=(message.get("context") or {}).get("id"),
-                raw=item,
-            )
-        if item["type"] == "status":
-            error = (item.get("errors") or [{}])[0]
-            return StatusEvent(
-                provider=provider,
-                external_id=str(item["id"]),
-                message_id=str(item["message_id"]),
-                status=str(item["status"]),
-                timestamp=float(item["timestamp"]),
-                recipient=item.get("recipient"),
-                error_code=str(error["code"]) if "code" in error else None,
-                error_title=error.get("title"),
-                pricing_category=item.get("pricing_category"),
-                raw=item,
-            )
-        if item["type"] == "preference":
-            return PreferenceEvent(
-                provider=provider,
-                external_id=str(item["id"]),
-                user=str(item["user"]),
-                category=str(item.get("category", "marketing_messages")),
-                value=str(item["value"]),
-                timestamp=float(item["timestamp"]),
-                detail=item.get("detail"),
-                raw=item,
-            )
-    except (KeyError, TypeError, ValueError) as exc:
-        raise WebhookError(f"malformed sandbox event: missing or invalid {exc}") from exc
-    external_id = str(item.get("id") or hashlib.sha256(json.dumps(item, sort_keys=True).encode()).hexdigest())
-    return UnsupportedEvent(provider=provider, external_id=external_id, raw=item)
 
 
 class SandboxProvider(Provider):
