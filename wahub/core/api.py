@@ -17,6 +17,7 @@ JSON in and out, errors as ``{"error": {"code": ..., "message": ...}}``.
 
 from __future__ import annotations
 
+import dataclasses
 import hmac
 import json
 import time
@@ -91,7 +92,8 @@ async def send_message(request: web.Request) -> web.Response:
         return error(422, "invalid_message", "the body must be a JSON object")
     provider_name = body.pop("provider", None)
     try:
-        message = parse_message(body)
+        # The caller's address is kept: a BSUID written here is sent to as a BSUID.
+        message = dataclasses.replace(parse_message(body), keep_address=True)
         provider = hub.provider(provider_name if isinstance(provider_name, str) else None)
     except InvalidMessage as exc:
         return error(422, "invalid_message", str(exc))

@@ -153,7 +153,9 @@ class Policy:
                 f"{message.to} {when}; outside the 24-hour service window only approved templates may be sent",
             )
         template = {"name": fallback["name"], "language": {"code": fallback["language"]}}
-        return OutgoingMessage(to=message.to, type="template", content={"template": template})
+        return OutgoingMessage(
+            to=message.to, type="template", content={"template": template}, keep_address=message.keep_address
+        )
 
     async def _check_template(self, provider: Provider, message: OutgoingMessage, consent: ConsentState | None) -> None:
         body = message.content["template"]

@@ -283,6 +283,12 @@ class FakeGraphServer:
     app_id: str = "1480000000000001"
     #: After each accepted send, post a ``sent`` then a ``delivered`` status webhook.
     auto_statuses: bool = True
+    #: False: refuse every send to a BSUID (``recipient``) with 131062, as Meta does
+    #: for sends it does not allow by BSUID (authentication templates, some regions).
+    accepts_bsuids: bool = True
+    #: The wa_id a send's answer gives for the number sent to (digits), where WhatsApp's
+    #: own form differs (a country's normalization); otherwise the number's digits.
+    wa_ids: dict[str, str] = field(default_factory=dict)
     requests: list[Recorded] = field(default_factory=list)
     #: Accepted message bodies; ``reads``: accepted mark-as-read bodies.
     messages: list[dict[str, Any]] = field(default_factory=list)
@@ -556,12 +562,15 @@ class FakeGraphServer:
             return web.json_response({"success": True})
         if problems := validate_message(body):
             return self._refuse(problems)
+        if "recipient" in body and not self.accepts_bsuids:
+            details = "This message cannot be sent to a business-scoped user ID; send it to the phone number"
+            return _graph_error(400, 131062, "Business-scoped user ID recipient not supported", details)
         self.messages.append(body)
         wamid = _wamid()
         if "recipient" in body:
             contact = {"input": body["recipient"], "user_id": body["recipient"]}
         else:
-            contact = {"input": body["to"], "wa_id": _digits(body["to"])}
+            contact = {"input": body["to"], "wa_id": self.wa_ids.get(_digits(body["to"]), _digits(body["to"]))}
         self._post_statuses(wamid, body)
         message = {"id": wamid, "message_status": "accepted"}
         return web.json_response({"messaging_product": "whatsapp", "contacts": [contact], "messages": [message]})

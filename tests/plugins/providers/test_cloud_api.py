@@ -91,10 +91,13 @@ def _raw_config(server: FakeGraphServer, database: str, **entry: Any) -> dict[st
     }
 
 
-async def _cloud(platform: str, database: str, tmp_path: Path, **entry: Any) -> AsyncIterator[Cloud]:
+async def _cloud(
+    platform: str, database: str, tmp_path: Path, *, sections: dict[str, Any] | None = None, **entry: Any
+) -> AsyncIterator[Cloud]:
+    """A daemon whose provider ``main`` talks to a fake API; ``sections`` adds configuration sections."""
     server = FakeGraphServer(platform=platform)
     await server.start()
-    raw = _raw_config(server, database, **entry)
+    raw = {**_raw_config(server, database, **entry), **(sections or {})}
     raw["wahub"]["media"] = {"directory": str(tmp_path / "media")}
     pm = plugin_manager()
     try:

@@ -41,6 +41,8 @@ _LOGGER = logging.getLogger(__name__)
 
 #: A business-scoped user id: country code, a dot, digits (``US.1349...``, ``US.ENT.1181...``).
 _BSUID = re.compile(r"^[A-Z]{2}\.[A-Z0-9.]+$")
+#: Meta's code for a BSUID recipient this message cannot be sent to (use the phone number).
+BSUID_REFUSED = "131062"
 #: Uploaded media ids live 30 days at Meta; wahub stops using one a day earlier.
 UPLOAD_LIFETIME = 29 * 86400
 #: How often the number's quality rating and messaging limit are read again.
@@ -115,6 +117,12 @@ def render(message: OutgoingMessage) -> dict[str, Any]:
     if message.context_id:
         body["context"] = {"message_id": message.context_id}
     return body
+
+
+def by_phone(body: dict[str, Any], phone: str) -> dict[str, Any]:
+    """``body`` sent to ``phone`` (in ``to``) instead of a BSUID (in ``recipient``)."""
+    readdressed = {key: value for key, value in body.items() if key != "recipient"}
+    return {"messaging_product": body["messaging_product"], "to": phone, **readdressed}
 
 
 def _media_objects(value: Any) -> Iterable[dict[str, Any]]:
@@ -234,18 +242,50 @@ class CloudApiProvider(Provider):
     # -- sending ----------------------------------------------------------
 
     async def send(self, message: OutgoingMessage) -> SendResult:
+        """Send by phone number when the contact has one (Meta's ``to``), by BSUID
+        (``recipient``) only when not, or when ``keep_address`` says so."""
         body = render(message)
+        if "recipient" in body and not message.keep_address:
+            phone = await self.hub.storage.contacts.phone(self.name, message.to)
+            body = by_phone(body, phone) if phone else body
         for media in _media_objects({message.type: body.get(message.type)}):
             if str(media.get("id", "")).startswith(LOCAL_PREFIX):
                 media["id"] = await self._upload_local(media["id"][len(LOCAL_PREFIX) :])
-        answer = await self.call("POST", "messages", json=body)
+        answer = await self._post_message(message, body)
         if message.type == "mark_read":
             # Nothing new is created: the receipt gets an id of its own for the outbox.
             return SendResult(f"read.{uuid.uuid4().hex}")
+        await self._learn_wa_id(message, body, answer)
         try:
             return SendResult(str(answer["messages"][0]["id"]))
         except (KeyError, IndexError, TypeError):
             raise ProviderError(f"the API accepted the message but gave no id: {answer!r}") from None
+
+    async def _post_message(self, message: OutgoingMessage, body: dict[str, Any]) -> Any:
+        """POST the body; a BSUID refused for this message (131062) is tried once
+        more by the contact's phone number, if one is known by now."""
+        try:
+            return await self.call("POST", "messages", json=body)
+        except ProviderError as exc:
+            if exc.code != BSUID_REFUSED or "recipient" not in body:
+                raise
+            phone = await self.hub.storage.contacts.phone(self.name, message.to)
+            if phone is None:
+                raise ProviderError(f"{exc}; no phone number is known for this user", code=exc.code) from None
+            _LOGGER.info("%s refused a BSUID recipient (131062); sending again to ...%s", self.name, phone[-4:])
+            return await self.call("POST", "messages", json=by_phone(body, phone))
+
+    async def _learn_wa_id(self, message: OutgoingMessage, body: dict[str, Any], answer: Any) -> None:
+        """Keep the answer's ``contacts[].wa_id`` (WhatsApp's own form of the
+        number) as an id of the contact. Never fails the send: it went out."""
+        found = answer.get("contacts") if isinstance(answer, dict) else None
+        wa_id = found[0].get("wa_id") if isinstance(found, list) and found and isinstance(found[0], dict) else None
+        if body.get("recipient_type") == "group" or not isinstance(wa_id, str) or not wa_id.isdigit():
+            return
+        try:
+            await self.hub.storage.contacts.add_identity(self.name, message.to, "wa_id", wa_id)
+        except Exception:  # noqa: BLE001 - the message is sent; only the id is not kept
+            _LOGGER.warning("cannot store the wa_id ...%s a send to a contact of %s reported", wa_id[-4:], self.name)
 
     # -- media ------------------------------------------------------------
 
