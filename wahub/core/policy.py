@@ -10,7 +10,8 @@ Every refusal is a ``SendRefused`` with a stable reason code:
 - ``opted_out``: a business-initiated message to a contact who opted out;
 - ``opt_in_required``: a marketing template to a contact without an opt-in;
 - ``template_not_found`` / ``template_not_approved``: a template the stored
-  template list does not have, or has in another status than APPROVED.
+  template list does not have (also after refreshing it from the provider,
+  see ``wahub.core.template_refresh``), or has in another status than APPROVED.
 
 Replies to a contact's own message (``origin="reply"``) skip the consent and
 quiet-hours checks: the contact just wrote. Business-initiated messages that
@@ -33,6 +34,7 @@ from wahub.core.consent import CONSENT_SCHEMA
 from wahub.core.hub import SendRefused
 from wahub.core.models import OutgoingMessage
 from wahub.core.storage_policy import ConsentState, ContactContext
+from wahub.core.template_refresh import TemplateRefresher
 
 if TYPE_CHECKING:
     from wahub.core.provider import Provider
@@ -114,6 +116,7 @@ class Policy:
     def __init__(self, config: Mapping[str, Any], storage: Storage) -> None:
         self.config = config
         self.storage = storage
+        self.templates = TemplateRefresher()
 
     async def check(self, provider: Provider, message: OutgoingMessage, *, origin: Origin) -> Decision:
         """The message as it will be queued, or ``SendRefused`` saying why not."""
@@ -161,10 +164,17 @@ class Policy:
         body = message.content["template"]
         name, language = body["name"], body["language"]["code"]
         template, any_stored = await self.storage.policy.template(provider.name, name, language)
+        refresh = None
+        if template is None:  # perhaps created or approved since the last sync
+            refresh = await self.templates.refresh(provider)
+            if refresh is not None:
+                template, any_stored = await self.storage.policy.template(provider.name, name, language)
         if template is None:
             if any_stored:
                 raise SendRefused(
-                    "template_not_found", f"provider {provider.name!r} has no template {name!r} in {language!r}"
+                    "template_not_found",
+                    f"provider {provider.name!r} has no template {name!r} in {language!r}"
+                    + (refresh.describe() if refresh else ""),
                 )
             return  # nothing synced for this provider: the provider itself judges
         if template.status != "APPROVED":

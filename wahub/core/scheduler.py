@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
@@ -20,13 +21,16 @@ _LOGGER = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class JobSpec:
     """A job: ``func(hub)`` run on ``trigger`` ("interval", "cron" or "date")
-    with APScheduler's ``trigger_args`` (e.g. ``{"minutes": 5}``).
+    with APScheduler's ``trigger_args`` (e.g. ``{"minutes": 5}``), and also at
+    once whenever this replica takes the scheduler role (at start-up, or taking
+    over from another) when ``at_start`` is set.
     ``id`` must be stable so a restart replaces the job instead of adding one."""
 
     id: str
     func: Callable[[Hub], Awaitable[None]]
     trigger: str
     trigger_args: dict[str, Any] = field(default_factory=dict)
+    at_start: bool = False
 
 
 def _guarded(hub: Hub, spec: JobSpec) -> Callable[[], Awaitable[None]]:
@@ -42,29 +46,37 @@ def _guarded(hub: Hub, spec: JobSpec) -> Callable[[], Awaitable[None]]:
 
 def build_scheduler(hub: Hub) -> AsyncIOScheduler:
     scheduler = AsyncIOScheduler(timezone="UTC")
-    for specs in hub.pm.hook.scheduled_jobs(hub=hub):
-        for spec in specs or ():
-            scheduler.add_job(
-                _guarded(hub, spec),
-                spec.trigger,
-                id=spec.id,
-                name=spec.id,
-                replace_existing=True,
-                coalesce=True,
-                max_instances=1,
-                **spec.trigger_args,
-            )
+    for spec in _specs(hub):
+        scheduler.add_job(
+            _guarded(hub, spec),
+            spec.trigger,
+            id=spec.id,
+            name=spec.id,
+            replace_existing=True,
+            coalesce=True,
+            max_instances=1,
+            **spec.trigger_args,
+        )
     return scheduler
+
+
+def _specs(hub: Hub) -> list[JobSpec]:
+    return [spec for specs in hub.pm.hook.scheduled_jobs(hub=hub) for spec in specs or ()]
 
 
 async def scheduler_ctx(app: web.Application) -> AsyncIterator[None]:
     """Jobs run only on the replica holding the scheduler role (see ``wahub.core.leader``)."""
     hub = app[HUB_KEY]
     scheduler = build_scheduler(hub)
+    at_start = [spec.id for spec in _specs(hub) if spec.at_start]
     scheduler.start(paused=True)
 
     async def acquired(role: str) -> None:
         if role == SCHEDULER_ROLE and scheduler.running:
+            now = datetime.now(UTC)
+            for job_id in at_start:  # due now; the job's trigger goes on from there
+                if scheduler.get_job(job_id) is not None:
+                    scheduler.modify_job(job_id, next_run_time=now)
             scheduler.resume()
 
     async def lost(role: str) -> None:

@@ -7,8 +7,10 @@ and delete, message templates, the business profile and the phone number. It
 posts signed webhooks to a daemon: a user's messages (``send_inbound``), any
 other change (``deliver``) and, after each accepted send, ``sent`` and
 ``delivered`` statuses. ``fail_next`` makes the next calls fail with a Graph
-error, ``fail_later`` the next message in its status webhook. Everything is
-recorded. Use it from a test::
+error, ``fail_later`` the next message in its status webhook; ``accepts_bsuids``
+False refuses BSUID recipients (131062), ``hold_listings`` keeps template
+listings waiting. Everything is recorded (``listings`` counts template
+listings). Use it from a test::
 
     graph = await FakeGraphServer().start()      # or FakeGraphServer(platform="dialog360")
     config = build_config({"providers": [graph.provider_entry()]}, database=url, pm=pm)
@@ -289,6 +291,8 @@ class FakeGraphServer:
     #: The wa_id a send's answer gives for the number sent to (digits), where WhatsApp's
     #: own form differs (a country's normalization); otherwise the number's digits.
     wa_ids: dict[str, str] = field(default_factory=dict)
+    #: Template listings asked for (first pages; a listing of several pages counts once).
+    listings: int = 0
     requests: list[Recorded] = field(default_factory=list)
     #: Accepted message bodies; ``reads``: accepted mark-as-read bodies.
     messages: list[dict[str, Any]] = field(default_factory=list)
@@ -313,10 +317,12 @@ class FakeGraphServer:
     _session: aiohttp.ClientSession | None = None
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
     _order: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _listings_open: asyncio.Event = field(default_factory=asyncio.Event)
 
     def __post_init__(self) -> None:
         if self.platform not in PLATFORMS:
             raise ValueError(f"platform must be one of {PLATFORMS}, not {self.platform!r}")
+        self._listings_open.set()
         blank = dict.fromkeys(("address", "description", "email", "profile_picture_url"), "")
         profile = {"about": "Hello from the fake Graph API", **blank, "websites": [], "vertical": "OTHER"}
         self.profile = profile | self.profile
@@ -360,6 +366,7 @@ class FakeGraphServer:
         return self
 
     async def close(self) -> None:
+        self.release_listings()
         await close_fake(self._runner, self._session, self._tasks)
 
     def provider_entry(self, name: str = "main", **extra: Any) -> dict[str, Any]:
@@ -393,6 +400,13 @@ class FakeGraphServer:
         """Answer the next ``count`` authorized calls, of any kind, with a Graph error
         (``details``, in ``error_data``, defaults to ``message``)."""
         self._faults.append(_Fault(code, http_status, message, details, count))
+
+    def hold_listings(self) -> None:
+        """Keep template listing requests waiting (a slow API) until ``release_listings``."""
+        self._listings_open.clear()
+
+    def release_listings(self) -> None:
+        self._listings_open.set()
 
     def fail_later(self, code: int, title: str = "Message failed") -> None:
         """Report the next accepted message ``failed`` with ``code`` (instead of ``delivered``;
@@ -607,6 +621,9 @@ class FakeGraphServer:
                 raise ValueError(limit, start)
         except ValueError:
             return self._refuse(["$: limit, after and offset must be integers or cursors from a previous page"])
+        if start == 0:
+            self.listings += 1
+        await self._listings_open.wait()
         page = found[start : start + limit]
         if not meta:
             body = {"count": len(page), "limit": limit, "offset": start, "total": len(found), "waba_templates": page}

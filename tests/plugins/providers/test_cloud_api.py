@@ -91,11 +91,30 @@ def _raw_config(server: FakeGraphServer, database: str, **entry: Any) -> dict[st
     }
 
 
+async def templates_synced(daemon: RunningDaemon, name: str = "main") -> None:
+    """Wait for the template sync a daemon runs at start-up (shown on /readyz)."""
+
+    async def synced() -> bool:
+        return "templates_synced_at" in daemon.hub.providers[name].account
+
+    await wait_until(synced, within=15)
+
+
 async def _cloud(
-    platform: str, database: str, tmp_path: Path, *, sections: dict[str, Any] | None = None, **entry: Any
+    platform: str,
+    database: str,
+    tmp_path: Path,
+    *,
+    sections: dict[str, Any] | None = None,
+    templates: tuple[dict[str, Any], ...] = (),
+    **entry: Any,
 ) -> AsyncIterator[Cloud]:
-    """A daemon whose provider ``main`` talks to a fake API; ``sections`` adds configuration sections."""
+    """A daemon whose provider ``main`` talks to a fake API, once its start-up
+    template sync is done; ``sections`` adds configuration sections, ``templates``
+    are the account's templates from the start."""
     server = FakeGraphServer(platform=platform)
+    for template in templates:
+        server.add_template(template)
     await server.start()
     raw = {**_raw_config(server, database, **entry), **(sections or {})}
     raw["wahub"]["media"] = {"directory": str(tmp_path / "media")}
@@ -103,6 +122,7 @@ async def _cloud(
     try:
         async with running_daemon(build_config(raw, database=database, pm=pm), pm=pm) as daemon:
             server.attach(daemon.url, "main")
+            await templates_synced(daemon)
             async with aiohttp.ClientSession() as http:
                 yield Cloud(daemon, server, http)
     finally:
@@ -566,6 +586,7 @@ async def test_templates_sync_fills_the_table_and_status_webhooks_keep_it_curren
         pm = plugin_manager()
         async with running_daemon(build_config(raw, database=sqlite_url, pm=pm), pm=pm) as daemon:
             server.attach(daemon.url, "main")
+            await templates_synced(daemon)
             policy = daemon.hub.storage.policy
             found, _ = await policy.template("main", "notice_007", "en_US")
             assert found is not None and found.status == "APPROVED"

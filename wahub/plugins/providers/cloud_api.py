@@ -400,7 +400,9 @@ class CloudApiProvider(Provider):
                 "quality": quality.get("score") if isinstance(quality, dict) else None,
             }
             listed[(template.name, template.language)] = (template, details)
-        return await self.hub.storage.policy.replace_templates(self.name, list(listed.values()), listed_since=started)
+        counts = await self.hub.storage.policy.replace_templates(self.name, list(listed.values()), listed_since=started)
+        self.account["templates_synced_at"] = round(time.time(), 3)  # shown on /readyz
+        return counts
 
     # -- account and profile ----------------------------------------------
 
@@ -510,14 +512,17 @@ def _template_sync(name: str) -> Callable[[Hub], Awaitable[None]]:
 
 @hookimpl
 def scheduled_jobs(hub: Hub) -> list[JobSpec]:
-    """A periodic template sync per Cloud API provider: the table stays right
-    even when a status webhook was missed."""
+    """A template sync per Cloud API provider when this replica takes the
+    scheduler role (at start-up), then periodically: the table stays right even
+    when a status webhook was missed."""
     return [
         JobSpec(
             id=f"wahub.templates_sync.{provider.name}",
             func=_template_sync(provider.name),
             trigger="interval",
             trigger_args={"hours": provider.config["template_sync_hours"]},
+            # At start-up too: a fresh database knows the account's templates from the first minute.
+            at_start=True,
         )
         for provider in hub.providers.values()
         if isinstance(provider, CloudApiProvider) and provider.config["template_sync_hours"]
