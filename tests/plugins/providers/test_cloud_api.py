@@ -817,9 +817,9 @@ async def test_a_running_daemon_syncs_templates_and_applies_the_profile_over_the
         ("notice_002", "APPROVED", "GREEN"),
     ]
     # The same sync runs on its own every template_sync_hours (6 by default).
-    from wahub.plugins.providers import cloud_api
+    from wahub.plugins.providers import cloud_operations
 
-    [job] = cloud_api.scheduled_jobs(cloud.daemon.hub)
+    [job] = cloud_operations.scheduled_jobs(cloud.daemon.hub)
     assert (job.id, job.trigger, job.trigger_args) == ("wahub.templates_sync.main", "interval", {"hours": 6.0})
     cloud.server.add_template(_template(9))
     await job.func(cloud.daemon.hub)
@@ -883,7 +883,7 @@ def test_error_answers_keep_metas_code_title_and_details_or_360dialogs_envelope(
 
 def test_bsuid_recipients_go_in_recipient_and_receipts_have_their_own_shape() -> None:
     from wahub.core.models import OutgoingMessage
-    from wahub.plugins.providers.cloud_api import render
+    from wahub.plugins.providers.cloud_bodies import render
 
     assert render(OutgoingMessage.text("+16505551234", "hi"))["to"] == "+16505551234"
     to_bsuid = render(OutgoingMessage.text(BSUID, "hi", context_id="wamid.X"))
@@ -895,7 +895,7 @@ def test_bsuid_recipients_go_in_recipient_and_receipts_have_their_own_shape() ->
 
 def test_group_ids_stay_in_to() -> None:
     from wahub.core.models import OutgoingMessage
-    from wahub.plugins.providers.cloud_api import render
+    from wahub.plugins.providers.cloud_bodies import render
 
     group = OutgoingMessage(to="US.GROUP.1", type="text", content={"text": {"body": "hi"}, "recipient_type": "group"})
     assert render(group)["to"] == "US.GROUP.1" and render(group)["recipient_type"] == "group"

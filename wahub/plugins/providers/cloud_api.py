@@ -1,12 +1,13 @@
 """The WhatsApp Cloud API family: ``CloudApiProvider``, the base of Meta's
-own API (``meta_cloud``) and of BSPs hosting it (``dialog360``), and the
-account operations they offer over the REST API and the scheduler.
+own API (``meta_cloud``) and of BSPs hosting it (``dialog360``).
 
 What the Cloud API family shares lives in ``CloudApiProvider``: webhook
-parsing (``cloud_webhook``), the request bodies, error handling, media,
-templates, the business profile. A subclass says where requests go and how
-they authenticate (``_url``, ``_headers``), and how webhooks prove their
-origin.
+parsing (``cloud_webhook``), the request bodies (``cloud_bodies``) and whom
+a send addresses, error handling, media, templates, the business profile.
+A subclass says where requests go and how they authenticate (``_url``,
+``_headers``), and how webhooks prove their origin. The account operations a
+running daemon offers over the REST API and the scheduler are the plugin
+``cloud_operations``.
 """
 
 from __future__ import annotations
@@ -15,32 +16,26 @@ import abc
 import asyncio
 import copy
 import functools
-import json
 import logging
-import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import voluptuous as vol
-from aiohttp import web
 
-from wahub import hookimpl
 from wahub.core.hub import Hub
 from wahub.core.media import LOCAL_PREFIX, MEDIA_KINDS, Download, MediaFile, MediaRefused
 from wahub.core.models import AccountEvent, Event, OutgoingMessage, SendResult
 from wahub.core.provider import PROVIDER_SCHEMA_BASE, Provider, ProviderError
-from wahub.core.scheduler import JobSpec
 from wahub.core.storage_policy import Template
+from wahub.plugins.providers.cloud_bodies import by_phone, render
 from wahub.plugins.providers.cloud_webhook import parse_cloud_webhook
 
 _LOGGER = logging.getLogger(__name__)
 
-#: A business-scoped user id: country code, a dot, digits (``US.1349...``, ``US.ENT.1181...``).
-_BSUID = re.compile(r"^[A-Z]{2}\.[A-Z0-9.]+$")
 #: Meta's code for a BSUID recipient this message cannot be sent to (use the phone number).
 BSUID_REFUSED = "131062"
 #: Uploaded media ids live 30 days at Meta; wahub stops using one a day earlier.
@@ -89,40 +84,6 @@ CLOUD_SCHEMA_BASE = PROVIDER_SCHEMA_BASE.extend(
         ),
     }
 )
-
-
-def render(message: OutgoingMessage) -> dict[str, Any]:
-    """The Cloud API request body of ``message``.
-
-    A business-scoped user id (BSUID) goes in ``recipient`` instead of ``to``;
-    phone numbers, wa_ids and group ids go in ``to``.
-    """
-    if message.type == "mark_read":
-        receipt = message.content["mark_read"]
-        body: dict[str, Any] = {"messaging_product": "whatsapp", "status": "read", "message_id": receipt["message_id"]}
-        if receipt.get("typing_indicator"):
-            body["typing_indicator"] = {"type": "text"}
-        return body
-    recipient_type = message.content.get("recipient_type", "individual")
-    body = {
-        "messaging_product": "whatsapp",
-        "recipient_type": recipient_type,
-        ("recipient" if recipient_type != "group" and _BSUID.match(message.to) else "to"): message.to,
-        "type": message.type,
-        # A copy: sending replaces wahub's media ids with the provider's.
-        message.type: copy.deepcopy(message.content[message.type]),
-    }
-    if "biz_opaque_callback_data" in message.content:
-        body["biz_opaque_callback_data"] = message.content["biz_opaque_callback_data"]
-    if message.context_id:
-        body["context"] = {"message_id": message.context_id}
-    return body
-
-
-def by_phone(body: dict[str, Any], phone: str) -> dict[str, Any]:
-    """``body`` sent to ``phone`` (in ``to``) instead of a BSUID (in ``recipient``)."""
-    readdressed = {key: value for key, value in body.items() if key != "recipient"}
-    return {"messaging_product": body["messaging_product"], "to": phone, **readdressed}
 
 
 def _media_objects(value: Any) -> Iterable[dict[str, Any]]:
@@ -498,73 +459,3 @@ async def _json_or_none(response: aiohttp.ClientResponse) -> Any:
         return await response.json(content_type=None)
     except ValueError:
         return None
-
-
-def _template_sync(name: str) -> Callable[[Hub], Awaitable[None]]:
-    async def sync(hub: Hub) -> None:
-        provider = hub.providers[name]
-        if isinstance(provider, CloudApiProvider):
-            counts = await provider.sync_templates()
-            _LOGGER.info("templates of %s synced: %s", name, counts)
-
-    return sync
-
-
-@hookimpl
-def scheduled_jobs(hub: Hub) -> list[JobSpec]:
-    """A template sync per Cloud API provider when this replica takes the
-    scheduler role (at start-up), then periodically: the table stays right even
-    when a status webhook was missed."""
-    return [
-        JobSpec(
-            id=f"wahub.templates_sync.{provider.name}",
-            func=_template_sync(provider.name),
-            trigger="interval",
-            trigger_args={"hours": provider.config["template_sync_hours"]},
-            # At start-up too: a fresh database knows the account's templates from the first minute.
-            at_start=True,
-        )
-        for provider in hub.providers.values()
-        if isinstance(provider, CloudApiProvider) and provider.config["template_sync_hours"]
-    ]
-
-
-@hookimpl
-def register_routes(hub: Hub) -> list[web.AbstractRouteDef]:
-    """Account operations on a running daemon (behind the REST API's bearer token)."""
-
-    def provider_of(request: web.Request) -> CloudApiProvider:
-        provider = hub.providers.get(request.match_info["name"])
-        if not isinstance(provider, CloudApiProvider):
-            raise web.HTTPNotFound(
-                text=json.dumps({"error": {"code": "not_found", "message": "no Cloud API provider of that name"}}),
-                content_type="application/json",
-            )
-        return provider
-
-    async def call(request: web.Request, operation: str) -> web.Response:
-        provider = provider_of(request)
-        try:
-            result = await (provider.sync_templates() if operation == "sync" else provider.apply_profile())
-        except ProviderError as exc:
-            body = {"error": {"code": "provider_error", "message": str(exc), "provider_code": exc.code}}
-            return web.json_response(body, status=502)
-        return web.json_response(result)
-
-    async def sync(request: web.Request) -> web.Response:
-        return await call(request, "sync")
-
-    async def profile(request: web.Request) -> web.Response:
-        return await call(request, "profile")
-
-    async def stored(request: web.Request) -> web.Response:
-        rows = await hub.storage.policy.templates(provider_of(request).name)
-        keys = ("name", "language", "category", "status", "quality", "external_id", "components", "updated_at")
-        return web.json_response({"templates": [{key: row[key] for key in keys} for row in rows]})
-
-    base = "/api/v1/providers/{name}"
-    return [
-        web.post(f"{base}/templates/sync", sync),
-        web.get(f"{base}/templates", stored),
-        web.post(f"{base}/profile/apply", profile),
-    ]
