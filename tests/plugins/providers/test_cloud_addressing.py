@@ -114,7 +114,8 @@ async def test_an_api_send_keeps_its_bsuid_and_goes_again_by_phone_on_131062(clo
     cloud.server.accepts_bsuids = False
     again = await cloud.send({"to": BSUID, "type": "text", "text": {"body": "Your parcel arrived"}})
     delivered = await cloud.status_becomes(again["id"], "delivered")
-    assert delivered["message"]["to"] == BSUID  # the message stays the contact's
+    # The message stays the contact's, marked as sent to the address as written.
+    assert delivered["message"]["to"] == BSUID and delivered["message"]["keep_address"] is True
     tries = [r.json for r in cloud.server.requests if r.method == "POST" and r.path.endswith("/messages")][-2:]
     assert [("recipient" in body, body.get("to")) for body in tries] == [(True, None), (False, USER)]
     assert cloud.server.messages[-1]["text"] == {"body": "Your parcel arrived"}
