@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -44,9 +44,10 @@ def _guarded(hub: Hub, spec: JobSpec) -> Callable[[], Awaitable[None]]:
     return run
 
 
-def build_scheduler(hub: Hub) -> AsyncIOScheduler:
+def build_scheduler(hub: Hub, specs: Sequence[JobSpec] | None = None) -> AsyncIOScheduler:
+    """A scheduler holding ``specs`` (default: every plugin's ``scheduled_jobs``)."""
     scheduler = AsyncIOScheduler(timezone="UTC")
-    for spec in _specs(hub):
+    for spec in _specs(hub) if specs is None else specs:
         scheduler.add_job(
             _guarded(hub, spec),
             spec.trigger,
@@ -67,8 +68,9 @@ def _specs(hub: Hub) -> list[JobSpec]:
 async def scheduler_ctx(app: web.Application) -> AsyncIterator[None]:
     """Jobs run only on the replica holding the scheduler role (see ``wahub.core.leader``)."""
     hub = app[HUB_KEY]
-    scheduler = build_scheduler(hub)
-    at_start = [spec.id for spec in _specs(hub) if spec.at_start]
+    specs = _specs(hub)
+    scheduler = build_scheduler(hub, specs)
+    at_start = [spec.id for spec in specs if spec.at_start]
     scheduler.start(paused=True)
 
     async def acquired(role: str) -> None:
