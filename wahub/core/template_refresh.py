@@ -64,6 +64,9 @@ class TemplateRefresher:
             except ProviderError as exc:
                 _LOGGER.warning("refreshing the templates of %s for a send failed: %s", provider.name, exc)
                 latest = Refresh(started, str(exc))
+            except Exception as exc:  # a broken listing must not fail every send, nor be listed again at once
+                _LOGGER.exception("refreshing the templates of %s for a send failed", provider.name)
+                latest = Refresh(started, f"{type(exc).__name__}: {exc}")
             else:
                 if counts is None:
                     return None

@@ -149,3 +149,13 @@ async def test_only_the_replica_holding_the_scheduler_role_syncs_at_start_up(pos
             assert other.hub.leadership.holds(SCHEDULER_ROLE) and server.listings == 2
     finally:
         await server.close()
+
+
+async def test_a_listing_that_cannot_be_read_is_tried_once_and_named_in_the_refusals(cloud: Cloud) -> None:
+    cloud.server.templates.append({"id": "1", "language": "en_US", "status": "APPROVED"})  # no name
+
+    for _ in range(2):
+        status, answer = await _post(cloud, _body("unknown"))
+        assert status == 422 and answer["error"]["code"] == "template_not_found"
+        assert "refreshing the templates from the provider failed: KeyError" in answer["error"]["message"]
+    assert cloud.server.listings == 2
