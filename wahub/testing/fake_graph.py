@@ -285,14 +285,6 @@ class FakeGraphServer:
     app_id: str = "1480000000000001"
     #: After each accepted send, post a ``sent`` then a ``delivered`` status webhook.
     auto_statuses: bool = True
-    #: False: refuse every send to a BSUID (``recipient``) with 131062, as Meta does
-    #: for sends it does not allow by BSUID (authentication templates, some regions).
-    accepts_bsuids: bool = True
-    #: The wa_id a send's answer gives for the number sent to (digits), where WhatsApp's
-    #: own form differs (a country's normalization); otherwise the number's digits.
-    wa_ids: dict[str, str] = field(default_factory=dict)
-    #: Template listings asked for (first pages; a listing of several pages counts once).
-    listings: int = 0
     requests: list[Recorded] = field(default_factory=list)
     #: Accepted message bodies; ``reads``: accepted mark-as-read bodies.
     messages: list[dict[str, Any]] = field(default_factory=list)
@@ -306,18 +298,26 @@ class FakeGraphServer:
     phone: dict[str, Any] = field(default_factory=dict)
     #: Status items the daemon took (answered 2xx), in order.
     statuses_sent: list[dict[str, Any]] = field(default_factory=list)
+    #: False: refuse every send to a BSUID (``recipient``) with 131062, as Meta does
+    #: for sends it does not allow by BSUID (authentication templates, some regions).
+    accepts_bsuids: bool = True
+    #: The wa_id a send's answer gives for the number sent to (digits), where WhatsApp's
+    #: own form differs (a country's normalization); otherwise the number's digits.
+    wa_ids: dict[str, str] = field(default_factory=dict)
+    #: Template listings asked for (first pages; a listing of several pages counts once).
+    listings: int = 0
     #: dialog360: what ``POST /v1/configs/webhook`` set (``url``, ``headers``).
     webhook_config: dict[str, Any] = field(default_factory=dict)
     url: str = ""
     _uploads: dict[str, tuple[int, str]] = field(default_factory=dict)
     _faults: list[_Fault] = field(default_factory=list)
     _failures: list[tuple[int, str]] = field(default_factory=list)
+    _listings_open: asyncio.Event = field(default_factory=asyncio.Event)
     _target: str | None = None
     _runner: web.AppRunner | None = None
     _session: aiohttp.ClientSession | None = None
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
     _order: asyncio.Lock = field(default_factory=asyncio.Lock)
-    _listings_open: asyncio.Event = field(default_factory=asyncio.Event)
 
     def __post_init__(self) -> None:
         if self.platform not in PLATFORMS:
