@@ -110,7 +110,8 @@ def scheduled_jobs(hub: Hub) -> Iterable[JobSpec] | None:
 
     When: once, when the scheduler starts (on the replica that runs it).
     Returns: ``wahub.core.scheduler.JobSpec`` items, each with a stable ``id``
-    so a restart replaces rather than duplicates it. Sync only.
+    so a restart replaces rather than duplicates it; ``at_start=True`` also
+    runs one whenever the replica takes the scheduler role. Sync only.
     """
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import hashlib
 import hmac
@@ -15,6 +16,7 @@ import pytest
 import yaml
 from aiohttp import web
 
+from wahub.testing import wait_until
 from wahub.testing.fake_graph import AMENDMENTS, SPEC_PATH, WEBHOOK_SECRET_HEADER, FakeGraphServer, validate_message
 
 V = "v23.0"
@@ -799,3 +801,46 @@ async def test_resumable_uploads_give_handles_that_media_headers_must_use(
         assert "header_handle" in (await response.json())["error"]["error_data"]["details"]
     async with http.post(templates, json=template(handle), headers=auth(server)) as response:
         assert response.status == 200
+
+
+async def test_bsuid_recipients_can_be_refused_with_131062(start: Start, http: aiohttp.ClientSession) -> None:
+    graph = await start(accepts_bsuids=False)
+    status, answer = await call(http, "POST", messages_url(graph), graph, json=TO_BSUID)
+    assert status == 400 and answer["error"]["code"] == 131062
+    assert "phone number" in answer["error"]["error_data"]["details"]
+    assert graph.messages == [] and graph.schema_errors == []
+    status, _ = await call(http, "POST", messages_url(graph), graph, json={**TO, **VALID["text"]})
+    assert status == 200  # by phone number it goes
+
+
+async def test_a_send_answers_whatsapps_own_form_of_the_number(start: Start, http: aiohttp.ClientSession) -> None:
+    graph = await start(wa_ids={"16505551234": "16505550000"})
+    status, answer = await call(http, "POST", messages_url(graph), graph, json={**TO, **VALID["text"]})
+    assert status == 200 and answer["contacts"] == [{"input": "+16505551234", "wa_id": "16505550000"}]
+
+
+@pytest.mark.parametrize("platform", ["meta_cloud", "dialog360"])
+async def test_listings_are_counted_once_however_many_pages_and_can_be_held(
+    start: Start, http: aiohttp.ClientSession, platform: str
+) -> None:
+    graph = await start(platform=platform)
+    for n in range(30):
+        graph.add_template({"name": f"t{n:02}", "language": "en_US", "category": "UTILITY", "components": []})
+    meta = platform == "meta_cloud"
+    url = f"{graph.url}/{V}/{graph.waba_id}/message_templates" if meta else f"{graph.url}/v1/configs/templates"
+    status, first = await call(http, "GET", url, graph, params={"limit": "25"})
+    assert status == 200
+    next_page = first["paging"]["next"] if meta else f"{url}?limit=25&offset=25"
+    assert (await call(http, "GET", next_page, graph))[0] == 200
+    assert graph.listings == 1
+
+    graph.hold_listings()
+    held = asyncio.ensure_future(call(http, "GET", url, graph))
+
+    async def asked() -> bool:
+        return graph.listings == 2
+
+    await wait_until(asked)
+    assert not held.done()
+    graph.release_listings()
+    assert (await held)[0] == 200

@@ -19,6 +19,7 @@ JSON in and out, errors as ``{"error": {"code": ..., "message": ...}}``.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hmac
 import json
 import logging
@@ -110,7 +111,8 @@ async def send_message(request: web.Request) -> web.Response:
     if provider_name is not None and not isinstance(provider_name, str):
         return error(422, "invalid_message", "provider must be a provider's name (a string)")
     try:
-        message = parse_message(body)
+        # The caller's address is kept: a BSUID written here is sent to as a BSUID.
+        message = dataclasses.replace(parse_message(body), keep_address=True)
         provider = hub.provider(provider_name)
     except InvalidMessage as exc:
         return error(422, "invalid_message", str(exc))

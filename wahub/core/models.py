@@ -172,12 +172,19 @@ def event_from_json(data: dict[str, Any]) -> Event:
 
 @dataclass(frozen=True)
 class OutgoingMessage:
-    """A message to send: ``content`` holds the Cloud API shape of ``type``."""
+    """A message to send: ``content`` holds the Cloud API shape of ``type``.
+
+    ``to`` is the contact's address (its BSUID when it has one). A provider
+    may send to another id of the same contact (its phone number), unless
+    ``keep_address`` says ``to`` is exactly what the sender wrote (an explicit
+    REST API send).
+    """
 
     to: str
     type: str
     content: dict[str, Any]
     context_id: str | None = None
+    keep_address: bool = False
 
     @classmethod
     def text(cls, to: str, body: str, *, context_id: str | None = None) -> OutgoingMessage:
@@ -198,12 +205,20 @@ class OutgoingMessage:
             **({"context": {"message_id": self.context_id}} if self.context_id else {}),
         }
 
+    def to_record(self) -> dict[str, Any]:
+        """``to_json`` plus what wahub keeps beside it (``keep_address``), as the outbox stores it."""
+        return {**self.to_json(), **({"keep_address": True} if self.keep_address else {})}
+
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> OutgoingMessage:
+        """The message of ``to_json`` or ``to_record``."""
         body = dict(data)
         to, kind = str(body.pop("to")), str(body.pop("type"))
         context = body.pop("context", None)
-        return cls(to=to, type=kind, content=body, context_id=context["message_id"] if context else None)
+        keep = bool(body.pop("keep_address", False))
+        return cls(
+            to=to, type=kind, content=body, context_id=context["message_id"] if context else None, keep_address=keep
+        )
 
 
 @dataclass(frozen=True)

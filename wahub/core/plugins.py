@@ -26,7 +26,7 @@ _LOGGER = logging.getLogger(__name__)
 
 DEFAULT_PLUGINS: tuple[str, ...] = (
     "wahub.plugins.providers.sandbox",
-    "wahub.plugins.providers.cloud_api",
+    "wahub.plugins.providers.cloud_operations",
     "wahub.plugins.providers.meta_cloud",
     "wahub.plugins.providers.dialog360",
     "wahub.plugins.router",

@@ -10,7 +10,8 @@ Every refusal is a ``SendRefused`` with a stable reason code:
 - ``opted_out``: a business-initiated message to a contact who opted out;
 - ``opt_in_required``: a marketing template to a contact without an opt-in;
 - ``template_not_found`` / ``template_not_approved``: a template the stored
-  template list does not have, or has in another status than APPROVED.
+  template list does not have (also after refreshing it from the provider,
+  see ``wahub.core.template_refresh``), or has in another status than APPROVED.
 
 Replies to a contact's own message (``origin="reply"``) skip the consent and
 quiet-hours checks: the contact just wrote. Business-initiated messages that
@@ -35,6 +36,7 @@ from wahub.core.consent import CONSENT_SCHEMA
 from wahub.core.hub import Clock, SendRefused
 from wahub.core.models import OutgoingMessage
 from wahub.core.storage_policy import ConsentState, ContactContext
+from wahub.core.template_refresh import TemplateRefresher
 
 if TYPE_CHECKING:
     from wahub.core.provider import Provider
@@ -117,6 +119,7 @@ class Policy:
         self.config = config
         self.storage = storage
         self.clock = clock or Clock()
+        self.templates = TemplateRefresher()
 
     def quiet_end(self, at: float, timezone: str | None, *, origin: str, kind: str) -> float | None:
         """When the quiet hours around ``at`` end for a message of ``origin`` and
@@ -164,16 +167,25 @@ class Policy:
                 f"{message.to} {when}; outside the 24-hour service window only approved templates may be sent",
             )
         template = {"name": fallback["name"], "language": {"code": fallback["language"]}}
-        return OutgoingMessage(to=message.to, type="template", content={"template": template})
+        return OutgoingMessage(
+            to=message.to, type="template", content={"template": template}, keep_address=message.keep_address
+        )
 
     async def _check_template(self, provider: Provider, message: OutgoingMessage, consent: ConsentState | None) -> None:
         body = message.content["template"]
         name, language = body["name"], body["language"]["code"]
         template, any_stored = await self.storage.policy.template(provider.name, name, language)
+        refresh = None
+        if template is None:  # perhaps created or approved since the last sync
+            refresh = await self.templates.refresh(provider)
+            if refresh is not None:
+                template, any_stored = await self.storage.policy.template(provider.name, name, language)
         if template is None:
             if any_stored:
                 raise SendRefused(
-                    "template_not_found", f"provider {provider.name!r} has no template {name!r} in {language!r}"
+                    "template_not_found",
+                    f"provider {provider.name!r} has no template {name!r} in {language!r}"
+                    + (refresh.describe() if refresh else ""),
                 )
             return  # nothing synced for this provider: the provider itself judges
         if template.status != "APPROVED":

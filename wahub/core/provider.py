@@ -172,6 +172,14 @@ class Provider(abc.ABC):
         (which refuses a file past the size limit); None when the provider does not host files."""
         return None
 
+    async def sync_templates(self) -> dict[str, int] | None:
+        """Make the stored templates (``storage.policy``) the account's own list;
+        returns how many were added, updated and removed. None when the provider
+        keeps no template list: the send policy then leaves templates it does not
+        know to the provider. A send naming an unknown template calls this (see
+        ``wahub.core.template_refresh``) before it is refused."""
+        return None
+
     async def account_event(self, event: AccountEvent) -> None:
         """Apply news about the account (template status, quality...) the
         provider's webhook reported; runs once per event, on one replica."""

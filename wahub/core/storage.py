@@ -32,6 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from wahub.core.media import MEDIA_SCHEMA, MediaStore
 from wahub.core.models import InboundMessage, OutgoingMessage
+from wahub.core.storage_contacts import ContactStore
 from wahub.core.storage_messages import Database, MessageStore, Refusal, insert_ignore
 from wahub.core.storage_policy import PolicyStore
 from wahub.core.storage_schema import inbox, quarantine
@@ -205,6 +206,7 @@ class Storage:
         self.db = Database(engine)
         self.messages = MessageStore(self.db)
         self.policy = PolicyStore(self.db)
+        self.contacts = ContactStore(self.db)
         self.media = MediaStore(self.db, media_config if media_config is not None else MEDIA_SCHEMA({}))
         self._sqlite_inbox = _SqliteInboxWriter(str(engine.url.database), self.db.lock) if self.is_sqlite else None
         self._file_lock: IO[bytes] | None = None

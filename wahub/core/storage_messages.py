@@ -261,7 +261,7 @@ class MessageStore:
             "conversation_id": conversation_id,
             "address": message.to,
             "type": message.type,
-            "body": message.to_json(),
+            "body": message.to_record(),
             "status": "queued",
             "idempotency_key": idempotency_key,
             "origin": origin,

@@ -7,8 +7,10 @@ and delete, message templates, the business profile and the phone number. It
 posts signed webhooks to a daemon: a user's messages (``send_inbound``), any
 other change (``deliver``) and, after each accepted send, ``sent`` and
 ``delivered`` statuses. ``fail_next`` makes the next calls fail with a Graph
-error, ``fail_later`` the next message in its status webhook. Everything is
-recorded. Use it from a test::
+error, ``fail_later`` the next message in its status webhook; ``accepts_bsuids``
+False refuses BSUID recipients (131062), ``hold_listings`` keeps template
+listings waiting. Everything is recorded (``listings`` counts template
+listings). Use it from a test::
 
     graph = await FakeGraphServer().start()      # or FakeGraphServer(platform="dialog360")
     config = build_config({"providers": [graph.provider_entry()]}, database=url, pm=pm)
@@ -304,12 +306,21 @@ class FakeGraphServer:
     phone: dict[str, Any] = field(default_factory=dict)
     #: Status items the daemon took (answered 2xx), in order.
     statuses_sent: list[dict[str, Any]] = field(default_factory=list)
+    #: False: refuse every send to a BSUID (``recipient``) with 131062, as Meta does
+    #: for sends it does not allow by BSUID (authentication templates, some regions).
+    accepts_bsuids: bool = True
+    #: The wa_id a send's answer gives for the number sent to (digits), where WhatsApp's
+    #: own form differs (a country's normalization); otherwise the number's digits.
+    wa_ids: dict[str, str] = field(default_factory=dict)
+    #: Template listings asked for (first pages; a listing of several pages counts once).
+    listings: int = 0
     #: dialog360: what ``POST /v1/configs/webhook`` set (``url``, ``headers``).
     webhook_config: dict[str, Any] = field(default_factory=dict)
     url: str = ""
     _uploads: dict[str, tuple[int, str]] = field(default_factory=dict)
     _faults: list[_Fault] = field(default_factory=list)
     _failures: list[tuple[int, str]] = field(default_factory=list)
+    _listings_open: asyncio.Event = field(default_factory=asyncio.Event)
     _target: str | None = None
     _runner: web.AppRunner | None = None
     _session: aiohttp.ClientSession | None = None
@@ -321,6 +332,7 @@ class FakeGraphServer:
     def __post_init__(self) -> None:
         if self.platform not in PLATFORMS:
             raise ValueError(f"platform must be one of {PLATFORMS}, not {self.platform!r}")
+        self._listings_open.set()
         blank = dict.fromkeys(("address", "description", "email", "profile_picture_url"), "")
         profile = {"about": "Hello from the fake Graph API", **blank, "websites": [], "vertical": "OTHER"}
         self.profile = profile | self.profile
@@ -364,6 +376,7 @@ class FakeGraphServer:
         return self
 
     async def close(self) -> None:
+        self.release_listings()
         await close_fake(self._runner, self._session, self._tasks)
         if self._files is not None:
             shutil.rmtree(self._files, ignore_errors=True)
@@ -418,6 +431,13 @@ class FakeGraphServer:
         """Answer the next ``count`` authorized calls, of any kind, with a Graph error
         (``details``, in ``error_data``, defaults to ``message``)."""
         self._faults.append(_Fault(code, http_status, message, details, count))
+
+    def hold_listings(self) -> None:
+        """Keep template listing requests waiting (a slow API) until ``release_listings``."""
+        self._listings_open.clear()
+
+    def release_listings(self) -> None:
+        self._listings_open.set()
 
     def fail_later(self, code: int, title: str = "Message failed") -> None:
         """Report the next accepted message ``failed`` with ``code`` (instead of ``delivered``;
@@ -589,12 +609,15 @@ class FakeGraphServer:
             return web.json_response({"success": True})
         if problems := validate_message(body):
             return self._refuse(problems)
+        if "recipient" in body and not self.accepts_bsuids:
+            details = "This message cannot be sent to a business-scoped user ID; send it to the phone number"
+            return _graph_error(400, 131062, "Business-scoped user ID recipient not supported", details)
         self.messages.append(body)
         wamid = _wamid()
         if "recipient" in body:
             contact = {"input": body["recipient"], "user_id": body["recipient"]}
         else:
-            contact = {"input": body["to"], "wa_id": _digits(body["to"])}
+            contact = {"input": body["to"], "wa_id": self.wa_ids.get(_digits(body["to"]), _digits(body["to"]))}
         self._post_statuses(wamid, body)
         message = {"id": wamid, "message_status": "accepted"}
         return web.json_response({"messaging_product": "whatsapp", "contacts": [contact], "messages": [message]})
@@ -666,6 +689,9 @@ class FakeGraphServer:
                 raise ValueError(limit, start)
         except ValueError:
             return self._refuse(["$: limit, after and offset must be integers or cursors from a previous page"])
+        if start == 0:
+            self.listings += 1
+        await self._listings_open.wait()
         page = found[start : start + limit]
         if not meta:
             body = {"count": len(page), "limit": limit, "offset": start, "total": len(found), "waba_templates": page}

@@ -93,15 +93,38 @@ def _raw_config(server: FakeGraphServer, database: str, **entry: Any) -> dict[st
     }
 
 
-async def _cloud(platform: str, database: str, tmp_path: Path, **entry: Any) -> AsyncIterator[Cloud]:
+async def templates_synced(daemon: RunningDaemon, name: str = "main") -> None:
+    """Wait for the template sync a daemon runs at start-up (shown on /readyz)."""
+
+    async def synced() -> bool:
+        return "templates_synced_at" in daemon.hub.providers[name].account
+
+    await wait_until(synced, within=15)
+
+
+async def _cloud(
+    platform: str,
+    database: str,
+    tmp_path: Path,
+    *,
+    sections: dict[str, Any] | None = None,
+    templates: tuple[dict[str, Any], ...] = (),
+    **entry: Any,
+) -> AsyncIterator[Cloud]:
+    """A daemon whose provider ``main`` talks to a fake API, once its start-up
+    template sync is done; ``sections`` adds configuration sections, ``templates``
+    are the account's templates from the start."""
     server = FakeGraphServer(platform=platform)
+    for template in templates:
+        server.add_template(template)
     await server.start()
-    raw = _raw_config(server, database, **entry)
+    raw = {**_raw_config(server, database, **entry), **(sections or {})}
     raw["wahub"]["media"] = {"directory": str(tmp_path / "media")}
     pm = plugin_manager()
     try:
         async with running_daemon(build_config(raw, database=database, pm=pm), pm=pm) as daemon:
             server.attach(daemon.url, "main")
+            await templates_synced(daemon)
             async with aiohttp.ClientSession() as http:
                 yield Cloud(daemon, server, http)
     finally:
@@ -578,6 +601,7 @@ async def test_templates_sync_fills_the_table_and_status_webhooks_keep_it_curren
         pm = plugin_manager()
         async with running_daemon(build_config(raw, database=sqlite_url, pm=pm), pm=pm) as daemon:
             server.attach(daemon.url, "main")
+            await templates_synced(daemon)
             policy = daemon.hub.storage.policy
             found, _ = await policy.template("main", "notice_007", "en_US")
             assert found is not None and found.status == "APPROVED"
@@ -808,9 +832,9 @@ async def test_a_running_daemon_syncs_templates_and_applies_the_profile_over_the
         ("notice_002", "APPROVED", "GREEN"),
     ]
     # The same sync runs on its own every template_sync_hours (6 by default).
-    from wahub.plugins.providers import cloud_api
+    from wahub.plugins.providers import cloud_operations
 
-    [job] = cloud_api.scheduled_jobs(cloud.daemon.hub)
+    [job] = cloud_operations.scheduled_jobs(cloud.daemon.hub)
     assert (job.id, job.trigger, job.trigger_args) == ("wahub.templates_sync.main", "interval", {"hours": 6.0})
     cloud.server.add_template(_template(9))
     await job.func(cloud.daemon.hub)
@@ -913,7 +937,7 @@ def test_error_answers_keep_metas_code_title_and_details_or_360dialogs_envelope(
 
 def test_bsuid_recipients_go_in_recipient_and_receipts_have_their_own_shape() -> None:
     from wahub.core.models import OutgoingMessage
-    from wahub.plugins.providers.cloud_api import render
+    from wahub.plugins.providers.cloud_bodies import render
 
     assert render(OutgoingMessage.text("+16505551234", "hi"))["to"] == "+16505551234"
     to_bsuid = render(OutgoingMessage.text(BSUID, "hi", context_id="wamid.X"))
@@ -925,7 +949,7 @@ def test_bsuid_recipients_go_in_recipient_and_receipts_have_their_own_shape() ->
 
 def test_group_ids_stay_in_to() -> None:
     from wahub.core.models import OutgoingMessage
-    from wahub.plugins.providers.cloud_api import render
+    from wahub.plugins.providers.cloud_bodies import render
 
     group = OutgoingMessage(to="US.GROUP.1", type="text", content={"text": {"body": "hi"}, "recipient_type": "group"})
     assert render(group)["to"] == "US.GROUP.1" and render(group)["recipient_type"] == "group"

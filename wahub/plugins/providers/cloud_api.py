@@ -1,12 +1,13 @@
 """The WhatsApp Cloud API family: ``CloudApiProvider``, the base of Meta's
-own API (``meta_cloud``) and of BSPs hosting it (``dialog360``), and the
-account operations they offer over the REST API and the scheduler.
+own API (``meta_cloud``) and of BSPs hosting it (``dialog360``).
 
 What the Cloud API family shares lives in ``CloudApiProvider``: webhook
-parsing (``cloud_webhook``), the request bodies, error handling, media,
-templates, the business profile. A subclass says where requests go and how
-they authenticate (``_url``, ``_headers``), and how webhooks prove their
-origin.
+parsing (``cloud_webhook``), the request bodies (``cloud_bodies``) and whom
+a send addresses, error handling, media, templates, the business profile.
+A subclass says where requests go and how they authenticate (``_url``,
+``_headers``), and how webhooks prove their origin. The account operations a
+running daemon offers over the REST API and the scheduler are the plugin
+``cloud_operations``.
 """
 
 from __future__ import annotations
@@ -15,33 +16,28 @@ import abc
 import asyncio
 import copy
 import functools
-import json
 import logging
-import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import voluptuous as vol
-from aiohttp import web
 
-from wahub import hookimpl
-from wahub.core.api_io import json_response
 from wahub.core.hub import Hub
 from wahub.core.media import LOCAL_PREFIX, MEDIA_KINDS, Download, IncomingFile, MediaFile, MediaTooLarge
 from wahub.core.models import AccountEvent, Event, OutgoingMessage, SendResult
 from wahub.core.provider import PROVIDER_SCHEMA_BASE, Provider, ProviderError
-from wahub.core.scheduler import JobSpec
 from wahub.core.storage_policy import Template
+from wahub.plugins.providers.cloud_bodies import by_phone, render
 from wahub.plugins.providers.cloud_webhook import parse_cloud_webhook
 
 _LOGGER = logging.getLogger(__name__)
 
-#: A business-scoped user id: country code, a dot, digits (``US.1349...``, ``US.ENT.1181...``).
-_BSUID = re.compile(r"^[A-Z]{2}\.[A-Z0-9.]+$")
+#: Meta's code for a BSUID recipient this message cannot be sent to (use the phone number).
+BSUID_REFUSED = "131062"
 #: Uploaded media ids live 30 days at Meta; wahub stops using one a day earlier.
 UPLOAD_LIFETIME = 29 * 86400
 #: How often the number's quality rating and messaging limit are read again.
@@ -88,34 +84,6 @@ CLOUD_SCHEMA_BASE = PROVIDER_SCHEMA_BASE.extend(
         ),
     }
 )
-
-
-def render(message: OutgoingMessage) -> dict[str, Any]:
-    """The Cloud API request body of ``message``.
-
-    A business-scoped user id (BSUID) goes in ``recipient`` instead of ``to``;
-    phone numbers, wa_ids and group ids go in ``to``.
-    """
-    if message.type == "mark_read":
-        receipt = message.content["mark_read"]
-        body: dict[str, Any] = {"messaging_product": "whatsapp", "status": "read", "message_id": receipt["message_id"]}
-        if receipt.get("typing_indicator"):
-            body["typing_indicator"] = {"type": "text"}
-        return body
-    recipient_type = message.content.get("recipient_type", "individual")
-    body = {
-        "messaging_product": "whatsapp",
-        "recipient_type": recipient_type,
-        ("recipient" if recipient_type != "group" and _BSUID.match(message.to) else "to"): message.to,
-        "type": message.type,
-        # A copy: sending replaces wahub's media ids with the provider's.
-        message.type: copy.deepcopy(message.content[message.type]),
-    }
-    if "biz_opaque_callback_data" in message.content:
-        body["biz_opaque_callback_data"] = message.content["biz_opaque_callback_data"]
-    if message.context_id:
-        body["context"] = {"message_id": message.context_id}
-    return body
 
 
 def _media_objects(value: Any) -> Iterable[dict[str, Any]]:
@@ -235,18 +203,50 @@ class CloudApiProvider(Provider):
     # -- sending ----------------------------------------------------------
 
     async def send(self, message: OutgoingMessage) -> SendResult:
+        """Send by phone number when the contact has one (Meta's ``to``), by BSUID
+        (``recipient``) only when not, or when ``keep_address`` says so."""
         body = render(message)
+        if "recipient" in body and not message.keep_address:
+            phone = await self.hub.storage.contacts.phone(self.name, message.to)
+            body = by_phone(body, phone) if phone else body
         for media in _media_objects({message.type: body.get(message.type)}):
             if str(media.get("id", "")).startswith(LOCAL_PREFIX):
                 media["id"] = await self._upload_local(media["id"][len(LOCAL_PREFIX) :])
-        answer = await self.call("POST", "messages", json=body)
+        answer = await self._post_message(message, body)
         if message.type == "mark_read":
             # Nothing new is created: the receipt gets an id of its own for the outbox.
             return SendResult(f"read.{uuid.uuid4().hex}")
+        await self._learn_wa_id(message, body, answer)
         try:
             return SendResult(str(answer["messages"][0]["id"]))
         except (KeyError, IndexError, TypeError):
             raise ProviderError(f"the API accepted the message but gave no id: {answer!r}") from None
+
+    async def _post_message(self, message: OutgoingMessage, body: dict[str, Any]) -> Any:
+        """POST the body; a BSUID refused for this message (131062) is tried once
+        more by the contact's phone number, if one is known by now."""
+        try:
+            return await self.call("POST", "messages", json=body)
+        except ProviderError as exc:
+            if exc.code != BSUID_REFUSED or "recipient" not in body:
+                raise
+            phone = await self.hub.storage.contacts.phone(self.name, message.to)
+            if phone is None:
+                raise ProviderError(f"{exc}; no phone number is known for this user", code=exc.code) from None
+            _LOGGER.info("%s refused a BSUID recipient (131062); sending again to ...%s", self.name, phone[-4:])
+            return await self.call("POST", "messages", json=by_phone(body, phone))
+
+    async def _learn_wa_id(self, message: OutgoingMessage, body: dict[str, Any], answer: Any) -> None:
+        """Keep the answer's ``contacts[].wa_id`` (WhatsApp's own form of the
+        number) as an id of the contact. Never fails the send: it went out."""
+        found = answer.get("contacts") if isinstance(answer, dict) else None
+        wa_id = found[0].get("wa_id") if isinstance(found, list) and found and isinstance(found[0], dict) else None
+        if body.get("recipient_type") == "group" or not isinstance(wa_id, str) or not wa_id.isdigit():
+            return
+        try:
+            await self.hub.storage.contacts.add_identity(self.name, message.to, "wa_id", wa_id)
+        except Exception:  # noqa: BLE001 - the message is sent; only the id is not kept
+            _LOGGER.warning("cannot store the wa_id ...%s a send to a contact of %s reported", wa_id[-4:], self.name)
 
     # -- media ------------------------------------------------------------
 
@@ -364,7 +364,9 @@ class CloudApiProvider(Provider):
                 "quality": quality.get("score") if isinstance(quality, dict) else None,
             }
             listed[(template.name, template.language)] = (template, details)
-        return await self.hub.storage.policy.replace_templates(self.name, list(listed.values()), listed_since=started)
+        counts = await self.hub.storage.policy.replace_templates(self.name, list(listed.values()), listed_since=started)
+        self.account["templates_synced_at"] = round(time.time(), 3)  # shown on /readyz
+        return counts
 
     # -- account and profile ----------------------------------------------
 
@@ -460,70 +462,3 @@ async def _json_or_none(response: aiohttp.ClientResponse) -> Any:
         return await response.json(content_type=None)
     except ValueError:
         return None
-
-
-def _template_sync(name: str) -> Callable[[Hub], Awaitable[None]]:
-    async def sync(hub: Hub) -> None:
-        provider = hub.providers[name]
-        if isinstance(provider, CloudApiProvider):
-            counts = await provider.sync_templates()
-            _LOGGER.info("templates of %s synced: %s", name, counts)
-
-    return sync
-
-
-@hookimpl
-def scheduled_jobs(hub: Hub) -> list[JobSpec]:
-    """A periodic template sync per Cloud API provider: the table stays right
-    even when a status webhook was missed."""
-    return [
-        JobSpec(
-            id=f"wahub.templates_sync.{provider.name}",
-            func=_template_sync(provider.name),
-            trigger="interval",
-            trigger_args={"hours": provider.config["template_sync_hours"]},
-        )
-        for provider in hub.providers.values()
-        if isinstance(provider, CloudApiProvider) and provider.config["template_sync_hours"]
-    ]
-
-
-@hookimpl
-def register_routes(hub: Hub) -> list[web.AbstractRouteDef]:
-    """Account operations on a running daemon (behind the REST API's bearer token)."""
-
-    def provider_of(request: web.Request) -> CloudApiProvider:
-        provider = hub.providers.get(request.match_info["name"])
-        if not isinstance(provider, CloudApiProvider):
-            raise web.HTTPNotFound(
-                text=json.dumps({"error": {"code": "not_found", "message": "no Cloud API provider of that name"}}),
-                content_type="application/json",
-            )
-        return provider
-
-    async def call(request: web.Request, operation: str) -> web.Response:
-        provider = provider_of(request)
-        try:
-            result = await (provider.sync_templates() if operation == "sync" else provider.apply_profile())
-        except ProviderError as exc:
-            body = {"error": {"code": "provider_error", "message": str(exc), "provider_code": exc.code}}
-            return json_response(body, status=502)
-        return json_response(result)
-
-    async def sync(request: web.Request) -> web.Response:
-        return await call(request, "sync")
-
-    async def profile(request: web.Request) -> web.Response:
-        return await call(request, "profile")
-
-    async def stored(request: web.Request) -> web.Response:
-        rows = await hub.storage.policy.templates(provider_of(request).name)
-        keys = ("name", "language", "category", "status", "quality", "external_id", "components", "updated_at")
-        return json_response({"templates": [{key: row[key] for key in keys} for row in rows]})
-
-    base = "/api/v1/providers/{name}"
-    return [
-        web.post(f"{base}/templates/sync", sync),
-        web.get(f"{base}/templates", stored),
-        web.post(f"{base}/profile/apply", profile),
-    ]
