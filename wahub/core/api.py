@@ -13,6 +13,9 @@ JSON in and out, errors as ``{"error": {"code": ..., "message": ...}}``.
 - ``POST /api/v1/media``: store a file to send (multipart field ``file``, the
   ``provider`` it is for); 201 with its id ``wahub:<id>`` for a message's
   media object. ``GET /api/v1/media/{id}``: a stored file (inbound or outbound).
+- ``GET /api/v1/inbox/failed``: inbox events that gave up, oldest first
+  (``?limit=``, default 100), phone numbers masked. ``POST
+  /api/v1/inbox/{id}/retry``: run a failed event again (404 if it is not failed).
 """
 
 from __future__ import annotations
@@ -30,10 +33,12 @@ from aiohttp import BodyPartReader, web
 from wahub.core.canonical import InvalidMessage, parse_message
 from wahub.core.hub import HUB_KEY, Hub, SendRefused
 from wahub.core.media import LOCAL_PREFIX, MediaRefused, kind_of
+from wahub.core.pipeline import failed_event
 from wahub.core.policy import timezone_name
 
 PREFIX = "/api/v1/"
 MAX_IDEMPOTENCY_KEY = 200
+MAX_FAILED_LISTED = 1000
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -254,6 +259,30 @@ async def upload_media(request: web.Request) -> web.Response:
     )
 
 
+async def failed_inbox(request: web.Request) -> web.Response:
+    hub = request.app[HUB_KEY]
+    try:
+        limit = int(request.query.get("limit", "100"))
+    except ValueError:
+        limit = 0
+    if not 1 <= limit <= MAX_FAILED_LISTED:
+        return error(400, "invalid_limit", f"limit must be a whole number from 1 to {MAX_FAILED_LISTED}")
+    rows = await hub.storage.failed_inbox(limit)
+    return web.json_response({"events": [failed_event(row) for row in rows]})
+
+
+async def retry_inbox(request: web.Request) -> web.Response:
+    hub = request.app[HUB_KEY]
+    try:
+        event_id = int(request.match_info["id"])
+    except ValueError:
+        return error(404, "not_found", "no such inbox event")
+    if not await hub.storage.retry_failed_inbox([event_id]):
+        return error(404, "not_found", f"no failed inbox event {event_id}")
+    hub.inbox_ready.set()
+    return web.json_response({"id": event_id, "state": "pending"})
+
+
 def api_routes() -> list[web.RouteDef]:
     contact = "/api/v1/contacts/{provider}/{address}"
     return [
@@ -264,4 +293,6 @@ def api_routes() -> list[web.RouteDef]:
         web.patch(contact, update_contact),
         web.post("/api/v1/media", upload_media),
         web.get("/api/v1/media/{id}", get_media),
+        web.get("/api/v1/inbox/failed", failed_inbox),
+        web.post("/api/v1/inbox/{id}/retry", retry_inbox),
     ]

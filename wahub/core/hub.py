@@ -69,6 +69,8 @@ class Hub:
     shutting_down: asyncio.Event = field(default_factory=asyncio.Event)
     #: Whether webhooks arrive faster than one commit at a time; inbox workers then yield.
     intake_busy: Callable[[], bool] = field(default=lambda: False)
+    #: Why inbox processing is stuck (a short code), or None; read by /readyz.
+    inbox_stuck: Callable[[], str | None] = field(default=lambda: None)
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
     def provider(self, name: str | None = None) -> Provider:
