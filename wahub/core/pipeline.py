@@ -36,7 +36,7 @@ from wahub.core.models import (
 from wahub.core.plugins import call_hook, report_exception
 from wahub.core.policy import learn_from_refusal
 from wahub.core.storage import LeaseLost
-from wahub.core.storage_inbox import FailedRow, InboxRow
+from wahub.core.storage_inbox import ORDERING_KINDS, FailedRow, InboxRow
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -60,6 +60,10 @@ BUSY_SHARE = 0.1
 def retry_delay(attempt: int) -> float:
     """Exponential backoff for a failing row: 2 s, 4 s, ... capped at 5 minutes."""
     return float(min(2**attempt, 300))
+
+
+class Deferred(Exception):
+    """The row waits for an older row of the same user under another contact key."""
 
 
 class Unprocessable(Exception):
@@ -224,6 +228,8 @@ class InboxProcessor:
             async with asyncio.timeout(PROCESS_SECONDS):
                 await self._run_steps(row)
             hub.metrics.inbox_processed.labels(row.kind, "done").inc()
+        except Deferred:
+            _LOGGER.debug("inbox row %d waits for an older event of its sender under another id", row.id)
         except LeaseLost:
             _LOGGER.warning("inbox row %d was claimed again after its lease ran out; leaving it to that claim", row.id)
         except asyncio.CancelledError:
@@ -239,6 +245,7 @@ class InboxProcessor:
         except (KeyError, TypeError, ValueError) as exc:
             raise Unprocessable(f"the payload is no {row.kind!r} event: {type(exc).__name__}: {exc}") from exc
         if isinstance(event, InboundMessage):
+            await self._wait_for_siblings(row, event)
             await self._handle_message(row, event)
         elif isinstance(event, StatusEvent):
             await self._handle_status(row, event)
@@ -254,6 +261,15 @@ class InboxProcessor:
         else:
             _LOGGER.info("kept an unsupported %s event (inbox row %d)", row.provider, row.id)
             await self.hub.storage.finish_inbox(row)
+
+    async def _wait_for_siblings(self, row: InboxRow, message: InboundMessage) -> None:
+        """Keep a user's events in order across its ids: a user who hid their
+        phone number sends with its BSUID alone (another contact key) and
+        waits for its older events under the wa_id, and the other way round."""
+        ids = [message.identities[kind] for kind in ORDERING_KINDS if kind in message.identities]
+        if ids and await self.hub.storage.inbox_waits_for_sibling(row, ids):
+            await self.hub.storage.defer_inbox(row, time.time() + POLL_SECONDS)
+            raise Deferred
 
     async def _failed(self, row: InboxRow, exc: Exception) -> None:
         permanent = is_permanent(exc)

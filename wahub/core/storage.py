@@ -37,8 +37,10 @@ from wahub.core.storage_inbox import (
     claimed_columns,
     failed_rows,
     inbox_row,
+    older_unfinished,
     reopen_failed,
     safe_text,
+    sibling_keys,
 )
 from wahub.core.storage_inbox import (
     InboxRow as InboxRow,  # re-exported: the row type of claim_inbox
@@ -350,6 +352,22 @@ class Storage:
                 await self._claim_lock(conn)
             fenced = inbox.c.id == row.id, inbox.c.state == "processing", inbox.c.attempts == row.attempts
             await conn.execute(inbox.update().where(*fenced).values(**values))
+
+    async def inbox_waits_for_sibling(self, row: InboxRow, ids: Sequence[str]) -> bool:
+        """Whether an older row of the same user is unfinished under another
+        contact key (the user's wa_id or BSUID, see ``InboundMessage.contact_key``)."""
+        async with self.db.connect() as conn:
+            keys = await sibling_keys(conn, row.provider, ids, row.contact_key)
+            return bool(keys) and await older_unfinished(conn, row.id, keys)
+
+    async def defer_inbox(self, row: InboxRow, until: float) -> None:
+        """Give a claimed row back, to run at ``until``; the attempt does not count."""
+        async with self.db.begin() as conn:
+            await self._claim_lock(conn)
+            fenced = inbox.c.id == row.id, inbox.c.state == "processing", inbox.c.attempts == row.attempts
+            values = {"state": "pending", "lease_until": until, "attempts": inbox.c.attempts - 1}
+            if (await conn.execute(inbox.update().where(*fenced).values(**values))).rowcount != 1:
+                raise LeaseLost(row.id)
 
     async def release_inbox_claims(self) -> int:
         """Make every claimed row runnable again (start-up of a single SQLite process)."""

@@ -19,11 +19,14 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from wahub.core.storage_schema import inbox
+from wahub.core.storage_schema import contact_identities, contacts, inbox
 
 #: Contacts one claim looks at, at most; the next claim goes on from there.
 CLAIM_SCAN = 5000
 _CLAIM_WINDOW = 500
+
+#: The identities that make a contact key (see ``InboundMessage.contact_key``).
+ORDERING_KINDS = ("wa_id", "bsuid")
 
 #: A contact key as the claim handles it: bytes on SQLite (it may not be UTF-8), text on PostgreSQL.
 Key = bytes | str
@@ -225,3 +228,34 @@ async def reopen_failed(conn: AsyncConnection, ids: Sequence[int] | None) -> lis
         statement = statement.where(inbox.c.id.in_(list(ids)))
     reopened = statement.values(state="pending", attempts=0, lease_until=None, processed_at=None, error=None)
     return sorted((await conn.execute(reopened.returning(inbox.c.id))).scalars())
+
+
+async def sibling_keys(conn: AsyncConnection, provider: str, ids: Sequence[str], own_key: str) -> set[str]:
+    """The other contact keys the user with these ``ids`` (wa_id, BSUID) has
+    had: its ids, and those of the contact already linked to any of them
+    (a contact first seen with both learns the link), except ``own_key``."""
+    ci, other = contact_identities, contact_identities.alias("other")
+    linked = (
+        sa.select(other.c.value)
+        .select_from(
+            ci.join(contacts, contacts.c.id == ci.c.contact_id).join(other, other.c.contact_id == ci.c.contact_id)
+        )
+        .where(
+            contacts.c.provider == provider,
+            ci.c.kind.in_(ORDERING_KINDS),
+            ci.c.value.in_(list(ids)),
+            other.c.kind.in_(ORDERING_KINDS),
+        )
+    )
+    values = {*ids, *(await conn.execute(linked)).scalars()}
+    return {f"{provider}:{value}" for value in values} - {own_key}
+
+
+async def older_unfinished(conn: AsyncConnection, row_id: int, keys: set[str]) -> bool:
+    """Whether a row older than ``row_id`` under one of ``keys`` is pending or in progress."""
+    query = (
+        sa.select(inbox.c.id)
+        .where(inbox.c.state.in_(("pending", "processing")), inbox.c.contact_key.in_(sorted(keys)), inbox.c.id < row_id)
+        .limit(1)
+    )
+    return (await conn.execute(query)).first() is not None
