@@ -143,6 +143,10 @@ async def test_a_row_that_cannot_be_read_fails_alone_and_can_be_replayed(
     assert (again["id"], again["attempts"]) == (event["id"], 1)
     status, body = await api(daemon, "POST", "/api/v1/inbox/999999/retry")
     assert (status, body["error"]["code"]) == (404, "not_found")
+    async with aiohttp.ClientSession() as session, session.get(f"{daemon.url}/api/v1/inbox/failed") as response:
+        assert response.status == 401  # the token is required
+    status, body = await api(daemon, "GET", "/api/v1/inbox/failed?limit=0")
+    assert (status, body["error"]["code"]) == (400, "invalid_limit")
 
 
 async def _count(value: Any, wanted: int) -> bool:

@@ -144,8 +144,8 @@ class InboxProcessor:
         self.stuck_after: float = hub.config["wahub"]["inbox_stuck_after"]
         #: When the claim loop last turned without failing, or a row ended.
         self._progress_at = time.monotonic()
-        #: Since when every claim failed (None: the last one worked).
-        self._failing_since: float | None = None
+        #: Whether the last claim failed.
+        self._claims_failing = False
 
     def start(self) -> None:
         self._loop = asyncio.create_task(self.run(), name="wahub-inbox-claimer")
@@ -168,7 +168,7 @@ class InboxProcessor:
         event has waited that long."""
         if time.monotonic() - self._progress_at < self.stuck_after:
             return None
-        return "inbox_claims_failing" if self._failing_since is not None else "inbox_stuck"
+        return "inbox_claims_failing" if self._claims_failing else "inbox_stuck"
 
     async def run(self) -> None:
         wake = self.hub.inbox_ready
@@ -176,13 +176,11 @@ class InboxProcessor:
             free, wait = self._free_slots()
             try:
                 rows = await self.hub.storage.claim_inbox(free, LEASE_SECONDS) if free > 0 else []
-                self._failing_since, self._progress_at = None, time.monotonic()
+                self._claims_failing, self._progress_at = False, time.monotonic()
             except Exception as exc:
                 _LOGGER.exception("cannot claim inbox events; trying again")
                 report_exception(self.hub, exc, {"loop": "inbox"})
-                rows, wait = [], POLL_SECONDS
-                if self._failing_since is None:
-                    self._failing_since = time.monotonic()
+                rows, wait, self._claims_failing = [], POLL_SECONDS, True
             for row in rows:
                 task = asyncio.create_task(self._process(row), name=f"wahub-inbox-{row.id}")
                 self._running[task] = time.monotonic()
