@@ -150,3 +150,32 @@ async def test_failed_rows_are_listed_and_put_back(storage: Storage) -> None:
     assert await storage.failed_inbox() == []
     again = await storage.claim_inbox(10, lease_seconds=60)
     assert [(r.id, r.attempts) for r in again] == [(claimed[0].id, 1), (claimed[1].id, 1)]
+
+
+async def test_an_event_of_a_new_user_waits_for_their_older_event_under_the_other_id(storage: Storage) -> None:
+    def message(external_id: str, key: str, identities: dict[str, str]) -> dict[str, object]:
+        payload = {"kind": "message", "identities": identities}
+        return {**row(external_id, key), "provider": "main", "payload": payload}
+
+    both = {"wa_id": "16505550142", "bsuid": "US.1349"}
+    await storage.insert_inbox(
+        [
+            message("with-phone", "main:16505550142", both),
+            message("other-user", "main:US.7777", {"bsuid": "US.7777"}),
+            message("phone-hidden", "main:US.1349", {"bsuid": "US.1349"}),
+        ]
+    )
+    if storage.is_sqlite:  # a row that is not even JSON must not break the search
+        async with storage.engine.begin() as conn:
+            await conn.execute(sa.text("UPDATE inbox SET payload = 'not json' WHERE external_id = 'other-user'"))
+    with_phone, other, hidden = await storage.claim_inbox(10, lease_seconds=60)
+
+    assert await storage.inbox_waits_for_sibling(hidden, {"bsuid": "US.1349"})
+    assert not await storage.inbox_waits_for_sibling(with_phone, both)  # the older one runs
+    assert not await storage.inbox_waits_for_sibling(other, {"bsuid": "US.7777"})
+    await storage.finish_inbox(with_phone)
+    assert not await storage.inbox_waits_for_sibling(hidden, {"bsuid": "US.1349"})
+
+    await storage.defer_inbox(hidden, until=0)  # back in the queue; the attempt does not count
+    [again] = await storage.claim_inbox(10, lease_seconds=60)
+    assert (again.id, again.attempts) == (hidden.id, 1)

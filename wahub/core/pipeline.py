@@ -36,7 +36,7 @@ from wahub.core.models import (
 from wahub.core.plugins import call_hook, report_exception
 from wahub.core.policy import learn_from_refusal
 from wahub.core.storage import LeaseLost
-from wahub.core.storage_inbox import ORDERING_KINDS, FailedRow, InboxRow
+from wahub.core.storage_inbox import FailedRow, InboxRow
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -264,8 +264,7 @@ class InboxProcessor:
         """Keep a user's events in order across its ids: a user who hid their
         phone number sends with its BSUID alone (another contact key) and
         waits for its older events under the wa_id, and the other way round."""
-        ids = [message.identities[kind] for kind in ORDERING_KINDS if kind in message.identities]
-        if ids and await self.hub.storage.inbox_waits_for_sibling(row, ids):
+        if await self.hub.storage.inbox_waits_for_sibling(row, message.identities):
             await self.hub.storage.defer_inbox(row, time.time() + POLL_SECONDS)
             raise Deferred
 

@@ -30,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from wahub.core.media import MEDIA_SCHEMA, MediaStore
 from wahub.core.models import InboundMessage, OutgoingMessage
 from wahub.core.storage_inbox import (
+    ORDERING_KINDS,
     FailedRow,
     Key,
     busy_keys,
@@ -37,6 +38,7 @@ from wahub.core.storage_inbox import (
     claimed_columns,
     failed_rows,
     inbox_row,
+    older_naming_bsuid,
     older_unfinished,
     reopen_failed,
     safe_text,
@@ -353,12 +355,18 @@ class Storage:
             fenced = inbox.c.id == row.id, inbox.c.state == "processing", inbox.c.attempts == row.attempts
             await conn.execute(inbox.update().where(*fenced).values(**values))
 
-    async def inbox_waits_for_sibling(self, row: InboxRow, ids: Sequence[str]) -> bool:
+    async def inbox_waits_for_sibling(self, row: InboxRow, identities: Mapping[str, str]) -> bool:
         """Whether an older row of the same user is unfinished under another
         contact key (the user's wa_id or BSUID, see ``InboundMessage.contact_key``)."""
+        ids = [identities[kind] for kind in ORDERING_KINDS if kind in identities]
+        if not ids:
+            return False
         async with self.db.connect() as conn:
-            keys = await sibling_keys(conn, row.provider, ids, row.contact_key)
-            return bool(keys) and await older_unfinished(conn, row.id, keys)
+            keys, known = await sibling_keys(conn, row.provider, ids, row.contact_key)
+            if keys and await older_unfinished(conn, row.id, keys):
+                return True
+            bsuid = identities.get("bsuid")
+            return not known and bsuid is not None and await older_naming_bsuid(conn, self.is_sqlite, row, bsuid)
 
     async def defer_inbox(self, row: InboxRow, until: float) -> None:
         """Give a claimed row back, to run at ``until``; the attempt does not count."""

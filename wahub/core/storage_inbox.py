@@ -230,10 +230,11 @@ async def reopen_failed(conn: AsyncConnection, ids: Sequence[int] | None) -> lis
     return sorted((await conn.execute(reopened.returning(inbox.c.id))).scalars())
 
 
-async def sibling_keys(conn: AsyncConnection, provider: str, ids: Sequence[str], own_key: str) -> set[str]:
+async def sibling_keys(conn: AsyncConnection, provider: str, ids: Sequence[str], own_key: str) -> tuple[set[str], bool]:
     """The other contact keys the user with these ``ids`` (wa_id, BSUID) has
     had: its ids, and those of the contact already linked to any of them
-    (a contact first seen with both learns the link), except ``own_key``."""
+    (a contact first seen with both learns the link), except ``own_key``;
+    and whether wahub has a contact with any of these ids."""
     ci, other = contact_identities, contact_identities.alias("other")
     linked = (
         sa.select(other.c.value)
@@ -247,8 +248,31 @@ async def sibling_keys(conn: AsyncConnection, provider: str, ids: Sequence[str],
             other.c.kind.in_(ORDERING_KINDS),
         )
     )
-    values = {*ids, *(await conn.execute(linked)).scalars()}
-    return {f"{provider}:{value}" for value in values} - {own_key}
+    found = set((await conn.execute(linked)).scalars())
+    return {f"{provider}:{value}" for value in {*ids, *found}} - {own_key}, bool(found)
+
+
+async def older_naming_bsuid(conn: AsyncConnection, is_sqlite: bool, row: InboxRow, bsuid: str) -> bool:
+    """Whether an older unfinished message of ``row``'s provider, under another
+    key, names ``bsuid``: a user with no contact yet whose first messages
+    (carrying its wa_id too) still wait. Reads the payloads, so it is only for
+    users wahub has not seen."""
+    named = inbox.c.payload[("identities", "bsuid")].as_string()
+    if is_sqlite:  # json_extract raises on a payload that is not JSON; such a row names nobody
+        named = sa.case((sa.func.json_valid(inbox.c.payload) == 1, named), else_=None)
+    query = (
+        sa.select(inbox.c.id)
+        .where(
+            inbox.c.state.in_(("pending", "processing")),
+            inbox.c.provider == row.provider,
+            inbox.c.kind == "message",
+            inbox.c.id < row.id,
+            inbox.c.contact_key != row.contact_key,
+            named == bsuid,
+        )
+        .limit(1)
+    )
+    return (await conn.execute(query)).first() is not None
 
 
 async def older_unfinished(conn: AsyncConnection, row_id: int, keys: set[str]) -> bool:
