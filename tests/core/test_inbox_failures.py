@@ -25,11 +25,13 @@ from wahub.testing import (
     TEST_SECRET,
     RunningDaemon,
     build_config,
+    plugin_manager,
     running_daemon,
     sandbox_message,
     signed_sandbox_webhook,
     wait_until,
 )
+from wahub.testing.fake_graph import FakeGraphServer
 
 TOKEN = "api-token-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -79,7 +81,16 @@ async def failed(daemon: RunningDaemon) -> list[dict[str, Any]]:
     return events
 
 
-async def insert_raw_row(daemon: RunningDaemon, url: str, external_id: str, payload: bytes, key: bytes) -> None:
+async def insert_raw_row(
+    daemon: RunningDaemon,
+    url: str,
+    external_id: str,
+    payload: bytes,
+    key: bytes,
+    *,
+    provider: str = "sandbox",
+    kind: str = "message",
+) -> None:
     """Write a row straight into the database, as an older version or another program could."""
     now = time.time()
     columns = "(provider, external_id, kind, contact_key, payload, state, attempts, received_at)"
@@ -89,9 +100,8 @@ async def insert_raw_row(daemon: RunningDaemon, url: str, external_id: str, payl
             db = sqlite3.connect(url.removeprefix("sqlite:///"), timeout=30)
             try:
                 db.execute(
-                    f"INSERT INTO inbox {columns} VALUES ('sandbox', ?, 'message', CAST(? AS TEXT),"
-                    " CAST(? AS TEXT), 'pending', 0, ?)",
-                    (external_id, key, payload, now),
+                    f"INSERT INTO inbox {columns} VALUES (?, ?, ?, CAST(? AS TEXT), CAST(? AS TEXT), 'pending', 0, ?)",
+                    (provider, external_id, kind, key, payload, now),
                 )
                 db.commit()
             finally:
@@ -103,10 +113,16 @@ async def insert_raw_row(daemon: RunningDaemon, url: str, external_id: str, payl
         async with daemon.hub.storage.engine.begin() as conn:
             await conn.execute(
                 sa.text(
-                    f"INSERT INTO inbox {columns}"
-                    " VALUES ('sandbox', :e, 'message', :k, CAST(:p AS JSON), 'pending', 0, :t)"
+                    f"INSERT INTO inbox {columns} VALUES (:provider, :e, :kind, :k, CAST(:p AS JSON), 'pending', 0, :t)"
                 ),
-                {"e": external_id, "k": key.decode(), "p": payload.decode(), "t": now},
+                {
+                    "provider": provider,
+                    "kind": kind,
+                    "e": external_id,
+                    "k": key.decode(),
+                    "p": payload.decode(),
+                    "t": now,
+                },
             )
     daemon.hub.inbox_ready.set()
 
@@ -312,3 +328,23 @@ async def test_the_cli_lists_and_replays_failed_events(sqlite_url: str, tmp_path
         assert (await storage.inbox_depth())[0] == 1
     finally:
         await storage.close()
+
+
+async def test_a_template_update_with_a_list_for_its_language_fails_after_three_attempts(database_url: str) -> None:
+    server = FakeGraphServer()
+    await server.start()
+    pm = plugin_manager()
+    raw = {"wahub": {"database": database_url, "api_tokens": [TOKEN]}, "providers": [server.provider_entry("main")]}
+    try:
+        async with running_daemon(build_config(raw, database=database_url, pm=pm), pm=pm) as daemon:
+            field = "message_template_status_update"
+            data = {"event": "APPROVED", "message_template_name": "order_ready", "message_template_language": ["en"]}
+            event = {"kind": "account", "provider": "main", "external_id": "t1", "field": field, "event": "APPROVED"}
+            payload = json.dumps({**event, "data": data, "timestamp": 1.0}).encode()
+            await insert_raw_row(daemon, database_url, "t1", payload, b"main:account", provider="main", kind="account")
+
+            [failure] = await wait_until(lambda: failed(daemon), within=20)
+            assert (failure["provider"], failure["kind"], failure["attempts"]) == ("main", "account", 3)
+            assert "list" in failure["error"]
+    finally:
+        await server.close()
