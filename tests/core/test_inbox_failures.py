@@ -204,6 +204,22 @@ def test_failures_are_told_apart_by_cause() -> None:
         assert is_permanent(exc)  # the outermost known cause decides
 
 
+@pytest.mark.postgres
+async def test_postgresql_errors_are_told_apart_by_their_sqlstate(postgres_url: str) -> None:
+    storage = await Storage.open(postgres_url)
+    errors = []
+    try:
+        for query in ("SELECT 1 / 0", "SELECT CAST('x' AS INTEGER)", "SELECT * FROM no_such_table"):
+            try:
+                async with storage.engine.connect() as conn:
+                    await conn.execute(sa.text(query))
+            except sa.exc.DBAPIError as exc:
+                errors.append(exc)
+    finally:
+        await storage.close()
+    assert [is_permanent(exc) for exc in errors] == [True, True, False]  # data errors; a schema problem is not
+
+
 def _sqlite_binding_error() -> Exception:
     engine = sa.create_engine("sqlite://")
     try:

@@ -71,8 +71,8 @@ class Unprocessable(Exception):
     that does not make an event): it fails at the first attempt."""
 
 
-#: SQLSTATE classes of PostgreSQL errors caused by the values sent: data exceptions, type errors.
-_DATA_SQLSTATES = ("22", "42")
+#: PostgreSQL errors caused by the values sent: every data exception (class 22), a datatype mismatch.
+_DATA_SQLSTATES = ("22", "42804")
 
 
 def _chain(exc: BaseException) -> Iterator[BaseException]:
@@ -98,7 +98,7 @@ def is_permanent(exc: BaseException) -> bool:
             if link.connection_invalidated or isinstance(link, sa.exc.OperationalError):
                 return False
             sqlstate = str(getattr(link.orig, "sqlstate", None) or getattr(link.orig, "pgcode", None) or "")
-            if isinstance(link, sa.exc.DataError) or sqlstate[:2] in _DATA_SQLSTATES:
+            if isinstance(link, sa.exc.DataError) or sqlstate.startswith(_DATA_SQLSTATES):
                 return True
             if "binding parameter" in str(link.orig):  # SQLite given a value of a type it cannot store
                 return True
