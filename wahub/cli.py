@@ -11,6 +11,7 @@ import secrets
 import signal
 import socket
 import sys
+from datetime import UTC, datetime
 from importlib import import_module
 from pathlib import Path
 from typing import Any
@@ -108,6 +109,7 @@ def _parser() -> argparse.ArgumentParser:
     register.add_argument("url", help="the public URL of /webhooks/<provider name>")
     for command in (templates, profile, webhook):
         command.set_defaults(handler=_account)
+    _inbox_parser(commands)
     plugins = commands.add_parser("plugins", help="list loaded plugins and the hooks each implements")
     plugins.set_defaults(handler=_plugins)
     token = commands.add_parser("token", help="print a new random API token for wahub.api_tokens")
@@ -119,6 +121,20 @@ def _parser() -> argparse.ArgumentParser:
     chat.add_argument("--name", default="Terminal user", help="your display name (default: %(default)s)")
     chat.set_defaults(handler=_chat)
     return parser
+
+
+def _inbox_parser(commands: Any) -> None:
+    store = argparse.ArgumentParser(add_help=False)
+    store.add_argument("-c", "--config", type=Path, required=True, help="configuration file")
+    store.add_argument("-p", "--plugin", action="append", default=[], metavar="MODULE", help="also load MODULE")
+    inbox = commands.add_parser("inbox", help="inbox events that failed: list them, run them again")
+    actions = inbox.add_subparsers(dest="action", metavar="ACTION", required=True)
+    failed = actions.add_parser("failed", parents=[store], help="list the events that gave up, oldest first")
+    failed.add_argument("--limit", type=int, default=100, help="at most this many (default: %(default)s)")
+    retry = actions.add_parser("retry", parents=[store], help="put failed events back in the queue")
+    retry.add_argument("ids", nargs="*", type=int, metavar="ID", help="the events' ids (see 'inbox failed')")
+    retry.add_argument("--all", action="store_true", help="every failed event")
+    inbox.set_defaults(handler=_inbox)
 
 
 def _load(path: Path | None, pm: pluggy.PluginManager) -> dict[str, Any]:
@@ -306,6 +322,47 @@ async def _account_each(args: argparse.Namespace, hub: Any, method: str, definit
             continue
         print(f"{provider.name}: {'done' if result is None else json.dumps(result, ensure_ascii=False)}")
     return 1 if failed else 0
+
+
+def _inbox(args: argparse.Namespace) -> int:
+    """``wahub inbox failed|retry``: straight on the database (the daemon's REST API serves a running one)."""
+    if args.action == "retry" and bool(args.ids) == bool(args.all):
+        print("wahub inbox retry: name the events' ids, or --all (not both)", file=sys.stderr)
+        return 2
+    config = _load(args.config, _plugin_manager(args))
+    return asyncio.run(_inbox_calls(args, config))
+
+
+async def _inbox_calls(args: argparse.Namespace, config: dict[str, Any]) -> int:
+    from wahub.core.pipeline import failed_event
+    from wahub.core.storage import Storage, StorageLocked
+
+    try:
+        storage = await Storage.open(config["wahub"]["database"], media=config["wahub"]["media"])
+    except StorageLocked as exc:
+        raise StartupError(
+            f"{exc}. Stop the daemon first, or ask it: GET /api/v1/inbox/failed, "
+            "POST /api/v1/inbox/<id>/retry (see docs/operations.md)"
+        ) from None
+    try:
+        if args.action == "failed":
+            rows = await storage.failed_inbox(max(args.limit, 1))
+            if not rows:
+                print("no failed inbox events", file=sys.stderr)
+            for row in rows:
+                event = failed_event(row)
+                received = datetime.fromtimestamp(event["received_at"], UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+                fields = (event["id"], event["provider"], event["kind"], event["attempts"], received)
+                print("\t".join(str(field) for field in (*fields, event["contact"], " ".join(event["error"].split()))))
+            return 0
+        reopened = await storage.retry_failed_inbox(None if args.all else args.ids)
+    finally:
+        await storage.close()
+    print(f"{len(reopened)} events back in the queue{': ' if reopened else ''}{', '.join(map(str, reopened))}")
+    missing = sorted(set(args.ids) - set(reopened))
+    if missing:
+        print(f"not failed, or no such event: {', '.join(map(str, missing))}", file=sys.stderr)
+    return 1 if missing else 0
 
 
 def _chat(args: argparse.Namespace) -> int:

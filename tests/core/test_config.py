@@ -356,6 +356,7 @@ def test_defaults_fill_in_when_no_file_is_given() -> None:
             "database": "sqlite:///data/wahub.db",
             "api_tokens": [],
             "workers": 4,
+            "inbox_stuck_after": 120,
             "log_level": "info",
             "media": {
                 "directory": "data/media",

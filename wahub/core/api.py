@@ -14,6 +14,9 @@ JSON in and out, errors as ``{"error": {"code": ..., "message": ...}}``.
   ``provider`` it is for), streamed to disk; 201 with its id ``wahub:<id>``
   for a message's media object, 413 past its kind's size limit.
   ``GET /api/v1/media/{id}``: a stored file (inbound or outbound), sent from disk.
+- ``GET /api/v1/inbox/failed``: inbox events that gave up, oldest first
+  (``?limit=``, default 100), phone numbers masked. ``POST
+  /api/v1/inbox/{id}/retry``: run a failed event again (404 if it is not failed).
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from wahub.core.canonical import InvalidMessage, parse_message
 from wahub.core.consent import InvalidTime, consent_time
 from wahub.core.hub import HUB_KEY, Hub, SendRefused
 from wahub.core.media import LOCAL_PREFIX, MediaRefused, MediaTooLarge, kind_of
+from wahub.core.pipeline import failed_event
 from wahub.core.policy import timezone_name
 
 _LOGGER = logging.getLogger(__name__)
@@ -45,6 +49,7 @@ PREFIX = "/api/v1/"
 MAX_IDEMPOTENCY_KEY = 200
 #: Largest consent evidence, as JSON: a form's answers and its wording, not a document.
 MAX_EVIDENCE_BYTES = 16 * 1024
+MAX_FAILED_LISTED = 1000
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 __all__ = ["api_routes", "auth_middleware", "error"]
@@ -285,6 +290,27 @@ async def upload_media(request: web.Request) -> web.Response:
     return json_response({**file.summary(), "id": f"{LOCAL_PREFIX}{file.id}", "kind": kind_of(mime_type)}, status=201)
 
 
+async def failed_inbox(request: web.Request) -> web.Response:
+    hub = request.app[HUB_KEY]
+    try:
+        limit = int(request.query.get("limit", "100"))
+    except ValueError:
+        limit = 0
+    if not 1 <= limit <= MAX_FAILED_LISTED:
+        return error(400, "invalid_limit", f"limit must be a whole number from 1 to {MAX_FAILED_LISTED}")
+    rows = await hub.storage.failed_inbox(limit)
+    return json_response({"events": [failed_event(row) for row in rows]})
+
+
+async def retry_inbox(request: web.Request) -> web.Response:
+    hub = request.app[HUB_KEY]
+    event_id = path_id(request, what="inbox event")
+    if not await hub.storage.retry_failed_inbox([event_id]):
+        return error(404, "not_found", f"no failed inbox event {event_id}")
+    hub.inbox_ready.set()
+    return json_response({"id": event_id, "state": "pending"})
+
+
 def api_routes() -> list[web.RouteDef]:
     contact = "/api/v1/contacts/{provider}/{address}"
     return [
@@ -295,4 +321,6 @@ def api_routes() -> list[web.RouteDef]:
         web.patch(contact, update_contact),
         web.post("/api/v1/media", upload_media),
         web.get("/api/v1/media/{id}", get_media),
+        web.get("/api/v1/inbox/failed", failed_inbox),
+        web.post("/api/v1/inbox/{id}/retry", retry_inbox),
     ]

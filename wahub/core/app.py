@@ -172,12 +172,15 @@ async def readyz(request: web.Request) -> web.Response:
     hub = request.app[HUB_KEY]
     database_error = await _database_error(hub)
     providers = {name: provider.ready and provider.paused is None for name, provider in hub.providers.items()}
-    ready = database_error is None and all(providers.values())
+    stuck = await _inbox_stuck(hub) if database_error is None else None
+    ready = database_error is None and all(providers.values()) and stuck is None
     body: dict[str, Any] = {
         "status": "ready" if ready else "not_ready",
         "database": "ok" if database_error is None else "unreachable",
         "providers": providers,
     }
+    if stuck is not None:
+        body["inbox"] = stuck
     paused = sorted(name for name, provider in hub.providers.items() if provider.paused)
     if paused:
         body["paused"] = paused
@@ -227,11 +230,25 @@ def _state_codes(account: dict[str, Any]) -> dict[str, str]:
     return {key: value for key, value in account.items() if isinstance(value, str) and _STATE_CODE.match(value)}
 
 
+async def _inbox_stuck(hub: Hub) -> str | None:
+    """Why inbox processing is stuck, when an event has also waited longer than
+    ``wahub.inbox_stuck_after``: with nothing waiting, nothing is held up."""
+    reason = hub.inbox_stuck()
+    if reason is None:
+        return None
+    try:
+        _count, oldest_age = await hub.storage.inbox_depth()
+    except Exception:  # noqa: BLE001 - the inbox cannot even be counted: stuck indeed
+        return reason
+    return reason if oldest_age >= hub.config["wahub"]["inbox_stuck_after"] else None
+
+
 async def metrics(request: web.Request) -> web.Response:
     hub = request.app[HUB_KEY]
     depth, oldest_age = await hub.storage.inbox_depth()
     hub.metrics.inbox_depth.set(depth)
     hub.metrics.inbox_oldest_age.set(oldest_age)
+    hub.metrics.inbox_failed.set(await hub.storage.inbox_failed_count())
     queued = await hub.storage.messages.outbox_depth()
     for name, provider in hub.providers.items():
         hub.metrics.provider_ready.labels(name).set(1 if provider.ready and provider.paused is None else 0)

@@ -143,6 +143,7 @@ WAHUB_SCHEMA = vol.Schema(
         vol.Optional("database", default="sqlite:///data/wahub.db"): database_url,
         vol.Optional("api_tokens", default=list): [_api_token],
         vol.Optional("workers", default=4): int_between(1, 64),
+        vol.Optional("inbox_stuck_after", default=120): int_between(1, 86400),
         vol.Optional("log_level", default="info"): _log_level,
         vol.Optional("media", default=dict): MEDIA_SCHEMA,
     }

@@ -44,6 +44,9 @@ class Metrics:
         self.inbox_oldest_age = Gauge(
             "wahub_inbox_oldest_age_seconds", "Age of the oldest unprocessed event", registry=r
         )
+        self.inbox_failed = Gauge(
+            "wahub_inbox_failed", "Inbox events that gave up, kept for replay (wahub inbox failed)", registry=r
+        )
         self.inbox_processed = Counter(
             "wahub_inbox_processed", "Inbox events processed, by kind and outcome", ["kind", "outcome"], registry=r
         )

@@ -41,7 +41,10 @@ class InboundMessage:
 
     @property
     def contact_key(self) -> str:
-        return f"{self.provider}:{self.sender}"
+        """What orders the sender's events: the wa_id whenever the provider gave
+        one, else ``sender``. A user first known by wa_id (webhooks without
+        BSUIDs) keeps that key once webhooks also carry a BSUID."""
+        return f"{self.provider}:{self.identities.get('wa_id') or self.sender}"
 
     def text(self) -> str:
         """The text a person would read: body, caption, or tapped button/row title."""

@@ -12,9 +12,13 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
+import aiohttp
+import sqlalchemy as sa
 from aiohttp import web
 
 from wahub.core.consent import handle_keyword, record_preference
@@ -32,7 +36,8 @@ from wahub.core.models import (
 from wahub.core.plugins import call_hook, report_exception
 from wahub.core.policy import learn_from_refusal
 from wahub.core.privacy import mask_address
-from wahub.core.storage import InboxRow, LeaseLost
+from wahub.core.storage import LeaseLost
+from wahub.core.storage_inbox import FailedRow, InboxRow
 from wahub.core.storage_messages import Refusal
 
 _LOGGER = logging.getLogger(__name__)
@@ -40,7 +45,11 @@ _LOGGER = logging.getLogger(__name__)
 LEASE_SECONDS = 120.0
 #: Time one inbox row may take (observers, routing, replying) before it is retried.
 PROCESS_SECONDS = LEASE_SECONDS / 2
+#: Attempts at a row failing for a passing reason (the database, the network, a time-out).
 MAX_ATTEMPTS = 10
+#: Attempts at a row failing because of its own data (a type or value error):
+#: another try would fail the same way, so it gives up soon, to be replayed once fixed.
+PERMANENT_ATTEMPTS = 3
 #: Tries at fetching an inbound message's file before the message is kept without it.
 MEDIA_TRIES = 3
 #: Seconds between checks for rows whose retry time or lease has come.
@@ -55,6 +64,75 @@ def retry_delay(attempt: int) -> float:
     return float(min(2**attempt, 300))
 
 
+class Deferred(Exception):
+    """The row waits for an older row of the same user under another contact key."""
+
+
+class Unprocessable(Exception):
+    """The stored row is no event wahub can process (unreadable text, a payload
+    that does not make an event): it fails at the first attempt."""
+
+
+#: PostgreSQL errors caused by the values sent: every data exception (class 22), a datatype mismatch.
+_DATA_SQLSTATES = ("22", "42804")
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    link: BaseException | None = exc
+    while link is not None and id(link) not in seen:
+        seen.add(id(link))
+        yield link
+        link = link.__cause__ or link.__context__
+
+
+def is_permanent(exc: BaseException) -> bool:
+    """Whether ``exc`` comes from the row's own data, so that trying again would
+    fail the same way: a type or value error (``type 'list' is not supported``
+    when a list reaches a text column), or a database refusing the values.
+    Time-outs, network and connection failures are passing."""
+    for link in _chain(exc):
+        if isinstance(link, Unprocessable):
+            return True
+        if isinstance(link, TimeoutError | OSError | aiohttp.ClientError):
+            return False
+        if isinstance(link, sa.exc.DBAPIError):
+            if link.connection_invalidated or isinstance(link, sa.exc.OperationalError):
+                return False
+            sqlstate = str(getattr(link.orig, "sqlstate", None) or getattr(link.orig, "pgcode", None) or "")
+            if isinstance(link, sa.exc.DataError) or sqlstate.startswith(_DATA_SQLSTATES):
+                return True
+            if "binding parameter" in str(link.orig):  # SQLite given a value of a type it cannot store
+                return True
+        elif isinstance(link, TypeError | ValueError | LookupError | AttributeError):
+            return True
+    return False
+
+
+_LONG_NUMBER = re.compile(r"\d{5,}")
+
+
+def mask_numbers(text: str) -> str:
+    """``text`` with every run of five or more digits (a phone number, a wa_id)
+    cut to its last four: ``15551234567`` becomes ``*******4567``."""
+    return _LONG_NUMBER.sub(lambda found: "*" * (len(found[0]) - 4) + found[0][-4:], text)
+
+
+def failed_event(row: FailedRow) -> dict[str, Any]:
+    """A failed inbox row as an operator sees it (``wahub inbox failed``, the
+    REST API): phone numbers in its contact and error cut to their last digits."""
+    return {
+        "id": row.id,
+        "provider": row.provider,
+        "kind": row.kind,
+        "attempts": row.attempts,
+        "error": mask_numbers(row.error),
+        "contact": mask_numbers(row.contact_key),
+        "received_at": row.received_at,
+        "failed_at": row.failed_at,
+    }
+
+
 class InboxProcessor:
     def __init__(self, hub: Hub, workers: int) -> None:
         self.hub = hub
@@ -64,6 +142,12 @@ class InboxProcessor:
         self._stopping = False
         self._resume_at = 0.0
         self._loop: asyncio.Task[None] | None = None
+        #: Seconds without progress (see ``stuck_reason``) after which the inbox counts as stuck.
+        self.stuck_after: float = hub.config["wahub"]["inbox_stuck_after"]
+        #: When the claim loop last turned without failing, or a row ended.
+        self._progress_at = time.monotonic()
+        #: Whether the last claim failed.
+        self._claims_failing = False
 
     def start(self) -> None:
         self._loop = asyncio.create_task(self.run(), name="wahub-inbox-claimer")
@@ -77,16 +161,28 @@ class InboxProcessor:
         pause = self._resume_at - time.monotonic()
         return (0, pause) if pause > 0 else (1, POLL_SECONDS)
 
+    def stuck_reason(self) -> str | None:
+        """Why processing is stuck, as a short code, or None: no claim worked and
+        no row ended for ``stuck_after`` seconds, because claims keep failing
+        (``inbox_claims_failing``) or the claim loop does not turn at all
+        (``inbox_stuck``: it waits for the database, or ended). A burst never
+        trips it: claims keep working through one. /readyz also checks that an
+        event has waited that long."""
+        if time.monotonic() - self._progress_at < self.stuck_after:
+            return None
+        return "inbox_claims_failing" if self._claims_failing else "inbox_stuck"
+
     async def run(self) -> None:
         wake = self.hub.inbox_ready
         while not self._stopping:
             free, wait = self._free_slots()
             try:
                 rows = await self.hub.storage.claim_inbox(free, LEASE_SECONDS) if free > 0 else []
+                self._claims_failing, self._progress_at = False, time.monotonic()
             except Exception as exc:
                 _LOGGER.exception("cannot claim inbox events; trying again")
                 report_exception(self.hub, exc, {"loop": "inbox"})
-                rows, wait = [], POLL_SECONDS
+                rows, wait, self._claims_failing = [], POLL_SECONDS, True
             for row in rows:
                 task = asyncio.create_task(self._process(row), name=f"wahub-inbox-{row.id}")
                 self._running[task] = time.monotonic()
@@ -100,7 +196,8 @@ class InboxProcessor:
                 wake.clear()
 
     def _done(self, task: asyncio.Task[None]) -> None:
-        took = time.monotonic() - self._running.pop(task)
+        self._progress_at = time.monotonic()
+        took = self._progress_at - self._running.pop(task)
         self._resume_at = time.monotonic() + took * (1 / BUSY_SHARE - 1)
         # A finished row may unblock the next row of its contact.
         self.hub.inbox_ready.set()
@@ -131,6 +228,8 @@ class InboxProcessor:
             async with asyncio.timeout(PROCESS_SECONDS):
                 await self._run_steps(row)
             hub.metrics.inbox_processed.labels(row.kind, "done").inc()
+        except Deferred:
+            _LOGGER.debug("inbox row %d waits for an older event of its sender under another id", row.id)
         except LeaseLost:
             _LOGGER.warning("inbox row %d was claimed again after its lease ran out; leaving it to that claim", row.id)
         except asyncio.CancelledError:
@@ -139,8 +238,14 @@ class InboxProcessor:
             await self._failed(row, exc)
 
     async def _run_steps(self, row: InboxRow) -> None:
-        event = event_from_json(row.payload)
+        if row.damage is not None:
+            raise Unprocessable(f"the stored row cannot be read: {row.damage}")
+        try:
+            event = event_from_json(row.payload)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise Unprocessable(f"the payload is no {row.kind!r} event: {type(exc).__name__}: {exc}") from exc
         if isinstance(event, InboundMessage):
+            await self._wait_for_siblings(row, event)
             await self._handle_message(row, event)
         elif isinstance(event, StatusEvent):
             await self._handle_status(row, event)
@@ -157,10 +262,25 @@ class InboxProcessor:
             _LOGGER.info("kept an unsupported %s event (inbox row %d)", row.provider, row.id)
             await self.hub.storage.finish_inbox(row)
 
+    async def _wait_for_siblings(self, row: InboxRow, message: InboundMessage) -> None:
+        """Keep a user's events in order across its ids: a user who hid their
+        phone number sends with its BSUID alone (another contact key) and
+        waits for its older events under the wa_id, and the other way round."""
+        if await self.hub.storage.inbox_waits_for_sibling(row, message.identities):
+            await self.hub.storage.defer_inbox(row, time.time() + POLL_SECONDS)
+            raise Deferred
+
     async def _failed(self, row: InboxRow, exc: Exception) -> None:
-        give_up = row.attempts >= MAX_ATTEMPTS
+        permanent = is_permanent(exc)
+        attempts = 1 if isinstance(exc, Unprocessable) else PERMANENT_ATTEMPTS if permanent else MAX_ATTEMPTS
+        give_up = row.attempts >= attempts
         _LOGGER.exception(
-            "inbox row %d (%s) failed on attempt %d%s", row.id, row.kind, row.attempts, "; giving up" if give_up else ""
+            "inbox row %d (%s) failed on attempt %d (%s)%s",
+            row.id,
+            row.kind,
+            row.attempts,
+            "its data" if permanent else "passing",
+            "; giving up" if give_up else "",
         )
         self.hub.metrics.inbox_processed.labels(row.kind, "failed" if give_up else "retry").inc()
         retry_at = None if give_up else time.time() + retry_delay(row.attempts)
@@ -238,6 +358,7 @@ async def pipeline_ctx(app: web.Application) -> AsyncIterator[None]:
         if released:
             _LOGGER.info("re-running %d inbox events interrupted by the last shutdown", released)
     processor = InboxProcessor(hub, hub.config["wahub"]["workers"])
+    hub.inbox_stuck = processor.stuck_reason
     processor.start()
     yield
     await processor.stop(grace=SHUTDOWN_GRACE["inbox"])

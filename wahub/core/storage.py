@@ -18,7 +18,6 @@ import sqlite3
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -33,6 +32,24 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from wahub.core.media import MEDIA_SCHEMA, MediaStore
 from wahub.core.models import InboundMessage, OutgoingMessage
 from wahub.core.storage_contacts import ContactStore
+from wahub.core.storage_inbox import (
+    ORDERING_KINDS,
+    FailedRow,
+    Key,
+    busy_keys,
+    choose_rows,
+    claimed_columns,
+    failed_rows,
+    inbox_row,
+    older_naming_bsuid,
+    older_unfinished,
+    reopen_failed,
+    safe_text,
+    sibling_keys,
+)
+from wahub.core.storage_inbox import (
+    InboxRow as InboxRow,  # re-exported: the row type of claim_inbox
+)
 from wahub.core.storage_messages import Database, MessageStore, Refusal, insert_ignore
 from wahub.core.storage_policy import PolicyStore
 from wahub.core.storage_schema import inbox, quarantine
@@ -45,9 +62,6 @@ _MIGRATION_LOCK_ID = 0x77616875
 # Held (per transaction) by inbox claims and by whatever re-opens a row, so that
 # on PostgreSQL one replica's claim sees no row re-opened half-way through.
 _CLAIM_LOCK_ID = 0x77616876
-#: Pending inbox rows one claim looks at, at most; later rows wait for the next claim.
-CLAIM_SCAN = 5000
-_CLAIM_WINDOW = 500
 
 
 class LeaseLost(Exception):
@@ -56,16 +70,6 @@ class LeaseLost(Exception):
 
 class StorageLocked(Exception):
     """Another process uses this SQLite database."""
-
-
-@dataclass(frozen=True)
-class InboxRow:
-    id: int
-    provider: str
-    kind: str
-    contact_key: str
-    payload: dict[str, Any]
-    attempts: int
 
 
 def engine_url(url: str) -> str:
@@ -210,6 +214,8 @@ class Storage:
         self.media = MediaStore(self.db, media_config if media_config is not None else MEDIA_SCHEMA({}))
         self._sqlite_inbox = _SqliteInboxWriter(str(engine.url.database), self.db.lock) if self.is_sqlite else None
         self._file_lock: IO[bytes] | None = None
+        #: The contact the last claim of this process stopped at: the next one goes on after it.
+        self._claim_after: Key | None = None
 
     @classmethod
     async def open(cls, url: str, *, migrate: bool = True, media: Mapping[str, Any] | None = None) -> Storage:
@@ -275,9 +281,11 @@ class Storage:
         """Claim up to ``limit`` rows that may run now: a row runs only when no
         older row of its contact is unfinished, so a contact's events run in order.
 
-        Pending rows are walked in id order (at most ``CLAIM_SCAN`` of them); a
-        contact is blocked by a row in progress, or by an earlier pending row,
-        including one waiting for its retry time.
+        Contacts take turns (see ``storage_inbox.choose_rows``): one contact's
+        backlog never holds back the others by more than a claim. A contact is
+        blocked by a row in progress, or by its oldest pending row waiting for
+        its retry time. A row whose stored text cannot be read is returned with
+        ``damage`` set, so that it fails alone.
         """
         now = time.time()
         async with self.db.begin() as conn:
@@ -288,9 +296,8 @@ class Storage:
                 .where(inbox.c.state == "processing", inbox.c.lease_until <= now)
                 .values(state="pending", lease_until=None)
             )
-            busy = sa.select(inbox.c.contact_key).where(inbox.c.state == "processing")
-            blocked = set((await conn.execute(busy)).scalars())
-            chosen = await self._walk_pending(conn, blocked, limit, now)
+            blocked = await busy_keys(conn, self.is_sqlite)
+            chosen, self._claim_after = await choose_rows(conn, self.is_sqlite, blocked, limit, now, self._claim_after)
             if not chosen:
                 return []
             claimed = (
@@ -298,47 +305,15 @@ class Storage:
                     inbox.update()
                     .where(inbox.c.id.in_(chosen), inbox.c.state == "pending")
                     .values(state="processing", lease_until=now + lease_seconds, attempts=inbox.c.attempts + 1)
-                    .returning(
-                        inbox.c.id,
-                        inbox.c.provider,
-                        inbox.c.kind,
-                        inbox.c.contact_key,
-                        inbox.c.payload,
-                        inbox.c.attempts,
-                    )
+                    .returning(*claimed_columns(self.is_sqlite))
                 )
             ).all()
-        return sorted((InboxRow(*row) for row in claimed), key=lambda row: row.id)
+        return sorted((inbox_row(row) for row in claimed), key=lambda row: row.id)
 
     async def _claim_lock(self, conn: AsyncConnection) -> None:
         # On SQLite the transaction already holds the database's write lock.
         if not self.is_sqlite:
             await conn.execute(sa.text("SELECT pg_advisory_xact_lock(:id)"), {"id": _CLAIM_LOCK_ID})
-
-    async def _walk_pending(self, conn: AsyncConnection, blocked: set[str], limit: int, now: float) -> list[int]:
-        chosen: list[int] = []
-        after = 0
-        for _ in range(CLAIM_SCAN // _CLAIM_WINDOW):
-            window = (
-                await conn.execute(
-                    sa.select(inbox.c.id, inbox.c.contact_key, inbox.c.lease_until)
-                    .where(inbox.c.state == "pending", inbox.c.id > after)
-                    .order_by(inbox.c.id)
-                    .limit(_CLAIM_WINDOW)
-                )
-            ).all()
-            for row in window:
-                if row.contact_key in blocked:
-                    continue
-                blocked.add(row.contact_key)
-                if row.lease_until is None or row.lease_until <= now:
-                    chosen.append(row.id)
-                    if len(chosen) == limit:
-                        return chosen
-            if len(window) < _CLAIM_WINDOW:
-                break
-            after = window[-1].id
-        return chosen
 
     async def finish_inbox(self, row: InboxRow, conn: AsyncConnection | None = None) -> None:
         """Mark ``row`` done. Raises LeaseLost when the row was claimed again since
@@ -391,7 +366,7 @@ class Storage:
 
     async def retry_inbox(self, row: InboxRow, error: str, *, retry_at: float | None) -> None:
         """Record a failed attempt: run again at ``retry_at``, or give up (``failed``) when None."""
-        values: dict[str, Any] = {"error": error[:2000]}
+        values: dict[str, Any] = {"error": safe_text(error)[:2000]}
         if retry_at is None:
             values.update(state="failed", lease_until=None, processed_at=time.time())
         else:
@@ -402,6 +377,28 @@ class Storage:
             fenced = inbox.c.id == row.id, inbox.c.state == "processing", inbox.c.attempts == row.attempts
             await conn.execute(inbox.update().where(*fenced).values(**values))
 
+    async def inbox_waits_for_sibling(self, row: InboxRow, identities: Mapping[str, str]) -> bool:
+        """Whether an older row of the same user is unfinished under another
+        contact key (the user's wa_id or BSUID, see ``InboundMessage.contact_key``)."""
+        ids = [identities[kind] for kind in ORDERING_KINDS if kind in identities]
+        if not ids:
+            return False
+        async with self.db.connect() as conn:
+            keys, known = await sibling_keys(conn, row.provider, ids, row.contact_key)
+            if keys and await older_unfinished(conn, row.id, keys):
+                return True
+            bsuid = identities.get("bsuid")
+            return not known and bsuid is not None and await older_naming_bsuid(conn, self.is_sqlite, row, bsuid)
+
+    async def defer_inbox(self, row: InboxRow, until: float) -> None:
+        """Give a claimed row back, to run at ``until``; the attempt does not count."""
+        async with self.db.begin() as conn:
+            await self._claim_lock(conn)
+            fenced = inbox.c.id == row.id, inbox.c.state == "processing", inbox.c.attempts == row.attempts
+            values = {"state": "pending", "lease_until": until, "attempts": inbox.c.attempts - 1}
+            if (await conn.execute(inbox.update().where(*fenced).values(**values))).rowcount != 1:
+                raise LeaseLost(row.id)
+
     async def release_inbox_claims(self) -> int:
         """Make every claimed row runnable again (start-up of a single SQLite process)."""
         async with self.db.begin() as conn:
@@ -410,6 +407,24 @@ class Storage:
                 inbox.update().where(inbox.c.state == "processing").values(state="pending", lease_until=None)
             )
         return result.rowcount
+
+    async def failed_inbox(self, limit: int = 100) -> list[FailedRow]:
+        """Inbox rows that gave up (state ``failed``), oldest first."""
+        async with self.db.connect() as conn:
+            return await failed_rows(conn, self.is_sqlite, limit)
+
+    async def retry_failed_inbox(self, ids: Sequence[int] | None = None) -> list[int]:
+        """Put failed rows (these ``ids``, or every one) back to pending with a
+        fresh count of attempts. Returns the ids put back; ids of rows that are
+        not failed are left alone."""
+        async with self.db.begin() as conn:
+            await self._claim_lock(conn)
+            return await reopen_failed(conn, ids)
+
+    async def inbox_failed_count(self) -> int:
+        async with self.db.connect() as conn:
+            query = sa.select(sa.func.count()).select_from(inbox).where(inbox.c.state == "failed")
+            return int((await conn.execute(query)).scalar_one())
 
     async def inbox_depth(self) -> tuple[int, float]:
         """Unfinished rows and the age in seconds of the oldest."""

@@ -173,9 +173,9 @@ inbox = sa.Table(
     sa.Column("received_at", sa.Float, nullable=False),
     sa.Column("processed_at", sa.Float),
     sa.UniqueConstraint("provider", "external_id", name="uq_inbox_provider_external_id"),
-    # Claims walk rows of one state in id order. On purpose there is no index
-    # on contact_key: its random inserts would double the cost of every commit.
-    sa.Index("ix_inbox_state_id", "state", "id"),
+    # Claims walk the contacts with pending rows and take each one's oldest
+    # (one seek per contact); counts and purges by state use its prefix.
+    sa.Index("ix_inbox_state_contact_id", "state", "contact_key", "id"),
 )
 
 quarantine = sa.Table(

@@ -361,6 +361,8 @@ def test_bsuid_with_phone_prefers_the_bsuid() -> None:
     message = one("bsuid_with_phone", InboundMessage)
     assert message.sender == BSUID
     assert message.identities == {"bsuid": BSUID, "wa_id": USER, "username": "marta.r"}
+    # Replies go to the BSUID, but the order key stays the wa_id, as in webhooks without BSUIDs.
+    assert message.contact_key == f"main:{USER}" == one("text", InboundMessage).contact_key
 
 
 # -- statuses ----------------------------------------------------------------
@@ -382,10 +384,11 @@ def test_status_delivered() -> None:
     assert (status.external_id, status.status, status.timestamp) == (f"{SENT_ID}:delivered", "delivered", 1751030003.0)
 
 
-def test_status_read_prefers_the_recipient_bsuid() -> None:
+def test_status_read_is_ordered_by_the_recipient_wa_id_like_their_messages() -> None:
     status = one("status_read", StatusEvent)
     assert (status.external_id, status.status) == (f"{SENT_ID}:read", "read")
-    assert status.recipient == BSUID
+    assert status.recipient == USER  # recipient_id, though recipient_user_id (the BSUID) is there too
+    assert status.contact_key == one("bsuid_with_phone", InboundMessage).contact_key
     assert status.pricing_category is None
 
 

@@ -293,7 +293,9 @@ def _status(provider: str, item: dict[str, Any]) -> StatusEvent:
         message_id=message_id,
         status=status,
         timestamp=_seconds(item.get("timestamp")),
-        recipient=_text(item.get("recipient_user_id")) or _text(item.get("recipient_id")),
+        # The wa_id first, as for messages (InboundMessage.contact_key): a user's
+        # statuses and messages keep one order whether or not a BSUID is given.
+        recipient=_text(item.get("recipient_id")) or _text(item.get("recipient_user_id")),
         error_code=None if error.get("code") is None else str(error["code"]),
         error_title=_text(error.get("title")) or _text(error.get("message")),
         pricing_category=_text(pricing.get("category")),

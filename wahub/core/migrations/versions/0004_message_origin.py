@@ -1,13 +1,13 @@
 """messages.origin: replies and business-initiated messages told apart at dispatch
 
-Revision ID: 0004_policyq
+Revision ID: 0004
 Revises: 0003
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0004_policyq"
+revision = "0004"
 down_revision = "0003"
 branch_labels = None
 depends_on = None
