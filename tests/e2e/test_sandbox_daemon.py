@@ -1,5 +1,5 @@
-"""The sandbox chat, from its page in real headless Chromium and over raw
-sockets, against the real daemon.
+"""The sandbox chat, from its page in real headless Chromium, from
+``wahub chat`` run as a process and over raw sockets, against the real daemon.
 
 The person's message goes page -> WebSocket -> signed webhook over HTTP ->
 inbox -> pipeline -> rules router -> outbox -> sandbox provider -> page, and
@@ -12,8 +12,10 @@ import asyncio
 import base64
 import logging
 import os
+import re
 import socket
 import struct
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -100,6 +102,28 @@ async def stored(daemon: RunningDaemon) -> list[tuple[str, str]]:
     """The direction and text of each message stored for the chat's default user."""
     history = await daemon.hub.storage.messages.history("sandbox", "15551230000", limit=1000)
     return [(row["direction"], row["body"]["text"]["body"]) for row in history]
+
+
+async def test_piped_wahub_chat_prints_the_reply_and_exits_0(
+    daemon: RunningDaemon, caplog: pytest.LogCaptureFixture
+) -> None:
+    chat = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "wahub", "chat", "--url", daemon.url),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    # `echo hi | wahub chat`: the input is written and closed at once.
+    async with asyncio.timeout(60):
+        out, err = await chat.communicate(b"hi\n")
+    output = out.decode()
+
+    assert (chat.returncode, err.decode()) == (0, "")
+    assert re.search(r"^you  \d\d:\d\d  hi$", output, re.M), output
+    assert re.search(r"^bot  \d\d:\d\d  Hello! How can I help\?  ✓$", output, re.M), output
+    assert "      ✓✓ read" in output.splitlines()
+    assert await stored(daemon) == [("in", "hi"), ("out", "Hello! How can I help?")]
+    assert faults(caplog) == []
 
 
 async def leave_abruptly(daemon: RunningDaemon, *, after_handshake: bool) -> None:
