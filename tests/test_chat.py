@@ -13,6 +13,7 @@ from aiohttp import WSMsgType, web
 from pytest_aiohttp import AiohttpServer
 
 from wahub.chat import ChatError, run_chat, sandbox_ws_url, stdin_lines
+from wahub.cli import main
 
 Frame = dict[str, Any]
 T0 = 1714996980.0
@@ -26,9 +27,13 @@ def clock(timestamp: float) -> str:
 class FakeSandbox:
     """The sandbox provider's WebSocket, reduced to what the client relies on.
 
-    A text is echoed as an "in" message and answered with two buttons; a tapped
-    button gets a plain answer; "received" moves a bot message to sent then
-    delivered, "seen" to read. Every frame from the client is kept in order.
+    A text is echoed as an "in" message, confirmed to its sender as accepted
+    and answered with two buttons; a tapped button gets a plain answer;
+    "received" moves a bot message to sent then delivered, "seen" to read.
+    "count to three" is answered with "one", and each number once it is seen
+    with the next. Three texts fare worse: "drop me" is never confirmed,
+    "refuse me" is refused, "hang up" closes the connection. Every frame from
+    the client is kept in order.
     """
 
     def __init__(self) -> None:
@@ -38,6 +43,8 @@ class FakeSandbox:
         self.url = ""
         self._sockets: set[web.WebSocketResponse] = set()
         self._count = 0
+        # The bot message that follows each one once it is seen.
+        self._sequels: dict[str, Frame] = {}
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -80,25 +87,49 @@ class FakeSandbox:
                 if raw.type is WSMsgType.TEXT:
                     frame = raw.json()
                     self.frames.append(frame)
-                    await self._answer(frame)
+                    await self._answer(socket, frame)
         finally:
             self._sockets.discard(socket)
         return socket
 
-    async def _answer(self, frame: Frame) -> None:
-        replies: list[Frame] = []
-        if frame["type"] == "text":
-            echo = self.message("in", frame["text"])
-            reply = self.message("out", f"You said: {frame['text']}", type="interactive", buttons=BUTTONS)
-            replies = [{"type": "message", "message": echo}, {"type": "message", "message": reply}]
-        elif frame["type"] == "button":
-            replies = [{"type": "message", "message": self.message("out", f"You chose {frame['title']}")}]
+    async def _answer(self, socket: web.WebSocketResponse, frame: Frame) -> None:
+        if frame["type"] in ("text", "button"):
+            await self._take(socket, frame)
         elif frame["type"] == "received":
-            replies = [{"type": "status", "id": i, "status": s} for s in ("sent", "delivered") for i in frame["ids"]]
+            for reply in [
+                {"type": "status", "id": i, "status": s} for s in ("sent", "delivered") for i in frame["ids"]
+            ]:
+                await self.push(reply)
         elif frame["type"] == "seen":
-            replies = [{"type": "status", "id": i, "status": "read"} for i in frame["ids"]]
-        for reply in replies:
-            await self.push(reply)
+            for message_id in frame["ids"]:
+                await self.push({"type": "status", "id": message_id, "status": "read"})
+                if message_id in self._sequels:
+                    await self.push({"type": "message", "message": self._sequels.pop(message_id)})
+
+    async def _take(self, socket: web.WebSocketResponse, frame: Frame) -> None:
+        text = frame.get("text")
+        if text == "drop me":
+            return
+        if text == "refuse me":
+            await socket.send_json(
+                {"type": "error", "message": "not delivered: the inbox is full", "ref": frame["ref"]}
+            )
+            return
+        if text == "hang up":
+            await socket.close()
+            return
+        if frame["type"] == "text":
+            await self.push({"type": "message", "message": self.message("in", text)})
+        await socket.send_json({"type": "accepted", "ref": frame["ref"], "id": f"in-{self._count}"})
+        if text == "count to three":
+            one, two, three = (self.message("out", number) for number in ("one", "two", "three"))
+            self._sequels = {one["id"]: two, two["id"]: three}
+            reply = one
+        elif frame["type"] == "text":
+            reply = self.message("out", f"You said: {text}", type="interactive", buttons=BUTTONS)
+        else:
+            reply = self.message("out", f"You chose {frame['title']}")
+        await self.push({"type": "message", "message": reply})
 
 
 class Terminal:
@@ -113,8 +144,9 @@ class Terminal:
         self.shown.append(line)
         self._changed.set()
 
-    def type(self, line: str) -> None:
-        self._typed.put_nowait(line)
+    def type(self, *lines: str) -> None:
+        for line in lines:
+            self._typed.put_nowait(line)
 
     def end(self) -> None:
         self._typed.put_nowait(None)
@@ -146,8 +178,10 @@ async def terminal() -> Terminal:
     return Terminal()
 
 
-def start_chat(sandbox: FakeSandbox, terminal: Terminal, user: str = "15551234567") -> asyncio.Task[None]:
-    return asyncio.create_task(run_chat(sandbox.url, user, "Ada", terminal.lines(), terminal.emit))
+def start_chat(
+    sandbox: FakeSandbox, terminal: Terminal, user: str = "15551234567", **options: float
+) -> asyncio.Task[None]:
+    return asyncio.create_task(run_chat(sandbox.url, user, "Ada", terminal.lines(), terminal.emit, **options))
 
 
 async def test_history_is_shown_and_acknowledged(sandbox: FakeSandbox, terminal: Terminal) -> None:
@@ -217,10 +251,10 @@ async def test_typed_lines_are_sent_and_numbers_tap_the_latest_buttons(
     ]
     typed = [frame for frame in sandbox.frames if frame["type"] in ("text", "button")]
     assert typed == [
-        {"type": "text", "text": "3"},
-        {"type": "text", "text": "Hi there"},
-        {"type": "button", "id": "no", "title": "No", "context": "out-4"},
-        {"type": "text", "text": "1"},
+        {"type": "text", "text": "3", "ref": "1"},
+        {"type": "text", "text": "Hi there", "ref": "2"},
+        {"type": "button", "id": "no", "title": "No", "context": "out-4", "ref": "3"},
+        {"type": "text", "text": "1", "ref": "4"},
     ]
     acks = [frame for frame in sandbox.frames if frame["type"] in ("received", "seen")]
     assert acks == [
@@ -251,6 +285,59 @@ async def test_status_never_moves_back_and_failed_is_final(sandbox: FakeSandbox,
         "error  Message too long",
     ]
     assert sandbox.frames == []
+
+
+async def test_piped_input_waits_for_the_confirmation_and_every_answer(
+    sandbox: FakeSandbox, terminal: Terminal
+) -> None:
+    # The whole input is there, and over, before the chat even connects.
+    terminal.type("count to three")
+    terminal.end()
+    await run_chat(sandbox.url, "15551234567", "Ada", terminal.lines(), terminal.emit, wait=1.0)
+
+    # Each answer came only after the previous one was seen: all were waited for.
+    bot_lines = [line.split("  ")[2] for line in terminal.shown if line.startswith("bot  ")]
+    assert bot_lines == ["one", "two", "three"]
+    assert terminal.shown[1] == f"you  {clock(T0 + 60)}  count to three"
+    assert sandbox.frames[0] == {"type": "text", "text": "count to three", "ref": "1"}
+
+
+async def test_a_piped_number_taps_a_button_of_the_history(sandbox: FakeSandbox, terminal: Terminal) -> None:
+    menu = sandbox.message("out", "Pick one", status="read", buttons=BUTTONS)
+    sandbox.history.append(menu)
+    terminal.type("2")
+    terminal.end()
+    await run_chat(sandbox.url, "15551234567", "Ada", terminal.lines(), terminal.emit, wait=0.5)
+
+    assert sandbox.frames[0] == {"type": "button", "id": "no", "title": "No", "context": menu["id"], "ref": "1"}
+    assert any(line.endswith("  You chose No  ◷") for line in terminal.shown)
+
+
+async def test_a_line_the_sandbox_never_confirms_is_a_chat_error(sandbox: FakeSandbox, terminal: Terminal) -> None:
+    terminal.type("hello", "drop me")
+    terminal.end()
+    with pytest.raises(ChatError, match=r"^the sandbox never confirmed 1 line \('drop me'\): it may not have reached"):
+        await run_chat(sandbox.url, "15551234567", "Ada", terminal.lines(), terminal.emit, wait=5, patience=0.2)
+    assert [frame["text"] for frame in sandbox.frames if frame["type"] == "text"] == ["hello", "drop me"]
+
+
+async def test_a_refused_line_is_a_chat_error_after_the_chat(sandbox: FakeSandbox, terminal: Terminal) -> None:
+    chat = start_chat(sandbox, terminal)
+    terminal.type("refuse me")
+    await terminal.wait_for("error  not delivered: the inbox is full")
+    terminal.type("hello")
+    await terminal.wait_until(lambda: any("You said: hello" in line for line in terminal.shown))
+    terminal.end()
+    with pytest.raises(ChatError, match=r"^the sandbox refused 1 line \('refuse me'\)$"):
+        await chat
+
+
+async def test_a_server_closing_before_it_confirms_is_a_chat_error(sandbox: FakeSandbox, terminal: Terminal) -> None:
+    terminal.type("hang up")
+    terminal.end()
+    with pytest.raises(ChatError, match=r"^the sandbox never confirmed 1 line \('hang up'\)"):
+        await run_chat(sandbox.url, "15551234567", "Ada", terminal.lines(), terminal.emit, wait=5)
+    assert terminal.shown[-1] == "* the sandbox closed the connection"
 
 
 async def test_the_chat_ends_when_the_server_closes(sandbox: FakeSandbox, terminal: Terminal) -> None:
@@ -305,3 +392,11 @@ def test_sandbox_ws_url(url: str, expected: str) -> None:
 async def test_stdin_lines_yields_lines_without_newlines() -> None:
     typed = io.StringIO("hello\r\n2\n\nlast line without newline")
     assert [line async for line in stdin_lines(typed)] == ["hello", "2", "", "last line without newline"]
+
+
+@pytest.mark.parametrize("wait", ["soon", "-1", "nan", "3601"])
+def test_wait_must_be_seconds_from_0_to_3600(wait: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["chat", "--wait", wait])
+    assert exited.value.code == 2
+    assert f"argument --wait: {wait!r} is not a number of seconds from 0 to 3600" in capsys.readouterr().err

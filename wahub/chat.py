@@ -14,6 +14,11 @@ Output looks like::
 
 Typing a number from 1 to n taps that button of the latest bot message; any
 other line is sent as text.
+
+When the input ends (a piped ``echo hi | wahub chat``, or Ctrl-D), the chat
+does not hang up on what it sent: it waits until the sandbox has confirmed
+every line (``accepted``, matched by the ``ref`` each line carries), then shows
+the bot's answers until none has come for a quiet period.
 """
 
 from __future__ import annotations
@@ -43,6 +48,12 @@ CONNECT_TIMEOUT = 10.0
 HEARTBEAT = 30.0
 #: Indent of status lines, under the clock of the message lines.
 STATUS_INDENT = " " * 6
+#: Seconds the sandbox may go without confirming anything while lines wait for it.
+CONFIRM_PATIENCE = 30.0
+#: The longest wait for the bot's answers after the last confirmation (or ``wait``, if longer).
+ANSWER_LIMIT = 60.0
+#: The quiet period after piped input ends, in seconds (``wahub chat --wait``).
+PIPED_WAIT = 3.0
 TICKS = {"queued": "◷", "sent": "✓", "delivered": "✓✓", "read": "✓✓", "failed": "⚠"}
 _WS_SCHEMES = {"http": "ws", "https": "wss", "ws": "ws", "wss": "wss"}
 
@@ -73,15 +84,24 @@ async def run_chat(
     name: str,
     lines: AsyncIterable[str],
     emit: Emit,
+    *,
+    wait: float = 0.0,
+    patience: float = CONFIRM_PATIENCE,
 ) -> None:
     """Chat with the bot as WhatsApp user ``user`` (digits only) named ``name``.
 
     Shows the history, then every new message and status change through
     ``emit``; sends each line of ``lines`` as text, or as a button tap when it
     is the number of a button of the latest bot message; acknowledges bot
-    messages as received and seen. Returns when ``lines`` ends or the server
-    closes the connection. Raises :class:`ChatError` when the sandbox cannot
-    be reached.
+    messages as received and seen.
+
+    When ``lines`` ends, waits until the sandbox has confirmed every line sent
+    (giving up once it confirms nothing for ``patience`` seconds), then until
+    no new bot message has come for ``wait`` seconds (at most
+    :data:`ANSWER_LIMIT` seconds, or ``wait`` if longer), and returns. It also
+    returns when the server closes the connection. Raises :class:`ChatError`
+    when the sandbox cannot be reached, or when a line sent was refused or
+    never confirmed.
     """
     if not USER_PATTERN.fullmatch(user):
         raise ChatError(f"user {user!r} must be a phone number of 6 to 15 digits, without '+' or spaces")
@@ -98,7 +118,11 @@ async def run_chat(
             raise ChatError(f"cannot reach the sandbox at {shown_url}: {reason}; is `wahub run` running?") from exc
         async with ws:
             emit(f"* connected to {shown_url} as {user} ({name}); type a button's number to tap it")
-            await _converse(ws, lines, _Conversation(emit))
+            conversation = _Conversation(emit)
+            await _converse(ws, lines, conversation, wait, patience)
+        problem = conversation.undelivered()
+        if problem is not None:
+            raise ChatError(problem)
 
 
 def _refusal(url: URL, status: int) -> str:
@@ -111,17 +135,34 @@ async def _converse(
     ws: aiohttp.ClientWebSocketResponse,
     lines: AsyncIterable[str],
     conversation: _Conversation,
+    wait: float,
+    patience: float,
 ) -> None:
     reader = asyncio.create_task(conversation.read(ws), name="wahub-chat-read")
     writer = asyncio.create_task(conversation.write(ws, lines), name="wahub-chat-write")
+    tasks = [reader, writer]
     try:
-        done, _ = await asyncio.wait({reader, writer}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        if not reader.done() and writer.exception() is None:
+            settle = asyncio.create_task(conversation.settle(wait, patience), name="wahub-chat-settle")
+            tasks.append(settle)
+            await asyncio.wait([reader, settle], return_when=asyncio.FIRST_COMPLETED)
     finally:
-        for task in (reader, writer):
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(reader, writer, return_exceptions=True)
-    for task in done:
-        task.result()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    for task in tasks:
+        if not task.cancelled() and (error := task.exception()) is not None:
+            raise error
+
+
+async def _send(ws: aiohttp.ClientWebSocketResponse, frame: Frame) -> bool:
+    """Send ``frame``; False when the connection is gone (the reader reports that)."""
+    try:
+        await ws.send_json(frame)
+    except ConnectionResetError:
+        return False
+    return True
 
 
 class _Conversation:
@@ -135,6 +176,14 @@ class _Conversation:
         self._last_shown: str | None = None
         # The latest bot message's id and button (id, title) pairs.
         self._buttons: tuple[str, list[tuple[str, str]]] | None = None
+        self._history = asyncio.Event()
+        # The lines sent and not yet confirmed, by the ref they were sent with.
+        self._pending: dict[str, str] = {}
+        self._refused: list[str] = []
+        self._sent = 0
+        self._confirmed = asyncio.Event()
+        self._answered = asyncio.Event()
+        self._last_news = 0.0
 
     async def read(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         async for message in ws:
@@ -149,17 +198,48 @@ class _Conversation:
                 continue
             if isinstance(frame, dict):
                 for reply in self.handle(frame):
-                    await ws.send_json(reply)
+                    await _send(ws, reply)
         self._emit("* the sandbox closed the connection")
 
     async def write(self, ws: aiohttp.ClientWebSocketResponse, lines: AsyncIterable[str]) -> None:
+        # A number taps a button of what is on the screen: the history comes first.
+        await self._history.wait()
         async for line in lines:
             frame = self.frame_for(line)
             if frame is None:
                 continue
             if ws.closed:
                 return
-            await ws.send_json(frame)
+            self._sent += 1
+            ref = str(self._sent)
+            self._pending[ref] = line.strip()
+            if not await _send(ws, {**frame, "ref": ref}):
+                return
+
+    async def settle(self, wait: float, patience: float) -> None:
+        """After the input ended: wait for the confirmation of every line, then for the answers."""
+        loop = asyncio.get_running_loop()
+        self._last_news = loop.time()
+        while self._pending or not self._history.is_set():
+            if not await _set_within(self._confirmed, patience):
+                return
+        limit = loop.time() + max(ANSWER_LIMIT, wait)
+        while (remaining := min(self._last_news + wait, limit) - loop.time()) > 0:
+            await _set_within(self._answered, remaining)
+
+    def undelivered(self) -> str | None:
+        """What became of the lines the sandbox did not take, or None when it took them all."""
+        problems = []
+        if self._refused:
+            problems.append(f"the sandbox refused {_lines(self._refused)}")
+        if self._pending:
+            unconfirmed = _lines(list(self._pending.values()))
+            problems.append(f"the sandbox never confirmed {unconfirmed}: it may not have reached the bot")
+        return "; ".join(problems) or None
+
+    def _news(self, event: asyncio.Event) -> None:
+        self._last_news = asyncio.get_running_loop().time()
+        event.set()
 
     def frame_for(self, line: str) -> Frame | None:
         """The frame a typed line stands for, or None for a blank line."""
@@ -180,6 +260,8 @@ class _Conversation:
             messages = [m for m in frame.get("messages") or [] if isinstance(m, Mapping)]
             for message in messages:
                 self._show(message)
+            self._history.set()
+            self._news(self._confirmed)
             return self._acknowledgements(messages)
         if kind == "message" and isinstance(frame.get("message"), Mapping):
             message = frame["message"]
@@ -187,11 +269,18 @@ class _Conversation:
                 self._advance(str(message.get("id")), str(message.get("status")))
             else:
                 self._show(message)
+                if message.get("direction") == "out":
+                    self._news(self._answered)
             return self._acknowledgements([message])
         if kind == "status":
             self._advance(str(frame.get("id")), str(frame.get("status")))
+        elif kind == "accepted" and self._pending.pop(str(frame.get("ref")), None) is not None:
+            self._news(self._confirmed)
         elif kind == "error":
             self._emit(f"error  {frame.get('message', 'the sandbox reported an error')}")
+            if (line := self._pending.pop(str(frame.get("ref")), None)) is not None:
+                self._refused.append(line)
+                self._news(self._confirmed)
         return []
 
     def _show(self, message: Mapping[str, Any]) -> None:
@@ -255,6 +344,23 @@ class _Conversation:
         if seen:
             frames.append({"type": "seen", "ids": seen})
         return frames
+
+
+async def _set_within(event: asyncio.Event, seconds: float) -> bool:
+    """Whether ``event`` is set within ``seconds`` from now (it is cleared first)."""
+    event.clear()
+    try:
+        async with asyncio.timeout(seconds):
+            await event.wait()
+    except TimeoutError:
+        return False
+    return True
+
+
+def _lines(lines: list[str]) -> str:
+    shown = ", ".join(repr(_snippet(line)) for line in lines[:3])
+    more = f" and {len(lines) - 3} more" if len(lines) > 3 else ""
+    return f"{len(lines)} line{'s' if len(lines) > 1 else ''} ({shown}{more})"
 
 
 def _known_status(status: Any) -> str:

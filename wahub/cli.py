@@ -115,10 +115,23 @@ def _parser() -> argparse.ArgumentParser:
     token = commands.add_parser("token", help="print a new random API token for wahub.api_tokens")
     token.set_defaults(handler=_token)
 
-    chat = commands.add_parser("chat", help="chat with the running daemon's sandbox from the terminal")
+    chat = commands.add_parser(
+        "chat",
+        help="chat with the running daemon's sandbox from the terminal",
+        description="Chat with your bot as a WhatsApp user of the sandbox. Each line read is sent as a message; "
+        "a button's number taps that button. The input may be piped (echo hi | wahub chat): when it ends, the "
+        "chat waits for the sandbox to confirm every line and for the bot's answers (see --wait).",
+    )
     chat.add_argument("--url", default="http://127.0.0.1:8080", help="the daemon's address (default: %(default)s)")
     chat.add_argument("--user", default="15551230000", help="your simulated phone number (default: %(default)s)")
     chat.add_argument("--name", default="Terminal user", help="your display name (default: %(default)s)")
+    chat.add_argument(
+        "--wait",
+        type=_seconds,
+        metavar="SECONDS",
+        help="when the input ends, wait until the sandbox has confirmed every line, then until no bot message "
+        "has come for SECONDS (default: 3 when the input is piped, 0 at a terminal)",
+    )
     chat.set_defaults(handler=_chat)
     return parser
 
@@ -365,11 +378,25 @@ async def _inbox_calls(args: argparse.Namespace, config: dict[str, Any]) -> int:
     return 1 if missing else 0
 
 
-def _chat(args: argparse.Namespace) -> int:
-    from wahub.chat import ChatError, run_chat, stdin_lines
-
+def _seconds(text: str) -> float:
     try:
-        asyncio.run(run_chat(args.url.rstrip("/"), args.user, args.name, stdin_lines(), print))
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds <= 3600:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds from 0 to 3600")
+    return seconds
+
+
+def _chat(args: argparse.Namespace) -> int:
+    from wahub.chat import PIPED_WAIT, ChatError, run_chat, stdin_lines
+
+    wait = args.wait
+    if wait is None:
+        # At a terminal the person has read the answers before ending with Ctrl-D.
+        wait = 0.0 if sys.stdin.isatty() else PIPED_WAIT
+    try:
+        asyncio.run(run_chat(args.url.rstrip("/"), args.user, args.name, stdin_lines(), print, wait=wait))
     except ChatError as exc:
         print(f"wahub chat: {exc}", file=sys.stderr)
         return 1

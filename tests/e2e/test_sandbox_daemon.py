@@ -1,4 +1,5 @@
-"""The sandbox chat page in real headless Chromium against the real daemon.
+"""The sandbox chat, from its page in real headless Chromium, from
+``wahub chat`` run as a process and over raw sockets, against the real daemon.
 
 The person's message goes page -> WebSocket -> signed webhook over HTTP ->
 inbox -> pipeline -> rules router -> outbox -> sandbox provider -> page, and
@@ -7,12 +8,23 @@ the receipts come back the same way as status webhooks.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import base64
+import logging
+import os
+import re
+import socket
+import struct
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import aiohttp
 import pytest
 import sqlalchemy as sa
 
+from wahub.core.models import InboundMessage
 from wahub.testing import RunningDaemon, build_config, running_daemon, wait_until
 
 try:
@@ -79,3 +91,112 @@ async def test_tapping_a_reply_button_is_routed_like_text(daemon: RunningDaemon,
     await expect(menu.get_by_role("button")).to_have_text(["Opening hours", "Delivery"])
     await menu.get_by_role("button", name="Opening hours").click()
     await expect(bubble(page, "out", "Monday to Friday, 9 to 18.")).to_have_attribute("data-status", "read")
+
+
+def faults(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """Every error or traceback the daemon logged."""
+    return [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+
+
+async def stored(daemon: RunningDaemon) -> list[tuple[str, str]]:
+    """The direction and text of each message stored for the chat's default user."""
+    history = await daemon.hub.storage.messages.history("sandbox", "15551230000", limit=1000)
+    return [(row["direction"], row["body"]["text"]["body"]) for row in history]
+
+
+async def test_piped_wahub_chat_prints_the_reply_and_exits_0(
+    daemon: RunningDaemon, caplog: pytest.LogCaptureFixture
+) -> None:
+    chat = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "wahub", "chat", "--url", daemon.url),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    # `echo hi | wahub chat`: the input is written and closed at once.
+    async with asyncio.timeout(60):
+        out, err = await chat.communicate(b"hi\n")
+    output = out.decode()
+
+    assert (chat.returncode, err.decode()) == (0, "")
+    assert re.search(r"^you  \d\d:\d\d  hi$", output, re.M), output
+    assert re.search(r"^bot  \d\d:\d\d  Hello! How can I help\?  ✓$", output, re.M), output
+    assert "      ✓✓ read" in output.splitlines()
+    assert await stored(daemon) == [("in", "hi"), ("out", "Hello! How can I help?")]
+    assert faults(caplog) == []
+
+
+async def leave_abruptly(daemon: RunningDaemon, *, after_handshake: bool) -> None:
+    """Open the chat socket and reset the connection, without a closing handshake."""
+    host, port = daemon.url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    key = base64.b64encode(os.urandom(16)).decode()
+    writer.write(
+        f"GET /sandbox/ws?user=15551230000 HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+    )
+    await writer.drain()
+    if after_handshake:
+        assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 101")
+    # A zero linger turns the close into a reset, as when a process or a network dies.
+    writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.transport.abort()
+
+
+@pytest.mark.parametrize("after_handshake", [True, False], ids=["during-history", "during-handshake"])
+async def test_a_client_leaving_mid_chat_leaves_no_traceback(
+    daemon: RunningDaemon, caplog: pytest.LogCaptureFixture, after_handshake: bool
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="wahub.plugins.providers.sandbox")
+    # A long history (about 400 kB) cannot all be written before the reset arrives.
+    for number in range(100):
+        text = f"{number} " + "x" * 4000
+        content = {"text": {"body": text}}
+        message = InboundMessage("sandbox", f"sbx.in.old{number}", "15551230000", "text", content, time.time())
+        await daemon.hub.storage.messages.record_inbound(message)
+
+    await leave_abruptly(daemon, after_handshake=after_handshake)
+
+    async def noticed() -> bool:
+        return bool(faults(caplog)) or any("sandbox chat client left" in r.getMessage() for r in caplog.records)
+
+    await wait_until(noticed)
+    assert faults(caplog) == []
+    # The daemon goes on serving the same user.
+    await leave_abruptly(daemon, after_handshake=True)
+    assert len(await stored(daemon)) == 100
+
+
+async def test_the_sender_gets_each_message_accepted_by_its_ref(daemon: RunningDaemon) -> None:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.ws_connect(f"{daemon.url}/sandbox/ws?user=15551230000") as ws,
+    ):
+        assert (await ws.receive_json())["type"] == "history"
+        await ws.send_json({"type": "text", "text": "hi", "ref": "a-1"})
+        mine = await ws.receive_json()
+        accepted = await ws.receive_json()
+        assert accepted == {"type": "accepted", "ref": "a-1", "id": mine["message"]["id"]}
+        assert (mine["message"]["direction"], mine["message"]["text"]) == ("in", "hi")
+        await ws.send_json({"type": "text", "text": "hi", "ref": 7})
+        assert await ws.receive_json() == {"type": "error", "message": "'ref' must be a string of 1 to 64 characters"}
+        await ws.send_json({"type": "sticker", "ref": "a-2"})
+        assert await ws.receive_json() == {"type": "error", "message": "cannot send a 'sticker' frame", "ref": "a-2"}
+    await wait_until(answered(daemon))
+
+
+def answered(daemon: RunningDaemon) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        return await stored(daemon) == [("in", "hi"), ("out", "Hello! How can I help?")]
+
+    return check
+
+
+async def test_a_client_without_refs_that_hangs_up_at_once_still_delivers(daemon: RunningDaemon) -> None:
+    # As `wahub chat` did before it waited: send, then close without reading anything.
+    async with (
+        aiohttp.ClientSession() as session,
+        session.ws_connect(f"{daemon.url}/sandbox/ws?user=15551230000") as ws,
+    ):
+        await ws.send_json({"type": "text", "text": "hi"})
+    await wait_until(answered(daemon))

@@ -19,6 +19,14 @@ Webhook body::
                  "category": "marketing_messages", "value": "stop", "timestamp": 1764000002}]}
 
 signed with ``X-Wahub-Signature-256: sha256=<hex HMAC-SHA256 of the body>``.
+
+The chat socket ``/sandbox/ws?user=<digits>&name=<name>`` first sends
+``{"type": "history", "messages": [...]}``, then ``message``, ``status`` and
+``error`` frames. The client sends ``text`` and ``button`` frames and the
+``received`` / ``seen`` receipts. A ``text`` or ``button`` frame may carry a
+``"ref"`` (1 to 64 characters) of the client's choosing: once the message is
+stored the sender gets ``{"type": "accepted", "ref": ..., "id": "sbx.in.<id>"}``,
+and an ``error`` about it carries the same ``ref``.
 """
 
 from __future__ import annotations
@@ -258,25 +266,40 @@ async def _chat_socket(hub: Hub, request: web.Request) -> web.WebSocketResponse:
         raise web.HTTPBadRequest(text="'user' must be the simulated phone number: 6 to 15 digits")
     name = request.query.get("name", "Sandbox user")[:64]
     ws = web.WebSocketResponse(heartbeat=30)
-    await ws.prepare(request)
+    try:
+        await ws.prepare(request)
+    except ConnectionResetError as exc:
+        _LOGGER.debug("sandbox chat client left during the handshake: %s", exc)
+        # Nobody is left to read it: an answer only ends the request without a traceback.
+        raise web.HTTPBadRequest(text="the connection closed during the handshake") from exc
     provider.clients[user].add(ws)
     closer = asyncio.create_task(_close_on_shutdown(hub, ws))
     try:
         history = await hub.storage.messages.history(provider.name, user)
-        await ws.send_json({"type": "history", "messages": [frame_message(row) for row in history]})
+        await _send(ws, {"type": "history", "messages": [frame_message(row) for row in history]})
         base_url = _loopback_url(request)
+        # Frames that arrived before the person left are still theirs: they are delivered.
         async for msg in ws:
             if msg.type == WSMsgType.TEXT:
                 try:
                     frame = json.loads(msg.data)
                 except ValueError:
-                    await ws.send_json({"type": "error", "message": "frames are JSON objects"})
+                    await _send(ws, {"type": "error", "message": "frames are JSON objects"})
                     continue
                 await _on_frame(provider, ws, base_url, user, name, frame)
     finally:
         closer.cancel()
         provider.clients[user].discard(ws)
     return ws
+
+
+async def _send(ws: web.WebSocketResponse, frame: dict[str, Any]) -> None:
+    """Send ``frame`` to one chat client; a client that went away is told nothing more."""
+    try:
+        await ws.send_json(frame)
+    except ConnectionResetError as exc:
+        # Closing a tab or piping into `wahub chat` ends a chat at any moment: no fault.
+        _LOGGER.debug("sandbox chat client left before a %r frame: %s", frame.get("type"), exc)
 
 
 async def _close_on_shutdown(hub: Hub, ws: web.WebSocketResponse) -> None:
@@ -289,6 +312,12 @@ async def _on_frame(
 ) -> None:
     if not isinstance(frame, dict):
         return
+    ref = frame.get("ref")
+    # The reference a client gave its message comes back with the answer about it.
+    answer: dict[str, Any] = {} if ref is None else {"ref": ref}
+    if ref is not None and not _valid_ref(ref):
+        await _send(ws, {"type": "error", "message": "'ref' must be a string of 1 to 64 characters"})
+        return
     try:
         if frame.get("type") in ("received", "seen"):
             events = _receipt_events(user, frame)
@@ -297,7 +326,7 @@ async def _on_frame(
             return
         event = provider.user_event(user, name, frame)
         if event is None:
-            await ws.send_json({"type": "error", "message": f"cannot send a {frame.get('type')!r} frame"})
+            await _send(ws, {"type": "error", "message": f"cannot send a {frame.get('type')!r} frame", **answer})
             return
         await provider.post_webhook(base_url, [event])
         row = {
@@ -308,9 +337,15 @@ async def _on_frame(
             "created_at": event["timestamp"],
         }
         await provider.push(user, {"type": "message", "message": frame_message(row)})
+        if ref is not None:
+            await _send(ws, {"type": "accepted", "ref": ref, "id": event["id"]})
     except (WebhookError, OSError) as exc:
         _LOGGER.warning("sandbox could not deliver to its webhook: %s", exc)
-        await ws.send_json({"type": "error", "message": f"not delivered: {exc}"})
+        await _send(ws, {"type": "error", "message": f"not delivered: {exc}", **answer})
+
+
+def _valid_ref(ref: Any) -> bool:
+    return isinstance(ref, str) and 1 <= len(ref) <= 64
 
 
 @hookimpl
