@@ -17,8 +17,10 @@ lease and sends each recipient's messages in order, recipients in parallel:
   its messages stay queued; a send is tried again every ``PAUSE_SECONDS``.
 - **Recording.** Provider ids are stored by one writer that commits whatever
   finished while its last commit ran, so a sent message stays unrecorded only
-  for the length of one commit; if the database fails for longer than about
-  15 s the message is sent again when its lease ends.
+  for the length of one commit. While the database is unreachable the writer
+  keeps its ids and tries again until they are stored, and the leases of those
+  messages are renewed all that time (``wahub.core.leases``): a message the
+  provider accepted is not claimed, so not sent, again.
 """
 
 from __future__ import annotations
@@ -37,9 +39,11 @@ from aiohttp import web
 from wahub.core.errors import meta_error
 from wahub.core.hub import HUB_KEY, SHUTDOWN_GRACE, Hub
 from wahub.core.leader import dispatch_role
+from wahub.core.leases import LEASE_SECONDS, Claim, LeaseKeeper
 from wahub.core.plugins import call_hook, report_exception
 from wahub.core.policy import WINDOWLESS_TYPES, learn_from_refusal, window_open
 from wahub.core.provider import Provider, ProviderError
+from wahub.core.storage_leases import database_unreachable
 from wahub.core.storage_messages import OutboxRow
 
 _LOGGER = logging.getLogger(__name__)
@@ -47,14 +51,15 @@ _LOGGER = logging.getLogger(__name__)
 BATCH = 64
 #: Messages claimed and not yet finished, at most.
 MAX_IN_FLIGHT = 256
-LEASE_SECONDS = 60.0
 POLL_SECONDS = 1.0
 #: A send held back by pacing for longer than this goes back to the queue instead of waiting in memory.
 MAX_HOLD_SECONDS = 1.0
 #: Between tries of a provider paused for refused credentials.
 PAUSE_SECONDS = 60.0
-#: Tries to store provider ids (over about 15 s) before leaving the messages to their lease.
+#: Tries to store provider ids when the database answers with an error (an unreachable one is tried without end).
 RECORD_ATTEMPTS = 6
+#: Longest pause between tries to store provider ids.
+RECORD_RETRY_SECONDS = 1.0
 #: Spacing between the due times of a recipient's messages put back in the queue, to keep their order.
 _ORDER_STEP = 0.001
 
@@ -131,34 +136,55 @@ class Recorder:
             self._task = asyncio.create_task(self._run(), name="wahub-send-recorder")
         return await future
 
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
     async def _run(self) -> None:
         while self._pending:
             batch, self._pending = self._pending, []
             self._wake.clear()
-            error: BaseException | None = None
-            failed: dict[int, str | None] = {}
-            for attempt in range(1, RECORD_ATTEMPTS + 1):
-                try:
-                    failed = await self.hub.storage.messages.mark_sent([sent for sent, _ in batch])
-                    error = None
-                    break
-                except Exception as exc:  # noqa: BLE001 - retried, then handed to the senders
-                    error = exc
-                    if attempt < RECORD_ATTEMPTS:
-                        _LOGGER.warning("storing %d sends failed (attempt %d); retrying", len(batch), attempt)
-                        await asyncio.sleep(0.25 * 2**attempt)
+            try:
+                failed = await self._store([sent for sent, _ in batch])
+            except Exception as exc:  # noqa: BLE001 - handed to the senders
+                for _sent, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
             for sent, future in batch:
                 if not future.done():
-                    if error is None:
-                        future.set_result(failed.get(sent[0]))
-                    else:
-                        future.set_exception(error)
+                    future.set_result(failed.get(sent[0]))
+
+    async def _store(self, sent: list[tuple[int, str, str]]) -> dict[int, str | None]:
+        refused = attempt = 0
+        while True:
+            attempt += 1
+            try:
+                failed = await self.hub.storage.messages.mark_sent(sent)
+            except Exception as exc:
+                refused += not database_unreachable(exc, from_storage=True)
+                if refused >= RECORD_ATTEMPTS:
+                    raise
+                if attempt == 1:
+                    _LOGGER.warning("storing %d sends failed (%r); trying again until it works", len(sent), exc)
+                await asyncio.sleep(min(0.25 * 2**attempt, RECORD_RETRY_SECONDS))
+                continue
+            if attempt > 1:
+                _LOGGER.info("stored %d sends after %d tries", len(sent), attempt)
+            return failed
 
 
 class Dispatcher:
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
         self.recorder = Recorder(hub)
+        # A lapsed claim needs no action: the row is skipped when its turn to be sent comes.
+        self.leases = LeaseKeeper(
+            "outbox", hub.storage.leases.renew_outbox, hub.storage.leases.hand_back_outbox, lambda claim: None
+        )
+        #: Messages between the provider's call and the storing of its answer.
+        self._sending: set[int] = set()
         self.pacers = {name: Pacer(p.config["messages_per_second"]) for name, p in hub.providers.items()}
         self.pairs = {name: PairLimiter(p.config["pair_limit"]) for name, p in hub.providers.items()}
         #: Providers this replica dispatches for.
@@ -193,12 +219,16 @@ class Dispatcher:
             want = min(BATCH, MAX_IN_FLIGHT - self._in_flight)
             providers = self.active_providers()
             rows: list[OutboxRow] = []
+            since = time.monotonic()
             if want > 0 and providers:
                 try:
                     rows = await self.hub.storage.messages.claim_outbox(want, LEASE_SECONDS, providers)
                 except Exception as exc:
                     _LOGGER.exception("cannot claim queued messages; trying again")
                     report_exception(self.hub, exc, {"loop": "dispatcher"})
+            # A row already sent, its answer being stored, needs no second claim.
+            rows = [row for row in rows if row.id not in self._sending]
+            self.leases.claimed([(row.id, row.attempts) for row in rows], since)
             for row in rows:
                 self._queue(row)
             if len(rows) < want or want <= 0:
@@ -232,10 +262,12 @@ class Dispatcher:
                         await self._put_back(key, queue)
                         break
                     await self._send(row)
+                    self.leases.done((row.id, row.attempts))
                 except Exception as exc:  # noqa: BLE001 - the other recipients' sends go on
-                    # The row stays leased and is sent again when the lease ends.
+                    # Handed back to the queue: sent again as soon as the database takes it.
                     _LOGGER.error("sending message %d failed unexpectedly: %r", row.id, exc)
                     report_exception(self.hub, exc, {"message_id": row.id, "provider": row.provider})
+                    self.leases.hand_back((row.id, row.attempts))
                 if queue and queue[0] is row:
                     queue.popleft()
                     self._finished(1)
@@ -266,10 +298,14 @@ class Dispatcher:
         due = self._gates.get(key, time.time())
         rows = list(queue)
         queue.clear()
+        deferred = False
         try:
             await self.hub.storage.messages.defer([(row.id, due + i * _ORDER_STEP) for i, row in enumerate(rows)])
+            deferred = True
         finally:
-            # Rows not handed back stay leased and are claimed again after the lease.
+            for row in rows:
+                # Rows the database did not take back are handed back by the next heartbeat.
+                (self.leases.done if deferred else self.leases.hand_back)((row.id, row.attempts))
             self._finished(len(rows))
 
     async def _send(self, row: OutboxRow) -> None:
@@ -284,6 +320,10 @@ class Dispatcher:
         wait = self.pacers[row.provider].reserve()
         if wait:
             await asyncio.sleep(wait)
+        claim = (row.id, row.attempts)
+        if not self.leases.holds(claim):
+            _LOGGER.info("the lease of message %d ran out before its turn; leaving it to the next claim", row.id)
+            return
         self.pairs[row.provider].take((row.provider, row.message.to), time.time())
         try:
             result = await provider.send(row.message)
@@ -303,12 +343,21 @@ class Dispatcher:
             report_exception(hub, exc, {"message_id": row.id, "provider": row.provider})
             await self._failed_attempt(row, "provider_error", f"{type(exc).__name__}: {exc}", retryable=True)
             return
-        early_failure = await self.recorder.record(row, result.provider_message_id)
+        early_failure = await self._record(row, claim, result.provider_message_id)
         if meta_error(early_failure).kind == "policy":  # its failed status came before the answer
             evidence = result.provider_message_id
             await learn_from_refusal(hub.storage, row.provider, row.message, early_failure, evidence=evidence)
         hub.metrics.child(hub.metrics.sends, row.provider, "sent", "").inc()
         await call_hook(hub, "outbound_message", hub=hub, message=row.message, result=result)
+
+    async def _record(self, row: OutboxRow, claim: Claim, provider_message_id: str) -> str | None:
+        # The provider accepted the message: its claim must hold until the id is stored.
+        self.leases.pin(claim)
+        self._sending.add(row.id)
+        try:
+            return await self.recorder.record(row, provider_message_id)
+        finally:
+            self._sending.discard(row.id)
 
     async def _pause(self, provider: Provider, row: OutboxRow, exc: ProviderError) -> None:
         if provider.paused is None and self._paused_until.get(provider.name) is None:
@@ -351,13 +400,14 @@ class Dispatcher:
         name = self._roles.get(role)
         if name is None:
             return
-        # Only this process dispatches for the number now: claims left by the
-        # previous dispatcher (a crash, or a replica that died) are free.
-        released = await self.hub.storage.messages.release_outbox_claims(name)
-        if released:
-            _LOGGER.warning(
-                "%d sends of %s were in flight when its last dispatcher ended; sending them again", released, name
-            )
+        if self.hub.storage.is_sqlite:
+            # This process owns the file since it started: claims left in it are a crash's.
+            # On PostgreSQL they run out with their leases, unless their process renews them.
+            released = await self.hub.storage.messages.release_outbox_claims(name)
+            if released:
+                _LOGGER.warning(
+                    "%d sends of %s were in flight at the last shutdown; sending them again", released, name
+                )
         self.leading.add(name)
         self.hub.outbox_ready.set()
 
@@ -366,7 +416,7 @@ class Dispatcher:
 
     async def stop(self, grace: float) -> None:
         """Stop claiming; give sends in flight ``grace`` seconds. Rows not sent stay leased
-        and go again when the next dispatcher of their number starts."""
+        and go again when their leases run out (on SQLite, at the next start)."""
         self._stopping = True
         self.hub.outbox_ready.set()
         try:
@@ -377,6 +427,9 @@ class Dispatcher:
             for worker in self._workers:
                 worker.cancel()
             await asyncio.gather(*self._workers, return_exceptions=True)
+        await self.recorder.stop()
+        # Nothing is handed back: a send cut off may have reached the provider.
+        await self.leases.stop(within=0)
 
 
 async def dispatcher_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -384,6 +437,7 @@ async def dispatcher_ctx(app: web.Application) -> AsyncIterator[None]:
     dispatcher = Dispatcher(hub)
     hub.leadership.on_change(dispatcher.acquired, dispatcher.lost)
     task = asyncio.create_task(dispatcher.run(), name="wahub-dispatcher")
+    dispatcher.leases.start()
     yield
     await dispatcher.stop(SHUTDOWN_GRACE["sends"])
     task.cancel()

@@ -30,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from wahub.core.media import MEDIA_SCHEMA, MediaStore
 from wahub.core.models import InboundMessage, OutgoingMessage
+from wahub.core.storage_leases import LeaseStore, lease_over
 from wahub.core.storage_messages import Database, MessageStore, insert_ignore
 from wahub.core.storage_policy import PolicyStore
 from wahub.core.storage_schema import inbox, quarantine
@@ -197,6 +198,7 @@ class Storage:
         self.db = Database(engine)
         self.messages = MessageStore(self.db)
         self.policy = PolicyStore(self.db)
+        self.leases = LeaseStore(self.db, self._claim_lock)
         self.media = MediaStore(self.db, media_config if media_config is not None else MEDIA_SCHEMA({}))
         self._sqlite_inbox = _SqliteInboxWriter(str(engine.url.database), self.db.lock) if self.is_sqlite else None
         self._file_lock: IO[bytes] | None = None
@@ -270,7 +272,7 @@ class Storage:
             # Rows whose worker died (lease over) are pending again.
             await conn.execute(
                 inbox.update()
-                .where(inbox.c.state == "processing", inbox.c.lease_until <= now)
+                .where(inbox.c.state == "processing", lease_over(inbox.c.lease_until, now, conn.dialect.name))
                 .values(state="pending", lease_until=None)
             )
             busy = sa.select(inbox.c.contact_key).where(inbox.c.state == "processing")

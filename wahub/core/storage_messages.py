@@ -15,6 +15,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from wahub.core.models import STATUS_RANK, InboundMessage, OutgoingMessage, StatusEvent
+from wahub.core.storage_leases import lease_over
 from wahub.core.storage_schema import (
     consent_events,
     contact_identities,
@@ -285,12 +286,13 @@ class MessageStore:
                 messages.c.status == "queued",
                 messages.c.provider.in_(list(providers)),
                 messages.c.next_attempt_at <= now,
-                sa.or_(messages.c.lease_until.is_(None), messages.c.lease_until <= now),
             )
             .order_by(messages.c.next_attempt_at, messages.c.id)
             .limit(limit)
         )
         async with self.db.begin() as conn:
+            lapsed = lease_over(messages.c.lease_until, now, conn.dialect.name)
+            query = query.where(sa.or_(messages.c.lease_until.is_(None), lapsed))
             if conn.dialect.name != "sqlite":
                 query = query.with_for_update(of=messages, skip_locked=True)
             rows = (await conn.execute(query)).all()
