@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import glob
 import os
+import pwd
 import shutil
 import subprocess
 import tempfile
@@ -40,6 +41,14 @@ def find_bindir() -> Path | None:
     return None
 
 
+def _user_exists(name: str) -> bool:
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        return False
+    return True
+
+
 class PrivateCluster:
     """One PostgreSQL server in its own data directory, listening on 127.0.0.1:``port``."""
 
@@ -51,6 +60,8 @@ class PrivateCluster:
         self.port = free_port()
         self.url = f"postgresql://{SERVER_USER}@127.0.0.1:{self.port}/wahub"
         self._as_server = ["runuser", "-u", SERVER_USER, "--"] if os.geteuid() == 0 else []
+        options = f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.root} -c fsync=off"
+        self._pg_ctl_options = ["-D", str(self.data), "-l", str(self.log), "-o", options]
 
     def _run(self, tool: str, *args: str, timeout: float = 60.0) -> None:
         command = [*self._as_server, str(self.bindir / tool), *args]
@@ -63,8 +74,6 @@ class PrivateCluster:
         if self._as_server:
             shutil.chown(self.root, user=SERVER_USER)
         self._run("initdb", "-D", str(self.data), "-U", SERVER_USER, "--auth=trust", "-E", "UTF8", "--no-sync")
-        options = f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.root} -c fsync=off"
-        self._pg_ctl_options = ["-D", str(self.data), "-l", str(self.log), "-o", options]
         self.start()
         self._run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", SERVER_USER, "wahub")
 
@@ -92,6 +101,8 @@ def private_postgres() -> Iterator[PrivateCluster]:
         missing = "PostgreSQL server binaries (initdb, pg_ctl) not found: apt-get install postgresql"
     elif os.geteuid() == 0 and shutil.which("runuser") is None:
         missing = "running as root needs runuser to start PostgreSQL as the postgres user"
+    elif os.geteuid() == 0 and not _user_exists(SERVER_USER):
+        missing = f"running as root needs a {SERVER_USER!r} user to start PostgreSQL as (PostgreSQL refuses root)"
     if missing is not None or bindir is None:
         if REQUIRE_POSTGRES:
             pytest.fail(f"PostgreSQL is required (WAHUB_REQUIRE_POSTGRES=1): {missing}")
