@@ -28,8 +28,8 @@ from wahub.testing.fake_provider import DEFAULT_SECRET, FakeProviderServer
 TOKEN = "api-token-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 USERS = [f"1555200{n:04d}" for n in range(40)]
-PINGS = 200
-NOTICES = 200
+PINGS = 150
+NOTICES = 150
 #: The old leases (inbox 120 s, outbox 60 s) would keep interrupted rows waiting far longer than this.
 RETAKEN_WITHIN = 10.0
 
@@ -160,16 +160,31 @@ async def pg(url: str, query: str, *args: Any) -> list[asyncpg.Record]:
         await conn.close()
 
 
-async def claimed_now(url: str) -> tuple[set[int], set[int]]:
-    """Inbox rows in progress and queued messages under a claim."""
-    inbox = await pg(url, "SELECT id FROM inbox WHERE state = 'processing'")
-    outbox = await pg(url, "SELECT id FROM messages WHERE status = 'queued' AND lease_until IS NOT NULL")
-    return {row["id"] for row in inbox}, {row["id"] for row in outbox}
+async def claimed_now(url: str) -> tuple[set[int], set[int], float]:
+    """Inbox rows in progress, queued messages under a claim, and the end of the latest lease."""
+    inbox = await pg(url, "SELECT id, lease_until FROM inbox WHERE state = 'processing'")
+    outbox = await pg(url, "SELECT id, lease_until FROM messages WHERE status = 'queued' AND lease_until IS NOT NULL")
+    last = max((row["lease_until"] for row in [*inbox, *outbox]), default=0.0)
+    return {row["id"] for row in inbox}, {row["id"] for row in outbox}, last
+
+
+async def take_down(cluster: PrivateCluster, outage: str, last_lease: float) -> float:
+    """Restart the cluster, or keep it down until every lease taken before has run out; returns when it is back."""
+    if outage == "restart":
+        return await asyncio.to_thread(cluster.restart)
+    await asyncio.to_thread(cluster.stop)
+
+    async def leases_over() -> bool:
+        return time.time() > last_lease
+
+    await wait_until(leases_over, within=30, every=0.1)
+    return await asyncio.to_thread(cluster.start)
 
 
 @pytest.mark.postgres
+@pytest.mark.parametrize("outage", ["restart", "longer_than_the_leases"])
 async def test_rows_claimed_at_a_restart_are_taken_again_at_once_and_sent_once(
-    tmp_path: Path, private_postgres: PrivateCluster
+    tmp_path: Path, private_postgres: PrivateCluster, outage: str
 ) -> None:
     cluster = private_postgres
     server = await FakeProviderServer(latency=0.3, statuses=False).start()
@@ -188,13 +203,13 @@ async def test_rows_claimed_at_a_restart_are_taken_again_at_once_and_sent_once(
             background.extend([watching, loading])
 
             async def busy() -> bool:
-                inbox, outbox = await claimed_now(cluster.url)
+                inbox, outbox, _last = await claimed_now(cluster.url)
                 return len(server.accepted()) >= 40 and bool(inbox) and len(outbox) >= 5
 
             await wait_until(busy, within=60, every=0.05)
-            inbox_claimed, outbox_claimed = await claimed_now(cluster.url)
+            inbox_claimed, outbox_claimed, last_lease = await claimed_now(cluster.url)
             went_down = time.time()
-            back = await asyncio.to_thread(cluster.restart)
+            back = await take_down(cluster, outage, last_lease)
 
             await loading
             loaded = time.time()
