@@ -177,8 +177,7 @@ class InboxProcessor:
     async def _database_answers(self) -> bool:
         """Whether the database answers now: a step's network error may have been the database's."""
         try:
-            async with asyncio.timeout(POLL_SECONDS):
-                await self.hub.storage.ping()
+            await self.hub.storage.ping()
         except Exception:  # noqa: BLE001 - unreachable, whatever the reason
             return False
         return True
