@@ -43,7 +43,8 @@ from wahub.core.leases import LEASE_SECONDS, Claim, LeaseKeeper
 from wahub.core.plugins import call_hook, report_exception
 from wahub.core.policy import WINDOWLESS_TYPES, learn_from_refusal, window_open
 from wahub.core.provider import Provider, ProviderError
-from wahub.core.storage_leases import database_unreachable
+from wahub.core.recorder import Recorder
+from wahub.core.storage_leases import claim_failed
 from wahub.core.storage_messages import OutboxRow
 
 _LOGGER = logging.getLogger(__name__)
@@ -56,10 +57,6 @@ POLL_SECONDS = 1.0
 MAX_HOLD_SECONDS = 1.0
 #: Between tries of a provider paused for refused credentials.
 PAUSE_SECONDS = 60.0
-#: Tries to store provider ids when the database answers with an error (an unreachable one is tried without end).
-RECORD_ATTEMPTS = 6
-#: Longest pause between tries to store provider ids.
-RECORD_RETRY_SECONDS = 1.0
 #: Spacing between the due times of a recipient's messages put back in the queue, to keep their order.
 _ORDER_STEP = 0.001
 
@@ -118,63 +115,6 @@ class PairLimiter:
         self._buckets[key] = (self._tokens(key, now) - 1.0, now)
 
 
-class Recorder:
-    """Stores provider ids of sent messages, committing whatever finished while the last commit ran."""
-
-    def __init__(self, hub: Hub) -> None:
-        self.hub = hub
-        self._pending: list[tuple[tuple[int, str, str], asyncio.Future[str | None]]] = []
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-
-    async def record(self, row: OutboxRow, provider_message_id: str) -> str | None:
-        """Store the id; returns the error code when a ``failed`` status had already arrived."""
-        future: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
-        self._pending.append(((row.id, row.provider, provider_message_id), future))
-        self._wake.set()
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._run(), name="wahub-send-recorder")
-        return await future
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-
-    async def _run(self) -> None:
-        while self._pending:
-            batch, self._pending = self._pending, []
-            self._wake.clear()
-            try:
-                failed = await self._store([sent for sent, _ in batch])
-            except Exception as exc:  # noqa: BLE001 - handed to the senders
-                for _sent, future in batch:
-                    if not future.done():
-                        future.set_exception(exc)
-                continue
-            for sent, future in batch:
-                if not future.done():
-                    future.set_result(failed.get(sent[0]))
-
-    async def _store(self, sent: list[tuple[int, str, str]]) -> dict[int, str | None]:
-        refused = attempt = 0
-        while True:
-            attempt += 1
-            try:
-                failed = await self.hub.storage.messages.mark_sent(sent)
-            except Exception as exc:
-                refused += not database_unreachable(exc, from_storage=True)
-                if refused >= RECORD_ATTEMPTS:
-                    raise
-                if attempt == 1:
-                    _LOGGER.warning("storing %d sends failed (%r); trying again until it works", len(sent), exc)
-                await asyncio.sleep(min(0.25 * 2**attempt, RECORD_RETRY_SECONDS))
-                continue
-            if attempt > 1:
-                _LOGGER.info("stored %d sends after %d tries", len(sent), attempt)
-            return failed
-
-
 class Dispatcher:
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
@@ -185,6 +125,8 @@ class Dispatcher:
         )
         #: Messages between the provider's call and the storing of its answer.
         self._sending: set[int] = set()
+        #: Whether the last claim found the database unreachable.
+        self._database_away = False
         self.pacers = {name: Pacer(p.config["messages_per_second"]) for name, p in hub.providers.items()}
         self.pairs = {name: PairLimiter(p.config["pair_limit"]) for name, p in hub.providers.items()}
         #: Providers this replica dispatches for.
@@ -223,9 +165,14 @@ class Dispatcher:
             if want > 0 and providers:
                 try:
                     rows = await self.hub.storage.messages.claim_outbox(want, LEASE_SECONDS, providers)
-                except Exception as exc:
-                    _LOGGER.exception("cannot claim queued messages; trying again")
-                    report_exception(self.hub, exc, {"loop": "dispatcher"})
+                except Exception as exc:  # noqa: BLE001 - logged by claim_failed
+                    if not self._database_away:
+                        report_exception(self.hub, exc, {"loop": "dispatcher"})
+                    self._database_away = claim_failed(_LOGGER, "queued messages", exc, away=self._database_away)
+                else:
+                    if self._database_away:
+                        _LOGGER.info("claiming queued messages again")
+                        self._database_away = False
             # A row already sent, its answer being stored, needs no second claim.
             rows = [row for row in rows if row.id not in self._sending]
             self.leases.claimed([(row.id, row.attempts) for row in rows], since)

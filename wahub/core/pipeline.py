@@ -37,7 +37,7 @@ from wahub.core.models import (
 from wahub.core.plugins import call_hook, report_exception
 from wahub.core.policy import learn_from_refusal
 from wahub.core.storage import InboxRow, LeaseLost
-from wahub.core.storage_leases import database_unreachable
+from wahub.core.storage_leases import claim_failed, database_unreachable
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -68,6 +68,8 @@ class InboxProcessor:
         storage = hub.storage.leases
         self.leases = LeaseKeeper("inbox", storage.renew_inbox, storage.hand_back_inbox, self._lost)
         self._stopping = False
+        #: Whether the last claim found the database unreachable.
+        self._database_away = False
         self._resume_at = 0.0
         self._loop: asyncio.Task[None] | None = None
 
@@ -91,10 +93,15 @@ class InboxProcessor:
             since = time.monotonic()
             try:
                 rows = await self.hub.storage.claim_inbox(free, LEASE_SECONDS) if free > 0 else []
-            except Exception as exc:
-                _LOGGER.exception("cannot claim inbox events; trying again")
-                report_exception(self.hub, exc, {"loop": "inbox"})
+            except Exception as exc:  # noqa: BLE001 - logged by claim_failed
+                if not self._database_away:
+                    report_exception(self.hub, exc, {"loop": "inbox"})
+                self._database_away = claim_failed(_LOGGER, "inbox events", exc, away=self._database_away)
                 rows, wait = [], POLL_SECONDS
+            else:
+                if self._database_away and free > 0:
+                    _LOGGER.info("claiming inbox events again")
+                    self._database_away = False
             self.leases.claimed([(row.id, row.attempts) for row in rows], since)
             for row in rows:
                 task = asyncio.create_task(self._process(row), name=f"wahub-inbox-{row.id}")

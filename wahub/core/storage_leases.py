@@ -6,6 +6,7 @@ See ``wahub.core.leases`` for how the daemon uses them.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -50,6 +51,18 @@ def database_unreachable(exc: BaseException, *, from_storage: bool = False) -> b
             seen = seen.orig
         else:
             seen = seen.__cause__
+    return False
+
+
+def claim_failed(logger: logging.Logger, what: str, exc: Exception, *, away: bool) -> bool:
+    """Log a failed claim of ``what``; returns whether the database is away.
+    A refused claim is logged each time, with its traceback; an unreachable
+    database once, until a claim works again (``away`` says whether it was)."""
+    if database_unreachable(exc, from_storage=True):
+        if not away:
+            logger.warning("cannot claim %s, the database is unreachable (%r); trying again every second", what, exc)
+        return True
+    logger.exception("cannot claim %s; trying again", what)
     return False
 
 
