@@ -8,6 +8,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+# The private PostgreSQL cluster, for tests that restart the server.
+from tests.e2e.private_postgres import private_postgres  # noqa: F401
+
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 # CI sets this so a missing browser fails the run instead of skipping the page tests.

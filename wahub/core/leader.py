@@ -7,6 +7,11 @@ connection of its own: the process that gets the lock has the role until it
 exits or loses that connection, and PostgreSQL frees the lock the moment the
 connection ends (a killed process's socket is closed by its kernel). The
 others try again every ``CHECK_SECONDS``, so a role moves within that time.
+
+When the server ends that connection (a restart of PostgreSQL), the holder
+hears it at once and gives its roles up before the server can grant the locks
+again; every process then tries again every ``CHECK_SECONDS``, and one takes
+each role back within that time of the database answering.
 """
 
 from __future__ import annotations
@@ -41,6 +46,8 @@ class Leadership:
         self._acquired: list[RoleCallback] = []
         self._lost: list[RoleCallback] = []
         self._task: asyncio.Task[None] | None = None
+        #: Set when the server ended the roles' connection, to check at once.
+        self._ended = asyncio.Event()
 
     def holds(self, role: str) -> bool:
         return role in self.held
@@ -63,7 +70,10 @@ class Leadership:
 
     async def _run(self) -> None:
         while True:
-            await asyncio.sleep(CHECK_SECONDS)
+            with suppress(TimeoutError):
+                async with asyncio.timeout(CHECK_SECONDS):
+                    await self._ended.wait()
+            self._ended.clear()
             try:
                 await self._check()
             except Exception:
@@ -76,7 +86,7 @@ class Leadership:
             return
         try:
             if self._conn is None:
-                self._conn = await self.storage.engine.connect()
+                self._conn = await self._connect()
             if self.held:
                 await self._conn.execute(sa.text("SELECT 1"))
             for role in self.roles:
@@ -90,8 +100,27 @@ class Leadership:
                     if got.scalar_one():
                         await self._gain(role)
         except Exception as exc:  # noqa: BLE001 - a lost connection means the roles are lost
-            _LOGGER.warning("lost the database connection that holds replica roles: %r", exc)
+            if self.held:
+                _LOGGER.warning("lost the database connection that holds replica roles: %r", exc)
+            else:
+                _LOGGER.debug("cannot take replica roles yet: %r", exc)
             await self._drop()
+
+    async def _connect(self) -> AsyncConnection:
+        conn = await self.storage.engine.connect()
+        try:
+            driver = (await conn.get_raw_connection()).driver_connection
+            if driver is not None:
+                driver.add_termination_listener(self._connection_ended)
+        except BaseException:
+            await conn.close()
+            raise
+        return conn
+
+    def _connection_ended(self, driver_connection: object) -> None:
+        # Also called when this process closes the connection; then there is nothing to check.
+        if self._conn is not None:
+            self._ended.set()
 
     async def _gain(self, role: str) -> None:
         if role in self.held:
@@ -105,15 +134,16 @@ class Leadership:
         """Give up every role: at INFO when the process is stopping, at WARNING
         when it loses them while running (another replica may take them over)."""
         lost, self.held = self.held, set()
-        if self._conn is not None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            # Closed, not handed back to the pool: a session that still holds a
+            # lock must end, or no process could take the role.
             with suppress(Exception):
-                await self._conn.close()
-            self._conn = None
+                await conn.invalidate()
+            with suppress(Exception):
+                await conn.close()
         for role in lost:
-            if stopping:
-                _LOGGER.info("this process no longer runs %s (shutting down)", role)
-            else:
-                _LOGGER.warning("this process no longer runs %s", role)
+            _LOGGER.log(logging.INFO if stopping else logging.WARNING, "this process no longer runs %s", role)
             for callback in self._lost:
                 await callback(role)
 

@@ -20,8 +20,10 @@ lease and sends each recipient's messages in order, recipients in parallel:
   claimed inside them goes back to the queue until then. Replies never wait.
 - **Recording.** Provider ids are stored by one writer that commits whatever
   finished while its last commit ran, so a sent message stays unrecorded only
-  for the length of one commit; if the database fails for longer than about
-  15 s the message is sent again when its lease ends.
+  for the length of one commit. While the database is unreachable the writer
+  keeps its ids and tries again until they are stored, and the leases of those
+  messages are renewed all that time (``wahub.core.leases``): a message the
+  provider accepted is not claimed, so not sent, again.
 """
 
 from __future__ import annotations
@@ -40,10 +42,13 @@ from aiohttp import web
 from wahub.core.errors import meta_error
 from wahub.core.hub import HUB_KEY, SHUTDOWN_GRACE, Hub
 from wahub.core.leader import dispatch_role
+from wahub.core.leases import LEASE_SECONDS, Claim, LeaseKeeper
 from wahub.core.plugins import call_hook, report_exception
 from wahub.core.policy import WINDOWLESS_TYPES, learn_from_refusal, window_open
 from wahub.core.privacy import masked
 from wahub.core.provider import Provider, ProviderError
+from wahub.core.recorder import Recorder
+from wahub.core.storage_leases import claim_failed
 from wahub.core.storage_messages import OutboxRow
 
 _LOGGER = logging.getLogger(__name__)
@@ -51,14 +56,11 @@ _LOGGER = logging.getLogger(__name__)
 BATCH = 64
 #: Messages claimed and not yet finished, at most.
 MAX_IN_FLIGHT = 256
-LEASE_SECONDS = 60.0
 POLL_SECONDS = 1.0
 #: A send held back by pacing for longer than this goes back to the queue instead of waiting in memory.
 MAX_HOLD_SECONDS = 1.0
 #: Between tries of a provider paused for refused credentials.
 PAUSE_SECONDS = 60.0
-#: Tries to store provider ids (over about 15 s) before leaving the messages to their lease.
-RECORD_ATTEMPTS = 6
 #: Spacing between the due times of a recipient's messages put back in the queue, to keep their order.
 _ORDER_STEP = 0.001
 
@@ -117,52 +119,18 @@ class PairLimiter:
         self._buckets[key] = (self._tokens(key, now) - 1.0, now)
 
 
-class Recorder:
-    """Stores provider ids of sent messages, committing whatever finished while the last commit ran."""
-
-    def __init__(self, hub: Hub) -> None:
-        self.hub = hub
-        self._pending: list[tuple[tuple[int, str, str], asyncio.Future[str | None]]] = []
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-
-    async def record(self, row: OutboxRow, provider_message_id: str) -> str | None:
-        """Store the id; returns the error code when a ``failed`` status had already arrived."""
-        future: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
-        self._pending.append(((row.id, row.provider, provider_message_id), future))
-        self._wake.set()
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._run(), name="wahub-send-recorder")
-        return await future
-
-    async def _run(self) -> None:
-        while self._pending:
-            batch, self._pending = self._pending, []
-            self._wake.clear()
-            error: BaseException | None = None
-            failed: dict[int, str | None] = {}
-            for attempt in range(1, RECORD_ATTEMPTS + 1):
-                try:
-                    failed = await self.hub.storage.messages.mark_sent([sent for sent, _ in batch])
-                    error = None
-                    break
-                except Exception as exc:  # noqa: BLE001 - retried, then handed to the senders
-                    error = exc
-                    if attempt < RECORD_ATTEMPTS:
-                        _LOGGER.warning("storing %d sends failed (attempt %d); retrying", len(batch), attempt)
-                        await asyncio.sleep(0.25 * 2**attempt)
-            for sent, future in batch:
-                if not future.done():
-                    if error is None:
-                        future.set_result(failed.get(sent[0]))
-                    else:
-                        future.set_exception(error)
-
-
 class Dispatcher:
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
         self.recorder = Recorder(hub)
+        # A lapsed claim needs no action: the row is skipped when its turn to be sent comes.
+        self.leases = LeaseKeeper(
+            "outbox", hub.storage.leases.renew_outbox, hub.storage.leases.hand_back_outbox, lambda claim: None
+        )
+        #: Messages between the provider's call and the storing of its answer.
+        self._sending: set[int] = set()
+        #: Whether the last claim found the database unreachable.
+        self._database_away = False
         self.pacers = {name: Pacer(p.config["messages_per_second"]) for name, p in hub.providers.items()}
         self.pairs = {name: PairLimiter(p.config["pair_limit"]) for name, p in hub.providers.items()}
         #: Providers this replica dispatches for.
@@ -197,14 +165,23 @@ class Dispatcher:
             want = min(BATCH, MAX_IN_FLIGHT - self._in_flight)
             providers = self.active_providers()
             rows: list[OutboxRow] = []
+            since = time.monotonic()
             if want > 0 and providers:
                 try:
                     rows = await self.hub.storage.messages.claim_outbox(
                         want, LEASE_SECONDS, providers, now=self.hub.clock.time()
                     )
-                except Exception as exc:
-                    _LOGGER.exception("cannot claim queued messages; trying again")
-                    report_exception(self.hub, exc, {"loop": "dispatcher"})
+                except Exception as exc:  # noqa: BLE001 - logged by claim_failed
+                    if not self._database_away:
+                        report_exception(self.hub, exc, {"loop": "dispatcher"})
+                    self._database_away = claim_failed(_LOGGER, "queued messages", exc, away=self._database_away)
+                else:
+                    if self._database_away:
+                        _LOGGER.info("claiming queued messages again")
+                        self._database_away = False
+            # A row already sent, its answer being stored, needs no second claim.
+            rows = [row for row in rows if row.id not in self._sending]
+            self.leases.claimed([(row.id, row.attempts) for row in rows], since)
             for row in rows:
                 self._queue(row)
             if len(rows) < want or want <= 0:
@@ -238,10 +215,12 @@ class Dispatcher:
                         await self._put_back(key, queue)
                         break
                     await self._send(row)
+                    self.leases.done((row.id, row.attempts))
                 except Exception as exc:  # noqa: BLE001 - the other recipients' sends go on
-                    # The row stays leased and is sent again when the lease ends.
+                    # Handed back to the queue: sent again as soon as the database takes it.
                     _LOGGER.error("sending message %d failed unexpectedly: %r", row.id, exc)
                     report_exception(self.hub, exc, {"message_id": row.id, "provider": row.provider})
+                    self.leases.hand_back((row.id, row.attempts))
                 if queue and queue[0] is row:
                     queue.popleft()
                     self._finished(1)
@@ -273,12 +252,16 @@ class Dispatcher:
         due = self._gates.get(key, self.hub.clock.time())
         rows = list(queue)
         queue.clear()
+        deferred = False
         try:
             await self.hub.storage.messages.defer(
                 [(row.id, self._due(row, due + i * _ORDER_STEP)) for i, row in enumerate(rows)]
             )
+            deferred = True
         finally:
-            # Rows not handed back stay leased and are claimed again after the lease.
+            for row in rows:
+                # Rows the database did not take back are handed back by the next heartbeat.
+                (self.leases.done if deferred else self.leases.hand_back)((row.id, row.attempts))
             self._finished(len(rows))
 
     async def _send(self, row: OutboxRow) -> None:
@@ -295,6 +278,10 @@ class Dispatcher:
         wait = self.pacers[row.provider].reserve()
         if wait:
             await asyncio.sleep(wait)
+        claim = (row.id, row.attempts)
+        if not self.leases.holds(claim):
+            _LOGGER.info("the lease of message %d ran out before its turn; leaving it to the next claim", row.id)
+            return
         self.pairs[row.provider].take((row.provider, row.message.to), hub.clock.time())
         try:
             result = await provider.send(row.message)
@@ -314,7 +301,7 @@ class Dispatcher:
             report_exception(hub, exc, {"message_id": row.id, "provider": row.provider})
             await self._failed_attempt(row, "provider_error", f"{type(exc).__name__}: {exc}", retryable=True)
             return
-        early_failure = await self.recorder.record(row, result.provider_message_id)
+        early_failure = await self._record(row, claim, result.provider_message_id)
         if meta_error(early_failure).kind == "policy":  # its failed status came before the answer
             evidence = result.provider_message_id
             await learn_from_refusal(hub.storage, row.provider, row.message, early_failure, evidence=evidence)
@@ -340,6 +327,15 @@ class Dispatcher:
         _LOGGER.info("message %d waits %.0f s for the end of the contact's quiet hours", row.id, due - now)
         await self.hub.storage.messages.defer([(row.id, due)])
         return True
+
+    async def _record(self, row: OutboxRow, claim: Claim, provider_message_id: str) -> str | None:
+        # The provider accepted the message: its claim must hold until the id is stored.
+        self.leases.pin(claim)
+        self._sending.add(row.id)
+        try:
+            return await self.recorder.record(row, provider_message_id)
+        finally:
+            self._sending.discard(row.id)
 
     async def _pause(self, provider: Provider, row: OutboxRow, exc: ProviderError) -> None:
         if provider.paused is None and self._paused_until.get(provider.name) is None:
@@ -385,13 +381,14 @@ class Dispatcher:
         name = self._roles.get(role)
         if name is None:
             return
-        # Only this process dispatches for the number now: claims left by the
-        # previous dispatcher (a crash, or a replica that died) are free.
-        released = await self.hub.storage.messages.release_outbox_claims(name)
-        if released:
-            _LOGGER.warning(
-                "%d sends of %s were in flight when its last dispatcher ended; sending them again", released, name
-            )
+        if self.hub.storage.is_sqlite:
+            # This process owns the file since it started: claims left in it are a crash's.
+            # On PostgreSQL they run out with their leases, unless their process renews them.
+            released = await self.hub.storage.messages.release_outbox_claims(name)
+            if released:
+                _LOGGER.warning(
+                    "%d sends of %s were in flight at the last shutdown; sending them again", released, name
+                )
         self.leading.add(name)
         self.hub.outbox_ready.set()
 
@@ -400,7 +397,7 @@ class Dispatcher:
 
     async def stop(self, grace: float) -> None:
         """Stop claiming; give sends in flight ``grace`` seconds. Rows not sent stay leased
-        and go again when the next dispatcher of their number starts."""
+        and go again when their leases run out (on SQLite, at the next start)."""
         self._stopping = True
         self.hub.outbox_ready.set()
         try:
@@ -411,6 +408,9 @@ class Dispatcher:
             for worker in self._workers:
                 worker.cancel()
             await asyncio.gather(*self._workers, return_exceptions=True)
+        await self.recorder.stop()
+        # Nothing is handed back: a send cut off may have reached the provider.
+        await self.leases.stop(within=0)
 
 
 async def dispatcher_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -418,6 +418,7 @@ async def dispatcher_ctx(app: web.Application) -> AsyncIterator[None]:
     dispatcher = Dispatcher(hub)
     hub.leadership.on_change(dispatcher.acquired, dispatcher.lost)
     task = asyncio.create_task(dispatcher.run(), name="wahub-dispatcher")
+    dispatcher.leases.start()
     yield
     await dispatcher.stop(SHUTDOWN_GRACE["sends"])
     task.cancel()

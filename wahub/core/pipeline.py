@@ -5,6 +5,10 @@ oldest unfinished row); rows of different contacts run concurrently. Every
 step is idempotent, so a row interrupted by a crash simply runs again: the
 replies it queues carry keys derived from the event, and the outbox keeps one
 message per key.
+
+A row's claim is a short lease that a heartbeat renews while the row runs
+(``wahub.core.leases``): a row cut short by a database failure runs again as
+soon as the database answers, and one whose process died within seconds.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from aiohttp import web
 from wahub.core.consent import handle_keyword, record_preference
 from wahub.core.errors import meta_error
 from wahub.core.hub import HUB_KEY, SHUTDOWN_GRACE, Hub, SendRefused
+from wahub.core.leases import LEASE_SECONDS, Claim, LeaseKeeper
 from wahub.core.media import attach_inbound_media
 from wahub.core.models import (
     AccountEvent,
@@ -38,13 +43,13 @@ from wahub.core.policy import learn_from_refusal
 from wahub.core.privacy import mask_address
 from wahub.core.storage import LeaseLost
 from wahub.core.storage_inbox import FailedRow, InboxRow
+from wahub.core.storage_leases import claim_failed, database_unreachable
 from wahub.core.storage_messages import Refusal
 
 _LOGGER = logging.getLogger(__name__)
 
-LEASE_SECONDS = 120.0
 #: Time one inbox row may take (observers, routing, replying) before it is retried.
-PROCESS_SECONDS = LEASE_SECONDS / 2
+PROCESS_SECONDS = 60.0
 #: Attempts at a row failing for a passing reason (the database, the network, a time-out).
 MAX_ATTEMPTS = 10
 #: Attempts at a row failing because of its own data (a type or value error):
@@ -139,7 +144,12 @@ class InboxProcessor:
         self.workers = workers
         #: Rows in progress, with the time each started.
         self._running: dict[asyncio.Task[None], float] = {}
+        self._claims: dict[Claim, asyncio.Task[None]] = {}
+        storage = hub.storage.leases
+        self.leases = LeaseKeeper("inbox", storage.renew_inbox, storage.hand_back_inbox, self._lost)
         self._stopping = False
+        #: Whether the last claim found the database unreachable.
+        self._database_away = False
         self._resume_at = 0.0
         self._loop: asyncio.Task[None] | None = None
         #: Seconds without progress (see ``stuck_reason``) after which the inbox counts as stuck.
@@ -151,6 +161,7 @@ class InboxProcessor:
 
     def start(self) -> None:
         self._loop = asyncio.create_task(self.run(), name="wahub-inbox-claimer")
+        self.leases.start()
 
     def _free_slots(self) -> tuple[int, float]:
         """How many rows may start now, and how long to wait when none may."""
@@ -176,16 +187,24 @@ class InboxProcessor:
         wake = self.hub.inbox_ready
         while not self._stopping:
             free, wait = self._free_slots()
+            since = time.monotonic()
             try:
                 rows = await self.hub.storage.claim_inbox(free, LEASE_SECONDS) if free > 0 else []
-                self._claims_failing, self._progress_at = False, time.monotonic()
-            except Exception as exc:
-                _LOGGER.exception("cannot claim inbox events; trying again")
-                report_exception(self.hub, exc, {"loop": "inbox"})
+            except Exception as exc:  # noqa: BLE001 - logged by claim_failed
+                if not self._database_away:
+                    report_exception(self.hub, exc, {"loop": "inbox"})
+                self._database_away = claim_failed(_LOGGER, "inbox events", exc, away=self._database_away)
                 rows, wait, self._claims_failing = [], POLL_SECONDS, True
+            else:
+                self._claims_failing, self._progress_at = False, time.monotonic()
+                if self._database_away and free > 0:
+                    _LOGGER.info("claiming inbox events again")
+                    self._database_away = False
+            self.leases.claimed([(row.id, row.attempts) for row in rows], since)
             for row in rows:
                 task = asyncio.create_task(self._process(row), name=f"wahub-inbox-{row.id}")
                 self._running[task] = time.monotonic()
+                self._claims[row.id, row.attempts] = task
                 task.add_done_callback(self._done)
             if len(rows) < free or free <= 0:
                 try:
@@ -195,7 +214,14 @@ class InboxProcessor:
                     pass
                 wake.clear()
 
+    def _lost(self, claim: Claim) -> None:
+        """The row's lease could not be renewed in time: another process may run it now."""
+        task = self._claims.get(claim)
+        if task is not None:
+            task.cancel()
+
     def _done(self, task: asyncio.Task[None]) -> None:
+        self._claims = {claim: other for claim, other in self._claims.items() if other is not task}
         self._progress_at = time.monotonic()
         took = self._progress_at - self._running.pop(task)
         self._resume_at = time.monotonic() + took * (1 / BUSY_SHARE - 1)
@@ -220,11 +246,22 @@ class InboxProcessor:
         if self._loop is not None and not self._loop.done():
             self._loop.cancel()
             await asyncio.gather(self._loop, return_exceptions=True)
+        await self.leases.stop(within=deadline - time.monotonic())
 
     async def _process(self, row: InboxRow) -> None:
+        stored = False
+        try:
+            stored = await self._attempt(row)
+        finally:
+            if stored:
+                self.leases.done((row.id, row.attempts))
+            else:
+                self.leases.hand_back((row.id, row.attempts))
+
+    async def _attempt(self, row: InboxRow) -> bool:
+        """Run the row's steps; False when its outcome could not be stored."""
         hub = self.hub
         try:
-            # Well inside the lease, so no second claim can overlap this one.
             async with asyncio.timeout(PROCESS_SECONDS):
                 await self._run_steps(row)
             hub.metrics.inbox_processed.labels(row.kind, "done").inc()
@@ -235,7 +272,23 @@ class InboxProcessor:
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - one bad event must not stop the workers
-            await self._failed(row, exc)
+            if database_unreachable(exc) or not await self._database_answers():
+                _LOGGER.warning("inbox row %d was cut short by a database failure; it runs again", row.id)
+                return False
+            try:
+                await self._failed(row, exc)
+            except Exception as store_exc:  # noqa: BLE001 - the row runs again
+                _LOGGER.warning("cannot store the failure of inbox row %d (%r); it runs again", row.id, store_exc)
+                return False
+        return True
+
+    async def _database_answers(self) -> bool:
+        """Whether the database answers now: a step's network error may have been the database's."""
+        try:
+            await self.hub.storage.ping()
+        except Exception:  # noqa: BLE001 - unreachable, whatever the reason
+            return False
+        return True
 
     async def _run_steps(self, row: InboxRow) -> None:
         if row.damage is not None:

@@ -50,6 +50,7 @@ from wahub.core.storage_inbox import (
 from wahub.core.storage_inbox import (
     InboxRow as InboxRow,  # re-exported: the row type of claim_inbox
 )
+from wahub.core.storage_leases import LeaseStore, lease_over
 from wahub.core.storage_messages import Database, MessageStore, Refusal, insert_ignore
 from wahub.core.storage_policy import PolicyStore
 from wahub.core.storage_schema import inbox, quarantine
@@ -211,6 +212,7 @@ class Storage:
         self.messages = MessageStore(self.db)
         self.policy = PolicyStore(self.db)
         self.contacts = ContactStore(self.db)
+        self.leases = LeaseStore(self.db, self._claim_lock)
         self.media = MediaStore(self.db, media_config if media_config is not None else MEDIA_SCHEMA({}))
         self._sqlite_inbox = _SqliteInboxWriter(str(engine.url.database), self.db.lock) if self.is_sqlite else None
         self._file_lock: IO[bytes] | None = None
@@ -293,7 +295,7 @@ class Storage:
             # Rows whose worker died (lease over) are pending again.
             await conn.execute(
                 inbox.update()
-                .where(inbox.c.state == "processing", inbox.c.lease_until <= now)
+                .where(inbox.c.state == "processing", lease_over(inbox.c.lease_until, now, conn.dialect.name))
                 .values(state="pending", lease_until=None)
             )
             blocked = await busy_keys(conn, self.is_sqlite)

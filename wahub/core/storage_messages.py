@@ -15,6 +15,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from wahub.core.models import STATUS_RANK, InboundMessage, OutgoingMessage, StatusEvent
+from wahub.core.storage_leases import lease_over
 from wahub.core.storage_schema import (
     consent_events,
     contact_identities,
@@ -294,8 +295,10 @@ class MessageStore:
         self, limit: int, lease_seconds: float, providers: Collection[str], *, now: float | None = None
     ) -> list[OutboxRow]:
         """Claim queued messages of ``providers`` due at ``now`` (default: the
-        current time), leasing them so no one else sends them."""
-        now = time.time() if now is None else now
+        current time), leasing them so no one else sends them. Leases are
+        always on the wall clock, the one their renewals use."""
+        wall = time.time()
+        now = wall if now is None else now
         query = (
             sa.select(
                 messages.c.id,
@@ -316,12 +319,13 @@ class MessageStore:
                 messages.c.status == "queued",
                 messages.c.provider.in_(list(providers)),
                 messages.c.next_attempt_at <= now,
-                sa.or_(messages.c.lease_until.is_(None), messages.c.lease_until <= now),
             )
             .order_by(messages.c.next_attempt_at, messages.c.id)
             .limit(limit)
         )
         async with self.db.begin() as conn:
+            lapsed = lease_over(messages.c.lease_until, wall, conn.dialect.name)
+            query = query.where(sa.or_(messages.c.lease_until.is_(None), lapsed))
             if conn.dialect.name != "sqlite":
                 query = query.with_for_update(of=messages, skip_locked=True)
             rows = (await conn.execute(query)).all()
@@ -329,7 +333,7 @@ class MessageStore:
                 await conn.execute(
                     messages.update()
                     .where(messages.c.id.in_([r.id for r in rows]))
-                    .values(lease_until=now + lease_seconds, attempts=messages.c.attempts + 1, updated_at=now)
+                    .values(lease_until=wall + lease_seconds, attempts=messages.c.attempts + 1, updated_at=now)
                 )
         return [
             OutboxRow(
