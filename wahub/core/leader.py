@@ -143,7 +143,10 @@ class Leadership:
             with suppress(Exception):
                 await conn.close()
         for role in lost:
-            _LOGGER.log(logging.INFO if stopping else logging.WARNING, "this process no longer runs %s", role)
+            if stopping:
+                _LOGGER.info("this process no longer runs %s (shutting down)", role)
+            else:
+                _LOGGER.warning("this process no longer runs %s", role)
             for callback in self._lost:
                 await callback(role)
 

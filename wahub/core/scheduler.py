@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -37,6 +38,9 @@ def _guarded(hub: Hub, spec: JobSpec) -> Callable[[], Awaitable[None]]:
     async def run() -> None:
         try:
             await spec.func(hub)
+        except asyncio.CancelledError:
+            # Only the shutdown cancels a job; it runs again at its next turn or start.
+            _LOGGER.info("scheduled job %s was cut off by the shutdown", spec.id)
         except Exception as exc:
             _LOGGER.exception("scheduled job %s failed", spec.id)
             report_exception(hub, exc, {"job": spec.id})
