@@ -19,7 +19,8 @@ import pytest
 import sqlalchemy as sa
 import yaml
 
-from wahub.core.pipeline import is_permanent, mask_numbers
+from wahub.core.pipeline import is_permanent
+from wahub.core.privacy import mask_digits
 from wahub.core.storage import Storage
 from wahub.testing import (
     TEST_SECRET,
@@ -234,7 +235,7 @@ def _sqlite_binding_error() -> Exception:
 
 
 def test_phone_numbers_are_masked_to_their_last_four_digits() -> None:
-    assert mask_numbers("sandbox:15551234567 row 42") == "sandbox:*******4567 row 42"
+    assert mask_digits("sandbox:15551234567 row 42") == "sandbox:***4567 row 42"
 
 
 async def _refuse_claims(daemon: RunningDaemon, refuse: bool) -> None:
@@ -332,7 +333,7 @@ async def test_the_cli_lists_and_replays_failed_events(sqlite_url: str, tmp_path
     [line] = out.splitlines()
     fields = line.split("\t")
     assert fields[:4] == [str(event["id"]), "sandbox", "message", "1"]
-    assert fields[5] == "sandbox:*******4567" and "payload is no 'message' event" in fields[6]
+    assert fields[5] == "sandbox:***4567" and "payload is no 'message' event" in fields[6]
     assert "15551234567" not in out
 
     assert (await _cli("inbox", "retry", "-c", str(config)))[0] == 2  # neither ids nor --all

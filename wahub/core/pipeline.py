@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import re
 import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -40,7 +39,7 @@ from wahub.core.models import (
 )
 from wahub.core.plugins import call_hook, report_exception
 from wahub.core.policy import learn_from_refusal
-from wahub.core.privacy import mask_address
+from wahub.core.privacy import mask_address, mask_digits
 from wahub.core.storage import LeaseLost
 from wahub.core.storage_inbox import FailedRow, InboxRow
 from wahub.core.storage_leases import claim_failed, database_unreachable
@@ -114,15 +113,6 @@ def is_permanent(exc: BaseException) -> bool:
     return False
 
 
-_LONG_NUMBER = re.compile(r"\d{5,}")
-
-
-def mask_numbers(text: str) -> str:
-    """``text`` with every run of five or more digits (a phone number, a wa_id)
-    cut to its last four: ``15551234567`` becomes ``*******4567``."""
-    return _LONG_NUMBER.sub(lambda found: "*" * (len(found[0]) - 4) + found[0][-4:], text)
-
-
 def failed_event(row: FailedRow) -> dict[str, Any]:
     """A failed inbox row as an operator sees it (``wahub inbox failed``, the
     REST API): phone numbers in its contact and error cut to their last digits."""
@@ -131,8 +121,8 @@ def failed_event(row: FailedRow) -> dict[str, Any]:
         "provider": row.provider,
         "kind": row.kind,
         "attempts": row.attempts,
-        "error": mask_numbers(row.error),
-        "contact": mask_numbers(row.contact_key),
+        "error": mask_digits(row.error),
+        "contact": mask_digits(row.contact_key),
         "received_at": row.received_at,
         "failed_at": row.failed_at,
     }

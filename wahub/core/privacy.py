@@ -7,8 +7,12 @@ reason, a provider's error) passes through ``masked``.
 
 from __future__ import annotations
 
+import re
+
 #: How many trailing characters of an address a log line keeps.
 SHOWN = 4
+#: A run of digits long enough to be a phone number or a wa_id.
+_NUMBER = re.compile(r"\d{5,}")
 
 
 def mask_address(address: object) -> str:
@@ -23,3 +27,9 @@ def masked(text: str, *addresses: object) -> str:
         if len(address) > SHOWN:
             text = text.replace(address, mask_address(address))
     return text
+
+
+def mask_digits(text: str) -> str:
+    """``text`` with every run of five or more digits (a phone number, a wa_id)
+    masked like an address: ``sandbox:15551234567`` becomes ``sandbox:***4567``."""
+    return _NUMBER.sub(lambda found: mask_address(found[0]), text)
