@@ -290,6 +290,51 @@ async def test_readyz_is_503_while_claims_keep_failing_and_ready_again_after(dat
         assert status == 200 and "inbox" not in body
 
 
+async def _refuse_inserts(daemon: RunningDaemon, refuse: bool) -> None:
+    """A database fault: every new inbox row (so every webhook's commit) is refused."""
+    async with daemon.hub.storage.engine.begin() as conn:
+        if daemon.hub.storage.is_sqlite:
+            statement = (
+                "CREATE TRIGGER refuse_inserts BEFORE INSERT ON inbox BEGIN SELECT RAISE(ABORT, 'refused'); END"
+                if refuse
+                else "DROP TRIGGER refuse_inserts"
+            )
+            await conn.execute(sa.text(statement))
+        elif refuse:
+            await conn.execute(
+                sa.text(
+                    "CREATE FUNCTION refuse_insert() RETURNS trigger LANGUAGE plpgsql"
+                    " AS $$ BEGIN RAISE EXCEPTION 'refused'; END $$"
+                )
+            )
+            await conn.execute(
+                sa.text(
+                    "CREATE TRIGGER refuse_inserts BEFORE INSERT ON inbox FOR EACH ROW EXECUTE FUNCTION refuse_insert()"
+                )
+            )
+        else:
+            await conn.execute(sa.text("DROP TRIGGER refuse_inserts ON inbox"))
+
+
+async def test_readyz_is_503_while_webhooks_cannot_be_stored_and_ready_again_after(database_url: str) -> None:
+    config = build_config(raw_config(database_url), database=database_url)
+    async with running_daemon(config) as daemon, aiohttp.ClientSession() as session:
+        assert (await readiness(daemon))[0] == 200
+        await _refuse_inserts(daemon, True)
+        body, headers = signed_sandbox_webhook([sandbox_message("hi")])
+        async with session.post(f"{daemon.url}/webhooks/sandbox", data=body, headers=headers) as response:
+            assert response.status == 503  # not stored: the provider delivers it again
+        status, ready = await readiness(daemon)
+        assert (status, ready["inbox"], ready["database"]) == (503, "intake_commits_failing", "ok")
+
+        await _refuse_inserts(daemon, False)
+        async with session.post(f"{daemon.url}/webhooks/sandbox", data=body, headers=headers) as response:
+            assert response.status == 200  # the redelivery is stored
+        status, ready = await readiness(daemon)
+        assert status == 200 and "inbox" not in ready
+        await wait_until(lambda: replies(daemon), within=15)
+
+
 async def test_a_burst_never_makes_readyz_flap(sqlite_url: str) -> None:
     config = build_config(raw_config(sqlite_url, inbox_stuck_after=1, workers=1), database=sqlite_url)
     async with running_daemon(config) as daemon:

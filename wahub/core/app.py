@@ -231,8 +231,12 @@ def _state_codes(account: dict[str, Any]) -> dict[str, str]:
 
 
 async def _inbox_stuck(hub: Hub) -> str | None:
-    """Why inbox processing is stuck, when an event has also waited longer than
-    ``wahub.inbox_stuck_after``: with nothing waiting, nothing is held up."""
+    """Why webhooks cannot be stored now, or why inbox processing is stuck when
+    an event has also waited longer than ``wahub.inbox_stuck_after`` (with
+    nothing waiting, nothing is held up)."""
+    intake = hub.intake_stuck()
+    if intake is not None:
+        return intake
     reason = hub.inbox_stuck()
     if reason is None:
         return None

@@ -80,6 +80,8 @@ class Hub:
     #: Whether webhooks arrive faster than one commit at a time; inbox workers then yield.
     intake_busy: Callable[[], bool] = field(default=lambda: False)
     clock: Clock = field(default_factory=Clock)
+    #: Why webhooks cannot be stored now (a short code), or None; read by /readyz.
+    intake_stuck: Callable[[], str | None] = field(default=lambda: None)
     #: Why inbox processing is stuck (a short code), or None; read by /readyz.
     inbox_stuck: Callable[[], str | None] = field(default=lambda: None)
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)

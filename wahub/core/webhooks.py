@@ -39,6 +39,8 @@ _QUARANTINE_HEADERS = ("content-type", "content-length", "content-encoding", "us
 #: Average requests per commit from which intake counts as busy.
 BUSY_BATCH = 4.0
 BUSY_HOLD_SECONDS = 0.5
+#: How long a failed inbox commit keeps /readyz at 503 when no commit succeeds after it.
+FAILING_HOLD_SECONDS = 60.0
 
 
 class IntakeClosed(Exception):
@@ -85,10 +87,11 @@ _TEXT_FIELDS: dict[str, dict[str, int | None]] = {
 _IDENTITY_KIND, _IDENTITY_VALUE = _length(contact_identities.c.kind), _length(contact_identities.c.value)
 
 
-def event_problem(event: Event) -> str | None:
-    """Why ``event`` cannot be stored and processed, or None: an id, key or
-    field too long for its column or not text, a time that is not a finite
-    number, or a value no database takes (see ``storable_problem``)."""
+def event_problem(event: Event, payload: dict[str, Any]) -> str | None:
+    """Why ``event`` (whose JSON form is ``payload``) cannot be stored and
+    processed, or None: an id, key or field too long for its column or not
+    text, a time that is not a finite number, or a value no database takes
+    (see ``storable_problem``)."""
     if not isinstance(event.external_id, str) or not event.external_id:
         return "the event id is missing or not text"
     if len(event.external_id) > MAX_EVENT_ID_LENGTH:
@@ -116,18 +119,23 @@ def event_problem(event: Event) -> str | None:
                 return "a sender identity is not text"
             if len(kind) > _IDENTITY_KIND or len(value) > _IDENTITY_VALUE:
                 return f"a sender identity is longer than {_IDENTITY_VALUE} characters"
-    return storable_problem(event_to_json(event))
+    return storable_problem(payload)
 
 
-def event_row(event: Event) -> dict[str, Any]:
-    """The inbox row of ``event`` (one ``event_problem`` found nothing wrong with)."""
-    return {
+def screen(event: Event) -> tuple[dict[str, Any] | None, str | None]:
+    """The inbox row of ``event``, or None and why it cannot be stored."""
+    payload = event_to_json(event)
+    problem = event_problem(event, payload)
+    if problem is not None:
+        return None, problem
+    row = {
         "provider": event.provider,
         "external_id": event.external_id,
         "kind": event.kind,
         "contact_key": event.contact_key,
-        "payload": event_to_json(event),
+        "payload": payload,
     }
+    return row, None
 
 
 class InboxWriter:
@@ -139,6 +147,8 @@ class InboxWriter:
         self.closed = False
         self._batch_average = 0.0
         self._last_commit = 0.0
+        #: When the latest commit failed, while no commit has succeeded since.
+        self._failed_at: float | None = None
 
     @property
     def busy(self) -> bool:
@@ -146,6 +156,15 @@ class InboxWriter:
         commit carries several requests. Calibrates itself to the disk's speed."""
         recent = time.monotonic() - self._last_commit < BUSY_HOLD_SECONDS
         return recent and self._batch_average >= BUSY_BATCH
+
+    def stuck_reason(self) -> str | None:
+        """``intake_commits_failing`` while webhooks cannot be stored (their
+        requests get 503): the latest commit failed, less than
+        ``FAILING_HOLD_SECONDS`` ago, and none succeeded since; else None."""
+        failed_at = self._failed_at
+        if failed_at is not None and time.monotonic() - failed_at < FAILING_HOLD_SECONDS:
+            return "intake_commits_failing"
+        return None
 
     async def submit(self, rows: list[dict[str, Any]]) -> None:
         """Queue ``rows`` for the next commit and wait until it is durable."""
@@ -177,9 +196,11 @@ class InboxWriter:
                     await self._commit([request])
                 return
             _LOGGER.exception("inbox commit of %d events failed", len(rows))
+            self._failed_at = time.monotonic()
             if not batch[0][1].done():
                 batch[0][1].set_exception(exc)
             return
+        self._failed_at = None
         self.hub.metrics.inbox_commit_batch.observe(len(batch))
         if new < len(rows):
             self.hub.metrics.webhook_duplicates.inc(len(rows) - new)
@@ -202,6 +223,7 @@ async def intake_ctx(app: web.Application) -> AsyncIterator[None]:
     writer = InboxWriter(hub)
     app[INTAKE_KEY] = writer
     hub.intake_busy = lambda: writer.busy
+    hub.intake_stuck = writer.stuck_reason
     task = asyncio.create_task(writer.run(), name="wahub-inbox-writer")
     yield
     try:
@@ -259,17 +281,17 @@ async def _receive(request: web.Request, hub: Hub, name: str) -> web.Response:
         return _error(401, "invalid_signature", "the webhook signature does not match")
     headers = _kept_headers(request.headers)
     try:
-        screened = [(event, event_problem(event)) for event in provider.parse_webhook(body)]
+        screened = [(event, *screen(event)) for event in provider.parse_webhook(body)]
     except Exception as exc:  # a parser's bug is an unparsable body too: keep it, answer 400
         if not isinstance(exc, WebhookError):
             _LOGGER.exception("provider %s failed to parse a webhook", name)
         await hub.storage.quarantine(name, str(exc), headers, body)
         _LOGGER.warning("webhook for %s quarantined: %s", name, exc)
         return _error(400, "unparsable_webhook", str(exc))
-    events = [event for event, problem in screened if problem is None]
+    events = [event for event, row, _problem in screened if row is not None]
     if events:
         try:
-            await writer.submit([event_row(event) for event in events])
+            await writer.submit([row for _event, row, _problem in screened if row is not None])
         except IntakeClosed:
             return _shutting_down()
         except Exception:  # noqa: BLE001 - the provider will redeliver
@@ -278,7 +300,7 @@ async def _receive(request: web.Request, hub: Hub, name: str) -> web.Response:
             hub.metrics.child(hub.metrics.webhook_events, name, event.kind).inc()
     # After the good events' commit: a redelivery after a failed commit must not
     # quarantine the bad ones twice. They can never succeed, so the answer is 200.
-    refused = [(event, problem) for event, problem in screened if problem is not None]
+    refused = [(event, problem) for event, _row, problem in screened if problem is not None]
     if refused:
         items = [(_item_reason(event, problem), _item_body(event, body)) for event, problem in refused]
         await hub.storage.quarantine_many(name, headers, items)
