@@ -30,6 +30,7 @@ from wahub.core.plugins import (
     registered_providers,
     registered_sections,
 )
+from wahub.core.serving import MalformedRequestFilter
 
 EX_UNAVAILABLE = 69  # sysexits.h: a resource the daemon needs is not available
 EX_CONFIG = 78  # sysexits.h: the configuration is wrong
@@ -204,6 +205,7 @@ def _run(args: argparse.Namespace) -> int:
         # Libraries narrate their own start-up at INFO; wahub's lines are what matters.
         for library in ("alembic", "apscheduler", "aiosqlite", "sqlalchemy"):
             logging.getLogger(library).setLevel(max(level, logging.WARNING))
+    logging.getLogger("aiohttp.server").addFilter(MalformedRequestFilter())
     asyncio.run(serve(config, pm))
     return 0
 

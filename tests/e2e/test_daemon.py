@@ -69,6 +69,29 @@ def test_readme_run_command_serves_health_and_stops_on_sigterm(tmp_path: Path) -
     assert (tmp_path / "data" / "wahub.db").exists()
 
 
+def test_requests_aiohttp_cannot_parse_are_one_warning_line_not_a_traceback(tmp_path: Path) -> None:
+    shutil.copy(REPO / "config.example.yaml", tmp_path / "config.yaml")
+    daemon = start_daemon(tmp_path / "config.yaml", tmp_path, free_port())
+    try:
+        daemon.wait_healthy()
+        port = int(daemon.url.rsplit(":", 1)[1])
+        malformed = [
+            b"GET /api/v1/messages/" + b"9" * 10_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",  # line too long
+            b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 10_000 + b"\r\n\r\n",  # header too long
+            b"GET /api/v1/messages/ 1 HTTP/1.1\r\nHost: x\r\n\r\n",  # a bad request line
+        ]
+        for request in malformed:
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+                sock.sendall(request)
+                assert sock.recv(100).split(b" ")[1] == b"400"
+        daemon.wait_healthy()
+    finally:
+        assert daemon.terminate() == 0
+    log = daemon.log.read_text()
+    assert "Traceback" not in log and " ERROR " not in log
+    assert log.count("WARNING aiohttp.server: malformed request from 127.0.0.1 refused (400)") == len(malformed)
+
+
 async def post_webhooks(
     url: str, count: int, acked: list[str], halfway: asyncio.Event, *, concurrency: int = 32
 ) -> None:

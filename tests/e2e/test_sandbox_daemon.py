@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import logging
 import os
 import re
@@ -183,6 +184,32 @@ async def test_the_sender_gets_each_message_accepted_by_its_ref(daemon: RunningD
         await ws.send_json({"type": "sticker", "ref": "a-2"})
         assert await ws.receive_json() == {"type": "error", "message": "cannot send a 'sticker' frame", "ref": "a-2"}
     await wait_until(answered(daemon))
+
+
+async def test_frames_the_sandbox_cannot_take_are_errors_never_accepted(
+    daemon: RunningDaemon, caplog: pytest.LogCaptureFixture
+) -> None:
+    unstorable = "the text holds a NUL character or an unpaired surrogate"
+    refused = {
+        "[" * 5000 + "]" * 5000: "frames are JSON objects",
+        '["a"]': "frames are JSON objects",
+        '{"type": "text", "text": "\\udc00 lone", "ref": "r"}': unstorable,
+        '{"type": "text", "text": "a\\u0000b", "ref": "r"}': unstorable,
+        '{"type": "text", "text": 1e400, "ref": "r"}': "a text frame needs 'text': the message, as a string",
+        json.dumps({"type": "text", "text": "x" * 4097, "ref": "r"}): "a message is at most 4096 characters",
+    }
+    async with (
+        aiohttp.ClientSession() as session,
+        session.ws_connect(f"{daemon.url}/sandbox/ws?user=15551230000") as ws,
+    ):
+        assert (await ws.receive_json())["type"] == "history"
+        for frame, problem in refused.items():
+            await ws.send_str(frame)
+            answer = await ws.receive_json()
+            assert (answer["type"], answer["message"]) == ("error", problem), frame[:40]
+        await ws.send_json({"type": "text", "text": "hi"})
+    await wait_until(answered(daemon))
+    assert faults(caplog) == []
 
 
 def answered(daemon: RunningDaemon) -> Callable[[], Awaitable[bool]]:

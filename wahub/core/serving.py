@@ -25,6 +25,7 @@ from typing import Any
 
 import voluptuous as vol
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from wahub.core.api_io import error
 
@@ -240,3 +241,21 @@ async def read_deadline_middleware(request: web.Request, handler: Handler) -> we
     if connection.timed_out:
         response.force_close()
     return response
+
+
+class MalformedRequestFilter(logging.Filter):
+    """For ``aiohttp.server``'s logger: a request aiohttp cannot even parse (a
+    line or header over its size limit, a malformed URL or request line) is the
+    client's fault, answered 400 by aiohttp. It is logged as one WARNING line
+    naming the problem, not as an ERROR with a traceback, so no client can fill
+    the log with tracebacks."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError) and 400 <= exc.code < 500:
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.msg = "malformed request from %s refused (%d): %s"
+            remote = record.args[0] if isinstance(record.args, tuple) and record.args else "?"
+            record.args = (remote, exc.code, type(exc).__name__)
+            record.exc_info = record.exc_text = None
+        return True

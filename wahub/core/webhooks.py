@@ -264,6 +264,9 @@ async def webhook_post(request: web.Request) -> web.StreamResponse:
         response = await _receive(request, hub, name)
         outcome = str(response.status)
         return response
+    except web.HTTPException as exc:  # e.g. the 408 of a body cut off by wahub.http.read_timeout
+        outcome = str(exc.status)
+        raise
     finally:
         metrics = hub.metrics
         metrics.child(metrics.webhook_requests, name, outcome).inc()

@@ -47,6 +47,7 @@ import voluptuous as vol
 from aiohttp import WSMsgType, web
 
 from wahub import hookimpl
+from wahub.core.api_io import storable
 from wahub.core.canonical import Capabilities
 from wahub.core.hub import Hub
 from wahub.core.models import Event, OutgoingMessage, SendResult, StatusEvent
@@ -67,6 +68,8 @@ _LOGGER = logging.getLogger(__name__)
 SIGNATURE_HEADER = "X-Wahub-Signature-256"
 WEB_DIR = Path(__file__).resolve().parents[2] / "web" / "sandbox"
 _USER_RE = re.compile(r"^\d{6,15}$")
+#: The longest text message a WhatsApp user can send.
+MAX_TEXT = 4096
 #: The files the chat page loads from ``/sandbox/static/``.
 STATIC_FILES = frozenset({"sandbox.css", "sandbox.js"})
 
@@ -196,6 +199,9 @@ class SandboxProvider(Provider):
         async with self.hub.http.post(f"{base_url}/webhooks/{self.name}", data=body, headers=headers) as response:
             if response.status != 200:
                 raise WebhookError(f"the daemon answered {response.status}: {await response.text()}")
+            answer = await response.json()
+            if answer.get("quarantined"):
+                raise WebhookError("wahub could not store it; the reason is in the daemon's log")
 
     def user_event(self, user: str, name: str, frame: Mapping[str, Any]) -> dict[str, Any] | None:
         """The webhook event for what the person did on the page, or None if it makes no sense."""
@@ -206,8 +212,8 @@ class SandboxProvider(Provider):
             "name": name,
             "timestamp": time.time(),
         }
-        if frame.get("type") == "text" and str(frame.get("text", "")).strip():
-            return {**base, "message": {"type": "text", "text": {"body": str(frame["text"])[:4096]}}}
+        if frame.get("type") == "text" and text_problem(frame.get("text")) is None:
+            return {**base, "message": {"type": "text", "text": {"body": frame["text"]}}}
         if frame.get("type") == "button" and frame.get("id"):
             reply = {
                 "type": "button_reply",
@@ -218,6 +224,17 @@ class SandboxProvider(Provider):
                 message["context"] = {"id": str(frame["context"])}
             return {**base, "message": message}
         return None
+
+
+def text_problem(text: Any) -> str | None:
+    """Why ``text`` cannot be a user's message (WhatsApp's own limits), or None."""
+    if not isinstance(text, str) or not text.strip():
+        return "a text frame needs 'text': the message, as a string"
+    if len(text) > MAX_TEXT:
+        return f"a message is at most {MAX_TEXT} characters"
+    if not storable(text):
+        return "the text holds a NUL character or an unpaired surrogate"
+    return None
 
 
 def _receipt_events(user: str, frame: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -283,7 +300,7 @@ async def _chat_socket(hub: Hub, request: web.Request) -> web.WebSocketResponse:
             if msg.type == WSMsgType.TEXT:
                 try:
                     frame = json.loads(msg.data)
-                except ValueError:
+                except (ValueError, RecursionError):
                     await _send(ws, {"type": "error", "message": "frames are JSON objects"})
                     continue
                 await _on_frame(provider, ws, base_url, user, name, frame)
@@ -311,6 +328,7 @@ async def _on_frame(
     provider: SandboxProvider, ws: web.WebSocketResponse, base_url: str, user: str, name: str, frame: Any
 ) -> None:
     if not isinstance(frame, dict):
+        await _send(ws, {"type": "error", "message": "frames are JSON objects"})
         return
     ref = frame.get("ref")
     # The reference a client gave its message comes back with the answer about it.
@@ -326,7 +344,9 @@ async def _on_frame(
             return
         event = provider.user_event(user, name, frame)
         if event is None:
-            await _send(ws, {"type": "error", "message": f"cannot send a {frame.get('type')!r} frame", **answer})
+            problem = text_problem(frame.get("text")) if frame.get("type") == "text" else None
+            message = problem or f"cannot send a {frame.get('type')!r} frame"
+            await _send(ws, {"type": "error", "message": message, **answer})
             return
         await provider.post_webhook(base_url, [event])
         row = {
