@@ -15,7 +15,8 @@ from alembic.config import Config as AlembicConfig
 from alembic.migration import MigrationContext
 
 from wahub.core.models import InboundMessage, OutgoingMessage, StatusEvent
-from wahub.core.storage import MIGRATIONS_DIR, LeaseLost, Storage, StorageLocked
+from wahub.core.storage import LeaseLost, Storage
+from wahub.core.storage_engine import MIGRATIONS_DIR, StorageLocked
 from wahub.core.storage_messages import Refusal
 from wahub.core.storage_schema import messages, metadata
 

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator, Collection, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from wahub.core.models import STATUS_RANK, InboundMessage, OutgoingMessage, StatusEvent
+from wahub.core.storage_engine import Database, insert_ignore
 from wahub.core.storage_leases import lease_over
 from wahub.core.storage_schema import (
     consent_events,
@@ -63,12 +61,6 @@ class StatusChange:
     status: str
 
 
-def insert_ignore(conn: AsyncConnection, table: sa.Table, conflict: list[str]) -> Any:
-    """``INSERT ... ON CONFLICT (conflict) DO NOTHING`` in the connection's dialect."""
-    insert = sqlite.insert if conn.dialect.name == "sqlite" else postgresql.insert
-    return insert(table).on_conflict_do_nothing(index_elements=conflict)
-
-
 async def _message_locks(conn: AsyncConnection, keys: Sequence[tuple[str, str]]) -> None:
     """Serialise ``mark_sent`` and ``apply_status`` of the messages ``(provider,
     provider_message_id)`` on PostgreSQL, where each could otherwise miss the
@@ -84,38 +76,6 @@ async def _message_locks(conn: AsyncConnection, keys: Sequence[tuple[str, str]])
 def moves_forward(current: str, new: str) -> bool:
     """Statuses only advance (queued, sent, delivered, read); failed is final."""
     return current != "failed" and STATUS_RANK.get(new, -1) > STATUS_RANK.get(current, -1)
-
-
-class Database:
-    """Transactions on the pooled connection(s).
-
-    On SQLite, ``lock`` is also taken by the inbox writer's own connection, so
-    the process's writers queue here, in order, instead of sleeping in
-    SQLite's busy handler.
-    """
-
-    def __init__(self, engine: AsyncEngine) -> None:
-        self.engine = engine
-        self.lock = asyncio.Lock()
-        self._serialize = engine.dialect.name == "sqlite"
-
-    @asynccontextmanager
-    async def begin(self) -> AsyncIterator[AsyncConnection]:
-        async with self._locked(), self.engine.begin() as conn:
-            yield conn
-
-    @asynccontextmanager
-    async def connect(self) -> AsyncIterator[AsyncConnection]:
-        async with self._locked(), self.engine.connect() as conn:
-            yield conn
-
-    @asynccontextmanager
-    async def _locked(self) -> AsyncIterator[None]:
-        if self._serialize:
-            async with self.lock:
-                yield
-        else:
-            yield
 
 
 class MessageStore:
