@@ -49,7 +49,7 @@ from wahub.core.privacy import masked
 from wahub.core.provider import Provider, ProviderError
 from wahub.core.recorder import Recorder
 from wahub.core.storage_leases import claim_failed
-from wahub.core.storage_messages import OutboxRow
+from wahub.core.storage_outbox import OutboxRow
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -168,7 +168,7 @@ class Dispatcher:
             since = time.monotonic()
             if want > 0 and providers:
                 try:
-                    rows = await self.hub.storage.messages.claim_outbox(
+                    rows = await self.hub.storage.outbox.claim_outbox(
                         want, LEASE_SECONDS, providers, now=self.hub.clock.time()
                     )
                 except Exception as exc:  # noqa: BLE001 - logged by claim_failed
@@ -254,7 +254,7 @@ class Dispatcher:
         queue.clear()
         deferred = False
         try:
-            await self.hub.storage.messages.defer(
+            await self.hub.storage.outbox.defer(
                 [(row.id, self._due(row, due + i * _ORDER_STEP)) for i, row in enumerate(rows)]
             )
             deferred = True
@@ -325,7 +325,7 @@ class Dispatcher:
             await self._fail(row, "window_closed", "the 24-hour service window closes before the quiet hours end")
             return True
         _LOGGER.info("message %d waits %.0f s for the end of the contact's quiet hours", row.id, due - now)
-        await self.hub.storage.messages.defer([(row.id, due)])
+        await self.hub.storage.outbox.defer([(row.id, due)])
         return True
 
     async def _record(self, row: OutboxRow, claim: Claim, provider_message_id: str) -> str | None:
@@ -352,7 +352,7 @@ class Dispatcher:
         self.hub.metrics.sends.labels(row.provider, "paused", exc.code or "").inc()
         key = (row.provider, row.message.to)
         self._gates[key] = self.hub.clock.time() + PAUSE_SECONDS
-        await self.hub.storage.messages.defer([(row.id, self._due(row, self._gates[key]))])
+        await self.hub.storage.outbox.defer([(row.id, self._due(row, self._gates[key]))])
         self._gates[key] += _ORDER_STEP
 
     async def _failed_attempt(self, row: OutboxRow, code: str | None, reason: str, *, retryable: bool) -> None:
@@ -365,7 +365,7 @@ class Dispatcher:
                 "send of message %d failed (%s), retrying in %.1f s", row.id, masked(reason, row.message.to), due - now
             )
             self.hub.metrics.sends.labels(row.provider, "retry", code or "").inc()
-            await self.hub.storage.messages.reschedule(row.id, retry_at=due, error_code=code, reason=reason)
+            await self.hub.storage.outbox.reschedule(row.id, retry_at=due, error_code=code, reason=reason)
             # The recipient's later messages wait behind this one until its backoff ends;
             # quiet hours then hold only business messages, each on its own.
             self._gates[(row.provider, row.message.to)] = retry_at + _ORDER_STEP
@@ -375,7 +375,7 @@ class Dispatcher:
     async def _fail(self, row: OutboxRow, code: str | None, reason: str) -> None:
         _LOGGER.error("message %d failed: %s", row.id, masked(reason, row.message.to))
         self.hub.metrics.sends.labels(row.provider, "failed", code or "").inc()
-        await self.hub.storage.messages.mark_failed(row.id, error_code=code, reason=reason)
+        await self.hub.storage.outbox.mark_failed(row.id, error_code=code, reason=reason)
 
     async def acquired(self, role: str) -> None:
         name = self._roles.get(role)
@@ -384,7 +384,7 @@ class Dispatcher:
         if self.hub.storage.is_sqlite:
             # This process owns the file since it started: claims left in it are a crash's.
             # On PostgreSQL they run out with their leases, unless their process renews them.
-            released = await self.hub.storage.messages.release_outbox_claims(name)
+            released = await self.hub.storage.outbox.release_outbox_claims(name)
             if released:
                 _LOGGER.warning(
                     "%d sends of %s were in flight at the last shutdown; sending them again", released, name

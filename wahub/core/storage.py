@@ -44,6 +44,7 @@ from wahub.core.storage_inbox import (
 )
 from wahub.core.storage_leases import LeaseStore, lease_over
 from wahub.core.storage_messages import MessageStore, Refusal
+from wahub.core.storage_outbox import OutboxStore
 from wahub.core.storage_policy import PolicyStore
 from wahub.core.storage_schema import inbox, quarantine
 
@@ -66,6 +67,7 @@ class Storage:
         self.is_sqlite = engine.dialect.name == "sqlite"
         self.db = Database(engine)
         self.messages = MessageStore(self.db)
+        self.outbox = OutboxStore(self.db)
         self.policy = PolicyStore(self.db)
         self.contacts = ContactStore(self.db)
         self.leases = LeaseStore(self.db, self._claim_lock)
