@@ -347,7 +347,7 @@ def _inbox(args: argparse.Namespace) -> int:
 
 
 async def _inbox_calls(args: argparse.Namespace, config: dict[str, Any]) -> int:
-    from wahub.core.pipeline import failed_event
+    from wahub.core.inbox_failures import failed_event
     from wahub.core.storage import Storage
     from wahub.core.storage_engine import StorageLocked
 
