@@ -33,8 +33,7 @@ import logging
 import random
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Mapping
-from typing import Any
+from collections.abc import AsyncIterator
 
 import aiohttp
 from aiohttp import web
@@ -43,6 +42,7 @@ from wahub.core.errors import meta_error
 from wahub.core.hub import HUB_KEY, SHUTDOWN_GRACE, Hub
 from wahub.core.leader import dispatch_role
 from wahub.core.leases import LEASE_SECONDS, Claim, LeaseKeeper
+from wahub.core.pacing import Pacer, PairLimiter, Recipient
 from wahub.core.plugins import call_hook, report_exception
 from wahub.core.policy import WINDOWLESS_TYPES, learn_from_refusal, window_open
 from wahub.core.privacy import masked
@@ -64,59 +64,11 @@ PAUSE_SECONDS = 60.0
 #: Spacing between the due times of a recipient's messages put back in the queue, to keep their order.
 _ORDER_STEP = 0.001
 
-Recipient = tuple[str, str]
-
 
 def backoff(attempt: int) -> float:
     """Seconds before attempt ``attempt + 1``: exponential, capped at 10 minutes, with jitter."""
     base = min(2.0 ** (attempt - 1), 600.0)
     return base * random.uniform(0.5, 1.0)
-
-
-class Pacer:
-    """Spaces sends through one number evenly at ``rate`` per second (None: no limit)."""
-
-    def __init__(self, rate: float | None) -> None:
-        self.interval = 1.0 / rate if rate else 0.0
-        self._next = 0.0
-
-    def reserve(self) -> float:
-        """Take the next slot; returns how long to wait for it."""
-        if not self.interval:
-            return 0.0
-        now = time.monotonic()
-        slot = max(now, self._next)
-        self._next = slot + self.interval
-        return slot - now
-
-
-class PairLimiter:
-    """Per recipient, a token bucket of ``burst`` tokens refilled one per ``every`` seconds."""
-
-    def __init__(self, config: Mapping[str, Any] | None) -> None:
-        self.burst = config["burst"] if config else 0
-        self.every = config["every"] if config else 0.0
-        self._buckets: dict[Recipient, tuple[float, float]] = {}
-
-    def _tokens(self, key: Recipient, now: float) -> float:
-        tokens, stamp = self._buckets.get(key, (float(self.burst), now))
-        return min(float(self.burst), tokens + (now - stamp) / self.every)
-
-    def free_at(self, key: Recipient, now: float) -> float:
-        """When ``key``'s next message may go (``now`` or later)."""
-        if not self.burst or not self.every:
-            return now
-        tokens = self._tokens(key, now)
-        return now if tokens >= 1.0 else now + (1.0 - tokens) * self.every
-
-    def take(self, key: Recipient, now: float) -> None:
-        if not self.burst or not self.every:
-            return
-        if len(self._buckets) > 10_000:
-            # Buckets that have refilled completely hold no information.
-            for full in [k for k in self._buckets if self._tokens(k, now) >= self.burst]:
-                del self._buckets[full]
-        self._buckets[key] = (self._tokens(key, now) - 1.0, now)
 
 
 class Dispatcher:
