@@ -290,7 +290,7 @@ async def _account_calls(
     args: argparse.Namespace, config: dict[str, Any], pm: pluggy.PluginManager, definition: Any
 ) -> int:
     from wahub.core.app import command_hub
-    from wahub.core.storage import StorageLocked
+    from wahub.core.storage_engine import StorageLocked
 
     method = _ACCOUNT_METHODS[(args.command, args.action)]
     try:
@@ -349,8 +349,9 @@ def _inbox(args: argparse.Namespace) -> int:
 
 
 async def _inbox_calls(args: argparse.Namespace, config: dict[str, Any]) -> int:
-    from wahub.core.pipeline import failed_event
-    from wahub.core.storage import Storage, StorageLocked
+    from wahub.core.inbox_failures import failed_event
+    from wahub.core.storage import Storage
+    from wahub.core.storage_engine import StorageLocked
 
     try:
         storage = await Storage.open(config["wahub"]["database"], media=config["wahub"]["media"])

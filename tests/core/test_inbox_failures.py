@@ -19,7 +19,7 @@ import pytest
 import sqlalchemy as sa
 import yaml
 
-from wahub.core.pipeline import is_permanent
+from wahub.core.inbox_failures import is_permanent
 from wahub.core.privacy import mask_digits
 from wahub.core.storage import Storage
 from wahub.testing import (

@@ -66,16 +66,16 @@ async def test_an_inbox_row_handed_back_runs_again_at_once(storage: Storage) -> 
 
 async def test_outbox_leases_are_renewed_until_sent_and_handed_back_when_cut_short(storage: Storage) -> None:
     message_id, _ = await storage.messages.enqueue("sandbox", OutgoingMessage.text("1555", "x"), idempotency_key="k")
-    [row] = await storage.messages.claim_outbox(10, -1, ["sandbox"])
+    [row] = await storage.outbox.claim_outbox(10, -1, ["sandbox"])
     claim = (row.id, row.attempts)
     assert await storage.leases.renew_outbox([claim], 60) == {claim}
-    assert await storage.messages.claim_outbox(10, 60, ["sandbox"]) == []
+    assert await storage.outbox.claim_outbox(10, 60, ["sandbox"]) == []
 
     await storage.leases.hand_back_outbox([claim])
-    [again] = await storage.messages.claim_outbox(10, 60, ["sandbox"])
+    [again] = await storage.outbox.claim_outbox(10, 60, ["sandbox"])
     assert again.id == message_id
 
-    await storage.messages.mark_sent([(again.id, "sandbox", "wamid.1")])
+    await storage.outbox.mark_sent([(again.id, "sandbox", "wamid.1")])
     assert await storage.leases.renew_outbox([(again.id, again.attempts)], 60) == set()
     assert await lease_of(storage, messages, message_id) is None
 
@@ -104,7 +104,7 @@ async def test_the_keeper_gives_up_lapsed_work_unless_pinned(storage: Storage) -
     keeper = LeaseKeeper("outbox", storage.leases.renew_outbox, storage.leases.hand_back_outbox, lost.append)
     for key in ("sending", "waiting"):
         await storage.messages.enqueue("sandbox", OutgoingMessage.text("1555", key), idempotency_key=key)
-    sending, waiting = await storage.messages.claim_outbox(10, LEASE_SECONDS, ["sandbox"])
+    sending, waiting = await storage.outbox.claim_outbox(10, LEASE_SECONDS, ["sandbox"])
     # Their renewals failed for longer than the lease: neither lease surely holds any more.
     keeper.claimed([(sending.id, sending.attempts), (waiting.id, waiting.attempts)], time.monotonic() - 60)
     keeper.pin((sending.id, sending.attempts))  # the provider accepted it: the claim must stay

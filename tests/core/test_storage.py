@@ -15,7 +15,8 @@ from alembic.config import Config as AlembicConfig
 from alembic.migration import MigrationContext
 
 from wahub.core.models import InboundMessage, OutgoingMessage, StatusEvent
-from wahub.core.storage import MIGRATIONS_DIR, LeaseLost, Storage, StorageLocked
+from wahub.core.storage import LeaseLost, Storage
+from wahub.core.storage_engine import MIGRATIONS_DIR, StorageLocked
 from wahub.core.storage_messages import Refusal
 from wahub.core.storage_schema import messages, metadata
 
@@ -140,7 +141,7 @@ async def test_replies_are_queued_once_per_inbound_message(storage: Storage) -> 
     assert await storage.finish_with_replies(row, inbound("m1"), [reply], **args) == 1
     with pytest.raises(LeaseLost):  # done already: a second finish is refused, nothing is queued twice
         await storage.finish_with_replies(row, inbound("m1"), [reply], **args)
-    queued = await storage.messages.claim_outbox(10, 60, ["sandbox"])
+    queued = await storage.outbox.claim_outbox(10, 60, ["sandbox"])
     assert [q.message for q in queued] == [reply]
     assert queued[0].last_inbound_at is not None  # the service window travels with the claim
 
@@ -163,18 +164,18 @@ async def test_a_refused_reply_is_stored_once_with_its_rows_completion(storage: 
         ("failed", "invalid_message", "text.body is too long"),
         ("queued", None, None),
     ]
-    queued = await storage.messages.claim_outbox(10, 60, ["sandbox"])
+    queued = await storage.outbox.claim_outbox(10, 60, ["sandbox"])
     assert [q.message for q in queued] == [reply]  # the refused one is never dispatched
     assert queued[0].origin == "reply"
 
 
 async def test_statuses_only_move_forward(storage: Storage) -> None:
     message_id, _ = await storage.messages.enqueue("sandbox", OutgoingMessage.text("1555", "x"), idempotency_key="k")
-    [row] = await storage.messages.claim_outbox(10, 60, ["sandbox"])
+    [row] = await storage.outbox.claim_outbox(10, 60, ["sandbox"])
     # 'delivered' arrives before the provider's answer to the send:
     early = StatusEvent(provider="sandbox", external_id="e1", message_id="p1", status="delivered", timestamp=1.0)
     assert await storage.messages.apply_status(early) is None
-    await storage.messages.mark_sent([(row.id, "sandbox", "p1")])
+    await storage.outbox.mark_sent([(row.id, "sandbox", "p1")])
     assert (await storage.messages.get(message_id) or {})["status"] == "delivered"
     read = StatusEvent(provider="sandbox", external_id="e2", message_id="p1", status="read", timestamp=2.0)
     assert (await storage.messages.apply_status(read)).status == "read"  # type: ignore[union-attr]
@@ -193,7 +194,7 @@ async def test_statuses_only_move_forward(storage: Storage) -> None:
 
 async def test_an_early_failed_status_keeps_its_code(storage: Storage) -> None:
     message_id, _ = await storage.messages.enqueue("sandbox", OutgoingMessage.text("1555", "x"), idempotency_key="k")
-    [row] = await storage.messages.claim_outbox(10, 60, ["sandbox"])
+    [row] = await storage.outbox.claim_outbox(10, 60, ["sandbox"])
     failed = StatusEvent(
         provider="sandbox",
         external_id="f",
@@ -204,7 +205,7 @@ async def test_an_early_failed_status_keeps_its_code(storage: Storage) -> None:
         error_title="Message undeliverable",
     )
     await storage.messages.apply_status(failed)
-    assert await storage.messages.mark_sent([(row.id, "sandbox", "p2")]) == {row.id: "131026"}
+    assert await storage.outbox.mark_sent([(row.id, "sandbox", "p2")]) == {row.id: "131026"}
     stored = await storage.messages.get(message_id)
     assert stored is not None
     assert (stored["status"], stored["error_code"], stored["error_reason"]) == (

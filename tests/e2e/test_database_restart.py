@@ -324,15 +324,15 @@ async def test_no_lease_runs_out_in_the_first_seconds_after_a_restart(private_po
         await storage.messages.enqueue("meta", OutgoingMessage.text("1555", "x"), idempotency_key="k")
         # Claims whose leases end while the server is away, by a process that is still alive.
         [event] = await storage.claim_inbox(10, lease_seconds=0.5)
-        [send] = await storage.messages.claim_outbox(10, 0.5, ["meta"])
+        [send] = await storage.outbox.claim_outbox(10, 0.5, ["meta"])
         await asyncio.to_thread(private_postgres.restart)
 
         # Their process gets the time to renew them first...
         assert await storage.claim_inbox(10, lease_seconds=60) == []
-        assert await storage.messages.claim_outbox(10, 60, ["meta"]) == []
+        assert await storage.outbox.claim_outbox(10, 60, ["meta"]) == []
         # ...then they are free, as a dead process's are.
         [event_again] = await wait_until(lambda: storage.claim_inbox(10, lease_seconds=60), within=15, every=0.2)
-        [send_again] = await wait_until(lambda: storage.messages.claim_outbox(10, 60, ["meta"]), within=15)
+        [send_again] = await wait_until(lambda: storage.outbox.claim_outbox(10, 60, ["meta"]), within=15)
         assert (event_again.id, send_again.id) == (event.id, send.id)
     finally:
         await storage.close()

@@ -39,8 +39,8 @@ from wahub.core.api_io import error, json_body, json_response, path_id, path_tex
 from wahub.core.canonical import InvalidMessage, parse_message
 from wahub.core.consent import InvalidTime, consent_time
 from wahub.core.hub import HUB_KEY, Hub, SendRefused
+from wahub.core.inbox_failures import failed_event
 from wahub.core.media import LOCAL_PREFIX, MediaRefused, MediaTooLarge, kind_of
-from wahub.core.pipeline import failed_event
 from wahub.core.policy import timezone_name
 
 _LOGGER = logging.getLogger(__name__)

@@ -8,7 +8,7 @@ again within ``LEASE_SECONDS``; a row whose work ended without its outcome
 being stored (the database failed) is handed back at the first heartbeat the
 database answers. On PostgreSQL no lease runs out during the first
 ``RESTART_GRACE`` seconds after the server started (see
-``wahub.core.storage_messages.lease_over``): after a restart, every process
+``wahub.core.storage_leases.lease_over``): after a restart, every process
 first gets the time to reconnect and renew the leases it still needs.
 
 A process that could not renew a lease in time gives the work up (its

@@ -36,7 +36,7 @@ import sqlalchemy as sa
 import voluptuous as vol
 
 from wahub.core.models import InboundMessage
-from wahub.core.storage_messages import Database, insert_ignore
+from wahub.core.storage_engine import Database, insert_ignore
 from wahub.core.storage_schema import media, media_uploads
 
 if TYPE_CHECKING:

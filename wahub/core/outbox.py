@@ -33,8 +33,7 @@ import logging
 import random
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Mapping
-from typing import Any
+from collections.abc import AsyncIterator
 
 import aiohttp
 from aiohttp import web
@@ -43,13 +42,14 @@ from wahub.core.errors import meta_error
 from wahub.core.hub import HUB_KEY, SHUTDOWN_GRACE, Hub
 from wahub.core.leader import dispatch_role
 from wahub.core.leases import LEASE_SECONDS, Claim, LeaseKeeper
+from wahub.core.pacing import Pacer, PairLimiter, Recipient
 from wahub.core.plugins import call_hook, report_exception
 from wahub.core.policy import WINDOWLESS_TYPES, learn_from_refusal, window_open
 from wahub.core.privacy import masked
 from wahub.core.provider import Provider, ProviderError
 from wahub.core.recorder import Recorder
 from wahub.core.storage_leases import claim_failed
-from wahub.core.storage_messages import OutboxRow
+from wahub.core.storage_outbox import OutboxRow
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -64,59 +64,11 @@ PAUSE_SECONDS = 60.0
 #: Spacing between the due times of a recipient's messages put back in the queue, to keep their order.
 _ORDER_STEP = 0.001
 
-Recipient = tuple[str, str]
-
 
 def backoff(attempt: int) -> float:
     """Seconds before attempt ``attempt + 1``: exponential, capped at 10 minutes, with jitter."""
     base = min(2.0 ** (attempt - 1), 600.0)
     return base * random.uniform(0.5, 1.0)
-
-
-class Pacer:
-    """Spaces sends through one number evenly at ``rate`` per second (None: no limit)."""
-
-    def __init__(self, rate: float | None) -> None:
-        self.interval = 1.0 / rate if rate else 0.0
-        self._next = 0.0
-
-    def reserve(self) -> float:
-        """Take the next slot; returns how long to wait for it."""
-        if not self.interval:
-            return 0.0
-        now = time.monotonic()
-        slot = max(now, self._next)
-        self._next = slot + self.interval
-        return slot - now
-
-
-class PairLimiter:
-    """Per recipient, a token bucket of ``burst`` tokens refilled one per ``every`` seconds."""
-
-    def __init__(self, config: Mapping[str, Any] | None) -> None:
-        self.burst = config["burst"] if config else 0
-        self.every = config["every"] if config else 0.0
-        self._buckets: dict[Recipient, tuple[float, float]] = {}
-
-    def _tokens(self, key: Recipient, now: float) -> float:
-        tokens, stamp = self._buckets.get(key, (float(self.burst), now))
-        return min(float(self.burst), tokens + (now - stamp) / self.every)
-
-    def free_at(self, key: Recipient, now: float) -> float:
-        """When ``key``'s next message may go (``now`` or later)."""
-        if not self.burst or not self.every:
-            return now
-        tokens = self._tokens(key, now)
-        return now if tokens >= 1.0 else now + (1.0 - tokens) * self.every
-
-    def take(self, key: Recipient, now: float) -> None:
-        if not self.burst or not self.every:
-            return
-        if len(self._buckets) > 10_000:
-            # Buckets that have refilled completely hold no information.
-            for full in [k for k in self._buckets if self._tokens(k, now) >= self.burst]:
-                del self._buckets[full]
-        self._buckets[key] = (self._tokens(key, now) - 1.0, now)
 
 
 class Dispatcher:
@@ -168,7 +120,7 @@ class Dispatcher:
             since = time.monotonic()
             if want > 0 and providers:
                 try:
-                    rows = await self.hub.storage.messages.claim_outbox(
+                    rows = await self.hub.storage.outbox.claim_outbox(
                         want, LEASE_SECONDS, providers, now=self.hub.clock.time()
                     )
                 except Exception as exc:  # noqa: BLE001 - logged by claim_failed
@@ -254,7 +206,7 @@ class Dispatcher:
         queue.clear()
         deferred = False
         try:
-            await self.hub.storage.messages.defer(
+            await self.hub.storage.outbox.defer(
                 [(row.id, self._due(row, due + i * _ORDER_STEP)) for i, row in enumerate(rows)]
             )
             deferred = True
@@ -325,7 +277,7 @@ class Dispatcher:
             await self._fail(row, "window_closed", "the 24-hour service window closes before the quiet hours end")
             return True
         _LOGGER.info("message %d waits %.0f s for the end of the contact's quiet hours", row.id, due - now)
-        await self.hub.storage.messages.defer([(row.id, due)])
+        await self.hub.storage.outbox.defer([(row.id, due)])
         return True
 
     async def _record(self, row: OutboxRow, claim: Claim, provider_message_id: str) -> str | None:
@@ -352,7 +304,7 @@ class Dispatcher:
         self.hub.metrics.sends.labels(row.provider, "paused", exc.code or "").inc()
         key = (row.provider, row.message.to)
         self._gates[key] = self.hub.clock.time() + PAUSE_SECONDS
-        await self.hub.storage.messages.defer([(row.id, self._due(row, self._gates[key]))])
+        await self.hub.storage.outbox.defer([(row.id, self._due(row, self._gates[key]))])
         self._gates[key] += _ORDER_STEP
 
     async def _failed_attempt(self, row: OutboxRow, code: str | None, reason: str, *, retryable: bool) -> None:
@@ -365,7 +317,7 @@ class Dispatcher:
                 "send of message %d failed (%s), retrying in %.1f s", row.id, masked(reason, row.message.to), due - now
             )
             self.hub.metrics.sends.labels(row.provider, "retry", code or "").inc()
-            await self.hub.storage.messages.reschedule(row.id, retry_at=due, error_code=code, reason=reason)
+            await self.hub.storage.outbox.reschedule(row.id, retry_at=due, error_code=code, reason=reason)
             # The recipient's later messages wait behind this one until its backoff ends;
             # quiet hours then hold only business messages, each on its own.
             self._gates[(row.provider, row.message.to)] = retry_at + _ORDER_STEP
@@ -375,7 +327,7 @@ class Dispatcher:
     async def _fail(self, row: OutboxRow, code: str | None, reason: str) -> None:
         _LOGGER.error("message %d failed: %s", row.id, masked(reason, row.message.to))
         self.hub.metrics.sends.labels(row.provider, "failed", code or "").inc()
-        await self.hub.storage.messages.mark_failed(row.id, error_code=code, reason=reason)
+        await self.hub.storage.outbox.mark_failed(row.id, error_code=code, reason=reason)
 
     async def acquired(self, role: str) -> None:
         name = self._roles.get(role)
@@ -384,7 +336,7 @@ class Dispatcher:
         if self.hub.storage.is_sqlite:
             # This process owns the file since it started: claims left in it are a crash's.
             # On PostgreSQL they run out with their leases, unless their process renews them.
-            released = await self.hub.storage.messages.release_outbox_claims(name)
+            released = await self.hub.storage.outbox.release_outbox_claims(name)
             if released:
                 _LOGGER.warning(
                     "%d sends of %s were in flight at the last shutdown; sending them again", released, name

@@ -17,16 +17,14 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from collections.abc import AsyncIterator
 
-import aiohttp
-import sqlalchemy as sa
 from aiohttp import web
 
 from wahub.core.consent import handle_keyword, record_preference
 from wahub.core.errors import meta_error
 from wahub.core.hub import HUB_KEY, SHUTDOWN_GRACE, Hub, SendRefused
+from wahub.core.inbox_failures import Unprocessable, is_permanent
 from wahub.core.leases import LEASE_SECONDS, Claim, LeaseKeeper
 from wahub.core.media import attach_inbound_media
 from wahub.core.models import (
@@ -39,9 +37,9 @@ from wahub.core.models import (
 )
 from wahub.core.plugins import call_hook, report_exception
 from wahub.core.policy import learn_from_refusal
-from wahub.core.privacy import mask_address, mask_digits
+from wahub.core.privacy import mask_address
 from wahub.core.storage import LeaseLost
-from wahub.core.storage_inbox import FailedRow, InboxRow
+from wahub.core.storage_inbox import InboxRow
 from wahub.core.storage_leases import claim_failed, database_unreachable
 from wahub.core.storage_messages import Refusal
 
@@ -70,62 +68,6 @@ def retry_delay(attempt: int) -> float:
 
 class Deferred(Exception):
     """The row waits for an older row of the same user under another contact key."""
-
-
-class Unprocessable(Exception):
-    """The stored row is no event wahub can process (unreadable text, a payload
-    that does not make an event): it fails at the first attempt."""
-
-
-#: PostgreSQL errors caused by the values sent: every data exception (class 22), a datatype mismatch.
-_DATA_SQLSTATES = ("22", "42804")
-
-
-def _chain(exc: BaseException) -> Iterator[BaseException]:
-    seen: set[int] = set()
-    link: BaseException | None = exc
-    while link is not None and id(link) not in seen:
-        seen.add(id(link))
-        yield link
-        link = link.__cause__ or link.__context__
-
-
-def is_permanent(exc: BaseException) -> bool:
-    """Whether ``exc`` comes from the row's own data, so that trying again would
-    fail the same way: a type or value error (``type 'list' is not supported``
-    when a list reaches a text column), or a database refusing the values.
-    Time-outs, network and connection failures are passing."""
-    for link in _chain(exc):
-        if isinstance(link, Unprocessable):
-            return True
-        if isinstance(link, TimeoutError | OSError | aiohttp.ClientError):
-            return False
-        if isinstance(link, sa.exc.DBAPIError):
-            if link.connection_invalidated or isinstance(link, sa.exc.OperationalError):
-                return False
-            sqlstate = str(getattr(link.orig, "sqlstate", None) or getattr(link.orig, "pgcode", None) or "")
-            if isinstance(link, sa.exc.DataError) or sqlstate.startswith(_DATA_SQLSTATES):
-                return True
-            if "binding parameter" in str(link.orig):  # SQLite given a value of a type it cannot store
-                return True
-        elif isinstance(link, TypeError | ValueError | LookupError | AttributeError):
-            return True
-    return False
-
-
-def failed_event(row: FailedRow) -> dict[str, Any]:
-    """A failed inbox row as an operator sees it (``wahub inbox failed``, the
-    REST API): phone numbers in its contact and error cut to their last digits."""
-    return {
-        "id": row.id,
-        "provider": row.provider,
-        "kind": row.kind,
-        "attempts": row.attempts,
-        "error": mask_digits(row.error),
-        "contact": mask_digits(row.contact_key),
-        "received_at": row.received_at,
-        "failed_at": row.failed_at,
-    }
 
 
 class InboxProcessor:

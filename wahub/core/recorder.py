@@ -14,7 +14,7 @@ import logging
 
 from wahub.core.hub import Hub
 from wahub.core.storage_leases import database_unreachable
-from wahub.core.storage_messages import OutboxRow
+from wahub.core.storage_outbox import OutboxRow
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ class Recorder:
         while True:
             attempt += 1
             try:
-                failed = await self.hub.storage.messages.mark_sent(sent)
+                failed = await self.hub.storage.outbox.mark_sent(sent)
             except Exception as exc:
                 refused += not database_unreachable(exc, from_storage=True)
                 if refused >= RECORD_ATTEMPTS:

@@ -1,37 +1,29 @@
-"""Database access: engine, migrations and the inbox. All SQL lives in ``core/storage*``.
-
-SQLite (WAL) by default, PostgreSQL through asyncpg, with the same code. On
-SQLite the inbox has its own connection in its own thread: a group commit is
-one INSERT statement there instead of a thread hop per statement, which is
-what keeps webhook intake fast. Every other query shares
-one pooled connection. All SQLite transactions begin IMMEDIATE, so the two
-connections queue for the write lock instead of failing on a lock upgrade.
+"""The daemon's database (``Storage``) and the inbox queries. All SQL lives in
+``core/storage*``: the engine, its connections and migrations in
+``storage_engine``, each table family in its own ``storage_<family>`` module.
 """
 
 from __future__ import annotations
 
-import asyncio
-import fcntl
-import json
 import logging
-import sqlite3
 import time
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import IO, Any
 
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config as AlembicConfig
-from alembic.runtime.migration import MigrationContext
-from sqlalchemy import event
-from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from wahub.core.media import MEDIA_SCHEMA, MediaStore
 from wahub.core.models import InboundMessage, OutgoingMessage
 from wahub.core.storage_contacts import ContactStore
+from wahub.core.storage_engine import (
+    Database,
+    SqliteInboxWriter,
+    apply_migrations,
+    create_engine,
+    insert_ignore,
+    lock_sqlite_file,
+)
 from wahub.core.storage_inbox import (
     ORDERING_KINDS,
     FailedRow,
@@ -51,15 +43,13 @@ from wahub.core.storage_inbox import (
     InboxRow as InboxRow,  # re-exported: the row type of claim_inbox
 )
 from wahub.core.storage_leases import LeaseStore, lease_over
-from wahub.core.storage_messages import Database, MessageStore, Refusal, insert_ignore
+from wahub.core.storage_messages import MessageStore, Refusal
+from wahub.core.storage_outbox import OutboxStore
 from wahub.core.storage_policy import PolicyStore
 from wahub.core.storage_schema import inbox, quarantine
 
 _LOGGER = logging.getLogger(__name__)
 
-MIGRATIONS_DIR = Path(__file__).parent / "migrations"
-# Any constant works; it only has to be the same for every wahub replica.
-_MIGRATION_LOCK_ID = 0x77616875
 # Held (per transaction) by inbox claims and by whatever re-opens a row, so that
 # on PostgreSQL one replica's claim sees no row re-opened half-way through.
 _CLAIM_LOCK_ID = 0x77616876
@@ -67,139 +57,6 @@ _CLAIM_LOCK_ID = 0x77616876
 
 class LeaseLost(Exception):
     """An inbox row was claimed again (its lease ran out) while it was being processed."""
-
-
-class StorageLocked(Exception):
-    """Another process uses this SQLite database."""
-
-
-def engine_url(url: str) -> str:
-    """Map a config URL (``sqlite:///...``, ``postgresql://...``) to an async driver URL."""
-    if url.startswith("sqlite:///"):
-        path = Path(url.removeprefix("sqlite:///"))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return f"sqlite+aiosqlite:///{path}"
-    for prefix in ("postgresql://", "postgres://"):
-        if url.startswith(prefix):
-            return "postgresql+asyncpg://" + url.removeprefix(prefix)
-    raise ValueError(f"unsupported database URL {url!r}: use sqlite:/// or postgresql://")
-
-
-_SQLITE_PRAGMAS = ("journal_mode=WAL", "foreign_keys=ON", "busy_timeout=10000")
-# The inbox commit is fsynced before the webhook gets its 200 (FULL). Every
-# other write derives from the inbox and is re-derived after a crash; in WAL
-# mode it reaches the disk with the next inbox commit's fsync at the latest.
-_INBOX_SYNC, _DERIVED_SYNC = "synchronous=FULL", "synchronous=NORMAL"
-
-
-def _sqlite_connected(dbapi_connection: Any, _record: Any) -> None:
-    # Let SQLAlchemy's "begin" event, not the driver, open transactions.
-    dbapi_connection.isolation_level = None
-    cursor = dbapi_connection.cursor()
-    for pragma in (*_SQLITE_PRAGMAS, _DERIVED_SYNC):
-        cursor.execute(f"PRAGMA {pragma}")
-    cursor.close()
-
-
-def _sqlite_begin(conn: Connection) -> None:
-    conn.exec_driver_sql("BEGIN IMMEDIATE")
-
-
-# hide_parameters: errors are logged and kept in inbox.error; their bound values
-# would carry phone numbers and message text.
-def create_engine(url: str) -> AsyncEngine:
-    driver_url = engine_url(url)
-    if driver_url.startswith("sqlite"):
-        engine = create_async_engine(driver_url, pool_size=1, max_overflow=0, pool_timeout=120, hide_parameters=True)
-        event.listen(engine.sync_engine, "connect", _sqlite_connected)
-        event.listen(engine.sync_engine, "begin", _sqlite_begin)
-        return engine
-    return create_async_engine(driver_url, pool_size=10, max_overflow=10, pool_pre_ping=True, hide_parameters=True)
-
-
-def _lock_sqlite_file(path: str) -> IO[bytes]:
-    """Hold ``<path>.lock`` for the life of the process: a second daemon on the same
-    file would re-run and re-send the first one's work in progress."""
-    handle = open(f"{path}.lock", "wb")  # noqa: SIM115 - held open until Storage.close
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.close()
-        raise StorageLocked(
-            f"another wahub process uses {path}: one daemon per SQLite file (use PostgreSQL for several)"
-        ) from None
-    return handle
-
-
-class _SqliteInboxWriter:
-    """The inbox's own SQLite connection, used from one dedicated thread.
-
-    A whole group commit is one statement: the batch travels as a single JSON
-    array that SQLite unpacks itself (``json_each``). The thread then holds
-    Python's GIL once per statement rather than once per row, so the event
-    loop keeps serving requests while the commit runs.
-    """
-
-    COLUMNS = ("provider", "external_id", "kind", "contact_key", "payload", "received_at")
-
-    def __init__(self, path: str, lock: asyncio.Lock) -> None:
-        self._lock = lock
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wahub-inbox-writer")
-        self._path = path
-        self._db: sqlite3.Connection | None = None
-        fields = ", ".join(
-            f"json_extract(value, '$[{i}]')" if column != "payload" else f"json(json_extract(value, '$[{i}]'))"
-            for i, column in enumerate(self.COLUMNS)
-        )
-        # "WHERE true" tells SQLite's parser that ON CONFLICT belongs to the INSERT.
-        self._sql = (
-            f"INSERT INTO {inbox.name} ({', '.join(self.COLUMNS)}, state, attempts) "
-            f"SELECT {fields}, 'pending', 0 FROM json_each(?) WHERE true "
-            "ON CONFLICT (provider, external_id) DO NOTHING"
-        )
-
-    async def _run(self, func: Any, *args: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, func, *args)
-
-    async def open(self) -> None:
-        await self._run(self._open)
-
-    def _open(self) -> None:
-        self._db = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
-        for pragma in (*_SQLITE_PRAGMAS, _INBOX_SYNC):
-            self._db.execute(f"PRAGMA {pragma}")
-
-    async def insert(self, rows: Sequence[dict[str, Any]], received_at: float) -> int:
-        batch = json.dumps([[*(row[c] for c in self.COLUMNS[:-1]), received_at] for row in rows])
-        async with self._lock:
-            return int(await self._run(self._insert, batch))
-
-    def _insert(self, batch: str) -> int:
-        assert self._db is not None
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            count = self._db.execute(self._sql, (batch,)).rowcount
-            self._db.execute("COMMIT")
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        return count
-
-    async def close(self) -> None:
-        if self._db is not None:
-            await self._run(self._db.close)
-        self._executor.shutdown(wait=True)
-
-
-def _upgrade(connection: Connection) -> tuple[list[tuple[str, str]], str | None]:
-    """Apply pending migrations; return those applied ``(revision, description)``
-    and the revision the schema is at."""
-    config = AlembicConfig()
-    config.set_main_option("script_location", str(MIGRATIONS_DIR))
-    config.attributes["connection"] = connection
-    command.upgrade(config, "head")
-    applied: list[tuple[str, str]] = config.attributes.get("applied", [])
-    return applied, MigrationContext.configure(connection).get_current_revision()
 
 
 class Storage:
@@ -210,11 +67,12 @@ class Storage:
         self.is_sqlite = engine.dialect.name == "sqlite"
         self.db = Database(engine)
         self.messages = MessageStore(self.db)
+        self.outbox = OutboxStore(self.db)
         self.policy = PolicyStore(self.db)
         self.contacts = ContactStore(self.db)
         self.leases = LeaseStore(self.db, self._claim_lock)
         self.media = MediaStore(self.db, media_config if media_config is not None else MEDIA_SCHEMA({}))
-        self._sqlite_inbox = _SqliteInboxWriter(str(engine.url.database), self.db.lock) if self.is_sqlite else None
+        self._sqlite_inbox = SqliteInboxWriter(str(engine.url.database), self.db.lock) if self.is_sqlite else None
         self._file_lock: IO[bytes] | None = None
         #: The contact the last claim of this process stopped at: the next one goes on after it.
         self._claim_after: Key | None = None
@@ -223,7 +81,7 @@ class Storage:
     async def open(cls, url: str, *, migrate: bool = True, media: Mapping[str, Any] | None = None) -> Storage:
         """``media`` is the ``wahub.media`` configuration (default: its schema's defaults)."""
         engine = create_engine(url)
-        lock = _lock_sqlite_file(str(engine.url.database)) if engine.dialect.name == "sqlite" else None
+        lock = lock_sqlite_file(str(engine.url.database)) if engine.dialect.name == "sqlite" else None
         storage = cls(engine, media)
         storage._file_lock = lock
         try:
@@ -238,10 +96,7 @@ class Storage:
 
     async def migrate(self) -> None:
         """Apply pending Alembic migrations; replicas on PostgreSQL take turns."""
-        async with self.db.begin() as conn:
-            if not self.is_sqlite:
-                await conn.execute(sa.text("SELECT pg_advisory_xact_lock(:id)"), {"id": _MIGRATION_LOCK_ID})
-            applied, revision = await conn.run_sync(_upgrade)
+        applied, revision = await apply_migrations(self.db)
         # Logged once committed: a migration that failed or rolled back is not "applied".
         for name, description in applied:
             _LOGGER.info("database: applied migration %s (%s)", name, description)

@@ -7,7 +7,7 @@ import time
 
 import sqlalchemy as sa
 
-from wahub.core.storage_messages import Database, insert_ignore
+from wahub.core.storage_engine import Database, insert_ignore
 from wahub.core.storage_policy import _canonical
 from wahub.core.storage_schema import contact_identities, contacts
 

@@ -19,7 +19,7 @@ from wahub.core.leases import RESTART_GRACE, Claim
 from wahub.core.storage_schema import inbox, messages
 
 if TYPE_CHECKING:
-    from wahub.core.storage_messages import Database
+    from wahub.core.storage_engine import Database
 
 _CONNECTION_ERRORS = (
     asyncpg.PostgresConnectionError,

@@ -11,7 +11,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from wahub.core.storage_messages import Database, insert_ignore
+from wahub.core.storage_engine import Database, insert_ignore
 from wahub.core.storage_schema import consent_events, contact_identities, contacts, conversations, templates
 
 
