@@ -253,7 +253,7 @@ async def metrics(request: web.Request) -> web.Response:
     hub.metrics.inbox_depth.set(depth)
     hub.metrics.inbox_oldest_age.set(oldest_age)
     hub.metrics.inbox_failed.set(await hub.storage.inbox_failed_count())
-    queued = await hub.storage.messages.outbox_depth()
+    queued = await hub.storage.outbox.outbox_depth()
     for name, provider in hub.providers.items():
         hub.metrics.provider_ready.labels(name).set(1 if provider.ready and provider.paused is None else 0)
         count, age = queued.get(name, (0, 0.0))

@@ -235,18 +235,6 @@ class MessageStore:
             found = await conn.execute(sa.select(messages.c.id).where(messages.c.idempotency_key == idempotency_key))
             return found.scalar_one_or_none()
 
-    async def outbox_depth(self) -> dict[str, tuple[int, float]]:
-        """Per provider: queued messages and the age in seconds of the oldest."""
-        query = (
-            sa.select(messages.c.provider, sa.func.count(), sa.func.min(messages.c.created_at))
-            .where(messages.c.status == "queued")
-            .group_by(messages.c.provider)
-        )
-        now = time.time()
-        async with self.db.connect() as conn:
-            rows = (await conn.execute(query)).all()
-        return {provider: (int(count), now - oldest) for provider, count, oldest in rows}
-
     async def apply_status(self, event: StatusEvent) -> StatusChange | None:
         """Record a status event and move its message forward. Returns the change,
         or None when the message is unknown (yet) or the status is not newer."""

@@ -1,7 +1,6 @@
 """The outbox: queued outgoing messages claimed with a lease, handed back,
-rescheduled, and marked sent or failed. Queuing (``enqueue``), the queue's
-depth for the metrics (``outbox_depth``) and statuses live in
-``storage_messages``."""
+rescheduled, and marked sent or failed, and the queue's depth for the
+metrics. Queuing (``enqueue``) and statuses live in ``storage_messages``."""
 
 from __future__ import annotations
 
@@ -38,6 +37,18 @@ class OutboxRow:
 class OutboxStore:
     def __init__(self, db: Database) -> None:
         self.db = db
+
+    async def outbox_depth(self) -> dict[str, tuple[int, float]]:
+        """Per provider: queued messages and the age in seconds of the oldest."""
+        query = (
+            sa.select(messages.c.provider, sa.func.count(), sa.func.min(messages.c.created_at))
+            .where(messages.c.status == "queued")
+            .group_by(messages.c.provider)
+        )
+        now = time.time()
+        async with self.db.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return {provider: (int(count), now - oldest) for provider, count, oldest in rows}
 
     async def claim_outbox(
         self, limit: int, lease_seconds: float, providers: Collection[str], *, now: float | None = None
