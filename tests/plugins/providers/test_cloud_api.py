@@ -24,6 +24,7 @@ import aiohttp
 import pytest
 import yaml
 
+from wahub.core.hub import Clock
 from wahub.testing import RunningDaemon, build_config, plugin_manager, running_daemon, wait_until
 from wahub.testing.fake_graph import FakeGraphServer
 
@@ -109,11 +110,12 @@ async def _cloud(
     *,
     sections: dict[str, Any] | None = None,
     templates: tuple[dict[str, Any], ...] = (),
+    clock: Clock | None = None,
     **entry: Any,
 ) -> AsyncIterator[Cloud]:
     """A daemon whose provider ``main`` talks to a fake API, once its start-up
     template sync is done; ``sections`` adds configuration sections, ``templates``
-    are the account's templates from the start."""
+    are the account's templates from the start, ``clock`` the policy's clock."""
     server = FakeGraphServer(platform=platform)
     for template in templates:
         server.add_template(template)
@@ -122,7 +124,7 @@ async def _cloud(
     raw["wahub"]["media"] = {"directory": str(tmp_path / "media")}
     pm = plugin_manager()
     try:
-        async with running_daemon(build_config(raw, database=database, pm=pm), pm=pm) as daemon:
+        async with running_daemon(build_config(raw, database=database, pm=pm), pm=pm, clock=clock) as daemon:
             server.attach(daemon.url, "main")
             await templates_synced(daemon)
             async with aiohttp.ClientSession() as http:
