@@ -15,6 +15,8 @@ from typing import Any
 
 from aiohttp import web
 
+from wahub.core.webhook_json import text_problem
+
 #: Deepest nesting of arrays and objects a body may have; messages need about 8.
 MAX_DEPTH = 32
 #: Largest integer a body or a path may carry: a signed 64-bit database column.
@@ -117,13 +119,7 @@ def _bounded_int(text: str) -> int:
 
 def storable(text: str) -> bool:
     """Whether a database can keep ``text``: no U+0000 and no lone surrogate."""
-    if "\x00" in text:
-        return False
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
+    return text_problem(text) is None
 
 
 def _check_tree(value: Any) -> None:

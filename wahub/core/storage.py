@@ -312,12 +312,12 @@ class Storage:
         byte; text in reasons or headers that no database takes is escaped."""
         if not items:
             return
-        kept = {_storable_text(key): _storable_text(value) for key, value in headers.items()}
+        kept = {safe_text(key): safe_text(value) for key, value in headers.items()}
         now = time.time()
         rows = [
             {
                 "provider": provider,
-                "reason": _storable_text(reason[:2000]),
+                "reason": safe_text(reason[:2000]),
                 "headers": kept,
                 "body": body,
                 "received_at": now,
@@ -326,8 +326,3 @@ class Storage:
         ]
         async with self.db.begin() as conn:
             await conn.execute(quarantine.insert(), rows)
-
-
-def _storable_text(text: str) -> str:
-    """``text`` with lone surrogates and NUL characters escaped (``\\udc00``, ``\\x00``)."""
-    return text.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from typing import Any
 
+from wahub.core.privacy import mask_digits
 from wahub.core.provider import WebhookError
 
 #: Deepest nesting of objects and arrays kept; provider bodies nest about eight levels.
@@ -28,7 +28,6 @@ MAX_STORED_DEPTH = 2 * MAX_DEPTH
 _INT_RANGE = range(-(2**63), 2**63)
 #: Integers beyond about 4300 digits, Python does not write as text at all.
 _MAX_INT_BITS = 14_000
-_DIGITS = re.compile(r"\d{5,}")
 
 
 class Unstorable:
@@ -120,8 +119,8 @@ def storable_problem(value: Any, path: str = "") -> str | None:
                 return f"{where or 'the value'}: nested deeper than {MAX_STORED_DEPTH} levels"
             items = list(node.items() if isinstance(node, dict) else enumerate(node))
             for key, _child in items:
-                if isinstance(key, str) and _text_problem(key):
-                    return f"{where or 'the value'}: a key {_text_problem(key)}"
+                if isinstance(key, str) and text_problem(key):
+                    return f"{where or 'the value'}: a key {text_problem(key)}"
             # Reversed onto the stack, so the first problem in reading order is named.
             for key, child in reversed(items):
                 stack.append((child, f"{where}.{_path_key(key)}" if where else _path_key(key), depth + 1))
@@ -145,14 +144,14 @@ def _path_key(key: Any) -> str:
     """A key as a path names it: ASCII, at most 40 characters, long digit runs
     masked (a hostile body may use phone numbers as keys)."""
     text = ascii(key)[1:-1] if isinstance(key, str) else str(key)
-    return _DIGITS.sub(lambda found: "*" * (len(found[0]) - 4) + found[0][-4:], text[:40])
+    return mask_digits(text[:40])
 
 
 def _scalar_problem(node: Any) -> str | None:
     if node is None or isinstance(node, (bool, dict, list, tuple)):
         return None
     if isinstance(node, str):
-        problem = _text_problem(node)
+        problem = text_problem(node)
         return f"text {problem}" if problem else None
     if isinstance(node, int):
         return None if node.bit_length() <= _MAX_INT_BITS else "an integer too long to write as JSON"
@@ -163,7 +162,8 @@ def _scalar_problem(node: Any) -> str | None:
     return f"a {type(node).__name__}, which JSON cannot carry"
 
 
-def _text_problem(text: str) -> str | None:
+def text_problem(text: str) -> str | None:
+    """Why a database cannot keep ``text`` (a lone surrogate, a NUL character), or None."""
     try:
         text.encode()
     except UnicodeEncodeError:

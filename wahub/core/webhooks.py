@@ -28,7 +28,7 @@ from wahub.core.storage_schema import (
     messages,
     status_events,
 )
-from wahub.core.webhook_json import storable_problem
+from wahub.core.webhook_json import storable_problem, text_problem
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -320,15 +320,11 @@ async def _receive(request: web.Request, hub: Hub, name: str) -> web.Response:
 
 def _kept_headers(headers: Mapping[str, str]) -> dict[str, str]:
     """The request headers kept with a quarantined body: the allow-list only."""
-    return {key: value for key, value in headers.items() if key.lower() in _QUARANTINE_HEADERS and _is_text(value)}
-
-
-def _is_text(value: str) -> bool:
-    try:
-        value.encode()
-    except UnicodeEncodeError:
-        return False
-    return "\x00" not in value
+    return {
+        key: value
+        for key, value in headers.items()
+        if key.lower() in _QUARANTINE_HEADERS and text_problem(value) is None
+    }
 
 
 def _item_reason(event: Event, problem: str) -> str:
