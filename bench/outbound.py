@@ -27,7 +27,7 @@ import aiohttp
 import sqlalchemy as sa
 
 from wahub.core.models import InboundMessage, OutgoingMessage
-from wahub.core.storage_schema import messages
+from wahub.core.storage.schema import messages
 from wahub.testing import build_config, plugin_manager, running_daemon
 from wahub.testing import fake_provider as fake_plugin
 from wahub.testing.fake_provider import FakeProviderServer

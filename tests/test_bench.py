@@ -15,11 +15,11 @@ import aiohttp
 
 from bench.ingest import wahub_config
 from bench.payloads import SIGNATURE_HEADER, CloudBodies, read_request_files, write_request_files
-from wahub.core.config import load_config
+from wahub.core.config.schema import load_config
 from wahub.core.models import InboundMessage, StatusEvent
 from wahub.core.plugins import registered_providers, registered_sections
 from wahub.core.provider import signature_matches
-from wahub.plugins.providers.cloud_webhook import parse_cloud_webhook
+from wahub.plugins.providers.cloud.webhook import parse_cloud_webhook
 from wahub.testing import plugin_manager, running_daemon, wait_until
 from wahub.testing.fake_graph import FakeGraphServer
 

@@ -51,9 +51,9 @@ def test_wheel_carries_migrations_and_web_assets(tmp_path: Path) -> None:
     )
     [wheel] = (tmp_path / "dist").glob("wahub-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    migrations = {name for name in names if name.startswith("wahub/core/migrations/")}
-    assert "wahub/core/migrations/env.py" in migrations
-    assert {p.name for p in (REPO / "wahub/core/migrations/versions").glob("*.py")} <= {
+    migrations = {name for name in names if name.startswith("wahub/core/storage/migrations/")}
+    assert "wahub/core/storage/migrations/env.py" in migrations
+    assert {p.name for p in (REPO / "wahub/core/storage/migrations/versions").glob("*.py")} <= {
         Path(name).name for name in migrations
     }
     assert {"wahub/web/sandbox/index.html", "wahub/web/sandbox/sandbox.js", "wahub/py.typed"} <= names

@@ -19,7 +19,8 @@ from typing import Any
 import pluggy
 
 from wahub import __version__
-from wahub.core.config import ConfigError, default_config, load_config
+from wahub.core.config.schema import ConfigError, default_config, load_config
+from wahub.core.http.serving import MalformedRequestFilter
 from wahub.core.hub import SHUTDOWN_GRACE
 from wahub.core.plugins import (
     PluginError,
@@ -30,7 +31,6 @@ from wahub.core.plugins import (
     registered_providers,
     registered_sections,
 )
-from wahub.core.serving import MalformedRequestFilter
 
 EX_UNAVAILABLE = 69  # sysexits.h: a resource the daemon needs is not available
 EX_CONFIG = 78  # sysexits.h: the configuration is wrong
@@ -214,8 +214,8 @@ async def serve(config: dict[str, Any], pm: pluggy.PluginManager) -> None:
     """Run the daemon until SIGTERM or SIGINT, then shut down gracefully: stop
     accepting connections, let requests and work in progress finish (each
     stage has its own time limit), then close."""
-    from wahub.core.app import create_app
-    from wahub.core.serving import GuardedSite, make_runner
+    from wahub.core.http.serving import GuardedSite, make_runner
+    from wahub.core.runtime.app import create_app
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -289,8 +289,8 @@ def _account(args: argparse.Namespace) -> int:
 async def _account_calls(
     args: argparse.Namespace, config: dict[str, Any], pm: pluggy.PluginManager, definition: Any
 ) -> int:
-    from wahub.core.app import command_hub
-    from wahub.core.storage_engine import StorageLocked
+    from wahub.core.runtime.app import command_hub
+    from wahub.core.storage.engine import StorageLocked
 
     method = _ACCOUNT_METHODS[(args.command, args.action)]
     try:
@@ -349,9 +349,9 @@ def _inbox(args: argparse.Namespace) -> int:
 
 
 async def _inbox_calls(args: argparse.Namespace, config: dict[str, Any]) -> int:
-    from wahub.core.inbox_failures import failed_event
-    from wahub.core.storage import Storage
-    from wahub.core.storage_engine import StorageLocked
+    from wahub.core.inbound.failures import failed_event
+    from wahub.core.storage.engine import StorageLocked
+    from wahub.core.storage.store import Storage
 
     try:
         storage = await Storage.open(config["wahub"]["database"], media=config["wahub"]["media"])

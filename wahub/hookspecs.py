@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from wahub.core.hub import Hub
     from wahub.core.models import AccountEvent, InboundMessage, OutgoingMessage, Route, SendResult, StatusEvent
     from wahub.core.provider import Provider
-    from wahub.core.scheduler import JobSpec
+    from wahub.core.runtime.scheduler import JobSpec
 
 hookspec = pluggy.HookspecMarker("wahub")
 
@@ -109,7 +109,7 @@ def scheduled_jobs(hub: Hub) -> Iterable[JobSpec] | None:
     """Declare periodic or timed jobs.
 
     When: once, when the scheduler starts (on the replica that runs it).
-    Returns: ``wahub.core.scheduler.JobSpec`` items, each with a stable ``id``
+    Returns: ``wahub.core.runtime.scheduler.JobSpec`` items, each with a stable ``id``
     so a restart replaces rather than duplicates it; ``at_start=True`` also
     runs one whenever the replica takes the scheduler role. Sync only.
     """

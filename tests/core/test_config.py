@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 import voluptuous as vol
 
-from wahub.core.config import (
+from wahub.core.config.loader import NodeDict, NodeList, NodeStr, Secret, load_yaml
+from wahub.core.config.schema import (
     CORE_SCHEMA,
     ConfigError,
     ConfigProblem,
@@ -18,10 +19,9 @@ from wahub.core.config import (
     load_config,
     validate_config,
 )
-from wahub.core.media import DEFAULT_MAX_BYTES, DEFAULT_TYPES
 from wahub.core.models import Event, OutgoingMessage, SendResult
 from wahub.core.provider import PROVIDER_SCHEMA_BASE, Provider
-from wahub.core.yaml_loader import NodeDict, NodeList, NodeStr, Secret, load_yaml
+from wahub.core.storage.media import DEFAULT_MAX_BYTES, DEFAULT_TYPES
 
 
 class _TestProvider(Provider):

@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 
 from wahub.core.hub import Clock
-from wahub.core.storage_policy import Template
+from wahub.core.storage.policy import Template
 from wahub.testing import (
     RunningDaemon,
     build_config,

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 import pytest
 import sqlalchemy as sa
 
-from wahub.core.storage import Storage
+from wahub.core.storage.store import Storage
 
 BUSY, OTHER = "sandbox:15550000001", "sandbox:15559999999"
 

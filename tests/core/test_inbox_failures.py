@@ -19,9 +19,9 @@ import pytest
 import sqlalchemy as sa
 import yaml
 
-from wahub.core.inbox_failures import is_permanent
+from wahub.core.inbound.failures import is_permanent
 from wahub.core.privacy import mask_digits
-from wahub.core.storage import Storage
+from wahub.core.storage.store import Storage
 from wahub.testing import (
     TEST_SECRET,
     RunningDaemon,

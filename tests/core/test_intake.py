@@ -13,7 +13,7 @@ import pytest
 import sqlalchemy as sa
 
 from tests.helpers import post_raw
-from wahub.core.storage_schema import messages
+from wahub.core.storage.schema import messages
 from wahub.testing import (
     RunningDaemon,
     build_config,
@@ -64,7 +64,7 @@ async def test_unparsable_body_gets_400_and_is_quarantined(daemon: RunningDaemon
     for body in (b"{not json", json.dumps({"object": "something else"}).encode()):
         _, headers = signed_sandbox_webhook([])
         from wahub.core.provider import sign_body
-        from wahub.plugins.providers.sandbox import SIGNATURE_HEADER
+        from wahub.plugins.providers.sandbox.provider import SIGNATURE_HEADER
 
         headers[SIGNATURE_HEADER] = sign_body("wahub-test-secret-0123456789abcdef", body)
         status, answer = await post(daemon, body, headers)
@@ -159,7 +159,7 @@ async def test_a_bad_event_fails_only_its_own_request(daemon: RunningDaemon) -> 
 
 def _signed(body: bytes) -> tuple[bytes, dict[str, str]]:
     from wahub.core.provider import sign_body
-    from wahub.plugins.providers.sandbox import SIGNATURE_HEADER
+    from wahub.plugins.providers.sandbox.provider import SIGNATURE_HEADER
     from wahub.testing import TEST_SECRET
 
     return body, {SIGNATURE_HEADER: sign_body(TEST_SECRET, body), "Content-Type": "application/json"}

@@ -7,19 +7,19 @@ import logging
 import pytest
 import sqlalchemy as sa
 
-from wahub.core.leader import SCHEDULER_ROLE, Leadership, dispatch_role
-from wahub.core.storage import Storage
+from wahub.core.runtime.leadership import SCHEDULER_ROLE, Leadership, dispatch_role
+from wahub.core.storage.store import Storage
 from wahub.testing import wait_until
 
 ROLES = [dispatch_role("sandbox"), SCHEDULER_ROLE]
 
 
 def leader_lines(caplog: pytest.LogCaptureFixture) -> list[tuple[str, str]]:
-    return [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "wahub.core.leader"]
+    return [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "wahub.core.runtime.leadership"]
 
 
 async def test_a_clean_stop_gives_up_roles_at_info(database_url: str, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="wahub.core.leader")
+    caplog.set_level(logging.INFO, logger="wahub.core.runtime.leadership")
     storage = await Storage.open(database_url)
     leadership = Leadership(storage, ROLES)
     try:
@@ -40,7 +40,7 @@ async def test_a_clean_stop_gives_up_roles_at_info(database_url: str, caplog: py
 
 
 async def test_roles_lost_while_running_are_a_warning(postgres_url: str, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="wahub.core.leader")
+    caplog.set_level(logging.INFO, logger="wahub.core.runtime.leadership")
     storage = await Storage.open(postgres_url)
     leadership = Leadership(storage, ROLES)
     try:

@@ -10,11 +10,11 @@ from collections.abc import AsyncIterator
 import pytest
 import sqlalchemy as sa
 
-from wahub.core.leases import LEASE_SECONDS, Claim, LeaseKeeper
 from wahub.core.models import OutgoingMessage
-from wahub.core.storage import Storage
-from wahub.core.storage_leases import database_unreachable
-from wahub.core.storage_schema import inbox, messages
+from wahub.core.storage.leases import database_unreachable
+from wahub.core.storage.schema import inbox, messages
+from wahub.core.storage.store import Storage
+from wahub.core.work.leases import LEASE_SECONDS, Claim, LeaseKeeper
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import pytest
 
 from wahub import hookimpl
 from wahub.core.models import InboundMessage, OutgoingMessage, SendResult
-from wahub.plugins.providers.sandbox import SandboxProvider
+from wahub.plugins.providers.sandbox.provider import SandboxProvider
 from wahub.testing import RunningDaemon, build_config, plugin_manager, running_daemon, wait_until
 
 

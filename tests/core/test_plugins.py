@@ -14,7 +14,7 @@ import pytest
 from tests.helpers import install_plugin
 from wahub import hookimpl
 from wahub.core import plugins
-from wahub.core.config import ConfigError, validate_config
+from wahub.core.config.schema import ConfigError, validate_config
 from wahub.core.hub import Hub
 from wahub.core.metrics import Metrics
 from wahub.core.plugins import PluginError, build_plugin_manager, call_hook, registered_providers, registered_sections
@@ -24,7 +24,7 @@ PLUGIN_SOURCE = """
 import voluptuous as vol
 from wahub import hookimpl
 from wahub.core.provider import PROVIDER_SCHEMA_BASE
-from wahub.plugins.providers.sandbox import SandboxProvider
+from wahub.plugins.providers.sandbox.provider import SandboxProvider
 
 class EchoProvider(SandboxProvider):
     PLATFORM = "echo"

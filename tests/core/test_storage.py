@@ -15,10 +15,10 @@ from alembic.config import Config as AlembicConfig
 from alembic.migration import MigrationContext
 
 from wahub.core.models import InboundMessage, OutgoingMessage, StatusEvent
-from wahub.core.storage import LeaseLost, Storage
-from wahub.core.storage_engine import MIGRATIONS_DIR, StorageLocked
-from wahub.core.storage_messages import Refusal
-from wahub.core.storage_schema import messages, metadata
+from wahub.core.storage.engine import MIGRATIONS_DIR, StorageLocked
+from wahub.core.storage.messages import Refusal
+from wahub.core.storage.schema import messages, metadata
+from wahub.core.storage.store import LeaseLost, Storage
 
 
 @pytest.fixture
@@ -278,10 +278,10 @@ async def test_a_sqlite_file_serves_one_daemon(sqlite_url: str) -> None:
 async def test_migrations_applied_are_logged_then_an_up_to_date_schema(
     database_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="wahub.core.storage")
+    caplog.set_level(logging.INFO, logger="wahub.core.storage.store")
     first = await Storage.open(database_url)
     await first.close()
-    applied = [r.getMessage() for r in caplog.records if r.name == "wahub.core.storage"]
+    applied = [r.getMessage() for r in caplog.records if r.name == "wahub.core.storage.store"]
     assert applied[:3] == [
         "database: applied migration 0001 (initial schema)",
         "database: applied migration 0002 (policy: consent ledger, templates, contact time zones)",
@@ -289,11 +289,11 @@ async def test_migrations_applied_are_logged_then_an_up_to_date_schema(
         "template quality)",
     ]
     head = applied[-1].split()[3]  # the newest revision, whatever migrations come later
-    assert all(r.levelno == logging.INFO for r in caplog.records if r.name == "wahub.core.storage")
+    assert all(r.levelno == logging.INFO for r in caplog.records if r.name == "wahub.core.storage.store")
 
     caplog.clear()
     second = await Storage.open(database_url)
     await second.close()
-    assert [r.getMessage() for r in caplog.records if r.name == "wahub.core.storage"] == [
+    assert [r.getMessage() for r in caplog.records if r.name == "wahub.core.storage.store"] == [
         f"database schema is up to date at revision {head}"
     ]

@@ -18,10 +18,10 @@ import sqlalchemy as sa
 
 from tests.e2e.daemon import Daemon, free_port, start_daemon
 from tests.e2e.private_postgres import PrivateCluster
-from wahub.core.leader import Leadership
 from wahub.core.models import OutgoingMessage
-from wahub.core.storage import Storage
-from wahub.core.storage_leases import database_unreachable
+from wahub.core.runtime.leadership import Leadership
+from wahub.core.storage.leases import database_unreachable
+from wahub.core.storage.store import Storage
 from wahub.testing import signed_sandbox_webhook, wait_until
 from wahub.testing.fake_provider import DEFAULT_SECRET, FakeProviderServer
 
@@ -274,7 +274,7 @@ async def test_rows_claimed_at_a_restart_are_taken_again_at_once_and_sent_once(
 async def test_roles_come_back_after_a_restart_held_by_one_process_and_only_their_loss_warns(
     private_postgres: PrivateCluster, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.DEBUG, logger="wahub.core.leader")
+    caplog.set_level(logging.DEBUG, logger="wahub.core.runtime.leadership")
     stores = [await Storage.open(private_postgres.url) for _ in range(2)]
     replicas = [Leadership(store, ["dispatch:meta", "scheduler"]) for store in stores]
     try:

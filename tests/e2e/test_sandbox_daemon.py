@@ -148,7 +148,7 @@ async def leave_abruptly(daemon: RunningDaemon, *, after_handshake: bool) -> Non
 async def test_a_client_leaving_mid_chat_leaves_no_traceback(
     daemon: RunningDaemon, caplog: pytest.LogCaptureFixture, after_handshake: bool
 ) -> None:
-    caplog.set_level(logging.DEBUG, logger="wahub.plugins.providers.sandbox")
+    caplog.set_level(logging.DEBUG, logger="wahub.plugins.providers.sandbox.provider")
     # A long history (about 400 kB) cannot all be written before the reset arrives.
     for number in range(100):
         text = f"{number} " + "x" * 4000

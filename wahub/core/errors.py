@@ -9,7 +9,7 @@ Each code falls in one class the dispatcher acts on:
 - ``auth``: the credentials are wrong; pause the provider until they are fixed;
 - ``policy``: WhatsApp's rules refused this message (the service window, the
   user's marketing opt-out, a paused or disabled template): fail it like a
-  permanent error, and learn from it (``wahub.core.policy.learn_from_refusal``)
+  permanent error, and learn from it (``wahub.core.policy.checks.learn_from_refusal``)
   so the next such message is refused before it is sent.
 """
 

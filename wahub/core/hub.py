@@ -19,12 +19,12 @@ from aiohttp import web
 from wahub.core.models import OutgoingMessage
 
 if TYPE_CHECKING:
-    from wahub.core.consent import Keyword
-    from wahub.core.leader import Leadership
     from wahub.core.metrics import Metrics
-    from wahub.core.policy import Origin, Policy
+    from wahub.core.policy.checks import Origin, Policy
+    from wahub.core.policy.consent import Keyword
     from wahub.core.provider import Provider
-    from wahub.core.storage import Storage
+    from wahub.core.runtime.leadership import Leadership
+    from wahub.core.storage.store import Storage
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ class Hub:
     policy: Policy = field(init=False)
     #: Which singleton roles (a number's dispatcher, the scheduler) this replica runs.
     leadership: Leadership = field(init=False)
-    #: Normalized opt-out/opt-in keyword -> what it does (``wahub.core.consent``).
+    #: Normalized opt-out/opt-in keyword -> what it does (``wahub.core.policy.consent``).
     consent_keywords: dict[str, Keyword] = field(default_factory=dict)
     http: aiohttp.ClientSession = field(init=False)
     providers: dict[str, Provider] = field(default_factory=dict)

@@ -25,10 +25,10 @@ if TYPE_CHECKING:
 _LOGGER = logging.getLogger(__name__)
 
 DEFAULT_PLUGINS: tuple[str, ...] = (
-    "wahub.plugins.providers.sandbox",
-    "wahub.plugins.providers.cloud_operations",
-    "wahub.plugins.providers.meta_cloud",
-    "wahub.plugins.providers.dialog360",
+    "wahub.plugins.providers.sandbox.provider",
+    "wahub.plugins.providers.cloud.operations",
+    "wahub.plugins.providers.cloud.meta",
+    "wahub.plugins.providers.cloud.dialog360",
     "wahub.plugins.router",
     "wahub.plugins.housekeeping",
 )

@@ -24,7 +24,7 @@ from wahub.core.models import AccountEvent, Event, OutgoingMessage, SendResult
 
 if TYPE_CHECKING:
     from wahub.core.hub import Hub
-    from wahub.core.media import Download, IncomingFile
+    from wahub.core.storage.media import Download, IncomingFile
 
 
 def _seconds(low: float, high: float) -> vol.All:
@@ -177,7 +177,7 @@ class Provider(abc.ABC):
         returns how many were added, updated and removed. None when the provider
         keeps no template list: the send policy then leaves templates it does not
         know to the provider. A send naming an unknown template calls this (see
-        ``wahub.core.template_refresh``) before it is refused."""
+        ``wahub.core.policy.templates``) before it is refused."""
         return None
 
     async def account_event(self, event: AccountEvent) -> None:

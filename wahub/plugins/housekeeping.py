@@ -7,7 +7,7 @@ import time
 
 from wahub import hookimpl
 from wahub.core.hub import Hub
-from wahub.core.scheduler import JobSpec
+from wahub.core.runtime.scheduler import JobSpec
 
 _LOGGER = logging.getLogger(__name__)
 

@@ -20,11 +20,11 @@ import aiohttp
 import pluggy
 from aiohttp import web
 
-from wahub.core.config import validate_config
+from wahub.core.config.schema import validate_config
 from wahub.core.hub import HUB_KEY, Clock, Hub
 from wahub.core.plugins import build_plugin_manager, registered_providers, registered_sections
 from wahub.core.provider import sign_body
-from wahub.plugins.providers.sandbox import SIGNATURE_HEADER
+from wahub.plugins.providers.sandbox.provider import SIGNATURE_HEADER
 
 TEST_SECRET = "wahub-test-secret-0123456789abcdef"
 
@@ -142,8 +142,8 @@ async def running_daemon(
 ) -> AsyncIterator[RunningDaemon]:
     """Start the whole daemon on 127.0.0.1 on a free port; shut it down gracefully after.
     With ``clock`` (e.g. a ``ManualClock``) the send policy and the dispatcher read its time."""
-    from wahub.core.app import create_app
-    from wahub.core.serving import GuardedSite, make_runner
+    from wahub.core.http.serving import GuardedSite, make_runner
+    from wahub.core.runtime.app import create_app
 
     app = create_app(config, pm=pm or build_plugin_manager(load_entry_points=False), clock=clock)
     runner = make_runner(app, config["wahub"]["http"], shutdown_timeout=2)

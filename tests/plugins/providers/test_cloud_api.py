@@ -76,7 +76,7 @@ class Cloud:
             if depth:
                 return None
             async with storage.db.connect() as conn:
-                from wahub.core.storage_schema import messages
+                from wahub.core.storage.schema import messages
 
                 row = (
                     await conn.execute(messages.select().where(messages.c.provider_message_id == message["id"]))
@@ -201,7 +201,7 @@ async def test_inbound_messages_are_stored_with_their_contact_keyed_by_bsuid(clo
 
     assert row["address"] == BSUID and row["body"]["text"]["body"] == "hello"
     async with cloud.daemon.hub.storage.db.connect() as conn:
-        from wahub.core.storage_schema import contact_identities
+        from wahub.core.storage.schema import contact_identities
 
         kinds = {
             (r.kind, r.value)
@@ -376,7 +376,7 @@ def _outbound(image_id: str, context_id: str) -> list[dict[str, Any]]:
 
 
 async def _approve(cloud: Cloud, *names: str) -> None:
-    from wahub.core.storage_policy import Template
+    from wahub.core.storage.policy import Template
 
     for name in names:
         await cloud.daemon.hub.storage.policy.upsert_template("main", Template(name, "en_US", "UTILITY", "APPROVED"))
@@ -774,7 +774,7 @@ async def _post(cloud: Cloud, body: dict[str, Any]) -> tuple[int, dict[str, Any]
 
 
 async def test_a_marketing_opt_out_refusal_enters_the_consent_ledger(cloud: Cloud) -> None:
-    from wahub.core.storage_policy import Template
+    from wahub.core.storage.policy import Template
 
     policy = cloud.daemon.hub.storage.policy
     await policy.upsert_template("main", Template("weekly_offers", "en_US", "MARKETING", "APPROVED"))
@@ -834,7 +834,7 @@ async def test_a_running_daemon_syncs_templates_and_applies_the_profile_over_the
         ("notice_002", "APPROVED", "GREEN"),
     ]
     # The same sync runs on its own every template_sync_hours (6 by default).
-    from wahub.plugins.providers import cloud_operations
+    from wahub.plugins.providers.cloud import operations as cloud_operations
 
     [job] = cloud_operations.scheduled_jobs(cloud.daemon.hub)
     assert (job.id, job.trigger, job.trigger_args) == ("wahub.templates_sync.main", "interval", {"hours": 6.0})
@@ -917,7 +917,7 @@ async def test_dialog360_has_no_template_edit(sqlite_url: str, tmp_path: Path) -
 
 
 def test_error_answers_keep_metas_code_title_and_details_or_360dialogs_envelope() -> None:
-    from wahub.plugins.providers.cloud_api import graph_error
+    from wahub.plugins.providers.cloud.api import graph_error
 
     meta = {
         "error": {
@@ -939,7 +939,7 @@ def test_error_answers_keep_metas_code_title_and_details_or_360dialogs_envelope(
 
 def test_bsuid_recipients_go_in_recipient_and_receipts_have_their_own_shape() -> None:
     from wahub.core.models import OutgoingMessage
-    from wahub.plugins.providers.cloud_bodies import render
+    from wahub.plugins.providers.cloud.bodies import render
 
     assert render(OutgoingMessage.text("+16505551234", "hi"))["to"] == "+16505551234"
     to_bsuid = render(OutgoingMessage.text(BSUID, "hi", context_id="wamid.X"))
@@ -951,7 +951,7 @@ def test_bsuid_recipients_go_in_recipient_and_receipts_have_their_own_shape() ->
 
 def test_group_ids_stay_in_to() -> None:
     from wahub.core.models import OutgoingMessage
-    from wahub.plugins.providers.cloud_bodies import render
+    from wahub.plugins.providers.cloud.bodies import render
 
     group = OutgoingMessage(to="US.GROUP.1", type="text", content={"text": {"body": "hi"}, "recipient_type": "group"})
     assert render(group)["to"] == "US.GROUP.1" and render(group)["recipient_type"] == "group"

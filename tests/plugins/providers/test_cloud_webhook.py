@@ -21,7 +21,7 @@ from wahub.core.models import (
     event_to_json,
 )
 from wahub.core.provider import WebhookError
-from wahub.plugins.providers.cloud_webhook import parse_cloud_webhook
+from wahub.plugins.providers.cloud.webhook import parse_cloud_webhook
 
 FIXTURES = Path(__file__).parents[2] / "fixtures" / "cloud"
 WABA = "102290129340398"

@@ -1,0 +1,349 @@
+"""Inbox workers: run each stored webhook event through the pipeline.
+
+Rows of one contact run in order (the storage hands out only a contact's
+oldest unfinished row); rows of different contacts run concurrently. Every
+step is idempotent, so a row interrupted by a crash simply runs again: the
+replies it queues carry keys derived from the event, and the outbox keeps one
+message per key.
+
+A row's claim is a short lease that a heartbeat renews while the row runs
+(``wahub.core.work.leases``): a row cut short by a database failure runs again as
+soon as the database answers, and one whose process died within seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from wahub.core.errors import meta_error
+from wahub.core.hub import HUB_KEY, SHUTDOWN_GRACE, Hub, SendRefused
+from wahub.core.inbound.failures import Unprocessable, is_permanent
+from wahub.core.models import (
+    AccountEvent,
+    InboundMessage,
+    OutgoingMessage,
+    PreferenceEvent,
+    StatusEvent,
+    event_from_json,
+)
+from wahub.core.plugins import call_hook, report_exception
+from wahub.core.policy.checks import learn_from_refusal
+from wahub.core.policy.consent import handle_keyword, record_preference
+from wahub.core.privacy import mask_address
+from wahub.core.storage.inbox import InboxRow
+from wahub.core.storage.leases import claim_failed, database_unreachable
+from wahub.core.storage.media import attach_inbound_media
+from wahub.core.storage.messages import Refusal
+from wahub.core.storage.store import LeaseLost
+from wahub.core.work.leases import LEASE_SECONDS, Claim, LeaseKeeper
+
+_LOGGER = logging.getLogger(__name__)
+
+#: Time one inbox row may take (observers, routing, replying) before it is retried.
+PROCESS_SECONDS = 60.0
+#: Attempts at a row failing for a passing reason (the database, the network, a time-out).
+MAX_ATTEMPTS = 10
+#: Attempts at a row failing because of its own data (a type or value error):
+#: another try would fail the same way, so it gives up soon, to be replayed once fixed.
+PERMANENT_ATTEMPTS = 3
+#: Tries at fetching an inbound message's file before the message is kept without it.
+MEDIA_TRIES = 3
+#: Seconds between checks for rows whose retry time or lease has come.
+POLL_SECONDS = 1.0
+#: While webhooks wait for their commit, processing takes at most this share
+#: of the time: acknowledging comes first, yet processing never stops.
+BUSY_SHARE = 0.1
+
+
+def retry_delay(attempt: int) -> float:
+    """Exponential backoff for a failing row: 2 s, 4 s, ... capped at 5 minutes."""
+    return float(min(2**attempt, 300))
+
+
+class Deferred(Exception):
+    """The row waits for an older row of the same user under another contact key."""
+
+
+class InboxProcessor:
+    def __init__(self, hub: Hub, workers: int) -> None:
+        self.hub = hub
+        self.workers = workers
+        #: Rows in progress, with the time each started.
+        self._running: dict[asyncio.Task[None], float] = {}
+        self._claims: dict[Claim, asyncio.Task[None]] = {}
+        storage = hub.storage.leases
+        self.leases = LeaseKeeper("inbox", storage.renew_inbox, storage.hand_back_inbox, self._lost)
+        self._stopping = False
+        #: Whether the last claim found the database unreachable.
+        self._database_away = False
+        self._resume_at = 0.0
+        self._loop: asyncio.Task[None] | None = None
+        #: Seconds without progress (see ``stuck_reason``) after which the inbox counts as stuck.
+        self.stuck_after: float = hub.config["wahub"]["inbox_stuck_after"]
+        #: When the claim loop last turned without failing, or a row ended.
+        self._progress_at = time.monotonic()
+        #: Whether the last claim failed.
+        self._claims_failing = False
+
+    def start(self) -> None:
+        self._loop = asyncio.create_task(self.run(), name="wahub-inbox-claimer")
+        self.leases.start()
+
+    def _free_slots(self) -> tuple[int, float]:
+        """How many rows may start now, and how long to wait when none may."""
+        if not self.hub.intake_busy():
+            return self.workers - len(self._running), POLL_SECONDS
+        if self._running:
+            return 0, POLL_SECONDS  # the row's end wakes the loop
+        pause = self._resume_at - time.monotonic()
+        return (0, pause) if pause > 0 else (1, POLL_SECONDS)
+
+    def stuck_reason(self) -> str | None:
+        """Why processing is stuck, as a short code, or None: no claim worked and
+        no row ended for ``stuck_after`` seconds, because claims keep failing
+        (``inbox_claims_failing``) or the claim loop does not turn at all
+        (``inbox_stuck``: it waits for the database, or ended). A burst never
+        trips it: claims keep working through one. /readyz also checks that an
+        event has waited that long."""
+        if time.monotonic() - self._progress_at < self.stuck_after:
+            return None
+        return "inbox_claims_failing" if self._claims_failing else "inbox_stuck"
+
+    async def run(self) -> None:
+        wake = self.hub.inbox_ready
+        while not self._stopping:
+            free, wait = self._free_slots()
+            since = time.monotonic()
+            try:
+                rows = await self.hub.storage.claim_inbox(free, LEASE_SECONDS) if free > 0 else []
+            except Exception as exc:  # noqa: BLE001 - logged by claim_failed
+                if not self._database_away:
+                    report_exception(self.hub, exc, {"loop": "inbox"})
+                self._database_away = claim_failed(_LOGGER, "inbox events", exc, away=self._database_away)
+                rows, wait, self._claims_failing = [], POLL_SECONDS, True
+            else:
+                self._claims_failing, self._progress_at = False, time.monotonic()
+                if self._database_away and free > 0:
+                    _LOGGER.info("claiming inbox events again")
+                    self._database_away = False
+            self.leases.claimed([(row.id, row.attempts) for row in rows], since)
+            for row in rows:
+                task = asyncio.create_task(self._process(row), name=f"wahub-inbox-{row.id}")
+                self._running[task] = time.monotonic()
+                self._claims[row.id, row.attempts] = task
+                task.add_done_callback(self._done)
+            if len(rows) < free or free <= 0:
+                try:
+                    async with asyncio.timeout(min(wait, POLL_SECONDS)):
+                        await wake.wait()
+                except TimeoutError:
+                    pass
+                wake.clear()
+
+    def _lost(self, claim: Claim) -> None:
+        """The row's lease could not be renewed in time: another process may run it now."""
+        task = self._claims.get(claim)
+        if task is not None:
+            task.cancel()
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._claims = {claim: other for claim, other in self._claims.items() if other is not task}
+        self._progress_at = time.monotonic()
+        took = self._progress_at - self._running.pop(task)
+        self._resume_at = time.monotonic() + took * (1 / BUSY_SHARE - 1)
+        # A finished row may unblock the next row of its contact.
+        self.hub.inbox_ready.set()
+
+    async def stop(self, grace: float) -> None:
+        """Stop claiming and give rows in progress ``grace`` seconds to finish;
+        the rest stay claimed and run again after their lease or a restart."""
+        self._stopping = True
+        self.hub.inbox_ready.set()
+        deadline = time.monotonic() + grace
+        # Let a claim under way finish first, so that no row it claims is left behind.
+        if self._loop is not None:
+            await asyncio.wait({self._loop}, timeout=grace)
+        if self._running:
+            remaining = max(deadline - time.monotonic(), 0.0)
+            _done, pending = await asyncio.wait(set(self._running), timeout=remaining)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        if self._loop is not None and not self._loop.done():
+            self._loop.cancel()
+            await asyncio.gather(self._loop, return_exceptions=True)
+        await self.leases.stop(within=deadline - time.monotonic())
+
+    async def _process(self, row: InboxRow) -> None:
+        stored = False
+        try:
+            stored = await self._attempt(row)
+        finally:
+            if stored:
+                self.leases.done((row.id, row.attempts))
+            else:
+                self.leases.hand_back((row.id, row.attempts))
+
+    async def _attempt(self, row: InboxRow) -> bool:
+        """Run the row's steps; False when its outcome could not be stored."""
+        hub = self.hub
+        try:
+            async with asyncio.timeout(PROCESS_SECONDS):
+                await self._run_steps(row)
+            hub.metrics.inbox_processed.labels(row.kind, "done").inc()
+        except Deferred:
+            _LOGGER.debug("inbox row %d waits for an older event of its sender under another id", row.id)
+        except LeaseLost:
+            _LOGGER.warning("inbox row %d was claimed again after its lease ran out; leaving it to that claim", row.id)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - one bad event must not stop the workers
+            if database_unreachable(exc) or not await self._database_answers():
+                _LOGGER.warning("inbox row %d was cut short by a database failure; it runs again", row.id)
+                return False
+            try:
+                await self._failed(row, exc)
+            except Exception as store_exc:  # noqa: BLE001 - the row runs again
+                _LOGGER.warning("cannot store the failure of inbox row %d (%r); it runs again", row.id, store_exc)
+                return False
+        return True
+
+    async def _database_answers(self) -> bool:
+        """Whether the database answers now: a step's network error may have been the database's."""
+        try:
+            await self.hub.storage.ping()
+        except Exception:  # noqa: BLE001 - unreachable, whatever the reason
+            return False
+        return True
+
+    async def _run_steps(self, row: InboxRow) -> None:
+        if row.damage is not None:
+            raise Unprocessable(f"the stored row cannot be read: {row.damage}")
+        try:
+            event = event_from_json(row.payload)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise Unprocessable(f"the payload is no {row.kind!r} event: {type(exc).__name__}: {exc}") from exc
+        if isinstance(event, InboundMessage):
+            await self._wait_for_siblings(row, event)
+            await self._handle_message(row, event)
+        elif isinstance(event, StatusEvent):
+            await self._handle_status(row, event)
+        elif isinstance(event, PreferenceEvent):
+            await record_preference(self.hub, event)
+            await self.hub.storage.finish_inbox(row)
+        elif isinstance(event, AccountEvent):
+            provider = self.hub.providers.get(event.provider)
+            if provider is not None:
+                await provider.account_event(event)
+            await call_hook(self.hub, "account_update", hub=self.hub, event=event)
+            await self.hub.storage.finish_inbox(row)
+        else:
+            _LOGGER.info("kept an unsupported %s event (inbox row %d)", row.provider, row.id)
+            await self.hub.storage.finish_inbox(row)
+
+    async def _wait_for_siblings(self, row: InboxRow, message: InboundMessage) -> None:
+        """Keep a user's events in order across its ids: a user who hid their
+        phone number sends with its BSUID alone (another contact key) and
+        waits for its older events under the wa_id, and the other way round."""
+        if await self.hub.storage.inbox_waits_for_sibling(row, message.identities):
+            await self.hub.storage.defer_inbox(row, time.time() + POLL_SECONDS)
+            raise Deferred
+
+    async def _failed(self, row: InboxRow, exc: Exception) -> None:
+        permanent = is_permanent(exc)
+        attempts = 1 if isinstance(exc, Unprocessable) else PERMANENT_ATTEMPTS if permanent else MAX_ATTEMPTS
+        give_up = row.attempts >= attempts
+        _LOGGER.exception(
+            "inbox row %d (%s) failed on attempt %d (%s)%s",
+            row.id,
+            row.kind,
+            row.attempts,
+            "its data" if permanent else "passing",
+            "; giving up" if give_up else "",
+        )
+        self.hub.metrics.inbox_processed.labels(row.kind, "failed" if give_up else "retry").inc()
+        retry_at = None if give_up else time.time() + retry_delay(row.attempts)
+        await self.hub.storage.retry_inbox(row, f"{type(exc).__name__}: {exc}", retry_at=retry_at)
+        report_exception(self.hub, exc, {"inbox_id": row.id, "kind": row.kind})
+
+    async def _handle_message(self, row: InboxRow, message: InboundMessage) -> None:
+        hub = self.hub
+        message = await attach_inbound_media(hub, message, last_try=row.attempts >= MEDIA_TRIES)
+        record = await hub.storage.messages.record_inbound(message)
+        # An opt-out/opt-in keyword is answered with its confirmation, not routed.
+        replies = await handle_keyword(hub, message)
+        await call_hook(hub, "inbound_message", hub=hub, message=message)
+        if replies is None:
+            route = hub.pm.hook.route_message(hub=hub, message=message)
+            replies = await route.respond(hub, message) if route is not None else []
+        checked = await self._allowed(message, replies)
+        created = await hub.storage.finish_with_replies(
+            row,
+            message,
+            checked,
+            contact_id=record.contact_id,
+            conversation_id=record.conversation_id,
+            now=hub.clock.time(),
+        )
+        if created:
+            hub.outbox_ready.set()
+
+    async def _allowed(
+        self, message: InboundMessage, replies: list[OutgoingMessage]
+    ) -> list[OutgoingMessage | Refusal]:
+        """The replies as the policy adapts them; a refused reply becomes a
+        ``Refusal``, kept in the history as a failed message with its reason."""
+        provider = self.hub.providers.get(message.provider)
+        if provider is None:
+            return list(replies)
+        checked: list[OutgoingMessage | Refusal] = []
+        for reply in replies:
+            try:
+                checked.append((await self.hub.policy.check(provider, reply, origin="reply")).message)
+            except SendRefused as exc:
+                # The reason's text names the contact's number: it goes into the stored row, not the log.
+                _LOGGER.warning(
+                    "reply to %s from %s refused (%s): kept as a failed message",
+                    message.external_id,
+                    mask_address(message.sender),
+                    exc.reason,
+                )
+                self.hub.metrics.send_refusals.labels(provider.name, exc.reason).inc()
+                checked.append(Refusal(reply, exc.reason, str(exc)))
+        return checked
+
+    async def _handle_status(self, row: InboxRow, status: StatusEvent) -> None:
+        hub = self.hub
+        if status.status == "failed" and status.error_code and not status.error_title:
+            status = dataclasses.replace(status, error_title=meta_error(status.error_code).reason)
+        if status.status == "failed" and meta_error(status.error_code).kind == "policy":
+            # Learnt before the failure shows, so whoever sees it failed sees the lesson too.
+            sent = await hub.storage.messages.sent_message(status.provider, status.message_id)
+            if sent is not None:
+                await learn_from_refusal(
+                    hub.storage, status.provider, sent, status.error_code, evidence=status.message_id
+                )
+        await hub.storage.messages.apply_status(status)
+        hub.metrics.statuses.labels(status.provider, status.status).inc()
+        await call_hook(hub, "status_update", hub=hub, status=status)
+        await hub.storage.finish_inbox(row)
+
+
+async def pipeline_ctx(app: web.Application) -> AsyncIterator[None]:
+    hub = app[HUB_KEY]
+    if hub.storage.is_sqlite:
+        # One process owns a SQLite file, so rows it claimed before a crash are free now.
+        released = await hub.storage.release_inbox_claims()
+        if released:
+            _LOGGER.info("re-running %d inbox events interrupted by the last shutdown", released)
+    processor = InboxProcessor(hub, hub.config["wahub"]["workers"])
+    hub.inbox_stuck = processor.stuck_reason
+    processor.start()
+    yield
+    await processor.stop(grace=SHUTDOWN_GRACE["inbox"])

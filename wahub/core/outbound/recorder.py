@@ -1,0 +1,81 @@
+"""The recorder of sends: stores the provider ids of sent messages.
+
+One writer commits whatever finished while its last commit ran, so a sent
+message stays unrecorded only for the length of one commit. While the
+database is unreachable the writer keeps its ids and tries again until they
+are stored; the dispatcher keeps the leases of those messages meanwhile, so a
+message the provider accepted is not claimed, nor sent, again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from wahub.core.hub import Hub
+from wahub.core.storage.leases import database_unreachable
+from wahub.core.storage.outbox import OutboxRow
+
+_LOGGER = logging.getLogger(__name__)
+
+#: Tries to store provider ids when the database answers with an error (an unreachable one is tried without end).
+RECORD_ATTEMPTS = 6
+#: Longest pause between tries to store provider ids.
+RECORD_RETRY_SECONDS = 1.0
+
+
+class Recorder:
+    """Stores provider ids of sent messages, committing whatever finished while the last commit ran."""
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+        self._pending: list[tuple[tuple[int, str, str], asyncio.Future[str | None]]] = []
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def record(self, row: OutboxRow, provider_message_id: str) -> str | None:
+        """Store the id; returns the error code when a ``failed`` status had already arrived."""
+        future: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
+        self._pending.append(((row.id, row.provider, provider_message_id), future))
+        self._wake.set()
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run(), name="wahub-send-recorder")
+        return await future
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _run(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending, []
+            self._wake.clear()
+            try:
+                failed = await self._store([sent for sent, _ in batch])
+            except Exception as exc:  # noqa: BLE001 - handed to the senders
+                for _sent, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            for sent, future in batch:
+                if not future.done():
+                    future.set_result(failed.get(sent[0]))
+
+    async def _store(self, sent: list[tuple[int, str, str]]) -> dict[int, str | None]:
+        refused = attempt = 0
+        while True:
+            attempt += 1
+            try:
+                failed = await self.hub.storage.outbox.mark_sent(sent)
+            except Exception as exc:
+                refused += not database_unreachable(exc, from_storage=True)
+                if refused >= RECORD_ATTEMPTS:
+                    raise
+                if attempt == 1:
+                    _LOGGER.warning("storing %d sends failed (%r); trying again until it works", len(sent), exc)
+                await asyncio.sleep(min(0.25 * 2**attempt, RECORD_RETRY_SECONDS))
+                continue
+            if attempt > 1:
+                _LOGGER.info("stored %d sends after %d tries", len(sent), attempt)
+            return failed

@@ -1,0 +1,229 @@
+"""The send policy: what may be sent, decided before anything is queued.
+
+Every refusal is a ``SendRefused`` with a stable reason code:
+
+- ``invalid_message``: the message breaks the provider's limits (after the
+  documented fallbacks, see ``wahub.core.canonical``);
+- ``window_closed``: free-form (non-template) message more than 24 hours
+  after the contact last wrote to this business number, unless
+  ``policy.service_window.fallback_template`` names a template to send instead;
+- ``opted_out``: a business-initiated message to a contact who opted out;
+- ``opt_in_required``: a marketing template to a contact without an opt-in;
+- ``template_not_found`` / ``template_not_approved``: a template the stored
+  template list does not have (also after refreshing it from the provider,
+  see ``wahub.core.policy.templates``), or has in another status than APPROVED.
+
+Replies to a contact's own message (``origin="reply"``) skip the consent and
+quiet-hours checks: the contact just wrote. Business-initiated messages that
+fall in the quiet hours of the contact's time zone are deferred, not refused;
+the dispatcher holds them again when a retry or a deferral would send them
+inside quiet hours (``Policy.quiet_end``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import voluptuous as vol
+
+from wahub.core.canonical import InvalidMessage, adapt
+from wahub.core.hub import Clock, SendRefused
+from wahub.core.models import OutgoingMessage
+from wahub.core.policy.consent import CONSENT_SCHEMA
+from wahub.core.policy.templates import TemplateRefresher
+from wahub.core.storage.policy import ConsentState, ContactContext
+
+if TYPE_CHECKING:
+    from wahub.core.provider import Provider
+    from wahub.core.storage.store import Storage
+
+Origin = Literal["reply", "business"]
+
+#: How long after a contact's last message free-form messages may be sent.
+SERVICE_WINDOW_SECONDS = 24 * 3600.0
+#: Types that need no open service window.
+WINDOWLESS_TYPES = frozenset({"template", "mark_read"})
+
+
+def timezone_name(value: Any) -> str:
+    if not isinstance(value, str):
+        raise vol.Invalid("expected an IANA time zone name such as Europe/Berlin")
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise vol.Invalid(f"unknown time zone {value!r}: use an IANA name such as Europe/Berlin") from None
+    return value
+
+
+def clock_time(value: Any) -> dt.time:
+    try:
+        return dt.time.fromisoformat(str(value))
+    except ValueError:
+        raise vol.Invalid("expected a time of day as HH:MM, e.g. 21:00") from None
+
+
+POLICY_SCHEMA = vol.Schema(
+    {
+        vol.Optional("service_window", default=dict): {
+            vol.Optional("fallback_template"): {
+                vol.Required("name"): vol.All(str, vol.Length(min=1, max=512)),
+                vol.Required("language"): vol.All(str, vol.Length(min=2, max=16)),
+            }
+        },
+        vol.Optional("consent", default=dict): CONSENT_SCHEMA,
+        vol.Optional("quiet_hours"): {
+            vol.Required("start"): clock_time,
+            vol.Required("end"): clock_time,
+            vol.Optional("timezone", default="UTC"): timezone_name,
+        },
+    }
+)
+
+
+def quiet_until(now: float, quiet: Mapping[str, Any], timezone: str | None) -> float | None:
+    """When the quiet hours around ``now`` end in ``timezone`` (epoch seconds), or
+    None when ``now`` is outside them. ``start`` after ``end`` spans midnight."""
+    try:
+        zone = ZoneInfo(timezone or quiet["timezone"])
+    except (ZoneInfoNotFoundError, ValueError):
+        zone = ZoneInfo(quiet["timezone"])
+    local = dt.datetime.fromtimestamp(now, zone)
+    start, end, clock = quiet["start"], quiet["end"], local.time()
+    inside = start <= clock < end if start <= end else (clock >= start or clock < end)
+    if not inside:
+        return None
+    day = local.date() if clock < end else local.date() + dt.timedelta(days=1)
+    return dt.datetime.combine(day, end, zone).timestamp()
+
+
+def window_open(last_inbound_at: float | None, now: float) -> bool:
+    return last_inbound_at is not None and now - last_inbound_at <= SERVICE_WINDOW_SECONDS
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A message accepted for sending: perhaps adapted or replaced, perhaps deferred."""
+
+    message: OutgoingMessage
+    contact: ContactContext
+    not_before: float | None = None
+
+
+class Policy:
+    def __init__(self, config: Mapping[str, Any], storage: Storage, clock: Clock | None = None) -> None:
+        self.config = config
+        self.storage = storage
+        self.clock = clock or Clock()
+        self.templates = TemplateRefresher()
+
+    def quiet_end(self, at: float, timezone: str | None, *, origin: str, kind: str) -> float | None:
+        """When the quiet hours around ``at`` end for a message of ``origin`` and
+        type ``kind`` to a contact in ``timezone`` (None: the configured one), or
+        None when it need not wait: outside quiet hours, a reply or a read receipt."""
+        quiet = self.config.get("quiet_hours")
+        if not quiet or origin != "business" or kind == "mark_read":
+            return None
+        return quiet_until(at, quiet, timezone)
+
+    async def check(self, provider: Provider, message: OutgoingMessage, *, origin: Origin) -> Decision:
+        """The message as it will be queued, or ``SendRefused`` saying why not."""
+        now = self.clock.time()
+        try:
+            message = adapt(message, provider.CAPABILITIES)
+        except InvalidMessage as exc:
+            raise SendRefused("invalid_message", str(exc)) from None
+        contact = await self.storage.policy.contact(provider.name, message.to)
+        if message.type == "mark_read":
+            return Decision(message, contact)
+        consent: ConsentState | None = None
+        if origin == "business":
+            consent = await self.storage.policy.consent(provider.name, message.to)
+            if consent.opted_out:
+                raise SendRefused("opted_out", f"{message.to} opted out of messages from this business")
+        if message.type not in WINDOWLESS_TYPES and not window_open(contact.last_inbound_at, now):
+            message = self._outside_window(message, origin, contact, now)
+        if message.type == "template":
+            await self._check_template(provider, message, consent)
+        not_before = self.quiet_end(now, contact.timezone, origin=origin, kind=message.type)
+        return Decision(message, contact, not_before)
+
+    def _outside_window(
+        self, message: OutgoingMessage, origin: Origin, contact: ContactContext, now: float
+    ) -> OutgoingMessage:
+        fallback = self.config["service_window"].get("fallback_template")
+        if fallback is None or origin != "business":
+            when = (
+                "has never written to this number"
+                if contact.last_inbound_at is None
+                else f"last wrote {(now - contact.last_inbound_at) / 3600:.1f} hours ago"
+            )
+            raise SendRefused(
+                "window_closed",
+                f"{message.to} {when}; outside the 24-hour service window only approved templates may be sent",
+            )
+        template = {"name": fallback["name"], "language": {"code": fallback["language"]}}
+        return OutgoingMessage(
+            to=message.to, type="template", content={"template": template}, keep_address=message.keep_address
+        )
+
+    async def _check_template(self, provider: Provider, message: OutgoingMessage, consent: ConsentState | None) -> None:
+        body = message.content["template"]
+        name, language = body["name"], body["language"]["code"]
+        template, any_stored = await self.storage.policy.template(provider.name, name, language)
+        refresh = None
+        if template is None:  # perhaps created or approved since the last sync
+            refresh = await self.templates.refresh(provider)
+            if refresh is not None:
+                template, any_stored = await self.storage.policy.template(provider.name, name, language)
+        if template is None:
+            if any_stored:
+                raise SendRefused(
+                    "template_not_found",
+                    f"provider {provider.name!r} has no template {name!r} in {language!r}"
+                    + (refresh.describe() if refresh else ""),
+                )
+            return  # nothing synced for this provider: the provider itself judges
+        if template.status != "APPROVED":
+            raise SendRefused(
+                "template_not_approved", f"template {name!r} ({language}) is {template.status}, not APPROVED"
+            )
+        if template.category == "MARKETING" and self.config["consent"]["marketing_requires_opt_in"]:
+            consent = consent or await self.storage.policy.consent(provider.name, message.to)
+            if not consent.marketing_allowed:
+                raise SendRefused(
+                    "opt_in_required", f"{message.to} has not opted in to marketing messages (template {name!r})"
+                )
+
+
+#: Status a template is given when the API refuses it with this code.
+_TEMPLATE_REFUSALS = {"132015": "PAUSED", "132016": "DISABLED"}
+
+
+async def learn_from_refusal(
+    storage: Storage, provider: str, message: OutgoingMessage, code: str | None, *, evidence: str
+) -> None:
+    """Remember what a ``policy``-class refusal (``wahub.core.errors``) says, so
+    the next such message is refused before it is sent: the user's marketing
+    opt-out (131050) goes into the consent ledger, a paused (132015) or
+    disabled (132016) template into the templates table. ``evidence`` names
+    the refused message (wahub's id or the provider's)."""
+    if code == "131050":
+        await storage.policy.record_consent(
+            provider,
+            message.to,
+            action="opt_out",
+            scope="marketing",
+            source="provider_error",
+            evidence={"error_code": 131050, "message": evidence},
+            occurred_at=time.time(),
+            event_key=f"error:{provider}:{evidence}",
+        )
+    elif code in _TEMPLATE_REFUSALS and message.type == "template":
+        template = message.content["template"]
+        name, language = template["name"], template["language"]["code"]
+        await storage.policy.update_template(provider, name, language, status=_TEMPLATE_REFUSALS[code])

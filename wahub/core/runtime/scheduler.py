@@ -1,0 +1,94 @@
+"""Timed jobs declared by plugins through the ``scheduled_jobs`` hook."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from wahub.core.hub import HUB_KEY, Hub
+from wahub.core.plugins import report_exception
+from wahub.core.runtime.leadership import SCHEDULER_ROLE
+
+_LOGGER = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """A job: ``func(hub)`` run on ``trigger`` ("interval", "cron" or "date")
+    with APScheduler's ``trigger_args`` (e.g. ``{"minutes": 5}``), and also at
+    once whenever this replica takes the scheduler role (at start-up, or taking
+    over from another) when ``at_start`` is set.
+    ``id`` must be stable so a restart replaces the job instead of adding one."""
+
+    id: str
+    func: Callable[[Hub], Awaitable[None]]
+    trigger: str
+    trigger_args: dict[str, Any] = field(default_factory=dict)
+    at_start: bool = False
+
+
+def _guarded(hub: Hub, spec: JobSpec) -> Callable[[], Awaitable[None]]:
+    async def run() -> None:
+        try:
+            await spec.func(hub)
+        except asyncio.CancelledError:
+            # Only the shutdown cancels a job; it runs again at its next turn or start.
+            _LOGGER.info("scheduled job %s was cut off by the shutdown", spec.id)
+        except Exception as exc:
+            _LOGGER.exception("scheduled job %s failed", spec.id)
+            report_exception(hub, exc, {"job": spec.id})
+
+    return run
+
+
+def build_scheduler(hub: Hub, specs: Sequence[JobSpec] | None = None) -> AsyncIOScheduler:
+    """A scheduler holding ``specs`` (default: every plugin's ``scheduled_jobs``)."""
+    scheduler = AsyncIOScheduler(timezone="UTC")
+    for spec in _specs(hub) if specs is None else specs:
+        scheduler.add_job(
+            _guarded(hub, spec),
+            spec.trigger,
+            id=spec.id,
+            name=spec.id,
+            replace_existing=True,
+            coalesce=True,
+            max_instances=1,
+            **spec.trigger_args,
+        )
+    return scheduler
+
+
+def _specs(hub: Hub) -> list[JobSpec]:
+    return [spec for specs in hub.pm.hook.scheduled_jobs(hub=hub) for spec in specs or ()]
+
+
+async def scheduler_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Jobs run only on the replica holding the scheduler role (see ``wahub.core.runtime.leadership``)."""
+    hub = app[HUB_KEY]
+    specs = _specs(hub)
+    scheduler = build_scheduler(hub, specs)
+    at_start = [spec.id for spec in specs if spec.at_start]
+    scheduler.start(paused=True)
+
+    async def acquired(role: str) -> None:
+        if role == SCHEDULER_ROLE and scheduler.running:
+            now = datetime.now(UTC)
+            for job_id in at_start:  # due now; the job's trigger goes on from there
+                if scheduler.get_job(job_id) is not None:
+                    scheduler.modify_job(job_id, next_run_time=now)
+            scheduler.resume()
+
+    async def lost(role: str) -> None:
+        if role == SCHEDULER_ROLE and scheduler.running:
+            scheduler.pause()
+
+    hub.leadership.on_change(acquired, lost)
+    yield
+    scheduler.shutdown(wait=False)

@@ -1,0 +1,339 @@
+"""Contacts, conversations, messages and delivery statuses. Claiming and
+settling queued messages is the outbox's job (``storage_outbox``)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from wahub.core.models import STATUS_RANK, InboundMessage, OutgoingMessage, StatusEvent
+from wahub.core.storage.engine import Database, insert_ignore
+from wahub.core.storage.schema import (
+    consent_events,
+    contact_identities,
+    contacts,
+    conversations,
+    messages,
+    status_events,
+)
+
+
+@dataclass(frozen=True)
+class InboundRecord:
+    contact_id: int
+    conversation_id: int
+    message_id: int
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A message the send policy refused: kept ``failed`` with its reason code, never sent."""
+
+    message: OutgoingMessage
+    reason: str
+    detail: str
+
+
+@dataclass(frozen=True)
+class StatusChange:
+    message_id: int
+    status: str
+
+
+async def message_locks(conn: AsyncConnection, keys: Sequence[tuple[str, str]]) -> None:
+    """Serialise ``mark_sent`` and ``apply_status`` of the messages ``(provider,
+    provider_message_id)`` on PostgreSQL, where each could otherwise miss the
+    other's uncommitted write (SQLite has one writer). Callers pass keys sorted,
+    so two transactions never wait for each other in a cycle."""
+    if conn.dialect.name != "sqlite":
+        await conn.execute(
+            sa.text("SELECT pg_advisory_xact_lock(hashtext(k)) FROM unnest(CAST(:keys AS text[])) AS k"),
+            {"keys": [f"{provider}:{pmid}" for provider, pmid in keys]},
+        )
+
+
+def moves_forward(current: str, new: str) -> bool:
+    """Statuses only advance (queued, sent, delivered, read); failed is final."""
+    return current != "failed" and STATUS_RANK.get(new, -1) > STATUS_RANK.get(current, -1)
+
+
+class MessageStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def record_inbound(self, message: InboundMessage) -> InboundRecord:
+        """Upsert the sender's contact and conversation and store the message, in one
+        transaction; running it again for the same message changes nothing.
+
+        Every id the provider gave for the sender is kept as an identity of the
+        contact. A contact known by its wa_id whose first message with a BSUID
+        arrives is moved to the BSUID (``sender``), keeping its history.
+        """
+        now = time.time()
+        identities = message.identities or {"wa_id": message.sender}
+        async with self.db.begin() as conn:
+            if message.sender != identities.get("wa_id", message.sender):
+                await self._adopt_contact(conn, message.provider, message.sender, identities["wa_id"], now)
+            contact_id = await self._upsert_contact(conn, message.provider, message.sender, message.sender_name, now)
+            await conn.execute(
+                insert_ignore(conn, contact_identities, ["contact_id", "kind", "value"]),
+                [
+                    {"contact_id": contact_id, "kind": kind, "value": value, "created_at": now}
+                    for kind, value in identities.items()
+                ],
+            )
+            conversation_id = await self._upsert_conversation(
+                conn, message.provider, contact_id, message.timestamp, now
+            )
+            await conn.execute(
+                insert_ignore(conn, messages, ["provider", "provider_message_id"]),
+                {
+                    "provider": message.provider,
+                    "direction": "in",
+                    "contact_id": contact_id,
+                    "conversation_id": conversation_id,
+                    "address": message.sender,
+                    "type": message.type,
+                    "body": {"type": message.type, **message.content},
+                    "provider_message_id": message.external_id,
+                    "status": "received",
+                    "created_at": message.timestamp or now,
+                    "updated_at": now,
+                },
+            )
+            message_id = (
+                await conn.execute(
+                    sa.select(messages.c.id).where(
+                        messages.c.provider == message.provider, messages.c.provider_message_id == message.external_id
+                    )
+                )
+            ).scalar_one()
+        return InboundRecord(contact_id, conversation_id, message_id)
+
+    async def _adopt_contact(self, conn: AsyncConnection, provider: str, address: str, wa_id: str, now: float) -> None:
+        """Give the contact addressed by ``wa_id`` (and its messages) the new
+        ``address``, unless a contact already has it."""
+        found = {
+            row.address: row.id
+            for row in await conn.execute(
+                sa.select(contacts.c.id, contacts.c.address).where(
+                    contacts.c.provider == provider, contacts.c.address.in_([address, wa_id])
+                )
+            )
+        }
+        if address in found or wa_id not in found:
+            return
+        await conn.execute(
+            contacts.update().where(contacts.c.id == found[wa_id]).values(address=address, updated_at=now)
+        )
+        await conn.execute(messages.update().where(messages.c.contact_id == found[wa_id]).values(address=address))
+        await conn.execute(
+            consent_events.update()
+            .where(consent_events.c.provider == provider, consent_events.c.address == wa_id)
+            .values(address=address)
+        )
+
+    async def _upsert_contact(
+        self, conn: AsyncConnection, provider: str, address: str, name: str | None, now: float
+    ) -> int:
+        await conn.execute(
+            insert_ignore(conn, contacts, ["provider", "address"]),
+            {"provider": provider, "address": address, "name": name, "created_at": now, "updated_at": now},
+        )
+        row = (
+            await conn.execute(
+                sa.select(contacts.c.id, contacts.c.name).where(
+                    contacts.c.provider == provider, contacts.c.address == address
+                )
+            )
+        ).one()
+        if name and row.name != name:
+            await conn.execute(contacts.update().where(contacts.c.id == row.id).values(name=name, updated_at=now))
+        return int(row.id)
+
+    async def _upsert_conversation(
+        self, conn: AsyncConnection, provider: str, contact_id: int, inbound_at: float, now: float
+    ) -> int:
+        await conn.execute(
+            insert_ignore(conn, conversations, ["provider", "contact_id"]),
+            {"provider": provider, "contact_id": contact_id, "owner": "bot", "created_at": now, "updated_at": now},
+        )
+        row = (
+            await conn.execute(
+                sa.select(conversations.c.id, conversations.c.last_inbound_at).where(
+                    conversations.c.provider == provider, conversations.c.contact_id == contact_id
+                )
+            )
+        ).one()
+        if row.last_inbound_at is None or inbound_at > row.last_inbound_at:
+            await conn.execute(
+                conversations.update()
+                .where(conversations.c.id == row.id)
+                .values(last_inbound_at=inbound_at, updated_at=now)
+            )
+        return int(row.id)
+
+    async def enqueue(
+        self,
+        provider: str,
+        message: OutgoingMessage,
+        *,
+        idempotency_key: str,
+        conversation_id: int | None = None,
+        contact_id: int | None = None,
+        not_before: float | None = None,
+        origin: str = "business",
+        refused: Refusal | None = None,
+        now: float | None = None,
+        conn: AsyncConnection | None = None,
+    ) -> tuple[int, bool]:
+        """Queue a message for the dispatcher (not before ``not_before``, if given).
+        Returns ``(id, created)``; a repeated idempotency key returns the first
+        message's id and ``created=False``.
+
+        With ``refused``, the message is stored ``failed`` with the refusal's
+        reason code instead, as history: the dispatcher never sees it."""
+        now = time.time() if now is None else now
+        values: dict[str, Any] = {
+            "provider": provider,
+            "direction": "out",
+            "contact_id": contact_id,
+            "conversation_id": conversation_id,
+            "address": message.to,
+            "type": message.type,
+            "body": message.to_record(),
+            "status": "queued",
+            "idempotency_key": idempotency_key,
+            "origin": origin,
+            "attempts": 0,
+            "next_attempt_at": max(now, not_before or 0.0),
+            "created_at": now,
+            "updated_at": now,
+        }
+        if refused is not None:
+            values.update(status="failed", error_code=refused.reason, error_reason=refused.detail, next_attempt_at=None)
+        if conn is None:
+            async with self.db.begin() as own:
+                return await self._enqueue(own, values)
+        return await self._enqueue(conn, values)
+
+    async def _enqueue(self, conn: AsyncConnection, values: dict[str, Any]) -> tuple[int, bool]:
+        result = await conn.execute(insert_ignore(conn, messages, ["idempotency_key"]), values)
+        row_id = (
+            await conn.execute(sa.select(messages.c.id).where(messages.c.idempotency_key == values["idempotency_key"]))
+        ).scalar_one()
+        return int(row_id), result.rowcount > 0
+
+    async def find_by_key(self, idempotency_key: str) -> int | None:
+        """The id of the message queued with ``idempotency_key``, if any."""
+        async with self.db.connect() as conn:
+            found = await conn.execute(sa.select(messages.c.id).where(messages.c.idempotency_key == idempotency_key))
+            return found.scalar_one_or_none()
+
+    async def apply_status(self, event: StatusEvent) -> StatusChange | None:
+        """Record a status event and move its message forward. Returns the change,
+        or None when the message is unknown (yet) or the status is not newer."""
+        now = time.time()
+        async with self.db.begin() as conn:
+            await message_locks(conn, [(event.provider, event.message_id)])
+            await conn.execute(
+                insert_ignore(conn, status_events, ["provider", "provider_message_id", "status"]),
+                {
+                    "provider": event.provider,
+                    "provider_message_id": event.message_id,
+                    "status": event.status,
+                    "timestamp": event.timestamp,
+                    "error_code": event.error_code,
+                    "error_title": event.error_title,
+                    "pricing_category": event.pricing_category,
+                    "created_at": now,
+                },
+            )
+            row = (
+                await conn.execute(
+                    sa.select(messages.c.id, messages.c.status).where(
+                        messages.c.provider == event.provider, messages.c.provider_message_id == event.message_id
+                    )
+                )
+            ).one_or_none()
+            if row is None or not moves_forward(row.status, event.status):
+                return None
+            values: dict[str, Any] = {"status": event.status, "updated_at": now}
+            if event.status == "failed":
+                values.update(error_code=event.error_code, error_reason=event.error_title)
+            await conn.execute(messages.update().where(messages.c.id == row.id).values(**values))
+        return StatusChange(int(row.id), event.status)
+
+    async def sent_message(self, provider: str, provider_message_id: str) -> OutgoingMessage | None:
+        """The outgoing message the provider knows by this id, if it is recorded."""
+        query = sa.select(messages.c.body).where(
+            messages.c.provider == provider,
+            messages.c.provider_message_id == provider_message_id,
+            messages.c.direction == "out",
+        )
+        async with self.db.connect() as conn:
+            body = (await conn.execute(query)).scalar()
+        return None if body is None else OutgoingMessage.from_json(body)
+
+    async def get(self, message_id: int) -> dict[str, Any] | None:
+        async with self.db.connect() as conn:
+            row = (await conn.execute(sa.select(messages).where(messages.c.id == message_id))).one_or_none()
+        return dict(row._mapping) if row else None
+
+    async def history(self, provider: str, address: str, *, limit: int = 100) -> list[dict[str, Any]]:
+        """The latest ``limit`` messages exchanged with ``address``, oldest first."""
+        query = (
+            sa.select(messages)
+            .where(messages.c.provider == provider, messages.c.address == address)
+            .order_by(messages.c.id.desc())
+            .limit(limit)
+        )
+        async with self.db.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [dict(r._mapping) for r in reversed(rows)]
+
+    async def status_history(self, provider: str, provider_message_id: str) -> list[dict[str, Any]]:
+        """Every status event kept for a sent message, in the order they happened,
+        each with ``implied`` false; see :func:`with_implied_sent` for the one that is not."""
+        query = (
+            sa.select(
+                status_events.c.status,
+                status_events.c.timestamp,
+                status_events.c.error_code,
+                status_events.c.error_title,
+                status_events.c.pricing_category,
+            )
+            .where(status_events.c.provider == provider, status_events.c.provider_message_id == provider_message_id)
+            .order_by(status_events.c.timestamp, status_events.c.id)
+        )
+        async with self.db.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return with_implied_sent([{**row._mapping, "implied": False} for row in rows])
+
+
+def with_implied_sent(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Add the ``sent`` a ``delivered`` or ``read`` implies when no ``sent`` status came.
+
+    Providers may skip ``sent`` or deliver it after ``delivered``: the message
+    was sent all the same. The entry is marked ``implied`` and takes the time of
+    the first later status; once a real ``sent`` is stored, it shows instead.
+    """
+    if any(entry["status"] == "sent" for entry in history):
+        return history
+    later = next((i for i, entry in enumerate(history) if entry["status"] in ("delivered", "read")), None)
+    if later is None:
+        return history
+    implied = {
+        "status": "sent",
+        "timestamp": history[later]["timestamp"],
+        "error_code": None,
+        "error_title": None,
+        "pricing_category": None,
+        "implied": True,
+    }
+    return [*history[:later], implied, *history[later:]]

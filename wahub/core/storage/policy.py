@@ -1,0 +1,253 @@
+"""What the send policy reads and writes: the consent ledger, templates, and
+each contact's service window and time zone."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from wahub.core.storage.engine import Database, insert_ignore
+from wahub.core.storage.schema import consent_events, contact_identities, contacts, conversations, templates
+
+
+@dataclass(frozen=True)
+class ContactContext:
+    """A contact as the policy sees it; every field is None for an unknown address."""
+
+    contact_id: int | None = None
+    conversation_id: int | None = None
+    last_inbound_at: float | None = None
+    timezone: str | None = None
+
+
+@dataclass(frozen=True)
+class ConsentState:
+    """The latest ``opt_in``/``opt_out`` per scope, or None where the ledger is silent."""
+
+    all: str | None = None
+    marketing: str | None = None
+
+    @property
+    def opted_out(self) -> bool:
+        return self.all == "opt_out"
+
+    @property
+    def marketing_allowed(self) -> bool:
+        """Marketing needs an opt-in that no later opt-out (of everything or of marketing) undid."""
+        return not self.opted_out and self.marketing != "opt_out" and "opt_in" in (self.all, self.marketing)
+
+
+@dataclass(frozen=True)
+class Template:
+    name: str
+    language: str
+    category: str
+    status: str
+
+
+def _canonical(provider: str, address: str) -> sa.ColumnElement[str]:
+    """In SQL, the address of the contact that has ``address`` as its address or
+    as one of its ids (a contact moved to its BSUID is still found by its
+    wa_id), else ``address`` itself: the lookups below stay one query each."""
+    known_by = (
+        sa.select(contacts.c.address)
+        .join(contact_identities, contact_identities.c.contact_id == contacts.c.id)
+        .where(
+            contacts.c.provider == provider,
+            contact_identities.c.value.in_(list(dict.fromkeys((address, address.lstrip("+"))))),
+        )
+        .order_by(contacts.c.id)
+        .limit(1)
+        .scalar_subquery()
+    )
+    own = (
+        sa.select(contacts.c.address)
+        .where(contacts.c.provider == provider, contacts.c.address == address)
+        .scalar_subquery()
+    )
+    return sa.func.coalesce(own, known_by, sa.literal(address))
+
+
+class PolicyStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def contact(self, provider: str, address: str) -> ContactContext:
+        """The contact with this address, or known by it (a wa_id or phone of a
+        contact now addressed by its BSUID)."""
+        query = (
+            sa.select(
+                contacts.c.id, contacts.c.timezone, conversations.c.id.label("cid"), conversations.c.last_inbound_at
+            )
+            .select_from(contacts.outerjoin(conversations, conversations.c.contact_id == contacts.c.id))
+            .where(contacts.c.provider == provider, contacts.c.address == _canonical(provider, address))
+        )
+        async with self.db.connect() as conn:
+            row = (await conn.execute(query)).first()
+        if row is None:
+            return ContactContext()
+        return ContactContext(row.id, row.cid, row.last_inbound_at, row.timezone)
+
+    async def set_timezone(self, provider: str, address: str, timezone: str | None) -> bool:
+        """Set a known contact's time zone; False when there is no such contact."""
+        async with self.db.begin() as conn:
+            result = await conn.execute(
+                contacts.update()
+                .where(contacts.c.provider == provider, contacts.c.address == _canonical(provider, address))
+                .values(timezone=timezone, updated_at=time.time())
+            )
+        return result.rowcount > 0
+
+    # -- consent ledger ------------------------------------------------------
+
+    async def record_consent(
+        self,
+        provider: str,
+        address: str,
+        *,
+        action: str,
+        scope: str,
+        source: str,
+        evidence: dict[str, Any],
+        occurred_at: float,
+        event_key: str | None = None,
+    ) -> bool:
+        """Append to the ledger; an ``event_key`` already recorded is skipped. Returns whether it was new.
+
+        The ledger is kept under the contact's current address, whichever of its ids ``address`` is."""
+        values = {
+            "provider": provider,
+            "address": _canonical(provider, address),
+            "action": action,
+            "scope": scope,
+            "source": source,
+            "evidence": evidence,
+            "event_key": event_key,
+            "occurred_at": occurred_at,
+            "created_at": time.time(),
+        }
+        async with self.db.begin() as conn:
+            result = await conn.execute(insert_ignore(conn, consent_events, ["event_key"]).values(**values))
+        return result.rowcount > 0
+
+    async def consent(self, provider: str, address: str) -> ConsentState:
+        latest: dict[str, str] = {}
+        query = (
+            sa.select(consent_events.c.scope, consent_events.c.action)
+            .where(consent_events.c.provider == provider, consent_events.c.address == _canonical(provider, address))
+            .order_by(consent_events.c.occurred_at, consent_events.c.id)
+        )
+        async with self.db.connect() as conn:
+            for scope, action in (await conn.execute(query)).all():
+                latest[scope] = action
+        return ConsentState(all=latest.get("all"), marketing=latest.get("marketing"))
+
+    async def ledger(self, provider: str, address: str) -> list[dict[str, Any]]:
+        """Every consent event of a contact, oldest first."""
+        query = (
+            sa.select(consent_events)
+            .where(consent_events.c.provider == provider, consent_events.c.address == _canonical(provider, address))
+            .order_by(consent_events.c.occurred_at, consent_events.c.id)
+        )
+        async with self.db.connect() as conn:
+            return [dict(row._mapping) for row in (await conn.execute(query)).all()]
+
+    # -- templates -----------------------------------------------------------
+
+    async def upsert_template(self, provider: str, template: Template, **details: Any) -> None:
+        """Store a template; ``details`` sets more columns (``components``,
+        ``external_id``, ``quality``) where not None."""
+        async with self.db.begin() as conn:
+            await self._upsert_template(conn, provider, template, details)
+
+    @staticmethod
+    async def _upsert_template(
+        conn: AsyncConnection, provider: str, template: Template, details: Mapping[str, Any]
+    ) -> None:
+        key = (
+            templates.c.provider == provider,
+            templates.c.name == template.name,
+            templates.c.language == template.language,
+        )
+        values = {"category": template.category, "status": template.status, "updated_at": time.time()}
+        values.update({column: value for column, value in details.items() if value is not None})
+        updated = await conn.execute(templates.update().where(*key).values(**values))
+        if updated.rowcount == 0:
+            await conn.execute(
+                insert_ignore(conn, templates, ["provider", "name", "language"]),
+                {"provider": provider, "name": template.name, "language": template.language, **values},
+            )
+
+    async def replace_templates(
+        self, provider: str, listed: list[tuple[Template, dict[str, Any]]], *, listed_since: float
+    ) -> dict[str, int]:
+        """Make the provider's templates ``listed`` (each with its ``details``, as
+        for ``upsert_template``), in one transaction, where nothing newer is
+        known: a row changed after ``listed_since`` (when the listing began; by a
+        status webhook, a create) is kept as it is. Returns how many were added,
+        updated and removed."""
+        async with self.db.begin() as conn:
+            rows = await conn.execute(
+                sa.select(templates.c.name, templates.c.language, templates.c.updated_at).where(
+                    templates.c.provider == provider
+                )
+            )
+            before = {(row.name, row.language): row.updated_at for row in rows}
+            fresh = [entry for entry in listed if before.get((entry[0].name, entry[0].language), 0.0) <= listed_since]
+            for template, details in fresh:
+                await self._upsert_template(conn, provider, template, details)
+            listed_keys = {(template.name, template.language) for template, _ in listed}
+            gone = [key for key, updated in before.items() if key not in listed_keys and updated <= listed_since]
+            for name, language in gone:
+                await conn.execute(
+                    templates.delete().where(
+                        templates.c.provider == provider, templates.c.name == name, templates.c.language == language
+                    )
+                )
+        added = len(listed_keys - before.keys())
+        return {"added": added, "updated": len(fresh) - added, "removed": len(gone)}
+
+    async def update_template(self, provider: str, name: str, language: str, **changes: str | None) -> bool:
+        """Change a stored template's ``status``, ``category`` or ``quality``
+        (None leaves one as it is); False when it is not stored."""
+        values: dict[str, Any] = {key: value for key, value in changes.items() if value is not None}
+        values["updated_at"] = time.time()
+        async with self.db.begin() as conn:
+            result = await conn.execute(
+                templates.update()
+                .where(templates.c.provider == provider, templates.c.name == name, templates.c.language == language)
+                .values(**values)
+            )
+        return result.rowcount > 0
+
+    async def templates(self, provider: str) -> list[dict[str, Any]]:
+        """Every stored template of the provider, by name and language."""
+        query = (
+            sa.select(templates)
+            .where(templates.c.provider == provider)
+            .order_by(templates.c.name, templates.c.language)
+        )
+        async with self.db.connect() as conn:
+            return [dict(row._mapping) for row in (await conn.execute(query)).all()]
+
+    async def template(self, provider: str, name: str, language: str) -> tuple[Template | None, bool]:
+        """The template (None when unknown) and whether the provider has any template stored."""
+        async with self.db.connect() as conn:
+            row = (
+                await conn.execute(
+                    sa.select(templates.c.name, templates.c.language, templates.c.category, templates.c.status).where(
+                        templates.c.provider == provider, templates.c.name == name, templates.c.language == language
+                    )
+                )
+            ).first()
+            if row is not None:
+                return Template(row.name, row.language, row.category, row.status), True
+            known = (
+                await conn.execute(sa.select(templates.c.id).where(templates.c.provider == provider).limit(1))
+            ).first()
+        return None, known is not None

@@ -1,0 +1,403 @@
+"""The sandbox provider: a simulated WhatsApp user side inside the daemon.
+
+A person chats at ``/sandbox`` (or with ``wahub chat``) as a WhatsApp user.
+What they type is posted, signed, to this provider's own webhook URL over
+HTTP, so it takes exactly the path a real provider's webhook takes; the bot's
+replies leave through the outbox and arrive here through ``send``. Receipts
+from the page ("received", "seen") come back as signed status webhooks.
+
+Webhook body::
+
+    {"object": "wahub_sandbox", "business_number": "15550000000",
+     "events": [{"type": "message", "id": "sbx.in.<id>", "from": "15551234567",
+                 "name": "Alice", "timestamp": 1764000000,
+                 "message": {"type": "text", "text": {"body": "hi"}}},
+                {"type": "status", "id": "<event id>", "message_id": "sbx.out.<id>",
+                 "recipient": "15551234567", "status": "delivered", "timestamp": 1764000001},
+                {"type": "status", ..., "status": "failed", "errors": [{"code": 131047, "title": "..."}]},
+                {"type": "preference", "id": "<event id>", "user": "15551234567",
+                 "category": "marketing_messages", "value": "stop", "timestamp": 1764000002}]}
+
+signed with ``X-Wahub-Signature-256: sha256=<hex HMAC-SHA256 of the body>``.
+
+The chat socket ``/sandbox/ws?user=<digits>&name=<name>`` first sends
+``{"type": "history", "messages": [...]}``, then ``message``, ``status`` and
+``error`` frames. The client sends ``text`` and ``button`` frames and the
+``received`` / ``seen`` receipts. A ``text`` or ``button`` frame may carry a
+``"ref"`` (1 to 64 characters) of the client's choosing: once the message is
+stored the sender gets ``{"type": "accepted", "ref": ..., "id": "sbx.in.<id>"}``,
+and an ``error`` about it carries the same ``ref``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import secrets
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import voluptuous as vol
+from aiohttp import WSMsgType, web
+
+from wahub import hookimpl
+from wahub.core.canonical import Capabilities
+from wahub.core.http.api_io import storable
+from wahub.core.hub import Hub
+from wahub.core.models import Event, OutgoingMessage, SendResult, StatusEvent
+from wahub.core.provider import (
+    PROVIDER_SCHEMA_BASE,
+    Provider,
+    ProviderError,
+    WebhookError,
+    sign_body,
+    signature_matches,
+)
+from wahub.core.storage.policy import Template
+from wahub.plugins.providers.sandbox.hosts import check_host
+from wahub.plugins.providers.sandbox.webhook import parse_events as parse_events
+
+_LOGGER = logging.getLogger(__name__)
+
+SIGNATURE_HEADER = "X-Wahub-Signature-256"
+WEB_DIR = Path(__file__).resolve().parents[3] / "web" / "sandbox"
+_USER_RE = re.compile(r"^\d{6,15}$")
+#: The longest text message a WhatsApp user can send.
+MAX_TEXT = 4096
+#: The files the chat page loads from ``/sandbox/static/``.
+STATIC_FILES = frozenset({"sandbox.css", "sandbox.js"})
+
+
+def signature_valid(secret: str, headers: Mapping[str, str], body: bytes) -> bool:
+    """Whether ``headers`` carry ``body``'s signature, compared in constant time."""
+    return signature_matches(secret, headers.get(SIGNATURE_HEADER, ""), body)
+
+
+def frame_message(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A stored message (or an outgoing body) as the chat page shows it."""
+    body = row["body"]
+    kind = body.get("type", "text")
+    content = body.get(kind, {})
+    text, buttons = "", []
+    if kind == "text":
+        text = content.get("body", "")
+    elif kind == "interactive":
+        text = content.get("body", {}).get("text", "") or content.get(content.get("type", ""), {}).get("title", "")
+        buttons = [b["reply"] for b in content.get("action", {}).get("buttons", []) if "reply" in b]
+    elif isinstance(content, dict):
+        text = content.get("caption") or content.get("body") or f"[{kind}]"
+    return {
+        "id": row.get("provider_message_id") or f"wahub.{row.get('id')}",
+        "direction": row["direction"],
+        "type": kind,
+        "text": text,
+        "buttons": buttons,
+        "status": row["status"],
+        "timestamp": row["created_at"],
+    }
+
+
+class SandboxProvider(Provider):
+    PLATFORM = "sandbox"
+    # The chat page shows text and reply buttons; other types arrive as their text fallback.
+    CAPABILITIES = Capabilities(types=frozenset({"text", "interactive", "interactive.button", "template"}))
+    CONFIG_SCHEMA = PROVIDER_SCHEMA_BASE.extend(
+        {
+            vol.Optional("secret"): vol.All(str, vol.Length(min=16, msg="use at least 16 characters")),
+            vol.Optional("business_number", default="15550000000"): vol.All(
+                vol.Coerce(str), vol.Match(_USER_RE, msg="digits only, 6 to 15 of them")
+            ),
+            # Host names the chat page answers to (name:port, or a name on any port).
+            # Empty: the bind address, localhost, 127.0.0.1 and [::1], on any port.
+            vol.Optional("hosts", default=list): [vol.All(str, vol.Length(min=1, max=261), vol.Lower)],
+            # Simulated approved templates; {{1}} or {{name}} take the body parameters.
+            vol.Optional("templates", default=list): [
+                {
+                    vol.Required("name"): vol.All(str, vol.Match(r"^[a-z0-9_]{1,512}$", msg="lowercase, digits and _")),
+                    vol.Optional("language", default="en"): str,
+                    vol.Optional("category", default="UTILITY"): vol.In(["MARKETING", "UTILITY", "AUTHENTICATION"]),
+                    vol.Required("text"): vol.All(str, vol.Length(min=1, max=1024)),
+                }
+            ],
+        }
+    )
+
+    def __init__(self, hub: Hub, config: Mapping[str, Any]) -> None:
+        super().__init__(hub, config)
+        # Without a configured secret the sandbox signs with a fresh one per run:
+        # only this process ever posts to its webhook.
+        self.secret: str = config.get("secret") or secrets.token_hex(32)
+        self.business_number: str = config["business_number"]
+        self.clients: defaultdict[str, set[web.WebSocketResponse]] = defaultdict(set)
+
+    # -- the provider contract ---------------------------------------------
+
+    def verify_signature(self, headers: Mapping[str, str], body: bytes) -> bool:
+        return signature_valid(self.secret, headers, body)
+
+    def parse_webhook(self, body: bytes) -> list[Event]:
+        return parse_events(self.name, body)
+
+    async def start(self) -> None:
+        for entry in self.config["templates"]:
+            template = Template(entry["name"], entry["language"], entry["category"], "APPROVED")
+            await self.hub.storage.policy.upsert_template(self.name, template)
+        await super().start()
+
+    def render_template(self, body: Mapping[str, Any]) -> str:
+        """A template message as the user would read it, parameters filled in."""
+        for entry in self.config["templates"]:
+            if entry["name"] == body["name"] and entry["language"] == body["language"]["code"]:
+                text: str = entry["text"]
+                break
+        else:
+            raise ProviderError(f"template {body['name']!r} does not exist in that language", code="132001")
+        parameters = [p for c in body.get("components", []) if c.get("type") == "body" for p in c.get("parameters", [])]
+        for index, parameter in enumerate(parameters, start=1):
+            value = str(parameter.get("text") or parameter.get(parameter.get("type", ""), {}).get("fallback_value", ""))
+            placeholder = parameter.get("parameter_name", index)
+            text = text.replace(f"{{{{{placeholder}}}}}", value)
+        return text
+
+    async def send(self, message: OutgoingMessage) -> SendResult:
+        provider_id = f"sbx.out.{uuid.uuid4().hex}"
+        if message.type == "template":
+            message = OutgoingMessage.text(message.to, self.render_template(message.content["template"]))
+        row = {
+            "body": message.to_json(),
+            "provider_message_id": provider_id,
+            "direction": "out",
+            "status": "sent",
+            "created_at": time.time(),
+        }
+        await self.push(message.to, {"type": "message", "message": frame_message(row)})
+        return SendResult(provider_id)
+
+    # -- the simulated user side -------------------------------------------
+
+    async def push(self, user: str, frame: dict[str, Any]) -> None:
+        for ws in list(self.clients.get(user, ())):
+            if not ws.closed:
+                try:
+                    await ws.send_json(frame)
+                except (ConnectionError, RuntimeError):
+                    # A closing page: it reloads the history when it reconnects.
+                    self.clients[user].discard(ws)
+
+    async def post_webhook(self, base_url: str, events: list[dict[str, Any]]) -> None:
+        """Deliver ``events`` to this provider's webhook URL, signed, like a BSP would."""
+        body = json.dumps(
+            {"object": "wahub_sandbox", "business_number": self.business_number, "events": events}
+        ).encode()
+        headers = {SIGNATURE_HEADER: sign_body(self.secret, body), "Content-Type": "application/json"}
+        async with self.hub.http.post(f"{base_url}/webhooks/{self.name}", data=body, headers=headers) as response:
+            if response.status != 200:
+                raise WebhookError(f"the daemon answered {response.status}: {await response.text()}")
+            answer = await response.json()
+            if answer.get("quarantined"):
+                raise WebhookError("wahub could not store it; the reason is in the daemon's log")
+
+    def user_event(self, user: str, name: str, frame: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The webhook event for what the person did on the page, or None if it makes no sense."""
+        base = {
+            "type": "message",
+            "id": f"sbx.in.{uuid.uuid4().hex}",
+            "from": user,
+            "name": name,
+            "timestamp": time.time(),
+        }
+        if frame.get("type") == "text" and text_problem(frame.get("text")) is None:
+            return {**base, "message": {"type": "text", "text": {"body": frame["text"]}}}
+        if frame.get("type") == "button" and frame.get("id"):
+            reply = {
+                "type": "button_reply",
+                "button_reply": {"id": str(frame["id"]), "title": str(frame.get("title", ""))},
+            }
+            message: dict[str, Any] = {"type": "interactive", "interactive": reply}
+            if frame.get("context"):
+                message["context"] = {"id": str(frame["context"])}
+            return {**base, "message": message}
+        return None
+
+
+def text_problem(text: Any) -> str | None:
+    """Why ``text`` cannot be a user's message (WhatsApp's own limits), or None."""
+    if not isinstance(text, str) or not text.strip():
+        return "a text frame needs 'text': the message, as a string"
+    if len(text) > MAX_TEXT:
+        return f"a message is at most {MAX_TEXT} characters"
+    if not storable(text):
+        return "the text holds a NUL character or an unpaired surrogate"
+    return None
+
+
+def _receipt_events(user: str, frame: Mapping[str, Any]) -> list[dict[str, Any]]:
+    status = {"received": "delivered", "seen": "read"}[str(frame["type"])]
+    ids = frame.get("ids")
+    if not isinstance(ids, list):
+        return []
+    return [
+        {
+            "type": "status",
+            "id": f"{message_id}:{status}",
+            "message_id": str(message_id),
+            "recipient": user,
+            "status": status,
+            "timestamp": time.time(),
+        }
+        for message_id in ids[:100]
+        if str(message_id).startswith("sbx.out.")
+    ]
+
+
+def _sandbox_for(hub: Hub, request: web.Request) -> SandboxProvider:
+    name = request.query.get("provider")
+    for provider in hub.providers.values():
+        if isinstance(provider, SandboxProvider) and (name is None or provider.name == name):
+            return provider
+    raise web.HTTPNotFound(text="no sandbox provider is configured")
+
+
+def _loopback_url(request: web.Request) -> str:
+    """The address this very connection reached, so the sandbox posts to its own daemon."""
+    host, port = request.transport.get_extra_info("sockname")[:2] if request.transport else ("127.0.0.1", 8080)
+    host = "127.0.0.1" if host in ("0.0.0.0", "") else ("[::1]" if host == "::" else host)
+    return f"http://[{host}]:{port}" if ":" in host and not host.startswith("[") else f"http://{host}:{port}"
+
+
+def _check_host(provider: SandboxProvider, request: web.Request) -> None:
+    check_host(provider.config["hosts"], str(provider.hub.config["wahub"]["http"]["host"]), request)
+
+
+async def _chat_socket(hub: Hub, request: web.Request) -> web.WebSocketResponse:
+    provider = _sandbox_for(hub, request)
+    _check_host(provider, request)
+    user = request.query.get("user", "")
+    if not _USER_RE.match(user):
+        raise web.HTTPBadRequest(text="'user' must be the simulated phone number: 6 to 15 digits")
+    name = request.query.get("name", "Sandbox user")[:64]
+    ws = web.WebSocketResponse(heartbeat=30)
+    try:
+        await ws.prepare(request)
+    except ConnectionResetError as exc:
+        _LOGGER.debug("sandbox chat client left during the handshake: %s", exc)
+        # Nobody is left to read it: an answer only ends the request without a traceback.
+        raise web.HTTPBadRequest(text="the connection closed during the handshake") from exc
+    provider.clients[user].add(ws)
+    closer = asyncio.create_task(_close_on_shutdown(hub, ws))
+    try:
+        history = await hub.storage.messages.history(provider.name, user)
+        await _send(ws, {"type": "history", "messages": [frame_message(row) for row in history]})
+        base_url = _loopback_url(request)
+        # Frames that arrived before the person left are still theirs: they are delivered.
+        async for msg in ws:
+            if msg.type == WSMsgType.TEXT:
+                try:
+                    frame = json.loads(msg.data)
+                except (ValueError, RecursionError):
+                    await _send(ws, {"type": "error", "message": "frames are JSON objects"})
+                    continue
+                await _on_frame(provider, ws, base_url, user, name, frame)
+    finally:
+        closer.cancel()
+        provider.clients[user].discard(ws)
+    return ws
+
+
+async def _send(ws: web.WebSocketResponse, frame: dict[str, Any]) -> None:
+    """Send ``frame`` to one chat client; a client that went away is told nothing more."""
+    try:
+        await ws.send_json(frame)
+    except ConnectionResetError as exc:
+        # Closing a tab or piping into `wahub chat` ends a chat at any moment: no fault.
+        _LOGGER.debug("sandbox chat client left before a %r frame: %s", frame.get("type"), exc)
+
+
+async def _close_on_shutdown(hub: Hub, ws: web.WebSocketResponse) -> None:
+    await hub.shutting_down.wait()
+    await ws.close(message=b"wahub is shutting down")
+
+
+async def _on_frame(
+    provider: SandboxProvider, ws: web.WebSocketResponse, base_url: str, user: str, name: str, frame: Any
+) -> None:
+    if not isinstance(frame, dict):
+        await _send(ws, {"type": "error", "message": "frames are JSON objects"})
+        return
+    ref = frame.get("ref")
+    # The reference a client gave its message comes back with the answer about it.
+    answer: dict[str, Any] = {} if ref is None else {"ref": ref}
+    if ref is not None and not _valid_ref(ref):
+        await _send(ws, {"type": "error", "message": "'ref' must be a string of 1 to 64 characters"})
+        return
+    try:
+        if frame.get("type") in ("received", "seen"):
+            events = _receipt_events(user, frame)
+            if events:
+                await provider.post_webhook(base_url, events)
+            return
+        event = provider.user_event(user, name, frame)
+        if event is None:
+            problem = text_problem(frame.get("text")) if frame.get("type") == "text" else None
+            message = problem or f"cannot send a {frame.get('type')!r} frame"
+            await _send(ws, {"type": "error", "message": message, **answer})
+            return
+        await provider.post_webhook(base_url, [event])
+        row = {
+            "body": event["message"],
+            "provider_message_id": event["id"],
+            "direction": "in",
+            "status": "received",
+            "created_at": event["timestamp"],
+        }
+        await provider.push(user, {"type": "message", "message": frame_message(row)})
+        if ref is not None:
+            await _send(ws, {"type": "accepted", "ref": ref, "id": event["id"]})
+    except (WebhookError, OSError) as exc:
+        _LOGGER.warning("sandbox could not deliver to its webhook: %s", exc)
+        await _send(ws, {"type": "error", "message": f"not delivered: {exc}", **answer})
+
+
+def _valid_ref(ref: Any) -> bool:
+    return isinstance(ref, str) and 1 <= len(ref) <= 64
+
+
+@hookimpl
+def register_providers() -> Iterable[type[Provider]]:
+    return [SandboxProvider]
+
+
+@hookimpl
+def register_routes(hub: Hub) -> list[web.AbstractRouteDef]:
+    async def page(request: web.Request) -> web.FileResponse:
+        _check_host(_sandbox_for(hub, request), request)
+        return web.FileResponse(WEB_DIR / "index.html")
+
+    async def static(request: web.Request) -> web.FileResponse:
+        _check_host(_sandbox_for(hub, request), request)
+        name = request.match_info["name"]
+        if name not in STATIC_FILES:
+            raise web.HTTPNotFound(text="no such file")
+        return web.FileResponse(WEB_DIR / name)
+
+    async def socket(request: web.Request) -> web.WebSocketResponse:
+        return await _chat_socket(hub, request)
+
+    return [
+        web.get("/sandbox", page),
+        web.get("/sandbox/ws", socket),
+        web.get("/sandbox/static/{name}", static),
+    ]
+
+
+@hookimpl
+async def status_update(hub: Hub, status: StatusEvent) -> None:
+    provider = hub.providers.get(status.provider)
+    if isinstance(provider, SandboxProvider) and status.recipient:
+        await provider.push(status.recipient, {"type": "status", "id": status.message_id, "status": status.status})
