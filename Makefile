@@ -17,6 +17,7 @@ lint:
 	$(BIN)/ruff check wahub tests bench
 	$(BIN)/ruff format --check wahub tests bench
 	$(BIN)/mypy wahub bench
+	$(BIN)/lint-imports --no-cache
 
 bench:
 	$(PYTHON) -m venv $(VENV) && $(BIN)/pip install -q -e '.[test]'

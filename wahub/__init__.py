@@ -2,11 +2,11 @@
 
 import pluggy
 
+from wahub.core.hookspecs import JobSpec, Route
 from wahub.core.models import (
     InboundMessage,
     OutgoingMessage,
     PreferenceEvent,
-    Route,
     SendResult,
     StatusEvent,
     UnsupportedEvent,
@@ -19,6 +19,7 @@ hookimpl = pluggy.HookimplMarker("wahub")
 
 __all__ = [
     "InboundMessage",
+    "JobSpec",
     "OutgoingMessage",
     "PreferenceEvent",
     "Route",

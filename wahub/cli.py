@@ -21,7 +21,6 @@ import pluggy
 from wahub import __version__
 from wahub.core.config.schema import ConfigError, default_config, load_config
 from wahub.core.http.serving import MalformedRequestFilter
-from wahub.core.hub import SHUTDOWN_GRACE
 from wahub.core.plugins import (
     PluginError,
     build_plugin_manager,
@@ -31,6 +30,7 @@ from wahub.core.plugins import (
     registered_providers,
     registered_sections,
 )
+from wahub.core.work.lifecycle import SHUTDOWN_GRACE
 
 EX_UNAVAILABLE = 69  # sysexits.h: a resource the daemon needs is not available
 EX_CONFIG = 78  # sysexits.h: the configuration is wrong
@@ -304,7 +304,7 @@ async def _account_calls(
 
 
 async def _account_each(args: argparse.Namespace, hub: Any, method: str, definition: Any) -> int:
-    from wahub.core.provider import ProviderError
+    from wahub.core.errors import ProviderError
 
     chosen = [p for p in hub.providers.values() if args.provider in (None, p.name)]
     if args.provider and not chosen:

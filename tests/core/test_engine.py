@@ -12,7 +12,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from wahub.core.hub import Clock
+from wahub.core.clock import Clock
 from wahub.core.storage.policy import Template
 from wahub.testing import (
     RunningDaemon,

@@ -118,7 +118,7 @@ async def test_async_hooks_are_awaited_isolated_and_timed_out(monkeypatch: pytes
 
 
 def test_shutdown_stages_fit_in_ten_seconds() -> None:
-    from wahub.core.hub import SHUTDOWN_GRACE
+    from wahub.core.work.lifecycle import SHUTDOWN_GRACE
 
     assert sum(SHUTDOWN_GRACE.values()) < 10.0
 

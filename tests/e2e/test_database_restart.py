@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from tests.e2e.daemon import Daemon, free_port, start_daemon
 from tests.e2e.private_postgres import PrivateCluster
 from wahub.core.models import OutgoingMessage
-from wahub.core.runtime.leadership import Leadership
+from wahub.core.storage.leadership import Leadership
 from wahub.core.storage.leases import database_unreachable
 from wahub.core.storage.store import Storage
 from wahub.testing import signed_sandbox_webhook, wait_until

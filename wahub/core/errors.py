@@ -115,3 +115,42 @@ def meta_error(code: int | str | None, *, http_status: int | None = None) -> Err
     if http_status == 401:
         return ErrorMeaning("auth", "the provider refused the credentials (HTTP 401)")
     return ErrorMeaning("permanent", f"the provider refused the message (code {code}, HTTP {http_status})")
+
+
+class SendRefused(Exception):
+    """A send wahub refuses before queueing it; ``reason`` is a stable code."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class WebhookError(Exception):
+    """A webhook body that cannot be parsed; the daemon answers 400 and quarantines it."""
+
+
+class ProviderError(Exception):
+    """A send the provider refused or could not take.
+
+    ``retryable`` tells the dispatcher whether to try again later; ``auth``
+    that the credentials were refused (the dispatcher pauses the provider);
+    ``code`` keeps the provider's own error code.
+    """
+
+    def __init__(self, message: str, *, code: str | None = None, retryable: bool = False, auth: bool = False) -> None:
+        super().__init__(message)
+        self.code = code
+        self.retryable = retryable
+        self.auth = auth
+
+    @classmethod
+    def from_meta(cls, code: int | str | None, detail: str, *, http_status: int | None = None) -> ProviderError:
+        """An error carrying a Cloud API code, classified by ``wahub.core.errors``."""
+        meaning = meta_error(code, http_status=http_status)
+        text = f"{meaning.reason} ({detail})" if detail else meaning.reason
+        return cls(
+            text,
+            code=None if code is None else str(code),
+            retryable=meaning.kind == "retryable",
+            auth=meaning.kind == "auth",
+        )

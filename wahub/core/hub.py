@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -16,6 +15,8 @@ import aiohttp
 import pluggy
 from aiohttp import web
 
+from wahub.core.clock import Clock
+from wahub.core.errors import SendRefused
 from wahub.core.models import OutgoingMessage
 
 if TYPE_CHECKING:
@@ -23,40 +24,10 @@ if TYPE_CHECKING:
     from wahub.core.policy.checks import Origin, Policy
     from wahub.core.policy.consent import Keyword
     from wahub.core.provider import Provider
-    from wahub.core.runtime.leadership import Leadership
+    from wahub.core.storage.leadership import Leadership
     from wahub.core.storage.store import Storage
 
 _LOGGER = logging.getLogger(__name__)
-
-#: Seconds each shutdown stage may take, in order. Their sum keeps the daemon's
-#: exit within 10 s of SIGTERM; what a stage cuts off runs again at the next
-#: start, as after a crash.
-SHUTDOWN_GRACE = {
-    "requests": 2.5,  # HTTP requests in progress (webhooks waiting for their commit)
-    "inbox": 2.5,  # inbox rows being processed
-    "intake": 0.5,  # the inbox writer's last commit
-    "sends": 1.5,  # sends in flight
-    "plugins": 0.5,  # plugin lifespans exiting
-    "providers": 0.5,  # providers stopping
-    "background": 0.5,  # tasks started with hub.spawn
-}
-
-
-class SendRefused(Exception):
-    """A send wahub refuses before queueing it; ``reason`` is a stable code."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-
-
-class Clock:
-    """Wall-clock time (unix seconds) as the send policy and the dispatcher read
-    it: quiet hours, the service window, retry and due times. Tests hand the
-    daemon one they move by hand (``wahub.testing.ManualClock``)."""
-
-    def time(self) -> float:
-        return time.time()
 
 
 @dataclass

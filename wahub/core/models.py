@@ -8,12 +8,11 @@ workers rebuild them, so a crash between steps loses nothing.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
-    from wahub.core.hub import Hub
+    pass
 
 EventKind = Literal["message", "status", "preference", "account", "unsupported"]
 
@@ -229,16 +228,3 @@ class SendResult:
     """What a provider answered to a send."""
 
     provider_message_id: str
-
-
-@dataclass(frozen=True)
-class Route:
-    """The answer of ``route_message``: who handles the message, and how.
-
-    ``respond`` is awaited by the pipeline and returns the replies to queue;
-    the pipeline gives each a stable idempotency key, so a re-run after a
-    crash never sends a reply twice.
-    """
-
-    handler: str
-    respond: Callable[[Hub, InboundMessage], Awaitable[list[OutgoingMessage]]]

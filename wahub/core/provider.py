@@ -13,18 +13,40 @@ import abc
 import hashlib
 import hmac
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import voluptuous as vol
 from aiohttp import web
 
 from wahub.core.canonical import CLOUD_API, Capabilities
-from wahub.core.errors import meta_error
 from wahub.core.models import AccountEvent, Event, OutgoingMessage, SendResult
 
 if TYPE_CHECKING:
-    from wahub.core.hub import Hub
+    import asyncio
+    from collections.abc import Coroutine
+
+    import aiohttp
+
+    from wahub.core.policy.checks import Origin
     from wahub.core.storage.media import Download, IncomingFile
+    from wahub.core.storage.store import Storage
+
+
+class ProviderHost(Protocol):
+    """What a provider may use of the running daemon (``wahub.core.hub.Hub`` is one)."""
+
+    config: dict[str, Any]
+    storage: Storage
+    http: aiohttp.ClientSession
+    providers: dict[str, Provider]
+    #: Set when shutdown begins.
+    shutting_down: asyncio.Event
+
+    async def send(
+        self, message: OutgoingMessage, *, provider: str | None = None, idempotency_key: str, origin: Origin = ...
+    ) -> int: ...
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]: ...
 
 
 def _seconds(low: float, high: float) -> vol.All:
@@ -88,37 +110,6 @@ def secret_matches(given: str, expected: str) -> bool:
     return hmac.compare_digest(given_bytes, expected.encode())
 
 
-class WebhookError(Exception):
-    """A webhook body that cannot be parsed; the daemon answers 400 and quarantines it."""
-
-
-class ProviderError(Exception):
-    """A send the provider refused or could not take.
-
-    ``retryable`` tells the dispatcher whether to try again later; ``auth``
-    that the credentials were refused (the dispatcher pauses the provider);
-    ``code`` keeps the provider's own error code.
-    """
-
-    def __init__(self, message: str, *, code: str | None = None, retryable: bool = False, auth: bool = False) -> None:
-        super().__init__(message)
-        self.code = code
-        self.retryable = retryable
-        self.auth = auth
-
-    @classmethod
-    def from_meta(cls, code: int | str | None, detail: str, *, http_status: int | None = None) -> ProviderError:
-        """An error carrying a Cloud API code, classified by ``wahub.core.errors``."""
-        meaning = meta_error(code, http_status=http_status)
-        text = f"{meaning.reason} ({detail})" if detail else meaning.reason
-        return cls(
-            text,
-            code=None if code is None else str(code),
-            retryable=meaning.kind == "retryable",
-            auth=meaning.kind == "auth",
-        )
-
-
 class Provider(abc.ABC):
     """Base class of a WhatsApp provider (a BSP or the built-in sandbox)."""
 
@@ -127,7 +118,7 @@ class Provider(abc.ABC):
     #: Message types and limits; ``hub.send`` adapts or refuses messages against them.
     CAPABILITIES: ClassVar[Capabilities] = CLOUD_API
 
-    def __init__(self, hub: Hub, config: Mapping[str, Any]) -> None:
+    def __init__(self, hub: ProviderHost, config: Mapping[str, Any]) -> None:
         self.hub = hub
         self.config = config
         self.name: str = config["name"]

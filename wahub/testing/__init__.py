@@ -20,8 +20,9 @@ import aiohttp
 import pluggy
 from aiohttp import web
 
+from wahub.core.clock import Clock
 from wahub.core.config.schema import validate_config
-from wahub.core.hub import HUB_KEY, Clock, Hub
+from wahub.core.hub import HUB_KEY, Hub
 from wahub.core.plugins import build_plugin_manager, registered_providers, registered_sections
 from wahub.core.provider import sign_body
 from wahub.plugins.providers.sandbox.provider import SIGNATURE_HEADER

@@ -38,9 +38,10 @@ import voluptuous as vol
 from aiohttp import web
 
 from wahub import hookimpl
+from wahub.core.errors import ProviderError
 from wahub.core.hub import Hub
 from wahub.core.models import Event, OutgoingMessage, SendResult
-from wahub.core.provider import PROVIDER_SCHEMA_BASE, Provider, ProviderError
+from wahub.core.provider import PROVIDER_SCHEMA_BASE, Provider
 from wahub.plugins.providers.sandbox.provider import parse_events, signature_valid
 from wahub.testing import close_fake, sandbox_status, serve_on_loopback, signed_sandbox_webhook
 

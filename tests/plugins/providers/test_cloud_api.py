@@ -24,7 +24,7 @@ import aiohttp
 import pytest
 import yaml
 
-from wahub.core.hub import Clock
+from wahub.core.clock import Clock
 from wahub.testing import RunningDaemon, build_config, plugin_manager, running_daemon, wait_until
 from wahub.testing.fake_graph import FakeGraphServer
 

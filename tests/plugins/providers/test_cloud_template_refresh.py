@@ -25,7 +25,7 @@ from tests.plugins.providers.test_cloud_api import (
     _template,
     templates_synced,
 )
-from wahub.core.runtime.leadership import SCHEDULER_ROLE
+from wahub.core.storage.leadership import SCHEDULER_ROLE
 from wahub.testing import build_config, plugin_manager, running_daemon, wait_until
 from wahub.testing.fake_graph import FakeGraphServer
 

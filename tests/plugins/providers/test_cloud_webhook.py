@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 import pytest
 
+from wahub.core.errors import WebhookError
 from wahub.core.models import (
     AccountEvent,
     Event,
@@ -20,7 +21,6 @@ from wahub.core.models import (
     event_from_json,
     event_to_json,
 )
-from wahub.core.provider import WebhookError
 from wahub.plugins.providers.cloud.webhook import parse_cloud_webhook
 
 FIXTURES = Path(__file__).parents[2] / "fixtures" / "cloud"

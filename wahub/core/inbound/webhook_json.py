@@ -16,8 +16,8 @@ import json
 import math
 from typing import Any
 
+from wahub.core.errors import WebhookError
 from wahub.core.privacy import mask_digits
-from wahub.core.provider import WebhookError
 
 #: Deepest nesting of objects and arrays kept; provider bodies nest about eight levels.
 MAX_DEPTH = 64

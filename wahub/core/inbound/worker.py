@@ -21,9 +21,11 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from wahub.core.errors import meta_error
-from wahub.core.hub import HUB_KEY, SHUTDOWN_GRACE, Hub, SendRefused
+from wahub.core.errors import SendRefused, meta_error
+from wahub.core.hub import HUB_KEY, Hub
+from wahub.core.inbound.consent import handle_keyword, record_preference
 from wahub.core.inbound.failures import Unprocessable, is_permanent
+from wahub.core.inbound.media import attach_inbound_media
 from wahub.core.models import (
     AccountEvent,
     InboundMessage,
@@ -34,14 +36,13 @@ from wahub.core.models import (
 )
 from wahub.core.plugins import call_hook, report_exception
 from wahub.core.policy.checks import learn_from_refusal
-from wahub.core.policy.consent import handle_keyword, record_preference
 from wahub.core.privacy import mask_address
 from wahub.core.storage.inbox import InboxRow
 from wahub.core.storage.leases import claim_failed, database_unreachable
-from wahub.core.storage.media import attach_inbound_media
 from wahub.core.storage.messages import Refusal
 from wahub.core.storage.store import LeaseLost
 from wahub.core.work.leases import LEASE_SECONDS, Claim, LeaseKeeper
+from wahub.core.work.lifecycle import SHUTDOWN_GRACE
 
 _LOGGER = logging.getLogger(__name__)
 

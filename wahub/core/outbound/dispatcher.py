@@ -38,18 +38,19 @@ from collections.abc import AsyncIterator
 import aiohttp
 from aiohttp import web
 
-from wahub.core.errors import meta_error
-from wahub.core.hub import HUB_KEY, SHUTDOWN_GRACE, Hub
+from wahub.core.errors import ProviderError, meta_error
+from wahub.core.hub import HUB_KEY, Hub
 from wahub.core.outbound.pacing import Pacer, PairLimiter, Recipient
 from wahub.core.outbound.recorder import Recorder
 from wahub.core.plugins import call_hook, report_exception
 from wahub.core.policy.checks import WINDOWLESS_TYPES, learn_from_refusal, window_open
 from wahub.core.privacy import masked
-from wahub.core.provider import Provider, ProviderError
-from wahub.core.runtime.leadership import dispatch_role
+from wahub.core.provider import Provider
+from wahub.core.storage.leadership import dispatch_role
 from wahub.core.storage.leases import claim_failed
 from wahub.core.storage.outbox import OutboxRow
 from wahub.core.work.leases import LEASE_SECONDS, Claim, LeaseKeeper
+from wahub.core.work.lifecycle import SHUTDOWN_GRACE
 
 _LOGGER = logging.getLogger(__name__)
 

@@ -26,23 +26,31 @@ import datetime as dt
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import voluptuous as vol
 
-from wahub.core.canonical import InvalidMessage, adapt
-from wahub.core.hub import Clock, SendRefused
+from wahub.core.canonical import Capabilities, InvalidMessage, adapt
+from wahub.core.clock import Clock
+from wahub.core.errors import SendRefused
 from wahub.core.models import OutgoingMessage
 from wahub.core.policy.consent import CONSENT_SCHEMA
-from wahub.core.policy.templates import TemplateRefresher
+from wahub.core.policy.templates import TemplateRefresher, TemplateSource
 from wahub.core.storage.policy import ConsentState, ContactContext
 
 if TYPE_CHECKING:
-    from wahub.core.provider import Provider
     from wahub.core.storage.store import Storage
 
 Origin = Literal["reply", "business"]
+
+
+class Sender(TemplateSource, Protocol):
+    """What the send policy needs of a provider (``wahub.core.provider.Provider`` has it)."""
+
+    @property
+    def CAPABILITIES(self) -> Capabilities: ...
+
 
 #: How long after a contact's last message free-form messages may be sent.
 SERVICE_WINDOW_SECONDS = 24 * 3600.0
@@ -130,7 +138,7 @@ class Policy:
             return None
         return quiet_until(at, quiet, timezone)
 
-    async def check(self, provider: Provider, message: OutgoingMessage, *, origin: Origin) -> Decision:
+    async def check(self, provider: Sender, message: OutgoingMessage, *, origin: Origin) -> Decision:
         """The message as it will be queued, or ``SendRefused`` saying why not."""
         now = self.clock.time()
         try:
@@ -171,7 +179,7 @@ class Policy:
             to=message.to, type="template", content={"template": template}, keep_address=message.keep_address
         )
 
-    async def _check_template(self, provider: Provider, message: OutgoingMessage, consent: ConsentState | None) -> None:
+    async def _check_template(self, provider: Sender, message: OutgoingMessage, consent: ConsentState | None) -> None:
         body = message.content["template"]
         name, language = body["name"], body["language"]["code"]
         template, any_stored = await self.storage.policy.template(provider.name, name, language)

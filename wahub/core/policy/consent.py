@@ -21,9 +21,6 @@ from typing import Any
 
 import voluptuous as vol
 
-from wahub.core.hub import Hub
-from wahub.core.models import InboundMessage, OutgoingMessage, PreferenceEvent
-
 _LOGGER = logging.getLogger(__name__)
 
 #: The earliest time a consent event may carry: 2009-01-01 UTC (WhatsApp began in 2009).
@@ -139,55 +136,3 @@ def consent_time(value: Any, *, now: float | None = None) -> float:
             f"to one day from now ({latest:.0f}), got {value!r}"
         )
     return seconds
-
-
-def _event_time(provider: str, timestamp: float) -> float:
-    """A provider event's time for the ledger; an implausible one becomes now, so the change is kept."""
-    try:
-        return consent_time(timestamp)
-    except InvalidTime:
-        _LOGGER.warning(
-            "consent event from %s has an implausible time %r; recorded at the time it arrived", provider, timestamp
-        )
-        return time.time()
-
-
-async def handle_keyword(hub: Hub, message: InboundMessage) -> list[OutgoingMessage] | None:
-    """Record an opt-out/opt-in keyword and return its confirmation, or None
-    when the message is not a keyword (it then goes on to routing)."""
-    config = hub.config["policy"]["consent"]
-    if not config["keywords"] or message.type != "text":
-        return None
-    keyword = hub.consent_keywords.get(normalize(message.text()))
-    if keyword is None:
-        return None
-    new = await hub.storage.policy.record_consent(
-        message.provider,
-        message.sender,
-        action=keyword.action,
-        scope="all",
-        source="keyword",
-        evidence={"message_id": message.external_id, "text": message.text(), "language": keyword.language},
-        occurred_at=_event_time(message.provider, message.timestamp),
-        event_key=f"keyword:{message.provider}:{message.external_id}",
-    )
-    if new:
-        hub.metrics.consent_changes.labels(message.provider, keyword.action, "keyword").inc()
-    return [OutgoingMessage.text(message.sender, keyword.confirmation)]
-
-
-async def record_preference(hub: Hub, event: PreferenceEvent) -> None:
-    """A provider's marketing-preference change (stop, resume, signup) into the ledger."""
-    action = "opt_out" if event.value == "stop" else "opt_in"
-    new = await hub.storage.policy.record_consent(
-        event.provider,
-        event.user,
-        action=action,
-        scope="marketing",
-        source="provider_preference",
-        evidence={"category": event.category, "value": event.value, "detail": event.detail},
-        occurred_at=_event_time(event.provider, event.timestamp),
-        event_key=f"preference:{event.provider}:{event.external_id}",
-    )
-    if new:
-        hub.metrics.consent_changes.labels(event.provider, action, "provider_preference").inc()

@@ -13,14 +13,21 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-from wahub.core.provider import ProviderError
-
-if TYPE_CHECKING:
-    from wahub.core.provider import Provider
+from wahub.core.errors import ProviderError
 
 _LOGGER = logging.getLogger(__name__)
+
+
+class TemplateSource(Protocol):
+    """What a template refresh needs of a provider (``wahub.core.provider.Provider`` has it)."""
+
+    @property
+    def name(self) -> str: ...
+
+    async def sync_templates(self) -> dict[str, int] | None: ...
+
 
 #: At most one refresh per provider in this many seconds.
 REFRESH_SECONDS = 60.0
@@ -49,7 +56,7 @@ class TemplateRefresher:
         self._locks: dict[str, asyncio.Lock] = {}
         self._latest: dict[str, Refresh] = {}
 
-    async def refresh(self, provider: Provider) -> Refresh | None:
+    async def refresh(self, provider: TemplateSource) -> Refresh | None:
         """Refresh ``provider``'s stored templates unless that was done (or tried)
         in the last ``REFRESH_SECONDS``; the latest refresh, or None when the
         provider keeps no template list."""

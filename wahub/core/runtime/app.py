@@ -22,11 +22,13 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from wahub import __version__
+from wahub.core.clock import Clock
 from wahub.core.http.api import api_routes, auth_middleware
 from wahub.core.http.api_io import json_response
 from wahub.core.http.serving import read_deadline_middleware
-from wahub.core.http.webhooks import intake_ctx, webhook_routes
-from wahub.core.hub import HUB_KEY, SHUTDOWN_GRACE, Clock, Hub
+from wahub.core.http.webhooks import webhook_routes
+from wahub.core.hub import HUB_KEY, Hub
+from wahub.core.inbound.intake import intake_ctx
 from wahub.core.inbound.worker import pipeline_ctx
 from wahub.core.metrics import Metrics
 from wahub.core.outbound.dispatcher import dispatcher_ctx
@@ -37,6 +39,7 @@ from wahub.core.provider import MESSAGING_LIMITS
 from wahub.core.runtime.leadership import leadership_ctx, leadership_start_ctx
 from wahub.core.runtime.scheduler import scheduler_ctx
 from wahub.core.storage.store import Storage
+from wahub.core.work.lifecycle import SHUTDOWN_GRACE
 
 _LOGGER = logging.getLogger(__name__)
 

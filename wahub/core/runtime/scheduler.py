@@ -5,33 +5,17 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
 
 from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from wahub.core.hookspecs import JobSpec
 from wahub.core.hub import HUB_KEY, Hub
 from wahub.core.plugins import report_exception
-from wahub.core.runtime.leadership import SCHEDULER_ROLE
+from wahub.core.storage.leadership import SCHEDULER_ROLE
 
 _LOGGER = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class JobSpec:
-    """A job: ``func(hub)`` run on ``trigger`` ("interval", "cron" or "date")
-    with APScheduler's ``trigger_args`` (e.g. ``{"minutes": 5}``), and also at
-    once whenever this replica takes the scheduler role (at start-up, or taking
-    over from another) when ``at_start`` is set.
-    ``id`` must be stable so a restart replaces the job instead of adding one."""
-
-    id: str
-    func: Callable[[Hub], Awaitable[None]]
-    trigger: str
-    trigger_args: dict[str, Any] = field(default_factory=dict)
-    at_start: bool = False
 
 
 def _guarded(hub: Hub, spec: JobSpec) -> Callable[[], Awaitable[None]]:

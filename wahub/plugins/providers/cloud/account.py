@@ -19,8 +19,9 @@ from typing import Any
 
 import voluptuous as vol
 
+from wahub.core.errors import ProviderError
 from wahub.core.models import AccountEvent
-from wahub.core.provider import Provider, ProviderError
+from wahub.core.provider import Provider
 from wahub.core.storage.policy import Template
 
 _LOGGER = logging.getLogger(__name__)

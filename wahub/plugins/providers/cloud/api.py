@@ -25,9 +25,10 @@ from typing import Any
 import aiohttp
 import voluptuous as vol
 
+from wahub.core.errors import ProviderError
 from wahub.core.hub import Hub
 from wahub.core.models import Event, OutgoingMessage, SendResult
-from wahub.core.provider import PROVIDER_SCHEMA_BASE, ProviderError
+from wahub.core.provider import PROVIDER_SCHEMA_BASE
 from wahub.core.storage.media import LOCAL_PREFIX, MEDIA_KINDS, Download, IncomingFile, MediaFile, MediaTooLarge
 from wahub.plugins.providers.cloud.account import PROFILE_SCHEMA, CloudAccount
 from wahub.plugins.providers.cloud.bodies import by_phone, render

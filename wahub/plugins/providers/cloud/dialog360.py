@@ -17,7 +17,8 @@ import voluptuous as vol
 from yarl import URL
 
 from wahub import hookimpl
-from wahub.core.provider import Provider, ProviderError, secret_matches
+from wahub.core.errors import ProviderError
+from wahub.core.provider import Provider, secret_matches
 from wahub.plugins.providers.cloud.api import CLOUD_SCHEMA_BASE, CloudApiProvider
 
 #: The header carrying the webhook secret, unless the entry names another.

@@ -21,7 +21,8 @@ import voluptuous as vol
 from aiohttp import web
 
 from wahub import hookimpl
-from wahub.core.provider import Provider, ProviderError, secret_matches, signature_matches
+from wahub.core.errors import ProviderError
+from wahub.core.provider import Provider, secret_matches, signature_matches
 from wahub.plugins.providers.cloud.api import CLOUD_SCHEMA_BASE, DIGITS, CloudApiProvider
 
 _LOGGER = logging.getLogger(__name__)

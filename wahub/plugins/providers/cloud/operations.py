@@ -12,10 +12,10 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from wahub import hookimpl
+from wahub.core.errors import ProviderError
+from wahub.core.hookspecs import JobSpec
 from wahub.core.http.api_io import abort, json_response
 from wahub.core.hub import Hub
-from wahub.core.provider import ProviderError
-from wahub.core.runtime.scheduler import JobSpec
 from wahub.plugins.providers.cloud.api import CloudApiProvider
 
 _LOGGER = logging.getLogger(__name__)

@@ -27,9 +27,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from wahub.core.errors import WebhookError
 from wahub.core.inbound.webhook_json import read_json
 from wahub.core.models import AccountEvent, Event, InboundMessage, PreferenceEvent, StatusEvent, UnsupportedEvent
-from wahub.core.provider import WebhookError
 
 OBJECT = "whatsapp_business_account"
 

@@ -48,14 +48,13 @@ from aiohttp import WSMsgType, web
 
 from wahub import hookimpl
 from wahub.core.canonical import Capabilities
+from wahub.core.errors import ProviderError, WebhookError
 from wahub.core.http.api_io import storable
 from wahub.core.hub import Hub
 from wahub.core.models import Event, OutgoingMessage, SendResult, StatusEvent
 from wahub.core.provider import (
     PROVIDER_SCHEMA_BASE,
     Provider,
-    ProviderError,
-    WebhookError,
     sign_body,
     signature_matches,
 )

@@ -10,9 +10,9 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+from wahub.core.errors import WebhookError
 from wahub.core.inbound.webhook_json import read_json
 from wahub.core.models import Event, InboundMessage, PreferenceEvent, StatusEvent, UnsupportedEvent
-from wahub.core.provider import WebhookError
 
 
 def parse_events(provider: str, body: bytes) -> list[Event]:

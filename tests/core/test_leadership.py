@@ -7,7 +7,7 @@ import logging
 import pytest
 import sqlalchemy as sa
 
-from wahub.core.runtime.leadership import SCHEDULER_ROLE, Leadership, dispatch_role
+from wahub.core.storage.leadership import SCHEDULER_ROLE, Leadership, dispatch_role
 from wahub.core.storage.store import Storage
 from wahub.testing import wait_until
 

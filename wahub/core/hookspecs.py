@@ -13,8 +13,9 @@ hook here is missing from it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import pluggy
@@ -23,9 +24,8 @@ if TYPE_CHECKING:
     from aiohttp.web import AbstractRouteDef
 
     from wahub.core.hub import Hub
-    from wahub.core.models import AccountEvent, InboundMessage, OutgoingMessage, Route, SendResult, StatusEvent
+    from wahub.core.models import AccountEvent, InboundMessage, OutgoingMessage, SendResult, StatusEvent
     from wahub.core.provider import Provider
-    from wahub.core.runtime.scheduler import JobSpec
 
 hookspec = pluggy.HookspecMarker("wahub")
 
@@ -177,3 +177,31 @@ def handle_exception(hub: Hub, exception: BaseException, context: Mapping[str, A
     (``hook``, ``plugin``, ``inbox_id``...).
     Returns: None. May be async; a failure here is only logged.
     """
+
+
+@dataclass(frozen=True)
+class Route:
+    """The answer of ``route_message``: who handles the message, and how.
+
+    ``respond`` is awaited by the pipeline and returns the replies to queue;
+    the pipeline gives each a stable idempotency key, so a re-run after a
+    crash never sends a reply twice.
+    """
+
+    handler: str
+    respond: Callable[[Hub, InboundMessage], Awaitable[list[OutgoingMessage]]]
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """A job: ``func(hub)`` run on ``trigger`` ("interval", "cron" or "date")
+    with APScheduler's ``trigger_args`` (e.g. ``{"minutes": 5}``), and also at
+    once whenever this replica takes the scheduler role (at start-up, or taking
+    over from another) when ``at_start`` is set.
+    ``id`` must be stable so a restart replaces the job instead of adding one."""
+
+    id: str
+    func: Callable[[Hub], Awaitable[None]]
+    trigger: str
+    trigger_args: dict[str, Any] = field(default_factory=dict)
+    at_start: bool = False
