@@ -12,7 +12,8 @@ import pytest
 from aiohttp import WSMsgType, web
 from pytest_aiohttp import AiohttpServer
 
-from wahub.chat import ChatError, run_chat, sandbox_ws_url, stdin_lines
+from wahub.chat import ChatError, run_chat, sandbox_ws_url
+from wahub.chat_text import stdin_lines
 from wahub.cli import main
 
 Frame = dict[str, Any]

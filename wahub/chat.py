@@ -27,15 +27,13 @@ import asyncio
 import json
 import logging
 import re
-import sys
-import threading
-import time
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
-from typing import Any, TextIO
+from collections.abc import AsyncIterable, Callable, Mapping
+from typing import Any
 
 import aiohttp
 from yarl import URL
 
+from wahub import chat_text
 from wahub.core.models import STATUS_RANK
 
 _LOGGER = logging.getLogger(__name__)
@@ -46,15 +44,12 @@ Emit = Callable[[str], None]
 USER_PATTERN = re.compile(r"[0-9]{6,15}")
 CONNECT_TIMEOUT = 10.0
 HEARTBEAT = 30.0
-#: Indent of status lines, under the clock of the message lines.
-STATUS_INDENT = " " * 6
 #: Seconds the sandbox may go without confirming anything while lines wait for it.
 CONFIRM_PATIENCE = 30.0
 #: The longest wait for the bot's answers after the last confirmation (or ``wait``, if longer).
 ANSWER_LIMIT = 60.0
 #: The quiet period after piped input ends, in seconds (``wahub chat --wait``).
 PIPED_WAIT = 3.0
-TICKS = {"queued": "◷", "sent": "✓", "delivered": "✓✓", "read": "✓✓", "failed": "⚠"}
 _WS_SCHEMES = {"http": "ws", "https": "wss", "ws": "ws", "wss": "wss"}
 
 
@@ -231,9 +226,9 @@ class _Conversation:
         """What became of the lines the sandbox did not take, or None when it took them all."""
         problems = []
         if self._refused:
-            problems.append(f"the sandbox refused {_lines(self._refused)}")
+            problems.append(f"the sandbox refused {chat_text.summary(self._refused)}")
         if self._pending:
-            unconfirmed = _lines(list(self._pending.values()))
+            unconfirmed = chat_text.summary(list(self._pending.values()))
             problems.append(f"the sandbox never confirmed {unconfirmed}: it may not have reached the bot")
         return "; ".join(problems) or None
 
@@ -289,12 +284,12 @@ class _Conversation:
         text = str(message.get("text") or f"({message.get('type', 'message')})")
         self._texts[message_id] = text
         self._last_shown = message_id
-        prefix = f"{'bot' if from_bot else 'you'}  {_clock(message.get('timestamp'))}  "
+        prefix = f"{'bot' if from_bot else 'you'}  {chat_text.clock(message.get('timestamp'))}  "
         body = text.split("\n")
         if from_bot:
-            status = _known_status(message.get("status"))
+            status = chat_text.known_status(message.get("status"))
             self._statuses[message_id] = status
-            body[-1] += f"  {_message_mark(status)}"
+            body[-1] += f"  {chat_text.message_mark(status)}"
         self._emit(prefix + body[0])
         for continuation in body[1:]:
             self._emit(" " * len(prefix) + continuation)
@@ -319,9 +314,9 @@ class _Conversation:
         if current == "failed" or STATUS_RANK[status] <= STATUS_RANK[current]:
             return
         self._statuses[message_id] = status
-        line = f"{STATUS_INDENT}{TICKS[status]} {status}"
+        line = f"{chat_text.STATUS_INDENT}{chat_text.TICKS[status]} {status}"
         if message_id != self._last_shown:
-            line += f"  ({_snippet(self._texts[message_id])})"
+            line += f"  ({chat_text.snippet(self._texts[message_id])})"
         self._emit(line)
 
     def _acknowledgements(self, messages: list[Mapping[str, Any]]) -> list[Frame]:
@@ -355,62 +350,3 @@ async def _set_within(event: asyncio.Event, seconds: float) -> bool:
     except TimeoutError:
         return False
     return True
-
-
-def _lines(lines: list[str]) -> str:
-    shown = ", ".join(repr(_snippet(line)) for line in lines[:3])
-    more = f" and {len(lines) - 3} more" if len(lines) > 3 else ""
-    return f"{len(lines)} line{'s' if len(lines) > 1 else ''} ({shown}{more})"
-
-
-def _known_status(status: Any) -> str:
-    return status if isinstance(status, str) and status in STATUS_RANK else "queued"
-
-
-def _message_mark(status: str) -> str:
-    # Delivered and read share the double tick; plain text has no blue, so say it.
-    return f"{TICKS[status]} {status}" if status in ("read", "failed") else TICKS[status]
-
-
-def _clock(timestamp: Any) -> str:
-    try:
-        return time.strftime("%H:%M", time.localtime(float(timestamp)))
-    except (TypeError, ValueError, OverflowError, OSError):
-        return "--:--"
-
-
-def _snippet(text: str, width: int = 30) -> str:
-    flat = " ".join(text.split())
-    return flat if len(flat) <= width else flat[: width - 1] + "…"
-
-
-async def stdin_lines(stream: TextIO | None = None) -> AsyncIterator[str]:
-    """Yield the lines of ``stream`` (default: stdin) without their newline.
-
-    Reads on a daemon thread rather than the loop's default executor: that
-    executor is joined when ``asyncio.run`` ends, so a pending ``readline``
-    would keep the process alive after the server closed the chat.
-    """
-    source = sys.stdin if stream is None else stream
-    loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[str | None] = asyncio.Queue()
-
-    def deliver(line: str | None) -> bool:
-        try:
-            loop.call_soon_threadsafe(queue.put_nowait, line)
-        except RuntimeError:  # the loop is closed: nobody is listening any more
-            return False
-        return True
-
-    def pump() -> None:
-        try:
-            for line in iter(source.readline, ""):
-                if not deliver(line):
-                    return
-        except (OSError, ValueError, UnicodeDecodeError) as exc:
-            _LOGGER.debug("Stopped reading input: %s", exc)
-        deliver(None)
-
-    threading.Thread(target=pump, name="wahub-chat-stdin", daemon=True).start()
-    while (line := await queue.get()) is not None:
-        yield line.rstrip("\r\n")

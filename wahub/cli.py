@@ -392,7 +392,8 @@ def _seconds(text: str) -> float:
 
 
 def _chat(args: argparse.Namespace) -> int:
-    from wahub.chat import PIPED_WAIT, ChatError, run_chat, stdin_lines
+    from wahub.chat import PIPED_WAIT, ChatError, run_chat
+    from wahub.chat_text import stdin_lines
 
     wait = args.wait
     if wait is None:
