@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from wahub.core import hookspecs
+from wahub import hookspecs
 
 DOCS = Path(__file__).parents[1] / "docs" / "hooks.md"
 HOOKS = sorted(name for name in dir(hookspecs) if hasattr(getattr(hookspecs, name), "wahub_spec"))

@@ -2,7 +2,6 @@
 
 import pluggy
 
-from wahub.core.hookspecs import JobSpec, Route
 from wahub.core.models import (
     InboundMessage,
     OutgoingMessage,
@@ -11,6 +10,7 @@ from wahub.core.models import (
     StatusEvent,
     UnsupportedEvent,
 )
+from wahub.hookspecs import JobSpec, Route
 
 __version__ = "0.1.0"
 

@@ -9,9 +9,9 @@ import time
 from typing import Any
 
 from wahub import hookimpl
-from wahub.core.hookspecs import Route
 from wahub.core.hub import Hub
 from wahub.core.models import InboundMessage, OutgoingMessage
+from wahub.hookspecs import Route
 from wahub.testing import ManualClock, wait_until
 
 from .test_engine import USER, Engine, _approved, engine_for, template

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import pluggy
 
-from wahub.core import hookspecs
+from wahub import hookspecs
 
 if TYPE_CHECKING:
     from wahub.core.hub import Hub

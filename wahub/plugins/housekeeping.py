@@ -6,8 +6,8 @@ import logging
 import time
 
 from wahub import hookimpl
-from wahub.core.hookspecs import JobSpec
 from wahub.core.hub import Hub
+from wahub.hookspecs import JobSpec
 
 _LOGGER = logging.getLogger(__name__)
 

@@ -25,9 +25,9 @@ import voluptuous as vol
 
 from wahub import hookimpl
 from wahub.core.config.schema import ExplainedInvalid
-from wahub.core.hookspecs import Route
 from wahub.core.hub import Hub
 from wahub.core.models import InboundMessage, OutgoingMessage
+from wahub.hookspecs import Route
 
 MAX_BUTTONS = 3
 MAX_BUTTON_TITLE = 20

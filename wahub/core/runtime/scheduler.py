@@ -10,10 +10,10 @@ from datetime import UTC, datetime
 from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from wahub.core.hookspecs import JobSpec
 from wahub.core.hub import HUB_KEY, Hub
 from wahub.core.plugins import report_exception
 from wahub.core.storage.leadership import SCHEDULER_ROLE
+from wahub.hookspecs import JobSpec
 
 _LOGGER = logging.getLogger(__name__)
 

@@ -13,9 +13,9 @@ from aiohttp import web
 
 from wahub import hookimpl
 from wahub.core.errors import ProviderError
-from wahub.core.hookspecs import JobSpec
 from wahub.core.http.api_io import abort, json_response
 from wahub.core.hub import Hub
+from wahub.hookspecs import JobSpec
 from wahub.plugins.providers.cloud.api import CloudApiProvider
 
 _LOGGER = logging.getLogger(__name__)
