@@ -19,16 +19,13 @@ import voluptuous as vol
 from aiohttp import web
 
 from wahub.core.canonical import CLOUD_API, Capabilities
+from wahub.core.config.validators import seconds_between as _seconds
 from wahub.core.errors import meta_error
 from wahub.core.models import AccountEvent, Event, OutgoingMessage, SendResult
 
 if TYPE_CHECKING:
     from wahub.core.hub import Hub
     from wahub.core.storage.media import Download, IncomingFile
-
-
-def _seconds(low: float, high: float) -> vol.All:
-    return vol.All(vol.Coerce(float), vol.Range(min=low, max=high))
 
 
 #: Keys every provider entry has; a provider's CONFIG_SCHEMA extends this.
