@@ -19,7 +19,7 @@ import voluptuous as vol
 from aiohttp import web
 
 from wahub.core.canonical import CLOUD_API, Capabilities
-from wahub.core.config.validators import seconds_between as _seconds
+from wahub.core.config.validators import number_between as _seconds
 from wahub.core.errors import meta_error
 from wahub.core.models import AccountEvent, Event, OutgoingMessage, SendResult
 

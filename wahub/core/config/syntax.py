@@ -86,10 +86,11 @@ def _tab(lines: list[str], line: int, column: int) -> tuple[int, int, str]:
     return line + 1, column + 1, "a tab character here cannot start a value: use spaces"
 
 
-def _missing_colon(lines: list[str], line: int) -> tuple[int, int, str]:
+def _missing_colon(lines: list[str], line: int) -> tuple[int, int, str] | None:
     text = lines[line] if line < len(lines) else ""
-    column = _indent(text) + 1
-    return line + 1, column, f"{text.strip()!r} has no colon: write a key as 'key: value'"
+    if ":" in text:
+        return None
+    return line + 1, _indent(text) + 1, f"{text.strip()!r} has no colon: write a key as 'key: value'"
 
 
 def _misplaced_colon(lines: list[str], line: int, column: int) -> tuple[int, int, str] | None:

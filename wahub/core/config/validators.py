@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import voluptuous as vol
 
-__all__ = ["ExplainedInvalid", "clock_time", "int_between", "seconds_between", "timezone_name"]
+__all__ = ["ExplainedInvalid", "clock_time", "int_between", "number_between", "seconds_between", "timezone_name"]
 
 
 class ExplainedInvalid(vol.Invalid):
@@ -40,22 +40,31 @@ def int_between(low: int, high: int) -> Callable[[Any], int]:
     return validate
 
 
-def seconds_between(low: float, high: float) -> Callable[[Any], float]:
-    """A validator for a number of seconds in ``[low, high]``, as a float; numeric strings are converted."""
-    expected = f"expected a number of seconds between {_number(low)} and {_number(high)}"
+def number_between(low: float, high: float, unit: str = "") -> Callable[[Any], float]:
+    """A validator for a number in ``[low, high]``, as a float; numeric strings are converted.
+
+    ``unit`` (``"seconds"``) is named in the messages: "expected a number of seconds".
+    """
+    noun = f"a number of {unit}" if unit else "a number"
+    expected = f"expected {noun} between {_number(low)} and {_number(high)}"
 
     def validate(value: Any) -> float:
         if isinstance(value, bool):
-            raise vol.Invalid("expected a number of seconds")
+            raise vol.Invalid(f"expected {noun}")
         try:
-            seconds = float(value)
+            number = float(value)
         except (TypeError, ValueError):
-            raise vol.Invalid("expected a number of seconds") from None
-        if not low <= seconds <= high:  # also refuses NaN
+            raise vol.Invalid(f"expected {noun}") from None
+        if not low <= number <= high:  # also refuses NaN
             raise vol.Invalid(expected)
-        return seconds
+        return number
 
     return validate
+
+
+def seconds_between(low: float, high: float) -> Callable[[Any], float]:
+    """A validator for a number of seconds in ``[low, high]``, as a float; numeric strings are converted."""
+    return number_between(low, high, "seconds")
 
 
 def timezone_name(value: Any) -> str:
