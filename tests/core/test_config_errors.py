@@ -64,6 +64,14 @@ def test_key_less_indented_than_its_siblings(tmp_path: Path) -> None:
     )
 
 
+def test_first_key_indented_and_a_later_one_not(tmp_path: Path) -> None:
+    path = write(tmp_path, "#wahub:\n  workers: 4\nrouter:\n  default_reply: Sorry\n")
+
+    assert only_message(path) == (
+        f"{path}:3:1: the indentation here does not match the lines above (a key must line up with its siblings)"
+    )
+
+
 def test_key_more_indented_than_the_key_above_it(tmp_path: Path) -> None:
     path = write(tmp_path, "wahub:\n  workers: 4\n    log_level: info\n")
 
@@ -139,6 +147,14 @@ def test_stray_list_item_among_the_keys_of_a_mapping(tmp_path: Path) -> None:
     assert only_message(path) == (
         f'{path}:4:5: a list item ("- ") cannot stand among the keys of a mapping: '
         'remove the "- ", or put the list under a key of its own'
+    )
+
+
+def test_no_hint_is_made_up_for_a_line_that_has_its_colon(tmp_path: Path) -> None:
+    path = write(tmp_path, "wahub:\n[  http:\n    port: 8080\n")
+
+    assert only_message(path) == (
+        f"{path}:3:5: invalid YAML: could not find expected ':' (while scanning a simple key at line 2)"
     )
 
 

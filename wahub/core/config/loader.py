@@ -1,16 +1,18 @@
 """wahub's YAML loader: ``!secret``, ``!env_var``, ``!include`` and a position on every node.
 
-``load_yaml`` returns the tree of one configuration file. Mappings come back as
-``NodeDict``, sequences as ``NodeList`` and strings as ``NodeStr``; each
-remembers the file and 1-based line it was written at, so validation can point
-at the exact line of a mistake, even inside an included file. Values read
-through ``!secret`` and ``!env_var`` are ``Secret`` strings, which error
-messages print as ``***``.
+``load_yaml`` returns the tree of one configuration file, made of the nodes of
+``wahub.core.config.nodes``: mappings come back as ``NodeDict``, sequences as
+``NodeList`` and strings as ``NodeStr``; each remembers the file and 1-based
+line it was written at, so validation can point at the exact line of a
+mistake, even inside an included file. Values read through ``!secret`` and
+``!env_var`` are ``Secret`` strings, which error messages print as ``***``; an
+``!env_var`` value also remembers its variable, for messages.
 
 Problems that still let loading go on (an undefined secret, an unset variable,
 a missing included file) are returned next to the tree so that they are
 reported together with the validation problems; broken files (unreadable,
-invalid YAML, duplicate keys, include cycles) raise ``ConfigError`` at once.
+invalid YAML, duplicate keys, include cycles) raise ``ConfigError`` at once;
+invalid YAML is explained by ``wahub.core.config.syntax``.
 """
 
 from __future__ import annotations

@@ -8,6 +8,11 @@ Every problem of both passes is reported at once, as ``file:line: path:
 message``, pointing at the YAML line of the offending key or value; values
 read through ``!secret``/``!env_var`` are printed as ``***``.
 
+The schemas of the keys other layers read (``wahub.media``, the limits of
+``wahub.http``, ``policy``) are in ``wahub.core.config.sections``, the shared
+validators in ``wahub.core.config.validators``, and the locating and writing
+of problems in ``wahub.core.config.problems``.
+
 Defaults live in the schemas only, so ``default_config`` (validating an empty
 configuration) is the configuration wahub runs on when no file is given.
 """

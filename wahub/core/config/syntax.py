@@ -62,6 +62,13 @@ def _hint(lines: list[str], err: yaml.MarkedYAMLError) -> tuple[int, int, str] |
         return _missing_colon(lines, opened.line)
     if problem == "mapping values are not allowed here":
         return _misplaced_colon(lines, at.line, at.column)
+    if problem.startswith("expected '<document start>', but found '<block mapping start>'"):
+        # The first key is indented, and a later one is not.
+        return (
+            at.line + 1,
+            at.column + 1,
+            "the indentation here does not match the lines above (a key must line up with its siblings)",
+        )
     if problem.startswith("expected <block end>, but found"):
         found = problem.removeprefix("expected <block end>, but found").strip()
         if found in ("'-'", "'<block sequence start>'"):
