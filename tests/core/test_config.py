@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 import voluptuous as vol
 
-from wahub.core.config.loader import NodeDict, NodeList, NodeStr, Secret, load_yaml
+from wahub.core.config.loader import load_yaml
+from wahub.core.config.nodes import NodeDict, NodeList, NodeStr, Secret
 from wahub.core.config.schema import (
     CORE_SCHEMA,
     ConfigError,
@@ -19,9 +20,9 @@ from wahub.core.config.schema import (
     load_config,
     validate_config,
 )
+from wahub.core.config.sections import DEFAULT_MAX_BYTES, DEFAULT_TYPES
 from wahub.core.models import Event, OutgoingMessage, SendResult
 from wahub.core.provider import PROVIDER_SCHEMA_BASE, Provider
-from wahub.core.storage.media import DEFAULT_MAX_BYTES, DEFAULT_TYPES
 
 
 class _TestProvider(Provider):
@@ -274,15 +275,15 @@ def test_merge_keys_may_be_overridden(tmp_path: Path) -> None:
     assert tree["copy"] == {"platform": "sandbox", "name": "two"}
 
 
-def test_invalid_yaml_is_an_error_with_its_line(tmp_path: Path) -> None:
-    path = write(tmp_path, "config.yaml", "wahub:\n  http: [1, 2\nproviders: []\n")
+def test_invalid_yaml_without_a_hint_keeps_the_parser_message_and_its_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "config.yaml", "wahub:\n  workers: *count\nproviders: []\n")
 
     with pytest.raises(ConfigError) as caught:
         load_yaml(path)
 
-    problem = caught.value.problems[0]
-    assert problem.file == str(path) and problem.line == 3
-    assert problem.message.startswith("invalid YAML:")
+    [problem] = caught.value.problems
+    assert (problem.file, problem.line, problem.column) == (str(path), 2, 12)
+    assert str(problem) == f"{path}:2:12: invalid YAML: found undefined alias 'count'"
 
 
 # --- validation ----------------------------------------------------------------
@@ -449,7 +450,9 @@ def test_env_var_port_is_coerced_to_int(tmp_path: Path, monkeypatch: pytest.Monk
     assert config["wahub"]["workers"] == 8
 
     path.write_text("wahub:\n  workers: !env_var WAHUB_TEST_WORKERS\n", encoding="utf-8")
-    assert problems_of(path) == [f"{path}:2: wahub.workers: expected int, got ***"]
+    assert problems_of(path) == [
+        f"{path}:2: wahub.workers: expected int, got *** (from environment variable WAHUB_TEST_WORKERS)"
+    ]
 
 
 def test_out_of_range_values(tmp_path: Path) -> None:

@@ -15,11 +15,11 @@ ROLES = [dispatch_role("sandbox"), SCHEDULER_ROLE]
 
 
 def leader_lines(caplog: pytest.LogCaptureFixture) -> list[tuple[str, str]]:
-    return [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "wahub.core.runtime.leadership"]
+    return [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "wahub.core.storage.leadership"]
 
 
 async def test_a_clean_stop_gives_up_roles_at_info(database_url: str, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="wahub.core.runtime.leadership")
+    caplog.set_level(logging.INFO, logger="wahub.core.storage.leadership")
     storage = await Storage.open(database_url)
     leadership = Leadership(storage, ROLES)
     try:
@@ -40,7 +40,7 @@ async def test_a_clean_stop_gives_up_roles_at_info(database_url: str, caplog: py
 
 
 async def test_roles_lost_while_running_are_a_warning(postgres_url: str, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="wahub.core.runtime.leadership")
+    caplog.set_level(logging.INFO, logger="wahub.core.storage.leadership")
     storage = await Storage.open(postgres_url)
     leadership = Leadership(storage, ROLES)
     try:

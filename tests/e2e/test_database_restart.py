@@ -274,7 +274,7 @@ async def test_rows_claimed_at_a_restart_are_taken_again_at_once_and_sent_once(
 async def test_roles_come_back_after_a_restart_held_by_one_process_and_only_their_loss_warns(
     private_postgres: PrivateCluster, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.DEBUG, logger="wahub.core.runtime.leadership")
+    caplog.set_level(logging.DEBUG, logger="wahub.core.storage.leadership")
     stores = [await Storage.open(private_postgres.url) for _ in range(2)]
     replicas = [Leadership(store, ["dispatch:meta", "scheduler"]) for store in stores]
     try:

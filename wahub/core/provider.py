@@ -19,6 +19,7 @@ import voluptuous as vol
 from aiohttp import web
 
 from wahub.core.canonical import CLOUD_API, Capabilities
+from wahub.core.config.validators import number_between as _seconds
 from wahub.core.models import AccountEvent, Event, OutgoingMessage, SendResult
 
 if TYPE_CHECKING:
@@ -47,10 +48,6 @@ class ProviderHost(Protocol):
     ) -> int: ...
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]: ...
-
-
-def _seconds(low: float, high: float) -> vol.All:
-    return vol.All(vol.Coerce(float), vol.Range(min=low, max=high))
 
 
 #: Keys every provider entry has; a provider's CONFIG_SCHEMA extends this.

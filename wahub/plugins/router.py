@@ -24,7 +24,7 @@ from typing import Any
 import voluptuous as vol
 
 from wahub import hookimpl
-from wahub.core.config.schema import ExplainedInvalid
+from wahub.core.config.validators import ExplainedInvalid
 from wahub.core.hub import Hub
 from wahub.core.models import InboundMessage, OutgoingMessage
 from wahub.hookspecs import Route

@@ -1,22 +1,23 @@
 """wahub's YAML loader: ``!secret``, ``!env_var``, ``!include`` and a position on every node.
 
-``load_yaml`` returns the tree of one configuration file. Mappings come back as
-``NodeDict``, sequences as ``NodeList`` and strings as ``NodeStr``; each
-remembers the file and 1-based line it was written at, so validation can point
-at the exact line of a mistake, even inside an included file. Values read
-through ``!secret`` and ``!env_var`` are ``Secret`` strings, which error
-messages print as ``***``.
+``load_yaml`` returns the tree of one configuration file, made of the nodes of
+``wahub.core.config.nodes``: mappings come back as ``NodeDict``, sequences as
+``NodeList`` and strings as ``NodeStr``; each remembers the file and 1-based
+line it was written at, so validation can point at the exact line of a
+mistake, even inside an included file. Values read through ``!secret`` and
+``!env_var`` are ``Secret`` strings, which error messages print as ``***``; an
+``!env_var`` value also remembers its variable, for messages.
 
 Problems that still let loading go on (an undefined secret, an unset variable,
 a missing included file) are returned next to the tree so that they are
 reported together with the validation problems; broken files (unreadable,
-invalid YAML, duplicate keys, include cycles) raise ``ConfigError`` at once.
+invalid YAML, duplicate keys, include cycles) raise ``ConfigError`` at once;
+invalid YAML is explained by ``wahub.core.config.syntax``.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -24,121 +25,14 @@ from typing import Any, NamedTuple
 import yaml
 from yaml.constructor import ConstructorError
 
+from wahub.core.config.nodes import Mark, NodeDict, NodeList, NodeStr, Secret, env_secret, mark_of
+from wahub.core.config.problems import ConfigError, ConfigProblem, format_path
+from wahub.core.config.syntax import syntax_problem
+
 #: Name of the secrets file, looked up next to the main configuration file.
 SECRETS_FILE = "secrets.yaml"
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
-
-
-@dataclass(frozen=True)
-class ConfigProblem:
-    """One mistake in the configuration, located at a file and line."""
-
-    file: str
-    line: int | None
-    path: str
-    message: str
-
-    def __str__(self) -> str:
-        where = self.file if self.line is None else f"{self.file}:{self.line}"
-        if self.path:
-            return f"{where}: {self.path}: {self.message}"
-        return f"{where}: {self.message}"
-
-
-class ConfigError(Exception):
-    """The configuration cannot be used; ``problems`` lists every reason."""
-
-    def __init__(self, problems: Iterable[ConfigProblem]) -> None:
-        self.problems = list(problems)
-        super().__init__("\n".join(str(problem) for problem in self.problems))
-
-
-class Mark(NamedTuple):
-    """Where a node was written: file name and 1-based line."""
-
-    file: str
-    line: int
-
-
-class NodeStr(str):
-    """A string scalar that remembers its file and line."""
-
-    file: str | None
-    line: int | None
-
-    def __new__(cls, value: str = "", file: str | None = None, line: int | None = None) -> NodeStr:
-        node = super().__new__(cls, value)
-        node.file = file
-        node.line = line
-        return node
-
-
-class Secret(NodeStr):
-    """A string read through ``!secret`` or ``!env_var``.
-
-    It behaves as a plain ``str`` (``str(secret)`` is the value, for use in
-    headers and URLs), but its ``repr`` is masked and wahub's error messages
-    print it as ``***``. ``file``/``line`` are where the tag was written.
-    """
-
-    def __repr__(self) -> str:
-        return "Secret('***')"
-
-
-class NodeList(list[Any]):
-    """A sequence that remembers its own position and each item's."""
-
-    def __init__(self, items: Iterable[Any] = (), file: str | None = None, line: int | None = None) -> None:
-        super().__init__(items)
-        self.file = file
-        self.line = line
-        self.item_marks: list[Mark] = []
-
-
-class NodeDict(dict[Any, Any]):
-    """A mapping that remembers its own position and, per key, the key's and the value's."""
-
-    def __init__(self, file: str | None = None, line: int | None = None) -> None:
-        super().__init__()
-        self.file = file
-        self.line = line
-        self.key_marks: dict[Any, Mark] = {}
-        self.value_marks: dict[Any, Mark] = {}
-
-
-def mark_of(node: Any) -> Mark | None:
-    """The position ``node`` remembers, or None (numbers, booleans, nulls)."""
-    file = getattr(node, "file", None)
-    line = getattr(node, "line", None)
-    if isinstance(file, str) and isinstance(line, int):
-        return Mark(file, line)
-    return None
-
-
-def format_path(parts: Iterable[Any]) -> str:
-    """``["router", "rules", 0, "match"]`` -> ``router.rules[0].match``."""
-    text = ""
-    for part in parts:
-        if isinstance(part, int) and not isinstance(part, bool):
-            text += f"[{part}]"
-            continue
-        name = "***" if isinstance(part, Secret) else str(part)
-        text = f"{text}.{name}" if text else name
-    return text
-
-
-def to_plain(node: Any) -> Any:
-    """A copy of a loaded tree made of plain dicts, lists and strs (Secrets stay Secrets)."""
-    if isinstance(node, Secret):
-        return node
-    if isinstance(node, str):
-        return str(node)
-    if isinstance(node, dict):
-        return {to_plain(key): to_plain(value) for key, value in node.items()}
-    if isinstance(node, list):
-        return [to_plain(item) for item in node]
-    return node
 
 
 def load_yaml(path: Path) -> tuple[Any, list[ConfigProblem]]:
@@ -212,23 +106,13 @@ def _read(path: Path) -> str:
     raise ConfigError([ConfigProblem(str(path), None, "", message)])
 
 
-def _yaml_problem(file: str, err: yaml.YAMLError) -> ConfigProblem:
-    if not isinstance(err, yaml.MarkedYAMLError):
-        return ConfigProblem(file, None, "", f"invalid YAML: {err}")
-    mark = err.problem_mark or err.context_mark
-    message = f"invalid YAML: {err.problem or err.context}"
-    if err.context and err.problem and err.context_mark is not None:
-        message += f" ({err.context} at line {err.context_mark.line + 1})"
-    return ConfigProblem(file, None if mark is None else mark.line + 1, "", message)
-
-
 def _load_file(path: Path, context: _LoadContext, include_stack: tuple[Path, ...], base_path: tuple[Any, ...]) -> Any:
     text = _read(path)
     loader = _loader_class()(text, _Source(str(path), context, (*include_stack, path.resolve()), base_path))
     try:
         return loader.get_single_data()
     except yaml.YAMLError as err:
-        raise ConfigError([_yaml_problem(str(path), err)]) from None
+        raise ConfigError([syntax_problem(str(path), text, err)]) from None
     finally:
         loader.dispose()
 
@@ -306,14 +190,15 @@ class _Loader(yaml.SafeLoader):
         if not parts:
             self.source.context.problem(mark, format_path(self.path), "!env_var needs a variable name")
             return Secret("", *mark)
-        value = os.environ.get(parts[0])
-        if value is None and len(parts) == 2:
-            value = parts[1]
-        if value is None:
-            message = f"environment variable '{parts[0]}' is not set and has no default"
-            self.source.context.problem(mark, format_path(self.path), message)
-            value = ""
-        return Secret(value, *mark)
+        name = parts[0]
+        value = os.environ.get(name)
+        if value is not None:
+            return env_secret(value, mark, f"from environment variable {name}")
+        if len(parts) == 2:
+            return env_secret(parts[1], mark, f"the default of !env_var {name}, which is not set")
+        message = f"environment variable '{name}' is not set and has no default"
+        self.source.context.problem(mark, format_path(self.path), message)
+        return env_secret("", mark, f"from environment variable {name}")
 
     def construct_include(self, node: yaml.Node) -> Any:
         relative = self._scalar(node).strip()

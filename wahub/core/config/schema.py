@@ -8,6 +8,11 @@ Every problem of both passes is reported at once, as ``file:line: path:
 message``, pointing at the YAML line of the offending key or value; values
 read through ``!secret``/``!env_var`` are printed as ``***``.
 
+The schemas of the keys other layers read (``wahub.media``, the limits of
+``wahub.http``, ``policy``) are in ``wahub.core.config.sections``, the shared
+validators in ``wahub.core.config.validators``, and the locating and writing
+of problems in ``wahub.core.config.problems``.
+
 Defaults live in the schemas only, so ``default_config`` (validating an empty
 configuration) is the configuration wahub runs on when no file is given.
 """
@@ -15,27 +20,25 @@ configuration) is the configuration wahub runs on when no file is given.
 from __future__ import annotations
 
 import difflib
-import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import voluptuous as vol
 
-from wahub.core.config.loader import (
+from wahub.core.config.loader import load_yaml
+from wahub.core.config.nodes import NodeDict, mark_of, to_plain
+from wahub.core.config.problems import (
+    DEFAULTS_SOURCE,
+    Checker,
     ConfigError,
     ConfigProblem,
-    Mark,
-    NodeDict,
-    Secret,
-    format_path,
-    load_yaml,
-    mark_of,
-    to_plain,
+    show,
+    sorted_problems,
+    unknown_key,
 )
-from wahub.core.http.serving import HTTP_LIMIT_KEYS
-from wahub.core.policy.checks import POLICY_SCHEMA
-from wahub.core.storage.media import MEDIA_SCHEMA
+from wahub.core.config.sections import HTTP_LIMIT_KEYS, MEDIA_SCHEMA, POLICY_SCHEMA
+from wahub.core.config.validators import ExplainedInvalid, int_between
 
 __all__ = [
     "CORE_SCHEMA",
@@ -45,43 +48,15 @@ __all__ = [
     "ConfigProblem",
     "database_url",
     "default_config",
-    "int_between",
     "load_config",
     "validate_config",
 ]
 
-#: File name shown in problems about the embedded defaults (no file given).
-DEFAULTS_SOURCE = "<embedded defaults>"
-
 DATABASE_SCHEMES = ("sqlite:///", "postgresql://", "postgres://")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 MIN_API_TOKEN_LENGTH = 16
-
-_EXTRA_KEY = "extra keys not allowed"
-_REQUIRED_KEY = "required key not provided"
-# Hides the password of `scheme://user:password@host` when a value is echoed.
-_URL_PASSWORD = re.compile(r"(://[^:/@\s]+:)[^@\s]+@")
-# Shorter secrets would mask ordinary words in messages; they are still never echoed.
-_MIN_SCRUBBED_SECRET = 4
-
-
-class ExplainedInvalid(vol.Invalid):
-    """A validation error whose message is complete: the offending value is not appended."""
-
-
-def int_between(low: int, high: int) -> Callable[[Any], int]:
-    """A validator for an int in ``[low, high]``; digit strings (from ``!env_var``) are converted."""
-
-    def validate(value: Any) -> int:
-        if isinstance(value, str) and re.fullmatch(r"\s*-?[0-9]+\s*", value):
-            value = int(value)
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise vol.Invalid("expected int")
-        if not low <= value <= high:
-            raise vol.Invalid(f"expected an int between {low} and {high}")
-        return value
-
-    return validate
+#: The key every provider entry needs, which names its platform.
+PLATFORM_KEY = "platform"
 
 
 def database_url(value: Any) -> str:
@@ -202,9 +177,9 @@ def validate_config(
             "",
             "the configuration must be a mapping of sections (wahub:, providers:, ...)",
         )
-        raise ConfigError(_sorted([*load_problems, problem]))
+        raise ConfigError(sorted_problems([*load_problems, problem]))
     plain = {key: value for key, value in to_plain(tree).items() if value is not None}
-    checker = _Checker(tree)
+    checker = Checker(tree)
     top = checker.run(_top_schema(sections), plain, [])
     providers = _validate_providers(plain.get("providers", _default_providers()), platforms, checker)
     problems = checker.finish(load_problems)
@@ -222,13 +197,15 @@ def _top_schema(sections: Mapping[str, Any]) -> vol.Schema:
     return CORE_SCHEMA.extend(extra)
 
 
-def _validate_providers(entries: Any, platforms: Mapping[str, type], checker: _Checker) -> list[Any]:
+def _validate_providers(entries: Any, platforms: Mapping[str, type], checker: Checker) -> list[Any]:
     if not isinstance(entries, list):
         return []  # pass 1 reported the shape
     entry_schema = _provider_entry_schema(platforms)
     validated = []
     for index, entry in enumerate(entries):
         prefix = ["providers", index]
+        if _misspelled_platform_key(entry, prefix, checker):
+            continue
         checked = checker.run(entry_schema, entry, prefix)
         if checked is None:
             continue
@@ -240,6 +217,22 @@ def _validate_providers(entries: Any, platforms: Mapping[str, type], checker: _C
     return validated
 
 
+def _misspelled_platform_key(entry: Any, prefix: list[Any], checker: Checker) -> bool:
+    """Report the key of an entry without ``platform`` that looks like it (``platfrom``), if any.
+
+    Without its platform an entry has no schema to check its keys against, so
+    the one key every entry has is compared with the keys it has.
+    """
+    if not isinstance(entry, dict) or PLATFORM_KEY in entry:
+        return False
+    close = difflib.get_close_matches(PLATFORM_KEY, [key for key in entry if isinstance(key, str)], n=1)
+    if not close:
+        return False
+    path = [*prefix, close[0]]
+    checker.add(path, unknown_key(close[0], [PLATFORM_KEY]), checker.key_mark(path))
+    return True
+
+
 def _provider_entry_schema(platforms: Mapping[str, type]) -> vol.Schema:
     available = ", ".join(sorted(platforms)) or "none installed"
 
@@ -248,16 +241,27 @@ def _provider_entry_schema(platforms: Mapping[str, type]) -> vol.Schema:
             raise vol.Invalid("expected str")
         if value in platforms:
             return value
-        shown = _show(value)
-        close = difflib.get_close_matches(value, list(platforms), n=1)
-        hint = f"did you mean '{close[0]}'?; " if close else ""
+        shown = show(value)
+        close = _close_platform(value, list(platforms))
+        hint = f"did you mean '{close}'?; " if close else ""
         raise ExplainedInvalid(f"unknown platform {shown} ({hint}available: {available})")
 
     missing = f"required key 'platform' is missing (available: {available})"
     return vol.Schema({vol.Required("platform", msg=missing): platform}, extra=vol.ALLOW_EXTRA)
 
 
-def _check_unique_names(entries: list[Any], checker: _Checker) -> None:
+def _close_platform(value: str, names: list[str]) -> str | None:
+    """The platform name closest to ``value``, compared whole and by its parts (``mta`` -> ``meta_cloud``)."""
+    candidates = {name.lower(): name for name in names}
+    for name in names:
+        for part in name.split("_"):
+            if len(part) >= 3:
+                candidates.setdefault(part.lower(), name)
+    close = difflib.get_close_matches(value.lower(), list(candidates), n=1)
+    return candidates[close[0]] if close else None
+
+
+def _check_unique_names(entries: list[Any], checker: Checker) -> None:
     first_use: dict[str, int] = {}
     for index, entry in enumerate(entries):
         name = entry.get("name") if isinstance(entry, dict) else None
@@ -271,174 +275,6 @@ def _check_unique_names(entries: list[Any], checker: _Checker) -> None:
         where = f" (line {mark.line})" if found and mark else ""
         checker.add(
             ["providers", index, "name"],
-            f"provider name {_show(name)} is already used by providers[{earlier}]{where}; "
+            f"provider name {show(name)} is already used by providers[{earlier}]{where}; "
             "each name is a webhook path (/webhooks/<name>), so names must be unique",
         )
-
-
-class _Checker:
-    """Runs schemas over parts of the tree and turns their errors into located problems."""
-
-    def __init__(self, tree: Any) -> None:
-        self.tree = tree
-        root = mark_of(tree)
-        self.root_file = root.file if root else DEFAULTS_SOURCE
-        self.problems: list[ConfigProblem] = []
-
-    def run(self, schema: vol.Schema, data: Any, prefix: list[Any]) -> Any:
-        """``schema(data)``, or None after recording its errors (paths under ``prefix``)."""
-        try:
-            return schema(data)
-        except vol.Invalid as err:
-            errors = err.errors if isinstance(err, vol.MultipleInvalid) else [err]
-            for error in errors:
-                self._record(error, schema, prefix)
-            return None
-
-    def _record(self, error: vol.Invalid, schema: vol.Schema, prefix: list[Any]) -> None:
-        relative = [step.schema if isinstance(step, vol.Marker) else step for step in error.path]
-        path = [*prefix, *relative]
-        if error.error_message == _EXTRA_KEY and path:
-            parent, _, _ = self.walk(path[:-1])
-            key_marks: dict[Any, Mark] = getattr(parent, "key_marks", {})
-            allowed = _allowed_keys(schema, relative[:-1])
-            self.add(path, _unknown_key(path[-1], allowed), key_marks.get(path[-1]))
-        elif isinstance(error, vol.RequiredFieldInvalid) and path:
-            message = error.error_message
-            if message == _REQUIRED_KEY:
-                message = f"required key {_show(path[-1])} is missing"
-            self.add(path[:-1], message)
-        else:
-            value, _, found = self.walk(path)
-            message = error.error_message
-            if found and not isinstance(error, ExplainedInvalid):
-                message = f"{message}, got {_show(value)}"
-            self.add(path, message)
-
-    def add(self, path: list[Any], message: str, mark: Mark | None = None) -> None:
-        """Record a problem at ``path``, located at ``mark`` or at the node found there."""
-        if mark is None:
-            _, nearest, found = self.walk(path)
-            file = nearest.file if nearest else self.root_file
-            line = nearest.line if nearest and found else None
-        else:
-            file, line = mark
-        self.problems.append(ConfigProblem(file, line, format_path(path), message))
-
-    def walk(self, path: Sequence[Any]) -> tuple[Any, Mark | None, bool]:
-        """The node at ``path`` in the loaded tree, its position, and whether it exists."""
-        node, mark = self.tree, mark_of(self.tree)
-        for step in path:
-            if isinstance(node, dict) and _has_key(node, step):
-                value_marks: dict[Any, Mark] = getattr(node, "value_marks", {})
-                mark = value_marks.get(step) or mark_of(node[step]) or mark
-                node = node[step]
-            elif isinstance(node, list) and isinstance(step, int) and 0 <= step < len(node):
-                item_marks: list[Mark] = getattr(node, "item_marks", [])
-                mark = item_marks[step] if step < len(item_marks) else mark_of(node[step]) or mark
-                node = node[step]
-            else:
-                return node, mark, False
-        return node, mark, True
-
-    def finish(self, load_problems: Sequence[ConfigProblem]) -> list[ConfigProblem]:
-        """All problems, sorted; a validation problem at a path a load problem explains is dropped."""
-        explained = {(problem.file, problem.line, problem.path) for problem in load_problems}
-        secrets = _secret_values(self.tree)
-        own = [
-            ConfigProblem(problem.file, problem.line, problem.path, _scrub(problem.message, secrets))
-            for problem in self.problems
-            if (problem.file, problem.line, problem.path) not in explained
-        ]
-        return _sorted([*load_problems, *own])
-
-
-def _has_key(node: dict[Any, Any], step: Any) -> bool:
-    try:
-        return step in node
-    except TypeError:
-        return False
-
-
-def _sorted(problems: Sequence[ConfigProblem]) -> list[ConfigProblem]:
-    return sorted(problems, key=lambda problem: (problem.file, problem.line or 0, problem.path))
-
-
-def _unknown_key(key: Any, allowed: list[str]) -> str:
-    message = f"unknown key {_show(key)}"
-    close = difflib.get_close_matches(str(key), allowed, n=1) if isinstance(key, str) else []
-    if close:
-        return f"{message} (did you mean '{close[0]}'?)"
-    if allowed:
-        return f"{message} (allowed keys: {', '.join(allowed)})"
-    return message
-
-
-def _show(value: Any) -> str:
-    """How a value appears in a message: secrets masked, long values cut."""
-    if isinstance(value, Secret):
-        return "***"
-    if value is None:
-        return "nothing"
-    if isinstance(value, dict):
-        return "a mapping"
-    if isinstance(value, list):
-        return "a list"
-    text = repr(str(value)) if isinstance(value, str) else repr(value)
-    text = _URL_PASSWORD.sub(r"\1***@", text)
-    return text if len(text) <= 60 else f"{text[:57]}..."
-
-
-def _secret_values(node: Any) -> set[str]:
-    if isinstance(node, Secret):
-        return {str(node)} if len(node) >= _MIN_SCRUBBED_SECRET else set()
-    if isinstance(node, dict):
-        return set().union(*(_secret_values(item) for pair in node.items() for item in pair))
-    if isinstance(node, list):
-        return set().union(*(_secret_values(item) for item in node))
-    return set()
-
-
-def _scrub(message: str, secrets: set[str]) -> str:
-    for secret in sorted(secrets, key=len, reverse=True):
-        message = message.replace(secret, "***")
-    return message
-
-
-def _schema_parts(schema: Any) -> list[Any]:
-    """The dict and list schemas ``schema`` is made of (through Schema, All, Any...)."""
-    if isinstance(schema, vol.Schema):
-        return _schema_parts(schema.schema)
-    validators = getattr(schema, "validators", None)
-    if isinstance(validators, (list, tuple)):
-        return [part for validator in validators for part in _schema_parts(validator)]
-    if isinstance(schema, (dict, list)):
-        return [schema]
-    return []
-
-
-def _schema_children(schema: Any, step: Any) -> list[Any]:
-    children: list[Any] = []
-    for part in _schema_parts(schema):
-        if isinstance(part, list) and isinstance(step, int):
-            children.extend(part)
-        elif isinstance(part, dict):
-            for key, value in part.items():
-                name = key.schema if isinstance(key, vol.Marker) else key
-                if name == step or (isinstance(name, type) and isinstance(step, name)):
-                    children.append(value)
-    return children
-
-
-def _allowed_keys(schema: Any, path: Sequence[Any]) -> list[str]:
-    """The literal keys ``schema`` allows in the mapping at ``path``."""
-    nodes = [schema]
-    for step in path:
-        nodes = [child for node in nodes for child in _schema_children(node, step)]
-    keys: set[str] = set()
-    for node in nodes:
-        for part in _schema_parts(node):
-            if isinstance(part, dict):
-                names = (key.schema if isinstance(key, vol.Marker) else key for key in part)
-                keys.update(name for name in names if isinstance(name, str))
-    return sorted(keys)

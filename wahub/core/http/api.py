@@ -35,12 +35,12 @@ from aiohttp import BodyPartReader, hdrs, web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from wahub.core.canonical import InvalidMessage, parse_message
+from wahub.core.config.validators import timezone_name
 from wahub.core.errors import SendRefused
 from wahub.core.http.api_io import abort as _abort
 from wahub.core.http.api_io import error, json_body, json_response, path_id, path_text, storable
 from wahub.core.hub import HUB_KEY, Hub
 from wahub.core.inbound.failures import failed_event
-from wahub.core.policy.checks import timezone_name
 from wahub.core.policy.consent import InvalidTime, consent_time
 from wahub.core.storage.media import LOCAL_PREFIX, MediaRefused, MediaTooLarge, kind_of
 

@@ -23,7 +23,6 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import voluptuous as vol
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
@@ -32,34 +31,6 @@ from wahub.core.http.api_io import error
 _LOGGER = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def _seconds(value: Any) -> float:
-    if isinstance(value, bool):
-        raise vol.Invalid("expected a number of seconds")
-    try:
-        seconds = float(value)
-    except (TypeError, ValueError):
-        raise vol.Invalid("expected a number of seconds") from None
-    if not 0.05 <= seconds <= 86400:  # also refuses NaN
-        raise vol.Invalid("expected a number of seconds between 0.05 and 86400")
-    return seconds
-
-
-def _count(value: Any) -> int:
-    if isinstance(value, str) and value.strip().isdigit():
-        value = int(value)
-    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 1_000_000:
-        raise vol.Invalid("expected an int between 1 and 1000000")
-    return value
-
-
-#: The keys of ``wahub.http`` this module reads (merged into the core schema).
-HTTP_LIMIT_KEYS: dict[Any, Any] = {
-    vol.Optional("keepalive_timeout", default=75.0): _seconds,
-    vol.Optional("read_timeout", default=60.0): _seconds,
-    vol.Optional("max_connections", default=500): _count,
-}
 
 
 @dataclass(frozen=True)

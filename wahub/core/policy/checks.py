@@ -29,13 +29,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import voluptuous as vol
-
 from wahub.core.canonical import Capabilities, InvalidMessage, adapt
 from wahub.core.clock import Clock
 from wahub.core.errors import SendRefused
 from wahub.core.models import OutgoingMessage
-from wahub.core.policy.consent import CONSENT_SCHEMA
 from wahub.core.policy.templates import TemplateRefresher, TemplateSource
 from wahub.core.storage.policy import ConsentState, ContactContext
 
@@ -56,41 +53,6 @@ class Sender(TemplateSource, Protocol):
 SERVICE_WINDOW_SECONDS = 24 * 3600.0
 #: Types that need no open service window.
 WINDOWLESS_TYPES = frozenset({"template", "mark_read"})
-
-
-def timezone_name(value: Any) -> str:
-    if not isinstance(value, str):
-        raise vol.Invalid("expected an IANA time zone name such as Europe/Berlin")
-    try:
-        ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise vol.Invalid(f"unknown time zone {value!r}: use an IANA name such as Europe/Berlin") from None
-    return value
-
-
-def clock_time(value: Any) -> dt.time:
-    try:
-        return dt.time.fromisoformat(str(value))
-    except ValueError:
-        raise vol.Invalid("expected a time of day as HH:MM, e.g. 21:00") from None
-
-
-POLICY_SCHEMA = vol.Schema(
-    {
-        vol.Optional("service_window", default=dict): {
-            vol.Optional("fallback_template"): {
-                vol.Required("name"): vol.All(str, vol.Length(min=1, max=512)),
-                vol.Required("language"): vol.All(str, vol.Length(min=2, max=16)),
-            }
-        },
-        vol.Optional("consent", default=dict): CONSENT_SCHEMA,
-        vol.Optional("quiet_hours"): {
-            vol.Required("start"): clock_time,
-            vol.Required("end"): clock_time,
-            vol.Optional("timezone", default="UTC"): timezone_name,
-        },
-    }
-)
 
 
 def quiet_until(now: float, quiet: Mapping[str, Any], timezone: str | None) -> float | None:

@@ -19,8 +19,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import voluptuous as vol
-
 _LOGGER = logging.getLogger(__name__)
 
 #: The earliest time a consent event may carry: 2009-01-01 UTC (WhatsApp began in 2009).
@@ -72,23 +70,6 @@ DEFAULT_LANGUAGES: dict[str, dict[str, Any]] = {
         "opted_in": "Vous êtes de nouveau abonné. Répondez ARRET à tout moment pour vous désabonner.",
     },
 }
-
-_WORDS = vol.All([vol.All(str, vol.Length(min=1, max=64))], vol.Length(min=1))
-LANGUAGE_SCHEMA = vol.Schema(
-    {
-        vol.Required("stop"): _WORDS,
-        vol.Required("start"): _WORDS,
-        vol.Required("opted_out"): vol.All(str, vol.Length(min=1, max=1024)),
-        vol.Required("opted_in"): vol.All(str, vol.Length(min=1, max=1024)),
-    }
-)
-CONSENT_SCHEMA = vol.Schema(
-    {
-        vol.Optional("keywords", default=True): bool,
-        vol.Optional("marketing_requires_opt_in", default=True): bool,
-        vol.Optional("languages", default=dict): {vol.Match(r"^[a-z]{2,3}(_[A-Z]{2})?$"): LANGUAGE_SCHEMA},
-    }
-)
 
 _EDGES = re.compile(r"^[\W_]+|[\W_]+$")
 

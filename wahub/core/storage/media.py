@@ -33,7 +33,6 @@ from types import TracebackType
 from typing import IO, Any
 
 import sqlalchemy as sa
-import voluptuous as vol
 
 from wahub.core.storage.engine import Database, insert_ignore
 from wahub.core.storage.schema import media, media_uploads
@@ -43,7 +42,6 @@ _LOGGER = logging.getLogger(__name__)
 MEDIA_KINDS: tuple[str, ...] = ("image", "video", "audio", "document", "sticker")
 #: Outbound media ids naming a file stored here rather than at the provider.
 LOCAL_PREFIX = "wahub:"
-_MB = 1024 * 1024
 _MIME = re.compile(r"^[\w.+-]+/[\w.+-]+\s*(;.*)?$")
 #: Time an inbound file may take to download: well inside the time one inbox
 #: event may take, so a slow file delays the message but never loses it.
@@ -55,37 +53,6 @@ INCOMING = ".incoming"
 FLUSH_BYTES = 1024 * 1024
 #: A partial file untouched this long was left by a process that died; it is removed.
 STALE_SECONDS = 3600.0
-
-#: The Cloud API's limits per kind (reference section 5).
-DEFAULT_MAX_BYTES: dict[str, int] = {
-    "image": 5 * _MB,
-    "video": 16 * _MB,
-    "audio": 16 * _MB,
-    "document": 100 * _MB,
-    "sticker": 500 * 1024,
-}
-DEFAULT_TYPES: dict[str, list[str]] = {
-    "image": ["image/jpeg", "image/png"],
-    "video": ["video/mp4", "video/3gpp"],
-    "audio": ["audio/aac", "audio/amr", "audio/mpeg", "audio/mp4", "audio/ogg"],
-    "document": ["*"],
-    "sticker": ["image/webp"],
-}
-
-MEDIA_SCHEMA = vol.Schema(
-    {
-        vol.Optional("directory", default="data/media"): vol.All(str, vol.Length(min=1)),
-        vol.Optional("max_bytes", default=dict): {
-            vol.Optional(kind, default=limit): vol.All(int, vol.Range(min=1, max=2**40))
-            for kind, limit in DEFAULT_MAX_BYTES.items()
-        },
-        # MIME types accepted per kind ("*" accepts any); parameters such as "; codecs=opus" are ignored.
-        vol.Optional("types", default=dict): {
-            vol.Optional(kind, default=types): [vol.All(str, vol.Length(min=1))]
-            for kind, types in DEFAULT_TYPES.items()
-        },
-    }
-)
 
 
 class MediaRefused(Exception):

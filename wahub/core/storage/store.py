@@ -13,6 +13,7 @@ from typing import IO, Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from wahub.core.config.sections import MEDIA_SCHEMA
 from wahub.core.models import InboundMessage, OutgoingMessage
 from wahub.core.storage.contacts import ContactStore
 from wahub.core.storage.engine import (
@@ -42,7 +43,7 @@ from wahub.core.storage.inbox import (
     InboxRow as InboxRow,  # re-exported: the row type of claim_inbox
 )
 from wahub.core.storage.leases import LeaseStore, lease_over
-from wahub.core.storage.media import MEDIA_SCHEMA, MediaStore
+from wahub.core.storage.media import MediaStore
 from wahub.core.storage.messages import MessageStore, Refusal
 from wahub.core.storage.outbox import OutboxStore
 from wahub.core.storage.policy import PolicyStore
