@@ -136,7 +136,7 @@ def trace_hook_calls(pm: pluggy.PluginManager) -> Callable[[], None]:
     def after(
         outcome: pluggy.Result[Any], hook_name: str, hook_impls: Sequence[pluggy.HookImpl], kwargs: Mapping[str, Any]
     ) -> None:
-        called = ", ".join(_traced_name(impl) for impl in reversed(hook_impls)) or "no plugin"
+        called = ", ".join(_traced_name(impl) for impl in reversed(hook_impls)) or "no implementation"
         arguments = ", ".join(f"{name}={_brief(value)}" for name, value in kwargs.items())
         failure = outcome.exception
         if failure is None:
