@@ -26,7 +26,6 @@ from wahub.core.plugins import (
     build_plugin_manager,
     check_registrations,
     plugin_summary,
-    registered_platforms,
     registered_providers,
     registered_sections,
 )
@@ -181,12 +180,7 @@ def _plugins(args: argparse.Namespace) -> int:
         print(name)
         for hook in hooks:
             print(f"    {hook}")
-    for kind, hook in (
-        ("providers", "register_providers"),
-        ("AI backends", "register_ai_backends"),
-        ("CRM backends", "register_crm_backends"),
-    ):
-        print(f"{kind}: {', '.join(sorted(registered_platforms(pm, hook))) or '(none)'}")
+    print(f"providers: {', '.join(sorted(registered_providers(pm))) or '(none)'}")
     return 0
 
 

@@ -3,9 +3,10 @@
 Implementations are plain functions (or methods) decorated with
 ``wahub.hookimpl``. pluggy never awaits: hooks marked *sync only* must return
 their value directly (start-up refuses coroutine functions for them); hooks
-marked *may be async* may return an awaitable, which the core awaits per
-implementation, each isolated and timed out, a failure logged with the
-plugin's name and reported through ``handle_exception``.
+marked *may be async* (``OBSERVER_HOOKS``) may return an awaitable, which the
+core awaits per implementation, each isolated and timed out, a failure logged
+with the plugin's name and reported through ``handle_exception``. Every hook
+is called through pluggy, so ``@hookimpl(wrapper=True)`` wrappers see it.
 
 ``docs/hooks.md`` documents each hook for plugin authors; a test fails when a
 hook here is missing from it.
@@ -34,13 +35,17 @@ SYNC_ONLY_HOOKS = frozenset(
     {
         "register_config_sections",
         "register_providers",
-        "register_ai_backends",
-        "register_crm_backends",
         "register_routes",
         "lifespan",
         "scheduled_jobs",
         "route_message",
     }
+)
+
+#: Hooks that observe: called through ``wahub.core.plugins.call_hook``, each
+#: implementation may be async, isolated and timed out.
+OBSERVER_HOOKS = frozenset(
+    {"inbound_message", "outbound_message", "status_update", "account_update", "handle_exception"}
 )
 
 
@@ -63,22 +68,6 @@ def register_providers() -> Iterable[type[Provider]]:
     ``providers:`` entries whose ``platform:`` equals their ``PLATFORM``).
     Returns: an iterable of ``wahub.core.provider.Provider`` subclasses.
     Sync only.
-    """
-
-
-@hookspec
-def register_ai_backends() -> Iterable[type[Any]]:
-    """Contribute AI backend classes (each with ``PLATFORM`` and ``CONFIG_SCHEMA``).
-
-    When: once, before validation. Returns: an iterable of classes. Sync only.
-    """
-
-
-@hookspec
-def register_crm_backends() -> Iterable[type[Any]]:
-    """Contribute CRM or helpdesk backend classes (``PLATFORM``, ``CONFIG_SCHEMA``).
-
-    When: once, before validation. Returns: an iterable of classes. Sync only.
     """
 
 

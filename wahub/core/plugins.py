@@ -2,14 +2,22 @@
 
 Built-ins are named in ``DEFAULT_PLUGINS`` (the only place the core names a
 plugin); third-party plugins come from the ``wahub`` entry-point group.
+
+Every hook is called through pluggy (``pm.hook.<name>``), so hook wrappers and
+pluggy's call monitoring see each call; ``call_hook`` adds, for the observer
+hooks, the awaiting, the isolation and the time limit of each implementation.
+With ``WAHUB_TRACE_HOOKS=1`` every call is logged on ``wahub.hooks``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import logging
-from collections.abc import Iterable, Mapping
+import os
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from importlib import import_module
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any
@@ -17,12 +25,14 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 from wahub import hookspecs
+from wahub.core.privacy import mask_digits
 
 if TYPE_CHECKING:
     from wahub.core.hub import Hub
     from wahub.core.provider import Provider
 
 _LOGGER = logging.getLogger(__name__)
+_TRACE_LOGGER = logging.getLogger("wahub.hooks")
 
 DEFAULT_PLUGINS: tuple[str, ...] = (
     "wahub.plugins.providers.sandbox.provider",
@@ -35,6 +45,11 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
 
 #: Seconds a may-be-async hook implementation gets before it is abandoned.
 HOOK_TIMEOUT = 30.0
+
+#: The environment variable that turns on the log line of every hook call.
+TRACE_ENV = "WAHUB_TRACE_HOOKS"
+#: How many characters of a plain argument (a string, a number) a trace line shows.
+_TRACE_CHARS = 40
 
 
 class PluginError(Exception):
@@ -60,6 +75,9 @@ def build_plugin_manager(
     except pluggy.PluginValidationError as exc:
         raise PluginError(f"plugin {exc.plugin!r}: {exc}") from exc
     _check_sync_only(pm)
+    _check_wrappers(pm)
+    if os.environ.get(TRACE_ENV, "").strip().lower() in {"1", "true", "yes", "on"}:
+        trace_hook_calls(pm)
     return pm
 
 
@@ -90,6 +108,61 @@ def _check_sync_only(pm: pluggy.PluginManager) -> None:
                 )
 
 
+def _check_wrappers(pm: pluggy.PluginManager) -> None:
+    """A plugin wraps an observer hook or implements it, not both: ``call_hook``
+    hands pluggy the implementations apart from the wrappers, plugin by plugin."""
+    for plugin_name, plugin in pm.list_name_plugin():
+        for caller in pm.get_hookcallers(plugin) or []:
+            if caller.name not in hookspecs.OBSERVER_HOOKS:
+                continue
+            kinds = {impl.wrapper or impl.hookwrapper for impl in caller.get_hookimpls() if impl.plugin is plugin}
+            if kinds == {True, False}:
+                raise PluginError(
+                    f"plugin {plugin_name!r} both wraps and implements hook {caller.name!r}: "
+                    "make them two plugins (see docs/hooks.md)"
+                )
+
+
+def trace_hook_calls(pm: pluggy.PluginManager) -> Callable[[], None]:
+    """Log every hook call on ``wahub.hooks`` (what ``WAHUB_TRACE_HOOKS=1`` turns on):
+    the hook, the plugins pluggy called in their order, the arguments in brief
+    and masked, and the exception if the call raised. Returns the undo function."""
+    if _TRACE_LOGGER.level == logging.NOTSET:
+        _TRACE_LOGGER.setLevel(logging.INFO)
+
+    def before(hook_name: str, hook_impls: Sequence[pluggy.HookImpl], kwargs: Mapping[str, Any]) -> None:
+        return None
+
+    def after(
+        outcome: pluggy.Result[Any], hook_name: str, hook_impls: Sequence[pluggy.HookImpl], kwargs: Mapping[str, Any]
+    ) -> None:
+        called = ", ".join(_traced_name(impl) for impl in reversed(hook_impls)) or "no implementation"
+        arguments = ", ".join(f"{name}={_brief(value)}" for name, value in kwargs.items())
+        failure = outcome.exception
+        if failure is None:
+            _TRACE_LOGGER.info("hook %s: %s (%s)", hook_name, called, arguments)
+        else:
+            _TRACE_LOGGER.info("hook %s: %s (%s) raised %s", hook_name, called, arguments, type(failure).__name__)
+
+    return pm.add_hookcall_monitoring(before, after)
+
+
+def _traced_name(impl: pluggy.HookImpl) -> str:
+    # An observer's implementation reaches pluggy isolated (see call_hook),
+    # carrying the name of the plugin it belongs to.
+    name = getattr(impl.function, "wahub_plugin_name", None) or impl.plugin_name
+    return f"{name} (wrapper)" if impl.wrapper or impl.hookwrapper else str(name)
+
+
+def _brief(value: object) -> str:
+    """A plain value cut short, digit runs masked; any other object by its type alone
+    (a hub, a message, a configuration may hold secrets and phone numbers)."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        text = mask_digits(repr(value))
+        return text if len(text) <= _TRACE_CHARS else f"{text[: _TRACE_CHARS - 3]}..."
+    return f"<{type(value).__name__}>"
+
+
 def plugin_summary(pm: pluggy.PluginManager) -> list[tuple[str, list[str]]]:
     """``(plugin name, sorted hook names)`` for every loaded plugin, for ``wahub plugins``."""
     dist_names = {id(plugin): f"{dist.project_name} {dist.version}" for plugin, dist in pm.list_plugin_distinfo()}
@@ -118,8 +191,7 @@ def registered_platforms(pm: pluggy.PluginManager, hook_name: str) -> dict[str, 
 
 def check_registrations(pm: pluggy.PluginManager) -> None:
     """Collect every ``register_*`` hook once at start-up, so conflicts stop it."""
-    for hook_name in ("register_providers", "register_ai_backends", "register_crm_backends"):
-        registered_platforms(pm, hook_name)
+    registered_providers(pm)
     registered_sections(pm)
 
 
@@ -134,26 +206,78 @@ def registered_sections(pm: pluggy.PluginManager) -> dict[str, Any]:
     return sections
 
 
-async def call_hook(hub: Hub, hook_name: str, /, **kwargs: Any) -> None:
-    """Call an observer hook, awaiting each implementation that returns an
-    awaitable, isolated and timed out; failures are logged with the plugin's
-    name and reported to ``handle_exception``."""
-    for impl in reversed(getattr(hub.pm.hook, hook_name).get_hookimpls()):
+@dataclass(slots=True)
+class _Called:
+    """What one isolated observer implementation did when pluggy called it."""
+
+    plugin: str
+    awaitable: Awaitable[Any] | None = None
+    error: Exception | None = None
+
+
+def _isolated(impl: pluggy.HookImpl, called: list[_Called]) -> Callable[..., Any]:
+    """``impl``'s function as pluggy calls it for ``call_hook``: the same
+    parameters (pluggy reads them through ``__wrapped__``), its result returned
+    as is, but an exception it raises kept in ``called`` instead of ending the call."""
+    function = impl.function
+
+    @functools.wraps(function)
+    def call(*args: Any, **kwargs: Any) -> Any:
         try:
-            async with asyncio.timeout(HOOK_TIMEOUT):
-                result = impl.function(*(kwargs[arg] for arg in impl.argnames))
-                if inspect.isawaitable(result):
-                    await result
-        except Exception as exc:
-            _LOGGER.exception("plugin %s failed in hook %s", impl.plugin_name, hook_name)
-            if hook_name != "handle_exception":
-                await call_hook(
-                    hub,
-                    "handle_exception",
-                    hub=hub,
-                    exception=exc,
-                    context={"hook": hook_name, "plugin": impl.plugin_name},
-                )
+            result = function(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - kept, then logged and reported by call_hook
+            called.append(_Called(impl.plugin_name, error=exc))
+            return None
+        called.append(_Called(impl.plugin_name, awaitable=result if inspect.isawaitable(result) else None))
+        return result
+
+    call.wahub_plugin_name = impl.plugin_name  # type: ignore[attr-defined]
+    return call
+
+
+async def call_hook(hub: Hub, hook_name: str, /, **kwargs: Any) -> None:
+    """Call an observer hook through pluggy, then await each awaitable an
+    implementation returned, in pluggy's order, isolated and timed out;
+    failures are logged with the plugin's name and reported to ``handle_exception``.
+
+    The plugins' hook wrappers and pluggy's call monitoring see the call: pluggy
+    runs the wrappers around the implementations, each of which it is handed
+    wrapped (``_isolated``) so that one raising does not stop the others.
+    """
+    caller: pluggy.HookCaller = getattr(hub.pm.hook, hook_name)
+    implementations = [impl for impl in caller.get_hookimpls() if not (impl.wrapper or impl.hookwrapper)]
+    called: list[_Called] = []
+    try:
+        # The hook without its implementations (only the wrappers stay), called
+        # with them isolated, in the order pluggy keeps them in.
+        hub.pm.subset_hook_caller(hook_name, remove_plugins=[impl.plugin for impl in implementations]).call_extra(
+            [_isolated(impl, called) for impl in implementations], kwargs
+        )
+    except Exception as exc:  # noqa: BLE001 - a hook wrapper raised (implementations are isolated)
+        wrappers = ", ".join(impl.plugin_name for impl in caller.get_hookimpls() if impl.wrapper or impl.hookwrapper)
+        await _hook_failed(hub, hook_name, wrappers or "pluggy", exc)
+    try:
+        for outcome in called:
+            awaitable, outcome.awaitable = outcome.awaitable, None
+            failure = outcome.error
+            if awaitable is not None:
+                try:
+                    async with asyncio.timeout(HOOK_TIMEOUT):
+                        await awaitable
+                except Exception as exc:  # noqa: BLE001 - logged and reported below
+                    failure = exc
+            if failure is not None:
+                await _hook_failed(hub, hook_name, outcome.plugin, failure)
+    finally:
+        for outcome in called:  # cancelled part-way: the rest are never awaited
+            if inspect.iscoroutine(outcome.awaitable):
+                outcome.awaitable.close()
+
+
+async def _hook_failed(hub: Hub, hook_name: str, plugin: str, exc: Exception) -> None:
+    _LOGGER.error("plugin %s failed in hook %s", plugin, hook_name, exc_info=exc)
+    if hook_name != "handle_exception":
+        await call_hook(hub, "handle_exception", hub=hub, exception=exc, context={"hook": hook_name, "plugin": plugin})
 
 
 def report_exception(hub: Hub, exception: BaseException, context: Mapping[str, Any]) -> None:
