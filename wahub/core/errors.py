@@ -1,7 +1,8 @@
-"""What the Cloud API's error codes mean for a send, shared by every provider
-that speaks Meta's codes (Meta itself, 360dialog, the test kit's fake).
+"""Exceptions shared across the core, and what a provider's error means to the engine.
 
-Each code falls in one class the dispatcher acts on:
+A provider's error codes are its own (numbers, names: each provider has its own);
+the engine knows only their meaning, an ``ErrorMeaning`` the provider gives
+(``Provider.classify_error``, or carried by the ``ProviderError`` it raises):
 
 - ``retryable``: try again later with backoff (network trouble, 5xx,
   throughput and pair-rate limits);
@@ -9,112 +10,57 @@ Each code falls in one class the dispatcher acts on:
 - ``auth``: the credentials are wrong; pause the provider until they are fixed;
 - ``policy``: WhatsApp's rules refused this message (the service window, the
   user's marketing opt-out, a paused or disabled template): fail it like a
-  permanent error, and learn from it (``wahub.core.policy.checks.learn_from_refusal``)
-  so the next such message is refused before it is sent.
+  permanent error.
+
+A meaning may carry a ``Lesson``, which the engine applies whatever the code
+(``wahub.core.policy.lessons.learn``) so the next such message is refused
+before it is sent.
 """
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
-from typing import Literal
 
-ErrorClass = Literal["retryable", "permanent", "auth", "policy"]
+
+class ErrorKind(enum.StrEnum):
+    """What the engine does with a failed send."""
+
+    RETRYABLE = "retryable"
+    PERMANENT = "permanent"
+    AUTH = "auth"
+    POLICY = "policy"
+
+
+class Lesson(enum.StrEnum):
+    """What a refusal teaches the send policy."""
+
+    #: The user stopped marketing messages: an opt-out is recorded in the consent ledger.
+    OPTED_OUT = "opted_out"
+    #: The template was paused: its status becomes ``PAUSED``.
+    TEMPLATE_PAUSED = "template_paused"
+    #: The template was disabled for good: its status becomes ``DISABLED``.
+    TEMPLATE_DISABLED = "template_disabled"
 
 
 @dataclass(frozen=True)
 class ErrorMeaning:
-    kind: ErrorClass
+    """An error code as the engine understands it: what to do, why (readable), and what to learn."""
+
+    kind: ErrorKind
     reason: str
+    lesson: Lesson | None = None
 
 
-_RETRYABLE = {
-    2: "the API service is temporarily down",
-    4: "the app hit the API call rate limit",
-    80007: "the WhatsApp Business Account hit its rate limit",
-    130429: "the number's throughput (messages per second) limit was hit",
-    131000: "something went wrong at Meta",
-    131016: "the service is temporarily unavailable",
-    131056: "too many messages to this user in a short time (pair rate limit)",
-    131057: "the account is in maintenance mode",
-    133004: "the server is temporarily unavailable",
-}
-_AUTH = {
-    0: "the access token is invalid: create a new one and update the provider's access_token",
-    190: "the access token has expired: create a new (system-user) token and update the provider's access_token",
-}
-_PERMANENT = {
-    3: "the app lacks a capability or permission for this call",
-    10: "permission denied: the token lacks whatsapp_business_messaging",
-    33: "the business phone number was deleted",
-    100: "a parameter is invalid or misspelled",
-    131005: "access denied",
-    131008: "a required parameter is missing",
-    131009: "a parameter value is invalid",
-    131021: "the recipient cannot be the sender",
-    131026: "the message is undeliverable (not on WhatsApp, old client, terms not accepted, or blocked)",
-    131030: "the recipient is not in the test number's allowed list",
-    131031: "the business account is locked",
-    131042: "there is a payment or billing problem on the account",
-    131044: "there is a payment or billing problem on the account",
-    131048: "the number is spam-rate limited because of its quality rating",
-    131051: "the message type is not supported",
-    131052: "the user's media could not be downloaded",
-    131053: "the media could not be uploaded or fetched",
-    131062: "this request cannot be sent to a business-scoped user id; use the phone number",
-    131064: "the messaging limit was reached after template classification violations",
-    130497: "the account may not message users in that country",
-    132000: "the template's parameter count does not match",
-    132001: "the template does not exist in that language or is not approved",
-    132005: "the template's text is too long once filled in",
-    132007: "the template's content violates policy",
-    132008: "a template parameter value is invalid",
-    132012: "a template parameter has the wrong format",
-    133010: "the phone number is not registered on the Cloud API",
-    137000: "the recipient's identity key changed",
-    368: "the account is temporarily blocked for policy violations",
-}
-
-_POLICY = {
-    131047: "more than 24 hours have passed since the user last wrote: send an approved template instead",
-    131049: "Meta did not deliver this marketing message to keep the ecosystem healthy",
-    131050: "the user stopped marketing messages from this business",
-    130472: "the user's number is part of a marketing experiment",
-    132015: "the template is paused because of low quality",
-    132016: "the template is permanently disabled",
-}
-
-_TABLES: tuple[tuple[ErrorClass, dict[int, str]], ...] = (
-    ("retryable", _RETRYABLE),
-    ("auth", _AUTH),
-    ("policy", _POLICY),
-    ("permanent", _PERMANENT),
-)
-
-
-def meta_error(code: int | str | None, *, http_status: int | None = None) -> ErrorMeaning:
-    """The class and readable reason of a Cloud API error code.
-
-    Codes missing from the table are judged by their range (200-299 are
-    permissions, 132xxx template errors) and then by the HTTP status: 5xx and
-    429 are retryable, anything else is final.
-    """
-    try:
-        number = int(code) if code is not None else None
-    except ValueError:
-        number = None
-    if number is not None:
-        for kind, table in _TABLES:
-            if number in table:
-                return ErrorMeaning(kind, table[number])
-        if 200 <= number <= 299:
-            return ErrorMeaning("permanent", "the token lacks an API permission")
-        if 132000 <= number <= 132999:
-            return ErrorMeaning("permanent", "the template or its parameters were refused")
+def meaning_of_status(code: str | None, http_status: int | None) -> ErrorMeaning:
+    """The meaning of an error known only by its HTTP status (a code nobody
+    classified): 5xx and 429 are retryable, 401 refused credentials, anything
+    else final."""
     if http_status is not None and (http_status >= 500 or http_status == 429):
-        return ErrorMeaning("retryable", f"the provider answered HTTP {http_status}")
+        return ErrorMeaning(ErrorKind.RETRYABLE, f"the provider answered HTTP {http_status}")
     if http_status == 401:
-        return ErrorMeaning("auth", "the provider refused the credentials (HTTP 401)")
-    return ErrorMeaning("permanent", f"the provider refused the message (code {code}, HTTP {http_status})")
+        return ErrorMeaning(ErrorKind.AUTH, "the provider refused the credentials (HTTP 401)")
+    return ErrorMeaning(ErrorKind.PERMANENT, f"the provider refused the message (code {code}, HTTP {http_status})")
 
 
 class SendRefused(Exception):
@@ -132,25 +78,38 @@ class WebhookError(Exception):
 class ProviderError(Exception):
     """A send the provider refused or could not take.
 
-    ``retryable`` tells the dispatcher whether to try again later; ``auth``
-    that the credentials were refused (the dispatcher pauses the provider);
-    ``code`` keeps the provider's own error code.
+    ``meaning`` says what the engine does with it (see ``ErrorMeaning``); a
+    provider that classifies its codes passes it. Without one, ``retryable``
+    and ``auth`` give the kind (``permanent`` when neither is set) and nothing
+    is learnt. ``code`` keeps the provider's own error code.
     """
 
-    def __init__(self, message: str, *, code: str | None = None, retryable: bool = False, auth: bool = False) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        retryable: bool = False,
+        auth: bool = False,
+        meaning: ErrorMeaning | None = None,
+    ) -> None:
         super().__init__(message)
         self.code = code
-        self.retryable = retryable
-        self.auth = auth
+        if meaning is None:
+            kind = ErrorKind.AUTH if auth else ErrorKind.RETRYABLE if retryable else ErrorKind.PERMANENT
+            meaning = ErrorMeaning(kind, message)
+        self.meaning = meaning
 
-    @classmethod
-    def from_meta(cls, code: int | str | None, detail: str, *, http_status: int | None = None) -> ProviderError:
-        """An error carrying a Cloud API code, classified by ``wahub.core.errors``."""
-        meaning = meta_error(code, http_status=http_status)
-        text = f"{meaning.reason} ({detail})" if detail else meaning.reason
-        return cls(
-            text,
-            code=None if code is None else str(code),
-            retryable=meaning.kind == "retryable",
-            auth=meaning.kind == "auth",
-        )
+    @property
+    def retryable(self) -> bool:
+        """Whether the dispatcher tries the send again later."""
+        return self.meaning.kind is ErrorKind.RETRYABLE
+
+    @property
+    def auth(self) -> bool:
+        """Whether the credentials were refused (the dispatcher pauses the provider)."""
+        return self.meaning.kind is ErrorKind.AUTH
+
+    @property
+    def lesson(self) -> Lesson | None:
+        return self.meaning.lesson

@@ -79,7 +79,7 @@ class Metrics:
         )
         self.provider_quality = Gauge(
             "wahub_provider_quality",
-            "1 for the number's current quality rating (GREEN, YELLOW, RED, UNKNOWN)",
+            "1 for the number's current quality (high, medium, low, unknown)",
             ["provider", "rating"],
             registry=r,
         )

@@ -10,9 +10,12 @@ entry; the entry's ``name`` is its webhook path, ``/webhooks/{name}``.
 from __future__ import annotations
 
 import abc
+import enum
 import hashlib
 import hmac
+import re
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import voluptuous as vol
@@ -20,6 +23,7 @@ from aiohttp import web
 
 from wahub.core.canonical import CLOUD_API, Capabilities
 from wahub.core.config.validators import number_between as _seconds
+from wahub.core.errors import ErrorMeaning, meaning_of_status
 from wahub.core.models import AccountEvent, Event, OutgoingMessage, SendResult
 
 if TYPE_CHECKING:
@@ -73,16 +77,34 @@ PROVIDER_SCHEMA_BASE = vol.Schema(
 )
 
 
-#: Messaging limits (Meta's tiers) as users per 24 h, for ``/metrics``.
-MESSAGING_LIMITS: dict[str, float] = {
-    "TIER_50": 50,
-    "TIER_250": 250,
-    "TIER_1K": 1000,
-    "TIER_2K": 2000,
-    "TIER_10K": 10_000,
-    "TIER_100K": 100_000,
-    "TIER_UNLIMITED": float("inf"),
-}
+class Quality(enum.StrEnum):
+    """A business number's quality, in terms every provider shares."""
+
+    HIGH = "high"
+    MEDIUM = "medium"
+    LOW = "low"
+    UNKNOWN = "unknown"
+
+
+#: An account field ``/readyz`` may show to anyone: a code, not free text.
+STATE_CODE = re.compile(r"^[A-Z0-9_]{1,40}$")
+
+
+@dataclass(frozen=True)
+class AccountState:
+    """The account's standing as ``/readyz`` and ``/metrics`` show it.
+
+    ``raw`` keeps the provider's own words (its rating's name, its latest
+    account event...) under the provider's keys; only values that are codes
+    (``STATE_CODE``) are shown on ``/readyz``.
+    """
+
+    #: None when the provider does not rate its numbers (or has not said yet).
+    quality: Quality | None = None
+    #: Users the business may message outside service windows per 24 h
+    #: (``math.inf``: no limit); None when unknown.
+    messaging_limit: float | None = None
+    raw: Mapping[str, str] = field(default_factory=dict)
 
 
 def sign_body(secret: str, body: bytes) -> str:
@@ -122,8 +144,9 @@ class Provider(abc.ABC):
         self.ready = False
         #: Why sending is paused (credentials refused), or None.
         self.paused: str | None = None
-        #: The account's standing as the provider reports it (quality rating,
-        #: messaging limit...), shown on ``/readyz``; empty when unknown.
+        #: The account's standing in the provider's own words (quality rating,
+        #: messaging limit...), shown on ``/api/v1/status`` and, through
+        #: ``account_state``, on ``/readyz``; empty when unknown.
         self.account: dict[str, Any] = {}
 
     async def start(self) -> None:
@@ -167,6 +190,18 @@ class Provider(abc.ABC):
         know to the provider. A send naming an unknown template calls this (see
         ``wahub.core.policy.templates``) before it is refused."""
         return None
+
+    def classify_error(self, code: str | None, *, http_status: int | None = None) -> ErrorMeaning:
+        """What the provider's error ``code`` means to the engine (retry, fail,
+        pause, and what to learn). The engine asks for codes it did not get in
+        a ``ProviderError``, such as the code of a ``failed`` status webhook.
+        The default knows no codes and judges by the HTTP status alone."""
+        return meaning_of_status(code, http_status)
+
+    def account_state(self) -> AccountState:
+        """The account's standing in shared terms, for ``/readyz`` and ``/metrics``.
+        The default rates nothing and shows the codes in ``self.account`` as they are."""
+        return AccountState(raw={key: value for key, value in self.account.items() if isinstance(value, str)})
 
     async def account_event(self, event: AccountEvent) -> None:
         """Apply news about the account (template status, quality...) the

@@ -38,10 +38,11 @@ import voluptuous as vol
 from aiohttp import web
 
 from wahub import hookimpl
-from wahub.core.errors import ProviderError
+from wahub.core.errors import ErrorMeaning, ProviderError
 from wahub.core.hub import Hub
 from wahub.core.models import Event, OutgoingMessage, SendResult
 from wahub.core.provider import PROVIDER_SCHEMA_BASE, Provider
+from wahub.plugins.providers.cloud.errors import classify_cloud_error
 from wahub.plugins.providers.sandbox.provider import parse_events, signature_valid
 from wahub.testing import close_fake, sandbox_status, serve_on_loopback, signed_sandbox_webhook
 
@@ -261,6 +262,11 @@ class FakeProvider(Provider):
     def parse_webhook(self, body: bytes) -> list[Event]:
         return parse_events(self.name, body)
 
+    def classify_error(self, code: str | None, *, http_status: int | None = None) -> ErrorMeaning:
+        """The fake answers with the Cloud API's codes; a subclass may give its
+        own codes their meaning, for sends and ``failed`` statuses alike."""
+        return classify_cloud_error(code, http_status=http_status)
+
     async def send(self, message: OutgoingMessage) -> SendResult:
         headers = {"Authorization": f"Bearer {self.config['access_token']}"}
         body = {"messaging_product": "whatsapp", **message.to_json()}
@@ -274,7 +280,11 @@ class FakeProvider(Provider):
             if response.status == 200:
                 return SendResult(str(data["messages"][0]["id"]))
             error = data.get("error", {}) if isinstance(data, dict) else {}
-            raise ProviderError.from_meta(error.get("code"), error.get("message", ""), http_status=response.status)
+            code = None if error.get("code") is None else str(error["code"])
+            meaning = self.classify_error(code, http_status=response.status)
+            detail = error.get("message", "")
+            text = f"{meaning.reason} ({detail})" if detail else meaning.reason
+            raise ProviderError(text, code=code, meaning=meaning)
 
 
 @hookimpl

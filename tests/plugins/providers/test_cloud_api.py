@@ -732,10 +732,15 @@ async def test_quality_and_messaging_limit_show_on_readyz_and_metrics(cloud: Clo
     if cloud.platform == "dialog360":
         update = {"display_phone_number": "15550783881", "event": "UPGRADE", "current_limit": "TIER_10K"}
         assert await cloud.server.deliver(update, field="phone_number_quality_update") == 200
-        expected = {"messaging_limit": "TIER_10K", "quality_event": "UPGRADE"}
+        expected = {"messaging_limit": 10000, "messaging_limit_raw": "TIER_10K", "quality_event": "UPGRADE"}
         limit = "10000.0"
     else:
-        expected = {"quality_rating": "GREEN", "messaging_limit": "TIER_1K"}
+        expected = {
+            "quality": "high",
+            "quality_raw": "GREEN",
+            "messaging_limit": 1000,
+            "messaging_limit_raw": "TIER_1K",
+        }
         limit = "1000.0"
 
     async def shown() -> dict[str, Any] | None:
@@ -749,7 +754,8 @@ async def test_quality_and_messaging_limit_show_on_readyz_and_metrics(cloud: Clo
         text = await response.text()
     assert f'wahub_provider_messaging_limit{{provider="main"}} {limit}' in text
     if cloud.platform == "meta_cloud":
-        assert 'wahub_provider_quality{provider="main",rating="GREEN"} 1.0' in text
+        assert 'wahub_provider_quality{provider="main",rating="high"} 1.0' in text
+        assert 'wahub_provider_quality{provider="main",rating="low"} 0.0' in text
 
 
 async def test_dialog360_registers_its_webhook_with_the_secret_header(sqlite_url: str, tmp_path: Path) -> None:

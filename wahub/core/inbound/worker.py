@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from wahub.core.errors import SendRefused, meta_error
+from wahub.core.errors import SendRefused
 from wahub.core.hub import HUB_KEY, Hub
 from wahub.core.inbound.consent import handle_keyword, record_preference
 from wahub.core.inbound.failures import Unprocessable, is_permanent
@@ -35,7 +35,7 @@ from wahub.core.models import (
     event_from_json,
 )
 from wahub.core.plugins import call_hook, report_exception
-from wahub.core.policy.checks import learn_from_refusal
+from wahub.core.policy.lessons import learn_from_refusal
 from wahub.core.privacy import mask_address
 from wahub.core.storage.inbox import InboxRow
 from wahub.core.storage.leases import claim_failed, database_unreachable
@@ -321,15 +321,23 @@ class InboxProcessor:
 
     async def _handle_status(self, row: InboxRow, status: StatusEvent) -> None:
         hub = self.hub
-        if status.status == "failed" and status.error_code and not status.error_title:
-            status = dataclasses.replace(status, error_title=meta_error(status.error_code).reason)
-        if status.status == "failed" and meta_error(status.error_code).kind == "policy":
-            # Learnt before the failure shows, so whoever sees it failed sees the lesson too.
-            sent = await hub.storage.messages.sent_message(status.provider, status.message_id)
-            if sent is not None:
-                await learn_from_refusal(
-                    hub.storage, status.provider, sent, status.error_code, evidence=status.message_id
-                )
+        provider = hub.providers.get(status.provider)
+        if status.status == "failed" and status.error_code and provider is not None:
+            meaning = provider.classify_error(status.error_code)
+            if not status.error_title:
+                status = dataclasses.replace(status, error_title=meaning.reason)
+            if meaning.lesson is not None:
+                # Learnt before the failure shows, so whoever sees it failed sees the lesson too.
+                sent = await hub.storage.messages.sent_message(status.provider, status.message_id)
+                if sent is not None:
+                    await learn_from_refusal(
+                        hub.storage,
+                        status.provider,
+                        sent,
+                        meaning.lesson,
+                        code=status.error_code,
+                        evidence=status.message_id,
+                    )
         await hub.storage.messages.apply_status(status)
         hub.metrics.statuses.labels(status.provider, status.status).inc()
         await call_hook(hub, "status_update", hub=hub, status=status)

@@ -38,12 +38,13 @@ from collections.abc import AsyncIterator
 import aiohttp
 from aiohttp import web
 
-from wahub.core.errors import ProviderError, meta_error
+from wahub.core.errors import ProviderError
 from wahub.core.hub import HUB_KEY, Hub
 from wahub.core.outbound.pacing import Pacer, PairLimiter, Recipient
 from wahub.core.outbound.recorder import Recorder
 from wahub.core.plugins import call_hook, report_exception
-from wahub.core.policy.checks import WINDOWLESS_TYPES, learn_from_refusal, window_open
+from wahub.core.policy.checks import WINDOWLESS_TYPES, window_open
+from wahub.core.policy.lessons import learn_from_refusal
 from wahub.core.privacy import masked
 from wahub.core.provider import Provider
 from wahub.core.storage.leadership import dispatch_role
@@ -242,8 +243,11 @@ class Dispatcher:
             if exc.auth:
                 await self._pause(provider, row, exc)
                 return
-            if meta_error(exc.code).kind == "policy":  # learnt before the failure shows
-                await learn_from_refusal(hub.storage, row.provider, row.message, exc.code, evidence=f"wahub.{row.id}")
+            if exc.lesson is not None:  # learnt before the failure shows
+                evidence = f"wahub.{row.id}"
+                await learn_from_refusal(
+                    hub.storage, row.provider, row.message, exc.lesson, code=exc.code, evidence=evidence
+                )
             await self._failed_attempt(row, exc.code, str(exc), retryable=exc.retryable)
             return
         except (aiohttp.ClientError, TimeoutError) as exc:
@@ -255,9 +259,12 @@ class Dispatcher:
             await self._failed_attempt(row, "provider_error", f"{type(exc).__name__}: {exc}", retryable=True)
             return
         early_failure = await self._record(row, claim, result.provider_message_id)
-        if meta_error(early_failure).kind == "policy":  # its failed status came before the answer
+        if early_failure is not None:  # its failed status came before the answer
+            lesson = provider.classify_error(early_failure).lesson
             evidence = result.provider_message_id
-            await learn_from_refusal(hub.storage, row.provider, row.message, early_failure, evidence=evidence)
+            await learn_from_refusal(
+                hub.storage, row.provider, row.message, lesson, code=early_failure, evidence=evidence
+            )
         hub.metrics.child(hub.metrics.sends, row.provider, "sent", "").inc()
         await call_hook(hub, "outbound_message", hub=hub, message=row.message, result=result)
 

@@ -23,7 +23,6 @@ inside quiet hours (``Policy.quiet_end``).
 from __future__ import annotations
 
 import datetime as dt
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -168,32 +167,3 @@ class Policy:
                 raise SendRefused(
                     "opt_in_required", f"{message.to} has not opted in to marketing messages (template {name!r})"
                 )
-
-
-#: Status a template is given when the API refuses it with this code.
-_TEMPLATE_REFUSALS = {"132015": "PAUSED", "132016": "DISABLED"}
-
-
-async def learn_from_refusal(
-    storage: Storage, provider: str, message: OutgoingMessage, code: str | None, *, evidence: str
-) -> None:
-    """Remember what a ``policy``-class refusal (``wahub.core.errors``) says, so
-    the next such message is refused before it is sent: the user's marketing
-    opt-out (131050) goes into the consent ledger, a paused (132015) or
-    disabled (132016) template into the templates table. ``evidence`` names
-    the refused message (wahub's id or the provider's)."""
-    if code == "131050":
-        await storage.policy.record_consent(
-            provider,
-            message.to,
-            action="opt_out",
-            scope="marketing",
-            source="provider_error",
-            evidence={"error_code": 131050, "message": evidence},
-            occurred_at=time.time(),
-            event_key=f"error:{provider}:{evidence}",
-        )
-    elif code in _TEMPLATE_REFUSALS and message.type == "template":
-        template = message.content["template"]
-        name, language = template["name"], template["language"]["code"]
-        await storage.policy.update_template(provider, name, language, status=_TEMPLATE_REFUSALS[code])

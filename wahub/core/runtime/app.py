@@ -12,19 +12,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import pluggy
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from wahub import __version__
 from wahub.core.clock import Clock
 from wahub.core.http.api import api_routes, auth_middleware
-from wahub.core.http.api_io import json_response
+from wahub.core.http.health import health_routes
 from wahub.core.http.serving import read_deadline_middleware
 from wahub.core.http.webhooks import webhook_routes
 from wahub.core.hub import HUB_KEY, Hub
@@ -35,7 +33,6 @@ from wahub.core.outbound.dispatcher import dispatcher_ctx
 from wahub.core.plugins import build_plugin_manager, registered_providers
 from wahub.core.policy.checks import Policy
 from wahub.core.policy.consent import keyword_table
-from wahub.core.provider import MESSAGING_LIMITS
 from wahub.core.runtime.leadership import leadership_ctx, leadership_start_ctx
 from wahub.core.runtime.scheduler import scheduler_ctx
 from wahub.core.storage.store import Storage
@@ -73,10 +70,7 @@ def create_app(
     )
     app.router.add_routes(
         [
-            web.get("/healthz", healthz),
-            web.get("/readyz", readyz),
-            web.get("/api/v1/status", status),
-            web.get("/metrics", metrics),
+            *health_routes(),
             *webhook_routes(),
             *api_routes(),
         ]
@@ -163,119 +157,3 @@ async def lifespans_ctx(app: web.Application) -> AsyncIterator[None]:
                 await stack.aclose()
         except TimeoutError:
             _LOGGER.warning("plugin lifespans did not exit within %.1f s; leaving them", SHUTDOWN_GRACE["plugins"])
-
-
-async def healthz(request: web.Request) -> web.Response:
-    return json_response({"status": "ok", "version": __version__})
-
-
-async def readyz(request: web.Request) -> web.Response:
-    """Readiness for a load balancer: state codes only, since anyone can ask.
-    The reasons (error texts, hosts) are on the authenticated ``/api/v1/status``."""
-    hub = request.app[HUB_KEY]
-    database_error = await _database_error(hub)
-    providers = {name: provider.ready and provider.paused is None for name, provider in hub.providers.items()}
-    stuck = await _inbox_stuck(hub) if database_error is None else None
-    ready = database_error is None and all(providers.values()) and stuck is None
-    body: dict[str, Any] = {
-        "status": "ready" if ready else "not_ready",
-        "database": "ok" if database_error is None else "unreachable",
-        "providers": providers,
-    }
-    if stuck is not None:
-        body["inbox"] = stuck
-    paused = sorted(name for name, provider in hub.providers.items() if provider.paused)
-    if paused:
-        body["paused"] = paused
-    accounts = {name: _state_codes(provider.account) for name, provider in hub.providers.items()}
-    if any(accounts.values()):
-        body["accounts"] = {name: codes for name, codes in accounts.items() if codes}
-    body["roles"] = sorted(hub.leadership.held)
-    return json_response(body, status=200 if ready else 503)
-
-
-async def status(request: web.Request) -> web.Response:
-    """``GET /api/v1/status``: what ``/readyz`` says, with the reasons."""
-    hub = request.app[HUB_KEY]
-    database_error = await _database_error(hub)
-    providers = {
-        name: {
-            "ready": provider.ready and provider.paused is None,
-            "paused": provider.paused,
-            "account": provider.account,
-        }
-        for name, provider in hub.providers.items()
-    }
-    ready = database_error is None and all(entry["ready"] for entry in providers.values())
-    database = {"state": "ok"} if database_error is None else {"state": "unreachable", "error": database_error}
-    body = {
-        "status": "ready" if ready else "not_ready",
-        "database": database,
-        "providers": providers,
-        "roles": sorted(hub.leadership.held),
-    }
-    return json_response(body)
-
-
-async def _database_error(hub: Hub) -> str | None:
-    try:
-        await hub.storage.ping()
-    except Exception as exc:  # noqa: BLE001 - reported, not raised
-        return f"{type(exc).__name__}: {exc}"
-    return None
-
-
-_STATE_CODE = re.compile(r"^[A-Z0-9_]{1,40}$")
-
-
-def _state_codes(account: dict[str, Any]) -> dict[str, str]:
-    """The account fields that are codes (``GREEN``, ``TIER_1K``...), not free text."""
-    return {key: value for key, value in account.items() if isinstance(value, str) and _STATE_CODE.match(value)}
-
-
-async def _inbox_stuck(hub: Hub) -> str | None:
-    """Why webhooks cannot be stored now, or why inbox processing is stuck when
-    an event has also waited longer than ``wahub.inbox_stuck_after`` (with
-    nothing waiting, nothing is held up)."""
-    intake = hub.intake_stuck()
-    if intake is not None:
-        return intake
-    reason = hub.inbox_stuck()
-    if reason is None:
-        return None
-    try:
-        _count, oldest_age = await hub.storage.inbox_depth()
-    except Exception:  # noqa: BLE001 - the inbox cannot even be counted: stuck indeed
-        return reason
-    return reason if oldest_age >= hub.config["wahub"]["inbox_stuck_after"] else None
-
-
-async def metrics(request: web.Request) -> web.Response:
-    hub = request.app[HUB_KEY]
-    depth, oldest_age = await hub.storage.inbox_depth()
-    hub.metrics.inbox_depth.set(depth)
-    hub.metrics.inbox_oldest_age.set(oldest_age)
-    hub.metrics.inbox_failed.set(await hub.storage.inbox_failed_count())
-    queued = await hub.storage.outbox.outbox_depth()
-    for name, provider in hub.providers.items():
-        hub.metrics.provider_ready.labels(name).set(1 if provider.ready and provider.paused is None else 0)
-        count, age = queued.get(name, (0, 0.0))
-        hub.metrics.outbox_depth.labels(name).set(count)
-        hub.metrics.outbox_oldest_age.labels(name).set(age)
-        _account_metrics(hub, name, provider.account)
-    body = generate_latest(hub.metrics.registry)
-    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
-
-
-#: Quality ratings a number can have, so the gauge shows a 0 for each other rating.
-QUALITY_RATINGS = ("GREEN", "YELLOW", "RED", "UNKNOWN")
-
-
-def _account_metrics(hub: Hub, name: str, account: dict[str, Any]) -> None:
-    rating = account.get("quality_rating")
-    if rating:
-        for known in {*QUALITY_RATINGS, rating}:
-            hub.metrics.provider_quality.labels(name, known).set(1 if known == rating else 0)
-    limit = MESSAGING_LIMITS.get(str(account.get("messaging_limit")))
-    if limit is not None:
-        hub.metrics.provider_messaging_limit.labels(name).set(limit)

@@ -21,7 +21,7 @@ import voluptuous as vol
 
 from wahub.core.errors import ProviderError
 from wahub.core.models import AccountEvent
-from wahub.core.provider import Provider
+from wahub.core.provider import AccountState, Provider, Quality
 from wahub.core.storage.policy import Template
 
 _LOGGER = logging.getLogger(__name__)
@@ -36,6 +36,24 @@ _TEMPLATE_FIELDS = {
     "message_template_status_update",
     "template_category_update",
     "message_template_quality_update",
+}
+
+#: Meta's quality ratings of a number, in shared terms.
+QUALITY_RATINGS: dict[str, Quality] = {
+    "GREEN": Quality.HIGH,
+    "YELLOW": Quality.MEDIUM,
+    "RED": Quality.LOW,
+    "UNKNOWN": Quality.UNKNOWN,
+}
+#: Meta's messaging limit tiers, as users per 24 h.
+MESSAGING_LIMITS: dict[str, float] = {
+    "TIER_50": 50,
+    "TIER_250": 250,
+    "TIER_1K": 1000,
+    "TIER_2K": 2000,
+    "TIER_10K": 10_000,
+    "TIER_100K": 100_000,
+    "TIER_UNLIMITED": float("inf"),
 }
 
 PROFILE_SCHEMA = vol.Schema(
@@ -131,10 +149,27 @@ class CloudAccount(Provider):
             }
             listed[(template.name, template.language)] = (template, details)
         counts = await self.hub.storage.policy.replace_templates(self.name, list(listed.values()), listed_since=started)
-        self.account["templates_synced_at"] = round(time.time(), 3)  # shown on /readyz
+        self.account["templates_synced_at"] = round(time.time(), 3)  # shown on /api/v1/status
         return counts
 
     # -- account news -----------------------------------------------------
+
+    def account_state(self) -> AccountState:
+        """The number's quality rating and messaging limit tier in shared terms;
+        Meta's own words stay beside them (``quality_raw``, ``messaging_limit_raw``,
+        the latest ``quality_event`` and ``account_event``)."""
+        account = self.account
+        rating, tier = account.get("quality_rating"), account.get("messaging_limit")
+        raw = {key: account[key] for key in ("quality_event", "account_event") if isinstance(account.get(key), str)}
+        if isinstance(rating, str):
+            raw["quality_raw"] = rating
+        if isinstance(tier, str):
+            raw["messaging_limit_raw"] = tier
+        return AccountState(
+            quality=QUALITY_RATINGS.get(rating, Quality.UNKNOWN) if isinstance(rating, str) else None,
+            messaging_limit=MESSAGING_LIMITS.get(tier) if isinstance(tier, str) else None,
+            raw=raw,
+        )
 
     async def account_event(self, event: AccountEvent) -> None:
         data = event.data

@@ -25,13 +25,14 @@ from typing import Any
 import aiohttp
 import voluptuous as vol
 
-from wahub.core.errors import ProviderError
+from wahub.core.errors import ErrorMeaning, ProviderError
 from wahub.core.hub import Hub
 from wahub.core.models import Event, OutgoingMessage, SendResult
 from wahub.core.provider import PROVIDER_SCHEMA_BASE
 from wahub.core.storage.media import LOCAL_PREFIX, MEDIA_KINDS, Download, IncomingFile, MediaFile, MediaTooLarge
 from wahub.plugins.providers.cloud.account import PROFILE_SCHEMA, CloudAccount
 from wahub.plugins.providers.cloud.bodies import by_phone, render
+from wahub.plugins.providers.cloud.errors import classify_cloud_error, cloud_provider_error
 from wahub.plugins.providers.cloud.webhook import parse_cloud_webhook
 
 _LOGGER = logging.getLogger(__name__)
@@ -79,14 +80,14 @@ def graph_error(status: int, data: Any) -> ProviderError:
         details = details.get("details") if isinstance(details, dict) else details
         parts = [error.get("message"), error.get("error_user_title"), error.get("error_user_msg"), details]
         detail = "; ".join(dict.fromkeys(str(part) for part in parts if part))
-        return ProviderError.from_meta(error.get("code"), detail, http_status=status)
+        return cloud_provider_error(error.get("code"), detail, http_status=status)
     envelope = data.get("meta") if isinstance(data, dict) else None
     detail = "no error body"
     if isinstance(envelope, dict):  # a BSP's own envelope (360dialog)
         status = int(envelope["httpCode"]) if str(envelope.get("httpCode")).isdigit() else status
         detail = str(envelope.get("developerMessage") or envelope.get("message") or detail)
     # No Cloud API code: classified by the HTTP status alone (5xx and 429 retry, 401 pauses).
-    error = ProviderError.from_meta(None, detail, http_status=status)
+    error = cloud_provider_error(None, detail, http_status=status)
     error.code = f"http_{status}"
     return error
 
@@ -116,6 +117,12 @@ class CloudApiProvider(CloudAccount):
     def _download_url(self, url: str) -> str:
         """Where to fetch a media URL the API returned."""
         return url
+
+    # -- errors -----------------------------------------------------------
+
+    def classify_error(self, code: str | None, *, http_status: int | None = None) -> ErrorMeaning:
+        """Meta's error codes (``wahub.plugins.providers.cloud.errors``)."""
+        return classify_cloud_error(code, http_status=http_status)
 
     # -- webhooks ---------------------------------------------------------
 

@@ -48,7 +48,7 @@ from aiohttp import WSMsgType, web
 
 from wahub import hookimpl
 from wahub.core.canonical import Capabilities
-from wahub.core.errors import ProviderError, WebhookError
+from wahub.core.errors import ErrorMeaning, ProviderError, WebhookError
 from wahub.core.http.api_io import storable
 from wahub.core.hub import Hub
 from wahub.core.models import Event, OutgoingMessage, SendResult, StatusEvent
@@ -59,6 +59,7 @@ from wahub.core.provider import (
     signature_matches,
 )
 from wahub.core.storage.policy import Template
+from wahub.plugins.providers.cloud.errors import classify_cloud_error
 from wahub.plugins.providers.sandbox.hosts import check_host
 from wahub.plugins.providers.sandbox.webhook import parse_events as parse_events
 
@@ -136,6 +137,10 @@ class SandboxProvider(Provider):
         self.clients: defaultdict[str, set[web.WebSocketResponse]] = defaultdict(set)
 
     # -- the provider contract ---------------------------------------------
+
+    def classify_error(self, code: str | None, *, http_status: int | None = None) -> ErrorMeaning:
+        """The sandbox speaks the Cloud API's error codes (a ``failed`` status with 131047...)."""
+        return classify_cloud_error(code, http_status=http_status)
 
     def verify_signature(self, headers: Mapping[str, str], body: bytes) -> bool:
         return signature_valid(self.secret, headers, body)
