@@ -43,6 +43,7 @@ from wahub.core.hub import HUB_KEY, Hub
 from wahub.core.inbound.failures import failed_event
 from wahub.core.policy.consent import InvalidTime, consent_time
 from wahub.core.storage.media import LOCAL_PREFIX, MediaRefused, MediaTooLarge, kind_of
+from wahub.core.storage.policy import consent_state
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -175,8 +176,9 @@ def _contact(request: web.Request) -> tuple[Hub, str, str]:
 
 async def get_consent(request: web.Request) -> web.Response:
     hub, provider, address = _contact(request)
-    state = await hub.storage.policy.consent(provider, address)
+    # One read, so the state always matches the events shown beside it.
     ledger = await hub.storage.policy.ledger(provider, address)
+    state = consent_state(ledger)
     for event in ledger:
         event.pop("id", None)
     return json_response({"state": {"all": state.all, "marketing": state.marketing}, "events": ledger})

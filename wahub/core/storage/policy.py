@@ -4,7 +4,7 @@ each contact's service window and time zone."""
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +40,12 @@ class ConsentState:
     def marketing_allowed(self) -> bool:
         """Marketing needs an opt-in that no later opt-out (of everything or of marketing) undid."""
         return not self.opted_out and self.marketing != "opt_out" and "opt_in" in (self.all, self.marketing)
+
+
+def consent_state(events: Iterable[Mapping[str, Any]]) -> ConsentState:
+    """The state a ledger's events (oldest first, each with ``scope`` and ``action``) leave."""
+    latest = {event["scope"]: event["action"] for event in events}
+    return ConsentState(all=latest.get("all"), marketing=latest.get("marketing"))
 
 
 @dataclass(frozen=True)
@@ -136,16 +142,13 @@ class PolicyStore:
         return result.rowcount > 0
 
     async def consent(self, provider: str, address: str) -> ConsentState:
-        latest: dict[str, str] = {}
         query = (
             sa.select(consent_events.c.scope, consent_events.c.action)
             .where(consent_events.c.provider == provider, consent_events.c.address == _canonical(provider, address))
             .order_by(consent_events.c.occurred_at, consent_events.c.id)
         )
         async with self.db.connect() as conn:
-            for scope, action in (await conn.execute(query)).all():
-                latest[scope] = action
-        return ConsentState(all=latest.get("all"), marketing=latest.get("marketing"))
+            return consent_state([dict(row) for row in (await conn.execute(query)).mappings()])
 
     async def ledger(self, provider: str, address: str) -> list[dict[str, Any]]:
         """Every consent event of a contact, oldest first."""
