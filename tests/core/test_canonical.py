@@ -7,15 +7,9 @@ from typing import Any
 
 import pytest
 
-from wahub.core.canonical import (
-    CLOUD_API,
-    INTERACTIVE_TYPES,
-    MESSAGE_TYPES,
-    Capabilities,
-    InvalidMessage,
-    adapt,
-    parse_message,
-)
+from wahub.core.canonical.fit import CLOUD_API, Capabilities, adapt
+from wahub.core.canonical.validate import INTERACTIVE_TYPES, MESSAGE_TYPES, parse_message
+from wahub.core.errors import InvalidMessage
 from wahub.core.models import OutgoingMessage
 
 Json = dict[str, Any]

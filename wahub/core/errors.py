@@ -113,3 +113,12 @@ class ProviderError(Exception):
     @property
     def lesson(self) -> Lesson | None:
         return self.meaning.lesson
+
+
+class InvalidMessage(Exception):
+    """A message that cannot be sent; ``field`` is the JSON path the client wrote."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 import voluptuous as vol
 from aiohttp import web
 
-from wahub.core.canonical import CLOUD_API, Capabilities
+from wahub.core.canonical.fit import CLOUD_API, Capabilities
 from wahub.core.config.validators import number_between as _seconds
 from wahub.core.errors import ErrorMeaning, meaning_of_status
 from wahub.core.models import AccountEvent, Event, OutgoingMessage, SendResult

@@ -34,9 +34,9 @@ from urllib.parse import quote
 from aiohttp import BodyPartReader, hdrs, web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from wahub.core.canonical import InvalidMessage, parse_message
+from wahub.core.canonical.validate import parse_message
 from wahub.core.config.validators import timezone_name
-from wahub.core.errors import SendRefused
+from wahub.core.errors import InvalidMessage, SendRefused
 from wahub.core.http.api_io import abort as _abort
 from wahub.core.http.api_io import error, json_body, json_response, path_id, path_text, storable
 from wahub.core.hub import HUB_KEY, Hub

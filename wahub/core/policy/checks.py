@@ -28,9 +28,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from wahub.core.canonical import Capabilities, InvalidMessage, adapt
+from wahub.core.canonical.fit import Capabilities, adapt
 from wahub.core.clock import Clock
-from wahub.core.errors import SendRefused
+from wahub.core.errors import InvalidMessage, SendRefused
 from wahub.core.models import OutgoingMessage
 from wahub.core.policy.templates import TemplateRefresher, TemplateSource
 from wahub.core.storage.policy import ConsentState, ContactContext

@@ -47,7 +47,7 @@ import voluptuous as vol
 from aiohttp import WSMsgType, web
 
 from wahub import hookimpl
-from wahub.core.canonical import Capabilities
+from wahub.core.canonical.fit import Capabilities
 from wahub.core.errors import ErrorMeaning, ProviderError, WebhookError
 from wahub.core.http.api_io import storable
 from wahub.core.hub import Hub
