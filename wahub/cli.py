@@ -20,9 +20,9 @@ import pluggy
 
 from wahub import __version__
 from wahub.core.config.schema import ConfigError, default_config, load_config
+from wahub.core.errors import PluginError
 from wahub.core.http.serving import MalformedRequestFilter
 from wahub.core.plugins import (
-    PluginError,
     build_plugin_manager,
     check_registrations,
     plugin_summary,
@@ -283,8 +283,8 @@ def _account(args: argparse.Namespace) -> int:
 async def _account_calls(
     args: argparse.Namespace, config: dict[str, Any], pm: pluggy.PluginManager, definition: Any
 ) -> int:
+    from wahub.core.errors import StorageLocked
     from wahub.core.runtime.app import command_hub
-    from wahub.core.storage.engine import StorageLocked
 
     method = _ACCOUNT_METHODS[(args.command, args.action)]
     try:
@@ -343,8 +343,8 @@ def _inbox(args: argparse.Namespace) -> int:
 
 
 async def _inbox_calls(args: argparse.Namespace, config: dict[str, Any]) -> int:
+    from wahub.core.errors import StorageLocked
     from wahub.core.inbound.failures import failed_event
-    from wahub.core.storage.engine import StorageLocked
     from wahub.core.storage.store import Storage
 
     try:

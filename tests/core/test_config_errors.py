@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import voluptuous as vol
 
-from wahub.core.config.problems import ConfigError, ConfigProblem
 from wahub.core.config.schema import load_config
+from wahub.core.errors import ConfigError, ConfigProblem
 from wahub.plugins.providers.sandbox.provider import SandboxProvider
 
 PLATFORMS: dict[str, type] = {"sandbox": SandboxProvider, "meta_cloud": SandboxProvider}

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from wahub.core.config.sections import MEDIA_SCHEMA
-from wahub.core.storage.media import FLUSH_BYTES, INCOMING, MediaRefused, MediaTooLarge
+from wahub.core.errors import MediaRefused, MediaTooLarge
+from wahub.core.storage.media import FLUSH_BYTES, INCOMING
 from wahub.core.storage.store import Storage
 
 LIMIT = 3 * FLUSH_BYTES + 10

@@ -19,9 +19,10 @@ from tests.helpers import install_plugin
 from wahub import hookimpl, hookspecs
 from wahub.core import plugins
 from wahub.core.config.schema import ConfigError, validate_config
+from wahub.core.errors import PluginError
 from wahub.core.hub import Hub
 from wahub.core.metrics import Metrics
-from wahub.core.plugins import PluginError, build_plugin_manager, call_hook, registered_providers, registered_sections
+from wahub.core.plugins import build_plugin_manager, call_hook, registered_providers, registered_sections
 from wahub.testing import (
     build_config,
     plugin_manager,

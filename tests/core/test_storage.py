@@ -14,11 +14,12 @@ from alembic.autogenerate import compare_metadata
 from alembic.config import Config as AlembicConfig
 from alembic.migration import MigrationContext
 
+from wahub.core.errors import LeaseLost, StorageLocked
 from wahub.core.models import InboundMessage, OutgoingMessage, StatusEvent
-from wahub.core.storage.engine import MIGRATIONS_DIR, StorageLocked
+from wahub.core.storage.engine import MIGRATIONS_DIR
 from wahub.core.storage.messages import Refusal
 from wahub.core.storage.schema import messages, metadata
-from wahub.core.storage.store import LeaseLost, Storage
+from wahub.core.storage.store import Storage
 
 
 @pytest.fixture

@@ -20,6 +20,7 @@ before it is sent.
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 
@@ -122,3 +123,54 @@ class InvalidMessage(Exception):
         super().__init__(f"{field}: {message}")
         self.field = field
         self.message = message
+
+
+@dataclass(frozen=True)
+class ConfigProblem:
+    """One mistake in the configuration, located at a file and line (and 1-based column, if known)."""
+
+    file: str
+    line: int | None
+    path: str
+    message: str
+    column: int | None = None
+
+    def __str__(self) -> str:
+        where = self.file
+        if self.line is not None:
+            where += f":{self.line}" if self.column is None else f":{self.line}:{self.column}"
+        if self.path:
+            return f"{where}: {self.path}: {self.message}"
+        return f"{where}: {self.message}"
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; ``problems`` lists every reason."""
+
+    def __init__(self, problems: Iterable[ConfigProblem]) -> None:
+        self.problems = list(problems)
+        super().__init__("\n".join(str(problem) for problem in self.problems))
+
+
+class PluginError(Exception):
+    """A plugin that cannot be loaded as written; start-up stops with this message."""
+
+
+class InvalidTime(ValueError):
+    """A consent event's time that is not a plausible unix time; the message says why."""
+
+
+class StorageLocked(Exception):
+    """Another process uses this SQLite database."""
+
+
+class MediaRefused(Exception):
+    """A file wahub will not keep or send: too big, of a refused type, or damaged."""
+
+
+class MediaTooLarge(MediaRefused):
+    """A file over its kind's size limit (``wahub.media.max_bytes``)."""
+
+
+class LeaseLost(Exception):
+    """An inbox row was claimed again (its lease ran out) while it was being processed."""

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 from wahub import hookspecs
+from wahub.core.errors import PluginError
 from wahub.core.privacy import mask_digits
 
 if TYPE_CHECKING:
@@ -50,10 +51,6 @@ HOOK_TIMEOUT = 30.0
 TRACE_ENV = "WAHUB_TRACE_HOOKS"
 #: How many characters of a plain argument (a string, a number) a trace line shows.
 _TRACE_CHARS = 40
-
-
-class PluginError(Exception):
-    """A plugin that cannot be loaded as written; start-up stops with this message."""
 
 
 def build_plugin_manager(

@@ -26,8 +26,9 @@ import yaml
 from yaml.constructor import ConstructorError
 
 from wahub.core.config.nodes import Mark, NodeDict, NodeList, NodeStr, Secret, env_secret, mark_of
-from wahub.core.config.problems import ConfigError, ConfigProblem, format_path
+from wahub.core.config.problems import format_path
 from wahub.core.config.syntax import syntax_problem
+from wahub.core.errors import ConfigError, ConfigProblem
 
 #: Name of the secrets file, looked up next to the main configuration file.
 SECRETS_FILE = "secrets.yaml"

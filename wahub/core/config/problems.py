@@ -12,13 +12,13 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import voluptuous as vol
 
 from wahub.core.config.nodes import Mark, Secret, mark_of
 from wahub.core.config.validators import ExplainedInvalid
+from wahub.core.errors import ConfigProblem
 
 #: File name shown in problems about the embedded defaults (no file given).
 DEFAULTS_SOURCE = "<embedded defaults>"
@@ -29,33 +29,6 @@ _REQUIRED_KEY = "required key not provided"
 _URL_PASSWORD = re.compile(r"(://[^:/@\s]+:)[^@\s]+@")
 # Shorter secrets would mask ordinary words in messages; they are still never echoed.
 _MIN_SCRUBBED_SECRET = 4
-
-
-@dataclass(frozen=True)
-class ConfigProblem:
-    """One mistake in the configuration, located at a file and line (and 1-based column, if known)."""
-
-    file: str
-    line: int | None
-    path: str
-    message: str
-    column: int | None = None
-
-    def __str__(self) -> str:
-        where = self.file
-        if self.line is not None:
-            where += f":{self.line}" if self.column is None else f":{self.line}:{self.column}"
-        if self.path:
-            return f"{where}: {self.path}: {self.message}"
-        return f"{where}: {self.message}"
-
-
-class ConfigError(Exception):
-    """The configuration cannot be used; ``problems`` lists every reason."""
-
-    def __init__(self, problems: Iterable[ConfigProblem]) -> None:
-        self.problems = list(problems)
-        super().__init__("\n".join(str(problem) for problem in self.problems))
 
 
 def format_path(parts: Iterable[Any]) -> str:

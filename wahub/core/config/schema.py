@@ -28,17 +28,10 @@ import voluptuous as vol
 
 from wahub.core.config.loader import load_yaml
 from wahub.core.config.nodes import NodeDict, mark_of, to_plain
-from wahub.core.config.problems import (
-    DEFAULTS_SOURCE,
-    Checker,
-    ConfigError,
-    ConfigProblem,
-    show,
-    sorted_problems,
-    unknown_key,
-)
+from wahub.core.config.problems import DEFAULTS_SOURCE, Checker, show, sorted_problems, unknown_key
 from wahub.core.config.sections import HTTP_LIMIT_KEYS, MEDIA_SCHEMA, POLICY_SCHEMA
 from wahub.core.config.validators import ExplainedInvalid, int_between
+from wahub.core.errors import ConfigError, ConfigProblem
 
 __all__ = [
     "CORE_SCHEMA",

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import yaml
 
-from wahub.core.config.problems import ConfigProblem
+from wahub.core.errors import ConfigProblem
 
 _BRACKETS = {"flow sequence": ("[", "]", "list"), "flow mapping": ("{", "}", "mapping")}
 

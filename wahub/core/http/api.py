@@ -36,13 +36,13 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from wahub.core.canonical.validate import parse_message
 from wahub.core.config.validators import timezone_name
-from wahub.core.errors import InvalidMessage, SendRefused
+from wahub.core.errors import InvalidMessage, InvalidTime, MediaRefused, MediaTooLarge, SendRefused
 from wahub.core.http.api_io import abort as _abort
 from wahub.core.http.api_io import error, json_body, json_response, path_id, path_text, storable
 from wahub.core.hub import HUB_KEY, Hub
 from wahub.core.inbound.failures import failed_event
-from wahub.core.policy.consent import InvalidTime, consent_time
-from wahub.core.storage.media import LOCAL_PREFIX, MediaRefused, MediaTooLarge, kind_of
+from wahub.core.policy.consent import consent_time
+from wahub.core.storage.media import LOCAL_PREFIX, kind_of
 from wahub.core.storage.policy import consent_state
 
 _LOGGER = logging.getLogger(__name__)

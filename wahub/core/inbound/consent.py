@@ -6,9 +6,10 @@ from __future__ import annotations
 import logging
 import time
 
+from wahub.core.errors import InvalidTime
 from wahub.core.hub import Hub
 from wahub.core.models import InboundMessage, OutgoingMessage, PreferenceEvent
-from wahub.core.policy.consent import InvalidTime, consent_time, normalize
+from wahub.core.policy.consent import consent_time, normalize
 
 _LOGGER = logging.getLogger(__name__)
 

@@ -9,9 +9,10 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+from wahub.core.errors import MediaRefused
 from wahub.core.hub import Hub
 from wahub.core.models import InboundMessage
-from wahub.core.storage.media import FETCH_SECONDS, MEDIA_KINDS, MediaFile, MediaRefused
+from wahub.core.storage.media import FETCH_SECONDS, MEDIA_KINDS, MediaFile
 
 _LOGGER = logging.getLogger(__name__)
 

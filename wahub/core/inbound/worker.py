@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from wahub.core.errors import SendRefused
+from wahub.core.errors import LeaseLost, SendRefused
 from wahub.core.hub import HUB_KEY, Hub
 from wahub.core.inbound.consent import handle_keyword, record_preference
 from wahub.core.inbound.failures import Unprocessable, is_permanent
@@ -40,7 +40,6 @@ from wahub.core.privacy import mask_address
 from wahub.core.storage.inbox import InboxRow
 from wahub.core.storage.leases import claim_failed, database_unreachable
 from wahub.core.storage.messages import Refusal
-from wahub.core.storage.store import LeaseLost
 from wahub.core.work.leases import LEASE_SECONDS, Claim, LeaseKeeper
 from wahub.core.work.lifecycle import SHUTDOWN_GRACE
 

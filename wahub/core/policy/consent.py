@@ -19,6 +19,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from wahub.core.errors import InvalidTime
+
 _LOGGER = logging.getLogger(__name__)
 
 #: The earliest time a consent event may carry: 2009-01-01 UTC (WhatsApp began in 2009).
@@ -96,10 +98,6 @@ def keyword_table(config: Mapping[str, Any]) -> dict[str, Keyword]:
             for word in words[key]:
                 table.setdefault(normalize(word), Keyword(action, code, words[reply]))
     return table
-
-
-class InvalidTime(ValueError):
-    """A consent event's time that is not a plausible unix time; the message says why."""
 
 
 def consent_time(value: Any, *, now: float | None = None) -> float:

@@ -31,15 +31,12 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from wahub.core.errors import StorageLocked
 from wahub.core.storage.schema import inbox
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 # Any constant works; it only has to be the same for every wahub replica.
 _MIGRATION_LOCK_ID = 0x77616875
-
-
-class StorageLocked(Exception):
-    """Another process uses this SQLite database."""
 
 
 def engine_url(url: str) -> str:

@@ -34,6 +34,7 @@ from typing import IO, Any
 
 import sqlalchemy as sa
 
+from wahub.core.errors import MediaRefused, MediaTooLarge
 from wahub.core.storage.engine import Database, insert_ignore
 from wahub.core.storage.schema import media, media_uploads
 
@@ -53,14 +54,6 @@ INCOMING = ".incoming"
 FLUSH_BYTES = 1024 * 1024
 #: A partial file untouched this long was left by a process that died; it is removed.
 STALE_SECONDS = 3600.0
-
-
-class MediaRefused(Exception):
-    """A file wahub will not keep or send: too big, of a refused type, or damaged."""
-
-
-class MediaTooLarge(MediaRefused):
-    """A file over its kind's size limit (``wahub.media.max_bytes``)."""
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from wahub.core.config.sections import MEDIA_SCHEMA
+from wahub.core.errors import LeaseLost
 from wahub.core.models import InboundMessage, OutgoingMessage
 from wahub.core.storage.contacts import ContactStore
 from wahub.core.storage.engine import (
@@ -54,10 +55,6 @@ _LOGGER = logging.getLogger(__name__)
 # Held (per transaction) by inbox claims and by whatever re-opens a row, so that
 # on PostgreSQL one replica's claim sees no row re-opened half-way through.
 _CLAIM_LOCK_ID = 0x77616876
-
-
-class LeaseLost(Exception):
-    """An inbox row was claimed again (its lease ran out) while it was being processed."""
 
 
 class Storage:

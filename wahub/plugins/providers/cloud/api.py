@@ -25,11 +25,11 @@ from typing import Any
 import aiohttp
 import voluptuous as vol
 
-from wahub.core.errors import ErrorMeaning, ProviderError
+from wahub.core.errors import ErrorMeaning, MediaTooLarge, ProviderError
 from wahub.core.hub import Hub
 from wahub.core.models import Event, OutgoingMessage, SendResult
 from wahub.core.provider import PROVIDER_SCHEMA_BASE
-from wahub.core.storage.media import LOCAL_PREFIX, MEDIA_KINDS, Download, IncomingFile, MediaFile, MediaTooLarge
+from wahub.core.storage.media import LOCAL_PREFIX, MEDIA_KINDS, Download, IncomingFile, MediaFile
 from wahub.plugins.providers.cloud.account import PROFILE_SCHEMA, CloudAccount
 from wahub.plugins.providers.cloud.bodies import by_phone, render
 from wahub.plugins.providers.cloud.errors import classify_cloud_error, cloud_provider_error
