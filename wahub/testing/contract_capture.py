@@ -19,7 +19,7 @@ from wahub.core.models import OutgoingMessage
 from wahub.core.provider import Provider
 from wahub.plugins.providers.sandbox.provider import SandboxProvider
 from wahub.testing import serve_on_loopback
-from wahub.testing.contract import Recorded
+from wahub.testing.contract_format import Recorded
 
 #: How long a capture waits for the first frame, then for each further one.
 FIRST_FRAME_SECONDS = 0.5

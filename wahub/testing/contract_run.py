@@ -34,7 +34,7 @@ from wahub.core.plugins import build_plugin_manager
 from wahub.core.provider import Provider
 from wahub.core.storage.store import Storage
 from wahub.testing import serve_on_loopback
-from wahub.testing.contract import ContractCase, ContractSuite, Recorded, mismatch
+from wahub.testing.contract_format import ContractCase, ContractSuite, Recorded, mismatch
 
 #: Whether ``error_meaning`` can tell a policy refusal from a permanent one. It
 #: cannot while ``ProviderError`` carries only ``retryable`` and ``auth``: an
@@ -153,7 +153,7 @@ class RecordingServer:
 def _body(case: ContractCase) -> bytes:
     data = case.data
     if "body_file" in data:
-        path = (case.base or Path.cwd()) / data["body_file"]
+        path: Path = (case.base or Path.cwd()) / str(data["body_file"])
         try:
             return path.read_bytes()
         except OSError as exc:
@@ -206,7 +206,9 @@ async def _inbound(suite: ContractSuite, case: ContractCase) -> str | None:
     wanted: list[dict[str, Any]] = data.get("events", [])
     views = [_view(event, want) for event, want in zip(events, wanted, strict=False)]
     views += [event_to_json(event) for event in events[len(wanted) :]]
-    found = mismatch("the parsed events differ from the expected ones (path: expected, got):", wanted, views, show=False)
+    found = mismatch(
+        "the parsed events differ from the expected ones (path: expected, got):", wanted, views, show=False
+    )
     if found is None:
         return None
     return found + "\nall public fields of the parsed events:\n" + _json([event_to_json(e) for e in events])

@@ -33,7 +33,7 @@ from jsonschema.exceptions import ValidationError, best_match  # type: ignore[im
 from referencing import Registry
 from referencing.jsonschema import DRAFT202012
 
-from wahub.testing.contract import Recorded
+from wahub.testing.contract_format import Recorded
 
 SPEC_PATH = Path(__file__).parent / "specs" / "meta" / "business-messaging-api_v23.0.yaml"
 _SPEC_URI = "urn:wahub:meta:business-messaging-api:v23.0"

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pytest
 
-from wahub.testing.contract import MARKER, ContractSuite, FixtureError
+from wahub.testing.contract_format import MARKER, ContractSuite, FixtureError
 
 
 def pytest_configure(config: pytest.Config) -> None:
