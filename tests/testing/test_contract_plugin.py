@@ -16,6 +16,7 @@ def _plugin_author_ini(pytester: pytest.Pytester) -> None:
     """A plugin author's settings: pytest-asyncio is installed beside wahub."""
     pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
 
+
 SANDBOX_SUITE = """
 from pathlib import Path
 
@@ -131,9 +132,7 @@ outbound:
 def test_a_fixture_file_out_of_format_fails_the_collection_clearly(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_sandbox_contract=SANDBOX_SUITE)
     (pytester.path / "contract").mkdir()
-    (pytester.path / "contract" / "cases.yaml").write_text(
-        "inbound:\n  - name: no-body\n    events: []\n"
-    )
+    (pytester.path / "contract" / "cases.yaml").write_text("inbound:\n  - name: no-body\n    events: []\n")
 
     result = pytester.runpytest("-p", "no:cacheprovider")
 
