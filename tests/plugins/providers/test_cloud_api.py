@@ -913,7 +913,8 @@ async def test_dialog360_has_no_template_edit(sqlite_url: str, tmp_path: Path) -
         assert code == 1 and "360dialog's API has no template edit" in err
 
 
-# -- request bodies and error answers, without a network ----------------------------
+# Request bodies and error answers without a daemon are contract cases:
+# tests/contract/meta and tests/contract/dialog360 (outbound.yaml, errors.yaml).
 
 
 async def test_an_opt_out_given_before_the_bsuid_arrived_still_holds(cloud: Cloud) -> None:

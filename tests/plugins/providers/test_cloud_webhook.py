@@ -80,6 +80,7 @@ def messages_body(*items: Any, contacts: list[Any] | None = None, **value: Any) 
 
 
 # -- inbound messages --------------------------------------------------------
+# One fixture, one event: the contract cases of tests/contract/meta/inbound_messages.yaml.
 
 
 def test_flow_reply_keeps_response_json_as_a_string() -> None:
@@ -238,6 +239,7 @@ def test_bsuid_with_phone_prefers_the_bsuid() -> None:
 
 
 # -- statuses ----------------------------------------------------------------
+# Sent, delivered, played and failed: tests/contract/meta/inbound_messages.yaml.
 
 SENT_ID = "wamid.HBgLMTY1MDU1NTAxNDIVAgARGBI8QzdFNEQ1RjZBN0I4QzlEAA=="
 
