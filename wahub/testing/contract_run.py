@@ -42,9 +42,12 @@ from wahub.testing.contract_format import ContractCase, ContractSuite, Recorded,
 TELLS_POLICY = False
 
 
-def error_meaning(provider: Provider, error: ProviderError) -> tuple[ErrorClass, str | None]:
+def error_meaning(
+    provider: Provider, error: ProviderError, *, http_status: int | None = None
+) -> tuple[ErrorClass, str | None]:
     """What a send's ``ProviderError`` means to the dispatcher, as (kind, code):
-    the one place the suite reads how a provider classifies errors."""
+    the one place the suite reads how a provider classifies errors. ``http_status``
+    is the status the recording server answered (None without one)."""
     if error.auth:
         return "auth", error.code
     if error.retryable:
@@ -171,7 +174,10 @@ def _view(event: Event, expected: dict[str, Any]) -> dict[str, Any]:
         first, *rest = key.split(".")
         value: Any = getattr(event, first, _MISSING) if not first.startswith("_") else _MISSING
         if callable(value):
-            value = value()
+            try:
+                value = value()
+            except TypeError:
+                value = f"<{type(event).__name__}.{first} takes arguments>"
         for part in rest:
             value = value.get(part, _MISSING) if isinstance(value, dict) else _MISSING
         view[key] = value if value is not _MISSING else f"<{type(event).__name__} has no {key}>"
@@ -298,7 +304,8 @@ def _check_error(provider: Provider, case: ContractCase, outcome: Any) -> str | 
     meaning = case.data["meaning"]
     if not isinstance(outcome, ProviderError):
         return f"send returned {outcome!r}; expected a ProviderError meaning {meaning['kind']}"
-    kind, code = error_meaning(provider, outcome)
+    status = case.data["answer"]["status"] if "answer" in case.data else None
+    kind, code = error_meaning(provider, outcome, http_status=status)
     agrees = kind == meaning["kind"] or (meaning["kind"] == "policy" and kind == "permanent" and not TELLS_POLICY)
     actual = {"kind": meaning["kind"] if agrees else kind}
     expected = {"kind": meaning["kind"]}
