@@ -234,6 +234,10 @@ async def _sending(suite: ContractSuite, case: ContractCase, tmp_path: Path) -> 
         message = OutgoingMessage.from_json(data["message"])
     except (KeyError, TypeError) as exc:
         return f"message is not an OutgoingMessage: {exc!r}"
+    if suite.capture is None and not suite.base_url_key:
+        return "the suite names no base_url_key (the config key of the API's URL) and no capture"
+    if suite.capture is not None and "answer" in data:
+        return "answer has no effect on a suite with a capture: nothing is sent over HTTP"
     server = None
     if suite.capture is None:
         server = await RecordingServer(data.get("answer", {"status": 200, "json": {}})).start()
