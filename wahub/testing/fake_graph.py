@@ -54,7 +54,7 @@ from wahub.testing import close_fake, serve_on_loopback
 from wahub.testing.fake_graph_account import AccountEndpoints, template_problem
 from wahub.testing.fake_graph_http import d360_error, graph_error, read_json, unsupported
 from wahub.testing.fake_graph_media import MediaEndpoints, MediaItem
-from wahub.testing.fake_graph_schema import AMENDMENTS, SPEC_PATH, validate_message
+from wahub.testing.fake_graph_schema import AMENDMENTS, SPEC_PATH, read_problems, validate_message
 
 __all__ = [
     "AMENDMENTS",
@@ -357,14 +357,7 @@ class FakeGraphServer(MediaEndpoints, AccountEndpoints):
     async def _messages(self, request: web.Request) -> web.StreamResponse:
         body = await read_json(request)
         if isinstance(body, dict) and body.get("status") == "read":
-            problems = [f"$: unknown field {key!r}" for key in body if key not in _READ_FIELDS]
-            if body.get("messaging_product") != "whatsapp":
-                problems.append("$.messaging_product: must be 'whatsapp'")
-            if not isinstance(body.get("message_id"), str) or not body["message_id"]:
-                problems.append("$.message_id: the id of the message to mark read is required")
-            if body.get("typing_indicator", {"type": "text"}) != {"type": "text"}:
-                problems.append("$.typing_indicator: must be {'type': 'text'}")
-            if problems:
+            if problems := read_problems(body):
                 return self._refuse(problems)
             self.reads.append(body)
             return web.json_response({"success": True})
@@ -394,9 +387,6 @@ class FakeGraphServer(MediaEndpoints, AccountEndpoints):
             return d360_error(400, "a JSON body with a url is required")
         self.webhook_config = {"url": body["url"], "headers": dict(body.get("headers") or {})}
         return web.json_response({"url": body["url"]})
-
-
-_READ_FIELDS = ("messaging_product", "status", "message_id", "typing_indicator", "recipient_type")
 
 
 def _wamid() -> str:

@@ -33,6 +33,8 @@ from jsonschema.exceptions import ValidationError, best_match  # type: ignore[im
 from referencing import Registry
 from referencing.jsonschema import DRAFT202012
 
+from wahub.testing.contract_format import Recorded
+
 SPEC_PATH = Path(__file__).parent / "specs" / "meta" / "business-messaging-api_v23.0.yaml"
 _SPEC_URI = "urn:wahub:meta:business-messaging-api:v23.0"
 
@@ -184,3 +186,30 @@ def validate_message(body: Any, *, amended: bool = True) -> list[str]:
         else:
             errors.append(error)
     return describe_errors(errors)
+
+
+_READ_FIELDS = ("messaging_product", "status", "message_id", "typing_indicator", "recipient_type")
+
+
+def read_problems(body: dict[str, Any]) -> list[str]:
+    """What is wrong with a mark-as-read body (``"status": "read"``), one line per problem."""
+    problems = [f"$: unknown field {key!r}" for key in body if key not in _READ_FIELDS]
+    if body.get("messaging_product") != "whatsapp":
+        problems.append("$.messaging_product: must be 'whatsapp'")
+    if not isinstance(body.get("message_id"), str) or not body["message_id"]:
+        problems.append("$.message_id: the id of the message to mark read is required")
+    if body.get("typing_indicator", {"type": "text"}) != {"type": "text"}:
+        problems.append("$.typing_indicator: must be {'type': 'text'}")
+    return problems
+
+
+def request_problems(request: Recorded) -> list[str]:
+    """What Meta would refuse in a recorded ``POST .../messages`` body (a message
+    or a mark-as-read), checked as the fake Graph API checks it; the contract
+    suite's ``check_request`` for Meta."""
+    if request.method != "POST" or not request.path.endswith("/messages"):
+        return []
+    body = request.json
+    if isinstance(body, dict) and body.get("status") == "read":
+        return read_problems(body)
+    return validate_message(body)

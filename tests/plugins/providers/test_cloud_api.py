@@ -919,48 +919,8 @@ async def test_dialog360_has_no_template_edit(sqlite_url: str, tmp_path: Path) -
         assert code == 1 and "360dialog's API has no template edit" in err
 
 
-# -- request bodies and error answers, without a network ----------------------------
-
-
-def test_error_answers_keep_metas_code_title_and_details_or_360dialogs_envelope() -> None:
-    from wahub.plugins.providers.cloud.api import graph_error
-
-    meta = {
-        "error": {
-            "message": "(#131030) Recipient phone number not in allowed list",
-            "type": "OAuthException",
-            "code": 131030,
-            "error_data": {"messaging_product": "whatsapp", "details": "Add the number to the test list"},
-            "error_user_title": "Not allowed",
-        }
-    }
-    error = graph_error(400, meta)
-    assert error.code == "131030" and not error.retryable and not error.auth
-    assert "Not allowed" in str(error) and "Add the number to the test list" in str(error)
-    assert graph_error(401, {"meta": {"httpCode": 401, "developerMessage": "Invalid api key"}}).auth
-    unavailable = graph_error(503, {"meta": {"httpCode": 503, "developerMessage": "Try later", "success": False}})
-    assert unavailable.retryable and unavailable.code == "http_503" and "Try later" in str(unavailable)
-    assert graph_error(502, None).retryable
-
-
-def test_bsuid_recipients_go_in_recipient_and_receipts_have_their_own_shape() -> None:
-    from wahub.core.models import OutgoingMessage
-    from wahub.plugins.providers.cloud.bodies import render
-
-    assert render(OutgoingMessage.text("+16505551234", "hi"))["to"] == "+16505551234"
-    to_bsuid = render(OutgoingMessage.text(BSUID, "hi", context_id="wamid.X"))
-    assert to_bsuid["recipient"] == BSUID and "to" not in to_bsuid
-    assert to_bsuid["context"] == {"message_id": "wamid.X"}
-    receipt = OutgoingMessage(to=USER, type="mark_read", content={"mark_read": {"message_id": "wamid.Y"}})
-    assert render(receipt) == {"messaging_product": "whatsapp", "status": "read", "message_id": "wamid.Y"}
-
-
-def test_group_ids_stay_in_to() -> None:
-    from wahub.core.models import OutgoingMessage
-    from wahub.plugins.providers.cloud.bodies import render
-
-    group = OutgoingMessage(to="US.GROUP.1", type="text", content={"text": {"body": "hi"}, "recipient_type": "group"})
-    assert render(group)["to"] == "US.GROUP.1" and render(group)["recipient_type"] == "group"
+# Request bodies and error answers without a daemon are contract cases:
+# tests/contract/meta and tests/contract/dialog360 (outbound.yaml, errors.yaml).
 
 
 async def test_an_opt_out_given_before_the_bsuid_arrived_still_holds(cloud: Cloud) -> None:

@@ -80,112 +80,7 @@ def messages_body(*items: Any, contacts: list[Any] | None = None, **value: Any) 
 
 
 # -- inbound messages --------------------------------------------------------
-
-
-def test_text() -> None:
-    message = one("text", InboundMessage)
-    assert message.provider == "main"
-    assert message.external_id == "wamid.HBgLMTY1MDU1NTAxNDIVAgASGBQzQ0MkQ1RTdBMDFDNEM2QjY3NQAA=="
-    assert (message.type, message.sender, message.sender_name) == ("text", USER, "Marta Ruiz")
-    assert message.identities == {"wa_id": USER}
-    assert message.content == {"text": {"body": "Hi, are you open on Sundays?"}}
-    assert message.text() == "Hi, are you open on Sundays?"
-    assert message.timestamp == 1751020800.0
-    assert message.context_id is None
-    body = fixture("text")["entry"][0]["changes"][0]["value"]
-    assert message.raw == {"message": body["messages"][0], "contact": body["contacts"][0], "metadata": body["metadata"]}
-
-
-def test_image_keeps_caption_and_url() -> None:
-    message = one("image", InboundMessage)
-    assert message.type == "image"
-    image = message.content["image"]
-    assert image["id"] == "1187326045561204"
-    assert image["mime_type"] == "image/jpeg"
-    assert image["url"].startswith("https://lookaside.fbsbx.com/whatsapp_business/attachments/")
-    assert message.text() == "The crack on the lid"
-
-
-def test_video() -> None:
-    message = one("video", InboundMessage)
-    assert message.type == "video"
-    assert message.content == {
-        "video": {
-            "caption": "How it rattles",
-            "mime_type": "video/mp4",
-            "sha256": "m8d4Yq0w3PzU9a1xH0v5m6kQ2rT7cB1nW3eL8sJ4fGo=",
-            "id": "734102985512087",
-        }
-    }
-
-
-def test_voice_note() -> None:
-    message = one("audio_voice", InboundMessage)
-    assert message.type == "audio"
-    assert message.content["audio"]["voice"] is True
-    assert message.content["audio"]["mime_type"] == "audio/ogg; codecs=opus"
-    assert message.text() == ""
-
-
-def test_document() -> None:
-    message = one("document", InboundMessage)
-    assert message.type == "document"
-    assert message.content["document"]["filename"] == "invoice-2025-03.pdf"
-    assert message.text() == "Invoice from March"
-
-
-def test_animated_sticker() -> None:
-    message = one("sticker_animated", InboundMessage)
-    assert message.type == "sticker"
-    assert message.content["sticker"] == {
-        "mime_type": "image/webp",
-        "sha256": "Hn3c8Wq1Tz5yM0vP7kR2bL9xF6dS4aJ1gE0uQ3iYoNs=",
-        "id": "1290571845532710",
-        "animated": True,
-    }
-
-
-def test_location_with_name_and_address() -> None:
-    location = one("location", InboundMessage).content["location"]
-    assert location["name"] == "Bayside Hardware"
-    assert location["address"] == "221 Mission St, San Francisco, CA 94105"
-    assert location["latitude"] == pytest.approx(37.79085)
-
-
-def test_current_location_has_only_coordinates() -> None:
-    message = one("location_current", InboundMessage)
-    assert message.content == {"location": {"latitude": 37.77490234375, "longitude": -122.41940307617188}}
-
-
-def test_shared_contacts_keep_their_list() -> None:
-    message = one("contacts", InboundMessage)
-    assert message.type == "contacts"
-    (card,) = message.content["contacts"]
-    assert card["name"]["formatted_name"] == "Tomás Ferreira"
-    assert card["phones"] == [{"phone": "+1 (415) 555-0187", "wa_id": "14155550187", "type": "MOBILE"}]
-    # The sender is the person who shared, not the shared card.
-    assert (message.sender, message.sender_name) == (USER, "Marta Ruiz")
-    assert message.text() == ""
-
-
-def test_interactive_button_reply() -> None:
-    message = one("interactive_button_reply", InboundMessage)
-    assert message.type == "interactive"
-    assert message.content["interactive"] == {
-        "type": "button_reply",
-        "button_reply": {"id": "confirm-booking", "title": "Confirm"},
-    }
-    assert (message.reply_id(), message.text()) == ("confirm-booking", "Confirm")
-    assert message.context_id == "wamid.HBgLMTY1MDU1NTAxNDIVAgARGBI2QzE4RDlFMEYxQTJCM0M0AA=="
-    assert message.content["context"] == {"from": "15550783881", "id": message.context_id}
-
-
-def test_interactive_list_reply() -> None:
-    message = one("interactive_list_reply", InboundMessage)
-    reply = message.content["interactive"]["list_reply"]
-    assert reply == {"id": "slot-tue-10", "title": "Tuesday 10:00", "description": "With Dr. Okafor, 30 min"}
-    assert (message.reply_id(), message.text()) == ("slot-tue-10", "Tuesday 10:00")
-    assert message.context_id == "wamid.HBgLMTY1MDU1NTAxNDIVAgARGBI3RDI5RTBGMUEyQjNDNEQ1AA=="
+# One fixture, one event: the contract cases of tests/contract/meta/inbound_messages.yaml.
 
 
 def test_flow_reply_keeps_response_json_as_a_string() -> None:
@@ -200,28 +95,6 @@ def test_flow_reply_keeps_response_json_as_a_string() -> None:
         "newsletter": True,
     }
     assert message.context_id is not None
-
-
-def test_template_quick_reply_button() -> None:
-    message = one("button", InboundMessage)
-    assert message.type == "button"
-    assert message.content["button"] == {"payload": "RESCHEDULE", "text": "Reschedule"}
-    assert message.text() == "Reschedule"
-    assert message.reply_id() is None
-    assert message.context_id == "wamid.HBgLMTY1MDU1NTAxNDIVAgARGBI5RjRCMUEyQzNENEU1RjZBAA=="
-
-
-def test_quick_reply_without_context() -> None:
-    message = one("button_without_context", InboundMessage)
-    assert message.content == {"button": {"payload": "STOP_PROMOTIONS", "text": "Stop promotions"}}
-    assert message.context_id is None
-
-
-def test_reaction() -> None:
-    message = one("reaction", InboundMessage)
-    assert message.content == {
-        "reaction": {"message_id": "wamid.HBgLMTY1MDU1NTAxNDIVAgARGBI6QTVDMkIzRDRFNUY2QTdCAA==", "emoji": "❤️"}
-    }
 
 
 def test_reaction_removal_gets_an_empty_emoji_without_touching_raw() -> None:
@@ -366,22 +239,9 @@ def test_bsuid_with_phone_prefers_the_bsuid() -> None:
 
 
 # -- statuses ----------------------------------------------------------------
+# Sent, delivered, played and failed: tests/contract/meta/inbound_messages.yaml.
 
 SENT_ID = "wamid.HBgLMTY1MDU1NTAxNDIVAgARGBI8QzdFNEQ1RjZBN0I4QzlEAA=="
-
-
-def test_status_sent_with_pricing() -> None:
-    status = one("status_sent", StatusEvent)
-    assert status.provider == "main"
-    assert (status.external_id, status.message_id, status.status) == (f"{SENT_ID}:sent", SENT_ID, "sent")
-    assert (status.recipient, status.timestamp, status.pricing_category) == (USER, 1751030000.0, "utility")
-    assert (status.error_code, status.error_title) == (None, None)
-    assert status.raw["conversation"]["expiration_timestamp"] == "1751116400"
-
-
-def test_status_delivered() -> None:
-    status = one("status_delivered", StatusEvent)
-    assert (status.external_id, status.status, status.timestamp) == (f"{SENT_ID}:delivered", "delivered", 1751030003.0)
 
 
 def test_status_read_is_ordered_by_the_recipient_wa_id_like_their_messages() -> None:
@@ -390,20 +250,6 @@ def test_status_read_is_ordered_by_the_recipient_wa_id_like_their_messages() -> 
     assert status.recipient == USER  # recipient_id, though recipient_user_id (the BSUID) is there too
     assert status.contact_key == one("bsuid_with_phone", InboundMessage).contact_key
     assert status.pricing_category is None
-
-
-def test_status_played() -> None:
-    status = one("status_played", StatusEvent)
-    assert status.status == "played"
-    assert status.message_id == "wamid.HBgLMTY1MDU1NTAxNDIVAgARGBI9RDhGNUU2QTdCOEM5RDBFAA=="
-
-
-def test_status_failed_with_error_and_pricing() -> None:
-    status = one("status_failed", StatusEvent)
-    assert status.status == "failed"
-    assert (status.error_code, status.error_title) == ("131047", "Re-engagement message")
-    assert status.pricing_category == "service"
-    assert status.raw["errors"][0]["error_data"]["details"].startswith("Message failed to send")
 
 
 def test_status_error_title_falls_back_to_message() -> None:
