@@ -28,8 +28,8 @@ def test_defaults_are_merged_into_each_case_of_their_table() -> None:
     assert [case.id for case in cases] == ["inbound/a", "inbound/b", "errors/c"]
     assert [case.data["headers"] for case in cases[:2]] == [{"X-A": "1"}, {}]
     assert cases[0].data["verified"] is True
-    assert cases[2].data["message"] == MESSAGE
-    assert cases[2].data["meaning"] == {"kind": "auth", "code": "190", "says": []}
+    assert cases[2].data["meaning"] == {"kind": "auth", "code": "190", "lesson": None, "says": []}
+    assert cases[2].data["meaning"] == {"kind": "auth", "code": "190", "lesson": None, "says": []}
 
 
 def test_a_directory_is_read_in_name_order(tmp_path: Path) -> None:

@@ -38,7 +38,7 @@ from wahub.testing.contract_format import (
     RequestCheck,
     load_cases,
 )
-from wahub.testing.contract_run import TELLS_POLICY, error_meaning, run_case
+from wahub.testing.contract_run import error_meaning, run_case
 
 if TYPE_CHECKING:
     from wahub.core.provider import Provider
@@ -46,7 +46,6 @@ if TYPE_CHECKING:
 __all__ = [
     "ANY",
     "MARKER",
-    "TELLS_POLICY",
     "Capture",
     "ContractCase",
     "ContractSuite",

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any, Literal
 import voluptuous as vol
 import yaml
 
+from wahub.core.errors import ErrorKind, Lesson
+
 if TYPE_CHECKING:
     from wahub.core.models import OutgoingMessage
     from wahub.core.provider import Provider
@@ -155,8 +157,9 @@ _SCHEMAS: dict[Table, vol.Schema] = {
             vol.Required("message"): _MESSAGE,
             vol.Optional("answer"): _ANSWER,
             vol.Required("meaning"): {
-                vol.Required("kind"): vol.In(["retryable", "permanent", "auth", "policy"]),
+                vol.Required("kind"): vol.In([str(kind) for kind in ErrorKind]),
                 vol.Optional("code"): vol.Any(None, vol.Coerce(str)),
+                vol.Optional("lesson", default=None): vol.Any(None, vol.In([str(lesson) for lesson in Lesson])),
                 vol.Optional("says", default=list): [str],
             },
         }

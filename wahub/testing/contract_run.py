@@ -26,7 +26,7 @@ import pluggy
 import voluptuous as vol
 from aiohttp import web
 
-from wahub.core.errors import ErrorClass, ProviderError, WebhookError
+from wahub.core.errors import ErrorMeaning, ProviderError, WebhookError
 from wahub.core.hub import Hub
 from wahub.core.metrics import Metrics
 from wahub.core.models import Event, OutgoingMessage, event_to_json
@@ -36,23 +36,11 @@ from wahub.core.storage.store import Storage
 from wahub.testing import serve_on_loopback
 from wahub.testing.contract_format import ContractCase, ContractSuite, Recorded, mismatch
 
-#: Whether ``error_meaning`` can tell a policy refusal from a permanent one. It
-#: cannot while ``ProviderError`` carries only ``retryable`` and ``auth``: an
-#: expected ``policy`` then passes as ``permanent``.
-TELLS_POLICY = False
 
-
-def error_meaning(
-    provider: Provider, error: ProviderError, *, http_status: int | None = None
-) -> tuple[ErrorClass, str | None]:
-    """What a send's ``ProviderError`` means to the dispatcher, as (kind, code):
-    the one place the suite reads how a provider classifies errors. ``http_status``
-    is the status the recording server answered (None without one)."""
-    if error.auth:
-        return "auth", error.code
-    if error.retryable:
-        return "retryable", error.code
-    return "permanent", error.code
+def error_meaning(error: ProviderError) -> ErrorMeaning:
+    """What a send's ``ProviderError`` means to the engine: the one place the
+    suite reads how a provider classifies its errors."""
+    return error.meaning
 
 
 class CaseFailed(AssertionError):
@@ -254,7 +242,7 @@ async def _sending(suite: ContractSuite, case: ContractCase, tmp_path: Path) -> 
                 outcome = await _send(provider, message)
                 recorded = server.requests
             if case.table == "errors":
-                return _check_error(provider, case, outcome)
+                return _check_error(case, outcome)
     finally:
         if server is not None:
             await server.close()
@@ -304,17 +292,15 @@ def _check_result(case: ContractCase, result: Any) -> str | None:
     return mismatch("the SendResult differs:", case.data["result"], dataclasses.asdict(result))
 
 
-def _check_error(provider: Provider, case: ContractCase, outcome: Any) -> str | None:
+def _check_error(case: ContractCase, outcome: Any) -> str | None:
     meaning = case.data["meaning"]
     if not isinstance(outcome, ProviderError):
         return f"send returned {outcome!r}; expected a ProviderError meaning {meaning['kind']}"
-    status = case.data["answer"]["status"] if "answer" in case.data else None
-    kind, code = error_meaning(provider, outcome, http_status=status)
-    agrees = kind == meaning["kind"] or (meaning["kind"] == "policy" and kind == "permanent" and not TELLS_POLICY)
-    actual = {"kind": meaning["kind"] if agrees else kind}
-    expected = {"kind": meaning["kind"]}
+    given = error_meaning(outcome)
+    expected: dict[str, Any] = {"kind": meaning["kind"], "lesson": meaning["lesson"]}
+    actual: dict[str, Any] = {"kind": str(given.kind), "lesson": None if given.lesson is None else str(given.lesson)}
     if "code" in meaning:
-        expected["code"], actual["code"] = meaning["code"], code
+        expected["code"], actual["code"] = meaning["code"], outcome.code
     for text in meaning["says"]:
         expected[f"says {text!r}"] = True
         actual[f"says {text!r}"] = text in str(outcome)
