@@ -18,6 +18,7 @@ from aiohttp import web
 from wahub.core.clock import Clock
 from wahub.core.errors import SendRefused
 from wahub.core.models import OutgoingMessage
+from wahub.core.work.lifecycle import within_grace
 
 if TYPE_CHECKING:
     from wahub.core.metrics import Metrics
@@ -113,13 +114,13 @@ class Hub:
 
     async def drain_background(self, grace: float) -> None:
         """Wait for background tasks (at shutdown), cancelling what outlives ``grace`` seconds."""
-        if not self._tasks:
-            return
-        _done, pending = await asyncio.wait(set(self._tasks), timeout=grace)
-        for task in pending:
-            task.cancel()
-        if pending:
-            await asyncio.wait(pending)
+        await within_grace(
+            "background",
+            set(self._tasks),
+            grace=grace,
+            on_timeout_message="background tasks still running at shutdown were cancelled",
+            logger=_LOGGER,
+        )
 
 
 HUB_KEY = web.AppKey("hub", Hub)

@@ -8,6 +8,7 @@ workers rebuild them, so a crash between steps loses nothing.
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -16,8 +17,35 @@ if TYPE_CHECKING:
 
 EventKind = Literal["message", "status", "preference", "account", "unsupported"]
 
+
+class InboxState(enum.StrEnum):
+    """Where a stored webhook event is (the ``inbox.state`` column)."""
+
+    PENDING = "pending"  # waits for a worker, or for its retry time
+    PROCESSING = "processing"  # claimed by a worker, under a lease
+    DONE = "done"
+    FAILED = "failed"  # gave up; replayed by hand (``wahub inbox retry``)
+
+
+class MessageStatus(enum.StrEnum):
+    """A message's status (the ``messages.status`` column and delivery statuses)."""
+
+    RECEIVED = "received"  # an inbound message
+    QUEUED = "queued"  # waits in the outbox
+    SENT = "sent"  # the provider accepted it
+    DELIVERED = "delivered"
+    READ = "read"
+    FAILED = "failed"  # final
+
+
 #: Forward order of delivery statuses; ``failed`` is final.
-STATUS_RANK: dict[str, int] = {"queued": 0, "sent": 1, "delivered": 2, "read": 3, "failed": 4}
+STATUS_RANK: dict[str, int] = {
+    MessageStatus.QUEUED: 0,
+    MessageStatus.SENT: 1,
+    MessageStatus.DELIVERED: 2,
+    MessageStatus.READ: 3,
+    MessageStatus.FAILED: 4,
+}
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,7 @@ from wahub.core.http.api_io import abort as _abort
 from wahub.core.http.api_io import error, json_body, json_response, path_id, path_text, storable
 from wahub.core.hub import HUB_KEY, Hub
 from wahub.core.inbound.failures import failed_event
+from wahub.core.models import InboxState
 from wahub.core.policy.consent import consent_time
 from wahub.core.storage.media import LOCAL_PREFIX, kind_of
 from wahub.core.storage.policy import consent_state
@@ -311,7 +312,7 @@ async def retry_inbox(request: web.Request) -> web.Response:
     if not await hub.storage.retry_failed_inbox([event_id]):
         return error(404, "not_found", f"no failed inbox event {event_id}")
     hub.inbox_ready.set()
-    return json_response({"id": event_id, "state": "pending"})
+    return json_response({"id": event_id, "state": InboxState.PENDING})
 
 
 def api_routes() -> list[web.RouteDef]:

@@ -34,14 +34,24 @@ def json_response(data: Any, *, status: int = 200) -> web.Response:
     return web.Response(text=json.dumps(data, allow_nan=False), status=status, content_type="application/json")
 
 
-def error(status: int, code: str, message: str) -> web.Response:
-    """The one error envelope: ``{"error": {"code": ..., "message": ...}}``."""
-    return json_response({"error": {"code": code, "message": message}}, status=status)
+def error_body(code: str, message: str, **details: Any) -> dict[str, Any]:
+    """The one error envelope: ``{"error": {"code": ..., "message": ..., **details}}``."""
+    return {"error": {"code": code, "message": message, **details}}
+
+
+def error_text(code: str, message: str, **details: Any) -> str:
+    """The error envelope as JSON text."""
+    return json.dumps(error_body(code, message, **details), allow_nan=False)
+
+
+def error(status: int, code: str, message: str, **details: Any) -> web.Response:
+    """The error envelope as an answer; ``details`` add fields beside the code and message."""
+    return json_response(error_body(code, message, **details), status=status)
 
 
 def abort(status: type[web.HTTPException], code: str, message: str) -> web.HTTPException:
     """The same JSON error, as an exception to raise from a helper."""
-    return status(text=json.dumps({"error": {"code": code, "message": message}}), content_type="application/json")
+    return status(text=error_text(code, message), content_type="application/json")
 
 
 def parse_json(data: bytes) -> Any:
@@ -68,7 +78,7 @@ async def json_body(request: web.Request) -> Any:
         data = await request.read()
     except web.HTTPRequestEntityTooLarge:
         limit = request.client_max_size
-        message = json.dumps({"error": {"code": "body_too_large", "message": f"the body is over {limit} bytes"}})
+        message = error_text("body_too_large", f"the body is over {limit} bytes")
         raise web.HTTPRequestEntityTooLarge(
             limit, request.content_length or 0, text=message, content_type="application/json"
         ) from None

@@ -15,7 +15,6 @@ when a request is being handled.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import socket
 import weakref
@@ -26,7 +25,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from wahub.core.http.api_io import error
+from wahub.core.http.api_io import error, error_text
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -46,7 +45,7 @@ class Limits:
 
 
 def _raw_answer(status: str, code: str, message: str) -> bytes:
-    body = json.dumps({"error": {"code": code, "message": message}}).encode()
+    body = error_text(code, message).encode()
     head = (
         f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\nConnection: close\r\n"
     )
@@ -188,7 +187,7 @@ class _GuardedConnection(asyncio.Protocol):
         elif self.request is not None and not self.request.content.is_eof():
             # The handler reading the body gets the 408; no more of the body is read.
             self.timed_out = True
-            body = json.dumps({"error": {"code": "request_timeout", "message": self.message}})
+            body = error_text("request_timeout", self.message)
             self.request.content.set_exception(web.HTTPRequestTimeout(text=body, content_type="application/json"))
             self.request.content.feed_eof()
 

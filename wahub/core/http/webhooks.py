@@ -12,6 +12,7 @@ from typing import Any
 from aiohttp import web
 
 from wahub.core.errors import WebhookError
+from wahub.core.http.api_io import error
 from wahub.core.hub import HUB_KEY, Hub
 from wahub.core.inbound.intake import INTAKE_KEY, IntakeClosed, screen
 from wahub.core.inbound.webhook_json import text_problem
@@ -25,19 +26,15 @@ _QUARANTINE_HEADERS = ("content-type", "content-length", "content-encoding", "us
 _LOGGED_ITEMS = 10
 
 
-def _error(status: int, code: str, message: str) -> web.Response:
-    return web.json_response({"error": {"code": code, "message": message}}, status=status)
-
-
 def _shutting_down() -> web.Response:
-    return _error(503, "shutting_down", "wahub is restarting; deliver this webhook again")
+    return error(503, "shutting_down", "wahub is restarting; deliver this webhook again")
 
 
 async def webhook_get(request: web.Request) -> web.StreamResponse:
     hub = request.app[HUB_KEY]
     provider = hub.providers.get(request.match_info["provider_name"])
     if provider is None:
-        return _error(404, "unknown_provider", f"no provider named {request.match_info['provider_name']!r}")
+        return error(404, "unknown_provider", f"no provider named {request.match_info['provider_name']!r}")
     return await provider.handle_webhook_get(request)
 
 
@@ -47,7 +44,7 @@ async def webhook_post(request: web.Request) -> web.StreamResponse:
     name = request.match_info["provider_name"]
     provider = hub.providers.get(name)
     if provider is None:
-        return _error(404, "unknown_provider", f"no provider named {name!r}")
+        return error(404, "unknown_provider", f"no provider named {name!r}")
     outcome = "500"  # stays so when _receive raises
     try:
         response = await _receive(request, hub, name)
@@ -70,7 +67,7 @@ async def _receive(request: web.Request, hub: Hub, name: str) -> web.Response:
     body = await request.read()
     if not provider.verify_signature(request.headers, body):
         _LOGGER.warning("webhook for %s refused: bad or missing signature", name)
-        return _error(401, "invalid_signature", "the webhook signature does not match")
+        return error(401, "invalid_signature", "the webhook signature does not match")
     headers = _kept_headers(request.headers)
     try:
         screened = [(event, *screen(event)) for event in provider.parse_webhook(body)]
@@ -79,7 +76,7 @@ async def _receive(request: web.Request, hub: Hub, name: str) -> web.Response:
             _LOGGER.exception("provider %s failed to parse a webhook", name)
         await hub.storage.quarantine(name, str(exc), headers, body)
         _LOGGER.warning("webhook for %s quarantined: %s", name, exc)
-        return _error(400, "unparsable_webhook", str(exc))
+        return error(400, "unparsable_webhook", str(exc))
     events = [event for event, row, _problem in screened if row is not None]
     if events:
         try:
@@ -87,7 +84,7 @@ async def _receive(request: web.Request, hub: Hub, name: str) -> web.Response:
         except IntakeClosed:
             return _shutting_down()
         except Exception:  # noqa: BLE001 - the provider will redeliver
-            return _error(503, "storage_unavailable", "the event could not be stored; deliver it again")
+            return error(503, "storage_unavailable", "the event could not be stored; deliver it again")
         for event in events:
             hub.metrics.child(hub.metrics.webhook_events, name, event.kind).inc()
     # After the good events' commit: a redelivery after a failed commit must not

@@ -27,7 +27,7 @@ from wahub.core.storage.schema import (
     messages,
     status_events,
 )
-from wahub.core.work.lifecycle import SHUTDOWN_GRACE
+from wahub.core.work.lifecycle import within_grace
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -220,11 +220,12 @@ async def intake_ctx(app: web.Application) -> AsyncIterator[None]:
     hub.intake_stuck = writer.stuck_reason
     task = asyncio.create_task(writer.run(), name="wahub-inbox-writer")
     yield
-    try:
-        async with asyncio.timeout(SHUTDOWN_GRACE["intake"]):
-            await writer.close()
-    except TimeoutError:
-        # Their requests were not answered 200, so providers deliver them again.
-        _LOGGER.warning("webhooks still waiting for a commit at shutdown were not stored")
+    # Requests whose webhooks were not stored were not answered 200, so providers deliver them again.
+    await within_grace(
+        "intake",
+        writer.close(),
+        on_timeout_message="webhooks still waiting for a commit at shutdown were not stored",
+        logger=_LOGGER,
+    )
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)

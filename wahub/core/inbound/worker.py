@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -29,6 +30,7 @@ from wahub.core.inbound.media import attach_inbound_media
 from wahub.core.models import (
     AccountEvent,
     InboundMessage,
+    MessageStatus,
     OutgoingMessage,
     PreferenceEvent,
     StatusEvent,
@@ -38,10 +40,12 @@ from wahub.core.plugins import call_hook, report_exception
 from wahub.core.policy.lessons import learn_from_refusal
 from wahub.core.privacy import mask_address
 from wahub.core.storage.inbox import InboxRow
-from wahub.core.storage.leases import claim_failed, database_unreachable
+from wahub.core.storage.leases import database_unreachable
 from wahub.core.storage.messages import Refusal
+from wahub.core.work.backoff import backoff
 from wahub.core.work.leases import LEASE_SECONDS, Claim, LeaseKeeper
-from wahub.core.work.lifecycle import SHUTDOWN_GRACE
+from wahub.core.work.lifecycle import SHUTDOWN_GRACE, within_grace
+from wahub.core.work.loop import ClaimLoop
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -61,9 +65,9 @@ POLL_SECONDS = 1.0
 BUSY_SHARE = 0.1
 
 
-def retry_delay(attempt: int) -> float:
-    """Exponential backoff for a failing row: 2 s, 4 s, ... capped at 5 minutes."""
-    return float(min(2**attempt, 300))
+#: Backoff of a failing row: 2 s, 4 s, ... capped at 5 minutes.
+RETRY_BASE_SECONDS = 1.0
+RETRY_CAP_SECONDS = 300.0
 
 
 class Deferred(Exception):
@@ -79,20 +83,26 @@ class InboxProcessor:
         self._claims: dict[Claim, asyncio.Task[None]] = {}
         storage = hub.storage.leases
         self.leases = LeaseKeeper("inbox", storage.renew_inbox, storage.hand_back_inbox, self._lost)
-        self._stopping = False
-        #: Whether the last claim found the database unreachable.
-        self._database_away = False
         self._resume_at = 0.0
-        self._loop: asyncio.Task[None] | None = None
+        self.claims = ClaimLoop(
+            "inbox events",
+            capacity=self._free_slots,
+            claim=self._claim,
+            start=self._start,
+            leases=self.leases,
+            wake=hub.inbox_ready,
+            poll=POLL_SECONDS,
+            unreachable=functools.partial(database_unreachable, from_storage=True),
+            report=lambda exc: report_exception(hub, exc, {"loop": "inbox"}),
+            logger=_LOGGER,
+        )
         #: Seconds without progress (see ``stuck_reason``) after which the inbox counts as stuck.
         self.stuck_after: float = hub.config["wahub"]["inbox_stuck_after"]
-        #: When the claim loop last turned without failing, or a row ended.
+        #: When a row last ended.
         self._progress_at = time.monotonic()
-        #: Whether the last claim failed.
-        self._claims_failing = False
 
     def start(self) -> None:
-        self._loop = asyncio.create_task(self.run(), name="wahub-inbox-claimer")
+        self.claims.start_task("wahub-inbox-claimer")
         self.leases.start()
 
     def _free_slots(self) -> tuple[int, float]:
@@ -104,6 +114,15 @@ class InboxProcessor:
         pause = self._resume_at - time.monotonic()
         return (0, pause) if pause > 0 else (1, POLL_SECONDS)
 
+    async def _claim(self, count: int) -> list[InboxRow]:
+        return await self.hub.storage.claim_inbox(count, LEASE_SECONDS)
+
+    def _start(self, row: InboxRow) -> None:
+        task = asyncio.create_task(self._process(row), name=f"wahub-inbox-{row.id}")
+        self._running[task] = time.monotonic()
+        self._claims[row.id, row.attempts] = task
+        task.add_done_callback(self._done)
+
     def stuck_reason(self) -> str | None:
         """Why processing is stuck, as a short code, or None: no claim worked and
         no row ended for ``stuck_after`` seconds, because claims keep failing
@@ -111,40 +130,9 @@ class InboxProcessor:
         (``inbox_stuck``: it waits for the database, or ended). A burst never
         trips it: claims keep working through one. /readyz also checks that an
         event has waited that long."""
-        if time.monotonic() - self._progress_at < self.stuck_after:
+        if time.monotonic() - max(self._progress_at, self.claims.turned_at) < self.stuck_after:
             return None
-        return "inbox_claims_failing" if self._claims_failing else "inbox_stuck"
-
-    async def run(self) -> None:
-        wake = self.hub.inbox_ready
-        while not self._stopping:
-            free, wait = self._free_slots()
-            since = time.monotonic()
-            try:
-                rows = await self.hub.storage.claim_inbox(free, LEASE_SECONDS) if free > 0 else []
-            except Exception as exc:  # noqa: BLE001 - logged by claim_failed
-                if not self._database_away:
-                    report_exception(self.hub, exc, {"loop": "inbox"})
-                self._database_away = claim_failed(_LOGGER, "inbox events", exc, away=self._database_away)
-                rows, wait, self._claims_failing = [], POLL_SECONDS, True
-            else:
-                self._claims_failing, self._progress_at = False, time.monotonic()
-                if self._database_away and free > 0:
-                    _LOGGER.info("claiming inbox events again")
-                    self._database_away = False
-            self.leases.claimed([(row.id, row.attempts) for row in rows], since)
-            for row in rows:
-                task = asyncio.create_task(self._process(row), name=f"wahub-inbox-{row.id}")
-                self._running[task] = time.monotonic()
-                self._claims[row.id, row.attempts] = task
-                task.add_done_callback(self._done)
-            if len(rows) < free or free <= 0:
-                try:
-                    async with asyncio.timeout(min(wait, POLL_SECONDS)):
-                        await wake.wait()
-                except TimeoutError:
-                    pass
-                wake.clear()
+        return "inbox_claims_failing" if self.claims.failing else "inbox_stuck"
 
     def _lost(self, claim: Claim) -> None:
         """The row's lease could not be renewed in time: another process may run it now."""
@@ -163,21 +151,24 @@ class InboxProcessor:
     async def stop(self, grace: float) -> None:
         """Stop claiming and give rows in progress ``grace`` seconds to finish;
         the rest stay claimed and run again after their lease or a restart."""
-        self._stopping = True
-        self.hub.inbox_ready.set()
+        self.claims.stop()
         deadline = time.monotonic() + grace
         # Let a claim under way finish first, so that no row it claims is left behind.
-        if self._loop is not None:
-            await asyncio.wait({self._loop}, timeout=grace)
-        if self._running:
-            remaining = max(deadline - time.monotonic(), 0.0)
-            _done, pending = await asyncio.wait(set(self._running), timeout=remaining)
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
-        if self._loop is not None and not self._loop.done():
-            self._loop.cancel()
-            await asyncio.gather(self._loop, return_exceptions=True)
+        loop = [self.claims.task] if self.claims.task is not None else []
+        await within_grace(
+            "inbox",
+            loop,
+            grace=grace,
+            on_timeout_message="the inbox claim under way did not end within %(grace).1f s; leaving it",
+            logger=_LOGGER,
+        )
+        await within_grace(
+            "inbox",
+            set(self._running),
+            grace=deadline - time.monotonic(),
+            on_timeout_message="inbox rows still running at shutdown run again after their lease or a restart",
+            logger=_LOGGER,
+        )
         await self.leases.stop(within=deadline - time.monotonic())
 
     async def _process(self, row: InboxRow) -> None:
@@ -268,7 +259,9 @@ class InboxProcessor:
             "; giving up" if give_up else "",
         )
         self.hub.metrics.inbox_processed.labels(row.kind, "failed" if give_up else "retry").inc()
-        retry_at = None if give_up else time.time() + retry_delay(row.attempts)
+        retry_at = (
+            None if give_up else time.time() + backoff(row.attempts, base=RETRY_BASE_SECONDS, cap=RETRY_CAP_SECONDS)
+        )
         await self.hub.storage.retry_inbox(row, f"{type(exc).__name__}: {exc}", retry_at=retry_at)
         report_exception(self.hub, exc, {"inbox_id": row.id, "kind": row.kind})
 
@@ -321,7 +314,7 @@ class InboxProcessor:
     async def _handle_status(self, row: InboxRow, status: StatusEvent) -> None:
         hub = self.hub
         provider = hub.providers.get(status.provider)
-        if status.status == "failed" and status.error_code and provider is not None:
+        if status.status == MessageStatus.FAILED and status.error_code and provider is not None:
             meaning = provider.classify_error(status.error_code)
             if not status.error_title:
                 status = dataclasses.replace(status, error_title=meaning.reason)

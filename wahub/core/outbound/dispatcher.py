@@ -29,8 +29,8 @@ lease and sends each recipient's messages in order, recipients in parallel:
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
-import random
 import time
 from collections import deque
 from collections.abc import AsyncIterator
@@ -48,10 +48,12 @@ from wahub.core.policy.lessons import learn_from_refusal
 from wahub.core.privacy import masked
 from wahub.core.provider import Provider
 from wahub.core.storage.leadership import dispatch_role
-from wahub.core.storage.leases import claim_failed
+from wahub.core.storage.leases import database_unreachable
 from wahub.core.storage.outbox import OutboxRow
+from wahub.core.work.backoff import backoff
 from wahub.core.work.leases import LEASE_SECONDS, Claim, LeaseKeeper
-from wahub.core.work.lifecycle import SHUTDOWN_GRACE
+from wahub.core.work.lifecycle import SHUTDOWN_GRACE, within_grace
+from wahub.core.work.loop import ClaimLoop
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -67,10 +69,10 @@ PAUSE_SECONDS = 60.0
 _ORDER_STEP = 0.001
 
 
-def backoff(attempt: int) -> float:
-    """Seconds before attempt ``attempt + 1``: exponential, capped at 10 minutes, with jitter."""
-    base = min(2.0 ** (attempt - 1), 600.0)
-    return base * random.uniform(0.5, 1.0)
+#: Backoff before attempt ``attempt + 1``: 2 ** (attempt - 1) s capped at 10 minutes, less up to half (jitter).
+RETRY_BASE_SECONDS = 0.5
+RETRY_CAP_SECONDS = 600.0
+RETRY_JITTER = 0.5
 
 
 class Dispatcher:
@@ -83,8 +85,6 @@ class Dispatcher:
         )
         #: Messages between the provider's call and the storing of its answer.
         self._sending: set[int] = set()
-        #: Whether the last claim found the database unreachable.
-        self._database_away = False
         self.pacers = {name: Pacer(p.config["messages_per_second"]) for name, p in hub.providers.items()}
         self.pairs = {name: PairLimiter(p.config["pair_limit"]) for name, p in hub.providers.items()}
         #: Providers this replica dispatches for.
@@ -95,11 +95,22 @@ class Dispatcher:
         self._in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
-        self._stopping = False
         self._paused_until: dict[str, float] = {}
         self._workers: set[asyncio.Task[None]] = set()
         #: Replica role -> the provider it dispatches for.
         self._roles = {dispatch_role(name): name for name in hub.providers}
+        self.claims = ClaimLoop(
+            "queued messages",
+            capacity=self._capacity,
+            claim=self._claim,
+            start=self._queue,
+            leases=self.leases,
+            wake=hub.outbox_ready,
+            poll=POLL_SECONDS,
+            unreachable=functools.partial(database_unreachable, from_storage=True),
+            report=lambda exc: report_exception(hub, exc, {"loop": "dispatcher"}),
+            logger=_LOGGER,
+        )
 
     def active_providers(self) -> list[str]:
         now = time.monotonic()
@@ -112,38 +123,16 @@ class Dispatcher:
                 active.append(name)
         return active
 
-    async def run(self) -> None:
-        wake = self.hub.outbox_ready
-        while not self._stopping:
-            wake.clear()
-            want = min(BATCH, MAX_IN_FLIGHT - self._in_flight)
-            providers = self.active_providers()
-            rows: list[OutboxRow] = []
-            since = time.monotonic()
-            if want > 0 and providers:
-                try:
-                    rows = await self.hub.storage.outbox.claim_outbox(
-                        want, LEASE_SECONDS, providers, now=self.hub.clock.time()
-                    )
-                except Exception as exc:  # noqa: BLE001 - logged by claim_failed
-                    if not self._database_away:
-                        report_exception(self.hub, exc, {"loop": "dispatcher"})
-                    self._database_away = claim_failed(_LOGGER, "queued messages", exc, away=self._database_away)
-                else:
-                    if self._database_away:
-                        _LOGGER.info("claiming queued messages again")
-                        self._database_away = False
-            # A row already sent, its answer being stored, needs no second claim.
-            rows = [row for row in rows if row.id not in self._sending]
-            self.leases.claimed([(row.id, row.attempts) for row in rows], since)
-            for row in rows:
-                self._queue(row)
-            if len(rows) < want or want <= 0:
-                try:
-                    async with asyncio.timeout(POLL_SECONDS):
-                        await wake.wait()
-                except TimeoutError:
-                    pass
+    def _capacity(self) -> tuple[int, float]:
+        return min(BATCH, MAX_IN_FLIGHT - self._in_flight), POLL_SECONDS
+
+    async def _claim(self, count: int) -> list[OutboxRow] | None:
+        providers = self.active_providers()
+        if not providers:
+            return None
+        rows = await self.hub.storage.outbox.claim_outbox(count, LEASE_SECONDS, providers, now=self.hub.clock.time())
+        # A row already sent, its answer being stored, needs no second claim.
+        return [row for row in rows if row.id not in self._sending]
 
     def _queue(self, row: OutboxRow) -> None:
         key = (row.provider, row.message.to)
@@ -317,7 +306,7 @@ class Dispatcher:
 
     async def _failed_attempt(self, row: OutboxRow, code: str | None, reason: str, *, retryable: bool) -> None:
         now = self.hub.clock.time()
-        retry_at = now + backoff(row.attempts)
+        retry_at = now + backoff(row.attempts, base=RETRY_BASE_SECONDS, cap=RETRY_CAP_SECONDS, jitter=RETRY_JITTER)
         due = self._due(row, retry_at)  # a business message's retry waits out quiet hours
         validity = self.hub.providers[row.provider].config["retry_for"]
         if retryable and due < row.created_at + validity:
@@ -358,16 +347,15 @@ class Dispatcher:
     async def stop(self, grace: float) -> None:
         """Stop claiming; give sends in flight ``grace`` seconds. Rows not sent stay leased
         and go again when their leases run out (on SQLite, at the next start)."""
-        self._stopping = True
-        self.hub.outbox_ready.set()
-        try:
-            async with asyncio.timeout(grace):
-                await self._idle.wait()
-        except TimeoutError:
-            _LOGGER.warning("sends still in flight at shutdown are retried at the next start")
-            for worker in self._workers:
-                worker.cancel()
-            await asyncio.gather(*self._workers, return_exceptions=True)
+        self.claims.stop()
+        await within_grace(
+            "sends",
+            self._idle.wait(),
+            grace=grace,
+            on_timeout_message="sends still in flight at shutdown are retried at the next start",
+            cancel=self._workers,
+            logger=_LOGGER,
+        )
         await self.recorder.stop()
         # Nothing is handed back: a send cut off may have reached the provider.
         await self.leases.stop(within=0)
@@ -377,7 +365,7 @@ async def dispatcher_ctx(app: web.Application) -> AsyncIterator[None]:
     hub = app[HUB_KEY]
     dispatcher = Dispatcher(hub)
     hub.leadership.on_change(dispatcher.acquired, dispatcher.lost)
-    task = asyncio.create_task(dispatcher.run(), name="wahub-dispatcher")
+    task = dispatcher.claims.start_task("wahub-dispatcher")
     dispatcher.leases.start()
     yield
     await dispatcher.stop(SHUTDOWN_GRACE["sends"])

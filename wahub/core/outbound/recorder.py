@@ -15,12 +15,14 @@ import logging
 from wahub.core.hub import Hub
 from wahub.core.storage.leases import database_unreachable
 from wahub.core.storage.outbox import OutboxRow
+from wahub.core.work.backoff import backoff
 
 _LOGGER = logging.getLogger(__name__)
 
 #: Tries to store provider ids when the database answers with an error (an unreachable one is tried without end).
 RECORD_ATTEMPTS = 6
-#: Longest pause between tries to store provider ids.
+#: Pause between tries to store provider ids: 0.5 s, then the longest, 1 s.
+RECORD_RETRY_BASE = 0.25
 RECORD_RETRY_SECONDS = 1.0
 
 
@@ -74,7 +76,7 @@ class Recorder:
                     raise
                 if attempt == 1:
                     _LOGGER.warning("storing %d sends failed (%r); trying again until it works", len(sent), exc)
-                await asyncio.sleep(min(0.25 * 2**attempt, RECORD_RETRY_SECONDS))
+                await asyncio.sleep(backoff(attempt, base=RECORD_RETRY_BASE, cap=RECORD_RETRY_SECONDS))
                 continue
             if attempt > 1:
                 _LOGGER.info("stored %d sends after %d tries", len(sent), attempt)

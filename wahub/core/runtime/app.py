@@ -9,7 +9,6 @@ and scheduler wait for their role).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -36,7 +35,7 @@ from wahub.core.policy.consent import keyword_table
 from wahub.core.runtime.leadership import leadership_ctx, leadership_start_ctx
 from wahub.core.runtime.scheduler import scheduler_ctx
 from wahub.core.storage.store import Storage
-from wahub.core.work.lifecycle import SHUTDOWN_GRACE
+from wahub.core.work.lifecycle import SHUTDOWN_GRACE, within_grace
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -132,15 +131,20 @@ async def providers_ctx(app: web.Application) -> AsyncIterator[None]:
     for provider in hub.providers.values():
         await provider.start()
     yield
-    try:
-        async with asyncio.timeout(SHUTDOWN_GRACE["providers"]):
-            for provider in reversed(list(hub.providers.values())):
-                try:
-                    await provider.stop()
-                except Exception:
-                    _LOGGER.exception("provider %s failed to stop", provider.name)
-    except TimeoutError:
-        _LOGGER.warning("providers did not stop within %.1f s; leaving them", SHUTDOWN_GRACE["providers"])
+    await within_grace(
+        "providers",
+        _stop_providers(hub),
+        on_timeout_message="providers did not stop within %(grace).1f s; leaving them",
+        logger=_LOGGER,
+    )
+
+
+async def _stop_providers(hub: Hub) -> None:
+    for provider in reversed(list(hub.providers.values())):
+        try:
+            await provider.stop()
+        except Exception:
+            _LOGGER.exception("provider %s failed to stop", provider.name)
 
 
 async def lifespans_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -152,8 +156,9 @@ async def lifespans_ctx(app: web.Application) -> AsyncIterator[None]:
                 await stack.enter_async_context(manager)
         yield
     finally:
-        try:
-            async with asyncio.timeout(SHUTDOWN_GRACE["plugins"]):
-                await stack.aclose()
-        except TimeoutError:
-            _LOGGER.warning("plugin lifespans did not exit within %.1f s; leaving them", SHUTDOWN_GRACE["plugins"])
+        await within_grace(
+            "plugins",
+            stack.aclose(),
+            on_timeout_message="plugin lifespans did not exit within %(grace).1f s; leaving them",
+            logger=_LOGGER,
+        )

@@ -32,6 +32,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from wahub.core.errors import StorageLocked
+from wahub.core.models import InboxState
 from wahub.core.storage.schema import inbox
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
@@ -120,7 +121,7 @@ class SqliteInboxWriter:
         # "WHERE true" tells SQLite's parser that ON CONFLICT belongs to the INSERT.
         self._sql = (
             f"INSERT INTO {inbox.name} ({', '.join(self.COLUMNS)}, state, attempts) "
-            f"SELECT {fields}, 'pending', 0 FROM json_each(?) WHERE true "
+            f"SELECT {fields}, '{InboxState.PENDING}', 0 FROM json_each(?) WHERE true "
             "ON CONFLICT (provider, external_id) DO NOTHING"
         )
 

@@ -19,6 +19,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from wahub.core.models import InboxState
 from wahub.core.storage.schema import contact_identities, contacts, inbox
 
 #: Contacts one claim looks at, at most; the next claim goes on from there.
@@ -129,7 +130,7 @@ def claimed_columns(is_sqlite: bool) -> tuple[sa.ColumnElement[Any], ...]:
 
 async def busy_keys(conn: AsyncConnection, is_sqlite: bool) -> set[Key]:
     """Contacts with a row in progress."""
-    query = sa.select(raw(inbox.c.contact_key, is_sqlite)).where(inbox.c.state == "processing")
+    query = sa.select(raw(inbox.c.contact_key, is_sqlite)).where(inbox.c.state == InboxState.PROCESSING)
     return set((await conn.execute(query)).scalars())
 
 
@@ -139,7 +140,7 @@ def _walk_sql(is_sqlite: bool, first: bool) -> sa.TextClause:
     ``ix_inbox_state_contact_id``, however many rows a contact has."""
     after = "CAST(:after AS TEXT)" if is_sqlite else ":after"
     key = "CAST(heads.key AS BLOB)" if is_sqlite else "heads.key"
-    pending = "SELECT contact_key FROM inbox WHERE state = 'pending' AND contact_key"
+    pending = f"SELECT contact_key FROM inbox WHERE state = '{InboxState.PENDING}' AND contact_key"
     return sa.text(
         "WITH RECURSIVE walk(key, n) AS ("
         f" SELECT ({pending} {'>=' if first else '>'} {after} ORDER BY contact_key LIMIT 1), 1"
@@ -147,7 +148,7 @@ def _walk_sql(is_sqlite: bool, first: bool) -> sa.TextClause:
         " FROM walk WHERE walk.key IS NOT NULL AND n < :count)"
         # Scalar subqueries, not a join: a join lets PostgreSQL's planner scan the whole inbox.
         f" SELECT {key} AS key, heads.id AS id, (SELECT lease_until FROM inbox WHERE id = heads.id) AS lease_until"
-        " FROM (SELECT walk.key, walk.n, (SELECT id FROM inbox WHERE state = 'pending'"
+        f" FROM (SELECT walk.key, walk.n, (SELECT id FROM inbox WHERE state = '{InboxState.PENDING}'"
         " AND contact_key = walk.key ORDER BY id LIMIT 1) AS id FROM walk WHERE walk.key IS NOT NULL) AS heads"
         " ORDER BY heads.n"
     )
@@ -201,7 +202,7 @@ async def failed_rows(conn: AsyncConnection, is_sqlite: bool, limit: int) -> lis
             inbox.c.received_at,
             inbox.c.processed_at,
         )
-        .where(inbox.c.state == "failed")
+        .where(inbox.c.state == InboxState.FAILED)
         .order_by(inbox.c.id)
         .limit(limit)
     )
@@ -223,10 +224,10 @@ async def failed_rows(conn: AsyncConnection, is_sqlite: bool, limit: int) -> lis
 async def reopen_failed(conn: AsyncConnection, ids: Sequence[int] | None) -> list[int]:
     """Put failed rows (``ids``, or all when None) back to pending with a fresh
     count of attempts; returns the ids reopened."""
-    statement = inbox.update().where(inbox.c.state == "failed")
+    statement = inbox.update().where(inbox.c.state == InboxState.FAILED)
     if ids is not None:
         statement = statement.where(inbox.c.id.in_(list(ids)))
-    reopened = statement.values(state="pending", attempts=0, lease_until=None, processed_at=None, error=None)
+    reopened = statement.values(state=InboxState.PENDING, attempts=0, lease_until=None, processed_at=None, error=None)
     return sorted((await conn.execute(reopened.returning(inbox.c.id))).scalars())
 
 
@@ -263,7 +264,7 @@ async def older_naming_bsuid(conn: AsyncConnection, is_sqlite: bool, row: InboxR
     query = (
         sa.select(inbox.c.id)
         .where(
-            inbox.c.state.in_(("pending", "processing")),
+            inbox.c.state.in_((InboxState.PENDING, InboxState.PROCESSING)),
             inbox.c.provider == row.provider,
             inbox.c.kind == "message",
             inbox.c.id < row.id,
@@ -279,7 +280,11 @@ async def older_unfinished(conn: AsyncConnection, row_id: int, keys: set[str]) -
     """Whether a row older than ``row_id`` under one of ``keys`` is pending or in progress."""
     query = (
         sa.select(inbox.c.id)
-        .where(inbox.c.state.in_(("pending", "processing")), inbox.c.contact_key.in_(sorted(keys)), inbox.c.id < row_id)
+        .where(
+            inbox.c.state.in_((InboxState.PENDING, InboxState.PROCESSING)),
+            inbox.c.contact_key.in_(sorted(keys)),
+            inbox.c.id < row_id,
+        )
         .limit(1)
     )
     return (await conn.execute(query)).first() is not None

@@ -6,7 +6,6 @@ See ``wahub.core.work.leases`` for how the daemon uses them.
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -15,6 +14,7 @@ import asyncpg  # type: ignore[import-untyped]
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from wahub.core.models import InboxState, MessageStatus
 from wahub.core.storage.schema import inbox, messages
 from wahub.core.work.leases import RESTART_GRACE, Claim
 
@@ -54,18 +54,6 @@ def database_unreachable(exc: BaseException, *, from_storage: bool = False) -> b
     return False
 
 
-def claim_failed(logger: logging.Logger, what: str, exc: Exception, *, away: bool) -> bool:
-    """Log a failed claim of ``what``; returns whether the database is away.
-    A refused claim is logged each time, with its traceback; an unreachable
-    database once, until a claim works again (``away`` says whether it was)."""
-    if database_unreachable(exc, from_storage=True):
-        if not away:
-            logger.warning("cannot claim %s, the database is unreachable (%r); trying again every second", what, exc)
-        return True
-    logger.exception("cannot claim %s; trying again", what)
-    return False
-
-
 def lease_over(lease_until: Any, now: float, dialect: str) -> sa.ColumnElement[bool]:
     """Whether a lease has run out at ``now``. On PostgreSQL none does in the
     first ``RESTART_GRACE`` seconds after the server started: after a restart,
@@ -96,7 +84,7 @@ class LeaseStore:
         async with self.db.begin() as conn:
             renewed = await conn.execute(
                 inbox.update()
-                .where(_claims_in(inbox, claims), inbox.c.state == "processing")
+                .where(_claims_in(inbox, claims), inbox.c.state == InboxState.PROCESSING)
                 .values(lease_until=time.time() + lease_seconds)
                 .returning(inbox.c.id, inbox.c.attempts)
             )
@@ -111,8 +99,8 @@ class LeaseStore:
             await self._claim_lock(conn)
             await conn.execute(
                 inbox.update()
-                .where(_claims_in(inbox, claims), inbox.c.state == "processing")
-                .values(state="pending", lease_until=None)
+                .where(_claims_in(inbox, claims), inbox.c.state == InboxState.PROCESSING)
+                .values(state=InboxState.PENDING, lease_until=None)
             )
 
     async def renew_outbox(self, claims: Sequence[Claim], lease_seconds: float) -> set[Claim]:
@@ -122,7 +110,11 @@ class LeaseStore:
         async with self.db.begin() as conn:
             renewed = await conn.execute(
                 messages.update()
-                .where(_claims_in(messages, claims), messages.c.status == "queued", messages.c.lease_until.is_not(None))
+                .where(
+                    _claims_in(messages, claims),
+                    messages.c.status == MessageStatus.QUEUED,
+                    messages.c.lease_until.is_not(None),
+                )
                 .values(lease_until=time.time() + lease_seconds)
                 .returning(messages.c.id, messages.c.attempts)
             )
@@ -135,6 +127,6 @@ class LeaseStore:
         async with self.db.begin() as conn:
             await conn.execute(
                 messages.update()
-                .where(_claims_in(messages, claims), messages.c.status == "queued")
+                .where(_claims_in(messages, claims), messages.c.status == MessageStatus.QUEUED)
                 .values(lease_until=None, updated_at=time.time())
             )

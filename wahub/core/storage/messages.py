@@ -11,7 +11,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from wahub.core.models import STATUS_RANK, InboundMessage, OutgoingMessage, StatusEvent
+from wahub.core.models import STATUS_RANK, InboundMessage, MessageStatus, OutgoingMessage, StatusEvent
 from wahub.core.storage.engine import Database, insert_ignore
 from wahub.core.storage.schema import (
     consent_events,
@@ -59,7 +59,7 @@ async def message_locks(conn: AsyncConnection, keys: Sequence[tuple[str, str]]) 
 
 def moves_forward(current: str, new: str) -> bool:
     """Statuses only advance (queued, sent, delivered, read); failed is final."""
-    return current != "failed" and STATUS_RANK.get(new, -1) > STATUS_RANK.get(current, -1)
+    return current != MessageStatus.FAILED and STATUS_RANK.get(new, -1) > STATUS_RANK.get(current, -1)
 
 
 class MessageStore:
@@ -101,7 +101,7 @@ class MessageStore:
                     "type": message.type,
                     "body": {"type": message.type, **message.content},
                     "provider_message_id": message.external_id,
-                    "status": "received",
+                    "status": MessageStatus.RECEIVED,
                     "created_at": message.timestamp or now,
                     "updated_at": now,
                 },
@@ -207,7 +207,7 @@ class MessageStore:
             "address": message.to,
             "type": message.type,
             "body": message.to_record(),
-            "status": "queued",
+            "status": MessageStatus.QUEUED,
             "idempotency_key": idempotency_key,
             "origin": origin,
             "attempts": 0,
@@ -216,7 +216,12 @@ class MessageStore:
             "updated_at": now,
         }
         if refused is not None:
-            values.update(status="failed", error_code=refused.reason, error_reason=refused.detail, next_attempt_at=None)
+            values.update(
+                status=MessageStatus.FAILED,
+                error_code=refused.reason,
+                error_reason=refused.detail,
+                next_attempt_at=None,
+            )
         if conn is None:
             async with self.db.begin() as own:
                 return await self._enqueue(own, values)
@@ -264,7 +269,7 @@ class MessageStore:
             if row is None or not moves_forward(row.status, event.status):
                 return None
             values: dict[str, Any] = {"status": event.status, "updated_at": now}
-            if event.status == "failed":
+            if event.status == MessageStatus.FAILED:
                 values.update(error_code=event.error_code, error_reason=event.error_title)
             await conn.execute(messages.update().where(messages.c.id == row.id).values(**values))
         return StatusChange(int(row.id), event.status)
@@ -323,13 +328,15 @@ def with_implied_sent(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
     was sent all the same. The entry is marked ``implied`` and takes the time of
     the first later status; once a real ``sent`` is stored, it shows instead.
     """
-    if any(entry["status"] == "sent" for entry in history):
+    if any(entry["status"] == MessageStatus.SENT for entry in history):
         return history
-    later = next((i for i, entry in enumerate(history) if entry["status"] in ("delivered", "read")), None)
+    later = next(
+        (i for i, entry in enumerate(history) if entry["status"] in (MessageStatus.DELIVERED, MessageStatus.READ)), None
+    )
     if later is None:
         return history
     implied = {
-        "status": "sent",
+        "status": MessageStatus.SENT,
         "timestamp": history[later]["timestamp"],
         "error_code": None,
         "error_title": None,

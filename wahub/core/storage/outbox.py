@@ -12,7 +12,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from wahub.core.models import OutgoingMessage
+from wahub.core.models import MessageStatus, OutgoingMessage
 from wahub.core.storage.engine import Database
 from wahub.core.storage.leases import lease_over
 from wahub.core.storage.messages import message_locks, moves_forward
@@ -42,7 +42,7 @@ class OutboxStore:
         """Per provider: queued messages and the age in seconds of the oldest."""
         query = (
             sa.select(messages.c.provider, sa.func.count(), sa.func.min(messages.c.created_at))
-            .where(messages.c.status == "queued")
+            .where(messages.c.status == MessageStatus.QUEUED)
             .group_by(messages.c.provider)
         )
         now = time.time()
@@ -75,7 +75,7 @@ class OutboxStore:
                 )
             )
             .where(
-                messages.c.status == "queued",
+                messages.c.status == MessageStatus.QUEUED,
                 messages.c.provider.in_(list(providers)),
                 messages.c.next_attempt_at <= now,
             )
@@ -115,7 +115,7 @@ class OutboxStore:
             return
         statement = (
             messages.update()
-            .where(messages.c.id == sa.bindparam("row_id"), messages.c.status == "queued")
+            .where(messages.c.id == sa.bindparam("row_id"), messages.c.status == MessageStatus.QUEUED)
             .values(
                 next_attempt_at=sa.bindparam("due_at"),
                 lease_until=None,
@@ -134,7 +134,7 @@ class OutboxStore:
                 messages.update()
                 .where(
                     messages.c.provider == provider,
-                    messages.c.status == "queued",
+                    messages.c.status == MessageStatus.QUEUED,
                     messages.c.lease_until.is_not(None),
                 )
                 .values(lease_until=None)
@@ -163,14 +163,14 @@ class OutboxStore:
                 values: dict[str, Any] = {
                     "row_id": message_id,
                     "pmid": pmid,
-                    "status": "sent",
+                    "status": MessageStatus.SENT,
                     "code": None,
                     "why": None,
                 }
                 for event in early.get((provider, pmid), ()):
                     if moves_forward(values["status"], event.status):
                         values["status"] = event.status
-                        if event.status == "failed":
+                        if event.status == MessageStatus.FAILED:
                             values.update(code=event.error_code, why=event.error_title)
                 updates.append(values)
             await conn.execute(
@@ -186,7 +186,7 @@ class OutboxStore:
                 ),
                 updates,
             )
-        return {values["row_id"]: values["code"] for values in updates if values["status"] == "failed"}
+        return {values["row_id"]: values["code"] for values in updates if values["status"] == MessageStatus.FAILED}
 
     async def reschedule(self, message_id: int, *, retry_at: float, error_code: str | None, reason: str) -> None:
         """Keep a message queued for another attempt at ``retry_at``."""
@@ -209,7 +209,7 @@ class OutboxStore:
                 messages.update()
                 .where(messages.c.id == message_id)
                 .values(
-                    status="failed",
+                    status=MessageStatus.FAILED,
                     lease_until=None,
                     error_code=error_code,
                     error_reason=reason,

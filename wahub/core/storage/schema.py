@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
+from wahub.core.models import InboxState
+
 metadata = sa.MetaData()
 
 # 64-bit ids on PostgreSQL; SQLite needs INTEGER for its rowid primary key.
@@ -166,7 +168,7 @@ inbox = sa.Table(
     sa.Column("kind", sa.String(16), nullable=False),
     sa.Column("contact_key", sa.String(256), nullable=False, comment="rows of one key run in order"),
     sa.Column("payload", sa.JSON, nullable=False),
-    sa.Column("state", sa.String(16), nullable=False, server_default="pending"),
+    sa.Column("state", sa.String(16), nullable=False, server_default=InboxState.PENDING.value),
     sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
     sa.Column("lease_until", sa.Float),
     sa.Column("error", sa.Text),

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from wahub.core.config.sections import MEDIA_SCHEMA
 from wahub.core.errors import LeaseLost
-from wahub.core.models import InboundMessage, OutgoingMessage
+from wahub.core.models import InboundMessage, InboxState, OutgoingMessage
 from wahub.core.storage.contacts import ContactStore
 from wahub.core.storage.engine import (
     Database,
@@ -122,7 +122,7 @@ class Storage:
         now = time.time()
         if self._sqlite_inbox is not None:
             return await self._sqlite_inbox.insert(rows, now)
-        values = [{**row, "received_at": now, "state": "pending", "attempts": 0} for row in rows]
+        values = [{**row, "received_at": now, "state": InboxState.PENDING, "attempts": 0} for row in rows]
         async with self.db.begin() as conn:
             # Claims take this lock exclusively: they never run past a lower id
             # that another replica has taken but not yet committed.
@@ -148,8 +148,8 @@ class Storage:
             # Rows whose worker died (lease over) are pending again.
             await conn.execute(
                 inbox.update()
-                .where(inbox.c.state == "processing", lease_over(inbox.c.lease_until, now, conn.dialect.name))
-                .values(state="pending", lease_until=None)
+                .where(inbox.c.state == InboxState.PROCESSING, lease_over(inbox.c.lease_until, now, conn.dialect.name))
+                .values(state=InboxState.PENDING, lease_until=None)
             )
             blocked = await busy_keys(conn, self.is_sqlite)
             chosen, self._claim_after = await choose_rows(conn, self.is_sqlite, blocked, limit, now, self._claim_after)
@@ -158,8 +158,8 @@ class Storage:
             claimed = (
                 await conn.execute(
                     inbox.update()
-                    .where(inbox.c.id.in_(chosen), inbox.c.state == "pending")
-                    .values(state="processing", lease_until=now + lease_seconds, attempts=inbox.c.attempts + 1)
+                    .where(inbox.c.id.in_(chosen), inbox.c.state == InboxState.PENDING)
+                    .values(state=InboxState.PROCESSING, lease_until=now + lease_seconds, attempts=inbox.c.attempts + 1)
                     .returning(*claimed_columns(self.is_sqlite))
                 )
             ).all()
@@ -175,8 +175,8 @@ class Storage:
         (its lease ran out): then the newer claim's outcome stands."""
         statement = (
             inbox.update()
-            .where(inbox.c.id == row.id, inbox.c.state == "processing", inbox.c.attempts == row.attempts)
-            .values(state="done", lease_until=None, processed_at=time.time())
+            .where(inbox.c.id == row.id, inbox.c.state == InboxState.PROCESSING, inbox.c.attempts == row.attempts)
+            .values(state=InboxState.DONE, lease_until=None, processed_at=time.time())
         )
         if conn is not None:
             if (await conn.execute(statement)).rowcount != 1:
@@ -223,13 +223,13 @@ class Storage:
         """Record a failed attempt: run again at ``retry_at``, or give up (``failed``) when None."""
         values: dict[str, Any] = {"error": safe_text(error)[:2000]}
         if retry_at is None:
-            values.update(state="failed", lease_until=None, processed_at=time.time())
+            values.update(state=InboxState.FAILED, lease_until=None, processed_at=time.time())
         else:
-            values.update(state="pending", lease_until=retry_at)
+            values.update(state=InboxState.PENDING, lease_until=retry_at)
         async with self.db.begin() as conn:
             if retry_at is not None:
                 await self._claim_lock(conn)
-            fenced = inbox.c.id == row.id, inbox.c.state == "processing", inbox.c.attempts == row.attempts
+            fenced = inbox.c.id == row.id, inbox.c.state == InboxState.PROCESSING, inbox.c.attempts == row.attempts
             await conn.execute(inbox.update().where(*fenced).values(**values))
 
     async def inbox_waits_for_sibling(self, row: InboxRow, identities: Mapping[str, str]) -> bool:
@@ -249,8 +249,8 @@ class Storage:
         """Give a claimed row back, to run at ``until``; the attempt does not count."""
         async with self.db.begin() as conn:
             await self._claim_lock(conn)
-            fenced = inbox.c.id == row.id, inbox.c.state == "processing", inbox.c.attempts == row.attempts
-            values = {"state": "pending", "lease_until": until, "attempts": inbox.c.attempts - 1}
+            fenced = inbox.c.id == row.id, inbox.c.state == InboxState.PROCESSING, inbox.c.attempts == row.attempts
+            values = {"state": InboxState.PENDING, "lease_until": until, "attempts": inbox.c.attempts - 1}
             if (await conn.execute(inbox.update().where(*fenced).values(**values))).rowcount != 1:
                 raise LeaseLost(row.id)
 
@@ -259,7 +259,9 @@ class Storage:
         async with self.db.begin() as conn:
             await self._claim_lock(conn)
             result = await conn.execute(
-                inbox.update().where(inbox.c.state == "processing").values(state="pending", lease_until=None)
+                inbox.update()
+                .where(inbox.c.state == InboxState.PROCESSING)
+                .values(state=InboxState.PENDING, lease_until=None)
             )
         return result.rowcount
 
@@ -278,13 +280,13 @@ class Storage:
 
     async def inbox_failed_count(self) -> int:
         async with self.db.connect() as conn:
-            query = sa.select(sa.func.count()).select_from(inbox).where(inbox.c.state == "failed")
+            query = sa.select(sa.func.count()).select_from(inbox).where(inbox.c.state == InboxState.FAILED)
             return int((await conn.execute(query)).scalar_one())
 
     async def inbox_depth(self) -> tuple[int, float]:
         """Unfinished rows and the age in seconds of the oldest."""
         query = sa.select(sa.func.count(), sa.func.min(inbox.c.received_at)).where(
-            inbox.c.state.in_(("pending", "processing"))
+            inbox.c.state.in_((InboxState.PENDING, InboxState.PROCESSING))
         )
         async with self.db.connect() as conn:
             count, oldest = (await conn.execute(query)).one()
@@ -294,7 +296,9 @@ class Storage:
         """Delete finished rows received before ``older_than`` (kept until then for dedupe)."""
         async with self.db.begin() as conn:
             result = await conn.execute(
-                inbox.delete().where(inbox.c.state.in_(("done", "failed")), inbox.c.received_at < older_than)
+                inbox.delete().where(
+                    inbox.c.state.in_((InboxState.DONE, InboxState.FAILED)), inbox.c.received_at < older_than
+                )
             )
         return result.rowcount
 

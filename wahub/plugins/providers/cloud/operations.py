@@ -13,7 +13,7 @@ from aiohttp import web
 
 from wahub import hookimpl
 from wahub.core.errors import ProviderError
-from wahub.core.http.api_io import abort, json_response
+from wahub.core.http.api_io import abort, error, json_response
 from wahub.core.hub import Hub
 from wahub.hookspecs import JobSpec
 from wahub.plugins.providers.cloud.api import CloudApiProvider
@@ -65,8 +65,7 @@ def register_routes(hub: Hub) -> list[web.AbstractRouteDef]:
         try:
             result = await (provider.sync_templates() if operation == "sync" else provider.apply_profile())
         except ProviderError as exc:
-            body = {"error": {"code": "provider_error", "message": str(exc), "provider_code": exc.code}}
-            return json_response(body, status=502)
+            return error(502, "provider_error", str(exc), provider_code=exc.code)
         return json_response(result)
 
     async def sync(request: web.Request) -> web.Response:
