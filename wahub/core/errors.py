@@ -174,3 +174,16 @@ class MediaTooLarge(MediaRefused):
 
 class LeaseLost(Exception):
     """An inbox row was claimed again (its lease ran out) while it was being processed."""
+
+
+class IntakeClosed(Exception):
+    """The daemon is shutting down and takes no more webhooks."""
+
+
+class BodyRefused(ValueError):
+    """A request body that is not acceptable JSON; the message names the problem."""
+
+
+class Unprocessable(Exception):
+    """The stored row is no event wahub can process (unreadable text, a payload
+    that does not make an event): it fails at the first attempt."""

@@ -15,6 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
+from wahub.core.errors import BodyRefused
 from wahub.core.inbound.webhook_json import text_problem
 
 #: Deepest nesting of arrays and objects a body may have; messages need about 8.
@@ -23,10 +24,6 @@ MAX_DEPTH = 32
 MAX_INT = 2**63 - 1
 #: Longest address or id a path may name (the database's address column).
 MAX_PATH_TEXT = 128
-
-
-class BodyRefused(ValueError):
-    """A request body that is not acceptable JSON; the message names the problem."""
 
 
 def json_response(data: Any, *, status: int = 200) -> web.Response:

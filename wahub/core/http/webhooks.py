@@ -11,10 +11,10 @@ from typing import Any
 
 from aiohttp import web
 
-from wahub.core.errors import WebhookError
+from wahub.core.errors import IntakeClosed, WebhookError
 from wahub.core.http.api_io import error
 from wahub.core.hub import HUB_KEY, Hub
-from wahub.core.inbound.intake import INTAKE_KEY, IntakeClosed, screen
+from wahub.core.inbound.intake import INTAKE_KEY, screen
 from wahub.core.inbound.webhook_json import text_problem
 from wahub.core.models import Event, event_to_json
 

@@ -11,14 +11,9 @@ from typing import Any
 import aiohttp
 import sqlalchemy as sa
 
+from wahub.core.errors import Unprocessable
 from wahub.core.privacy import mask_digits
 from wahub.core.storage.inbox import FailedRow
-
-
-class Unprocessable(Exception):
-    """The stored row is no event wahub can process (unreadable text, a payload
-    that does not make an event): it fails at the first attempt."""
-
 
 #: PostgreSQL errors caused by the values sent: every data exception (class 22), a datatype mismatch.
 _DATA_SQLSTATES = ("22", "42804")

@@ -17,6 +17,7 @@ from typing import Any
 import sqlalchemy as sa
 from aiohttp import web
 
+from wahub.core.errors import IntakeClosed
 from wahub.core.hub import HUB_KEY, Hub
 from wahub.core.inbound.webhook_json import storable_problem
 from wahub.core.models import Event, InboundMessage, event_to_json
@@ -37,10 +38,6 @@ BUSY_BATCH = 4.0
 BUSY_HOLD_SECONDS = 0.5
 #: How long a failed inbox commit keeps /readyz at 503 when no commit succeeds after it.
 FAILING_HOLD_SECONDS = 60.0
-
-
-class IntakeClosed(Exception):
-    """The daemon is shutting down and takes no more webhooks."""
 
 
 #: Longest contact key the inbox stores (its column's size).

@@ -22,10 +22,10 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from wahub.core.errors import LeaseLost, SendRefused
+from wahub.core.errors import LeaseLost, SendRefused, Unprocessable
 from wahub.core.hub import HUB_KEY, Hub
 from wahub.core.inbound.consent import handle_keyword, record_preference
-from wahub.core.inbound.failures import Unprocessable, is_permanent
+from wahub.core.inbound.failures import is_permanent
 from wahub.core.inbound.media import attach_inbound_media
 from wahub.core.models import (
     AccountEvent,
