@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -30,54 +29,18 @@ from typing import Any
 from wahub.core.errors import WebhookError
 from wahub.core.inbound.webhook_json import read_json
 from wahub.core.models import AccountEvent, Event, InboundMessage, PreferenceEvent, StatusEvent, UnsupportedEvent
-
-OBJECT = "whatsapp_business_account"
-
-#: Template and account webhook fields, read into ``AccountEvent``s.
-ACCOUNT_FIELDS = frozenset(
-    {
-        "message_template_status_update",
-        "template_category_update",
-        "message_template_quality_update",
-        "message_template_components_update",
-        "account_update",
-        "phone_number_quality_update",
-        "phone_number_name_update",
-        "business_capability_update",
-        "account_alerts",
-        "account_review_update",
-    }
+from wahub.plugins.providers.cloud.webhook_fields import (
+    ACCOUNT_FIELDS,
+    account_readable,
+    check_body,
+    headline,
+    required,
+    seconds,
+    seconds_or_zero,
+    text_id,
 )
 
-#: The value key holding an account field's headline when it has no ``event``.
-_HEADLINE_KEYS = {
-    "template_category_update": "new_category",
-    "message_template_quality_update": "new_quality_score",
-}
-
-#: Text an account change may carry where wahub reads it, with its longest length
-#: (the size of the template column it is stored in; None: any). Another type or a
-#: longer text makes the change unreadable: it is kept as an unsupported event.
-_ACCOUNT_TEXT: dict[str, int | None] = {
-    "event": None,
-    "current_limit": None,
-    "message_template_name": 512,
-    "message_template_language": 16,
-    "message_template_category": 32,
-    "new_category": 32,
-    "new_quality_score": 16,
-}
-#: Template fields whose headline is stored as the template's status, category or quality.
-_TEMPLATE_HEADLINE_LENGTH = {
-    "message_template_status_update": 32,
-    "template_category_update": 32,
-    "message_template_quality_update": 16,
-}
-
-#: Text a message type's object may carry where wahub reads it (media files are
-#: stored with their name, type and checksum), with its longest length.
-_MEDIA_TEXT = {"id": 256, "mime_type": 128, "sha256": 128, "filename": 256, "caption": None}
-_MEDIA_TYPES = frozenset({"image", "audio", "video", "document", "sticker"})
+OBJECT = "whatsapp_business_account"
 
 #: Message-level keys copied into ``InboundMessage.content`` next to the type's object.
 _CONTENT_EXTRAS = ("context", "referral", "errors", "identity")
@@ -116,7 +79,7 @@ class _Routes:
 
     def number(self, metadata: dict[str, Any] | None) -> str:
         """The provider of the business number a change names (``default`` if none)."""
-        number_id = _text((metadata or {}).get("phone_number_id"))
+        number_id = text_id((metadata or {}).get("phone_number_id"))
         return self.numbers.get(number_id, self.default) if number_id else self.default
 
     def waba(self, waba_id: str | None) -> list[str]:
@@ -137,7 +100,7 @@ class _Entry:
 def _entry_events(routes: _Routes, entry: Any) -> list[Event]:
     if not isinstance(entry, dict) or not isinstance(entry.get("changes"), list):
         return [_unparsed(routes.default, None, None, entry, 0.0)]
-    info = _Entry(_text(entry.get("id")), entry.get("time"), _seconds_or_zero(entry.get("time")))
+    info = _Entry(text_id(entry.get("id")), entry.get("time"), seconds_or_zero(entry.get("time")))
     return [event for change in entry["changes"] for event in _change_events(routes, info, change)]
 
 
@@ -155,7 +118,7 @@ def _change_events(routes: _Routes, entry: _Entry, change: Any) -> list[Event]:
         provider = routes.number(metadata)
         return _each(provider, field, entry, value, "user_preferences", lambda item: _preference(provider, item))
     if field in ACCOUNT_FIELDS:
-        if not _account_readable(field, value):
+        if not account_readable(field, value):
             return [_unparsed(routes.default, field, entry.id, change, entry.timestamp)]
         digest = _digest({"entry": entry.id, "time": entry.time, "value": value})
         return [
@@ -163,7 +126,7 @@ def _change_events(routes: _Routes, entry: _Entry, change: Any) -> list[Event]:
                 provider=provider,
                 external_id=f"{field}:{digest}",
                 field=field,
-                event=_headline(field, value),
+                event=headline(field, value),
                 data=value,
                 timestamp=entry.timestamp,
             )
@@ -235,15 +198,15 @@ def _each(
 def _message(
     provider: str, message: dict[str, Any], contact: dict[str, Any] | None, metadata: dict[str, Any] | None
 ) -> InboundMessage:
-    wamid, kind = _required(message, "id"), _required(message, "type")
-    timestamp = _seconds(message.get("timestamp"))
+    wamid, kind = required(message, "id"), required(message, "type")
+    timestamp = seconds(message.get("timestamp"))
     person = contact or {}
     profile = person["profile"] if isinstance(person.get("profile"), dict) else {}
     found = {
-        "bsuid": _text(message.get("from_user_id")) or _text(person.get("user_id")),
-        "wa_id": _text(message.get("from")) or _text(person.get("wa_id")),
-        "username": _text(profile.get("username")),
-        "parent_bsuid": _text(person.get("parent_user_id")),
+        "bsuid": text_id(message.get("from_user_id")) or text_id(person.get("user_id")),
+        "wa_id": text_id(message.get("from")) or text_id(person.get("wa_id")),
+        "username": text_id(profile.get("username")),
+        "parent_bsuid": text_id(person.get("parent_user_id")),
     }
     identities = {key: found_id for key, found_id in found.items() if found_id}
     sender = identities.get("bsuid") or identities.get("wa_id")
@@ -252,7 +215,7 @@ def _message(
     body = message.get(kind)
     if body is None:
         body = {}
-    _check_body(kind, body)
+    check_body(kind, body)
     if kind == "reaction" and isinstance(body, dict) and body.get("emoji") is None:
         body = {**body, "emoji": ""}  # a removed reaction
     content: dict[str, Any] = {kind: body}
@@ -265,8 +228,8 @@ def _message(
         type=kind,
         content=content,
         timestamp=timestamp,
-        sender_name=_text(profile.get("name")),
-        context_id=_text(context.get("id")) if isinstance(context, dict) else None,
+        sender_name=text_id(profile.get("name")),
+        context_id=text_id(context.get("id")) if isinstance(context, dict) else None,
         raw={"message": message, "contact": contact, "metadata": metadata},
         identities=identities,
     )
@@ -275,15 +238,15 @@ def _message(
 def _contact_for(message: dict[str, Any], contacts: list[dict[str, Any]], single: bool) -> dict[str, Any] | None:
     """The ``contacts[]`` item describing a message's sender: by BSUID, then by wa_id."""
     for message_key, contact_key in (("from_user_id", "user_id"), ("from", "wa_id")):
-        wanted = _text(message.get(message_key))
+        wanted = text_id(message.get(message_key))
         for contact in contacts if wanted else ():
-            if _text(contact.get(contact_key)) == wanted:
+            if text_id(contact.get(contact_key)) == wanted:
                 return contact
     return contacts[0] if single and len(contacts) == 1 else None
 
 
 def _status(provider: str, item: dict[str, Any]) -> StatusEvent:
-    message_id, status = _required(item, "id"), _required(item, "status")
+    message_id, status = required(item, "id"), required(item, "status")
     errors = item.get("errors")
     error = errors[0] if isinstance(errors, list) and errors and isinstance(errors[0], dict) else {}
     pricing = item["pricing"] if isinstance(item.get("pricing"), dict) else {}
@@ -292,23 +255,23 @@ def _status(provider: str, item: dict[str, Any]) -> StatusEvent:
         external_id=f"{message_id}:{status}",
         message_id=message_id,
         status=status,
-        timestamp=_seconds(item.get("timestamp")),
+        timestamp=seconds(item.get("timestamp")),
         # The wa_id first, as for messages (InboundMessage.contact_key): a user's
         # statuses and messages keep one order whether or not a BSUID is given.
-        recipient=_text(item.get("recipient_id")) or _text(item.get("recipient_user_id")),
+        recipient=text_id(item.get("recipient_id")) or text_id(item.get("recipient_user_id")),
         error_code=None if error.get("code") is None else str(error["code"]),
-        error_title=_text(error.get("title")) or _text(error.get("message")),
-        pricing_category=_text(pricing.get("category")),
+        error_title=text_id(error.get("title")) or text_id(error.get("message")),
+        pricing_category=text_id(pricing.get("category")),
         raw=item,
     )
 
 
 def _preference(provider: str, item: dict[str, Any]) -> PreferenceEvent:
-    user = _text(item.get("user_id")) or _text(item.get("wa_id"))
+    user = text_id(item.get("user_id")) or text_id(item.get("wa_id"))
     if not user:
         raise ValueError("the preference names no user")
-    category, value = _required(item, "category"), _required(item, "value")
-    timestamp = _seconds(item.get("timestamp"))
+    category, value = required(item, "category"), required(item, "value")
+    timestamp = seconds(item.get("timestamp"))
     return PreferenceEvent(
         provider=provider,
         external_id=f"pref:{user}:{category}:{value}:{timestamp}",
@@ -316,45 +279,9 @@ def _preference(provider: str, item: dict[str, Any]) -> PreferenceEvent:
         category=category,
         value=value,
         timestamp=timestamp,
-        detail=_text(item.get("detail")),
+        detail=text_id(item.get("detail")),
         raw=item,
     )
-
-
-def _account_readable(field: str, value: dict[str, Any]) -> bool:
-    """Whether an account change holds the types (and lengths) wahub reads it with."""
-    for key, longest in _ACCOUNT_TEXT.items():
-        found = value.get(key)
-        if found is not None and (not isinstance(found, str) or (longest is not None and len(found) > longest)):
-            return False
-    template_id = value.get("message_template_id")
-    if template_id is not None and _text(template_id) is None:
-        return False
-    longest = _TEMPLATE_HEADLINE_LENGTH.get(field)
-    return longest is None or len(_headline(field, value)) <= longest
-
-
-def _check_body(kind: str, body: Any) -> None:
-    """Raise ValueError when a message type's object holds the wrong types where wahub reads it."""
-    if kind in _MEDIA_TYPES and isinstance(body, dict):
-        for key, longest in _MEDIA_TEXT.items():
-            found = body.get(key)
-            if found is not None and (not isinstance(found, str) or (longest is not None and len(found) > longest)):
-                raise ValueError(f"{kind}.{key} is not text")
-    if kind == "interactive" and isinstance(body, dict):
-        chosen = body.get("type")
-        if chosen is not None and not isinstance(chosen, str):
-            raise ValueError("interactive.type is not text")
-
-
-def _headline(field: str, value: dict[str, Any]) -> str:
-    """An account field's headline: its ``event``, else what changed."""
-    if value.get("event") is not None:
-        return str(value["event"])
-    if field == "message_template_components_update":
-        return "COMPONENTS_UPDATED"
-    key = _HEADLINE_KEYS.get(field)
-    return str(value[key]) if key and value.get(key) is not None else ""
 
 
 def _unparsed(provider: str, field: str | None, entry_id: str | None, item: Any, timestamp: float) -> UnsupportedEvent:
@@ -370,39 +297,3 @@ def _unparsed(provider: str, field: str | None, entry_id: str | None, item: Any,
 def _digest(data: Any) -> str:
     # repr stands for read_json's markers; ASCII escapes keep any text encodable.
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=repr).encode()).hexdigest()
-
-
-def _text(value: Any) -> str | None:
-    """A non-empty id or label as a string (ids sometimes arrive as numbers), else None."""
-    if isinstance(value, str):
-        return value or None
-    if isinstance(value, int) and not isinstance(value, bool):
-        return str(value)
-    return None
-
-
-def _required(item: dict[str, Any], key: str) -> str:
-    found = _text(item.get(key))
-    if found is None:
-        raise ValueError(f"{key!r} is missing or empty")
-    return found
-
-
-def _seconds(value: Any) -> float:
-    """A Unix time in seconds (the Cloud API sends strings, sometimes numbers)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise ValueError(f"timestamp {value!r} is not a number")
-    try:
-        seconds = float(value)
-    except OverflowError as exc:
-        raise ValueError(f"timestamp {value!r} is out of range") from exc
-    if not math.isfinite(seconds) or seconds < 0:
-        raise ValueError(f"timestamp {value!r} is out of range")
-    return seconds
-
-
-def _seconds_or_zero(value: Any) -> float:
-    try:
-        return _seconds(value)
-    except ValueError:
-        return 0.0

@@ -49,7 +49,6 @@ from aiohttp import WSMsgType, web
 from wahub import hookimpl
 from wahub.core.canonical.fit import Capabilities
 from wahub.core.errors import ErrorMeaning, ProviderError, WebhookError
-from wahub.core.http.api_io import storable
 from wahub.core.hub import Hub
 from wahub.core.models import Event, OutgoingMessage, SendResult, StatusEvent
 from wahub.core.provider import (
@@ -60,6 +59,7 @@ from wahub.core.provider import (
 )
 from wahub.core.storage.policy import Template
 from wahub.plugins.providers.cloud.errors import classify_cloud_error
+from wahub.plugins.providers.sandbox.frames import frame_message, receipt_events, text_problem, valid_ref
 from wahub.plugins.providers.sandbox.hosts import check_host
 from wahub.plugins.providers.sandbox.webhook import parse_events as parse_events
 
@@ -68,8 +68,6 @@ _LOGGER = logging.getLogger(__name__)
 SIGNATURE_HEADER = "X-Wahub-Signature-256"
 WEB_DIR = Path(__file__).resolve().parents[3] / "web" / "sandbox"
 _USER_RE = re.compile(r"^\d{6,15}$")
-#: The longest text message a WhatsApp user can send.
-MAX_TEXT = 4096
 #: The files the chat page loads from ``/sandbox/static/``.
 STATIC_FILES = frozenset({"sandbox.css", "sandbox.js"})
 
@@ -77,30 +75,6 @@ STATIC_FILES = frozenset({"sandbox.css", "sandbox.js"})
 def signature_valid(secret: str, headers: Mapping[str, str], body: bytes) -> bool:
     """Whether ``headers`` carry ``body``'s signature, compared in constant time."""
     return signature_matches(secret, headers.get(SIGNATURE_HEADER, ""), body)
-
-
-def frame_message(row: Mapping[str, Any]) -> dict[str, Any]:
-    """A stored message (or an outgoing body) as the chat page shows it."""
-    body = row["body"]
-    kind = body.get("type", "text")
-    content = body.get(kind, {})
-    text, buttons = "", []
-    if kind == "text":
-        text = content.get("body", "")
-    elif kind == "interactive":
-        text = content.get("body", {}).get("text", "") or content.get(content.get("type", ""), {}).get("title", "")
-        buttons = [b["reply"] for b in content.get("action", {}).get("buttons", []) if "reply" in b]
-    elif isinstance(content, dict):
-        text = content.get("caption") or content.get("body") or f"[{kind}]"
-    return {
-        "id": row.get("provider_message_id") or f"wahub.{row.get('id')}",
-        "direction": row["direction"],
-        "type": kind,
-        "text": text,
-        "buttons": buttons,
-        "status": row["status"],
-        "timestamp": row["created_at"],
-    }
 
 
 class SandboxProvider(Provider):
@@ -230,36 +204,6 @@ class SandboxProvider(Provider):
         return None
 
 
-def text_problem(text: Any) -> str | None:
-    """Why ``text`` cannot be a user's message (WhatsApp's own limits), or None."""
-    if not isinstance(text, str) or not text.strip():
-        return "a text frame needs 'text': the message, as a string"
-    if len(text) > MAX_TEXT:
-        return f"a message is at most {MAX_TEXT} characters"
-    if not storable(text):
-        return "the text holds a NUL character or an unpaired surrogate"
-    return None
-
-
-def _receipt_events(user: str, frame: Mapping[str, Any]) -> list[dict[str, Any]]:
-    status = {"received": "delivered", "seen": "read"}[str(frame["type"])]
-    ids = frame.get("ids")
-    if not isinstance(ids, list):
-        return []
-    return [
-        {
-            "type": "status",
-            "id": f"{message_id}:{status}",
-            "message_id": str(message_id),
-            "recipient": user,
-            "status": status,
-            "timestamp": time.time(),
-        }
-        for message_id in ids[:100]
-        if str(message_id).startswith("sbx.out.")
-    ]
-
-
 def _sandbox_for(hub: Hub, request: web.Request) -> SandboxProvider:
     name = request.query.get("provider")
     for provider in hub.providers.values():
@@ -337,12 +281,12 @@ async def _on_frame(
     ref = frame.get("ref")
     # The reference a client gave its message comes back with the answer about it.
     answer: dict[str, Any] = {} if ref is None else {"ref": ref}
-    if ref is not None and not _valid_ref(ref):
+    if ref is not None and not valid_ref(ref):
         await _send(ws, {"type": "error", "message": "'ref' must be a string of 1 to 64 characters"})
         return
     try:
         if frame.get("type") in ("received", "seen"):
-            events = _receipt_events(user, frame)
+            events = receipt_events(user, frame)
             if events:
                 await provider.post_webhook(base_url, events)
             return
@@ -366,10 +310,6 @@ async def _on_frame(
     except (WebhookError, OSError) as exc:
         _LOGGER.warning("sandbox could not deliver to its webhook: %s", exc)
         await _send(ws, {"type": "error", "message": f"not delivered: {exc}", **answer})
-
-
-def _valid_ref(ref: Any) -> bool:
-    return isinstance(ref, str) and 1 <= len(ref) <= 64
 
 
 @hookimpl
