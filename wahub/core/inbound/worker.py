@@ -14,7 +14,6 @@ soon as the database answers, and one whose process died within seconds.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import functools
 import logging
 import time
@@ -22,26 +21,13 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from wahub.core.errors import LeaseLost, SendRefused, Unprocessable
+from wahub.core.errors import LeaseLost, Unprocessable
 from wahub.core.hub import HUB_KEY, Hub
-from wahub.core.inbound.consent import handle_keyword, record_preference
 from wahub.core.inbound.failures import is_permanent
-from wahub.core.inbound.media import attach_inbound_media
-from wahub.core.models import (
-    AccountEvent,
-    InboundMessage,
-    MessageStatus,
-    OutgoingMessage,
-    PreferenceEvent,
-    StatusEvent,
-    event_from_json,
-)
-from wahub.core.plugins import call_hook, report_exception
-from wahub.core.policy.lessons import learn_from_refusal
-from wahub.core.privacy import mask_address
+from wahub.core.inbound.steps import Deferred, run_steps
+from wahub.core.plugins import report_exception
 from wahub.core.storage.inbox import InboxRow
 from wahub.core.storage.leases import database_unreachable
-from wahub.core.storage.messages import Refusal
 from wahub.core.work.backoff import backoff
 from wahub.core.work.leases import LEASE_SECONDS, Claim, LeaseKeeper
 from wahub.core.work.lifecycle import SHUTDOWN_GRACE, within_grace
@@ -56,8 +42,6 @@ MAX_ATTEMPTS = 10
 #: Attempts at a row failing because of its own data (a type or value error):
 #: another try would fail the same way, so it gives up soon, to be replayed once fixed.
 PERMANENT_ATTEMPTS = 3
-#: Tries at fetching an inbound message's file before the message is kept without it.
-MEDIA_TRIES = 3
 #: Seconds between checks for rows whose retry time or lease has come.
 POLL_SECONDS = 1.0
 #: While webhooks wait for their commit, processing takes at most this share
@@ -68,10 +52,6 @@ BUSY_SHARE = 0.1
 #: Backoff of a failing row: 2 s, 4 s, ... capped at 5 minutes.
 RETRY_BASE_SECONDS = 1.0
 RETRY_CAP_SECONDS = 300.0
-
-
-class Deferred(Exception):
-    """The row waits for an older row of the same user under another contact key."""
 
 
 class InboxProcessor:
@@ -186,7 +166,7 @@ class InboxProcessor:
         hub = self.hub
         try:
             async with asyncio.timeout(PROCESS_SECONDS):
-                await self._run_steps(row)
+                await run_steps(self.hub, row)
             hub.metrics.inbox_processed.labels(row.kind, "done").inc()
         except Deferred:
             _LOGGER.debug("inbox row %d waits for an older event of its sender under another id", row.id)
@@ -213,39 +193,6 @@ class InboxProcessor:
             return False
         return True
 
-    async def _run_steps(self, row: InboxRow) -> None:
-        if row.damage is not None:
-            raise Unprocessable(f"the stored row cannot be read: {row.damage}")
-        try:
-            event = event_from_json(row.payload)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise Unprocessable(f"the payload is no {row.kind!r} event: {type(exc).__name__}: {exc}") from exc
-        if isinstance(event, InboundMessage):
-            await self._wait_for_siblings(row, event)
-            await self._handle_message(row, event)
-        elif isinstance(event, StatusEvent):
-            await self._handle_status(row, event)
-        elif isinstance(event, PreferenceEvent):
-            await record_preference(self.hub, event)
-            await self.hub.storage.finish_inbox(row)
-        elif isinstance(event, AccountEvent):
-            provider = self.hub.providers.get(event.provider)
-            if provider is not None:
-                await provider.account_event(event)
-            await call_hook(self.hub, "account_update", hub=self.hub, event=event)
-            await self.hub.storage.finish_inbox(row)
-        else:
-            _LOGGER.info("kept an unsupported %s event (inbox row %d)", row.provider, row.id)
-            await self.hub.storage.finish_inbox(row)
-
-    async def _wait_for_siblings(self, row: InboxRow, message: InboundMessage) -> None:
-        """Keep a user's events in order across its ids: a user who hid their
-        phone number sends with its BSUID alone (another contact key) and
-        waits for its older events under the wa_id, and the other way round."""
-        if await self.hub.storage.inbox_waits_for_sibling(row, message.identities):
-            await self.hub.storage.defer_inbox(row, time.time() + POLL_SECONDS)
-            raise Deferred
-
     async def _failed(self, row: InboxRow, exc: Exception) -> None:
         permanent = is_permanent(exc)
         attempts = 1 if isinstance(exc, Unprocessable) else PERMANENT_ATTEMPTS if permanent else MAX_ATTEMPTS
@@ -264,76 +211,6 @@ class InboxProcessor:
         )
         await self.hub.storage.retry_inbox(row, f"{type(exc).__name__}: {exc}", retry_at=retry_at)
         report_exception(self.hub, exc, {"inbox_id": row.id, "kind": row.kind})
-
-    async def _handle_message(self, row: InboxRow, message: InboundMessage) -> None:
-        hub = self.hub
-        message = await attach_inbound_media(hub, message, last_try=row.attempts >= MEDIA_TRIES)
-        record = await hub.storage.messages.record_inbound(message)
-        # An opt-out/opt-in keyword is answered with its confirmation, not routed.
-        replies = await handle_keyword(hub, message)
-        await call_hook(hub, "inbound_message", hub=hub, message=message)
-        if replies is None:
-            route = hub.pm.hook.route_message(hub=hub, message=message)
-            replies = await route.respond(hub, message) if route is not None else []
-        checked = await self._allowed(message, replies)
-        created = await hub.storage.finish_with_replies(
-            row,
-            message,
-            checked,
-            contact_id=record.contact_id,
-            conversation_id=record.conversation_id,
-            now=hub.clock.time(),
-        )
-        if created:
-            hub.outbox_ready.set()
-
-    async def _allowed(
-        self, message: InboundMessage, replies: list[OutgoingMessage]
-    ) -> list[OutgoingMessage | Refusal]:
-        """The replies as the policy adapts them; a refused reply becomes a
-        ``Refusal``, kept in the history as a failed message with its reason."""
-        provider = self.hub.providers.get(message.provider)
-        if provider is None:
-            return list(replies)
-        checked: list[OutgoingMessage | Refusal] = []
-        for reply in replies:
-            try:
-                checked.append((await self.hub.policy.check(provider, reply, origin="reply")).message)
-            except SendRefused as exc:
-                # The reason's text names the contact's number: it goes into the stored row, not the log.
-                _LOGGER.warning(
-                    "reply to %s from %s refused (%s): kept as a failed message",
-                    message.external_id,
-                    mask_address(message.sender),
-                    exc.reason,
-                )
-                self.hub.metrics.send_refusals.labels(provider.name, exc.reason).inc()
-                checked.append(Refusal(reply, exc.reason, str(exc)))
-        return checked
-
-    async def _handle_status(self, row: InboxRow, status: StatusEvent) -> None:
-        hub = self.hub
-        provider = hub.providers.get(status.provider)
-        if status.status == MessageStatus.FAILED and status.error_code and provider is not None:
-            meaning = provider.classify_error(status.error_code)
-            if not status.error_title:
-                status = dataclasses.replace(status, error_title=meaning.reason)
-            if meaning.lesson is not None:
-                # Learnt before the failure shows, so whoever sees it failed sees the lesson too.
-                sent = await hub.storage.messages.sent_message(status.provider, status.message_id)
-                if sent is not None:
-                    await learn_from_refusal(
-                        hub.storage,
-                        status.provider,
-                        sent,
-                        meaning.lesson,
-                        code=status.error_code,
-                        evidence=status.message_id,
-                    )
-        await hub.storage.messages.apply_status(status)
-        hub.metrics.statuses.labels(status.provider, status.status).inc()
-        await call_hook(hub, "status_update", hub=hub, status=status)
-        await hub.storage.finish_inbox(row)
 
 
 async def pipeline_ctx(app: web.Application) -> AsyncIterator[None]:
