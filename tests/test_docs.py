@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -30,3 +31,33 @@ def test_hook_kind_in_docs_matches_spec(hook: str) -> None:
 @pytest.mark.parametrize("hook", HOOKS)
 def test_hookspec_has_docstring(hook: str) -> None:
     assert (getattr(hookspecs, hook).__doc__ or "").strip()
+
+
+ARCHITECTURE = Path(__file__).parents[1] / "docs" / "architecture.md"
+PACKAGE = Path(__file__).parents[1] / "wahub"
+
+
+def _named_files() -> list[str]:
+    text = ARCHITECTURE.read_text()
+    return sorted(set(re.findall(r"`([\w/]+\.py)`", text)))
+
+
+def test_architecture_names_files() -> None:
+    assert "inbound/intake.py" in _named_files() and "outbound/dispatcher.py" in _named_files()
+
+
+@pytest.mark.parametrize("name", _named_files())
+def test_architecture_names_only_files_that_exist(name: str) -> None:
+    found = [path for path in PACKAGE.rglob("*.py") if path.as_posix().endswith("/" + name)]
+    assert found, f"docs/architecture.md names {name}, which is not in the package"
+
+
+def test_architecture_layers_match_the_lint_contract() -> None:
+    """The layers the page shows are the ones `make lint` checks."""
+    config = (Path(__file__).parents[1] / "setup.cfg").read_text()
+    layers = config.split("[importlinter:contract:layers]")[1].split("layers =")[1].split("\n[")[0]
+    shown = ARCHITECTURE.read_text().split("## Who may import whom")[1].split("\n## ")[0]
+    names = set(re.findall(r"[\w.]+", shown))
+    for module in re.findall(r"wahub[\w.]*", layers):
+        forms = {module, module.removeprefix("wahub."), module.removeprefix("wahub.core.")}
+        assert forms & names, f"docs/architecture.md does not show the layer {module}"
