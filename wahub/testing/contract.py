@@ -38,7 +38,7 @@ from wahub.testing.contract_format import (
     RequestCheck,
     load_cases,
 )
-from wahub.testing.contract_run import error_meaning, run_case
+from wahub.testing.contract_run import run_case
 
 if TYPE_CHECKING:
     from wahub.core.provider import Provider
@@ -53,7 +53,6 @@ __all__ = [
     "Recorded",
     "RequestCheck",
     "contract_tests",
-    "error_meaning",
     "load_cases",
 ]
 

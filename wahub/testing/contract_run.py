@@ -26,7 +26,7 @@ import pluggy
 import voluptuous as vol
 from aiohttp import web
 
-from wahub.core.errors import ErrorMeaning, ProviderError, WebhookError
+from wahub.core.errors import ProviderError, WebhookError
 from wahub.core.hub import Hub
 from wahub.core.metrics import Metrics
 from wahub.core.models import Event, OutgoingMessage, event_to_json
@@ -35,12 +35,6 @@ from wahub.core.provider import Provider
 from wahub.core.storage.store import Storage
 from wahub.testing import serve_on_loopback
 from wahub.testing.contract_format import ContractCase, ContractSuite, Recorded, mismatch
-
-
-def error_meaning(error: ProviderError) -> ErrorMeaning:
-    """What a send's ``ProviderError`` means to the engine: the one place the
-    suite reads how a provider classifies its errors."""
-    return error.meaning
 
 
 class CaseFailed(AssertionError):
@@ -296,7 +290,7 @@ def _check_error(case: ContractCase, outcome: Any) -> str | None:
     meaning = case.data["meaning"]
     if not isinstance(outcome, ProviderError):
         return f"send returned {outcome!r}; expected a ProviderError meaning {meaning['kind']}"
-    given = error_meaning(outcome)
+    given = outcome.meaning  # what the engine acts on
     expected: dict[str, Any] = {"kind": meaning["kind"], "lesson": meaning["lesson"]}
     actual: dict[str, Any] = {"kind": str(given.kind), "lesson": None if given.lesson is None else str(given.lesson)}
     if "code" in meaning:

@@ -1,6 +1,6 @@
 """The daemon's database (``Storage``) and the inbox queries. All SQL lives in
-``core/storage*``: the engine, its connections and migrations in
-``storage_engine``, each table family in its own ``storage_<family>`` module.
+this package: the engine, its connections and migrations in ``engine``, each
+table family in a module of its own (``messages``, ``outbox``, ``contacts``...).
 """
 
 from __future__ import annotations
