@@ -10,6 +10,10 @@ from typing import Any
 
 from yarl import URL
 
+#: The API token the tests' daemons accept, and the header that carries it.
+TOKEN = "api-token-0123456789abcdef"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
 
 def install_plugin(site: Path, name: str, source: str) -> Path:
     """Install module ``name`` with a ``wahub`` entry point into ``site``, as pip would."""

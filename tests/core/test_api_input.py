@@ -14,6 +14,7 @@ import aiohttp
 import pytest
 from yarl import URL
 
+from tests.helpers import AUTH, TOKEN
 from wahub.testing import (
     RunningDaemon,
     build_config,
@@ -23,8 +24,6 @@ from wahub.testing import (
     wait_until,
 )
 
-TOKEN = "api-token-0123456789abcdef"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
 USER = "15551234567"
 CONSENT = f"/api/v1/contacts/sandbox/{USER}/consent"
 

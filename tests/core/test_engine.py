@@ -12,6 +12,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from tests.helpers import AUTH, TOKEN
 from wahub.core.clock import Clock
 from wahub.core.storage.policy import Template
 from wahub.testing import (
@@ -25,8 +26,6 @@ from wahub.testing import (
 from wahub.testing import fake_provider as fake_plugin
 from wahub.testing.fake_provider import DEFAULT_SECRET, FakeProviderServer
 
-TOKEN = "api-token-0123456789abcdef"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
 USER = "15557654321"
 
 

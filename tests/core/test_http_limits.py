@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 from yarl import URL
 
+from tests.helpers import TOKEN
 from wahub.testing import RunningDaemon, build_config, running_daemon, wait_until
 
-TOKEN = "api-token-0123456789abcdef"
 HEALTHZ = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
 
 

@@ -19,6 +19,7 @@ import pytest
 import sqlalchemy as sa
 import yaml
 
+from tests.helpers import AUTH, TOKEN
 from wahub.core.inbound.failures import is_permanent
 from wahub.core.privacy import mask_digits
 from wahub.core.storage.store import Storage
@@ -34,8 +35,6 @@ from wahub.testing import (
 )
 from wahub.testing.fake_graph import FakeGraphServer
 
-TOKEN = "api-token-0123456789abcdef"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
 ROUTER = {"rules": [{"match": {"keyword": ["hi"]}, "reply": "Hello!"}]}
 
 

@@ -11,6 +11,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from tests.helpers import AUTH, TOKEN
 from wahub.testing import (
     build_config,
     plugin_manager,
@@ -21,8 +22,6 @@ from wahub.testing import (
 )
 from wahub.testing.fake_graph import FakeGraphServer
 
-TOKEN = "api-token-0123456789abcdef"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
 USER = "15551234567"
 
 

@@ -18,6 +18,7 @@ import sqlalchemy as sa
 
 from tests.e2e.daemon import Daemon, free_port, start_daemon
 from tests.e2e.private_postgres import PrivateCluster
+from tests.helpers import AUTH, TOKEN
 from wahub.core.models import OutgoingMessage
 from wahub.core.storage.leadership import Leadership
 from wahub.core.storage.leases import database_unreachable
@@ -25,8 +26,6 @@ from wahub.core.storage.store import Storage
 from wahub.testing import signed_sandbox_webhook, wait_until
 from wahub.testing.fake_provider import DEFAULT_SECRET, FakeProviderServer
 
-TOKEN = "api-token-0123456789abcdef"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
 USERS = [f"1555200{n:04d}" for n in range(40)]
 PINGS = 150
 NOTICES = 150

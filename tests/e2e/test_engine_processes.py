@@ -15,11 +15,10 @@ import asyncpg
 import pytest
 
 from tests.e2e.daemon import Daemon, free_port, start_daemon
+from tests.helpers import AUTH, TOKEN
 from wahub.testing import signed_sandbox_webhook, wait_until
 from wahub.testing.fake_provider import DEFAULT_SECRET, FakeProviderServer
 
-TOKEN = "api-token-0123456789abcdef"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
 PLUGIN = ("wahub.testing.fake_provider",)
 USERS = [f"1555100{n:04d}" for n in range(50)]
 

@@ -39,13 +39,12 @@ import pytest
 import yaml
 
 from tests.e2e.daemon import Daemon, free_port, start_daemon
+from tests.helpers import AUTH, TOKEN
 from wahub.testing import wait_until
 from wahub.testing.fake_graph import FakeGraphServer, MediaItem
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/<pid>/status (Linux)")
 
-TOKEN = "api-token-0123456789abcdef"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
 USER = "16505551234"
 MB = 1024 * 1024
 #: The largest document the Cloud API takes, and wahub's default limit for one.

@@ -24,12 +24,11 @@ import aiohttp
 import pytest
 import yaml
 
+from tests.helpers import AUTH, TOKEN
 from wahub.core.clock import Clock
 from wahub.testing import RunningDaemon, build_config, plugin_manager, running_daemon, wait_until
 from wahub.testing.fake_graph import FakeGraphServer
 
-TOKEN = "api-token-0123456789abcdef"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
 USER = "16505551234"
 BSUID = "US.13491208655302741918"
 PLATFORMS = ["meta_cloud", "dialog360"]
