@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import time
 from collections.abc import AsyncIterator, Callable
 
 import pytest
@@ -20,47 +19,50 @@ from wahub.core.work.backoff import backoff
 from wahub.core.work.leases import LEASE_SECONDS, LeaseKeeper
 from wahub.core.work.lifecycle import SHUTDOWN_GRACE, within_grace
 from wahub.core.work.loop import ClaimLoop
+from wahub.testing import wait_until
 
 # -- within_grace --------------------------------------------------------------
 
 
+def ended() -> asyncio.Task[bool]:
+    """A task that is done as soon as the loop runs it."""
+    done = asyncio.Event()
+    done.set()
+    return asyncio.create_task(done.wait())
+
+
+def never() -> asyncio.Task[bool]:
+    """A task that ends only when cancelled."""
+    return asyncio.create_task(asyncio.Event().wait())
+
+
 async def test_work_ending_within_its_grace_is_left_alone(caplog: pytest.LogCaptureFixture) -> None:
-    ended = asyncio.Event()
-
-    async def quick() -> None:
-        await asyncio.sleep(0.01)
-        ended.set()
-
-    task = asyncio.create_task(quick())
+    task = ended()
     assert await within_grace("background", [task], on_timeout_message="late")
-    assert ended.is_set() and not task.cancelled()
-    assert await within_grace("providers", asyncio.sleep(0.01), on_timeout_message="late")
+    assert task.done() and not task.cancelled()
+    assert await within_grace("providers", ended(), on_timeout_message="late")
     assert await within_grace("background", [], on_timeout_message="late")  # nothing to wait for
     assert "late" not in caplog.text
 
 
 async def test_tasks_outliving_their_stage_are_cancelled_and_logged(caplog: pytest.LogCaptureFixture) -> None:
-    quick = asyncio.create_task(asyncio.sleep(0.01))
-    slow = asyncio.create_task(asyncio.sleep(60))
-    started = time.monotonic()
+    quick, slow = ended(), never()
     with caplog.at_level(logging.WARNING):
         in_time = await within_grace("plugins", [quick, slow], on_timeout_message="still running after %(grace).1f s")
-    took = time.monotonic() - started
     assert not in_time
-    assert SHUTDOWN_GRACE["plugins"] <= took < SHUTDOWN_GRACE["plugins"] + 0.5
     assert quick.done() and not quick.cancelled()
     assert slow.cancelled()
+    # The stage's own grace was waited for.
     assert f"still running after {SHUTDOWN_GRACE['plugins']:.1f} s" in caplog.text
 
 
 async def test_an_awaitable_outliving_its_grace_is_cut_off_with_the_tasks_named(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    never = asyncio.Event()
-    worker = asyncio.create_task(asyncio.sleep(60))
+    worker = never()
     with caplog.at_level(logging.WARNING):
         in_time = await within_grace(
-            "sends", never.wait(), grace=0.05, on_timeout_message="sends cut off", cancel=[worker]
+            "sends", asyncio.Event().wait(), grace=0.05, on_timeout_message="sends cut off", cancel=[worker]
         )
     assert not in_time
     assert worker.cancelled()
@@ -68,15 +70,12 @@ async def test_an_awaitable_outliving_its_grace_is_cut_off_with_the_tasks_named(
     assert record.levelno == logging.WARNING
 
 
-async def test_no_grace_left_cuts_off_at_once() -> None:
-    slow = asyncio.create_task(asyncio.sleep(60))
-    started = time.monotonic()
-    assert not await within_grace("inbox", [slow], grace=-1.0, on_timeout_message="late")
-    assert time.monotonic() - started < 0.5
+async def test_no_grace_left_cuts_off_at_once(caplog: pytest.LogCaptureFixture) -> None:
+    slow = never()
+    with caplog.at_level(logging.WARNING):
+        assert not await within_grace("inbox", [slow], grace=-1.0, on_timeout_message="cut after %(grace).1f s")
     assert slow.cancelled()
-
-
-# -- backoff ---------------------------------------------------------------------
+    assert "cut after 0.0 s" in caplog.text  # a grace already spent waits for nothing
 
 
 def test_backoff_doubles_up_to_its_cap() -> None:
@@ -122,6 +121,7 @@ class Inbox:
         self.reported: list[Exception] = []
         #: The error each claim meets instead of the database, if any.
         self.outage: Exception | None = None
+        self._claimed = asyncio.Event()
         self.leases = LeaseKeeper(
             "inbox", storage.leases.renew_inbox, storage.leases.hand_back_inbox, lambda claim: None
         )
@@ -140,15 +140,26 @@ class Inbox:
 
     async def claim(self, count: int) -> list[InboxRow]:
         self.claims += 1
-        if self.outage is not None:
-            raise self.outage
-        return await self.storage.claim_inbox(count, LEASE_SECONDS)
+        try:
+            if self.outage is not None:
+                raise self.outage
+            return await self.storage.claim_inbox(count, LEASE_SECONDS)
+        finally:
+            self._claimed.set()
 
-    async def until(self, condition: str, check: Callable[[], bool], seconds: float = 5.0) -> None:
-        deadline = time.monotonic() + seconds
-        while not check():
-            assert time.monotonic() < deadline, f"timed out waiting: {condition}"
-            await asyncio.sleep(0.01)
+    async def parked(self) -> None:
+        """Wait for the claim under way to end. The loop has nothing to await
+        between a claim that got fewer rows than it asked for and its wait for
+        the event, so it is waiting by the time this returns."""
+        await asyncio.wait_for(self._claimed.wait(), 5.0)
+        self._claimed.clear()
+
+
+async def until(check: Callable[[], bool]) -> None:
+    async def met() -> bool:
+        return check()
+
+    await wait_until(met, within=5.0, every=0.01)
 
 
 @pytest.fixture
@@ -161,12 +172,11 @@ async def storage(sqlite_url: str) -> AsyncIterator[Storage]:
 async def test_the_loop_wakes_on_its_event_not_its_poll(storage: Storage) -> None:
     inbox = Inbox(storage, poll=30.0)
     task = inbox.loop.start_task("test-claims")
-    await inbox.until("first claim", lambda: inbox.claims == 1)
+    await inbox.parked()  # the first claim found nothing
     await storage.insert_inbox([inbox_row("a", "A"), inbox_row("b", "B")])
-    await asyncio.sleep(0.05)
-    assert inbox.started == []  # without the event, the next claim waits for the poll
+    assert (inbox.claims, inbox.started) == (1, [])  # without the event, the next claim waits for the poll
     inbox.wake.set()
-    await inbox.until("rows started", lambda: len(inbox.started) == 2, seconds=2.0)
+    await until(lambda: len(inbox.started) == 2)
     assert {row.attempts for row in inbox.started} == {1}
     assert all(inbox.leases.holds((row.id, row.attempts)) for row in inbox.started)
     assert not inbox.loop.failing
@@ -177,19 +187,23 @@ async def test_the_loop_wakes_on_its_event_not_its_poll(storage: Storage) -> Non
 async def test_the_loop_backs_off_while_the_database_is_unreachable(
     storage: Storage, caplog: pytest.LogCaptureFixture
 ) -> None:
-    inbox = Inbox(storage, poll=0.1)
+    inbox = Inbox(storage, poll=30.0)
     await storage.insert_inbox([inbox_row("a", "A")])
     inbox.outage = ConnectionRefusedError(111, "Connect call failed")
     with caplog.at_level(logging.INFO, logger="tests.claims"):
         task = inbox.loop.start_task("test-claims")
-        await asyncio.sleep(0.55)
-        assert 3 <= inbox.claims <= 7  # one try per poll interval
+        await inbox.parked()
         assert inbox.loop.database_away and inbox.loop.failing
+        assert inbox.claims == 1  # no retry before the poll interval (or an event)
+        inbox.wake.set()
+        await inbox.parked()
+        assert inbox.claims == 2 and inbox.loop.database_away
         assert len(inbox.reported) == 1  # reported once for the whole outage
         unreachable = [r for r in caplog.records if "the database is unreachable" in r.getMessage()]
         assert len(unreachable) == 1  # logged once too
         inbox.outage = None
-        await inbox.until("the row after the outage", lambda: len(inbox.started) == 1)
+        inbox.wake.set()
+        await until(lambda: len(inbox.started) == 1)
     assert not inbox.loop.database_away and not inbox.loop.failing
     assert "claiming inbox events again" in caplog.text
     inbox.loop.stop()
@@ -199,11 +213,11 @@ async def test_the_loop_backs_off_while_the_database_is_unreachable(
 async def test_a_refused_claim_is_logged_each_time_with_its_traceback(
     storage: Storage, caplog: pytest.LogCaptureFixture
 ) -> None:
-    inbox = Inbox(storage, poll=0.05)
+    inbox = Inbox(storage, poll=0.05)  # tried again after each poll interval, with no event
     inbox.outage = ValueError("a bad query")
     with caplog.at_level(logging.ERROR, logger="tests.claims"):
         task = inbox.loop.start_task("test-claims")
-        await inbox.until("three claims", lambda: inbox.claims >= 3)
+        await until(lambda: inbox.claims >= 3)
     refused = [r for r in caplog.records if r.getMessage() == "cannot claim inbox events; trying again"]
     assert len(refused) >= 2 and all(r.exc_info is not None for r in refused)
     assert len(inbox.reported) >= 2  # not an outage: each failure is reported
@@ -215,22 +229,22 @@ async def test_a_refused_claim_is_logged_each_time_with_its_traceback(
 async def test_the_loop_stops_at_shutdown_without_claiming_again(storage: Storage) -> None:
     inbox = Inbox(storage, poll=30.0)
     task = inbox.loop.start_task("test-claims")
-    await inbox.until("first claim", lambda: inbox.claims == 1)
+    await inbox.parked()
     inbox.loop.stop()  # wakes the loop, which then ends
     await asyncio.wait_for(task, 1.0)
-    assert inbox.claims == 1
     await storage.insert_inbox([inbox_row("a", "A")])
     inbox.wake.set()
-    await asyncio.sleep(0.05)
     assert inbox.claims == 1 and inbox.started == []
 
 
 async def test_nothing_to_claim_for_makes_no_claim_and_waits(storage: Storage) -> None:
     asked: list[int] = []
     wake = asyncio.Event()
+    answered = asyncio.Event()
 
     async def claim(count: int) -> list[InboxRow] | None:
         asked.append(count)
+        answered.set()
         return None  # e.g. no provider to dispatch for
 
     loop: ClaimLoop[InboxRow] = ClaimLoop(
@@ -246,10 +260,11 @@ async def test_nothing_to_claim_for_makes_no_claim_and_waits(storage: Storage) -
         logger=logging.getLogger("tests.claims"),
     )
     task = loop.start_task("test-claims")
-    await asyncio.sleep(0.05)
-    assert asked == [64]  # asked once, then waits for the event
+    await asyncio.wait_for(answered.wait(), 5.0)
+    answered.clear()
+    assert asked == [64]  # asked once; it then waits for the event
     wake.set()
-    await asyncio.sleep(0.05)
+    await asyncio.wait_for(answered.wait(), 5.0)
     assert asked == [64, 64]
     loop.stop()
     await asyncio.wait_for(task, 1.0)
