@@ -11,7 +11,7 @@ from wahub.testing.fake_graph_schema import request_problems
 
 test_dialog360 = contract_tests(
     Dialog360Provider,
-    fixtures=Path(__file__).parent / "dialog360",
+    fixtures=[Path(__file__).parent / "dialog360", Path(__file__).parent / "cloud" / "outbound.yaml"],
     config={
         "platform": "dialog360",
         "name": "main",
@@ -22,4 +22,6 @@ test_dialog360 = contract_tests(
     },
     base_url_key="api_base",
     check_request=request_problems,
+    # The shared Cloud API bodies go to this provider's messages endpoint.
+    defaults={"outbound": {"request": {"method": "POST", "path": "/messages"}}},
 )

@@ -1,4 +1,5 @@
-"""Meta's Cloud API provider against the contract suite (tests/contract/meta);
+"""Meta's Cloud API provider against the contract suite (tests/contract/meta and
+the Cloud API bodies it shares with 360dialog, tests/contract/cloud);
 its request bodies are checked against Meta's OpenAPI document."""
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from wahub.testing.fake_graph_schema import request_problems
 
 test_meta_cloud = contract_tests(
     MetaCloudProvider,
-    fixtures=Path(__file__).parent / "meta",
+    fixtures=[Path(__file__).parent / "meta", Path(__file__).parent / "cloud" / "outbound.yaml"],
     config={
         "platform": "meta_cloud",
         "name": "main",
@@ -23,4 +24,6 @@ test_meta_cloud = contract_tests(
     },
     base_url_key="api_base",
     check_request=request_problems,
+    # The shared Cloud API bodies go to this provider's messages endpoint.
+    defaults={"outbound": {"request": {"method": "POST", "path": "/v23.0/106540352242922/messages"}}},
 )

@@ -56,6 +56,27 @@ def test_a_case_out_of_the_format_is_refused_naming_it(tables: dict[str, object]
         load_cases(tables)
 
 
+def test_suite_defaults_lie_under_each_case_key_by_key() -> None:
+    request = {"json": {"a": 1}, "headers": {"X-B": "2"}}
+    tables = {
+        "defaults": {"outbound": {"answer": {"status": 201, "json": {}}}},
+        "outbound": [
+            {"name": "shared", "message": MESSAGE, "request": request},
+            {"name": "own-path", "message": MESSAGE, "request": {**request, "path": "/own"}},
+        ],
+    }
+    suite = ContractSuite(
+        SandboxProvider,
+        tables,
+        {"platform": "sandbox", "name": "sandbox"},
+        defaults={"outbound": {"request": {"method": "POST", "path": "/messages"}, "answer": {"status": 200}}},
+    )
+    shared, own = suite.cases()
+    assert shared.data["request"] == {"method": "POST", "path": "/messages", **request}
+    assert own.data["request"]["path"] == "/own"  # a case's own value wins
+    assert shared.data["answer"] == {"status": 201, "json": {}}  # and so does its file's default
+
+
 def test_two_cases_of_one_name_are_refused() -> None:
     tables = {"outbound": [{"name": "x", "message": MESSAGE}], "errors": []}
     suite = ContractSuite(SandboxProvider, [tables, tables], {"platform": "sandbox", "name": "sandbox"})

@@ -66,6 +66,7 @@ def contract_tests(
     capture: Capture | None = None,
     check_request: RequestCheck | None = None,
     setup: Callable[[Provider], Awaitable[None]] | None = None,
+    defaults: Mapping[str, Any] | None = None,
 ) -> Callable[..., None]:
     """A test function the pytest plugin runs once per contract case; assign it to
     a ``test_...`` name in a test module."""
@@ -77,6 +78,7 @@ def contract_tests(
         capture,
         check_request,
         setup,
+        defaults or {},
     )
 
     def test_provider_contract(contract_case: ContractCase, tmp_path: Path) -> None:

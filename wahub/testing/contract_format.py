@@ -61,7 +61,10 @@ class ContractSuite:
     (validated with its ``CONFIG_SCHEMA``); the runner points ``base_url_key`` at its
     recording server. ``capture`` replaces the server for providers that do not
     send over HTTP; ``check_request`` vets every recorded request; ``setup`` runs
-    on the provider before each case (e.g. to store a contact)."""
+    on the provider before each case (e.g. to store a contact). ``defaults``
+    (per table) lies under every case of every fixture file, merged key by key
+    through nested mappings: so one file of cases can serve two providers that
+    differ only in, say, the request path."""
 
     provider: type[Provider]
     fixtures: Path | Mapping[str, Any] | list[Path | Mapping[str, Any]]
@@ -70,12 +73,13 @@ class ContractSuite:
     capture: Capture | None = None
     check_request: RequestCheck | None = None
     setup: Callable[[Provider], Awaitable[None]] | None = None
+    defaults: Mapping[str, Any] = field(default_factory=dict)
 
     def cases(self) -> list[ContractCase]:
         sources = self.fixtures if isinstance(self.fixtures, list) else [self.fixtures]
         found: list[ContractCase] = []
         for source in sources:
-            found += load_cases(source)
+            found += load_cases(source, defaults=self.defaults)
         seen: set[str] = set()
         for case in found:
             if case.id in seen:
@@ -167,17 +171,18 @@ _SCHEMAS: dict[Table, vol.Schema] = {
 }
 
 
-def load_cases(source: Path | Mapping[str, Any]) -> list[ContractCase]:
+def load_cases(source: Path | Mapping[str, Any], *, defaults: Mapping[str, Any] | None = None) -> list[ContractCase]:
     """The cases of a fixture file, of every ``*.yaml``/``*.yml``/``*.json`` file in a
-    directory (sorted by name), or of a mapping holding the tables."""
+    directory (sorted by name), or of a mapping holding the tables; ``defaults``
+    (per table) lies under each case (see ``ContractSuite``)."""
     if isinstance(source, Mapping):
-        return _cases(dict(source), "<python data>", None)
+        return _cases(dict(source), "<python data>", None, defaults or {})
     path = Path(source)
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml", ".json"))
         if not files:
             raise FixtureError(f"{path}: no .yaml, .yml or .json fixture files")
-        return [case for file in files for case in load_cases(file)]
+        return [case for file in files for case in load_cases(file, defaults=defaults)]
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as exc:
@@ -186,10 +191,10 @@ def load_cases(source: Path | Mapping[str, Any]) -> list[ContractCase]:
         raise FixtureError(f"{path}: not YAML: {exc}") from exc
     if not isinstance(data, dict):
         raise FixtureError(f"{path}: expected a mapping with inbound, outbound or errors tables")
-    return _cases(data, str(path), path.parent)
+    return _cases(data, str(path), path.parent, defaults or {})
 
 
-def _cases(data: dict[str, Any], source: str, base: Path | None) -> list[ContractCase]:
+def _cases(data: dict[str, Any], source: str, base: Path | None, suite: Mapping[str, Any]) -> list[ContractCase]:
     unknown = sorted(set(data) - {*TABLES, "defaults"})
     if unknown:
         raise FixtureError(f"{source}: unknown top-level keys {unknown}; use {list(TABLES)} and defaults")
@@ -202,7 +207,10 @@ def _cases(data: dict[str, Any], source: str, base: Path | None) -> list[Contrac
         if not isinstance(rows, list):
             raise FixtureError(f"{source}: {table} must be a list of cases")
         for index, row in enumerate(rows):
-            merged = {**(defaults.get(table) or {}), **row} if isinstance(row, dict) else row
+            if isinstance(row, dict):
+                merged = _under(suite.get(table) or {}, {**(defaults.get(table) or {}), **row})
+            else:
+                merged = row
             try:
                 valid = _SCHEMAS[table](merged)
             except vol.Invalid as exc:
@@ -210,6 +218,15 @@ def _cases(data: dict[str, Any], source: str, base: Path | None) -> list[Contrac
                 raise FixtureError(f"{source}: {table} case {name}: {exc}") from exc
             cases.append(ContractCase(table, valid["name"], valid, source, base))
     return cases
+
+
+def _under(base: Mapping[str, Any], case: Mapping[str, Any]) -> dict[str, Any]:
+    """``case`` with what it lacks of ``base``, nested mappings merged key by key."""
+    merged = dict(base)
+    for key, value in case.items():
+        below = merged.get(key)
+        merged[key] = _under(below, value) if isinstance(below, Mapping) and isinstance(value, Mapping) else value
+    return merged
 
 
 # -- comparison -----------------------------------------------------------------
