@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from wahub.core.storage.store import Storage
+
 POSTGRES_URL = os.environ.get("WAHUB_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 # CI sets this so an unreachable PostgreSQL fails the run instead of skipping.
 REQUIRE_POSTGRES = os.environ.get("WAHUB_REQUIRE_POSTGRES") == "1"
@@ -72,3 +74,11 @@ async def _fresh_postgres() -> AsyncIterator[str]:
 @pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'wahub.db'}"
+
+
+@pytest.fixture
+async def storage(database_url: str) -> AsyncIterator[Storage]:
+    """The daemon's storage, opened (and migrated) on each test database."""
+    store = await Storage.open(database_url)
+    yield store
+    await store.close()

@@ -42,3 +42,8 @@ async def post_raw(address: str, header: bytes, body: bytes) -> tuple[int, Any]:
         await writer.wait_closed()
     status_line, _, rest = response.partition(b"\r\n")
     return int(status_line.split()[1]), json.loads(rest.partition(b"\r\n\r\n")[2])
+
+
+def inbox_row(external_id: str, contact: str = "sandbox:1555") -> dict[str, object]:
+    """An inbox row of a message event with an empty payload, as ``Storage.insert_inbox`` takes it."""
+    return {"provider": "sandbox", "external_id": external_id, "kind": "message", "contact_key": contact, "payload": {}}

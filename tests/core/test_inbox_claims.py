@@ -5,36 +5,27 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import AsyncIterator
 
 import pytest
 import sqlalchemy as sa
 
+from tests.helpers import inbox_row
 from wahub.core.storage.store import Storage
 
 BUSY, OTHER = "sandbox:15550000001", "sandbox:15559999999"
 
 
-@pytest.fixture
-async def storage(database_url: str) -> AsyncIterator[Storage]:
-    store = await Storage.open(database_url)
-    yield store
-    await store.close()
-
-
-def row(external_id: str, contact: str) -> dict[str, object]:
-    return {"provider": "sandbox", "external_id": external_id, "kind": "message", "contact_key": contact, "payload": {}}
-
-
 async def backlog(storage: Storage, contact: str, count: int) -> None:
     for start in range(0, count, 1000):
-        await storage.insert_inbox([row(f"{contact}:{n}", contact) for n in range(start, min(start + 1000, count))])
+        await storage.insert_inbox(
+            [inbox_row(f"{contact}:{n}", contact) for n in range(start, min(start + 1000, count))]
+        )
 
 
 @pytest.mark.parametrize("limit", [1, 4])
 async def test_one_contacts_backlog_never_holds_back_another(storage: Storage, limit: int) -> None:
     await backlog(storage, BUSY, 10_000)
-    await storage.insert_inbox([row("hi", OTHER)])
+    await storage.insert_inbox([inbox_row("hi", OTHER)])
 
     first = await storage.claim_inbox(limit, lease_seconds=60)
     second = await storage.claim_inbox(limit, lease_seconds=60)
@@ -48,8 +39,8 @@ async def test_one_contacts_backlog_never_holds_back_another(storage: Storage, l
 
 async def test_contacts_take_turns_and_each_keeps_its_order(storage: Storage) -> None:
     contacts = ["sandbox:a", "sandbox:b", "sandbox:c"]
-    await storage.insert_inbox([row(f"{c}:{n}", c) for c in contacts[:1] for n in range(6)])
-    await storage.insert_inbox([row(f"{c}:{n}", c) for c in contacts[1:] for n in range(2)])
+    await storage.insert_inbox([inbox_row(f"{c}:{n}", c) for c in contacts[:1] for n in range(6)])
+    await storage.insert_inbox([inbox_row(f"{c}:{n}", c) for c in contacts[1:] for n in range(2)])
     order = []
     while rows := await storage.claim_inbox(1, lease_seconds=60):
         order.append(rows[0])
@@ -64,7 +55,9 @@ async def test_contacts_take_turns_and_each_keeps_its_order(storage: Storage) ->
 
 
 async def test_a_contact_waits_for_its_row_in_progress_or_waiting_to_retry(storage: Storage) -> None:
-    await storage.insert_inbox([row("a1", "sandbox:a"), row("a2", "sandbox:a"), row("b1", "sandbox:b")])
+    await storage.insert_inbox(
+        [inbox_row("a1", "sandbox:a"), inbox_row("a2", "sandbox:a"), inbox_row("b1", "sandbox:b")]
+    )
     [a1, b1] = await storage.claim_inbox(4, lease_seconds=60)
     assert await storage.claim_inbox(4, lease_seconds=60) == []  # a2 waits for a1
     await storage.retry_inbox(a1, "boom", retry_at=time.time() + 3600)
@@ -89,7 +82,7 @@ NOT_UTF8 = b"sandbox:\xed\xa0\x80"
 async def test_a_row_whose_text_is_not_utf8_fails_alone_on_sqlite(sqlite_url: str) -> None:
     storage = await Storage.open(sqlite_url)
     try:
-        await storage.insert_inbox([row("before", "sandbox:1")])
+        await storage.insert_inbox([inbox_row("before", "sandbox:1")])
         path = sqlite_url.removeprefix("sqlite:///")
         _write_raw(
             path,
@@ -99,7 +92,7 @@ async def test_a_row_whose_text_is_not_utf8_fails_alone_on_sqlite(sqlite_url: st
             b'{"kind": "message", "sender": "\xed\xa0\x80"}',
             time.time(),
         )
-        await storage.insert_inbox([row("after", "sandbox:2")])
+        await storage.insert_inbox([inbox_row("after", "sandbox:2")])
 
         claimed = await storage.claim_inbox(10, lease_seconds=60)
 
@@ -111,7 +104,7 @@ async def test_a_row_whose_text_is_not_utf8_fails_alone_on_sqlite(sqlite_url: st
         bad = claimed[1]
         assert bad.contact_key == "sandbox:\ufffd\ufffd\ufffd"
         # A bad row in progress does not break the next claim either.
-        await storage.insert_inbox([row("later", "sandbox:3")])
+        await storage.insert_inbox([inbox_row("later", "sandbox:3")])
         assert [r.contact_key for r in await storage.claim_inbox(10, lease_seconds=60)] == ["sandbox:3"]
         await storage.retry_inbox(bad, f"Unprocessable: {bad.damage} (from {bad.contact_key})", retry_at=None)
         [failed] = await storage.failed_inbox()
@@ -121,7 +114,7 @@ async def test_a_row_whose_text_is_not_utf8_fails_alone_on_sqlite(sqlite_url: st
 
 
 async def test_an_error_with_a_lone_surrogate_is_stored_readably(storage: Storage) -> None:
-    await storage.insert_inbox([row("a", "sandbox:a")])
+    await storage.insert_inbox([inbox_row("a", "sandbox:a")])
     [claimed] = await storage.claim_inbox(1, lease_seconds=60)
     await storage.retry_inbox(claimed, "UnicodeEncodeError: '\ud800' and a NUL \x00", retry_at=None)
     [failed] = await storage.failed_inbox()
@@ -129,7 +122,7 @@ async def test_an_error_with_a_lone_surrogate_is_stored_readably(storage: Storag
 
 
 async def test_a_payload_that_is_not_an_object_is_damage_not_a_claim_failure(storage: Storage) -> None:
-    await storage.insert_inbox([row("list", "sandbox:a"), row("fine", "sandbox:b")])
+    await storage.insert_inbox([inbox_row("list", "sandbox:a"), inbox_row("fine", "sandbox:b")])
     async with storage.engine.begin() as conn:
         await conn.execute(sa.text("UPDATE inbox SET payload = :p WHERE external_id = 'list'"), {"p": "[1, 2]"})
     claimed = await storage.claim_inbox(10, lease_seconds=60)
@@ -137,7 +130,7 @@ async def test_a_payload_that_is_not_an_object_is_damage_not_a_claim_failure(sto
 
 
 async def test_failed_rows_are_listed_and_put_back(storage: Storage) -> None:
-    await storage.insert_inbox([row("a", "sandbox:a"), row("b", "sandbox:b"), row("c", "sandbox:c")])
+    await storage.insert_inbox([inbox_row("a", "sandbox:a"), inbox_row("b", "sandbox:b"), inbox_row("c", "sandbox:c")])
     claimed = await storage.claim_inbox(10, lease_seconds=60)
     for each in claimed[:2]:
         await storage.retry_inbox(each, "TypeError: boom", retry_at=None)
@@ -155,7 +148,7 @@ async def test_failed_rows_are_listed_and_put_back(storage: Storage) -> None:
 async def test_an_event_of_a_new_user_waits_for_their_older_event_under_the_other_id(storage: Storage) -> None:
     def message(external_id: str, key: str, identities: dict[str, str]) -> dict[str, object]:
         payload = {"kind": "message", "identities": identities}
-        return {**row(external_id, key), "provider": "main", "payload": payload}
+        return {**inbox_row(external_id, key), "provider": "main", "payload": payload}
 
     both = {"wa_id": "16505550142", "bsuid": "US.1349"}
     await storage.insert_inbox(

@@ -5,27 +5,16 @@ another claim has the row."""
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 
 import pytest
 import sqlalchemy as sa
 
+from tests.helpers import inbox_row
 from wahub.core.models import OutgoingMessage
 from wahub.core.storage.leases import database_unreachable
 from wahub.core.storage.schema import inbox, messages
 from wahub.core.storage.store import Storage
 from wahub.core.work.leases import LEASE_SECONDS, Claim, LeaseKeeper
-
-
-@pytest.fixture
-async def storage(database_url: str) -> AsyncIterator[Storage]:
-    store = await Storage.open(database_url)
-    yield store
-    await store.close()
-
-
-def inbox_row(external_id: str, contact: str) -> dict[str, object]:
-    return {"provider": "sandbox", "external_id": external_id, "kind": "message", "contact_key": contact, "payload": {}}
 
 
 async def lease_of(storage: Storage, table: sa.Table, row_id: int) -> float | None:

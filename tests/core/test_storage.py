@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
 
 import pytest
 import sqlalchemy as sa
@@ -14,23 +13,13 @@ from alembic.autogenerate import compare_metadata
 from alembic.config import Config as AlembicConfig
 from alembic.migration import MigrationContext
 
+from tests.helpers import inbox_row
 from wahub.core.errors import LeaseLost, StorageLocked
 from wahub.core.models import InboundMessage, OutgoingMessage, StatusEvent
 from wahub.core.storage.engine import MIGRATIONS_DIR
 from wahub.core.storage.messages import Refusal
 from wahub.core.storage.schema import messages, metadata
 from wahub.core.storage.store import Storage
-
-
-@pytest.fixture
-async def storage(database_url: str) -> AsyncIterator[Storage]:
-    store = await Storage.open(database_url)
-    yield store
-    await store.close()
-
-
-def inbox_row(external_id: str, contact: str = "sandbox:1555") -> dict[str, object]:
-    return {"provider": "sandbox", "external_id": external_id, "kind": "message", "contact_key": contact, "payload": {}}
 
 
 def inbound(external_id: str, sender: str = "15551234567", text: str = "hi") -> InboundMessage:

@@ -6,10 +6,11 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 import pytest
 
+from tests.helpers import inbox_row
 from wahub.core.models import InboxState, MessageStatus
 from wahub.core.storage.inbox import InboxRow
 from wahub.core.storage.leases import database_unreachable
@@ -106,10 +107,6 @@ def test_backoff_jitter_takes_off_at_most_its_share() -> None:
 # -- ClaimLoop ---------------------------------------------------------------------
 
 
-def inbox_row(external_id: str, contact: str) -> dict[str, object]:
-    return {"provider": "sandbox", "external_id": external_id, "kind": "message", "contact_key": contact, "payload": {}}
-
-
 class Inbox:
     """A claim loop over a real inbox, whose database can be made unreachable."""
 
@@ -160,13 +157,6 @@ async def until(check: Callable[[], bool]) -> None:
         return check()
 
     await wait_until(met, within=5.0, every=0.01)
-
-
-@pytest.fixture
-async def storage(sqlite_url: str) -> AsyncIterator[Storage]:
-    store = await Storage.open(sqlite_url)
-    yield store
-    await store.close()
 
 
 async def test_the_loop_wakes_on_its_event_not_its_poll(storage: Storage) -> None:
