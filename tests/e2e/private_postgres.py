@@ -103,10 +103,11 @@ def private_postgres() -> Iterator[PrivateCluster]:
         missing = "running as root needs runuser to start PostgreSQL as the postgres user"
     elif os.geteuid() == 0 and not _user_exists(SERVER_USER):
         missing = f"running as root needs a {SERVER_USER!r} user to start PostgreSQL as (PostgreSQL refuses root)"
-    if missing is not None or bindir is None:
+    if missing is not None:
         if REQUIRE_POSTGRES:
             pytest.fail(f"PostgreSQL is required (WAHUB_REQUIRE_POSTGRES=1): {missing}")
-        pytest.skip(missing or "")
+        pytest.skip(missing)
+    assert bindir is not None
     root = Path(tempfile.mkdtemp(prefix="wahub-pg-"))
     cluster = PrivateCluster(bindir, root)
     try:
