@@ -14,7 +14,7 @@ HOOKS = sorted(name for name in dir(hookspecs) if hasattr(getattr(hookspecs, nam
 
 
 def test_hookspecs_found() -> None:
-    assert "route_message" in HOOKS and "account_update" in HOOKS and len(HOOKS) == 11
+    assert "route_message" in HOOKS and "account_update" in HOOKS and len(HOOKS) == 14
 
 
 @pytest.mark.parametrize("hook", HOOKS)

@@ -10,7 +10,7 @@ from wahub.core.models import (
     StatusEvent,
     UnsupportedEvent,
 )
-from wahub.hookspecs import JobSpec, Route
+from wahub.hookspecs import Answer, JobSpec, Route, Turn
 
 __version__ = "0.1.0"
 
@@ -18,6 +18,7 @@ __version__ = "0.1.0"
 hookimpl = pluggy.HookimplMarker("wahub")
 
 __all__ = [
+    "Answer",
     "InboundMessage",
     "JobSpec",
     "OutgoingMessage",
@@ -25,6 +26,7 @@ __all__ = [
     "Route",
     "SendResult",
     "StatusEvent",
+    "Turn",
     "UnsupportedEvent",
     "__version__",
     "hookimpl",

@@ -24,8 +24,17 @@ import pluggy
 if TYPE_CHECKING:
     from aiohttp.web import AbstractRouteDef
 
+    from wahub.core.ai import AIBackend, AITool
     from wahub.core.hub import Hub
-    from wahub.core.models import AccountEvent, InboundMessage, OutgoingMessage, SendResult, StatusEvent
+    from wahub.core.models import (
+        AccountEvent,
+        Conversation,
+        InboundMessage,
+        OutgoingMessage,
+        OwnershipChange,
+        SendResult,
+        StatusEvent,
+    )
     from wahub.core.provider import Provider
 
 hookspec = pluggy.HookspecMarker("wahub")
@@ -39,13 +48,22 @@ SYNC_ONLY_HOOKS = frozenset(
         "lifespan",
         "scheduled_jobs",
         "route_message",
+        "register_ai_backends",
+        "ai_tools",
     }
 )
 
 #: Hooks that observe: called through ``wahub.core.plugins.call_hook``, each
 #: implementation may be async, isolated and timed out.
 OBSERVER_HOOKS = frozenset(
-    {"inbound_message", "outbound_message", "status_update", "account_update", "handle_exception"}
+    {
+        "inbound_message",
+        "outbound_message",
+        "status_update",
+        "account_update",
+        "conversation_changed",
+        "handle_exception",
+    }
 )
 
 
@@ -67,6 +85,17 @@ def register_providers() -> Iterable[type[Provider]]:
     When: once, before validation (their ``CONFIG_SCHEMA`` validates the
     ``providers:`` entries whose ``platform:`` equals their ``PLATFORM``).
     Returns: an iterable of ``wahub.core.provider.Provider`` subclasses.
+    Sync only.
+    """
+
+
+@hookspec
+def register_ai_backends() -> Iterable[type[AIBackend]]:
+    """Contribute AI backend classes.
+
+    When: once, before validation (their ``CONFIG_SCHEMA`` validates the
+    ``ai:`` entries whose ``platform:`` equals their ``PLATFORM``).
+    Returns: an iterable of ``wahub.core.ai.AIBackend`` subclasses.
     Sync only.
     """
 
@@ -119,11 +148,32 @@ def inbound_message(hub: Hub, message: InboundMessage) -> None:
 def route_message(hub: Hub, message: InboundMessage) -> Route | None:
     """Choose who answers an inbound message.
 
-    When: after the ``inbound_message`` observers. The first non-None result
+    When: after the ``inbound_message`` observers, only while the bot owns
+    the conversation (never while a person does). The first non-None result
     wins; the built-in rules router is ``trylast``, so any plugin can take a
-    message before it.
-    Returns: a ``wahub.core.models.Route`` (whose async ``respond`` produces
-    the replies) or None to let the next implementation decide. Sync only.
+    message before it. ``message`` is the turn's latest message.
+    Returns: a ``wahub.Route`` (whose async ``respond(hub, turn)`` produces
+    the answer) or None to let the next implementation decide. Sync only.
+    """
+
+
+@hookspec
+def conversation_changed(hub: Hub, conversation: Conversation, change: OwnershipChange) -> None:
+    """Observe a change of a conversation's owner: ``change.change`` is
+    ``queued``, ``assigned``, ``released``, ``resolved`` or ``phone``.
+
+    When: after the change is stored (``conversation`` shows the new owner).
+    Returns: None. May be async.
+    """
+
+
+@hookspec
+def ai_tools(hub: Hub) -> Iterable[AITool] | None:
+    """Offer tools (functions) to the AI models.
+
+    When: each time an AI request is built.
+    Returns: ``wahub.core.ai.AITool`` items (name, description, the JSON
+    Schema of the arguments, and ``run``), or None. Sync only.
     """
 
 
@@ -169,16 +219,51 @@ def handle_exception(hub: Hub, exception: BaseException, context: Mapping[str, A
 
 
 @dataclass(frozen=True)
-class Route:
-    """The answer of ``route_message``: who handles the message, and how.
+class Turn:
+    """What the bot answers at once: the messages a contact sent in a burst
+    (within ``router.debounce_seconds`` of each other), oldest first, with
+    their conversation. ``message`` is the latest; ``language`` the
+    contact's (set, detected, or the default)."""
 
-    ``respond`` is awaited by the pipeline and returns the replies to queue;
-    the pipeline gives each a stable idempotency key, so a re-run after a
-    crash never sends a reply twice.
+    messages: tuple[InboundMessage, ...]
+    conversation: Conversation
+    language: str
+    #: Whether this is the contact's first message ever.
+    first_contact: bool = False
+
+    @property
+    def message(self) -> InboundMessage:
+        return self.messages[-1]
+
+    def text(self) -> str:
+        """The texts of the turn's messages, one per line."""
+        return "\n".join(text for text in (message.text() for message in self.messages) if text)
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What a ``respond`` returns: the replies, and whether a person should
+    take over (``handoff``, its reason) once they are queued."""
+
+    replies: list[OutgoingMessage] = field(default_factory=list)
+    handoff: str | None = None
+    #: Who decided, for the conversation's history: ``rule``, ``ai:<name>``...
+    actor: str = "bot"
+
+
+@dataclass(frozen=True)
+class Route:
+    """The answer of ``route_message``: who handles the turn, and how.
+
+    ``respond(hub, turn)`` is awaited by the pipeline and returns the replies
+    to queue (a list, or an ``Answer`` that may also hand off); the pipeline
+    gives each reply a stable idempotency key, so a re-run after a crash never
+    sends a reply twice, and queues them only if the bot still owns the
+    conversation.
     """
 
     handler: str
-    respond: Callable[[Hub, InboundMessage], Awaitable[list[OutgoingMessage]]]
+    respond: Callable[[Hub, Turn], Awaitable[list[OutgoingMessage] | Answer]]
 
 
 @dataclass(frozen=True)

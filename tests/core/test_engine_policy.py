@@ -11,7 +11,7 @@ from typing import Any
 from wahub import hookimpl
 from wahub.core.hub import Hub
 from wahub.core.models import InboundMessage, OutgoingMessage
-from wahub.hookspecs import Route
+from wahub.hookspecs import Route, Turn
 from wahub.testing import ManualClock, wait_until
 
 from .test_engine import USER, Engine, _approved, engine_for, template
@@ -154,7 +154,8 @@ class OptionsRoute:
 
     @hookimpl
     def route_message(self, hub: Hub, message: InboundMessage) -> Route:
-        async def respond(hub: Hub, message: InboundMessage) -> list[OutgoingMessage]:
+        async def respond(hub: Hub, turn: Turn) -> list[OutgoingMessage]:
+            message = turn.message
             buttons = [
                 {"type": "reply", "reply": {"id": "hours", "title": "Opening hours"}},
                 {"type": "reply", "reply": {"id": "agent", "title": "Talk to somebody from our team"}},

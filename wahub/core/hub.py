@@ -21,6 +21,7 @@ from wahub.core.models import OutgoingMessage
 from wahub.core.work.lifecycle import within_grace
 
 if TYPE_CHECKING:
+    from wahub.core.ai import AIBackend
     from wahub.core.metrics import Metrics
     from wahub.core.policy.checks import Origin, Policy
     from wahub.core.policy.consent import Keyword
@@ -44,6 +45,8 @@ class Hub:
     consent_keywords: dict[str, Keyword] = field(default_factory=dict)
     http: aiohttp.ClientSession = field(init=False)
     providers: dict[str, Provider] = field(default_factory=dict)
+    #: AI backends by their ``ai:`` entry's name.
+    ai: dict[str, AIBackend] = field(default_factory=dict)
     #: Set whenever new work lands in the inbox or the outbox, to wake their loops.
     inbox_ready: asyncio.Event = field(default_factory=asyncio.Event)
     outbox_ready: asyncio.Event = field(default_factory=asyncio.Event)

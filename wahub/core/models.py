@@ -10,12 +10,9 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field, fields
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
-if TYPE_CHECKING:
-    pass
-
-EventKind = Literal["message", "status", "preference", "account", "unsupported"]
+EventKind = Literal["message", "echo", "status", "preference", "account", "unsupported"]
 
 
 class InboxState(enum.StrEnum):
@@ -46,6 +43,15 @@ STATUS_RANK: dict[str, int] = {
     MessageStatus.READ: 3,
     MessageStatus.FAILED: 4,
 }
+
+
+class Owner(enum.StrEnum):
+    """Who answers a conversation now (the ``conversations.owner`` column)."""
+
+    BOT = "bot"  # rules, FAQ and AI answer
+    QUEUED = "queued"  # a person was asked for; none has taken it yet
+    ASSIGNED = "assigned"  # an operator owns it
+    PHONE = "phone"  # the business answered from the WhatsApp Business app
 
 
 @dataclass(frozen=True)
@@ -101,6 +107,29 @@ class InboundMessage:
         chosen = body.get("type")
         reply = body.get(chosen) if isinstance(chosen, str) else None
         return reply if isinstance(reply, dict) else None
+
+
+@dataclass(frozen=True)
+class EchoMessage:
+    """A message the business sent from the WhatsApp Business app on a number
+    it shares with the API (coexistence): a person answered from the phone.
+    ``recipient`` is the user's address, ``content`` the Cloud API shape of ``type``."""
+
+    provider: str
+    external_id: str
+    recipient: str
+    type: str
+    content: dict[str, Any]
+    timestamp: float
+    #: The user's ids the provider gave, by kind (``wa_id``, ``bsuid``), as for ``InboundMessage``.
+    identities: dict[str, str] = field(default_factory=dict)
+    raw: dict[str, Any] = field(default_factory=dict)
+    kind: Literal["echo"] = "echo"
+
+    @property
+    def contact_key(self) -> str:
+        """The user's key, the same as their own messages' (``InboundMessage.contact_key``)."""
+        return f"{self.provider}:{self.identities.get('wa_id') or self.recipient}"
 
 
 @dataclass(frozen=True)
@@ -180,10 +209,11 @@ class UnsupportedEvent:
         return f"{self.provider}:unsupported"
 
 
-Event = InboundMessage | StatusEvent | PreferenceEvent | AccountEvent | UnsupportedEvent
+Event = InboundMessage | EchoMessage | StatusEvent | PreferenceEvent | AccountEvent | UnsupportedEvent
 
 _EVENT_TYPES: dict[str, type[Event]] = {
     "message": InboundMessage,
+    "echo": EchoMessage,
     "status": StatusEvent,
     "preference": PreferenceEvent,
     "account": AccountEvent,
@@ -256,3 +286,43 @@ class SendResult:
     """What a provider answered to a send."""
 
     provider_message_id: str
+
+
+@dataclass(frozen=True)
+class Conversation:
+    """A user's conversation with one business number, as routing and hooks see it."""
+
+    id: int
+    provider: str
+    contact_id: int
+    #: The contact's address (where replies go).
+    address: str
+    owner: Owner
+    #: The operator who owns it while ``owner`` is ``assigned``.
+    assignee: str | None
+    #: When ``owner`` last changed (unix seconds).
+    owner_changed_at: float
+    #: The contact's language (BCP 47), None until set or detected.
+    language: str | None = None
+    contact_name: str | None = None
+
+
+@dataclass(frozen=True)
+class OwnershipChange:
+    """One change of a conversation's owner, as stored in its history.
+
+    ``change`` is ``queued`` (a person was asked for), ``assigned`` (an
+    operator took it or was given it), ``released`` (back to the queue),
+    ``resolved`` (back to the bot) or ``phone`` (answered from the business app).
+    ``actor`` says who did it: ``bot``, ``rule``, ``ai:<name>``, ``api``,
+    ``operator:<name>``, ``phone``, ``system``.
+    """
+
+    conversation_id: int
+    change: str
+    from_owner: Owner
+    to_owner: Owner
+    actor: str
+    reason: str
+    at: float
+    assignee: str | None = None

@@ -27,7 +27,7 @@ from wahub import hookimpl
 from wahub.core.config.validators import ExplainedInvalid
 from wahub.core.hub import Hub
 from wahub.core.models import InboundMessage, OutgoingMessage
-from wahub.hookspecs import Route
+from wahub.hookspecs import Route, Turn
 
 MAX_BUTTONS = 3
 MAX_BUTTON_TITLE = 20
@@ -156,8 +156,8 @@ def answer(config: Mapping[str, Any], message: InboundMessage) -> OutgoingMessag
     return _render(default, None, message, 0) if default else None
 
 
-async def _respond(hub: Hub, message: InboundMessage) -> list[OutgoingMessage]:
-    reply = answer(hub.config["router"], message)
+async def _respond(hub: Hub, turn: Turn) -> list[OutgoingMessage]:
+    reply = answer(hub.config["router"], turn.message)
     return [reply] if reply else []
 
 

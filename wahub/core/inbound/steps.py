@@ -24,10 +24,12 @@ from wahub.core.inbound.consent import handle_keyword, record_preference
 from wahub.core.inbound.media import attach_inbound_media
 from wahub.core.models import (
     AccountEvent,
+    Conversation,
     Event,
     InboundMessage,
     MessageStatus,
     OutgoingMessage,
+    Owner,
     PreferenceEvent,
     StatusEvent,
     event_from_json,
@@ -37,6 +39,7 @@ from wahub.core.policy.lessons import learn_from_refusal
 from wahub.core.privacy import mask_address
 from wahub.core.storage.inbox import InboxRow
 from wahub.core.storage.messages import Refusal
+from wahub.hookspecs import Answer, Turn
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -73,7 +76,11 @@ async def message(hub: Hub, row: InboxRow, message: InboundMessage) -> None:
     await call_hook(hub, "inbound_message", hub=hub, message=message)
     if replies is None:
         route = hub.pm.hook.route_message(hub=hub, message=message)
-        replies = await route.respond(hub, message) if route is not None else []
+        conversation = Conversation(
+            record.conversation_id, message.provider, record.contact_id, message.sender, Owner.BOT, None, 0.0
+        )
+        answer = await route.respond(hub, Turn((message,), conversation, "en")) if route is not None else []
+        replies = answer.replies if isinstance(answer, Answer) else answer
     checked = await _checked(hub, message, replies)
     created = await hub.storage.finish_with_replies(
         row,
