@@ -379,6 +379,7 @@ def test_defaults_fill_in_when_no_file_is_given() -> None:
             "service_window": {},
             "consent": {"keywords": True, "marketing_requires_opt_in": True, "languages": {}},
         },
+        "conversations": {"debounce_seconds": 2.0, "return_to_bot_after": 43200.0},
         "router": {"rules": []},
     }
     assert isinstance(CORE_SCHEMA, vol.Schema)

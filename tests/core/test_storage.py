@@ -128,7 +128,7 @@ async def test_replies_are_queued_once_per_inbound_message(storage: Storage) -> 
     assert await storage.messages.record_inbound(inbound("m1")) == record
     reply = OutgoingMessage.text("15551234567", "Hello")
     args = {"contact_id": record.contact_id, "conversation_id": record.conversation_id}
-    assert await storage.finish_with_replies(row, inbound("m1"), [reply], **args) == 1
+    assert (await storage.finish_with_replies(row, inbound("m1"), [reply], **args)).created == 1
     with pytest.raises(LeaseLost):  # done already: a second finish is refused, nothing is queued twice
         await storage.finish_with_replies(row, inbound("m1"), [reply], **args)
     queued = await storage.outbox.claim_outbox(10, 60, ["sandbox"])
@@ -145,7 +145,7 @@ async def test_a_refused_reply_is_stored_once_with_its_rows_completion(storage: 
     reply = OutgoingMessage.text("15551234567", "Hello")
     refused = Refusal(OutgoingMessage.text("15551234567", "x" * 5000), "invalid_message", "text.body is too long")
 
-    assert await storage.finish_with_replies(row, inbound("m1"), [refused, reply], **args) == 1
+    assert (await storage.finish_with_replies(row, inbound("m1"), [refused, reply], **args)).created == 1
     with pytest.raises(LeaseLost):  # the stale run stores nothing: not its refusal either
         await storage.finish_with_replies(stale, inbound("m1"), [refused, reply], **args)
 

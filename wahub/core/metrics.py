@@ -40,6 +40,18 @@ class Metrics:
             buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
             registry=r,
         )
+        self.ownership_changes = Counter(
+            "wahub_conversation_owner_changes",
+            "Changes of a conversation's owner, by change and by who made it",
+            ["change", "actor"],
+            registry=r,
+        )
+        self.bot_turns = Counter(
+            "wahub_bot_turns",
+            "Bot turns by handler and outcome (answered, handoff, dropped, silent)",
+            ["handler", "outcome"],
+            registry=r,
+        )
         self.inbox_depth = Gauge("wahub_inbox_depth", "Inbox events not yet processed", registry=r)
         self.inbox_oldest_age = Gauge(
             "wahub_inbox_oldest_age_seconds", "Age of the oldest unprocessed event", registry=r

@@ -54,6 +54,21 @@ class Owner(enum.StrEnum):
     PHONE = "phone"  # the business answered from the WhatsApp Business app
 
 
+#: Each change of owner: the owners it may start from, and the owner it gives.
+OWNER_CHANGES: dict[str, tuple[frozenset[Owner], Owner]] = {
+    # A person is asked for (a rule, the AI, the FAQ, business hours, the API).
+    "queued": (frozenset({Owner.BOT, Owner.PHONE}), Owner.QUEUED),
+    # An operator takes it, or is given it (also from another operator).
+    "assigned": (frozenset(Owner), Owner.ASSIGNED),
+    # The operator gives it back to the queue.
+    "released": (frozenset({Owner.ASSIGNED}), Owner.QUEUED),
+    # Back to the bot: resolved by a person, by the API, or after a quiet period.
+    "resolved": (frozenset({Owner.QUEUED, Owner.ASSIGNED, Owner.PHONE}), Owner.BOT),
+    # The business answered from its app: a person has it, the bot falls silent.
+    "phone": (frozenset({Owner.BOT, Owner.QUEUED}), Owner.PHONE),
+}
+
+
 @dataclass(frozen=True)
 class InboundMessage:
     """A message a WhatsApp user sent to a business number."""

@@ -29,7 +29,7 @@ import voluptuous as vol
 from wahub.core.config.loader import load_yaml
 from wahub.core.config.nodes import NodeDict, mark_of, to_plain
 from wahub.core.config.problems import DEFAULTS_SOURCE, Checker, show, sorted_problems, unknown_key
-from wahub.core.config.sections import HTTP_LIMIT_KEYS, MEDIA_SCHEMA, POLICY_SCHEMA
+from wahub.core.config.sections import CONVERSATIONS_SCHEMA, HTTP_LIMIT_KEYS, MEDIA_SCHEMA, POLICY_SCHEMA
 from wahub.core.config.validators import ExplainedInvalid, int_between
 from wahub.core.errors import ConfigError, ConfigProblem
 
@@ -125,6 +125,7 @@ CORE_SCHEMA = vol.Schema(
         vol.Optional("wahub", default=dict): WAHUB_SCHEMA,
         vol.Optional("providers", default=_default_providers): _provider_list,
         vol.Optional("policy", default=dict): POLICY_SCHEMA,
+        vol.Optional("conversations", default=dict): CONVERSATIONS_SCHEMA,
     }
 )
 
@@ -179,11 +180,12 @@ def validate_config(
     if problems or top is None:
         raise ConfigError(problems)
     core = {"wahub": top["wahub"], "providers": providers, "policy": top["policy"]}
+    core["conversations"] = top["conversations"]
     return {**core, **{name: top[name] for name in sections}}
 
 
 def _top_schema(sections: Mapping[str, Any]) -> vol.Schema:
-    reserved = sorted(set(sections) & {"wahub", "providers", "policy"})
+    reserved = sorted(set(sections) & {"wahub", "providers", "policy", "conversations"})
     if reserved:
         raise ValueError(f"plugin sections cannot be named {', '.join(reserved)}")
     extra = {vol.Optional(name, default=dict): schema for name, schema in sections.items()}

@@ -97,3 +97,14 @@ POLICY_SCHEMA = vol.Schema(
         },
     }
 )
+
+#: ``conversations``: how the bot's turns gather messages and when a person's conversation returns to the bot.
+CONVERSATIONS_SCHEMA = vol.Schema(
+    {
+        # Messages a contact sends within this many seconds of each other get one answer.
+        vol.Optional("debounce_seconds", default=2.0): seconds_between(0, 60),
+        # A conversation a person owns (or was asked for) goes back to the bot after
+        # this long without a person writing in it; null: only when resolved.
+        vol.Optional("return_to_bot_after", default=12 * 3600): vol.Any(None, seconds_between(60, 90 * 86400)),
+    }
+)

@@ -82,7 +82,7 @@ async def message(hub: Hub, row: InboxRow, message: InboundMessage) -> None:
         answer = await route.respond(hub, Turn((message,), conversation, "en")) if route is not None else []
         replies = answer.replies if isinstance(answer, Answer) else answer
     checked = await _checked(hub, message, replies)
-    created = await hub.storage.finish_with_replies(
+    finished = await hub.storage.finish_with_replies(
         row,
         message,
         checked,
@@ -90,7 +90,7 @@ async def message(hub: Hub, row: InboxRow, message: InboundMessage) -> None:
         conversation_id=record.conversation_id,
         now=hub.clock.time(),
     )
-    if created:
+    if finished.created:
         hub.outbox_ready.set()
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import IO, Any
 
 import sqlalchemy as sa
@@ -15,8 +16,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from wahub.core.config.sections import MEDIA_SCHEMA
 from wahub.core.errors import LeaseLost
-from wahub.core.models import InboundMessage, InboxState, OutgoingMessage
+from wahub.core.models import Conversation, InboundMessage, InboxState, OutgoingMessage, Owner, OwnershipChange
 from wahub.core.storage.contacts import ContactStore
+from wahub.core.storage.conversations import ConversationStore, lock_owner
 from wahub.core.storage.engine import (
     Database,
     SqliteInboxWriter,
@@ -48,13 +50,33 @@ from wahub.core.storage.media import MediaStore
 from wahub.core.storage.messages import MessageStore, Refusal
 from wahub.core.storage.outbox import OutboxStore
 from wahub.core.storage.policy import PolicyStore
-from wahub.core.storage.schema import inbox, quarantine
+from wahub.core.storage.schema import conversations, inbox, quarantine
 
 _LOGGER = logging.getLogger(__name__)
 
 # Held (per transaction) by inbox claims and by whatever re-opens a row, so that
 # on PostgreSQL one replica's claim sees no row re-opened half-way through.
 _CLAIM_LOCK_ID = 0x77616876
+
+
+@dataclass(frozen=True)
+class TurnEnd:
+    """How a bot turn ends: the owner version it started under, the last
+    inbound message it answers, and its hand-off (actor, reason), if any."""
+
+    version: int
+    answered_through: int
+    handoff: tuple[str, str] | None = None
+
+
+@dataclass(frozen=True)
+class Finished:
+    """What finishing an inbox row did: replies newly queued, the owner change
+    it made, and whether the bot's replies were dropped (the owner had changed)."""
+
+    created: int
+    change: tuple[Conversation, OwnershipChange] | None = None
+    dropped: bool = False
 
 
 class Storage:
@@ -68,6 +90,7 @@ class Storage:
         self.outbox = OutboxStore(self.db)
         self.policy = PolicyStore(self.db)
         self.contacts = ContactStore(self.db)
+        self.conversations = ConversationStore(self.db)
         self.leases = LeaseStore(self.db, self._claim_lock)
         self.media = MediaStore(self.db, media_config if media_config is not None else MEDIA_SCHEMA({}))
         self._sqlite_inbox = SqliteInboxWriter(str(engine.url.database), self.db.lock) if self.is_sqlite else None
@@ -194,14 +217,32 @@ class Storage:
         contact_id: int,
         conversation_id: int,
         now: float | None = None,
-    ) -> int:
+        turn: TurnEnd | None = None,
+        answered_through: int | None = None,
+    ) -> Finished:
         """Queue the replies to an inbound message and mark its inbox row done, in
         one transaction; a reply the policy refused is stored ``failed`` with its
         reason instead, never sent. Reply keys derive from the message, so a
-        re-run after a crash stores nothing twice. Returns how many replies were
-        newly queued."""
-        created = 0
+        re-run after a crash stores nothing twice.
+
+        With ``turn`` the replies are the bot's: they are queued only if the bot
+        still owns the conversation under the version the turn started with;
+        otherwise each is kept ``failed`` with ``owner_changed`` (dropped), and
+        the turn's hand-off, if any, is not made. ``answered_through`` (or the
+        turn's) records the last inbound message answered or seen by a person."""
+        now = time.time() if now is None else now
+        created, change, dropped = 0, None, False
         async with self.db.begin() as conn:
+            if turn is not None:
+                owned = await lock_owner(conn, conversation_id)
+                if owned.owner != Owner.BOT or owned.version != turn.version:
+                    dropped = True
+                    detail = f"not sent: the conversation went to {owned.owner} while the bot was answering"
+                    replies = [
+                        reply if isinstance(reply, Refusal) else Refusal(reply, "owner_changed", detail)
+                        for reply in replies
+                    ]
+                answered_through = turn.answered_through
             for index, reply in enumerate(replies):
                 refused = reply if isinstance(reply, Refusal) else None
                 _id, new = await self.messages.enqueue(
@@ -216,8 +257,31 @@ class Storage:
                     conn=conn,
                 )
                 created += new and refused is None
+            if turn is not None and turn.handoff is not None and not dropped:
+                actor, reason = turn.handoff
+                change = await self.conversations.change_owner(
+                    conversation_id,
+                    "queued",
+                    actor=actor,
+                    reason=reason,
+                    now=now,
+                    event_key=f"handoff:{message.provider}:{message.external_id}",
+                    conn=conn,
+                )
+            if answered_through is not None:
+                await conn.execute(
+                    conversations.update()
+                    .where(
+                        conversations.c.id == conversation_id,
+                        sa.or_(
+                            conversations.c.answered_through.is_(None),
+                            conversations.c.answered_through < answered_through,
+                        ),
+                    )
+                    .values(answered_through=answered_through)
+                )
             await self.finish_inbox(row, conn)
-        return created
+        return Finished(created, change, dropped)
 
     async def retry_inbox(self, row: InboxRow, error: str, *, retry_at: float | None) -> None:
         """Record a failed attempt: run again at ``retry_at``, or give up (``failed``) when None."""

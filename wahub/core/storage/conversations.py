@@ -1,0 +1,329 @@
+"""Conversations: their owner, the history of its changes, and what a turn reads.
+
+The owner changes only here, in a transaction that locks the conversation's
+row (``FOR UPDATE`` on PostgreSQL; SQLite has one writer), checks the change
+is allowed from the current owner (``OWNER_CHANGES``), bumps
+``owner_version`` and records the change with who, why and when. A bot turn
+remembers the version it started under and queues its replies only if it is
+still the same (``Storage.finish_with_replies``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from wahub.core.models import OWNER_CHANGES, Conversation, Owner, OwnershipChange
+from wahub.core.storage.engine import Database, insert_ignore
+from wahub.core.storage.schema import contacts, conversation_events, conversations, messages
+
+_COLUMNS = (
+    conversations.c.id,
+    conversations.c.provider,
+    conversations.c.contact_id,
+    contacts.c.address,
+    conversations.c.owner,
+    conversations.c.assignee,
+    conversations.c.owner_changed_at,
+    conversations.c.created_at,
+    contacts.c.language,
+    contacts.c.name,
+)
+
+
+@dataclass(frozen=True)
+class Owned:
+    """A conversation's owner as a turn sees it, read under the row's lock."""
+
+    owner: Owner
+    version: int
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of a listing; ``next_after`` is the cursor of the next page, None at the end."""
+
+    items: list[dict[str, Any]]
+    next_after: int | None
+
+
+def _conversation(row: Any) -> Conversation:
+    return Conversation(
+        id=int(row.id),
+        provider=row.provider,
+        contact_id=int(row.contact_id),
+        address=row.address,
+        owner=Owner(row.owner),
+        assignee=row.assignee,
+        owner_changed_at=float(row.owner_changed_at if row.owner_changed_at is not None else row.created_at),
+        language=row.language,
+        contact_name=row.name,
+    )
+
+
+def _change(row: Any) -> OwnershipChange:
+    return OwnershipChange(
+        conversation_id=int(row.conversation_id),
+        change=row.change,
+        from_owner=Owner(row.from_owner),
+        to_owner=Owner(row.to_owner),
+        actor=row.actor,
+        reason=row.reason,
+        at=float(row.occurred_at),
+        assignee=row.assignee,
+    )
+
+
+async def lock_owner(conn: AsyncConnection, conversation_id: int) -> Owned:
+    """The conversation's owner and version, its row locked until the transaction ends."""
+    query = sa.select(conversations.c.owner, conversations.c.owner_version).where(conversations.c.id == conversation_id)
+    if conn.dialect.name != "sqlite":
+        query = query.with_for_update()
+    row = (await conn.execute(query)).one()
+    return Owned(Owner(row.owner), int(row.owner_version))
+
+
+class ConversationStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def _select(self) -> sa.Select[Any]:
+        return sa.select(*_COLUMNS).join(contacts, contacts.c.id == conversations.c.contact_id)
+
+    async def get(self, conversation_id: int) -> Conversation | None:
+        async with self.db.connect() as conn:
+            row = (await conn.execute(self._select().where(conversations.c.id == conversation_id))).first()
+        return _conversation(row) if row is not None else None
+
+    async def owned(self, conversation_id: int) -> Owned:
+        """The owner and version a bot turn starts under."""
+        async with self.db.connect() as conn:
+            row = (
+                await conn.execute(
+                    sa.select(conversations.c.owner, conversations.c.owner_version).where(
+                        conversations.c.id == conversation_id
+                    )
+                )
+            ).one()
+        return Owned(Owner(row.owner), int(row.owner_version))
+
+    async def change_owner(
+        self,
+        conversation_id: int,
+        change: str,
+        *,
+        actor: str,
+        reason: str,
+        now: float,
+        assignee: str | None = None,
+        event_key: str | None = None,
+        conn: AsyncConnection | None = None,
+    ) -> tuple[Conversation, OwnershipChange] | None:
+        """Apply ``change`` (a key of ``OWNER_CHANGES``) and record it; None when the
+        current owner does not allow it (a hand-off of a conversation already
+        queued) or ``event_key`` was recorded before (a re-run)."""
+        if conn is None:
+            async with self.db.begin() as own:
+                return await self.change_owner(
+                    conversation_id,
+                    change,
+                    actor=actor,
+                    reason=reason,
+                    now=now,
+                    assignee=assignee,
+                    event_key=event_key,
+                    conn=own,
+                )
+        allowed, to_owner = OWNER_CHANGES[change]
+        current = await lock_owner(conn, conversation_id)
+        same_operator = (
+            change == "assigned"
+            and current.owner == Owner.ASSIGNED
+            and assignee == await self._assignee(conn, conversation_id)
+        )
+        if current.owner not in allowed or same_operator:
+            return None
+        recorded = await conn.execute(
+            insert_ignore(conn, conversation_events, ["event_key"]),
+            {
+                "conversation_id": conversation_id,
+                "change": change,
+                "from_owner": current.owner,
+                "to_owner": to_owner,
+                "actor": actor,
+                "reason": reason,
+                "assignee": assignee if to_owner == Owner.ASSIGNED else None,
+                "event_key": event_key,
+                "occurred_at": now,
+            },
+        )
+        if recorded.rowcount == 0:
+            return None
+        human = {"last_human_at": now} if change in ("assigned", "phone") else {}
+        await conn.execute(
+            conversations.update()
+            .where(conversations.c.id == conversation_id)
+            .values(
+                owner=to_owner,
+                assignee=assignee if to_owner == Owner.ASSIGNED else None,
+                owner_version=conversations.c.owner_version + 1,
+                owner_changed_at=now,
+                updated_at=now,
+                **human,
+            )
+        )
+        row = (await conn.execute(self._select().where(conversations.c.id == conversation_id))).one()
+        return _conversation(row), OwnershipChange(
+            conversation_id, change, current.owner, to_owner, actor, reason, now, assignee
+        )
+
+    async def _assignee(self, conn: AsyncConnection, conversation_id: int) -> str | None:
+        query = sa.select(conversations.c.assignee).where(conversations.c.id == conversation_id)
+        return (await conn.execute(query)).scalar()
+
+    async def events(self, conversation_id: int) -> list[OwnershipChange]:
+        """Every change of the conversation's owner, oldest first."""
+        query = (
+            sa.select(conversation_events)
+            .where(conversation_events.c.conversation_id == conversation_id)
+            .order_by(conversation_events.c.id)
+        )
+        async with self.db.connect() as conn:
+            return [_change(row) for row in await conn.execute(query)]
+
+    async def note_human(self, conversation_id: int, now: float, conn: AsyncConnection | None = None) -> None:
+        """A person wrote in the conversation (an operator, the API, the business app)."""
+        statement = (
+            conversations.update()
+            .where(conversations.c.id == conversation_id)
+            .values(last_human_at=now, updated_at=now)
+        )
+        if conn is not None:
+            await conn.execute(statement)
+            return
+        async with self.db.begin() as own:
+            await own.execute(statement)
+
+    async def quiet_since(self, before: float, limit: int = 100) -> list[int]:
+        """Conversations a person owns or was asked for, in which no person has
+        written (nor the owner changed) since ``before``: due back to the bot."""
+        last = sa.func.coalesce(conversations.c.last_human_at, conversations.c.owner_changed_at, 0.0)
+        changed = sa.func.coalesce(conversations.c.owner_changed_at, 0.0)
+        query = (
+            sa.select(conversations.c.id)
+            .where(
+                conversations.c.owner != Owner.BOT.value,
+                sa.func.greatest(last, changed) < before
+                if self.db.engine.dialect.name != "sqlite"
+                else sa.func.max(last, changed) < before,
+            )
+            .order_by(conversations.c.id)
+            .limit(limit)
+        )
+        async with self.db.connect() as conn:
+            return [int(value) for value in (await conn.execute(query)).scalars()]
+
+    async def turn_messages(self, conversation_id: int, upto: int, *, limit: int = 20) -> list[dict[str, Any]]:
+        """The inbound messages a turn ending at message ``upto`` answers: those after
+        the last one a turn (or a person) covered, oldest first, at most ``limit``."""
+        answered = (
+            sa.select(sa.func.coalesce(conversations.c.answered_through, 0))
+            .where(conversations.c.id == conversation_id)
+            .scalar_subquery()
+        )
+        query = (
+            sa.select(messages)
+            .where(
+                messages.c.conversation_id == conversation_id,
+                messages.c.direction == "in",
+                messages.c.id > answered,
+                messages.c.id <= upto,
+            )
+            .order_by(messages.c.id.desc())
+            .limit(limit)
+        )
+        async with self.db.connect() as conn:
+            rows = [dict(row._mapping) for row in await conn.execute(query)]
+        return rows[::-1]
+
+    async def history(
+        self, conversation_id: int, *, before: int, limit: int
+    ) -> tuple[list[dict[str, Any]], list[OwnershipChange]]:
+        """The latest ``limit`` messages before message ``before`` (oldest first, refused
+        and dropped ones left out) and the owner changes since the first of them."""
+        query = (
+            sa.select(messages)
+            .where(
+                messages.c.conversation_id == conversation_id,
+                messages.c.id < before,
+                sa.or_(messages.c.direction == "in", messages.c.error_code.is_(None)),
+            )
+            .order_by(messages.c.id.desc())
+            .limit(limit)
+        )
+        async with self.db.connect() as conn:
+            rows = [dict(row._mapping) for row in await conn.execute(query)][::-1]
+            since = rows[0]["created_at"] if rows else 0.0
+            changes = [
+                _change(row)
+                for row in await conn.execute(
+                    sa.select(conversation_events)
+                    .where(
+                        conversation_events.c.conversation_id == conversation_id,
+                        conversation_events.c.occurred_at >= since,
+                    )
+                    .order_by(conversation_events.c.id)
+                )
+            ]
+        return rows, changes
+
+    async def list(
+        self,
+        *,
+        owners: Sequence[str] = (),
+        contact_id: int | None = None,
+        updated_since: float | None = None,
+        after: int | None = None,
+        limit: int = 50,
+    ) -> Page:
+        """Conversations, newest activity first is not stable under paging, so by id:
+        filtered by owner, contact and last update; ``after`` is the previous page's cursor."""
+        query = self._select().add_columns(
+            conversations.c.updated_at, conversations.c.last_inbound_at, conversations.c.last_human_at
+        )
+        if owners:
+            query = query.where(conversations.c.owner.in_(list(owners)))
+        if contact_id is not None:
+            query = query.where(conversations.c.contact_id == contact_id)
+        if updated_since is not None:
+            query = query.where(conversations.c.updated_at >= updated_since)
+        if after is not None:
+            query = query.where(conversations.c.id > after)
+        query = query.order_by(conversations.c.id).limit(limit + 1)
+        async with self.db.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        items = [
+            {
+                **_conversation(row).__dict__,
+                "updated_at": row.updated_at,
+                "last_inbound_at": row.last_inbound_at,
+                "last_human_at": row.last_human_at,
+            }
+            for row in rows[:limit]
+        ]
+        return Page(items, int(rows[limit - 1].id) if len(rows) > limit else None)
+
+    async def messages(self, conversation_id: int, *, before: int | None = None, limit: int = 50) -> Page:
+        """The conversation's messages, newest first (refused and dropped ones
+        included, with their reason); ``before`` is the previous page's cursor."""
+        query = sa.select(messages).where(messages.c.conversation_id == conversation_id)
+        if before is not None:
+            query = query.where(messages.c.id < before)
+        query = query.order_by(messages.c.id.desc()).limit(limit + 1)
+        async with self.db.connect() as conn:
+            rows = [dict(row._mapping) for row in await conn.execute(query)]
+        return Page(rows[:limit], int(rows[limit - 1]["id"]) if len(rows) > limit else None)
