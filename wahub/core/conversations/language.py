@@ -123,11 +123,11 @@ class LanguageDetector:
     """Tells which of the configured languages a short message is written in.
 
     The model (py3langid's, inside its package, so no network is needed) is
-    loaded once, on the first ``detect``: about 0.7 s and 100 MB of memory
-    (numbers of ``python -m bench.language_detection`` on a 2-core machine).
-    After that a call costs tens of microseconds of CPU for a WhatsApp-length
-    message, with no I/O, so it may run on the event loop. Instances are safe
-    to share between threads.
+    read once, on the first ``detect``: about 0.5 s of CPU and 20 MB of
+    memory, numpy included. After that a call costs about 30 microseconds of
+    CPU for a WhatsApp-length message and does no I/O, so it may run on the
+    event loop (numbers of ``python -m bench.language_detection`` on a 2-core
+    machine). Instances are safe to share between threads.
     """
 
     def __init__(self, languages: Iterable[str], *, min_confidence: float = MIN_CONFIDENCE) -> None:
