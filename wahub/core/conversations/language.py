@@ -181,7 +181,7 @@ class LanguageDetector:
         self._candidates = {base: code for base, code in self._by_base.items() if base in known}
         unknown = [code for code in self.languages if base_language(code) not in known]
         if unknown:
-            _LOGGER.warning("Language detection does not know %s: contacts writing them keep the default", unknown)
+            _LOGGER.warning("Language detection does not know %s: messages in them are not detected", unknown)
         if len(self._candidates) < 2:
             _LOGGER.info("Language detection is off: it needs two languages it knows, has %s", sorted(self._candidates))
             return None
