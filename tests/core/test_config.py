@@ -364,6 +364,8 @@ def test_defaults_fill_in_when_no_file_is_given() -> None:
                 "max_bytes": DEFAULT_MAX_BYTES,
                 "types": DEFAULT_TYPES,
             },
+            "language": "en",
+            "languages": None,
         },
         "providers": [
             {

@@ -30,7 +30,7 @@ from wahub.core.config.loader import load_yaml
 from wahub.core.config.nodes import NodeDict, mark_of, to_plain
 from wahub.core.config.problems import DEFAULTS_SOURCE, Checker, show, sorted_problems, unknown_key
 from wahub.core.config.sections import CONVERSATIONS_SCHEMA, HTTP_LIMIT_KEYS, MEDIA_SCHEMA, POLICY_SCHEMA
-from wahub.core.config.validators import ExplainedInvalid, int_between
+from wahub.core.config.validators import ExplainedInvalid, int_between, language_code, language_codes
 from wahub.core.errors import ConfigError, ConfigProblem
 
 __all__ = [
@@ -114,6 +114,10 @@ WAHUB_SCHEMA = vol.Schema(
         vol.Optional("inbox_stuck_after", default=120): int_between(1, 86400),
         vol.Optional("log_level", default="info"): _log_level,
         vol.Optional("media", default=dict): MEDIA_SCHEMA,
+        # The language of contacts whose language is neither set nor detected.
+        vol.Optional("language", default="en"): language_code,
+        # The languages detection chooses between; None: those of the configured texts.
+        vol.Optional("languages", default=None): language_codes,
     }
 )
 

@@ -12,13 +12,41 @@ from __future__ import annotations
 import datetime as dt
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import voluptuous as vol
 
-__all__ = ["ExplainedInvalid", "clock_time", "int_between", "number_between", "seconds_between", "timezone_name"]
+__all__ = [
+    "LANGUAGE_CODE_EXAMPLE",
+    "ExplainedInvalid",
+    "canonical_language",
+    "clock_time",
+    "int_between",
+    "language_code",
+    "language_codes",
+    "localized_text",
+    "number_between",
+    "seconds_between",
+    "timezone_name",
+]
+
+LANGUAGE_CODE_EXAMPLE = "expected a language code such as en or pt-BR"
+
+# A BCP 47 tag as people write it, "-" or "_" between subtags: the language
+# (ISO 639, 2 or 3 letters, with up to three extlangs), then an optional
+# script, region, variants, extensions and private use. Subtags are checked
+# for shape, not against the IANA registry, so a daemon needs no data file.
+_SUBTAG_SEPARATOR = re.compile(r"[-_]")
+_LANGUAGE = re.compile(r"[a-z]{2,3}")
+_EXTLANG = re.compile(r"[a-z]{3}")
+_SCRIPT = re.compile(r"[a-z]{4}")
+_REGION = re.compile(r"[a-z]{2}|[0-9]{3}")
+_VARIANT = re.compile(r"[a-z0-9]{5,8}|[0-9][a-z0-9]{3}")
+_SINGLETON = re.compile(r"[0-9a-wyz]")
+_EXTENSION_PART = re.compile(r"[a-z0-9]{2,8}")
+_PRIVATE_PART = re.compile(r"[a-z0-9]{1,8}")
 
 
 class ExplainedInvalid(vol.Invalid):
@@ -91,3 +119,121 @@ def _number(value: float) -> str:
     if math.isfinite(value) and float(value).is_integer():
         return str(int(value))
     return repr(float(value))
+
+
+def canonical_language(code: str) -> str | None:
+    """``code`` in BCP 47's canonical case (``pt_br`` -> ``pt-BR``, ``ZH-HANT`` -> ``zh-Hant``), or None.
+
+    None means ``code`` is not shaped like a language tag (``english``,
+    ``pt--BR``, an empty string).
+    """
+    parts = _SUBTAG_SEPARATOR.split(code.strip().lower())
+    if not _LANGUAGE.fullmatch(parts[0]):
+        return None
+    canonical = [parts[0]]
+    index = 1
+    while index < len(parts) and index <= 3 and _EXTLANG.fullmatch(parts[index]):
+        canonical.append(parts[index])
+        index += 1
+    if index < len(parts) and _SCRIPT.fullmatch(parts[index]):
+        canonical.append(parts[index].title())
+        index += 1
+    if index < len(parts) and _REGION.fullmatch(parts[index]):
+        canonical.append(parts[index].upper())
+        index += 1
+    while index < len(parts) and _VARIANT.fullmatch(parts[index]):
+        canonical.append(parts[index])
+        index += 1
+    rest = _extensions(parts[index:])
+    return None if rest is None else "-".join(canonical + rest)
+
+
+def _extensions(parts: list[str]) -> list[str] | None:
+    """The extensions and private use ending a tag (``u-ca-buddhist``, ``x-foo``), or None if malformed."""
+    index = 0
+    while index < len(parts):
+        singleton = parts[index]
+        pattern = _PRIVATE_PART if singleton == "x" else _EXTENSION_PART
+        if singleton != "x" and not _SINGLETON.fullmatch(singleton):
+            return None
+        end = index + 1
+        while end < len(parts) and (singleton == "x" or len(parts[end]) > 1) and pattern.fullmatch(parts[end]):
+            end += 1
+        if end == index + 1:
+            return None  # a singleton needs at least one subtag after it
+        index = end
+    return parts
+
+
+def language_code(value: Any) -> str:
+    """A BCP 47 language tag (``en``, ``pt_br``, ``zh-Hant``, ``es-419``), returned in its canonical form."""
+    canonical = canonical_language(value) if isinstance(value, str) else None
+    if canonical is None:
+        raise vol.Invalid(LANGUAGE_CODE_EXAMPLE)
+    return canonical
+
+
+def language_codes(value: Any) -> list[str] | None:
+    """A non-empty list of language codes, canonicalised, each kept once in the order written.
+
+    None (the key written with no value) stays None: no list was given.
+    """
+    if value is None:
+        return None
+    if not isinstance(value, list):
+        raise vol.Invalid("expected a list of language codes such as [en, pt-BR]")
+    if not value:
+        raise ExplainedInvalid(
+            "expected at least one language code, e.g. [en, pt-BR]; "
+            "leave the key out to detect the languages of the configured texts"
+        )
+    codes: list[str] = []
+    for index, entry in enumerate(value):
+        try:
+            code = language_code(entry)
+        except vol.Invalid as error:
+            raise vol.Invalid(error.msg, path=[index]) from None
+        if code not in codes:
+            codes.append(code)
+    return codes
+
+
+def localized_text(max_length: int) -> Callable[[Any], str | dict[str, str]]:
+    """A validator for a text, or a mapping ``{language code: text}`` (a text per language).
+
+    Each text has 1 to ``max_length`` characters; a mapping has at least one
+    entry, its keys canonicalised (``pt_br`` -> ``pt-BR``) and kept in the
+    order written, since its first entry is the last resort of a fallback chain.
+    """
+
+    def text(value: Any) -> str:
+        if not isinstance(value, str):
+            raise vol.Invalid("expected a text, or a mapping of language codes to texts (en: Hello)")
+        if not value.strip():
+            raise ExplainedInvalid("the text is empty: write at least one character")
+        if len(value) > max_length:
+            raise ExplainedInvalid(f"the text has {len(value)} characters, more than the {max_length} allowed")
+        return value
+
+    def validate(value: Any) -> str | dict[str, str]:
+        if not isinstance(value, Mapping):
+            return text(value)
+        if not value:
+            raise ExplainedInvalid("expected at least one language, e.g. en: Hello")
+        texts: dict[str, str] = {}
+        spelled: dict[str, Any] = {}
+        for key, entry in value.items():
+            code = canonical_language(key) if isinstance(key, str) else None
+            if code is None:
+                # The path leads to the text, so the key is named here.
+                raise ExplainedInvalid(f"the key {key!r} is not a language code: {LANGUAGE_CODE_EXAMPLE}", path=[key])
+            if code in texts:
+                raise ExplainedInvalid(f"{key!r} is the language {code} again (as {spelled[code]!r})", path=[key])
+            try:
+                texts[code] = text(entry)
+            except vol.Invalid as error:
+                raise type(error)(error.msg, path=[key]) from None
+            spelled[code] = key
+        return texts
+
+    return validate

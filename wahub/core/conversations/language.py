@@ -1,0 +1,196 @@
+"""Languages of contacts: codes, fallback chains, localized texts, and detection.
+
+A contact's language is the one set for it (the REST API), else the one
+detected from what it writes, else ``wahub.language``. Every text the bot
+sends may have a form per language (``localized_text`` in the configuration);
+``localized`` picks the form by the contact's fallback chain, so a reply never
+goes silent for want of a translation.
+
+Detection uses py3langid, whose model ships inside its package: it works with
+no network. ``docs/languages.md`` shows how it compared on short messages.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from collections.abc import Iterable, Mapping
+from typing import Any, Final
+
+from wahub.core.config.validators import canonical_language
+
+__all__ = [
+    "MIN_CONFIDENCE",
+    "MIN_LETTERS",
+    "LanguageDetector",
+    "base_language",
+    "fallback_chain",
+    "localized",
+    "text_to_detect",
+]
+
+_LOGGER = logging.getLogger(__name__)
+
+#: Fewer letters than this (``ok``, ``k``) say nothing about a language.
+MIN_LETTERS: Final = 3
+#: The least probability (among the configured languages) a detection needs.
+#: Below it a guess on a short text is wrong about as often as it is right
+#: (``bench/language_detection.py``), and no answer keeps the contact's
+#: language as it was.
+MIN_CONFIDENCE: Final = 0.5
+
+# Links and addresses are in no language; their letters would still vote.
+_LINK = re.compile(r"(?:https?://|www\.)\S+|\S+@\S+\.\S+", re.IGNORECASE)
+
+
+def _canonical(code: str) -> str:
+    canonical = canonical_language(code)
+    if canonical is None:
+        raise ValueError(f"{code!r} is not a language code: expected one such as en or pt-BR")
+    return canonical
+
+
+def base_language(code: str) -> str:
+    """The language subtag of ``code``, lower case: ``pt-BR`` -> ``pt``, ``zh-Hant-TW`` -> ``zh``.
+
+    Raises ``ValueError`` when ``code`` is not a language code.
+    """
+    return _canonical(code).split("-", 1)[0]
+
+
+def _truncations(code: str) -> list[str]:
+    """``code`` and each shorter prefix of it (RFC 4647 lookup), a singleton never left last."""
+    parts = code.split("-")
+    prefixes = []
+    while parts:
+        prefixes.append("-".join(parts))
+        parts.pop()
+        while len(parts) > 1 and len(parts[-1]) == 1:
+            parts.pop()
+    return prefixes
+
+
+def fallback_chain(language: str | None, default: str) -> list[str]:
+    """The languages to try, best first: ``language``, its shorter forms, ``default``, its shorter forms.
+
+    ``fallback_chain("pt-BR", "en-GB")`` is ``["pt-BR", "pt", "en-GB", "en"]``;
+    ``zh-Hant-TW`` gives ``zh-Hant-TW, zh-Hant, zh``. Codes are canonical and
+    appear once. A ``language`` that is None or not a language code is left
+    out (the chain then starts at the default); a bad ``default`` raises
+    ``ValueError``, as configuration validation should have refused it.
+    """
+    chain = _truncations(_canonical(default))
+    contact = canonical_language(language) if language else None
+    if language and contact is None:
+        _LOGGER.warning("Ignoring the contact language %r: it is not a language code", language)
+    if contact is not None:
+        chain = _truncations(contact) + chain
+    return list(dict.fromkeys(chain))
+
+
+def localized(value: str | Mapping[str, str], language: str | None, default: str) -> str:
+    """The form of ``value`` for a contact speaking ``language``.
+
+    A plain text is itself. A mapping ``{code: text}`` gives the text of the
+    first code of ``fallback_chain(language, default)`` it has (keys are
+    compared in canonical form), else its first entry, so a reply never goes
+    silent. An empty mapping raises ``ValueError``.
+    """
+    if isinstance(value, str):
+        return value
+    if not value:
+        raise ValueError("a localized text needs at least one language")
+    by_code = {canonical_language(code) or code: text for code, text in value.items()}
+    for code in fallback_chain(language, default):
+        if code in by_code:
+            return by_code[code]
+    return next(iter(value.values()))
+
+
+def text_to_detect(text: str) -> str | None:
+    """``text`` without its links and addresses, or None when what is left has too few letters to tell.
+
+    ``ok``, ``👍``, ``12345`` and a bare link give None: they are in no language.
+    """
+    words = _LINK.sub(" ", text)
+    if sum(1 for char in words if char.isalpha()) < MIN_LETTERS:
+        return None
+    return words
+
+
+class LanguageDetector:
+    """Tells which of the configured languages a short message is written in.
+
+    The model (py3langid's, inside its package, so no network is needed) is
+    read once, on the first ``detect``: about 0.5 s of CPU and 20 MB of
+    memory, numpy included. After that a call costs about 30 microseconds of
+    CPU for a WhatsApp-length message and does no I/O, so it may run on the
+    event loop (numbers of ``python -m bench.language_detection`` on a 2-core
+    machine). Instances are safe to share between threads.
+    """
+
+    def __init__(self, languages: Iterable[str], *, min_confidence: float = MIN_CONFIDENCE) -> None:
+        """Detect among ``languages`` (codes; canonicalised, each kept once).
+
+        Raises ``ValueError`` for a code that is not a language code.
+        """
+        self.languages: tuple[str, ...] = tuple(dict.fromkeys(_canonical(code) for code in languages))
+        self.min_confidence = min_confidence
+        self._by_base: dict[str, str] = {}
+        for code in self.languages:
+            self._by_base.setdefault(base_language(code), code)  # the first code of a base answers for it
+        # py3langid's LanguageIdentifier (untyped), once read; None until then or when it cannot choose.
+        self._identifier: Any = None
+        self._model_read = False
+        self._candidates: dict[str, str] = {}
+        self._load_lock = threading.Lock()
+
+    def detect(self, text: str) -> str | None:
+        """The configured code of the language ``text`` is written in, or None.
+
+        Matching is on the base language: with ``pt-BR`` configured, Portuguese
+        text gives ``pt-BR``. None when the text has fewer than ``MIN_LETTERS``
+        letters once links are removed (``ok``, an emoji, ``12345``), when fewer
+        than two configured languages are known to the model (there is nothing
+        to choose between), or when the model's probability is below
+        ``min_confidence``.
+        """
+        words = text_to_detect(text)
+        if words is None:
+            return None
+        identifier = self._loaded()
+        if identifier is None:
+            return None
+        label, probability = identifier.classify(words)
+        if probability < self.min_confidence:
+            return None
+        return self._candidates.get(str(label))
+
+    def _loaded(self) -> Any:
+        """The model restricted to the configured languages, read on the first call; None if it cannot choose."""
+        with self._load_lock:
+            if not self._model_read:
+                self._identifier = self._load()
+                self._model_read = True
+            return self._identifier
+
+    def _load(self) -> Any:
+        identifier = _read_model()
+        known = set(identifier.labels)
+        self._candidates = {base: code for base, code in self._by_base.items() if base in known}
+        unknown = [code for code in self.languages if base_language(code) not in known]
+        if unknown:
+            _LOGGER.warning("Language detection does not know %s: messages in them are not detected", unknown)
+        if len(self._candidates) < 2:
+            _LOGGER.info("Language detection is off: it needs two languages it knows, has %s", sorted(self._candidates))
+            return None
+        identifier.set_languages(sorted(self._candidates))
+        return identifier
+
+
+def _read_model() -> Any:
+    """py3langid's model, read from its package (a few MB, compressed), with probabilities normalised."""
+    from py3langid.langid import MODEL_FILE, LanguageIdentifier  # imported here: numpy loads only if used
+
+    return LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
