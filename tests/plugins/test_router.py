@@ -6,7 +6,7 @@ import pytest
 import voluptuous as vol
 
 from wahub.core.models import InboundMessage, OutgoingMessage
-from wahub.plugins.router import ROUTER_SCHEMA, answer
+from wahub.plugins.router import ROUTER_SCHEMA, answer, languages
 
 CONFIG = ROUTER_SCHEMA(
     {
@@ -95,4 +95,68 @@ def test_no_default_reply_means_silence() -> None:
 def test_bad_rules_are_refused_at_start_up(rule: dict[str, object], error: str) -> None:
     with pytest.raises(vol.Invalid) as caught:
         ROUTER_SCHEMA({"rules": [rule]})
+    assert error in str(caught.value)
+
+
+LANGUAGES = ROUTER_SCHEMA(
+    {
+        "rules": [
+            {"match": {"keyword": ["hi", "привет", "olá"]}, "reply": {"en": "Hello!", "ru": "Здравствуйте!"}},
+            {"match": {"keyword": ["human", "оператор"]}, "handoff": {"en": "Connecting you.", "pt-br": "Um momento."}},
+            {"match": {"keyword": "menu"}, "reply": {"en": {"text": "Pick", "buttons": ["A"]}, "ru": "Выберите"}},
+        ],
+        "default_reply": {"en": "Sorry?", "ru": "Простите?", "pt": "Desculpe?"},
+    }
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "language", "expected"),
+    [
+        ("hi", "ru", "Здравствуйте!"),
+        ("hi", "ru-RU", "Здравствуйте!"),  # its base language
+        ("hi", "pt", "Hello!"),  # no Portuguese: the default language
+        ("hi", None, "Hello!"),
+        ("human", "pt", "Connecting you."),  # pt-BR is not pt: the default follows
+        ("human", "pt-BR", "Um momento."),
+        ("human", "de", "Connecting you."),
+        ("??", "pt-BR", "Desculpe?"),
+        ("menu", "ru", "Выберите"),
+    ],
+)
+def test_replies_follow_the_contacts_language(text: str, language: str | None, expected: str) -> None:
+    reply = answer(LANGUAGES, message(text), language=language)
+    assert reply is not None and reply.content["text"]["body"] == expected
+
+
+def test_a_reply_with_buttons_per_language() -> None:
+    reply = answer(LANGUAGES, message("menu"), language="en")
+    assert reply == OutgoingMessage.reply_buttons("15551234567", "Pick", ["A"])
+
+
+def test_a_default_language_without_a_text_falls_back_to_the_first_written() -> None:
+    config = ROUTER_SCHEMA({"default_reply": {"ru": "Простите?", "pt": "Desculpe?"}})
+    reply = answer(config, message("x"), language="de", default="en")
+    assert reply is not None and reply.content["text"]["body"] == "Простите?"
+
+
+def test_languages_of_the_configured_texts() -> None:
+    assert languages(LANGUAGES) == {"en", "ru", "pt-BR", "pt"}
+
+
+@pytest.mark.parametrize(
+    ("config", "error"),
+    [
+        ({"rules": [{"match": {"keyword": "a"}}]}, "either 'reply'"),
+        ({"rules": [{"match": {"keyword": "a"}, "reply": "x", "handoff": "y"}]}, "either 'reply'"),
+        ({"rules": [{"match": {"keyword": "a"}, "handoff": {"text": "t", "buttons": ["b"]}}]}, "cannot have buttons"),
+        ({"rules": [{"match": {"keyword": "a"}, "reply": {"english": "x"}}]}, "is not a language code"),
+        ({"rules": [{"match": {"keyword": "a"}, "reply": {"en": "{1}"}}]}, "placeholder {1}"),
+        ({"greeting": {"en": "Hi {1}"}}, "placeholder {1}"),
+        ({"default_reply": {}}, "at least one language"),
+    ],
+)
+def test_bad_language_texts_are_refused(config: dict[str, object], error: str) -> None:
+    with pytest.raises(vol.Invalid) as caught:
+        ROUTER_SCHEMA(config)
     assert error in str(caught.value)

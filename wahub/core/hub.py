@@ -47,6 +47,11 @@ class Hub:
     providers: dict[str, Provider] = field(default_factory=dict)
     #: AI backends by their ``ai:`` entry's name.
     ai: dict[str, AIBackend] = field(default_factory=dict)
+    #: The languages the configured texts are written in (plugins add theirs
+    #: while the daemon starts); language detection chooses among them.
+    languages: set[str] = field(default_factory=set)
+    #: The language of a text among ``languages``, or None when unsure.
+    detect_language: Callable[[str], str | None] = field(default=lambda _text: None)
     #: Set whenever new work lands in the inbox or the outbox, to wake their loops.
     inbox_ready: asyncio.Event = field(default_factory=asyncio.Event)
     outbox_ready: asyncio.Event = field(default_factory=asyncio.Event)

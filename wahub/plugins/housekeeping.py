@@ -1,4 +1,4 @@
-"""Built-in periodic upkeep of the daemon's own tables."""
+"""Built-in periodic upkeep: old inbox rows purged, quiet conversations given back to the bot."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import logging
 import time
 
 from wahub import hookimpl
+from wahub.core.conversations.ownership import return_quiet_conversations
 from wahub.core.hub import Hub
 from wahub.hookspecs import JobSpec
 
@@ -24,4 +25,13 @@ async def purge_inbox(hub: Hub) -> None:
 
 @hookimpl
 def scheduled_jobs(hub: Hub) -> list[JobSpec]:
-    return [JobSpec(id="wahub.purge_inbox", func=purge_inbox, trigger="interval", trigger_args={"hours": 1})]
+    return [
+        JobSpec(id="wahub.purge_inbox", func=purge_inbox, trigger="interval", trigger_args={"hours": 1}),
+        JobSpec(
+            id="wahub.return_quiet_conversations",
+            func=return_quiet_conversations,
+            trigger="interval",
+            trigger_args={"minutes": 1},
+            at_start=True,
+        ),
+    ]

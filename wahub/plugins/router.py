@@ -1,38 +1,58 @@
-"""The built-in rules router: keyword and regex rules answer with text.
+"""The built-in router: keyword and regex rules, a hand-off to a person, an AI
+fallback, business hours and a greeting, each text in the contact's language.
 
 It runs last (``trylast``), so any plugin's ``route_message`` can take a
 message first. Configuration::
 
     router:
       rules:
-        - match: {keyword: [hi, hello]}     # whole words, any case
-          reply: "Hello! How can I help?"
+        - match: {keyword: [hi, hello, привет]}     # whole words, any case
+          reply: {en: "Hello! How can I help?", ru: "Здравствуйте! Чем помочь?"}
+        - match: {keyword: [operator, human, оператор]}
+          handoff: {en: "Connecting you with a person.", ru: "Передаю оператору."}
         - match: {regex: 'order\\s+(\\d+)'}
           reply: "Order {1} is on its way."   # {0}: whole match, {1}...: groups, {name}: contact
         - match: {keyword: menu}
           reply: {text: "What would you like?", buttons: [Opening hours, Talk to us]}
+      fallback: assistant          # an ai: entry's name answers what no rule matched
       default_reply: "Sorry, I did not understand."
+      greeting: "Welcome!"         # sent before the answer to a contact's first message
+      business_hours:              # outside them: the closed reply, then the queue for a person
+        timezone: Europe/Lisbon
+        weekly: {mon-fri: "09:00-18:00", sat: "10:00-14:00"}
+        closed_reply: "We are closed now; a person will answer at opening time."
+
+A reply is a text, ``{text, buttons}``, or a mapping of language codes to
+either; the contact's language picks one (its base language, then
+``wahub.language``, then the first written).
 """
 
 from __future__ import annotations
 
 import re
 import string
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from typing import Any
 
 import voluptuous as vol
 
 from wahub import hookimpl
-from wahub.core.config.validators import ExplainedInvalid
+from wahub.core.config.validators import ExplainedInvalid, canonical_language
+from wahub.core.conversations.assistant import ask_assistant
+from wahub.core.conversations.language import fallback_chain
+from wahub.core.errors import ConfigError, ConfigProblem
 from wahub.core.hub import Hub
 from wahub.core.models import InboundMessage, OutgoingMessage
-from wahub.hookspecs import Route, Turn
+from wahub.hookspecs import Answer, Route, Turn
+from wahub.plugins.business_hours import BUSINESS_HOURS_SCHEMA, is_open
 
 MAX_BUTTONS = 3
 MAX_BUTTON_TITLE = 20
 MAX_TEXT = 4096
 _TITLE_MSG = f"button titles have 1 to {MAX_BUTTON_TITLE} characters"
+#: The key of a reply written without languages: it serves every language.
+ANY_LANGUAGE = ""
 
 
 def _keywords(value: Any) -> re.Pattern[str]:
@@ -60,8 +80,8 @@ def _require_one(match: dict[str, Any]) -> dict[str, Any]:
 MATCH_SCHEMA = vol.All({vol.Optional("keyword"): _keywords, vol.Optional("regex"): _regex}, _require_one)
 
 
-_TEXT_REPLY = vol.All(str, vol.Length(min=1, max=MAX_TEXT))
-_RICH_REPLY = vol.Schema(
+_TEXT = vol.All(str, vol.Length(min=1, max=MAX_TEXT))
+_RICH = vol.Schema(
     {
         vol.Required("text"): vol.All(str, vol.Length(min=1, max=1024)),
         vol.Optional("buttons", default=[]): vol.All(
@@ -72,13 +92,43 @@ _RICH_REPLY = vol.Schema(
 )
 
 
-def _reply(value: Any) -> Any:
-    """A reply is a text, or ``{text, buttons}``; errors name the part that is wrong."""
+def _one_reply(value: Any) -> dict[str, Any]:
     if isinstance(value, str):
-        return _TEXT_REPLY(value)
+        return {"text": _TEXT(value), "buttons": []}
     if isinstance(value, dict):
-        return _RICH_REPLY(value)
-    raise vol.Invalid("a reply is a text or {text: ..., buttons: [...]}")
+        return dict(_RICH(value))
+    raise vol.Invalid("a reply is a text, {text: ..., buttons: [...]}, or one of those per language (en: ...)")
+
+
+def _reply(value: Any) -> dict[str, dict[str, Any]]:
+    """A reply as ``{language: {text, buttons}}`` (``ANY_LANGUAGE`` when written
+    without languages); errors name the part that is wrong."""
+    if not isinstance(value, dict) or "text" in value:
+        return {ANY_LANGUAGE: _one_reply(value)}
+    if not value:
+        raise vol.Invalid("give a text, or at least one language (en: ...)")
+    replies: dict[str, dict[str, Any]] = {}
+    for key, entry in value.items():
+        code = canonical_language(key) if isinstance(key, str) else None
+        if code is None:
+            raise ExplainedInvalid(
+                f"{key!r} is not a language code (such as en or pt-BR); a reply with buttons is "
+                "{text: ..., buttons: [...]}",
+                path=[key],
+            )
+        try:
+            replies[code] = _one_reply(entry)
+        except vol.Invalid as exc:
+            raise vol.Invalid(exc.msg, path=[key, *exc.path]) from exc
+    return replies
+
+
+def _text_only(value: Any) -> dict[str, dict[str, Any]]:
+    replies = _reply(value)
+    for code, reply in replies.items():
+        if reply["buttons"]:
+            raise ExplainedInvalid("this text cannot have buttons", path=[code] if code else [])
+    return replies
 
 
 def _check_text(text: str, groups: int) -> str:
@@ -94,76 +144,155 @@ def _check_text(text: str, groups: int) -> str:
     return text
 
 
+def _checked_texts(replies: dict[str, dict[str, Any]], groups: int, key: str) -> None:
+    for code, reply in replies.items():
+        try:
+            _check_text(reply["text"], groups)
+        except vol.Invalid as exc:
+            language = [code] if code else []
+            raise ExplainedInvalid(exc.msg, path=[key, *language, *(["text"] if reply["buttons"] else [])]) from exc
+
+
 def _regex_groups(rule: Mapping[str, Any]) -> int:
     return int(rule["match"]["regex"].groups) if "regex" in rule["match"] else 0
 
 
 def _check_rule(rule: dict[str, Any]) -> dict[str, Any]:
-    reply, groups = rule["reply"], _regex_groups(rule)
-    try:
-        _check_text(reply if isinstance(reply, str) else reply["text"], groups)
-    except vol.Invalid as exc:
-        raise ExplainedInvalid(exc.msg, path=["reply"] if isinstance(reply, str) else ["reply", "text"]) from exc
+    answers = [key for key in ("reply", "handoff") if key in rule]
+    if len(answers) != 1:
+        raise ExplainedInvalid("give a rule either 'reply' (the bot answers) or 'handoff' (a person takes over)")
+    _checked_texts(rule[answers[0]], _regex_groups(rule), answers[0])
     return rule
 
 
-def _default_reply(value: Any) -> Any:
-    if value is None:
-        return None
-    return _check_text(vol.All(str, vol.Length(min=1, max=MAX_TEXT))(value), groups=0)
+def _plain(replies: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    _checked_texts(replies, 0, "")
+    return replies
 
 
 ROUTER_SCHEMA = vol.Schema(
     {
         vol.Optional("rules", default=[]): [
-            vol.All({vol.Required("match"): MATCH_SCHEMA, vol.Required("reply"): _reply}, _check_rule)
+            vol.All(
+                {
+                    vol.Required("match"): MATCH_SCHEMA,
+                    vol.Optional("reply"): _reply,
+                    vol.Optional("handoff"): _text_only,
+                },
+                _check_rule,
+            )
         ],
-        vol.Optional("default_reply"): _default_reply,
+        vol.Optional("fallback"): vol.All(str, vol.Length(min=1)),
+        vol.Optional("default_reply"): vol.All(_text_only, _plain),
+        vol.Optional("greeting"): vol.All(_reply, _plain),
+        vol.Optional("business_hours"): vol.All(
+            BUSINESS_HOURS_SCHEMA, lambda hours: {**hours, "closed_reply": _plain(_reply(hours["closed_reply"]))}
+        ),
     }
 )
 
 
-def _find(rule: Mapping[str, Any], text: str) -> re.Match[str] | None:
-    for kind in ("regex", "keyword"):
-        if kind in rule["match"]:
-            found: re.Match[str] | None = rule["match"][kind].search(text)
+def find_rule(config: Mapping[str, Any], text: str) -> tuple[Mapping[str, Any], re.Match[str]] | None:
+    """The first rule whose keyword or regex occurs in ``text``, with its match."""
+    for rule in config["rules"]:
+        for kind in ("regex", "keyword"):
+            found: re.Match[str] | None = rule["match"][kind].search(text) if kind in rule["match"] else None
             if found:
-                return found
+                return rule, found
     return None
 
 
-def _render(reply: Any, found: re.Match[str] | None, message: InboundMessage, groups: int) -> OutgoingMessage:
+def render(
+    reply: Mapping[str, Mapping[str, Any]],
+    message: InboundMessage,
+    *,
+    language: str | None,
+    default: str,
+    found: re.Match[str] | None = None,
+    groups: int = 0,
+) -> OutgoingMessage:
+    """``reply`` in the contact's language (the fallback chain, else its first
+    language), its placeholders filled from the match and the contact's name."""
+    chosen = next((reply[code] for code in fallback_chain(language, default) if code in reply), None)
+    chosen = chosen or reply.get(ANY_LANGUAGE) or next(iter(reply.values()))
     args = [found.group(0), *(group or "" for group in found.groups())] if found else [""]
     # A rule with a keyword and a regex may match by keyword: its groups are then empty.
     args += [""] * (groups + 1 - len(args))
-    name = message.sender_name or ""
-    if isinstance(reply, str):
-        return OutgoingMessage.text(message.sender, reply.format(*args, name=name))
-    text = reply["text"].format(*args, name=name)
-    if reply["buttons"]:
-        return OutgoingMessage.reply_buttons(message.sender, text, list(reply["buttons"]))
+    text = chosen["text"].format(*args, name=message.sender_name or "")
+    if chosen["buttons"]:
+        return OutgoingMessage.reply_buttons(message.sender, text, list(chosen["buttons"]))
     return OutgoingMessage.text(message.sender, text)
 
 
-def answer(config: Mapping[str, Any], message: InboundMessage) -> OutgoingMessage | None:
-    """The reply of the first matching rule, else the default reply, else None."""
-    text = message.text()
-    for rule in config["rules"]:
-        found = _find(rule, text)
-        if found:
-            return _render(rule["reply"], found, message, _regex_groups(rule))
-    default = config.get("default_reply")
-    return _render(default, None, message, 0) if default else None
+def answer(
+    config: Mapping[str, Any], message: InboundMessage, *, language: str | None = None, default: str = "en"
+) -> OutgoingMessage | None:
+    """The text of the first rule matching ``message`` (its reply or hand-off
+    text), else the default reply, else None; in ``language``."""
+    matched = find_rule(config, message.text())
+    if matched is not None:
+        rule, found = matched
+        reply = rule["reply"] if "reply" in rule else rule["handoff"]
+        return render(reply, message, language=language, default=default, found=found, groups=_regex_groups(rule))
+    if "default_reply" in config:
+        return render(config["default_reply"], message, language=language, default=default)
+    return None
 
 
-async def _respond(hub: Hub, turn: Turn) -> list[OutgoingMessage]:
-    reply = answer(hub.config["router"], turn.message)
-    return [reply] if reply else []
+async def _respond(hub: Hub, turn: Turn) -> Answer:
+    config = hub.config["router"]
+    message = turn.message
+
+    def say(reply: Mapping[str, Mapping[str, Any]], **match: Any) -> OutgoingMessage:
+        return render(reply, message, language=turn.language, default=hub.config["wahub"]["language"], **match)
+
+    greeting = [say(config["greeting"])] if turn.first_contact and "greeting" in config else []
+    hours = config.get("business_hours")
+    if hours is not None and not is_open(hours, hub.clock.time()):
+        closed = [say(hours["closed_reply"])]
+        return Answer(greeting + closed, handoff="outside business hours", actor="business_hours")
+    matched = find_rule(config, turn.text())
+    if matched is not None:
+        rule, found = matched
+        groups = _regex_groups(rule)
+        if "handoff" in rule:
+            reason = f"asked for a person ({found.group(0)!r})"
+            return Answer([*greeting, say(rule["handoff"], found=found, groups=groups)], handoff=reason, actor="rule")
+        return Answer([*greeting, say(rule["reply"], found=found, groups=groups)], actor="rule")
+    if "fallback" in config:
+        answer = await ask_assistant(hub, turn, config["fallback"])
+        if answer.replies or answer.handoff:
+            return Answer([*greeting, *answer.replies], handoff=answer.handoff, actor=answer.actor)
+    default = [say(config["default_reply"])] if "default_reply" in config else []
+    return Answer([*greeting, *default], actor="rule")
+
+
+def languages(config: Mapping[str, Any]) -> set[str]:
+    """The languages the router's texts are written in."""
+    replies = [rule.get("reply") or rule.get("handoff") for rule in config["rules"]]
+    replies += [config.get(key) for key in ("default_reply", "greeting")]
+    replies.append((config.get("business_hours") or {}).get("closed_reply"))
+    return {code for reply in replies if reply for code in reply if code != ANY_LANGUAGE}
 
 
 @hookimpl
 def register_config_sections() -> dict[str, Any]:
     return {"router": ROUTER_SCHEMA}
+
+
+@hookimpl
+def lifespan(hub: Hub) -> Any:
+    @asynccontextmanager
+    async def checked() -> AsyncIterator[None]:
+        fallback = hub.config["router"].get("fallback")
+        if fallback is not None and fallback not in hub.ai:
+            names = ", ".join(sorted(hub.ai)) or "none is configured"
+            message = f"router.fallback names the AI backend {fallback!r}, but no ai: entry has that name ({names})"
+            raise ConfigError([ConfigProblem("configuration", None, "router.fallback", message)])
+        hub.languages.update(languages(hub.config["router"]))
+        yield
+
+    return checked()
 
 
 @hookimpl(trylast=True)

@@ -25,15 +25,18 @@ def _event_time(provider: str, timestamp: float) -> float:
         return time.time()
 
 
+def is_keyword(hub: Hub, message: InboundMessage) -> bool:
+    """Whether the message is an opt-out or opt-in keyword (answered at once, never routed)."""
+    config = hub.config["policy"]["consent"]
+    return bool(config["keywords"]) and message.type == "text" and normalize(message.text()) in hub.consent_keywords
+
+
 async def handle_keyword(hub: Hub, message: InboundMessage) -> list[OutgoingMessage] | None:
     """Record an opt-out/opt-in keyword and return its confirmation, or None
     when the message is not a keyword (it then goes on to routing)."""
-    config = hub.config["policy"]["consent"]
-    if not config["keywords"] or message.type != "text":
+    if not is_keyword(hub, message):
         return None
-    keyword = hub.consent_keywords.get(normalize(message.text()))
-    if keyword is None:
-        return None
+    keyword = hub.consent_keywords[normalize(message.text())]
     new = await hub.storage.policy.record_consent(
         message.provider,
         message.sender,

@@ -18,28 +18,25 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from wahub.core.errors import SendRefused, Unprocessable
+from wahub.core.conversations.ownership import change_owner
+from wahub.core.conversations.turns import checked_replies, take_turn
+from wahub.core.errors import Unprocessable
 from wahub.core.hub import Hub
-from wahub.core.inbound.consent import handle_keyword, record_preference
+from wahub.core.inbound.consent import handle_keyword, is_keyword, record_preference
 from wahub.core.inbound.media import attach_inbound_media
 from wahub.core.models import (
     AccountEvent,
-    Conversation,
+    EchoMessage,
     Event,
     InboundMessage,
     MessageStatus,
-    OutgoingMessage,
-    Owner,
     PreferenceEvent,
     StatusEvent,
     event_from_json,
 )
 from wahub.core.plugins import call_hook
 from wahub.core.policy.lessons import learn_from_refusal
-from wahub.core.privacy import mask_address
 from wahub.core.storage.inbox import InboxRow
-from wahub.core.storage.messages import Refusal
-from wahub.hookspecs import Answer, Turn
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -69,29 +66,42 @@ async def run_steps(hub: Hub, row: InboxRow) -> None:
 
 async def message(hub: Hub, row: InboxRow, message: InboundMessage) -> None:
     await _wait_for_siblings(hub, row, message)
+    later = await _burst_goes_on(hub, row, message)
     message = await attach_inbound_media(hub, message, last_try=row.attempts >= MEDIA_TRIES)
     record = await hub.storage.messages.record_inbound(message)
-    # An opt-out/opt-in keyword is answered with its confirmation, not routed.
-    replies = await handle_keyword(hub, message)
+    # An opt-out/opt-in keyword is answered with its confirmation, whoever owns the conversation.
+    confirmation = await handle_keyword(hub, message)
     await call_hook(hub, "inbound_message", hub=hub, message=message)
-    if replies is None:
-        route = hub.pm.hook.route_message(hub=hub, message=message)
-        conversation = Conversation(
-            record.conversation_id, message.provider, record.contact_id, message.sender, Owner.BOT, None, 0.0
-        )
-        answer = await route.respond(hub, Turn((message,), conversation, "en")) if route is not None else []
-        replies = answer.replies if isinstance(answer, Answer) else answer
-    checked = await _checked(hub, message, replies)
+    if confirmation is None and not later:
+        await take_turn(hub, row, message, record)
+        return
     finished = await hub.storage.finish_with_replies(
         row,
         message,
-        checked,
+        await checked_replies(hub, message, confirmation or []),
         contact_id=record.contact_id,
         conversation_id=record.conversation_id,
         now=hub.clock.time(),
+        answered_through=record.message_id if confirmation is not None else None,
     )
     if finished.created:
         hub.outbox_ready.set()
+
+
+async def echo(hub: Hub, row: InboxRow, echo: EchoMessage) -> None:
+    """The business answered from its app: kept as a sent message, and a person owns the conversation."""
+    record = await hub.storage.messages.record_echo(echo)
+    change = await change_owner(
+        hub,
+        record.conversation_id,
+        "phone",
+        actor="phone",
+        reason="answered from the WhatsApp Business app",
+        event_key=f"echo:{echo.provider}:{echo.external_id}",
+    )
+    if change is None:  # a person already has it: their answer keeps it from going back to the bot
+        await hub.storage.conversations.note_human(record.conversation_id, hub.clock.time())
+    await hub.storage.finish_inbox(row)
 
 
 async def status(hub: Hub, row: InboxRow, status: StatusEvent) -> None:
@@ -139,6 +149,7 @@ async def unsupported(hub: Hub, row: InboxRow, _event: Event) -> None:
 #: The steps of each event type; an event of another type is kept as it came.
 STEPS: dict[type[Event], Step] = {
     InboundMessage: message,
+    EchoMessage: echo,
     StatusEvent: status,
     PreferenceEvent: preference,
     AccountEvent: account,
@@ -154,26 +165,17 @@ async def _wait_for_siblings(hub: Hub, row: InboxRow, message: InboundMessage) -
         raise Deferred
 
 
-async def _checked(
-    hub: Hub, message: InboundMessage, replies: list[OutgoingMessage]
-) -> list[OutgoingMessage | Refusal]:
-    """The replies as the policy adapts them; a refused reply becomes a
-    ``Refusal``, kept in the history as a failed message with its reason."""
-    provider = hub.providers.get(message.provider)
-    if provider is None:
-        return list(replies)
-    checked: list[OutgoingMessage | Refusal] = []
-    for reply in replies:
-        try:
-            checked.append((await hub.policy.check(provider, reply, origin="reply")).message)
-        except SendRefused as exc:
-            # The reason's text names the contact's number: it goes into the stored row, not the log.
-            _LOGGER.warning(
-                "reply to %s from %s refused (%s): kept as a failed message",
-                message.external_id,
-                mask_address(message.sender),
-                exc.reason,
-            )
-            hub.metrics.send_refusals.labels(provider.name, exc.reason).inc()
-            checked.append(Refusal(reply, exc.reason, str(exc)))
-    return checked
+async def _burst_goes_on(hub: Hub, row: InboxRow, message: InboundMessage) -> bool:
+    """Whether a later message of the contact's burst will answer this one. A
+    message with none yet waits until ``conversations.debounce_seconds`` after
+    it arrived (``Deferred``) in case more come; a keyword never waits."""
+    wait = hub.config["conversations"]["debounce_seconds"]
+    if wait <= 0 or is_keyword(hub, message):
+        return False
+    if await hub.storage.newer_message_waiting(row):
+        return True
+    due = row.received_at + wait
+    if time.time() < due:
+        await hub.storage.defer_inbox(row, due)
+        raise Deferred
+    return False

@@ -20,6 +20,7 @@ from aiohttp import web
 
 from wahub import __version__
 from wahub.core.clock import Clock
+from wahub.core.conversations.language import LanguageDetector
 from wahub.core.http.api import api_routes, auth_middleware
 from wahub.core.http.health import health_routes
 from wahub.core.http.serving import read_deadline_middleware
@@ -59,6 +60,7 @@ def create_app(
             http_ctx,
             providers_ctx,
             lifespans_ctx,
+            languages_ctx,
             leadership_ctx,
             dispatcher_ctx,
             intake_ctx,
@@ -145,6 +147,24 @@ async def _stop_providers(hub: Hub) -> None:
             await provider.stop()
         except Exception:
             _LOGGER.exception("provider %s failed to stop", provider.name)
+
+
+async def languages_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Language detection chooses among ``wahub.languages``, or else among the
+    languages the configured texts are written in (the plugins added theirs
+    while their lifespans began)."""
+    hub = app[HUB_KEY]
+    settings = hub.config["wahub"]
+    if settings.get("languages"):
+        hub.languages = set(settings["languages"])
+    else:
+        hub.languages |= {settings["language"], *hub.config["policy"]["consent"]["languages"]}
+        for backend in hub.ai.values():
+            hub.languages |= backend.languages()
+    detector = LanguageDetector(sorted(hub.languages))
+    hub.detect_language = detector.detect
+    _LOGGER.info("contacts' languages are detected among: %s", ", ".join(sorted(hub.languages)))
+    yield
 
 
 async def lifespans_ctx(app: web.Application) -> AsyncIterator[None]:

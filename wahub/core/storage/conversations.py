@@ -41,6 +41,8 @@ class Owned:
 
     owner: Owner
     version: int
+    #: The last inbound message a turn or a person covered; None before the first turn.
+    answered_through: int | None = None
 
 
 @dataclass(frozen=True)
@@ -101,15 +103,12 @@ class ConversationStore:
 
     async def owned(self, conversation_id: int) -> Owned:
         """The owner and version a bot turn starts under."""
+        query = sa.select(conversations.c.owner, conversations.c.owner_version, conversations.c.answered_through).where(
+            conversations.c.id == conversation_id
+        )
         async with self.db.connect() as conn:
-            row = (
-                await conn.execute(
-                    sa.select(conversations.c.owner, conversations.c.owner_version).where(
-                        conversations.c.id == conversation_id
-                    )
-                )
-            ).one()
-        return Owned(Owner(row.owner), int(row.owner_version))
+            row = (await conn.execute(query)).one()
+        return Owned(Owner(row.owner), int(row.owner_version), row.answered_through)
 
     async def change_owner(
         self,
@@ -251,16 +250,19 @@ class ConversationStore:
         return rows[::-1]
 
     async def history(
-        self, conversation_id: int, *, before: int, limit: int
+        self, conversation_id: int, *, leave_out: Sequence[str], limit: int
     ) -> tuple[list[dict[str, Any]], list[OwnershipChange]]:
-        """The latest ``limit`` messages before message ``before`` (oldest first, refused
-        and dropped ones left out) and the owner changes since the first of them."""
+        """The latest ``limit`` messages (oldest first), but for those whose provider
+        ids are in ``leave_out`` (the turn's own) and the refused and dropped ones,
+        with the owner changes since the first of them."""
         query = (
             sa.select(messages)
             .where(
                 messages.c.conversation_id == conversation_id,
-                messages.c.id < before,
                 sa.or_(messages.c.direction == "in", messages.c.error_code.is_(None)),
+                sa.or_(
+                    messages.c.provider_message_id.is_(None), messages.c.provider_message_id.not_in(list(leave_out))
+                ),
             )
             .order_by(messages.c.id.desc())
             .limit(limit)

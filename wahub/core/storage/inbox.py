@@ -41,6 +41,8 @@ class InboxRow:
     contact_key: str
     payload: dict[str, Any]
     attempts: int
+    #: When the webhook that carried it was stored (unix seconds).
+    received_at: float = 0.0
     #: Why the stored row cannot be processed at all (text that is not UTF-8, a
     #: payload that is not a JSON object), or None.
     damage: str | None = None
@@ -112,6 +114,7 @@ def inbox_row(record: sa.Row[Any]) -> InboxRow:
         contact_key=texts["contact_key"],
         payload=payload,
         attempts=record.attempts,
+        received_at=float(record.received_at),
         damage="; ".join(problems) or None,
     )
 
@@ -125,6 +128,7 @@ def claimed_columns(is_sqlite: bool) -> tuple[sa.ColumnElement[Any], ...]:
         raw(inbox.c.contact_key, is_sqlite).label("contact_key"),
         raw(inbox.c.payload, is_sqlite).label("payload"),
         inbox.c.attempts,
+        inbox.c.received_at,
     )
 
 

@@ -11,7 +11,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from wahub.core.models import STATUS_RANK, InboundMessage, MessageStatus, OutgoingMessage, StatusEvent
+from wahub.core.models import STATUS_RANK, EchoMessage, InboundMessage, MessageStatus, OutgoingMessage, StatusEvent
 from wahub.core.storage.engine import Database, insert_ignore
 from wahub.core.storage.schema import (
     consent_events,
@@ -115,6 +115,50 @@ class MessageStore:
             ).scalar_one()
         return InboundRecord(contact_id, conversation_id, message_id)
 
+    async def record_echo(self, echo: EchoMessage) -> InboundRecord:
+        """Store a message the business sent from its app (coexistence) as a sent
+        outbound message of the user's conversation, upserting both; running it
+        again for the same echo changes nothing."""
+        now = time.time()
+        identities = echo.identities or {"wa_id": echo.recipient}
+        async with self.db.begin() as conn:
+            if echo.recipient != identities.get("wa_id", echo.recipient):
+                await self._adopt_contact(conn, echo.provider, echo.recipient, identities["wa_id"], now)
+            contact_id = await self._upsert_contact(conn, echo.provider, echo.recipient, None, now)
+            await conn.execute(
+                insert_ignore(conn, contact_identities, ["contact_id", "kind", "value"]),
+                [
+                    {"contact_id": contact_id, "kind": kind, "value": value, "created_at": now}
+                    for kind, value in identities.items()
+                ],
+            )
+            conversation_id = await self._upsert_conversation(conn, echo.provider, contact_id, None, now)
+            await conn.execute(
+                insert_ignore(conn, messages, ["provider", "provider_message_id"]),
+                {
+                    "provider": echo.provider,
+                    "direction": "out",
+                    "contact_id": contact_id,
+                    "conversation_id": conversation_id,
+                    "address": echo.recipient,
+                    "type": echo.type,
+                    "body": {"to": echo.recipient, "type": echo.type, **echo.content},
+                    "provider_message_id": echo.external_id,
+                    "status": MessageStatus.SENT,
+                    "origin": "phone",
+                    "created_at": echo.timestamp or now,
+                    "updated_at": now,
+                },
+            )
+            message_id = (
+                await conn.execute(
+                    sa.select(messages.c.id).where(
+                        messages.c.provider == echo.provider, messages.c.provider_message_id == echo.external_id
+                    )
+                )
+            ).scalar_one()
+        return InboundRecord(contact_id, conversation_id, message_id)
+
     async def _adopt_contact(self, conn: AsyncConnection, provider: str, address: str, wa_id: str, now: float) -> None:
         """Give the contact addressed by ``wa_id`` (and its messages) the new
         ``address``, unless a contact already has it."""
@@ -157,7 +201,7 @@ class MessageStore:
         return int(row.id)
 
     async def _upsert_conversation(
-        self, conn: AsyncConnection, provider: str, contact_id: int, inbound_at: float, now: float
+        self, conn: AsyncConnection, provider: str, contact_id: int, inbound_at: float | None, now: float
     ) -> int:
         await conn.execute(
             insert_ignore(conn, conversations, ["provider", "contact_id"]),
@@ -170,7 +214,7 @@ class MessageStore:
                 )
             )
         ).one()
-        if row.last_inbound_at is None or inbound_at > row.last_inbound_at:
+        if inbound_at is not None and (row.last_inbound_at is None or inbound_at > row.last_inbound_at):
             await conn.execute(
                 conversations.update()
                 .where(conversations.c.id == row.id)

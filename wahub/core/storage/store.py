@@ -309,6 +309,18 @@ class Storage:
             bsuid = identities.get("bsuid")
             return not known and bsuid is not None and await older_naming_bsuid(conn, self.is_sqlite, row, bsuid)
 
+    async def newer_message_waiting(self, row: InboxRow) -> bool:
+        """Whether a later message of the row's contact is stored and not yet
+        finished: the burst goes on, so a later row answers it."""
+        query = sa.select(inbox.c.id).where(
+            inbox.c.contact_key == row.contact_key,
+            inbox.c.state.in_([InboxState.PENDING, InboxState.PROCESSING]),
+            inbox.c.kind == "message",
+            inbox.c.id > row.id,
+        )
+        async with self.db.connect() as conn:
+            return (await conn.execute(query.limit(1))).first() is not None
+
     async def defer_inbox(self, row: InboxRow, until: float) -> None:
         """Give a claimed row back, to run at ``until``; the attempt does not count."""
         async with self.db.begin() as conn:
