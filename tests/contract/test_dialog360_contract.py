@@ -11,7 +11,11 @@ from wahub.testing.fake_graph_schema import request_problems
 
 test_dialog360 = contract_tests(
     Dialog360Provider,
-    fixtures=[Path(__file__).parent / "dialog360", Path(__file__).parent / "cloud" / "outbound.yaml"],
+    fixtures=[
+        Path(__file__).parent / "dialog360",
+        Path(__file__).parent / "cloud" / "outbound.yaml",
+        Path(__file__).parent / "cloud" / "inbound_echoes.yaml",
+    ],
     config={
         "platform": "dialog360",
         "name": "main",

@@ -12,7 +12,11 @@ from wahub.testing.fake_graph_schema import request_problems
 
 test_meta_cloud = contract_tests(
     MetaCloudProvider,
-    fixtures=[Path(__file__).parent / "meta", Path(__file__).parent / "cloud" / "outbound.yaml"],
+    fixtures=[
+        Path(__file__).parent / "meta",
+        Path(__file__).parent / "cloud" / "outbound.yaml",
+        Path(__file__).parent / "cloud" / "inbound_echoes.yaml",
+    ],
     config={
         "platform": "meta_cloud",
         "name": "main",

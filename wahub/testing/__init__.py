@@ -64,6 +64,18 @@ def sandbox_message(
     }
 
 
+def sandbox_echo(text: str, *, recipient: str = "15551234567", message_id: str | None = None) -> dict[str, Any]:
+    """A sandbox webhook event for a text the business sent the user from the
+    WhatsApp Business app (a coexistence echo): a person answered from the phone."""
+    return {
+        "type": "echo",
+        "id": message_id or f"sbx.echo.{uuid.uuid4().hex}",
+        "to": recipient,
+        "timestamp": time.time(),
+        "message": {"type": "text", "text": {"body": text}},
+    }
+
+
 def sandbox_status(
     message_id: str, status: str, *, recipient: str = "15551234567", error_code: int | None = None
 ) -> dict[str, Any]:

@@ -435,15 +435,6 @@ def test_account_events_of_an_unknown_waba_go_to_the_receiving_provider() -> Non
 # -- fields wahub keeps whole ---------------------------------------------------
 
 
-def test_smb_message_echoes_are_kept_as_unsupported_for_the_number() -> None:
-    event = one("smb_message_echoes", UnsupportedEvent)
-    change = fixture("smb_message_echoes")["entry"][0]["changes"][0]
-    assert event.provider == "main"
-    assert event.external_id == "smb_message_echoes:" + digest(change)
-    assert event.raw == {"field": "smb_message_echoes", "entry_id": WABA, "value": change["value"]}
-    assert event.timestamp == 0.0
-
-
 def test_an_unknown_field_is_kept_for_every_provider_of_the_waba() -> None:
     events = parse("unknown_field")
     change = fixture("unknown_field")["entry"][0]["changes"][0]

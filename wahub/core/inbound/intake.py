@@ -20,7 +20,7 @@ from aiohttp import web
 from wahub.core.errors import IntakeClosed
 from wahub.core.hub import HUB_KEY, Hub
 from wahub.core.inbound.webhook_json import storable_problem
-from wahub.core.models import Event, InboundMessage, event_to_json
+from wahub.core.models import EchoMessage, Event, InboundMessage, event_to_json
 from wahub.core.storage.schema import (
     consent_events,
     contact_identities,
@@ -64,6 +64,10 @@ _TEXT_FIELDS: dict[str, dict[str, int | None]] = {
         "sender_name": _length(contacts.c.name),
         "context_id": _length(messages.c.provider_message_id),
     },
+    "echo": {
+        "recipient": _length(contacts.c.address),
+        "type": _length(messages.c.type),
+    },
     "status": {
         "message_id": _length(status_events.c.provider_message_id),
         "status": _length(status_events.c.status),
@@ -88,7 +92,8 @@ def event_problem(event: Event, payload: dict[str, Any]) -> str | None:
     if len(event.external_id) > MAX_EVENT_ID_LENGTH:
         return f"the event id is longer than {MAX_EVENT_ID_LENGTH} characters"
     if len(event.contact_key) > MAX_KEY_LENGTH:
-        return f"the sender is longer than {MAX_KEY_LENGTH - len(event.provider) - 1} characters"
+        who = "recipient" if event.kind == "echo" else "sender"
+        return f"the {who} is longer than {MAX_KEY_LENGTH - len(event.provider) - 1} characters"
     if isinstance(event.timestamp, bool) or not isinstance(event.timestamp, (int, float)):
         return "the event time is not a number"
     if not math.isfinite(event.timestamp):
@@ -102,15 +107,24 @@ def event_problem(event: Event, payload: dict[str, Any]) -> str | None:
     for name in _OBJECT_FIELDS:
         if not isinstance(getattr(event, name, {}), dict):
             return f"{name} is not an object"
-    if isinstance(event, InboundMessage):
-        # Typed as text, yet made by a plugin's parser from a webhook: checked all the same.
-        identities: list[tuple[object, object]] = list(event.identities.items())
-        for kind, value in identities:
-            if not isinstance(kind, str) or not isinstance(value, str):
-                return "a sender identity is not text"
-            if len(kind) > _IDENTITY_KIND or len(value) > _IDENTITY_VALUE:
-                return f"a sender identity is longer than {_IDENTITY_VALUE} characters"
+    if isinstance(event, (InboundMessage, EchoMessage)):
+        problem = _identity_problem(event.identities, "sender" if isinstance(event, InboundMessage) else "recipient")
+        if problem is not None:
+            return problem
     return storable_problem(payload)
+
+
+def _identity_problem(identities: dict[str, str], whose: str) -> str | None:
+    """Why a message's ids of its user (``whose``: sender or recipient) cannot
+    be stored as contact identities, or None."""
+    # Typed as text, yet made by a plugin's parser from a webhook: checked all the same.
+    pairs: list[tuple[object, object]] = list(identities.items())
+    for kind, value in pairs:
+        if not isinstance(kind, str) or not isinstance(value, str):
+            return f"a {whose} identity is not text"
+        if len(kind) > _IDENTITY_KIND or len(value) > _IDENTITY_VALUE:
+            return f"a {whose} identity is longer than {_IDENTITY_VALUE} characters"
+    return None
 
 
 def screen(event: Event) -> tuple[dict[str, Any] | None, str | None]:

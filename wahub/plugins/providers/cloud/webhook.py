@@ -3,11 +3,13 @@
 Pure functions, no I/O: a Cloud API provider calls ``parse_cloud_webhook`` on a
 body whose signature it has already checked. One POST can carry several
 entries, each several changes, each several messages, statuses and errors:
-every one of them becomes an event.
+every one of them becomes an event. A ``smb_message_echoes`` change (what the
+business sent from the WhatsApp Business app) gives an ``EchoMessage`` per
+echo (``wahub.plugins.providers.cloud.echoes``).
 
 Only a body that is not a Cloud API envelope raises ``WebhookError``. A single
-item wahub cannot read (a message without an id, a status without a status, a
-change that is not an object) becomes an ``UnsupportedEvent`` with the
+item wahub cannot read (a message or echo without an id, a status without a
+status, a change that is not an object) becomes an ``UnsupportedEvent`` with the
 external id ``unparsed:<sha256 of the item>``, so the rest of the body still
 counts and a retried delivery dedupes to the same event.
 
@@ -29,21 +31,24 @@ from typing import Any
 from wahub.core.errors import WebhookError
 from wahub.core.inbound.webhook_json import read_json
 from wahub.core.models import AccountEvent, Event, InboundMessage, PreferenceEvent, StatusEvent, UnsupportedEvent
+from wahub.plugins.providers.cloud.echoes import ECHO_FIELD, ECHO_ITEMS, ECHO_USER_KEYS, echo_message
 from wahub.plugins.providers.cloud.webhook_fields import (
     ACCOUNT_FIELDS,
     account_readable,
-    check_body,
     headline,
+    message_content,
     required,
     seconds,
     seconds_or_zero,
     text_id,
+    user_identities,
 )
 
 OBJECT = "whatsapp_business_account"
 
-#: Message-level keys copied into ``InboundMessage.content`` next to the type's object.
-_CONTENT_EXTRAS = ("context", "referral", "errors", "identity")
+#: How a user's message names its sender, each with the ``contacts[]`` key
+#: holding the same id: by BSUID first, then by wa_id.
+_SENDER_KEYS = (("from_user_id", "user_id"), ("from", "wa_id"))
 
 
 def parse_cloud_webhook(
@@ -114,6 +119,8 @@ def _change_events(routes: _Routes, entry: _Entry, change: Any) -> list[Event]:
     metadata = value["metadata"] if isinstance(value.get("metadata"), dict) else None
     if field == "messages":
         return _messages_events(routes.number(metadata), entry, value, metadata)
+    if field == ECHO_FIELD:
+        return _echo_events(routes.number(metadata), entry, value, metadata)
     if field == "user_preferences":
         provider = routes.number(metadata)
         return _each(provider, field, entry, value, "user_preferences", lambda item: _preference(provider, item))
@@ -145,13 +152,12 @@ def _messages_events(
     provider: str, entry: _Entry, value: dict[str, Any], metadata: dict[str, Any] | None
 ) -> list[Event]:
     """The messages, statuses and value-level errors of a ``messages`` change."""
-    listed = value.get("contacts")
-    contacts = [c for c in listed if isinstance(c, dict)] if isinstance(listed, list) else []
+    contacts = _contacts(value)
     messages = value.get("messages")
     single = isinstance(messages, list) and len(messages) == 1
 
     def message(item: dict[str, Any]) -> Event:
-        return _message(provider, item, _contact_for(item, contacts, single), metadata)
+        return _message(provider, item, _contact_for(item, contacts, single, _SENDER_KEYS), metadata)
 
     def error(item: dict[str, Any]) -> Event:
         return AccountEvent(
@@ -168,6 +174,23 @@ def _messages_events(
         *_each(provider, "messages", entry, value, "statuses", lambda item: _status(provider, item)),
         *_each(provider, "messages", entry, value, "errors", error),
     ]
+
+
+def _echo_events(provider: str, entry: _Entry, value: dict[str, Any], metadata: dict[str, Any] | None) -> list[Event]:
+    """The echoes of a ``smb_message_echoes`` change, each with its user's ``contacts[]`` item."""
+    contacts = _contacts(value)
+    echoes = value.get(ECHO_ITEMS)
+    single = isinstance(echoes, list) and len(echoes) == 1
+
+    def echo(item: dict[str, Any]) -> Event:
+        return echo_message(provider, item, _contact_for(item, contacts, single, ECHO_USER_KEYS), metadata)
+
+    return _each(provider, ECHO_FIELD, entry, value, ECHO_ITEMS, echo)
+
+
+def _contacts(value: dict[str, Any]) -> list[dict[str, Any]]:
+    listed = value.get("contacts")
+    return [c for c in listed if isinstance(c, dict)] if isinstance(listed, list) else []
 
 
 def _each(
@@ -200,26 +223,13 @@ def _message(
 ) -> InboundMessage:
     wamid, kind = required(message, "id"), required(message, "type")
     timestamp = seconds(message.get("timestamp"))
-    person = contact or {}
-    profile = person["profile"] if isinstance(person.get("profile"), dict) else {}
-    found = {
-        "bsuid": text_id(message.get("from_user_id")) or text_id(person.get("user_id")),
-        "wa_id": text_id(message.get("from")) or text_id(person.get("wa_id")),
-        "username": text_id(profile.get("username")),
-        "parent_bsuid": text_id(person.get("parent_user_id")),
-    }
-    identities = {key: found_id for key, found_id in found.items() if found_id}
+    identities = user_identities(contact, bsuid=message.get("from_user_id"), wa_id=message.get("from"))
     sender = identities.get("bsuid") or identities.get("wa_id")
     if not sender:
         raise ValueError("the message names no sender")
-    body = message.get(kind)
-    if body is None:
-        body = {}
-    check_body(kind, body)
-    if kind == "reaction" and isinstance(body, dict) and body.get("emoji") is None:
-        body = {**body, "emoji": ""}  # a removed reaction
-    content: dict[str, Any] = {kind: body}
-    content.update({key: message[key] for key in _CONTENT_EXTRAS if key in message and key != kind})
+    content = message_content(message, kind)
+    person = contact or {}
+    profile = person["profile"] if isinstance(person.get("profile"), dict) else {}
     context = message.get("context")
     return InboundMessage(
         provider=provider,
@@ -235,9 +245,16 @@ def _message(
     )
 
 
-def _contact_for(message: dict[str, Any], contacts: list[dict[str, Any]], single: bool) -> dict[str, Any] | None:
-    """The ``contacts[]`` item describing a message's sender: by BSUID, then by wa_id."""
-    for message_key, contact_key in (("from_user_id", "user_id"), ("from", "wa_id")):
+def _contact_for(
+    message: dict[str, Any],
+    contacts: list[dict[str, Any]],
+    single: bool,
+    keys: tuple[tuple[str, str], ...],
+) -> dict[str, Any] | None:
+    """The ``contacts[]`` item describing a message's user, matched on ``keys``
+    (the item's key, the contact's key: BSUID first, then wa_id); the only
+    contact of a change with a single item when none matches."""
+    for message_key, contact_key in keys:
         wanted = text_id(message.get(message_key))
         for contact in contacts if wanted else ():
             if text_id(contact.get(contact_key)) == wanted:

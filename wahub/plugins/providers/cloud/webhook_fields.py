@@ -1,5 +1,7 @@
 """What the Cloud API webhook reader accepts: the account fields it reads,
-their headline, the types and lengths it stores, and the readers of ids and times."""
+their headline, the types and lengths it stores, the readers of ids and times,
+and what a message item (a user's message or a business echo) holds: the
+user's ids and the content of its type."""
 
 from __future__ import annotations
 
@@ -51,6 +53,9 @@ _TEMPLATE_HEADLINE_LENGTH = {
 #: stored with their name, type and checksum), with its longest length.
 _MEDIA_TEXT = {"id": 256, "mime_type": 128, "sha256": 128, "filename": 256, "caption": None}
 _MEDIA_TYPES = frozenset({"image", "audio", "video", "document", "sticker"})
+
+#: Message-level keys copied into a message's ``content`` next to the type's object.
+_CONTENT_EXTRAS = ("context", "referral", "errors", "identity")
 
 
 def account_readable(field: str, value: dict[str, Any]) -> bool:
@@ -123,3 +128,34 @@ def seconds_or_zero(value: Any) -> float:
         return seconds(value)
     except ValueError:
         return 0.0
+
+
+def user_identities(
+    contact: dict[str, Any] | None, *, bsuid: Any, wa_id: Any, parent_bsuid: Any = None
+) -> dict[str, str]:
+    """The user's ids by kind (``bsuid``, ``wa_id``, ``username``, ``parent_bsuid``):
+    those the message item names (given here), else its ``contacts[]`` item's."""
+    person = contact or {}
+    profile = person["profile"] if isinstance(person.get("profile"), dict) else {}
+    found = {
+        "bsuid": text_id(bsuid) or text_id(person.get("user_id")),
+        "wa_id": text_id(wa_id) or text_id(person.get("wa_id")),
+        "username": text_id(profile.get("username")),
+        "parent_bsuid": text_id(parent_bsuid) or text_id(person.get("parent_user_id")),
+    }
+    return {key: found_id for key, found_id in found.items() if found_id}
+
+
+def message_content(item: dict[str, Any], kind: str) -> dict[str, Any]:
+    """A message item's content in the Cloud API shape: ``{kind: <its object>}``
+    and the message-level keys beside it (``context``, ``referral``...).
+    Raises ValueError when the type's object holds the wrong types where wahub reads it."""
+    body = item.get(kind)
+    if body is None:
+        body = {}
+    check_body(kind, body)
+    if kind == "reaction" and isinstance(body, dict) and body.get("emoji") is None:
+        body = {**body, "emoji": ""}  # a removed reaction
+    content: dict[str, Any] = {kind: body}
+    content.update({key: item[key] for key in _CONTENT_EXTRAS if key in item and key != kind})
+    return content

@@ -15,6 +15,8 @@ Webhook body::
                 {"type": "status", "id": "<event id>", "message_id": "sbx.out.<id>",
                  "recipient": "15551234567", "status": "delivered", "timestamp": 1764000001},
                 {"type": "status", ..., "status": "failed", "errors": [{"code": 131047, "title": "..."}]},
+                {"type": "echo", "id": "sbx.echo.<id>", "to": "15551234567", "timestamp": 1764000003,
+                 "message": {"type": "text", "text": {"body": "sent from the phone"}}},
                 {"type": "preference", "id": "<event id>", "user": "15551234567",
                  "category": "marketing_messages", "value": "stop", "timestamp": 1764000002}]}
 
@@ -23,10 +25,15 @@ signed with ``X-Wahub-Signature-256: sha256=<hex HMAC-SHA256 of the body>``.
 The chat socket ``/sandbox/ws?user=<digits>&name=<name>`` first sends
 ``{"type": "history", "messages": [...]}``, then ``message``, ``status`` and
 ``error`` frames. The client sends ``text`` and ``button`` frames and the
-``received`` / ``seen`` receipts. A ``text`` or ``button`` frame may carry a
-``"ref"`` (1 to 64 characters) of the client's choosing: once the message is
-stored the sender gets ``{"type": "accepted", "ref": ..., "id": "sbx.in.<id>"}``,
-and an ``error`` about it carries the same ``ref``.
+``received`` / ``seen`` receipts. An ``echo`` frame (``{"type": "echo", "text":
+...}``) plays the business's other side: a person at the business answering
+this user from the WhatsApp Business app on a number shared with the API
+(coexistence). It is posted as an ``echo`` event and shown to the user as the
+business's message, marked ``"from_phone": true``. A ``text``, ``button`` or
+``echo`` frame may carry a ``"ref"`` (1 to 64 characters) of the client's
+choosing: once the message is stored the sender gets ``{"type": "accepted",
+"ref": ..., "id": "sbx.in.<id>"}`` (``sbx.echo.<id>`` for an echo), and an
+``error`` about it carries the same ``ref``.
 """
 
 from __future__ import annotations
@@ -59,7 +66,15 @@ from wahub.core.provider import (
 )
 from wahub.core.storage.policy import Template
 from wahub.plugins.providers.cloud.errors import classify_cloud_error
-from wahub.plugins.providers.sandbox.frames import frame_message, receipt_events, text_problem, valid_ref
+from wahub.plugins.providers.sandbox.frames import (
+    echo_event,
+    frame_message,
+    receipt_events,
+    refusal,
+    shown_event,
+    text_problem,
+    valid_ref,
+)
 from wahub.plugins.providers.sandbox.hosts import check_host
 from wahub.plugins.providers.sandbox.webhook import parse_events as parse_events
 
@@ -290,21 +305,12 @@ async def _on_frame(
             if events:
                 await provider.post_webhook(base_url, events)
             return
-        event = provider.user_event(user, name, frame)
+        event = echo_event(user, frame) if frame.get("type") == "echo" else provider.user_event(user, name, frame)
         if event is None:
-            problem = text_problem(frame.get("text")) if frame.get("type") == "text" else None
-            message = problem or f"cannot send a {frame.get('type')!r} frame"
-            await _send(ws, {"type": "error", "message": message, **answer})
+            await _send(ws, {"type": "error", "message": refusal(frame), **answer})
             return
         await provider.post_webhook(base_url, [event])
-        row = {
-            "body": event["message"],
-            "provider_message_id": event["id"],
-            "direction": "in",
-            "status": "received",
-            "created_at": event["timestamp"],
-        }
-        await provider.push(user, {"type": "message", "message": frame_message(row)})
+        await provider.push(user, {"type": "message", "message": shown_event(event)})
         if ref is not None:
             await _send(ws, {"type": "accepted", "ref": ref, "id": event["id"]})
     except (WebhookError, OSError) as exc:

@@ -12,7 +12,7 @@ from typing import Any
 
 from wahub.core.errors import WebhookError
 from wahub.core.inbound.webhook_json import read_json
-from wahub.core.models import Event, InboundMessage, PreferenceEvent, StatusEvent, UnsupportedEvent
+from wahub.core.models import EchoMessage, Event, InboundMessage, PreferenceEvent, StatusEvent, UnsupportedEvent
 
 
 def parse_events(provider: str, body: bytes) -> list[Event]:
@@ -61,6 +61,24 @@ def _message_event(provider: str, item: dict[str, Any]) -> Event:
     )
 
 
+def _echo_event(provider: str, item: dict[str, Any]) -> Event:
+    """What the business sent the user ``to`` from its phone (a coexistence echo)."""
+    message = item["message"]
+    kind = _text(message["type"])
+    content = {kind: _object(message[kind])}
+    if message.get("context") is not None:
+        content["context"] = _object(message["context"])
+    return EchoMessage(
+        provider=provider,
+        external_id=_required_id(item, "id"),
+        recipient=_required_id(item, "to"),
+        type=kind,
+        content=content,
+        timestamp=_seconds(item["timestamp"]),
+        raw=item,
+    )
+
+
 def _status_event(provider: str, item: dict[str, Any]) -> Event:
     errors = item.get("errors") or [{}]
     error = errors[0] if isinstance(errors, list) else None
@@ -98,6 +116,7 @@ def _preference_event(provider: str, item: dict[str, Any]) -> Event:
 
 _PARSERS: dict[str, Callable[[str, dict[str, Any]], Event]] = {
     "message": _message_event,
+    "echo": _echo_event,
     "status": _status_event,
     "preference": _preference_event,
 }
