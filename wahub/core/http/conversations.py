@@ -22,7 +22,7 @@ from aiohttp import web
 
 from wahub.core.conversations.ownership import change_owner
 from wahub.core.http.api_io import error, error_text, json_body, json_response, path_id
-from wahub.core.http.api_query import DEFAULT_PAGE, check_known, choices, cursor, page_limit, point_in_time, positive_id
+from wahub.core.http.api_query import check_known, choices, cursor, page_limit, point_in_time, positive_id
 from wahub.core.hub import HUB_KEY, Hub
 from wahub.core.models import OWNER_CHANGES, Owner, OwnershipChange
 from wahub.core.policy.checks import SERVICE_WINDOW_SECONDS, window_open
@@ -127,7 +127,7 @@ async def get_conversation(request: web.Request) -> web.Response:
     hub = request.app[HUB_KEY]
     conversation_id = path_id(request, what="conversation")
     check_known(request, _DETAIL_PARAMETERS)
-    before, limit = cursor(request, "before"), page_limit(request, default=DEFAULT_PAGE)
+    before, limit = cursor(request, "before"), page_limit(request)
     found = await _conversation(hub, conversation_id)
     if found is None:
         return _not_found(conversation_id)
@@ -177,19 +177,19 @@ async def _apply(
         return _not_found(conversation_id)
     done = await change_owner(hub, conversation_id, change, actor="api", reason=reason, assignee=assignee)
     if done is None:
-        now = await hub.storage.conversations.get(conversation_id)
-        assert now is not None  # conversations are never deleted
+        current = await hub.storage.conversations.get(conversation_id)
+        assert current is not None  # conversations are never deleted
         allowed, _ = OWNER_CHANGES[change]
-        if now.owner == Owner.ASSIGNED and change == "assigned":
-            problem = f"it is already assigned to {now.assignee}"
+        if current.owner == Owner.ASSIGNED and change == "assigned":
+            problem = f"it is already assigned to {current.assignee}"  # the only assignment refused
         else:
             problem = f"{verb} is allowed only while it is {', '.join(sorted(allowed))}"
         return error(
             409,
             "owner_conflict",
-            f"conversation {conversation_id} is owned by {now.owner}: {problem}",
-            owner=str(now.owner),
-            assignee=now.assignee,
+            f"conversation {conversation_id} is owned by {current.owner}: {problem}",
+            owner=str(current.owner),
+            assignee=current.assignee,
         )
     found = await _conversation(hub, conversation_id)
     assert found is not None
