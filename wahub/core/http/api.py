@@ -17,6 +17,8 @@ JSON in and out, errors as ``{"error": {"code": ..., "message": ...}}``.
 - ``GET /api/v1/inbox/failed``: inbox events that gave up, oldest first
   (``?limit=``, default 100), phone numbers masked. ``POST
   /api/v1/inbox/{id}/retry``: run a failed event again (404 if it is not failed).
+- Conversations (list, one with its messages, hand-off, resolve, assign) are in
+  ``conversations``; contacts by id (search, get, PATCH) in ``contacts``.
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ from wahub.core.config.validators import timezone_name
 from wahub.core.errors import InvalidMessage, InvalidTime, MediaRefused, MediaTooLarge, SendRefused
 from wahub.core.http.api_io import abort as _abort
 from wahub.core.http.api_io import error, json_body, json_response, path_id, path_text, storable
+from wahub.core.http.contacts import contact_routes
+from wahub.core.http.conversations import conversation_routes
 from wahub.core.hub import HUB_KEY, Hub
 from wahub.core.inbound.failures import failed_event
 from wahub.core.models import InboxState
@@ -327,4 +331,6 @@ def api_routes() -> list[web.RouteDef]:
         web.get("/api/v1/media/{id}", get_media),
         web.get("/api/v1/inbox/failed", failed_inbox),
         web.post("/api/v1/inbox/{id}/retry", retry_inbox),
+        *conversation_routes(),
+        *contact_routes(),
     ]

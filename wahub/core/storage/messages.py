@@ -364,6 +364,36 @@ class MessageStore:
             rows = (await conn.execute(query)).all()
         return with_implied_sent([{**row._mapping, "implied": False} for row in rows])
 
+    async def status_histories(
+        self, provider: str, provider_message_ids: Sequence[str]
+    ) -> dict[str, list[dict[str, Any]]]:
+        """``status_history`` of many sent messages in one query (a page of a
+        conversation), by provider message id; a message without statuses has none."""
+        if not provider_message_ids:
+            return {}
+        query = (
+            sa.select(
+                status_events.c.provider_message_id,
+                status_events.c.status,
+                status_events.c.timestamp,
+                status_events.c.error_code,
+                status_events.c.error_title,
+                status_events.c.pricing_category,
+            )
+            .where(
+                status_events.c.provider == provider,
+                status_events.c.provider_message_id.in_(list(provider_message_ids)),
+            )
+            .order_by(status_events.c.timestamp, status_events.c.id)
+        )
+        async with self.db.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        found: dict[str, list[dict[str, Any]]] = {}
+        for row in rows:
+            entry = {**row._mapping, "implied": False}
+            found.setdefault(entry.pop("provider_message_id"), []).append(entry)
+        return {key: with_implied_sent(history) for key, history in found.items()}
+
 
 def with_implied_sent(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Add the ``sent`` a ``delivered`` or ``read`` implies when no ``sent`` status came.

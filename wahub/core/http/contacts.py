@@ -1,0 +1,180 @@
+"""The REST API's contacts by id: searching them, one with its ids, consent and
+conversations, and what a person may set on one.
+
+- ``GET /api/v1/contacts?q=``: by id, those whose name, address or any id
+  (phone number, wa_id, BSUID, username) contains ``q``;
+  ``{"contacts": [...], "next": cursor|null}``.
+- ``GET /api/v1/contacts/{id}``: the contact with ``identities``, ``consent``
+  and ``conversations`` (their ids).
+- ``PATCH /api/v1/contacts/{id}``: ``name``, ``language`` (BCP 47), ``tags``,
+  ``timezone``; null clears one. Answers like the GET.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from aiohttp import web
+
+from wahub.core.config.validators import timezone_name
+from wahub.core.http.api_io import error, error_text, json_body, json_response, path_id
+from wahub.core.http.api_query import check_known, cursor, page_limit, search_text
+from wahub.core.hub import HUB_KEY, Hub
+from wahub.core.storage.policy import consent_state
+
+#: What a PATCH may set; a contact's provider and address are the provider's.
+EDITABLE = ("name", "language", "tags", "timezone")
+MAX_NAME, MAX_TAG, MAX_TAGS = 256, 64, 50
+#: The ``contacts.language`` column.
+MAX_LANGUAGE = 35
+
+# RFC 5646 (BCP 47): language, then script, region, variants, extensions, private use.
+_LANGUAGE_TAG = re.compile(
+    r"""
+    (?:[a-z]{2,3}(?:-[a-z]{3}){0,3}|[a-z]{4,8})
+    (?:-[a-z]{4})?
+    (?:-(?:[a-z]{2}|[0-9]{3}))?
+    (?:-(?:[a-z0-9]{5,8}|[0-9][a-z0-9]{3}))*
+    (?:-[0-9a-wyz](?:-[a-z0-9]{2,8})+)*
+    (?:-x(?:-[a-z0-9]{1,8})+)?
+    """,
+    re.VERBOSE | re.IGNORECASE,
+)
+# A phone number as people write it: digits with spaces, dashes, dots, brackets, a leading plus.
+_PHONE = re.compile(r"\+?[\d\s().-]*\d[\d\s().-]*")
+
+
+def language_tag(value: Any) -> str:
+    """A well-formed BCP 47 language tag (``pt-BR``, ``zh-Hant-TW``) in its usual
+    case; ``ValueError`` saying what is expected otherwise."""
+    if not isinstance(value, str) or len(value) > MAX_LANGUAGE or not _LANGUAGE_TAG.fullmatch(value):
+        shown = repr(value[:40]) if isinstance(value, str) else f"a {type(value).__name__}"
+        raise ValueError(
+            f"language must be a BCP 47 language tag such as en, pt-BR or zh-Hant-TW "
+            f"(at most {MAX_LANGUAGE} characters), or null to forget it; got {shown}"
+        )
+    subtags = value.lower().split("-")
+    shaped = [subtags[0]]
+    for subtag in subtags[1:]:
+        if len(shaped[-1]) == 1:  # after an extension's or private use's singleton, all lower case
+            shaped.extend(subtags[len(shaped) :])
+            break
+        shaped.append(subtag.upper() if len(subtag) == 2 else subtag.title() if len(subtag) == 4 else subtag)
+    return "-".join(shaped)
+
+
+def _search_terms(query: str) -> str:
+    """What to look for: a phone number as the digits its ids are stored with."""
+    if _PHONE.fullmatch(query):
+        return re.sub(r"\D", "", query)
+    return query
+
+
+async def list_contacts(request: web.Request) -> web.Response:
+    hub = request.app[HUB_KEY]
+    check_known(request, ("q", "limit", "after"))
+    query = search_text(request, "q")
+    items, next_after = await hub.storage.contacts.search(
+        _search_terms(query) if query else None, after=cursor(request, "after"), limit=page_limit(request)
+    )
+    return json_response({"contacts": items, "next": next_after})
+
+
+async def _contact(hub: Hub, contact_id: int) -> dict[str, Any] | None:
+    """The contact with its ids, its consent and its conversations' ids; None when unknown."""
+    contact = await hub.storage.contacts.get(contact_id)
+    if contact is None:
+        return None
+    state = consent_state(await hub.storage.policy.ledger(contact["provider"], contact["address"]))
+    page = await hub.storage.conversations.list(contact_id=contact_id)
+    return {
+        **contact,
+        "consent": {"all": state.all, "marketing": state.marketing},
+        "conversations": [row["id"] for row in page.items],
+    }
+
+
+async def get_contact(request: web.Request) -> web.Response:
+    hub = request.app[HUB_KEY]
+    contact_id = path_id(request, what="contact")
+    check_known(request, ())
+    found = await _contact(hub, contact_id)
+    if found is None:
+        return error(404, "not_found", f"no contact {contact_id}")
+    return json_response(found)
+
+
+def _invalid(message: str) -> web.HTTPUnprocessableEntity:
+    return web.HTTPUnprocessableEntity(text=error_text("invalid_contact", message), content_type="application/json")
+
+
+def _name(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip() or len(value) > MAX_NAME or not value.isprintable():
+        raise _invalid(f"name must be 1 to {MAX_NAME} printable characters, or null to forget it")
+    return value.strip()
+
+
+def _tags(value: Any) -> list[str]:
+    if value is None:
+        return []
+    problem = f"tags must be a list of at most {MAX_TAGS} labels of 1 to {MAX_TAG} printable characters"
+    if not isinstance(value, list) or len(value) > MAX_TAGS:
+        raise _invalid(f"{problem} (or null for none)")
+    for tag in value:
+        if not isinstance(tag, str) or not tag.strip() or len(tag) > MAX_TAG or not tag.isprintable():
+            shown = repr(tag[:40]) if isinstance(tag, str) else f"a {type(tag).__name__}"
+            raise _invalid(f"{problem}; got {shown}")
+    return list(dict.fromkeys(tag.strip() for tag in value))  # each label once, in the order given
+
+
+def _changes(body: Any) -> dict[str, Any]:
+    """The columns a PATCH body sets, validated."""
+    if not isinstance(body, dict):
+        raise _invalid(f"the body must be a JSON object with any of {', '.join(EDITABLE)}")
+    unknown = sorted(set(body) - set(EDITABLE))
+    if unknown:
+        names = ", ".join(repr(key[:40]) for key in unknown)
+        raise _invalid(f"unknown key {names}: a contact's {', '.join(EDITABLE)} may be set")
+    changes: dict[str, Any] = {}
+    if "name" in body:
+        changes["name"] = _name(body["name"])
+    if "tags" in body:
+        changes["tags"] = _tags(body["tags"])
+    if "language" in body:
+        try:
+            changes["language"] = None if body["language"] is None else language_tag(body["language"])
+        except ValueError as exc:
+            raise _invalid(str(exc)) from None
+    if "timezone" in body:
+        try:
+            changes["timezone"] = None if body["timezone"] is None else timezone_name(body["timezone"])
+        except Exception as exc:  # noqa: BLE001 - voluptuous.Invalid, reported to the client
+            raise _invalid(f"timezone: {exc}") from None
+    return changes
+
+
+async def update_contact(request: web.Request) -> web.Response:
+    hub = request.app[HUB_KEY]
+    contact_id = path_id(request, what="contact")
+    changes = _changes(await json_body(request))
+    contact = await hub.storage.contacts.get(contact_id)
+    if contact is None:
+        return error(404, "not_found", f"no contact {contact_id}")
+    if "timezone" in changes:
+        await hub.storage.policy.set_timezone(contact["provider"], contact["address"], changes.pop("timezone"))
+    if changes:
+        await hub.storage.contacts.update(contact_id, changes)
+    found = await _contact(hub, contact_id)
+    assert found is not None  # contacts are never deleted
+    return json_response(found)
+
+
+def contact_routes() -> list[web.RouteDef]:
+    return [
+        web.get("/api/v1/contacts", list_contacts),
+        web.get("/api/v1/contacts/{id}", get_contact),
+        web.patch("/api/v1/contacts/{id}", update_contact),
+    ]
