@@ -15,9 +15,10 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import voluptuous as vol
 from aiohttp import web
 
-from wahub.core.config.validators import timezone_name
+from wahub.core.config.validators import language_code, timezone_name
 from wahub.core.http.api_io import error, error_text, json_body, json_response, path_id
 from wahub.core.http.api_query import check_known, cursor, page_limit, search_text
 from wahub.core.hub import HUB_KEY, Hub
@@ -27,41 +28,9 @@ from wahub.core.storage.policy import consent_state
 EDITABLE = ("name", "language", "tags", "timezone")
 MAX_NAME, MAX_TAG, MAX_TAGS = 256, 64, 50
 #: The ``contacts.language`` column.
-MAX_LANGUAGE = 35
 
-# RFC 5646 (BCP 47): language, then script, region, variants, extensions, private use.
-_LANGUAGE_TAG = re.compile(
-    r"""
-    (?:[a-z]{2,3}(?:-[a-z]{3}){0,3}|[a-z]{4,8})
-    (?:-[a-z]{4})?
-    (?:-(?:[a-z]{2}|[0-9]{3}))?
-    (?:-(?:[a-z0-9]{5,8}|[0-9][a-z0-9]{3}))*
-    (?:-[0-9a-wyz](?:-[a-z0-9]{2,8})+)*
-    (?:-x(?:-[a-z0-9]{1,8})+)?
-    """,
-    re.VERBOSE | re.IGNORECASE,
-)
 # A phone number as people write it: digits with spaces, dashes, dots, brackets, a leading plus.
 _PHONE = re.compile(r"\+?[\d\s().-]*\d[\d\s().-]*")
-
-
-def language_tag(value: Any) -> str:
-    """A well-formed BCP 47 language tag (``pt-BR``, ``zh-Hant-TW``) in its usual
-    case; ``ValueError`` saying what is expected otherwise."""
-    if not isinstance(value, str) or len(value) > MAX_LANGUAGE or not _LANGUAGE_TAG.fullmatch(value):
-        shown = repr(value[:40]) if isinstance(value, str) else f"a {type(value).__name__}"
-        raise ValueError(
-            f"language must be a BCP 47 language tag such as en, pt-BR or zh-Hant-TW "
-            f"(at most {MAX_LANGUAGE} characters), or null to forget it; got {shown}"
-        )
-    subtags = value.lower().split("-")
-    shaped = [subtags[0]]
-    for subtag in subtags[1:]:
-        if len(shaped[-1]) == 1:  # after an extension's or private use's singleton, all lower case
-            shaped.extend(subtags[len(shaped) :])
-            break
-        shaped.append(subtag.upper() if len(subtag) == 2 else subtag.title() if len(subtag) == 4 else subtag)
-    return "-".join(shaped)
 
 
 def _search_terms(query: str) -> str:
@@ -145,9 +114,9 @@ def _changes(body: Any) -> dict[str, Any]:
         changes["tags"] = _tags(body["tags"])
     if "language" in body:
         try:
-            changes["language"] = None if body["language"] is None else language_tag(body["language"])
-        except ValueError as exc:
-            raise _invalid(str(exc)) from None
+            changes["language"] = None if body["language"] is None else language_code(body["language"])
+        except vol.Invalid as exc:
+            raise _invalid(f"language: {exc.msg}, or null to forget it") from None
     if "timezone" in body:
         try:
             changes["timezone"] = None if body["timezone"] is None else timezone_name(body["timezone"])

@@ -91,14 +91,16 @@ class ContactStore:
         page and the cursor of the next one (None at the end)."""
         statement = sa.select(contacts)
         if query:
-            pattern = f"%{query.lower()}%"
+            # The query is text to find, not a pattern: % and _ match themselves.
+            escaped = query.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            pattern = f"%{escaped}%"
             matching_ids = sa.select(contact_identities.c.contact_id).where(
-                sa.func.lower(contact_identities.c.value).like(pattern)
+                sa.func.lower(contact_identities.c.value).like(pattern, escape="\\")
             )
             statement = statement.where(
                 sa.or_(
-                    sa.func.lower(contacts.c.name).like(pattern),
-                    sa.func.lower(contacts.c.address).like(pattern),
+                    sa.func.lower(contacts.c.name).like(pattern, escape="\\"),
+                    sa.func.lower(contacts.c.address).like(pattern, escape="\\"),
                     contacts.c.id.in_(matching_ids),
                 )
             )
