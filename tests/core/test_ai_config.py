@@ -13,6 +13,7 @@ from wahub.core.ai import AIAnswer, AIBackend, AIRequest
 from wahub.core.config.schema import ConfigError, default_config, load_config
 from wahub.core.plugins import registered_ai_backends, registered_providers, registered_sections
 from wahub.plugins.ai.faq import FaqBackend
+from wahub.plugins.ai.openai import OpenAIBackend
 from wahub.testing import build_config, plugin_manager, running_daemon
 
 REPO = Path(__file__).resolve().parents[2]
@@ -53,7 +54,7 @@ FAQ_ENTRY = """\
 def test_the_built_in_platforms_are_registered() -> None:
     platforms = registered_ai_backends(plugin_manager())
 
-    assert platforms == {"faq": FaqBackend}
+    assert platforms == {"faq": FaqBackend, "openai": OpenAIBackend}
     assert all(issubclass(cls, AIBackend) for cls in platforms.values())
 
 

@@ -44,6 +44,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "wahub.plugins.router",
     "wahub.plugins.housekeeping",
     "wahub.plugins.ai.faq",
+    "wahub.plugins.ai.openai",
 )
 
 #: Seconds a may-be-async hook implementation gets before it is abandoned.

@@ -218,3 +218,15 @@ async def test_an_empty_turn_matches_nothing() -> None:
 
     assert backend.match("?!", "en") is None
     assert await backend.reply(request()) == AIAnswer()
+
+
+def test_knowledge_tells_each_question_once_in_the_contacts_language() -> None:
+    loose = {"language": "en", "questions": ["Do you sell gift cards?", "Gift cards?"], "answer": "Yes."}
+    backend = faq([HOURS, HOURS_ES, ADDRESS, loose])
+
+    assert backend.knowledge("es") == [
+        ("¿Cuál es su horario?", "De 9 a 18."),
+        ("What is your address?", "12 Market St."),
+        ("Do you sell gift cards?", "Yes."),
+    ]
+    assert backend.knowledge("en")[0] == ("What are your opening hours?", "9 to 18.")

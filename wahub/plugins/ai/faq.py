@@ -211,6 +211,26 @@ class FaqBackend(AIBackend):
                     return other
         return entry
 
+    def knowledge(self, language: str) -> list[tuple[str, str]]:
+        """Each question once, as ``(question, answer)`` in ``language`` where a
+        translation has it (else as written), in file order: what a model is told."""
+        told: set[str] = set()
+        pairs = []
+        for entry in self.entries:
+            if entry.id is not None:
+                if entry.id in told:
+                    continue
+                told.add(entry.id)
+            answering = self._translation(entry, language)
+            pairs.append((answering.questions[0], answering.answer))
+        return pairs
+
+    def answer(self, found: FaqMatch) -> AIAnswer:
+        """The answer a match gives: its text, and a hand-off if its entry asks for one."""
+        key = found.entry.id or found.entry.index
+        handoff = f"faq:{key}" if found.entry.handoff else None
+        return AIAnswer(text=found.answer, handoff=handoff, details={"faq_entry": key, "score": round(found.score, 1)})
+
     async def reply(self, request: AIRequest) -> AIAnswer:
         """A match answers (and asks for a person if its entry says so); a
         miss is no answer, or with ``on_miss: handoff`` the hand-off reply."""
@@ -222,9 +242,7 @@ class FaqBackend(AIBackend):
                 return AIAnswer(text=reply, handoff=MISS_HANDOFF)
             return AIAnswer()
         _LOGGER.debug("faq %s: entry %s answers (score %.1f)", self.name, found.entry.index, found.score)
-        handoff = f"faq:{found.entry.id or found.entry.index}" if found.entry.handoff else None
-        details = {"faq_entry": found.entry.id or found.entry.index, "score": round(found.score, 1)}
-        return AIAnswer(text=found.answer, handoff=handoff, details=details)
+        return self.answer(found)
 
 
 def turn_text(messages: Sequence[str]) -> str:
