@@ -11,7 +11,8 @@ import pytest
 from wahub import hookimpl
 from wahub.core.ai import AIAnswer, AIBackend, AIRequest
 from wahub.core.config.schema import ConfigError, default_config, load_config
-from wahub.core.plugins import registered_ai_backends, registered_providers, registered_sections
+from wahub.core.errors import PluginError
+from wahub.core.plugins import check_registrations, registered_ai_backends, registered_providers, registered_sections
 from wahub.plugins.ai.faq import FaqBackend
 from wahub.plugins.ai.openai import OpenAIBackend
 from wahub.testing import build_config, plugin_manager, running_daemon
@@ -235,12 +236,31 @@ def test_ai_must_be_a_list(tmp_path: Path) -> None:
     ]
 
 
-def test_the_example_configuration_has_a_working_faq(tmp_path: Path) -> None:
+async def test_the_example_configuration_answers_the_opening_hours_out_of_the_box(tmp_path: Path) -> None:
     config = load(REPO / "config.example.yaml")
+    config["wahub"]["database"] = f"sqlite:///{tmp_path / 'wahub.db'}"
+    config["wahub"]["media"]["directory"] = str(tmp_path / "media")
 
     [faq] = config["ai"]
-    assert faq["platform"] == "faq" and faq["name"] == "faq"
-    assert {entry["language"] for entry in faq["entries"]} == {"en", "ru", "pt", "es"}
+    assert (faq["platform"], faq["name"]) == ("faq", "faq")
+    async with running_daemon(config) as daemon:
+        backend = daemon.hub.ai["faq"]
+        assert backend.languages() == {"en", "ru", "pt", "es"}
+        answer = await backend.reply(AIRequest(1, "15551234567", None, "en", ["what are your opening hours?"]))
+    assert answer.text is not None and "Monday to Friday, 9:00 to 18:00" in answer.text
+
+
+def test_two_plugins_registering_one_ai_platform_stop_start_up() -> None:
+    class Impostor(FaqBackend):
+        pass
+
+    class Plugin:
+        @hookimpl
+        def register_ai_backends(self) -> list[type[AIBackend]]:
+            return [Impostor]
+
+    with pytest.raises(PluginError, match="two plugins register the ai_backend platform 'faq'"):
+        check_registrations(plugin_manager([Plugin()]))
 
 
 def _recording_plugin(events: list[str]) -> object:

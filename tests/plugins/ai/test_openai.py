@@ -11,12 +11,13 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 from wahub.core.ai import AIAnswer, AIBackend, AIRequest, AITool, HistoryEntry
 from wahub.core.errors import PluginError
 from wahub.plugins.ai.faq import FaqBackend
 from wahub.plugins.ai.openai import DEFAULT_UNAVAILABLE_REPLY, TOOL_FAILED, OpenAIBackend
-from wahub.testing import ManualClock, build_config, running_daemon
+from wahub.testing import ManualClock, build_config, running_daemon, serve_on_loopback
 from wahub.testing.fake_openai import FakeOpenAIServer, Usage, hang, http_error, text, tool_call, tool_calls
 
 KEY = "sk-test-0123456789abcdef"
@@ -467,3 +468,24 @@ async def test_the_daemon_starts_the_backend_with_its_knowledge_and_http_session
 async def test_knowledge_naming_no_faq_stops_the_start(make: Make) -> None:
     with pytest.raises(PluginError, match=r"knowledge 'faqs' names no faq backend \(the faq backends: none\)"):
         await make(knowledge="faqs")
+
+
+async def test_a_200_that_is_not_a_completion_is_a_failed_turn_not_retried(host: Host) -> None:
+    served: list[str] = []
+
+    async def garbage(request: web.Request) -> web.Response:
+        served.append(request.path)
+        return web.Response(text="<html>proxy login</html>", content_type="text/html")
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", garbage)
+    runner, url = await serve_on_loopback(app)
+    try:
+        config = OpenAIBackend.CONFIG_SCHEMA(
+            {"platform": "openai", "name": "odd", "base_url": f"{url}/v1", "model": "m", "timeout": 5}
+        )
+        answer = await OpenAIBackend(host, config).reply(request("hello?"))  # type: ignore[arg-type]
+    finally:
+        await runner.cleanup()
+
+    assert (answer.failed, answer.handoff, served) == ("invalid_response", "ai_unavailable", ["/v1/chat/completions"])

@@ -54,8 +54,9 @@ _LOGGER = logging.getLogger(__name__)
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 DEFAULT_SYSTEM_PROMPT = (
     "You are the assistant of a business on WhatsApp. Answer the contact's messages briefly and kindly, "
-    "in plain sentences (short lists are fine). Say only what you know from this conversation and the "
-    "business's answers below; when you do not know, or the contact wants a person, call handoff_to_human."
+    "in plain sentences (short lists are fine). Say only what you know from this conversation and from "
+    "what the business tells you here; when you do not know, or the contact wants a person, call "
+    "handoff_to_human."
 )
 DEFAULT_UNAVAILABLE_REPLY = "Sorry, I cannot answer right now. A colleague will get back to you here."
 #: Why a turn asks for a person when the model could not answer.
