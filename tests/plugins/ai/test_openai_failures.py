@@ -3,13 +3,16 @@ time, fallbacks on the FAQ or the unavailable reply, the daily budget, redaction
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+from collections.abc import Mapping
+from typing import Any
 
 import pytest
 from aiohttp import web
 
 from tests.plugins.ai.openai_helpers import NOW, Host, Make, order_tool, request, standalone
-from wahub.core.ai import AIAnswer, HistoryEntry
+from wahub.core.ai import AIAnswer, AIRequest, AITool, HistoryEntry
 from wahub.plugins.ai.openai import DEFAULT_UNAVAILABLE_REPLY
 from wahub.testing import serve_on_loopback
 from wahub.testing.fake_openai import FakeOpenAIServer, Usage, hang, http_error, text, tool_call
@@ -151,3 +154,21 @@ async def test_a_200_that_is_not_a_completion_is_a_failed_turn_not_retried(host:
         await runner.cleanup()
 
     assert (answer.failed, answer.handoff, served) == ("invalid_response", "ai_unavailable", ["/v1/chat/completions"])
+
+
+async def test_a_tool_that_outlives_the_turns_time_ends_the_turn_with_the_fallback(
+    make: Make, model: FakeOpenAIServer
+) -> None:
+    released = asyncio.Event()
+
+    async def slow(req: AIRequest, arguments: Mapping[str, Any]) -> str:
+        await released.wait()  # never set: only the turn's time ends it
+        return "too late"
+
+    model.script(tool_call("lookup_order", {}), text("not asked"))
+    backend = await make(timeout=1, knowledge="faq")
+
+    answer = await backend.reply(request("Where is my order?", tools=[AITool("lookup_order", "Find.", {}, slow)]))
+
+    assert (answer.failed, answer.handoff) == ("timeout", "ai_unavailable")
+    assert len(model.requests) == 1 and model.pending == 1

@@ -180,7 +180,7 @@ class OpenAIBackend(AIBackend):
             if round_number == max_rounds:
                 break  # the model wants more tools than a turn may run
             messages.append(_assistant_turn(message))
-            messages += await self._run_tools(request, calls)
+            messages += await self._run_tools(request, calls, deadline)
         return self._fallback(request, "too_many_tool_rounds", tokens)
 
     def _payload(self, messages: list[dict[str, Any]], tools: Mapping[str, AITool]) -> dict[str, Any]:
@@ -195,15 +195,20 @@ class OpenAIBackend(AIBackend):
                 payload[key] = self.config[key]
         return payload
 
-    async def _run_tools(self, request: AIRequest, calls: list[ToolCall]) -> list[dict[str, Any]]:
-        """The ``tool`` messages answering ``calls``: each tool's result, or that it failed."""
+    async def _run_tools(self, request: AIRequest, calls: list[ToolCall], deadline: float) -> list[dict[str, Any]]:
+        """The ``tool`` messages answering ``calls``: each tool's result, or that
+        it failed (or outlived the turn's time, which then ends at the next request)."""
         results = []
         for call in calls:
             if call.tool.run is None:
                 result = f"The tool {call.tool.name} cannot be run here."
             else:
                 try:
-                    result = await call.tool.run(request, call.arguments)
+                    async with asyncio.timeout_at(deadline):
+                        result = await call.tool.run(request, call.arguments)
+                except TimeoutError:
+                    _LOGGER.warning("ai %s: tool %s outlived the turn's time", self.name, call.tool.name)
+                    result = TOOL_FAILED
                 except Exception:
                     _LOGGER.exception("ai %s: tool %s failed", self.name, call.tool.name)
                     result = TOOL_FAILED
