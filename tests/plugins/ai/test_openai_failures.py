@@ -172,3 +172,18 @@ async def test_a_tool_that_outlives_the_turns_time_ends_the_turn_with_the_fallba
 
     assert (answer.failed, answer.handoff) == ("timeout", "ai_unavailable")
     assert len(model.requests) == 1 and model.pending == 1
+
+
+@pytest.mark.parametrize(
+    ("language", "start"), [("ru", "Извините"), ("pt-BR", "Desculpe"), ("fr", "Désolé"), ("ja", "Sorry")]
+)
+async def test_the_default_unavailable_reply_speaks_the_contacts_language(
+    language: str, start: str, make: Make, model: FakeOpenAIServer
+) -> None:
+    model.script(http_error(400))
+    backend = await make()
+
+    answer = await backend.reply(request("?", language=language))
+
+    assert answer.text is not None and answer.text.startswith(start)
+    assert (answer.failed, answer.handoff) == ("http_400", "ai_unavailable")

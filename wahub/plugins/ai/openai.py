@@ -58,7 +58,16 @@ DEFAULT_SYSTEM_PROMPT = (
     "what the business tells you here; when you do not know, or the contact wants a person, call "
     "handoff_to_human."
 )
-DEFAULT_UNAVAILABLE_REPLY = "Sorry, I cannot answer right now. A colleague will get back to you here."
+#: What a contact is told when the model cannot answer and the FAQ has nothing, by language.
+DEFAULT_UNAVAILABLE_REPLIES = {
+    "en": "Sorry, I cannot answer right now. A colleague will get back to you here.",
+    "es": "Lo siento, ahora no puedo responder. Un compañero le responderá por aquí.",
+    "pt": "Desculpe, não consigo responder agora. Um colega vai responder você por aqui.",
+    "ru": "Извините, сейчас я не могу ответить. Коллега ответит вам здесь.",
+    "de": "Entschuldigung, ich kann gerade nicht antworten. Ein Kollege meldet sich hier bei Ihnen.",
+    "fr": "Désolé, je ne peux pas répondre pour le moment. Un collègue vous répondra ici.",
+}
+DEFAULT_UNAVAILABLE_REPLY = DEFAULT_UNAVAILABLE_REPLIES["en"]
 #: Why a turn asks for a person when the model could not answer.
 UNAVAILABLE_HANDOFF = "ai_unavailable"
 #: Sent back to the model when a plugin's tool raised, so it can answer without it.
@@ -97,7 +106,7 @@ class OpenAIBackend(AIBackend):
             vol.Optional("knowledge"): vol.Any(None, str),
             vol.Optional("daily_token_budget"): vol.Any(None, int_between(1, 10**12)),
             vol.Optional("redact", default=list): _redact_kinds,
-            vol.Optional("unavailable_reply", default=DEFAULT_UNAVAILABLE_REPLY): localized_text,
+            vol.Optional("unavailable_reply", default=lambda: dict(DEFAULT_UNAVAILABLE_REPLIES)): localized_text,
             vol.Optional("max_tool_rounds", default=3): int_between(0, 20),
         }
     )
@@ -232,7 +241,7 @@ class OpenAIBackend(AIBackend):
                     details=answer.details,
                 )
         _LOGGER.warning("ai %s: %s; sending the unavailable reply and asking for a person", self.name, why)
-        reply = pick_text(self.config.get("unavailable_reply", DEFAULT_UNAVAILABLE_REPLY), request.language)
+        reply = pick_text(self.config.get("unavailable_reply", DEFAULT_UNAVAILABLE_REPLIES), request.language)
         return AIAnswer(text=reply, handoff=UNAVAILABLE_HANDOFF, failed=why, tokens=tokens)
 
     def _details(self, rounds: int, called: list[str]) -> dict[str, Any]:
