@@ -5,7 +5,7 @@ The default AI backend: it needs no network and no model. Configuration::
     ai:
       - platform: faq
         name: faq
-        entries: !include faq.yaml     # [{id, language, questions: [...], answer}, ...]
+        entries: !include faq.yaml     # [{id, language, questions: [...], answer, handoff}, ...]
         threshold: 80                  # 0-100: the least score that answers
         scorer: token_set_ratio        # how a text is compared with a question
         on_miss: default_reply         # or handoff: ask for a person
@@ -16,7 +16,8 @@ punctuation and repeated whitespace made single spaces). The question that
 scores highest answers; of equal scores the one written first wins. Entries
 sharing an ``id`` are translations: when the best question's entry has a
 translation in the contact's language (or its base language), that
-translation answers.
+translation answers. An entry with ``handoff: true`` (a "talk to a person"
+entry) answers and asks for a person.
 """
 
 from __future__ import annotations
@@ -110,7 +111,8 @@ def _question_list(value: Any) -> list[str]:
 
 _ENTRY_SCHEMA = vol.Schema(
     {
-        vol.Optional("id"): vol.All(str, vol.Length(min=1)),
+        # YAML reads `id: 7` as a number; it names the entry all the same.
+        vol.Optional("id"): vol.All(vol.Any(str, int, msg="expected a name"), vol.Coerce(str), vol.Length(min=1)),
         vol.Required("language"): language_code,
         vol.Required("questions"): _question_list,
         vol.Required("answer"): vol.All(str, vol.Length(min=1, msg="an answer cannot be empty")),
