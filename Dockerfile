@@ -11,6 +11,7 @@ COPY wahub ./wahub
 RUN pip install . && rm -rf /opt/wahub/build
 
 COPY config.example.yaml /config/config.yaml
+COPY faq.example.yaml /config/faq.example.yaml
 USER wahub
 # Relative SQLite paths resolve against the working directory: sqlite:///data/wahub.db is /data/wahub.db.
 WORKDIR /

@@ -26,6 +26,7 @@ from wahub.core.plugins import (
     build_plugin_manager,
     check_registrations,
     plugin_summary,
+    registered_ai_backends,
     registered_providers,
     registered_sections,
 )
@@ -152,10 +153,10 @@ def _inbox_parser(commands: Any) -> None:
 
 def _load(path: Path | None, pm: pluggy.PluginManager) -> dict[str, Any]:
     check_registrations(pm)
-    sections, platforms = registered_sections(pm), registered_providers(pm)
+    sections, platforms, ai_platforms = registered_sections(pm), registered_providers(pm), registered_ai_backends(pm)
     if path is None:
-        return default_config(sections=sections, platforms=platforms)
-    return load_config(path, sections=sections, platforms=platforms)
+        return default_config(sections=sections, platforms=platforms, ai_platforms=ai_platforms)
+    return load_config(path, sections=sections, platforms=platforms, ai_platforms=ai_platforms)
 
 
 def _plugin_manager(args: argparse.Namespace) -> pluggy.PluginManager:

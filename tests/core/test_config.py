@@ -377,6 +377,7 @@ def test_defaults_fill_in_when_no_file_is_given() -> None:
                 "retry_for": 86400.0,
             }
         ],
+        "ai": [],
         "policy": {
             "service_window": {},
             "consent": {"keywords": True, "marketing_requires_opt_in": True, "languages": {}},
@@ -504,7 +505,7 @@ def test_unknown_top_level_key_suggests_or_lists(tmp_path: Path) -> None:
 
     assert problems_of(path) == [
         f"{path}:1: provider: unknown key 'provider' (did you mean 'providers'?)",
-        f"{path}:3: extras: unknown key 'extras' (allowed keys: conversations, policy, providers, router, wahub)",
+        f"{path}:3: extras: unknown key 'extras' (allowed keys: ai, conversations, policy, providers, router, wahub)",
     ]
 
 

@@ -59,6 +59,7 @@ def reply_sent(db: Path) -> Callable[[], Awaitable[bool]]:
 
 def test_readme_run_command_serves_health_and_stops_on_sigterm(tmp_path: Path) -> None:
     shutil.copy(REPO / "config.example.yaml", tmp_path / "config.yaml")
+    shutil.copy(REPO / "faq.example.yaml", tmp_path)  # the example's FAQ (!include)
     daemon = start_daemon(tmp_path / "config.yaml", tmp_path, free_port())
     try:
         assert daemon.wait_healthy(within=10.0) < 10.0
@@ -71,6 +72,7 @@ def test_readme_run_command_serves_health_and_stops_on_sigterm(tmp_path: Path) -
 
 def test_requests_aiohttp_cannot_parse_are_one_warning_line_not_a_traceback(tmp_path: Path) -> None:
     shutil.copy(REPO / "config.example.yaml", tmp_path / "config.yaml")
+    shutil.copy(REPO / "faq.example.yaml", tmp_path)  # the example's FAQ (!include)
     daemon = start_daemon(tmp_path / "config.yaml", tmp_path, free_port())
     try:
         daemon.wait_healthy()

@@ -59,6 +59,7 @@ def first_config(tmp_path: Path) -> str:
     assert "\n  api_tokens: []\n" in example
     config = example.replace("\n  api_tokens: []\n", "\n  api_tokens: [!secret api_token]\n")
     (tmp_path / "config.yaml").write_text(config)
+    (tmp_path / "faq.example.yaml").write_text((REPO / "faq.example.yaml").read_text())  # the example's FAQ (!include)
     return token
 
 

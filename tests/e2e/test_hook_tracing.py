@@ -14,6 +14,7 @@ def test_trace_hooks_logs_the_daemons_hook_calls_with_their_plugins(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     shutil.copy(REPO / "config.example.yaml", tmp_path / "config.yaml")
+    shutil.copy(REPO / "faq.example.yaml", tmp_path)  # the example's FAQ (!include)
     monkeypatch.setenv("WAHUB_TRACE_HOOKS", "1")
     daemon = start_daemon(tmp_path / "config.yaml", tmp_path, free_port())
     try:

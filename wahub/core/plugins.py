@@ -29,6 +29,7 @@ from wahub.core.errors import PluginError
 from wahub.core.privacy import mask_digits
 
 if TYPE_CHECKING:
+    from wahub.core.ai import AIBackend
     from wahub.core.hub import Hub
     from wahub.core.provider import Provider
 
@@ -42,6 +43,8 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "wahub.plugins.providers.cloud.dialog360",
     "wahub.plugins.router",
     "wahub.plugins.housekeeping",
+    "wahub.plugins.ai.faq",
+    "wahub.plugins.ai.openai",
 )
 
 #: Seconds a may-be-async hook implementation gets before it is abandoned.
@@ -175,6 +178,11 @@ def registered_providers(pm: pluggy.PluginManager) -> dict[str, type[Provider]]:
     return registered_platforms(pm, "register_providers")
 
 
+def registered_ai_backends(pm: pluggy.PluginManager) -> dict[str, type[AIBackend]]:
+    """``{platform: AI backend class}`` from every ``register_ai_backends``."""
+    return registered_platforms(pm, "register_ai_backends")
+
+
 def registered_platforms(pm: pluggy.PluginManager, hook_name: str) -> dict[str, Any]:
     """``{PLATFORM: class}`` from every implementation of a ``register_*`` hook."""
     platforms: dict[str, Any] = {}
@@ -189,6 +197,7 @@ def registered_platforms(pm: pluggy.PluginManager, hook_name: str) -> dict[str, 
 def check_registrations(pm: pluggy.PluginManager) -> None:
     """Collect every ``register_*`` hook once at start-up, so conflicts stop it."""
     registered_providers(pm)
+    registered_ai_backends(pm)
     registered_sections(pm)
 
 

@@ -23,7 +23,12 @@ from aiohttp import web
 from wahub.core.clock import Clock
 from wahub.core.config.schema import validate_config
 from wahub.core.hub import HUB_KEY, Hub
-from wahub.core.plugins import build_plugin_manager, registered_providers, registered_sections
+from wahub.core.plugins import (
+    build_plugin_manager,
+    registered_ai_backends,
+    registered_providers,
+    registered_sections,
+)
 from wahub.core.provider import sign_body
 from wahub.plugins.providers.sandbox.provider import SIGNATURE_HEADER
 
@@ -47,7 +52,12 @@ def build_config(
     data = {key: value for key, value in (raw or {}).items()}
     data.setdefault("providers", [{"platform": "sandbox", "name": "sandbox", "secret": TEST_SECRET}])
     data["wahub"] = {"database": database, **data.get("wahub", {})}
-    return validate_config(data, sections=registered_sections(pm), platforms=registered_providers(pm))
+    return validate_config(
+        data,
+        sections=registered_sections(pm),
+        platforms=registered_providers(pm),
+        ai_platforms=registered_ai_backends(pm),
+    )
 
 
 def sandbox_message(

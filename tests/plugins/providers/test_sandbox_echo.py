@@ -82,7 +82,9 @@ async def test_an_echo_frame_without_text_is_refused_with_its_reason(daemon: Run
     assert await inbox_rows(daemon) == []
 
 
-async def test_an_echo_webhook_is_stored_behind_the_users_message_and_not_answered(daemon: RunningDaemon) -> None:
+async def test_an_echo_webhook_is_stored_behind_the_users_message_which_the_bot_leaves_to_the_person(
+    daemon: RunningDaemon,
+) -> None:
     events = [sandbox_message("Are you open?", sender=USER), sandbox_echo("Yes, until six", recipient=USER)]
     body, headers = signed_sandbox_webhook(events)
     async with (
@@ -95,9 +97,12 @@ async def test_an_echo_webhook_is_stored_behind_the_users_message_and_not_answer
     assert (message_row["kind"], echo_row["kind"]) == ("message", "echo")
     assert message_row["contact_key"] == echo_row["contact_key"] == f"sandbox:{USER}"
     async with daemon.hub.storage.engine.connect() as conn:
-        sent = (await conn.execute(sa.select(messages.c.body).where(messages.c.direction == "out"))).scalars().all()
-    # The bot answered the user's message, once: an echo is the business's own words.
-    assert [body["text"]["body"] for body in sent] == ["ok"]
+        query = sa.select(messages.c.body, messages.c.origin).where(messages.c.direction == "out")
+        sent = (await conn.execute(query)).all()
+    # A person answered from the business app right behind the user: the bot stays out of it.
+    assert [(body["text"]["body"], origin) for body, origin in sent] == [("Yes, until six", "phone")]
+    (conversation,) = (await daemon.hub.storage.conversations.list()).items
+    assert conversation["owner"] == "phone"
 
 
 def test_an_echo_event_and_its_frame_say_who_sent_it() -> None:

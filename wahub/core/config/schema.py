@@ -1,9 +1,10 @@
 """Validation of wahub's configuration, and the schema of its core sections.
 
 Validation runs in two passes. Pass 1 checks the top level: the core sections
-(``wahub``, ``providers``), the sections plugins contribute (``router``, ...)
-and, for each provider entry, that ``platform`` names an installed platform.
-Pass 2 checks each provider entry against its platform's ``CONFIG_SCHEMA``.
+(``wahub``, ``providers``, ``ai``), the sections plugins contribute
+(``router``, ...) and, for each entry of the platform lists (``providers:``,
+``ai:``), that ``platform`` names an installed platform of that list. Pass 2
+checks each entry against its platform's ``CONFIG_SCHEMA``.
 Every problem of both passes is reported at once, as ``file:line: path:
 message``, pointing at the YAML line of the offending key or value; values
 read through ``!secret``/``!env_var`` are printed as ``***``.
@@ -20,8 +21,10 @@ configuration) is the configuration wahub runs on when no file is given.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import voluptuous as vol
@@ -45,11 +48,16 @@ __all__ = [
     "validate_config",
 ]
 
+#: No platforms: the default of ``ai_platforms`` for callers that configure no AI.
+_NO_PLATFORMS: Mapping[str, type] = MappingProxyType({})
+
 DATABASE_SCHEMES = ("sqlite:///", "postgresql://", "postgres://")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 MIN_API_TOKEN_LENGTH = 16
-#: The key every provider entry needs, which names its platform.
+#: The key every provider and AI entry needs, which names its platform.
 PLATFORM_KEY = "platform"
+#: Top-level names the core keeps for itself.
+CORE_SECTIONS = ("wahub", "providers", "ai", "policy", "conversations")
 
 
 def database_url(value: Any) -> str:
@@ -97,6 +105,33 @@ def _default_providers() -> list[dict[str, str]]:
     return [{"platform": "sandbox", "name": "sandbox"}]
 
 
+def _ai_list(value: Any) -> list[Any]:
+    if not isinstance(value, list):
+        raise vol.Invalid("expected a list of AI backend entries (for example `- platform: faq`)")
+    return value
+
+
+@dataclass(frozen=True)
+class _PlatformList:
+    """A top-level list whose entries each pick their schema by ``platform:``."""
+
+    section: str
+    #: What an entry is, in messages: "provider", "AI backend".
+    noun: str
+    #: Why names must differ, in the message about a name used twice.
+    unique_because: str
+    default: Callable[[], list[Any]]
+
+
+_PROVIDERS = _PlatformList(
+    "providers",
+    "provider",
+    "each name is a webhook path (/webhooks/<name>), so names must be unique",
+    _default_providers,
+)
+_AI = _PlatformList("ai", "AI backend", "the router's fallback names a backend by it, so names must be unique", list)
+
+
 HTTP_SCHEMA = vol.Schema(
     {
         vol.Optional("host", default="127.0.0.1"): str,
@@ -121,20 +156,27 @@ WAHUB_SCHEMA = vol.Schema(
     }
 )
 
-#: The core top-level sections. Provider entries are only checked for shape
-#: here; each entry is validated on its own (pass 1 ``platform``, pass 2 its
-#: platform's ``CONFIG_SCHEMA``).
+#: The core top-level sections. Provider and AI entries are only checked for
+#: shape here; each entry is validated on its own (pass 1 ``platform``, pass 2
+#: its platform's ``CONFIG_SCHEMA``).
 CORE_SCHEMA = vol.Schema(
     {
         vol.Optional("wahub", default=dict): WAHUB_SCHEMA,
         vol.Optional("providers", default=_default_providers): _provider_list,
+        vol.Optional("ai", default=list): _ai_list,
         vol.Optional("policy", default=dict): POLICY_SCHEMA,
         vol.Optional("conversations", default=dict): CONVERSATIONS_SCHEMA,
     }
 )
 
 
-def load_config(path: Path, *, sections: Mapping[str, Any], platforms: Mapping[str, type]) -> dict[str, Any]:
+def load_config(
+    path: Path,
+    *,
+    sections: Mapping[str, Any],
+    platforms: Mapping[str, type],
+    ai_platforms: Mapping[str, type] = _NO_PLATFORMS,
+) -> dict[str, Any]:
     """Load ``path`` (with its secrets and includes) and validate it.
 
     Raises ``ConfigError`` listing every problem, including a missing file.
@@ -144,12 +186,16 @@ def load_config(path: Path, *, sections: Mapping[str, Any], platforms: Mapping[s
     raw, load_problems = load_yaml(path)
     if raw is None:
         raw = NodeDict(file=str(path))
-    return validate_config(raw, sections=sections, platforms=platforms, load_problems=load_problems)
+    return validate_config(
+        raw, sections=sections, platforms=platforms, ai_platforms=ai_platforms, load_problems=load_problems
+    )
 
 
-def default_config(*, sections: Mapping[str, Any], platforms: Mapping[str, type]) -> dict[str, Any]:
+def default_config(
+    *, sections: Mapping[str, Any], platforms: Mapping[str, type], ai_platforms: Mapping[str, type] = _NO_PLATFORMS
+) -> dict[str, Any]:
     """The configuration made of the schemas' defaults, used when no file is given."""
-    return validate_config({}, sections=sections, platforms=platforms)
+    return validate_config({}, sections=sections, platforms=platforms, ai_platforms=ai_platforms)
 
 
 def validate_config(
@@ -157,14 +203,17 @@ def validate_config(
     *,
     sections: Mapping[str, Any],
     platforms: Mapping[str, type],
+    ai_platforms: Mapping[str, type] = _NO_PLATFORMS,
     load_problems: Sequence[ConfigProblem] = (),
 ) -> dict[str, Any]:
     """Validate a loaded tree in two passes and fill in the defaults.
 
     ``sections`` maps extra top-level section names to their schemas; an
-    absent (or empty) section is validated as ``{}``. ``platforms`` maps
-    ``platform:`` values to provider classes. Returns plain dicts and lists;
-    raises ``ConfigError`` with every problem found, ``load_problems`` included.
+    absent (or empty) section is validated as ``{}``. ``platforms`` maps the
+    ``platform:`` values of ``providers:`` entries to provider classes,
+    ``ai_platforms`` those of ``ai:`` entries to AI backend classes. Returns
+    plain dicts and lists; raises ``ConfigError`` with every problem found,
+    ``load_problems`` included.
     """
     tree = {} if raw is None else raw
     if not isinstance(tree, dict):
@@ -179,40 +228,46 @@ def validate_config(
     plain = {key: value for key, value in to_plain(tree).items() if value is not None}
     checker = Checker(tree)
     top = checker.run(_top_schema(sections), plain, [])
-    providers = _validate_providers(plain.get("providers", _default_providers()), platforms, checker)
+    providers = _validate_entries(_PROVIDERS, plain, platforms, checker)
+    ai = _validate_entries(_AI, plain, ai_platforms, checker)
     problems = checker.finish(load_problems)
     if problems or top is None:
         raise ConfigError(problems)
-    core = {"wahub": top["wahub"], "providers": providers, "policy": top["policy"]}
+    core = {"wahub": top["wahub"], "providers": providers, "ai": ai, "policy": top["policy"]}
     core["conversations"] = top["conversations"]
     return {**core, **{name: top[name] for name in sections}}
 
 
 def _top_schema(sections: Mapping[str, Any]) -> vol.Schema:
-    reserved = sorted(set(sections) & {"wahub", "providers", "policy", "conversations"})
+    reserved = sorted(set(sections) & set(CORE_SECTIONS))
     if reserved:
         raise ValueError(f"plugin sections cannot be named {', '.join(reserved)}")
     extra = {vol.Optional(name, default=dict): schema for name, schema in sections.items()}
     return CORE_SCHEMA.extend(extra)
 
 
-def _validate_providers(entries: Any, platforms: Mapping[str, type], checker: Checker) -> list[Any]:
+def _validate_entries(
+    kind: _PlatformList, plain: Mapping[str, Any], platforms: Mapping[str, type], checker: Checker
+) -> list[Any]:
+    """Pass 1 (``platform`` names one of ``platforms``) and pass 2 (its class's
+    ``CONFIG_SCHEMA``) for each entry of ``kind``'s list, then unique names."""
+    entries = plain.get(kind.section, kind.default())
     if not isinstance(entries, list):
         return []  # pass 1 reported the shape
-    entry_schema = _provider_entry_schema(platforms)
+    entry_schema = _entry_schema(platforms)
     validated = []
     for index, entry in enumerate(entries):
-        prefix = ["providers", index]
+        prefix = [kind.section, index]
         if _misspelled_platform_key(entry, prefix, checker):
             continue
         checked = checker.run(entry_schema, entry, prefix)
         if checked is None:
             continue
-        provider_class: Any = platforms[checked["platform"]]
-        result = checker.run(provider_class.CONFIG_SCHEMA, entry, prefix)
+        platform_class: Any = platforms[checked["platform"]]
+        result = checker.run(platform_class.CONFIG_SCHEMA, entry, prefix)
         if result is not None:
             validated.append(result)
-    _check_unique_names(entries, checker)
+    _check_unique_names(kind, entries, checker)
     return validated
 
 
@@ -232,7 +287,7 @@ def _misspelled_platform_key(entry: Any, prefix: list[Any], checker: Checker) ->
     return True
 
 
-def _provider_entry_schema(platforms: Mapping[str, type]) -> vol.Schema:
+def _entry_schema(platforms: Mapping[str, type]) -> vol.Schema:
     available = ", ".join(sorted(platforms)) or "none installed"
 
     def platform(value: Any) -> str:
@@ -260,7 +315,7 @@ def _close_platform(value: str, names: list[str]) -> str | None:
     return candidates[close[0]] if close else None
 
 
-def _check_unique_names(entries: list[Any], checker: Checker) -> None:
+def _check_unique_names(kind: _PlatformList, entries: list[Any], checker: Checker) -> None:
     first_use: dict[str, int] = {}
     for index, entry in enumerate(entries):
         name = entry.get("name") if isinstance(entry, dict) else None
@@ -270,10 +325,9 @@ def _check_unique_names(entries: list[Any], checker: Checker) -> None:
             first_use[name] = index
             continue
         earlier = first_use[name]
-        _, mark, found = checker.walk(["providers", earlier, "name"])
+        _, mark, found = checker.walk([kind.section, earlier, "name"])
         where = f" (line {mark.line})" if found and mark else ""
         checker.add(
-            ["providers", index, "name"],
-            f"provider name {show(name)} is already used by providers[{earlier}]{where}; "
-            "each name is a webhook path (/webhooks/<name>), so names must be unique",
+            [kind.section, index, "name"],
+            f"{kind.noun} name {show(name)} is already used by {kind.section}[{earlier}]{where}; {kind.unique_because}",
         )

@@ -166,15 +166,15 @@ async def _wait_for_siblings(hub: Hub, row: InboxRow, message: InboundMessage) -
 
 
 async def _burst_goes_on(hub: Hub, row: InboxRow, message: InboundMessage) -> bool:
-    """Whether a later message of the contact's burst will answer this one. A
-    message with none yet waits until ``conversations.debounce_seconds`` after
-    it arrived (``Deferred``) in case more come; a keyword never waits."""
-    wait = hub.config["conversations"]["debounce_seconds"]
-    if wait <= 0 or is_keyword(hub, message):
+    """Whether a later row of the contact answers this message: a later message
+    of the same burst, or the business's own answer from its app. A message
+    with none yet waits until ``conversations.debounce_seconds`` after it
+    arrived (``Deferred``) in case more come; a keyword never waits."""
+    if is_keyword(hub, message):
         return False
     if await hub.storage.newer_message_waiting(row):
         return True
-    due = row.received_at + wait
+    due = row.received_at + hub.config["conversations"]["debounce_seconds"]
     if time.time() < due:
         await hub.storage.defer_inbox(row, due)
         raise Deferred

@@ -2,7 +2,7 @@
 
 Each resource has one cleanup context, entered in order at start-up and left
 in reverse at shutdown: storage (and the send policy), HTTP client,
-providers, plugin lifespans, replica roles, dispatcher, inbox writer, inbox
+providers, AI backends, plugin lifespans, replica roles, dispatcher, inbox writer, inbox
 workers, scheduler, and last the start of the roles' checks (the dispatcher
 and scheduler wait for their role).
 """
@@ -30,7 +30,7 @@ from wahub.core.inbound.intake import intake_ctx
 from wahub.core.inbound.worker import pipeline_ctx
 from wahub.core.metrics import Metrics
 from wahub.core.outbound.dispatcher import dispatcher_ctx
-from wahub.core.plugins import build_plugin_manager, registered_providers
+from wahub.core.plugins import build_plugin_manager, registered_ai_backends, registered_providers
 from wahub.core.policy.checks import Policy
 from wahub.core.policy.consent import keyword_table
 from wahub.core.runtime.leadership import leadership_ctx, leadership_start_ctx
@@ -59,6 +59,7 @@ def create_app(
             storage_ctx,
             http_ctx,
             providers_ctx,
+            ai_ctx,
             lifespans_ctx,
             languages_ctx,
             leadership_ctx,
@@ -83,13 +84,16 @@ def create_app(
 
 
 def build_hub(config: dict[str, Any], pm: pluggy.PluginManager, clock: Clock | None = None) -> Hub:
-    """The hub and its providers, before anything is opened or started."""
+    """The hub, its providers and AI backends, before anything is opened or started."""
     hub = Hub(config=config, pm=pm, metrics=Metrics(), consent_keywords=keyword_table(config["policy"]["consent"]))
     if clock is not None:
         hub.clock = clock
     platforms = registered_providers(pm)
     for entry in config["providers"]:
         hub.providers[entry["name"]] = platforms[entry["platform"]](hub, entry)
+    ai_platforms = registered_ai_backends(pm)
+    for entry in config.get("ai", ()):
+        hub.ai[entry["name"]] = ai_platforms[entry["platform"]](hub, entry)
     return hub
 
 
@@ -147,6 +151,30 @@ async def _stop_providers(hub: Hub) -> None:
             await provider.stop()
         except Exception:
             _LOGGER.exception("provider %s failed to stop", provider.name)
+
+
+async def ai_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Start every AI backend once all exist (one may lean on another, such as
+    a model on its FAQ); stop them in reverse at shutdown."""
+    hub = app[HUB_KEY]
+    for backend in hub.ai.values():
+        await backend.start()
+    yield
+    # Backends are plugins' objects: they get the plugins' grace.
+    await within_grace(
+        "plugins",
+        _stop_ai(hub),
+        on_timeout_message="AI backends did not stop within %(grace).1f s; leaving them",
+        logger=_LOGGER,
+    )
+
+
+async def _stop_ai(hub: Hub) -> None:
+    for backend in reversed(list(hub.ai.values())):
+        try:
+            await backend.stop()
+        except Exception:
+            _LOGGER.exception("AI backend %s failed to stop", backend.name)
 
 
 async def languages_ctx(app: web.Application) -> AsyncIterator[None]:

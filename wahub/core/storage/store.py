@@ -310,12 +310,13 @@ class Storage:
             return not known and bsuid is not None and await older_naming_bsuid(conn, self.is_sqlite, row, bsuid)
 
     async def newer_message_waiting(self, row: InboxRow) -> bool:
-        """Whether a later message of the row's contact is stored and not yet
-        finished: the burst goes on, so a later row answers it."""
+        """Whether a later message of the row's contact (or the business's answer
+        from its app) is stored and not yet finished: the burst goes on, so a
+        later row answers it, or a person did."""
         query = sa.select(inbox.c.id).where(
             inbox.c.contact_key == row.contact_key,
             inbox.c.state.in_([InboxState.PENDING, InboxState.PROCESSING]),
-            inbox.c.kind == "message",
+            inbox.c.kind.in_(["message", "echo"]),
             inbox.c.id > row.id,
         )
         async with self.db.connect() as conn:
