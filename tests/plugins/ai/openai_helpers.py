@@ -29,7 +29,7 @@ class Host:
 
     http: aiohttp.ClientSession
     clock: ManualClock
-    config: dict[str, Any] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=lambda: {"wahub": {"language": "en"}})
     ai: dict[str, AIBackend] = field(default_factory=dict)
 
 

@@ -20,9 +20,9 @@ REPO = Path(__file__).resolve().parents[3]
 
 @dataclass
 class OfflineHost:
-    """What a FAQ may use of the daemon: it reads nothing of it, and has no HTTP client."""
+    """What a FAQ may use of the daemon: its default language, and no HTTP client."""
 
-    config: dict[str, Any] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=lambda: {"wahub": {"language": "en"}})
     clock: Clock = field(default_factory=Clock)
     ai: dict[str, AIBackend] = field(default_factory=dict)
 

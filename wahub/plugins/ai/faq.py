@@ -35,8 +35,8 @@ from rapidfuzz import fuzz
 
 from wahub import hookimpl
 from wahub.core.ai import AI_SCHEMA_BASE, AIAnswer, AIBackend, AIHost, AIRequest
-from wahub.core.config.validators import ExplainedInvalid, number_between
-from wahub.plugins.ai.texts import base_language, language_code, localized_text, pick_text
+from wahub.core.config.validators import ExplainedInvalid, language_code, localized_text, number_between
+from wahub.core.conversations.language import base_language, localized
 
 __all__ = ["DEFAULT_THRESHOLD", "SCORERS", "FaqBackend", "FaqEntry", "FaqMatch", "normalize"]
 
@@ -169,7 +169,7 @@ class FaqBackend(AIBackend):
             vol.Optional("on_miss", default="default_reply"): vol.In(
                 ["default_reply", "handoff"], msg="expected default_reply or handoff"
             ),
-            vol.Optional("handoff_reply", default=DEFAULT_HANDOFF_REPLY): localized_text,
+            vol.Optional("handoff_reply", default=DEFAULT_HANDOFF_REPLY): localized_text(4096),
         }
     )
 
@@ -240,7 +240,11 @@ class FaqBackend(AIBackend):
         if found is None:
             _LOGGER.debug("faq %s: no question scored %.0f or more", self.name, self._threshold)
             if self.config.get("on_miss") == "handoff":
-                reply = pick_text(self.config.get("handoff_reply", DEFAULT_HANDOFF_REPLY), request.language)
+                reply = localized(
+                    self.config.get("handoff_reply", DEFAULT_HANDOFF_REPLY),
+                    request.language,
+                    self.host.config["wahub"]["language"],
+                )
                 return AIAnswer(text=reply, handoff=MISS_HANDOFF)
             return AIAnswer()
         _LOGGER.debug("faq %s: entry %s answers (score %.1f)", self.name, found.entry.index, found.score)

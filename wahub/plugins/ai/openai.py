@@ -37,14 +37,14 @@ import voluptuous as vol
 
 from wahub import hookimpl
 from wahub.core.ai import AI_SCHEMA_BASE, HANDOFF_TOOL, AIAnswer, AIBackend, AIHost, AIRequest, AITool
-from wahub.core.config.validators import ExplainedInvalid, int_between, number_between
+from wahub.core.config.validators import ExplainedInvalid, int_between, localized_text, number_between
+from wahub.core.conversations.language import localized
 from wahub.core.errors import PluginError
 from wahub.plugins.ai.budget import DailyBudget
 from wahub.plugins.ai.chat_client import ChatClient, ModelFailed
 from wahub.plugins.ai.chat_request import build_messages, offered_tools, tool_payload
 from wahub.plugins.ai.faq import FaqBackend, turn_text
 from wahub.plugins.ai.redact import KINDS, redact
-from wahub.plugins.ai.texts import localized_text, pick_text
 from wahub.plugins.ai.tool_calls import BadToolCall, ToolCall, parse_tool_calls
 
 __all__ = ["OpenAIBackend"]
@@ -106,7 +106,7 @@ class OpenAIBackend(AIBackend):
             vol.Optional("knowledge"): vol.Any(None, str),
             vol.Optional("daily_token_budget"): vol.Any(None, int_between(1, 10**12)),
             vol.Optional("redact", default=list): _redact_kinds,
-            vol.Optional("unavailable_reply", default=lambda: dict(DEFAULT_UNAVAILABLE_REPLIES)): localized_text,
+            vol.Optional("unavailable_reply", default=lambda: dict(DEFAULT_UNAVAILABLE_REPLIES)): localized_text(4096),
             vol.Optional("max_tool_rounds", default=3): int_between(0, 20),
         }
     )
@@ -241,7 +241,11 @@ class OpenAIBackend(AIBackend):
                     details=answer.details,
                 )
         _LOGGER.warning("ai %s: %s; sending the unavailable reply and asking for a person", self.name, why)
-        reply = pick_text(self.config.get("unavailable_reply", DEFAULT_UNAVAILABLE_REPLIES), request.language)
+        reply = localized(
+            self.config.get("unavailable_reply", DEFAULT_UNAVAILABLE_REPLIES),
+            request.language,
+            self.host.config["wahub"]["language"],
+        )
         return AIAnswer(text=reply, handoff=UNAVAILABLE_HANDOFF, failed=why, tokens=tokens)
 
     def _details(self, rounds: int, called: list[str]) -> dict[str, Any]:
