@@ -170,6 +170,23 @@ async def test_stop_and_start_keywords_keep_a_ledger(engine: Engine) -> None:
     assert replies[0].startswith("You are unsubscribed") and replies[2].startswith("Вы отписались")
 
 
+async def test_a_keyword_is_confirmed_in_the_contacts_language(engine: Engine) -> None:
+    await engine.inbound("hello")
+    async with engine.http.get(f"{engine.daemon.url}/api/v1/contacts?q={USER}", headers=AUTH) as response:
+        (contact,) = (await response.json())["contacts"]
+    url = f"{engine.daemon.url}/api/v1/contacts/{contact['id']}"
+    async with engine.http.patch(url, json={"language": "pt-BR"}, headers=AUTH) as response:
+        assert response.status == 200
+
+    await engine.inbound("STOP")  # an English word, from a contact who speaks Portuguese
+
+    async def confirmation() -> str | None:
+        bodies = [c.body.get("text", {}).get("body", "") for c in engine.server.accepted()]
+        return next((body for body in bodies if "inscrição" in body or "unsubscribed" in body), None)
+
+    assert (await wait_until(confirmation)).startswith("Sua inscrição foi cancelada")
+
+
 async def test_marketing_templates_need_an_opt_in(engine: Engine) -> None:
     await engine.daemon.hub.storage.policy.upsert_template("fake", _approved("spring_sale", "MARKETING"))
     await engine.inbound("hi")

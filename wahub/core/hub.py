@@ -50,8 +50,9 @@ class Hub:
     #: The languages the configured texts are written in (plugins add theirs
     #: while the daemon starts); language detection chooses among them.
     languages: set[str] = field(default_factory=set)
-    #: The language of a text among ``languages``, or None when unsure.
-    detect_language: Callable[[str], str | None] = field(default=lambda _text: None)
+    #: The language of a text among ``languages`` with at least the given
+    #: probability (0 to 1), or None when unsure.
+    detect_language: Callable[[str, float], str | None] = field(default=lambda _text, _confidence: None)
     #: Set whenever new work lands in the inbox or the outbox, to wake their loops.
     inbox_ready: asyncio.Event = field(default_factory=asyncio.Event)
     outbox_ready: asyncio.Event = field(default_factory=asyncio.Event)

@@ -251,7 +251,8 @@ async def _respond(hub: Hub, turn: Turn) -> Answer:
     if hours is not None and not is_open(hours, hub.clock.time()):
         closed = [say(hours["closed_reply"])]
         return Answer(greeting + closed, handoff="outside business hours", actor="business_hours")
-    matched = find_rule(config, turn.text())
+    # The latest message with a matching rule decides: "hi" then "menu" is a menu.
+    matched = next(filter(None, (find_rule(config, message.text()) for message in reversed(turn.messages))), None)
     if matched is not None:
         rule, found = matched
         groups = _regex_groups(rule)

@@ -12,7 +12,7 @@ from typing import Any
 
 import voluptuous as vol
 
-from wahub.core.config.validators import clock_time, int_between, seconds_between, timezone_name
+from wahub.core.config.validators import clock_time, int_between, language_code, seconds_between, timezone_name
 
 __all__ = [
     "CONSENT_SCHEMA",
@@ -77,7 +77,7 @@ CONSENT_SCHEMA = vol.Schema(
     {
         vol.Optional("keywords", default=True): bool,
         vol.Optional("marketing_requires_opt_in", default=True): bool,
-        vol.Optional("languages", default=dict): {vol.Match(r"^[a-z]{2,3}(_[A-Z]{2})?$"): LANGUAGE_SCHEMA},
+        vol.Optional("languages", default=dict): {language_code: LANGUAGE_SCHEMA},
     }
 )
 

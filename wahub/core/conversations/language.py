@@ -146,7 +146,7 @@ class LanguageDetector:
         self._candidates: dict[str, str] = {}
         self._load_lock = threading.Lock()
 
-    def detect(self, text: str) -> str | None:
+    def detect(self, text: str, *, min_confidence: float | None = None) -> str | None:
         """The configured code of the language ``text`` is written in, or None.
 
         Matching is on the base language: with ``pt-BR`` configured, Portuguese
@@ -154,7 +154,7 @@ class LanguageDetector:
         letters once links are removed (``ok``, an emoji, ``12345``), when fewer
         than two configured languages are known to the model (there is nothing
         to choose between), or when the model's probability is below
-        ``min_confidence``.
+        ``min_confidence`` (the detector's own unless given).
         """
         words = text_to_detect(text)
         if words is None:
@@ -163,7 +163,7 @@ class LanguageDetector:
         if identifier is None:
             return None
         label, probability = identifier.classify(words)
-        if probability < self.min_confidence:
+        if probability < (self.min_confidence if min_confidence is None else min_confidence):
             return None
         return self._candidates.get(str(label))
 

@@ -31,6 +31,9 @@ _LOGGER = logging.getLogger(__name__)
 
 #: At most this many messages of a burst go into one turn.
 MAX_TURN_MESSAGES = 20
+#: How sure detection must be to give a contact a language, and to change one
+#: it detected before: a short "hi menu" must not turn an English speaker Spanish.
+FIRST_DETECTION, CHANGED_DETECTION = 0.6, 0.9
 
 
 async def take_turn(hub: Hub, row: InboxRow, message: InboundMessage, record: InboundRecord) -> None:
@@ -108,7 +111,8 @@ async def _language(hub: Hub, conversation: Conversation, messages: tuple[Inboun
     texts (and kept), else the one detected before, else ``wahub.language``."""
     language, source = await hub.storage.contacts.language_of(conversation.contact_id)
     if source != "set":
-        detected = hub.detect_language(" ".join(message.text() for message in messages))
+        text = " ".join(message.text() for message in messages)
+        detected = hub.detect_language(text, CHANGED_DETECTION if language else FIRST_DETECTION)
         if detected is not None and detected != language:
             await hub.storage.contacts.detected_language(conversation.contact_id, detected)
             language = detected

@@ -6,10 +6,11 @@ from __future__ import annotations
 import logging
 import time
 
+from wahub.core.conversations.language import fallback_chain
 from wahub.core.errors import InvalidTime
 from wahub.core.hub import Hub
 from wahub.core.models import InboundMessage, OutgoingMessage, PreferenceEvent
-from wahub.core.policy.consent import consent_time, normalize
+from wahub.core.policy.consent import DEFAULT_LANGUAGES, Keyword, consent_time, normalize
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -31,7 +32,19 @@ def is_keyword(hub: Hub, message: InboundMessage) -> bool:
     return bool(config["keywords"]) and message.type == "text" and normalize(message.text()) in hub.consent_keywords
 
 
-async def handle_keyword(hub: Hub, message: InboundMessage) -> list[OutgoingMessage] | None:
+def confirmation(hub: Hub, keyword: Keyword, language: str | None) -> str:
+    """The keyword's confirmation in the contact's language (or its base
+    language) when the consent languages have it, else in the keyword's own:
+    "STOP" from a Portuguese speaker is confirmed in Portuguese."""
+    languages = {**DEFAULT_LANGUAGES, **hub.config["policy"]["consent"]["languages"]}
+    reply = "opted_out" if keyword.action == "opt_out" else "opted_in"
+    for code in fallback_chain(language, language) if language else ():
+        if code in languages:
+            return str(languages[code][reply])
+    return keyword.confirmation
+
+
+async def handle_keyword(hub: Hub, message: InboundMessage, contact_id: int) -> list[OutgoingMessage] | None:
     """Record an opt-out/opt-in keyword and return its confirmation, or None
     when the message is not a keyword (it then goes on to routing)."""
     if not is_keyword(hub, message):
@@ -49,7 +62,8 @@ async def handle_keyword(hub: Hub, message: InboundMessage) -> list[OutgoingMess
     )
     if new:
         hub.metrics.consent_changes.labels(message.provider, keyword.action, "keyword").inc()
-    return [OutgoingMessage.text(message.sender, keyword.confirmation)]
+    language, _source = await hub.storage.contacts.language_of(contact_id)
+    return [OutgoingMessage.text(message.sender, confirmation(hub, keyword, language))]
 
 
 async def record_preference(hub: Hub, event: PreferenceEvent) -> None:

@@ -70,7 +70,7 @@ async def message(hub: Hub, row: InboxRow, message: InboundMessage) -> None:
     message = await attach_inbound_media(hub, message, last_try=row.attempts >= MEDIA_TRIES)
     record = await hub.storage.messages.record_inbound(message)
     # An opt-out/opt-in keyword is answered with its confirmation, whoever owns the conversation.
-    confirmation = await handle_keyword(hub, message)
+    confirmation = await handle_keyword(hub, message, record.contact_id)
     await call_hook(hub, "inbound_message", hub=hub, message=message)
     if confirmation is None and not later:
         await take_turn(hub, row, message, record)

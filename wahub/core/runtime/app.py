@@ -190,7 +190,7 @@ async def languages_ctx(app: web.Application) -> AsyncIterator[None]:
         for backend in hub.ai.values():
             hub.languages |= backend.languages()
     detector = LanguageDetector(sorted(hub.languages))
-    hub.detect_language = detector.detect
+    hub.detect_language = lambda text, confidence: detector.detect(text, min_confidence=confidence)
     _LOGGER.info("contacts' languages are detected among: %s", ", ".join(sorted(hub.languages)))
     yield
 
