@@ -76,8 +76,8 @@ class HistoryEntry:
 class AITool:
     """A function the model may call.
 
-    ``parameters`` is the JSON Schema of its arguments; arguments that do not
-    match it are refused before ``run`` is called. ``run(request, arguments)``
+    ``parameters`` is the JSON Schema of its arguments; a call whose arguments
+    do not match it is never run (the turn fails). ``run(request, arguments)``
     returns the text handed back to the model. The built-in
     ``handoff_to_human`` tool has no ``run``: the core acts on it.
     """
