@@ -165,6 +165,13 @@ def _check_rule(rule: dict[str, Any]) -> dict[str, Any]:
     return rule
 
 
+def _moved(where: str, why: str) -> Any:
+    def refuse(_value: Any) -> None:
+        raise ExplainedInvalid(f"write this as {where}: {why}")
+
+    return refuse
+
+
 def _plain(replies: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     _checked_texts(replies, 0, "")
     return replies
@@ -185,6 +192,7 @@ ROUTER_SCHEMA = vol.Schema(
         vol.Optional("fallback"): vol.All(str, vol.Length(min=1)),
         vol.Optional("default_reply"): vol.All(_text_only, _plain),
         vol.Optional("greeting"): vol.All(_reply, _plain),
+        vol.Optional("debounce_seconds"): _moved("conversations.debounce_seconds", "it applies to every router"),
         vol.Optional("business_hours"): vol.All(
             BUSINESS_HOURS_SCHEMA, lambda hours: {**hours, "closed_reply": _plain(_reply(hours["closed_reply"]))}
         ),
