@@ -18,7 +18,7 @@ from wahub.core.errors import LeaseLost, StorageLocked
 from wahub.core.models import InboundMessage, OutgoingMessage, StatusEvent
 from wahub.core.storage.engine import MIGRATIONS_DIR
 from wahub.core.storage.messages import Refusal
-from wahub.core.storage.schema import messages, metadata
+from wahub.core.storage.schema import contacts, conversations, messages, metadata
 from wahub.core.storage.store import Storage
 
 
@@ -43,13 +43,50 @@ async def test_migrations_create_exactly_the_declared_schema(storage: Storage) -
     await storage.migrate()  # a second start-up applies nothing and fails nothing
 
 
-async def test_messages_queued_before_origins_were_kept_get_theirs(database_url: str) -> None:
-    def upgrade_to(conn: sa.Connection, revision: str) -> None:
-        config = AlembicConfig()
-        config.set_main_option("script_location", str(MIGRATIONS_DIR))
-        config.attributes["connection"] = conn
-        command.upgrade(config, revision)
+def upgrade_to(conn: sa.Connection, revision: str) -> None:
+    config = AlembicConfig()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.attributes["connection"] = conn
+    command.upgrade(config, revision)
 
+
+async def test_conversations_keep_their_messages_through_the_owner_upgrade(database_url: str) -> None:
+    store = await Storage.open(database_url, migrate=False)
+    try:
+        async with store.db.begin() as conn:
+            await conn.run_sync(upgrade_to, "0005")
+            times = {"created_at": 1.0, "updated_at": 1.0}
+            await conn.execute(contacts.insert().values(id=7, provider="sandbox", address="1555", **times))
+            await conn.execute(
+                conversations.insert().values(id=3, contact_id=7, provider="sandbox", owner="bot", **times)
+            )
+            for message_id, direction in ((10, "in"), (11, "out"), (12, "in")):
+                await conn.execute(
+                    messages.insert().values(
+                        id=message_id,
+                        provider="sandbox",
+                        direction=direction,
+                        contact_id=7,
+                        conversation_id=3,
+                        address="1555",
+                        type="text",
+                        body={},
+                        status="received",
+                        **times,
+                    )
+                )
+        await store.migrate()
+        async with store.db.connect() as conn:
+            linked = (await conn.execute(sa.select(messages.c.conversation_id))).scalars().all()
+            upgraded = (await conn.execute(sa.select(conversations))).one()
+        # What was received before the upgrade counts as answered: no old message starts a new turn.
+        assert linked == [3, 3, 3]
+        assert (upgraded.answered_through, upgraded.owner_version, upgraded.owner) == (12, 0, "bot")
+    finally:
+        await store.close()
+
+
+async def test_messages_queued_before_origins_were_kept_get_theirs(database_url: str) -> None:
     store = await Storage.open(database_url, migrate=False)
     try:
         async with store.db.begin() as conn:

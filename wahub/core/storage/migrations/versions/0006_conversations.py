@@ -24,8 +24,13 @@ def upgrade() -> None:
             sa.Column("language_source", sa.String(length=16), comment="set (by the API or an operator) or detected")
         )
         batch.add_column(sa.Column("tags", sa.JSON(), comment="a list of short labels"))
+    # Column comments exist on PostgreSQL only; on SQLite changing one would
+    # rebuild the table, and dropping the old one would empty every message's
+    # conversation_id (ON DELETE SET NULL).
+    comments = op.get_bind().dialect.name != "sqlite"
     with op.batch_alter_table("conversations") as batch:
-        batch.alter_column("owner", existing_type=sa.String(length=16), comment="bot, queued, assigned, phone")
+        if comments:
+            batch.alter_column("owner", existing_type=sa.String(length=16), comment="bot, queued, assigned, phone")
         batch.add_column(
             sa.Column("owner_version", sa.Integer(), nullable=False, server_default="0", comment="counts owner changes")
         )
@@ -40,8 +45,9 @@ def upgrade() -> None:
                 comment="the last inbound message a bot turn or a person covered",
             )
         )
-    with op.batch_alter_table("messages") as batch:
-        batch.alter_column(
+    if comments:
+        op.alter_column(
+            "messages",
             "origin",
             existing_type=sa.String(length=8),
             comment="out: reply, business or phone; quiet hours hold only business messages",
