@@ -6,28 +6,39 @@ on PostgreSQL."""
 
 from __future__ import annotations
 
+import asyncio
+import datetime as dt
 import json
-import re
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
-from tests.e2e.conversation_kit import SYSTEM_PROMPT, USER, Chat, chat_config, running_chat, text_of
+from tests.e2e.conversation_kit import (
+    API_KEY,
+    SYSTEM_PROMPT,
+    UNFINISHED,
+    USER,
+    Chat,
+    chat_config,
+    count_rows,
+    running_chat,
+    text_of,
+)
+from tests.e2e.daemon import Daemon, free_port, start_daemon
 from wahub import hookimpl
 from wahub.core.ai import AIRequest, AITool
 from wahub.plugins.ai.openai import DEFAULT_HANDOFF_REPLIES, DEFAULT_UNAVAILABLE_REPLIES
-from wahub.testing import wait_until
+from wahub.testing import TEST_SECRET, wait_until
 from wahub.testing.fake_openai import DEFAULT_ANSWER, FakeOpenAIServer, hang, http_error, text, tool_call
-
-#: A dated note in a request, as the model reads it: ``[2026-12-01 10:00 UTC] ...``.
-NOTE = re.compile(r"^\[\d{4}-\d{2}-\d{2} \d{2}:\d{2} UTC\] ")
 
 
 @pytest.fixture
 async def model() -> AsyncIterator[FakeOpenAIServer]:
-    fake = await FakeOpenAIServer(api_key="sk-test-conversations").start()
+    fake = await FakeOpenAIServer(api_key=API_KEY).start()
     yield fake
     await fake.close()
 
@@ -56,6 +67,7 @@ async def test_what_no_rule_matches_gets_one_answer_from_the_model_with_the_hist
     await chat.say("Vocês entregam no sábado?")
 
     assert await chat.sent_texts(2) == ["Hello! How can I help?", "Sim, *entregamos* aos sábados de manhã."]
+    assert [m["status"] for m in await chat.bot_messages()] == ["sent", "sent"]  # nothing else, not even dropped
     [request] = model.completions
     system = request["messages"][0]
     assert system["role"] == "system"
@@ -85,18 +97,14 @@ async def test_the_models_handoff_queues_the_conversation_and_the_bot_is_silent_
         ("queued", "bot", "queued", "ai:assistant", "wants a refund")
     ]
 
-    for waiting in ("hello?", "is anyone there?", "I am still waiting"):
+    for waiting in WAITING:
         await chat.say(waiting)
-    messages = await chat.settled()
-    assert [text_of(m) for m in messages] == [DEFAULT_HANDOFF_REPLIES["en"]]  # no bot answer to any of them
+        # Each is a turn of its own (the debounce is over before the next): none gets a bot answer.
+        assert [text_of(m) for m in await chat.settled()] == [DEFAULT_HANDOFF_REPLIES["en"]]
     assert len(model.requests) == 1  # and the model was not asked
     conversation = await chat.conversation()
     assert conversation["owner"] == "queued"
-    assert [text_of(m) for m in conversation["messages"][:3] if m["direction"] == "in"] == [
-        "I am still waiting",
-        "is anyone there?",
-        "hello?",
-    ]
+    assert [text_of(m) for m in conversation["messages"][:3]] == list(reversed(WAITING))
 
     resolved = await chat.ok("POST", f"/api/v1/conversations/{conversation['id']}/resolve")
     assert resolved["owner"] == "bot"
@@ -107,24 +115,38 @@ async def test_the_models_handoff_queues_the_conversation_and_the_bot_is_silent_
 
     first, second = model.completions
     assert conversation_turns(first) == [("user", "I want my money back for the cake")]
-    turns = conversation_turns(second)
-    notes = [content for role, content in turns if role == "system"]
-    assert len(notes) == 2 and all(NOTE.match(note) for note in notes), notes
-    handed, returned = (NOTE.sub("", note) for note in notes)
-    assert handed.startswith("The conversation was handed to a person: wants a refund.")
-    assert returned.startswith("The conversation returned to the bot: resolved through the API.")
+    events = (await chat.conversation())["events"]
+    assert [(e["change"], e["actor"]) for e in events] == [("queued", "ai:assistant"), ("resolved", "api")]
+    _assert_told_of_the_handoff_and_the_return(second, events)
+
+
+#: What the contact writes while the conversation waits for a person.
+WAITING = ("hello?", "is anyone there?", "I am still waiting")
+
+
+def _assert_told_of_the_handoff_and_the_return(request: dict[str, Any], events: list[dict[str, Any]]) -> None:
+    """The request's history has the hand-off and the return as notes dated as
+    the conversation's events, each where it happened among the messages."""
+    turns = conversation_turns(request)
     assert [(role, content if role != "system" else "note") for role, content in turns] == [
         ("user", "I want my money back for the cake"),
         ("assistant", DEFAULT_HANDOFF_REPLIES["en"]),
         ("system", "note"),
-        ("user", "hello?"),
-        ("user", "is anyone there?"),
-        ("user", "I am still waiting"),
+        *(("user", waiting) for waiting in WAITING),
         ("system", "note"),
         ("user", "so, my refund?"),
     ]
-    events = (await chat.conversation())["events"]
-    assert [(e["change"], e["actor"]) for e in events] == [("queued", "ai:assistant"), ("resolved", "api")]
+    handed, returned = (content for role, content in turns if role == "system")
+    assert handed.startswith(
+        f"[{_utc_minute(events[0]['at'])}] The conversation was handed to a person: wants a refund."
+    )
+    assert returned.startswith(
+        f"[{_utc_minute(events[1]['at'])}] The conversation returned to the bot: resolved through the API."
+    )
+
+
+def _utc_minute(at: float) -> str:
+    return dt.datetime.fromtimestamp(at, dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 async def _owner_is(chat: Chat, owner: str) -> bool:
@@ -266,3 +288,42 @@ async def test_a_plugins_tool_is_called_by_the_model_and_its_result_reaches_the_
         "tool_call_id": made["id"],
         "content": "Order 1042: baked, out for delivery since 9:40.",
     }
+
+
+async def test_kill_9_while_the_model_answers_gives_exactly_one_answer_after_the_restart(
+    tmp_path: Path, database_url: str, model: FakeOpenAIServer
+) -> None:
+    model.script(hang())  # the first daemon's request is never answered
+    config = chat_config(model, database=database_url)
+    config["wahub"]["http"] = {"port": "!port"}
+    config["providers"] = [{"platform": "sandbox", "name": "sandbox", "secret": TEST_SECRET}]
+    path = tmp_path / "config.yaml"
+    path.write_text(json.dumps(config).replace('"!port"', "!env_var WAHUB_PORT"))
+    port = free_port()
+    daemon = start_daemon(path, tmp_path, port)
+    restarted: Daemon | None = None
+    try:
+        await asyncio.to_thread(daemon.wait_healthy)
+        async with aiohttp.ClientSession() as http:
+            chat = Chat(daemon.url, http, lambda: count_rows(database_url, UNFINISHED))
+            asked = await chat.say("Do you bake sourdough bread?")
+            await wait_until(lambda: _requests_at_least(model, 1), within=20)
+            daemon.kill()
+
+            model.script(text("Yes, sourdough every morning from 7:00."))
+            restarted = start_daemon(path, tmp_path, port)
+            await asyncio.to_thread(restarted.wait_healthy)
+            assert await chat.sent_texts(1) == ["Yes, sourdough every morning from 7:00."]
+            conversation = await chat.conversation()
+    finally:
+        if restarted is not None:
+            restarted.terminate()
+        elif daemon.process.poll() is None:
+            daemon.kill()
+    replies = [m for m in conversation["messages"] if m["direction"] == "out"]
+    assert [(text_of(m), m["status"], m["origin"]) for m in replies] == [
+        ("Yes, sourdough every morning from 7:00.", "sent", "reply")
+    ]
+    assert [m["provider_message_id"] for m in conversation["messages"] if m["direction"] == "in"] == [asked]
+    # Asked once by each daemon: the killed one's call, then the turn run again from the start.
+    assert [conversation_turns(body) for body in model.completions] == [[("user", "Do you bake sourdough bread?")]] * 2
