@@ -12,7 +12,7 @@ import pytest
 from tests.plugins.ai.openai_helpers import FAQ_ENTRIES, KEY, NOW, Host, Make, order_tool, request, standalone
 from wahub.core.ai import AIAnswer, AIRequest, AITool, HistoryEntry
 from wahub.core.errors import PluginError
-from wahub.plugins.ai.openai import DEFAULT_UNAVAILABLE_REPLY, TOOL_FAILED
+from wahub.plugins.ai.openai import DEFAULT_HANDOFF_REPLIES, DEFAULT_UNAVAILABLE_REPLY, TOOL_FAILED
 from wahub.testing import build_config, running_daemon
 from wahub.testing.fake_openai import FakeOpenAIServer, Usage, http_error, text, tool_call, tool_calls
 
@@ -115,7 +115,7 @@ async def test_a_text_answer_is_the_reply_with_its_tokens(make: Make, model: Fak
     assert backend.budget.spent == 36
 
 
-async def test_a_handoff_call_with_null_content_ends_the_turn_with_a_handoff(
+async def test_a_handoff_call_with_null_content_ends_the_turn_with_a_handoff_and_the_handoff_reply(
     make: Make, model: FakeOpenAIServer
 ) -> None:
     model.script(tool_call("handoff_to_human", {"reason": "wants a refund"}, usage=Usage(20, 5)))
@@ -123,8 +123,18 @@ async def test_a_handoff_call_with_null_content_ends_the_turn_with_a_handoff(
 
     answer = await backend.reply(request("I want my money back"))
 
-    assert (answer.text, answer.handoff, answer.failed, answer.tokens) == (None, "wants a refund", None, 25)
+    assert (answer.text, answer.handoff, answer.failed, answer.tokens) == (
+        DEFAULT_HANDOFF_REPLIES["en"],
+        "wants a refund",
+        None,
+        25,
+    )
     assert len(model.requests) == 1
+
+    model.script(tool_call("handoff_to_human", {"reason": "queja"}))
+    configured = await make(handoff_reply={"en": "A person will answer.", "es": "Le atenderá una persona."})
+    answer = await configured.reply(request("Quiero hablar con alguien", language="es"))
+    assert (answer.text, answer.handoff) == ("Le atenderá una persona.", "queja")
 
 
 async def test_a_handoff_call_with_content_sends_the_content_first(make: Make, model: FakeOpenAIServer) -> None:

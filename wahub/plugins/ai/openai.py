@@ -16,6 +16,7 @@
         daily_token_budget: 200000               # per UTC day, from the answers' usage
         redact: [phone, email]
         unavailable_reply: "Sorry, ..."          # or {en: ..., es: ...}
+        handoff_reply: "A colleague ..."         # sent when the model hands off without a word
         max_tool_rounds: 3
 
 A turn is one request (see ``chat_request``), then, while the model calls
@@ -68,6 +69,15 @@ DEFAULT_UNAVAILABLE_REPLIES = {
     "fr": "Désolé, je ne peux pas répondre pour le moment. Un collègue vous répondra ici.",
 }
 DEFAULT_UNAVAILABLE_REPLY = DEFAULT_UNAVAILABLE_REPLIES["en"]
+#: What a contact is told when the model hands the conversation to a person without a text of its own.
+DEFAULT_HANDOFF_REPLIES = {
+    "en": "I am passing you to a colleague, who will answer you here.",
+    "es": "Le paso con un compañero, que le responderá por aquí.",
+    "pt": "Vou passar você para um colega, que vai responder por aqui.",
+    "ru": "Передаю вас коллеге, он ответит вам здесь.",
+    "de": "Ich gebe Sie an einen Kollegen weiter, der Ihnen hier antwortet.",
+    "fr": "Je vous passe à un collègue, qui vous répondra ici.",
+}
 #: Why a turn asks for a person when the model could not answer.
 UNAVAILABLE_HANDOFF = "ai_unavailable"
 #: Sent back to the model when a plugin's tool raised, so it can answer without it.
@@ -108,6 +118,7 @@ class OpenAIBackend(AIBackend):
             vol.Optional("daily_token_budget"): vol.Any(None, int_between(1, 10**12)),
             vol.Optional("redact", default=list): _redact_kinds,
             vol.Optional("unavailable_reply", default=lambda: dict(DEFAULT_UNAVAILABLE_REPLIES)): localized_text(4096),
+            vol.Optional("handoff_reply", default=lambda: dict(DEFAULT_HANDOFF_REPLIES)): localized_text(4096),
             vol.Optional("max_tool_rounds", default=3): int_between(0, 20),
         }
     )
@@ -132,6 +143,10 @@ class OpenAIBackend(AIBackend):
 
     def languages(self) -> set[str]:
         return self.knowledge.languages() if self.knowledge else set()
+
+    def _text(self, key: str, default: Mapping[str, str], language: str) -> str:
+        """The configured text ``key`` (else ``default``) in the contact's language."""
+        return localized(self.config.get(key, default), language, self.host.config["wahub"]["language"])
 
     async def reply(self, request: AIRequest) -> AIAnswer:
         """The model's answer to the turn, or the fallback (see the module's docstring)."""
@@ -184,9 +199,10 @@ class OpenAIBackend(AIBackend):
             handoff = next((call for call in calls if call.tool.name == HANDOFF_TOOL), None)
             if handoff is not None:
                 reason = str(handoff.arguments.get("reason") or "the model asked for a person")
-                return AIAnswer(
-                    text=content or None, handoff=reason, tokens=tokens, details=self._details(round_number, called)
-                )
+                # Models call the tool with no content: the contact still hears that a person comes.
+                said = content if content and content.strip() else None
+                reply = said or self._text("handoff_reply", DEFAULT_HANDOFF_REPLIES, request.language)
+                return AIAnswer(text=reply, handoff=reason, tokens=tokens, details=self._details(round_number, called))
             if round_number == max_rounds:
                 break  # the model wants more tools than a turn may run
             messages.append(_assistant_turn(message))
@@ -242,11 +258,7 @@ class OpenAIBackend(AIBackend):
                     details=answer.details,
                 )
         _LOGGER.warning("ai %s: %s; sending the unavailable reply and asking for a person", self.name, why)
-        reply = localized(
-            self.config.get("unavailable_reply", DEFAULT_UNAVAILABLE_REPLIES),
-            request.language,
-            self.host.config["wahub"]["language"],
-        )
+        reply = self._text("unavailable_reply", DEFAULT_UNAVAILABLE_REPLIES, request.language)
         return AIAnswer(text=reply, handoff=UNAVAILABLE_HANDOFF, failed=why, tokens=tokens)
 
     def _details(self, rounds: int, called: list[str]) -> dict[str, Any]:
