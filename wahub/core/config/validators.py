@@ -165,11 +165,17 @@ def _extensions(parts: list[str]) -> list[str] | None:
     return parts
 
 
+#: The longest language code kept (``contacts.language``); real ones are far shorter.
+MAX_LANGUAGE_CODE = 35
+
+
 def language_code(value: Any) -> str:
     """A BCP 47 language tag (``en``, ``pt_br``, ``zh-Hant``, ``es-419``), returned in its canonical form."""
     canonical = canonical_language(value) if isinstance(value, str) else None
     if canonical is None:
         raise vol.Invalid(LANGUAGE_CODE_EXAMPLE)
+    if len(canonical) > MAX_LANGUAGE_CODE:
+        raise ExplainedInvalid(f"a language code has at most {MAX_LANGUAGE_CODE} characters (contacts keep it)")
     return canonical
 
 

@@ -14,6 +14,7 @@ import logging
 from wahub.core.hub import Hub
 from wahub.core.models import Conversation, OwnershipChange
 from wahub.core.plugins import call_hook
+from wahub.core.storage.conversations import Transition
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -27,18 +28,13 @@ async def change_owner(
     reason: str,
     assignee: str | None = None,
     event_key: str | None = None,
+    quiet_before: float | None = None,
 ) -> OwnershipChange | None:
     """Apply ``change`` (``queued``, ``assigned``, ``released``, ``resolved``,
-    ``phone``) and announce it; None when the current owner does not allow it."""
-    result = await hub.storage.conversations.change_owner(
-        conversation_id,
-        change,
-        actor=actor,
-        reason=reason,
-        assignee=assignee,
-        event_key=event_key,
-        now=hub.clock.time(),
-    )
+    ``phone``) and announce it; None when the current owner does not allow it
+    (or, with ``quiet_before``, a person was active since then)."""
+    transition = Transition(change, actor, reason, assignee, event_key, quiet_before)
+    result = await hub.storage.conversations.change_owner(conversation_id, transition, now=hub.clock.time())
     if result is None:
         return None
     await announce(hub, *result)
@@ -65,11 +61,10 @@ async def return_quiet_conversations(hub: Hub) -> None:
     after = hub.config["conversations"]["return_to_bot_after"]
     if after is None:
         return
-    hours = after / 3600
-    while ids := await hub.storage.conversations.quiet_since(hub.clock.time() - after):
-        returned = 0
+    reason = f"no person wrote for {after / 3600:g} h"
+    before, last = hub.clock.time() - after, 0
+    while ids := await hub.storage.conversations.quiet_since(before, after=last):
         for conversation_id in ids:
-            reason = f"no person wrote for {hours:g} h"
-            returned += await change_owner(hub, conversation_id, "resolved", actor="system", reason=reason) is not None
-        if returned == 0:
-            return  # changed meanwhile by someone else: the next run sees them again
+            # Checked again under the row's lock: a person who just took it keeps it.
+            await change_owner(hub, conversation_id, "resolved", actor="system", reason=reason, quiet_before=before)
+        last = ids[-1]

@@ -40,7 +40,10 @@ async def take_turn(hub: Hub, row: InboxRow, message: InboundMessage, record: In
     """Answer the turn that ``message`` ends (or mark it seen, when a person owns
     the conversation), finishing its inbox row in the same transaction."""
     owned = await hub.storage.conversations.owned(record.conversation_id)
-    if owned.owner != Owner.BOT:
+    # A person owns it, or a later turn answered this message already (it ran
+    # again after giving up, or came again after its inbox row was purged).
+    covered = owned.answered_through is not None and owned.answered_through >= record.message_id
+    if owned.owner != Owner.BOT or covered:
         await hub.storage.finish_with_replies(
             row, message, [], **_ids(record), now=hub.clock.time(), answered_through=record.message_id
         )
@@ -82,8 +85,7 @@ async def _turn(hub: Hub, message: InboundMessage, record: InboundRecord, *, fir
     rows = await conversations.turn_messages(record.conversation_id, record.message_id, limit=MAX_TURN_MESSAGES)
     earlier = tuple(_inbound(message, row) for row in rows if row["id"] != record.message_id)
     conversation = await conversations.get(record.conversation_id)
-    if conversation is None:  # deleted between the two reads: answer as a new one
-        raise LookupError(f"conversation {record.conversation_id} is gone")
+    assert conversation is not None, "conversations are never deleted"
     messages = (*earlier, message)
     language = await _language(hub, conversation, messages)
     conversation = dataclasses.replace(conversation, language=language)

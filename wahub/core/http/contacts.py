@@ -27,7 +27,6 @@ from wahub.core.storage.policy import consent_state
 #: What a PATCH may set; a contact's provider and address are the provider's.
 EDITABLE = ("name", "language", "tags", "timezone")
 MAX_NAME, MAX_TAG, MAX_TAGS = 256, 64, 50
-#: The ``contacts.language`` column.
 
 # A phone number as people write it: digits with spaces, dashes, dots, brackets, a leading plus.
 _PHONE = re.compile(r"\+?[\d\s().-]*\d[\d\s().-]*")

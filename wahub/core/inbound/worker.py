@@ -35,8 +35,9 @@ from wahub.core.work.loop import ClaimLoop
 
 _LOGGER = logging.getLogger(__name__)
 
-#: Time one inbox row may take (observers, routing, replying) before it is retried.
-PROCESS_SECONDS = 60.0
+#: Time one inbox row may take (its file, observers, routing, an AI model's
+#: answer, replying) before it is retried.
+PROCESS_SECONDS = 180.0
 #: Attempts at a row failing for a passing reason (the database, the network, a time-out).
 MAX_ATTEMPTS = 10
 #: Attempts at a row failing because of its own data (a type or value error):

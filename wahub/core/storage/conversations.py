@@ -43,6 +43,23 @@ class Owned:
     version: int
     #: The last inbound message a turn or a person covered; None before the first turn.
     answered_through: int | None = None
+    assignee: str | None = None
+    #: When a person last wrote or the owner last changed (unix seconds), if ever.
+    active_at: float | None = None
+
+
+@dataclass(frozen=True)
+class Transition:
+    """A change of owner to make: ``change`` is a key of ``OWNER_CHANGES``;
+    ``event_key`` records it once however often its cause runs; with
+    ``quiet_before``, only if no person was active since then."""
+
+    change: str
+    actor: str
+    reason: str
+    assignee: str | None = None
+    event_key: str | None = None
+    quiet_before: float | None = None
 
 
 @dataclass(frozen=True)
@@ -80,13 +97,22 @@ def _change(row: Any) -> OwnershipChange:
     )
 
 
+def _owned_query(conversation_id: int) -> sa.Select[Any]:
+    columns = ("owner", "owner_version", "answered_through", "assignee", "last_human_at", "owner_changed_at")
+    return sa.select(*(conversations.c[name] for name in columns)).where(conversations.c.id == conversation_id)
+
+
+def _owned(row: Any) -> Owned:
+    active = max((time for time in (row.last_human_at, row.owner_changed_at) if time is not None), default=None)
+    return Owned(Owner(row.owner), int(row.owner_version), row.answered_through, row.assignee, active)
+
+
 async def lock_owner(conn: AsyncConnection, conversation_id: int) -> Owned:
     """The conversation's owner and version, its row locked until the transaction ends."""
-    query = sa.select(conversations.c.owner, conversations.c.owner_version).where(conversations.c.id == conversation_id)
+    query = _owned_query(conversation_id)
     if conn.dialect.name != "sqlite":
         query = query.with_for_update()
-    row = (await conn.execute(query)).one()
-    return Owned(Owner(row.owner), int(row.owner_version))
+    return _owned((await conn.execute(query)).one())
 
 
 class ConversationStore:
@@ -103,72 +129,66 @@ class ConversationStore:
 
     async def owned(self, conversation_id: int) -> Owned:
         """The owner and version a bot turn starts under."""
-        query = sa.select(conversations.c.owner, conversations.c.owner_version, conversations.c.answered_through).where(
-            conversations.c.id == conversation_id
-        )
         async with self.db.connect() as conn:
-            row = (await conn.execute(query)).one()
-        return Owned(Owner(row.owner), int(row.owner_version), row.answered_through)
+            return _owned((await conn.execute(_owned_query(conversation_id))).one())
 
     async def change_owner(
-        self,
-        conversation_id: int,
-        change: str,
-        *,
-        actor: str,
-        reason: str,
-        now: float,
-        assignee: str | None = None,
-        event_key: str | None = None,
-        conn: AsyncConnection | None = None,
+        self, conversation_id: int, transition: Transition, *, now: float, conn: AsyncConnection | None = None
     ) -> tuple[Conversation, OwnershipChange] | None:
-        """Apply ``change`` (a key of ``OWNER_CHANGES``) and record it; None when the
-        current owner does not allow it (a hand-off of a conversation already
-        queued) or ``event_key`` was recorded before (a re-run)."""
+        """Apply ``transition`` and record it, in ``conn``'s transaction or a new
+        one; None when the current owner does not allow it (a hand-off of a
+        conversation already queued), its ``event_key`` was recorded before (a
+        re-run), or, with ``quiet_before``, a person was active since then."""
         if conn is None:
             async with self.db.begin() as own:
-                return await self.change_owner(
-                    conversation_id,
-                    change,
-                    actor=actor,
-                    reason=reason,
-                    now=now,
-                    assignee=assignee,
-                    event_key=event_key,
-                    conn=own,
-                )
-        allowed, to_owner = OWNER_CHANGES[change]
+                return await self._change_owner(own, conversation_id, transition, now)
+        return await self._change_owner(conn, conversation_id, transition, now)
+
+    async def _change_owner(
+        self, conn: AsyncConnection, conversation_id: int, transition: Transition, now: float
+    ) -> tuple[Conversation, OwnershipChange] | None:
+        allowed, to_owner = OWNER_CHANGES[transition.change]
         current = await lock_owner(conn, conversation_id)
-        same_operator = (
-            change == "assigned"
-            and current.owner == Owner.ASSIGNED
-            and assignee == await self._assignee(conn, conversation_id)
-        )
-        if current.owner not in allowed or same_operator:
+        assignee = transition.assignee if to_owner == Owner.ASSIGNED else None
+        if (
+            current.owner not in allowed
+            or (current.owner == to_owner == Owner.ASSIGNED and current.assignee == assignee)
+            or (transition.quiet_before is not None and (current.active_at or 0.0) >= transition.quiet_before)
+        ):
             return None
+        change = OwnershipChange(
+            conversation_id,
+            transition.change,
+            current.owner,
+            to_owner,
+            transition.actor,
+            transition.reason,
+            now,
+            assignee,
+        )
         recorded = await conn.execute(
             insert_ignore(conn, conversation_events, ["event_key"]),
             {
                 "conversation_id": conversation_id,
-                "change": change,
-                "from_owner": current.owner,
-                "to_owner": to_owner,
-                "actor": actor,
-                "reason": reason,
-                "assignee": assignee if to_owner == Owner.ASSIGNED else None,
-                "event_key": event_key,
+                "change": change.change,
+                "from_owner": change.from_owner,
+                "to_owner": change.to_owner,
+                "actor": change.actor,
+                "reason": change.reason,
+                "assignee": assignee,
+                "event_key": transition.event_key,
                 "occurred_at": now,
             },
         )
         if recorded.rowcount == 0:
             return None
-        human = {"last_human_at": now} if change in ("assigned", "phone") else {}
+        human = {"last_human_at": now} if change.change in ("assigned", "phone") else {}
         await conn.execute(
             conversations.update()
             .where(conversations.c.id == conversation_id)
             .values(
                 owner=to_owner,
-                assignee=assignee if to_owner == Owner.ASSIGNED else None,
+                assignee=assignee,
                 owner_version=conversations.c.owner_version + 1,
                 owner_changed_at=now,
                 updated_at=now,
@@ -176,13 +196,7 @@ class ConversationStore:
             )
         )
         row = (await conn.execute(self._select().where(conversations.c.id == conversation_id))).one()
-        return _conversation(row), OwnershipChange(
-            conversation_id, change, current.owner, to_owner, actor, reason, now, assignee
-        )
-
-    async def _assignee(self, conn: AsyncConnection, conversation_id: int) -> str | None:
-        query = sa.select(conversations.c.assignee).where(conversations.c.id == conversation_id)
-        return (await conn.execute(query)).scalar()
+        return _conversation(row), change
 
     async def events(self, conversation_id: int) -> list[OwnershipChange]:
         """Every change of the conversation's owner, oldest first."""
@@ -207,15 +221,17 @@ class ConversationStore:
         async with self.db.begin() as own:
             await own.execute(statement)
 
-    async def quiet_since(self, before: float, limit: int = 100) -> list[int]:
+    async def quiet_since(self, before: float, *, after: int = 0, limit: int = 100) -> list[int]:
         """Conversations a person owns or was asked for, in which no person has
-        written (nor the owner changed) since ``before``: due back to the bot."""
+        written (nor the owner changed) since ``before``: due back to the bot;
+        by id, from after ``after``."""
         last = sa.func.coalesce(conversations.c.last_human_at, conversations.c.owner_changed_at, 0.0)
         changed = sa.func.coalesce(conversations.c.owner_changed_at, 0.0)
         query = (
             sa.select(conversations.c.id)
             .where(
                 conversations.c.owner != Owner.BOT.value,
+                conversations.c.id > after,
                 sa.func.greatest(last, changed) < before
                 if self.db.engine.dialect.name != "sqlite"
                 else sa.func.max(last, changed) < before,

@@ -59,9 +59,15 @@ _SQLITE_PRAGMAS = ("journal_mode=WAL", "foreign_keys=ON", "busy_timeout=10000")
 _INBOX_SYNC, _DERIVED_SYNC = "synchronous=FULL", "synchronous=NORMAL"
 
 
+def _unicode_lower(value: Any) -> Any:
+    return value.lower() if isinstance(value, str) else value
+
+
 def _sqlite_connected(dbapi_connection: Any, _record: Any) -> None:
     # Let SQLAlchemy's "begin" event, not the driver, open transactions.
     dbapi_connection.isolation_level = None
+    # SQLite's own lower() folds ASCII only: searching for "мария" must find "Мария", as on PostgreSQL.
+    dbapi_connection.create_function("lower", 1, _unicode_lower, deterministic=True)
     cursor = dbapi_connection.cursor()
     for pragma in (*_SQLITE_PRAGMAS, _DERIVED_SYNC):
         cursor.execute(f"PRAGMA {pragma}")

@@ -18,7 +18,7 @@ from wahub.core.config.sections import MEDIA_SCHEMA
 from wahub.core.errors import LeaseLost
 from wahub.core.models import Conversation, InboundMessage, InboxState, OutgoingMessage, Owner, OwnershipChange
 from wahub.core.storage.contacts import ContactStore
-from wahub.core.storage.conversations import ConversationStore, lock_owner
+from wahub.core.storage.conversations import ConversationStore, Transition, lock_owner
 from wahub.core.storage.engine import (
     Database,
     SqliteInboxWriter,
@@ -259,15 +259,10 @@ class Storage:
                 created += new and refused is None
             if turn is not None and turn.handoff is not None and not dropped:
                 actor, reason = turn.handoff
-                change = await self.conversations.change_owner(
-                    conversation_id,
-                    "queued",
-                    actor=actor,
-                    reason=reason,
-                    now=now,
-                    event_key=f"handoff:{message.provider}:{message.external_id}",
-                    conn=conn,
+                handoff = Transition(
+                    "queued", actor, reason, event_key=f"handoff:{message.provider}:{message.external_id}"
                 )
+                change = await self.conversations.change_owner(conversation_id, handoff, now=now, conn=conn)
             if answered_through is not None:
                 await conn.execute(
                     conversations.update()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -117,9 +118,10 @@ def _completion(raw: bytes) -> _Outcome:
 def _retry_after(headers: Mapping[str, str]) -> float | None:
     """``Retry-After`` in seconds (OpenAI sends seconds), or None if absent or unreadable."""
     try:
-        return max(float(headers["Retry-After"]), 0.0)
+        seconds = float(headers["Retry-After"])
     except (KeyError, ValueError):
         return None
+    return max(seconds, 0.0) if math.isfinite(seconds) else None
 
 
 def _backoff(attempt: int) -> float:

@@ -110,7 +110,7 @@ class OpenAIBackend(AIBackend):
             vol.Required("model"): vol.All(str, vol.Length(min=1)),
             vol.Optional("system_prompt", default=DEFAULT_SYSTEM_PROMPT): vol.All(str, vol.Length(min=1)),
             vol.Optional("history_messages", default=20): int_between(0, 500),
-            # A message's whole processing has 60 s (then it runs again): the model gets at most 50.
+            # A message's whole processing (its file, the plugins, the model) has 180 s, then it runs again.
             vol.Optional("timeout", default=30.0): number_between(1, 50, "seconds"),
             vol.Optional("max_tokens"): vol.Any(None, int_between(1, 1_000_000)),
             vol.Optional("temperature"): vol.Any(None, number_between(0, 2)),
