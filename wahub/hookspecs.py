@@ -221,14 +221,14 @@ def handle_exception(hub: Hub, exception: BaseException, context: Mapping[str, A
 @dataclass(frozen=True)
 class Turn:
     """What the bot answers at once: the messages a contact sent in a burst
-    (within ``router.debounce_seconds`` of each other), oldest first, with
+    (within ``conversations.debounce_seconds`` of each other), oldest first, with
     their conversation. ``message`` is the latest; ``language`` the
     contact's (set, detected, or the default)."""
 
     messages: tuple[InboundMessage, ...]
     conversation: Conversation
     language: str
-    #: Whether this is the contact's first message ever.
+    #: Whether this is the conversation's first turn (the contact's first message to this number).
     first_contact: bool = False
 
     @property

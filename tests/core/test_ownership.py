@@ -10,8 +10,8 @@ import pytest
 
 from tests.helpers import inbox_row
 from wahub.core.models import InboundMessage, OutgoingMessage, Owner
-from wahub.core.storage.conversations import Transition
-from wahub.core.storage.store import Storage, TurnEnd
+from wahub.core.storage.conversations import Transition, TurnEnd
+from wahub.core.storage.store import Storage
 
 USER = "15551234567"
 
@@ -108,7 +108,7 @@ async def test_a_bot_turn_whose_owner_changed_is_dropped(storage: Storage, hando
     page = await storage.conversations.messages(record.conversation_id)
     dropped = next(item for item in page.items if item["direction"] == "out")
     assert (dropped["status"], dropped["error_code"]) == ("failed", "owner_changed")
-    assert "assigned" in dropped["error_reason"]
+    assert "owner changed" in dropped["error_reason"]
     owned = await storage.conversations.owned(record.conversation_id)
     assert (owned.owner, owned.answered_through) == (Owner.ASSIGNED, record.message_id)
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import pytest
 import voluptuous as vol
 
 from wahub.core.models import InboundMessage, OutgoingMessage
-from wahub.plugins.router import ROUTER_SCHEMA, answer, languages
+from wahub.plugins.router import ROUTER_SCHEMA, languages, pick_rule, render
 
 CONFIG = ROUTER_SCHEMA(
     {
@@ -18,6 +21,21 @@ CONFIG = ROUTER_SCHEMA(
         "default_reply": "Sorry, I did not understand.",
     }
 )
+
+
+def answer(
+    config: Mapping[str, Any], *messages: InboundMessage, language: str | None = None, default: str = "en"
+) -> OutgoingMessage | None:
+    """The text the rules give a burst (a reply or a hand-off's), else the default reply, else None."""
+    picked = pick_rule(config, messages)
+    if picked is not None:
+        rule, found = picked
+        groups = rule["match"]["regex"].groups if "regex" in rule["match"] else 0
+        text = rule["reply"] if "reply" in rule else rule["handoff"]
+        return render(text, messages[-1], language=language, default=default, found=found, groups=groups)
+    if "default_reply" in config:
+        return render(config["default_reply"], messages[-1], language=language, default=default)
+    return None
 
 
 def message(text: str) -> InboundMessage:
@@ -160,3 +178,9 @@ def test_bad_language_texts_are_refused(config: dict[str, object], error: str) -
     with pytest.raises(vol.Invalid) as caught:
         ROUTER_SCHEMA(config)
     assert error in str(caught.value)
+
+
+def test_in_a_burst_a_hand_off_wins_then_the_latest_message() -> None:
+    assert answer(LANGUAGES, message("menu"), message("hi")) == OutgoingMessage.text("15551234567", "Hello!")
+    handoff = answer(LANGUAGES, message("a human please"), message("hi"))
+    assert handoff == OutgoingMessage.text("15551234567", "Connecting you.")

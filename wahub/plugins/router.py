@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import re
 import string
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -232,19 +232,15 @@ def render(
     return OutgoingMessage.text(message.sender, text)
 
 
-def answer(
-    config: Mapping[str, Any], message: InboundMessage, *, language: str | None = None, default: str = "en"
-) -> OutgoingMessage | None:
-    """The text of the first rule matching ``message`` (its reply or hand-off
-    text), else the default reply, else None; in ``language``."""
-    matched = find_rule(config, message.text())
-    if matched is not None:
-        rule, found = matched
-        reply = rule["reply"] if "reply" in rule else rule["handoff"]
-        return render(reply, message, language=language, default=default, found=found, groups=_regex_groups(rule))
-    if "default_reply" in config:
-        return render(config["default_reply"], message, language=language, default=default)
-    return None
+def pick_rule(
+    config: Mapping[str, Any], messages: Sequence[InboundMessage]
+) -> tuple[Mapping[str, Any], re.Match[str]] | None:
+    """The rule that answers a burst of messages, with its match: a hand-off
+    asked for anywhere in it ("a human please", then "hi" is still a hand-off),
+    else the rule of the latest message that one matches ("hi", then "menu"
+    is a menu)."""
+    found = [hit for message in reversed(messages) if (hit := find_rule(config, message.text()))]
+    return next((hit for hit in found if "handoff" in hit[0]), found[0] if found else None)
 
 
 async def _respond(hub: Hub, turn: Turn) -> Answer:
@@ -259,8 +255,7 @@ async def _respond(hub: Hub, turn: Turn) -> Answer:
     if hours is not None and not is_open(hours, hub.clock.time()):
         closed = [say(hours["closed_reply"])]
         return Answer(greeting + closed, handoff="outside business hours", actor="business_hours")
-    # The latest message with a matching rule decides: "hi" then "menu" is a menu.
-    matched = next(filter(None, (find_rule(config, message.text()) for message in reversed(turn.messages))), None)
+    matched = pick_rule(config, turn.messages)
     if matched is not None:
         rule, found = matched
         groups = _regex_groups(rule)

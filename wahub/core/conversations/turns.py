@@ -22,9 +22,9 @@ from wahub.core.errors import SendRefused
 from wahub.core.hub import Hub
 from wahub.core.models import Conversation, InboundMessage, OutgoingMessage, Owner
 from wahub.core.privacy import mask_address
+from wahub.core.storage.conversations import TurnEnd
 from wahub.core.storage.inbox import InboxRow
 from wahub.core.storage.messages import InboundRecord, Refusal
-from wahub.core.storage.store import TurnEnd
 from wahub.hookspecs import Answer, Turn
 
 _LOGGER = logging.getLogger(__name__)

@@ -170,7 +170,9 @@ class InboxProcessor:
                 await run_steps(self.hub, row)
             hub.metrics.inbox_processed.labels(row.kind, "done").inc()
         except Deferred:
-            _LOGGER.debug("inbox row %d waits for an older event of its sender under another id", row.id)
+            _LOGGER.debug(
+                "inbox row %d waits: for more of its sender's burst, or an older event under another id", row.id
+            )
         except LeaseLost:
             _LOGGER.warning("inbox row %d was claimed again after its lease ran out; leaving it to that claim", row.id)
         except asyncio.CancelledError:

@@ -17,8 +17,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from wahub.core.models import OWNER_CHANGES, Conversation, Owner, OwnershipChange
+from wahub.core.models import OWNER_CHANGES, Conversation, OutgoingMessage, Owner, OwnershipChange
 from wahub.core.storage.engine import Database, insert_ignore
+from wahub.core.storage.messages import Refusal
 from wahub.core.storage.schema import contacts, conversation_events, conversations, messages
 
 _COLUMNS = (
@@ -113,6 +114,39 @@ async def lock_owner(conn: AsyncConnection, conversation_id: int) -> Owned:
     if conn.dialect.name != "sqlite":
         query = query.with_for_update()
     return _owned((await conn.execute(query)).one())
+
+
+@dataclass(frozen=True)
+class TurnEnd:
+    """How a bot turn ends: the owner version it started under, the last
+    inbound message it answers, and its hand-off (actor, reason), if any."""
+
+    version: int
+    answered_through: int
+    handoff: tuple[str, str] | None = None
+
+
+@dataclass(frozen=True)
+class Finished:
+    """What finishing an inbox row did: replies newly queued, the owner change
+    it made, and whether the bot's replies were dropped (the owner had changed)."""
+
+    created: int
+    change: tuple[Conversation, OwnershipChange] | None = None
+    dropped: bool = False
+
+
+async def still_the_bots(conn: AsyncConnection, conversation_id: int, turn: TurnEnd) -> bool:
+    """Whether the bot still owns the conversation, unchanged since the turn began (the row stays locked)."""
+    owned = await lock_owner(conn, conversation_id)
+    return owned.owner == Owner.BOT and owned.version == turn.version
+
+
+def dropped_reply(reply: OutgoingMessage | Refusal) -> Refusal:
+    """A bot reply not sent because a person took the conversation meanwhile."""
+    if isinstance(reply, Refusal):
+        return reply
+    return Refusal(reply, "owner_changed", "not sent: the conversation's owner changed while the bot was answering")
 
 
 class ConversationStore:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import IO, Any
 
 import sqlalchemy as sa
@@ -16,9 +15,16 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from wahub.core.config.sections import MEDIA_SCHEMA
 from wahub.core.errors import LeaseLost
-from wahub.core.models import Conversation, InboundMessage, InboxState, OutgoingMessage, Owner, OwnershipChange
+from wahub.core.models import InboundMessage, InboxState, OutgoingMessage
 from wahub.core.storage.contacts import ContactStore
-from wahub.core.storage.conversations import ConversationStore, Transition, lock_owner
+from wahub.core.storage.conversations import (
+    ConversationStore,
+    Finished,
+    Transition,
+    TurnEnd,
+    dropped_reply,
+    still_the_bots,
+)
 from wahub.core.storage.engine import (
     Database,
     SqliteInboxWriter,
@@ -57,26 +63,6 @@ _LOGGER = logging.getLogger(__name__)
 # Held (per transaction) by inbox claims and by whatever re-opens a row, so that
 # on PostgreSQL one replica's claim sees no row re-opened half-way through.
 _CLAIM_LOCK_ID = 0x77616876
-
-
-@dataclass(frozen=True)
-class TurnEnd:
-    """How a bot turn ends: the owner version it started under, the last
-    inbound message it answers, and its hand-off (actor, reason), if any."""
-
-    version: int
-    answered_through: int
-    handoff: tuple[str, str] | None = None
-
-
-@dataclass(frozen=True)
-class Finished:
-    """What finishing an inbox row did: replies newly queued, the owner change
-    it made, and whether the bot's replies were dropped (the owner had changed)."""
-
-    created: int
-    change: tuple[Conversation, OwnershipChange] | None = None
-    dropped: bool = False
 
 
 class Storage:
@@ -231,52 +217,55 @@ class Storage:
         the turn's hand-off, if any, is not made. ``answered_through`` (or the
         turn's) records the last inbound message answered or seen by a person."""
         now = time.time() if now is None else now
-        created, change, dropped = 0, None, False
+        change = None
         async with self.db.begin() as conn:
-            if turn is not None:
-                owned = await lock_owner(conn, conversation_id)
-                if owned.owner != Owner.BOT or owned.version != turn.version:
-                    dropped = True
-                    detail = f"not sent: the conversation went to {owned.owner} while the bot was answering"
-                    replies = [
-                        reply if isinstance(reply, Refusal) else Refusal(reply, "owner_changed", detail)
-                        for reply in replies
-                    ]
-                answered_through = turn.answered_through
-            for index, reply in enumerate(replies):
-                refused = reply if isinstance(reply, Refusal) else None
-                _id, new = await self.messages.enqueue(
-                    message.provider,
-                    reply.message if isinstance(reply, Refusal) else reply,
-                    idempotency_key=f"reply:{message.provider}:{message.external_id}:{index}",
-                    contact_id=contact_id,
-                    conversation_id=conversation_id,
-                    origin="reply",
-                    refused=refused,
-                    now=now,
-                    conn=conn,
-                )
-                created += new and refused is None
+            dropped = turn is not None and not await still_the_bots(conn, conversation_id, turn)
+            if dropped:
+                replies = [dropped_reply(reply) for reply in replies]
+            created = await self._queue_replies(conn, message, replies, contact_id, conversation_id, now)
             if turn is not None and turn.handoff is not None and not dropped:
-                actor, reason = turn.handoff
-                handoff = Transition(
-                    "queued", actor, reason, event_key=f"handoff:{message.provider}:{message.external_id}"
-                )
+                key = f"handoff:{message.provider}:{message.external_id}"
+                handoff = Transition("queued", *turn.handoff, event_key=key)
                 change = await self.conversations.change_owner(conversation_id, handoff, now=now, conn=conn)
-            if answered_through is not None:
+            answered = turn.answered_through if turn is not None else answered_through
+            if answered is not None:
                 await conn.execute(
                     conversations.update()
                     .where(
                         conversations.c.id == conversation_id,
-                        sa.or_(
-                            conversations.c.answered_through.is_(None),
-                            conversations.c.answered_through < answered_through,
-                        ),
+                        sa.or_(conversations.c.answered_through.is_(None), conversations.c.answered_through < answered),
                     )
-                    .values(answered_through=answered_through)
+                    .values(answered_through=answered)
                 )
             await self.finish_inbox(row, conn)
         return Finished(created, change, dropped)
+
+    async def _queue_replies(
+        self,
+        conn: AsyncConnection,
+        message: InboundMessage,
+        replies: Sequence[OutgoingMessage | Refusal],
+        contact_id: int,
+        conversation_id: int,
+        now: float,
+    ) -> int:
+        """Queue the replies (a refusal kept failed instead); how many were newly queued."""
+        created = 0
+        for index, reply in enumerate(replies):
+            refused = reply if isinstance(reply, Refusal) else None
+            _id, new = await self.messages.enqueue(
+                message.provider,
+                reply.message if isinstance(reply, Refusal) else reply,
+                idempotency_key=f"reply:{message.provider}:{message.external_id}:{index}",
+                contact_id=contact_id,
+                conversation_id=conversation_id,
+                origin="reply",
+                refused=refused,
+                now=now,
+                conn=conn,
+            )
+            created += new and refused is None
+        return created
 
     async def retry_inbox(self, row: InboxRow, error: str, *, retry_at: float | None) -> None:
         """Record a failed attempt: run again at ``retry_at``, or give up (``failed``) when None."""
