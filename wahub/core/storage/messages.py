@@ -74,57 +74,31 @@ class MessageStore:
         contact. A contact known by its wa_id whose first message with a BSUID
         arrives is moved to the BSUID (``sender``), keeping its history.
         """
-        now = time.time()
-        identities = message.identities or {"wa_id": message.sender}
-        async with self.db.begin() as conn:
-            if message.sender != identities.get("wa_id", message.sender):
-                await self._adopt_contact(conn, message.provider, message.sender, identities["wa_id"], now)
-            contact_id = await self._upsert_contact(conn, message.provider, message.sender, message.sender_name, now)
-            await conn.execute(
-                insert_ignore(conn, contact_identities, ["contact_id", "kind", "value"]),
-                [
-                    {"contact_id": contact_id, "kind": kind, "value": value, "created_at": now}
-                    for kind, value in identities.items()
-                ],
-            )
-            conversation_id = await self._upsert_conversation(
-                conn, message.provider, contact_id, message.timestamp, now
-            )
-            await conn.execute(
-                insert_ignore(conn, messages, ["provider", "provider_message_id"]),
-                {
-                    "provider": message.provider,
-                    "direction": "in",
-                    "contact_id": contact_id,
-                    "conversation_id": conversation_id,
-                    "address": message.sender,
-                    "type": message.type,
-                    "body": {"type": message.type, **message.content},
-                    "provider_message_id": message.external_id,
-                    "status": MessageStatus.RECEIVED,
-                    "created_at": message.timestamp or now,
-                    "updated_at": now,
-                },
-            )
-            message_id = (
-                await conn.execute(
-                    sa.select(messages.c.id).where(
-                        messages.c.provider == message.provider, messages.c.provider_message_id == message.external_id
-                    )
-                )
-            ).scalar_one()
-        return InboundRecord(contact_id, conversation_id, message_id)
+        row = {"direction": "in", "body": {"type": message.type, **message.content}, "status": MessageStatus.RECEIVED}
+        return await self._record(message, message.sender, message.sender_name, message.timestamp, row)
 
     async def record_echo(self, echo: EchoMessage) -> InboundRecord:
         """Store a message the business sent from its app (coexistence) as a sent
-        outbound message of the user's conversation, upserting both; running it
-        again for the same echo changes nothing."""
+        outbound message of the user's conversation, upserting both as
+        ``record_inbound`` does; running it again for the same echo changes nothing."""
+        body = {"to": echo.recipient, "type": echo.type, **echo.content}
+        row = {"direction": "out", "body": body, "status": MessageStatus.SENT, "origin": "phone"}
+        return await self._record(echo, echo.recipient, None, None, row)
+
+    async def _record(
+        self,
+        event: InboundMessage | EchoMessage,
+        address: str,
+        name: str | None,
+        inbound_at: float | None,
+        row: dict[str, Any],
+    ) -> InboundRecord:
         now = time.time()
-        identities = echo.identities or {"wa_id": echo.recipient}
+        identities = event.identities or {"wa_id": address}
         async with self.db.begin() as conn:
-            if echo.recipient != identities.get("wa_id", echo.recipient):
-                await self._adopt_contact(conn, echo.provider, echo.recipient, identities["wa_id"], now)
-            contact_id = await self._upsert_contact(conn, echo.provider, echo.recipient, None, now)
+            if address != identities.get("wa_id", address):
+                await self._adopt_contact(conn, event.provider, address, identities["wa_id"], now)
+            contact_id = await self._upsert_contact(conn, event.provider, address, name, now)
             await conn.execute(
                 insert_ignore(conn, contact_identities, ["contact_id", "kind", "value"]),
                 [
@@ -132,28 +106,25 @@ class MessageStore:
                     for kind, value in identities.items()
                 ],
             )
-            conversation_id = await self._upsert_conversation(conn, echo.provider, contact_id, None, now)
+            conversation_id = await self._upsert_conversation(conn, event.provider, contact_id, inbound_at, now)
             await conn.execute(
                 insert_ignore(conn, messages, ["provider", "provider_message_id"]),
                 {
-                    "provider": echo.provider,
-                    "direction": "out",
+                    **row,
+                    "provider": event.provider,
                     "contact_id": contact_id,
                     "conversation_id": conversation_id,
-                    "address": echo.recipient,
-                    "type": echo.type,
-                    "body": {"to": echo.recipient, "type": echo.type, **echo.content},
-                    "provider_message_id": echo.external_id,
-                    "status": MessageStatus.SENT,
-                    "origin": "phone",
-                    "created_at": echo.timestamp or now,
+                    "address": address,
+                    "type": event.type,
+                    "provider_message_id": event.external_id,
+                    "created_at": event.timestamp or now,
                     "updated_at": now,
                 },
             )
             message_id = (
                 await conn.execute(
                     sa.select(messages.c.id).where(
-                        messages.c.provider == echo.provider, messages.c.provider_message_id == echo.external_id
+                        messages.c.provider == event.provider, messages.c.provider_message_id == event.external_id
                     )
                 )
             ).scalar_one()
