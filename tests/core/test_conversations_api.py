@@ -146,6 +146,9 @@ async def test_handoff_assign_and_resolve_change_the_owner_and_tell_the_observer
     assert "messages" not in queued
     assigned = await api.ok("POST", f"{path}/assign", {"operator": "maria"})
     assert (assigned["owner"], assigned["assignee"]) == ("assigned", "maria")
+    released = await api.ok("POST", f"{path}/release")
+    assert (released["owner"], released["assignee"]) == ("queued", None)
+    await api.ok("POST", f"{path}/assign", {"operator": "maria"})
     resolved = await api.ok("POST", f"{path}/resolve")
     assert (resolved["owner"], resolved["assignee"]) == ("bot", None)
 
@@ -153,16 +156,22 @@ async def test_handoff_assign_and_resolve_change_the_owner_and_tell_the_observer
     assert [(e["change"], e["from"], e["to"], e["actor"], e["assignee"]) for e in events] == [
         ("queued", "bot", "queued", "api", None),
         ("assigned", "queued", "assigned", "api", "maria"),
+        ("released", "assigned", "queued", "api", None),
+        ("assigned", "queued", "assigned", "api", "maria"),
         ("resolved", "assigned", "bot", "api", None),
     ]
     assert [e["reason"] for e in events] == [
         "wants to talk about a refund",
         "assigned to maria through the API",
+        "given back to the queue through the API",
+        "assigned to maria through the API",
         "resolved through the API",
     ]
-    assert events[0]["at"] <= events[1]["at"] <= events[2]["at"]
+    assert [e["at"] for e in events] == sorted(e["at"] for e in events)
     assert [(seen.owner, change.change, change.actor) for seen, change in api.observer.seen] == [
         ("queued", "queued", "api"),
+        ("assigned", "assigned", "api"),
+        ("queued", "released", "api"),
         ("assigned", "assigned", "api"),
         ("bot", "resolved", "api"),
     ]

@@ -6,9 +6,10 @@ its messages, and the changes of owner a person asks for.
 - ``GET /api/v1/conversations/{id}``: the conversation, its ownership
   ``events`` (oldest first) and a page of its ``messages`` (newest first,
   refused and dropped ones included, each with its delivery statuses).
-- ``POST /api/v1/conversations/{id}/handoff|resolve|assign``: ask for a
-  person, give it back to the bot, give it to an operator (actor ``api``);
-  409 ``owner_conflict`` when the current owner does not allow it.
+- ``POST /api/v1/conversations/{id}/handoff|resolve|assign|release``: ask for a
+  person, give it back to the bot, give it to an operator, give an
+  operator's conversation back to the queue (actor ``api``); 409
+  ``owner_conflict`` when the current owner does not allow it.
 
 Times are unix seconds, as everywhere in the API.
 """
@@ -210,6 +211,13 @@ async def resolve(request: web.Request) -> web.Response:
     return await _apply(request.app[HUB_KEY], conversation_id, "resolved", "resolve", reason)
 
 
+async def release(request: web.Request) -> web.Response:
+    conversation_id = path_id(request, what="conversation")
+    body = await _change_body(request, ("reason",))
+    reason = _text(body, "reason", MAX_REASON, one_line=False) or "given back to the queue through the API"
+    return await _apply(request.app[HUB_KEY], conversation_id, "released", "release", reason)
+
+
 async def assign(request: web.Request) -> web.Response:
     conversation_id = path_id(request, what="conversation")
     body = await _change_body(request, ("operator", "reason"))
@@ -228,4 +236,5 @@ def conversation_routes() -> list[web.RouteDef]:
         web.post(f"{one}/handoff", handoff),
         web.post(f"{one}/resolve", resolve),
         web.post(f"{one}/assign", assign),
+        web.post(f"{one}/release", release),
     ]

@@ -9,6 +9,7 @@ and scheduler wait for their role).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -190,6 +191,8 @@ async def languages_ctx(app: web.Application) -> AsyncIterator[None]:
         for backend in hub.ai.values():
             hub.languages |= backend.languages()
     detector = LanguageDetector(sorted(hub.languages))
+    # The model is read now (about half a second), in a thread, not on the first message.
+    await asyncio.to_thread(detector.detect, "warm up the model")
     hub.detect_language = lambda text, confidence: detector.detect(text, min_confidence=confidence)
     _LOGGER.info("contacts' languages are detected among: %s", ", ".join(sorted(hub.languages)))
     yield
