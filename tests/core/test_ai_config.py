@@ -301,3 +301,16 @@ async def test_the_daemon_makes_every_backend_then_starts_them_and_stops_them_in
 
     assert started == ["start one (knows one, two)", "start two (knows one, two)"]
     assert events[2:] == ["stop two", "stop one"]
+
+
+def test_names_of_other_entries_are_checked_with_the_rest(tmp_path: Path) -> None:
+    faq = f"  - platform: faq\n    name: help\n{FAQ_ENTRY}"
+    model = "  - platform: openai\n    name: assistant\n    model: m\n    knowledge: helps\n"
+    path = write(tmp_path, "config.yaml", f"ai:\n{faq}{model}router:\n  fallback: asistant\n")
+
+    assert problems_of(path) == [
+        f"{path}:11: ai[1].knowledge: no faq entry of ai: is named 'helps' (faq entries: help)",
+        f"{path}:13: router.fallback: no ai: entry is named 'asistant' (ai entries: assistant, help)",
+    ]
+    fixed = write(tmp_path, "config.yaml", f"ai:\n{faq}{model.replace('helps', 'help')}router:\n  fallback: help\n")
+    assert load(fixed)["router"]["fallback"] == "help"

@@ -18,7 +18,7 @@ turn that runs again after a crash answers once.
 from __future__ import annotations
 
 import abc
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
@@ -148,6 +148,13 @@ class AIBackend(abc.ABC):
     async def stop(self) -> None:
         """Release what ``start`` opened."""
         return None
+
+    @classmethod
+    def references(cls, entry: Mapping[str, Any], config: Mapping[str, Any]) -> Iterable[tuple[list[Any], str]]:
+        """Problems with what ``entry`` names elsewhere in the (valid) ``config``,
+        as ``(path within the entry, message)``: checked with the rest of the
+        configuration, so ``wahub check-config`` reports them. None by default."""
+        return ()
 
     def languages(self) -> set[str]:
         """The languages the backend has texts in (a FAQ's entries), so that

@@ -31,17 +31,15 @@ from __future__ import annotations
 
 import re
 import string
-from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import voluptuous as vol
 
 from wahub import hookimpl
-from wahub.core.config.validators import ExplainedInvalid, canonical_language
+from wahub.core.config.validators import ExplainedInvalid, Reference, Section, canonical_language
 from wahub.core.conversations.assistant import ask_assistant
 from wahub.core.conversations.language import fallback_chain
-from wahub.core.errors import ConfigError, ConfigProblem
 from wahub.core.hub import Hub
 from wahub.core.models import InboundMessage, OutgoingMessage
 from wahub.hookspecs import Answer, Route, Turn
@@ -177,7 +175,14 @@ def _plain(replies: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return replies
 
 
-ROUTER_SCHEMA = vol.Schema(
+def _references(config: Mapping[str, Any]) -> Iterator[Reference]:
+    fallback = config["router"].get("fallback")
+    names = sorted(entry["name"] for entry in config["ai"])
+    if fallback is not None and fallback not in names:
+        yield ["fallback"], f"no ai: entry is named {fallback!r} (ai entries: {', '.join(names) or 'none'})"
+
+
+_ROUTER_SCHEMA = vol.Schema(
     {
         vol.Optional("rules", default=[]): [
             vol.All(
@@ -198,6 +203,8 @@ ROUTER_SCHEMA = vol.Schema(
         ),
     }
 )
+#: The router's section: its keys, and the AI backend its ``fallback`` names.
+ROUTER_SCHEMA = Section(_ROUTER_SCHEMA, _references)
 
 
 def find_rule(config: Mapping[str, Any], text: str) -> tuple[Mapping[str, Any], re.Match[str]] | None:
@@ -285,18 +292,9 @@ def register_config_sections() -> dict[str, Any]:
 
 
 @hookimpl
-def lifespan(hub: Hub) -> Any:
-    @asynccontextmanager
-    async def checked() -> AsyncIterator[None]:
-        fallback = hub.config["router"].get("fallback")
-        if fallback is not None and fallback not in hub.ai:
-            names = ", ".join(sorted(hub.ai)) or "none is configured"
-            message = f"router.fallback names the AI backend {fallback!r}, but no ai: entry has that name ({names})"
-            raise ConfigError([ConfigProblem("configuration", None, "router.fallback", message)])
-        hub.languages.update(languages(hub.config["router"]))
-        yield
-
-    return checked()
+def lifespan(hub: Hub) -> None:
+    # The languages of its texts, for detection (wahub.core.runtime.app.languages_ctx).
+    hub.languages.update(languages(hub.config["router"]))
 
 
 @hookimpl(trylast=True)

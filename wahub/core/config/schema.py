@@ -33,7 +33,7 @@ from wahub.core.config.loader import load_yaml
 from wahub.core.config.nodes import NodeDict, mark_of, to_plain
 from wahub.core.config.problems import DEFAULTS_SOURCE, Checker, show, sorted_problems, unknown_key
 from wahub.core.config.sections import CONVERSATIONS_SCHEMA, HTTP_LIMIT_KEYS, MEDIA_SCHEMA, POLICY_SCHEMA
-from wahub.core.config.validators import ExplainedInvalid, int_between, language_code, language_codes
+from wahub.core.config.validators import ExplainedInvalid, Section, int_between, language_code, language_codes
 from wahub.core.errors import ConfigError, ConfigProblem
 
 __all__ = [
@@ -235,7 +235,27 @@ def validate_config(
         raise ConfigError(problems)
     core = {"wahub": top["wahub"], "providers": providers, "ai": ai, "policy": top["policy"]}
     core["conversations"] = top["conversations"]
-    return {**core, **{name: top[name] for name in sections}}
+    config = {**core, **{name: top[name] for name in sections}}
+    _check_references(config, sections, ai_platforms, Checker(tree))
+    return config
+
+
+def _check_references(
+    config: Mapping[str, Any], sections: Mapping[str, Any], ai_platforms: Mapping[str, type], checker: Checker
+) -> None:
+    """What one part of a valid configuration names in another (a ``Section``'s
+    ``references``, an AI backend's ``references``) must exist."""
+    for name, schema in sections.items():
+        if isinstance(schema, Section):
+            for path, message in schema.references(config):
+                checker.add([name, *path], message)
+    for index, entry in enumerate(config["ai"]):
+        references = getattr(ai_platforms[entry["platform"]], "references", None)
+        for path, message in references(entry, config) if references else ():
+            checker.add(["ai", index, *path], message)
+    problems = checker.finish(())
+    if problems:
+        raise ConfigError(problems)
 
 
 def _top_schema(sections: Mapping[str, Any]) -> vol.Schema:

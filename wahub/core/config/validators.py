@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -51,6 +51,24 @@ _PRIVATE_PART = re.compile(r"[a-z0-9]{1,8}")
 
 class ExplainedInvalid(vol.Invalid):
     """A validation error whose message is complete: the offending value is not appended."""
+
+
+#: A problem a cross-reference check finds: the path of the offending value, and what is wrong.
+Reference = tuple[list[Any], str]
+
+
+class Section:
+    """A section schema that also checks what it names in other sections (the
+    router's ``fallback`` names an ``ai:`` entry): ``references(config)``
+    returns ``(path, message)`` problems once the whole configuration is valid,
+    so that ``wahub check-config`` reports them with their line."""
+
+    def __init__(self, schema: Any, references: Callable[[Mapping[str, Any]], Iterable[Reference]]) -> None:
+        self.schema = schema
+        self.references = references
+
+    def __call__(self, value: Any) -> Any:
+        return self.schema(value)
 
 
 def int_between(low: int, high: int) -> Callable[[Any], int]:

@@ -123,6 +123,13 @@ class OpenAIBackend(AIBackend):
         }
     )
 
+    @classmethod
+    def references(cls, entry: Mapping[str, Any], config: Mapping[str, Any]) -> Iterable[tuple[list[Any], str]]:
+        name = entry.get("knowledge")
+        faqs = sorted(other["name"] for other in config["ai"] if other["platform"] == FaqBackend.PLATFORM)
+        if name is not None and name not in faqs:
+            yield ["knowledge"], f"no faq entry of ai: is named {name!r} (faq entries: {', '.join(faqs) or 'none'})"
+
     def __init__(self, host: AIHost, config: Mapping[str, Any]) -> None:
         super().__init__(host, config)
         self.budget = DailyBudget(config.get("daily_token_budget"), host.clock)
