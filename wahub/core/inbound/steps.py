@@ -1,8 +1,10 @@
 """The steps of one inbox event, chosen by its type.
 
-A message: its file fetched, recorded in the history, an opt-out or opt-in
-keyword answered, the ``inbound_message`` observers, routing, and the replies
-checked by the policy and queued in the row's own transaction. A status: its
+A message: the wait for the rest of its sender's burst, its file fetched,
+recorded in the history, an opt-out or opt-in keyword answered, the
+``inbound_message`` observers, then the bot's turn (``conversations.turns``),
+its replies queued in the row's own transaction. An echo of the business app:
+kept as a sent message, and a person owns the conversation. A status: its
 meaning read by its provider (a failed one may teach a lesson), then applied.
 A marketing preference: into the consent ledger. An account event: to its
 provider and the ``account_update`` observers. Anything else is kept as it
