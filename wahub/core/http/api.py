@@ -139,6 +139,9 @@ async def send_message(request: web.Request) -> web.Response:
     assert row is not None
     if row["provider"] != provider.name or row["address"] != message.to:
         return error(409, "idempotency_conflict", "this Idempotency-Key was used for another message")
+    if row["conversation_id"] is not None:
+        # A person (an operator's desk) wrote: a conversation a person has stays theirs for a while.
+        await hub.storage.conversations.note_human(row["conversation_id"], hub.clock.time())
     return json_response({"id": message_id, "status": row["status"]}, status=202)
 
 
