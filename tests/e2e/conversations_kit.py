@@ -124,11 +124,12 @@ class Desk:
         return [m for m in messages[::-1] if m["direction"] == "out" and m["origin"] == "reply"]
 
     async def sent_replies(self, count: int, sender: str = USER) -> list[str]:
-        """The texts of the bot's replies, once exactly ``count`` of them went to the provider."""
+        """The texts of the bot's replies, once exactly ``count`` of them went to the
+        provider (those kept as failed, never sent, left out)."""
 
         async def sent() -> list[str] | None:
-            replies = await self.replies(sender)
-            if len(replies) != count or any(reply["status"] in ("queued", "failed") for reply in replies):
+            replies = [reply for reply in await self.replies(sender) if reply["status"] != "failed"]
+            if len(replies) != count or any(reply["status"] == "queued" for reply in replies):
                 return None
             return [reply_text(reply) for reply in replies]
 

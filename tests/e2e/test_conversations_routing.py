@@ -6,17 +6,32 @@ through the REST API; what is checked is what a user or an operator sees."""
 from __future__ import annotations
 
 import datetime as dt
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.e2e.conversations_kit import QUICK, USER, TurnRecorder, desk, events_of, meta_echo
+from tests.e2e.daemon import REPO, free_port
+from tests.e2e.offline import can_isolate, start_isolated
+from tests.e2e.test_daemon import rows
 from wahub.core.conversations.ownership import return_quiet_conversations
 from wahub.testing import ManualClock, sandbox_echo, sandbox_message, wait_until
 from wahub.testing.fake_graph import FakeGraphServer
+from wahub.testing.fake_openai import FakeOpenAIServer, text
 
+MODEL_KEY = "sk-test-0123456789"
+#: The date a note to the model starts with.
+DATED = re.compile(r"^\[\d{4}-\d\d-\d\d \d\d:\d\d UTC\] ")
 RULES: dict[str, Any] = {
     "rules": [
         {"match": {"keyword": ["hi", "hello"]}, "reply": "Hello! How can I help?"},
@@ -119,6 +134,35 @@ async def test_three_messages_within_a_second_get_one_answer_that_saw_all_three(
         assert recorder.turns == [["hi", "I ordered a cake yesterday", "is it ready?"]]
         inbound = [m for m in (await chat.conversation())["messages"] if m["direction"] == "in"]
         assert len(inbound) == 3
+
+
+@pytest.fixture
+async def model() -> AsyncIterator[FakeOpenAIServer]:
+    server = await FakeOpenAIServer(api_key=MODEL_KEY).start()
+    try:
+        yield server
+    finally:
+        await server.close()
+
+
+def assistant(model: FakeOpenAIServer) -> dict[str, Any]:
+    """A router whose fallback is an OpenAI-compatible model served by ``model``."""
+    entry = {"platform": "openai", "name": "assistant", "base_url": model.base_url, "api_key": MODEL_KEY}
+    return {"ai": [{**entry, "model": "fake-model", "timeout": 10}], "router": {"fallback": "assistant"}}
+
+
+async def test_a_burst_reaches_the_model_as_one_request_with_all_three_messages(
+    model: FakeOpenAIServer, database_url: str
+) -> None:
+    model.script(text("Your cake is ready: come and pick it up."))
+    async with desk(database_url, assistant(model)) as chat:  # the default debounce, 2 s
+        for said in ("hi", "I ordered a cake yesterday", "is it ready?"):
+            await chat.post([sandbox_message(said)])
+        await chat.settled()
+        assert await chat.sent_replies(1) == ["Your cake is ready: come and pick it up."]
+    [request] = model.completions
+    assert [m["role"] for m in request["messages"]] == ["system", "user", "user", "user"]
+    assert [m["content"] for m in request["messages"][1:]] == ["hi", "I ordered a cake yesterday", "is it ready?"]
 
 
 # -- 3. each contact in its language ----------------------------------------------------------------------------
@@ -296,3 +340,86 @@ async def test_stop_gets_its_confirmation_while_a_person_owns_the_conversation(d
         assert await chat.sent_replies(3) == ["Hello! How can I help?", OPTED_OUT, OPTED_IN]
         conversation = await chat.conversation()
         assert (conversation["owner"], conversation["assignee"]) == ("assigned", "maria")
+
+
+# -- 4. the sandbox demo, offline --------------------------------------------------------------------------------
+
+#: The shipped FAQ's answer to the opening hours, in WhatsApp's formatting (``**bold**`` is ``*bold*``).
+HOURS_ANSWER = "We are open *Monday to Friday, 9:00 to 18:00*, and on Saturday from 10:00 to 14:00."
+
+
+async def test_the_sandbox_demo_answers_the_shipped_faq_with_no_network(tmp_path: Path) -> None:
+    shutil.copy(REPO / "config.example.yaml", tmp_path / "config.yaml")
+    shutil.copy(REPO / "faq.example.yaml", tmp_path)  # the example's FAQ (!include)
+    shipped = yaml.safe_load((REPO / "faq.example.yaml").read_text())
+    hours = next(e for e in shipped if e.get("id") == "hours" and e["language"] == "en")
+    assert hours["answer"].replace("**", "*").strip() == HOURS_ANSWER
+
+    daemon = start_isolated(tmp_path / "config.yaml", tmp_path, free_port(), isolate=can_isolate())
+    try:
+        await daemon.wait_healthy()
+        if daemon.isolated:  # alone with loopback: no other host could answer it
+            assert os.readlink(f"/proc/{daemon.process.pid}/ns/net") != os.readlink("/proc/self/ns/net")
+        chat = subprocess.Popen(  # noqa: ASYNC220 - a second process, as a user opens a second terminal
+            daemon.inside([sys.executable, "-m", "wahub", "chat", "--url", daemon.url, "--wait", "0.5"]),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        try:
+            assert chat.stdin is not None
+            chat.stdin.write("what are your opening hours?\n")
+            chat.stdin.flush()
+            db = tmp_path / "data" / "wahub.db"
+
+            async def answered() -> list[tuple[object, ...]]:
+                query = "SELECT status, body FROM messages WHERE direction = 'out' AND status != 'queued'"
+                return rows(db, query)
+
+            [(status, body)] = await wait_until(answered, within=20)
+        finally:
+            output, _ = chat.communicate(timeout=20)  # closes its input: the chat ends
+    finally:
+        assert daemon.terminate() == 0
+    assert status == "sent"
+    assert json.loads(str(body))["text"]["body"] == HOURS_ANSWER
+    assert re.search(rf"^bot  \d\d:\d\d  {re.escape(HOURS_ANSWER)}", output, re.M), output
+    log = daemon.log.read_text()
+    assert [line for line in log.splitlines() if " WARNING " in line or " ERROR " in line] == [], log
+
+
+# -- a person who takes over while the model answers wins -------------------------------------------------------
+
+
+async def test_a_person_taking_over_while_the_model_answers_wins_and_the_model_is_told(
+    model: FakeOpenAIServer, database_url: str
+) -> None:
+    model.script(text("Let me check that for you.", latency=2.0), text("Welcome back! How can I help?"))
+    async with desk(database_url, {**assistant(model), "conversations": QUICK}) as chat:
+        await chat.post([sandbox_message("where is my order 1234?")])
+
+        async def asked() -> bool:
+            return len(model.completions) == 1
+
+        await wait_until(asked)  # the model is answering: now Maria takes the conversation
+        await chat.change("assign", {"operator": "maria"})
+        await chat.settled()
+        [dropped] = await chat.replies()
+        assert (dropped["status"], dropped["error"]["code"]) == ("failed", "owner_changed")
+        assert dropped["message"]["text"]["body"] == "Let me check that for you."
+        assert dropped["provider_message_id"] is None
+
+        await chat.change("resolve", {"reason": "order found"})
+        await chat.say("thanks, anything else I should know?")
+        assert await chat.sent_replies(1) == ["Welcome back! How can I help?"]
+    # The model reads what happened, dated, and never its own answer that was not sent.
+    told = model.completions[1]["messages"]
+    assert [bool(DATED.match(m["content"])) for m in told] == [False, False, True, True, False]
+    undated = [(m["role"], DATED.sub("", m["content"])) for m in told]
+    assert undated[1:] == [
+        ("user", "where is my order 1234?"),
+        ("system", "An operator (maria) took over the conversation: assigned to maria through the API."),
+        ("system", "The conversation returned to the bot: order found. The bot answers again from here."),
+        ("user", "thanks, anything else I should know?"),
+    ]
