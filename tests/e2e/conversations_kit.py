@@ -5,6 +5,7 @@ answers every turn and keeps what each turn saw."""
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterable, Mapping
@@ -34,6 +35,37 @@ from wahub.testing.fake_graph import FakeGraphServer
 USER = "15551234567"
 #: A short burst window, for the tests that are not about it.
 QUICK = {"debounce_seconds": 0.3}
+#: The FAQ's opening hours in three languages, translations of each other.
+FAQ: list[dict[str, Any]] = [
+    {"id": "hours", "language": "en", "questions": ["What are your opening hours?"], "answer": "Open 9 to 18."},
+    {"id": "hours", "language": "ru", "questions": ["Какие у вас часы работы?"], "answer": "Работаем с 9 до 18."},
+    {"id": "hours", "language": "pt", "questions": ["Qual é o horário?"], "answer": "Abrimos das 9 às 18."},
+]
+MULTILINGUAL: dict[str, Any] = {
+    "wahub": {"language": "en", "languages": ["en", "ru", "pt"]},
+    "conversations": QUICK,
+    "ai": [{"platform": "faq", "name": "faq", "entries": FAQ}],
+    "router": {
+        "rules": [
+            {
+                "match": {"keyword": ["hello", "привет", "olá"]},
+                "reply": {"en": "Hello!", "ru": "Здравствуйте!", "pt": "Olá!"},
+            },
+            {
+                "match": {"keyword": ["operator", "оператор", "atendente"]},
+                "handoff": {"en": "A person will answer.", "ru": "Вам ответит оператор.", "pt": "Uma pessoa responde."},
+            },
+        ],
+        "fallback": "faq",
+        "default_reply": {"en": "Sorry?", "ru": "Простите?", "pt": "Desculpe?"},
+    },
+}
+
+
+def closed_around_today() -> list[str]:
+    """Yesterday, today and tomorrow (UTC): closed whenever the test runs, even across midnight."""
+    today = dt.datetime.now(dt.UTC).date()
+    return [(today + dt.timedelta(days=offset)).isoformat() for offset in (-1, 0, 1)]
 
 
 @dataclass(eq=False)  # pluggy keeps plugins in sets

@@ -1,11 +1,12 @@
 """Acceptance tests of conversations over real HTTP, on SQLite and PostgreSQL:
-who answers (rules, the FAQ, a person), in which language, when the bot falls
-silent and when it speaks again. Users write through signed webhooks, operators
-through the REST API; what is checked is what a user or an operator sees."""
+who answers (rules, the FAQ, a model, a person), in which language, when the
+bot falls silent and when it speaks again. Users write through signed webhooks
+(the sandbox's, or Meta's from the fake Graph API), operators through the REST
+API, and the model is the fake OpenAI-compatible server; what is checked is
+what a user, an operator or the model sees."""
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
 import re
@@ -20,7 +21,16 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.e2e.conversations_kit import QUICK, USER, TurnRecorder, desk, events_of, meta_echo
+from tests.e2e.conversations_kit import (
+    MULTILINGUAL,
+    QUICK,
+    USER,
+    TurnRecorder,
+    closed_around_today,
+    desk,
+    events_of,
+    meta_echo,
+)
 from tests.e2e.daemon import REPO, free_port
 from tests.e2e.offline import can_isolate, start_isolated
 from tests.e2e.test_daemon import rows
@@ -167,31 +177,6 @@ async def test_a_burst_reaches_the_model_as_one_request_with_all_three_messages(
 
 # -- 3. each contact in its language ----------------------------------------------------------------------------
 
-FAQ: list[dict[str, Any]] = [
-    {"id": "hours", "language": "en", "questions": ["What are your opening hours?"], "answer": "Open 9 to 18."},
-    {"id": "hours", "language": "ru", "questions": ["Какие у вас часы работы?"], "answer": "Работаем с 9 до 18."},
-    {"id": "hours", "language": "pt", "questions": ["Qual é o horário?"], "answer": "Abrimos das 9 às 18."},
-]
-MULTILINGUAL: dict[str, Any] = {
-    "wahub": {"language": "en", "languages": ["en", "ru", "pt"]},
-    "conversations": QUICK,
-    "ai": [{"platform": "faq", "name": "faq", "entries": FAQ}],
-    "router": {
-        "rules": [
-            {
-                "match": {"keyword": ["hello", "привет", "olá"]},
-                "reply": {"en": "Hello!", "ru": "Здравствуйте!", "pt": "Olá!"},
-            },
-            {
-                "match": {"keyword": ["operator", "оператор", "atendente"]},
-                "handoff": {"en": "A person will answer.", "ru": "Вам ответит оператор.", "pt": "Uma pessoa responde."},
-            },
-        ],
-        "fallback": "faq",
-        "default_reply": {"en": "Sorry?", "ru": "Простите?", "pt": "Desculpe?"},
-    },
-}
-
 
 async def test_a_russian_question_gets_the_russian_faq_answer_and_russian_handoff_text(database_url: str) -> None:
     async with desk(database_url, MULTILINGUAL) as chat:
@@ -205,6 +190,21 @@ async def test_a_russian_question_gets_the_russian_faq_answer_and_russian_handof
         conversation = await chat.conversation()
         assert conversation["owner"] == "queued"
         assert events_of(conversation) == [("queued", "bot", "queued", "rule")]
+
+
+async def test_a_russian_question_the_faq_cannot_answer_gets_its_russian_handoff_reply(database_url: str) -> None:
+    faq = {
+        **MULTILINGUAL["ai"][0],
+        "on_miss": "handoff",
+        "handoff_reply": {"en": "A colleague will answer you.", "ru": "Вам ответит коллега."},
+    }
+    raw = {**MULTILINGUAL, "ai": [faq], "router": {"fallback": "faq"}}
+    async with desk(database_url, raw) as chat:
+        await chat.say("Сколько стоит доставка в Казань?")
+        assert await chat.sent_replies(1) == ["Вам ответит коллега."]
+        conversation = await chat.conversation()
+        assert (conversation["owner"], events_of(conversation)) == ("queued", [("queued", "bot", "queued", "ai:faq")])
+        assert conversation["events"][0]["reason"] == "faq_miss"
 
 
 async def test_a_contact_set_to_portuguese_gets_portuguese_replies_even_writing_english(database_url: str) -> None:
@@ -226,19 +226,13 @@ async def test_a_contact_set_to_portuguese_gets_portuguese_replies_even_writing_
 # -- 5. business hours ------------------------------------------------------------------------------------------
 
 
-def _closed_around_today() -> list[str]:
-    """Yesterday, today and tomorrow (UTC): closed whenever the test runs, even across midnight."""
-    today = dt.datetime.now(dt.UTC).date()
-    return [(today + dt.timedelta(days=offset)).isoformat() for offset in (-1, 0, 1)]
-
-
 async def test_outside_business_hours_the_closed_reply_goes_once_and_the_conversation_waits(
     database_url: str,
 ) -> None:
     hours = {
         "timezone": "UTC",
         "weekly": {"daily": "00:00-24:00"},
-        "closed_dates": _closed_around_today(),
+        "closed_dates": closed_around_today(),
         "closed_reply": "We are closed today; a person will answer when we open.",
     }
     async with desk(database_url, {"conversations": QUICK, "router": {**RULES, "business_hours": hours}}) as chat:
