@@ -121,8 +121,8 @@ async def test_a_meta_smb_message_echo_silences_the_bot_until_resolved(
         assert (conversation["owner"], events_of(conversation)) == ("phone", [("phone", "bot", "phone", "phone")])
 
         assert await meta_graph.send_inbound({"type": "text", "text": {"body": "hi Marta!"}}, wa_id=user) == 200
-        await chat.settled()
-        await meta_graph.settle()
+        await chat.settled()  # any answer would be queued by now
+        assert len(await chat.replies(user)) == 1
         assert [m["text"]["body"] for m in meta_graph.messages] == ["Hello! How can I help?"]
 
         await chat.change("resolve", sender=user)
@@ -376,7 +376,7 @@ async def test_the_sandbox_demo_answers_the_shipped_faq_with_no_network(tmp_path
             output, _ = chat.communicate(timeout=20)  # closes its input: the chat ends
     finally:
         assert daemon.terminate() == 0
-    assert status == "sent"
+    assert status in ("sent", "delivered", "read")  # the chat may have read it already
     assert json.loads(str(body))["text"]["body"] == HOURS_ANSWER
     assert re.search(rf"^bot  \d\d:\d\d  {re.escape(HOURS_ANSWER)}", output, re.M), output
     log = daemon.log.read_text()
