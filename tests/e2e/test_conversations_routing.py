@@ -137,8 +137,8 @@ async def test_a_meta_smb_message_echo_silences_the_bot_until_resolved(
 async def test_three_messages_within_a_second_get_one_answer_that_saw_all_three(database_url: str) -> None:
     recorder = TurnRecorder()
     async with desk(database_url, {}, plugins=[recorder]) as chat:  # the default debounce, 2 s
-        for text in ("hi", "I ordered a cake yesterday", "is it ready?"):
-            await chat.post([sandbox_message(text)])
+        for said in ("hi", "I ordered a cake yesterday", "is it ready?"):
+            await chat.post([sandbox_message(said)])
         await chat.settled()
         assert await chat.sent_replies(1) == ["Read 3: hi / I ordered a cake yesterday / is it ready?"]
         assert recorder.turns == [["hi", "I ordered a cake yesterday", "is it ready?"]]
