@@ -136,7 +136,8 @@ async def test_a_meta_smb_message_echo_silences_the_bot_until_resolved(
 
 async def test_three_messages_within_a_second_get_one_answer_that_saw_all_three(database_url: str) -> None:
     recorder = TurnRecorder()
-    async with desk(database_url, {}, plugins=[recorder]) as chat:  # the default debounce, 2 s
+    burst = {"conversations": {"debounce_seconds": 2}}  # the daemon's default
+    async with desk(database_url, burst, plugins=[recorder]) as chat:
         for said in ("hi", "I ordered a cake yesterday", "is it ready?"):
             await chat.post([sandbox_message(said)])
         await chat.settled()
@@ -165,7 +166,8 @@ async def test_a_burst_reaches_the_model_as_one_request_with_all_three_messages(
     model: FakeOpenAIServer, database_url: str
 ) -> None:
     model.script(text("Your cake is ready: come and pick it up."))
-    async with desk(database_url, assistant(model)) as chat:  # the default debounce, 2 s
+    burst = {**assistant(model), "conversations": {"debounce_seconds": 2}}  # the daemon's default
+    async with desk(database_url, burst) as chat:
         for said in ("hi", "I ordered a cake yesterday", "is it ready?"):
             await chat.post([sandbox_message(said)])
         await chat.settled()

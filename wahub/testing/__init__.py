@@ -47,11 +47,14 @@ def build_config(
 ) -> dict[str, Any]:
     """Validate ``raw`` exactly as ``wahub run`` would, on ``database``, with one
     sandbox provider signing with ``TEST_SECRET`` unless ``raw`` names providers.
+    The bot answers each message at once (``conversations.debounce_seconds``
+    0) unless ``raw`` sets a debounce: a test about bursts sets one.
     Pass the same ``pm`` (see ``plugin_manager``) to ``running_daemon``."""
     pm = pm or plugin_manager()
     data = {key: value for key, value in (raw or {}).items()}
     data.setdefault("providers", [{"platform": "sandbox", "name": "sandbox", "secret": TEST_SECRET}])
     data["wahub"] = {"database": database, **data.get("wahub", {})}
+    data["conversations"] = {"debounce_seconds": 0, **data.get("conversations", {})}
     return validate_config(
         data,
         sections=registered_sections(pm),

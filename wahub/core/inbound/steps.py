@@ -14,6 +14,7 @@ event.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import time
@@ -179,5 +180,7 @@ async def _burst_goes_on(hub: Hub, row: InboxRow, message: InboundMessage) -> bo
     due = row.received_at + hub.config["conversations"]["debounce_seconds"]
     if time.time() < due:
         await hub.storage.defer_inbox(row, due)
+        # Claimed again when due, not at the claim loop's next poll.
+        asyncio.get_running_loop().call_later(due - time.time(), hub.inbox_ready.set)
         raise Deferred
     return False
