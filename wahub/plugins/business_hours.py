@@ -76,7 +76,7 @@ def _weekly(value: Any) -> dict[int, list[tuple[int, int]]]:
         try:
             days, ranges = _days(spec), _ranges(hours)
         except vol.Invalid as exc:
-            raise vol.Invalid(exc.msg, path=[spec]) from exc
+            raise type(exc)(exc.msg, path=[spec]) from exc
         for day in days:
             if day in week:
                 raise ExplainedInvalid(f"{DAYS[day]} is given hours twice", path=[spec])

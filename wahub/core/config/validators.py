@@ -120,7 +120,7 @@ def timezone_name(value: Any) -> str:
     try:
         ZoneInfo(value)
     except (ZoneInfoNotFoundError, ValueError):
-        raise vol.Invalid(f"unknown time zone {value!r}: use an IANA name such as Europe/Berlin") from None
+        raise ExplainedInvalid(f"unknown time zone {value!r}: use an IANA name such as Europe/Berlin") from None
     return value
 
 
