@@ -1,19 +1,29 @@
 """What the conversation acceptance tests share: a daemon on a real socket and a
 real database, a client that writes as the user (signed sandbox webhooks) and
-works as an operator (the REST API with a bearer token), and a plugin that
-answers every turn and keeps what each turn saw."""
+works as a person at the business (the REST API with the test token), the
+configuration of a router that falls back on an OpenAI-compatible model (the
+fake one, on loopback), and a plugin that answers every turn and keeps what
+each turn saw.
+
+The daemon runs in the test's process (``running_chat``) or as a real process
+(``tests/e2e/daemon.py``, read through ``Chat`` with ``count_rows``); either way
+the user speaks through the sandbox's webhook and the test reads what happened
+through ``/api/v1``.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+import sqlite3
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+import asyncpg
 
 from tests.helpers import AUTH, TOKEN
 from wahub import hookimpl
@@ -31,10 +41,20 @@ from wahub.testing import (
     wait_until,
 )
 from wahub.testing.fake_graph import FakeGraphServer
+from wahub.testing.fake_openai import FakeOpenAIServer
 
+#: The user of every test unless one names another: the sandbox's default sender.
 USER = "15551234567"
 #: A short burst window, for the tests that are not about it.
 QUICK = {"debounce_seconds": 0.3}
+#: Unfinished inbox rows: a webhook event stored and not yet handled.
+UNFINISHED = "SELECT count(*) FROM inbox WHERE state IN ('pending', 'processing')"
+
+API_KEY = "sk-test-conversations"
+SYSTEM_PROMPT = "You are the assistant of Padaria Sol, a bakery in Lisbon."
+#: The rule that answers before the model is asked: the first exchange of a conversation.
+GREETING_RULE = {"match": {"keyword": ["hi", "olá"]}, "reply": "Hello! How can I help?"}
+
 #: The FAQ's opening hours in three languages, translations of each other.
 FAQ: list[dict[str, Any]] = [
     {"id": "hours", "language": "en", "questions": ["What are your opening hours?"], "answer": "Open 9 to 18."},
@@ -62,6 +82,32 @@ MULTILINGUAL: dict[str, Any] = {
 }
 
 
+def model_entry(model: FakeOpenAIServer, **settings: Any) -> dict[str, Any]:
+    """The ``ai:`` entry of an ``openai`` backend named ``assistant`` that asks ``model``."""
+    return {
+        "platform": "openai",
+        "name": "assistant",
+        "base_url": model.base_url,
+        "api_key": API_KEY,
+        "model": "fake-model",
+        "system_prompt": SYSTEM_PROMPT,
+        **settings,
+    }
+
+
+def chat_config(
+    model: FakeOpenAIServer, *, ai: Mapping[str, Any] | None = None, more_ai: Iterable[Mapping[str, Any]] = ()
+) -> dict[str, Any]:
+    """The raw configuration (no database yet): the greeting rule, then the model
+    for what no rule matches, with the ``QUICK`` burst window."""
+    return {
+        "wahub": {"api_tokens": [TOKEN], "log_level": "warning"},
+        "conversations": dict(QUICK),
+        "router": {"rules": [GREETING_RULE], "fallback": "assistant"},
+        "ai": [*more_ai, model_entry(model, **(ai or {}))],
+    }
+
+
 def closed_around_today() -> list[str]:
     """Yesterday, today and tomorrow (UTC): closed whenever the test runs, even across midnight."""
     today = dt.datetime.now(dt.UTC).date()
@@ -85,62 +131,96 @@ class TurnRecorder:
         return [OutgoingMessage.text(turn.message.sender, f"Read {len(texts)}: " + " / ".join(texts))]
 
 
-def reply_text(message: Mapping[str, Any]) -> str:
-    """The text a user reads in a message the business sent (a text, or buttons' body)."""
+def text_of(message: Mapping[str, Any]) -> str:
+    """The text a user reads in a message as the API shows it (a text, or buttons' body)."""
     body = message["message"]
     if body["type"] == "interactive":
         return str(body["interactive"]["body"]["text"])
     return str(body["text"]["body"])
 
 
+def events_of(conversation: Mapping[str, Any]) -> list[tuple[str, str, str, str]]:
+    """The conversation's owner changes as ``(change, from, to, actor)``."""
+    return [(e["change"], e["from"], e["to"], e["actor"]) for e in conversation["events"]]
+
+
 @dataclass
-class Desk:
-    """The user's side (webhooks) and the operator's side (the REST API) of one daemon."""
+class Chat:
+    """The user's side (webhooks) and the business's side (the REST API) of one daemon."""
 
-    daemon: RunningDaemon
+    url: str
     http: aiohttp.ClientSession
+    #: How many webhook events are stored and not yet handled.
+    unfinished: Callable[[], Awaitable[int]]
+    #: The daemon when it runs in this process: its hub is at hand.
+    daemon: RunningDaemon | None = None
 
-    async def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-        """The status and JSON answer of an API request with the test token."""
-        async with self.http.request(method, f"{self.daemon.url}{path}", json=body, headers=AUTH) as response:
-            return response.status, await response.json()
+    @property
+    def hub(self) -> Hub:
+        """The hub of the in-process daemon (a daemon in another process has none here)."""
+        if self.daemon is None:
+            raise AssertionError("the daemon runs in another process: its hub is out of reach")
+        return self.daemon.hub
 
-    async def ok(self, method: str, path: str, body: Any = None) -> Any:
-        status, answer = await self.call(method, path, body)
-        assert status in (200, 202), (status, answer)
-        return answer
+    # -- the user's side
 
     async def post(self, events: list[dict[str, Any]]) -> None:
         """Post a signed sandbox webhook carrying ``events``; the daemon stores them before it answers."""
         body, headers = signed_sandbox_webhook(events)
-        async with self.http.post(f"{self.daemon.url}/webhooks/sandbox", data=body, headers=headers) as response:
+        async with self.http.post(f"{self.url}/webhooks/sandbox", data=body, headers=headers) as response:
             assert response.status == 200, await response.text()
 
-    async def say(self, text: str, *, sender: str = USER) -> None:
-        """The user sends ``text``; returns once the daemon has handled it (and any burst it ends)."""
-        await self.post([sandbox_message(text, sender=sender)])
-        await self.settled()
+    async def send(self, text: str, *, sender: str = USER, message_id: str | None = None) -> str:
+        """The user sends ``text``; returns its message id once the daemon stored it, not handled it."""
+        event = sandbox_message(text, sender=sender, name="Ana", message_id=message_id)
+        await self.post([event])
+        return str(event["id"])
 
-    async def settled(self) -> None:
+    async def say(self, text: str, *, sender: str = USER) -> str:
+        """The user sends ``text``; returns its message id once the daemon has
+        handled it (and any burst it ends): its replies, if any, are queued by then."""
+        message_id = await self.send(text, sender=sender)
+        await self.handled()
+        return message_id
+
+    async def handled(self) -> None:
         """Wait until every stored webhook event has run: its replies, if any, are queued by then."""
 
         async def idle() -> bool:
-            depth, _ = await self.daemon.hub.storage.inbox_depth()
-            return depth == 0
+            return await self.unfinished() == 0
 
-        await wait_until(idle)
+        await wait_until(idle, within=20)
 
-    async def conversation_id(self, sender: str = USER) -> int:
-        [contact] = await self.contacts(sender)
-        [conversation_id] = (await self.ok("GET", f"/api/v1/contacts/{contact['id']}"))["conversations"]
-        return int(conversation_id)
+    # -- the business's side
+
+    async def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        """The status and JSON answer of an API request with the test token."""
+        async with self.http.request(method, f"{self.url}{path}", json=body, headers=AUTH) as response:
+            return response.status, await response.json()
+
+    async def ok(self, method: str, path: str, body: Any = None, *, expect: int = 200) -> Any:
+        """The JSON answer of an API request that must answer ``expect``."""
+        status, answer = await self.call(method, path, body)
+        assert status == expect, (status, answer)
+        return answer
 
     async def contacts(self, sender: str = USER) -> list[dict[str, Any]]:
+        """The contacts the API finds for ``sender`` now."""
         found: list[dict[str, Any]] = (await self.ok("GET", f"/api/v1/contacts?q={sender}"))["contacts"]
         return found
 
+    async def contact(self, sender: str = USER) -> dict[str, Any]:
+        """The one contact of ``sender``, once its first message was handled."""
+        [contact] = await wait_until(lambda: self.contacts(sender))
+        return dict(contact)
+
+    async def conversation_id(self, sender: str = USER) -> int:
+        contact = await self.contact(sender)
+        [conversation_id] = (await self.ok("GET", f"/api/v1/contacts/{contact['id']}"))["conversations"]
+        return int(conversation_id)
+
     async def conversation(self, sender: str = USER) -> dict[str, Any]:
-        """``GET /api/v1/conversations/{id}`` of the user's conversation."""
+        """``GET /api/v1/conversations/{id}``: the owner, its events and the messages, newest first."""
         found: dict[str, Any] = await self.ok("GET", f"/api/v1/conversations/{await self.conversation_id(sender)}")
         return found
 
@@ -150,45 +230,75 @@ class Desk:
         changed: dict[str, Any] = await self.ok("POST", path, body)
         return changed
 
+    async def bot_messages(self, sender: str = USER) -> list[dict[str, Any]]:
+        """Every message the business sent or kept (dropped, refused), oldest first."""
+        messages = (await self.conversation(sender))["messages"]
+        return [m for m in messages[::-1] if m["direction"] == "out"]
+
     async def replies(self, sender: str = USER) -> list[dict[str, Any]]:
         """The bot's replies in the conversation, oldest first, failed ones included."""
-        messages = (await self.conversation(sender))["messages"]
-        return [m for m in messages[::-1] if m["direction"] == "out" and m["origin"] == "reply"]
+        return [m for m in await self.bot_messages(sender) if m["origin"] == "reply"]
 
-    async def sent_replies(self, count: int, sender: str = USER) -> list[str]:
-        """The texts of the bot's replies, once exactly ``count`` of them went to the
-        provider (those kept as failed, never sent, left out)."""
+    async def settled(self, sender: str = USER) -> list[dict[str, Any]]:
+        """Wait until every event stored so far was handled and every message of
+        the conversation left the queue; returns the business's messages then."""
 
-        async def sent() -> list[str] | None:
-            replies = [reply for reply in await self.replies(sender) if reply["status"] != "failed"]
-            if len(replies) != count or any(reply["status"] == "queued" for reply in replies):
+        async def done() -> tuple[list[dict[str, Any]]] | None:
+            if await self.unfinished():
                 return None
-            return [reply_text(reply) for reply in replies]
+            messages = await self.bot_messages(sender)
+            # In a tuple: no message at all is settled too.
+            return None if any(m["status"] == "queued" for m in messages) else (messages,)
 
-        texts: list[str] = await wait_until(sent)
+        settled: tuple[list[dict[str, Any]]] = await wait_until(done, within=20)
+        return settled[0]
+
+    async def sent_texts(self, count: int, sender: str = USER) -> list[str]:
+        """The texts of the bot's replies once at least ``count`` of them went to the
+        provider and all else settled (those kept as failed, never sent, left out)."""
+
+        async def enough() -> list[str] | None:
+            messages = await self.settled(sender)
+            sent = [text_of(m) for m in messages if m["origin"] == "reply" and m["status"] != "failed"]
+            return sent if len(sent) >= count else None
+
+        texts: list[str] = await wait_until(enough, within=30)
         return texts
 
 
-def events_of(conversation: Mapping[str, Any]) -> list[tuple[str, str, str, str]]:
-    """The conversation's owner changes as ``(change, from, to, actor)``."""
-    return [(e["change"], e["from"], e["to"], e["actor"]) for e in conversation["events"]]
-
-
 @asynccontextmanager
-async def desk(
+async def running_chat(
     database_url: str,
     raw: Mapping[str, Any],
     *,
     plugins: Iterable[object] = (),
     clock: Clock | None = None,
-) -> AsyncIterator[Desk]:
-    """The daemon configured with ``raw`` (plus the test's API token) on ``database_url``."""
+) -> AsyncIterator[Chat]:
+    """The daemon configured with ``raw`` (plus the test's API token) on
+    ``database_url``, validated as ``wahub run`` does, in this process; and a client of it."""
     pm = plugin_manager(plugins)
     config = build_config(
         {**raw, "wahub": {"api_tokens": [TOKEN], **raw.get("wahub", {})}}, database=database_url, pm=pm
     )
     async with running_daemon(config, pm=pm, clock=clock) as daemon, aiohttp.ClientSession() as http:
-        yield Desk(daemon, http)
+
+        async def unfinished() -> int:
+            count, _ = await daemon.hub.storage.inbox_depth()
+            return count
+
+        yield Chat(daemon.url, http, unfinished, daemon)
+
+
+async def count_rows(database: str, query: str) -> int:
+    """``query`` (a count) run on ``database``, a SQLite or PostgreSQL URL, beside a daemon using it."""
+    if database.startswith("sqlite:///"):
+        with sqlite3.connect(database.removeprefix("sqlite:///")) as conn:
+            return int(conn.execute(query).fetchone()[0])
+    conn = await asyncpg.connect(database.replace("postgresql://", "postgres://"))
+    try:
+        return int(await conn.fetchval(query))
+    finally:
+        await conn.close()
 
 
 def meta_echo(graph: FakeGraphServer, text: str, *, to: str) -> dict[str, Any]:

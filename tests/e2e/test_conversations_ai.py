@@ -17,7 +17,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.e2e.conversation_kit import (
+from tests.e2e.conversations_kit import (
     API_KEY,
     SYSTEM_PROMPT,
     UNFINISHED,
@@ -45,7 +45,7 @@ async def model() -> AsyncIterator[FakeOpenAIServer]:
 
 @pytest.fixture
 async def chat(database_url: str, model: FakeOpenAIServer) -> AsyncIterator[Chat]:
-    async with running_chat(chat_config(model, database=database_url)) as running:
+    async with running_chat(database_url, chat_config(model)) as running:
         yield running
 
 
@@ -157,7 +157,7 @@ async def test_a_handoff_while_the_model_is_answering_drops_its_answer_and_shows
     chat: Chat, model: FakeOpenAIServer
 ) -> None:
     model.script(text("Your order 1042 arrives tomorrow.", latency=3))
-    await chat.say("where is my order 1042?")
+    await chat.send("where is my order 1042?")
     await wait_until(lambda: _requests_at_least(model, 1))  # the model is thinking now
     conversation_id = await chat.conversation_id()
     queued = await chat.ok("POST", f"/api/v1/conversations/{conversation_id}/handoff", {"reason": "an operator saw it"})
@@ -212,8 +212,8 @@ async def test_the_model_down_gives_the_faq_answer_or_the_unavailable_reply_and_
 ) -> None:
     # Each turn has one second: a hang is a time-out, 503s are retried until the second is over.
     model.script(*([hang(), hang()] if failure == "timeouts" else [http_error(503)] * 20))
-    config = chat_config(model, database=database_url, ai={"timeout": 1, "knowledge": "faq"}, more_ai=[FAQ])
-    async with running_chat(config) as chat:
+    config = chat_config(model, ai={"timeout": 1, "knowledge": "faq"}, more_ai=[FAQ])
+    async with running_chat(database_url, config) as chat:
         await chat.say("When are you open on Saturday?")
         assert await chat.sent_texts(1) == ["We are open *Monday to Saturday, 7:00 to 19:00*."]
         first_turn = len(model.requests)
@@ -261,7 +261,7 @@ async def test_a_plugins_tool_is_called_by_the_model_and_its_result_reaches_the_
         text("Your order 1042 is on its way: it left at 9:40."),
     )
     plugin = OrderTool()
-    async with running_chat(chat_config(model, database=database_url), plugins=[plugin]) as chat:
+    async with running_chat(database_url, chat_config(model), plugins=[plugin]) as chat:
         await chat.say("Where is my order 1042?")
         assert await chat.sent_texts(1) == ["Your order 1042 is on its way: it left at 9:40."]
         conversation_id = await chat.conversation_id()
@@ -294,7 +294,8 @@ async def test_kill_9_while_the_model_answers_gives_exactly_one_answer_after_the
     tmp_path: Path, database_url: str, model: FakeOpenAIServer
 ) -> None:
     model.script(hang())  # the first daemon's request is never answered
-    config = chat_config(model, database=database_url)
+    config = chat_config(model)
+    config["wahub"]["database"] = database_url
     config["wahub"]["http"] = {"port": "!port"}
     config["providers"] = [{"platform": "sandbox", "name": "sandbox", "secret": TEST_SECRET}]
     path = tmp_path / "config.yaml"
@@ -306,7 +307,7 @@ async def test_kill_9_while_the_model_answers_gives_exactly_one_answer_after_the
         await asyncio.to_thread(daemon.wait_healthy)
         async with aiohttp.ClientSession() as http:
             chat = Chat(daemon.url, http, lambda: count_rows(database_url, UNFINISHED))
-            asked = await chat.say("Do you bake sourdough bread?")
+            asked = await chat.send("Do you bake sourdough bread?")
             await wait_until(lambda: _requests_at_least(model, 1), within=20)
             daemon.kill()
 

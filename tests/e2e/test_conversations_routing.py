@@ -27,9 +27,9 @@ from tests.e2e.conversations_kit import (
     USER,
     TurnRecorder,
     closed_around_today,
-    desk,
     events_of,
     meta_echo,
+    running_chat,
 )
 from tests.e2e.daemon import REPO, free_port
 from tests.e2e.offline import can_isolate, start_isolated
@@ -55,12 +55,12 @@ RULES: dict[str, Any] = {
 
 
 async def test_an_echo_from_the_business_app_silences_the_bot_until_resolved(database_url: str) -> None:
-    async with desk(database_url, {"conversations": QUICK, "router": RULES}) as chat:
+    async with running_chat(database_url, {"conversations": QUICK, "router": RULES}) as chat:
         await chat.say("hi")
-        assert await chat.sent_replies(1) == ["Hello! How can I help?"]
+        assert await chat.sent_texts(1) == ["Hello! How can I help?"]
 
         await chat.post([sandbox_echo("Hi Ana, it's Marta from the shop. Your order is ready.", recipient=USER)])
-        await chat.settled()
+        await chat.handled()
         conversation = await chat.conversation()
         assert conversation["owner"] == "phone"
         assert events_of(conversation) == [("phone", "bot", "phone", "phone")]
@@ -73,7 +73,7 @@ async def test_an_echo_from_the_business_app_silences_the_bot_until_resolved(dat
         # The user's next messages reach the history, and the bot keeps quiet.
         await chat.say("hi, great, thanks!")
         await chat.say("can I pay when I pick it up?")
-        assert await chat.sent_replies(1) == ["Hello! How can I help?"]
+        assert await chat.sent_texts(1) == ["Hello! How can I help?"]
         inbound = [m for m in (await chat.conversation())["messages"] if m["direction"] == "in"]
         assert len(inbound) == 3
 
@@ -81,7 +81,7 @@ async def test_an_echo_from_the_business_app_silences_the_bot_until_resolved(dat
         assert resolved["owner"] == "bot"
         assert events_of(resolved)[-1] == ("resolved", "phone", "bot", "api")
         await chat.say("hello again")
-        assert await chat.sent_replies(2) == ["Hello! How can I help?", "Hello! How can I help?"]
+        assert await chat.sent_texts(2) == ["Hello! How can I help?", "Hello! How can I help?"]
 
 
 @pytest.fixture
@@ -99,12 +99,12 @@ async def test_a_meta_smb_message_echo_silences_the_bot_until_resolved(
 ) -> None:
     user = "16505550142"
     raw = {"providers": [meta_graph.provider_entry("main")], "conversations": QUICK, "router": RULES}
-    async with desk(database_url, raw) as chat:
-        meta_graph.attach(chat.daemon.url, "main")
+    async with running_chat(database_url, raw) as chat:
+        meta_graph.attach(chat.url, "main")
 
         async def bot_sent(count: int) -> list[str]:
             async def sent() -> list[str] | None:
-                await chat.settled()
+                await chat.handled()
                 texts = [m["text"]["body"] for m in meta_graph.messages]
                 return texts if len(texts) == count else None
 
@@ -116,12 +116,12 @@ async def test_a_meta_smb_message_echo_silences_the_bot_until_resolved(
 
         echo = meta_echo(meta_graph, "Hello, this is Marta answering from the shop's phone.", to=user)
         assert await meta_graph.deliver(echo, field="smb_message_echoes") == 200
-        await chat.settled()
+        await chat.handled()
         conversation = await chat.conversation(user)
         assert (conversation["owner"], events_of(conversation)) == ("phone", [("phone", "bot", "phone", "phone")])
 
         assert await meta_graph.send_inbound({"type": "text", "text": {"body": "hi Marta!"}}, wa_id=user) == 200
-        await chat.settled()  # any answer would be queued by now
+        await chat.handled()  # any answer would be queued by now
         assert len(await chat.replies(user)) == 1
         assert [m["text"]["body"] for m in meta_graph.messages] == ["Hello! How can I help?"]
 
@@ -137,11 +137,11 @@ async def test_a_meta_smb_message_echo_silences_the_bot_until_resolved(
 async def test_three_messages_within_a_second_get_one_answer_that_saw_all_three(database_url: str) -> None:
     recorder = TurnRecorder()
     burst = {"conversations": {"debounce_seconds": 2}}  # the daemon's default
-    async with desk(database_url, burst, plugins=[recorder]) as chat:
+    async with running_chat(database_url, burst, plugins=[recorder]) as chat:
         for said in ("hi", "I ordered a cake yesterday", "is it ready?"):
             await chat.post([sandbox_message(said)])
-        await chat.settled()
-        assert await chat.sent_replies(1) == ["Read 3: hi / I ordered a cake yesterday / is it ready?"]
+        await chat.handled()
+        assert await chat.sent_texts(1) == ["Read 3: hi / I ordered a cake yesterday / is it ready?"]
         assert recorder.turns == [["hi", "I ordered a cake yesterday", "is it ready?"]]
         inbound = [m for m in (await chat.conversation())["messages"] if m["direction"] == "in"]
         assert len(inbound) == 3
@@ -167,11 +167,11 @@ async def test_a_burst_reaches_the_model_as_one_request_with_all_three_messages(
 ) -> None:
     model.script(text("Your cake is ready: come and pick it up."))
     burst = {**assistant(model), "conversations": {"debounce_seconds": 2}}  # the daemon's default
-    async with desk(database_url, burst) as chat:
+    async with running_chat(database_url, burst) as chat:
         for said in ("hi", "I ordered a cake yesterday", "is it ready?"):
             await chat.post([sandbox_message(said)])
-        await chat.settled()
-        assert await chat.sent_replies(1) == ["Your cake is ready: come and pick it up."]
+        await chat.handled()
+        assert await chat.sent_texts(1) == ["Your cake is ready: come and pick it up."]
     [request] = model.completions
     assert [m["role"] for m in request["messages"]] == ["system", "user", "user", "user"]
     assert [m["content"] for m in request["messages"][1:]] == ["hi", "I ordered a cake yesterday", "is it ready?"]
@@ -181,14 +181,14 @@ async def test_a_burst_reaches_the_model_as_one_request_with_all_three_messages(
 
 
 async def test_a_russian_question_gets_the_russian_faq_answer_and_russian_handoff_text(database_url: str) -> None:
-    async with desk(database_url, MULTILINGUAL) as chat:
+    async with running_chat(database_url, MULTILINGUAL) as chat:
         await chat.say("Подскажите, какие у вас часы работы?")
-        assert await chat.sent_replies(1) == ["Работаем с 9 до 18."]
+        assert await chat.sent_texts(1) == ["Работаем с 9 до 18."]
         [contact] = await chat.contacts()
         assert (contact["language"], contact["language_source"]) == ("ru", "detected")
 
         await chat.say("Спасибо. Мне нужен оператор, пожалуйста")
-        assert await chat.sent_replies(2) == ["Работаем с 9 до 18.", "Вам ответит оператор."]
+        assert await chat.sent_texts(2) == ["Работаем с 9 до 18.", "Вам ответит оператор."]
         conversation = await chat.conversation()
         assert conversation["owner"] == "queued"
         assert events_of(conversation) == [("queued", "bot", "queued", "rule")]
@@ -201,18 +201,18 @@ async def test_a_russian_question_the_faq_cannot_answer_gets_its_russian_handoff
         "handoff_reply": {"en": "A colleague will answer you.", "ru": "Вам ответит коллега."},
     }
     raw = {**MULTILINGUAL, "ai": [faq], "router": {"fallback": "faq"}}
-    async with desk(database_url, raw) as chat:
+    async with running_chat(database_url, raw) as chat:
         await chat.say("Сколько стоит доставка в Казань?")
-        assert await chat.sent_replies(1) == ["Вам ответит коллега."]
+        assert await chat.sent_texts(1) == ["Вам ответит коллега."]
         conversation = await chat.conversation()
         assert (conversation["owner"], events_of(conversation)) == ("queued", [("queued", "bot", "queued", "ai:faq")])
         assert conversation["events"][0]["reason"] == "faq_miss"
 
 
 async def test_a_contact_set_to_portuguese_gets_portuguese_replies_even_writing_english(database_url: str) -> None:
-    async with desk(database_url, MULTILINGUAL) as chat:
+    async with running_chat(database_url, MULTILINGUAL) as chat:
         await chat.say("hello there, good morning to you")
-        assert await chat.sent_replies(1) == ["Hello!"]
+        assert await chat.sent_texts(1) == ["Hello!"]
         [contact] = await chat.contacts()
         patched = await chat.ok("PATCH", f"/api/v1/contacts/{contact['id']}", {"language": "pt"})
         assert (patched["language"], patched["language_source"]) == ("pt", "set")
@@ -220,7 +220,7 @@ async def test_a_contact_set_to_portuguese_gets_portuguese_replies_even_writing_
         await chat.say("hello again, this is my second message")
         await chat.say("What are your opening hours?")
         await chat.say("I would like to talk to an operator please")
-        assert await chat.sent_replies(4) == ["Hello!", "Olá!", "Abrimos das 9 às 18.", "Uma pessoa responde."]
+        assert await chat.sent_texts(4) == ["Hello!", "Olá!", "Abrimos das 9 às 18.", "Uma pessoa responde."]
         [contact] = await chat.contacts()
         assert (contact["language"], contact["language_source"]) == ("pt", "set")
 
@@ -237,16 +237,17 @@ async def test_outside_business_hours_the_closed_reply_goes_once_and_the_convers
         "closed_dates": closed_around_today(),
         "closed_reply": "We are closed today; a person will answer when we open.",
     }
-    async with desk(database_url, {"conversations": QUICK, "router": {**RULES, "business_hours": hours}}) as chat:
+    raw = {"conversations": QUICK, "router": {**RULES, "business_hours": hours}}
+    async with running_chat(database_url, raw) as chat:
         await chat.say("hello, is anyone there?")
-        assert await chat.sent_replies(1) == ["We are closed today; a person will answer when we open."]
+        assert await chat.sent_texts(1) == ["We are closed today; a person will answer when we open."]
         conversation = await chat.conversation()
         assert conversation["owner"] == "queued"
         assert events_of(conversation) == [("queued", "bot", "queued", "business_hours")]
         assert conversation["events"][0]["reason"] == "outside business hours"
 
         await chat.say("hi? I need help with my order")
-        assert await chat.sent_replies(1) == ["We are closed today; a person will answer when we open."]
+        assert await chat.sent_texts(1) == ["We are closed today; a person will answer when we open."]
         waiting = await chat.ok("GET", "/api/v1/conversations?owner=queued")
         assert [c["id"] for c in waiting["conversations"]] == [conversation["id"]]
 
@@ -259,32 +260,32 @@ HOUR = 3600.0
 async def test_a_quiet_handed_off_conversation_goes_back_to_the_bot(database_url: str) -> None:
     clock = ManualClock(time.time())
     raw = {"conversations": {**QUICK, "return_to_bot_after": HOUR}, "router": RULES}
-    async with desk(database_url, raw, clock=clock) as chat:
+    async with running_chat(database_url, raw, clock=clock) as chat:
         await chat.say("hi")
         await chat.say("I want to talk to a human")
-        assert await chat.sent_replies(2) == ["Hello! How can I help?", "Connecting you with a person."]
+        assert await chat.sent_texts(2) == ["Hello! How can I help?", "Connecting you with a person."]
         assert (await chat.conversation())["owner"] == "queued"
 
         clock.advance(HOUR - 60)
-        await return_quiet_conversations(chat.daemon.hub)
+        await return_quiet_conversations(chat.hub)
         assert (await chat.conversation())["owner"] == "queued"  # not quiet long enough yet
         await chat.say("hello?")
         assert len(await chat.replies()) == 2
 
         clock.advance(120)
-        await return_quiet_conversations(chat.daemon.hub)
+        await return_quiet_conversations(chat.hub)
         conversation = await chat.conversation()
         assert conversation["owner"] == "bot"
         assert events_of(conversation) == [("queued", "bot", "queued", "rule"), ("resolved", "queued", "bot", "system")]
         assert conversation["events"][1]["reason"] == "no person wrote for 1 h"
         await chat.say("hello, anyone?")
-        assert (await chat.sent_replies(3))[-1] == "Hello! How can I help?"
+        assert (await chat.sent_texts(3))[-1] == "Hello! How can I help?"
 
 
 async def test_an_operators_recent_message_keeps_the_conversation_from_the_bot(database_url: str) -> None:
     clock = ManualClock(time.time())
     raw = {"conversations": {**QUICK, "return_to_bot_after": HOUR}, "router": RULES}
-    async with desk(database_url, raw, clock=clock) as chat:
+    async with running_chat(database_url, raw, clock=clock) as chat:
         await chat.say("hi")
         await chat.change("handoff", {"reason": "a question about a refund"})
         assigned = await chat.change("assign", {"operator": "maria"})
@@ -294,21 +295,21 @@ async def test_an_operators_recent_message_keeps_the_conversation_from_the_bot(d
         # after the hand-off, but 59 minutes after she wrote, the conversation stays hers.
         clock.advance(50 * 60)
         await chat.post([sandbox_echo("Hi, Maria here. Let me check your refund.", recipient=USER)])
-        await chat.settled()
+        await chat.handled()
         clock.advance(59 * 60)
-        await return_quiet_conversations(chat.daemon.hub)
+        await return_quiet_conversations(chat.hub)
         assert (await chat.conversation())["owner"] == "assigned"
 
         # She writes again through the API; half an hour later it is still hers.
         message = {"to": USER, "type": "text", "text": {"body": "The refund is on its way."}}
-        await chat.ok("POST", "/api/v1/messages", message)
+        await chat.ok("POST", "/api/v1/messages", message, expect=202)
         clock.advance(30 * 60)
-        await return_quiet_conversations(chat.daemon.hub)
+        await return_quiet_conversations(chat.hub)
         conversation = await chat.conversation()
         assert (conversation["owner"], conversation["assignee"]) == ("assigned", "maria")
 
         clock.advance(HOUR)
-        await return_quiet_conversations(chat.daemon.hub)
+        await return_quiet_conversations(chat.hub)
         conversation = await chat.conversation()
         assert conversation["owner"] == "bot"
         assert events_of(conversation)[-1] == ("resolved", "assigned", "bot", "system")
@@ -321,11 +322,11 @@ OPTED_IN = "You are subscribed again. Reply STOP at any time to unsubscribe."
 
 
 async def test_stop_gets_its_confirmation_while_a_person_owns_the_conversation(database_url: str) -> None:
-    async with desk(database_url, {"conversations": QUICK, "router": RULES}) as chat:
+    async with running_chat(database_url, {"conversations": QUICK, "router": RULES}) as chat:
         await chat.say("hi")
         await chat.change("handoff")
         await chat.say("STOP")
-        assert await chat.sent_replies(2) == ["Hello! How can I help?", OPTED_OUT]
+        assert await chat.sent_texts(2) == ["Hello! How can I help?", OPTED_OUT]
         [contact] = await chat.contacts()
         details = await chat.ok("GET", f"/api/v1/contacts/{contact['id']}")
         assert details["consent"]["all"] == "opt_out"
@@ -333,7 +334,7 @@ async def test_stop_gets_its_confirmation_while_a_person_owns_the_conversation(d
         await chat.change("assign", {"operator": "maria"})
         await chat.say("hello")  # not a keyword: the bot stays out of Maria's conversation
         await chat.say("start")
-        assert await chat.sent_replies(3) == ["Hello! How can I help?", OPTED_OUT, OPTED_IN]
+        assert await chat.sent_texts(3) == ["Hello! How can I help?", OPTED_OUT, OPTED_IN]
         conversation = await chat.conversation()
         assert (conversation["owner"], conversation["assignee"]) == ("assigned", "maria")
 
@@ -392,7 +393,7 @@ async def test_a_person_taking_over_while_the_model_answers_wins_and_the_model_i
     model: FakeOpenAIServer, database_url: str
 ) -> None:
     model.script(text("Let me check that for you.", latency=2.0), text("Welcome back! How can I help?"))
-    async with desk(database_url, {**assistant(model), "conversations": QUICK}) as chat:
+    async with running_chat(database_url, {**assistant(model), "conversations": QUICK}) as chat:
         await chat.post([sandbox_message("where is my order 1234?")])
 
         async def asked() -> bool:
@@ -400,7 +401,7 @@ async def test_a_person_taking_over_while_the_model_answers_wins_and_the_model_i
 
         await wait_until(asked)  # the model is answering: now Maria takes the conversation
         await chat.change("assign", {"operator": "maria"})
-        await chat.settled()
+        await chat.handled()
         [dropped] = await chat.replies()
         assert (dropped["status"], dropped["error"]["code"]) == ("failed", "owner_changed")
         assert dropped["message"]["text"]["body"] == "Let me check that for you."
@@ -408,7 +409,7 @@ async def test_a_person_taking_over_while_the_model_answers_wins_and_the_model_i
 
         await chat.change("resolve", {"reason": "order found"})
         await chat.say("thanks, anything else I should know?")
-        assert await chat.sent_replies(1) == ["Welcome back! How can I help?"]
+        assert await chat.sent_texts(1) == ["Welcome back! How can I help?"]
     # The model reads what happened, dated, and never its own answer that was not sent.
     told = model.completions[1]["messages"]
     assert [bool(DATED.match(m["content"])) for m in told] == [False, False, True, True, False]

@@ -136,17 +136,19 @@ class Finished:
     dropped: bool = False
 
 
-async def still_the_bots(conn: AsyncConnection, conversation_id: int, turn: TurnEnd) -> bool:
-    """Whether the bot still owns the conversation, unchanged since the turn began (the row stays locked)."""
+async def owner_if_changed(conn: AsyncConnection, conversation_id: int, turn: TurnEnd) -> Owner | None:
+    """The conversation's owner now if it changed since the turn began, None while
+    the bot still owns it unchanged (the row stays locked)."""
     owned = await lock_owner(conn, conversation_id)
-    return owned.owner == Owner.BOT and owned.version == turn.version
+    return None if owned.owner == Owner.BOT and owned.version == turn.version else owned.owner
 
 
-def dropped_reply(reply: OutgoingMessage | Refusal) -> Refusal:
-    """A bot reply not sent because a person took the conversation meanwhile."""
+def dropped_reply(reply: OutgoingMessage | Refusal, owner: Owner) -> Refusal:
+    """A bot reply not sent because the conversation went to ``owner`` meanwhile."""
     if isinstance(reply, Refusal):
         return reply
-    return Refusal(reply, "owner_changed", "not sent: the conversation's owner changed while the bot was answering")
+    reason = f"not sent: the owner changed, the conversation went to {owner} while the bot was answering"
+    return Refusal(reply, "owner_changed", reason)
 
 
 class ConversationStore:

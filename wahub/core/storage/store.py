@@ -23,7 +23,7 @@ from wahub.core.storage.conversations import (
     Transition,
     TurnEnd,
     dropped_reply,
-    still_the_bots,
+    owner_if_changed,
 )
 from wahub.core.storage.engine import (
     Database,
@@ -219,9 +219,10 @@ class Storage:
         now = time.time() if now is None else now
         change = None
         async with self.db.begin() as conn:
-            dropped = turn is not None and not await still_the_bots(conn, conversation_id, turn)
-            if dropped:
-                replies = [dropped_reply(reply) for reply in replies]
+            taken_by = None if turn is None else await owner_if_changed(conn, conversation_id, turn)
+            dropped = taken_by is not None
+            if taken_by is not None:
+                replies = [dropped_reply(reply, taken_by) for reply in replies]
             created = await self._queue_replies(conn, message, replies, contact_id, conversation_id, now)
             if turn is not None and turn.handoff is not None and not dropped:
                 key = f"handoff:{message.provider}:{message.external_id}"
