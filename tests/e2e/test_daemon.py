@@ -245,7 +245,8 @@ def test_check_config_reports_every_problem_with_its_line(tmp_path: Path) -> Non
 def test_plugins_command_lists_hooks(tmp_path: Path) -> None:
     result = run_cli("plugins", cwd=tmp_path)
     assert result.returncode == 0
-    assert "wahub.plugins.router\n    register_config_sections\n    route_message\n" in result.stdout
+    assert "wahub.plugins.router\n    lifespan\n    register_config_sections\n    route_message\n" in result.stdout
+    assert "wahub.plugins.ai.faq\n    register_ai_backends\n" in result.stdout
 
 
 def test_port_in_use_is_a_clear_error(tmp_path: Path) -> None:

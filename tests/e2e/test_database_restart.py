@@ -54,6 +54,8 @@ def write_config(path: Path, database: str, server: FakeProviderServer) -> Path:
         },
         "providers": [server.provider_entry(messages_per_second=None, pair_limit=None)],
         "router": {"rules": [{"match": {"regex": r"ping (\d+)"}, "reply": "pong {1}"}]},
+        # Every ping gets its own pong, however fast a user pings.
+        "conversations": {"debounce_seconds": 0},
     }
     path.write_text(json.dumps(config).replace('"!port"', "!env_var WAHUB_PORT"))
     return path

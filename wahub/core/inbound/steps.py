@@ -172,12 +172,15 @@ async def _burst_goes_on(hub: Hub, row: InboxRow, message: InboundMessage) -> bo
     """Whether a later row of the contact answers this message: a later message
     of the same burst, or the business's own answer from its app. A message
     with none yet waits until ``conversations.debounce_seconds`` after it
-    arrived (``Deferred``) in case more come; a keyword never waits."""
+    arrived (``Deferred``) in case more come; a keyword never waits. With no
+    debounce every message is answered on its own, but a person's answer
+    from the app still keeps the bot out."""
     if is_keyword(hub, message):
         return False
-    if await hub.storage.newer_message_waiting(row):
+    wait = hub.config["conversations"]["debounce_seconds"]
+    if await hub.storage.newer_row_waiting(row, ["message", "echo"] if wait > 0 else ["echo"]):
         return True
-    due = row.received_at + hub.config["conversations"]["debounce_seconds"]
+    due = row.received_at + wait
     if time.time() < due:
         await hub.storage.defer_inbox(row, due)
         # Claimed again when due, not at the claim loop's next poll.

@@ -294,14 +294,13 @@ class Storage:
             bsuid = identities.get("bsuid")
             return not known and bsuid is not None and await older_naming_bsuid(conn, self.is_sqlite, row, bsuid)
 
-    async def newer_message_waiting(self, row: InboxRow) -> bool:
-        """Whether a later message of the row's contact (or the business's answer
-        from its app) is stored and not yet finished: the burst goes on, so a
-        later row answers it, or a person did."""
+    async def newer_row_waiting(self, row: InboxRow, kinds: Sequence[str]) -> bool:
+        """Whether a later event of one of ``kinds`` (a message, the business's
+        answer from its app) of the row's contact is stored and not yet finished."""
         query = sa.select(inbox.c.id).where(
             inbox.c.contact_key == row.contact_key,
             inbox.c.state.in_([InboxState.PENDING, InboxState.PROCESSING]),
-            inbox.c.kind.in_(["message", "echo"]),
+            inbox.c.kind.in_(list(kinds)),
             inbox.c.id > row.id,
         )
         async with self.db.connect() as conn:
