@@ -320,6 +320,8 @@ class Conversation:
     #: The contact's language (BCP 47), None until set or detected.
     language: str | None = None
     contact_name: str | None = None
+    #: Whether a person set the language (detection then leaves it alone).
+    language_set: bool = False
 
 
 @dataclass(frozen=True)

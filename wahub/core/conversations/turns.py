@@ -111,8 +111,8 @@ def _inbound(latest: InboundMessage, row: dict[str, Any]) -> InboundMessage:
 async def _language(hub: Hub, conversation: Conversation, messages: tuple[InboundMessage, ...]) -> str:
     """The contact's language: as set by a person, else detected from the turn's
     texts (and kept), else the one detected before, else ``wahub.language``."""
-    language, source = await hub.storage.contacts.language_of(conversation.contact_id)
-    if source != "set":
+    language = conversation.language
+    if not conversation.language_set:
         text = " ".join(message.text() for message in messages)
         detected = hub.detect_language(text, CHANGED_DETECTION if language else FIRST_DETECTION)
         if detected is not None and detected != language:

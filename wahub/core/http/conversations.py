@@ -98,8 +98,8 @@ async def message_items(hub: Hub, provider: str, rows: list[dict[str, Any]]) -> 
 async def _conversation(hub: Hub, conversation_id: int) -> dict[str, Any] | None:
     """The conversation with its ownership events, or None when there is none with this id."""
     # The listing's row of this one id: it carries the times ``get`` leaves out.
-    page = await hub.storage.conversations.list(after=conversation_id - 1, limit=1)
-    if not page.items or page.items[0]["id"] != conversation_id:
+    page = await hub.storage.conversations.list(only=conversation_id, limit=1)
+    if not page.items:
         return None
     events = await hub.storage.conversations.events(conversation_id)
     return {**conversation_item(page.items[0], hub.clock.time()), "events": [event_item(e) for e in events]}

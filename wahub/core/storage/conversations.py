@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from wahub.core.models import OWNER_CHANGES, Conversation, OutgoingMessage, Owner, OwnershipChange
+from wahub.core.storage.contacts import LANGUAGE_SET
 from wahub.core.storage.engine import Database, insert_ignore
 from wahub.core.storage.messages import Refusal
 from wahub.core.storage.schema import contacts, conversation_events, conversations, messages
@@ -32,6 +33,7 @@ _COLUMNS = (
     conversations.c.owner_changed_at,
     conversations.c.created_at,
     contacts.c.language,
+    contacts.c.language_source,
     contacts.c.name,
 )
 
@@ -82,6 +84,7 @@ def _conversation(row: Any) -> Conversation:
         owner_changed_at=float(row.owner_changed_at if row.owner_changed_at is not None else row.created_at),
         language=row.language,
         contact_name=row.name,
+        language_set=row.language_source == LANGUAGE_SET,
     )
 
 
@@ -341,11 +344,13 @@ class ConversationStore:
         owners: Sequence[str] = (),
         contact_id: int | None = None,
         updated_since: float | None = None,
+        only: int | None = None,
         after: int | None = None,
         limit: int = 50,
     ) -> Page:
         """Conversations, newest activity first is not stable under paging, so by id:
-        filtered by owner, contact and last update; ``after`` is the previous page's cursor."""
+        filtered by owner, contact, last update, or one id (``only``); ``after`` is
+        the previous page's cursor."""
         query = self._select().add_columns(
             conversations.c.updated_at, conversations.c.last_inbound_at, conversations.c.last_human_at
         )
@@ -355,6 +360,8 @@ class ConversationStore:
             query = query.where(conversations.c.contact_id == contact_id)
         if updated_since is not None:
             query = query.where(conversations.c.updated_at >= updated_since)
+        if only is not None:
+            query = query.where(conversations.c.id == only)
         if after is not None:
             query = query.where(conversations.c.id > after)
         query = query.order_by(conversations.c.id).limit(limit + 1)
