@@ -65,6 +65,9 @@ class Hub:
     intake_stuck: Callable[[], str | None] = field(default=lambda: None)
     #: Why inbox processing is stuck (a short code), or None; read by /readyz.
     inbox_stuck: Callable[[], str | None] = field(default=lambda: None)
+    #: Per-daemon objects of plugins, each under its plugin's own name
+    #: (the inbox keeps its live feed and open pages under ``"inbox"``).
+    state: dict[str, Any] = field(default_factory=dict)
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
     def provider(self, name: str | None = None) -> Provider:

@@ -214,3 +214,87 @@ quarantine = sa.Table(
     sa.Column("body", sa.LargeBinary, nullable=False),
     sa.Column("received_at", sa.Float, nullable=False),
 )
+
+# -- the operator inbox ------------------------------------------------------
+
+operators = sa.Table(
+    "operators",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.String(64), nullable=False, comment="sign-in name; the assignee of their conversations"),
+    sa.Column("password_hash", sa.String(256), nullable=False, comment="argon2id, with its parameters"),
+    sa.Column("is_admin", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("disabled_at", sa.Float, comment="NULL: may sign in"),
+    sa.Column("last_assigned_at", sa.Float, comment="for round-robin assignment"),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+    sa.UniqueConstraint("name", name="uq_operators_name"),
+)
+
+operator_sessions = sa.Table(
+    "operator_sessions",
+    metadata,
+    sa.Column("token_hash", sa.String(64), primary_key=True, comment="SHA-256 of the cookie's token, hex"),
+    sa.Column("operator_id", BigId, sa.ForeignKey("operators.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("csrf_token", sa.String(64), nullable=False),
+    sa.Column("address", sa.String(64), comment="where the sign-in came from"),
+    sa.Column("user_agent", sa.String(256)),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("seen_at", sa.Float, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False),
+    sa.Column("live_at", sa.Float, comment="when its page's socket last said it is open"),
+    sa.Index("ix_operator_sessions_operator", "operator_id"),
+)
+
+sign_in_failures = sa.Table(
+    "sign_in_failures",
+    metadata,
+    sa.Column("key", sa.String(200), primary_key=True, comment="account:<name> or address:<ip>"),
+    sa.Column("failures", sa.Integer, nullable=False),
+    sa.Column("first_failed_at", sa.Float, nullable=False),
+    sa.Column("last_failed_at", sa.Float, nullable=False),
+    sa.Column("locked_until", sa.Float),
+)
+
+conversation_notes = sa.Table(
+    "conversation_notes",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("conversation_id", BigId, sa.ForeignKey("conversations.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("author", sa.String(128), nullable=False, comment="operator:<name>, api, ..."),
+    sa.Column("text", sa.Text, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Index("ix_conversation_notes_conversation", "conversation_id", "id"),
+)
+
+conversation_reads = sa.Table(
+    "conversation_reads",
+    metadata,
+    sa.Column("operator_id", BigId, sa.ForeignKey("operators.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("conversation_id", BigId, sa.ForeignKey("conversations.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("message_id", sa.BigInteger, nullable=False, comment="the last message the operator has seen"),
+)
+
+activity = sa.Table(
+    "activity",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("conversation_id", BigId, sa.ForeignKey("conversations.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False, comment="message, status, owner, note, contact"),
+    sa.Column("ref_id", sa.BigInteger, comment="the message, conversation event or note it is about"),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Index("ix_activity_created", "created_at"),
+)
+
+queue_alerts = sa.Table(
+    "queue_alerts",
+    metadata,
+    sa.Column(
+        "event_id",
+        BigId,
+        sa.ForeignKey("conversation_events.id", ondelete="CASCADE"),
+        primary_key=True,
+        comment="the hand-off that waited too long",
+    ),
+    sa.Column("sent_at", sa.Float, nullable=False),
+)

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from wahub.core.config.sections import MEDIA_SCHEMA
 from wahub.core.errors import LeaseLost
 from wahub.core.models import InboundMessage, InboxState, OutgoingMessage
+from wahub.core.storage.activity import ActivityStore
 from wahub.core.storage.contacts import ContactStore
 from wahub.core.storage.conversations import (
     ConversationStore,
@@ -25,6 +26,7 @@ from wahub.core.storage.conversations import (
     dropped_reply,
     owner_if_changed,
 )
+from wahub.core.storage.desk import DeskStore
 from wahub.core.storage.engine import (
     Database,
     SqliteInboxWriter,
@@ -54,6 +56,7 @@ from wahub.core.storage.inbox import (
 from wahub.core.storage.leases import LeaseStore, lease_over
 from wahub.core.storage.media import MediaStore
 from wahub.core.storage.messages import MessageStore, Refusal
+from wahub.core.storage.operators import OperatorStore
 from wahub.core.storage.outbox import OutboxStore
 from wahub.core.storage.policy import PolicyStore
 from wahub.core.storage.schema import conversations, inbox, quarantine
@@ -78,6 +81,9 @@ class Storage:
         self.contacts = ContactStore(self.db)
         self.conversations = ConversationStore(self.db)
         self.leases = LeaseStore(self.db, self._claim_lock)
+        self.operators = OperatorStore(self.db)
+        self.activity = ActivityStore(self.db)
+        self.desk = DeskStore(self.db)
         self.media = MediaStore(self.db, media_config if media_config is not None else MEDIA_SCHEMA({}))
         self._sqlite_inbox = SqliteInboxWriter(str(engine.url.database), self.db.lock) if self.is_sqlite else None
         self._file_lock: IO[bytes] | None = None
