@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 
 from wahub.core.hub import Hub
-from wahub.core.models import Conversation, OwnershipChange
+from wahub.core.models import Conversation, Owner, OwnershipChange
 from wahub.core.plugins import call_hook
 from wahub.core.storage.conversations import Transition
 
@@ -29,11 +29,13 @@ async def change_owner(
     assignee: str | None = None,
     event_key: str | None = None,
     quiet_before: float | None = None,
+    only_from: frozenset[Owner] | None = None,
 ) -> OwnershipChange | None:
     """Apply ``change`` (``queued``, ``assigned``, ``released``, ``resolved``,
     ``phone``) and announce it; None when the current owner does not allow it
-    (or, with ``quiet_before``, a person was active since then)."""
-    transition = Transition(change, actor, reason, assignee, event_key, quiet_before)
+    (or is not one of ``only_from``, or, with ``quiet_before``, a person was
+    active since then)."""
+    transition = Transition(change, actor, reason, assignee, event_key, quiet_before, only_from)
     result = await hub.storage.conversations.change_owner(conversation_id, transition, now=hub.clock.time())
     if result is None:
         return None

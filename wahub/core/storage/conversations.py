@@ -55,7 +55,9 @@ class Owned:
 class Transition:
     """A change of owner to make: ``change`` is a key of ``OWNER_CHANGES``;
     ``event_key`` records it once however often its cause runs; with
-    ``quiet_before``, only if no person was active since then."""
+    ``quiet_before``, only if no person was active since then; with
+    ``only_from``, only from those owners (an operator taking a conversation
+    takes it from the queue or the bot, never from another operator)."""
 
     change: str
     actor: str
@@ -63,6 +65,7 @@ class Transition:
     assignee: str | None = None
     event_key: str | None = None
     quiet_before: float | None = None
+    only_from: frozenset[Owner] | None = None
 
 
 @dataclass(frozen=True)
@@ -191,6 +194,7 @@ class ConversationStore:
         assignee = transition.assignee if to_owner == Owner.ASSIGNED else None
         if (
             current.owner not in allowed
+            or (transition.only_from is not None and current.owner not in transition.only_from)
             or (current.owner == to_owner == Owner.ASSIGNED and current.assignee == assignee)
             or (transition.quiet_before is not None and (current.active_at or 0.0) >= transition.quiet_before)
         ):
