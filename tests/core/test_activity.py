@@ -12,6 +12,8 @@ from wahub.core.models import EchoMessage, InboundMessage, OutgoingMessage, Stat
 from wahub.core.storage.conversations import Transition
 from wahub.core.storage.schema import conversation_events, conversations
 from wahub.core.storage.store import Storage
+from wahub.plugins.housekeeping import purge_inbox
+from wahub.testing import build_config, running_daemon
 
 USER = "15551234567"
 
@@ -167,3 +169,17 @@ async def test_readers_follow_the_feed_by_id_and_pruning_drops_the_old(storage: 
     assert await storage.activity.first_id() is None
     # The highest id is gone with the rest: a reader at it sees nothing new, as before.
     assert await storage.activity.after(ids[-1]) == []
+
+
+async def test_the_hourly_clean_up_prunes_activity_older_than_two_days(database_url: str) -> None:
+    async with running_daemon(build_config(database=database_url)) as daemon:
+        storage = daemon.hub.storage
+        conversation_id = (await storage.messages.record_inbound(inbound("m1"))).conversation_id
+        old = await storage.desk.add_note(conversation_id, "operator:ann", "old", now=time.time() - 3 * 24 * 3600)
+        recent = await storage.desk.add_note(conversation_id, "operator:ann", "recent", now=time.time() - 24 * 3600)
+
+        await purge_inbox(daemon.hub)
+
+        kept = [(row.kind, row.ref_id) for row in await storage.activity.after(0)]
+        assert ("note", old.id) not in kept
+        assert ("note", recent.id) in kept and kept[0][0] == "message"
