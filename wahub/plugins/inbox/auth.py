@@ -64,7 +64,7 @@ SECURITY_HEADERS = {
 
 WEB_DIR = Path(__file__).resolve().parents[2] / "web" / "inbox"
 
-_SESSION_KEY = "wahub_inbox_session"
+_SESSION_KEY = web.RequestKey("wahub_inbox_session", Session)
 _PASSWORDS_KEY = "inbox_passwords"
 
 
@@ -90,7 +90,7 @@ def operator_of(request: web.Request) -> Operator:
 def session_of(request: web.Request) -> Session:
     """The session of a request that went through ``guarded``."""
     session = request.get(_SESSION_KEY)
-    if not isinstance(session, Session):
+    if session is None:
         raise RuntimeError(f"{request.path} was not served through auth.guarded: it has no session")
     return session
 
