@@ -14,8 +14,8 @@ import pytest
 from aiohttp import web
 
 from wahub import hookimpl
-from wahub.core.hub import Hub
 from wahub.core.http.api_io import json_response
+from wahub.core.hub import Hub
 from wahub.plugins.inbox.auth import CONTENT_SECURITY_POLICY, guarded, operator_of, session_of, slow_delay
 from wahub.plugins.inbox.passwords import Passwords
 from wahub.plugins.inbox.state import inbox_of
