@@ -89,10 +89,10 @@ def operator_of(request: web.Request) -> Operator:
 
 def session_of(request: web.Request) -> Session:
     """The session of a request that went through ``guarded``."""
-    session = request.get(_SESSION_KEY)
-    if session is None:
-        raise RuntimeError(f"{request.path} was not served through auth.guarded: it has no session")
-    return session
+    try:
+        return request[_SESSION_KEY]
+    except KeyError:
+        raise RuntimeError(f"{request.path} was not served through auth.guarded: it has no session") from None
 
 
 def guarded(inbox: Inbox, handler: Handler, *, page: bool = False, admin: bool = False) -> Handler:
