@@ -46,6 +46,105 @@ def snippet(text: str, width: int = 30) -> str:
     return flat if len(flat) <= width else flat[: width - 1] + "…"
 
 
+# -- WhatsApp formatting -------------------------------------------------------
+#
+# The same rules as wahub/web/shared/whatsapp.js, which renders them on the
+# pages: *bold*, _italic_, ~strikethrough~, `inline code` and ```monospace```
+# blocks. A marker opens at the start of the text, or after a space or
+# punctuation, when a non-space follows it; it closes before the end, a space
+# or punctuation, after a non-space, on the same line. Markers nest, except
+# inside code.
+
+#: Marker -> style, and each style's ANSI on / off codes (off codes that do not undo another style).
+_MARKS = {"*": "bold", "_": "italic", "~": "strike", "`": "code"}
+_ANSI = {"bold": "1", "italic": "3", "strike": "9", "code": "2", "pre": "2"}
+_FENCE = "```"
+_SPACES = frozenset(" \t\n\r\u00a0")
+
+#: A run of text and the styles it is shown in.
+Span = tuple[str, frozenset[str]]
+
+
+def _edge(ch: str | None) -> bool:
+    """The text's edge, a space, or punctuation: not a letter or digit."""
+    # whatsapp.js reads UTF-16 code units, where half of an astral character is no letter.
+    return ch is None or ch in _SPACES or ord(ch) > 0xFFFF or not ch.isalnum()
+
+
+def _at(text: str, index: int) -> str | None:
+    return text[index] if 0 <= index < len(text) else None
+
+
+def _closing(text: str, mark: str, start: int) -> int:
+    for j in range(start, len(text)):
+        ch = text[j]
+        if ch == "\n":
+            return -1
+        if ch == mark and j > start and text[j - 1] not in _SPACES and _edge(_at(text, j + 1)):
+            return j
+    return -1
+
+
+def _inline(text: str, styles: frozenset[str], into: list[Span]) -> None:
+    plain = ""
+    i = 0
+    while i < len(text):
+        ch = text[i]
+        style = _MARKS.get(ch)
+        following = _at(text, i + 1)
+        if style and _edge(_at(text, i - 1)) and following is not None and following not in _SPACES:
+            end = _closing(text, ch, i + 1)
+            if end > i + 1:
+                if plain:
+                    into.append((plain, styles))
+                    plain = ""
+                inner = text[i + 1 : end]
+                if style == "code":
+                    into.append((inner, styles | {style}))
+                else:
+                    _inline(inner, styles | {style}, into)
+                i = end + 1
+                continue
+        plain += ch
+        i += 1
+    if plain:
+        into.append((plain, styles))
+
+
+def whatsapp_spans(text: str) -> list[Span]:
+    """``text`` as WhatsApp shows it: runs of text without their markers, each
+    with its styles (``bold``, ``italic``, ``strike``, ``code``, ``pre``)."""
+    spans: list[Span] = []
+    rest = text
+    while True:
+        start = rest.find(_FENCE)
+        end = -1 if start < 0 else rest.find(_FENCE, start + len(_FENCE))
+        if start < 0 or end < 0:
+            _inline(rest, frozenset(), spans)
+            return spans
+        _inline(rest[:start], frozenset(), spans)
+        block = rest[start + len(_FENCE) : end].removeprefix("\n")
+        if block:
+            spans.append((block, frozenset({"pre"})))
+        rest = rest[end + len(_FENCE) :]
+
+
+def whatsapp_lines(text: str, *, color: bool) -> list[str]:
+    """The lines of ``text`` as a terminal shows them: with ANSI bold, italic,
+    strikethrough and dim (code) when ``color``, else the plain text with the
+    markers removed. Each line ends with its styles turned off."""
+    lines: list[str] = [""]
+    for run, styles in whatsapp_spans(text):
+        on = "\x1b[" + ";".join(sorted(_ANSI[s] for s in styles)) + "m" if color and styles else ""
+        off = "\x1b[0m" if on else ""
+        for number, part in enumerate(run.split("\n")):
+            if number:
+                lines.append("")
+            if part:
+                lines[-1] += on + part + off
+    return lines
+
+
 async def stdin_lines(stream: TextIO | None = None) -> AsyncIterator[str]:
     """Yield the lines of ``stream`` (default: stdin) without their newline.
 

@@ -27,6 +27,7 @@ else:
     expect.set_options(timeout=10_000)
 
 SANDBOX_DIR = Path(__file__).resolve().parents[2] / "wahub" / "web" / "sandbox"
+SHARED_DIR = SANDBOX_DIR.parent / "shared"
 Frame = dict[str, Any]
 # 2024-05-06 12:03:00 UTC; the browser context runs in UTC.
 NOON = 1714996980.0
@@ -54,6 +55,7 @@ class StandInSandboxServer:
         app = web.Application()
         app.router.add_get("/sandbox", self._index)
         app.router.add_get("/sandbox/ws", self._socket)
+        app.router.add_get("/sandbox/static/whatsapp.js", self._shared)
         app.router.add_static("/sandbox/static", SANDBOX_DIR)
         app.on_shutdown.append(self._close_sockets)
         return app
@@ -101,6 +103,9 @@ class StandInSandboxServer:
 
     async def _index(self, request: web.Request) -> web.FileResponse:
         return web.FileResponse(SANDBOX_DIR / "index.html")
+
+    async def _shared(self, request: web.Request) -> web.FileResponse:
+        return web.FileResponse(SHARED_DIR / "whatsapp.js")
 
     async def _socket(self, request: web.Request) -> web.StreamResponse:
         if not self.accepting:
