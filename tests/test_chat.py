@@ -200,7 +200,8 @@ async def test_history_is_shown_and_acknowledged(sandbox: FakeSandbox, terminal:
     assert sandbox.connections == [{"user": "15551234567", "name": "Ada"}]
     address = sandbox.url.replace("http://", "ws://")
     assert terminal.shown == [
-        f"* connected to {address}sandbox/ws as 15551234567 (Ada); type a button's number to tap it",
+        f"* connected to {address}sandbox/ws as 15551234567 (Ada); type a button's number to tap it, "
+        "/help for help, /quit to leave",
         f"bot  {clock(welcome['timestamp'])}  Welcome!",
         "            Type menu for options.  ✓",
         f"you  {clock(hello['timestamp'])}  hello",

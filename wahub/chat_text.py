@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import os
+import re
+import shutil
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any, TextIO
 
 from wahub.core.models import STATUS_RANK
@@ -175,3 +179,116 @@ async def stdin_lines(stream: TextIO | None = None) -> AsyncIterator[str]:
     threading.Thread(target=pump, name="wahub-chat-stdin", daemon=True).start()
     while (line := await queue.get()) is not None:
         yield line.rstrip("\r\n")
+
+
+# -- the screen ------------------------------------------------------------------
+
+_ANSI_CODE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]|\x1b[78]")
+#: Colours of the parts of a line (ANSI SGR codes).
+PAINTS = {
+    "bot": "1;36",
+    "you": "1;32",
+    "note": "2",
+    "status": "2",
+    "read": "34",
+    "failed": "31",
+    "error": "1;31",
+}
+
+
+def visible_length(text: str) -> int:
+    return len(_ANSI_CODE.sub("", text))
+
+
+class Screen:
+    """Where ``wahub chat`` shows the conversation, one line at a time.
+
+    On a live terminal (``write`` given) it can also rewrite a line shown
+    earlier, in place, as long as it is still on the screen, and erase what
+    the terminal echoed of a typed line. ``color`` paints the parts of lines
+    and renders WhatsApp formatting in ANSI; without it lines are plain text.
+    """
+
+    def __init__(
+        self,
+        emit: Callable[[str], None],
+        *,
+        write: Callable[[str], None] | None = None,
+        color: bool = False,
+        size: Callable[[], os.terminal_size] | None = None,
+    ) -> None:
+        self._emit = emit
+        self._write = write
+        self.color = color
+        self._size = size or (lambda: shutil.get_terminal_size())
+        #: Screen rows shown so far, and the row each line starts on.
+        self._rows = 0
+        self._starts: list[int] = []
+
+    @classmethod
+    def for_terminal(cls, stream: TextIO | None = None, env: Mapping[str, str] | None = None) -> Screen:
+        """A screen on ``stream`` (default: stdout): live and in colour on a
+        terminal, colourless when ``NO_COLOR`` is set; plain lines elsewhere."""
+        out = sys.stdout if stream is None else stream
+        live = out.isatty()
+
+        def write(text: str) -> None:
+            out.write(text)
+            out.flush()
+
+        def emit(line: str) -> None:
+            # On a terminal, a half-typed line is cleared first, so the output starts on its own line.
+            write(("\r\x1b[2K" if live else "") + line + "\n")
+
+        no_color = bool((os.environ if env is None else env).get("NO_COLOR"))
+        return cls(emit, write=write if live else None, color=live and not no_color)
+
+    @property
+    def live(self) -> bool:
+        return self._write is not None
+
+    def paint(self, part: str, text: str) -> str:
+        return f"\x1b[{PAINTS[part]}m{text}\x1b[0m" if self.color and text else text
+
+    def show(self, line: str) -> int:
+        """Show ``line``; returns its number, for ``rewrite``."""
+        self._starts.append(self._rows)
+        self._rows += self._height(line)
+        self._emit(line)
+        return len(self._starts) - 1
+
+    def rewrite(self, number: int, line: str) -> bool:
+        """Show ``line`` in place of line ``number`` (of the same height); False
+        when that cannot be done (not a live terminal, or the line scrolled away)."""
+        if self._write is None or not 0 <= number < len(self._starts):
+            return False
+        up = self._rows - self._starts[number]
+        if up >= self._size().lines - 1 or self._height(line) != self._row_count(number):
+            return False
+        # Save the cursor (and what is being typed), go up, rewrite, come back.
+        self._write(f"\x1b7\x1b[{up}F\x1b[2K{line}\x1b8")
+        return True
+
+    def typed(self, line: str) -> None:
+        """Erase what the terminal echoed of ``line`` the person just typed: the
+        chat shows it itself, once the sandbox has it."""
+        if self._write is not None:
+            self._write(f"\x1b[{self._height(line)}F\x1b[J")
+
+    def _row_count(self, number: int) -> int:
+        end = self._starts[number + 1] if number + 1 < len(self._starts) else self._rows
+        return end - self._starts[number]
+
+    def _height(self, line: str) -> int:
+        width = max(1, self._size().columns)
+        return max(1, -(-visible_length(line) // width))
+
+
+def waiting(pending: Mapping[str, Any]) -> str:
+    """A reply's wait in the outbox in words: ``◷ waiting: pair rate limit, retrying in 4 s``."""
+    text = f"{TICKS['queued']} waiting: {pending.get('reason') or 'queued to be sent'}"
+    try:
+        seconds = math.ceil(float(pending.get("retry_in") or 0))
+    except (TypeError, ValueError, OverflowError):
+        seconds = 0
+    return f"{text}, retrying in {seconds} s" if seconds > 0 else text
