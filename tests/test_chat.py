@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import io
+import os
+import pty
+import re
+import sys
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from typing import Any
@@ -13,7 +17,7 @@ from aiohttp import WSMsgType, web
 from pytest_aiohttp import AiohttpServer
 
 from wahub.chat import ChatError, run_chat, sandbox_ws_url
-from wahub.chat_text import stdin_lines
+from wahub.chat_text import Screen, stdin_lines, whatsapp_lines
 from wahub.cli import main
 
 Frame = dict[str, Any]
@@ -182,6 +186,7 @@ async def terminal() -> Terminal:
 def start_chat(
     sandbox: FakeSandbox, terminal: Terminal, user: str = "15551234567", **options: float
 ) -> asyncio.Task[None]:
+    options.setdefault("reconnect_first", 0.05)
     return asyncio.create_task(run_chat(sandbox.url, user, "Ada", terminal.lines(), terminal.emit, **options))
 
 
@@ -200,7 +205,8 @@ async def test_history_is_shown_and_acknowledged(sandbox: FakeSandbox, terminal:
     assert sandbox.connections == [{"user": "15551234567", "name": "Ada"}]
     address = sandbox.url.replace("http://", "ws://")
     assert terminal.shown == [
-        f"* connected to {address}sandbox/ws as 15551234567 (Ada); type a button's number to tap it",
+        f"* connected to {address}sandbox/ws as 15551234567 (Ada); type a button's number to tap it, "
+        "/help for help, /quit to leave",
         f"bot  {clock(welcome['timestamp'])}  Welcome!",
         "            Type menu for options.  ✓",
         f"you  {clock(hello['timestamp'])}  hello",
@@ -341,13 +347,183 @@ async def test_a_server_closing_before_it_confirms_is_a_chat_error(sandbox: Fake
     assert terminal.shown[-1] == "* the sandbox closed the connection"
 
 
-async def test_the_chat_ends_when_the_server_closes(sandbox: FakeSandbox, terminal: Terminal) -> None:
-    chat = start_chat(sandbox, terminal)
-    await terminal.wait_until(lambda: len(terminal.shown) > 0)
+async def test_a_dropped_connection_reconnects_and_keeps_the_history(sandbox: FakeSandbox, terminal: Terminal) -> None:
+    welcome = sandbox.message("out", "Welcome!", status="read")
+    sandbox.history.append(welcome)
+    chat = start_chat(sandbox, terminal, reconnect_first=0.05)
+    await terminal.wait_until(lambda: len(terminal.shown) > 1)
+    await sandbox.close()
+    await terminal.wait_for("* reconnected")
+    terminal.type("hi")
+    await terminal.wait_until(lambda: any("You said: hi" in line for line in terminal.shown))
+    terminal.end()
+    await chat
+
+    assert len(sandbox.connections) == 2
+    assert terminal.shown[1:4] == [
+        f"bot  {clock(welcome['timestamp'])}  Welcome!  ✓✓ read",
+        "* connection lost; reconnecting in 0.05 s…",
+        "* reconnected",
+    ]
+    # The history sent again on the new connection is not shown twice.
+    assert sum("Welcome!" in line for line in terminal.shown) == 1
+
+
+async def test_once_the_input_ended_a_closed_connection_ends_the_chat(sandbox: FakeSandbox, terminal: Terminal) -> None:
+    terminal.type("hello")
+    terminal.end()
+    chat = start_chat(sandbox, terminal, wait=30)
+    await terminal.wait_until(lambda: any("You said: hello" in line for line in terminal.shown))
     await sandbox.close()
     async with asyncio.timeout(5):
         await chat
     assert terminal.shown[-1] == "* the sandbox closed the connection"
+    assert len(sandbox.connections) == 1
+
+
+async def test_help_quit_and_slashes_are_the_chats_own(sandbox: FakeSandbox, terminal: Terminal) -> None:
+    chat = start_chat(sandbox, terminal, wait=30)
+    terminal.type("/help", "/nope", "//start")
+    await terminal.wait_until(lambda: any("You said: /start" in line for line in terminal.shown))
+    terminal.type("/quit", "never sent")
+    async with asyncio.timeout(5):
+        await chat
+
+    assert terminal.shown[1:6] == [
+        "* type a message and press Enter to send it; a button's number taps that button",
+        "* /help  this help",
+        "* /quit  leave the chat (so does Ctrl-D)",
+        "* a text starting with / is sent with //, as in //start",
+        "* unknown command /nope: /help lists them; send a text starting with / as //text",
+    ]
+    typed = [frame for frame in sandbox.frames if frame["type"] in ("text", "button")]
+    assert typed == [{"type": "text", "text": "/start", "ref": "1"}]
+
+
+async def test_a_reply_waiting_in_the_outbox_shows_why_then_is_sent(sandbox: FakeSandbox, terminal: Terminal) -> None:
+    chat = start_chat(sandbox, terminal)
+    await terminal.wait_until(lambda: len(terminal.shown) > 0)
+    waiting = sandbox.message("out", "Later *today*", id="wahub.7")
+    waiting["pending"] = {"reason": "pair rate limit", "retry_in": 3.2}
+    await sandbox.push({"type": "pending", "message": waiting})
+    waiting["pending"] = {"reason": "pair rate limit", "retry_in": 0.4}
+    await sandbox.push({"type": "pending", "message": waiting})
+    sent = {**waiting, "id": "sbx.out.1", "status": "sent"}
+    del sent["pending"]
+    await sandbox.push({"type": "message", "message": sent, "replaces": "wahub.7"})
+    await terminal.wait_for("      ✓✓ read")
+    terminal.end()
+    await chat
+
+    assert terminal.shown[1:] == [
+        f"bot  {clock(waiting['timestamp'])}  Later today  ◷",
+        "      ◷ waiting: pair rate limit, retrying in 4 s",
+        "      ◷ waiting: pair rate limit, retrying in 1 s",
+        "      ✓ sent",
+        "      ✓✓ delivered",
+        "      ✓✓ read",
+    ]
+    # Only the reply that reached the phone is acknowledged, under its real id.
+    assert sandbox.frames == [{"type": "received", "ids": ["sbx.out.1"]}, {"type": "seen", "ids": ["sbx.out.1"]}]
+
+
+async def test_a_pending_reply_that_failed_says_why(sandbox: FakeSandbox, terminal: Terminal) -> None:
+    waiting = sandbox.message("out", "Offer", id="wahub.8", pending={"reason": "pacing", "retry_in": 0})
+    sandbox.history.append(waiting)
+    chat = start_chat(sandbox, terminal)
+    await terminal.wait_for("      ◷ waiting: pacing")
+    failed = {**waiting, "status": "failed", "error": "the 24-hour service window closed"}
+    await sandbox.push({"type": "settled", "id": "wahub.8", "message": failed})
+    await terminal.wait_for("      not sent: the 24-hour service window closed")
+    terminal.end()
+    await chat
+    assert terminal.shown[-2:] == ["      ⚠ failed", "      not sent: the 24-hour service window closed"]
+    assert sandbox.frames == []
+
+
+class LiveTerminal(Terminal):
+    """A terminal where lines can be rewritten: what is written raw is kept too."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.written: list[str] = []
+
+    def write(self, text: str) -> None:
+        self.written.append(text)
+        self._changed.set()
+
+
+async def test_on_a_terminal_the_status_changes_in_place_and_typed_lines_are_not_repeated(
+    sandbox: FakeSandbox,
+) -> None:
+    live = LiveTerminal()
+    screen = Screen(live.emit, write=live.write, color=False, size=lambda: os.terminal_size((80, 24)))
+    chat = asyncio.create_task(run_chat(sandbox.url, "15551234567", "Ada", live.lines(), screen))
+    await live.wait_until(lambda: len(live.shown) > 0)
+    live.type("hi")
+    await live.wait_until(lambda: any("✓✓ read" in text for text in live.written))
+    live.end()
+    await chat
+
+    # The echo of the typed line is erased: the chat shows it once, as the sandbox took it.
+    assert live.written[0] == "\x1b[1F\x1b[J"
+    assert live.shown[1:] == [
+        f"you  {clock(T0 + 60)}  hi",
+        f"bot  {clock(T0 + 120)}  You said: hi  ◷",
+        "  [1] Yes  [2] No",
+    ]
+    # Two lines up (the buttons are below), the reply's mark is rewritten, the cursor kept.
+    reply = f"bot  {clock(T0 + 120)}  You said: hi"
+    assert live.written[1:] == [f"\x1b7\x1b[2F\x1b[2K{reply}  {mark}\x1b8" for mark in ("✓", "✓✓", "✓✓ read")]
+
+
+@pytest.mark.parametrize(
+    ("text", "plain", "ansi"),
+    [
+        (
+            "*bold* _italic_ ~strike~ `code`",
+            "bold italic strike code",
+            "\x1b[1mbold\x1b[0m \x1b[3mitalic\x1b[0m \x1b[9mstrike\x1b[0m \x1b[2mcode\x1b[0m",
+        ),
+        ("*_both_*", "both", "\x1b[1;3mboth\x1b[0m"),
+        ("(*in brackets*)", "(in brackets)", "(\x1b[1min brackets\x1b[0m)"),
+        ("2*3*4 and snake_case_name", "2*3*4 and snake_case_name", "2*3*4 and snake_case_name"),
+        ("* not bold* and *not bold *", "* not bold* and *not bold *", "* not bold* and *not bold *"),
+        ("*across\nlines*", "*across\nlines*", "*across\nlines*"),
+        ("`*not bold in code*`", "*not bold in code*", "\x1b[2m*not bold in code*\x1b[0m"),
+        ("**", "**", "**"),
+        ("<b>html</b> *stays* text", "<b>html</b> stays text", "<b>html</b> \x1b[1mstays\x1b[0m text"),
+    ],
+)
+def test_whatsapp_formatting_in_a_terminal(text: str, plain: str, ansi: str) -> None:
+    assert "\n".join(whatsapp_lines(text, color=False)) == plain
+    assert "\n".join(whatsapp_lines(text, color=True)) == ansi
+
+
+def test_a_monospace_block_keeps_its_lines_and_the_markers_inside() -> None:
+    text = "Try:\n```\n*x* = 1\ny = 2```\ndone"
+    assert whatsapp_lines(text, color=False) == ["Try:", "*x* = 1", "y = 2", "done"]
+    assert whatsapp_lines(text, color=True) == ["Try:", "\x1b[2m*x* = 1\x1b[0m", "\x1b[2my = 2\x1b[0m", "done"]
+
+
+@pytest.mark.parametrize(
+    ("tty", "env", "live", "color"),
+    [(True, {}, True, True), (True, {"NO_COLOR": "1"}, True, False), (False, {}, False, False)],
+)
+def test_the_screen_is_live_and_in_colour_only_on_a_terminal(
+    tty: bool, env: dict[str, str], live: bool, color: bool
+) -> None:
+    class Stream(io.StringIO):
+        def isatty(self) -> bool:
+            return tty
+
+    stream = Stream()
+    screen = Screen.for_terminal(stream, env)
+    assert (screen.live, screen.color) == (live, color)
+    screen.show(screen.paint("bot", "bot") + "  hi")
+    assert stream.getvalue() == (
+        "\r\x1b[2K\x1b[1;36mbot\x1b[0m  hi\n" if color else ("\r\x1b[2K" if live else "") + "bot  hi\n"
+    )
 
 
 async def test_an_unreachable_daemon_is_a_chat_error_naming_the_url(unused_tcp_port: int, terminal: Terminal) -> None:
@@ -401,3 +577,78 @@ def test_wait_must_be_seconds_from_0_to_3600(wait: str, capsys: pytest.CaptureFi
         main(["chat", "--wait", wait])
     assert exited.value.code == 2
     assert f"argument --wait: {wait!r} is not a number of seconds from 0 to 3600" in capsys.readouterr().err
+
+
+class PseudoTerminal:
+    """``wahub chat`` run as a process on a pseudo-terminal, as a person runs it."""
+
+    def __init__(self, process: asyncio.subprocess.Process, master: int) -> None:
+        self.process = process
+        self.master = master
+        self.output = b""
+        self._changed = asyncio.Event()
+        asyncio.get_running_loop().add_reader(master, self._read)
+
+    @classmethod
+    async def start(cls, url: str, env: dict[str, str]) -> PseudoTerminal:
+        master, slave = pty.openpty()
+        process = await asyncio.create_subprocess_exec(
+            *(sys.executable, "-m", "wahub", "chat", "--url", url),
+            stdin=slave,
+            stdout=slave,
+            stderr=slave,
+            env={**os.environ, "COLUMNS": "100", "LINES": "30", **env},
+        )
+        os.close(slave)
+        return cls(process, master)
+
+    def _read(self) -> None:
+        try:
+            chunk = os.read(self.master, 65536)
+        except OSError:  # the process closed its end
+            chunk = b""
+        if not chunk:
+            asyncio.get_running_loop().remove_reader(self.master)
+        self.output += chunk
+        self._changed.set()
+
+    def type(self, line: str) -> None:
+        os.write(self.master, line.encode() + b"\n")
+
+    async def wait_for(self, text: str) -> None:
+        async with asyncio.timeout(20):
+            while text.encode() not in self.output:
+                await self._changed.wait()
+                self._changed.clear()
+
+    async def close(self) -> int:
+        async with asyncio.timeout(20):
+            code = await self.process.wait()
+        asyncio.get_running_loop().remove_reader(self.master)
+        os.close(self.master)
+        return code
+
+
+@pytest.mark.parametrize("no_color", [False, True], ids=["colour", "NO_COLOR"])
+async def test_wahub_chat_at_a_terminal(sandbox: FakeSandbox, no_color: bool) -> None:
+    chat = await PseudoTerminal.start(sandbox.url, {"NO_COLOR": "1"} if no_color else {})
+    try:
+        await chat.wait_for("/help for help, /quit to leave")
+        chat.type("hi")
+        await chat.wait_for("✓✓ read")
+        chat.type("/help")
+        await chat.wait_for("/quit  leave the chat")
+        chat.type("/quit")
+    finally:
+        code = await chat.close()
+    output = chat.output.decode()
+
+    assert code == 0, output
+    # The terminal's echo of "hi" is erased; the chat shows the line once, from the sandbox.
+    assert "hi\r\n\x1b[1F\x1b[J" in output
+    assert len(re.findall(r"you(?:\x1b\[0m)?  \d\d:\d\d  hi\r\n", output)) == 1
+    # The reply's ticks change in place on its line (the cursor saved and restored).
+    assert re.search(r"\x1b7\x1b\[2F\x1b\[2K.*You said: hi.*✓✓ read.*\x1b8", output)
+    assert ("\x1b[1;36mbot\x1b[0m" in output) is not no_color
+    assert ("\x1b[2m* connected" in output) is not no_color
+    assert [frame["text"] for frame in sandbox.frames if frame["type"] == "text"] == ["hi"]

@@ -504,14 +504,15 @@ def _seconds(text: str) -> float:
 
 def _chat(args: argparse.Namespace) -> int:
     from wahub.chat import PIPED_WAIT, ChatError, run_chat
-    from wahub.chat_text import stdin_lines
+    from wahub.chat_text import Screen, stdin_lines
 
     wait = args.wait
     if wait is None:
         # At a terminal the person has read the answers before ending with Ctrl-D.
         wait = 0.0 if sys.stdin.isatty() else PIPED_WAIT
     try:
-        asyncio.run(run_chat(args.url.rstrip("/"), args.user, args.name, stdin_lines(), print, wait=wait))
+        screen = Screen.for_terminal()
+        asyncio.run(run_chat(args.url.rstrip("/"), args.user, args.name, stdin_lines(), screen, wait=wait))
     except ChatError as exc:
         print(f"wahub chat: {exc}", file=sys.stderr)
         return 1

@@ -19,14 +19,17 @@ import struct
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 import sqlalchemy as sa
 
+from wahub.core.errors import ConfigError
 from wahub.core.models import InboundMessage
-from wahub.testing import RunningDaemon, build_config, running_daemon, wait_until
+from wahub.plugins.providers.sandbox.provider import SandboxProvider
+from wahub.testing import TEST_SECRET, RunningDaemon, build_config, running_daemon, wait_until
 
 try:
     from playwright.async_api import expect
@@ -227,3 +230,112 @@ async def test_a_client_without_refs_that_hangs_up_at_once_still_delivers(daemon
     ):
         await ws.send_json({"type": "text", "text": "hi"})
     await wait_until(answered(daemon))
+
+
+@pytest.mark.parametrize(
+    ("options", "problem"),
+    [
+        (
+            {"delivered_after": 61},
+            "providers[0].delivered_after: expected a number of seconds between 0 and 60, got 61",
+        ),
+        ({"read_after": -1}, "providers[0].read_after: expected a number of seconds between 0 and 60, got -1"),
+        ({"read_after": "soon"}, "providers[0].read_after: expected a number of seconds, got 'soon'"),
+    ],
+)
+def test_receipt_delays_are_seconds_from_0_to_60(options: dict[str, Any], problem: str, tmp_path: Path) -> None:
+    provider = {"platform": "sandbox", "name": "sandbox", **options}
+    with pytest.raises(ConfigError) as caught:
+        build_config({"providers": [provider]}, database=f"sqlite:///{tmp_path}/wahub.db")
+    assert [str(p) for p in caught.value.problems if "after" in str(p)] == [f"<embedded defaults>: {problem}"]
+
+
+def test_receipt_delays_default_to_1_and_2_seconds(tmp_path: Path) -> None:
+    config = build_config(database=f"sqlite:///{tmp_path}/wahub.db")
+    assert (config["providers"][0]["delivered_after"], config["providers"][0]["read_after"]) == (1.0, 2.0)
+
+
+RECORD_STATUSES = """() => {
+  window.statuses = [];
+  const note = (item) => window.statuses.push([item.dataset.id, item.dataset.status, performance.now()]);
+  new MutationObserver((changes) => {
+    for (const change of changes) {
+      if (change.type === "attributes") note(change.target);
+      for (const node of change.addedNodes || []) if (node.matches && node.matches("li.msg")) note(node);
+    }
+  }).observe(document.getElementById("messages"),
+             {subtree: true, childList: true, attributes: true, attributeFilter: ["data-status"]});
+}"""
+
+
+async def test_the_ticks_take_the_configured_time_in_order(database_url: str, page: Any) -> None:
+    sandbox = {"platform": "sandbox", "name": "sandbox", "secret": TEST_SECRET, "delivered_after": 1, "read_after": 2}
+    async with running_daemon(build_config({"router": ROUTER, "providers": [sandbox]}, database=database_url)) as d:
+        await page.goto(f"{d.url}/sandbox")
+        await expect(page.locator("body")).to_have_attribute("data-connection", "connected")
+        await page.evaluate(RECORD_STATUSES)
+        await page.get_by_label("Message").fill("hi")
+        await page.get_by_label("Message").press("Enter")
+        reply = bubble(page, "out", "Hello! How can I help?")
+        # Each tick is on the screen for a while: sent, then delivered, then read.
+        await expect(reply).to_have_attribute("data-status", "sent")
+        await expect(reply).to_have_attribute("data-status", "delivered")
+        await expect(reply).to_have_attribute("data-status", "read")
+        reply_id = await reply.get_attribute("data-id")
+        seen = [(status, at) for item, status, at in await page.evaluate("window.statuses") if item == reply_id]
+
+    assert [status for status, _ in seen] == ["sent", "delivered", "read"]
+    assert seen[0][1] < seen[1][1] < seen[2][1]
+
+
+async def test_a_reply_held_by_the_pair_rate_limit_shows_as_waiting_then_arrives(database_url: str, page: Any) -> None:
+    sandbox = {
+        "platform": "sandbox",
+        "name": "sandbox",
+        "secret": TEST_SECRET,
+        "pair_limit": {"burst": 1, "every": 5},
+        "delivered_after": 0,
+        "read_after": 0,
+    }
+    async with running_daemon(build_config({"router": ROUTER, "providers": [sandbox]}, database=database_url)) as d:
+        await page.goto(f"{d.url}/sandbox")
+        await expect(page.locator("body")).to_have_attribute("data-connection", "connected")
+        composer = page.get_by_label("Message")
+        await composer.fill("hi")
+        await composer.press("Enter")
+        await expect(bubble(page, "out", "Hello! How can I help?")).to_have_attribute("data-status", "read")
+        await composer.fill("menu")
+        await composer.press("Enter")
+
+        menu = bubble(page, "out", "What would you like?")
+        await expect(menu).to_have_attribute("data-pending", "true")
+        await expect(menu.locator(".msg__pending")).to_have_text(
+            re.compile(r"^waiting: pair rate limit, retrying in [1-5] s$")
+        )
+        await expect(menu).to_have_attribute("data-status", "read")
+        await expect(menu).not_to_have_attribute("data-pending", "true")
+        assert (await menu.get_attribute("data-id") or "").startswith("sbx.out.")
+        await expect(page.locator('li.msg[data-direction="out"]')).to_have_count(2)
+        await expect(page.locator(".msg__pending")).to_have_count(0)
+
+
+async def test_a_queued_reply_is_pending_in_the_history_with_its_reason(daemon: RunningDaemon) -> None:
+    provider = daemon.hub.providers["sandbox"]
+    assert isinstance(provider, SandboxProvider)
+    waiting = {
+        "id": 1,
+        "direction": "out",
+        "status": "queued",
+        "body": {"type": "text", "text": {"body": "soon"}},
+        "created_at": time.time(),
+        "next_attempt_at": time.time() + 4,
+        "error_reason": None,
+    }
+    shown = provider.pending.shown_row(waiting, time.time())
+    assert shown["id"] == "wahub.1"
+    assert shown["pending"]["reason"] == "pair rate limit"
+    assert 3 < shown["pending"]["retry_in"] <= 4
+    retried = {**waiting, "error_reason": "network: timed out"}
+    assert provider.pending.shown_row(retried, time.time())["pending"]["reason"] == (
+        "the last try failed (network: timed out)"
+    )

@@ -27,6 +27,7 @@ else:
     expect.set_options(timeout=10_000)
 
 SANDBOX_DIR = Path(__file__).resolve().parents[2] / "wahub" / "web" / "sandbox"
+SHARED_DIR = SANDBOX_DIR.parent / "shared"
 Frame = dict[str, Any]
 # 2024-05-06 12:03:00 UTC; the browser context runs in UTC.
 NOON = 1714996980.0
@@ -54,6 +55,7 @@ class StandInSandboxServer:
         app = web.Application()
         app.router.add_get("/sandbox", self._index)
         app.router.add_get("/sandbox/ws", self._socket)
+        app.router.add_get("/sandbox/static/whatsapp.js", self._shared)
         app.router.add_static("/sandbox/static", SANDBOX_DIR)
         app.on_shutdown.append(self._close_sockets)
         return app
@@ -101,6 +103,9 @@ class StandInSandboxServer:
 
     async def _index(self, request: web.Request) -> web.FileResponse:
         return web.FileResponse(SANDBOX_DIR / "index.html")
+
+    async def _shared(self, request: web.Request) -> web.FileResponse:
+        return web.FileResponse(SHARED_DIR / "whatsapp.js")
 
     async def _socket(self, request: web.Request) -> web.StreamResponse:
         if not self.accepting:
@@ -354,3 +359,109 @@ async def test_server_errors_are_announced(stand_in_sandbox_server: StandInSandb
     await open_chat(page, stand_in)
     await stand_in.push({"type": "error", "message": "Message too long (4096 characters at most)"})
     await expect(page.get_by_role("alert")).to_have_text("Message too long (4096 characters at most)")
+
+
+async def test_formatting_is_rendered_and_hostile_text_stays_text(
+    stand_in_sandbox_server: StandInSandboxServer, page: Page
+) -> None:
+    stand_in = stand_in_sandbox_server
+    hostile = '*<img src="x" onerror="window.hacked = true">* _<script>window.hacked = 1</script>_'
+    stand_in.history.append(stand_in.bot_message("*Bold* _italic_ ~gone~ `code`\n```\nblock *x*```", status="read"))
+    stand_in.history.append(stand_in.bot_message(hostile, status="read"))
+    await open_chat(page, stand_in)
+
+    first = page.locator("li.msg .msg__text").first
+    await expect(first.locator("strong")).to_have_text("Bold")
+    await expect(first.locator("em")).to_have_text("italic")
+    await expect(first.locator("s")).to_have_text("gone")
+    await expect(first.locator("code")).to_have_text("code")
+    await expect(first.locator("pre")).to_have_text("block *x*")
+    second = page.locator("li.msg .msg__text").nth(1)
+    await expect(second.locator("strong")).to_have_text('<img src="x" onerror="window.hacked = true">')
+    await expect(second.locator("em")).to_have_text("<script>window.hacked = 1</script>")
+    assert await page.locator("#messages img, #messages script").count() == 0
+    assert await page.evaluate("window.hacked") is None
+
+
+async def test_the_empty_chat_says_what_to_try(stand_in_sandbox_server: StandInSandboxServer, page: Page) -> None:
+    stand_in = stand_in_sandbox_server
+    await open_chat(page, stand_in)
+    hint = page.locator("#empty-hint")
+    await expect(hint).to_be_visible()
+    await expect(hint).to_contain_text("Say “hi”")
+    await expect(hint).to_contain_text("Ask for a person")
+    composer = page.get_by_label("Message")
+    await composer.fill("hi")
+    await composer.press("Enter")
+    await expect(bubble(page, "in", "hi")).to_be_visible()
+    await expect(hint).to_be_hidden()
+
+
+async def test_a_bad_number_is_explained(stand_in_sandbox_server: StandInSandboxServer, page: Page) -> None:
+    stand_in = stand_in_sandbox_server
+    await open_chat(page, stand_in)
+    number = page.get_by_label("Your number")
+    error = page.locator("#identity-error")
+    await expect(error).to_be_hidden()
+    for typed, problem in [
+        ("+1 555", "“+1 555” is not a number: use digits only, without “+”, spaces or dashes."),
+        ("12345", "“12345” has 5 digits: a number has 6 to 15."),
+        ("", "Type your number: 6 to 15 digits."),
+    ]:
+        await number.fill(typed)
+        await page.get_by_role("button", name="Apply").click()
+        await expect(error).to_have_text(problem)
+        await expect(error).to_have_attribute("role", "alert")
+    await number.fill("447700900123")
+    await page.get_by_role("button", name="Apply").click()
+    await expect(error).to_be_hidden()
+    await stand_in.wait_for(lambda: stand_in.connections[-1]["user"] == "447700900123")
+    assert len(stand_in.connections) == 2
+
+
+async def test_a_reply_waiting_in_the_outbox_shows_why_then_becomes_the_message(
+    stand_in_sandbox_server: StandInSandboxServer, page: Page
+) -> None:
+    stand_in = stand_in_sandbox_server
+    await open_chat(page, stand_in)
+    waiting = stand_in.bot_message("Your order *shipped*", id="wahub.5")
+    waiting["pending"] = {"reason": "pair rate limit", "retry_in": 30}
+    await stand_in.push({"type": "pending", "message": waiting})
+
+    pending = page.locator('li.msg[data-id="wahub.5"]')
+    await expect(pending).to_have_attribute("data-pending", "true")
+    await expect(pending).to_have_attribute("data-status", "queued")
+    await expect(pending.locator(".msg__pending")).to_have_text(
+        re.compile(r"^waiting: pair rate limit, retrying in (30|29|28) s$")
+    )
+    # The page counts down by itself.
+    await expect(pending.locator(".msg__pending")).not_to_have_text(re.compile("in 30 s"))
+
+    sent = {**waiting, "id": "sbx.out.5", "status": "sent"}
+    del sent["pending"]
+    await stand_in.push({"type": "message", "message": sent, "replaces": "wahub.5"})
+    real = page.locator('li.msg[data-id="sbx.out.5"]')
+    await expect(real).to_have_attribute("data-status", "read")
+    await expect(real.locator("strong")).to_have_text("shipped")
+    await expect(page.locator("li.msg")).to_have_count(1)
+    await expect(page.locator(".msg__pending")).to_have_count(0)
+    # Only the message that reached the phone was acknowledged.
+    acked = [frame["ids"] for frame in stand_in.frames if frame["type"] in ("received", "seen")]
+    assert acked == [["sbx.out.5"], ["sbx.out.5"]]
+
+
+async def test_a_pending_reply_that_failed_shows_the_reason(
+    stand_in_sandbox_server: StandInSandboxServer, page: Page
+) -> None:
+    stand_in = stand_in_sandbox_server
+    waiting = stand_in.bot_message("Offer", id="wahub.9", pending={"reason": "pacing", "retry_in": 0})
+    stand_in.history.append(waiting)
+    await open_chat(page, stand_in)
+    pending = page.locator('li.msg[data-id="wahub.9"]')
+    await expect(pending.locator(".msg__pending")).to_have_text("waiting: pacing")
+    failed = {**waiting, "status": "failed", "error": "the 24-hour service window closed"}
+    del failed["pending"]
+    await stand_in.push({"type": "settled", "id": "wahub.9", "message": failed})
+    await expect(pending).to_have_attribute("data-status", "failed")
+    await expect(pending.locator(".msg__error")).to_have_text("not sent: the 24-hour service window closed")
+    await expect(pending.locator(".msg__pending")).to_have_count(0)

@@ -11,12 +11,19 @@
  *                              | "out" (the bot's reply, left, white)
  *     [data-status]            bot bubbles only: "queued" | "sent" | "delivered"
  *                              | "read" | "failed"; it only moves forward
- *     .msg__text               the message text (always set as text, never HTML)
+ *     [data-pending]           "true" while the reply waits in the outbox
+ *     .msg__text               the message text, WhatsApp formatting rendered by
+ *                              whatsapp.js from text nodes only (never HTML)
+ *     .msg__pending            a waiting reply's reason, e.g. "waiting: pair rate
+ *                              limit, retrying in 4 s"
+ *     .msg__error              a failed reply's reason
  *     time.msg__time           HH:MM local time; [datetime] holds the ISO instant
  *     .msg__tick[aria-label]   bot bubbles only: the status in words, e.g. "read"
  *     .msg__buttons button     reply buttons of a bot message,
  *                              [data-button-id] is the button id
  *   li.notice                  an error reported by the server
+ *   #empty-hint                what to try, shown while there is no message
+ *   #identity-error            why the number typed is not one (else hidden)
  *   #banner                    visible while the socket is down ("Reconnecting…")
  *   #identity-user, #identity-name, #composer-text, #composer-send
  *
@@ -34,9 +41,12 @@
   const BACKOFF_FIRST_MS = 500;
   const BACKOFF_MAX_MS = 8000;
   const SVG_NS = "http://www.w3.org/2000/svg";
+  const COUNTDOWN_MS = 1000;
 
   const el = {
     messages: document.getElementById("messages"),
+    empty: document.getElementById("empty-hint"),
+    userError: document.getElementById("identity-error"),
     chat: document.getElementById("chat"),
     banner: document.getElementById("banner"),
     state: document.getElementById("connection-state"),
@@ -95,12 +105,20 @@
 
   let identity = loadIdentity();
 
+  function numberProblem(user) {
+    if (user === "") return "Type your number: 6 to 15 digits.";
+    if (/[^0-9]/.test(user)) return `“${user}” is not a number: use digits only, without “+”, spaces or dashes.`;
+    return `“${user}” has ${user.length} digits: a number has 6 to 15.`;
+  }
+
   function applyIdentity(event) {
     if (event) event.preventDefault();
     const user = el.user.value.trim();
     const name = el.name.value.trim() || DEFAULT_NAME;
     const valid = USER_PATTERN.test(user);
     el.user.setAttribute("aria-invalid", valid ? "false" : "true");
+    el.userError.hidden = valid;
+    el.userError.textContent = valid ? "" : numberProblem(user);
     if (!valid) return;
     el.name.value = name;
     if (user === identity.user && name === identity.name) return;
@@ -108,6 +126,7 @@
     storageSet(STORAGE_USER, user);
     storageSet(STORAGE_NAME, name);
     el.messages.replaceChildren();
+    updateEmpty();
     session.attempts = 0;
     connect();
   }
@@ -163,10 +182,10 @@
 
     const bubble = document.createElement("div");
     bubble.className = "msg__bubble";
-    const text = document.createElement("p");
+    const text = document.createElement("div");
     text.className = "msg__text";
     if (message.text) {
-      text.textContent = message.text;
+      text.append(window.whatsappText(String(message.text)));
     } else {
       text.classList.add("msg__text--placeholder");
       text.textContent = `(${message.type || "message"})`;
@@ -197,8 +216,85 @@
       meta.append(tick);
       const buttons = Array.isArray(message.buttons) ? message.buttons : [];
       if (buttons.length > 0) item.append(renderButtons(item.dataset.id, buttons));
+      if (message.pending && typeof message.pending === "object" && status === "queued") {
+        markPending(item, message.pending);
+      }
+      if (status === "failed" && message.error) showFailure(item, String(message.error));
     }
     return item;
+  }
+
+  // ---- replies waiting in the outbox ------------------------------------------
+
+  function markPending(item, pending) {
+    item.dataset.pending = "true";
+    const retryIn = Number(pending.retry_in);
+    item.dataset.reason = String(pending.reason || "queued to be sent");
+    item.dataset.retryAt = Number.isFinite(retryIn) && retryIn > 0 ? String(Date.now() + retryIn * 1000) : "";
+    let note = item.querySelector(".msg__pending");
+    if (!note) {
+      note = document.createElement("p");
+      note.className = "msg__pending";
+      item.querySelector(".msg__bubble").append(note);
+    }
+    renderPending(item);
+  }
+
+  function renderPending(item) {
+    const note = item.querySelector(".msg__pending");
+    if (!note) return;
+    let text = `waiting: ${item.dataset.reason}`;
+    if (item.dataset.retryAt) {
+      const seconds = Math.ceil((Number(item.dataset.retryAt) - Date.now()) / 1000);
+      text += seconds > 0 ? `, retrying in ${seconds} s` : ", retrying now";
+    }
+    note.textContent = text;
+  }
+
+  function countDown() {
+    for (const item of el.messages.querySelectorAll('li.msg[data-pending="true"]')) renderPending(item);
+  }
+
+  function showFailure(item, reason) {
+    let note = item.querySelector(".msg__error");
+    if (!note) {
+      note = document.createElement("p");
+      note.className = "msg__error";
+      item.querySelector(".msg__bubble").append(note);
+    }
+    note.textContent = `not sent: ${reason}`;
+  }
+
+  function clearPending(item) {
+    delete item.dataset.pending;
+    delete item.dataset.reason;
+    delete item.dataset.retryAt;
+    item.querySelector(".msg__pending")?.remove();
+  }
+
+  function showPending(message) {
+    const existing = findBubble(message.id);
+    if (existing) {
+      if (existing.dataset.status === "queued" && message.pending) markPending(existing, message.pending);
+      return;
+    }
+    showMessage(message);
+  }
+
+  // The waiting reply ``id`` became ``message`` (sent, or failed); null: it is gone.
+  function settle(id, message) {
+    const waiting = findBubble(id);
+    if (!waiting) {
+      if (message) showMessage(message);
+      return;
+    }
+    if (!message || (String(message.id) !== String(id) && findBubble(message.id))) {
+      waiting.remove();
+      updateEmpty();
+      return;
+    }
+    const replacement = renderMessage(message);
+    waiting.replaceWith(replacement);
   }
 
   function renderButtons(contextId, buttons) {
@@ -234,7 +330,12 @@
     // Statuses only move forward and "failed" is final, as on the server.
     if (current === "failed" || STATUS_RANK[status] <= STATUS_RANK[current]) return;
     item.dataset.status = status;
+    clearPending(item);
     renderTick(item.querySelector(".msg__tick"), status);
+  }
+
+  function updateEmpty() {
+    el.empty.hidden = el.messages.querySelector("li.msg") !== null;
   }
 
   function nearBottom() {
@@ -248,6 +349,7 @@
 
   function showHistory(messages) {
     el.messages.replaceChildren(...messages.map(renderMessage));
+    updateEmpty();
     scrollToEnd();
   }
 
@@ -259,6 +361,7 @@
     }
     const follow = nearBottom() || message.direction === "in";
     el.messages.append(renderMessage(message));
+    updateEmpty();
     if (follow) scrollToEnd();
   }
 
@@ -273,8 +376,9 @@
 
   // ---- acknowledgements ----------------------------------------------------
 
+  // A reply still waiting in the outbox has not reached the phone: nothing to acknowledge.
   function botBubbles() {
-    return el.messages.querySelectorAll('li.msg[data-direction="out"]');
+    return el.messages.querySelectorAll('li.msg[data-direction="out"]:not([data-pending="true"])');
   }
 
   function acknowledge() {
@@ -393,13 +497,24 @@
         break;
       case "message":
         if (frame.message && typeof frame.message === "object") {
-          showMessage(frame.message);
+          if (frame.replaces) settle(String(frame.replaces), frame.message);
+          else showMessage(frame.message);
           acknowledge();
         }
         break;
-      case "status":
-        advanceStatus(findBubble(frame.id), frame.status);
+      case "pending":
+        if (frame.message && typeof frame.message === "object") showPending(frame.message);
         break;
+      case "settled":
+        settle(String(frame.id), frame.message && typeof frame.message === "object" ? frame.message : null);
+        acknowledge();
+        break;
+      case "status": {
+        const item = findBubble(frame.id);
+        advanceStatus(item, frame.status);
+        if (item && frame.status === "failed" && frame.error) showFailure(item, String(frame.error));
+        break;
+      }
       case "error":
         showNotice(String(frame.message || "The sandbox reported an error."));
         break;
@@ -439,6 +554,7 @@
   el.name.addEventListener("change", () => applyIdentity());
 
   document.addEventListener("visibilitychange", markSeen);
+  window.setInterval(countDown, COUNTDOWN_MS);
   window.addEventListener("online", retryNow);
 
   connect();

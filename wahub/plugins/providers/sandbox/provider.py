@@ -25,7 +25,9 @@ signed with ``X-Wahub-Signature-256: sha256=<hex HMAC-SHA256 of the body>``.
 The chat socket ``/sandbox/ws?user=<digits>&name=<name>`` first sends
 ``{"type": "history", "messages": [...]}``, then ``message``, ``status`` and
 ``error`` frames. The client sends ``text`` and ``button`` frames and the
-``received`` / ``seen`` receipts. An ``echo`` frame (``{"type": "echo", "text":
+``received`` / ``seen`` receipts. A receipt becomes a status webhook after the
+provider's ``delivered_after`` / ``read_after`` seconds (a read never before
+its delivered), so the ticks move as a person would see them. An ``echo`` frame (``{"type": "echo", "text":
 ...}``) plays the business's other side: a person at the business answering
 this user from the WhatsApp Business app on a number shared with the API
 (coexistence). It is posted as an ``echo`` event and shown to the user as the
@@ -34,6 +36,15 @@ business's message, marked ``"from_phone": true``. A ``text``, ``button`` or
 choosing: once the message is stored the sender gets ``{"type": "accepted",
 "ref": ..., "id": "sbx.in.<id>"}`` (``sbx.echo.<id>`` for an echo), and an
 ``error`` about it carries the same ``ref``.
+
+A reply that waits in the outbox (pacing, a retry) is shown at once: the
+history gives a queued message a ``"pending": {"reason": "pair rate limit",
+"retry_in": 4.0}``, and while the chat is open ``{"type": "pending", "message":
+...}`` frames add or update such replies. Once sent, the reply comes as a
+``message`` frame with ``"replaces": "wahub.<id>"`` (the pending one's id); a
+pending reply that failed or went another way comes as ``{"type": "settled",
+"id": "wahub.<id>", "message": ...}`` (``null``: it is gone). A failed message
+carries its reason as ``"error"`` (see ``wahub.plugins.providers.sandbox.pending``).
 """
 
 from __future__ import annotations
@@ -55,6 +66,7 @@ from aiohttp import WSMsgType, web
 
 from wahub import hookimpl
 from wahub.core.canonical.fit import Capabilities
+from wahub.core.config.validators import seconds_between
 from wahub.core.errors import ErrorMeaning, ProviderError, WebhookError
 from wahub.core.hub import Hub
 from wahub.core.models import Event, OutgoingMessage, SendResult, StatusEvent
@@ -76,15 +88,22 @@ from wahub.plugins.providers.sandbox.frames import (
     valid_ref,
 )
 from wahub.plugins.providers.sandbox.hosts import check_host
+from wahub.plugins.providers.sandbox.pending import PendingReplies
+from wahub.plugins.providers.sandbox.receipts import DelayedReceipts
 from wahub.plugins.providers.sandbox.webhook import parse_events as parse_events
 
 _LOGGER = logging.getLogger(__name__)
 
 SIGNATURE_HEADER = "X-Wahub-Signature-256"
 WEB_DIR = Path(__file__).resolve().parents[3] / "web" / "sandbox"
+SHARED_DIR = WEB_DIR.parent / "shared"
 _USER_RE = re.compile(r"^\d{6,15}$")
-#: The files the chat page loads from ``/sandbox/static/``.
-STATIC_FILES = frozenset({"sandbox.css", "sandbox.js"})
+#: The files the chat page loads from ``/sandbox/static/``, and where each is.
+STATIC_FILES = {
+    "sandbox.css": WEB_DIR / "sandbox.css",
+    "sandbox.js": WEB_DIR / "sandbox.js",
+    "whatsapp.js": SHARED_DIR / "whatsapp.js",
+}
 
 
 def signature_valid(secret: str, headers: Mapping[str, str], body: bytes) -> bool:
@@ -105,6 +124,10 @@ class SandboxProvider(Provider):
             # Host names the chat page answers to (name:port, or a name on any port).
             # Empty: the bind address, localhost, 127.0.0.1 and [::1], on any port.
             vol.Optional("hosts", default=list): [vol.All(str, vol.Length(min=1, max=261), vol.Lower)],
+            # Seconds from a reply reaching the page to its delivered receipt, and
+            # from it being shown to its read receipt: the ticks take visible time.
+            vol.Optional("delivered_after", default=1.0): seconds_between(0, 60),
+            vol.Optional("read_after", default=2.0): seconds_between(0, 60),
             # Simulated approved templates; {{1}} or {{name}} take the body parameters.
             vol.Optional("templates", default=list): [
                 {
@@ -124,6 +147,8 @@ class SandboxProvider(Provider):
         self.secret: str = config.get("secret") or secrets.token_hex(32)
         self.business_number: str = config["business_number"]
         self.clients: defaultdict[str, set[web.WebSocketResponse]] = defaultdict(set)
+        self.pending = PendingReplies(hub, self.name, self.push)
+        self.receipts = DelayedReceipts(self.post_webhook, config["delivered_after"], config["read_after"])
 
     # -- the provider contract ---------------------------------------------
 
@@ -143,6 +168,11 @@ class SandboxProvider(Provider):
             await self.hub.storage.policy.upsert_template(self.name, template)
         await super().start()
 
+    async def stop(self) -> None:
+        await self.pending.stop()
+        await self.receipts.stop()
+        await super().stop()
+
     def render_template(self, body: Mapping[str, Any]) -> str:
         """A template message as the user would read it, parameters filled in."""
         for entry in self.config["templates"]:
@@ -160,6 +190,7 @@ class SandboxProvider(Provider):
 
     async def send(self, message: OutgoingMessage) -> SendResult:
         provider_id = f"sbx.out.{uuid.uuid4().hex}"
+        replaces = self.pending.sent(message, provider_id)
         if message.type == "template":
             message = OutgoingMessage.text(message.to, self.render_template(message.content["template"]))
         row = {
@@ -169,7 +200,10 @@ class SandboxProvider(Provider):
             "status": "sent",
             "created_at": time.time(),
         }
-        await self.push(message.to, {"type": "message", "message": frame_message(row)})
+        frame: dict[str, Any] = {"type": "message", "message": frame_message(row)}
+        if replaces is not None:
+            frame["replaces"] = replaces
+        await self.push(message.to, frame)
         return SendResult(provider_id)
 
     # -- the simulated user side -------------------------------------------
@@ -195,6 +229,9 @@ class SandboxProvider(Provider):
             answer = await response.json()
             if answer.get("quarantined"):
                 raise WebhookError("wahub could not store it; the reason is in the daemon's log")
+
+    def connected_users(self) -> set[str]:
+        return {user for user, sockets in self.clients.items() if sockets}
 
     def user_event(self, user: str, name: str, frame: Mapping[str, Any]) -> dict[str, Any] | None:
         """The webhook event for what the person did on the page, or None if it makes no sense."""
@@ -256,7 +293,9 @@ async def _chat_socket(hub: Hub, request: web.Request) -> web.WebSocketResponse:
     closer = asyncio.create_task(_close_on_shutdown(hub, ws))
     try:
         history = await hub.storage.messages.history(provider.name, user)
-        await _send(ws, {"type": "history", "messages": [frame_message(row) for row in history]})
+        now = hub.clock.time()
+        await _send(ws, {"type": "history", "messages": [provider.pending.shown_row(row, now) for row in history]})
+        provider.pending.watch(user, history, provider.connected_users)
         base_url = _loopback_url(request)
         # Frames that arrived before the person left are still theirs: they are delivered.
         async for msg in ws:
@@ -301,9 +340,7 @@ async def _on_frame(
         return
     try:
         if frame.get("type") in ("received", "seen"):
-            events = receipt_events(user, frame)
-            if events:
-                await provider.post_webhook(base_url, events)
+            await provider.receipts.post(base_url, receipt_events(user, frame))
             return
         event = echo_event(user, frame) if frame.get("type") == "echo" else provider.user_event(user, name, frame)
         if event is None:
@@ -331,10 +368,10 @@ def register_routes(hub: Hub) -> list[web.AbstractRouteDef]:
 
     async def static(request: web.Request) -> web.FileResponse:
         _check_host(_sandbox_for(hub, request), request)
-        name = request.match_info["name"]
-        if name not in STATIC_FILES:
+        path = STATIC_FILES.get(request.match_info["name"])
+        if path is None:
             raise web.HTTPNotFound(text="no such file")
-        return web.FileResponse(WEB_DIR / name)
+        return web.FileResponse(path)
 
     async def socket(request: web.Request) -> web.WebSocketResponse:
         return await _chat_socket(hub, request)
@@ -350,4 +387,7 @@ def register_routes(hub: Hub) -> list[web.AbstractRouteDef]:
 async def status_update(hub: Hub, status: StatusEvent) -> None:
     provider = hub.providers.get(status.provider)
     if isinstance(provider, SandboxProvider) and status.recipient:
-        await provider.push(status.recipient, {"type": "status", "id": status.message_id, "status": status.status})
+        frame = {"type": "status", "id": status.message_id, "status": status.status}
+        if status.status == "failed" and status.error_title:
+            frame["error"] = status.error_title
+        await provider.push(status.recipient, frame)
