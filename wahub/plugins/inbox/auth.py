@@ -55,3 +55,9 @@ def auth_routes(inbox: Inbox) -> list[web.RouteDef]:
     """``GET|POST /inbox/login``, ``POST /inbox/logout`` and the admins'
     ``/inbox/api/operators`` endpoints."""
     return []
+
+
+def secure_headers(response: web.StreamResponse) -> web.StreamResponse:
+    """``response`` with the inbox's security headers (its Content-Security-Policy
+    ``default-src 'self'``, no framing, no sniffing, no referrer to other hosts)."""
+    raise NotImplementedError
