@@ -15,7 +15,7 @@ import re
 import struct
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ import pytest
 from aiohttp import WSMsgType, web
 from pytest_aiohttp import AiohttpServer
 
+from tests.e2e.conftest import CHROMIUM, CHROMIUM_ARGS, REQUIRE_BROWSER, _browser_missing
 from wahub.plugins.inbox.pages import STATIC_FILES, inbox_page
 
 try:
@@ -477,6 +478,35 @@ def error(status: int, code: str, message: str) -> web.Response:
     return web.json_response({"error": {"code": code, "message": message}}, status=status)
 
 
+# The API's refusals the page shows (a 409 taken, a 422 refused send, a 401 signed
+# out) are logged by Chromium itself; any other console error is a page bug.
+EXPECTED_ANSWER = re.compile(r"^Failed to load resource: the server responded with a status of (401|409|422|503)\b")
+
+
+@pytest.fixture
+async def page() -> AsyncIterator[object]:
+    """The conftest's headless Chromium page, but the API's expected refusals are not page errors."""
+    missing = _browser_missing()
+    if missing:
+        if REQUIRE_BROWSER:
+            pytest.fail(f"browser tests are required (WAHUB_REQUIRE_BROWSER=1): {missing}")
+        pytest.skip(missing)
+    from playwright.async_api import async_playwright
+
+    errors: list[str] = []
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        context = await browser.new_context(timezone_id="UTC")
+        new_page = await context.new_page()
+        new_page.on("pageerror", lambda error: errors.append(str(error)))
+        new_page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+        try:
+            yield new_page
+        finally:
+            await browser.close()
+    assert [error for error in errors if not EXPECTED_ANSWER.match(error)] == []
+
+
 @pytest.fixture
 async def stand_in(aiohttp_server: AiohttpServer) -> StandInInboxServer:
     """A stand-in for the inbox's routes, for this page test only."""
@@ -533,3 +563,318 @@ async def test_list_shows_sections_waiting_time_window_and_unread(stand_in: Stan
     await expect(page.locator("li.conv")).to_have_count(1)
     await expect(row(page, 3)).to_be_visible()
     assert all(call["csrf"] == CSRF for call in stand_in.calls)
+
+
+def every_kind_of_entry(stand_in: StandInInboxServer, conversation_id: int) -> dict[str, Json]:
+    """One timeline entry of each kind the page shows, by a short name."""
+    m = stand_in.message
+    c = conversation_id
+    entries: dict[str, Json] = {}
+    entries["queued"] = stand_in.event("queued", "rule", "asked for a person")
+    entries["text"] = m(c, "in", "text", {"body": "I need *help* with _my_ order"})
+    entries["image"] = m(c, "in", "image", {"caption": "My receipt", "wahub_media": media("img1", "image/png")})
+    entries["document"] = m(c, "in", "document", {"filename": "invoice.pdf", "wahub_media": media("doc1", "application/pdf")})
+    entries["audio"] = m(c, "in", "audio", {"voice": True, "wahub_media": media("aud1", "audio/ogg")})
+    entries["video"] = m(c, "in", "video", {"caption": "Unboxing", "wahub_media": media("vid1", "video/mp4")})
+    entries["sticker"] = m(c, "in", "sticker", {"wahub_media": media("stk1", "image/webp")})
+    entries["lost"] = m(c, "in", "image", {"wahub_media": {"error": "image is over the limit of 5242880 bytes"}})
+    entries["location"] = m(c, "in", "location", {"latitude": 51.5, "longitude": -0.12, "name": "Shop", "address": "1 High St"})
+    entries["contacts"] = m(
+        c, "in", "contacts", [{"name": {"formatted_name": "Carol Smith"}, "phones": [{"phone": "+44 7700 900111"}]}]
+    )
+    entries["taken"] = stand_in.event("assigned", "operator:alice", "taken", "alice")
+    entries["button_reply"] = m(c, "in", "interactive", {"type": "button_reply", "button_reply": {"id": "y", "title": "Yes please"}})
+    entries["list_reply"] = m(
+        c, "in", "interactive", {"type": "list_reply", "list_reply": {"id": "r2", "title": "Tuesday", "description": "10:00"}}
+    )
+    entries["buttons"] = m(
+        c,
+        "out",
+        "interactive",
+        {
+            "type": "button",
+            "body": {"text": "Shall we refund?"},
+            "action": {"buttons": [{"type": "reply", "reply": {"id": "a", "title": "Refund"}}]},
+        },
+        status="read",
+    )
+    entries["list"] = m(
+        c,
+        "out",
+        "interactive",
+        {
+            "type": "list",
+            "body": {"text": "Pick a day"},
+            "action": {"button": "Days", "sections": [{"title": "Week", "rows": [{"id": "r1", "title": "Monday"}]}]},
+        },
+        status="delivered",
+    )
+    entries["template"] = m(
+        c,
+        "out",
+        "template",
+        {
+            "name": "order_update",
+            "language": {"code": "en"},
+            "components": [{"type": "body", "parameters": [{"type": "text", "text": "A-1234"}]}],
+        },
+        status="sent",
+    )
+    entries["quick_reply"] = m(c, "in", "button", {"text": "Stop promotions", "payload": "stop"})
+    entries["reply"] = m(c, "out", "text", {"body": "We are on it"}, status="queued")
+    entries["reaction"] = m(c, "in", "reaction", {"message_id": entries["reply"]["provider_message_id"], "emoji": "👍"})
+    entries["edited"] = m(c, "in", "text", {"body": "Order 12"})
+    entries["edit"] = m(
+        c,
+        "in",
+        "edit",
+        {"original_message_id": entries["edited"]["provider_message_id"], "message": {"type": "text", "text": {"body": "Order 13"}}},
+    )
+    entries["revoked"] = m(c, "in", "text", {"body": "oops wrong chat"})
+    entries["revoke"] = m(c, "in", "revoke", {"original_message_id": entries["revoked"]["provider_message_id"]})
+    entries["unsupported"] = m(c, "in", "unsupported", {})
+    entries["failed"] = m(
+        c, "out", "text", {"body": "Are you there?"}, status="failed", error={"code": "131047", "message": "Re-engagement message"}
+    )
+    entries["refused"] = m(
+        c,
+        "out",
+        "text",
+        {"body": "Big sale!"},
+        status="refused",
+        error={"code": "opted_out", "message": "The contact opted out of marketing"},
+    )
+    entries["note"] = {"kind": "note", "id": stand_in.next_id(), "author": "bob", "text": "VIP customer", "at": time.time()}
+    return entries
+
+
+async def test_every_message_type_renders(stand_in: StandInInboxServer, page: Page) -> None:
+    entries = every_kind_of_entry(stand_in, 7)
+    stand_in.add_conversation(7, "Grace", owner="assigned", assignee="alice", timeline=list(entries.values()))
+    await open_inbox(page, stand_in)
+    await row(page, 7).get_by_role("button").click()
+    timeline = page.locator("#timeline")
+
+    def message(name: str) -> Any:
+        return entry(page, entries[name]["kind"], entries[name]["id"])
+
+    await expect(message("queued")).to_have_text(re.compile(r"^Queued by rule: asked for a person"))
+    await expect(message("taken")).to_have_text(re.compile(r"^Taken by alice"))
+    await expect(message("text").locator(".msg__text strong")).to_have_text("help")
+    await expect(message("text").locator(".msg__text em")).to_have_text("my")
+    image = message("image").locator("img.media__image")
+    await expect(image).to_have_attribute("src", "/inbox/media/img1")
+    await image.scroll_into_view_if_needed()  # thumbnails load lazily
+    await expect(image).to_have_js_property("naturalWidth", 2)
+    await expect(message("image")).to_contain_text("My receipt")
+    document = message("document").locator("a.media__document")
+    await expect(document).to_have_attribute("href", "/inbox/media/doc1")
+    await expect(document).to_contain_text("invoice.pdf")
+    await expect(message("audio").locator("audio")).to_have_attribute("src", "/inbox/media/aud1")
+    await expect(message("video").locator("video")).to_have_attribute("src", "/inbox/media/vid1")
+    await expect(message("video")).to_contain_text("Unboxing")
+    await expect(message("sticker").locator("img.media__sticker")).to_be_visible()
+    await expect(message("lost")).to_contain_text("image not kept: image is over the limit of 5242880 bytes")
+    location = message("location")
+    await expect(location).to_contain_text("Shop")
+    await expect(location).to_contain_text("1 High St")
+    await expect(location.get_by_role("link")).to_have_attribute("href", "geo:51.5,-0.12")
+    await expect(message("contacts")).to_contain_text("Carol Smith")
+    await expect(message("contacts")).to_contain_text("+44 7700 900111")
+    await expect(message("button_reply")).to_contain_text("Tapped button")
+    await expect(message("button_reply")).to_contain_text("Yes please")
+    await expect(message("list_reply")).to_contain_text("Chose from list")
+    await expect(message("list_reply")).to_contain_text("Tuesday")
+    await expect(message("buttons")).to_contain_text("Shall we refund?")
+    await expect(message("buttons").locator(".interactive__button")).to_have_text("Refund")
+    await expect(message("list")).to_contain_text("Pick a day")
+    await expect(message("list")).to_contain_text("Monday")
+    await expect(message("template")).to_contain_text("Template order_update (en)")
+    await expect(message("template").locator(".template__params li")).to_have_text(["A-1234"])
+    await expect(message("quick_reply")).to_contain_text("Stop promotions")
+    await expect(message("reply").locator(".msg__reactions")).to_have_text("👍")
+    await expect(message("reaction")).to_be_hidden()
+    await expect(message("edited")).to_contain_text("Order 13")
+    await expect(message("edited").locator(".msg__flags")).to_have_text("edited")
+    await expect(message("edit")).to_be_hidden()
+    await expect(message("revoked")).to_contain_text("This message was deleted")
+    await expect(message("revoked")).not_to_contain_text("oops wrong chat")
+    await expect(message("revoked").locator(".msg__flags")).to_have_text("deleted")
+    await expect(message("unsupported")).to_contain_text("Unsupported message: unsupported")
+    await expect(message("failed").locator(".msg__error")).to_have_text("Failed: 131047 — Re-engagement message")
+    await expect(message("failed").locator(".msg__tick")).to_have_attribute("aria-label", "failed")
+    await expect(message("refused").locator(".msg__error")).to_have_text(
+        "Not sent: opted_out — The contact opted out of marketing"
+    )
+    note = message("note")
+    await expect(note).to_contain_text("Note by bob · never sent")
+    await expect(note).to_contain_text("VIP customer")
+    ticks = [("buttons", "read"), ("list", "delivered"), ("template", "sent"), ("reply", "queued")]
+    for name, status in ticks:
+        await expect(message(name).locator(".msg__tick")).to_have_attribute("aria-label", status)
+    await expect(timeline.locator("li.entry:visible")).to_have_count(len(entries) - 3)  # reaction, edit, revoke: on their messages
+    await page.locator("#timeline-scroll").evaluate("element => element.scrollTop = 0")
+    await shoot(page, "conversation-top")
+    await message("reply").scroll_into_view_if_needed()
+    await shoot(page, "conversation")
+
+
+async def test_hostile_values_render_as_text(stand_in: StandInInboxServer, page: Page) -> None:
+    m = stand_in.message
+    timeline = [
+        m(8, "in", "text", {"body": HOSTILE}),
+        m(8, "in", "image", {"caption": HOSTILE, "wahub_media": media("img2", "image/png")}),
+        m(8, "in", "document", {"filename": HOSTILE, "wahub_media": media("doc2", "application/pdf")}),
+        m(8, "in", "location", {"latitude": 1, "longitude": 2, "name": HOSTILE}),
+        m(8, "in", "interactive", {"type": "button_reply", "button_reply": {"id": "x", "title": HOSTILE}}),
+        m(8, "out", "template", {"name": HOSTILE, "components": [{"type": "body", "parameters": [{"type": "text", "text": HOSTILE}]}]}),
+        {"kind": "note", "id": stand_in.next_id(), "author": HOSTILE, "text": HOSTILE, "at": time.time()},
+        stand_in.event("queued", "rule", HOSTILE),
+    ]
+    stand_in.add_conversation(8, HOSTILE, owner="assigned", assignee="alice", timeline=timeline, tags=[HOSTILE])
+    stand_in.composers[8].update(
+        can_reply=False,
+        why_not=HOSTILE,
+        window={"open": False, "closes_at": time.time() - 60},
+        templates=[{"name": HOSTILE, "language": "en", "category": "UTILITY", "text": "Hi {{1}}", "parameters": ["1"]}],
+    )
+    await open_inbox(page, stand_in)
+    await expect(row(page, 8).locator(".conv__name")).to_have_text(HOSTILE)
+    await row(page, 8).get_by_role("button").click()
+    await expect(page.locator("#conv-name")).to_have_text(HOSTILE)
+    await expect(page.locator("#timeline li.entry")).to_have_count(len(timeline))
+    await expect(page.locator("#timeline .msg__text").first).to_have_text(HOSTILE)
+    await expect(page.locator("#contact-tags")).to_contain_text(HOSTILE)
+    await expect(page.locator("#why-not")).to_have_text(HOSTILE)
+    await page.get_by_label("{{1}}").fill(HOSTILE)
+    await expect(page.locator("#template-preview")).to_have_text(f"Hi {HOSTILE}")
+    await stand_in.activity("note", 8, {"kind": "note", "id": stand_in.next_id(), "author": "bob", "text": HOSTILE, "at": time.time()})
+    await expect(page.locator("#timeline li.note")).to_have_count(2)
+    # Only the one real thumbnail is an image; nothing ran.
+    await expect(page.locator("img")).to_have_count(1)
+    assert await page.evaluate("window.__pwned") is None
+    assert await page.locator('img[src="x"]').count() == 0
+
+
+async def test_ticks_move_when_status_frames_arrive(stand_in: StandInInboxServer, page: Page) -> None:
+    sent = stand_in.message(9, "out", "text", {"body": "Your order shipped"}, status="queued")
+    stand_in.add_conversation(9, "Hugo", owner="assigned", assignee="alice", timeline=[sent])
+    await open_inbox(page, stand_in)
+    await row(page, 9).get_by_role("button").click()
+    tick = entry(page, "message", sent["id"]).locator(".msg__tick")
+    await expect(tick).to_have_attribute("aria-label", "queued")
+    for status in ("sent", "delivered", "read"):
+        await stand_in.activity("status", 9, {**sent, "status": status})
+        await expect(tick).to_have_attribute("aria-label", status)
+    # A late "delivered" never moves a read message back.
+    await stand_in.activity("status", 9, {**sent, "status": "delivered"})
+    marker = stand_in.message(9, "in", "text", {"body": "thanks"})
+    await stand_in.activity("message", 9, marker)
+    await expect(entry(page, "message", marker["id"])).to_be_visible()
+    await expect(tick).to_have_attribute("aria-label", "read")
+    await expect(page.locator("#timeline li.msg")).to_have_count(2)
+
+    failing = stand_in.message(9, "out", "text", {"body": "Second try"}, status="sent")
+    await stand_in.activity("message", 9, failing)
+    failure = {"code": "131026", "message": "Message undeliverable"}
+    await stand_in.activity("status", 9, {**failing, "status": "failed", "error": failure})
+    failed = entry(page, "message", failing["id"])
+    await expect(failed.locator(".msg__tick")).to_have_attribute("aria-label", "failed")
+    await expect(failed.locator(".msg__error")).to_have_text("Failed: 131026 — Message undeliverable")
+    await shoot(page, "ticks")
+
+
+async def test_closed_window_offers_templates_with_a_live_preview(stand_in: StandInInboxServer, page: Page) -> None:
+    stand_in.add_conversation(10, "Ines", owner="assigned", assignee="alice", window_hours=0)
+    stand_in.composers[10].update(
+        can_reply=False,
+        why_not="The 24 h window closed 2 h ago: send a template to reopen it.",
+        templates=[
+            {"name": "greeting", "language": "en", "category": "MARKETING", "text": "Hello!", "parameters": []},
+            {
+                "name": "order_ready",
+                "language": "en",
+                "category": "UTILITY",
+                "text": "Hi {{1}}, your order *{{2}}* is ready.",
+                "parameters": ["1", "2"],
+            },
+        ],
+    )
+    await open_inbox(page, stand_in)
+    await row(page, 10).get_by_role("button").click()
+    await expect(page.locator("#why-not")).to_have_text("The 24 h window closed 2 h ago: send a template to reopen it.")
+    await expect(page.get_by_label("Message", exact=True)).to_be_hidden()
+    await page.get_by_label("Template").select_option(label="order_ready (en, UTILITY)")
+    preview = page.locator("#template-preview")
+    await expect(preview).to_have_text("Hi {{1}}, your order {{2}} is ready.")
+    await page.get_by_label("{{1}}").fill("Ines")
+    await page.get_by_label("{{2}}").fill("A-77")
+    await expect(preview).to_have_text("Hi Ines, your order A-77 is ready.")
+    await expect(preview.locator("strong")).to_have_text("A-77")
+    await shoot(page, "template-composer")
+
+    stand_in.refuse_next_send = {"code": "template_not_approved", "message": "order_ready is paused by Meta."}
+    await page.get_by_role("button", name="Send template").click()
+    await expect(page.locator("#composer-error")).to_have_text("order_ready is paused by Meta.")
+    await page.get_by_role("button", name="Send template").click()
+    await stand_in.wait_for(lambda: len(stand_in.calls_to("POST", "/inbox/api/conversations/10/messages")) == 2)
+    first, second = (call["json"] for call in stand_in.calls_to("POST", "/inbox/api/conversations/10/messages"))
+    assert second["template"] == {"name": "order_ready", "language": "en", "parameters": ["Ines", "A-77"]}
+    # Sending again after a refusal is the same send.
+    assert UUID.match(second["client_id"]) and first == second
+    await expect(page.locator("#timeline li.msg[data-type='template']")).to_contain_text("Template order_ready (en)")
+
+
+async def test_owner_actions_post_the_right_calls(stand_in: StandInInboxServer, page: Page) -> None:
+    stand_in.operator["admin"] = False
+    stand_in.add_conversation(11, "Jon")
+    stand_in.add_conversation(12, "Kim", owner="assigned", assignee="bob")
+    await open_inbox(page, stand_in)
+    await row(page, 11).get_by_role("button").click()
+    take = page.locator("#action-take")
+    await expect(take).to_be_visible()
+    await expect(page.locator("#action-release")).to_be_hidden()
+    await expect(page.locator("#blocked-text")).to_have_text("This conversation is waiting in the queue: take it to reply.")
+    await take.click()
+    await stand_in.wait_for_call("POST", "/inbox/api/conversations/11/take")
+    await expect(page.locator("#timeline li.event").last).to_have_text(re.compile("^Taken by alice"))
+    await expect(take).to_be_hidden()
+    await expect(row(page, 11)).to_have_attribute("data-section", "mine")
+    await expect(page.get_by_label("Message", exact=True)).to_be_visible()
+
+    await page.get_by_label("Assign to").select_option("bob")
+    await page.get_by_role("button", name="Assign", exact=True).click()
+    call = await stand_in.wait_for_call("POST", "/inbox/api/conversations/11/assign")
+    assert call["json"] == {"operator": "bob"}
+    await expect(page.locator("#timeline li.event").last).to_have_text(re.compile("^Assigned to bob by alice"))
+    await expect(page.locator("#blocked-text")).to_have_text("bob has this conversation.")
+    await expect(page.locator("#action-resolve")).to_be_hidden()
+
+    await row(page, 12).get_by_role("button").click()
+    await expect(page.locator("#blocked-text")).to_have_text("bob has this conversation.")
+    await expect(page.locator("#action-take")).to_be_hidden()
+
+    stand_in.add_conversation(13, "Lou", owner="assigned", assignee="alice")
+    await stand_in.activity("owner", 13, stand_in.event("assigned", "operator:bob", "given", "alice"))
+    await row(page, 13).get_by_role("button").click()
+    await page.locator("#action-release").click()
+    await stand_in.wait_for_call("POST", "/inbox/api/conversations/13/release")
+    await expect(row(page, 13)).to_have_attribute("data-section", "queued")
+    await page.locator("#action-take").click()
+    await expect(row(page, 13)).to_have_attribute("data-section", "mine")
+    await page.locator("#action-resolve").click()
+    await stand_in.wait_for_call("POST", "/inbox/api/conversations/13/resolve")
+    await expect(row(page, 13)).to_have_attribute("data-section", "resolved")
+    await expect(page.locator("#timeline li.event").last).to_have_text(re.compile("^Resolved by alice"))
+    paths = [call["path"].rsplit("/", 1)[1] for call in stand_in.calls if call["method"] == "POST" and "/13/" in call["path"]]
+    assert [path for path in paths if path != "read"] == ["release", "take", "resolve"]
+
+
+async def test_a_taken_conversation_answers_409_with_who_has_it(stand_in: StandInInboxServer, page: Page) -> None:
+    stand_in.add_conversation(14, "Mia")
+    await open_inbox(page, stand_in)
+    await row(page, 14).get_by_role("button").click()
+    stand_in.conversations[14].update(owner="assigned", assignee="bob")  # bob was faster
+    await page.locator("#action-take").click()
+    await expect(page.locator("#action-error")).to_have_text("bob has this conversation.")
+    await expect(page.locator("#conv-state")).to_contain_text("assigned to bob")

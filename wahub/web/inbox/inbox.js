@@ -499,7 +499,6 @@
       const image = node("img", type === "sticker" ? "media__sticker" : "media__image");
       image.src = url;
       image.alt = str(part.caption) || type;
-      image.loading = "lazy";
       link.append(image);
       box.append(link);
     } else if (type === "video" || type === "audio") {
@@ -728,7 +727,8 @@
     reply.type = "button";
     reply.setAttribute("aria-label", "Reply to this message");
     reply.addEventListener("click", () => startReply(entry));
-    item.append(bubble, reactions, reply);
+    meta.prepend(reply);
+    item.append(bubble, reactions);
     applyStatus(item, entry, true);
     return item;
   }
