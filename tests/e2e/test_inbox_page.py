@@ -308,7 +308,7 @@ class StandInInboxServer:
         return web.Response(text=text, content_type="text/html", headers=headers)
 
     async def _login(self, request: web.Request) -> web.Response:
-        return web.Response(text="<!doctype html><title>Sign in</title><h1>Sign in</h1>", content_type="text/html")
+        return web.Response(text='<!doctype html><title>Sign in</title><link rel="icon" href="data:,"><h1>Sign in</h1>', content_type="text/html")
 
     async def _static(self, request: web.Request) -> web.StreamResponse:
         path = STATIC_FILES.get(request.match_info["name"])
@@ -878,3 +878,100 @@ async def test_a_taken_conversation_answers_409_with_who_has_it(stand_in: StandI
     await page.locator("#action-take").click()
     await expect(page.locator("#action-error")).to_have_text("bob has this conversation.")
     await expect(page.locator("#conv-state")).to_contain_text("assigned to bob")
+
+
+async def test_socket_drop_resumes_after_the_last_cursor_and_shows_events_once(
+    stand_in: StandInInboxServer, page: Page
+) -> None:
+    stand_in.add_conversation(15, "Nina", owner="assigned", assignee="alice")
+    await open_inbox(page, stand_in)
+    await row(page, 15).get_by_role("button").click()
+    await expect(page.locator("#timeline li.msg")).to_have_count(1)
+    first = stand_in.message(15, "in", "text", {"body": "one"})
+    last_cursor = await stand_in.activity("message", 15, first)
+    await expect(entry(page, "message", first["id"])).to_be_visible()
+
+    stand_in.accepting = False
+    await stand_in.drop()
+    await expect(page.locator("body")).to_have_attribute("data-connection", "reconnecting")
+    await expect(page.locator("#connection")).to_have_text("reconnecting…")
+    missed = stand_in.message(15, "in", "text", {"body": "two, while you were away"})
+    await stand_in.activity("message", 15, missed)
+    queued = stand_in.add_conversation(16, "Omar")
+    await stand_in.activity("owner", 16, stand_in.event("queued", "rule", "wants a person"))
+    stand_in.accepting = True
+
+    await expect(page.locator("body")).to_have_attribute("data-connection", "connected")
+    assert stand_in.connections[0] == {}
+    assert stand_in.connections[-1] == {"after": str(last_cursor)}
+    await expect(entry(page, "message", missed["id"])).to_have_count(1)
+    await expect(row(page, queued["id"])).to_have_attribute("data-section", "queued")
+    # The server replays what it already sent: shown once.
+    await stand_in.send(stand_in.feed[-2])
+    marker = stand_in.message(15, "in", "text", {"body": "three"})
+    await stand_in.activity("message", 15, marker)
+    await expect(entry(page, "message", marker["id"])).to_be_visible()
+    await expect(page.locator("#timeline li.msg")).to_have_count(4)
+    await expect(row(page, 15).locator(".conv__preview")).to_have_text("three")
+
+
+async def test_reset_reloads_the_list_and_the_open_conversation(stand_in: StandInInboxServer, page: Page) -> None:
+    stand_in.add_conversation(17, "Pia", owner="assigned", assignee="alice")
+    await open_inbox(page, stand_in)
+    await row(page, 17).get_by_role("button").click()
+    await stand_in.activity("message", 17, stand_in.message(17, "in", "text", {"body": "seen live"}))
+    stand_in.accepting = False
+    await stand_in.drop()
+    await expect(page.locator("body")).to_have_attribute("data-connection", "reconnecting")
+    # Much happened, and the feed forgot it: only a reload tells the page.
+    later = stand_in.message(17, "in", "text", {"body": "written while the feed forgot"})
+    stand_in.timelines[17].append(later)
+    stand_in.add_conversation(18, "Quinn")
+    stand_in.cursor += 500
+    stand_in.kept_after = stand_in.cursor - 10
+    lists_before = len(stand_in.calls_to("GET", "/inbox/api/conversations"))
+    stand_in.accepting = True
+
+    await expect(entry(page, "message", later["id"])).to_be_visible()
+    await expect(row(page, 18)).to_be_visible()
+    assert len(stand_in.calls_to("GET", "/inbox/api/conversations")) == lists_before + 1
+    resumed = len(stand_in.connections)
+    stand_in.kept_after = 0
+    await stand_in.drop()
+    await stand_in.wait_for(lambda: len(stand_in.connections) > resumed)
+    assert stand_in.connections[-1] == {"after": str(stand_in.cursor)}
+
+
+async def test_signed_out_frame_goes_to_the_sign_in_page(stand_in: StandInInboxServer, page: Page) -> None:
+    await open_inbox(page, stand_in)
+    await stand_in.send({"type": "signed_out", "reason": "disabled"})
+    await page.wait_for_url(re.compile(r"/inbox/login\?next=%2Finbox$"))
+    await expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+
+
+async def test_a_401_from_the_api_goes_to_the_sign_in_page(stand_in: StandInInboxServer, page: Page) -> None:
+    stand_in.add_conversation(19, "Rui")
+    await open_inbox(page, stand_in)
+    # The session ended between two requests.
+    answer = {"error": {"code": "signed_out", "message": "Your session ended."}}
+    await page.route("**/inbox/api/conversations/19", lambda route: route.fulfill(status=401, json=answer))
+    await row(page, 19).get_by_role("button").click()
+    await page.wait_for_url(re.compile(r"/inbox/login"))
+
+
+async def test_the_page_asks_nothing_of_another_host(stand_in: StandInInboxServer, page: Page) -> None:
+    entries = every_kind_of_entry(stand_in, 20)
+    stand_in.add_conversation(20, "Sam", owner="assigned", assignee="alice", timeline=list(entries.values()))
+    requests: list[str] = []
+    page.on("request", lambda request: requests.append(request.url))
+    await open_inbox(page, stand_in)
+    await row(page, 20).get_by_role("button").click()
+    await expect(page.locator("#timeline li.entry").first).to_be_visible()
+    await page.locator("#timeline-scroll").evaluate("element => element.scrollTop = 0")
+    await page.get_by_role("button", name="Operators").click()
+    await expect(page.locator("#admin-operators tr")).to_have_count(2)
+    origin = stand_in.url.removesuffix("/inbox")
+    ws_origin = origin.replace("http://", "ws://")
+    foreign = [url for url in requests if not url.startswith((origin + "/", ws_origin + "/", "data:"))]
+    assert foreign == []
+    assert any(url.startswith(f"{origin}/inbox/media/") for url in requests)

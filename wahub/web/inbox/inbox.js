@@ -118,7 +118,8 @@
     canned: [],
     items: new Map(), // conversation id -> item
     query: "",
-    open: null, // {id, conversation, contact, composer, next, nodes, byProvider, pending}
+    open: null, // {id, conversation, contact, composer, next, nodes, byProvider, entryOf}
+    loading: null, // {id, entries}: the conversation being opened
     mode: "reply",
     replyTo: null,
     attachment: null,
@@ -1105,6 +1106,9 @@
     const key = String(id);
     resetComposer();
     state.mode = "reply";
+    // What the socket says about it while it loads is applied once it is shown.
+    state.loading = { id: key, entries: [] };
+    const loading = state.loading;
     let data;
     try {
       data = obj(await api("GET", `/conversations/${encodeURIComponent(key)}`));
@@ -1128,6 +1132,10 @@
     showError(el.actionError, "");
     el.timeline.replaceChildren();
     addEntries(list(data.timeline), false);
+    if (state.loading === loading) {
+      addEntries(loading.entries, false);
+      state.loading = null;
+    }
     el.older.hidden = state.open.next === null;
     renderHead();
     renderAssignOptions();
@@ -1429,6 +1437,7 @@
       if (isOpen && document.visibilityState === "visible") item.unread = 0;
       if (event.kind === "owner" && entry && entry.change === "queued") alertQueued(item);
     }
+    if (!isOpen && entry && state.loading && state.loading.id === key) state.loading.entries.push(entry);
     if (isOpen) {
       if (entry) addEntries([entry], false);
       renderHead();
