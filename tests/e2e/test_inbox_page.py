@@ -308,7 +308,10 @@ class StandInInboxServer:
         return web.Response(text=text, content_type="text/html", headers=headers)
 
     async def _login(self, request: web.Request) -> web.Response:
-        return web.Response(text='<!doctype html><title>Sign in</title><link rel="icon" href="data:,"><h1>Sign in</h1>', content_type="text/html")
+        return web.Response(
+            text='<!doctype html><title>Sign in</title><link rel="icon" href="data:,"><h1>Sign in</h1>',
+            content_type="text/html",
+        )
 
     async def _static(self, request: web.Request) -> web.StreamResponse:
         path = STATIC_FILES.get(request.match_info["name"])
@@ -361,7 +364,9 @@ class StandInInboxServer:
         for conversation_id in self.conversations:
             item = self._refresh(conversation_id)
             texts = [str(item["contact"]["name"]), str(item["contact"]["address"])]
-            texts += [str(entry.get("message", {}).get("text", {}).get("body", "")) for entry in self.timelines[item["id"]]]
+            texts += [
+                str(entry.get("message", {}).get("text", {}).get("body", "")) for entry in self.timelines[item["id"]]
+            ]
             if query and not any(query in text.casefold() for text in texts):
                 continue
             sections[item["section"]].append(item)
@@ -425,10 +430,17 @@ class StandInInboxServer:
         if "template" in body:
             template = body["template"]
             part = {"name": template["name"], "language": {"code": template["language"]}}
-            part["components"] = [{"type": "body", "parameters": [{"type": "text", "text": value} for value in template["parameters"]]}]
+            part["components"] = [
+                {"type": "body", "parameters": [{"type": "text", "text": value} for value in template["parameters"]]}
+            ]
             entry = self.message(conversation_id, "out", "template", part)
         elif "media" in body:
-            entry = self.message(conversation_id, "out", "document", {"id": body["media"], "caption": body.get("caption", ""), "filename": "notes.txt"})
+            entry = self.message(
+                conversation_id,
+                "out",
+                "document",
+                {"id": body["media"], "caption": body.get("caption", ""), "filename": "notes.txt"},
+            )
         else:
             entry = self.message(conversation_id, "out", "text", {"body": body["text"]}, reply_to=body.get("reply_to"))
         entry["at"] = time.time()
@@ -438,7 +450,13 @@ class StandInInboxServer:
     async def _note(self, request: web.Request) -> web.Response:
         conversation_id = self._conversation_id(request)
         body = await request.json()
-        entry = {"kind": "note", "id": self.next_id(), "author": self.operator["name"], "text": body["text"], "at": time.time()}
+        entry = {
+            "kind": "note",
+            "id": self.next_id(),
+            "author": self.operator["name"],
+            "text": body["text"],
+            "at": time.time(),
+        }
         await self.activity("note", conversation_id, entry)
         return web.json_response(entry, status=201)
 
@@ -456,7 +474,9 @@ class StandInInboxServer:
         form = await request.post()
         upload = form["file"]
         assert isinstance(upload, web.FileField)
-        return web.json_response({"id": "wahub:up1", "mime_type": upload.content_type, "filename": upload.filename}, status=201)
+        return web.json_response(
+            {"id": "wahub:up1", "mime_type": upload.content_type, "filename": upload.filename}, status=201
+        )
 
     async def _list_operators(self, request: web.Request) -> web.Response:
         return web.json_response({"operators": self.operators})
@@ -531,7 +551,7 @@ def entry(page: Page, kind: str, entry_id: int) -> Any:
 
 
 async def shoot(page: Page, name: str) -> None:
-    SHOTS.mkdir(parents=True, exist_ok=True)
+    # Playwright makes the directory.
     await page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=False)
 
 
@@ -573,19 +593,28 @@ def every_kind_of_entry(stand_in: StandInInboxServer, conversation_id: int) -> d
     entries["queued"] = stand_in.event("queued", "rule", "asked for a person")
     entries["text"] = m(c, "in", "text", {"body": "I need *help* with _my_ order"})
     entries["image"] = m(c, "in", "image", {"caption": "My receipt", "wahub_media": media("img1", "image/png")})
-    entries["document"] = m(c, "in", "document", {"filename": "invoice.pdf", "wahub_media": media("doc1", "application/pdf")})
+    entries["document"] = m(
+        c, "in", "document", {"filename": "invoice.pdf", "wahub_media": media("doc1", "application/pdf")}
+    )
     entries["audio"] = m(c, "in", "audio", {"voice": True, "wahub_media": media("aud1", "audio/ogg")})
     entries["video"] = m(c, "in", "video", {"caption": "Unboxing", "wahub_media": media("vid1", "video/mp4")})
     entries["sticker"] = m(c, "in", "sticker", {"wahub_media": media("stk1", "image/webp")})
     entries["lost"] = m(c, "in", "image", {"wahub_media": {"error": "image is over the limit of 5242880 bytes"}})
-    entries["location"] = m(c, "in", "location", {"latitude": 51.5, "longitude": -0.12, "name": "Shop", "address": "1 High St"})
+    entries["location"] = m(
+        c, "in", "location", {"latitude": 51.5, "longitude": -0.12, "name": "Shop", "address": "1 High St"}
+    )
     entries["contacts"] = m(
         c, "in", "contacts", [{"name": {"formatted_name": "Carol Smith"}, "phones": [{"phone": "+44 7700 900111"}]}]
     )
     entries["taken"] = stand_in.event("assigned", "operator:alice", "taken", "alice")
-    entries["button_reply"] = m(c, "in", "interactive", {"type": "button_reply", "button_reply": {"id": "y", "title": "Yes please"}})
+    entries["button_reply"] = m(
+        c, "in", "interactive", {"type": "button_reply", "button_reply": {"id": "y", "title": "Yes please"}}
+    )
     entries["list_reply"] = m(
-        c, "in", "interactive", {"type": "list_reply", "list_reply": {"id": "r2", "title": "Tuesday", "description": "10:00"}}
+        c,
+        "in",
+        "interactive",
+        {"type": "list_reply", "list_reply": {"id": "r2", "title": "Tuesday", "description": "10:00"}},
     )
     entries["buttons"] = m(
         c,
@@ -628,13 +657,21 @@ def every_kind_of_entry(stand_in: StandInInboxServer, conversation_id: int) -> d
         c,
         "in",
         "edit",
-        {"original_message_id": entries["edited"]["provider_message_id"], "message": {"type": "text", "text": {"body": "Order 13"}}},
+        {
+            "original_message_id": entries["edited"]["provider_message_id"],
+            "message": {"type": "text", "text": {"body": "Order 13"}},
+        },
     )
     entries["revoked"] = m(c, "in", "text", {"body": "oops wrong chat"})
     entries["revoke"] = m(c, "in", "revoke", {"original_message_id": entries["revoked"]["provider_message_id"]})
     entries["unsupported"] = m(c, "in", "unsupported", {})
     entries["failed"] = m(
-        c, "out", "text", {"body": "Are you there?"}, status="failed", error={"code": "131047", "message": "Re-engagement message"}
+        c,
+        "out",
+        "text",
+        {"body": "Are you there?"},
+        status="failed",
+        error={"code": "131047", "message": "Re-engagement message"},
     )
     entries["refused"] = m(
         c,
@@ -644,7 +681,13 @@ def every_kind_of_entry(stand_in: StandInInboxServer, conversation_id: int) -> d
         status="refused",
         error={"code": "opted_out", "message": "The contact opted out of marketing"},
     )
-    entries["note"] = {"kind": "note", "id": stand_in.next_id(), "author": "bob", "text": "VIP customer", "at": time.time()}
+    entries["note"] = {
+        "kind": "note",
+        "id": stand_in.next_id(),
+        "author": "bob",
+        "text": "VIP customer",
+        "at": time.time(),
+    }
     return entries
 
 
@@ -712,7 +755,9 @@ async def test_every_message_type_renders(stand_in: StandInInboxServer, page: Pa
     ticks = [("buttons", "read"), ("list", "delivered"), ("template", "sent"), ("reply", "queued")]
     for name, status in ticks:
         await expect(message(name).locator(".msg__tick")).to_have_attribute("aria-label", status)
-    await expect(timeline.locator("li.entry:visible")).to_have_count(len(entries) - 3)  # reaction, edit, revoke: on their messages
+    await expect(timeline.locator("li.entry:visible")).to_have_count(
+        len(entries) - 3
+    )  # reaction, edit, revoke: on their messages
     await page.locator("#timeline-scroll").evaluate("element => element.scrollTop = 0")
     await shoot(page, "conversation-top")
     await message("reply").scroll_into_view_if_needed()
@@ -727,7 +772,12 @@ async def test_hostile_values_render_as_text(stand_in: StandInInboxServer, page:
         m(8, "in", "document", {"filename": HOSTILE, "wahub_media": media("doc2", "application/pdf")}),
         m(8, "in", "location", {"latitude": 1, "longitude": 2, "name": HOSTILE}),
         m(8, "in", "interactive", {"type": "button_reply", "button_reply": {"id": "x", "title": HOSTILE}}),
-        m(8, "out", "template", {"name": HOSTILE, "components": [{"type": "body", "parameters": [{"type": "text", "text": HOSTILE}]}]}),
+        m(
+            8,
+            "out",
+            "template",
+            {"name": HOSTILE, "components": [{"type": "body", "parameters": [{"type": "text", "text": HOSTILE}]}]},
+        ),
         {"kind": "note", "id": stand_in.next_id(), "author": HOSTILE, "text": HOSTILE, "at": time.time()},
         stand_in.event("queued", "rule", HOSTILE),
     ]
@@ -748,7 +798,9 @@ async def test_hostile_values_render_as_text(stand_in: StandInInboxServer, page:
     await expect(page.locator("#why-not")).to_have_text(HOSTILE)
     await page.get_by_label("{{1}}").fill(HOSTILE)
     await expect(page.locator("#template-preview")).to_have_text(f"Hi {HOSTILE}")
-    await stand_in.activity("note", 8, {"kind": "note", "id": stand_in.next_id(), "author": "bob", "text": HOSTILE, "at": time.time()})
+    await stand_in.activity(
+        "note", 8, {"kind": "note", "id": stand_in.next_id(), "author": "bob", "text": HOSTILE, "at": time.time()}
+    )
     await expect(page.locator("#timeline li.note")).to_have_count(2)
     # Only the one real thumbnail is an image; nothing ran.
     await expect(page.locator("img")).to_have_count(1)
@@ -834,7 +886,9 @@ async def test_owner_actions_post_the_right_calls(stand_in: StandInInboxServer, 
     take = page.locator("#action-take")
     await expect(take).to_be_visible()
     await expect(page.locator("#action-release")).to_be_hidden()
-    await expect(page.locator("#blocked-text")).to_have_text("This conversation is waiting in the queue: take it to reply.")
+    await expect(page.locator("#blocked-text")).to_have_text(
+        "This conversation is waiting in the queue: take it to reply."
+    )
     await take.click()
     await stand_in.wait_for_call("POST", "/inbox/api/conversations/11/take")
     await expect(page.locator("#timeline li.event").last).to_have_text(re.compile("^Taken by alice"))
@@ -866,7 +920,9 @@ async def test_owner_actions_post_the_right_calls(stand_in: StandInInboxServer, 
     await stand_in.wait_for_call("POST", "/inbox/api/conversations/13/resolve")
     await expect(row(page, 13)).to_have_attribute("data-section", "resolved")
     await expect(page.locator("#timeline li.event").last).to_have_text(re.compile("^Resolved by alice"))
-    paths = [call["path"].rsplit("/", 1)[1] for call in stand_in.calls if call["method"] == "POST" and "/13/" in call["path"]]
+    paths = [
+        call["path"].rsplit("/", 1)[1] for call in stand_in.calls if call["method"] == "POST" and "/13/" in call["path"]
+    ]
     assert [path for path in paths if path != "read"] == ["release", "take", "resolve"]
 
 
@@ -975,3 +1031,156 @@ async def test_the_page_asks_nothing_of_another_host(stand_in: StandInInboxServe
     foreign = [url for url in requests if not url.startswith((origin + "/", ws_origin + "/", "data:"))]
     assert foreign == []
     assert any(url.startswith(f"{origin}/inbox/media/") for url in requests)
+
+
+async def test_phone_width_shows_the_list_then_the_conversation_with_back(
+    stand_in: StandInInboxServer, page: Page
+) -> None:
+    image = stand_in.message(21, "in", "image", {"caption": "Broken lid", "wahub_media": media("img3", "image/png")})
+    answer = stand_in.message(21, "out", "text", {"body": "Sorry! A new one is on its way."}, status="read")
+    stand_in.add_conversation(21, "Tara", owner="assigned", assignee="alice", timeline=[image, answer])
+    stand_in.add_conversation(22, "Uma")
+    await page.set_viewport_size({"width": 390, "height": 844})
+    await open_inbox(page, stand_in)
+    await expect(page.locator("#list-pane")).to_be_visible()
+    await expect(page.locator("#conversation-pane")).to_be_hidden()
+    await shoot(page, "phone-list")
+    await row(page, 21).get_by_role("button").click()
+    await expect(page.locator("#conversation-pane")).to_be_visible()
+    await expect(page.locator("#list-pane")).to_be_hidden()
+    await expect(page.locator("#timeline img.media__image")).to_have_js_property("naturalWidth", 2)
+    await shoot(page, "phone-conversation")
+    await page.get_by_role("button", name="Contact").click()
+    await expect(page.locator("#contact-name")).to_have_text("Tara")
+    await expect(page.locator("#conversation-pane")).to_be_hidden()
+    await page.get_by_role("button", name="Back to the conversation").click()
+    await expect(page.locator("#conversation-pane")).to_be_visible()
+    await page.get_by_role("button", name="Back to the list").click()
+    await expect(page.locator("#list-pane")).to_be_visible()
+    await expect(page.locator("#conversation-pane")).to_be_hidden()
+
+
+async def test_composer_sends_replies_attachments_canned_texts_and_notes(
+    stand_in: StandInInboxServer, page: Page
+) -> None:
+    question = stand_in.message(23, "in", "text", {"body": "Where is my parcel?"})
+    stand_in.add_conversation(23, "Vic", owner="assigned", assignee="alice", timeline=[question], unread=1)
+    await open_inbox(page, stand_in)
+    await row(page, 23).get_by_role("button").click()
+    read = await stand_in.wait_for_call("POST", "/inbox/api/conversations/23/read")
+    assert read["json"] == {"message_id": question["id"]}
+    await expect(row(page, 23).locator(".conv__badge")).to_have_count(0)
+
+    box = page.get_by_label("Message", exact=True)
+    await entry(page, "message", question["id"]).get_by_role("button", name="Reply to this message").click()
+    await expect(page.locator("#quote-text")).to_have_text("Where is my parcel?")
+    await box.fill("It left")
+    await box.press("Shift+Enter")
+    await box.press_sequentially("today")
+    stand_in.refuse_next_send = {"code": "window_closed", "message": "The 24 h window closed: send a template."}
+    await box.press("Enter")
+    await expect(page.locator("#composer-error")).to_have_text("The 24 h window closed: send a template.")
+    await expect(box).to_have_value("It left\ntoday")
+    await box.press("Enter")
+    await expect(box).to_have_value("")
+    await expect(page.locator("#quote")).to_be_hidden()
+    refused, sent = (call["json"] for call in stand_in.calls_to("POST", "/inbox/api/conversations/23/messages"))
+    assert sent == {"text": "It left\ntoday", "client_id": sent["client_id"], "reply_to": question["id"]}
+    assert refused == sent and UUID.match(sent["client_id"])
+    reply = page.locator("#timeline li.msg--out")
+    await expect(reply).to_have_count(1)
+    await expect(reply.locator(".msg__quote")).to_have_text("Where is my parcel?")
+
+    await page.get_by_role("button", name="Canned").click()
+    await page.get_by_role("button", name=re.compile("^Thanks")).click()
+    await expect(box).to_have_value("Thank you for your patience!")
+    await page.get_by_role("button", name="Send", exact=True).click()
+    await expect(reply).to_have_count(2)
+
+    await page.locator("#attach").set_input_files({"name": "notes.txt", "mimeType": "text/plain", "buffer": b"hello"})
+    await expect(page.locator("#attachment-name")).to_have_text("Attached: notes.txt")
+    await box.fill("the list")
+    await box.press("Enter")
+    await expect(reply).to_have_count(3)
+    media_send = stand_in.calls_to("POST", "/inbox/api/conversations/23/messages")[-1]["json"]
+    assert media_send == {"media": "wahub:up1", "caption": "the list", "client_id": media_send["client_id"]}
+    client_ids = [
+        call["json"]["client_id"] for call in stand_in.calls_to("POST", "/inbox/api/conversations/23/messages")
+    ]
+    assert len(set(client_ids)) == 3
+
+    await page.get_by_role("button", name="Note").click()
+    await box.fill("Customer sounds *upset*")
+    await box.press("Enter")
+    note = page.locator("#timeline li.note")
+    await expect(note).to_contain_text("Note by alice · never sent")
+    await expect(note.locator("strong")).to_have_text("upset")
+    assert stand_in.calls_to("POST", "/inbox/api/conversations/23/notes")[0]["json"] == {
+        "text": "Customer sounds *upset*"
+    }
+    await expect(note).to_have_count(1)
+
+
+async def test_contact_panel_edits_language_and_tags(stand_in: StandInInboxServer, page: Page) -> None:
+    stand_in.add_conversation(24, "Wen", owner="assigned", assignee="alice", tags=["vip"])
+    await open_inbox(page, stand_in)
+    await row(page, 24).get_by_role("button").click()
+    await expect(page.locator("#contact-bsuid")).to_have_text("US.24abc")
+    await expect(page.locator("#contact-consent")).to_have_text("opted_in")
+    await expect(page.locator("#contact-ledger li")).to_contain_text(["opt_in (all) by keyword"])
+    await page.get_by_label("Language").select_option("ru")
+    await stand_in.wait_for(lambda: len(stand_in.calls_to("PATCH", "/inbox/api/contacts/524")) == 1)
+    await page.get_by_label("New tag").fill("refund")
+    await page.get_by_label("New tag").press("Enter")
+    await expect(page.locator("#contact-tags .tag__text")).to_have_text(["vip", "refund"])
+    await page.get_by_role("button", name="Remove tag vip").click()
+    await expect(page.locator("#contact-tags .tag__text")).to_have_text(["refund"])
+    changes = [call["json"] for call in stand_in.calls_to("PATCH", "/inbox/api/contacts/524")]
+    assert changes == [{"language": "ru"}, {"tags": ["vip", "refund"]}, {"tags": ["refund"]}]
+
+
+async def test_a_newly_queued_conversation_is_announced(stand_in: StandInInboxServer, page: Page) -> None:
+    await open_inbox(page, stand_in)
+    await page.get_by_role("button", name="Sound on").click()
+    await expect(page.get_by_role("button", name="Sound off")).to_have_attribute("aria-pressed", "true")
+    assert await page.evaluate("localStorage.getItem('wahub.inbox.muted')") == "1"
+    stand_in.add_conversation(25, "Xia")
+    await stand_in.activity("owner", 25, stand_in.event("queued", "rule", "asked for a person"))
+    await expect(page.locator("body")).to_have_attribute("data-last-alert", "25")
+    await expect(row(page, 25)).to_have_attribute("data-section", "queued")
+    await page.reload()
+    await expect(page.get_by_role("button", name="Sound off")).to_be_visible()
+
+
+async def test_admins_list_add_and_disable_operators(stand_in: StandInInboxServer, page: Page) -> None:
+    await open_inbox(page, stand_in)
+    await page.get_by_role("button", name="Operators").click()
+    operators = page.locator("#admin-operators tr")
+    await expect(operators).to_have_count(2)
+    await page.get_by_label("Name", exact=True).fill("carol")
+    await page.get_by_label("Password").fill("a long passphrase")
+    await page.get_by_label("Admin").check()
+    await page.get_by_role("button", name="Add").click()
+    await expect(operators).to_have_count(3)
+    assert stand_in.calls_to("POST", "/inbox/api/operators")[0]["json"] == {
+        "name": "carol",
+        "password": "a long passphrase",
+        "admin": True,
+    }
+    await operators.filter(has_text="bob").get_by_role("button", name="Disable").click()
+    await expect(operators.filter(has_text="bob")).to_contain_text("disabled")
+    assert stand_in.calls_to("POST", "/inbox/api/operators/bob")[0]["json"] == {"disabled": True}
+
+
+async def test_operators_button_is_for_admins_only(stand_in: StandInInboxServer, page: Page) -> None:
+    stand_in.operator["admin"] = False
+    await open_inbox(page, stand_in)
+    await expect(page.locator("#me")).to_have_text("alice")
+    await expect(page.get_by_role("button", name="Operators")).to_be_hidden()
+
+
+def test_the_page_escapes_the_operator_and_the_token() -> None:
+    html = inbox_page('a"<b>', admin=False, csrf_token='t"><script>')
+    assert '<meta name="csrf-token" content="t&quot;&gt;&lt;script&gt;">' in html
+    assert 'data-operator="a&quot;&lt;b&gt;" data-admin="false"' in html
+    assert "<script>" not in html.replace('<script src="/inbox/static/', "")
