@@ -318,7 +318,7 @@ async def me(request: web.Request) -> web.Response:
             "operator": {"name": operator.name, "admin": operator.is_admin},
             "operators": operators,
             "canned_replies": canned_replies(inbox, None),
-            "languages": list(dict.fromkeys([config["language"], *config.get("languages", [])])),
+            "languages": list(dict.fromkeys([config["language"], *(config.get("languages") or sorted(hub.languages))])),
         }
     )
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import warnings
 from collections.abc import Sequence
 
 import apprise
@@ -123,18 +124,24 @@ async def alert_waiting(hub: Hub) -> None:
         await notify(urls, title="wahub: a conversation waits for a person", body=body)
 
 
-async def notify(urls: Sequence[str], *, title: str, body: str) -> bool:
-    """Send one message to every Apprise URL; a failure is logged, never raised."""
-    try:
+def _apprise_notify(urls: Sequence[str], title: str, body: str) -> bool:
+    """Apprise's send, blocking (it loads its plugins on first use and posts synchronously)."""
+    with warnings.catch_warnings():
+        # Some of Apprise's plugin modules import deprecated modules (imghdr): not ours to fix.
+        warnings.simplefilter("ignore", DeprecationWarning)
         sender = apprise.Apprise()
         for url in urls:
             if not sender.add(url):
-                _LOGGER.warning(
-                    "inbox.notify: Apprise does not understand one of the URLs (scheme %s)", url.split(":")[0]
-                )
+                _LOGGER.warning("inbox.notify: Apprise does not understand a %s:// URL", url.split(":")[0])
         if not len(sender):
             return False
-        sent = bool(await asyncio.to_thread(sender.notify, body=body, title=title))
+        return bool(sender.notify(body=body, title=title))
+
+
+async def notify(urls: Sequence[str], *, title: str, body: str) -> bool:
+    """Send one message to every Apprise URL; a failure is logged, never raised."""
+    try:
+        sent = await asyncio.to_thread(_apprise_notify, urls, title, body)
     except Exception:
         _LOGGER.exception("inbox.notify: sending the alert failed")
         return False
