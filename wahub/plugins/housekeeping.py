@@ -1,4 +1,5 @@
-"""Built-in periodic upkeep: old inbox rows purged, quiet conversations given back to the bot."""
+"""Built-in periodic upkeep: old inbox rows and activity feed rows purged, quiet
+conversations given back to the bot."""
 
 from __future__ import annotations
 
@@ -16,11 +17,18 @@ _LOGGER = logging.getLogger(__name__)
 #: (Meta retries for up to 7 days) is still recognised as a duplicate.
 INBOX_RETENTION_SECONDS = 8 * 24 * 3600
 
+#: The inbox page's live feed is kept this long: a page that was away longer reloads.
+ACTIVITY_RETENTION_SECONDS = 2 * 24 * 3600
+
 
 async def purge_inbox(hub: Hub) -> None:
-    purged = await hub.storage.purge_inbox(time.time() - INBOX_RETENTION_SECONDS)
+    now = time.time()
+    purged = await hub.storage.purge_inbox(now - INBOX_RETENTION_SECONDS)
     if purged:
         _LOGGER.info("purged %d processed inbox events older than 8 days", purged)
+    pruned = await hub.storage.activity.prune(now - ACTIVITY_RETENTION_SECONDS)
+    if pruned:
+        _LOGGER.info("pruned %d activity feed rows older than 2 days", pruned)
 
 
 @hookimpl

@@ -13,10 +13,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
+import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from wahub.core.storage.engine import Database
+from wahub.core.storage.schema import activity, conversations, messages
+
+_INSERTED = ["conversation_id", "kind", "ref_id", "created_at"]
 
 #: What an activity row is about; ``ref_id`` names a message (message, status),
 #: a conversation event (owner), a note (note) or nothing (contact).
@@ -37,7 +42,36 @@ async def record_activity(
 ) -> None:
     """Append ``(conversation_id, kind, ref_id)`` entries in ``conn``'s transaction;
     entries without a conversation are left out."""
-    raise NotImplementedError
+    rows = [
+        {"conversation_id": conversation_id, "kind": kind, "ref_id": ref_id, "created_at": now}
+        for conversation_id, kind, ref_id in entries
+        if conversation_id is not None
+    ]
+    if rows:
+        await conn.execute(activity.insert(), rows)
+
+
+async def record_message_activity(conn: AsyncConnection, kind: str, message_ids: Sequence[int], *, now: float) -> None:
+    """Append a ``kind`` row about each of the messages ``message_ids`` that belongs
+    to a conversation, reading the conversation ids in the same statement."""
+    if not message_ids:
+        return
+    source = (
+        sa.select(messages.c.conversation_id, sa.literal(kind), messages.c.id, sa.literal(now))
+        .where(messages.c.id.in_(list(message_ids)), messages.c.conversation_id.is_not(None))
+        .order_by(messages.c.id)
+    )
+    await conn.execute(activity.insert().from_select(_INSERTED, source))
+
+
+async def record_contact_activity(conn: AsyncConnection, contact_id: int, *, now: float) -> None:
+    """Append a ``contact`` row for each conversation of the contact, in one statement."""
+    source = (
+        sa.select(conversations.c.id, sa.literal("contact"), sa.cast(sa.null(), sa.BigInteger), sa.literal(now))
+        .where(conversations.c.contact_id == contact_id)
+        .order_by(conversations.c.id)
+    )
+    await conn.execute(activity.insert().from_select(_INSERTED, source))
 
 
 class ActivityStore:
@@ -46,17 +80,29 @@ class ActivityStore:
 
     async def after(self, cursor: int, *, limit: int = 500) -> list[Activity]:
         """Rows with an id above ``cursor``, in id order, at most ``limit``."""
-        raise NotImplementedError
+        query = sa.select(activity).where(activity.c.id > cursor).order_by(activity.c.id).limit(limit)
+        async with self.db.connect() as conn:
+            return [_activity(row) for row in await conn.execute(query)]
 
     async def last_id(self) -> int:
         """The highest id committed so far (0 for an empty feed)."""
-        raise NotImplementedError
+        async with self.db.connect() as conn:
+            return int((await conn.execute(sa.select(sa.func.coalesce(sa.func.max(activity.c.id), 0)))).scalar_one())
 
     async def first_id(self) -> int | None:
         """The lowest id still kept, None for an empty feed: a reader whose cursor
         is below it has missed rows and must reload."""
-        raise NotImplementedError
+        async with self.db.connect() as conn:
+            first = (await conn.execute(sa.select(sa.func.min(activity.c.id)))).scalar_one()
+        return None if first is None else int(first)
 
     async def prune(self, before: float) -> int:
         """Delete rows older than ``before``; how many."""
-        raise NotImplementedError
+        async with self.db.begin() as conn:
+            result = await conn.execute(activity.delete().where(activity.c.created_at < before))
+        return result.rowcount
+
+
+def _activity(row: Any) -> Activity:
+    ref_id = None if row.ref_id is None else int(row.ref_id)
+    return Activity(int(row.id), int(row.conversation_id), row.kind, ref_id, float(row.created_at))

@@ -9,6 +9,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from wahub.core.storage.activity import record_contact_activity
 from wahub.core.storage.engine import Database, insert_ignore
 from wahub.core.storage.policy import _canonical
 from wahub.core.storage.schema import contact_identities, contacts
@@ -119,10 +120,13 @@ class ContactStore:
         if "language" in changes:
             language = changes["language"]
             values.update(language=language, language_source=LANGUAGE_SET if language else None)
+        now = time.time()
         async with self.db.begin() as conn:
             result = await conn.execute(
-                contacts.update().where(contacts.c.id == contact_id).values(**values, updated_at=time.time())
+                contacts.update().where(contacts.c.id == contact_id).values(**values, updated_at=now)
             )
+            if result.rowcount:
+                await record_contact_activity(conn, contact_id, now=now)
         return bool(result.rowcount)
 
     async def detected_language(self, contact_id: int, language: str) -> None:

@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from wahub.core.models import OWNER_CHANGES, Conversation, OutgoingMessage, Owner, OwnershipChange
+from wahub.core.storage.activity import record_activity
 from wahub.core.storage.contacts import LANGUAGE_SET
 from wahub.core.storage.engine import Database, insert_ignore
 from wahub.core.storage.messages import Refusal
@@ -211,7 +212,7 @@ class ConversationStore:
             assignee,
         )
         recorded = await conn.execute(
-            insert_ignore(conn, conversation_events, ["event_key"]),
+            insert_ignore(conn, conversation_events, ["event_key"]).returning(conversation_events.c.id),
             {
                 "conversation_id": conversation_id,
                 "change": change.change,
@@ -224,8 +225,10 @@ class ConversationStore:
                 "occurred_at": now,
             },
         )
-        if recorded.rowcount == 0:
+        event_id = recorded.scalar_one_or_none()
+        if event_id is None:
             return None
+        await record_activity(conn, [(conversation_id, "owner", event_id)], now=now)
         human = {"last_human_at": now} if change.change in ("assigned", "phone") else {}
         await conn.execute(
             conversations.update()

@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from wahub.core.models import STATUS_RANK, EchoMessage, InboundMessage, MessageStatus, OutgoingMessage, StatusEvent
+from wahub.core.storage.activity import record_activity
 from wahub.core.storage.engine import Database, insert_ignore
 from wahub.core.storage.schema import (
     consent_events,
@@ -107,27 +108,32 @@ class MessageStore:
                 ],
             )
             conversation_id = await self._upsert_conversation(conn, event.provider, contact_id, inbound_at, now)
-            await conn.execute(
-                insert_ignore(conn, messages, ["provider", "provider_message_id"]),
-                {
-                    **row,
-                    "provider": event.provider,
-                    "contact_id": contact_id,
-                    "conversation_id": conversation_id,
-                    "address": address,
-                    "type": event.type,
-                    "provider_message_id": event.external_id,
-                    "created_at": event.timestamp or now,
-                    "updated_at": now,
-                },
-            )
             message_id = (
                 await conn.execute(
-                    sa.select(messages.c.id).where(
-                        messages.c.provider == event.provider, messages.c.provider_message_id == event.external_id
-                    )
+                    insert_ignore(conn, messages, ["provider", "provider_message_id"]).returning(messages.c.id),
+                    {
+                        **row,
+                        "provider": event.provider,
+                        "contact_id": contact_id,
+                        "conversation_id": conversation_id,
+                        "address": address,
+                        "type": event.type,
+                        "provider_message_id": event.external_id,
+                        "created_at": event.timestamp or now,
+                        "updated_at": now,
+                    },
                 )
-            ).scalar_one()
+            ).scalar_one_or_none()
+            if message_id is not None:
+                await record_activity(conn, [(conversation_id, "message", message_id)], now=now)
+            else:  # stored before: a redelivery
+                message_id = (
+                    await conn.execute(
+                        sa.select(messages.c.id).where(
+                            messages.c.provider == event.provider, messages.c.provider_message_id == event.external_id
+                        )
+                    )
+                ).scalar_one()
         return InboundRecord(contact_id, conversation_id, message_id)
 
     async def _adopt_contact(self, conn: AsyncConnection, provider: str, address: str, wa_id: str, now: float) -> None:
@@ -243,11 +249,16 @@ class MessageStore:
         return await self._enqueue(conn, values)
 
     async def _enqueue(self, conn: AsyncConnection, values: dict[str, Any]) -> tuple[int, bool]:
-        result = await conn.execute(insert_ignore(conn, messages, ["idempotency_key"]), values)
+        inserted = (
+            await conn.execute(insert_ignore(conn, messages, ["idempotency_key"]).returning(messages.c.id), values)
+        ).scalar_one_or_none()
+        if inserted is not None:
+            await record_activity(conn, [(values["conversation_id"], "message", inserted)], now=values["updated_at"])
+            return int(inserted), True
         row_id = (
             await conn.execute(sa.select(messages.c.id).where(messages.c.idempotency_key == values["idempotency_key"]))
         ).scalar_one()
-        return int(row_id), result.rowcount > 0
+        return int(row_id), False
 
     async def find_by_key(self, idempotency_key: str) -> int | None:
         """The id of the message queued with ``idempotency_key``, if any."""
@@ -276,7 +287,7 @@ class MessageStore:
             )
             row = (
                 await conn.execute(
-                    sa.select(messages.c.id, messages.c.status).where(
+                    sa.select(messages.c.id, messages.c.status, messages.c.conversation_id).where(
                         messages.c.provider == event.provider, messages.c.provider_message_id == event.message_id
                     )
                 )
@@ -287,6 +298,7 @@ class MessageStore:
             if event.status == MessageStatus.FAILED:
                 values.update(error_code=event.error_code, error_reason=event.error_title)
             await conn.execute(messages.update().where(messages.c.id == row.id).values(**values))
+            await record_activity(conn, [(row.conversation_id, "status", row.id)], now=now)
         return StatusChange(int(row.id), event.status)
 
     async def sent_message(self, provider: str, provider_message_id: str) -> OutgoingMessage | None:

@@ -10,8 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from wahub.core.storage.engine import Database
+import sqlalchemy as sa
+
+from wahub.core.storage.engine import Database, insert_ignore
+from wahub.core.storage.schema import operator_sessions, operators, sign_in_failures
 
 
 @dataclass(frozen=True)
@@ -31,6 +35,10 @@ class Session:
     operator: Operator
     csrf_token: str
     expires_at: float
+    #: When it was signed in (it never lasts past ``created_at`` + ``inbox.session_days``).
+    created_at: float = 0.0
+    #: When it was last used (its expiry was last extended then).
+    seen_at: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -51,32 +59,70 @@ class OperatorStore:
 
     async def add(self, name: str, password_hash: str, *, admin: bool, now: float) -> Operator | None:
         """Create an operator; None when the name is taken."""
-        raise NotImplementedError
+        values = {
+            "name": name,
+            "password_hash": password_hash,
+            "is_admin": admin,
+            "created_at": now,
+            "updated_at": now,
+        }
+        async with self.db.begin() as conn:
+            result = await conn.execute(insert_ignore(conn, operators, ["name"]).values(**values))
+            if not result.rowcount:
+                return None
+            row = (await conn.execute(sa.select(*_OPERATOR).where(operators.c.name == name))).one()
+        return _operator(row)
 
     async def get(self, name: str) -> Operator | None:
-        raise NotImplementedError
+        async with self.db.connect() as conn:
+            row = (await conn.execute(sa.select(*_OPERATOR).where(operators.c.name == name))).first()
+        return _operator(row) if row is not None else None
 
     async def by_id(self, operator_id: int) -> Operator | None:
-        raise NotImplementedError
+        async with self.db.connect() as conn:
+            row = (await conn.execute(sa.select(*_OPERATOR).where(operators.c.id == operator_id))).first()
+        return _operator(row) if row is not None else None
 
     async def credentials(self, name: str) -> tuple[Operator, str] | None:
         """The operator and their password hash, for a sign-in."""
-        raise NotImplementedError
+        query = sa.select(*_OPERATOR, operators.c.password_hash).where(operators.c.name == name)
+        async with self.db.connect() as conn:
+            row = (await conn.execute(query)).first()
+        return (_operator(row), str(row.password_hash)) if row is not None else None
 
     async def all(self) -> list[Operator]:
         """Every operator, by name."""
-        raise NotImplementedError
+        async with self.db.connect() as conn:
+            rows = (await conn.execute(sa.select(*_OPERATOR).order_by(operators.c.name))).all()
+        return [_operator(row) for row in rows]
 
     async def set_password(self, name: str, password_hash: str, *, now: float) -> bool:
         """Change the password and end every session of the operator; False if unknown."""
-        raise NotImplementedError
+        return await self._change(name, {"password_hash": password_hash, "updated_at": now}, end_sessions=True)
 
     async def set_disabled(self, name: str, disabled: bool, *, now: float) -> bool:
         """Disable (ending every session at once) or enable again; False if unknown."""
-        raise NotImplementedError
+        values: dict[str, Any] = {"disabled_at": now if disabled else None, "updated_at": now}
+        if disabled:
+            # Disabling twice keeps the first time it was disabled.
+            values["disabled_at"] = sa.func.coalesce(operators.c.disabled_at, now)
+        return await self._change(name, values, end_sessions=disabled)
 
     async def set_admin(self, name: str, admin: bool, *, now: float) -> bool:
-        raise NotImplementedError
+        return await self._change(name, {"is_admin": admin, "updated_at": now}, end_sessions=False)
+
+    async def _change(self, name: str, values: dict[str, Any], *, end_sessions: bool) -> bool:
+        async with self.db.begin() as conn:
+            operator_id = (
+                await conn.execute(
+                    sa.update(operators).where(operators.c.name == name).values(**values).returning(operators.c.id)
+                )
+            ).scalar()
+            if operator_id is None:
+                return False
+            if end_sessions:
+                await conn.execute(sa.delete(operator_sessions).where(operator_sessions.c.operator_id == operator_id))
+        return True
 
     # -- sessions ----------------------------------------------------------
 
@@ -91,55 +137,196 @@ class OperatorStore:
         now: float,
         expires_at: float,
     ) -> None:
-        raise NotImplementedError
+        values = {
+            "token_hash": token_hash,
+            "operator_id": operator_id,
+            "csrf_token": csrf_token,
+            "address": address[:64] if address else None,
+            "user_agent": user_agent[:256] if user_agent else None,
+            "created_at": now,
+            "seen_at": now,
+            "expires_at": expires_at,
+        }
+        async with self.db.begin() as conn:
+            await conn.execute(sa.insert(operator_sessions).values(**values))
 
     async def session(self, token_hash: str, *, now: float) -> Session | None:
         """The session, or None when it is unknown, expired or its operator disabled."""
-        raise NotImplementedError
+        query = (
+            sa.select(
+                *_OPERATOR,
+                operator_sessions.c.token_hash,
+                operator_sessions.c.csrf_token,
+                operator_sessions.c.expires_at,
+                operator_sessions.c.created_at.label("session_created_at"),
+                operator_sessions.c.seen_at,
+            )
+            .select_from(operator_sessions.join(operators, operators.c.id == operator_sessions.c.operator_id))
+            .where(_open_session(now), operator_sessions.c.token_hash == token_hash)
+        )
+        async with self.db.connect() as conn:
+            row = (await conn.execute(query)).first()
+        if row is None:
+            return None
+        return Session(
+            token_hash=row.token_hash,
+            operator=_operator(row),
+            csrf_token=row.csrf_token,
+            expires_at=float(row.expires_at),
+            created_at=float(row.session_created_at),
+            seen_at=float(row.seen_at),
+        )
 
     async def touch_session(self, token_hash: str, *, now: float, expires_at: float, live: bool = False) -> None:
         """Note the session was used (``live``: by its page's open socket), extending it."""
-        raise NotImplementedError
+        values: dict[str, Any] = {"seen_at": now, "expires_at": sa.func.max(operator_sessions.c.expires_at, expires_at)}
+        async with self.db.begin() as conn:
+            if conn.dialect.name != "sqlite":
+                values["expires_at"] = sa.func.greatest(operator_sessions.c.expires_at, expires_at)
+            if live:
+                values["live_at"] = now
+            await conn.execute(
+                sa.update(operator_sessions)
+                .where(operator_sessions.c.token_hash == token_hash, operator_sessions.c.expires_at > now)
+                .values(**values)
+            )
 
     async def valid_sessions(self, token_hashes: Sequence[str], *, now: float) -> set[str]:
         """Those of ``token_hashes`` that still open the inbox (the open pages'
         sessions, checked together so a disabled operator's pages end at once)."""
-        raise NotImplementedError
+        if not token_hashes:
+            return set()
+        query = (
+            sa.select(operator_sessions.c.token_hash)
+            .select_from(operator_sessions.join(operators, operators.c.id == operator_sessions.c.operator_id))
+            .where(_open_session(now), operator_sessions.c.token_hash.in_(list(token_hashes)))
+        )
+        async with self.db.connect() as conn:
+            return {str(row[0]) for row in await conn.execute(query)}
 
     async def end_session(self, token_hash: str) -> None:
-        raise NotImplementedError
+        async with self.db.begin() as conn:
+            await conn.execute(sa.delete(operator_sessions).where(operator_sessions.c.token_hash == token_hash))
 
     async def end_sessions(self, operator_id: int) -> int:
-        raise NotImplementedError
+        async with self.db.begin() as conn:
+            result = await conn.execute(
+                sa.delete(operator_sessions).where(operator_sessions.c.operator_id == operator_id)
+            )
+        return int(result.rowcount)
 
     async def purge_sessions(self, now: float) -> int:
         """Delete expired sessions; how many."""
-        raise NotImplementedError
+        async with self.db.begin() as conn:
+            result = await conn.execute(sa.delete(operator_sessions).where(operator_sessions.c.expires_at <= now))
+        return int(result.rowcount)
 
     async def live_operators(self, since: float) -> list[Operator]:
         """Enabled operators with a page whose socket was live at or after ``since``."""
-        raise NotImplementedError
+        live = sa.select(operator_sessions.c.operator_id).where(
+            operator_sessions.c.live_at >= since, operator_sessions.c.expires_at > since
+        )
+        query = (
+            sa.select(*_OPERATOR)
+            .where(operators.c.disabled_at.is_(None), operators.c.id.in_(live))
+            .order_by(operators.c.name)
+        )
+        async with self.db.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [_operator(row) for row in rows]
 
     async def mark_assigned(self, operator_id: int, now: float) -> None:
         """Note an automatic assignment, for the round robin."""
-        raise NotImplementedError
+        async with self.db.begin() as conn:
+            await conn.execute(sa.update(operators).where(operators.c.id == operator_id).values(last_assigned_at=now))
 
     async def last_assigned(self, operator_ids: Sequence[int]) -> dict[int, float]:
         """When each was last given a conversation automatically (absent: never)."""
-        raise NotImplementedError
+        if not operator_ids:
+            return {}
+        query = sa.select(operators.c.id, operators.c.last_assigned_at).where(
+            operators.c.id.in_(list(operator_ids)), operators.c.last_assigned_at.is_not(None)
+        )
+        async with self.db.connect() as conn:
+            return {int(row.id): float(row.last_assigned_at) for row in await conn.execute(query)}
 
     # -- failed sign-ins ---------------------------------------------------
 
     async def throttles(self, keys: Sequence[str], *, now: float) -> list[Throttle]:
         """The counted failures under each key that has some."""
-        raise NotImplementedError
+        if not keys:
+            return []
+        query = sa.select(sign_in_failures).where(sign_in_failures.c.key.in_(list(keys)))
+        async with self.db.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [_throttle(row, now) for row in rows]
 
     async def record_failure(
         self, keys: Sequence[str], *, now: float, window: float, lock_after: dict[str, int], lock_seconds: float
     ) -> list[Throttle]:
         """Count a failed sign-in under each key (a count older than ``window``
-        starts again); a key reaching its ``lock_after`` is locked for ``lock_seconds``."""
-        raise NotImplementedError
+        starts again); a key reaching its ``lock_after`` is locked for ``lock_seconds``.
+
+        ``lock_after`` is keyed by the key's kind (``account``, ``address``) or
+        by the whole key; a key under neither is counted but never locked."""
+        counted: list[Throttle] = []
+        async with self.db.begin() as conn:
+            for key in keys:
+                table = sign_in_failures
+                await conn.execute(
+                    insert_ignore(conn, table, ["key"]).values(
+                        key=key, failures=0, first_failed_at=now, last_failed_at=now
+                    )
+                )
+                row = (await conn.execute(sa.select(table).where(table.c.key == key).with_for_update())).one()
+                failures, first = int(row.failures), float(row.first_failed_at)
+                locked_until = row.locked_until
+                stale = now - float(row.last_failed_at) > window and not (locked_until and locked_until > now)
+                if stale or (locked_until is not None and locked_until <= now):
+                    # The window passed, or a lock ran out: counting starts again.
+                    failures, first, locked_until = 0, now, None
+                failures += 1
+                limit = lock_after.get(key, lock_after.get(key.partition(":")[0]))
+                if limit is not None and failures >= limit and locked_until is None:
+                    locked_until = now + lock_seconds
+                await conn.execute(
+                    sa.update(table)
+                    .where(table.c.key == key)
+                    .values(failures=failures, first_failed_at=first, last_failed_at=now, locked_until=locked_until)
+                )
+                counted.append(Throttle(key, failures, now, locked_until))
+        return counted
 
     async def clear_failures(self, key: str) -> None:
-        raise NotImplementedError
+        async with self.db.begin() as conn:
+            await conn.execute(sa.delete(sign_in_failures).where(sign_in_failures.c.key == key))
+
+
+_OPERATOR = (
+    operators.c.id,
+    operators.c.name,
+    operators.c.is_admin,
+    operators.c.disabled_at,
+    operators.c.created_at,
+)
+
+
+def _operator(row: Any) -> Operator:
+    return Operator(
+        id=int(row.id),
+        name=str(row.name),
+        is_admin=bool(row.is_admin),
+        disabled=row.disabled_at is not None,
+        created_at=float(row.created_at),
+    )
+
+
+def _open_session(now: float) -> sa.ColumnElement[bool]:
+    return sa.and_(operator_sessions.c.expires_at > now, operators.c.disabled_at.is_(None))
+
+
+def _throttle(row: Any, now: float) -> Throttle:
+    if row.locked_until is not None and row.locked_until <= now:
+        # The lock has been served: counting starts again with the next failure.
+        return Throttle(str(row.key), 0, float(row.last_failed_at), None)
+    return Throttle(str(row.key), int(row.failures), float(row.last_failed_at), row.locked_until)

@@ -13,6 +13,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from wahub.core.models import MessageStatus, OutgoingMessage
+from wahub.core.storage.activity import record_message_activity
 from wahub.core.storage.engine import Database
 from wahub.core.storage.leases import lease_over
 from wahub.core.storage.messages import message_locks, moves_forward
@@ -186,10 +187,12 @@ class OutboxStore:
                 ),
                 updates,
             )
+            await record_message_activity(conn, "status", [message_id for message_id, _, _ in sent], now=now)
         return {values["row_id"]: values["code"] for values in updates if values["status"] == MessageStatus.FAILED}
 
     async def reschedule(self, message_id: int, *, retry_at: float, error_code: str | None, reason: str) -> None:
         """Keep a message queued for another attempt at ``retry_at``."""
+        now = time.time()
         async with self.db.begin() as conn:
             await conn.execute(
                 messages.update()
@@ -199,11 +202,13 @@ class OutboxStore:
                     lease_until=None,
                     error_code=error_code,
                     error_reason=reason,
-                    updated_at=time.time(),
+                    updated_at=now,
                 )
             )
+            await record_message_activity(conn, "status", [message_id], now=now)
 
     async def mark_failed(self, message_id: int, *, error_code: str | None, reason: str) -> None:
+        now = time.time()
         async with self.db.begin() as conn:
             await conn.execute(
                 messages.update()
@@ -213,6 +218,7 @@ class OutboxStore:
                     lease_until=None,
                     error_code=error_code,
                     error_reason=reason,
-                    updated_at=time.time(),
+                    updated_at=now,
                 )
             )
+            await record_message_activity(conn, "status", [message_id], now=now)

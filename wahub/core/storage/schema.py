@@ -60,6 +60,8 @@ conversations = sa.Table(
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("updated_at", sa.Float, nullable=False),
     sa.UniqueConstraint("provider", "contact_id", name="uq_conversations_provider_contact"),
+    # The inbox lists conversations by owner, counts each operator's, and looks for queued ones waiting.
+    sa.Index("ix_conversations_owner", "owner", "assignee"),
 )
 
 conversation_events = sa.Table(

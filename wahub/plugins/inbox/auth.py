@@ -8,12 +8,28 @@ cookie opens nothing under ``/api/v1``.
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
+import hmac
+import logging
+import secrets
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from html import escape
+from pathlib import Path
+from string import Template
+from typing import Any
+from urllib.parse import quote, urlsplit
 
 from aiohttp import web
 
-from wahub.core.storage.operators import Operator, Session
+from wahub.core.errors import BodyRefused
+from wahub.core.http.api_io import error, json_body, json_response
+from wahub.core.storage.operators import Operator, OperatorStore, Session, Throttle
+from wahub.plugins.inbox.passwords import Passwords, name_problem, password_problem
 from wahub.plugins.inbox.state import Inbox
+
+_LOGGER = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -21,16 +37,62 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 COOKIE = "wahub_session"
 #: The header every state-changing request carries, equal to the session's CSRF token.
 CSRF_HEADER = "X-CSRF-Token"
+#: The sign-in form's own CSRF cookie, double-submitted as the form's ``csrf`` field.
+LOGIN_COOKIE = "wahub_login"
+LOGIN_COOKIE_SECONDS = 30 * 60
+LOGIN_PATH = "/inbox/login"
+
+#: A session's expiry is extended at most this often (one write a minute, not one a request).
+TOUCH_EVERY = 60.0
+#: Delay before a failed sign-in's answer: the first past ``slow_after`` waits
+#: ``SLOW_FIRST`` seconds, each next one twice as long, never over ``SLOW_MOST``.
+SLOW_FIRST, SLOW_MOST = 1.0, 8.0
+#: Longest cookie token read (``token_urlsafe(32)`` is 43 characters).
+_MAX_TOKEN = 128
+
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; img-src 'self' data: blob:; media-src 'self' blob:; style-src 'self'; "
+    "script-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
+    "frame-ancestors 'none'"
+)
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+}
+
+WEB_DIR = Path(__file__).resolve().parents[2] / "web" / "inbox"
+
+_SESSION_KEY = web.RequestKey("wahub_inbox_session", Session)
+_PASSWORDS_KEY = "inbox_passwords"
+
+
+def token_hash(token: str) -> str:
+    """What the store keeps of a session cookie's token."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def secure_headers(response: web.StreamResponse, *, cache: bool = False) -> web.StreamResponse:
+    """Add the inbox's security headers to ``response`` (before it is sent) and
+    return it; ``Cache-Control: no-store`` too unless ``cache`` (static files)."""
+    response.headers.update(SECURITY_HEADERS)
+    if not cache:
+        response.headers["Cache-Control"] = "no-store"
+    return response
 
 
 def operator_of(request: web.Request) -> Operator:
     """The signed-in operator of a request that went through ``guarded``."""
-    raise NotImplementedError
+    return session_of(request).operator
 
 
 def session_of(request: web.Request) -> Session:
     """The session of a request that went through ``guarded``."""
-    raise NotImplementedError
+    try:
+        return request[_SESSION_KEY]
+    except KeyError:
+        raise RuntimeError(f"{request.path} was not served through auth.guarded: it has no session") from None
 
 
 def guarded(inbox: Inbox, handler: Handler, *, page: bool = False, admin: bool = False) -> Handler:
@@ -43,15 +105,425 @@ def guarded(inbox: Inbox, handler: Handler, *, page: bool = False, admin: bool =
     session's token in ``X-CSRF-Token``; ``admin``: 403 ``admin_only`` for
     other operators.
     """
-    raise NotImplementedError
+
+    async def checked(request: web.Request) -> web.StreamResponse:
+        refusal = _cross_origin(inbox, request)
+        if refusal is not None:
+            return _refused(page, 403, "cross_origin", refusal)
+        session = await current_session(inbox, request)
+        if session is None:
+            if page:
+                raise web.HTTPSeeOther(f"{LOGIN_PATH}?next={quote(request.path_qs, safe='/')}")
+            return error(401, "signed_out", "not signed in, or the session has ended: sign in again")
+        if request.method not in ("GET", "HEAD") and not _csrf_matches(
+            request.headers.get(CSRF_HEADER, ""), session.csrf_token
+        ):
+            return _refused(page, 403, "csrf", f"missing or wrong {CSRF_HEADER} header: reload the page")
+        if admin and not session.operator.is_admin:
+            return _refused(page, 403, "admin_only", "only an admin may do this")
+        request[_SESSION_KEY] = session
+        return await handler(request)
+
+    return _with_headers(checked, page=page)
 
 
 async def socket_session(inbox: Inbox, request: web.Request) -> Session | None:
     """The session of a WebSocket upgrade from the inbox's own origin, or None."""
-    raise NotImplementedError
+    if _cross_origin(inbox, request, always=True) is not None:
+        return None
+    return await current_session(inbox, request)
+
+
+async def current_session(inbox: Inbox, request: web.Request) -> Session | None:
+    """The request's valid session (by its cookie), extended when it is due."""
+    token = request.cookies.get(COOKIE, "")
+    if not token or len(token) > _MAX_TOKEN:
+        return None
+    store = _store(inbox)
+    now = inbox.hub.clock.time()
+    session = await store.session(token_hash(token), now=now)
+    if session is not None and now - session.seen_at >= TOUCH_EVERY:
+        await store.touch_session(session.token_hash, now=now, expires_at=_expiry(inbox, session.created_at, now))
+    return session
 
 
 def auth_routes(inbox: Inbox) -> list[web.RouteDef]:
     """``GET|POST /inbox/login``, ``POST /inbox/logout`` and the admins'
     ``/inbox/api/operators`` endpoints."""
-    return []
+
+    async def show_login(request: web.Request) -> web.StreamResponse:
+        if await current_session(inbox, request) is not None:
+            raise web.HTTPSeeOther("/inbox")
+        return await _login_page(inbox, request, status=200, next_path=_next_path(request.query.get("next")))
+
+    async def sign_in(request: web.Request) -> web.StreamResponse:
+        return await _sign_in(inbox, request)
+
+    async def sign_out(request: web.Request) -> web.StreamResponse:
+        refusal = _cross_origin(inbox, request)
+        if refusal is not None:
+            return _refused(True, 403, "cross_origin", refusal)
+        session = await current_session(inbox, request)
+        if session is not None:
+            form = await request.post()
+            given = request.headers.get(CSRF_HEADER) or str(form.get("csrf", ""))
+            if not _csrf_matches(given, session.csrf_token):
+                return _refused(True, 403, "csrf", "the sign-out form is out of date: reload the page")
+            await _store(inbox).end_session(session.token_hash)
+        response = web.HTTPSeeOther(LOGIN_PATH)
+        response.del_cookie(COOKIE, path="/inbox")
+        raise response
+
+    async def list_operators(_request: web.Request) -> web.StreamResponse:
+        return json_response({"operators": [_operator_json(o) for o in await _store(inbox).all()]})
+
+    async def add_operator(request: web.Request) -> web.StreamResponse:
+        return await _add_operator(inbox, request)
+
+    async def change_operator(request: web.Request) -> web.StreamResponse:
+        return await _change_operator(inbox, request)
+
+    return [
+        web.get(LOGIN_PATH, _with_headers(show_login, page=True)),
+        web.post(LOGIN_PATH, _with_headers(sign_in, page=True)),
+        web.post("/inbox/logout", _with_headers(sign_out, page=True)),
+        web.get("/inbox/api/operators", guarded(inbox, list_operators, admin=True)),
+        web.post("/inbox/api/operators", guarded(inbox, add_operator, admin=True)),
+        web.post("/inbox/api/operators/{name}", guarded(inbox, change_operator, admin=True)),
+    ]
+
+
+# -- answers -----------------------------------------------------------------
+
+
+def _with_headers(handler: Handler, *, page: bool) -> Handler:
+    """``handler`` whose every answer, raised or returned, has the security headers;
+    an API error aiohttp raises as text becomes the JSON envelope."""
+
+    async def answered(request: web.Request) -> web.StreamResponse:
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:
+            if exc.status >= 400 and not page and exc.content_type != "application/json":
+                return secure_headers(error(exc.status, exc.reason.lower().replace(" ", "_"), exc.reason))
+            secure_headers(exc)
+            raise
+        except Exception:
+            route = request.match_info.route.resource
+            _LOGGER.exception("inbox request %s %s failed", request.method, route.canonical if route else "?")
+            message = "the request failed inside wahub; the log has the details"
+            return secure_headers(_refused(page, 500, "internal_error", message))
+        return secure_headers(response)
+
+    return answered
+
+
+def _refused(page: bool, status: int, code: str, message: str) -> web.Response:
+    if page:
+        return web.Response(text=_error_page(message), status=status, content_type="text/html")
+    return error(status, code, message)
+
+
+def _error_page(message: str) -> str:
+    return _render(
+        "login.html",
+        notice=f'<p class="error" role="alert">{escape(message)}</p>',
+        csrf="",
+        next="/inbox",
+        name="",
+    )
+
+
+# -- origin and CSRF ---------------------------------------------------------
+
+
+def _cross_origin(inbox: Inbox, request: web.Request, *, always: bool = False) -> str | None:
+    """Why the request is refused as coming from another origin, or None.
+    Only methods that change something are checked, unless ``always``."""
+    if request.method in ("GET", "HEAD") and not always:
+        return None
+    given = request.headers.get("Origin") or request.headers.get("Referer")
+    if not given or given == "null":
+        return "the request names no origin (no Origin or Referer header): it is refused"
+    parts = urlsplit(given)
+    if not parts.scheme or not parts.netloc:
+        return f"the request's origin {given!r} is not a URL: it is refused"
+    if parts.netloc.lower() == request.host.lower():
+        return None
+    origin = f"{parts.scheme.lower()}://{parts.netloc.lower()}"
+    if origin in inbox.config["origins"]:
+        return None
+    return f"requests from {origin} are refused: add it to inbox.origins if the inbox is served there"
+
+
+def _csrf_matches(given: str, expected: str) -> bool:
+    return bool(given) and hmac.compare_digest(given.encode("utf-8", "surrogatepass"), expected.encode())
+
+
+# -- sign-in -----------------------------------------------------------------
+
+
+def _store(inbox: Inbox) -> OperatorStore:
+    return inbox.hub.storage.operators
+
+
+def _passwords(inbox: Inbox) -> Passwords:
+    passwords = inbox.hub.state.get(_PASSWORDS_KEY)
+    if not isinstance(passwords, Passwords):
+        passwords = inbox.hub.state[_PASSWORDS_KEY] = Passwords()
+    return passwords
+
+
+def _expiry(inbox: Inbox, created_at: float, now: float) -> float:
+    idle = float(inbox.config["session_idle_hours"]) * 3600
+    return min(now + idle, created_at + float(inbox.config["session_days"]) * 86400)
+
+
+def _next_path(given: Any) -> str:
+    """``given`` when it is a path under /inbox (never another site, never the sign-in page), else /inbox."""
+    if not isinstance(given, str) or len(given) > 2000 or "\\" in given or not given.isprintable():
+        return "/inbox"
+    parts = urlsplit(given)
+    path = parts.path
+    if parts.scheme or parts.netloc or given.startswith("//") or not (path == "/inbox" or path.startswith("/inbox/")):
+        return "/inbox"
+    return "/inbox" if path.startswith(LOGIN_PATH) else given
+
+
+def _lock_message(until: float, now: float) -> str:
+    minutes = max(1, round((until - now) / 60))
+    at = datetime.fromtimestamp(until, UTC).strftime("%H:%M")
+    wait = f"in {minutes} minute{'s' if minutes != 1 else ''}"
+    return f"too many failed sign-ins: try again {wait} (at {at} UTC)"
+
+
+def slow_delay(failures: int, slow_after: int) -> float:
+    """How long the answer to a failed sign-in waits, with ``failures`` counted."""
+    past = failures - slow_after
+    if past <= 0:
+        return 0.0
+    return float(min(SLOW_FIRST * 2 ** (past - 1), SLOW_MOST))
+
+
+async def _sign_in(inbox: Inbox, request: web.Request) -> web.StreamResponse:
+    refusal = _cross_origin(inbox, request)
+    if refusal is not None:
+        return await _login_page(inbox, request, status=403, reason=refusal)
+    form = await request.post()
+    name = str(form.get("name", "")).strip().lower()
+    password = str(form.get("password", ""))
+    next_path = _next_path(form.get("next"))
+    expected = request.cookies.get(LOGIN_COOKIE, "")
+    if not expected or not _csrf_matches(str(form.get("csrf", "")), expected):
+        reason = "the sign-in form had expired (or cookies are off): try again"
+        return await _login_page(inbox, request, status=403, reason=reason, name=name, next_path=next_path)
+    settings = inbox.config["sign_in"]
+    now = inbox.hub.clock.time()
+    address = request.remote or "unknown"
+    keys = [f"account:{name[:64]}", f"address:{address[:64]}"]
+    store = _store(inbox)
+    locked = [t.locked_until for t in await store.throttles(keys, now=now) if t.locked_until is not None]
+    if locked:
+        return await _locked_page(inbox, request, max(locked), now, name, next_path)
+    credentials = await store.credentials(name) if name_problem(name) is None else None
+    stored_hash = credentials[1] if credentials is not None else None
+    if await _passwords(inbox).verify(stored_hash, password[:1024]) and credentials is not None:
+        operator = credentials[0]
+        if operator.disabled:
+            reason = f"the operator {operator.name} is disabled: ask an admin to enable it"
+            return await _login_page(inbox, request, status=403, reason=reason, next_path=next_path)
+        await store.clear_failures(keys[0])
+        return await _start_session(inbox, request, operator, next_path)
+    lock_seconds = float(settings["lock_minutes"]) * 60
+    counted = await store.record_failure(
+        keys,
+        now=now,
+        window=lock_seconds,
+        lock_after={"account": int(settings["lock_after"]), "address": int(settings["address_lock_after"])},
+        lock_seconds=lock_seconds,
+    )
+    locked_now = [t for t in counted if t.locked_until is not None]
+    for throttle in locked_now:
+        _log_lock(throttle, address)
+    if locked_now:
+        until = max(float(t.locked_until or now) for t in locked_now)
+        return await _locked_page(inbox, request, until, now, name, next_path)
+    await asyncio.sleep(slow_delay(max(t.failures for t in counted), int(settings["slow_after"])))
+    reason = "wrong name or password"
+    return await _login_page(inbox, request, status=401, reason=reason, name=name, next_path=next_path)
+
+
+def _log_lock(throttle: Throttle, address: str) -> None:
+    kind, _, subject = throttle.key.partition(":")
+    until = datetime.fromtimestamp(throttle.locked_until or 0, UTC).strftime("%H:%M:%S UTC")
+    _LOGGER.warning(
+        "inbox sign-in: %s %s locked until %s after %d failed sign-ins (the last from %s)",
+        kind,
+        subject,
+        until,
+        throttle.failures,
+        address,
+    )
+
+
+async def _locked_page(
+    inbox: Inbox, request: web.Request, until: float, now: float, name: str, next_path: str
+) -> web.StreamResponse:
+    response = await _login_page(
+        inbox, request, status=429, reason=_lock_message(until, now), name=name, next_path=next_path
+    )
+    response.headers["Retry-After"] = str(max(1, int(until - now + 0.999)))
+    return response
+
+
+async def _start_session(inbox: Inbox, request: web.Request, operator: Operator, next_path: str) -> web.StreamResponse:
+    token = secrets.token_urlsafe(32)
+    now = inbox.hub.clock.time()
+    await _store(inbox).start_session(
+        operator.id,
+        token_hash(token),
+        secrets.token_urlsafe(32),
+        address=request.remote,
+        user_agent=request.headers.get("User-Agent"),
+        now=now,
+        expires_at=_expiry(inbox, now, now),
+    )
+    _LOGGER.info("inbox: %s signed in from %s", operator.name, request.remote)
+    response = web.HTTPSeeOther(next_path)
+    response.set_cookie(
+        COOKIE,
+        token,
+        max_age=int(float(inbox.config["session_days"]) * 86400),
+        path="/inbox",
+        httponly=True,
+        samesite="Strict",
+        secure=request.secure,
+    )
+    response.del_cookie(LOGIN_COOKIE, path="/inbox")
+    raise response
+
+
+async def _login_page(
+    inbox: Inbox,
+    request: web.Request,
+    *,
+    status: int,
+    reason: str | None = None,
+    name: str = "",
+    next_path: str = "/inbox",
+) -> web.Response:
+    """The sign-in form, with a fresh form token in its cookie and its hidden field."""
+    csrf = secrets.token_urlsafe(32)
+    notices = []
+    if reason:
+        notices.append(f'<p class="error" role="alert">{escape(reason)}</p>')
+    if not await _store(inbox).all():
+        notices.append(
+            '<p class="setup">No operator exists yet. Create the first one on the server with '
+            f"<code>{escape('wahub operators add NAME --admin')}</code>, then sign in here.</p>"
+        )
+    html = _render("login.html", notice="\n".join(notices), csrf=csrf, next=next_path, name=name)
+    response = web.Response(text=html, status=status, content_type="text/html")
+    response.set_cookie(
+        LOGIN_COOKIE,
+        csrf,
+        max_age=LOGIN_COOKIE_SECONDS,
+        path="/inbox",
+        httponly=True,
+        samesite="Strict",
+        secure=request.secure,
+    )
+    return response
+
+
+def _render(template: str, *, notice: str, **values: str) -> str:
+    """``template`` from the inbox's web files, with ``notice`` (HTML already
+    escaped) and every other value escaped."""
+    text = Template((WEB_DIR / template).read_text(encoding="utf-8"))
+    return text.substitute(notice=notice, **{key: escape(value) for key, value in values.items()})
+
+
+# -- the admins' operator endpoints -----------------------------------------
+
+
+def _operator_json(operator: Operator) -> dict[str, Any]:
+    return {
+        "name": operator.name,
+        "admin": operator.is_admin,
+        "disabled": operator.disabled,
+        "created_at": operator.created_at,
+    }
+
+
+async def _object_body(request: web.Request, allowed: set[str]) -> dict[str, Any] | web.Response:
+    try:
+        body = await json_body(request)
+    except BodyRefused as exc:
+        return error(400, "invalid_body", str(exc))
+    if not isinstance(body, dict):
+        return error(422, "invalid_body", "the body must be a JSON object")
+    unknown = sorted(set(body) - allowed)
+    if unknown:
+        return error(422, "invalid_body", f"unknown field {unknown[0]!r}: use {', '.join(sorted(allowed))}")
+    return body
+
+
+def _field_problem(body: dict[str, Any]) -> web.Response | None:
+    for key in ("admin", "disabled"):
+        if key in body and not isinstance(body[key], bool):
+            return error(422, f"invalid_{key}", f"{key!r} must be true or false")
+    if "password" in body:
+        problem = password_problem(body["password"]) if isinstance(body["password"], str) else "must be a text"
+        if problem is not None:
+            return error(422, "invalid_password", problem)
+    return None
+
+
+async def _add_operator(inbox: Inbox, request: web.Request) -> web.Response:
+    body = await _object_body(request, {"name", "password", "admin"})
+    if isinstance(body, web.Response):
+        return body
+    name = body.get("name")
+    problem = name_problem(name) if isinstance(name, str) else "'name' is required: the operator's sign-in name"
+    if problem is not None or not isinstance(name, str):
+        return error(422, "invalid_name", problem or "invalid name")
+    if "password" not in body:
+        return error(422, "invalid_password", "'password' is required")
+    refused = _field_problem(body)
+    if refused is not None:
+        return refused
+    password_hash = await _passwords(inbox).hash_async(body["password"])
+    now = inbox.hub.clock.time()
+    operator = await _store(inbox).add(name, password_hash, admin=bool(body.get("admin", False)), now=now)
+    if operator is None:
+        return error(409, "name_taken", f"an operator named {name} already exists")
+    _LOGGER.info("inbox: %s added the operator %s", operator_of(request).name, name)
+    return json_response({"operator": _operator_json(operator)}, status=201)
+
+
+async def _change_operator(inbox: Inbox, request: web.Request) -> web.Response:
+    name = request.match_info["name"]
+    body = await _object_body(request, {"disabled", "admin", "password"})
+    if isinstance(body, web.Response):
+        return body
+    refused = _field_problem(body)
+    if refused is not None:
+        return refused
+    store = _store(inbox)
+    if await store.get(name) is None:
+        return error(404, "not_found", f"no operator named {name}")
+    me = operator_of(request)
+    if name == me.name and (body.get("disabled") is True or body.get("admin") is False):
+        change = "disable" if body.get("disabled") is True else "demote"
+        return error(409, "self_change", f"an admin cannot {change} themselves: ask another admin")
+    now = inbox.hub.clock.time()
+    if "password" in body:
+        await store.set_password(name, await _passwords(inbox).hash_async(body["password"]), now=now)
+    if "admin" in body:
+        await store.set_admin(name, body["admin"], now=now)
+    if "disabled" in body:
+        await store.set_disabled(name, body["disabled"], now=now)
+    _LOGGER.info("inbox: %s changed the operator %s (%s)", me.name, name, ", ".join(sorted(body)) or "nothing")
+    changed = await store.get(name)
+    assert changed is not None
+    return json_response({"operator": _operator_json(changed)})

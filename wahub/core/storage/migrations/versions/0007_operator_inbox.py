@@ -1,5 +1,6 @@
 """operator inbox: operators and their sessions, sign-in failures, notes, reads,
-the activity feed and alerts about queued conversations
+the activity feed and alerts about queued conversations, and conversations
+indexed by owner
 
 Revision ID: 0007
 Revises: 0006
@@ -86,9 +87,11 @@ def upgrade() -> None:
         ),
         sa.Column("sent_at", sa.Float(), nullable=False),
     )
+    op.create_index("ix_conversations_owner", "conversations", ["owner", "assignee"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_conversations_owner", table_name="conversations")
     op.drop_table("queue_alerts")
     op.drop_index("ix_activity_created", table_name="activity")
     op.drop_table("activity")
