@@ -290,8 +290,12 @@ class Live:
         """Each open page keeps its session alive and its operator present."""
         now = self.hub.clock.time()
         idle = float(self.inbox.config["session_idle_hours"]) * 3600
-        for token in {client.session.token_hash for client in self.clients}:
-            await self.hub.storage.operators.touch_session(token, now=now, expires_at=now + idle, live=True)
+        longest = float(self.inbox.config["session_days"]) * 86400
+        sessions = {client.session.token_hash: client.session for client in self.clients}
+        for token, session in sessions.items():
+            # Extended as any use extends it, never past its last day.
+            expires_at = min(now + idle, session.created_at + longest)
+            await self.hub.storage.operators.touch_session(token, now=now, expires_at=expires_at, live=True)
 
 
 def live_of(hub: Hub) -> Live:
