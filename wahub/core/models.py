@@ -343,3 +343,5 @@ class OwnershipChange:
     reason: str
     at: float
     assignee: str | None = None
+    #: The stored event's id, when read back from the history.
+    id: int | None = None

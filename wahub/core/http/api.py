@@ -47,7 +47,7 @@ from wahub.core.hub import HUB_KEY, Hub
 from wahub.core.inbound.failures import failed_event
 from wahub.core.models import InboxState
 from wahub.core.policy.consent import consent_time
-from wahub.core.storage.media import LOCAL_PREFIX, kind_of
+from wahub.core.storage.media import LOCAL_PREFIX, MediaFile, kind_of
 from wahub.core.storage.policy import consent_state
 
 _LOGGER = logging.getLogger(__name__)
@@ -59,7 +59,7 @@ MAX_EVIDENCE_BYTES = 16 * 1024
 MAX_FAILED_LISTED = 1000
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-__all__ = ["api_routes", "auth_middleware", "error"]
+__all__ = ["api_routes", "auth_middleware", "error", "media_response", "stored_upload"]
 
 
 @web.middleware
@@ -243,8 +243,13 @@ async def update_contact(request: web.Request) -> web.Response:
 
 
 async def get_media(request: web.Request) -> web.StreamResponse:
-    store = request.app[HUB_KEY].storage.media
-    file = await store.get(path_text(request, "id"))
+    return await media_response(request.app[HUB_KEY], path_text(request, "id"))
+
+
+async def media_response(hub: Hub, media_id: str) -> web.StreamResponse:
+    """The stored file ``media_id`` (inbound or outbound), sent from disk, or a 404."""
+    store = hub.storage.media
+    file = await store.get(media_id)
     if file is None or not store.path(file).is_file():
         return error(404, "not_found", "no such media file")
     headers = {"Content-Type": file.mime_type, "X-Content-SHA256": file.sha256, "X-Content-Type-Options": "nosniff"}
@@ -254,10 +259,19 @@ async def get_media(request: web.Request) -> web.StreamResponse:
 
 
 async def upload_media(request: web.Request) -> web.Response:
-    """Store a file to send. The multipart body is read as it comes
-    (``request.multipart()``, which ``client_max_size`` does not cap: that
-    guards ``request.read()``), the file streamed to disk and refused as soon
-    as it passes its kind's size limit."""
+    stored = await stored_upload(request)
+    if isinstance(stored, web.Response):
+        return stored
+    file = stored
+    kind = kind_of(file.mime_type)
+    return json_response({**file.summary(), "id": f"{LOCAL_PREFIX}{file.id}", "kind": kind}, status=201)
+
+
+async def stored_upload(request: web.Request) -> MediaFile | web.Response:
+    """Store a file to send, or the error answer saying why not. The multipart
+    body is read as it comes (``request.multipart()``, which ``client_max_size``
+    does not cap: that guards ``request.read()``), the file streamed to disk and
+    refused as soon as it passes its kind's size limit."""
     hub = request.app[HUB_KEY]
     store = hub.storage.media
     if not request.content_type.startswith("multipart/"):
@@ -291,14 +305,13 @@ async def upload_media(request: web.Request) -> web.Response:
                 name = hub.provider(provider).name
             except SendRefused as exc:
                 return error(404, exc.reason, str(exc))
-            file = await store.keep(incoming, name, mime_type, direction="out", filename=filename)
+            return await store.keep(incoming, name, mime_type, direction="out", filename=filename)
     except MediaTooLarge as exc:
         return error(413, "media_refused", str(exc))
     except MediaRefused as exc:
         return error(422, "media_refused", str(exc))
     except (ValueError, HttpProcessingError) as exc:  # a malformed body or part header, or text not in its charset
         return error(400, "invalid_upload", f"the multipart body is malformed: {exc}")
-    return json_response({**file.summary(), "id": f"{LOCAL_PREFIX}{file.id}", "kind": kind_of(mime_type)}, status=201)
 
 
 async def failed_inbox(request: web.Request) -> web.Response:

@@ -102,6 +102,7 @@ def _change(row: Any) -> OwnershipChange:
         reason=row.reason,
         at=float(row.occurred_at),
         assignee=row.assignee,
+        id=int(row.id),
     )
 
 
@@ -249,6 +250,16 @@ class ConversationStore:
         query = (
             sa.select(conversation_events)
             .where(conversation_events.c.conversation_id == conversation_id)
+            .order_by(conversation_events.c.id)
+        )
+        async with self.db.connect() as conn:
+            return [_change(row) for row in await conn.execute(query)]
+
+    async def events_by_id(self, event_ids: Sequence[int]) -> list[OwnershipChange]:
+        """The stored changes of owner with these ids, in id order."""
+        query = (
+            sa.select(conversation_events)
+            .where(conversation_events.c.id.in_(list(event_ids)))
             .order_by(conversation_events.c.id)
         )
         async with self.db.connect() as conn:

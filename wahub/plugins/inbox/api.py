@@ -1,11 +1,707 @@
-"""The inbox page's JSON endpoints under ``/inbox/api`` (see docs/inbox.md)."""
+"""The inbox page's JSON endpoints under ``/inbox/api`` (see docs/inbox.md),
+and ``GET /inbox/media/{id}``; every one needs a signed-in operator (``guarded``).
+
+The builders ``item``, ``contact_shape``, ``message_entry``, ``event_entry``,
+``note_entry`` and ``composer`` give the shapes docs/inbox.md describes; the
+live feed sends the same ones.
+"""
 
 from __future__ import annotations
 
+import re
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any
+
 from aiohttp import web
 
-from wahub.plugins.inbox.state import Inbox
+from wahub.core.canonical.validate import parse_message
+from wahub.core.config.validators import canonical_language
+from wahub.core.conversations.language import fallback_chain, localized
+from wahub.core.conversations.ownership import change_owner
+from wahub.core.errors import InvalidMessage, SendRefused
+from wahub.core.http.api import media_response, stored_upload
+from wahub.core.http.api_io import error, error_text, json_body, json_response, path_id, path_text
+from wahub.core.http.api_query import check_known, choices, cursor, search_text
+from wahub.core.http.contacts import _changes as contact_changes
+from wahub.core.http.conversations import event_item
+from wahub.core.hub import HUB_KEY, Hub
+from wahub.core.models import Conversation, OutgoingMessage, Owner, OwnershipChange
+from wahub.core.policy.checks import SERVICE_WINDOW_SECONDS, Origin, window_open
+from wahub.core.storage.desk import SECTIONS, Note
+from wahub.core.storage.media import LOCAL_PREFIX, kind_of
+from wahub.core.storage.operators import Operator
+from wahub.core.storage.policy import consent_state
+from wahub.plugins.inbox.auth import guarded, operator_of
+from wahub.plugins.inbox.state import Inbox, inbox_of
+
+#: Longest text, caption or note an operator may write (WhatsApp's text limit).
+MAX_TEXT = 4096
+#: Longest preview of a message in the list.
+MAX_PREVIEW = 160
+#: Messages on one page of a conversation's timeline.
+TIMELINE_PAGE = 50
+#: The owners an operator takes a conversation from: never from another operator.
+TAKEABLE = frozenset({Owner.QUEUED, Owner.BOT})
+
+_PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z0-9_]+)\s*\}\}")
+_CAPTIONED = ("image", "video", "document")
+
+
+# -- shapes ------------------------------------------------------------------
+
+
+def window_of(last_inbound_at: float | None, now: float) -> dict[str, Any]:
+    """The 24-hour service window: open or not, and when it closes (None: never opened)."""
+    closes = None if last_inbound_at is None else last_inbound_at + SERVICE_WINDOW_SECONDS
+    return {"open": window_open(last_inbound_at, now), "closes_at": closes}
+
+
+def preview(body: Mapping[str, Any] | None, kind: str) -> str:
+    """A short text for a message in the list: its text, caption or what it is."""
+    content = (body or {}).get(kind)
+    text = ""
+    if isinstance(content, dict):
+        if kind == "text":
+            text = str(content.get("body", ""))
+        elif kind == "interactive":
+            inner = content.get("body") or content.get(str(content.get("type", ""))) or {}
+            text = str(inner.get("text") or inner.get("title") or "") if isinstance(inner, dict) else ""
+        elif kind == "template":
+            text = f"template {content.get('name', '')}"
+        elif kind == "reaction":
+            text = str(content.get("emoji", ""))
+        elif kind == "location":
+            text = str(content.get("name") or content.get("address") or "")
+        else:
+            text = str(content.get("caption") or content.get("filename") or "")
+    text = " ".join(text.split())
+    if not text:
+        text = f"[{kind}]"
+    return text if len(text) <= MAX_PREVIEW else text[: MAX_PREVIEW - 1] + "…"
+
+
+def item(row: Mapping[str, Any], now: float) -> dict[str, Any]:
+    """A conversation in the list, from a row of ``DeskStore.listing``."""
+    last = row.get("last")
+    return {
+        "id": row["id"],
+        "section": row["section"],
+        "owner": str(row["owner"]),
+        "assignee": row["assignee"],
+        "contact": {
+            "id": row["contact_id"],
+            "name": row["contact_name"],
+            "address": row["address"],
+            "language": row["language"],
+            "tags": list(row.get("tags") or []),
+        },
+        "last": None
+        if not last
+        else {
+            "id": last["id"],
+            "direction": last["direction"],
+            "type": last["type"],
+            "preview": preview(last.get("body"), last["type"]),
+            "status": last["status"],
+            "at": last["created_at"],
+        },
+        "unread": row.get("unread", 0),
+        "queued_at": row.get("queued_at"),
+        "updated_at": row["updated_at"],
+        "window": window_of(row["last_inbound_at"], now),
+    }
+
+
+def _consent(ledger: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    state = consent_state(ledger)
+    if state.opted_out:
+        summary = "opted_out"
+    elif state.marketing_allowed:
+        summary = "opted_in"
+    elif state.marketing == "opt_out":
+        summary = "no_marketing"
+    else:
+        summary = "unknown"
+    events = [
+        {"action": e["action"], "scope": e["scope"], "source": e["source"], "at": e["occurred_at"]} for e in ledger
+    ]
+    return {"state": summary, "ledger": events}
+
+
+async def contact_shape(hub: Hub, contact_id: int) -> dict[str, Any] | None:
+    """The contact as the conversation pane shows it, or None when unknown."""
+    contact = await hub.storage.contacts.get(contact_id)
+    if contact is None:
+        return None
+    ids = {entry["kind"]: entry["value"] for entry in contact["identities"]}
+    ledger = await hub.storage.policy.ledger(contact["provider"], contact["address"])
+    return {
+        "id": contact["id"],
+        "name": contact["name"],
+        "address": contact["address"],
+        "phone": ids.get("phone") or ids.get("wa_id"),
+        "bsuid": ids.get("bsuid"),
+        "language": contact["language"],
+        "language_source": contact["language_source"],
+        "tags": contact["tags"],
+        "consent": _consent(ledger),
+    }
+
+
+def _shown_body(body: Mapping[str, Any], kind: str) -> dict[str, Any]:
+    """The stored message with its file's address under /inbox (the session opens no /api/v1)."""
+    shown = dict(body)
+    content = shown.get(kind)
+    if not isinstance(content, dict):
+        return shown
+    note = content.get("wahub_media")
+    media_id = content.get("id")
+    if isinstance(note, dict) and note.get("id"):
+        shown[kind] = {**content, "wahub_media": {**note, "url": f"/inbox/media/{note['id']}"}}
+    elif isinstance(media_id, str) and media_id.startswith(LOCAL_PREFIX):
+        local = media_id.removeprefix(LOCAL_PREFIX)
+        shown[kind] = {**content, "wahub_media": {"id": local, "url": f"/inbox/media/{local}"}}
+    return shown
+
+
+def message_entry(row: Mapping[str, Any], statuses: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any]:
+    """A message of the timeline, from a message row and its delivery statuses."""
+    body = row["body"] or {}
+    context = body.get("context")
+    return {
+        "kind": "message",
+        "id": row["id"],
+        "direction": row["direction"],
+        "type": row["type"],
+        "message": _shown_body(body, row["type"]),
+        "status": row["status"],
+        "statuses": list(statuses),
+        "origin": row["origin"],
+        "error": {"code": row["error_code"], "message": row["error_reason"]} if row["error_code"] else None,
+        "provider_message_id": row["provider_message_id"],
+        "reply_to": context.get("message_id") if isinstance(context, dict) else None,
+        "at": row["created_at"],
+    }
+
+
+async def message_entries(hub: Hub, rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Timeline entries of message rows, with the statuses of those sent, in one read per provider."""
+    by_provider: dict[str, list[str]] = {}
+    for row in rows:
+        if row["direction"] == "out" and row["provider_message_id"]:
+            by_provider.setdefault(row["provider"], []).append(row["provider_message_id"])
+    histories: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for provider, ids in by_provider.items():
+        for pmid, history in (await hub.storage.messages.status_histories(provider, ids)).items():
+            histories[(provider, pmid)] = history
+    return [message_entry(row, histories.get((row["provider"], row["provider_message_id"] or ""), [])) for row in rows]
+
+
+def event_entry(change: OwnershipChange) -> dict[str, Any]:
+    """A change of owner in the timeline."""
+    return {"kind": "event", "id": change.id, **event_item(change)}
+
+
+def note_entry(note: Note) -> dict[str, Any]:
+    return {"kind": "note", "id": note.id, "author": note.author, "text": note.text, "at": note.created_at}
+
+
+def _template_text(hub: Hub, provider: str, row: Mapping[str, Any]) -> str:
+    """A template's body text: from its components, else the provider's own (the sandbox's simulated ones)."""
+    for component in row.get("components") or []:
+        if isinstance(component, dict) and str(component.get("type", "")).lower() == "body":
+            return str(component.get("text", ""))
+    configured = hub.providers[provider].config.get("templates") if provider in hub.providers else None
+    for entry in configured or []:
+        if isinstance(entry, dict) and entry.get("name") == row["name"] and entry.get("language") == row["language"]:
+            return str(entry.get("text", ""))
+    return ""
+
+
+def _language_key(code: str) -> str:
+    return canonical_language(code.replace("_", "-")) or code
+
+
+async def templates_for(hub: Hub, provider: str, language: str | None) -> list[dict[str, Any]]:
+    """The provider's approved templates, each in the best language of the contact's fallback chain."""
+    chain = fallback_chain(language, hub.config["wahub"]["language"])
+    best: dict[str, tuple[int, dict[str, Any]]] = {}
+    for row in await hub.storage.policy.templates(provider):
+        key = _language_key(row["language"])
+        if row["status"] != "APPROVED" or key not in chain:
+            continue
+        rank = chain.index(key)
+        if row["name"] not in best or rank < best[row["name"]][0]:
+            best[row["name"]] = (rank, row)
+    shown = []
+    for name in sorted(best):
+        row = best[name][1]
+        text = _template_text(hub, provider, row)
+        shown.append(
+            {
+                "name": name,
+                "language": row["language"],
+                "category": row["category"],
+                "text": text,
+                "parameters": list(dict.fromkeys(_PLACEHOLDER.findall(text))),
+            }
+        )
+    return shown
+
+
+def canned_replies(inbox: Inbox, language: str | None) -> list[dict[str, str]]:
+    default = inbox.hub.config["wahub"]["language"]
+    return [
+        {"title": entry["title"], "text": localized(entry["text"], language, default)}
+        for entry in inbox.config["canned_replies"]
+    ]
+
+
+def may_reply(operator: Operator, conversation: Conversation) -> bool:
+    """Only the operator a conversation is assigned to, or an admin, answers in it."""
+    mine = conversation.owner == Owner.ASSIGNED and conversation.assignee == operator.name
+    return mine or operator.is_admin
+
+
+async def composer(
+    inbox: Inbox, operator: Operator, conversation: Conversation, last_inbound_at: float | None
+) -> dict[str, Any]:
+    """What the operator may send in the conversation now, and why not."""
+    hub = inbox.hub
+    window = window_of(last_inbound_at, hub.clock.time())
+    templates = await templates_for(hub, conversation.provider, conversation.language)
+    can_reply, why_not = True, None
+    if not may_reply(operator, conversation):
+        can_reply = False
+        why_not = (
+            f"{conversation.assignee} has this conversation: only they or an admin may answer"
+            if conversation.owner == Owner.ASSIGNED
+            else "take the conversation to answer it"
+        )
+    elif not window["open"]:
+        can_reply = bool(templates)
+        why_not = (
+            "the contact has not written in 24 hours: text needs an open window, only an approved template can be sent"
+            if templates
+            else "the contact has not written in 24 hours and no approved template is in the contact's language"
+        )
+    return {
+        "can_reply": can_reply,
+        "why_not": why_not,
+        "window": window,
+        "templates": templates,
+        "canned_replies": canned_replies(inbox, conversation.language),
+    }
+
+
+# -- reading -----------------------------------------------------------------
+
+
+def _parts(request: web.Request) -> tuple[Inbox, Hub, Operator]:
+    hub = request.app[HUB_KEY]
+    return inbox_of(hub), hub, operator_of(request)
+
+
+async def listed(hub: Hub, operator: Operator, conversation_id: int) -> dict[str, Any] | None:
+    """The list item of one conversation as ``operator`` sees it."""
+    rows = await hub.storage.desk.listing(operator_id=operator.id, operator=operator.name, only=[conversation_id])
+    return item(rows[0], hub.clock.time()) if rows else None
+
+
+async def me(request: web.Request) -> web.Response:
+    inbox, hub, operator = _parts(request)
+    operators = [o.name for o in await hub.storage.operators.all() if not o.disabled]
+    config = hub.config["wahub"]
+    return json_response(
+        {
+            "operator": {"name": operator.name, "admin": operator.is_admin},
+            "operators": operators,
+            "canned_replies": canned_replies(inbox, None),
+            "languages": list(dict.fromkeys([config["language"], *(config.get("languages") or sorted(hub.languages))])),
+        }
+    )
+
+
+async def list_conversations(request: web.Request) -> web.Response:
+    _, hub, operator = _parts(request)
+    check_known(request, ("q", "section"))
+    wanted = choices(request, "section", SECTIONS)
+    if len(wanted) > 1:
+        wanted = []  # several sections: all of them, filtered below
+    rows = await hub.storage.desk.listing(
+        operator_id=operator.id,
+        operator=operator.name,
+        section=wanted[0] if wanted else None,
+        search=search_text(request, "q"),
+    )
+    chosen = set(choices(request, "section", SECTIONS)) or set(SECTIONS)
+    now = hub.clock.time()
+    sections: dict[str, list[dict[str, Any]]] = {name: [] for name in SECTIONS}
+    for row in rows:
+        if row["section"] in chosen:
+            sections[row["section"]].append(item(row, now))
+    return json_response({"sections": sections})
+
+
+def _not_found(conversation_id: int) -> web.Response:
+    return error(404, "not_found", f"no conversation {conversation_id}")
+
+
+async def timeline(hub: Hub, conversation_id: int, before: int | None) -> tuple[list[dict[str, Any]], int | None]:
+    """A page of the timeline (oldest first): messages before ``before`` with the
+    changes of owner and notes of the same stretch of time; and the next cursor."""
+    page = await hub.storage.conversations.messages(conversation_id, before=before, limit=TIMELINE_PAGE)
+    rows = page.items[::-1]
+    upper = float("inf")
+    if before is not None:
+        anchor = await hub.storage.messages.get(before)
+        upper = anchor["created_at"] if anchor is not None else upper
+    lower = rows[0]["created_at"] if rows and page.next_after is not None else float("-inf")
+    entries = await message_entries(hub, rows)
+    if before is not None and not rows:
+        return [], None
+    events = [e for e in await hub.storage.conversations.events(conversation_id) if lower <= e.at < upper]
+    notes = [n for n in await hub.storage.desk.notes(conversation_id) if lower <= n.created_at < upper]
+    entries += [event_entry(e) for e in events] + [note_entry(n) for n in notes]
+    order = {"message": 0, "event": 1, "note": 2}
+    entries.sort(key=lambda entry: (entry["at"], order[entry["kind"]], entry["id"] or 0))
+    return entries, page.next_after
+
+
+async def get_conversation(request: web.Request) -> web.Response:
+    inbox, hub, operator = _parts(request)
+    conversation_id = path_id(request, what="conversation")
+    check_known(request, ("before",))
+    before = cursor(request, "before")
+    conversation = await hub.storage.conversations.get(conversation_id)
+    shown = await listed(hub, operator, conversation_id)
+    if conversation is None or shown is None:
+        return _not_found(conversation_id)
+    contact = await contact_shape(hub, conversation.contact_id)
+    entries, next_before = await timeline(hub, conversation_id, before)
+    last_inbound = shown["window"]["closes_at"]
+    last_inbound = None if last_inbound is None else last_inbound - SERVICE_WINDOW_SECONDS
+    return json_response(
+        {
+            "conversation": shown,
+            "contact": contact,
+            "timeline": entries,
+            "next": next_before,
+            "composer": await composer(inbox, operator, conversation, last_inbound),
+        }
+    )
+
+
+async def media_file(request: web.Request) -> web.StreamResponse:
+    return await media_response(request.app[HUB_KEY], path_text(request, "id"))
+
+
+# -- changes -----------------------------------------------------------------
+
+
+def _invalid(code: str, message: str) -> web.HTTPUnprocessableEntity:
+    return web.HTTPUnprocessableEntity(text=error_text(code, message), content_type="application/json")
+
+
+async def _body(request: web.Request, allowed: Sequence[str]) -> dict[str, Any]:
+    """The JSON object of a request (an empty body is ``{}``), its keys checked."""
+    body = await json_body(request) if request.body_exists else {}
+    if not isinstance(body, dict):
+        raise _invalid("invalid_request", f"the body must be a JSON object with {', '.join(allowed)}")
+    unknown = sorted(set(body) - set(allowed))
+    if unknown:
+        names = ", ".join(repr(key[:40]) for key in unknown)
+        raise _invalid("invalid_request", f"unknown key {names}: this takes {', '.join(allowed)}")
+    return body
+
+
+def _text(body: Mapping[str, Any], key: str, *, required: bool = True) -> str | None:
+    value = body.get(key)
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or not value.strip() or len(value) > MAX_TEXT:
+        raise _invalid("invalid_request", f"{key} must be text of 1 to {MAX_TEXT} characters")
+    return value.strip()
+
+
+async def _conflict(hub: Hub, conversation_id: int, doing: str) -> web.Response:
+    current = await hub.storage.conversations.get(conversation_id)
+    assert current is not None  # conversations are never deleted
+    who = f"{current.assignee} has it" if current.owner == Owner.ASSIGNED else f"it is {current.owner}"
+    return error(
+        409,
+        "owner_conflict",
+        f"conversation {conversation_id} cannot be {doing}: {who}",
+        owner=str(current.owner),
+        assignee=current.assignee,
+    )
+
+
+async def _changed(
+    request: web.Request,
+    change: str,
+    doing: str,
+    reason: str,
+    *,
+    assignee: str | None = None,
+    only_from: frozenset[Owner] | None = None,
+) -> web.Response:
+    """Make ``change`` as the signed-in operator; the conversation's list item, or why not."""
+    _, hub, operator = _parts(request)
+    conversation_id = path_id(request, what="conversation")
+    done = await change_owner(
+        hub,
+        conversation_id,
+        change,
+        actor=f"operator:{operator.name}",
+        reason=reason,
+        assignee=assignee,
+        only_from=only_from,
+    )
+    if done is None:
+        current = await hub.storage.conversations.get(conversation_id)
+        if current is None:
+            return _not_found(conversation_id)
+        # Taking or being given what one already has is no conflict.
+        if not (change == "assigned" and current.owner == Owner.ASSIGNED and current.assignee == assignee):
+            return await _conflict(hub, conversation_id, doing)
+    return json_response({"conversation": await listed(hub, operator, conversation_id)})
+
+
+async def _owned_or_refused(request: web.Request) -> Conversation | web.Response:
+    """The conversation if the operator may act on it as its owner (its assignee, or an admin)."""
+    _, hub, operator = _parts(request)
+    conversation_id = path_id(request, what="conversation")
+    conversation = await hub.storage.conversations.get(conversation_id)
+    if conversation is None:
+        return _not_found(conversation_id)
+    if not may_reply(operator, conversation):
+        holder = conversation.assignee if conversation.owner == Owner.ASSIGNED else "nobody"
+        return error(403, "not_yours", f"conversation {conversation_id} is not yours ({holder} has it)")
+    return conversation
+
+
+async def take(request: web.Request) -> web.Response:
+    await _body(request, ())
+    name = operator_of(request).name
+    return await _changed(request, "assigned", "taken", f"taken by {name}", assignee=name, only_from=TAKEABLE)
+
+
+async def assign(request: web.Request) -> web.Response:
+    _, hub, operator = _parts(request)
+    body = await _body(request, ("operator",))
+    name = body.get("operator")
+    target = await hub.storage.operators.get(name) if isinstance(name, str) and len(name) <= 64 else None
+    if target is None or target.disabled:
+        raise _invalid(
+            "unknown_operator", f'expected {{"operator": "<name>"}} naming an enabled operator; got {name!r}'
+        )
+    conversation = await hub.storage.conversations.get(path_id(request, what="conversation"))
+    if conversation is None:
+        return _not_found(path_id(request, what="conversation"))
+    only_from = None if may_reply(operator, conversation) else TAKEABLE  # another's conversation: admins only
+    reason = f"given to {target.name} by {operator.name}"
+    return await _changed(request, "assigned", "assigned", reason, assignee=target.name, only_from=only_from)
+
+
+async def release(request: web.Request) -> web.Response:
+    await _body(request, ())
+    owned = await _owned_or_refused(request)
+    if isinstance(owned, web.Response):
+        return owned
+    return await _changed(request, "released", "released", f"given back to the queue by {operator_of(request).name}")
+
+
+async def resolve(request: web.Request) -> web.Response:
+    await _body(request, ())
+    operator = operator_of(request)
+    conversation = await request.app[HUB_KEY].storage.conversations.get(path_id(request, what="conversation"))
+    if conversation is not None and conversation.owner != Owner.QUEUED:
+        owned = await _owned_or_refused(request)
+        if isinstance(owned, web.Response):
+            return owned
+    only_from = None if operator.is_admin else frozenset({Owner.QUEUED, Owner.ASSIGNED, Owner.PHONE})
+    return await _changed(request, "resolved", "resolved", f"resolved by {operator.name}", only_from=only_from)
+
+
+# -- writing -----------------------------------------------------------------
+
+
+def _idempotency_key(operator: Operator, body: Mapping[str, Any]) -> str:
+    client_id = body.get("client_id")
+    if client_id is None:
+        return f"inbox:{operator.name}:{uuid.uuid4()}"
+    if not isinstance(client_id, str) or not 0 < len(client_id) <= 100 or not client_id.isprintable():
+        raise _invalid("invalid_message", "client_id must be 1 to 100 printable characters")
+    return f"inbox:{operator.name}:{client_id}"
+
+
+async def _template_message(hub: Hub, conversation: Conversation, given: Any) -> dict[str, Any]:
+    """The canonical template message of ``{"name", "language", "parameters"}``."""
+    if (
+        not isinstance(given, dict)
+        or not isinstance(given.get("name"), str)
+        or not isinstance(given.get("language"), str)
+        or not isinstance(given.get("parameters", []), list)
+        or not all(isinstance(p, str) for p in given.get("parameters", []))
+    ):
+        raise _invalid(
+            "invalid_message", 'template must be {"name": ..., "language": ..., "parameters": [texts in order]}'
+        )
+    names: list[str] = []
+    for row in await hub.storage.policy.templates(conversation.provider):
+        if row["name"] == given["name"] and row["language"] == given["language"]:
+            names = list(dict.fromkeys(_PLACEHOLDER.findall(_template_text(hub, conversation.provider, row))))
+    values = given.get("parameters", [])
+    if names and len(values) != len(names):
+        raise _invalid(
+            "invalid_message", f"template {given['name']!r} takes {len(names)} parameters ({', '.join(names)})"
+        )
+    parameters: list[dict[str, Any]] = []
+    for index, value in enumerate(values):
+        parameter: dict[str, Any] = {"type": "text", "text": value}
+        if index < len(names) and not names[index].isdigit():
+            parameter["parameter_name"] = names[index]
+        parameters.append(parameter)
+    template: dict[str, Any] = {"name": given["name"], "language": {"code": given["language"]}}
+    if parameters:
+        template["components"] = [{"type": "body", "parameters": parameters}]
+    return {"type": "template", "template": template}
+
+
+async def _media_message(hub: Hub, body: Mapping[str, Any]) -> dict[str, Any]:
+    media_id = body.get("media")
+    file = None
+    if isinstance(media_id, str) and media_id.startswith(LOCAL_PREFIX):
+        file = await hub.storage.media.get(media_id.removeprefix(LOCAL_PREFIX))
+    if file is None:
+        raise _invalid("invalid_message", 'media must be the "id" POST /inbox/api/media answered (wahub:<id>)')
+    kind = kind_of(file.mime_type)
+    content: dict[str, Any] = {"id": media_id}
+    caption = _text(body, "caption", required=False)
+    if caption is not None and kind in _CAPTIONED:
+        content["caption"] = caption
+    if kind == "document" and file.filename:
+        content["filename"] = file.filename
+    return {"type": kind, kind: content}
+
+
+async def _outgoing(hub: Hub, conversation: Conversation, body: Mapping[str, Any]) -> OutgoingMessage:
+    """The message a send's body asks for, checked as the REST API checks one."""
+    if "template" in body:
+        shape = await _template_message(hub, conversation, body["template"])
+    elif "media" in body:
+        shape = await _media_message(hub, body)
+    elif "text" in body:
+        shape = {"type": "text", "text": {"body": _text(body, "text")}}
+    else:
+        raise _invalid("invalid_message", 'send {"text"}, {"media", "caption"?} or {"template"}')
+    reply_to = body.get("reply_to")
+    if reply_to is not None:
+        quoted = await hub.storage.messages.get(reply_to) if isinstance(reply_to, int) and reply_to > 0 else None
+        if quoted is None or quoted["conversation_id"] != conversation.id or not quoted["provider_message_id"]:
+            raise _invalid("invalid_message", "reply_to must be the id of a delivered message of this conversation")
+        shape["context"] = {"message_id": quoted["provider_message_id"]}
+    try:
+        return parse_message({"to": conversation.address, **shape})
+    except InvalidMessage as exc:
+        raise _invalid("invalid_message", str(exc)) from None
+
+
+async def send(request: web.Request) -> web.Response:
+    _, hub, operator = _parts(request)
+    body = await _body(request, ("text", "reply_to", "media", "caption", "template", "client_id"))
+    owned = await _owned_or_refused(request)
+    if isinstance(owned, web.Response):
+        return owned
+    message = await _outgoing(hub, owned, body)
+    page = await hub.storage.conversations.list(only=owned.id, limit=1)
+    last_inbound = page.items[0]["last_inbound_at"] if page.items else None
+    # Inside the window an operator answers the contact; outside it only a template
+    # goes, as the business writing first (consent and quiet hours apply).
+    origin: Origin = "reply" if window_open(last_inbound, hub.clock.time()) else "business"
+    key = _idempotency_key(operator, body)
+    try:
+        message_id = await hub.send(message, provider=owned.provider, idempotency_key=key, origin=origin)
+    except SendRefused as exc:
+        return error(422, exc.reason, str(exc))
+    row = await hub.storage.messages.get(message_id)
+    assert row is not None
+    if row["conversation_id"] != owned.id:
+        return error(409, "idempotency_conflict", "this client_id was used for a message of another conversation")
+    await hub.storage.conversations.note_human(owned.id, hub.clock.time())
+    [entry] = await message_entries(hub, [row])
+    return json_response(entry, status=202)
+
+
+async def add_note(request: web.Request) -> web.Response:
+    _, hub, operator = _parts(request)
+    conversation_id = path_id(request, what="conversation")
+    text = _text(await _body(request, ("text",)), "text")
+    assert text is not None
+    if await hub.storage.conversations.get(conversation_id) is None:
+        return _not_found(conversation_id)
+    note = await hub.storage.desk.add_note(conversation_id, operator.name, text, now=hub.clock.time())
+    return json_response(note_entry(note), status=201)
+
+
+async def mark_read(request: web.Request) -> web.Response:
+    _, hub, operator = _parts(request)
+    conversation_id = path_id(request, what="conversation")
+    message_id = (await _body(request, ("message_id",))).get("message_id")
+    if not isinstance(message_id, int) or isinstance(message_id, bool) or message_id <= 0:
+        raise _invalid("invalid_request", 'expected {"message_id": <id of the last message seen>}')
+    if await hub.storage.conversations.get(conversation_id) is None:
+        return _not_found(conversation_id)
+    await hub.storage.desk.mark_read(operator.id, conversation_id, message_id)
+    return json_response({"conversation": await listed(hub, operator, conversation_id)})
+
+
+async def update_contact(request: web.Request) -> web.Response:
+    hub = request.app[HUB_KEY]
+    contact_id = path_id(request, what="contact")
+    body = await _body(request, ("language", "tags"))
+    changes = contact_changes(body)
+    if await hub.storage.contacts.get(contact_id) is None:
+        return error(404, "not_found", f"no contact {contact_id}")
+    if changes:
+        await hub.storage.contacts.update(contact_id, changes)
+    return json_response({"contact": await contact_shape(hub, contact_id)})
+
+
+async def upload(request: web.Request) -> web.Response:
+    stored = await stored_upload(request)
+    if isinstance(stored, web.Response):
+        return stored
+    return json_response(
+        {
+            "id": f"{LOCAL_PREFIX}{stored.id}",
+            "mime_type": stored.mime_type,
+            "filename": stored.filename,
+            "kind": kind_of(stored.mime_type),
+            "size": stored.size,
+            "url": f"/inbox/media/{stored.id}",
+        },
+        status=201,
+    )
 
 
 def api_routes(inbox: Inbox) -> list[web.RouteDef]:
-    return []
+    base, one = "/inbox/api", "/inbox/api/conversations/{id}"
+    handlers = [
+        ("GET", f"{base}/me", me),
+        ("GET", f"{base}/conversations", list_conversations),
+        ("GET", one, get_conversation),
+        ("POST", f"{one}/take", take),
+        ("POST", f"{one}/assign", assign),
+        ("POST", f"{one}/release", release),
+        ("POST", f"{one}/resolve", resolve),
+        ("POST", f"{one}/messages", send),
+        ("POST", f"{one}/notes", add_note),
+        ("POST", f"{one}/read", mark_read),
+        ("PATCH", f"{base}/contacts/{{id}}", update_contact),
+        ("POST", f"{base}/media", upload),
+        ("GET", "/inbox/media/{id}", media_file),
+    ]
+    return [web.route(method, path, guarded(inbox, handler)) for method, path, handler in handlers]
