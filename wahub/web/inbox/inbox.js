@@ -370,7 +370,9 @@
     const window_ = node("span", "conv__window");
     window_.dataset.window = JSON.stringify(obj(item.window));
     meta.append(window_, node("span", "conv__owner", ownerText(item)));
-    button.append(top, node("span", "conv__preview", itemPreview(item)), meta);
+    const preview = node("span", "conv__preview");
+    preview.append(window.whatsappText(itemPreview(item)));
+    button.append(top, preview, meta);
     button.addEventListener("click", () => openConversation(item.id));
     row.append(button);
     return row;
@@ -752,7 +754,8 @@
 
   function eventText(entry) {
     const actor = actorName(entry.actor);
-    const reason = str(entry.reason);
+    // An operator's own changes carry a reason made from the change itself: not repeated.
+    const reason = str(entry.actor).startsWith("operator:") ? "" : str(entry.reason);
     switch (entry.change) {
       case "queued":
         return `Queued by ${actor}${reason ? `: ${reason}` : ""}`;
