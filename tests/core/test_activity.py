@@ -169,6 +169,9 @@ async def test_readers_follow_the_feed_by_id_and_pruning_drops_the_old(storage: 
     assert await storage.activity.first_id() is None
     # The highest id is gone with the rest: a reader at it sees nothing new, as before.
     assert await storage.activity.after(ids[-1]) == []
+    # Ids are never handed out again, so that reader's cursor still means "seen up to here".
+    await storage.desk.add_note(conversation_id, "operator:ann", "after the prune", now=time.time())
+    assert [row.id > ids[-1] for row in await storage.activity.after(ids[-1])] == [True]
 
 
 async def test_the_hourly_clean_up_prunes_activity_older_than_two_days(database_url: str) -> None:

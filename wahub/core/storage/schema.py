@@ -286,6 +286,8 @@ activity = sa.Table(
     sa.Column("ref_id", sa.BigInteger, comment="the message, conversation event or note it is about"),
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Index("ix_activity_created", "created_at"),
+    # Never an id again after a prune emptied the table: a reader's old cursor stays behind.
+    sqlite_autoincrement=True,
 )
 
 queue_alerts = sa.Table(

@@ -74,6 +74,7 @@ def upgrade() -> None:
         sa.Column("kind", sa.String(length=16), nullable=False, comment="message, status, owner, note, contact"),
         sa.Column("ref_id", sa.BigInteger(), comment="the message, conversation event or note it is about"),
         sa.Column("created_at", sa.Float(), nullable=False),
+        sqlite_autoincrement=True,
     )
     op.create_index("ix_activity_created", "activity", ["created_at"])
     op.create_table(
