@@ -130,6 +130,31 @@ async def test_attachment_contact_edit_and_media(database_url: str) -> None:
         assert pane["composer"]["canned_replies"] == [{"title": "Thanks", "text": "Obrigado!"}]
 
 
+async def test_stored_files_never_run_as_pages_or_scripts(database_url: str) -> None:
+    """An uploaded script or HTML page is only ever downloaded; pictures show inline."""
+    async with inbox_daemon(database_url) as daemon, aiohttp.ClientSession() as http:
+        ana = await desk(daemon, http, "ana")
+        served = {}
+        for filename, mime_type in (("x.js", "application/javascript"), (None, "text/html"), ("p.png", "image/png")):
+            form = aiohttp.MultipartWriter("form-data")
+            part = form.append(b"<script>window.__pwned=1</script>", {"Content-Type": mime_type})
+            # A hand-written body may leave the file name out.
+            part.set_content_disposition("form-data", name="file", **({"filename": filename} if filename else {}))
+            async with http.post(f"{daemon.url}/inbox/api/media", data=form, headers=ana.headers) as answer:
+                assert answer.status == 201, await answer.text()
+                url = (await answer.json())["url"]
+            async with http.get(f"{daemon.url}{url}", headers=ana.headers) as file:
+                served[mime_type] = file.headers
+        for hostile in ("application/javascript", "text/html"):
+            headers = served[hostile]
+            assert headers["Content-Type"] == "application/octet-stream"
+            assert headers["Content-Disposition"].startswith("attachment")
+            assert headers["Content-Security-Policy"] == "default-src 'none'; sandbox"
+            assert headers["X-Content-Type-Options"] == "nosniff"
+        assert served["image/png"]["Content-Type"] == "image/png"
+        assert served["image/png"]["Content-Disposition"].startswith("inline")
+
+
 async def test_closed_window_allows_templates_only(database_url: str) -> None:
     clock = ManualClock(time.time())
     async with inbox_daemon(database_url, clock=clock) as daemon, aiohttp.ClientSession() as http:

@@ -246,16 +246,37 @@ async def get_media(request: web.Request) -> web.StreamResponse:
     return await media_response(request.app[HUB_KEY], path_text(request, "id"))
 
 
-async def media_response(hub: Hub, media_id: str) -> web.StreamResponse:
-    """The stored file ``media_id`` (inbound or outbound), sent from disk, or a 404."""
+async def media_response(hub: Hub, media_id: str, *, in_page: bool = False) -> web.StreamResponse:
+    """The stored file ``media_id`` (inbound or outbound), sent from disk, or a 404.
+
+    ``in_page``: for a web page's origin (the inbox), where a file that is not
+    a picture, a sound or a film is sent as ``application/octet-stream``, so
+    that no page of that origin can ever load it as a script or a style."""
     store = hub.storage.media
     file = await store.get(media_id)
     if file is None or not store.path(file).is_file():
         return error(404, "not_found", "no such media file")
-    headers = {"Content-Type": file.mime_type, "X-Content-SHA256": file.sha256, "X-Content-Type-Options": "nosniff"}
+    inline = shown_inline(file.mime_type)
+    headers = {
+        "Content-Type": file.mime_type if inline or not in_page else "application/octet-stream",
+        "X-Content-SHA256": file.sha256,
+        "X-Content-Type-Options": "nosniff",
+        # A stored file is whatever a user or an uploader sent: it never runs as a page.
+        "Content-Security-Policy": "default-src 'none'; sandbox",
+    }
+    disposition = "inline" if inline else "attachment"
     if file.filename:
-        headers["Content-Disposition"] = f"attachment; filename*=UTF-8''{quote(file.filename, safe='')}"
+        disposition += f"; filename*=UTF-8''{quote(file.filename, safe='')}"
+    headers["Content-Disposition"] = disposition
     return web.FileResponse(store.path(file), headers=headers)
+
+
+def shown_inline(mime_type: str) -> bool:
+    """Whether a stored file of this type may be shown in a page (a picture, a
+    sound, a film); every other type, scripts, HTML and SVG among them, is only
+    ever downloaded."""
+    kind, _, subtype = mime_type.lower().partition("/")
+    return kind in ("image", "audio", "video") and "svg" not in subtype and "xml" not in subtype
 
 
 async def upload_media(request: web.Request) -> web.Response:

@@ -394,7 +394,7 @@ async def get_conversation(request: web.Request) -> web.Response:
 
 
 async def media_file(request: web.Request) -> web.StreamResponse:
-    return await media_response(request.app[HUB_KEY], path_text(request, "id"))
+    return await media_response(request.app[HUB_KEY], path_text(request, "id"), in_page=True)
 
 
 # -- changes -----------------------------------------------------------------

@@ -75,8 +75,10 @@ def token_hash(token: str) -> str:
 
 def secure_headers(response: web.StreamResponse, *, cache: bool = False) -> web.StreamResponse:
     """Add the inbox's security headers to ``response`` (before it is sent) and
-    return it; ``Cache-Control: no-store`` too unless ``cache`` (static files)."""
-    response.headers.update(SECURITY_HEADERS)
+    return it; ``Cache-Control: no-store`` too unless ``cache`` (static files).
+    A header the handler set already (a stricter policy for a stored file) is kept."""
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
     if not cache:
         response.headers["Cache-Control"] = "no-store"
     return response
