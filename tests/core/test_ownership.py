@@ -70,6 +70,24 @@ async def test_a_change_with_an_event_key_is_recorded_once(storage: Storage) -> 
     assert (await storage.conversations.owned(conversation_id)).owner == Owner.BOT
 
 
+async def test_a_change_limited_to_some_owners_or_one_holder_is_checked_under_the_lock(storage: Storage) -> None:
+    conversation_id = await conversation(storage)
+    change = storage.conversations.change_owner
+    await change(conversation_id, Transition("queued", "rule", "asked"), now=1.0)
+    takeable = frozenset({Owner.QUEUED, Owner.BOT})
+    ann = Transition("assigned", "operator:ann", "taken", assignee="ann", only_from=takeable)
+    bob = Transition("assigned", "operator:bob", "taken", assignee="bob", only_from=takeable)
+    assert await change(conversation_id, ann, now=2.0) is not None
+    # Bob read "queued" a moment ago; his take comes after Ann's and takes nothing.
+    assert await change(conversation_id, bob, now=3.0) is None
+    # An admin gives it to Bob; Ann's release, asked while it was hers, is refused.
+    await change(conversation_id, Transition("assigned", "operator:admin", "given", assignee="bob"), now=4.0)
+    assert await change(conversation_id, Transition("released", "operator:ann", "", held_by="ann"), now=5.0) is None
+    assert await change(conversation_id, Transition("resolved", "operator:ann", "", held_by="ann"), now=6.0) is None
+    done = await change(conversation_id, Transition("resolved", "operator:bob", "", held_by="bob"), now=7.0)
+    assert done is not None and done[0].owner == Owner.BOT
+
+
 async def test_the_quiet_return_is_checked_under_the_lock(storage: Storage) -> None:
     conversation_id = await conversation(storage)
     await storage.conversations.change_owner(conversation_id, Transition("queued", "rule", "asked"), now=100.0)

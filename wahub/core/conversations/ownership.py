@@ -30,12 +30,13 @@ async def change_owner(
     event_key: str | None = None,
     quiet_before: float | None = None,
     only_from: frozenset[Owner] | None = None,
+    held_by: str | None = None,
 ) -> OwnershipChange | None:
     """Apply ``change`` (``queued``, ``assigned``, ``released``, ``resolved``,
     ``phone``) and announce it; None when the current owner does not allow it
-    (or is not one of ``only_from``, or, with ``quiet_before``, a person was
-    active since then)."""
-    transition = Transition(change, actor, reason, assignee, event_key, quiet_before, only_from)
+    (or is not one of ``only_from``, or it is not assigned to ``held_by``, or,
+    with ``quiet_before``, a person was active since then)."""
+    transition = Transition(change, actor, reason, assignee, event_key, quiet_before, only_from, held_by)
     result = await hub.storage.conversations.change_owner(conversation_id, transition, now=hub.clock.time())
     if result is None:
         return None

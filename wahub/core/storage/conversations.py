@@ -58,7 +58,10 @@ class Transition:
     ``event_key`` records it once however often its cause runs; with
     ``quiet_before``, only if no person was active since then; with
     ``only_from``, only from those owners (an operator taking a conversation
-    takes it from the queue or the bot, never from another operator)."""
+    takes it from the queue or the bot, never from another operator); with
+    ``held_by``, only while it is assigned to that operator (checked under the
+    row's lock, so an operator acting on their own conversation never acts on
+    one that was just given to someone else)."""
 
     change: str
     actor: str
@@ -67,6 +70,7 @@ class Transition:
     event_key: str | None = None
     quiet_before: float | None = None
     only_from: frozenset[Owner] | None = None
+    held_by: str | None = None
 
 
 @dataclass(frozen=True)
@@ -197,6 +201,10 @@ class ConversationStore:
         if (
             current.owner not in allowed
             or (transition.only_from is not None and current.owner not in transition.only_from)
+            or (
+                transition.held_by is not None
+                and (current.owner != Owner.ASSIGNED or current.assignee != transition.held_by)
+            )
             or (current.owner == to_owner == Owner.ASSIGNED and current.assignee == assignee)
             or (transition.quiet_before is not None and (current.active_at or 0.0) >= transition.quiet_before)
         ):

@@ -446,6 +446,7 @@ async def _changed(
     *,
     assignee: str | None = None,
     only_from: frozenset[Owner] | None = None,
+    held_by: str | None = None,
 ) -> web.Response:
     """Make ``change`` as the signed-in operator; the conversation's list item, or why not."""
     _, hub, operator = _parts(request)
@@ -458,6 +459,7 @@ async def _changed(
         reason=reason,
         assignee=assignee,
         only_from=only_from,
+        held_by=held_by,
     )
     if done is None:
         current = await hub.storage.conversations.get(conversation_id)
@@ -500,9 +502,16 @@ async def assign(request: web.Request) -> web.Response:
     conversation = await hub.storage.conversations.get(path_id(request, what="conversation"))
     if conversation is None:
         return _not_found(path_id(request, what="conversation"))
-    only_from = None if may_reply(operator, conversation) else TAKEABLE  # another's conversation: admins only
     reason = f"given to {target.name} by {operator.name}"
-    return await _changed(request, "assigned", "assigned", reason, assignee=target.name, only_from=only_from)
+    if operator.is_admin:
+        return await _changed(request, "assigned", "assigned", reason, assignee=target.name)
+    # An operator gives away their own conversation (still theirs when the change
+    # is made), or one from the queue or the bot's; never another operator's.
+    held_by = operator.name if may_reply(operator, conversation) else None
+    only_from = None if held_by else TAKEABLE
+    return await _changed(
+        request, "assigned", "assigned", reason, assignee=target.name, only_from=only_from, held_by=held_by
+    )
 
 
 async def release(request: web.Request) -> web.Response:
@@ -510,19 +519,25 @@ async def release(request: web.Request) -> web.Response:
     owned = await _owned_or_refused(request)
     if isinstance(owned, web.Response):
         return owned
-    return await _changed(request, "released", "released", f"given back to the queue by {operator_of(request).name}")
+    operator = operator_of(request)
+    reason = f"given back to the queue by {operator.name}"
+    return await _changed(request, "released", "released", reason, held_by=None if operator.is_admin else operator.name)
 
 
 async def resolve(request: web.Request) -> web.Response:
     await _body(request, ())
     operator = operator_of(request)
+    reason = f"resolved by {operator.name}"
+    if operator.is_admin:
+        return await _changed(request, "resolved", "resolved", reason)
     conversation = await request.app[HUB_KEY].storage.conversations.get(path_id(request, what="conversation"))
-    if conversation is not None and conversation.owner != Owner.QUEUED:
-        owned = await _owned_or_refused(request)
-        if isinstance(owned, web.Response):
-            return owned
-    only_from = None if operator.is_admin else frozenset({Owner.QUEUED, Owner.ASSIGNED, Owner.PHONE})
-    return await _changed(request, "resolved", "resolved", f"resolved by {operator.name}", only_from=only_from)
+    if conversation is not None and conversation.owner == Owner.QUEUED:
+        # Anyone may close a hand-off nobody took: still untaken when the change is made.
+        return await _changed(request, "resolved", "resolved", reason, only_from=frozenset({Owner.QUEUED}))
+    owned = await _owned_or_refused(request)
+    if isinstance(owned, web.Response):
+        return owned
+    return await _changed(request, "resolved", "resolved", reason, held_by=operator.name)
 
 
 # -- writing -----------------------------------------------------------------
