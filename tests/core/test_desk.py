@@ -111,6 +111,9 @@ async def test_previews_unread_counts_and_tags(storage: Storage) -> None:
     ann, bob = await add_operator(storage, "ann"), await add_operator(storage, "bob")
     conversation_id, first = await write(storage, "15550000001", "hello", name="Ana")
     _, second = await write(storage, "15550000001", "are you there?")
+    # While the bot has it, nobody is expected to read it.
+    assert (await storage.desk.listing(operator_id=ann, operator="ann"))[0]["unread"] == 0
+    await storage.conversations.change_owner(conversation_id, Transition("queued", "rule", "asked"), now=time.time())
     empty = await storage.desk.listing(operator_id=ann, operator="ann")
     assert empty[0]["unread"] == 2 and empty[0]["contact_name"] == "Ana"
     assert empty[0]["last"]["id"] == second and empty[0]["last"]["direction"] == "in"

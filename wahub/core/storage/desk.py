@@ -68,7 +68,8 @@ class DeskStore:
         - ``queued`` (owner queued): oldest hand-off first;
         - ``mine`` (assigned to ``operator``), ``open`` (assigned to another
           operator, or the business app's): latest activity first;
-        - ``resolved`` (the bot's): latest activity first.
+        - ``resolved`` (the bot's): latest update first (``updated_at``); their
+          ``unread`` is 0.
 
         ``section`` keeps one of them; ``search`` keeps those whose contact's
         name or address, or one of whose text messages, holds it (case-folded);
@@ -141,7 +142,8 @@ class DeskStore:
             conversations.c.last_human_at,
             contacts.c.tags,
             _handoff.c.occurred_at.label("queued_at"),
-            unread.label("unread"),
+            # The bot's conversations are nobody's to read: their history is not counted.
+            sa.case((conversations.c.owner == Owner.BOT.value, 0), else_=unread).label("unread"),
             active_at.label("active_at"),
             *(_last_message.c[name].label(f"last_{name}") for name in _LAST_COLUMNS),
         ).select_from(
@@ -284,6 +286,10 @@ def _section_of(owner: str, assignee: str | None, operator: str) -> str:
 def _section_order(section: str, active_at: sa.ColumnElement[Any]) -> list[sa.ColumnElement[Any]]:
     if section == "queued":
         return [sa.func.coalesce(_handoff.c.occurred_at, conversations.c.owner_changed_at).asc(), conversations.c.id]
+    if section == "resolved":
+        # Every conversation the bot has: read in the order of an index, so that
+        # only the first rows' latest message is looked up, however many there are.
+        return [conversations.c.updated_at.desc(), conversations.c.id.desc()]
     return [active_at.desc(), conversations.c.id.desc()]
 
 
@@ -292,6 +298,8 @@ def _listing_order(item: dict[str, Any]) -> tuple[int, float, int]:
     rank = SECTIONS.index(item["section"])
     if item["section"] == "queued":
         return rank, item["queued_at"] or item["owner_changed_at"], item["id"]
+    if item["section"] == "resolved":
+        return rank, -item["updated_at"], -item["id"]
     return rank, -item["active_at"], -item["id"]
 
 

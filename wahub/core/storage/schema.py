@@ -62,6 +62,7 @@ conversations = sa.Table(
     sa.UniqueConstraint("provider", "contact_id", name="uq_conversations_provider_contact"),
     # The inbox lists conversations by owner, counts each operator's, and looks for queued ones waiting.
     sa.Index("ix_conversations_owner", "owner", "assignee"),
+    sa.Index("ix_conversations_owner_updated", "owner", "updated_at"),
 )
 
 conversation_events = sa.Table(

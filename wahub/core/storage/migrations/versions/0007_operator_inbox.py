@@ -89,9 +89,11 @@ def upgrade() -> None:
         sa.Column("sent_at", sa.Float(), nullable=False),
     )
     op.create_index("ix_conversations_owner", "conversations", ["owner", "assignee"])
+    op.create_index("ix_conversations_owner_updated", "conversations", ["owner", "updated_at"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_conversations_owner_updated", table_name="conversations")
     op.drop_index("ix_conversations_owner", table_name="conversations")
     op.drop_table("queue_alerts")
     op.drop_index("ix_activity_created", table_name="activity")
