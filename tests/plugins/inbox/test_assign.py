@@ -8,7 +8,7 @@ import aiohttp
 from aiohttp import web
 
 from tests.plugins.inbox.kit import desk, frame, inbox_daemon, queued_conversation, user_says
-from wahub.plugins.inbox.assign import alert_waiting
+from wahub.plugins.inbox.assign import alert_waiting, offer_waiting
 from wahub.testing import RunningDaemon, serve_on_loopback, wait_until
 
 
@@ -32,6 +32,16 @@ async def test_auto_assign_gives_in_turn_within_the_limit(database_url: str) -> 
             assert owners[2] is not None and str(owners[2].owner) == "queued"  # both hold their one
             events = await daemon.hub.storage.conversations.events(ids[0])
             assert events[-1].actor == "inbox" and "auto_assign" in events[-1].reason
+
+            # Ana gives hers back: it is not handed straight back to her...
+            hers = next(c.id for c in owners if c and c.assignee == "ana")
+            await ana.ok("POST", f"/conversations/{hers}/release")
+            released = await daemon.hub.storage.conversations.get(hers)
+            assert released is not None and str(released.owner) == "queued"
+            # ...and the next round offers the oldest hand-off first: the third user's.
+            await offer_waiting(daemon.hub)
+            third = await daemon.hub.storage.conversations.get(ids[2])
+            assert third is not None and third.assignee == "ana"
 
 
 async def handed_off(daemon: RunningDaemon, http: aiohttp.ClientSession, sender: str) -> int:

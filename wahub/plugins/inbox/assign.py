@@ -51,11 +51,12 @@ async def _candidates(inbox: Inbox) -> list[tuple[Operator, int]]:
     return [(operator, counts.get(operator.name, 0)) for operator in present if counts.get(operator.name, 0) < limit]
 
 
-async def offer(inbox: Inbox, conversation_ids: Sequence[int]) -> int:
+async def offer(inbox: Inbox, conversation_ids: Sequence[int], *, passing_over: str | None = None) -> int:
     """Give each queued conversation of ``conversation_ids`` to an operator in
-    turn, while one is free; how many were given."""
+    turn, while one is free (never to ``passing_over``, the operator who just
+    gave it back); how many were given."""
     hub = inbox.hub
-    candidates = await _candidates(inbox)
+    candidates = [entry for entry in await _candidates(inbox) if entry[0].name != passing_over]
     if not candidates:
         return 0
     limit = int(inbox.config["max_open_per_operator"])
@@ -90,8 +91,9 @@ async def on_change(inbox: Inbox, conversation: Conversation, change: OwnershipC
     """A newly queued conversation goes to a present operator at once, when ``auto_assign`` is on."""
     if change.to_owner != Owner.QUEUED or not inbox.config["auto_assign"]:
         return
+    releaser = change.actor.removeprefix("operator:") if change.change == "released" else None
     try:
-        await offer(inbox, [conversation.id])
+        await offer(inbox, [conversation.id], passing_over=releaser)
     except Exception:
         # The hand-off itself stands; the job offers it again.
         _LOGGER.exception("conversation %d: automatic assignment failed", conversation.id)
@@ -100,9 +102,9 @@ async def on_change(inbox: Inbox, conversation: Conversation, change: OwnershipC
 async def offer_waiting(hub: Hub) -> None:
     """Offer the conversations still queued again, oldest first (a job, every 15 s)."""
     inbox = inbox_of(hub)
-    page = await hub.storage.conversations.list(owners=[Owner.QUEUED.value], limit=OFFER_BATCH)
-    if page.items:
-        await offer(inbox, [row["id"] for row in page.items])
+    queued = await hub.storage.desk.listing(operator_id=0, operator="", section="queued", limit=OFFER_BATCH)
+    if queued:
+        await offer(inbox, [row["id"] for row in queued])
 
 
 async def alert_waiting(hub: Hub) -> None:
