@@ -304,6 +304,10 @@ async def test_security_headers_on_page_json_error_and_redirect(database_url: st
         async with client.get(f"{daemon.url}/inbox/probe-page") as page:
             assert page.status == 200 and page.content_type == "text/html"
             assert_secure_headers(page)
+        for missing in ("/inbox/no-such-page", "/inbox/static/no-such.js", "/inbox/api/no/such/thing"):
+            async with client.get(f"{daemon.url}{missing}") as nothing:
+                assert nothing.status == 404, missing
+                assert_secure_headers(nothing)
 
 
 async def test_admins_manage_operators(database_url: str) -> None:

@@ -9,6 +9,7 @@ from string import Template
 
 from aiohttp import web
 
+from wahub.core.http.api_io import error
 from wahub.plugins.inbox import auth
 from wahub.plugins.inbox.state import Inbox
 
@@ -46,12 +47,17 @@ def page_routes(inbox: Inbox) -> list[web.RouteDef]:
     async def static(request: web.Request) -> web.StreamResponse:
         path = STATIC_FILES.get(request.match_info["name"])
         if path is None or not path.is_file():
-            raise web.HTTPNotFound(text=f"no such inbox file: {request.match_info['name']}")
-        response = web.FileResponse(path, headers={"Content-Type": _CONTENT_TYPES[path.suffix]})
-        auth.secure_headers(response)
-        return response
+            return await not_found(request)
+        # Kept by the browser, but asked again each time (a 304 when unchanged): an upgrade shows at once.
+        headers = {"Content-Type": _CONTENT_TYPES[path.suffix], "Cache-Control": "no-cache"}
+        return auth.secure_headers(web.FileResponse(path, headers=headers), cache=True)
 
     return [
         web.get("/inbox", auth.guarded(inbox, page, page=True)),
         web.get("/inbox/static/{name}", static),
     ]
+
+
+async def not_found(request: web.Request) -> web.StreamResponse:
+    """Any other address under ``/inbox``: a 404 with the inbox's security headers."""
+    return auth.secure_headers(error(404, "not_found", f"no such inbox address: {request.path[:200]}"))

@@ -18,7 +18,7 @@ from wahub.plugins.inbox.api import api_routes
 from wahub.plugins.inbox.auth import auth_routes
 from wahub.plugins.inbox.config import INBOX_SCHEMA
 from wahub.plugins.inbox.live import live_of, live_routes
-from wahub.plugins.inbox.pages import page_routes
+from wahub.plugins.inbox.pages import not_found, page_routes
 from wahub.plugins.inbox.state import inbox_of
 
 
@@ -37,7 +37,9 @@ def register_routes(hub: Hub) -> list[web.AbstractRouteDef]:
     if not _enabled(hub):
         return []
     inbox = inbox_of(hub)
-    return [*auth_routes(inbox), *page_routes(inbox), *api_routes(inbox), *live_routes(inbox)]
+    routes = [*auth_routes(inbox), *page_routes(inbox), *api_routes(inbox), *live_routes(inbox)]
+    # Last: what no route above answers is still answered with the inbox's headers.
+    return [*routes, web.route("*", "/inbox/{rest:.*}", not_found)]
 
 
 @hookimpl
