@@ -98,7 +98,7 @@ def _tags(value: Any) -> list[str]:
     return list(dict.fromkeys(tag.strip() for tag in value))  # each label once, in the order given
 
 
-def _changes(body: Any) -> dict[str, Any]:
+def contact_changes(body: Any) -> dict[str, Any]:
     """The columns a PATCH body sets, validated."""
     if not isinstance(body, dict):
         raise _invalid(f"the body must be a JSON object with any of {', '.join(EDITABLE)}")
@@ -127,7 +127,7 @@ def _changes(body: Any) -> dict[str, Any]:
 async def update_contact(request: web.Request) -> web.Response:
     hub = request.app[HUB_KEY]
     contact_id = path_id(request, what="contact")
-    changes = _changes(await json_body(request))
+    changes = contact_changes(await json_body(request))
     contact = await hub.storage.contacts.get(contact_id)
     if contact is None:
         return error(404, "not_found", f"no contact {contact_id}")

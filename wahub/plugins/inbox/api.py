@@ -23,7 +23,7 @@ from wahub.core.errors import InvalidMessage, SendRefused
 from wahub.core.http.api import media_response, stored_upload
 from wahub.core.http.api_io import error, error_text, json_body, json_response, path_id, path_text
 from wahub.core.http.api_query import check_known, choices, cursor, search_text
-from wahub.core.http.contacts import _changes as contact_changes
+from wahub.core.http.contacts import contact_changes
 from wahub.core.http.conversations import event_item
 from wahub.core.hub import HUB_KEY, Hub
 from wahub.core.models import Conversation, OutgoingMessage, Owner, OwnershipChange
