@@ -923,7 +923,9 @@
     el.convState.textContent = `${who} · ${windowText(conversation.window)}`;
     const mine = conversation.owner === "assigned" && conversation.assignee === me.name;
     el.take.hidden = !(conversation.owner === "queued" || conversation.owner === "bot");
-    el.assign.hidden = !(me.admin || mine || conversation.owner === "queued");
+    // No one to give it to (the only operator has it): no empty picker.
+    const others = state.operators.some((name) => !(conversation.owner === "assigned" && conversation.assignee === name));
+    el.assign.hidden = !(me.admin || mine || conversation.owner === "queued") || !others;
     el.release.hidden = !(conversation.owner === "assigned" && (mine || me.admin));
     el.resolve.hidden = !(conversation.owner !== "bot" && (mine || me.admin || conversation.owner === "queued"));
   }
@@ -950,7 +952,9 @@
     const canReply = Boolean(composer.can_reply);
     const closed = !windowOpen(composer.window);
     const blocked = !noteMode && !canReply && !mayReply(conversation);
-    const templates = !noteMode && !canReply && !blocked && closed;
+    // Past the window the server still answers can_reply when a template may be sent:
+    // then only the template picker is offered, never the text box.
+    const templates = !noteMode && !blocked && closed;
     el.blocked.hidden = !blocked;
     if (blocked) {
       let text;
@@ -964,7 +968,7 @@
     }
     el.templates.hidden = !templates;
     if (templates) renderTemplates(composer);
-    const writable = noteMode || canReply;
+    const writable = noteMode || (canReply && !closed);
     el.form.hidden = !writable;
     el.quote.hidden = noteMode || !state.replyTo;
     el.attachment.hidden = noteMode || !state.attachment;
