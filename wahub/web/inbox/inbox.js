@@ -962,7 +962,8 @@
       else if (conversation.owner === "queued") text = "This conversation is waiting in the queue: take it to reply.";
       else if (conversation.owner === "phone") text = "The business app is answering this conversation.";
       else text = "The bot has this conversation: take it to reply.";
-      el.blockedText.textContent = composer.why_not ? `${text} ${str(composer.why_not)}` : text;
+      // The server's why_not says the same about the owner: shown twice it read as a stutter.
+      el.blockedText.textContent = text;
       el.blockedTake.hidden = conversation.owner === "assigned" && !me.admin;
       el.blockedTake.textContent = conversation.owner === "assigned" ? "Assign to me" : "Take";
     }
