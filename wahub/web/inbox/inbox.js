@@ -926,7 +926,9 @@
     el.convState.textContent = `${who} · ${windowText(conversation.window)}`;
     const mine = conversation.owner === "assigned" && conversation.assignee === me.name;
     el.take.hidden = !(conversation.owner === "queued" || conversation.owner === "bot");
-    el.assign.hidden = !(me.admin || mine || conversation.owner === "queued");
+    // No one to give it to (the only operator has it): no empty picker.
+    const others = state.operators.some((name) => !(conversation.owner === "assigned" && conversation.assignee === name));
+    el.assign.hidden = !(me.admin || mine || conversation.owner === "queued") || !others;
     el.release.hidden = !(conversation.owner === "assigned" && (mine || me.admin));
     el.resolve.hidden = !(conversation.owner !== "bot" && (mine || me.admin || conversation.owner === "queued"));
   }
@@ -953,7 +955,9 @@
     const canReply = Boolean(composer.can_reply);
     const closed = !windowOpen(composer.window);
     const blocked = !noteMode && !canReply && !mayReply(conversation);
-    const templates = !noteMode && !canReply && !blocked && closed;
+    // Past the window the server still answers can_reply when a template may be sent:
+    // then only the template picker is offered, never the text box.
+    const templates = !noteMode && !blocked && closed;
     el.blocked.hidden = !blocked;
     if (blocked) {
       let text;
@@ -961,13 +965,14 @@
       else if (conversation.owner === "queued") text = "This conversation is waiting in the queue: take it to reply.";
       else if (conversation.owner === "phone") text = "The business app is answering this conversation.";
       else text = "The bot has this conversation: take it to reply.";
-      el.blockedText.textContent = composer.why_not ? `${text} ${str(composer.why_not)}` : text;
+      // The server's why_not says the same about the owner: shown twice it read as a stutter.
+      el.blockedText.textContent = text;
       el.blockedTake.hidden = conversation.owner === "assigned" && !me.admin;
       el.blockedTake.textContent = conversation.owner === "assigned" ? "Assign to me" : "Take";
     }
     el.templates.hidden = !templates;
     if (templates) renderTemplates(composer);
-    const writable = noteMode || canReply;
+    const writable = noteMode || (canReply && !closed);
     el.form.hidden = !writable;
     el.quote.hidden = noteMode || !state.replyTo;
     el.attachment.hidden = noteMode || !state.attachment;
