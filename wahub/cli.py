@@ -259,12 +259,13 @@ async def serve(config: dict[str, Any], pm: pluggy.PluginManager) -> None:
             logger.debug("start-up failed", exc_info=True)
             raise StartupError(f"start-up failed: {exc}") from exc
         await GuardedSite(runner, sock, http).start()
-        sandbox = (
-            " (chat with the sandbox at /sandbox)"
-            if any(p["platform"] == "sandbox" for p in config["providers"])
-            else ""
-        )
-        logger.info("wahub %s listening on http://%s:%s%s", __version__, host, port, sandbox)
+        pages = []
+        if any(p["platform"] == "sandbox" for p in config["providers"]):
+            pages.append("chat with the sandbox at /sandbox")
+        if config.get("inbox", {}).get("enabled"):
+            pages.append("answer as an operator at /inbox")
+        where = f" ({', '.join(pages)})" if pages else ""
+        logger.info("wahub %s listening on http://%s:%s%s", __version__, host, port, where)
         # Everything built at start-up lives as long as the process: keep it out of
         # the cyclic collector, whose full passes would otherwise stall requests.
         gc.collect()

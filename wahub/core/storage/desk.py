@@ -32,7 +32,7 @@ from wahub.core.storage.schema import (
 SECTIONS = ("queued", "mine", "open", "resolved")
 
 #: The latest message's columns in a listing row's ``last``.
-_LAST_COLUMNS = ("id", "direction", "type", "body", "status", "error_code", "created_at")
+_LAST_COLUMNS = ("id", "direction", "type", "body", "status", "error_code", "origin", "idempotency_key", "created_at")
 
 _last_message = messages.alias("last_message")
 _handoff = conversation_events.alias("handoff")

@@ -81,6 +81,21 @@ def preview(body: Mapping[str, Any] | None, kind: str) -> str:
     return text if len(text) <= MAX_PREVIEW else text[: MAX_PREVIEW - 1] + "…"
 
 
+def author(row: Mapping[str, Any]) -> str:
+    """Who wrote a message: ``contact``, ``bot``, ``operator:<name>``, ``phone`` (the
+    business app), ``api``, or ``business`` (a notification or a scheduled send)."""
+    if row["direction"] == "in":
+        return "contact"
+    if row.get("origin") == "phone":
+        return "phone"
+    key = str(row.get("idempotency_key") or "")
+    if key.startswith("reply:"):
+        return "bot"
+    if key.startswith("inbox:"):
+        return f"operator:{key.split(':')[1]}"
+    return "api" if key.startswith("api:") else "business"
+
+
 def item(row: Mapping[str, Any], now: float) -> dict[str, Any]:
     """A conversation in the list, from a row of ``DeskStore.listing``."""
     last = row.get("last")
@@ -103,6 +118,7 @@ def item(row: Mapping[str, Any], now: float) -> dict[str, Any]:
             "direction": last["direction"],
             "type": last["type"],
             "preview": preview(last.get("body"), last["type"]),
+            "by": author(last),
             "status": last["status"],
             "at": last["created_at"],
         },
@@ -178,6 +194,7 @@ def message_entry(row: Mapping[str, Any], statuses: Sequence[Mapping[str, Any]] 
         "status": row["status"],
         "statuses": list(statuses),
         "origin": row["origin"],
+        "by": author(row),
         "error": {"code": row["error_code"], "message": row["error_reason"]} if row["error_code"] else None,
         "provider_message_id": row["provider_message_id"],
         "reply_to": context.get("message_id") if isinstance(context, dict) else None,

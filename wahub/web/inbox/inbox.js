@@ -333,7 +333,18 @@
     const last = item.last;
     if (!last) return "no messages yet";
     const preview = str(last.preview) || `(${str(last.type) || "message"})`;
-    return last.direction === "out" ? `You: ${preview}` : preview;
+    const by = authorName(last);
+    return by ? `${by}: ${preview}` : preview;
+  }
+
+  // Who wrote an outbound message, as a short label ("" for the contact's own).
+  function authorName(message) {
+    const by = str(message.by);
+    if (by === `operator:${me.name}`) return "You";
+    if (by.startsWith("operator:")) return by.slice("operator:".length);
+    const labels = { bot: "Bot", phone: "Business app", api: "API", business: "Business" };
+    if (labels[by]) return labels[by];
+    return message.direction === "out" ? "You" : "";
   }
 
   function sortedItems(section) {
@@ -717,6 +728,7 @@
     bubble.append(error);
     const meta = node("div", "msg__meta");
     const flags = node("span", "msg__flags");
+    if (direction === "out" && entry.by && entry.origin !== "phone") meta.append(node("span", "msg__by", authorName(entry)));
     meta.append(flags, timeNode(entry.at, "msg__time"));
     if (direction === "out") {
       const tick = node("span", "msg__tick");
