@@ -50,6 +50,23 @@ async def stored_hash(database_url: str, name: str) -> str:
         await storage.close()
 
 
+async def lock_account(database_url: str, name: str) -> None:
+    storage = await Storage.open(database_url)
+    try:
+        keys = [f"account:{name}"]
+        await storage.operators.record_failure(keys, now=1e9, window=900, lock_after={"account": 1}, lock_seconds=1e9)
+    finally:
+        await storage.close()
+
+
+async def account_failures(database_url: str, name: str) -> list[int]:
+    storage = await Storage.open(database_url)
+    try:
+        return [t.failures for t in await storage.operators.throttles([f"account:{name}"], now=1e9)]
+    finally:
+        await storage.close()
+
+
 async def test_add_list_passwd_disable_enable(database_url: str, tmp_path: Path) -> None:
     config = write_config(tmp_path, database_url)
     code, out, err = await cli("list", "-c", config)
@@ -63,8 +80,10 @@ async def test_add_list_passwd_disable_enable(database_url: str, tmp_path: Path)
     rows = [line.split("\t") for line in out.splitlines()]
     assert code == 0 and [row[:3] for row in rows] == [["ana", "admin", "enabled"], ["bo", "operator", "enabled"]]
 
+    await lock_account(database_url, "bo")
     code, out, _ = await cli("passwd", "bo", "-c", config, stdin="another password\n")
     assert code == 0 and "sessions have ended" in out
+    assert await account_failures(database_url, "bo") == []
     bo_hash = await stored_hash(database_url, "bo")
     assert await Passwords().verify(bo_hash, "another password")
     assert not await Passwords().verify(bo_hash, PASSWORD)

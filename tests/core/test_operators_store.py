@@ -106,3 +106,50 @@ async def test_failures_count_lock_and_clear(storage: Storage) -> None:
     assert [t.failures for t in stale] == [1, 1]
     await store.clear_failures("account:ana")
     assert [t.key for t in await store.throttles(keys, now=NOW + 2001)] == ["address:10.0.0.1"]
+
+
+async def test_attempts_are_reserved_and_a_success_forgotten(storage: Storage) -> None:
+    store = storage.operators
+    keys = ["account:ana", "address:10.0.0.1"]
+    limits = {"account": 2, "address": 3}
+
+    async def reserve(at: float) -> list[tuple[int, bool, bool]]:
+        attempts = await store.reserve_attempt(keys, now=at, window=900, lock_after=limits, lock_seconds=600)
+        return [(a.throttle.failures, a.was_locked, a.locked_now) for a in attempts]
+
+    assert await reserve(NOW) == [(1, False, False), (1, False, False)]
+    # The attempt that reaches the limit sets the lock but was not refused by it...
+    assert await reserve(NOW + 1) == [(2, False, True), (2, False, False)]
+    # ...the next one finds the lock.
+    assert await reserve(NOW + 2) == [(3, True, False), (3, False, True)]
+    address = (await store.reserve_attempt(keys, now=NOW + 3, window=900, lock_after=limits, lock_seconds=600))[1]
+    assert address.was_locked and not address.locked_now
+    await store.forget_attempt(address)
+    found = {t.key: t for t in await store.throttles(keys, now=NOW + 4)}
+    # Forgetting takes back the count, not a lock set before.
+    assert found["address:10.0.0.1"].failures == 3 and found["address:10.0.0.1"].locked_until == NOW + 602
+
+
+async def test_a_new_password_clears_the_account_lock(storage: Storage) -> None:
+    store = storage.operators
+    assert await store.add("ana", "h", admin=False, now=NOW) is not None
+    keys = ["account:ana", "address:10.0.0.1", "account:bo"]
+    await store.record_failure(keys, now=NOW, window=900, lock_after={"account": 1}, lock_seconds=600)
+    assert await store.set_password("ana", "new", now=NOW + 1)
+    assert sorted(t.key for t in await store.throttles(keys, now=NOW + 2)) == ["account:bo", "address:10.0.0.1"]
+
+
+async def test_purge_failures_keeps_what_still_slows_or_locks(storage: Storage) -> None:
+    store = storage.operators
+    limits = {"account": 2}
+    for key, at, times in (
+        ("account:old", NOW - 1000, 1),
+        ("account:served", NOW - 700, 2),
+        ("account:recent", NOW - 10, 1),
+        ("account:locked", NOW - 10, 2),
+    ):
+        for _ in range(times):
+            await store.record_failure([key], now=at, window=900, lock_after=limits, lock_seconds=600)
+    assert await store.purge_failures(NOW, 900) == 2
+    keys = ["account:old", "account:served", "account:recent", "account:locked"]
+    assert sorted(t.key for t in await store.throttles(keys, now=NOW)) == ["account:locked", "account:recent"]

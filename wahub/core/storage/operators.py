@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 
 from wahub.core.storage.engine import Database, insert_ignore
 from wahub.core.storage.schema import operator_sessions, operators, sign_in_failures
@@ -49,6 +50,18 @@ class Throttle:
     failures: int
     last_failed_at: float
     locked_until: float | None
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """A sign-in attempt counted under one key before its password is checked."""
+
+    #: The count with this attempt included, and the key's lock.
+    throttle: Throttle
+    #: The key was locked before this attempt: it is refused without checking the password.
+    was_locked: bool
+    #: This attempt's count reached the limit and set the lock.
+    locked_now: bool
 
 
 class OperatorStore:
@@ -97,8 +110,10 @@ class OperatorStore:
         return [_operator(row) for row in rows]
 
     async def set_password(self, name: str, password_hash: str, *, now: float) -> bool:
-        """Change the password and end every session of the operator; False if unknown."""
-        return await self._change(name, {"password_hash": password_hash, "updated_at": now}, end_sessions=True)
+        """Change the password, end every session of the operator and clear the
+        failed sign-ins (and lock) of their account; False if unknown."""
+        values = {"password_hash": password_hash, "updated_at": now}
+        return await self._change(name, values, end_sessions=True, clear_failures=True)
 
     async def set_disabled(self, name: str, disabled: bool, *, now: float) -> bool:
         """Disable (ending every session at once) or enable again; False if unknown."""
@@ -111,7 +126,9 @@ class OperatorStore:
     async def set_admin(self, name: str, admin: bool, *, now: float) -> bool:
         return await self._change(name, {"is_admin": admin, "updated_at": now}, end_sessions=False)
 
-    async def _change(self, name: str, values: dict[str, Any], *, end_sessions: bool) -> bool:
+    async def _change(
+        self, name: str, values: dict[str, Any], *, end_sessions: bool, clear_failures: bool = False
+    ) -> bool:
         async with self.db.begin() as conn:
             operator_id = (
                 await conn.execute(
@@ -122,6 +139,8 @@ class OperatorStore:
                 return False
             if end_sessions:
                 await conn.execute(sa.delete(operator_sessions).where(operator_sessions.c.operator_id == operator_id))
+            if clear_failures:
+                await conn.execute(sa.delete(sign_in_failures).where(sign_in_failures.c.key == f"account:{name}"))
         return True
 
     # -- sessions ----------------------------------------------------------
@@ -269,37 +288,80 @@ class OperatorStore:
 
         ``lock_after`` is keyed by the key's kind (``account``, ``address``) or
         by the whole key; a key under neither is counted but never locked."""
-        counted: list[Throttle] = []
+        attempts = await self.reserve_attempt(
+            keys, now=now, window=window, lock_after=lock_after, lock_seconds=lock_seconds
+        )
+        return [attempt.throttle for attempt in attempts]
+
+    async def reserve_attempt(
+        self, keys: Sequence[str], *, now: float, window: float, lock_after: dict[str, int], lock_seconds: float
+    ) -> list[Attempt]:
+        """Count a sign-in attempt under each key, as ``record_failure`` does,
+        before its password is checked, and tell for each key whether it was
+        locked before this attempt.
+
+        One transaction: each key's row is created or locked by one upsert, so
+        of attempts made at once (on any replica) each sees the others' counts
+        and no more than ``lock_after`` of them find the key unlocked."""
+        attempts: list[Attempt] = []
+        table = sign_in_failures
         async with self.db.begin() as conn:
+            insert = sqlite.insert if conn.dialect.name == "sqlite" else postgresql.insert
             for key in keys:
-                table = sign_in_failures
-                await conn.execute(
-                    insert_ignore(conn, table, ["key"]).values(
-                        key=key, failures=0, first_failed_at=now, last_failed_at=now
-                    )
+                upsert = (
+                    insert(table)
+                    .values(key=key, failures=0, first_failed_at=now, last_failed_at=now)
+                    .on_conflict_do_update(index_elements=["key"], set_={"failures": table.c.failures})
+                    .returning(*table.c)
                 )
-                row = (await conn.execute(sa.select(table).where(table.c.key == key).with_for_update())).one()
+                row = (await conn.execute(upsert)).one()
                 failures, first = int(row.failures), float(row.first_failed_at)
                 locked_until = row.locked_until
-                stale = now - float(row.last_failed_at) > window and not (locked_until and locked_until > now)
-                if stale or (locked_until is not None and locked_until <= now):
+                was_locked = locked_until is not None and locked_until > now
+                stale = now - float(row.last_failed_at) > window and not was_locked
+                if stale or (locked_until is not None and not was_locked):
                     # The window passed, or a lock ran out: counting starts again.
                     failures, first, locked_until = 0, now, None
                 failures += 1
                 limit = lock_after.get(key, lock_after.get(key.partition(":")[0]))
-                if limit is not None and failures >= limit and locked_until is None:
+                locked_now = limit is not None and failures >= limit and locked_until is None
+                if locked_now:
                     locked_until = now + lock_seconds
                 await conn.execute(
                     sa.update(table)
                     .where(table.c.key == key)
                     .values(failures=failures, first_failed_at=first, last_failed_at=now, locked_until=locked_until)
                 )
-                counted.append(Throttle(key, failures, now, locked_until))
-        return counted
+                attempts.append(Attempt(Throttle(key, failures, now, locked_until), was_locked, locked_now))
+        return attempts
+
+    async def forget_attempt(self, attempt: Attempt) -> None:
+        """Take back one attempt's count (a sign-in that succeeded), and the
+        lock it set, if it set one."""
+        table = sign_in_failures
+        values: dict[str, Any] = {"failures": sa.case((table.c.failures > 0, table.c.failures - 1), else_=0)}
+        if attempt.locked_now:
+            values["locked_until"] = sa.case(
+                (table.c.locked_until == attempt.throttle.locked_until, sa.null()), else_=table.c.locked_until
+            )
+        async with self.db.begin() as conn:
+            await conn.execute(sa.update(table).where(table.c.key == attempt.throttle.key).values(**values))
 
     async def clear_failures(self, key: str) -> None:
         async with self.db.begin() as conn:
             await conn.execute(sa.delete(sign_in_failures).where(sign_in_failures.c.key == key))
+
+    async def purge_failures(self, now: float, window: float) -> int:
+        """Delete the counts that no longer slow or lock anything: a lock that has
+        run out, or no lock and no failure for ``window`` seconds; how many."""
+        table = sign_in_failures
+        dead = sa.or_(
+            table.c.locked_until <= now,
+            sa.and_(table.c.locked_until.is_(None), table.c.last_failed_at < now - window),
+        )
+        async with self.db.begin() as conn:
+            result = await conn.execute(sa.delete(table).where(dead))
+        return int(result.rowcount)
 
 
 _OPERATOR = (

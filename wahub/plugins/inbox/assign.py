@@ -155,6 +155,7 @@ async def notify(urls: Sequence[str], *, title: str, body: str) -> bool:
 async def purge_sessions(hub: Hub) -> None:
     """Delete ended sessions (a job, hourly)."""
     purged = await hub.storage.operators.purge_sessions(hub.clock.time())
+    await hub.storage.operators.purge_failures(hub.clock.time(), hub.config["inbox"]["sign_in"]["lock_minutes"] * 60)
     if purged:
         _LOGGER.info("inbox: deleted %d expired sessions", purged)
 

@@ -27,13 +27,15 @@ from wahub.core.errors import BodyRefused
 from wahub.core.http.api_io import error, json_body, json_response
 from wahub.core.storage.operators import Operator, OperatorStore, Session, Throttle
 from wahub.plugins.inbox.passwords import Passwords, name_problem, password_problem
+from wahub.plugins.inbox.proxies import Client, client_of, throttle_address, trusted_networks
 from wahub.plugins.inbox.state import Inbox
 
 _LOGGER = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-#: The session cookie: HTTP-only, SameSite=Strict, Secure when served over HTTPS.
+#: The session cookie: HTTP-only, SameSite=Strict, Secure when served over HTTPS
+#: (or with ``inbox.secure_cookies: always``).
 COOKIE = "wahub_session"
 #: The header every state-changing request carries, equal to the session's CSRF token.
 CSRF_HEADER = "X-CSRF-Token"
@@ -276,6 +278,15 @@ def _passwords(inbox: Inbox) -> Passwords:
     return passwords
 
 
+def _client(inbox: Inbox, request: web.Request) -> Client:
+    """Who sent ``request``, believing ``inbox.trusted_proxies`` only."""
+    return client_of(request, trusted_networks(inbox.config["trusted_proxies"]))
+
+
+def _secure_cookies(inbox: Inbox, client: Client) -> bool:
+    return client.secure or inbox.config["secure_cookies"] == "always"
+
+
 def _expiry(inbox: Inbox, created_at: float, now: float) -> float:
     idle = float(inbox.config["session_idle_hours"]) * 3600
     return min(now + idle, created_at + float(inbox.config["session_days"]) * 86400)
@@ -321,36 +332,39 @@ async def _sign_in(inbox: Inbox, request: web.Request) -> web.StreamResponse:
         return await _login_page(inbox, request, status=403, reason=reason, name=name, next_path=next_path)
     settings = inbox.config["sign_in"]
     now = inbox.hub.clock.time()
-    address = request.remote or "unknown"
-    keys = [f"account:{name[:64]}", f"address:{address[:64]}"]
+    client = _client(inbox, request)
+    keys = [f"account:{name[:64]}", f"address:{throttle_address(client.address)[:64]}"]
     store = _store(inbox)
-    locked = [t.locked_until for t in await store.throttles(keys, now=now) if t.locked_until is not None]
-    if locked:
-        return await _locked_page(inbox, request, max(locked), now, name, next_path)
-    credentials = await store.credentials(name) if name_problem(name) is None else None
-    stored_hash = credentials[1] if credentials is not None else None
-    if await _passwords(inbox).verify(stored_hash, password[:1024]) and credentials is not None:
-        operator = credentials[0]
-        if operator.disabled:
-            reason = f"the operator {operator.name} is disabled: ask an admin to enable it"
-            return await _login_page(inbox, request, status=403, reason=reason, next_path=next_path)
-        await store.clear_failures(keys[0])
-        return await _start_session(inbox, request, operator, next_path)
     lock_seconds = float(settings["lock_minutes"]) * 60
-    counted = await store.record_failure(
+    # The attempt is counted before its password is checked: of attempts made at
+    # once, only those that found no lock get their password checked.
+    attempts = await store.reserve_attempt(
         keys,
         now=now,
         window=lock_seconds,
         lock_after={"account": int(settings["lock_after"]), "address": int(settings["address_lock_after"])},
         lock_seconds=lock_seconds,
     )
-    locked_now = [t for t in counted if t.locked_until is not None]
+    held = [float(a.throttle.locked_until or now) for a in attempts if a.was_locked]
+    if held:
+        return await _locked_page(inbox, request, max(held), now, name, next_path)
+    credentials = await store.credentials(name) if name_problem(name) is None else None
+    stored_hash = credentials[1] if credentials is not None else None
+    if await _passwords(inbox).verify(stored_hash, password[:1024]) and credentials is not None:
+        await store.clear_failures(keys[0])
+        await store.forget_attempt(attempts[1])
+        operator = credentials[0]
+        if operator.disabled:
+            reason = f"the operator {operator.name} is disabled: ask an admin to enable it"
+            return await _login_page(inbox, request, status=403, reason=reason, next_path=next_path)
+        return await _start_session(inbox, request, operator, next_path)
+    locked_now = [a.throttle for a in attempts if a.locked_now]
     for throttle in locked_now:
-        _log_lock(throttle, address)
+        _log_lock(throttle, client.address)
     if locked_now:
         until = max(float(t.locked_until or now) for t in locked_now)
         return await _locked_page(inbox, request, until, now, name, next_path)
-    await asyncio.sleep(slow_delay(max(t.failures for t in counted), int(settings["slow_after"])))
+    await asyncio.sleep(slow_delay(max(a.throttle.failures for a in attempts), int(settings["slow_after"])))
     reason = "wrong name or password"
     return await _login_page(inbox, request, status=401, reason=reason, name=name, next_path=next_path)
 
@@ -381,16 +395,17 @@ async def _locked_page(
 async def _start_session(inbox: Inbox, request: web.Request, operator: Operator, next_path: str) -> web.StreamResponse:
     token = secrets.token_urlsafe(32)
     now = inbox.hub.clock.time()
+    client = _client(inbox, request)
     await _store(inbox).start_session(
         operator.id,
         token_hash(token),
         secrets.token_urlsafe(32),
-        address=request.remote,
+        address=client.address,
         user_agent=request.headers.get("User-Agent"),
         now=now,
         expires_at=_expiry(inbox, now, now),
     )
-    _LOGGER.info("inbox: %s signed in from %s", operator.name, request.remote)
+    _LOGGER.info("inbox: %s signed in from %s", operator.name, client.address)
     response = web.HTTPSeeOther(next_path)
     response.set_cookie(
         COOKIE,
@@ -399,7 +414,7 @@ async def _start_session(inbox: Inbox, request: web.Request, operator: Operator,
         path="/inbox",
         httponly=True,
         samesite="Strict",
-        secure=request.secure,
+        secure=_secure_cookies(inbox, client),
     )
     response.del_cookie(LOGIN_COOKIE, path="/inbox")
     raise response
@@ -433,7 +448,7 @@ async def _login_page(
         path="/inbox",
         httponly=True,
         samesite="Strict",
-        secure=request.secure,
+        secure=_secure_cookies(inbox, _client(inbox, request)),
     )
     return response
 

@@ -16,6 +16,9 @@ MIN_PASSWORD = 8
 MAX_PASSWORD = 1024
 #: 1 to 64 characters: lowercase letters, digits, ``.``, ``_`` and ``-``.
 NAME_PATTERN = re.compile(r"[a-z0-9._-]{1,64}")
+#: Passwords hashed or checked at once per process: a flood of sign-ins waits
+#: its turn here instead of filling the thread pool the rest of wahub uses.
+CONCURRENT_CHECKS = 4
 
 
 def name_problem(name: str) -> str | None:
@@ -35,10 +38,12 @@ def password_problem(password: str) -> str | None:
 
 
 class Passwords:
-    """Hashes and checks passwords with argon2id (argon2-cffi's defaults)."""
+    """Hashes and checks passwords with argon2id (argon2-cffi's defaults),
+    at most ``concurrent`` at a time off the event loop."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, concurrent: int = CONCURRENT_CHECKS) -> None:
         self._hasher = PasswordHasher()
+        self._turns = asyncio.Semaphore(concurrent)
         # Hashed once per process: what an unknown name's sign-in is checked against.
         self._dummy: str | None = None
 
@@ -46,7 +51,8 @@ class Passwords:
         return self._hasher.hash(password)
 
     async def hash_async(self, password: str) -> str:
-        return await asyncio.to_thread(self._hasher.hash, password)
+        async with self._turns:
+            return await asyncio.to_thread(self._hasher.hash, password)
 
     async def verify(self, password_hash: str | None, password: str) -> bool:
         """Whether ``password`` matches ``password_hash``; with None (an unknown
@@ -54,9 +60,13 @@ class Passwords:
         if password_hash is None:
             if self._dummy is None:
                 self._dummy = await self.hash_async("wahub: no operator has this name")
-            await asyncio.to_thread(self._check, self._dummy, password)
+            await self._checked(self._dummy, password)
             return False
-        return await asyncio.to_thread(self._check, password_hash, password)
+        return await self._checked(password_hash, password)
+
+    async def _checked(self, password_hash: str, password: str) -> bool:
+        async with self._turns:
+            return await asyncio.to_thread(self._check, password_hash, password)
 
     def _check(self, password_hash: str, password: str) -> bool:
         try:
