@@ -79,6 +79,9 @@ class StandInInboxServer:
         self.kept_after = 0  # the oldest cursor the feed still keeps
         self.cursor = 100
         self.accepting = True
+        self.refusal: tuple[int, str, str] | None = None  # how the socket is refused, as the daemon does
+        self.answering = asyncio.Event()  # cleared: upgrades wait for an answer (a proxy holding them)
+        self.answering.set()
         self.refuse_next_send: Json | None = None
         self.page_size = 50
         self.url = ""
@@ -325,6 +328,9 @@ class StandInInboxServer:
     async def _socket(self, request: web.Request) -> web.StreamResponse:
         if not self.accepting:
             return web.Response(status=503, text="restarting")
+        if self.refusal is not None:
+            return error(*self.refusal)
+        await self.answering.wait()
         socket = web.WebSocketResponse()
         await socket.prepare(request)
         self.connections.append(dict(request.query))
@@ -499,8 +505,12 @@ def error(status: int, code: str, message: str) -> web.Response:
 
 
 # The API's refusals the page shows (a 409 taken, a 422 refused send, a 401 signed
-# out) are logged by Chromium itself; any other console error is a page bug.
-EXPECTED_ANSWER = re.compile(r"^Failed to load resource: the server responded with a status of (401|409|422|503)\b")
+# out, a refused socket's reason asked over HTTP) are logged by Chromium itself; any other console error is a page bug.
+EXPECTED_ANSWER = re.compile(
+    r"^Failed to load resource: the server responded with a status of (400|401|403|409|422|503)\b"
+    r"|^WebSocket connection to '\S+/inbox/ws[^']*' failed: Error during WebSocket handshake: "
+    r"Unexpected response code: (401|403|503)$"
+)
 
 
 @pytest.fixture
@@ -996,6 +1006,52 @@ async def test_reset_reloads_the_list_and_the_open_conversation(stand_in: StandI
     await stand_in.drop()
     await stand_in.wait_for(lambda: len(stand_in.connections) > resumed)
     assert stand_in.connections[-1] == {"after": str(stand_in.cursor)}
+
+
+async def test_a_refused_socket_still_shows_the_list_and_says_why(stand_in: StandInInboxServer, page: Page) -> None:
+    stand_in.add_conversation(40, "Tara", owner="assigned", assignee="alice")
+    reason = "requests from https://proxy.example are refused: add it to inbox.origins if the inbox is served there"
+    stand_in.refusal = (403, "cross_origin", reason)
+    await page.goto(stand_in.url)
+    # The list and a conversation come over HTTP, whatever the socket does.
+    await expect(row(page, 40)).to_be_visible()
+    await row(page, 40).get_by_role("button").click()
+    await expect(page.locator("#timeline li.msg")).to_have_count(1)
+    await expect(page.locator("body")).to_have_attribute("data-connection", "unavailable")
+    await expect(page.locator("#connection")).to_have_text(f"live updates unavailable: {reason}")
+    assert stand_in.connections == []
+
+    # Fixed: the next attempt connects, reloads what changed meanwhile, and applies each event once.
+    later = stand_in.message(40, "in", "text", {"body": "written while live updates were off"})
+    stand_in.timelines[40].append(later)
+    stand_in.add_conversation(41, "Uma")
+    lists_before = len(stand_in.calls_to("GET", "/inbox/api/conversations"))
+    stand_in.refusal = None
+    await page.evaluate("window.dispatchEvent(new Event('online'))")
+    await expect(page.locator("body")).to_have_attribute("data-connection", "connected")
+    assert stand_in.connections == [{}]
+    await expect(row(page, 41)).to_be_visible()
+    await expect(entry(page, "message", later["id"])).to_be_visible()
+    assert len(stand_in.calls_to("GET", "/inbox/api/conversations")) == lists_before + 1
+    live = stand_in.message(40, "in", "text", {"body": "live again"})
+    await stand_in.activity("message", 40, live)
+    await stand_in.send(stand_in.feed[-1])
+    marker = stand_in.message(40, "in", "text", {"body": "and again"})
+    await stand_in.activity("message", 40, marker)
+    await expect(entry(page, "message", marker["id"])).to_be_visible()
+    await expect(entry(page, "message", live["id"])).to_have_count(1)
+    await expect(page.locator("#timeline li.msg")).to_have_count(4)
+
+
+async def test_the_list_loads_while_the_socket_is_still_connecting(stand_in: StandInInboxServer, page: Page) -> None:
+    stand_in.add_conversation(42, "Vic")
+    stand_in.answering.clear()
+    await page.goto(stand_in.url)
+    await expect(row(page, 42)).to_be_visible()
+    await expect(page.locator("body")).to_have_attribute("data-connection", "connecting")
+    assert stand_in.connections == []
+    stand_in.answering.set()
+    await expect(page.locator("body")).to_have_attribute("data-connection", "connected")
 
 
 async def test_signed_out_frame_goes_to_the_sign_in_page(stand_in: StandInInboxServer, page: Page) -> None:

@@ -138,6 +138,12 @@ async def socket_session(inbox: Inbox, request: web.Request) -> Session | None:
     return await current_session(inbox, request)
 
 
+def origin_refusal(inbox: Inbox, request: web.Request) -> str | None:
+    """Why ``request`` (of any method, a socket upgrade included) is refused as
+    coming from another origin than the inbox's own, or None."""
+    return _cross_origin(inbox, request, always=True)
+
+
 async def current_session(inbox: Inbox, request: web.Request) -> Session | None:
     """The request's valid session (by its cookie), extended when it is due."""
     token = request.cookies.get(COOKIE, "")

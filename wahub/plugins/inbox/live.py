@@ -10,6 +10,17 @@ never fills). Rows above the cursor already sent are remembered, so nothing
 is sent twice; a page that resumes from an old cursor may see an event again
 and ignores its id, as the protocol says.
 
+When the poller starts following, its cursor starts ``START_MARGIN`` ids
+below the newest row: a lower id may belong to a transaction still open at
+that moment, so the ids between are watched as gaps too (those already
+there count as sent, so no page gets them twice).
+
+The poller never waits on one page: each page has its own queue of frames
+and a task that writes them. A page that falls ``OUTBOX_FRAMES`` frames
+behind, or takes longer than ``SEND_SECONDS`` to take one, is dropped (its
+socket closed, in a task of its own); the page reconnects and resumes from
+the last cursor it got.
+
 About every second the sessions of all open sockets are checked together
 (an ended session gets ``signed_out`` and its socket closes), and about every
 20 s each open socket marks its session live, which makes its operator
@@ -23,7 +34,7 @@ import contextlib
 import logging
 from collections import defaultdict
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
@@ -33,7 +44,7 @@ from wahub.core.hub import HUB_KEY, Hub
 from wahub.core.storage.activity import Activity
 from wahub.core.storage.operators import Session
 from wahub.plugins.inbox.api import event_entry, item, message_entries, note_entry
-from wahub.plugins.inbox.auth import socket_session
+from wahub.plugins.inbox.auth import current_session, origin_refusal, secure_headers
 from wahub.plugins.inbox.state import Inbox, inbox_of
 
 _LOGGER = logging.getLogger(__name__)
@@ -51,6 +62,16 @@ BATCH = 500
 LISTING_CHUNK = 100
 #: Missing ids timed at once below the newest row (a larger gap is timed as it comes closer).
 MAX_TIMED_GAPS = 1000
+#: Ids below the newest row at start that are still watched (they may commit late).
+START_MARGIN = 200
+#: Frames waiting for one page; past that the page is too slow and is dropped.
+OUTBOX_FRAMES = 100
+#: A page that takes longer than this to take one frame is dropped.
+SEND_SECONDS = 2.0
+#: How long a page has to answer a close before its connection is cut.
+CLOSE_SECONDS = 2.0
+#: Refused origins warned about (once each) before the warnings stop.
+MAX_WARNED_ORIGINS = 100
 
 
 @dataclass(eq=False)
@@ -61,18 +82,27 @@ class Client:
     session: Session
     #: Events up to here were sent before (or on another replica): never again.
     floor: int = 0
+    #: The page's connection, cut when the page does not answer a close.
+    transport: asyncio.Transport | None = None
+    #: Frames waiting to be written; ``None`` asks the writer to close the socket.
+    outbox: asyncio.Queue[dict[str, Any] | None] = field(default_factory=lambda: asyncio.Queue(OUTBOX_FRAMES))
+    #: The task writing ``outbox`` to the socket.
+    writer: asyncio.Task[None] | None = None
+    #: Set once the page is being closed: nothing more is queued for it.
+    ending: bool = False
 
 
-async def _send(client: Client, frame: dict[str, Any]) -> bool:
-    """Send ``frame``; False when the page has gone."""
-    if client.ws.closed:
-        return False
+async def _close(client: Client, message: bytes) -> None:
+    """Close the page's socket; cut its connection when it does not answer within ``CLOSE_SECONDS``."""
     try:
-        await client.ws.send_json(frame)
+        async with asyncio.timeout(CLOSE_SECONDS):
+            await client.ws.close(message=message)
+    except TimeoutError:
+        _LOGGER.debug("an inbox page did not answer the close within %s s: its connection is cut", CLOSE_SECONDS)
+        if client.transport is not None:
+            client.transport.abort()
     except (ConnectionResetError, RuntimeError) as exc:
-        _LOGGER.debug("inbox page left before a %r frame: %s", frame.get("type"), exc)
-        return False
-    return True
+        _LOGGER.debug("an inbox page left while it was being closed: %s", exc)
 
 
 class Live:
@@ -90,6 +120,10 @@ class Live:
         self._following = False
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
+        #: Sockets being closed, each in a task of its own.
+        self._closing: set[asyncio.Task[None]] = set()
+        #: Refusals already logged (one WARNING per origin).
+        self._warned: set[str] = set()
 
     @property
     def hub(self) -> Hub:
@@ -104,44 +138,132 @@ class Live:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-            for client in list(self.clients):
-                await client.ws.close(message=b"wahub is shutting down")
-            self.clients.clear()
+            clients, self.clients = list(self.clients), set()
+            for client in clients:
+                self._drop(client, b"wahub is shutting down")
+            await asyncio.gather(*self._closing, return_exceptions=True)
+            writers = [client.writer for client in clients if client.writer is not None]
+            for writer in writers:
+                writer.cancel()
+            await asyncio.gather(*writers, return_exceptions=True)
 
     # -- pages ---------------------------------------------------------------
 
     async def attach(self, client: Client, after: int | None) -> None:
         """Greet a page (``hello``; with ``after``, what it missed, or ``reset``)
         and send it every activity from then on."""
-        activity = self.hub.storage.activity
+        client.writer = asyncio.create_task(self._write(client), name="inbox-page-writer")
         async with self._lock:
             if not self._following:
-                self.cursor, self._following = await activity.last_id(), True
-                self.sent_above.clear()
-                self.gaps.clear()
+                await self._follow()
             if after is None:
                 client.floor = self.cursor
-                await _send(client, {"type": "hello", "cursor": self.cursor})
+                self._offer(client, {"type": "hello", "cursor": self.cursor})
             elif await self._missed(after):
                 client.floor = self.cursor
-                await _send(client, {"type": "reset"})
-                await _send(client, {"type": "hello", "cursor": self.cursor})
+                self._offer(client, {"type": "reset"})
+                self._offer(client, {"type": "hello", "cursor": self.cursor})
             else:
                 client.floor = after
-                await _send(client, {"type": "hello", "cursor": after})
+                self._offer(client, {"type": "hello", "cursor": after})
                 await self._resume(client, after)
-            self.clients.add(client)
+            if not client.ending:
+                self.clients.add(client)
         self._wake.set()
 
     def detach(self, client: Client) -> None:
         self.clients.discard(client)
 
+    def leave(self, client: Client) -> None:
+        """The page's socket has ended: forget it, and stop its writer unless it is closing the socket."""
+        self.detach(client)
+        if client.writer is not None and not client.ending:
+            client.writer.cancel()
+
+    async def _follow(self) -> None:
+        """Start following the feed a margin below its newest row (see the module's docstring)."""
+        newest = await self.hub.storage.activity.last_id()
+        self.cursor, self._following = max(0, newest - START_MARGIN), True
+        self.gaps.clear()
+        rows = await self.hub.storage.activity.after(self.cursor, limit=START_MARGIN)
+        # Committed before any page was followed: never sent as new, only on resume.
+        self.sent_above = {row.id for row in rows if row.id <= newest}
+
+    def _offer(self, client: Client, frame: dict[str, Any]) -> None:
+        """Queue ``frame`` for the page; a page too far behind is dropped."""
+        if client.ending:
+            return
+        try:
+            client.outbox.put_nowait(frame)
+        except asyncio.QueueFull:
+            _LOGGER.info("an inbox page fell %s frames behind: it is dropped and will resume", OUTBOX_FRAMES)
+            self._drop(client, b"too far behind: reconnect")
+
+    def _drop(self, client: Client, message: bytes) -> None:
+        """Close the page's socket in a task of its own."""
+        self.detach(client)
+        if client.ending:
+            return
+        client.ending = True
+        if client.writer is not None:
+            client.writer.cancel()
+        task = asyncio.create_task(_close(client, message), name="inbox-page-close")
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    def _sign_out(self, client: Client, reason: str) -> None:
+        """Tell the page its session ended, then close its socket (after what was queued before)."""
+        self.detach(client)
+        if client.ending:
+            return
+        try:
+            client.outbox.put_nowait({"type": "signed_out", "reason": reason})
+            client.outbox.put_nowait(None)
+        except asyncio.QueueFull:
+            self._drop(client, b"signed out")
+            return
+        client.ending = True
+
+    async def _write(self, client: Client) -> None:
+        """Write the page's frames in order; drop it when one takes longer than ``SEND_SECONDS``."""
+        while True:
+            frame = await client.outbox.get()
+            if frame is None:
+                await _close(client, b"signed out")
+                return
+            try:
+                async with asyncio.timeout(SEND_SECONDS):
+                    await client.ws.send_json(frame)
+            except TimeoutError:
+                _LOGGER.info("an inbox page took no frame for %s s: it is dropped and will resume", SEND_SECONDS)
+                self.detach(client)
+                client.ending = True
+                await _close(client, b"too slow: reconnect")
+                return
+            except (ConnectionResetError, RuntimeError) as exc:
+                _LOGGER.debug("inbox page left before a %r frame: %s", frame.get("type"), exc)
+                self.detach(client)
+                return
+
+    def warn_refused(self, refusal: str) -> None:
+        """Log a socket refused for its origin, once per origin (and refusal) in this process."""
+        if refusal in self._warned or len(self._warned) >= MAX_WARNED_ORIGINS:
+            return
+        self._warned.add(refusal)
+        _LOGGER.warning(
+            "inbox: a live-updates socket was refused, so pages there get no live updates: %s. "
+            "The page's origin must be the host the request reached or be listed in inbox.origins "
+            "(behind a proxy, pass the Host header on or list the public origin); "
+            "this is logged once per origin",
+            refusal,
+        )
+
     async def _missed(self, after: int) -> bool:
         """Whether rows after ``after`` are gone from the feed (pruned): the page must reload."""
-        if after >= self.cursor:
-            return False
         first = await self.hub.storage.activity.first_id()
-        return first is None or after + 1 < first
+        if first is None:
+            return after < self.cursor
+        return after + 1 < first
 
     async def _resume(self, client: Client, after: int) -> None:
         """Send a page what came after ``after`` up to the live cursor, and what was sent above it."""
@@ -267,8 +389,7 @@ class Live:
                 shown = [event for found, event in events if found > client.floor]
                 if not shown and cursor <= client.floor:
                     continue
-                if not await _send(client, {"type": "activity", "cursor": max(cursor, client.floor), "events": shown}):
-                    self.detach(client)
+                self._offer(client, {"type": "activity", "cursor": max(cursor, client.floor), "events": shown})
 
     # -- sessions ------------------------------------------------------------
 
@@ -281,10 +402,7 @@ class Live:
         valid = await self.hub.storage.operators.valid_sessions(tokens, now=self.hub.clock.time())
         for client in clients:
             if client.session.token_hash not in valid:
-                self.detach(client)
-                reason = "the session ended: signed out, expired, or the operator was disabled"
-                await _send(client, {"type": "signed_out", "reason": reason})
-                await client.ws.close(message=b"signed out")
+                self._sign_out(client, "the session ended: signed out, expired, or the operator was disabled")
 
     async def _mark_present(self) -> None:
         """Each open page keeps its session alive and its operator present."""
@@ -308,46 +426,65 @@ def live_of(hub: Hub) -> Live:
 
 
 def _after(request: web.Request) -> int | None:
+    """The ``after`` cursor; ``ValueError`` when it is not one."""
     given = request.query.get("after")
     if given is None or given == "":
         return None
     if not (given.isascii() and given.isdigit() and len(given) <= 19):
-        raise web.HTTPBadRequest(
-            text='{"error": {"code": "invalid_cursor", "message": "after must be the cursor of a previous frame"}}',
-            content_type="application/json",
-        )
+        raise ValueError(given)
     return int(given)
 
 
-async def _close_on_shutdown(hub: Hub, ws: web.WebSocketResponse) -> None:
+def _refused(status: int, code: str, message: str) -> web.StreamResponse:
+    return secure_headers(error(status, code, message))
+
+
+async def _close_on_shutdown(hub: Hub, client: Client) -> None:
     await hub.shutting_down.wait()
-    await ws.close(message=b"wahub is shutting down")
+    await _close(client, b"wahub is shutting down")
 
 
 async def socket(request: web.Request) -> web.StreamResponse:
-    """``GET /inbox/ws?after=<cursor>``: the page's live updates."""
+    """``GET /inbox/ws?after=<cursor>``: the page's live updates. Refused
+    with 403 ``cross_origin`` from another origin (logged once per origin),
+    401 ``signed_out`` without a valid session, 400 when the request is no
+    WebSocket upgrade; every answer has the inbox's security headers."""
     hub = request.app[HUB_KEY]
     inbox, live = inbox_of(hub), live_of(hub)
-    after = _after(request)
+    try:
+        after = _after(request)
+    except ValueError:
+        return _refused(400, "invalid_cursor", "after must be the cursor of a previous frame")
     if hub.shutting_down.is_set():
-        return error(503, "shutting_down", "wahub is restarting; connect again in a moment")
-    session = await socket_session(inbox, request)
+        return _refused(503, "shutting_down", "wahub is restarting; connect again in a moment")
+    refusal = origin_refusal(inbox, request)
+    if refusal is not None:
+        live.warn_refused(refusal)
+        return _refused(403, "cross_origin", refusal)
+    session = await current_session(inbox, request)
     if session is None:
-        return error(401, "signed_out", "sign in to the inbox first: this socket has no valid session")
+        return _refused(401, "signed_out", "sign in to the inbox first: this socket has no valid session")
     ws = web.WebSocketResponse(heartbeat=30)
+    if not ws.can_prepare(request).ok:
+        message = (
+            "this is the inbox's live-updates socket, but the request is no WebSocket upgrade: "
+            "a proxy in front of wahub must pass the Upgrade and Connection headers on"
+        )
+        return _refused(400, "not_websocket", message)
+    secure_headers(ws)
     try:
         await ws.prepare(request)
-    except ConnectionResetError as exc:
-        raise web.HTTPBadRequest(text="the connection closed during the handshake") from exc
-    client = Client(ws, session)
-    closer = asyncio.create_task(_close_on_shutdown(hub, ws))
+    except ConnectionResetError:
+        return _refused(400, "handshake_failed", "the connection closed during the handshake")
+    client = Client(ws, session, transport=request.transport)
+    closer = asyncio.create_task(_close_on_shutdown(hub, client))
     try:
         await live.attach(client, after)
         async for _ in ws:
             pass  # the page sends nothing but pings, which aiohttp answers
     finally:
         closer.cancel()
-        live.detach(client)
+        live.leave(client)
     return ws
 
 

@@ -7,7 +7,8 @@
  * links and media point only at /inbox/... paths (and geo: for locations).
  *
  * DOM contract (tests rely on it):
- *   body[data-connection]   "connecting" | "connected" | "reconnecting"
+ *   body[data-connection]   "connecting" | "connected" | "reconnecting" | "unavailable"
+ *                           (unavailable: the socket failed again and again; #connection says why)
  *   body[data-view]         "list" | "conversation" | "contact" (phone widths)
  *   body[data-open]         the id of the open conversation, "" when none
  *   body[data-last-alert]   the id of the last conversation announced as queued
@@ -31,6 +32,10 @@
   const FINAL = new Set(["failed", "refused"]);
   const BACKOFF_FIRST_MS = 500;
   const BACKOFF_MAX_MS = 10000;
+  // The list is loaded once the socket says where the feed is, or this long after start without it.
+  const LIVE_WAIT_MS = 1500;
+  // Failed socket attempts in a row before the page says live updates are unavailable.
+  const UNAVAILABLE_AFTER = 3;
   const TICK_MS = 10000;
   const MUTED_KEY = "wahub.inbox.muted";
   const SVG_NS = "http://www.w3.org/2000/svg";
@@ -133,6 +138,9 @@
     seen: new Set(),
     frames: Promise.resolve(),
     ready: false,
+    starting: null,
+    failures: 0, // socket attempts refused in a row
+    unavailable: "", // why, as the server says it
     lastRead: new Map(),
     audio: null,
   };
@@ -1471,8 +1479,12 @@
     switch (frame.type) {
       case "hello":
         state.helloCursor = frame.cursor;
-        if (state.cursor === null) state.cursor = frame.cursor;
-        return state.ready ? null : start();
+        if (state.cursor === null) {
+          state.cursor = frame.cursor;
+          // Loaded before the feed's position was known: what changed meanwhile is only in a reload.
+          if (state.ready) return reloadAll();
+        }
+        return start();
       case "activity":
         for (const event of list(frame.events)) applyEvent(obj(event));
         if (frame.cursor !== undefined) state.cursor = frame.cursor;
@@ -1499,9 +1511,38 @@
     }
   }
 
-  function setConnection(connection) {
+  function setConnection(connection, reason) {
     el.body.dataset.connection = connection;
-    el.connectionText.textContent = { connected: "live", connecting: "connecting…", reconnecting: "reconnecting…" }[connection];
+    const texts = { connected: "live", connecting: "connecting…", reconnecting: "reconnecting…" };
+    const unavailable = reason ? `live updates unavailable: ${reason}` : "live updates unavailable";
+    el.connectionText.textContent = connection === "unavailable" ? unavailable : texts[connection];
+  }
+
+  // A refused upgrade does not tell the page why: the same address asked over HTTP does.
+  async function socketRefusal() {
+    let response;
+    try {
+      response = await fetch("/inbox/ws", { headers: { Accept: "application/json" }, credentials: "same-origin" });
+    } catch {
+      return "the inbox could not be reached";
+    }
+    if (response.status === 401) {
+      signedOut();
+      return "signed out";
+    }
+    let data = null;
+    try {
+      data = await response.json();
+    } catch {
+      data = null;
+    }
+    return str(obj(obj(data).error).message) || `the server answered ${response.status}`;
+  }
+
+  async function socketFailed() {
+    const failures = state.failures;
+    state.unavailable = await socketRefusal();
+    if (failures >= UNAVAILABLE_AFTER && failures === state.failures) setConnection("unavailable", state.unavailable);
   }
 
   function socketUrl() {
@@ -1524,6 +1565,7 @@
       if (!current()) return;
       opened = true;
       state.attempts = 0;
+      state.failures = 0;
       setConnection("connected");
     });
     socket.addEventListener("message", (event) => {
@@ -1541,14 +1583,19 @@
     socket.addEventListener("close", () => {
       if (!current()) return;
       state.socket = null;
-      // A refused upgrade does not say why: an ended session answers the API with 401.
-      if (!opened && state.attempts > 0) api("GET", "/me").catch(() => null);
+      if (!opened) {
+        // The list does not wait for a socket that was refused.
+        startWithoutLive();
+        state.failures += 1;
+        if (state.failures > 1) socketFailed();
+      }
       scheduleReconnect();
     });
   }
 
   function scheduleReconnect() {
-    setConnection("reconnecting");
+    if (state.failures >= UNAVAILABLE_AFTER) setConnection("unavailable", state.unavailable);
+    else setConnection("reconnecting");
     const ceiling = Math.min(BACKOFF_MAX_MS, BACKOFF_FIRST_MS * 2 ** state.attempts);
     // Jitter keeps many open pages from reconnecting to a restarting daemon in step.
     const delay = ceiling / 2 + Math.random() * (ceiling / 2);
@@ -1556,10 +1603,24 @@
     state.retryTimer = window.setTimeout(connect, delay);
   }
 
-  async function start() {
-    await loadMe();
-    await loadList();
-    state.ready = true;
+  // Once: the operator and the list (each later hello resumes, a reset reloads).
+  function start() {
+    if (!state.starting) {
+      state.starting = (async () => {
+        await loadMe();
+        await loadList();
+        state.ready = true;
+      })().catch((error) => {
+        state.starting = null; // the next hello tries again
+        throw error;
+      });
+    }
+    return state.starting;
+  }
+
+  function startWithoutLive() {
+    if (state.ready || state.starting) return;
+    state.frames = state.frames.then(start).catch((error) => showError(el.actionError, error.message));
   }
 
   // ---- alerts --------------------------------------------------------------------
@@ -1768,4 +1829,5 @@
   setConnection("connecting");
   window.setInterval(tick, TICK_MS);
   connect();
+  window.setTimeout(startWithoutLive, LIVE_WAIT_MS);
 })();
