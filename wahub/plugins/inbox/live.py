@@ -43,8 +43,8 @@ from wahub.core.http.api_io import error
 from wahub.core.hub import HUB_KEY, Hub
 from wahub.core.storage.activity import Activity
 from wahub.core.storage.operators import Session
-from wahub.plugins.inbox.api import event_entry, item, message_entries, note_entry
 from wahub.plugins.inbox.auth import current_session, origin_refusal, secure_headers
+from wahub.plugins.inbox.shapes import event_entry, item, message_entries, note_entry
 from wahub.plugins.inbox.state import Inbox, inbox_of
 
 _LOGGER = logging.getLogger(__name__)
