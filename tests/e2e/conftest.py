@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
 
 import pytest
 
@@ -27,9 +29,9 @@ def _browser_missing() -> str | None:
     return None
 
 
-@pytest.fixture
-async def page() -> AsyncIterator[object]:
-    """A fresh page in headless Chromium (UTC); fails the test on any page error."""
+@asynccontextmanager
+async def chromium() -> AsyncIterator[Any]:
+    """Headless Chromium, closed on leaving; the test skips (fails in CI) without it."""
     missing = _browser_missing()
     if missing:
         if REQUIRE_BROWSER:
@@ -37,16 +39,31 @@ async def page() -> AsyncIterator[object]:
         pytest.skip(missing)
     from playwright.async_api import async_playwright
 
-    errors: list[str] = []
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            await browser.close()
+
+
+@asynccontextmanager
+async def chromium_page(expected: Callable[[str], bool]) -> AsyncIterator[Any]:
+    """A fresh page in headless Chromium (UTC); on leaving, any page error or
+    console error for which ``expected`` is false fails the test."""
+    errors: list[str] = []
+    async with chromium() as browser:
         context = await browser.new_context(timezone_id="UTC")
         new_page = await context.new_page()
         new_page.on("pageerror", lambda error: errors.append(str(error)))
         new_page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
-        try:
-            yield new_page
-        finally:
-            await browser.close()
+        yield new_page
+    assert [error for error in errors if not expected(error)] == []
+
+
+@pytest.fixture
+async def page() -> AsyncIterator[object]:
+    """A fresh page in headless Chromium (UTC); fails the test on any page error."""
     # A refused reconnection attempt is logged by Chromium itself; anything else is a page bug.
-    assert [error for error in errors if "503" not in error] == []
+    async with chromium_page(lambda error: "503" in error) as new_page:
+        yield new_page

@@ -23,7 +23,7 @@ import aiohttp
 import pytest
 import sqlalchemy as sa
 
-from tests.e2e.conftest import CHROMIUM, CHROMIUM_ARGS, REQUIRE_BROWSER, _browser_missing
+from tests.e2e.conftest import chromium
 from tests.plugins.inbox.kit import TEMPLATE
 from wahub.plugins.inbox.live import live_of
 from wahub.plugins.inbox.passwords import Passwords
@@ -165,20 +165,9 @@ class Browsers:
 
 @pytest.fixture
 async def browsers(daemon: RunningDaemon) -> AsyncIterator[Browsers]:
-    missing = _browser_missing()
-    if missing:
-        if REQUIRE_BROWSER:
-            pytest.fail(f"browser tests are required (WAHUB_REQUIRE_BROWSER=1): {missing}")
-        pytest.skip(missing)
-    from playwright.async_api import async_playwright
-
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    async with chromium() as browser:
         made = Browsers(browser, daemon)
-        try:
-            yield made
-        finally:
-            await browser.close()
+        yield made
     assert [error for error in made.errors if not EXPECTED_CONSOLE.search(error)] == []
 
 

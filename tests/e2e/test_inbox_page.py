@@ -23,7 +23,7 @@ import pytest
 from aiohttp import WSMsgType, web
 from pytest_aiohttp import AiohttpServer
 
-from tests.e2e.conftest import CHROMIUM, CHROMIUM_ARGS, REQUIRE_BROWSER, _browser_missing
+from tests.e2e.conftest import chromium_page
 from wahub.plugins.inbox.pages import STATIC_FILES, inbox_page
 
 try:
@@ -516,25 +516,8 @@ EXPECTED_ANSWER = re.compile(
 @pytest.fixture
 async def page() -> AsyncIterator[object]:
     """The conftest's headless Chromium page, but the API's expected refusals are not page errors."""
-    missing = _browser_missing()
-    if missing:
-        if REQUIRE_BROWSER:
-            pytest.fail(f"browser tests are required (WAHUB_REQUIRE_BROWSER=1): {missing}")
-        pytest.skip(missing)
-    from playwright.async_api import async_playwright
-
-    errors: list[str] = []
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        context = await browser.new_context(timezone_id="UTC")
-        new_page = await context.new_page()
-        new_page.on("pageerror", lambda error: errors.append(str(error)))
-        new_page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
-        try:
-            yield new_page
-        finally:
-            await browser.close()
-    assert [error for error in errors if not EXPECTED_ANSWER.match(error)] == []
+    async with chromium_page(lambda error: EXPECTED_ANSWER.match(error) is not None) as new_page:
+        yield new_page
 
 
 @pytest.fixture
