@@ -360,7 +360,7 @@ async def test_the_reply_reaches_the_user_and_resolve_gives_it_back_to_the_bot(
     await expect(bubble(user, "out", BOT_ANSWER)).to_be_visible()
     for page in (ana, bo):
         await expect(timeline_message(page, BOT_ANSWER)).to_have_count(1)
-        await expect(row(page, conversation_id).locator(".conv__preview")).to_have_text(f"You: {BOT_ANSWER}")
+        await expect(row(page, conversation_id).locator(".conv__preview")).to_have_text(f"Bot: {BOT_ANSWER}")
 
 
 # ---- 3. the 24 h window --------------------------------------------------------

@@ -19,6 +19,8 @@ import pytest
 from aiohttp import WSMsgType, web
 from pytest_aiohttp import AiohttpServer
 
+from wahub.plugins.providers.sandbox.provider import STATIC_FILES
+
 try:
     from playwright.async_api import Page, expect
 except ImportError:  # the page fixture skips (or fails in CI) with the reason
@@ -27,7 +29,6 @@ else:
     expect.set_options(timeout=10_000)
 
 SANDBOX_DIR = Path(__file__).resolve().parents[2] / "wahub" / "web" / "sandbox"
-SHARED_DIR = SANDBOX_DIR.parent / "shared"
 Frame = dict[str, Any]
 # 2024-05-06 12:03:00 UTC; the browser context runs in UTC.
 NOON = 1714996980.0
@@ -55,8 +56,7 @@ class StandInSandboxServer:
         app = web.Application()
         app.router.add_get("/sandbox", self._index)
         app.router.add_get("/sandbox/ws", self._socket)
-        app.router.add_get("/sandbox/static/whatsapp.js", self._shared)
-        app.router.add_static("/sandbox/static", SANDBOX_DIR)
+        app.router.add_get("/sandbox/static/{name}", self._static)
         app.on_shutdown.append(self._close_sockets)
         return app
 
@@ -104,8 +104,12 @@ class StandInSandboxServer:
     async def _index(self, request: web.Request) -> web.FileResponse:
         return web.FileResponse(SANDBOX_DIR / "index.html")
 
-    async def _shared(self, request: web.Request) -> web.FileResponse:
-        return web.FileResponse(SHARED_DIR / "whatsapp.js")
+    async def _static(self, request: web.Request) -> web.FileResponse:
+        """The files the real sandbox serves (its own and the shared ones)."""
+        path = STATIC_FILES.get(request.match_info["name"])
+        if path is None:
+            raise web.HTTPNotFound()
+        return web.FileResponse(path)
 
     async def _socket(self, request: web.Request) -> web.StreamResponse:
         if not self.accepting:

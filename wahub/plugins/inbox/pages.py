@@ -20,6 +20,7 @@ STATIC_FILES = {
     "inbox.css": WEB_DIR / "inbox" / "inbox.css",
     "login.css": WEB_DIR / "inbox" / "login.css",
     "whatsapp.js": WEB_DIR / "shared" / "whatsapp.js",
+    "ticks.js": WEB_DIR / "shared" / "ticks.js",
 }
 _CONTENT_TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8"}
 

@@ -38,7 +38,6 @@
   const UNAVAILABLE_AFTER = 3;
   const TICK_MS = 10000;
   const MUTED_KEY = "wahub.inbox.muted";
-  const SVG_NS = "http://www.w3.org/2000/svg";
 
   const $ = (id) => document.getElementById(id);
   const el = {
@@ -256,30 +255,6 @@
     const hex = Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
     return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
   }
-
-  function svg(paths) {
-    const icon = document.createElementNS(SVG_NS, "svg");
-    icon.setAttribute("viewBox", "0 0 16 16");
-    icon.setAttribute("aria-hidden", "true");
-    icon.setAttribute("focusable", "false");
-    for (const d of paths) {
-      const path = document.createElementNS(SVG_NS, "path");
-      path.setAttribute("d", d);
-      icon.append(path);
-    }
-    return icon;
-  }
-
-  const CHECK = "M1.5 8.6 4.9 12 11.6 4.6";
-  const CHECK_SECOND = "M7.6 11.2 8.4 12 15.1 4.6";
-  const TICKS = {
-    queued: ["M8 2.2a5.8 5.8 0 1 0 0 11.6A5.8 5.8 0 0 0 8 2.2Z", "M8 4.8V8l2.2 1.6"],
-    sent: [CHECK],
-    delivered: [CHECK, CHECK_SECOND],
-    read: [CHECK, CHECK_SECOND],
-    failed: ["M8 1.8 15 14.2H1Z", "M8 6v4", "M8 11.8v.4"],
-    refused: ["M8 1.8 15 14.2H1Z", "M8 6v4", "M8 11.8v.4"],
-  };
 
   function showError(target, message) {
     target.textContent = message || "";
@@ -699,7 +674,7 @@
     tick.dataset.status = status;
     tick.setAttribute("aria-label", status);
     tick.title = status;
-    tick.replaceChildren(svg(TICKS[status] || TICKS.queued));
+    tick.replaceChildren(window.tickIcon(status));
   }
 
   function statusOf(entry) {

@@ -40,7 +40,6 @@
   const DEFAULT_NAME = "Sandbox user";
   const BACKOFF_FIRST_MS = 500;
   const BACKOFF_MAX_MS = 8000;
-  const SVG_NS = "http://www.w3.org/2000/svg";
   const COUNTDOWN_MS = 1000;
 
   const el = {
@@ -140,33 +139,10 @@
     return { text: `${pad(date.getHours())}:${pad(date.getMinutes())}`, iso: date.toISOString() };
   }
 
-  function svg(paths, viewBox) {
-    const icon = document.createElementNS(SVG_NS, "svg");
-    icon.setAttribute("viewBox", viewBox);
-    icon.setAttribute("aria-hidden", "true");
-    icon.setAttribute("focusable", "false");
-    for (const d of paths) {
-      const path = document.createElementNS(SVG_NS, "path");
-      path.setAttribute("d", d);
-      icon.append(path);
-    }
-    return icon;
-  }
-
-  const CHECK = "M1.5 8.6 4.9 12 11.6 4.6";
-  const CHECK_SECOND = "M7.6 11.2 8.4 12 15.1 4.6";
-  const TICK_ICONS = {
-    queued: () => svg(["M8 2.2a5.8 5.8 0 1 0 0 11.6A5.8 5.8 0 0 0 8 2.2Z", "M8 4.8V8l2.2 1.6"], "0 0 16 16"),
-    sent: () => svg([CHECK], "0 0 16 16"),
-    delivered: () => svg([CHECK, CHECK_SECOND], "0 0 16 16"),
-    read: () => svg([CHECK, CHECK_SECOND], "0 0 16 16"),
-    failed: () => svg(["M8 1.8 15 14.2H1Z", "M8 6v4", "M8 11.8v.4"], "0 0 16 16"),
-  };
-
   function renderTick(tick, status) {
     tick.dataset.status = status;
     tick.setAttribute("aria-label", status);
-    tick.replaceChildren(TICK_ICONS[status]());
+    tick.replaceChildren(window.tickIcon(status));
   }
 
   function statusOf(message) {

@@ -103,6 +103,7 @@ STATIC_FILES = {
     "sandbox.css": WEB_DIR / "sandbox.css",
     "sandbox.js": WEB_DIR / "sandbox.js",
     "whatsapp.js": SHARED_DIR / "whatsapp.js",
+    "ticks.js": SHARED_DIR / "ticks.js",
 }
 
 
