@@ -13,13 +13,18 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from wahub.core.hub import HUB_KEY, Hub
 from wahub.core.plugins import report_exception
 from wahub.core.storage.leadership import SCHEDULER_ROLE
+from wahub.core.work.lifecycle import within_grace
 from wahub.hookspecs import JobSpec
 
 _LOGGER = logging.getLogger(__name__)
 
 
-def _guarded(hub: Hub, spec: JobSpec) -> Callable[[], Awaitable[None]]:
+def _guarded(hub: Hub, spec: JobSpec, running: set[asyncio.Task[object]]) -> Callable[[], Awaitable[None]]:
     async def run() -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            running.add(task)
+            task.add_done_callback(running.discard)
         try:
             await spec.func(hub)
         except asyncio.CancelledError:
@@ -32,12 +37,16 @@ def _guarded(hub: Hub, spec: JobSpec) -> Callable[[], Awaitable[None]]:
     return run
 
 
-def build_scheduler(hub: Hub, specs: Sequence[JobSpec] | None = None) -> AsyncIOScheduler:
-    """A scheduler holding ``specs`` (default: every plugin's ``scheduled_jobs``)."""
+def build_scheduler(
+    hub: Hub, specs: Sequence[JobSpec] | None = None, running: set[asyncio.Task[object]] | None = None
+) -> AsyncIOScheduler:
+    """A scheduler holding ``specs`` (default: every plugin's ``scheduled_jobs``);
+    the jobs running at a moment are in ``running``, when given."""
     scheduler = AsyncIOScheduler(timezone="UTC")
+    running = set() if running is None else running
     for spec in _specs(hub) if specs is None else specs:
         scheduler.add_job(
-            _guarded(hub, spec),
+            _guarded(hub, spec, running),
             spec.trigger,
             id=spec.id,
             name=spec.id,
@@ -57,7 +66,8 @@ async def scheduler_ctx(app: web.Application) -> AsyncIterator[None]:
     """Jobs run only on the replica holding the scheduler role (see ``wahub.core.runtime.leadership``)."""
     hub = app[HUB_KEY]
     specs = _specs(hub)
-    scheduler = build_scheduler(hub, specs)
+    running: set[asyncio.Task[object]] = set()
+    scheduler = build_scheduler(hub, specs, running)
     at_start = [spec.id for spec in specs if spec.at_start]
     scheduler.start(paused=True)
 
@@ -76,3 +86,10 @@ async def scheduler_ctx(app: web.Application) -> AsyncIterator[None]:
     hub.leadership.on_change(acquired, lost)
     yield
     scheduler.shutdown(wait=False)
+    # A job still running (a start-up clean-up in a daemon stopped at once) is
+    # cut off now, while the database it uses is still open: left to the end of
+    # the event loop, it would be cancelled with its connection already gone.
+    jobs = list(running)
+    for job in jobs:
+        job.cancel()
+    await within_grace("background", jobs, on_timeout_message="scheduled jobs did not stop within %(grace).1f s")
