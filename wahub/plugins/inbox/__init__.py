@@ -10,7 +10,9 @@ conversations the bot handed over.
 - ``api``: the page's JSON endpoints under ``/inbox/api`` (cookie-authenticated);
   ``shapes`` builds what they and the live feed send.
 - ``live``: the activity feed followed by one poller per process and pushed
-  to each open page over its WebSocket, with resume after a drop.
+  to each open page over its WebSocket, with resume after a drop; ``sockets``
+  opens a page's socket (``/inbox/ws``) and hands it to the feed.
+- ``admin``: the admins' operator endpoints.
 - ``assign``: round-robin assignment and the alerts about queued
   conversations nobody took.
 - ``plugin``: the hook implementations wiring the above into the daemon.

@@ -23,10 +23,9 @@ from urllib.parse import quote, urlsplit
 
 from aiohttp import web
 
-from wahub.core.errors import BodyRefused
-from wahub.core.http.api_io import error, json_body, json_response
+from wahub.core.http.api_io import error
 from wahub.core.storage.operators import Operator, OperatorStore, Session, Throttle
-from wahub.plugins.inbox.passwords import Passwords, name_problem, password_problem
+from wahub.plugins.inbox.passwords import Passwords, name_problem
 from wahub.plugins.inbox.proxies import Client, client_of, throttle_address, trusted_networks
 from wahub.plugins.inbox.state import Inbox
 
@@ -149,7 +148,7 @@ async def current_session(inbox: Inbox, request: web.Request) -> Session | None:
     token = request.cookies.get(COOKIE, "")
     if not token or len(token) > _MAX_TOKEN:
         return None
-    store = _store(inbox)
+    store = store_of(inbox)
     now = inbox.hub.clock.time()
     session = await store.session(token_hash(token), now=now)
     if session is not None and now - session.seen_at >= TOUCH_EVERY:
@@ -158,8 +157,8 @@ async def current_session(inbox: Inbox, request: web.Request) -> Session | None:
 
 
 def auth_routes(inbox: Inbox) -> list[web.RouteDef]:
-    """``GET|POST /inbox/login``, ``POST /inbox/logout`` and the admins'
-    ``/inbox/api/operators`` endpoints."""
+    """``GET|POST /inbox/login`` and ``POST /inbox/logout`` (the admins'
+    operator endpoints are in ``admin``)."""
 
     async def show_login(request: web.Request) -> web.StreamResponse:
         if await current_session(inbox, request) is not None:
@@ -179,27 +178,15 @@ def auth_routes(inbox: Inbox) -> list[web.RouteDef]:
             given = request.headers.get(CSRF_HEADER) or str(form.get("csrf", ""))
             if not _csrf_matches(given, session.csrf_token):
                 return _refused(True, 403, "csrf", "the sign-out form is out of date: reload the page")
-            await _store(inbox).end_session(session.token_hash)
+            await store_of(inbox).end_session(session.token_hash)
         response = web.HTTPSeeOther(LOGIN_PATH)
         response.del_cookie(COOKIE, path="/inbox")
         raise response
-
-    async def list_operators(_request: web.Request) -> web.StreamResponse:
-        return json_response({"operators": [_operator_json(o) for o in await _store(inbox).all()]})
-
-    async def add_operator(request: web.Request) -> web.StreamResponse:
-        return await _add_operator(inbox, request)
-
-    async def change_operator(request: web.Request) -> web.StreamResponse:
-        return await _change_operator(inbox, request)
 
     return [
         web.get(LOGIN_PATH, _with_headers(show_login, page=True)),
         web.post(LOGIN_PATH, _with_headers(sign_in, page=True)),
         web.post("/inbox/logout", _with_headers(sign_out, page=True)),
-        web.get("/inbox/api/operators", guarded(inbox, list_operators, admin=True)),
-        web.post("/inbox/api/operators", guarded(inbox, add_operator, admin=True)),
-        web.post("/inbox/api/operators/{name}", guarded(inbox, change_operator, admin=True)),
     ]
 
 
@@ -273,11 +260,11 @@ def _csrf_matches(given: str, expected: str) -> bool:
 # -- sign-in -----------------------------------------------------------------
 
 
-def _store(inbox: Inbox) -> OperatorStore:
+def store_of(inbox: Inbox) -> OperatorStore:
     return inbox.hub.storage.operators
 
 
-def _passwords(inbox: Inbox) -> Passwords:
+def passwords_of(inbox: Inbox) -> Passwords:
     passwords = inbox.hub.state.get(_PASSWORDS_KEY)
     if not isinstance(passwords, Passwords):
         passwords = inbox.hub.state[_PASSWORDS_KEY] = Passwords()
@@ -340,7 +327,7 @@ async def _sign_in(inbox: Inbox, request: web.Request) -> web.StreamResponse:
     now = inbox.hub.clock.time()
     client = _client(inbox, request)
     keys = [f"account:{name[:64]}", f"address:{throttle_address(client.address)[:64]}"]
-    store = _store(inbox)
+    store = store_of(inbox)
     lock_seconds = float(settings["lock_minutes"]) * 60
     # The attempt is counted before its password is checked: of attempts made at
     # once, only those that found no lock get their password checked.
@@ -356,7 +343,7 @@ async def _sign_in(inbox: Inbox, request: web.Request) -> web.StreamResponse:
         return await _locked_page(inbox, request, max(held), now, name, next_path)
     credentials = await store.credentials(name) if name_problem(name) is None else None
     stored_hash = credentials[1] if credentials is not None else None
-    if await _passwords(inbox).verify(stored_hash, password[:1024]) and credentials is not None:
+    if await passwords_of(inbox).verify(stored_hash, password[:1024]) and credentials is not None:
         await store.clear_failures(keys[0])
         await store.forget_attempt(attempts[1])
         operator = credentials[0]
@@ -402,7 +389,7 @@ async def _start_session(inbox: Inbox, request: web.Request, operator: Operator,
     token = secrets.token_urlsafe(32)
     now = inbox.hub.clock.time()
     client = _client(inbox, request)
-    await _store(inbox).start_session(
+    await store_of(inbox).start_session(
         operator.id,
         token_hash(token),
         secrets.token_urlsafe(32),
@@ -440,7 +427,7 @@ async def _login_page(
     notices = []
     if reason:
         notices.append(f'<p class="error" role="alert">{escape(reason)}</p>')
-    if not await _store(inbox).all():
+    if not await store_of(inbox).all():
         notices.append(
             '<p class="setup">No operator exists yet. Create the first one on the server with '
             f"<code>{escape('wahub operators add NAME --admin')}</code>, then sign in here.</p>"
@@ -464,89 +451,3 @@ def _render(template: str, *, notice: str, **values: str) -> str:
     escaped) and every other value escaped."""
     text = Template((WEB_DIR / template).read_text(encoding="utf-8"))
     return text.substitute(notice=notice, **{key: escape(value) for key, value in values.items()})
-
-
-# -- the admins' operator endpoints -----------------------------------------
-
-
-def _operator_json(operator: Operator) -> dict[str, Any]:
-    return {
-        "name": operator.name,
-        "admin": operator.is_admin,
-        "disabled": operator.disabled,
-        "created_at": operator.created_at,
-    }
-
-
-async def _object_body(request: web.Request, allowed: set[str]) -> dict[str, Any] | web.Response:
-    try:
-        body = await json_body(request)
-    except BodyRefused as exc:
-        return error(400, "invalid_body", str(exc))
-    if not isinstance(body, dict):
-        return error(422, "invalid_body", "the body must be a JSON object")
-    unknown = sorted(set(body) - allowed)
-    if unknown:
-        return error(422, "invalid_body", f"unknown field {unknown[0]!r}: use {', '.join(sorted(allowed))}")
-    return body
-
-
-def _field_problem(body: dict[str, Any]) -> web.Response | None:
-    for key in ("admin", "disabled"):
-        if key in body and not isinstance(body[key], bool):
-            return error(422, f"invalid_{key}", f"{key!r} must be true or false")
-    if "password" in body:
-        problem = password_problem(body["password"]) if isinstance(body["password"], str) else "must be a text"
-        if problem is not None:
-            return error(422, "invalid_password", problem)
-    return None
-
-
-async def _add_operator(inbox: Inbox, request: web.Request) -> web.Response:
-    body = await _object_body(request, {"name", "password", "admin"})
-    if isinstance(body, web.Response):
-        return body
-    name = body.get("name")
-    problem = name_problem(name) if isinstance(name, str) else "'name' is required: the operator's sign-in name"
-    if problem is not None or not isinstance(name, str):
-        return error(422, "invalid_name", problem or "invalid name")
-    if "password" not in body:
-        return error(422, "invalid_password", "'password' is required")
-    refused = _field_problem(body)
-    if refused is not None:
-        return refused
-    password_hash = await _passwords(inbox).hash_async(body["password"])
-    now = inbox.hub.clock.time()
-    operator = await _store(inbox).add(name, password_hash, admin=bool(body.get("admin", False)), now=now)
-    if operator is None:
-        return error(409, "name_taken", f"an operator named {name} already exists")
-    _LOGGER.info("inbox: %s added the operator %s", operator_of(request).name, name)
-    return json_response({"operator": _operator_json(operator)}, status=201)
-
-
-async def _change_operator(inbox: Inbox, request: web.Request) -> web.Response:
-    name = request.match_info["name"]
-    body = await _object_body(request, {"disabled", "admin", "password"})
-    if isinstance(body, web.Response):
-        return body
-    refused = _field_problem(body)
-    if refused is not None:
-        return refused
-    store = _store(inbox)
-    if await store.get(name) is None:
-        return error(404, "not_found", f"no operator named {name}")
-    me = operator_of(request)
-    if name == me.name and (body.get("disabled") is True or body.get("admin") is False):
-        change = "disable" if body.get("disabled") is True else "demote"
-        return error(409, "self_change", f"an admin cannot {change} themselves: ask another admin")
-    now = inbox.hub.clock.time()
-    if "password" in body:
-        await store.set_password(name, await _passwords(inbox).hash_async(body["password"]), now=now)
-    if "admin" in body:
-        await store.set_admin(name, body["admin"], now=now)
-    if "disabled" in body:
-        await store.set_disabled(name, body["disabled"], now=now)
-    _LOGGER.info("inbox: %s changed the operator %s (%s)", me.name, name, ", ".join(sorted(body)) or "nothing")
-    changed = await store.get(name)
-    assert changed is not None
-    return json_response({"operator": _operator_json(changed)})

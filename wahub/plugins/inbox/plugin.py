@@ -14,11 +14,13 @@ from wahub.core.hub import Hub
 from wahub.core.models import Conversation, OwnershipChange
 from wahub.hookspecs import JobSpec
 from wahub.plugins.inbox import assign
+from wahub.plugins.inbox.admin import admin_routes
 from wahub.plugins.inbox.api import api_routes
 from wahub.plugins.inbox.auth import auth_routes
 from wahub.plugins.inbox.config import INBOX_SCHEMA
-from wahub.plugins.inbox.live import live_of, live_routes
+from wahub.plugins.inbox.live import live_of
 from wahub.plugins.inbox.pages import not_found, page_routes
+from wahub.plugins.inbox.sockets import live_routes
 from wahub.plugins.inbox.state import inbox_of
 
 
@@ -37,7 +39,7 @@ def register_routes(hub: Hub) -> list[web.AbstractRouteDef]:
     if not _enabled(hub):
         return []
     inbox = inbox_of(hub)
-    routes = [*auth_routes(inbox), *page_routes(inbox), *api_routes(inbox), *live_routes(inbox)]
+    routes = [*auth_routes(inbox), *admin_routes(inbox), *page_routes(inbox), *api_routes(inbox), *live_routes(inbox)]
     # Last: what no route above answers is still answered with the inbox's headers.
     return [*routes, web.route("*", "/inbox/{rest:.*}", not_found)]
 
