@@ -102,6 +102,37 @@ class Metrics:
             registry=r,
         )
 
+        self.notification_recipients = Counter(
+            "wahub_notification_recipients",
+            "Recipients of notifications and reminders as they are expanded: queued, or refused with the reason",
+            ["provider", "source", "outcome", "reason"],
+            registry=r,
+        )
+        self.notification_messages = Gauge(
+            "wahub_notification_messages",
+            "Messages of notifications not yet finished, by status (queued, sent, delivered, read, failed)",
+            ["provider", "status"],
+            registry=r,
+        )
+        self.reminder_firings = Counter(
+            "wahub_reminder_firings",
+            "Reminder firings: fired, fired_late (within misfire_grace) or skipped with the reason",
+            ["outcome", "reason"],
+            registry=r,
+        )
+        self.messaging_limit_headroom = Gauge(
+            "wahub_messaging_limit_headroom",
+            "Users the number may still message outside a service window in the rolling 24 h (+Inf: unlimited)",
+            ["provider"],
+            registry=r,
+        )
+        self.bulk_throttled = Counter(
+            "wahub_bulk_throttled",
+            "Times bulk sending slowed down or paused: throughput, pair_rate or messaging_limit",
+            ["provider", "why"],
+            registry=r,
+        )
+
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
 
     def child(self, metric: Counter | Histogram | Gauge, *labels: str) -> Any:

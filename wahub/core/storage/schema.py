@@ -82,6 +82,63 @@ conversation_events = sa.Table(
     sa.Index("ix_conversation_events_conversation", "conversation_id", "id"),
 )
 
+# -- notifications and reminders ----------------------------------------------
+
+campaigns = sa.Table(
+    "campaigns",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("provider", sa.String(64), nullable=False),
+    sa.Column("template", sa.String(512), nullable=False, comment="the template's name"),
+    sa.Column("language", sa.String(16), comment="NULL: each recipient's language, with fallbacks"),
+    sa.Column("audience", sa.JSON, nullable=False, comment='{"to": [addresses]} or {"segment": {"tags": [...]}}'),
+    sa.Column("parameters", sa.JSON, comment="the template's parameters for everyone"),
+    sa.Column("per_recipient", sa.JSON, comment="address -> parameters, over the shared ones"),
+    sa.Column("source", sa.String(128), nullable=False, comment="api, cli, reminder:<name>"),
+    sa.Column("idempotency_key", sa.String(256), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False, comment="scheduled, expanding, queued, cancelled"),
+    sa.Column("send_at", sa.Float, comment="not before this time; NULL: now"),
+    sa.Column("position", sa.BigInteger, nullable=False, server_default="0", comment="recipients written so far"),
+    sa.Column("recipients", sa.Integer, nullable=False, server_default="0", comment="counted when it was created"),
+    sa.Column("refused", sa.JSON, nullable=False, comment="reason -> recipients refused while expanding"),
+    sa.Column("lease_until", sa.Float, comment="a replica is expanding it until then"),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+    sa.Column("expanded_at", sa.Float, comment="when every recipient's message was written"),
+    sa.Column("cancelled_at", sa.Float),
+    sa.UniqueConstraint("idempotency_key", name="uq_campaigns_idempotency_key"),
+    sa.Index("ix_campaigns_state", "state", "send_at"),
+)
+
+schedules = sa.Table(
+    "schedules",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.String(256), nullable=False, comment="config:<name>[@<zone>] or api:<id>"),
+    sa.Column("source", sa.String(16), nullable=False, comment="config or api"),
+    sa.Column("provider", sa.String(64), nullable=False),
+    sa.Column("cron", sa.String(128), comment="five fields; NULL: fires once at next_fire_at"),
+    sa.Column("timezone", sa.String(64), comment="IANA zone the cron is read in"),
+    sa.Column("template", sa.String(512), comment="the template to send, or NULL for a message"),
+    sa.Column("language", sa.String(16)),
+    sa.Column("message", sa.JSON, comment="a canonical message body (free text: only inside the window)"),
+    sa.Column("parameters", sa.JSON),
+    sa.Column("audience", sa.JSON, nullable=False),
+    sa.Column("event_at", sa.Float, comment="an appointment reminder's event"),
+    sa.Column("misfire_grace", sa.Float, nullable=False, comment="seconds late a firing may still go"),
+    sa.Column("next_fire_at", sa.Float, comment="NULL: nothing left to fire"),
+    sa.Column("last_fired_at", sa.Float),
+    sa.Column("fired", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("skipped", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("state", sa.String(16), nullable=False, comment="active, done, cancelled"),
+    sa.Column("idempotency_key", sa.String(256)),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+    sa.UniqueConstraint("name", name="uq_schedules_name"),
+    sa.UniqueConstraint("idempotency_key", name="uq_schedules_idempotency_key"),
+    sa.Index("ix_schedules_due", "state", "next_fire_at"),
+)
+
 messages = sa.Table(
     "messages",
     metadata,
@@ -102,12 +159,18 @@ messages = sa.Table(
     sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
     sa.Column("next_attempt_at", sa.Float),
     sa.Column("lease_until", sa.Float),
+    sa.Column(
+        "lane", sa.SmallInteger, nullable=False, server_default="0", comment="0: conversation, 1: bulk (after lane 0)"
+    ),
+    sa.Column("campaign_id", BigId, sa.ForeignKey("campaigns.id", ondelete="SET NULL")),
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("updated_at", sa.Float, nullable=False),
     sa.UniqueConstraint("idempotency_key", name="uq_messages_idempotency_key"),
     sa.UniqueConstraint("provider", "provider_message_id", name="uq_messages_provider_message_id"),
     sa.Index("ix_messages_outbox", "status", "next_attempt_at"),
+    sa.Index("ix_messages_outbox_lane", "status", "lane", "next_attempt_at"),
     sa.Index("ix_messages_conversation", "conversation_id", "id"),
+    sa.Index("ix_messages_campaign", "campaign_id", "status"),
 )
 
 status_events = sa.Table(

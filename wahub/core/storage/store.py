@@ -17,6 +17,7 @@ from wahub.core.config.sections import MEDIA_SCHEMA
 from wahub.core.errors import LeaseLost
 from wahub.core.models import InboundMessage, InboxState, OutgoingMessage
 from wahub.core.storage.activity import ActivityStore
+from wahub.core.storage.campaigns import CampaignStore
 from wahub.core.storage.contacts import ContactStore
 from wahub.core.storage.conversations import (
     ConversationStore,
@@ -84,6 +85,7 @@ class Storage:
         self.operators = OperatorStore(self.db)
         self.activity = ActivityStore(self.db)
         self.desk = DeskStore(self.db)
+        self.campaigns = CampaignStore(self.db)
         self.media = MediaStore(self.db, media_config if media_config is not None else MEDIA_SCHEMA({}))
         self._sqlite_inbox = SqliteInboxWriter(str(engine.url.database), self.db.lock) if self.is_sqlite else None
         self._file_lock: IO[bytes] | None = None

@@ -12,32 +12,19 @@ import signal
 import socket
 import sys
 from datetime import UTC, datetime
-from importlib import import_module
 from pathlib import Path
 from typing import Any
 
 import pluggy
 
 from wahub import __version__
-from wahub.core.config.schema import ConfigError, default_config, load_config
+from wahub.cli import operators
+from wahub.cli.common import EX_CONFIG, EX_UNAVAILABLE, StartupError, load, plugin_manager, store_options
+from wahub.core.config.schema import ConfigError
 from wahub.core.errors import PluginError
 from wahub.core.http.serving import MalformedRequestFilter
-from wahub.core.plugins import (
-    build_plugin_manager,
-    check_registrations,
-    plugin_summary,
-    registered_ai_backends,
-    registered_providers,
-    registered_sections,
-)
+from wahub.core.plugins import build_plugin_manager, plugin_summary, registered_providers
 from wahub.core.work.lifecycle import SHUTDOWN_GRACE
-
-EX_UNAVAILABLE = 69  # sysexits.h: a resource the daemon needs is not available
-EX_CONFIG = 78  # sysexits.h: the configuration is wrong
-
-
-class StartupError(Exception):
-    """The daemon cannot start for a reason outside the configuration."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -111,7 +98,7 @@ def _parser() -> argparse.ArgumentParser:
     for command in (templates, profile, webhook):
         command.set_defaults(handler=_account)
     _inbox_parser(commands)
-    _operators_parser(commands)
+    operators.add_parser(commands)
     plugins = commands.add_parser("plugins", help="list loaded plugins and the hooks each implements")
     plugins.set_defaults(handler=_plugins)
     token = commands.add_parser("token", help="print a new random API token for wahub.api_tokens")
@@ -139,9 +126,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _inbox_parser(commands: Any) -> None:
-    store = argparse.ArgumentParser(add_help=False)
-    store.add_argument("-c", "--config", type=Path, required=True, help="configuration file")
-    store.add_argument("-p", "--plugin", action="append", default=[], metavar="MODULE", help="also load MODULE")
+    store = store_options()
     inbox = commands.add_parser("inbox", help="inbox events that failed: list them, run them again")
     actions = inbox.add_subparsers(dest="action", metavar="ACTION", required=True)
     failed = actions.add_parser("failed", parents=[store], help="list the events that gave up, oldest first")
@@ -152,50 +137,8 @@ def _inbox_parser(commands: Any) -> None:
     inbox.set_defaults(handler=_inbox)
 
 
-def _operators_parser(commands: Any) -> None:
-    store = argparse.ArgumentParser(add_help=False)
-    store.add_argument("-c", "--config", type=Path, required=True, help="configuration file")
-    store.add_argument("-p", "--plugin", action="append", default=[], metavar="MODULE", help="also load MODULE")
-    operators = commands.add_parser(
-        "operators",
-        help="the people who sign in to the inbox: add, list, disable, enable, change a password",
-        description="Passwords are asked twice at a terminal, or read as one line from standard input; "
-        "never given as an argument.",
-    )
-    actions = operators.add_subparsers(dest="action", metavar="ACTION", required=True)
-    add = actions.add_parser("add", parents=[store], help="add an operator (asks for the password)")
-    add.add_argument("name", help="sign-in name: 1 to 64 of a-z, 0-9, '.', '_', '-'")
-    add.add_argument("--admin", action="store_true", help="may manage the other operators in the page")
-    actions.add_parser("list", parents=[store], help="every operator: name, admin, disabled, created")
-    for action, text in (
-        ("passwd", "set a new password (ends every session of the operator)"),
-        ("disable", "stop the operator signing in (ends every session at once)"),
-        ("enable", "let a disabled operator sign in again"),
-    ):
-        actions.add_parser(action, parents=[store], help=text).add_argument("name")
-    operators.set_defaults(handler=_operators)
-
-
-def _load(path: Path | None, pm: pluggy.PluginManager) -> dict[str, Any]:
-    check_registrations(pm)
-    sections, platforms, ai_platforms = registered_sections(pm), registered_providers(pm), registered_ai_backends(pm)
-    if path is None:
-        return default_config(sections=sections, platforms=platforms, ai_platforms=ai_platforms)
-    return load_config(path, sections=sections, platforms=platforms, ai_platforms=ai_platforms)
-
-
-def _plugin_manager(args: argparse.Namespace) -> pluggy.PluginManager:
-    modules = []
-    for name in args.plugin:
-        try:
-            modules.append(import_module(name))
-        except Exception as exc:  # any import error of the named module
-            raise PluginError(f"plugin module {name!r} (from --plugin) failed to load: {exc!r}") from exc
-    return build_plugin_manager(extra_plugins=modules)
-
-
 def _check_config(args: argparse.Namespace) -> int:
-    _load(args.config, _plugin_manager(args))
+    load(args.config, plugin_manager(args))
     print(f"{args.config}: configuration is valid")
     return 0
 
@@ -217,8 +160,8 @@ def _token(_args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    pm = _plugin_manager(args)
-    config = _load(args.config, pm)
+    pm = plugin_manager(args)
+    config = load(args.config, pm)
     level = getattr(logging, config["wahub"]["log_level"].upper())
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if level > logging.DEBUG:
@@ -296,8 +239,8 @@ _ONE_PROVIDER = frozenset({"create_template", "edit_template", "delete_template"
 
 def _account(args: argparse.Namespace) -> int:
     """``wahub templates|profile|webhook ...``: one call per provider that offers it."""
-    pm = _plugin_manager(args)
-    config = _load(args.config, pm)
+    pm = plugin_manager(args)
+    config = load(args.config, pm)
     definition = None
     if args.command == "templates" and args.action in ("create", "edit"):
         try:
@@ -365,7 +308,7 @@ def _inbox(args: argparse.Namespace) -> int:
     if args.action == "retry" and bool(args.ids) == bool(args.all):
         print("wahub inbox retry: name the events' ids, or --all (not both)", file=sys.stderr)
         return 2
-    config = _load(args.config, _plugin_manager(args))
+    config = load(args.config, plugin_manager(args))
     return asyncio.run(_inbox_calls(args, config))
 
 
@@ -400,97 +343,6 @@ async def _inbox_calls(args: argparse.Namespace, config: dict[str, Any]) -> int:
     if missing:
         print(f"not failed, or no such event: {', '.join(map(str, missing))}", file=sys.stderr)
     return 1 if missing else 0
-
-
-class _Refused(Exception):
-    """An operators command refused, with the reason to print."""
-
-
-def _read_password() -> str:
-    """A new password: asked twice at a terminal, else one line of standard input."""
-    import getpass
-
-    from wahub.plugins.inbox.passwords import password_problem
-
-    if sys.stdin.isatty():
-        password = getpass.getpass("Password: ")
-        if getpass.getpass("Password again: ") != password:
-            raise _Refused("the two passwords differ: nothing changed")
-    else:
-        password = sys.stdin.readline().removesuffix("\n").removesuffix("\r")
-    problem = password_problem(password)
-    if problem is not None:
-        raise _Refused(f"{problem}: nothing changed")
-    return password
-
-
-def _operators(args: argparse.Namespace) -> int:
-    """``wahub operators add|list|passwd|disable|enable``: straight on the database."""
-    from wahub.plugins.inbox.passwords import Passwords, name_problem
-
-    password_hash = None
-    try:
-        if args.action != "list":
-            problem = name_problem(args.name)
-            if problem is not None:
-                raise _Refused(problem)
-        if args.action in ("add", "passwd"):
-            password_hash = Passwords().hash(_read_password())
-    except _Refused as exc:
-        print(f"wahub operators {args.action}: {exc}", file=sys.stderr)
-        return 1
-    config = _load(args.config, _plugin_manager(args))
-    try:
-        message = asyncio.run(_operators_calls(args, config, password_hash))
-    except _Refused as exc:
-        print(f"wahub operators {args.action}: {exc}", file=sys.stderr)
-        return 1
-    if message:
-        print(message)
-    return 0
-
-
-async def _operators_calls(args: argparse.Namespace, config: dict[str, Any], password_hash: str | None) -> str:
-    import time
-
-    from wahub.core.errors import StorageLocked
-    from wahub.core.storage.store import Storage
-
-    try:
-        storage = await Storage.open(config["wahub"]["database"], media=config["wahub"]["media"])
-    except StorageLocked as exc:
-        raise StartupError(
-            f"{exc}. Stop the daemon first, or manage operators in the inbox (an admin's page)"
-        ) from None
-    store, now = storage.operators, time.time()
-    try:
-        if args.action == "list":
-            rows = await store.all()
-            if not rows:
-                print("no operators yet: add one with 'wahub operators add NAME --admin'", file=sys.stderr)
-            for operator in rows:
-                created = datetime.fromtimestamp(operator.created_at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-                role = "admin" if operator.is_admin else "operator"
-                print("\t".join((operator.name, role, "disabled" if operator.disabled else "enabled", created)))
-            return ""
-        if args.action == "add":
-            assert password_hash is not None
-            if await store.add(args.name, password_hash, admin=args.admin, now=now) is None:
-                raise _Refused(f"an operator named {args.name} already exists (change their password with 'passwd')")
-            return f"added {'admin' if args.admin else 'operator'} {args.name}"
-        if args.action == "passwd":
-            assert password_hash is not None
-            done = await store.set_password(args.name, password_hash, now=now)
-            message = f"changed the password of {args.name}; their sessions have ended"
-        else:
-            done = await store.set_disabled(args.name, args.action == "disable", now=now)
-            ended = "; their sessions have ended" if args.action == "disable" else ""
-            message = f"{args.action}d {args.name}{ended}"
-        if not done:
-            raise _Refused(f"no operator named {args.name} (see 'wahub operators list')")
-        return message
-    finally:
-        await storage.close()
 
 
 def _seconds(text: str) -> float:
