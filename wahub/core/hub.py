@@ -56,6 +56,8 @@ class Hub:
     #: Set whenever new work lands in the inbox or the outbox, to wake their loops.
     inbox_ready: asyncio.Event = field(default_factory=asyncio.Event)
     outbox_ready: asyncio.Event = field(default_factory=asyncio.Event)
+    #: Set when a notification (or a reminder's firing) waits to be written out.
+    campaigns_ready: asyncio.Event = field(default_factory=asyncio.Event)
     #: Set when shutdown begins; long-lived handlers (WebSockets) close on it.
     shutting_down: asyncio.Event = field(default_factory=asyncio.Event)
     #: Whether webhooks arrive faster than one commit at a time; inbox workers then yield.

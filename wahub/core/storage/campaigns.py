@@ -22,7 +22,7 @@ async def create_campaign(
     conn: AsyncConnection,
     *,
     provider: str,
-    template: str,
+    template: str | None,
     audience: Mapping[str, Any],
     source: str,
     idempotency_key: str,
@@ -32,13 +32,17 @@ async def create_campaign(
     per_recipient: Mapping[str, Any] | None = None,
     send_at: float | None = None,
     recipients: int = 0,
+    message: Mapping[str, Any] | None = None,
 ) -> tuple[int, bool]:
     """Create a campaign inside the caller's transaction (a reminder's firing
-    creates one with the schedule's advance); the same ``idempotency_key``
+    creates one with the schedule's advance). It sends ``template`` (with
+    ``language``, ``parameters`` and ``per_recipient``) or else ``message``, a
+    canonical body without ``to``. The same ``idempotency_key``
     yields the first one's id. Returns the id and whether it is new."""
     values = {
         "provider": provider,
         "template": template,
+        "message": dict(message) if message is not None else None,
         "language": language,
         "audience": dict(audience),
         "parameters": parameters,

@@ -21,20 +21,17 @@ def upgrade() -> None:
         "campaigns",
         sa.Column("id", big_id, primary_key=True, autoincrement=True),
         sa.Column("provider", sa.String(length=64), nullable=False),
-        sa.Column("template", sa.String(length=512), nullable=False, comment="the template's name"),
+        sa.Column("template", sa.String(length=512), comment="the template's name; NULL: ``message`` is sent"),
         sa.Column("language", sa.String(length=16), comment="NULL: each recipient's language, with fallbacks"),
-        sa.Column(
-            "audience", sa.JSON(), nullable=False, comment='{"to": [addresses]} or {"segment": {"tags": [...]}}'
-        ),
+        sa.Column("message", sa.JSON(), comment="a canonical message body (free text: only where the window is open)"),
+        sa.Column("audience", sa.JSON(), nullable=False, comment='{"to": [addresses]} or {"segment": {"tags": [...]}}'),
         sa.Column("parameters", sa.JSON(), comment="the template's parameters for everyone"),
         sa.Column("per_recipient", sa.JSON(), comment="address -> parameters, over the shared ones"),
         sa.Column("source", sa.String(length=128), nullable=False, comment="api, cli, reminder:<name>"),
         sa.Column("idempotency_key", sa.String(length=256), nullable=False),
         sa.Column("state", sa.String(length=16), nullable=False, comment="scheduled, expanding, queued, cancelled"),
         sa.Column("send_at", sa.Float(), comment="not before this time; NULL: now"),
-        sa.Column(
-            "position", sa.BigInteger(), nullable=False, server_default="0", comment="recipients written so far"
-        ),
+        sa.Column("position", sa.BigInteger(), nullable=False, server_default="0", comment="recipients written so far"),
         sa.Column(
             "recipients", sa.Integer(), nullable=False, server_default="0", comment="counted when it was created"
         ),
