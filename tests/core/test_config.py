@@ -366,6 +366,7 @@ def test_defaults_fill_in_when_no_file_is_given() -> None:
             },
             "language": "en",
             "languages": None,
+            "templates_dir": "templates",
         },
         "providers": [
             {
@@ -429,8 +430,10 @@ def test_defaults_fill_in_around_what_the_file_sets(tmp_path: Path) -> None:
 
 def test_empty_file_runs_on_defaults(tmp_path: Path) -> None:
     path = write(tmp_path, "config.yaml", "# nothing yet\n")
+    expected = default_config(sections=SECTIONS, platforms=PLATFORMS)
+    expected["wahub"]["templates_dir"] = str(tmp_path / "templates")  # beside the file
 
-    assert load(path) == default_config(sections=SECTIONS, platforms=PLATFORMS)
+    assert load(path) == expected
 
 
 def test_env_var_port_is_coerced_to_int(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -33,6 +33,7 @@ from wahub.core.config.loader import load_yaml
 from wahub.core.config.nodes import NodeDict, mark_of, to_plain
 from wahub.core.config.problems import DEFAULTS_SOURCE, Checker, show, sorted_problems, unknown_key
 from wahub.core.config.sections import CONVERSATIONS_SCHEMA, HTTP_LIMIT_KEYS, MEDIA_SCHEMA, POLICY_SCHEMA
+from wahub.core.config.templates import load_templates
 from wahub.core.config.validators import ExplainedInvalid, Section, int_between, language_code, language_codes
 from wahub.core.errors import ConfigError, ConfigProblem
 
@@ -153,6 +154,8 @@ WAHUB_SCHEMA = vol.Schema(
         vol.Optional("language", default="en"): language_code,
         # The languages detection chooses between; None: those of the configured texts.
         vol.Optional("languages", default=None): language_codes,
+        # Message templates as code (one YAML file each), relative to the configuration file.
+        vol.Optional("templates_dir", default="templates"): vol.All(str, vol.Length(min=1)),
     }
 )
 
@@ -177,7 +180,8 @@ def load_config(
     platforms: Mapping[str, type],
     ai_platforms: Mapping[str, type] = _NO_PLATFORMS,
 ) -> dict[str, Any]:
-    """Load ``path`` (with its secrets and includes) and validate it.
+    """Load ``path`` (with its secrets and includes) and validate it, with the
+    templates of ``wahub.templates_dir`` (made relative to ``path``'s directory).
 
     Raises ``ConfigError`` listing every problem, including a missing file.
     """
@@ -186,9 +190,12 @@ def load_config(
     raw, load_problems = load_yaml(path)
     if raw is None:
         raw = NodeDict(file=str(path))
-    return validate_config(
+    config = validate_config(
         raw, sections=sections, platforms=platforms, ai_platforms=ai_platforms, load_problems=load_problems
     )
+    config["wahub"]["templates_dir"] = str(path.parent / config["wahub"]["templates_dir"])
+    load_templates(Path(config["wahub"]["templates_dir"]))
+    return config
 
 
 def default_config(
