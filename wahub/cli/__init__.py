@@ -19,6 +19,7 @@ import pluggy
 
 from wahub import __version__
 from wahub.cli import operators
+from wahub.cli import templates as templates_cli
 from wahub.cli.common import EX_CONFIG, EX_UNAVAILABLE, StartupError, load, plugin_manager, store_options
 from wahub.core.config.schema import ConfigError
 from wahub.core.errors import PluginError
@@ -73,8 +74,11 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("-c", "--config", type=Path, required=True, help="configuration file")
     common.add_argument("--provider", metavar="NAME", help="only this provider (default: every one that can)")
     common.add_argument("-p", "--plugin", action="append", default=[], metavar="MODULE", help="also load MODULE")
-    templates = commands.add_parser("templates", help="list, sync, create and delete message templates")
+    templates = commands.add_parser(
+        "templates", help="list, sync, create and delete message templates; plan and apply the templates directory"
+    )
     actions = templates.add_subparsers(dest="action", metavar="ACTION", required=True)
+    templates_cli.add_actions(actions, common)
     actions.add_parser("sync", parents=[common], help="make the templates table the provider's template list")
     actions.add_parser("list", parents=[common], help="show the templates stored for each provider")
     create = actions.add_parser("create", parents=[common], help="submit a template (Meta's create body as JSON)")

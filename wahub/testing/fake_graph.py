@@ -9,7 +9,8 @@ other change (``deliver``) and, after each accepted send, ``sent`` and
 ``delivered`` statuses. ``fail_next`` makes the next calls fail with a Graph
 error, ``fail_later`` the next message in its status webhook; ``accepts_bsuids``
 False refuses BSUID recipients (131062), ``hold_listings`` keeps template
-listings waiting. Everything is recorded (``listings`` counts template
+listings waiting; created and edited templates are PENDING (in review) unless
+``approve_templates`` approves them at once. Everything is recorded (``listings`` counts template
 listings). Use it from a test::
 
     graph = await FakeGraphServer().start()      # or FakeGraphServer(platform="dialog360")
@@ -51,7 +52,7 @@ from aiohttp.typedefs import Handler
 
 from wahub.core.provider import sign_body
 from wahub.testing import close_fake, serve_on_loopback
-from wahub.testing.fake_graph_account import AccountEndpoints, template_problem
+from wahub.testing.fake_graph_account import AccountEndpoints
 from wahub.testing.fake_graph_http import d360_error, graph_error, read_json, unsupported
 from wahub.testing.fake_graph_media import MediaEndpoints, MediaItem
 from wahub.testing.fake_graph_schema import AMENDMENTS, SPEC_PATH, read_problems, validate_message
@@ -131,6 +132,8 @@ class FakeGraphServer(MediaEndpoints, AccountEndpoints):
     wa_ids: dict[str, str] = field(default_factory=dict)
     #: Template listings asked for (first pages; a listing of several pages counts once).
     listings: int = 0
+    #: Approve created and edited templates at once, instead of leaving them PENDING (in review).
+    approve_templates: bool = False
     #: dialog360: what ``POST /v1/configs/webhook`` set (``url``, ``headers``).
     webhook_config: dict[str, Any] = field(default_factory=dict)
     url: str = ""
@@ -347,11 +350,7 @@ class FakeGraphServer(MediaEndpoints, AccountEndpoints):
         if template is not None and method in ("GET", "POST") and meta:
             if method == "GET":
                 return web.json_response(template)
-            body = await read_json(request)
-            if problem := template_problem(body, edit=True):
-                return self._refuse([problem])
-            template.update(body)
-            return web.json_response({"success": True})
+            return await self._template_edit(request, template)
         return await unsupported(request)
 
     async def _messages(self, request: web.Request) -> web.StreamResponse:

@@ -1,6 +1,6 @@
 """Template and business profile endpoints of the fake Graph API (``fake_graph``):
-listing page by page, creating, editing and deleting templates; reading and
-updating the profile."""
+listing page by page, creating, editing (back to review) and deleting
+templates; reading and updating the profile."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ class AccountEndpoints(Endpoints):
 
     handles: dict[str, MediaItem]
     templates: list[dict[str, Any]]
+    approve_templates: bool
     profile: dict[str, Any]
     listings: int
     _listings_open: asyncio.Event
@@ -80,8 +81,23 @@ class AccountEndpoints(Endpoints):
         if problem:
             return self._refuse([problem])
         self.templates.append(template := {"parameter_format": "POSITIONAL", **body, "id": numeric_id()})
-        template["status"] = "PENDING"
-        return web.json_response({"id": template["id"], "status": "PENDING", "category": template["category"]})
+        template["status"] = self._review_status()
+        return web.json_response({"id": template["id"], "status": template["status"], "category": template["category"]})
+
+    async def _template_edit(self, request: web.Request, template: dict[str, Any]) -> web.StreamResponse:
+        """``POST /{template-id}``: new components, category or parameter format; back to review."""
+        body = await read_json(request)
+        problem = template_problem(body, edit=True)
+        if not problem and self.platform == "meta_cloud" and "components" in body:
+            problem = self._header_handle_problem(body["components"])
+        if problem:
+            return self._refuse([problem])
+        template.update(body)
+        template["status"] = self._review_status()
+        return web.json_response({"success": True})
+
+    def _review_status(self) -> str:
+        return "APPROVED" if self.approve_templates else "PENDING"
 
     def _header_handle_problem(self, components: list[Any]) -> str | None:
         """A media header's example must be a handle of the Resumable Upload API."""

@@ -1,0 +1,167 @@
+"""``wahub check-config`` and ``wahub templates plan|apply`` against the fake Graph API over real HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from wahub.testing.fake_graph import FakeGraphServer
+
+REPOSITORY = Path(__file__).parents[1]
+
+
+async def wahub(*args: str) -> tuple[int, str, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "wahub", *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    out, err = await process.communicate()
+    return process.returncode or 0, out.decode(), err.decode()
+
+
+@pytest.fixture
+async def graph() -> AsyncIterator[FakeGraphServer]:
+    server = await FakeGraphServer().start()
+    try:
+        yield server
+    finally:
+        await server.close()
+
+
+def write_config(tmp_path: Path, server: FakeGraphServer, database: str) -> Path:
+    """A configuration whose provider ``main`` talks to ``server``, with the example templates beside it."""
+    shutil.copytree(REPOSITORY / "templates", tmp_path / "templates")
+    config = tmp_path / "config.yaml"
+    raw = {"wahub": {"database": database}, "providers": [server.provider_entry("main", pair_limit=None)]}
+    config.write_text(yaml.safe_dump(raw))
+    return config
+
+
+def listed(server: FakeGraphServer, name: str, language: str) -> dict[str, Any]:
+    [found] = [t for t in server.templates if (t["name"], t["language"]) == (name, language)]
+    return found
+
+
+async def test_check_config_refuses_a_broken_template_file(tmp_path: Path) -> None:
+    (tmp_path / "config.yaml").write_text("wahub:\n  log_level: info\n")
+    (tmp_path / "templates").mkdir()
+    (tmp_path / "templates" / "notice.yaml").write_text("name: notice\ncategory: UTILITY\nlanguages: {}\n")
+    code, out, err = await wahub("check-config", "-c", str(tmp_path / "config.yaml"))
+    assert (code, out) == (78, "")
+    expected = "languages: expected at least one language, such as en: {components: [...]}"
+    assert err.strip() == f"{tmp_path}/templates/notice.yaml:3: {expected}"
+
+
+async def test_the_example_configuration_runs_with_the_example_templates() -> None:
+    code, out, err = await wahub("check-config", "-c", str(REPOSITORY / "config.example.yaml"))
+    assert code == 0, err
+    assert out.strip().endswith("configuration is valid")
+
+
+async def test_plan_shows_one_create_and_one_edit_and_apply_empties_it(
+    graph: FakeGraphServer, tmp_path: Path, database_url: str
+) -> None:
+    config = write_config(tmp_path, graph, database_url)
+    # The account has appointment_reminder as the directory has it, and order_update (en) with an older body.
+    reminder = yaml.safe_load((tmp_path / "templates" / "appointment_reminder.yaml").read_text())
+    graph.add_template(
+        {"name": "appointment_reminder", "language": "en", "category": "UTILITY", "parameter_format": "POSITIONAL"}
+        | {"components": reminder["languages"]["en"]["components"]}
+    )
+    order = yaml.safe_load((tmp_path / "templates" / "order_update.yaml").read_text())
+    old = [dict(component) for component in order["languages"]["en"]["components"]]
+    old[1] = {**old[1], "text": "Hi {{name}}, order {{order_id}} is on its way."}
+    graph.add_template(
+        {"name": "order_update", "language": "en", "category": "utility", "parameter_format": "NAMED"}
+        | {"components": [{**component, "type": component["type"].lower()} for component in old]}
+    )
+    graph.add_template({"name": "legacy_offer", "language": "en", "category": "MARKETING", "components": []})
+
+    code, out, err = await wahub("templates", "plan", "-c", str(config))
+    assert code == 2, err
+    assert out.splitlines() == [
+        "main:   unchanged appointment_reminder (en)",
+        "main: ~ edit order_update (en): components differ",
+        "main: + create order_update (pt_BR)",
+        "main:   kept legacy_offer (en) (not in the directory; --prune deletes it)",
+        "main: plan: 1 to create, 1 to edit, 0 to delete",
+    ]
+
+    order_id = listed(graph, "order_update", "en")["id"]
+    code, out, err = await wahub("templates", "apply", "-c", str(config))
+    assert code == 0, err
+    created = listed(graph, "order_update", "pt_BR")
+    assert out.splitlines() == [
+        "main: edit order_update (en): edited, back in review",
+        f"main: create order_update (pt_BR): created, PENDING (id {created['id']})",
+        "main: applied 2 of 2 change(s)",
+    ]
+    edited = listed(graph, "order_update", "en")
+    assert edited["id"] == order_id and edited["status"] == "PENDING"
+    assert edited["components"][1]["text"] == "Hi {{name}}, your order {{order_id}} has shipped."
+    assert created["parameter_format"] == "NAMED" and created["components"][1]["text"].startswith("Olá {{name}}")
+
+    code, out, err = await wahub("templates", "plan", "-c", str(config))
+    assert code == 0, err
+    assert out.splitlines()[-1] == "main: plan: 0 to create, 0 to edit, 0 to delete"
+
+
+async def test_prune_deletes_what_the_directory_does_not_have(graph: FakeGraphServer, tmp_path: Path) -> None:
+    config = write_config(tmp_path, graph, f"sqlite:///{tmp_path}/wahub.db")
+    graph.approve_templates = True
+    for language in ("en", "es"):
+        body = [{"type": "BODY", "text": "Sale!"}]
+        graph.add_template({"name": "legacy_offer", "language": language, "category": "MARKETING", "components": body})
+    code, out, err = await wahub("templates", "apply", "--prune", "-c", str(config))
+    assert code == 0, err
+    assert "main: delete legacy_offer (en): deleted (every language)" in out.splitlines()
+    assert sorted((t["name"], t["language"], t["status"]) for t in graph.templates) == [
+        ("appointment_reminder", "en", "APPROVED"),
+        ("order_update", "en", "APPROVED"),
+        ("order_update", "pt_BR", "APPROVED"),
+    ]
+    deletes = [r for r in graph.requests if r.method == "DELETE"]
+    assert [r.query for r in deletes] == [{"name": "legacy_offer"}]
+
+    code, out, err = await wahub("templates", "plan", "--prune", "-c", str(config))
+    assert (code, out.splitlines()[-1]) == (0, "main: plan: 0 to create, 0 to edit, 0 to delete")
+
+
+async def test_a_failing_create_is_reported_and_the_rest_still_applied(graph: FakeGraphServer, tmp_path: Path) -> None:
+    config = write_config(tmp_path, graph, f"sqlite:///{tmp_path}/wahub.db")
+    # Valid here, but the API refuses it: the handle was not made by its Resumable Upload API.
+    (tmp_path / "templates" / "banner.yaml").write_text(
+        "name: banner\ncategory: MARKETING\nlanguages:\n  en:\n    components:\n"
+        "      - {type: HEADER, format: IMAGE, example: {header_handle: [made-up]}}\n"
+        "      - {type: BODY, text: New in store}\n"
+    )
+    code, out, err = await wahub("templates", "apply", "-c", str(config))
+    assert code == 1
+    assert err.splitlines() == [
+        "main: create banner (en) failed: a parameter is invalid or misspelled ((#100) Invalid parameter; "
+        "$.components[0].example.header_handle: not a handle from the Resumable Upload API) (code 100)"
+    ]
+    assert sorted((t["name"], t["language"]) for t in graph.templates) == [
+        ("appointment_reminder", "en"),
+        ("order_update", "en"),
+        ("order_update", "pt_BR"),
+    ]
+    assert out.splitlines()[-1] == "main: applied 3 of 4 change(s), 1 failed"
+
+    code, out, _ = await wahub("templates", "plan", "-c", str(config))
+    assert code == 2
+    assert "main: + create banner (en)" in out.splitlines()
+    assert out.splitlines()[-1] == "main: plan: 1 to create, 0 to edit, 0 to delete"
+
+
+async def test_plan_needs_a_provider_that_manages_templates(tmp_path: Path) -> None:
+    (tmp_path / "config.yaml").write_text(f"wahub:\n  database: sqlite:///{tmp_path}/wahub.db\n")
+    code, _, err = await wahub("templates", "plan", "-c", str(tmp_path / "config.yaml"))
+    assert code == 69
+    assert "no provider here manages templates (sandbox)" in err
