@@ -57,6 +57,9 @@ async def test_check_config_refuses_a_broken_template_file(tmp_path: Path) -> No
     expected = "languages: expected at least one language, such as en: {components: [...]}"
     assert err.strip() == f"{tmp_path}/templates/notice.yaml:3: {expected}"
 
+    code, out, err = await wahub("run", "-c", str(tmp_path / "config.yaml"))
+    assert (code, out, err.strip()) == (78, "", f"{tmp_path}/templates/notice.yaml:3: {expected}")
+
 
 async def test_the_example_configuration_runs_with_the_example_templates() -> None:
     code, out, err = await wahub("check-config", "-c", str(REPOSITORY / "config.example.yaml"))
@@ -120,7 +123,11 @@ async def test_prune_deletes_what_the_directory_does_not_have(graph: FakeGraphSe
         graph.add_template({"name": "legacy_offer", "language": language, "category": "MARKETING", "components": body})
     code, out, err = await wahub("templates", "apply", "--prune", "-c", str(config))
     assert code == 0, err
-    assert "main: delete legacy_offer (en): deleted (every language)" in out.splitlines()
+    assert out.splitlines()[-3:] == [
+        "main: delete legacy_offer (en): deleted (every language)",
+        "main: delete legacy_offer (es): deleted with its other languages",
+        "main: applied 5 of 5 change(s)",
+    ]
     assert sorted((t["name"], t["language"], t["status"]) for t in graph.templates) == [
         ("appointment_reminder", "en", "APPROVED"),
         ("order_update", "en", "APPROVED"),

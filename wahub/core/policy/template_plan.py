@@ -154,10 +154,8 @@ def _compare(definition: TemplateDefinition, language: str, item: dict[str, Any]
 def comparable(value: Any, key: str = "") -> Any:
     """``value`` as compared: enums upper-case, empty values and media handles left out."""
     if isinstance(value, Mapping):
-        kept = {
-            str(k): comparable(v, str(k)) for k, v in value.items() if str(k) not in _MEDIA_EXAMPLES and _present(v)
-        }
-        return {k: v for k, v in kept.items() if _present(v)}
+        pairs = ((str(k), comparable(v, str(k))) for k, v in value.items() if str(k) not in _MEDIA_EXAMPLES)
+        return {k: v for k, v in pairs if _present(v)}
     if isinstance(value, list):
         return [comparable(item) for item in value]
     if key in _ENUM_KEYS and isinstance(value, str):
@@ -178,7 +176,10 @@ async def apply(account: TemplateAccount, steps: Sequence[Step], *, files_from: 
     outcomes: list[Outcome] = []
     deleted_names: set[str] = set()
     for step in steps:
-        if step.action not in CHANGES or (step.whole and step.name in deleted_names):
+        if step.action not in CHANGES:
+            continue
+        if step.whole and step.name in deleted_names:
+            outcomes.append(Outcome(step, detail="deleted with its other languages"))
             continue
         try:
             detail = await _carry_out(account, step, files_from)
