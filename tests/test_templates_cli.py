@@ -167,8 +167,63 @@ async def test_a_failing_create_is_reported_and_the_rest_still_applied(graph: Fa
     assert out.splitlines()[-1] == "main: plan: 1 to create, 0 to edit, 0 to delete"
 
 
+async def test_a_media_header_file_is_uploaded_for_its_create_and_its_edit(
+    graph: FakeGraphServer, tmp_path: Path
+) -> None:
+    config = write_config(tmp_path, graph, f"sqlite:///{tmp_path}/wahub.db")
+    (tmp_path / "templates" / "banner.jpg").write_bytes(b"\xff\xd8\xff\xe0 banner")
+    banner = tmp_path / "templates" / "banner.yaml"
+    text = (
+        "name: banner\ncategory: MARKETING\nlanguages:\n  en:\n    components:\n"
+        "      - {type: HEADER, format: IMAGE, example: {header_file: banner.jpg}}\n"
+        "      - {type: BODY, text: New in store}\n"
+    )
+    banner.write_text(text)
+    code, _, err = await wahub("templates", "apply", "-c", str(config))
+    assert code == 0, err
+    [first] = listed(graph, "banner", "en")["components"][0]["example"]["header_handle"]
+    assert graph.handles[first].data == b"\xff\xd8\xff\xe0 banner"
+
+    banner.write_text(text.replace("New in store", "Newer in store"))
+    code, out, err = await wahub("templates", "plan", "-c", str(config))
+    assert code == 2 and "main: ~ edit banner (en): components differ" in out.splitlines()
+    code, out, err = await wahub("templates", "apply", "-c", str(config))
+    assert code == 0, err
+    edited = listed(graph, "banner", "en")["components"]
+    [second] = edited[0]["example"]["header_handle"]
+    assert second != first and graph.handles[second].data == graph.handles[first].data
+    assert edited[1]["text"] == "Newer in store"
+    code, _, err = await wahub("templates", "plan", "-c", str(config))
+    assert code == 0, err
+
+
+async def test_dialog360_creates_and_deletes_but_has_no_edit(tmp_path: Path) -> None:
+    graph = await FakeGraphServer(platform="dialog360").start()
+    try:
+        config = write_config(tmp_path, graph, f"sqlite:///{tmp_path}/wahub.db")
+        code, _, err = await wahub("templates", "apply", "--provider", "main", "-c", str(config))
+        assert code == 0, err
+        assert sorted((t["name"], t["language"]) for t in graph.templates) == [
+            ("appointment_reminder", "en"),
+            ("order_update", "en"),
+            ("order_update", "pt_BR"),
+        ]
+        reminder = tmp_path / "templates" / "appointment_reminder.yaml"
+        reminder.write_text(reminder.read_text().replace("text: Reschedule", "text: Move it"))
+        code, out, err = await wahub("templates", "apply", "-c", str(config))
+        assert (code, out.splitlines()[-1]) == (1, "main: applied 0 of 1 change(s), 1 failed")
+        assert err.splitlines() == [
+            "main: edit appointment_reminder (en) failed: 360dialog's API has no template edit: delete the "
+            "template and create it again (code unsupported)"
+        ]
+    finally:
+        await graph.close()
+
+
 async def test_plan_needs_a_provider_that_manages_templates(tmp_path: Path) -> None:
     (tmp_path / "config.yaml").write_text(f"wahub:\n  database: sqlite:///{tmp_path}/wahub.db\n")
     code, _, err = await wahub("templates", "plan", "-c", str(tmp_path / "config.yaml"))
     assert code == 69
     assert "no provider here manages templates (sandbox)" in err
+    code, _, err = await wahub("templates", "plan", "--provider", "nope", "-c", str(tmp_path / "config.yaml"))
+    assert (code, err.strip()) == (69, f"wahub: no provider named 'nope' in {tmp_path}/config.yaml")

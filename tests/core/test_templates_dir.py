@@ -164,6 +164,18 @@ def test_header_examples_and_its_single_placeholder(tmp_path: Path) -> None:
         "notice.yaml:6: languages.en.components[0]: a IMAGE header needs example.header_file or header_handle",
         "notice.yaml:6: languages.en.components[0].text: a IMAGE header has no text",
     ]
+    header = "      - {type: HEADER, format: DOCUMENT, example: {header_file: terms.pdf}}\n"
+    assert problems_of(tmp_path, "notice.yaml", body_only("        text: Hi\n", header=header)) == [
+        f"notice.yaml:6: languages.en.components[0].example.header_file: no file 'terms.pdf' in the templates "
+        f"directory {tmp_path}"
+    ]
+    (tmp_path / "terms.pdf").write_bytes(b"%PDF-1.4")
+    [template] = load_templates(tmp_path)
+    assert template.languages["en"][0] == {
+        "type": "HEADER",
+        "format": "DOCUMENT",
+        "example": {"header_file": "terms.pdf"},
+    }
 
 
 def test_lengths_of_header_body_footer_label_and_url(tmp_path: Path) -> None:

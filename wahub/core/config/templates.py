@@ -208,6 +208,8 @@ class _Template:
     checker: Checker
     category: str
     parameter_format: str
+    #: The templates directory, where a media header's ``header_file`` is.
+    directory: Path
 
 
 def _check_file(
@@ -221,7 +223,7 @@ def _check_file(
     if top is None:
         return None, checker.finish(load_problems)
     _check_name(path, top["name"], checker)
-    template = _Template(checker, top["category"], top["parameter_format"])
+    template = _Template(checker, top["category"], top["parameter_format"], path.parent)
     languages: dict[str, list[dict[str, Any]]] = {}
     first: tuple[str, dict[str, list[str]]] | None = None
     for code, entry in top["languages"].items():
@@ -289,6 +291,9 @@ def _check_header(template: _Template, header: dict[str, Any], path: list[Any]) 
             checker.add([*path, "text"], f"a {header['format']} header has no text")
         if header["format"] in MEDIA_FORMATS and not ({"header_handle", "header_file"} & set(example)):
             checker.add(path, f"a {header['format']} header needs example.header_file or header_handle")
+        if "header_file" in example and not (template.directory / example["header_file"]).is_file():
+            message = f"no file {show(example['header_file'])} in the templates directory {template.directory}"
+            checker.add([*path, "example", "header_file"], message)
         return {}
     if text is None:
         checker.add(path, "a TEXT header needs its text")

@@ -53,6 +53,9 @@ class TemplateAccount(Protocol):
     async def delete_template(self, name: str, template_id: str | None = None) -> None:
         """Delete a template in every language, or only the version ``template_id``."""
 
+    async def upload_handle(self, path: Path) -> str:
+        """Upload a file for a media header's example; returns its handle."""
+
 
 class Action(StrEnum):
     CREATE = "create"
@@ -202,10 +205,27 @@ async def _carry_out(account: TemplateAccount, step: Step, files_from: Path) -> 
     if step.action is Action.EDIT:
         if step.template_id is None:
             raise ProviderError(f"the provider listed {step.name} ({step.language}) without an id", code="no_id")
-        await account.edit_template(step.template_id, step.body)
+        changes = dict(step.body)
+        if "components" in changes:
+            changes["components"] = await _with_handles(account, changes["components"], files_from)
+        await account.edit_template(step.template_id, changes)
         return "edited, back in review"
     if step.whole:
         await account.delete_template(step.name)
         return "deleted (every language)"
     await account.delete_template(step.name, step.template_id)
     return "deleted"
+
+
+async def _with_handles(account: TemplateAccount, components: list[Any], files_from: Path) -> list[Any]:
+    """``components`` with each media header's ``example.header_file`` uploaded and
+    given as its ``header_handle`` (an edit, unlike a create, takes only handles)."""
+    result = []
+    for component in components:
+        example = component.get("example") if isinstance(component, Mapping) else None
+        if isinstance(example, Mapping) and "header_file" in example:
+            handle = await account.upload_handle(files_from / str(example["header_file"]))
+            others = {key: value for key, value in example.items() if key != "header_file"}
+            component = {**component, "example": {**others, "header_handle": [handle]}}
+        result.append(component)
+    return result
