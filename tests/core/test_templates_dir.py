@@ -270,3 +270,10 @@ def test_the_directory_is_read_from_beside_the_configuration_file(tmp_path: Path
     (tmp_path / "conf" / "mine" / "notice.yaml").write_text(textwrap.dedent(body_only("        text: Hi\n")))
     config = load(tmp_path / "conf" / "config.yaml", build_plugin_manager())
     assert config["wahub"]["templates_dir"] == str(tmp_path / "conf" / "mine")
+
+
+def test_a_template_is_in_one_file_only(tmp_path: Path) -> None:
+    (tmp_path / "notice.yml").write_text(textwrap.dedent(body_only("        text: Hi\n")))
+    assert problems_of(tmp_path, "notice.yaml", body_only("        text: Hello\n")) == [
+        "notice.yml:1: name: the template notice is also in notice.yaml"
+    ]

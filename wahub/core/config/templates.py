@@ -12,44 +12,39 @@ problems at once, each as ``file:line: path: message``.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import voluptuous as vol
-
 from wahub.core.canonical.placeholders import PLACEHOLDER, is_positional, placeholders
 from wahub.core.config.loader import SECRETS_FILE, load_yaml
-from wahub.core.config.nodes import to_plain
+from wahub.core.config.nodes import mark_of, to_plain
 from wahub.core.config.problems import Checker, show, sorted_problems
-from wahub.core.config.validators import ExplainedInvalid
+from wahub.core.config.template_shapes import (
+    BUTTON_LIMITS,
+    BUTTON_SCHEMAS,
+    BUTTON_TYPES,
+    COMPONENT_SCHEMAS,
+    COMPONENT_TYPES,
+    FILE_SCHEMA,
+    LANGUAGE_PATTERN,
+    LANGUAGE_SCHEMA,
+    MAX_BODY_TEXT,
+    MAX_BUTTON_LABEL,
+    MAX_BUTTONS,
+    MAX_COPY_CODE,
+    MAX_FOOTER_TEXT,
+    MAX_HEADER_TEXT,
+    MAX_NAME,
+    MAX_URL,
+    MEDIA_FORMATS,
+    NAME_PATTERN,
+)
 from wahub.core.errors import ConfigError, ConfigProblem
 
-__all__ = ["CATEGORIES", "TemplateDefinition", "load_templates"]
+__all__ = ["TemplateDefinition", "load_templates"]
 
-CATEGORIES = ("MARKETING", "UTILITY", "AUTHENTICATION")
-PARAMETER_FORMATS = ("positional", "named")
-HEADER_FORMATS = ("TEXT", "IMAGE", "VIDEO", "DOCUMENT", "LOCATION")
-MEDIA_FORMATS = ("IMAGE", "VIDEO", "DOCUMENT")
-COMPONENT_TYPES = ("HEADER", "BODY", "FOOTER", "BUTTONS")
-BUTTON_TYPES = ("QUICK_REPLY", "URL", "PHONE_NUMBER", "COPY_CODE", "OTP", "FLOW")
-#: Meta's limits on a template (reference section 4).
-MAX_NAME = 512
-MAX_HEADER_TEXT = 60
-MAX_BODY_TEXT = 1024
-MAX_FOOTER_TEXT = 60
-MAX_BUTTON_LABEL = 25
-MAX_URL = 2000
-MAX_COPY_CODE = 15
-MAX_BUTTONS = 10
-#: At most this many buttons of a kind in one template.
-BUTTON_LIMITS = {"URL": 2, "PHONE_NUMBER": 1, "COPY_CODE": 1}
-
-_NAME = re.compile(r"[a-z0-9_]+")
-# Meta's template languages: a language, then an optional region (en, en_US, pt_BR, zh_HK).
-_LANGUAGE = re.compile(r"[a-z]{2,3}(_[A-Z]{2})?")
 _FILE_SUFFIXES = (".yaml", ".yml")
 
 
@@ -86,7 +81,7 @@ def load_templates(directory: Path) -> list[TemplateDefinition]:
         raise ConfigError([ConfigProblem(str(directory), None, "", "the templates directory is not a directory")])
     paths = sorted(p for p in directory.iterdir() if p.suffix in _FILE_SUFFIXES and p.name != SECRETS_FILE)
     problems: list[ConfigProblem] = []
-    found: list[TemplateDefinition] = []
+    found: dict[str, TemplateDefinition] = {}
     for path in paths:
         try:
             tree, load_problems = load_yaml(path)
@@ -95,110 +90,15 @@ def load_templates(directory: Path) -> list[TemplateDefinition]:
             continue
         definition, file_problems = _check_file(path, tree, load_problems)
         problems.extend(file_problems)
-        if definition is not None:
-            found.append(definition)
+        if definition is not None and definition.name in found:
+            message = f"the template {definition.name} is also in {Path(found[definition.name].file).name}"
+            mark = mark_of(tree["name"])
+            problems.append(ConfigProblem(str(path), mark.line if mark else None, "name", message))
+        elif definition is not None:
+            found[definition.name] = definition
     if problems:
         raise ConfigError(sorted_problems(problems))
-    return sorted(found, key=lambda definition: definition.name)
-
-
-def _example_text(value: Any) -> str:
-    """An example value: a text (a number written unquoted is taken as its text)."""
-    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-        raise vol.Invalid("expected a text")
-    return str(value)
-
-
-def _one_of(choices: tuple[str, ...], convert: Callable[[str], str]) -> Callable[[Any], str]:
-    def validate(value: Any) -> str:
-        if not isinstance(value, str) or convert(value) not in choices:
-            raise vol.Invalid(f"expected one of {', '.join(choices)}")
-        return convert(value)
-
-    return validate
-
-
-def _languages(value: Any) -> dict[Any, Any]:
-    if not isinstance(value, dict):
-        raise vol.Invalid("expected a mapping of language codes to {components: [...]}")
-    if not value:
-        raise ExplainedInvalid("expected at least one language, such as en: {components: [...]}")
-    return value
-
-
-def _components(value: Any) -> list[Any]:
-    if not isinstance(value, list):
-        raise vol.Invalid("expected a list of components (HEADER, BODY, FOOTER, BUTTONS)")
-    if not value:
-        raise ExplainedInvalid("expected at least a BODY component")
-    return value
-
-
-_NAMED_EXAMPLES = [{vol.Required("param_name"): str, vol.Required("example"): _example_text}]
-_FILE_SCHEMA = vol.Schema(
-    {
-        vol.Required("name"): str,
-        vol.Required("category"): _one_of(CATEGORIES, str.upper),
-        vol.Optional("parameter_format", default="positional"): _one_of(PARAMETER_FORMATS, str.lower),
-        vol.Required("languages"): _languages,
-    }
-)
-_LANGUAGE_SCHEMA = vol.Schema({vol.Required("components"): vol.All(_components, [dict])})
-_COMPONENT_SCHEMAS: dict[str, vol.Schema] = {
-    "HEADER": vol.Schema(
-        {
-            vol.Required("type"): str,
-            vol.Optional("format", default="TEXT"): _one_of(HEADER_FORMATS, str.upper),
-            vol.Optional("text"): str,
-            vol.Optional("example"): {
-                vol.Optional("header_text"): [_example_text],
-                vol.Optional("header_text_named_params"): _NAMED_EXAMPLES,
-                vol.Optional("header_handle"): [str],
-                # A local file, relative to the templates directory, uploaded for a handle.
-                vol.Optional("header_file"): str,
-            },
-        }
-    ),
-    "BODY": vol.Schema(
-        {
-            vol.Required("type"): str,
-            vol.Optional("text"): str,
-            vol.Optional("add_security_recommendation"): bool,
-            vol.Optional("example"): {
-                vol.Optional("body_text"): [[_example_text]],
-                vol.Optional("body_text_named_params"): _NAMED_EXAMPLES,
-            },
-        }
-    ),
-    "FOOTER": vol.Schema(
-        {
-            vol.Required("type"): str,
-            vol.Optional("text"): str,
-            vol.Optional("code_expiration_minutes"): vol.All(int, vol.Range(min=1, max=90)),
-        }
-    ),
-    "BUTTONS": vol.Schema({vol.Required("type"): str, vol.Required("buttons"): vol.All([dict], vol.Length(min=1))}),
-}
-_BUTTON_SCHEMAS: dict[str, vol.Schema] = {
-    "QUICK_REPLY": vol.Schema({vol.Required("type"): str, vol.Required("text"): str}),
-    "URL": vol.Schema(
-        {
-            vol.Required("type"): str,
-            vol.Required("text"): str,
-            vol.Required("url"): str,
-            vol.Optional("example"): vol.Any([_example_text], _example_text),
-        }
-    ),
-    "PHONE_NUMBER": vol.Schema(
-        {vol.Required("type"): str, vol.Required("text"): str, vol.Required("phone_number"): str}
-    ),
-    "COPY_CODE": vol.Schema(
-        {vol.Required("type"): str, vol.Optional("text"): str, vol.Required("example"): _example_text}
-    ),
-    # One-time passwords and flows carry many keys of their own, passed to Meta as written.
-    "OTP": vol.Schema({vol.Required("type"): str, vol.Required("otp_type"): str}, extra=vol.ALLOW_EXTRA),
-    "FLOW": vol.Schema({vol.Required("type"): str, vol.Required("text"): str}, extra=vol.ALLOW_EXTRA),
-}
+    return [found[name] for name in sorted(found)]
 
 
 @dataclass
@@ -219,7 +119,7 @@ def _check_file(
     if not isinstance(tree, dict):
         checker.add([], "a template file must be a mapping (name:, category:, languages:)")
         return None, checker.finish(load_problems)
-    top = checker.run(_FILE_SCHEMA, to_plain(tree), [])
+    top = checker.run(FILE_SCHEMA, to_plain(tree), [])
     if top is None:
         return None, checker.finish(load_problems)
     _check_name(path, top["name"], checker)
@@ -228,11 +128,11 @@ def _check_file(
     first: tuple[str, dict[str, list[str]]] | None = None
     for code, entry in top["languages"].items():
         prefix = ["languages", code]
-        if not isinstance(code, str) or not _LANGUAGE.fullmatch(code):
+        if not isinstance(code, str) or not LANGUAGE_PATTERN.fullmatch(code):
             message = f"{show(code)} is not a template language code: use Meta's form, such as en, en_US or pt_BR"
             checker.add(prefix, message, checker.key_mark(prefix))
             continue
-        checked = checker.run(_LANGUAGE_SCHEMA, entry, prefix)
+        checked = checker.run(LANGUAGE_SCHEMA, entry, prefix)
         if checked is None:
             continue
         components, signature = _check_components(template, checked["components"], [*prefix, "components"])
@@ -249,7 +149,7 @@ def _check_file(
 
 
 def _check_name(path: Path, name: str, checker: Checker) -> None:
-    if not _NAME.fullmatch(name) or len(name) > MAX_NAME:
+    if not NAME_PATTERN.fullmatch(name) or len(name) > MAX_NAME:
         checker.add(
             ["name"], f"{show(name)}: a template name is 1 to {MAX_NAME} lowercase letters, digits and underscores"
         )
@@ -274,7 +174,7 @@ def _check_components(
             checker.add([*path, "type"], f"a template has one {kind}; the first is components[{first_at[kind]}]")
             continue
         first_at[kind] = index
-        checked = checker.run(_COMPONENT_SCHEMAS[kind], {**component, "type": kind}, path)
+        checked = checker.run(COMPONENT_SCHEMAS[kind], {**component, "type": kind}, path)
         if checked is None:
             continue
         signature.update(_COMPONENT_CHECKS[kind](template, checked, path))
@@ -345,7 +245,7 @@ def _check_buttons(template: _Template, component: dict[str, Any], path: list[An
         if kind not in BUTTON_TYPES:
             checker.add([*button_path, "type"], f"expected one of {', '.join(BUTTON_TYPES)}, got {show(kind)}")
             continue
-        checked = checker.run(_BUTTON_SCHEMAS[kind], {**button, "type": kind}, button_path)
+        checked = checker.run(BUTTON_SCHEMAS[kind], {**button, "type": kind}, button_path)
         if checked is None:
             continue
         buttons[index] = checked
