@@ -86,7 +86,8 @@ async def sync_config_reminders(hub: Hub, reminders: Sequence[Mapping[str, Any]]
 
 async def _rows_of(hub: Hub, reminder: Mapping[str, Any]) -> dict[str, ScheduleSpec]:
     """One configured reminder's rows: one, or one per zone of its contacts."""
-    provider = hub.provider(reminder["provider"]).name
+    # The configuration's check made sure a named provider exists; none named: the first.
+    provider = reminder["provider"] or hub.config["providers"][0]["name"]
     name, to = f"config:{reminder['name']}", reminder["to"]
     tags = to["tags"] if isinstance(to, Mapping) else None
 

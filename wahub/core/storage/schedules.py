@@ -179,7 +179,7 @@ class ScheduleStore:
             contacts.c.provider == provider, contacts.c.address.in_(list(addresses))
         )
         async with self.db.connect() as conn:
-            known = dict((await conn.execute(query)).tuples().all())
+            known = {address: zone for address, zone in (await conn.execute(query)).all()}
         return {address: known.get(address) for address in addresses}
 
     async def sync_config(
