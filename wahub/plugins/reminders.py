@@ -21,7 +21,7 @@ the firing job runs every second, on the scheduler's replica only.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import voluptuous as vol
@@ -56,6 +56,15 @@ def _cron(value: Any) -> str:
     return value
 
 
+def _or_none(validator: Callable[[Any], str]) -> Callable[[Any], str | None]:
+    """``validator``, letting the key be written without a value."""
+
+    def validate(value: Any) -> str | None:
+        return None if value is None else validator(value)
+
+    return validate
+
+
 _TAGS = vol.Schema({vol.Required("tags"): vol.All([vol.All(str, vol.Length(min=1, max=MAX_TAG))], vol.Length(min=1))})
 _ADDRESSES = vol.All([vol.All(str, vol.Length(min=1, max=MAX_ADDRESS))], vol.Length(min=1))
 
@@ -74,25 +83,37 @@ _REMINDER = vol.Schema(
             str, vol.Match(r"^[A-Za-z0-9_.-]{1,128}$", msg="expected 1 to 128 letters, digits, '_', '.' or '-'")
         ),
         vol.Required("cron"): _cron,
-        vol.Optional("timezone", default=None): vol.Any(None, timezone_name),
+        vol.Optional("timezone", default=None): _or_none(timezone_name),
         vol.Required("template"): vol.All(str, vol.Length(min=1, max=512)),
-        vol.Optional("language", default=None): vol.Any(None, language_code),
-        vol.Optional("parameters", default=None): vol.Any(None, dict),
+        vol.Optional("language", default=None): _or_none(language_code),
+        vol.Optional("parameters", default=None): vol.Maybe(dict),
         vol.Required("to"): _audience,
-        vol.Optional("provider", default=None): vol.Any(None, str),
+        vol.Optional("provider", default=None): vol.Maybe(str),
         vol.Optional("misfire_grace", default=DEFAULT_MISFIRE_GRACE): seconds_between(0, MAX_MISFIRE_GRACE),
     }
 )
-_REMINDER_LIST = vol.Schema([_REMINDER])
 
 
 def _reminders(value: Any) -> list[Any]:
+    """Every entry checked, and every entry's problems reported at once."""
     if isinstance(value, dict) and not value:
         return []  # the section is absent
     if not isinstance(value, list):
         raise vol.Invalid("expected a list of reminders, each with name, cron, template and to")
-    result: list[Any] = _REMINDER_LIST(value)
-    return result
+    checked, problems = [], []
+    for index, entry in enumerate(value):
+        try:
+            checked.append(_REMINDER(entry))
+        except vol.MultipleInvalid as exc:
+            problems += exc.errors
+            for problem in exc.errors:
+                problem.prepend([index])
+        except vol.Invalid as exc:
+            exc.prepend([index])
+            problems.append(exc)
+    if problems:
+        raise vol.MultipleInvalid(problems)
+    return checked
 
 
 def _references(config: Mapping[str, Any]) -> Iterator[Reference]:

@@ -154,7 +154,7 @@ def _when(body: dict[str, Any], now: float) -> tuple[float, dict[str, Any]]:
     """The first firing and the columns saying when: ``at``, ``before`` or ``cron``."""
     given = [key for key in ("at", "before", "cron") if key in body]
     if len(given) != 1:
-        raise _Refused("$", "give exactly one of at, before or cron (with timezone)")
+        raise _Refused("$", "$: give exactly one of at, before or cron (with timezone)")
     if ("timezone" in body) != ("cron" in body):
         raise _Refused("$.timezone", "$.timezone: a cron reminder needs its timezone, and only a cron reminder has one")
     if "cron" in body:
@@ -189,7 +189,8 @@ def _content(body: dict[str, Any], addresses: list[str]) -> dict[str, Any]:
         try:
             parse_message({**body["message"], "to": addresses[0]})
         except InvalidMessage as exc:
-            field = "$.message" + exc.field.removeprefix("$")
+            inner = exc.field.removeprefix("$").removeprefix(".")
+            field = f"$.message.{inner}" if inner else "$.message"
             raise _Refused(field, f"{field}: {exc.message}") from None
         return {"message": body["message"]}
     language = None
