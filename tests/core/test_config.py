@@ -366,6 +366,7 @@ def test_defaults_fill_in_when_no_file_is_given() -> None:
             },
             "language": "en",
             "languages": None,
+            "timezone": "UTC",
         },
         "providers": [
             {
