@@ -116,6 +116,15 @@ async def test_reminders_at_a_time_and_on_a_cron(database_url: str) -> None:
         assert 0 < first.timestamp() - api.clock.now <= 7 * DAY
         assert weekly["message"] == body["message"] and weekly["template"] is None
 
+        api.clock.set(at)  # the daemon's own job fires it, on this replica: the scheduler's
+
+        async def fired() -> Any:
+            _, shown = await api.call("GET", f"/reminders/{once['id']}")
+            return shown if shown["fired"] else None
+
+        shown = await wait_until(fired)
+        assert (shown["state"], len(shown["notifications"])) == ("done", 1)
+
 
 ERRORS = [
     ({"template": "t", "at": "2020-01-01T00:00:00Z"}, "$.at", "in the past"),
