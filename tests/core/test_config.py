@@ -367,6 +367,7 @@ def test_defaults_fill_in_when_no_file_is_given() -> None:
             "language": "en",
             "languages": None,
             "templates_dir": "templates",
+            "timezone": "UTC",
         },
         "providers": [
             {

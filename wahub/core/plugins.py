@@ -44,6 +44,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "wahub.plugins.router",
     "wahub.plugins.inbox.plugin",
     "wahub.plugins.housekeeping",
+    "wahub.plugins.reminders",
     "wahub.plugins.ai.faq",
     "wahub.plugins.ai.openai",
 )

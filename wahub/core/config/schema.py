@@ -34,7 +34,14 @@ from wahub.core.config.nodes import NodeDict, mark_of, to_plain
 from wahub.core.config.problems import DEFAULTS_SOURCE, Checker, show, sorted_problems, unknown_key
 from wahub.core.config.sections import CONVERSATIONS_SCHEMA, HTTP_LIMIT_KEYS, MEDIA_SCHEMA, POLICY_SCHEMA
 from wahub.core.config.templates import load_templates
-from wahub.core.config.validators import ExplainedInvalid, Section, int_between, language_code, language_codes
+from wahub.core.config.validators import (
+    ExplainedInvalid,
+    Section,
+    int_between,
+    language_code,
+    language_codes,
+    timezone_name,
+)
 from wahub.core.errors import ConfigError, ConfigProblem
 
 __all__ = [
@@ -156,6 +163,8 @@ WAHUB_SCHEMA = vol.Schema(
         vol.Optional("languages", default=None): language_codes,
         # Message templates as code (one YAML file each), relative to the configuration file.
         vol.Optional("templates_dir", default="templates"): vol.All(str, vol.Length(min=1)),
+        # The time zone of contacts whose own zone is unknown (reminders fire in it).
+        vol.Optional("timezone", default="UTC"): timezone_name,
     }
 )
 

@@ -60,6 +60,7 @@ from wahub.core.storage.messages import MessageStore, Refusal
 from wahub.core.storage.operators import OperatorStore
 from wahub.core.storage.outbox import OutboxStore
 from wahub.core.storage.policy import PolicyStore
+from wahub.core.storage.schedules import ScheduleStore
 from wahub.core.storage.schema import conversations, inbox, quarantine
 
 _LOGGER = logging.getLogger(__name__)
@@ -86,6 +87,7 @@ class Storage:
         self.activity = ActivityStore(self.db)
         self.desk = DeskStore(self.db)
         self.campaigns = CampaignStore(self.db)
+        self.schedules = ScheduleStore(self.db)
         self.media = MediaStore(self.db, media_config if media_config is not None else MEDIA_SCHEMA({}))
         self._sqlite_inbox = SqliteInboxWriter(str(engine.url.database), self.db.lock) if self.is_sqlite else None
         self._file_lock: IO[bytes] | None = None

@@ -1,0 +1,95 @@
+"""The ``reminders:`` section: defaults, and mistakes reported at their YAML line."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from wahub.core.config.schema import load_config
+from wahub.core.errors import ConfigError
+from wahub.core.plugins import registered_providers, registered_sections
+from wahub.testing import plugin_manager
+
+
+def load(tmp_path: Path, text: str) -> dict[str, object]:
+    path = tmp_path / "config.yaml"
+    path.write_text(textwrap.dedent(text).lstrip("\n"), encoding="utf-8")
+    pm = plugin_manager()
+    return load_config(path, sections=registered_sections(pm), platforms=registered_providers(pm))
+
+
+def problems(tmp_path: Path, text: str) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        load(tmp_path, text)
+    return [str(problem) for problem in caught.value.problems]
+
+
+def test_defaults_and_the_core_time_zone(tmp_path: Path) -> None:
+    config = load(
+        tmp_path,
+        """
+        wahub:
+          timezone: America/Sao_Paulo
+        reminders:
+          - name: digest
+            cron: "0 9 * * mon"
+            template: weekly_digest
+            to: {tags: [newsletter]}
+        """,
+    )
+    assert config["wahub"]["timezone"] == "America/Sao_Paulo"  # type: ignore[index]
+    assert config["reminders"] == [
+        {
+            "name": "digest",
+            "cron": "0 9 * * mon",
+            "template": "weekly_digest",
+            "to": {"tags": ["newsletter"]},
+            "timezone": None,
+            "language": None,
+            "parameters": None,
+            "provider": None,
+            "misfire_grace": 3600.0,
+        }
+    ]
+    assert load(tmp_path, "wahub: {}\n")["reminders"] == []
+
+
+def test_a_bad_cron_zone_audience_or_provider_names_its_line(tmp_path: Path) -> None:
+    found = problems(
+        tmp_path,
+        """
+        reminders:
+          - name: digest
+            cron: "0 25 * * mon"
+            template: weekly_digest
+            to: ["15551230001"]
+          - name: other
+            cron: "0 9 * * *"
+            timezone: Europe/Lisbn
+            template: t
+            to: {labels: [x]}
+            provider: whatsapp
+        """,
+    )
+    path = tmp_path / "config.yaml"
+    assert any(f"{path}:3" in text and "reminders[0].cron" in text and "hour field has 25" in text for text in found), (
+        found
+    )
+    assert any(f"{path}:8" in text and "unknown time zone 'Europe/Lisbn'" in text for text in found), found
+    assert any(f"{path}:10" in text and "reminders[1].to" in text for text in found), found
+
+
+def test_names_are_unique_and_providers_exist(tmp_path: Path) -> None:
+    found = problems(
+        tmp_path,
+        """
+        reminders:
+          - {name: digest, cron: "0 9 * * *", template: t, to: ["1"]}
+          - {name: digest, cron: "0 9 * * *", template: t, to: ["1"], provider: whatsapp}
+        """,
+    )
+    path = tmp_path / "config.yaml"
+    assert any(f"{path}:3" in text and "already used by reminders[0]" in text for text in found), found
+    assert any(f"{path}:3" in text and "no provider is named 'whatsapp'" in text for text in found), found
