@@ -27,7 +27,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Schema = dict[str, Any]
 
 #: The key under which a validated body waits for its handler.
-_BODY = "wahub.body"
+_BODY: web.RequestKey[Any] = web.RequestKey("wahub_body", object)
 
 
 @dataclass(frozen=True)
