@@ -39,6 +39,7 @@ from wahub.core.privacy import mask_address
 from wahub.core.provider import Provider
 from wahub.core.storage.campaigns import CONTACT_PAGE, Batch, Campaign, Segment
 from wahub.core.storage.leases import database_unreachable
+from wahub.core.work.lifecycle import within_grace
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -271,7 +272,7 @@ class CampaignWriter:
                 rows.append(_row(campaign, outcome, now))
             else:
                 refused[outcome.reason] += 1
-                _LOGGER.info("notification %d: not sent to %s: %s", campaign.id, mask_address(address), outcome.reason)
+                _LOGGER.debug("notification %d: not sent to %s: %s", campaign.id, mask_address(address), outcome.reason)
         batch = Batch(rows, dict(refused), position, walked(campaign.audience, position))
         inserted = await hub.storage.campaigns.write_batch(campaign, batch, now=now, lease_seconds=LEASE_SECONDS)
         if inserted is None:
@@ -282,7 +283,7 @@ class CampaignWriter:
         if batch.last:
             _LOGGER.info("notification %d is written out", campaign.id)
             return None
-        return dataclasses.replace(campaign, position=position, refused={})
+        return dataclasses.replace(campaign, position=position)
 
     def _count(self, campaign: Campaign, inserted: int, refused: Counter[str]) -> None:
         recipients = self.hub.metrics.notification_recipients
@@ -345,4 +346,10 @@ async def campaigns_ctx(app: web.Application) -> AsyncIterator[None]:
     task = asyncio.create_task(writer.run(), name="wahub-campaigns")
     yield
     writer.stop()
-    await asyncio.gather(task, return_exceptions=True)
+    # A batch cut off rolls back whole: the next start writes it again.
+    await within_grace(
+        "sends",
+        {task},
+        on_timeout_message="the notification batch being written at shutdown is written again at the next start",
+        logger=_LOGGER,
+    )
