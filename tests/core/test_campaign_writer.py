@@ -270,3 +270,38 @@ async def test_a_scheduled_notification_is_written_once_its_time_comes(database_
 
         rows = await rows_of(hub, campaign_id)
         assert len(rows) == 5 and all(row.next_attempt_at >= send_at for row in rows)
+
+
+async def test_a_free_text_campaign_is_refused_where_the_window_is_closed(database_url: str) -> None:
+    async with writer_hub(database_url) as hub:
+        campaign_id, _ = await hub.storage.campaigns.create(
+            provider="fake",
+            template=None,
+            message={"type": "text", "text": {"body": "The shop opens at 10 today"}},
+            audience={"to": USERS[:4]},
+            source="reminder:opening",
+            idempotency_key="schedule:1:1764547200",
+            now=hub.clock.time(),
+            recipients=4,
+        )
+        writer = CampaignWriter(hub)
+
+        await writer.write(await claimed(writer))
+
+        assert await rows_of(hub, campaign_id) == []
+        stored = await hub.storage.campaigns.get(campaign_id)
+        assert stored is not None and stored.state == QUEUED and stored.refused == {"window_closed": 4}
+
+
+async def test_two_replicas_never_write_the_same_campaign_at_once(postgres_url: str) -> None:
+    async with writer_hub(postgres_url) as one, writer_hub(postgres_url) as other:
+        campaign_id = await notification(one, USERS[:300])
+        first, second = CampaignWriter(one), CampaignWriter(other)
+
+        taken = await claimed(first)
+        assert await second.claim() is None
+
+        await first.write(taken)
+        assert await second.claim() is None
+        addresses = [row.address for row in await rows_of(other, campaign_id)]
+        assert len(addresses) == len(set(addresses)) == 300
