@@ -39,7 +39,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from wahub.core.canonical.validate import parse_message
 from wahub.core.config.validators import timezone_name
 from wahub.core.errors import InvalidMessage, InvalidTime, MediaRefused, MediaTooLarge, SendRefused
-from wahub.core.http import reminders
+from wahub.core.http import notifications, reminders
 from wahub.core.http.api_io import abort as _abort
 from wahub.core.http.api_io import error, json_body, json_response, path_id, path_text, storable
 from wahub.core.http.contacts import contact_routes
@@ -373,4 +373,5 @@ def api_routes() -> list[web.RouteDef]:
         *conversation_routes(),
         *contact_routes(),
         *route_defs(reminders.operations()),
+        *route_defs(notifications.operations()),
     ]

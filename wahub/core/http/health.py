@@ -18,7 +18,17 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from wahub import __version__
 from wahub.core.http.api_io import json_response
 from wahub.core.hub import HUB_KEY, Hub
+from wahub.core.models import MessageStatus
 from wahub.core.provider import STATE_CODE, AccountState, Quality
+
+#: The statuses the notification gauge shows.
+NOTIFICATION_STATUSES = (
+    MessageStatus.QUEUED,
+    MessageStatus.SENT,
+    MessageStatus.DELIVERED,
+    MessageStatus.READ,
+    MessageStatus.FAILED,
+)
 
 
 def health_routes() -> list[web.RouteDef]:
@@ -134,8 +144,17 @@ async def metrics(request: web.Request) -> web.Response:
         hub.metrics.outbox_depth.labels(name).set(count)
         hub.metrics.outbox_oldest_age.labels(name).set(age)
         _account_metrics(hub, name, provider.account_state())
+    await _notification_metrics(hub)
     body = generate_latest(hub.metrics.registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def _notification_metrics(hub: Hub) -> None:
+    """Messages of notifications not yet finished, by status; a 0 where there are none."""
+    counts = await hub.storage.campaigns.unfinished_messages()
+    for name in hub.providers:
+        for status in NOTIFICATION_STATUSES:
+            hub.metrics.notification_messages.labels(name, status).set(counts.get((name, status), 0))
 
 
 def _account_metrics(hub: Hub, name: str, state: AccountState) -> None:

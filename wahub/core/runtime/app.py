@@ -2,7 +2,7 @@
 
 Each resource has one cleanup context, entered in order at start-up and left
 in reverse at shutdown: storage (and the send policy), HTTP client,
-providers, AI backends, plugin lifespans, replica roles, dispatcher, inbox writer, inbox
+providers, AI backends, plugin lifespans, replica roles, dispatcher, campaign writer, inbox writer, inbox
 workers, scheduler, and last the start of the roles' checks (the dispatcher
 and scheduler wait for their role).
 """
@@ -30,6 +30,7 @@ from wahub.core.hub import HUB_KEY, Hub
 from wahub.core.inbound.intake import intake_ctx
 from wahub.core.inbound.worker import pipeline_ctx
 from wahub.core.metrics import Metrics
+from wahub.core.outbound.campaigns import campaigns_ctx
 from wahub.core.outbound.dispatcher import dispatcher_ctx
 from wahub.core.plugins import build_plugin_manager, registered_ai_backends, registered_providers
 from wahub.core.policy.checks import Policy
@@ -65,6 +66,7 @@ def create_app(
             languages_ctx,
             leadership_ctx,
             dispatcher_ctx,
+            campaigns_ctx,
             intake_ctx,
             pipeline_ctx,
             scheduler_ctx,

@@ -1,0 +1,119 @@
+"""``wahub notify`` against a running daemon, piped (no terminal): the
+notification is sent once however often the command runs, its progress
+printed as plain lines; refusals, a refused token and a daemon that is not
+running are each told plainly."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.core.test_engine import Engine, engine_for
+from tests.e2e.daemon import free_port
+from tests.helpers import TOKEN
+from wahub.core.storage.policy import Template
+from wahub.testing import TEST_SECRET
+
+ANA, BRUNO, CARLA = "15554000001", "15554000002", "15554000003"
+
+
+@pytest.fixture
+async def engine(sqlite_url: str) -> AsyncIterator[Engine]:
+    async for engine in engine_for(sqlite_url, messages_per_second=None, pair_limit=None):
+        storage = engine.daemon.hub.storage
+        await storage.policy.upsert_template("fake", Template("order_update", "en", "UTILITY", "APPROVED"))
+        await storage.policy.upsert_template("fake", Template("winter_sale", "en", "MARKETING", "PAUSED"))
+        yield engine
+
+
+def config_file(tmp_path: Path, port: int) -> str:
+    """A configuration naming the daemon's port and token, as a user's file would."""
+    path = tmp_path / "config.yaml"
+    raw = {
+        "wahub": {"database": f"sqlite:///{tmp_path / 'unused.db'}", "api_tokens": [TOKEN], "http": {"port": port}},
+        "providers": [{"platform": "sandbox", "name": "sandbox", "secret": TEST_SECRET}],
+    }
+    path.write_text(yaml.safe_dump(raw))
+    return str(path)
+
+
+async def notify(config: str, *args: str) -> tuple[int, str, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "wahub",
+        "notify",
+        "-c",
+        config,
+        "--every",
+        "0.1",
+        *args,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await process.communicate()
+    return process.returncode or 0, out.decode(), err.decode()
+
+
+def port_of(engine: Engine) -> int:
+    return int(engine.daemon.url.rsplit(":", 1)[1])
+
+
+async def test_notify_sends_once_and_follows_to_the_end(engine: Engine, tmp_path: Path) -> None:
+    config = config_file(tmp_path, port_of(engine))
+    recipients = tmp_path / "recipients.csv"
+    recipients.write_text(f"phone,1\n{ANA},Ana\n{BRUNO},Bruno\n{CARLA},\n")
+    args = ("--template", "order_update", "--language", "en", "--csv", str(recipients), "--param", "1=friend")
+
+    code, out, err = await notify(config, *args)
+
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0] == "notification 1 (expanding): 3 recipients, none refused"
+    assert lines[-1] == "done: 3 messages, none refused"
+    assert all(line.startswith("notification 1 ") for line in lines[1:-1])
+    assert "\r" not in out and "\033" not in out
+    sent = {
+        call.body["to"]: call.body["template"]["components"][0]["parameters"][0]["text"]
+        for call in engine.server.accepted()
+    }
+    assert sent == {ANA: "Ana", BRUNO: "Bruno", CARLA: "friend"}
+
+    code, again, err = await notify(config, *args)
+
+    assert code == 0, err
+    assert again.splitlines()[0] == "notification 1 (queued): 3 recipients, none refused"
+    assert len(engine.server.accepted()) == 3
+
+
+async def test_notify_dry_run_and_refusals(engine: Engine, tmp_path: Path) -> None:
+    config = config_file(tmp_path, port_of(engine))
+
+    code, out, err = await notify(config, "--template", "order_update", "--language", "en", "--to", ANA, "--dry-run")
+    assert (code, out) == (0, "dry run: 1 recipients, none refused; nothing was sent\n"), err
+
+    code, out, err = await notify(config, "--template", "winter_sale", "--language", "en", "--to", ANA)
+    assert code == 1 and out == ""
+    assert err.startswith("wahub notify: the notification was refused: template_not_approved: template 'winter_sale'")
+
+    code, out, err = await notify(config, "--template", "order_update", "--to", ANA, "--token", "x" * 32)
+    assert code == 1 and "refused the API token" in err
+
+    code, out, err = await notify(config, "--template", "order_update", "--to", ANA, "--param", "oops")
+    assert code == 1 and "--param 'oops': write it as KEY=VALUE" in err
+    assert engine.server.accepted() == []
+
+
+async def test_notify_says_when_no_daemon_runs(tmp_path: Path) -> None:
+    config = config_file(tmp_path, free_port())
+
+    code, out, err = await notify(config, "--template", "order_update", "--to", ANA)
+
+    assert code == 69 and out == ""
+    assert "no wahub daemon answers at http://127.0.0.1:" in err and "wahub run" in err

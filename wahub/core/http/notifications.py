@@ -1,0 +1,415 @@
+"""The REST API's notifications: one template to many contacts, written out
+in the background by the campaign writer (``wahub.core.outbound.campaigns``).
+
+- ``POST /api/v1/notifications``: ``{"template", "language"?, "to": [...] |
+  "segment": {"tags", "timezone"?}, "parameters"?, "per_recipient"?,
+  "send_at"?, "dry_run"?, "provider"?}``. 202 ``{"id", "state",
+  "recipients", "refused"}``, the refusals counted by the send policy's
+  checks as they stand now; a dry run answers 200 with ``"id": null`` and
+  stores nothing. When every recipient is refused for the message itself
+  (a missing parameter, a template not approved), 422 with that reason.
+- ``GET /api/v1/notifications/{id}``: the notification and its messages
+  counted by status; ``POST /api/v1/notifications/{id}/cancel`` stops it.
+- ``GET /api/v1/notifications?limit&after``: newest first.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+from collections.abc import Mapping
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from aiohttp import web
+
+from wahub.core.errors import SendRefused
+from wahub.core.http.api_io import error, json_response, path_id
+from wahub.core.http.api_query import check_known, cursor, page_limit
+from wahub.core.http.openapi import IDEMPOTENCY_KEY, Answer, Operation, Param, Schema, body_of, errors
+from wahub.core.hub import HUB_KEY, Hub
+from wahub.core.models import MessageStatus
+from wahub.core.outbound.campaigns import Plan, count_audience, preview, refusal_for_all
+from wahub.core.storage.campaigns import CANCELLED_CODE, EXPANDING, MAX_RECIPIENTS, SCHEDULED, Campaign
+
+TAG = "Notifications"
+#: Refusals of the message itself: when every recipient gets one, nothing is created.
+MESSAGE_REFUSALS = ("invalid_message", "template_not_found", "template_not_approved")
+MAX_IDEMPOTENCY_KEY = 200
+
+_TEXT: Schema = {"type": "string", "minLength": 1, "maxLength": 1024}
+PARAMETERS: Schema = {
+    "type": "object",
+    "description": '"1", "2"...: positional body parameters; other names: named ones; '
+    '"header": a text or a media object ({"image": {"link": ...}}); "buttons": index -> text or payload',
+    "propertyNames": {"pattern": "^([0-9]+|[a-z][a-z0-9_]*)$"},
+    "properties": {
+        "header": {
+            "oneOf": [
+                _TEXT,
+                {
+                    "type": "object",
+                    "minProperties": 1,
+                    "maxProperties": 1,
+                    "propertyNames": {"enum": ["image", "video", "document", "location"]},
+                    "additionalProperties": {"type": "object"},
+                },
+            ]
+        },
+        "buttons": {
+            "type": "object",
+            "propertyNames": {"pattern": "^[0-9]$"},
+            "additionalProperties": _TEXT,
+        },
+    },
+    "additionalProperties": {"oneOf": [_TEXT, {"type": "number"}]},
+}
+_ADDRESS: Schema = {"type": "string", "minLength": 1, "maxLength": 128}
+REQUEST: Schema = {
+    "type": "object",
+    "required": ["template"],
+    "additionalProperties": False,
+    "properties": {
+        "template": {"type": "string", "minLength": 1, "maxLength": 512},
+        "language": {"type": "string", "minLength": 2, "maxLength": 16},
+        "to": {"type": "array", "minItems": 1, "maxItems": MAX_RECIPIENTS, "items": _ADDRESS},
+        "segment": {
+            "type": "object",
+            "required": ["tags"],
+            "additionalProperties": False,
+            "properties": {
+                "tags": {"type": "array", "minItems": 1, "items": {"type": "string", "minLength": 1, "maxLength": 64}},
+                "timezone": {"type": "string", "minLength": 1, "maxLength": 64},
+            },
+        },
+        "parameters": PARAMETERS,
+        "per_recipient": {"type": "object", "additionalProperties": PARAMETERS},
+        "send_at": {"type": "string", "description": "ISO 8601 with an offset, e.g. 2026-12-24T09:00:00+01:00"},
+        "dry_run": {"type": "boolean"},
+        "provider": {"type": "string", "minLength": 1, "maxLength": 64},
+    },
+}
+_COUNT = {"type": "integer", "minimum": 0}
+_REFUSED: Schema = {"type": "object", "additionalProperties": _COUNT, "description": "reason -> recipients"}
+_TIME: Schema = {"type": ["number", "null"], "description": "unix seconds"}
+CREATED: Schema = {
+    "type": "object",
+    "required": ["id", "state", "recipients", "refused"],
+    "properties": {
+        "id": {"type": ["integer", "null"]},
+        "state": {"enum": ["scheduled", "expanding", "queued", "cancelled"]},
+        "recipients": _COUNT,
+        "refused": _REFUSED,
+    },
+}
+SUMMARY: Schema = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "integer"},
+        "state": {"enum": ["scheduled", "expanding", "queued", "cancelled"]},
+        "template": {"type": ["string", "null"]},
+        "language": {"type": ["string", "null"]},
+        "source": {"type": "string"},
+        "recipients": _COUNT,
+        "refused": _REFUSED,
+        "send_at": _TIME,
+        "created_at": {"type": "number"},
+        "expanded_at": _TIME,
+        "cancelled_at": _TIME,
+    },
+}
+DETAIL: Schema = {
+    "type": "object",
+    "properties": {
+        **SUMMARY["properties"],
+        "written": _COUNT,
+        "counts": {
+            "type": "object",
+            "properties": {
+                "queued": _COUNT,
+                "sent": _COUNT,
+                "delivered": _COUNT,
+                "read": _COUNT,
+                "failed": {"type": "object", "additionalProperties": _COUNT, "description": "error code -> messages"},
+                "cancelled": _COUNT,
+            },
+        },
+    },
+}
+LISTING: Schema = {
+    "type": "object",
+    "properties": {"notifications": {"type": "array", "items": SUMMARY}, "next": {"type": ["integer", "null"]}},
+}
+
+
+class Refused(Exception):
+    """A request refused before anything is stored: the status, code and message of its answer."""
+
+    def __init__(self, status: int, code: str, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.status, self.code, self.details = status, code, details
+
+    def answer(self) -> web.Response:
+        return error(self.status, self.code, str(self), **self.details)
+
+
+def _invalid(field: str, message: str) -> Refused:
+    return Refused(422, "invalid_notification", f"{field}: {message}", field=field)
+
+
+def _send_at(given: str | None) -> float | None:
+    if given is None:
+        return None
+    try:
+        when = dt.datetime.fromisoformat(given)
+    except ValueError:
+        raise _invalid("$.send_at", f"{given[:40]!r} is not an ISO 8601 time") from None
+    if when.tzinfo is None:
+        raise _invalid("$.send_at", "needs an offset or Z (e.g. 2026-12-24T09:00:00+01:00): a time alone is ambiguous")
+    return when.timestamp()
+
+
+def _audience(body: Mapping[str, Any]) -> dict[str, Any]:
+    if ("to" in body) == ("segment" in body):
+        raise _invalid("$", "give exactly one of to (a list of addresses) and segment (tags)")
+    if "to" in body:
+        return {"to": list(dict.fromkeys(body["to"]))}
+    segment = dict(body["segment"])
+    segment["tags"] = list(dict.fromkeys(segment["tags"]))
+    if "timezone" in segment:
+        try:
+            ZoneInfo(segment["timezone"])
+        except (ZoneInfoNotFoundError, ValueError):
+            raise _invalid("$.segment.timezone", f"{segment['timezone'][:64]!r} is not an IANA time zone") from None
+    return {"segment": segment}
+
+
+def _per_recipient(body: Mapping[str, Any], audience: Mapping[str, Any]) -> dict[str, Any]:
+    given: dict[str, Any] = body.get("per_recipient") or {}
+    if "to" in audience:
+        listed = set(audience["to"])
+        stray = next((address for address in given if address not in listed), None)
+        if stray is not None:
+            raise _invalid(f"$.per_recipient.{stray[:40]}", "is not one of the addresses in to")
+    return given
+
+
+def _idempotency_key(request: web.Request) -> str:
+    given = request.headers.get("Idempotency-Key")
+    if given is None:
+        return f"api:{uuid.uuid4()}"
+    if not 0 < len(given) <= MAX_IDEMPOTENCY_KEY or not given.isprintable():
+        raise Refused(
+            400,
+            "invalid_idempotency_key",
+            f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} printable characters",
+        )
+    return f"api:{given}"
+
+
+def _request_fields(hub: Hub, body: Mapping[str, Any]) -> dict[str, Any]:
+    """The campaign's fields from a checked body."""
+    try:
+        provider = hub.provider(body.get("provider")).name
+    except SendRefused as exc:
+        raise Refused(422, exc.reason, str(exc), field="$.provider") from None
+    audience = _audience(body)
+    return {
+        "provider": provider,
+        "template": body["template"],
+        "language": body.get("language"),
+        "audience": audience,
+        "parameters": body.get("parameters") or None,
+        "per_recipient": _per_recipient(body, audience) or None,
+        "send_at": _send_at(body.get("send_at")),
+    }
+
+
+def _same_request(campaign: Campaign, fields: Mapping[str, Any]) -> bool:
+    stored = {
+        "provider": campaign.provider,
+        "template": campaign.template,
+        "language": campaign.language,
+        "audience": campaign.audience,
+        "parameters": campaign.parameters,
+        "per_recipient": campaign.per_recipient,
+        "send_at": campaign.send_at,
+    }
+    return json.dumps(stored, sort_keys=True) == json.dumps(dict(fields), sort_keys=True)
+
+
+async def _previewed(hub: Hub, fields: Mapping[str, Any], *, strict: bool = True) -> tuple[int, dict[str, int]]:
+    """The recipients and the refusals by reason; ``Refused`` when the audience
+    is too large or (``strict``) the message itself is refused for everyone."""
+    recipients = await count_audience(hub, fields["provider"], fields["audience"], stop_above=MAX_RECIPIENTS)
+    if recipients > MAX_RECIPIENTS:
+        raise Refused(
+            422,
+            "too_many_recipients",
+            f"the audience has more than {MAX_RECIPIENTS} recipients: split it into several notifications",
+            field="$.segment" if "segment" in fields["audience"] else "$.to",
+        )
+    plan = Plan(
+        provider=fields["provider"],
+        template=fields["template"],
+        language=fields["language"],
+        parameters=fields["parameters"] or {},
+        per_recipient=fields["per_recipient"] or {},
+        send_at=fields["send_at"],
+        buttons=await hub.storage.campaigns.template_buttons(fields["provider"], fields["template"]),
+    )
+    _queued, refused, details = await preview(hub, plan, fields["audience"])
+    everyone = refusal_for_all(recipients, refused, MESSAGE_REFUSALS)
+    if strict and everyone is not None:
+        raise Refused(422, everyone, details[everyone])
+    return recipients, dict(refused)
+
+
+def _state(send_at: float | None, now: float) -> str:
+    return SCHEDULED if send_at is not None and send_at > now else EXPANDING
+
+
+async def create_notification(request: web.Request) -> web.Response:
+    hub = request.app[HUB_KEY]
+    body = body_of(request)
+    try:
+        key = _idempotency_key(request)
+        fields = _request_fields(hub, body)
+        existing = await hub.storage.campaigns.find_by_key(key)
+        if existing is not None and not _same_request(existing, fields):
+            raise Refused(409, "idempotency_conflict", "this Idempotency-Key was used for another notification")
+        # A key used before answers for its notification, whatever the checks say now.
+        recipients, refused = await _previewed(hub, fields, strict=existing is None)
+    except Refused as exc:
+        return exc.answer()
+    now = hub.clock.time()
+    if body.get("dry_run"):
+        answer = {"id": None, "state": _state(fields["send_at"], now), "recipients": recipients, "refused": refused}
+        return json_response(answer)
+    if existing is None:
+        campaign_id, created = await hub.storage.campaigns.create(
+            **fields, source="api", idempotency_key=key, now=now, recipients=recipients
+        )
+        if created:
+            hub.campaigns_ready.set()
+        existing = await hub.storage.campaigns.get(campaign_id)
+        assert existing is not None
+    answer = {"id": existing.id, "state": existing.state, "recipients": existing.recipients, "refused": refused}
+    return json_response(answer, status=202)
+
+
+def _summary(campaign: Campaign) -> dict[str, Any]:
+    return {
+        "id": campaign.id,
+        "state": campaign.state,
+        "template": campaign.template,
+        "language": campaign.language,
+        "source": campaign.source,
+        "recipients": campaign.recipients,
+        "refused": campaign.refused,
+        "send_at": campaign.send_at,
+        "created_at": campaign.created_at,
+        "expanded_at": campaign.expanded_at,
+        "cancelled_at": campaign.cancelled_at,
+    }
+
+
+def counted(by_status: Mapping[tuple[str, str | None], int]) -> tuple[int, dict[str, Any]]:
+    """The messages written and their counts by status, failures by error code
+    (those a cancel stopped counted apart)."""
+    counts: dict[str, Any] = {"queued": 0, "sent": 0, "delivered": 0, "read": 0, "failed": {}, "cancelled": 0}
+    for (status, code), count in by_status.items():
+        if status == MessageStatus.FAILED and code == CANCELLED_CODE:
+            counts["cancelled"] += count
+        elif status == MessageStatus.FAILED:
+            failed = code or "unknown"
+            counts["failed"][failed] = counts["failed"].get(failed, 0) + count
+        elif status in counts:
+            counts[status] += count
+    return sum(by_status.values()), counts
+
+
+async def notification_answer(hub: Hub, campaign: Campaign) -> dict[str, Any]:
+    written, counts = counted(await hub.storage.campaigns.message_counts(campaign.id))
+    return {**_summary(campaign), "written": written, "counts": counts}
+
+
+async def get_notification(request: web.Request) -> web.Response:
+    hub = request.app[HUB_KEY]
+    campaign_id = path_id(request, what="notification")
+    campaign = await hub.storage.campaigns.get(campaign_id)
+    if campaign is None:
+        return error(404, "not_found", f"no notification {campaign_id}")
+    return json_response(await notification_answer(hub, campaign))
+
+
+async def cancel_notification(request: web.Request) -> web.Response:
+    hub = request.app[HUB_KEY]
+    campaign_id = path_id(request, what="notification")
+    if not await hub.storage.campaigns.cancel(campaign_id, now=hub.clock.time()):
+        return error(404, "not_found", f"no notification {campaign_id}")
+    campaign = await hub.storage.campaigns.get(campaign_id)
+    assert campaign is not None
+    return json_response(await notification_answer(hub, campaign))
+
+
+async def list_notifications(request: web.Request) -> web.Response:
+    hub = request.app[HUB_KEY]
+    check_known(request, ("limit", "after"))
+    items, next_after = await hub.storage.campaigns.list(after=cursor(request, "after"), limit=page_limit(request))
+    return json_response({"notifications": [_summary(item) for item in items], "next": next_after})
+
+
+_ID = Param("id", {"type": "integer", "minimum": 1}, "The notification's id", where="path", required=True)
+
+
+def operations() -> list[Operation]:
+    return [
+        Operation(
+            "post",
+            "/api/v1/notifications",
+            create_notification,
+            "Send a template to many contacts",
+            TAG,
+            {
+                202: Answer("Created; its messages are written in the background", CREATED),
+                200: Answer("A dry run: what it would do, nothing stored", CREATED),
+                **errors(400, 401, 409, 422),
+            },
+            description="Refusals (opted out, no marketing opt-in, ...) are counted by reason and never sent.",
+            body=REQUEST,
+            body_error="invalid_notification",
+            params=[IDEMPOTENCY_KEY],
+        ),
+        Operation(
+            "get",
+            "/api/v1/notifications",
+            list_notifications,
+            "List notifications, newest first",
+            TAG,
+            {200: Answer("A page of notifications", LISTING), **errors(400, 401)},
+            params=[
+                Param("limit", {"type": "integer", "minimum": 1, "maximum": 200}, "Items per page (default 50)"),
+                Param("after", {"type": "integer", "minimum": 1}, "The next of the previous page"),
+            ],
+        ),
+        Operation(
+            "get",
+            "/api/v1/notifications/{id}",
+            get_notification,
+            "A notification and its messages by status",
+            TAG,
+            {200: Answer("The notification", DETAIL), **errors(401, 404)},
+            params=[_ID],
+        ),
+        Operation(
+            "post",
+            "/api/v1/notifications/{id}/cancel",
+            cancel_notification,
+            "Cancel a notification: its messages not yet sent fail as cancelled",
+            TAG,
+            {200: Answer("The notification, cancelled", DETAIL), **errors(401, 404)},
+            params=[_ID],
+        ),
+    ]
