@@ -72,6 +72,8 @@ POLL_SECONDS = 1.0
 MAX_HOLD_SECONDS = 1.0
 #: Between tries of a provider paused for refused credentials.
 PAUSE_SECONDS = 60.0
+#: The dispatcher's key in ``Hub.state``.
+DISPATCHER_STATE = "outbound.dispatcher"
 #: Spacing between the due times of a recipient's messages put back in the queue, to keep their order.
 _ORDER_STEP = 0.001
 
@@ -449,6 +451,8 @@ class Dispatcher:
 async def dispatcher_ctx(app: web.Application) -> AsyncIterator[None]:
     hub = app[HUB_KEY]
     dispatcher = Dispatcher(hub)
+    # Its pacing state (rates, messaging limits) is readable while the daemon runs.
+    hub.state[DISPATCHER_STATE] = dispatcher
     hub.leadership.on_change(dispatcher.acquired, dispatcher.lost)
     task = dispatcher.claims.start_task("wahub-dispatcher")
     dispatcher.leases.start()

@@ -48,7 +48,7 @@ class Pacer:
         # Bulk sends take slots one at a time, in the order they asked.
         self._bulk_turn = asyncio.Lock()
         #: The bulk rate right after the last throughput error, and when it came (None: never).
-        self._slowed: tuple[float, float] | None = None
+        self.slowed: tuple[float, float] | None = None
 
     def reserve(self) -> float:
         """Take the next slot for a conversation send; returns how long to wait for it."""
@@ -78,9 +78,9 @@ class Pacer:
         """Bulk sends per second at ``now`` (default: the clock's time); None: unpaced."""
         if self.rate is None:
             return None
-        if self._slowed is None:
+        if self.slowed is None:
             return self.rate
-        slowed, since = self._slowed
+        slowed, since = self.slowed
         steps = math.floor(max(0.0, (self._clock() if now is None else now) - since) / RECOVERY_SECONDS)
         return min(self.rate, slowed + steps * RECOVERY_STEP * self.rate)
 
@@ -105,7 +105,7 @@ class Pacer:
         current = self.bulk_rate(now)
         assert current is not None
         slowed = max(min(FLOOR_RATE, self.rate), current / 2)
-        self._slowed = (slowed, now)
+        self.slowed = (slowed, now)
         return slowed
 
 
