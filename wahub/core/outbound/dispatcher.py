@@ -46,7 +46,7 @@ from aiohttp import web
 
 from wahub.core.errors import ProviderError, Throttle
 from wahub.core.hub import HUB_KEY, Hub
-from wahub.core.outbound.limits import MessagingLimit, starts_conversation
+from wahub.core.outbound.limits import LimitKeeper, starts_conversation
 from wahub.core.outbound.pacing import Pacer, PairLimiter, Recipient
 from wahub.core.outbound.recorder import Recorder
 from wahub.core.plugins import call_hook, report_exception
@@ -96,11 +96,9 @@ class Dispatcher:
         self._sending: set[int] = set()
         self.pacers = {name: Pacer(p.config["messages_per_second"]) for name, p in hub.providers.items()}
         self.pairs = {name: PairLimiter(p.config["pair_limit"]) for name, p in hub.providers.items()}
-        self.limits = {name: MessagingLimit(p, hub.storage.outbox.reached_users) for name, p in hub.providers.items()}
+        self.limits = LimitKeeper(hub)
         #: Per provider, bulk rows claimed and not yet finished.
         self._bulk = dict.fromkeys(hub.providers, 0)
-        #: Bulk sends counted against the messaging limit, not yet sent: when their user was reached before.
-        self._admitted: dict[int, float | None] = {}
         #: Providers this replica dispatches for.
         self.leading: set[str] = set()
         self._queues: dict[Recipient, deque[OutboxRow]] = {}
@@ -144,10 +142,10 @@ class Dispatcher:
         providers = self.active_providers()
         if not providers:
             return None
+        now = self.hub.clock.time()
+        await self.limits.refresh(providers, now)  # users who rolled out of the 24 h free the limit
         bulk = {name: max(0, self.pacers[name].bulk_window() - self._bulk[name]) for name in providers}
-        rows = await self.hub.storage.outbox.claim_outbox(
-            count, LEASE_SECONDS, providers, now=self.hub.clock.time(), bulk=bulk
-        )
+        rows = await self.hub.storage.outbox.claim_outbox(count, LEASE_SECONDS, providers, now=now, bulk=bulk)
         # A row already sent, its answer being stored, needs no second claim.
         return [row for row in rows if row.id not in self._sending]
 
@@ -208,7 +206,7 @@ class Dispatcher:
             self._gates[key] = max(ready, now)
             return True
         if row.lane and starts_conversation(row, now):
-            due = await self._admit(row, now)
+            due = await self.limits.admit(row, now)
             if due is not None:
                 self._gates[key] = due
                 return True
@@ -216,23 +214,6 @@ class Dispatcher:
             await asyncio.sleep(ready - now)
         self._gates.pop(key, None)
         return False
-
-    async def _admit(self, row: OutboxRow, now: float) -> float | None:
-        """Count a bulk send to a user outside their window against the messaging
-        limit; returns when it may go instead if the limit is full."""
-        limit = self.limits[row.provider]
-        await limit.refresh(now)
-        previous, due = limit.admit(row.message.to, now)
-        if due is None:
-            self._admitted[row.id] = previous
-        else:
-            self.hub.metrics.child(self.hub.metrics.bulk_throttled, row.provider, "messaging_limit").inc()
-        self._show_headroom(row.provider, now)
-        return due
-
-    def _show_headroom(self, provider: str, now: float) -> None:
-        headroom = self.limits[provider].headroom(now)
-        self.hub.metrics.child(self.hub.metrics.messaging_limit_headroom, provider).set(headroom)
 
     async def _send_counted(self, row: OutboxRow) -> None:
         """Send ``row``, keeping the messaging limit's count true: an admitted bulk
@@ -244,14 +225,7 @@ class Dispatcher:
         try:
             sent = await self._send(row)
         finally:
-            limit = self.limits.get(row.provider)
-            if row.id in self._admitted:
-                previous = self._admitted.pop(row.id)
-                if not sent and limit is not None:
-                    limit.undo(row.message.to, previous)
-            elif sent and counts and limit is not None:
-                limit.reached(row.message.to, now)
-                self._show_headroom(row.provider, now)
+            self.limits.settle(row, sent=sent, counts=counts, now=now)
 
     async def _put_back(self, key: Recipient, queue: deque[OutboxRow]) -> None:
         """Return the recipient's remaining rows to the queue behind its gate, in order

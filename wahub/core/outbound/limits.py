@@ -16,8 +16,9 @@ from __future__ import annotations
 import heapq
 import logging
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 
+from wahub.core.hub import Hub
 from wahub.core.policy.checks import window_open
 from wahub.core.provider import Provider
 from wahub.core.storage.outbox import OutboxRow
@@ -121,3 +122,54 @@ class MessagingLimit:
                 del self._reached[user]
             else:
                 return
+
+
+class LimitKeeper:
+    """The messaging limits of every number, as the dispatcher uses them: bulk
+    sends admitted or held, the count kept true when a send does not happen,
+    and the ``messaging_limit_headroom`` gauge."""
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+        load = hub.storage.outbox.reached_users
+        self.numbers = {name: MessagingLimit(provider, load) for name, provider in hub.providers.items()}
+        #: Bulk sends admitted and not yet sent: when their user was reached before (None: new).
+        self._admitted: dict[int, float | None] = {}
+
+    async def refresh(self, providers: Iterable[str], now: float) -> None:
+        """Read the reached users again where the last reading is old; show the headroom."""
+        for name in providers:
+            await self.numbers[name].refresh(now)
+            self._show_headroom(name, now)
+
+    async def admit(self, row: OutboxRow, now: float) -> float | None:
+        """Count a bulk send to a user outside their window against the number's
+        limit; returns when it may go instead if the limit is full."""
+        limit = self.numbers[row.provider]
+        await limit.refresh(now)
+        previous, due = limit.admit(row.message.to, now)
+        if due is None:
+            self._admitted[row.id] = previous
+        else:
+            self.hub.metrics.child(self.hub.metrics.bulk_throttled, row.provider, "messaging_limit").inc()
+        self._show_headroom(row.provider, now)
+        return due
+
+    def settle(self, row: OutboxRow, *, sent: bool, counts: bool, now: float) -> None:
+        """After a send of ``row`` at ``now`` (``sent``: the provider accepted it):
+        an admitted bulk send that did not happen is taken back; a conversation
+        send that ``counts`` (it started a conversation) is counted."""
+        limit = self.numbers.get(row.provider)
+        if limit is None:
+            return
+        if row.id in self._admitted:
+            previous = self._admitted.pop(row.id)
+            if not sent:
+                limit.undo(row.message.to, previous)
+        elif sent and counts:
+            limit.reached(row.message.to, now)
+        self._show_headroom(row.provider, now)
+
+    def _show_headroom(self, provider: str, now: float) -> None:
+        headroom = self.numbers[provider].headroom(now)
+        self.hub.metrics.child(self.hub.metrics.messaging_limit_headroom, provider).set(headroom)
