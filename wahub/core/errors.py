@@ -14,7 +14,9 @@ the engine knows only their meaning, an ``ErrorMeaning`` the provider gives
 
 A meaning may carry a ``Lesson``, which the engine applies whatever the code
 (``wahub.core.policy.lessons.learn``) so the next such message is refused
-before it is sent.
+before it is sent, and a ``throttle``: the provider asked the number to slow
+down (``throughput``: its bulk sends slow down; ``pair_rate``: only that
+recipient waits).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Literal
 
 
 class ErrorKind(enum.StrEnum):
@@ -44,20 +47,28 @@ class Lesson(enum.StrEnum):
     TEMPLATE_DISABLED = "template_disabled"
 
 
+#: Which limit a refusal says was hit: the number's messages per second, or one recipient's pace.
+Throttle = Literal["throughput", "pair_rate"]
+
+
 @dataclass(frozen=True)
 class ErrorMeaning:
-    """An error code as the engine understands it: what to do, why (readable), and what to learn."""
+    """An error code as the engine understands it: what to do, why (readable), what to
+    learn, and whether it asks for slower sending (``throttle``)."""
 
     kind: ErrorKind
     reason: str
     lesson: Lesson | None = None
+    throttle: Throttle | None = None
 
 
 def meaning_of_status(code: str | None, http_status: int | None) -> ErrorMeaning:
     """The meaning of an error known only by its HTTP status (a code nobody
-    classified): 5xx and 429 are retryable, 401 refused credentials, anything
-    else final."""
-    if http_status is not None and (http_status >= 500 or http_status == 429):
+    classified): 5xx and 429 are retryable (429 asks for slower sending), 401
+    refused credentials, anything else final."""
+    if http_status == 429:
+        return ErrorMeaning(ErrorKind.RETRYABLE, "the provider answered HTTP 429", throttle="throughput")
+    if http_status is not None and http_status >= 500:
         return ErrorMeaning(ErrorKind.RETRYABLE, f"the provider answered HTTP {http_status}")
     if http_status == 401:
         return ErrorMeaning(ErrorKind.AUTH, "the provider refused the credentials (HTTP 401)")
@@ -114,6 +125,11 @@ class ProviderError(Exception):
     @property
     def lesson(self) -> Lesson | None:
         return self.meaning.lesson
+
+    @property
+    def throttle(self) -> Throttle | None:
+        """Which sending limit the provider said was hit, if any."""
+        return self.meaning.throttle
 
 
 class InvalidMessage(Exception):

@@ -71,6 +71,9 @@ PROVIDER_SCHEMA_BASE = vol.Schema(
                 vol.Optional("every", default=6.0): _seconds(0, 3600),
             },
         ),
+        # Users this number may start conversations with (templates outside a service window)
+        # per rolling 24 h; unset: the provider's tier (account_state), null: no limit kept.
+        vol.Optional("messaging_limit"): vol.Any(None, vol.All(int, vol.Range(min=1))),
         # A message still unsent this long after it was queued fails instead of retrying.
         vol.Optional("retry_for", default=86400): _seconds(1, 30 * 86400),
     }

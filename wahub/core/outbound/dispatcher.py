@@ -9,6 +9,12 @@ lease and sends each recipient's messages in order, recipients in parallel:
   at once, then one every ``pair_limit.every`` seconds. A message held back
   for more than a moment goes back to the queue, due when it may go, and so do
   the recipient's later messages, keeping their order.
+- **Lanes.** Conversation messages (lane 0) are claimed before bulk ones
+  (lane 1, campaigns), and take the next free slot ahead of any bulk send not
+  started; a number keeps only about a second of bulk sends claimed
+  (``Pacer.bulk_window``). Bulk sends to new users wait within the number's
+  messaging limit (``wahub.core.outbound.limits``), and slow down when the
+  provider says the number's throughput was exceeded.
 - **Failures.** A retryable failure (network, 5xx, throughput and pair-rate
   limits) is tried again with exponential backoff and jitter until
   ``retry_for`` after the message was queued; the recipient's later messages
@@ -38,8 +44,9 @@ from collections.abc import AsyncIterator
 import aiohttp
 from aiohttp import web
 
-from wahub.core.errors import ProviderError
+from wahub.core.errors import ProviderError, Throttle
 from wahub.core.hub import HUB_KEY, Hub
+from wahub.core.outbound.limits import LimitKeeper, starts_conversation
 from wahub.core.outbound.pacing import Pacer, PairLimiter, Recipient
 from wahub.core.outbound.recorder import Recorder
 from wahub.core.plugins import call_hook, report_exception
@@ -65,6 +72,8 @@ POLL_SECONDS = 1.0
 MAX_HOLD_SECONDS = 1.0
 #: Between tries of a provider paused for refused credentials.
 PAUSE_SECONDS = 60.0
+#: The dispatcher's key in ``Hub.state``.
+DISPATCHER_STATE = "outbound.dispatcher"
 #: Spacing between the due times of a recipient's messages put back in the queue, to keep their order.
 _ORDER_STEP = 0.001
 
@@ -87,6 +96,9 @@ class Dispatcher:
         self._sending: set[int] = set()
         self.pacers = {name: Pacer(p.config["messages_per_second"]) for name, p in hub.providers.items()}
         self.pairs = {name: PairLimiter(p.config["pair_limit"]) for name, p in hub.providers.items()}
+        self.limits = LimitKeeper(hub)
+        #: Per provider, bulk rows claimed and not yet finished.
+        self._bulk = dict.fromkeys(hub.providers, 0)
         #: Providers this replica dispatches for.
         self.leading: set[str] = set()
         self._queues: dict[Recipient, deque[OutboxRow]] = {}
@@ -130,13 +142,17 @@ class Dispatcher:
         providers = self.active_providers()
         if not providers:
             return None
-        rows = await self.hub.storage.outbox.claim_outbox(count, LEASE_SECONDS, providers, now=self.hub.clock.time())
+        now = self.hub.clock.time()
+        await self.limits.refresh(providers, now)  # users who rolled out of the 24 h free the limit
+        bulk = {name: max(0, self.pacers[name].bulk_window() - self._bulk[name]) for name in providers}
+        rows = await self.hub.storage.outbox.claim_outbox(count, LEASE_SECONDS, providers, now=now, bulk=bulk)
         # A row already sent, its answer being stored, needs no second claim.
         return [row for row in rows if row.id not in self._sending]
 
     def _queue(self, row: OutboxRow) -> None:
         key = (row.provider, row.message.to)
         self._in_flight += 1
+        self._bulk[row.provider] += row.lane
         self._idle.clear()
         queue = self._queues.get(key)
         if queue is not None:
@@ -157,7 +173,7 @@ class Dispatcher:
                     if held:
                         await self._put_back(key, queue)
                         break
-                    await self._send(row)
+                    await self._send_counted(row)
                     self.leases.done((row.id, row.attempts))
                 except Exception as exc:  # noqa: BLE001 - the other recipients' sends go on
                     # Handed back to the queue: sent again as soon as the database takes it.
@@ -166,13 +182,18 @@ class Dispatcher:
                     self.leases.hand_back((row.id, row.attempts))
                 if queue and queue[0] is row:
                     queue.popleft()
-                    self._finished(1)
+                    self._finished([row])
         finally:
             del self._queues[key]
 
-    def _finished(self, count: int) -> None:
-        self._in_flight -= count
-        if self._in_flight <= MAX_IN_FLIGHT // 2:
+    def _finished(self, rows: list[OutboxRow]) -> None:
+        self._in_flight -= len(rows)
+        refill = False
+        for row in rows:
+            self._bulk[row.provider] -= row.lane
+            # Bulk rows are claimed again once half the number's window has gone.
+            refill |= not row.lane or self._bulk[row.provider] <= self.pacers[row.provider].bulk_window() // 2
+        if refill and self._in_flight <= MAX_IN_FLIGHT // 2:
             self.hub.outbox_ready.set()
         if not self._in_flight:
             self._idle.set()
@@ -184,10 +205,27 @@ class Dispatcher:
         if ready - now > MAX_HOLD_SECONDS or row.provider not in self.leading:
             self._gates[key] = max(ready, now)
             return True
+        if row.lane and starts_conversation(row, now):
+            due = await self.limits.admit(row, now)
+            if due is not None:
+                self._gates[key] = due
+                return True
         if ready > now:
             await asyncio.sleep(ready - now)
         self._gates.pop(key, None)
         return False
+
+    async def _send_counted(self, row: OutboxRow) -> None:
+        """Send ``row``, keeping the messaging limit's count true: an admitted bulk
+        send that did not happen is taken back, a conversation send that started
+        a conversation is counted."""
+        now = self.hub.clock.time()
+        counts = not row.lane and starts_conversation(row, now)
+        sent = False
+        try:
+            sent = await self._send(row)
+        finally:
+            self.limits.settle(row, sent=sent, counts=counts, now=now)
 
     async def _put_back(self, key: Recipient, queue: deque[OutboxRow]) -> None:
         """Return the recipient's remaining rows to the queue behind its gate, in order
@@ -205,48 +243,49 @@ class Dispatcher:
             for row in rows:
                 # Rows the database did not take back are handed back by the next heartbeat.
                 (self.leases.done if deferred else self.leases.hand_back)((row.id, row.attempts))
-            self._finished(len(rows))
+            self._finished(rows)
 
-    async def _send(self, row: OutboxRow) -> None:
+    async def _send(self, row: OutboxRow) -> bool:
+        """Send ``row`` now; True when the provider accepted it."""
         hub = self.hub
         provider = hub.providers.get(row.provider)
         if provider is None:
             await self._fail(row, "unknown_provider", f"provider {row.provider!r} is no longer configured")
-            return
+            return False
         if row.message.type not in WINDOWLESS_TYPES and not window_open(row.last_inbound_at, hub.clock.time()):
             await self._fail(row, "window_closed", "the 24-hour service window closed before the message could go")
-            return
+            return False
         if await self._held_for_quiet_hours(row):
-            return
-        wait = self.pacers[row.provider].reserve()
-        if wait:
-            await asyncio.sleep(wait)
+            return False
+        await self._slot(row)
         claim = (row.id, row.attempts)
         if not self.leases.holds(claim):
             _LOGGER.info("the lease of message %d ran out before its turn; leaving it to the next claim", row.id)
-            return
+            return False
         self.pairs[row.provider].take((row.provider, row.message.to), hub.clock.time())
         try:
             result = await provider.send(row.message)
         except ProviderError as exc:
             if exc.auth:
                 await self._pause(provider, row, exc)
-                return
+                return False
             if exc.lesson is not None:  # learnt before the failure shows
                 evidence = f"wahub.{row.id}"
                 await learn_from_refusal(
                     hub.storage, row.provider, row.message, exc.lesson, code=exc.code, evidence=evidence
                 )
+            if exc.throttle is not None:
+                self._throttled(row.provider, exc.throttle)
             await self._failed_attempt(row, exc.code, str(exc), retryable=exc.retryable)
-            return
+            return False
         except (aiohttp.ClientError, TimeoutError) as exc:
             await self._failed_attempt(row, "network", f"{type(exc).__name__}: {exc}", retryable=True)
-            return
+            return False
         except Exception as exc:
             _LOGGER.exception("provider %s raised while sending message %d", row.provider, row.id)
             report_exception(hub, exc, {"message_id": row.id, "provider": row.provider})
             await self._failed_attempt(row, "provider_error", f"{type(exc).__name__}: {exc}", retryable=True)
-            return
+            return False
         early_failure = await self._record(row, claim, result.provider_message_id)
         if early_failure is not None:  # its failed status came before the answer
             lesson = provider.classify_error(early_failure).lesson
@@ -256,6 +295,28 @@ class Dispatcher:
             )
         hub.metrics.child(hub.metrics.sends, row.provider, "sent", "").inc()
         await call_hook(hub, "outbound_message", hub=hub, message=row.message, result=result)
+        return True
+
+    async def _slot(self, row: OutboxRow) -> None:
+        """Wait for the number's next slot: a bulk row only for one free now."""
+        pacer = self.pacers[row.provider]
+        if row.lane:
+            await pacer.bulk_slot()
+            return
+        wait = pacer.reserve()
+        if wait:
+            await asyncio.sleep(wait)
+
+    def _throttled(self, provider: str, throttle: Throttle) -> None:
+        """The provider said a sending limit was hit: a number's throughput slows its
+        bulk sends; a recipient's pair rate holds only that recipient (its retry does)."""
+        self.hub.metrics.child(self.hub.metrics.bulk_throttled, provider, throttle).inc()
+        if throttle == "throughput":
+            rate = self.pacers[provider].throttled()
+            if rate is not None:
+                _LOGGER.warning(
+                    "%s: the provider said its throughput was exceeded; bulk sends slow to %.1f/s", provider, rate
+                )
 
     def _due(self, row: OutboxRow, at: float) -> float:
         """When ``row`` may next go, given ``at``: the end of the contact's quiet
@@ -364,6 +425,8 @@ class Dispatcher:
 async def dispatcher_ctx(app: web.Application) -> AsyncIterator[None]:
     hub = app[HUB_KEY]
     dispatcher = Dispatcher(hub)
+    # Its pacing state (rates, messaging limits) is readable while the daemon runs.
+    hub.state[DISPATCHER_STATE] = dispatcher
     hub.leadership.on_change(dispatcher.acquired, dispatcher.lost)
     task = dispatcher.claims.start_task("wahub-dispatcher")
     dispatcher.leases.start()

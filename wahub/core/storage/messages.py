@@ -212,10 +212,12 @@ class MessageStore:
         refused: Refusal | None = None,
         now: float | None = None,
         conn: AsyncConnection | None = None,
+        lane: int = 0,
     ) -> tuple[int, bool]:
         """Queue a message for the dispatcher (not before ``not_before``, if given).
         Returns ``(id, created)``; a repeated idempotency key returns the first
-        message's id and ``created=False``.
+        message's id and ``created=False``. ``lane`` 1 marks a bulk message, sent
+        after conversation messages (lane 0) and paced within the messaging limit.
 
         With ``refused``, the message is stored ``failed`` with the refusal's
         reason code instead, as history: the dispatcher never sees it."""
@@ -231,6 +233,7 @@ class MessageStore:
             "status": MessageStatus.QUEUED,
             "idempotency_key": idempotency_key,
             "origin": origin,
+            "lane": lane,
             "attempts": 0,
             "next_attempt_at": max(now, not_before or 0.0),
             "created_at": now,

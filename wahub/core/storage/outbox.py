@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from wahub.core.models import MessageStatus, OutgoingMessage
 from wahub.core.storage.activity import record_message_activity
@@ -18,6 +19,11 @@ from wahub.core.storage.engine import Database
 from wahub.core.storage.leases import lease_over
 from wahub.core.storage.messages import message_locks, moves_forward
 from wahub.core.storage.schema import contacts, conversations, messages, status_events
+
+#: Statuses of a message the provider accepted.
+_ACCEPTED = (MessageStatus.SENT, MessageStatus.DELIVERED, MessageStatus.READ)
+#: The customer service window, as ``wahub.core.policy.checks`` keeps it (storage sits below the policy).
+SERVICE_WINDOW_SECONDS = 24 * 3600.0
 
 
 @dataclass(frozen=True)
@@ -33,6 +39,8 @@ class OutboxRow:
     origin: str = "business"
     #: The contact's own time zone for quiet hours; None: the configured default.
     timezone: str | None = None
+    #: 0: a conversation message, 1: a bulk one (sent after lane 0, paced within the messaging limit).
+    lane: int = 0
 
 
 class OutboxStore:
@@ -52,43 +60,29 @@ class OutboxStore:
         return {provider: (int(count), now - oldest) for provider, count, oldest in rows}
 
     async def claim_outbox(
-        self, limit: int, lease_seconds: float, providers: Collection[str], *, now: float | None = None
+        self,
+        limit: int,
+        lease_seconds: float,
+        providers: Collection[str],
+        *,
+        now: float | None = None,
+        bulk: Mapping[str, int] | None = None,
     ) -> list[OutboxRow]:
-        """Claim queued messages of ``providers`` due at ``now`` (default: the
-        current time), leasing them so no one else sends them. Leases are
-        always on the wall clock, the one their renewals use."""
+        """Claim up to ``limit`` queued messages of ``providers`` due at ``now``
+        (default: the current time), leasing them so no one else sends them:
+        conversation messages (lane 0) first, then bulk ones (lane 1) to fill
+        up, at most ``bulk[provider]`` of each provider's when ``bulk`` is given.
+        Leases are always on the wall clock, the one their renewals use."""
         wall = time.time()
         now = wall if now is None else now
-        query = (
-            sa.select(
-                messages.c.id,
-                messages.c.provider,
-                messages.c.body,
-                messages.c.attempts,
-                messages.c.created_at,
-                conversations.c.last_inbound_at,
-                messages.c.origin,
-                contacts.c.timezone,
-            )
-            .select_from(
-                messages.outerjoin(conversations, conversations.c.id == messages.c.conversation_id).outerjoin(
-                    contacts, contacts.c.id == messages.c.contact_id
-                )
-            )
-            .where(
-                messages.c.status == MessageStatus.QUEUED,
-                messages.c.provider.in_(list(providers)),
-                messages.c.next_attempt_at <= now,
-            )
-            .order_by(messages.c.next_attempt_at, messages.c.id)
-            .limit(limit)
-        )
         async with self.db.begin() as conn:
-            lapsed = lease_over(messages.c.lease_until, wall, conn.dialect.name)
-            query = query.where(sa.or_(messages.c.lease_until.is_(None), lapsed))
-            if conn.dialect.name != "sqlite":
-                query = query.with_for_update(of=messages, skip_locked=True)
-            rows = (await conn.execute(query)).all()
+            rows = list(await _claimable(conn, 0, limit, providers, now, wall))
+            if bulk is None:
+                rows += await _claimable(conn, 1, limit - len(rows), providers, now, wall)
+            else:
+                for provider in providers:
+                    room = min(limit - len(rows), bulk.get(provider, 0))
+                    rows += await _claimable(conn, 1, room, [provider], now, wall)
             if rows:
                 await conn.execute(
                     messages.update()
@@ -105,9 +99,39 @@ class OutboxStore:
                 r.last_inbound_at,
                 r.origin or "business",
                 r.timezone,
+                r.lane,
             )
             for r in rows
         ]
+
+    async def reached_users(self, provider: str, since: float) -> dict[str, float]:
+        """The users ``provider``'s number started a conversation with since ``since``
+        (a template it sent outside their service window), each with the time of
+        the latest such send. A send's time is when it was last due; a user who
+        wrote after the send counts, since whether the window was open before is unknown."""
+        sent_at = messages.c.next_attempt_at
+        query = (
+            sa.select(messages.c.address, sa.func.max(sent_at))
+            .select_from(messages.outerjoin(conversations, conversations.c.id == messages.c.conversation_id))
+            .where(
+                messages.c.status.in_(_ACCEPTED),
+                sent_at >= since,
+                messages.c.provider == provider,
+                messages.c.direction == "out",
+                messages.c.type == "template",
+                sa.not_(
+                    sa.and_(
+                        conversations.c.last_inbound_at.is_not(None),
+                        conversations.c.last_inbound_at >= sent_at - SERVICE_WINDOW_SECONDS,
+                        conversations.c.last_inbound_at <= sent_at,
+                    )
+                ),
+            )
+            .group_by(messages.c.address)
+        )
+        async with self.db.connect() as conn:
+            found = (await conn.execute(query)).all()
+        return {address: float(at) for address, at in found}
 
     async def defer(self, due: Sequence[tuple[int, float]]) -> None:
         """Hand claimed messages back, due again at the given times, without counting
@@ -222,3 +246,41 @@ class OutboxStore:
                 )
             )
             await record_message_activity(conn, "status", [message_id], now=now)
+
+
+async def _claimable(
+    conn: AsyncConnection, lane: int, limit: int, providers: Collection[str], now: float, wall: float
+) -> Sequence[Any]:
+    """Up to ``limit`` due queued rows of ``lane``, unleased or lapsed, oldest due first (locked on PostgreSQL)."""
+    if limit <= 0 or not providers:
+        return []
+    query = (
+        sa.select(
+            messages.c.id,
+            messages.c.provider,
+            messages.c.body,
+            messages.c.attempts,
+            messages.c.created_at,
+            conversations.c.last_inbound_at,
+            messages.c.origin,
+            contacts.c.timezone,
+            messages.c.lane,
+        )
+        .select_from(
+            messages.outerjoin(conversations, conversations.c.id == messages.c.conversation_id).outerjoin(
+                contacts, contacts.c.id == messages.c.contact_id
+            )
+        )
+        .where(
+            messages.c.status == MessageStatus.QUEUED,
+            messages.c.lane == lane,
+            messages.c.next_attempt_at <= now,
+            messages.c.provider.in_(list(providers)),
+            sa.or_(messages.c.lease_until.is_(None), lease_over(messages.c.lease_until, wall, conn.dialect.name)),
+        )
+        .order_by(messages.c.next_attempt_at, messages.c.id)
+        .limit(limit)
+    )
+    if conn.dialect.name != "sqlite":
+        query = query.with_for_update(of=messages, skip_locked=True)
+    return (await conn.execute(query)).all()

@@ -4,12 +4,13 @@ Meta's codes (Meta itself, 360dialog, the sandbox and the test kit's fakes).
 Each code falls in one ``ErrorKind`` (``wahub.core.errors``); the ``policy``
 codes that teach the send policy carry a ``Lesson``: 131050 (the user stopped
 marketing) records an opt-out, 132015 and 132016 mark the template paused or
-disabled.
+disabled. 130429 (the number's throughput) and 131056 (one user's pair rate)
+also say which limit was hit, so the dispatcher slows down the right sends.
 """
 
 from __future__ import annotations
 
-from wahub.core.errors import ErrorKind, ErrorMeaning, Lesson, ProviderError, meaning_of_status
+from wahub.core.errors import ErrorKind, ErrorMeaning, Lesson, ProviderError, Throttle, meaning_of_status
 
 _RETRYABLE = {
     2: "the API service is temporarily down",
@@ -71,6 +72,11 @@ _LESSONS = {
     132015: Lesson.TEMPLATE_PAUSED,
     132016: Lesson.TEMPLATE_DISABLED,
 }
+#: Which sending limit a refusal says was hit.
+_THROTTLES: dict[int, Throttle] = {
+    130429: "throughput",
+    131056: "pair_rate",
+}
 
 _TABLES: tuple[tuple[ErrorKind, dict[int, str]], ...] = (
     (ErrorKind.RETRYABLE, _RETRYABLE),
@@ -94,7 +100,7 @@ def classify_cloud_error(code: int | str | None, *, http_status: int | None = No
     if number is not None:
         for kind, table in _TABLES:
             if number in table:
-                return ErrorMeaning(kind, table[number], _LESSONS.get(number))
+                return ErrorMeaning(kind, table[number], _LESSONS.get(number), _THROTTLES.get(number))
         if 200 <= number <= 299:
             return ErrorMeaning(ErrorKind.PERMANENT, "the token lacks an API permission")
         if 132000 <= number <= 132999:
