@@ -67,8 +67,9 @@ class Hub:
     intake_stuck: Callable[[], str | None] = field(default=lambda: None)
     #: Why inbox processing is stuck (a short code), or None; read by /readyz.
     inbox_stuck: Callable[[], str | None] = field(default=lambda: None)
-    #: Per-daemon objects of plugins, each under its plugin's own name
-    #: (the inbox keeps its live feed and open pages under ``"inbox"``).
+    #: Per-daemon objects of plugins and of the core's background parts, each
+    #: under its own name (the inbox keeps its live feed and open pages under
+    #: ``"inbox"``, the dispatcher itself is under ``"outbound.dispatcher"``).
     state: dict[str, Any] = field(default_factory=dict)
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
