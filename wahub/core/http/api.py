@@ -355,17 +355,22 @@ async def retry_inbox(request: web.Request) -> web.Response:
 
 
 _CONTACT_PATH = "/api/v1/contacts/{provider}/{address}"
-_PROVIDER = Param("provider", {"type": "string", "minLength": 1}, "The provider's name in the config", where="path")
+_PROVIDER = Param(
+    "provider", {"type": "string", "minLength": 1}, "The provider's name in the config", where="path", example="sandbox"
+)
 _ADDRESS = Param(
     "address",
     {"type": "string", "minLength": 1, "maxLength": 128},
     "The contact's address on that provider: phone number, wa_id or BSUID",
     where="path",
+    example="15551234567",
 )
 
 
 def _id(what: str) -> Param:
-    return Param("id", {"type": "integer", "minimum": 1, "maximum": MAX_INT}, f"The {what}'s id", where="path")
+    return Param(
+        "id", {"type": "integer", "minimum": 1, "maximum": MAX_INT}, f"The {what}'s id", where="path", example=1
+    )
 
 
 #: A message to send: the canonical JSON (see docs/api.md), with ``to`` and an optional ``provider``.
@@ -374,6 +379,7 @@ def _id(what: str) -> Param:
 SEND_BODY: Schema = {
     "type": "object",
     "description": "A canonical message; to and type are required",
+    "examples": [{"to": "15551234567", "type": "text", "text": {"body": "Your order has shipped"}}],
     "properties": {
         "to": {"type": "string", "minLength": 1, "description": "Phone number (digits), wa_id or BSUID"},
         "type": {"type": "string", "description": "text, image, document, interactive, template, ..."},
@@ -388,6 +394,9 @@ SEND_BODY: Schema = {
 CONSENT_BODY: Schema = {
     "type": "object",
     "required": ["action", "evidence"],
+    "examples": [
+        {"action": "opt_in", "scope": "marketing", "evidence": {"form": "signup", "checkbox": "News by WhatsApp"}}
+    ],
     "properties": {
         "action": {"enum": ["opt_in", "opt_out"]},
         "scope": {"enum": ["all", "marketing"], "default": "all"},

@@ -142,7 +142,7 @@ async def update_contact(request: web.Request) -> web.Response:
     return json_response(found)
 
 
-_ID = Param("id", {"type": "integer", "minimum": 1, "maximum": MAX_INT}, "The contact's id", where="path")
+_ID = Param("id", {"type": "integer", "minimum": 1, "maximum": MAX_INT}, "The contact's id", where="path", example=1)
 
 CHANGES: Schema = {
     "type": "object",

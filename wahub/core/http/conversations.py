@@ -240,7 +240,9 @@ async def assign(request: web.Request) -> web.Response:
 
 
 _ONE = "/api/v1/conversations/{id}"
-_ID = Param("id", {"type": "integer", "minimum": 1, "maximum": MAX_INT}, "The conversation's id", where="path")
+_ID = Param(
+    "id", {"type": "integer", "minimum": 1, "maximum": MAX_INT}, "The conversation's id", where="path", example=1
+)
 _LIMIT = Param("limit", {"type": "integer", "minimum": 1, "maximum": MAX_PAGE, "default": DEFAULT_PAGE}, "Page size")
 _REASON: Schema = {"type": "string", "minLength": 1, "maxLength": MAX_REASON, "description": "Why, for the history"}
 _CHANGED = {

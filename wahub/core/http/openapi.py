@@ -43,6 +43,8 @@ class Param:
     description: str
     where: Literal["path", "query", "header"] = "query"
     required: bool = False
+    #: A value to show in the document (None: none).
+    example: Any = None
 
 
 @dataclass(frozen=True)
@@ -228,10 +230,10 @@ def _described(operation: Operation, name: str, refs: Mapping[int, str]) -> dict
     if parameters:
         described["parameters"] = parameters
     if operation.body is not None:
-        described["requestBody"] = {
-            "required": operation.body_required,
-            "content": {_JSON: {"schema": _referenced(operation.body, refs)}},
-        }
+        content: dict[str, Any] = {"schema": _referenced(operation.body, refs)}
+        if operation.body.get("examples"):  # shown as the body's example too, for tools that read only that
+            content["example"] = operation.body["examples"][0]
+        described["requestBody"] = {"required": operation.body_required, "content": {_JSON: content}}
     elif operation.other_body is not None:
         described["requestBody"] = {"required": True, "content": dict(operation.other_body)}
     return described
@@ -242,13 +244,16 @@ def _path_parts(path: str) -> list[str]:
 
 
 def _parameter(param: Param) -> dict[str, Any]:
-    return {
+    described = {
         "name": param.name,
         "in": param.where,
         "required": param.required or param.where == "path",
         "description": param.description,
         "schema": param.schema,
     }
+    if param.example is not None:
+        described["example"] = param.example
+    return described
 
 
 def _answer(answer: Answer, refs: Mapping[int, str]) -> dict[str, Any]:
