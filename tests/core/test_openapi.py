@@ -155,3 +155,18 @@ def test_shared_schemas_are_named_once_and_referenced() -> None:
     assert listing["schema"]["properties"]["conversations"]["items"] == {"$ref": "#/components/schemas/Conversation"}
     detail = described["components"]["schemas"]["ConversationWithEvents"]
     assert detail["allOf"][0] == {"$ref": "#/components/schemas/Conversation"}
+
+
+class ClashingPlugin:
+    """An endpoint whose operationId is the core's send_message."""
+
+    @hookimpl
+    def register_routes(self, hub: Any) -> list[Operation]:
+        return [Operation("POST", "/api/v1/sends", _echo_note, "Send", "sends", {}, operation_id="send_message")]
+
+
+def test_a_plugin_reusing_an_operation_id_stops_start_up(sqlite_url: str) -> None:
+    pm = plugin_manager([ClashingPlugin()])
+    config = build_config({"wahub": {"api_tokens": [TOKEN]}}, database=sqlite_url, pm=pm)
+    with pytest.raises(ValueError, match="'send_message' is used by /api/v1/messages and /api/v1/sends"):
+        create_app(config, pm=pm)

@@ -11,13 +11,15 @@ host, and its headers forbid it to (``default-src 'self'``).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
 from wahub import __version__
 from wahub.core.http.api_schemas import SHARED, obj
-from wahub.core.http.openapi import OPERATIONS_KEY, Answer, Operation, document
+from wahub.core.http.openapi import Answer, Operation, document
 
 WEB_DIR = Path(__file__).resolve().parents[2] / "web" / "api-docs"
 DOCUMENT_PATH, PAGE_PATH = "/api/v1/openapi.json", "/api/v1/docs"
@@ -36,10 +38,18 @@ SECURITY_HEADERS = {
 }
 
 
+#: The app's document, made once while the app is built (``described``).
+DOCUMENT_KEY: web.AppKey[dict[str, Any]] = web.AppKey("wahub_openapi_document", dict)
+
+
+def described(operations: Sequence[Operation]) -> dict[str, Any]:
+    """The document of ``operations``, with the REST API's shared schemas named;
+    ``ValueError`` when two operations share an ``operationId``."""
+    return document(operations, version=__version__, shared=SHARED)
+
+
 async def openapi_document(request: web.Request) -> web.Response:
-    operations = request.app[OPERATIONS_KEY]
-    described = document(operations, version=__version__, shared=SHARED)
-    return web.json_response(described, headers={"X-Content-Type-Options": "nosniff"})
+    return web.json_response(request.app[DOCUMENT_KEY], headers={"X-Content-Type-Options": "nosniff"})
 
 
 async def docs_page(request: web.Request) -> web.Response:
