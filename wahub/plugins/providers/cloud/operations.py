@@ -109,7 +109,7 @@ def register_routes(hub: Hub) -> list[Operation]:
                 **errors(401, 404, 502),
             },
             params=[_NAME],
-            operation_id="sync_templates",
+            operation_id="sync_provider_templates",
         ),
         Operation(
             "GET",
@@ -120,7 +120,7 @@ def register_routes(hub: Hub) -> list[Operation]:
             {200: Answer("Every stored template", obj(["templates"], templates={"type": "array", "items": _TEMPLATE}))}
             | errors(401, 404),
             params=[_NAME],
-            operation_id="list_templates",
+            operation_id="list_provider_templates",
         ),
         Operation(
             "POST",
@@ -130,6 +130,6 @@ def register_routes(hub: Hub) -> list[Operation]:
             "providers",
             {200: Answer("The fields that changed", {"type": "object"}), **errors(401, 404, 502)},
             params=[_NAME],
-            operation_id="apply_profile",
+            operation_id="apply_provider_profile",
         ),
     ]
