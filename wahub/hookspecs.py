@@ -22,8 +22,6 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:
-    from aiohttp.web import AbstractRouteDef
-
     from wahub.core.ai import AIBackend, AITool
     from wahub.core.hub import Hub
     from wahub.core.models import (
@@ -101,12 +99,15 @@ def register_ai_backends() -> Iterable[type[AIBackend]]:
 
 
 @hookspec
-def register_routes(hub: Hub) -> Iterable[AbstractRouteDef] | None:
+def register_routes(hub: Hub) -> Iterable[Any] | None:
     """Add HTTP routes to the daemon.
 
     When: once, while ``create_app`` builds the aiohttp application.
     Params: ``hub``, the running hub (config, storage, providers).
-    Returns: aiohttp route definitions (``web.get(...)``...) or None. Sync only.
+    Returns: aiohttp route definitions (``web.get(...)``...) and
+    ``wahub.core.http.openapi.Operation`` objects (endpoints described in
+    ``/api/v1/openapi.json``, their JSON body checked against their schema),
+    or None. Sync only.
     """
 
 

@@ -1,5 +1,8 @@
 """The REST API under ``/api/v1``: bearer tokens from ``wahub.api_tokens``,
 JSON in and out, errors as ``{"error": {"code": ..., "message": ...}}``.
+Every endpoint is an ``Operation`` (``api_operations``), so the OpenAPI
+document at ``/api/v1/openapi.json`` (served, with its page ``/api/v1/docs``,
+without a token) describes exactly what is served.
 
 - ``POST /api/v1/messages``: queue a message (the canonical JSON with ``to``
   and an optional ``provider``). 202 ``{"id", "status"}``; 422 for an invalid
@@ -10,20 +13,16 @@ JSON in and out, errors as ``{"error": {"code": ..., "message": ...}}``.
 - ``GET|POST /api/v1/contacts/{provider}/{address}/consent``: the consent
   ledger and current state; record an opt-in or opt-out with its evidence.
 - ``PATCH /api/v1/contacts/{provider}/{address}``: set the contact's time zone.
-- ``POST /api/v1/media``: store a file to send (multipart field ``file``, the
-  ``provider`` it is for), streamed to disk; 201 with its id ``wahub:<id>``
-  for a message's media object, 413 past its kind's size limit.
-  ``GET /api/v1/media/{id}``: a stored file (inbound or outbound), sent from disk.
 - ``GET /api/v1/inbox/failed``: inbox events that gave up, oldest first
   (``?limit=``, default 100), phone numbers masked. ``POST
   /api/v1/inbox/{id}/retry``: run a failed event again (404 if it is not failed).
 - Conversations (list, one with its messages, hand-off, resolve, assign) are in
-  ``conversations``; contacts by id (search, get, PATCH) in ``contacts``.
+  ``conversations``; contacts by id (search, get, PATCH) in ``contacts``;
+  files (upload, download) in ``media``; ``/api/v1/status`` in ``health``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hmac
 import json
@@ -31,25 +30,33 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from urllib.parse import quote
 
-from aiohttp import BodyPartReader, hdrs, web
-from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp import web
 
 from wahub.core.canonical.validate import parse_message
 from wahub.core.config.validators import timezone_name
-from wahub.core.errors import InvalidMessage, InvalidTime, MediaRefused, MediaTooLarge, SendRefused
-from wahub.core.http import notifications, reminders
+from wahub.core.errors import InvalidMessage, InvalidTime, SendRefused
+from wahub.core.http import api_docs, contacts, conversations, health, media, notifications, reminders
+from wahub.core.http.api_io import MAX_INT, error, json_response, path_id, path_text
 from wahub.core.http.api_io import abort as _abort
-from wahub.core.http.api_io import error, json_body, json_response, path_id, path_text, storable
-from wahub.core.http.contacts import contact_routes
-from wahub.core.http.conversations import conversation_routes
-from wahub.core.http.openapi import route_defs
+from wahub.core.http.api_schemas import (
+    CONSENT_EVENT,
+    CONSENT_STATE,
+    ID,
+    MAYBE_TEXT,
+    MAYBE_TIME,
+    MESSAGE,
+    TEXT,
+    TIME,
+    Schema,
+    obj,
+)
+from wahub.core.http.media import media_response, stored_upload
+from wahub.core.http.openapi import IDEMPOTENCY_KEY, Answer, Operation, Param, body_of, errors, route_defs
 from wahub.core.hub import HUB_KEY, Hub
 from wahub.core.inbound.failures import failed_event
 from wahub.core.models import InboxState
 from wahub.core.policy.consent import consent_time
-from wahub.core.storage.media import LOCAL_PREFIX, MediaFile, kind_of
 from wahub.core.storage.policy import consent_state
 
 _LOGGER = logging.getLogger(__name__)
@@ -61,7 +68,7 @@ MAX_EVIDENCE_BYTES = 16 * 1024
 MAX_FAILED_LISTED = 1000
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-__all__ = ["api_routes", "auth_middleware", "error", "media_response", "stored_upload"]
+__all__ = ["api_operations", "api_routes", "auth_middleware", "error", "media_response", "stored_upload"]
 
 
 @web.middleware
@@ -70,6 +77,8 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     every error it gets is in the JSON envelope."""
     if not request.path.startswith(PREFIX):
         return await handler(request)
+    if request.path in api_docs.PUBLIC_PATHS:  # the API's description: nothing secret in it
+        return await _in_envelope(request, handler)
     tokens: list[str] = request.app[HUB_KEY].config["wahub"]["api_tokens"]
     scheme, _, given = request.headers.get("Authorization", "").partition(" ")
     if not tokens:
@@ -117,13 +126,9 @@ def _idempotency_key(request: web.Request) -> str:
 
 async def send_message(request: web.Request) -> web.Response:
     hub = request.app[HUB_KEY]
-    body = await json_body(request)
+    body = dict(body_of(request))
     key = _idempotency_key(request)
-    if not isinstance(body, dict):
-        return error(422, "invalid_message", "the body must be a JSON object")
     provider_name = body.pop("provider", None)
-    if provider_name is not None and not isinstance(provider_name, str):
-        return error(422, "invalid_message", "provider must be a provider's name (a string)")
     try:
         # The caller's address is kept: a BSUID written here is sent to as a BSUID.
         message = dataclasses.replace(parse_message(body), keep_address=True)
@@ -196,19 +201,7 @@ async def get_consent(request: web.Request) -> web.Response:
 
 async def record_consent(request: web.Request) -> web.Response:
     hub, provider, address = _contact(request)
-    body = await json_body(request)
-    if (
-        not isinstance(body, dict)
-        or body.get("action") not in ("opt_in", "opt_out")
-        or body.get("scope", "all") not in ("all", "marketing")
-        or not isinstance(body.get("evidence"), dict)
-    ):
-        return error(
-            422,
-            "invalid_consent",
-            'expected {"action": "opt_in"|"opt_out", "scope": "all"|"marketing", "evidence": {...}} '
-            "(evidence says how the consent was given: form, checkbox text, URL, ...)",
-        )
+    body = body_of(request)
     if len(json.dumps(body["evidence"])) > MAX_EVIDENCE_BYTES:
         return error(422, "invalid_consent", f"evidence is over {MAX_EVIDENCE_BYTES} bytes of JSON")
     try:
@@ -230,10 +223,7 @@ async def record_consent(request: web.Request) -> web.Response:
 
 async def update_contact(request: web.Request) -> web.Response:
     hub, provider, address = _contact(request)
-    body = await json_body(request)
-    if not isinstance(body, dict) or set(body) != {"timezone"}:
-        return error(422, "invalid_contact", 'expected {"timezone": "<IANA name>"} (or null for the default)')
-    zone = body["timezone"]
+    zone = body_of(request)["timezone"]
     if zone is not None:
         try:
             zone = timezone_name(zone)
@@ -242,99 +232,6 @@ async def update_contact(request: web.Request) -> web.Response:
     if not await hub.storage.policy.set_timezone(provider, address, zone):
         return error(404, "not_found", f"no contact {address} on {provider}")
     return json_response({"provider": provider, "address": address, "timezone": zone})
-
-
-async def get_media(request: web.Request) -> web.StreamResponse:
-    return await media_response(request.app[HUB_KEY], path_text(request, "id"))
-
-
-async def media_response(hub: Hub, media_id: str, *, in_page: bool = False) -> web.StreamResponse:
-    """The stored file ``media_id`` (inbound or outbound), sent from disk, or a 404.
-
-    ``in_page``: for a web page's origin (the inbox), where a file that is not
-    a picture, a sound or a film is sent as ``application/octet-stream``, so
-    that no page of that origin can ever load it as a script or a style."""
-    store = hub.storage.media
-    file = await store.get(media_id)
-    if file is None or not store.path(file).is_file():
-        return error(404, "not_found", "no such media file")
-    inline = shown_inline(file.mime_type)
-    headers = {
-        "Content-Type": file.mime_type if inline or not in_page else "application/octet-stream",
-        "X-Content-SHA256": file.sha256,
-        "X-Content-Type-Options": "nosniff",
-        # A stored file is whatever a user or an uploader sent: it never runs as a page.
-        "Content-Security-Policy": "default-src 'none'; sandbox",
-    }
-    disposition = "inline" if inline else "attachment"
-    if file.filename:
-        disposition += f"; filename*=UTF-8''{quote(file.filename, safe='')}"
-    headers["Content-Disposition"] = disposition
-    return web.FileResponse(store.path(file), headers=headers)
-
-
-def shown_inline(mime_type: str) -> bool:
-    """Whether a stored file of this type may be shown in a page (a picture, a
-    sound, a film); every other type, scripts, HTML and SVG among them, is only
-    ever downloaded."""
-    kind, _, subtype = mime_type.lower().partition("/")
-    return kind in ("image", "audio", "video") and "svg" not in subtype and "xml" not in subtype
-
-
-async def upload_media(request: web.Request) -> web.Response:
-    stored = await stored_upload(request)
-    if isinstance(stored, web.Response):
-        return stored
-    file = stored
-    kind = kind_of(file.mime_type)
-    return json_response({**file.summary(), "id": f"{LOCAL_PREFIX}{file.id}", "kind": kind}, status=201)
-
-
-async def stored_upload(request: web.Request) -> MediaFile | web.Response:
-    """Store a file to send, or the error answer saying why not. The multipart
-    body is read as it comes (``request.multipart()``, which ``client_max_size``
-    does not cap: that guards ``request.read()``), the file streamed to disk and
-    refused as soon as it passes its kind's size limit."""
-    hub = request.app[HUB_KEY]
-    store = hub.storage.media
-    if not request.content_type.startswith("multipart/"):
-        return error(400, "invalid_upload", "send the file as multipart/form-data in a field named 'file'")
-    provider, incoming, mime_type, filename = request.query.get("provider"), None, "", None
-    try:
-        async with contextlib.AsyncExitStack() as stack:
-            async for part in await request.multipart():
-                if not isinstance(part, BodyPartReader):
-                    continue
-                if part.name == "provider":
-                    provider = (await part.text()).strip()
-                elif part.name == "file" and incoming is not None:
-                    return error(400, "invalid_upload", "send one file per upload, in one field named 'file'")
-                elif part.name == "file":
-                    mime_type = part.headers.get(hdrs.CONTENT_TYPE, "application/octet-stream")
-                    filename = part.filename
-                    if not storable(mime_type) or (filename is not None and not storable(filename)):
-                        return error(
-                            400,
-                            "invalid_upload",
-                            "the file's name and type may not contain U+0000 or unpaired surrogates",
-                        )
-                    store.check(kind_of(mime_type), mime_type, None)  # a refused type is not read at all
-                    incoming = await stack.enter_async_context(store.incoming(kind_of(mime_type)))
-                    while chunk := await part.read_chunk(1 << 16):
-                        await incoming.write(chunk)
-            if incoming is None:
-                return error(400, "invalid_upload", "no multipart field named 'file'")
-            try:
-                name = hub.provider(provider).name
-            except SendRefused as exc:
-                return error(404, exc.reason, str(exc))
-            return await store.keep(incoming, name, mime_type, direction="out", filename=filename)
-    except MediaTooLarge as exc:
-        return error(413, "media_refused", str(exc))
-    except MediaRefused as exc:
-        return error(422, "media_refused", str(exc))
-    except (ValueError, HttpProcessingError) as exc:  # a malformed body or part header, or text not in its charset
-        return error(400, "invalid_upload", f"the multipart body is malformed: {exc}")
 
 
 async def failed_inbox(request: web.Request) -> web.Response:
@@ -358,20 +255,208 @@ async def retry_inbox(request: web.Request) -> web.Response:
     return json_response({"id": event_id, "state": InboxState.PENDING})
 
 
-def api_routes() -> list[web.RouteDef]:
-    contact = "/api/v1/contacts/{provider}/{address}"
+_CONTACT_PATH = "/api/v1/contacts/{provider}/{address}"
+_PROVIDER = Param(
+    "provider", {"type": "string", "minLength": 1}, "The provider's name in the config", where="path", example="sandbox"
+)
+_ADDRESS = Param(
+    "address",
+    {"type": "string", "minLength": 1, "maxLength": 128},
+    "The contact's address on that provider: phone number, wa_id or BSUID",
+    where="path",
+    example="15551234567",
+)
+
+
+def _id(what: str) -> Param:
+    return Param(
+        "id", {"type": "integer", "minimum": 1, "maximum": MAX_INT}, f"The {what}'s id", where="path", example=1
+    )
+
+
+#: A message to send: the canonical JSON (see docs/api.md), with ``to`` and an optional ``provider``.
+#: ``to`` and ``type`` are checked with the rest of the message (after the
+#: Idempotency-Key, whose refusal is a 400 whatever the body).
+SEND_BODY: Schema = {
+    "type": "object",
+    "description": "A canonical message; to and type are required",
+    "examples": [{"to": "15551234567", "type": "text", "text": {"body": "Your order has shipped"}}],
+    "properties": {
+        "to": {"type": "string", "minLength": 1, "description": "Phone number (digits), wa_id or BSUID"},
+        "type": {"type": "string", "description": "text, image, document, interactive, template, ..."},
+        "provider": {
+            "type": ["string", "null"],
+            "description": "The provider to send through; the first one when absent",
+        },
+    },
+    "additionalProperties": True,
+}
+
+CONSENT_BODY: Schema = {
+    "type": "object",
+    "required": ["action", "evidence"],
+    "examples": [
+        {"action": "opt_in", "scope": "marketing", "evidence": {"form": "signup", "checkbox": "News by WhatsApp"}}
+    ],
+    "properties": {
+        "action": {"enum": ["opt_in", "opt_out"]},
+        "scope": {"enum": ["all", "marketing"], "default": "all"},
+        "evidence": {"type": "object", "description": "How the consent was given: form, checkbox text, URL, ..."},
+        "occurred_at": {
+            "type": ["number", "string"],
+            "description": "When it was given: unix seconds or ISO 8601, from 2009 to one day from now (default: now)",
+        },
+    },
+    "additionalProperties": False,
+}
+
+CONSENT: Schema = obj(["state", "events"], state=CONSENT_STATE, events={"type": "array", "items": CONSENT_EVENT})
+
+FAILED_EVENT = obj(
+    ["id", "provider", "kind", "attempts", "error", "received_at", "failed_at"],
+    id=ID,
+    provider=TEXT,
+    kind=TEXT,
+    attempts={"type": "integer", "minimum": 0},
+    error=MAYBE_TEXT,
+    contact={"type": ["string", "null"], "description": "The contact, its digits masked"},
+    received_at=TIME,
+    failed_at=MAYBE_TIME,
+)
+
+
+def _message_operations() -> list[Operation]:
     return [
-        web.post("/api/v1/messages", send_message),
-        web.get("/api/v1/messages/{id}", get_message),
-        web.get(f"{contact}/consent", get_consent),
-        web.post(f"{contact}/consent", record_consent),
-        web.patch(contact, update_contact),
-        web.post("/api/v1/media", upload_media),
-        web.get("/api/v1/media/{id}", get_media),
-        web.get("/api/v1/inbox/failed", failed_inbox),
-        web.post("/api/v1/inbox/{id}/retry", retry_inbox),
-        *conversation_routes(),
-        *contact_routes(),
-        *route_defs(reminders.operations()),
-        *route_defs(notifications.operations()),
+        Operation(
+            "POST",
+            "/api/v1/messages",
+            send_message,
+            "Queue a message",
+            "messages",
+            {
+                202: Answer(
+                    "Queued (or, with a used Idempotency-Key, the first message)",
+                    obj(["id", "status"], id=ID, status=TEXT),
+                ),
+                **errors(400, 401, 409, 413, 422),
+            },
+            description=(
+                "A policy refusal (window_closed, opted_out, template_not_approved...) is a 422 "
+                "with the reason as its code."
+            ),
+            body=SEND_BODY,
+            body_error="invalid_message",
+            params=[IDEMPOTENCY_KEY],
+        ),
+        Operation(
+            "GET",
+            "/api/v1/messages/{id}",
+            get_message,
+            "A message with its delivery statuses",
+            "messages",
+            {200: Answer("The message", MESSAGE), **errors(401, 404)},
+            params=[_id("message")],
+        ),
     ]
+
+
+def _consent_operations() -> list[Operation]:
+    return [
+        Operation(
+            "GET",
+            f"{_CONTACT_PATH}/consent",
+            get_consent,
+            "A contact's consent state and ledger",
+            "consent",
+            {200: Answer("The state and every event, oldest first", CONSENT), **errors(401, 404)},
+            params=[_PROVIDER, _ADDRESS],
+        ),
+        Operation(
+            "POST",
+            f"{_CONTACT_PATH}/consent",
+            record_consent,
+            "Record an opt-in or an opt-out with its evidence",
+            "consent",
+            {200: Answer("The state and ledger after it", CONSENT), **errors(400, 401, 404, 413, 422)},
+            body=CONSENT_BODY,
+            body_error="invalid_consent",
+            params=[_PROVIDER, _ADDRESS],
+        ),
+        Operation(
+            "PATCH",
+            _CONTACT_PATH,
+            update_contact,
+            "Set a contact's time zone",
+            "contacts",
+            {
+                200: Answer(
+                    "The contact's new time zone",
+                    obj(["provider", "address", "timezone"], provider=TEXT, address=TEXT, timezone=MAYBE_TEXT),
+                ),
+                **errors(400, 401, 404, 413, 422),
+            },
+            body={
+                "type": "object",
+                "required": ["timezone"],
+                "properties": {"timezone": {"type": ["string", "null"], "description": "IANA name; null: the default"}},
+                "additionalProperties": False,
+            },
+            body_error="invalid_contact",
+            params=[_PROVIDER, _ADDRESS],
+            operation_id="set_contact_timezone",
+        ),
+    ]
+
+
+def _inbox_operations() -> list[Operation]:
+    return [
+        Operation(
+            "GET",
+            "/api/v1/inbox/failed",
+            failed_inbox,
+            "Inbox events that gave up, oldest first",
+            "inbox",
+            {
+                200: Answer(
+                    "The events, phone numbers masked", obj(["events"], events={"type": "array", "items": FAILED_EVENT})
+                ),
+                **errors(400, 401),
+            },
+            params=[
+                Param(
+                    "limit", {"type": "integer", "minimum": 1, "maximum": MAX_FAILED_LISTED, "default": 100}, "How many"
+                )
+            ],
+        ),
+        Operation(
+            "POST",
+            "/api/v1/inbox/{id}/retry",
+            retry_inbox,
+            "Run a failed inbox event again",
+            "inbox",
+            {200: Answer("Pending again", obj(["id", "state"], id=ID, state=TEXT)), **errors(401, 404)},
+            params=[_id("inbox event")],
+        ),
+    ]
+
+
+def api_operations() -> list[Operation]:
+    """Every endpoint of the core REST API, as the document lists them: a new
+    module of endpoints adds its ``operations()`` here."""
+    return [
+        *_message_operations(),
+        *_consent_operations(),
+        *media.operations(),
+        *_inbox_operations(),
+        *conversations.operations(),
+        *contacts.operations(),
+        *health.operations(),
+        *notifications.operations(),
+        *reminders.operations(),
+        *api_docs.operations(),
+    ]
+
+
+def api_routes() -> list[web.RouteDef]:
+    """The core REST API's routes: its operations, and the docs page's static files."""
+    return [*route_defs(api_operations()), *api_docs.static_routes()]

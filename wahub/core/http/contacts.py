@@ -19,8 +19,10 @@ import voluptuous as vol
 from aiohttp import web
 
 from wahub.core.config.validators import language_code, timezone_name
-from wahub.core.http.api_io import error, error_text, json_body, json_response, path_id
-from wahub.core.http.api_query import check_known, cursor, page_limit, search_text
+from wahub.core.http.api_io import MAX_INT, error, error_text, json_body, json_response, path_id
+from wahub.core.http.api_query import DEFAULT_PAGE, MAX_PAGE, check_known, cursor, page_limit, search_text
+from wahub.core.http.api_schemas import CONTACT, CONTACT_DETAIL, Schema, page_of
+from wahub.core.http.openapi import Answer, Operation, Param, errors
 from wahub.core.hub import HUB_KEY, Hub
 from wahub.core.storage.policy import consent_state
 
@@ -140,9 +142,63 @@ async def update_contact(request: web.Request) -> web.Response:
     return json_response(found)
 
 
-def contact_routes() -> list[web.RouteDef]:
+_ID = Param("id", {"type": "integer", "minimum": 1, "maximum": MAX_INT}, "The contact's id", where="path", example=1)
+
+CHANGES: Schema = {
+    "type": "object",
+    "properties": {
+        "name": {"type": ["string", "null"], "minLength": 1, "maxLength": MAX_NAME},
+        "language": {"type": ["string", "null"], "description": "BCP 47, such as en or pt-BR"},
+        "tags": {
+            "type": ["array", "null"],
+            "maxItems": MAX_TAGS,
+            "items": {"type": "string", "minLength": 1, "maxLength": MAX_TAG},
+        },
+        "timezone": {"type": ["string", "null"], "description": "IANA name, such as Europe/Lisbon"},
+    },
+    "additionalProperties": False,
+    "description": "null clears a field",
+}
+
+
+def operations() -> list[Operation]:
     return [
-        web.get("/api/v1/contacts", list_contacts),
-        web.get("/api/v1/contacts/{id}", get_contact),
-        web.patch("/api/v1/contacts/{id}", update_contact),
+        Operation(
+            "GET",
+            "/api/v1/contacts",
+            list_contacts,
+            "Contacts by id, found by name, address or any id",
+            "contacts",
+            {200: Answer("A page of contacts", page_of("contacts", CONTACT)), **errors(400, 401)},
+            params=[
+                Param("q", {"type": "string", "maxLength": 128}, "Text in the name, the address or any id"),
+                Param(
+                    "limit",
+                    {"type": "integer", "minimum": 1, "maximum": MAX_PAGE, "default": DEFAULT_PAGE},
+                    "Page size",
+                ),
+                Param("after", {"type": "integer", "minimum": 1, "maximum": MAX_INT}, "The previous page's next"),
+            ],
+        ),
+        Operation(
+            "GET",
+            "/api/v1/contacts/{id}",
+            get_contact,
+            "A contact with its ids, consent and conversations",
+            "contacts",
+            {200: Answer("The contact", CONTACT_DETAIL), **errors(400, 401, 404)},
+            params=[_ID],
+        ),
+        Operation(
+            "PATCH",
+            "/api/v1/contacts/{id}",
+            update_contact,
+            "Set a contact's name, language, tags or time zone",
+            "contacts",
+            {200: Answer("The contact after the change", CONTACT_DETAIL), **errors(400, 401, 404, 413, 422)},
+            body=CHANGES,
+            body_error="invalid_contact",
+            handler_checks_body=True,
+            params=[_ID],
+        ),
     ]

@@ -22,8 +22,19 @@ from typing import Any
 from aiohttp import web
 
 from wahub.core.conversations.ownership import change_owner
-from wahub.core.http.api_io import error, error_text, json_body, json_response, path_id
-from wahub.core.http.api_query import check_known, choices, cursor, page_limit, point_in_time, positive_id
+from wahub.core.http.api_io import MAX_INT, error, error_text, json_body, json_response, path_id
+from wahub.core.http.api_query import (
+    DEFAULT_PAGE,
+    MAX_PAGE,
+    check_known,
+    choices,
+    cursor,
+    page_limit,
+    point_in_time,
+    positive_id,
+)
+from wahub.core.http.api_schemas import CONVERSATION, CONVERSATION_MESSAGE, CONVERSATION_WITH_EVENTS, Schema, page_of
+from wahub.core.http.openapi import ERROR_SCHEMA, Answer, Handler, Operation, Param, errors
 from wahub.core.hub import HUB_KEY, Hub
 from wahub.core.models import OWNER_CHANGES, Owner, OwnershipChange
 from wahub.core.policy.checks import SERVICE_WINDOW_SECONDS, window_open
@@ -228,13 +239,87 @@ async def assign(request: web.Request) -> web.Response:
     return await _apply(request.app[HUB_KEY], conversation_id, "assigned", "assign", reason, assignee=operator)
 
 
-def conversation_routes() -> list[web.RouteDef]:
-    one = "/api/v1/conversations/{id}"
+_ONE = "/api/v1/conversations/{id}"
+_ID = Param(
+    "id", {"type": "integer", "minimum": 1, "maximum": MAX_INT}, "The conversation's id", where="path", example=1
+)
+_LIMIT = Param("limit", {"type": "integer", "minimum": 1, "maximum": MAX_PAGE, "default": DEFAULT_PAGE}, "Page size")
+_REASON: Schema = {"type": "string", "minLength": 1, "maxLength": MAX_REASON, "description": "Why, for the history"}
+_CHANGED = {
+    200: Answer("The conversation after the change", CONVERSATION_WITH_EVENTS),
+    **errors(400, 401, 404, 413),
+    409: Answer("The current owner does not allow this change (owner and assignee say who has it)", ERROR_SCHEMA),
+    422: Answer("The body is refused (invalid_change names the key)", ERROR_SCHEMA),
+}
+
+
+def _change(path: str, handler: Handler, summary: str, **properties: Schema) -> Operation:
+    """A change of owner: a JSON object of ``properties`` (``reason`` among them), or no body."""
+    return Operation(
+        "POST",
+        f"{_ONE}/{path}",
+        handler,
+        summary,
+        "conversations",
+        _CHANGED,
+        body={"type": "object", "properties": {**properties, "reason": _REASON}, "additionalProperties": False},
+        body_error="invalid_change",
+        body_required=False,
+        handler_checks_body=True,
+        params=[_ID],
+    )
+
+
+def operations() -> list[Operation]:
+    listing = page_of("conversations", CONVERSATION)
+    owners = ", ".join(owner.value for owner in Owner)
     return [
-        web.get("/api/v1/conversations", list_conversations),
-        web.get(one, get_conversation),
-        web.post(f"{one}/handoff", handoff),
-        web.post(f"{one}/resolve", resolve),
-        web.post(f"{one}/assign", assign),
-        web.post(f"{one}/release", release),
+        Operation(
+            "GET",
+            "/api/v1/conversations",
+            list_conversations,
+            "Conversations by id, filtered",
+            "conversations",
+            {200: Answer("A page of conversations", listing), **errors(400, 401)},
+            params=[
+                Param("owner", {"type": "string"}, f"One or more of {owners}, separated by commas"),
+                Param("contact_id", {"type": "integer", "minimum": 1, "maximum": MAX_INT}, "The contact's id"),
+                Param("updated_since", {"type": "string"}, "Unix seconds or an ISO 8601 time"),
+                _LIMIT,
+                Param("after", {"type": "integer", "minimum": 1, "maximum": MAX_INT}, "The previous page's next"),
+            ],
+        ),
+        Operation(
+            "GET",
+            _ONE,
+            get_conversation,
+            "A conversation, its owner's history and a page of its messages",
+            "conversations",
+            {
+                200: Answer(
+                    "The conversation; messages newest first",
+                    {
+                        "allOf": [
+                            CONVERSATION_WITH_EVENTS,
+                            page_of("messages", CONVERSATION_MESSAGE),
+                        ]
+                    },
+                ),
+                **errors(400, 401, 404),
+            },
+            params=[
+                _ID,
+                Param("before", {"type": "integer", "minimum": 1, "maximum": MAX_INT}, "The previous page's next"),
+                _LIMIT,
+            ],
+        ),
+        _change("handoff", handoff, "Ask for a person"),
+        _change("resolve", resolve, "Give the conversation back to the bot"),
+        _change(
+            "assign",
+            assign,
+            "Give the conversation to an operator",
+            operator={"type": "string", "minLength": 1, "maxLength": MAX_OPERATOR, "description": "The operator"},
+        ),
+        _change("release", release, "Give an operator's conversation back to the queue"),
     ]

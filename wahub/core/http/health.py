@@ -17,6 +17,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from wahub import __version__
 from wahub.core.http.api_io import json_response
+from wahub.core.http.api_schemas import TEXT, obj
+from wahub.core.http.openapi import Answer, Operation, errors
 from wahub.core.hub import HUB_KEY, Hub
 from wahub.core.models import MessageStatus
 from wahub.core.provider import STATE_CODE, AccountState, Quality
@@ -35,8 +37,34 @@ def health_routes() -> list[web.RouteDef]:
     return [
         web.get("/healthz", healthz),
         web.get("/readyz", readyz),
-        web.get("/api/v1/status", status),
         web.get("/metrics", metrics),
+    ]
+
+
+def operations() -> list[Operation]:
+    """``/api/v1/status``, served with the REST API (behind its token)."""
+    provider = obj(
+        ["ready", "paused", "account"],
+        ready={"type": "boolean"},
+        paused={"type": ["string", "null"], "description": "Why sending is paused (an auth failure), or null"},
+        account={"type": "object", "description": "The provider's account: quality, messaging limit, its own codes"},
+    )
+    body = obj(
+        ["status", "database", "providers", "roles"],
+        status={"enum": ["ready", "not_ready"]},
+        database=obj(["state"], state={"enum": ["ok", "unreachable"]}, error=TEXT),
+        providers={"type": "object", "additionalProperties": provider},
+        roles={"type": "array", "items": TEXT, "description": "The replica roles this process holds"},
+    )
+    return [
+        Operation(
+            "GET",
+            "/api/v1/status",
+            status,
+            "Readiness with the reasons: database, providers, accounts, roles",
+            "health",
+            {200: Answer("The daemon's state", body), **errors(401)},
+        )
     ]
 
 

@@ -22,8 +22,10 @@ from aiohttp import web
 from wahub import __version__
 from wahub.core.clock import Clock
 from wahub.core.conversations.language import LanguageDetector
-from wahub.core.http.api import api_routes, auth_middleware
+from wahub.core.http.api import api_operations, api_routes, auth_middleware
+from wahub.core.http.api_docs import DOCUMENT_KEY, described
 from wahub.core.http.health import health_routes
+from wahub.core.http.openapi import OPERATIONS_KEY, Operation, route_defs
 from wahub.core.http.serving import read_deadline_middleware
 from wahub.core.http.webhooks import webhook_routes
 from wahub.core.hub import HUB_KEY, Hub
@@ -81,8 +83,16 @@ def create_app(
         ]
     )
     app.on_shutdown.append(_begin_shutdown)
-    for route_defs in hub.pm.hook.register_routes(hub=hub):
-        app.router.add_routes(route_defs or [])
+    operations = api_operations()
+    for defs in hub.pm.hook.register_routes(hub=hub):
+        plugin_operations = [item for item in defs or [] if isinstance(item, Operation)]
+        operations.extend(plugin_operations)
+        app.router.add_routes(
+            [*route_defs(plugin_operations), *(item for item in defs or [] if not isinstance(item, Operation))]
+        )
+    # What /api/v1/openapi.json describes: the core's operations and the plugins'.
+    app[OPERATIONS_KEY] = operations
+    app[DOCUMENT_KEY] = described(operations)
     return app
 
 

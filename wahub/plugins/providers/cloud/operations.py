@@ -1,7 +1,8 @@
 """Account operations of the Cloud API providers on a running daemon: the
 template sync as a scheduled job (when the replica takes the scheduler role,
 then every ``template_sync_hours``), and REST routes for the template sync,
-the stored templates and the profile (behind the REST API's bearer token).
+the stored templates and the profile (behind the REST API's bearer token),
+described as operations in the REST API's OpenAPI document.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from aiohttp import web
 from wahub import hookimpl
 from wahub.core.errors import ProviderError
 from wahub.core.http.api_io import abort, error, json_response
+from wahub.core.http.api_schemas import MAYBE_TEXT, TEXT, TIME, obj
+from wahub.core.http.openapi import Answer, Operation, Param, errors
 from wahub.core.hub import Hub
 from wahub.hookspecs import JobSpec
 from wahub.plugins.providers.cloud.api import CloudApiProvider
@@ -50,8 +53,22 @@ def scheduled_jobs(hub: Hub) -> list[JobSpec]:
     ]
 
 
+_NAME = Param("name", {"type": "string", "minLength": 1}, "A Cloud API provider's name in the config", where="path")
+_TEMPLATE = obj(
+    ["name", "language", "category", "status"],
+    name=TEXT,
+    language=TEXT,
+    category=TEXT,
+    status=TEXT,
+    quality=MAYBE_TEXT,
+    external_id=MAYBE_TEXT,
+    components={"type": ["array", "null"], "description": "The template's components, as the provider gave them"},
+    updated_at=TIME,
+)
+
+
 @hookimpl
-def register_routes(hub: Hub) -> list[web.AbstractRouteDef]:
+def register_routes(hub: Hub) -> list[Operation]:
     """Account operations on a running daemon (behind the REST API's bearer token)."""
 
     def provider_of(request: web.Request) -> CloudApiProvider:
@@ -81,7 +98,38 @@ def register_routes(hub: Hub) -> list[web.AbstractRouteDef]:
 
     base = "/api/v1/providers/{name}"
     return [
-        web.post(f"{base}/templates/sync", sync),
-        web.get(f"{base}/templates", stored),
-        web.post(f"{base}/profile/apply", profile),
+        Operation(
+            "POST",
+            f"{base}/templates/sync",
+            sync,
+            "Make the stored templates the account's own list",
+            "providers",
+            {
+                200: Answer("What changed, by kind", {"type": "object", "additionalProperties": {"type": "integer"}}),
+                **errors(401, 404, 502),
+            },
+            params=[_NAME],
+            operation_id="sync_provider_templates",
+        ),
+        Operation(
+            "GET",
+            f"{base}/templates",
+            stored,
+            "The provider's stored templates",
+            "providers",
+            {200: Answer("Every stored template", obj(["templates"], templates={"type": "array", "items": _TEMPLATE}))}
+            | errors(401, 404),
+            params=[_NAME],
+            operation_id="list_provider_templates",
+        ),
+        Operation(
+            "POST",
+            f"{base}/profile/apply",
+            profile,
+            "Apply the configured business profile to the account",
+            "providers",
+            {200: Answer("The fields that changed", {"type": "object"}), **errors(401, 404, 502)},
+            params=[_NAME],
+            operation_id="apply_provider_profile",
+        ),
     ]
