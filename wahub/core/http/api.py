@@ -39,10 +39,12 @@ from aiohttp.http_exceptions import HttpProcessingError
 from wahub.core.canonical.validate import parse_message
 from wahub.core.config.validators import timezone_name
 from wahub.core.errors import InvalidMessage, InvalidTime, MediaRefused, MediaTooLarge, SendRefused
+from wahub.core.http import contacts_import
 from wahub.core.http.api_io import abort as _abort
 from wahub.core.http.api_io import error, json_body, json_response, path_id, path_text, storable
 from wahub.core.http.contacts import contact_routes
 from wahub.core.http.conversations import conversation_routes
+from wahub.core.http.openapi import route_defs
 from wahub.core.hub import HUB_KEY, Hub
 from wahub.core.inbound.failures import failed_event
 from wahub.core.models import InboxState
@@ -370,4 +372,5 @@ def api_routes() -> list[web.RouteDef]:
         web.post("/api/v1/inbox/{id}/retry", retry_inbox),
         *conversation_routes(),
         *contact_routes(),
+        *route_defs(contacts_import.operations()),
     ]

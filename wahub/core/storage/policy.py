@@ -89,6 +89,35 @@ def _canonical(provider: str, address: str) -> sa.ColumnElement[str]:
     return sa.func.coalesce(own, known_by, sa.literal(address))
 
 
+async def append_consent(
+    conn: AsyncConnection,
+    provider: str,
+    address: str,
+    *,
+    action: str,
+    scope: str,
+    source: str,
+    evidence: dict[str, Any],
+    occurred_at: float,
+    event_key: str | None = None,
+) -> bool:
+    """``PolicyStore.record_consent`` inside the caller's transaction (a contacts
+    import records its opt-ins with the contacts they are about)."""
+    values = {
+        "provider": provider,
+        "address": _canonical(provider, address),
+        "action": action,
+        "scope": scope,
+        "source": source,
+        "evidence": evidence,
+        "event_key": event_key,
+        "occurred_at": occurred_at,
+        "created_at": time.time(),
+    }
+    result = await conn.execute(insert_ignore(conn, consent_events, ["event_key"]).values(**values))
+    return bool(result.rowcount > 0)
+
+
 class PolicyStore:
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -140,20 +169,18 @@ class PolicyStore:
         """Append to the ledger; an ``event_key`` already recorded is skipped. Returns whether it was new.
 
         The ledger is kept under the contact's current address, whichever of its ids ``address`` is."""
-        values = {
-            "provider": provider,
-            "address": _canonical(provider, address),
-            "action": action,
-            "scope": scope,
-            "source": source,
-            "evidence": evidence,
-            "event_key": event_key,
-            "occurred_at": occurred_at,
-            "created_at": time.time(),
-        }
         async with self.db.begin() as conn:
-            result = await conn.execute(insert_ignore(conn, consent_events, ["event_key"]).values(**values))
-        return result.rowcount > 0
+            return await append_consent(
+                conn,
+                provider,
+                address,
+                action=action,
+                scope=scope,
+                source=source,
+                evidence=evidence,
+                occurred_at=occurred_at,
+                event_key=event_key,
+            )
 
     async def consent(self, provider: str, address: str) -> ConsentState:
         query = (
