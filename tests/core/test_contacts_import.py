@@ -156,6 +156,20 @@ async def test_json_rows_are_checked_one_by_one_by_index(api: Api) -> None:
     assert event["evidence"] == {"opt_in_source": "web", "opt_in_evidence": {"form": "signup", "ip": "192.0.2.1"}}
 
 
+async def test_text_a_database_cannot_keep_is_a_bad_row(api: Api) -> None:
+    status, answer = await _import(
+        api,
+        "phone,name,opt_in_source,opt_in_evidence\n+351912345678,A\x00na,,\n"
+        "+351912345679,Bo,form,a\x00b\n+351912345670,Cy,,\n",
+    )
+    assert status == 200
+    assert answer["rejected"] == [
+        {"line": 2, "error": "name must be at most 256 printable characters (no line breaks or control characters)"},
+        {"line": 3, "error": "opt_in_evidence may not contain U+0000"},
+    ]
+    assert answer["created"] == 1
+
+
 async def test_a_known_contact_is_updated_and_its_tags_kept(api: Api) -> None:
     conversation = await api.write("hello", sender=ANA, name="Ana")
     contact_id = conversation["contact"]["id"]

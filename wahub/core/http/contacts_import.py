@@ -145,7 +145,7 @@ def _text(fields: Mapping[str, Any], key: str, limit: int) -> str | None:
     if not value:
         return None
     if len(value) > limit or not value.isprintable() or not storable(value):
-        raise RowProblem(f"{key} must be at most {limit} printable characters")
+        raise RowProblem(f"{key} must be at most {limit} printable characters (no line breaks or control characters)")
     return value
 
 
@@ -192,6 +192,8 @@ def _opt_in(fields: Mapping[str, Any]) -> tuple[dict[str, Any], ...]:
         raise RowProblem("opt_in_evidence needs an opt_in_source saying how the contact opted in")
     if not isinstance(given, (str, dict)):
         raise RowProblem(f"opt_in_evidence must be an object or a text, not {type(given).__name__}")
+    if isinstance(given, str) and not storable(given):
+        raise RowProblem("opt_in_evidence may not contain U+0000")
     if len(json.dumps(given)) > MAX_EVIDENCE_BYTES:
         raise RowProblem(f"opt_in_evidence is over {MAX_EVIDENCE_BYTES} bytes of JSON")
     return ({"opt_in_source": source, "opt_in_evidence": given},)

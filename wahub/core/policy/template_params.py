@@ -148,7 +148,7 @@ def _check_named(part: str, expected: tuple[str, ...], given: list[Json], where:
 
 def _check_placeholders(part: str, expected: tuple[str, ...], component: tuple[str, Json] | None) -> None:
     where, given = component if component is not None else (_COMPONENTS, {})
-    parameters = [p for p in given.get("parameters") or [] if isinstance(p, dict)]
+    parameters: list[Json] = given.get("parameters") or []
     if expected and not all(is_positional(name) for name in expected):
         _check_named(part, expected, parameters, where)
     else:
@@ -159,12 +159,12 @@ def _check_media_header(header_format: str, component: tuple[str, Json] | None) 
     wanted = header_format.lower()
     article = "an" if wanted[0] in "aeiou" else "a"
     where, given = component if component is not None else (_COMPONENTS, {})
-    parameters = [p for p in given.get("parameters") or [] if isinstance(p, dict)]
+    parameters: list[Json] = given.get("parameters") or []
     if not parameters:
         raise InvalidMessage(where, f"header needs {article} {wanted} parameter, got none")
     if len(parameters) > 1:
         raise InvalidMessage(f"{where}.parameters[1]", f"header takes one {wanted} parameter, got {len(parameters)}")
-    got = parameters[0].get("type")
+    got = parameters[0]["type"]
     if got != wanted:
         raise InvalidMessage(f"{where}.parameters[0].type", f"header needs {article} {wanted} parameter, got {got}")
 
@@ -205,13 +205,14 @@ def _check_buttons(buttons: tuple[Button, ...], sent: list[tuple[str, Json]]) ->
                 f"not {component.get('sub_type')!r}",
             )
         parameters = component.get("parameters") or []
-        if len(parameters) != 1 or not isinstance(parameters[0], dict) or parameters[0].get("type") != "text":
+        if len(parameters) != 1 or parameters[0]["type"] != "text":
             raise InvalidMessage(f"{where}.parameters", f"button {index} needs one text parameter: the end of its URL")
 
 
 def check_parameters(template: Mapping[str, Any], components: Sequence[Any]) -> None:
-    """Refuse (``InvalidMessage``) the canonical ``template`` body whose
-    parameters do not fit the stored ``components``; see the module docstring."""
+    """Refuse (``InvalidMessage``) the canonical ``template`` body (its shape
+    already checked by ``parse_message``) whose parameters do not fit the
+    stored ``components``; see the module docstring."""
     expected = expected_parameters(components)
     single: dict[str, tuple[str, Json]] = {}
     buttons: list[tuple[str, Json]] = []
