@@ -15,10 +15,10 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from wahub.core.storage.activity import record_contact_activity
+from wahub.core.storage.activity import record_activity, record_contact_activity
 from wahub.core.storage.engine import Database, insert_ignore
-from wahub.core.storage.policy import _canonical, append_consent
-from wahub.core.storage.schema import contact_identities, contacts
+from wahub.core.storage.policy import _canonical, append_consents
+from wahub.core.storage.schema import contact_identities, contacts, conversations
 
 #: Where a contact's language came from: set by a person (kept), or detected (may change).
 LANGUAGE_SET, LANGUAGE_DETECTED = "set", "detected"
@@ -219,8 +219,12 @@ class ContactStore:
         ]
         if updates:
             await conn.execute(_IMPORT_UPDATE, updates)
-            for update in updates:
-                await record_contact_activity(conn, update["b_id"], now=now)
+            shown = await conn.execute(
+                sa.select(conversations.c.id).where(conversations.c.contact_id.in_([row["b_id"] for row in updates]))
+            )
+            await record_activity(
+                conn, [(conversation_id, "contact", None) for conversation_id in shown.scalars()], now=now
+            )
         new = [entry for entry in batch if entry.phone not in known]
         if new:
             await conn.execute(
@@ -241,19 +245,20 @@ class ContactStore:
                 for entry in batch
             ],
         )
-        for entry in batch:
-            for evidence in entry.opt_ins:
-                counts.opted_in += await append_consent(
-                    conn,
-                    provider,
-                    known[entry.phone].address,
-                    action="opt_in",
-                    scope="all",
-                    source="import",
-                    evidence=evidence,
-                    occurred_at=now,
-                    event_key=_opt_in_key(provider, entry.phone, evidence),
-                )
+        opt_ins = [
+            {
+                "address": known[entry.phone].address,
+                "action": "opt_in",
+                "scope": "all",
+                "source": "import",
+                "evidence": evidence,
+                "event_key": _opt_in_key(provider, entry.phone, evidence),
+                "occurred_at": now,
+            }
+            for entry in batch
+            for evidence in entry.opt_ins
+        ]
+        counts.opted_in += await append_consents(conn, provider, opt_ins)
 
 
 _IMPORTED_COLUMNS = ("name", "language", "language_source", "tags", "timezone")

@@ -4,7 +4,7 @@ each contact's service window, time zone and language."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -89,33 +89,28 @@ def _canonical(provider: str, address: str) -> sa.ColumnElement[str]:
     return sa.func.coalesce(own, known_by, sa.literal(address))
 
 
-async def append_consent(
-    conn: AsyncConnection,
-    provider: str,
-    address: str,
-    *,
-    action: str,
-    scope: str,
-    source: str,
-    evidence: dict[str, Any],
-    occurred_at: float,
-    event_key: str | None = None,
-) -> bool:
-    """``PolicyStore.record_consent`` inside the caller's transaction (a contacts
-    import records its opt-ins with the contacts they are about)."""
-    values = {
-        "provider": provider,
-        "address": _canonical(provider, address),
-        "action": action,
-        "scope": scope,
-        "source": source,
-        "evidence": evidence,
-        "event_key": event_key,
-        "occurred_at": occurred_at,
-        "created_at": time.time(),
-    }
-    result = await conn.execute(insert_ignore(conn, consent_events, ["event_key"]).values(**values))
-    return bool(result.rowcount > 0)
+async def append_consents(conn: AsyncConnection, provider: str, events: Sequence[Mapping[str, Any]]) -> int:
+    """Append ledger events (each with the contact's current ``address``,
+    ``action``, ``scope``, ``source``, ``evidence``, ``occurred_at`` and an
+    ``event_key``) in the caller's transaction, as one insert (a contacts
+    import records its opt-ins with the contacts they are about). Keys already
+    recorded are skipped; returns how many events were new."""
+    keys = [event["event_key"] for event in events]
+    if not keys:
+        return 0
+    recorded = set(
+        (
+            await conn.execute(sa.select(consent_events.c.event_key).where(consent_events.c.event_key.in_(keys)))
+        ).scalars()
+    )
+    fresh = {event["event_key"]: event for event in events if event["event_key"] not in recorded}
+    if fresh:
+        now = time.time()
+        await conn.execute(
+            insert_ignore(conn, consent_events, ["event_key"]),
+            [{**event, "provider": provider, "created_at": now} for event in fresh.values()],
+        )
+    return len(fresh)
 
 
 class PolicyStore:
@@ -169,18 +164,20 @@ class PolicyStore:
         """Append to the ledger; an ``event_key`` already recorded is skipped. Returns whether it was new.
 
         The ledger is kept under the contact's current address, whichever of its ids ``address`` is."""
+        values = {
+            "provider": provider,
+            "address": _canonical(provider, address),
+            "action": action,
+            "scope": scope,
+            "source": source,
+            "evidence": evidence,
+            "event_key": event_key,
+            "occurred_at": occurred_at,
+            "created_at": time.time(),
+        }
         async with self.db.begin() as conn:
-            return await append_consent(
-                conn,
-                provider,
-                address,
-                action=action,
-                scope=scope,
-                source=source,
-                evidence=evidence,
-                occurred_at=occurred_at,
-                event_key=event_key,
-            )
+            result = await conn.execute(insert_ignore(conn, consent_events, ["event_key"]).values(**values))
+        return result.rowcount > 0
 
     async def consent(self, provider: str, address: str) -> ConsentState:
         query = (
