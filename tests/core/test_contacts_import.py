@@ -174,11 +174,15 @@ async def test_a_known_contact_is_updated_and_its_tags_kept(api: Api) -> None:
     conversation = await api.write("hello", sender=ANA, name="Ana")
     contact_id = conversation["contact"]["id"]
     await api.ok("PATCH", f"/api/v1/contacts/{contact_id}", {"tags": ["customer"], "language": "en"})
+    feed = api.daemon.hub.storage.activity
+    cursor = await feed.last_id()
 
     status, answer = await _import(api, "phone,name,tags,language\n+351 912 345 678,Ana Souza,vip,pt-PT\n")
 
     assert status == 200
     assert (answer["created"], answer["updated"]) == (0, 1)
+    # Open inbox pages are told the contact changed.
+    assert [(row.conversation_id, row.kind) for row in await feed.after(cursor)] == [(conversation["id"], "contact")]
     contact = await api.ok("GET", f"/api/v1/contacts/{contact_id}")
     assert (contact["name"], contact["tags"], contact["language"]) == ("Ana Souza", ["customer", "vip"], "pt-PT")
     assert contact["identities"] == [{"kind": "wa_id", "value": ANA}, {"kind": "phone", "value": ANA}]
