@@ -57,9 +57,10 @@ GOOD_ORDER = [header(text("A42")), body(text("Ana"), text("A42"), text("May 3"))
 
 def template(*components: dict[str, Any], name: str = "order_update") -> dict[str, Any]:
     """A canonical template body, checked for its shape as a client's would be."""
-    message = {"to": USER, "type": "template", "template": {"name": name, "language": {"code": "en_US"}}}
+    part: dict[str, Any] = {"name": name, "language": {"code": "en_US"}}
     if components:
-        message["template"]["components"] = list(components)
+        part["components"] = list(components)
+    message = {"to": USER, "type": "template", "template": part}
     parsed: dict[str, Any] = parse_message(message).content["template"]
     return parsed
 
@@ -302,9 +303,7 @@ async def test_a_mismatch_is_refused_before_any_provider_call_and_a_match_is_sen
 
 async def test_a_template_stored_without_components_is_left_to_the_provider(engine: Engine) -> None:
     await engine.daemon.hub.storage.policy.upsert_template("fake", Template("welcome", "en_US", "UTILITY", "APPROVED"))
-    welcome = {"to": USER, "type": "template", "template": {"name": "welcome", "language": {"code": "en_US"}}}
-    status, answer = await engine.send(
-        {**welcome, "template": {**welcome["template"], "components": [body(text("x"))]}}
-    )
+    welcome = {"name": "welcome", "language": {"code": "en_US"}, "components": [body(text("x"))]}
+    status, answer = await engine.send({"to": USER, "type": "template", "template": welcome})
     assert status == 202, answer
     await engine.status_becomes(answer["id"], "delivered")
