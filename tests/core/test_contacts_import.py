@@ -203,6 +203,7 @@ async def test_a_known_contact_is_updated_and_its_tags_kept(api: Api) -> None:
             "unknown column 'email': the columns are phone",
         ),
         ("name,tags\nAna,vip\n", {}, 422, "invalid_import", "the CSV has no phone column"),
+        ("phone,name,\n+351912345678,Ana,\n", {}, 422, "invalid_import", "unknown column with no name: the columns"),
         ("phone,name,Phone\n", {}, 422, "invalid_import", "the column 'phone' is in the header twice"),
         ("", {}, 422, "invalid_import", "the CSV needs a header row"),
         ({"phone": "+351912345678"}, {}, 422, "invalid_import", "the JSON body must be an array of contacts"),

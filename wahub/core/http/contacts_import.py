@@ -97,7 +97,7 @@ def _check_header(header: list[str]) -> None:
         )
     unknown = [name for name in header if name not in COLUMNS]
     if unknown:
-        names = ", ".join(repr(name[:40]) for name in unknown)
+        names = ", ".join(repr(name[:40]) if name else "with no name" for name in unknown)
         raise ImportRefused(422, "invalid_import", f"unknown column {names}: the columns are {', '.join(COLUMNS)}")
     repeated = next((name for index, name in enumerate(header) if name in header[:index]), None)
     if repeated is not None:
