@@ -217,7 +217,7 @@ STRUCTURE_ERRORS: list[tuple[Any, str, str]] = [
         "interactive",
         "is not plain JSON",
     ),
-    (message("template", {"name": "t"}), "template.language", "is required"),
+    (message("template", {"name": "t", "language": {}}), "template.language.code", "is required"),
     (message("template", {**TEMPLATE, "components": {}}), "template.components", "must be an array"),
     (message("template", {**TEMPLATE, "components": [{"type": "footer"}]}), "template.components[0].type", "footer"),
     (

@@ -36,7 +36,13 @@ ACCOUNT = (
 
 
 def _body(name: str) -> dict[str, Any]:
-    return {"to": USER, "type": "template", "template": {"name": name, "language": {"code": "en_US"}}}
+    """A send of one of the account's templates, whose body is ``Notice <n>: {{1}}``."""
+    body = [{"type": "body", "parameters": [{"type": "text", "text": "42"}]}]
+    return {
+        "to": USER,
+        "type": "template",
+        "template": {"name": name, "language": {"code": "en_US"}, "components": body},
+    }
 
 
 async def _post(cloud: Cloud, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:

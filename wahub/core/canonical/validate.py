@@ -157,9 +157,13 @@ def _check_mark_read(receipt: Json, path: str) -> None:
 
 
 def _check_template(template: Json, path: str) -> None:
-    """The template's shape only: Meta checks parameters against the approved template."""
+    """The template's shape only: its parameters are checked against the stored
+    template by the send policy (``wahub.core.policy.template_params``), which
+    also chooses a ``language`` when none is given."""
     _get(template, "name", path)
-    _get(_get(template, "language", path, dict), "code", field_path(path, "language"))
+    language = _get(template, "language", path, dict, required=False)
+    if language is not None:
+        _get(language, "code", field_path(path, "language"))
     for where, component in _objects(template, "components", path, required=False):
         if _choice(component, "type", where, _TEMPLATE_COMPONENTS) == "button":
             _get(component, "sub_type", where)

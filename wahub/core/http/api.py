@@ -36,7 +36,16 @@ from aiohttp import web
 from wahub.core.canonical.validate import parse_message
 from wahub.core.config.validators import timezone_name
 from wahub.core.errors import InvalidMessage, InvalidTime, SendRefused
-from wahub.core.http import api_docs, contacts, conversations, health, media, notifications, reminders
+from wahub.core.http import (
+    api_docs,
+    contacts,
+    contacts_import,
+    conversations,
+    health,
+    media,
+    notifications,
+    reminders,
+)
 from wahub.core.http.api_io import MAX_INT, error, json_response, path_id, path_text
 from wahub.core.http.api_io import abort as _abort
 from wahub.core.http.api_schemas import (
@@ -450,6 +459,7 @@ def api_operations() -> list[Operation]:
         *_inbox_operations(),
         *conversations.operations(),
         *contacts.operations(),
+        *contacts_import.operations(),
         *health.operations(),
         *notifications.operations(),
         *reminders.operations(),

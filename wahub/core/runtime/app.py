@@ -117,7 +117,7 @@ async def command_hub(config: dict[str, Any], pm: pluggy.PluginManager) -> Async
     hub = build_hub(config, pm)
     hub.storage = await Storage.open(config["wahub"]["database"], media=config["wahub"]["media"])
     try:
-        hub.policy = Policy(config["policy"], hub.storage, hub.clock)
+        hub.policy = Policy(config["policy"], hub.storage, hub.clock, language=config["wahub"]["language"])
         async with aiohttp.ClientSession(headers={"User-Agent": f"wahub/{__version__}"}) as hub.http:
             yield hub
     finally:
@@ -131,7 +131,7 @@ async def _begin_shutdown(app: web.Application) -> None:
 async def storage_ctx(app: web.Application) -> AsyncIterator[None]:
     hub = app[HUB_KEY]
     hub.storage = await Storage.open(hub.config["wahub"]["database"], media=hub.config["wahub"]["media"])
-    hub.policy = Policy(hub.config["policy"], hub.storage, hub.clock)
+    hub.policy = Policy(hub.config["policy"], hub.storage, hub.clock, language=hub.config["wahub"]["language"])
     yield
     await hub.storage.close()
 

@@ -1,24 +1,64 @@
 """A contact's ids (phone number, wa_id, BSUID, username...) as sends use them:
-which phone number reaches a contact, and ids a provider reported for one."""
+which phone number reaches a contact, and ids a provider reported for one;
+contacts by id as the REST API reads and sets them, and contacts imported
+from a list of phone numbers."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
 
-from wahub.core.storage.activity import record_contact_activity
+from wahub.core.storage.activity import record_activity, record_contact_activity
 from wahub.core.storage.engine import Database, insert_ignore
-from wahub.core.storage.policy import _canonical
-from wahub.core.storage.schema import contact_identities, contacts
+from wahub.core.storage.policy import _canonical, append_consents
+from wahub.core.storage.schema import contact_identities, contacts, conversations
 
 #: Where a contact's language came from: set by a person (kept), or detected (may change).
 LANGUAGE_SET, LANGUAGE_DETECTED = "set", "detected"
 
 #: Identity kinds that hold a phone number (in digits).
 PHONE_KINDS = ("wa_id", "phone")
+#: Contacts written per transaction by an import.
+IMPORT_BATCH = 500
+
+
+@dataclass(frozen=True)
+class ImportedContact:
+    """One contact of an import, checked: its phone number as WhatsApp's digits
+    (the address of a new contact), and what to set; None leaves a field as it is."""
+
+    phone: str
+    name: str | None = None
+    language: str | None = None
+    tags: tuple[str, ...] = ()
+    timezone: str | None = None
+    #: The evidence of each opt-in the import gives for this contact.
+    opt_ins: tuple[dict[str, Any], ...] = ()
+
+
+@dataclass
+class ImportCounts:
+    """What an import did: contacts new to wahub, contacts already known, opt-ins recorded."""
+
+    created: int = 0
+    updated: int = 0
+    opted_in: int = 0
+
+
+@dataclass
+class _Known:
+    """A contact an import names that already exists, as it is stored."""
+
+    id: int
+    address: str
+    values: dict[str, Any] = field(default_factory=dict)
 
 
 class ContactStore:
@@ -151,6 +191,138 @@ class ContactStore:
                 )
             ).one()
         return row.language, row.language_source
+
+    # -- imports ------------------------------------------------------------
+
+    async def import_contacts(self, provider: str, imported: Sequence[ImportedContact], *, now: float) -> ImportCounts:
+        """Create or update the contacts ``imported`` (one per phone number), in
+        transactions of ``IMPORT_BATCH``. A number that is already an id of a
+        contact (its wa_id, or the phone of a contact now addressed by its
+        BSUID) updates that contact. Tags are merged into those it has; a
+        language given is kept over detection. Each opt-in is appended to the
+        consent ledger (scope ``all``, source ``import``) once: importing the
+        same evidence again records nothing."""
+        counts = ImportCounts()
+        for start in range(0, len(imported), IMPORT_BATCH):
+            async with self.db.begin() as conn:
+                await self._import_batch(conn, provider, imported[start : start + IMPORT_BATCH], now, counts)
+        return counts
+
+    async def _import_batch(
+        self, conn: AsyncConnection, provider: str, batch: Sequence[ImportedContact], now: float, counts: ImportCounts
+    ) -> None:
+        known = await _known_by_phone(conn, provider, [entry.phone for entry in batch])
+        updates = [
+            {**_merged(known[entry.phone].values, entry), "b_id": known[entry.phone].id, "b_now": now}
+            for entry in batch
+            if entry.phone in known
+        ]
+        if updates:
+            await conn.execute(_IMPORT_UPDATE, updates)
+            shown = await conn.execute(
+                sa.select(conversations.c.id).where(conversations.c.contact_id.in_([row["b_id"] for row in updates]))
+            )
+            await record_activity(
+                conn, [(conversation_id, "contact", None) for conversation_id in shown.scalars()], now=now
+            )
+        new = [entry for entry in batch if entry.phone not in known]
+        if new:
+            await conn.execute(
+                insert_ignore(conn, contacts, ["provider", "address"]),
+                [
+                    {**_imported_values(entry), "provider": provider, "address": entry.phone}
+                    | {"created_at": now, "updated_at": now}
+                    for entry in new
+                ],
+            )
+            known.update(await _known_by_phone(conn, provider, [entry.phone for entry in new]))
+        counts.updated += len(updates)
+        counts.created += len(new)
+        await conn.execute(
+            insert_ignore(conn, contact_identities, ["contact_id", "kind", "value"]),
+            [
+                {"contact_id": known[entry.phone].id, "kind": "phone", "value": entry.phone, "created_at": now}
+                for entry in batch
+            ],
+        )
+        opt_ins = [
+            {
+                "address": known[entry.phone].address,
+                "action": "opt_in",
+                "scope": "all",
+                "source": "import",
+                "evidence": evidence,
+                "event_key": _opt_in_key(provider, entry.phone, evidence),
+                "occurred_at": now,
+            }
+            for entry in batch
+            for evidence in entry.opt_ins
+        ]
+        counts.opted_in += await append_consents(conn, provider, opt_ins)
+
+
+_IMPORTED_COLUMNS = ("name", "language", "language_source", "tags", "timezone")
+_IMPORT_UPDATE = (
+    contacts.update()
+    .where(contacts.c.id == sa.bindparam("b_id"))
+    .values(**{column: sa.bindparam(f"b_{column}") for column in _IMPORTED_COLUMNS}, updated_at=sa.bindparam("b_now"))
+)
+
+
+def _imported_values(entry: ImportedContact) -> dict[str, Any]:
+    """The columns of a new contact from an import."""
+    return {
+        "name": entry.name,
+        "language": entry.language,
+        "language_source": LANGUAGE_SET if entry.language else None,
+        "tags": list(entry.tags),
+        "timezone": entry.timezone,
+    }
+
+
+def _merged(stored: Mapping[str, Any], entry: ImportedContact) -> dict[str, Any]:
+    """The bound values of ``_IMPORT_UPDATE``: what the import gives over what is stored, tags merged."""
+    values = {column: stored[column] for column in _IMPORTED_COLUMNS}
+    for column in ("name", "timezone"):
+        if getattr(entry, column) is not None:
+            values[column] = getattr(entry, column)
+    if entry.language is not None:
+        values.update(language=entry.language, language_source=LANGUAGE_SET)
+    values["tags"] = list(dict.fromkeys([*(stored["tags"] or []), *entry.tags]))
+    return {f"b_{column}": value for column, value in values.items()}
+
+
+async def _known_by_phone(conn: AsyncConnection, provider: str, phones: list[str]) -> dict[str, _Known]:
+    """The existing contacts of ``phones``: addressed by the number, else having
+    it as a phone id (the oldest such contact), by number."""
+    columns = (contacts.c.id, contacts.c.address, *(contacts.c[column] for column in _IMPORTED_COLUMNS))
+    found: dict[str, _Known] = {}
+    by_id = (
+        sa.select(contact_identities.c.value, *columns)
+        .join(contacts, contacts.c.id == contact_identities.c.contact_id)
+        .where(
+            contacts.c.provider == provider,
+            contact_identities.c.kind.in_(PHONE_KINDS),
+            contact_identities.c.value.in_(phones),
+        )
+        .order_by(contacts.c.id.desc())
+    )
+    for row in await conn.execute(by_id):  # the oldest contact written last wins
+        found[row.value] = _known(row)
+    own = sa.select(*columns).where(contacts.c.provider == provider, contacts.c.address.in_(phones))
+    for row in await conn.execute(own):
+        found[row.address] = _known(row)
+    return found
+
+
+def _known(row: Any) -> _Known:
+    return _Known(int(row.id), row.address, {column: row._mapping[column] for column in _IMPORTED_COLUMNS})
+
+
+def _opt_in_key(provider: str, phone: str, evidence: Mapping[str, Any]) -> str:
+    """The same evidence for the same number always makes the same key: a second import records nothing."""
+    digest = hashlib.sha256(json.dumps(evidence, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    return f"import:{provider}:{phone}:{digest[:32]}"
 
 
 def _contact(row: Any) -> dict[str, Any]:

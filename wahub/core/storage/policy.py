@@ -1,10 +1,10 @@
 """What the send policy reads and writes: the consent ledger, templates, and
-each contact's service window and time zone."""
+each contact's service window, time zone and language."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +23,8 @@ class ContactContext:
     conversation_id: int | None = None
     last_inbound_at: float | None = None
     timezone: str | None = None
+    #: BCP 47, as set or detected; None when not known.
+    language: str | None = None
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,14 @@ class Template:
     status: str
 
 
+@dataclass(frozen=True)
+class StoredTemplate(Template):
+    """A template as stored, with its components in the provider's listing
+    shape (Meta's: ``HEADER``, ``BODY``, ``BUTTONS``); None when not known."""
+
+    components: list[Any] | None = None
+
+
 def _canonical(provider: str, address: str) -> sa.ColumnElement[str]:
     """In SQL, the address of the contact that has ``address`` as its address or
     as one of its ids (a contact moved to its BSUID is still found by its
@@ -79,6 +89,30 @@ def _canonical(provider: str, address: str) -> sa.ColumnElement[str]:
     return sa.func.coalesce(own, known_by, sa.literal(address))
 
 
+async def append_consents(conn: AsyncConnection, provider: str, events: Sequence[Mapping[str, Any]]) -> int:
+    """Append ledger events (each with the contact's current ``address``,
+    ``action``, ``scope``, ``source``, ``evidence``, ``occurred_at`` and an
+    ``event_key``) in the caller's transaction, as one insert (a contacts
+    import records its opt-ins with the contacts they are about). Keys already
+    recorded are skipped; returns how many events were new."""
+    keys = [event["event_key"] for event in events]
+    if not keys:
+        return 0
+    recorded = set(
+        (
+            await conn.execute(sa.select(consent_events.c.event_key).where(consent_events.c.event_key.in_(keys)))
+        ).scalars()
+    )
+    fresh = {event["event_key"]: event for event in events if event["event_key"] not in recorded}
+    if fresh:
+        now = time.time()
+        await conn.execute(
+            insert_ignore(conn, consent_events, ["event_key"]),
+            [{**event, "provider": provider, "created_at": now} for event in fresh.values()],
+        )
+    return len(fresh)
+
+
 class PolicyStore:
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -88,7 +122,11 @@ class PolicyStore:
         contact now addressed by its BSUID)."""
         query = (
             sa.select(
-                contacts.c.id, contacts.c.timezone, conversations.c.id.label("cid"), conversations.c.last_inbound_at
+                contacts.c.id,
+                contacts.c.timezone,
+                contacts.c.language,
+                conversations.c.id.label("cid"),
+                conversations.c.last_inbound_at,
             )
             .select_from(contacts.outerjoin(conversations, conversations.c.contact_id == contacts.c.id))
             .where(contacts.c.provider == provider, contacts.c.address == _canonical(provider, address))
@@ -97,7 +135,7 @@ class PolicyStore:
             row = (await conn.execute(query)).first()
         if row is None:
             return ContactContext()
-        return ContactContext(row.id, row.cid, row.last_inbound_at, row.timezone)
+        return ContactContext(row.id, row.cid, row.last_inbound_at, row.timezone, row.language)
 
     async def set_timezone(self, provider: str, address: str, timezone: str | None) -> bool:
         """Set a known contact's time zone; False when there is no such contact."""
@@ -238,19 +276,33 @@ class PolicyStore:
         async with self.db.connect() as conn:
             return [dict(row._mapping) for row in (await conn.execute(query)).all()]
 
-    async def template(self, provider: str, name: str, language: str) -> tuple[Template | None, bool]:
-        """The template (None when unknown) and whether the provider has any template stored."""
+    async def template(self, provider: str, name: str, language: str) -> tuple[StoredTemplate | None, bool]:
+        """The template with its components (None when unknown) and whether the
+        provider has any template stored."""
+        columns = (templates.c.name, templates.c.language, templates.c.category, templates.c.status)
         async with self.db.connect() as conn:
             row = (
                 await conn.execute(
-                    sa.select(templates.c.name, templates.c.language, templates.c.category, templates.c.status).where(
+                    sa.select(*columns, templates.c.components).where(
                         templates.c.provider == provider, templates.c.name == name, templates.c.language == language
                     )
                 )
             ).first()
             if row is not None:
-                return Template(row.name, row.language, row.category, row.status), True
+                components = row.components if isinstance(row.components, list) else None
+                return StoredTemplate(row.name, row.language, row.category, row.status, components), True
             known = (
                 await conn.execute(sa.select(templates.c.id).where(templates.c.provider == provider).limit(1))
             ).first()
         return None, known is not None
+
+    async def template_languages(self, provider: str, name: str) -> dict[str, str]:
+        """The languages the provider's template ``name`` is stored in, each with
+        its status, by language code as the provider writes it (``pt_BR``)."""
+        query = (
+            sa.select(templates.c.language, templates.c.status)
+            .where(templates.c.provider == provider, templates.c.name == name)
+            .order_by(templates.c.language)
+        )
+        async with self.db.connect() as conn:
+            return {row.language: row.status for row in (await conn.execute(query)).all()}
