@@ -110,8 +110,9 @@ class Metrics:
         )
         self.notification_messages = Gauge(
             "wahub_notification_messages",
-            "Messages of notifications not yet finished, by status (queued, sent, delivered, read, failed)",
-            ["provider", "status"],
+            "Messages of the notifications (and reminder firings) of the last 24 h, by status "
+            "(queued, sent, delivered, read, failed) and, for failed ones, the error code",
+            ["provider", "status", "reason"],
             registry=r,
         )
         self.reminder_firings = Counter(

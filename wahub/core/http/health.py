@@ -23,6 +23,8 @@ from wahub.core.hub import HUB_KEY, Hub
 from wahub.core.models import MessageStatus
 from wahub.core.provider import STATE_CODE, AccountState, Quality
 
+#: How far back the notification gauge looks, by when a notification was created.
+NOTIFICATION_WINDOW_SECONDS = 24 * 3600.0
 #: The statuses the notification gauge shows.
 NOTIFICATION_STATUSES = (
     MessageStatus.QUEUED,
@@ -178,11 +180,14 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 async def _notification_metrics(hub: Hub) -> None:
-    """Messages of notifications not yet finished, by status; a 0 where there are none."""
-    counts = await hub.storage.campaigns.unfinished_messages()
-    for name in hub.providers:
-        for status in NOTIFICATION_STATUSES:
-            hub.metrics.notification_messages.labels(name, status).set(counts.get((name, status), 0))
+    """Messages of the last 24 h's notifications by status and failure code; a
+    0 for every status without one, and for a code shown before that is gone."""
+    counts = await hub.storage.campaigns.recent_messages(hub.clock.time() - NOTIFICATION_WINDOW_SECONDS)
+    shown = hub.state.setdefault("metrics.notification_labels", set())
+    shown.update((name, str(status), "") for name in hub.providers for status in NOTIFICATION_STATUSES)
+    shown.update(counts)
+    for labels in shown:
+        hub.metrics.notification_messages.labels(*labels).set(counts.get(labels, 0))
 
 
 def _account_metrics(hub: Hub, name: str, state: AccountState) -> None:

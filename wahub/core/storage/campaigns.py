@@ -210,21 +210,19 @@ class CampaignStore:
             rows = (await conn.execute(statement)).all()
         return {(status, code): int(count) for status, code, count in rows}
 
-    async def unfinished_messages(self) -> dict[tuple[str, str], int]:
-        """Per ``(provider, status)``, the messages of campaigns that still have queued ones."""
-        unfinished = (
-            sa.select(messages.c.campaign_id)
-            .where(messages.c.campaign_id.is_not(None), messages.c.status == MessageStatus.QUEUED)
-            .distinct()
-        )
+    async def recent_messages(self, since: float) -> dict[tuple[str, str, str], int]:
+        """Per ``(provider, status, error code or "")``, the messages of the
+        campaigns created since ``since``."""
+        recent = sa.select(campaigns.c.id).where(campaigns.c.created_at >= since)
+        code = sa.func.coalesce(messages.c.error_code, "")
         statement = (
-            sa.select(messages.c.provider, messages.c.status, sa.func.count())
-            .where(messages.c.campaign_id.in_(unfinished))
-            .group_by(messages.c.provider, messages.c.status)
+            sa.select(messages.c.provider, messages.c.status, code, sa.func.count())
+            .where(messages.c.campaign_id.in_(recent))
+            .group_by(messages.c.provider, messages.c.status, code)
         )
         async with self.db.connect() as conn:
             rows = (await conn.execute(statement)).all()
-        return {(provider, status): int(count) for provider, status, count in rows}
+        return {(provider, status, reason): int(count) for provider, status, reason, count in rows}
 
     async def segment_page(self, segment: Segment, *, after: int, limit: int = CONTACT_PAGE) -> SegmentPage:
         """The addresses of the segment's contacts among the next ``limit`` contacts
