@@ -145,7 +145,7 @@ async def test_a_message_refused_for_everyone_is_a_422_and_creates_nothing(engin
         ({"to": USERS[:2], "segment": {"tags": ["vip"]}}, "$", "exactly one of to"),
         ({}, "$", "exactly one of to"),
         ({"to": USERS[:2], "per_recipient": {USERS[5]: {"1": "x"}}}, f"$.per_recipient.{USERS[5]}", "not one of"),
-        ({"to": USERS[:2], "send_at": "2030-01-01T09:00:00"}, "$.send_at", "needs an offset"),
+        ({"to": USERS[:2], "send_at": "2030-01-01T09:00:00"}, "$.send_at", "has no offset"),
         ({"to": USERS[:2], "send_at": "next tuesday"}, "$.send_at", "not an ISO 8601 time"),
         ({"segment": {"tags": ["vip"], "timezone": "Mars/Olympus"}}, "$.segment.timezone", "IANA"),
         ({"to": USERS[:2], "parameters": {"Bad-Name": "x"}}, "$.parameters", "does not match"),

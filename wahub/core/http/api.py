@@ -28,7 +28,6 @@ import hmac
 import json
 import logging
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
@@ -46,7 +45,7 @@ from wahub.core.http import (
     notifications,
     reminders,
 )
-from wahub.core.http.api_io import MAX_INT, error, json_response, path_id, path_text
+from wahub.core.http.api_io import MAX_INT, error, idempotency_key, json_response, path_id, path_text
 from wahub.core.http.api_io import abort as _abort
 from wahub.core.http.api_schemas import (
     CONSENT_EVENT,
@@ -71,7 +70,6 @@ from wahub.core.storage.policy import consent_state
 _LOGGER = logging.getLogger(__name__)
 
 PREFIX = "/api/v1/"
-MAX_IDEMPOTENCY_KEY = 200
 #: Largest consent evidence, as JSON: a form's answers and its wording, not a document.
 MAX_EVIDENCE_BYTES = 16 * 1024
 MAX_FAILED_LISTED = 1000
@@ -120,23 +118,10 @@ async def _in_envelope(request: web.Request, handler: Handler) -> web.StreamResp
         return error(500, "internal_error", "the request failed inside wahub; the log has the details")
 
 
-def _idempotency_key(request: web.Request) -> str:
-    given = request.headers.get("Idempotency-Key")
-    if given is None:
-        return f"api:{uuid.uuid4()}"
-    if not 0 < len(given) <= MAX_IDEMPOTENCY_KEY or not given.isprintable():
-        raise _abort(
-            web.HTTPBadRequest,
-            "invalid_idempotency_key",
-            f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} printable characters",
-        )
-    return f"api:{given}"
-
-
 async def send_message(request: web.Request) -> web.Response:
     hub = request.app[HUB_KEY]
     body = dict(body_of(request))
-    key = _idempotency_key(request)
+    key = idempotency_key(request)
     provider_name = body.pop("provider", None)
     try:
         # The caller's address is kept: a BSUID written here is sent to as a BSUID.

@@ -10,7 +10,10 @@ infinities, so an answer is always valid JSON. Path parts are read by
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import math
+import uuid
 from typing import Any
 
 from aiohttp import web
@@ -24,6 +27,10 @@ MAX_DEPTH = 32
 MAX_INT = 2**63 - 1
 #: Longest address or id a path may name (the database's address column).
 MAX_PATH_TEXT = 128
+#: Longest ``Idempotency-Key`` a client may give.
+MAX_IDEMPOTENCY_KEY = 200
+#: Latest time a request may name: the end of year 9999, as far as ISO 8601 dates go.
+MAX_TIME = 253402300799.0
 
 
 def json_response(data: Any, *, status: int = 200) -> web.Response:
@@ -144,3 +151,43 @@ def _check_tree(value: Any) -> None:
             raise BodyRefused(f"the body is nested deeper than {MAX_DEPTH} levels")
         children = [*node.keys(), *node.values()] if isinstance(node, dict) else node
         stack.extend((child, depth + 1) for child in children)
+
+
+def idempotency_key(request: web.Request) -> str:
+    """The stored key of the request's ``Idempotency-Key`` (a fresh one without
+    it), or a 400 when the header is not 1 to ``MAX_IDEMPOTENCY_KEY`` printable characters."""
+    given = request.headers.get("Idempotency-Key")
+    if given is None:
+        return f"api:{uuid.uuid4()}"
+    if not 0 < len(given) <= MAX_IDEMPOTENCY_KEY or not given.isprintable():
+        raise abort(
+            web.HTTPBadRequest,
+            "invalid_idempotency_key",
+            f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} printable characters",
+        )
+    return f"api:{given}"
+
+
+def aware_time(text: str) -> float:
+    """An ISO 8601 time WITH its offset (``2026-12-24T09:00:00+01:00``, ``...Z``)
+    as unix seconds, from 1970 to 9999; ``ValueError`` saying what is wrong."""
+    try:
+        when = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"{text[:40]!r} is not an ISO 8601 time such as 2026-12-24T09:00:00+01:00") from None
+    if when.tzinfo is None:
+        raise ValueError(f"{text[:40]!r} has no offset: add one (+01:00, Z); a time alone is ambiguous")
+    try:
+        seconds = when.timestamp()
+    except (OverflowError, ValueError):
+        seconds = math.inf
+    if not 0 <= seconds <= MAX_TIME:
+        raise ValueError(f"{text[:40]!r} is outside the years 1970 to 9999")
+    return seconds
+
+
+def iso_time(instant: float | None) -> str | None:
+    """Unix seconds as an ISO 8601 UTC time (``2026-12-24T08:00:00Z``); None stays None."""
+    if instant is None:
+        return None
+    return dt.datetime.fromtimestamp(instant, dt.UTC).isoformat().replace("+00:00", "Z")

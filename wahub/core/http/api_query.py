@@ -16,12 +16,10 @@ from collections.abc import Collection
 
 from aiohttp import web
 
-from wahub.core.http.api_io import MAX_INT, error_text, storable
+from wahub.core.http.api_io import MAX_INT, MAX_TIME, error_text, storable
 
 #: Default and largest number of items on one page of a listing.
 DEFAULT_PAGE, MAX_PAGE = 50, 200
-#: Latest time a query may name: the end of year 9999, as far as ISO 8601 dates go.
-MAX_TIME = 253402300799.0
 
 
 def refuse(code: str, parameter: str, message: str) -> web.HTTPBadRequest:

@@ -15,9 +15,7 @@ in the background by the campaign writer (``wahub.core.outbound.campaigns``).
 
 from __future__ import annotations
 
-import datetime as dt
 import json
-import uuid
 from collections.abc import Mapping
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -25,7 +23,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from aiohttp import web
 
 from wahub.core.errors import SendRefused
-from wahub.core.http.api_io import error, json_response, path_id
+from wahub.core.http.api_io import aware_time, error, idempotency_key, json_response, path_id
 from wahub.core.http.api_query import check_known, cursor, page_limit
 from wahub.core.http.openapi import IDEMPOTENCY_KEY, Answer, Operation, Param, Schema, body_of, errors
 from wahub.core.hub import HUB_KEY, Hub
@@ -36,7 +34,6 @@ from wahub.core.storage.campaigns import CANCELLED_CODE, EXPANDING, MAX_RECIPIEN
 TAG = "Notifications"
 #: Refusals of the message itself: when every recipient gets one, nothing is created.
 MESSAGE_REFUSALS = ("invalid_message", "template_not_found", "template_not_approved")
-MAX_IDEMPOTENCY_KEY = 200
 
 _TEXT: Schema = {"type": "string", "minLength": 1, "maxLength": 1024}
 PARAMETERS: Schema = {
@@ -162,12 +159,9 @@ def _send_at(given: str | None) -> float | None:
     if given is None:
         return None
     try:
-        when = dt.datetime.fromisoformat(given)
-    except ValueError:
-        raise _invalid("$.send_at", f"{given[:40]!r} is not an ISO 8601 time") from None
-    if when.tzinfo is None:
-        raise _invalid("$.send_at", "needs an offset or Z (e.g. 2026-12-24T09:00:00+01:00): a time alone is ambiguous")
-    return when.timestamp()
+        return aware_time(given)
+    except ValueError as exc:
+        raise _invalid("$.send_at", str(exc)) from None
 
 
 def _audience(body: Mapping[str, Any]) -> dict[str, Any]:
@@ -193,19 +187,6 @@ def _per_recipient(body: Mapping[str, Any], audience: Mapping[str, Any]) -> dict
         if stray is not None:
             raise _invalid(f"$.per_recipient.{stray[:40]}", "is not one of the addresses in to")
     return given
-
-
-def _idempotency_key(request: web.Request) -> str:
-    given = request.headers.get("Idempotency-Key")
-    if given is None:
-        return f"api:{uuid.uuid4()}"
-    if not 0 < len(given) <= MAX_IDEMPOTENCY_KEY or not given.isprintable():
-        raise Refused(
-            400,
-            "invalid_idempotency_key",
-            f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} printable characters",
-        )
-    return f"api:{given}"
 
 
 def _request_fields(hub: Hub, body: Mapping[str, Any]) -> dict[str, Any]:
@@ -274,7 +255,7 @@ async def create_notification(request: web.Request) -> web.Response:
     hub = request.app[HUB_KEY]
     body = body_of(request)
     try:
-        key = _idempotency_key(request)
+        key = idempotency_key(request)
         fields = _request_fields(hub, body)
         existing = await hub.storage.campaigns.find_by_key(key)
         if existing is not None and not _same_request(existing, fields):

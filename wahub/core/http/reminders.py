@@ -18,9 +18,7 @@ the reminder fires; the others are refused and counted on its notification.
 
 from __future__ import annotations
 
-import datetime as dt
 import re
-import uuid
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -30,7 +28,7 @@ from aiohttp import web
 from wahub.core.canonical.validate import parse_message
 from wahub.core.config.validators import language_code, timezone_name
 from wahub.core.errors import InvalidMessage, SendRefused
-from wahub.core.http.api_io import error, json_response, path_id
+from wahub.core.http.api_io import aware_time, error, idempotency_key, iso_time, json_response, path_id
 from wahub.core.http.api_query import check_known, cursor, page_limit
 from wahub.core.http.openapi import IDEMPOTENCY_KEY, Answer, Operation, Param, Schema, body_of, errors
 from wahub.core.hub import HUB_KEY, Hub
@@ -40,7 +38,6 @@ from wahub.core.storage.schedules import CONFIG, ScheduleSpec
 #: Seconds late a reminder of the API may still go (as a configured one by default).
 MISFIRE_GRACE = 3600.0
 MAX_RECIPIENTS = 1000
-MAX_IDEMPOTENCY_KEY = 200
 _OFFSET = re.compile(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?")
 _BODY_ERROR = "invalid_reminder"
 
@@ -109,38 +106,25 @@ class _Refused(Exception):
         self.field, self.message, self.code = field, message, code
 
 
-def _iso(instant: float | None) -> str | None:
-    if instant is None:
-        return None
-    return dt.datetime.fromtimestamp(instant, dt.UTC).isoformat().replace("+00:00", "Z")
-
-
 def shown(row: dict[str, Any], notifications: list[int]) -> dict[str, Any]:
     """A schedule row as the API shows it."""
     keys = ("id", "name", "source", "state", "provider", "audience", "template", "language", "message")
     return {
         **{key: row[key] for key in keys},
         **{key: row[key] for key in ("parameters", "cron", "timezone", "fired", "skipped", "misfire_grace")},
-        "event_at": _iso(row["event_at"]),
-        "next_fire_at": _iso(row["next_fire_at"]),
-        "last_fired_at": _iso(row["last_fired_at"]),
+        "event_at": iso_time(row["event_at"]),
+        "next_fire_at": iso_time(row["next_fire_at"]),
+        "last_fired_at": iso_time(row["last_fired_at"]),
         "notifications": notifications,
-        "created_at": _iso(row["created_at"]),
+        "created_at": iso_time(row["created_at"]),
     }
 
 
 def _instant(text: str, field: str) -> float:
     try:
-        when = dt.datetime.fromisoformat(text)
-    except ValueError:
-        raise _Refused(
-            field, f"{field}: {text[:40]!r} is not an ISO 8601 time such as 2026-03-30T09:00:00+01:00"
-        ) from None
-    if when.tzinfo is None:
-        raise _Refused(
-            field, f"{field}: {text[:40]!r} has no offset: add one (+01:00, Z), the time is ambiguous without"
-        )
-    return when.timestamp()
+        return aware_time(text)
+    except ValueError as exc:
+        raise _Refused(field, f"{field}: {exc}") from None
 
 
 def _offset_seconds(text: str) -> float:
@@ -174,7 +158,9 @@ def _when(body: dict[str, Any], now: float) -> tuple[float, dict[str, Any]]:
     event_at = _instant(body["before"]["event_at"], "$.before.event_at")
     fire_at = event_at - _offset_seconds(body["before"]["offset"])
     if fire_at <= now:
-        raise _Refused("$.before", f"$.before: {_iso(fire_at)} ({body['before']['offset']} before the event) is past")
+        raise _Refused(
+            "$.before", f"$.before: {iso_time(max(fire_at, 0.0))} ({body['before']['offset']} before the event) is past"
+        )
     return fire_at, {"event_at": event_at}
 
 
@@ -214,19 +200,6 @@ def _spec(hub: Hub, body: dict[str, Any], now: float) -> tuple[ScheduleSpec, flo
     return spec, fire_at
 
 
-def _key(request: web.Request) -> str:
-    given = request.headers.get("Idempotency-Key")
-    if given is None:
-        return f"api:{uuid.uuid4()}"
-    if not 0 < len(given) <= MAX_IDEMPOTENCY_KEY or not given.isprintable():
-        raise _Refused(
-            "Idempotency-Key",
-            f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} printable characters",
-            "invalid_idempotency_key",
-        )
-    return f"api:{given}"
-
-
 async def _answer(hub: Hub, row: dict[str, Any], status: int = 200) -> web.Response:
     notifications = await hub.storage.schedules.notifications([row["id"]])
     return json_response(shown(row, notifications[row["id"]]), status=status)
@@ -236,7 +209,7 @@ async def create_reminder(request: web.Request) -> web.Response:
     hub = request.app[HUB_KEY]
     now = hub.clock.time()
     try:
-        key = _key(request)
+        key = idempotency_key(request)
         spec, fire_at = _spec(hub, body_of(request), now)
     except _Refused as exc:
         status = 400 if exc.code == "invalid_idempotency_key" else 422
