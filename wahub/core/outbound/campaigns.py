@@ -37,8 +37,9 @@ from wahub.core.models import MessageStatus, OutgoingMessage
 from wahub.core.plugins import report_exception
 from wahub.core.privacy import mask_address
 from wahub.core.provider import Provider
-from wahub.core.storage.campaigns import CONTACT_PAGE, Batch, Campaign, Segment
+from wahub.core.storage.campaigns import CONTACT_PAGE, Batch, Campaign
 from wahub.core.storage.leases import database_unreachable
+from wahub.core.storage.segments import Segment
 from wahub.core.work.lifecycle import within_grace
 
 _LOGGER = logging.getLogger(__name__)

@@ -26,6 +26,7 @@ from wahub.core.storage.activity import record_activity
 from wahub.core.storage.engine import Database, insert_ignore
 from wahub.core.storage.leases import lease_over
 from wahub.core.storage.schema import campaigns, contacts, messages, templates
+from wahub.core.storage.segments import Segment, segment_filter
 
 #: A campaign's states: waiting for ``send_at``, being written out, every
 #: recipient's message written, or stopped.
@@ -109,17 +110,6 @@ class Campaign:
 
 
 @dataclass(frozen=True)
-class Segment:
-    """The contacts of a provider having every tag (and, with ``timezone``,
-    living in that zone; those without a zone count as ``default_zone``)."""
-
-    provider: str
-    tags: tuple[str, ...]
-    timezone: str | None = None
-    default_zone: str = "UTC"
-
-
-@dataclass(frozen=True)
 class SegmentPage:
     """The addresses of one page of a segment's walk and where the next page starts
     (the last contact id read; None once every contact was read)."""
@@ -134,18 +124,6 @@ def _campaign(row: Any) -> Campaign:
     values.pop("updated_at", None)
     values["refused"] = dict(values["refused"] or {})
     return Campaign(**values)
-
-
-def segment_filter(segment: Segment) -> sa.ColumnElement[bool]:
-    """The SQL part of a segment: its provider and time zone (tags are read in Python:
-    JSON lists are not searchable alike on SQLite and PostgreSQL)."""
-    where: sa.ColumnElement[bool] = contacts.c.provider == segment.provider
-    if segment.timezone is not None:
-        zone = contacts.c.timezone == segment.timezone
-        if segment.timezone == segment.default_zone:
-            zone = sa.or_(zone, contacts.c.timezone.is_(None))
-        where = sa.and_(where, zone)
-    return where
 
 
 def merged_refusals(before: Mapping[str, int], added: Mapping[str, int]) -> dict[str, int]:
@@ -227,16 +205,15 @@ class CampaignStore:
     async def segment_page(self, segment: Segment, *, after: int, limit: int = CONTACT_PAGE) -> SegmentPage:
         """The addresses of the segment's contacts among the next ``limit`` contacts
         (by id) after ``after``."""
-        statement = (
-            sa.select(contacts.c.id, contacts.c.address, contacts.c.tags)
-            .where(segment_filter(segment), contacts.c.id > after)
-            .order_by(contacts.c.id)
-            .limit(limit)
-        )
         async with self.db.connect() as conn:
+            statement = (
+                sa.select(contacts.c.id, contacts.c.address)
+                .where(segment_filter(segment, conn.dialect.name), contacts.c.id > after)
+                .order_by(contacts.c.id)
+                .limit(limit)
+            )
             rows = (await conn.execute(statement)).all()
-        wanted = set(segment.tags)
-        addresses = [row.address for row in rows if wanted <= set(row.tags or ())]
+        addresses = [row.address for row in rows]
         return SegmentPage(addresses, int(rows[-1].id) if len(rows) == limit else None)
 
     async def template_buttons(self, provider: str, name: str | None) -> dict[str, str]:
