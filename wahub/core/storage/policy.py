@@ -11,8 +11,18 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from wahub.core.models import MessageStatus
+from wahub.core.storage.activity import record_message_activity
 from wahub.core.storage.engine import Database, insert_ignore
-from wahub.core.storage.schema import consent_events, contact_identities, contacts, conversations, templates
+from wahub.core.storage.leases import lease_over
+from wahub.core.storage.schema import (
+    consent_events,
+    contact_identities,
+    contacts,
+    conversations,
+    messages,
+    templates,
+)
 
 
 @dataclass(frozen=True)
@@ -113,6 +123,61 @@ async def append_consents(conn: AsyncConnection, provider: str, events: Sequence
     return len(fresh)
 
 
+#: The error code of a queued message withdrawn because its contact opted out.
+WITHDRAWN_CODE = "opted_out"
+
+
+async def _withdraw_queued(conn: AsyncConnection, provider: str, address: str, scope: str, *, now: float) -> list[int]:
+    """Fail the contact's queued business-initiated messages (every one for an
+    opt-out of everything, its marketing templates for a marketing opt-out),
+    in the transaction that records the opt-out: a notification or reminder
+    queued earlier, waiting for quiet hours or a pacing slot, never goes after
+    a STOP. Messages a dispatcher holds are in flight and already sent or not;
+    replies and the contact's own conversation are not touched."""
+    contact = sa.select(contacts.c.id).where(
+        contacts.c.provider == provider, contacts.c.address == _canonical(provider, address)
+    )
+    free = sa.or_(messages.c.lease_until.is_(None), lease_over(messages.c.lease_until, time.time(), conn.dialect.name))
+    query = sa.select(messages.c.id, messages.c.type, messages.c.body).where(
+        messages.c.provider == provider,
+        messages.c.status == MessageStatus.QUEUED,
+        messages.c.origin == "business",
+        sa.or_(messages.c.contact_id.in_(contact.scalar_subquery()), messages.c.address == address),
+        free,
+    )
+    rows = (await conn.execute(query)).all()
+    if scope == "marketing":
+        names = {row.body["template"]["name"] for row in rows if row.type == "template"}
+        marketing = set(
+            (
+                await conn.execute(
+                    sa.select(templates.c.name).where(
+                        templates.c.provider == provider,
+                        templates.c.name.in_(names),
+                        templates.c.category == "MARKETING",
+                    )
+                )
+            ).scalars()
+        )
+        rows = [row for row in rows if row.type == "template" and row.body["template"]["name"] in marketing]
+    withdrawn = [int(row.id) for row in rows]
+    if withdrawn:
+        what = "marketing messages" if scope == "marketing" else "messages from this business"
+        await conn.execute(
+            messages.update()
+            .where(messages.c.id.in_(withdrawn), messages.c.status == MessageStatus.QUEUED)
+            .values(
+                status=MessageStatus.FAILED,
+                error_code=WITHDRAWN_CODE,
+                error_reason=f"the contact opted out of {what} before it was sent",
+                lease_until=None,
+                updated_at=now,
+            )
+        )
+        await record_message_activity(conn, "status", withdrawn, now=now)
+    return withdrawn
+
+
 class PolicyStore:
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -164,6 +229,7 @@ class PolicyStore:
         """Append to the ledger; an ``event_key`` already recorded is skipped. Returns whether it was new.
 
         The ledger is kept under the contact's current address, whichever of its ids ``address`` is."""
+        now = time.time()
         values = {
             "provider": provider,
             "address": _canonical(provider, address),
@@ -173,10 +239,12 @@ class PolicyStore:
             "evidence": evidence,
             "event_key": event_key,
             "occurred_at": occurred_at,
-            "created_at": time.time(),
+            "created_at": now,
         }
         async with self.db.begin() as conn:
             result = await conn.execute(insert_ignore(conn, consent_events, ["event_key"]).values(**values))
+            if result.rowcount and action == "opt_out":
+                await _withdraw_queued(conn, provider, address, scope, now=now)
         return result.rowcount > 0
 
     async def consent(self, provider: str, address: str) -> ConsentState:
