@@ -62,7 +62,8 @@ import aiohttp
 import pytest
 import sqlalchemy as sa
 
-from tests.core.test_engine import Engine, engine_for
+from tests.core.test_bulk_sends import position_of
+from tests.core.test_engine import USER, Engine, engine_for
 from tests.core.test_engine_policy import RULES
 from tests.e2e.daemon import Daemon, free_port, start_daemon
 from tests.e2e.test_engine_processes import PLUGIN, _pg_count, in_flight, write_config
@@ -244,68 +245,79 @@ async def test_three_daemons_fire_a_reminder_once(tmp_path: Path, postgres_url: 
 # -- 4. an appointment reminder through quiet hours -------------------------------------
 
 
-async def test_an_appointment_reminder_fires_on_time_and_waits_out_the_contacts_quiet_hours(
-    database_url: str,
-) -> None:
-    # The reminder comes due two minutes from now, 30 minutes into quiet hours of the
-    # contact's zone (America/Sao_Paulo) that end two hours later. Read in UTC, the
-    # default zone, the same hours would be long over.
-    fire_at = float((int(time.time()) // 60 + 2) * 60)
+@pytest.fixture
+def fire_at() -> float:
+    """When the appointment reminder comes due: two minutes from now, on a full minute."""
+    return float((int(time.time()) // 60 + 2) * 60)
+
+
+@pytest.fixture
+async def quiet_engine(database_url: str, fire_at: float) -> AsyncIterator[Engine]:
+    """A daemon on a clock a minute before ``fire_at`` whose quiet hours, read in the
+    contact's zone (America/Sao_Paulo), began 30 minutes before it and end two hours
+    after it. Read in UTC, the default zone, the same hours would be long over."""
     local = dt.datetime.fromtimestamp(fire_at, SAO_PAULO)
     quiet = {
         "start": (local - dt.timedelta(minutes=30)).strftime("%H:%M"),
         "end": (local + dt.timedelta(hours=2)).strftime("%H:%M"),
         "timezone": "UTC",
     }
-    quiet_end = fire_at + 2 * HOUR
-    clock = ManualClock(fire_at - 60)
     config = {"policy": {"quiet_hours": quiet}, "router": RULES}
-    async for engine in engine_for(database_url, config=config, clock=clock, pair_limit=None):
-        hub, url = engine.daemon.hub, engine.daemon.url
-        await hub.storage.policy.upsert_template("fake", Template("appointment", "en", "UTILITY", "APPROVED"))
-        await import_csv(engine.http, url, "phone,timezone\n+55 11 91234-5678,America/Sao_Paulo\n")
-        contact = "5511912345678"
-        body = {
-            "to": contact,
-            "template": "appointment",
-            "language": "en",
-            "parameters": {"1": "Dr. Silva"},
-            "before": {"event_at": iso(fire_at + DAY, SAO_PAULO), "offset": "24h"},
-        }
-        status, created = await api(engine.http, url, "POST", "/reminders", json=body)
-        assert status == 201, created
-        assert created["next_fire_at"] == iso(fire_at).replace("+00:00", "Z")
+    async for engine in engine_for(database_url, config=config, clock=ManualClock(fire_at - 60), pair_limit=None):
+        yield engine
 
-        clock.set(fire_at - 1)
-        assert await fire_due(hub) == []
-        clock.set(fire_at)
-        await fire_due(hub)  # or the daemon's own job, whichever runs first
 
-        async def fired() -> Any:
-            _, shown = await api(engine.http, url, "GET", f"/reminders/{created['id']}")
-            return shown["notifications"]
+async def test_an_appointment_reminder_fires_on_time_and_waits_out_the_contacts_quiet_hours(
+    quiet_engine: Engine, fire_at: float
+) -> None:
+    engine, quiet_end = quiet_engine, fire_at + 2 * HOUR
+    hub, url = engine.daemon.hub, engine.daemon.url
+    clock = hub.clock
+    assert isinstance(clock, ManualClock)
+    await hub.storage.policy.upsert_template("fake", Template("appointment", "en", "UTILITY", "APPROVED"))
+    await import_csv(engine.http, url, "phone,timezone\n+55 11 91234-5678,America/Sao_Paulo\n")
+    contact = "5511912345678"
+    body = {
+        "to": contact,
+        "template": "appointment",
+        "language": "en",
+        "parameters": {"1": "Dr. Silva"},
+        "before": {"event_at": iso(fire_at + DAY, SAO_PAULO), "offset": "24h"},
+    }
+    status, created = await api(engine.http, url, "POST", "/reminders", json=body)
+    assert status == 201, created
+    assert created["next_fire_at"] == iso(fire_at).replace("+00:00", "Z")
 
-        [notification_id] = await wait_until(fired)
-        await notification_when(engine.http, url, notification_id, lambda n: n["state"] == "queued")
-        [row] = await campaign_messages(engine, notification_id)
-        assert (row["address"], row["lane"], row["status"]) == (contact, 1, "queued")
-        assert row["next_attempt_at"] == quiet_end
+    clock.set(fire_at - 1)
+    assert await fire_due(hub) == []
+    clock.set(fire_at)
+    await fire_due(hub)  # or the daemon's own job, whichever runs first
 
-        # A minute before the end, the contact writes: the bot's reply goes at once, the reminder waits.
-        clock.set(quiet_end - 60)
-        await engine.inbound("hi", sender=contact)
+    async def fired() -> Any:
+        _, shown = await api(engine.http, url, "GET", f"/reminders/{created['id']}")
+        return shown["notifications"]
 
-        async def replied() -> bool:
-            return any(call.body["type"] == "text" for call in engine.server.accepted())
+    [notification_id] = await wait_until(fired)
+    await notification_when(engine.http, url, notification_id, lambda n: n["state"] == "queued")
+    [row] = await campaign_messages(engine, notification_id)
+    assert (row["address"], row["lane"], row["status"]) == (contact, 1, "queued")
+    assert row["next_attempt_at"] == quiet_end
 
-        await wait_until(replied)
-        assert [call.body["type"] for call in engine.server.calls] == ["text"]
-        assert (await engine.message(row["id"]))["status"] == "queued"
+    # A minute before the end, the contact writes: the bot's reply goes at once, the reminder waits.
+    clock.set(quiet_end - 60)
+    await engine.inbound("hi", sender=contact)
 
-        clock.set(quiet_end)
-        sent = await engine.status_becomes(row["id"], "delivered")
-        assert sent["message"]["template"]["name"] == "appointment"
-        assert [call.body["type"] for call in engine.server.calls] == ["text", "template"]
+    async def replied() -> bool:
+        return any(call.body["type"] == "text" for call in engine.server.accepted())
+
+    await wait_until(replied)
+    assert [call.body["type"] for call in engine.server.calls] == ["text"]
+    assert (await engine.message(row["id"]))["status"] == "queued"
+
+    clock.set(quiet_end)
+    sent = await engine.status_becomes(row["id"], "delivered")
+    assert sent["message"]["template"]["name"] == "appointment"
+    assert [call.body["type"] for call in engine.server.calls] == ["text", "template"]
 
 
 async def campaign_messages(engine: Engine, campaign_id: int) -> list[dict[str, Any]]:
@@ -376,38 +388,40 @@ async def test_a_notification_without_a_language_sends_each_contact_its_own(temp
 # -- 7. a reply overtakes a running notification ------------------------------------------
 
 
-async def test_a_bot_reply_overtakes_a_running_notification(database_url: str) -> None:
+@pytest.fixture
+async def bot(database_url: str) -> AsyncIterator[Engine]:
+    """A daemon answering ``hi`` by rule, on a number sending 20 messages per second."""
     async for engine in engine_for(database_url, config={"router": RULES}, pair_limit=None, messages_per_second=20):
-        url, http = engine.daemon.url, engine.http
-        await engine.daemon.hub.storage.policy.upsert_template(
-            "fake", Template("order_update", "en", "UTILITY", "APPROVED")
-        )
-        dispatcher: Dispatcher = engine.daemon.hub.state[DISPATCHER_STATE]
-        window = dispatcher.pacers["fake"].bulk_window()
-        audience = [f"1555800{n:04d}" for n in range(300)]
-        body = {"template": "order_update", "language": "en", "to": audience, "parameters": {"1": "Ana"}}
-        status, created = await api(http, url, "POST", "/notifications", json=body)
-        assert status == 202, created
+        yield engine
 
-        async def bulk_flowing() -> bool:
-            return len(engine.server.calls) >= 40
 
-        await wait_until(bulk_flowing)
-        user = "15557654321"
-        await engine.inbound("hi", sender=user)
+async def test_a_bot_reply_overtakes_a_running_notification(bot: Engine) -> None:
+    engine = bot
+    url, http = engine.daemon.url, engine.http
+    await engine.daemon.hub.storage.policy.upsert_template(
+        "fake", Template("order_update", "en", "UTILITY", "APPROVED")
+    )
+    dispatcher: Dispatcher = engine.daemon.hub.state[DISPATCHER_STATE]
+    window = dispatcher.pacers["fake"].bulk_window()
+    audience = [f"1555800{n:04d}" for n in range(300)]
+    body = {"template": "order_update", "language": "en", "to": audience, "parameters": {"1": "Ana"}}
+    status, created = await api(http, url, "POST", "/notifications", json=body)
+    assert status == 202, created
 
-        async def reply_position() -> int | None:
-            kinds = [(call.body["to"], call.body["type"]) for call in engine.server.calls]
-            return kinds.index((user, "text")) if (user, "text") in kinds else None
+    async def bulk_flowing() -> bool:
+        return len(engine.server.calls) >= 40
 
-        position = await wait_until(reply_position)
-        history = await engine.daemon.hub.storage.messages.history("fake", user)
-        [reply] = [row for row in history if row["direction"] == "out"]
-        # Bulk calls the provider received after the reply was queued and before the reply:
-        # at most the bulk rows the number keeps at hand (one second of its bulk rate) plus
-        # the one send a pacing interval lets through.
-        overtaking = [call for call in engine.server.calls[:position] if call.received_at >= reply["created_at"]]
-        assert len(overtaking) <= window + 1, (len(overtaking), window)
-        assert position < len(audience) - window
-        status, _ = await api(http, url, "POST", f"/notifications/{created['id']}/cancel")
-        assert status == 200
+    await wait_until(bulk_flowing)
+    await engine.inbound("hi")
+    position = await position_of(engine, USER)
+    history = await engine.daemon.hub.storage.messages.history("fake", USER)
+    [reply] = [row for row in history if row["direction"] == "out"]
+    # Bulk calls the provider received after the reply was queued and before the reply:
+    # at most the bulk rows the number keeps at hand (one second of its bulk rate) plus
+    # the one send a pacing interval lets through.
+    overtaking = [call for call in engine.server.calls[: position - 1] if call.received_at >= reply["created_at"]]
+    print(f"a reply behind a notification: {len(overtaking)} bulk sends overtook it, window {window}")
+    assert len(overtaking) <= window + 1, (len(overtaking), window)
+    assert position < len(audience) - window
+    status, _ = await api(http, url, "POST", f"/notifications/{created['id']}/cancel")
+    assert status == 200
