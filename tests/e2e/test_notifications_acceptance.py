@@ -6,26 +6,31 @@ Each point and the tests that prove it (here unless a module is named):
 
 1. A notification to 1,000 contacts, 30 of them opted out, refuses 30 in the dry
    run and in the real run, and survives ``kill -9`` after about 400 sends: all
-   970 sent, duplicates at most the sends in flight at the kill (a provider
-   without idempotency cannot tell a retry from a new message).
-   ``test_notification_processes.py`` proves it for a ``to`` list on SQLite;
+   970 sent. The bound on duplicates: at most the sends in flight at the kill,
+   those the provider had taken that the database had not recorded (a provider
+   without idempotency cannot tell their retry from a new message).
+   ``test_notification_processes.py`` proves it for a ``to`` list on SQLite
+   (its dry run: ``tests/core/test_notifications_api.py``);
    ``test_a_segment_of_imported_contacts_survives_kill_9`` proves it for a
    segment by tag of imported contacts, on both databases.
 2. Cancelling after 100 sends stops the rest, and counts by status are right
-   while writing, after sends and after statuses:
-   ``tests/core/test_campaign_writer.py``
-   (``test_cancel_stops_the_writing_and_fails_what_no_dispatcher_holds``,
-   ``test_counts_are_right_while_writing_after_sends_and_after_statuses``), and
-   the same counts over HTTP in ``tests/core/test_notifications_api.py``.
+   throughout: while the batches are written, after sends and after delivery,
+   read and failure statuses, then at the cancel with sends in flight and after
+   those finish: ``tests/core/test_campaign_writer.py``
+   (``test_counts_are_right_while_writing_after_sends_and_after_statuses``,
+   ``test_cancel_stops_the_writing_and_fails_what_no_dispatcher_holds``); the
+   final counts over HTTP: ``tests/core/test_notifications_api.py``.
 3. A weekly reminder in Europe/Lisbon fires once at 09:00 local on the Mondays
-   around both daylight-saving changes, and a firing missed while down goes
-   late inside the grace and is skipped past it, through ``fire_due`` on a hub:
+   around both daylight-saving changes, and missed firings go late inside the
+   grace and are skipped past it, through ``fire_due`` on a hub:
    ``tests/core/test_reminders.py``
    (``test_weekly_reminder_fires_at_nine_local_on_the_mondays_around_both_changes``,
    ``test_a_firing_missed_while_down_goes_late_inside_the_grace_and_is_skipped_past_it``,
-   ``test_days_missed_are_skipped_and_today_goes_late``). Three ``wahub run``
-   processes on one PostgreSQL fire a reminder once:
-   ``test_three_daemons_fire_a_reminder_once``.
+   ``test_days_missed_are_skipped_and_today_goes_late``); the late firing sent
+   and the skipped one never sent, on a running daemon:
+   ``test_a_firing_missed_while_down_is_sent_late_inside_the_grace_and_never_past_it``.
+   Three ``wahub run`` processes on one PostgreSQL fire a reminder once, one
+   message per recipient: ``test_three_daemons_fire_a_reminder_once``.
 4. An appointment reminder 24 h before its event goes out at the right instant
    and waits out the quiet hours of the contact's own zone:
    ``test_an_appointment_reminder_fires_on_time_and_waits_out_the_contacts_quiet_hours``.
@@ -45,7 +50,9 @@ Each point and the tests that prove it (here unless a module is named):
    queued directly; ``test_a_bot_reply_overtakes_a_running_notification``
    through the campaign writer, the router and the dispatcher.
 8. No 5xx under schemathesis and a valid OpenAPI 3.1 document:
-   ``tests/e2e/test_openapi_live.py``, ``tests/core/test_openapi.py``.
+   ``tests/e2e/test_openapi_live.py``
+   (``test_every_operation_answers_as_the_document_says``),
+   ``tests/core/test_openapi.py`` (``test_the_served_document_is_valid_openapi_3_1``).
 """
 
 from __future__ import annotations
@@ -220,7 +227,7 @@ async def test_three_daemons_fire_a_reminder_once(tmp_path: Path, postgres_url: 
             daemon.wait_healthy(within=20)
         async with aiohttp.ClientSession() as http:
             # A few seconds ahead: every daemon is up and racing for it when it comes due.
-            fire_at = float(int(time.time()) + 4)
+            fire_at = float(int(time.time()) + 8)
             body = {"to": recipients, "template": "order_update", "language": "en", "parameters": {"1": "Ana"}}
             status, created = await api(http, daemons[1].url, "POST", "/reminders", json={**body, "at": iso(fire_at)})
             assert status == 201, created
@@ -240,6 +247,61 @@ async def test_three_daemons_fire_a_reminder_once(tmp_path: Path, postgres_url: 
             if daemon.process.poll() is None:
                 daemon.terminate()
         await server.close()
+
+
+@pytest.fixture
+async def clocked(database_url: str) -> AsyncIterator[Engine]:
+    """A daemon whose clock stands still until the test moves it."""
+    async for engine in engine_for(database_url, clock=ManualClock(time.time()), pair_limit=None):
+        await engine.daemon.hub.storage.policy.upsert_template(
+            "fake", Template("order_update", "en", "UTILITY", "APPROVED")
+        )
+        yield engine
+
+
+async def reminder_at(engine: Engine, to: str, instant: float) -> dict[str, Any]:
+    body = {"to": to, "template": "order_update", "language": "en", "parameters": {"1": "Ana"}, "at": iso(instant)}
+    status, created = await api(engine.http, engine.daemon.url, "POST", "/reminders", json=body)
+    assert status == 201, created
+    result: dict[str, Any] = created
+    return result
+
+
+async def reminder_when(engine: Engine, reminder_id: int, state: str) -> dict[str, Any]:
+    async def reached() -> Any:
+        _, shown = await api(engine.http, engine.daemon.url, "GET", f"/reminders/{reminder_id}")
+        return shown if shown["state"] == state else None
+
+    result: dict[str, Any] = await wait_until(reached)
+    return result
+
+
+async def test_a_firing_missed_while_down_is_sent_late_inside_the_grace_and_never_past_it(clocked: Engine) -> None:
+    engine, url = clocked, clocked.daemon.url
+    clock = engine.daemon.hub.clock
+    assert isinstance(clock, ManualClock)
+    late, gone = "15557000001", "15557000002"
+    due = round(clock.now + HOUR)
+    first = await reminder_at(engine, late, due)
+
+    # The daemon is down from before the firing until 30 minutes after it: inside the hour of grace.
+    clock.set(due + 30 * 60)
+    await fire_due(engine.daemon.hub)  # or the daemon's own job, whichever runs first
+    shown = await reminder_when(engine, first["id"], "done")
+    assert (shown["fired"], shown["skipped"], len(shown["notifications"])) == (1, 0, 1)
+    await notification_when(engine.http, url, shown["notifications"][0], finished)
+    assert [call.body["to"] for call in engine.server.accepted()] == [late]
+
+    # Down two hours past the next one: skipped, and no notification is ever made for it.
+    second = await reminder_at(engine, gone, clock.now + HOUR)
+    clock.set(clock.now + 3 * HOUR)
+    await fire_due(engine.daemon.hub)
+    skipped = await reminder_when(engine, second["id"], "done")
+    assert (skipped["fired"], skipped["skipped"], skipped["notifications"]) == (0, 1, [])
+    assert [call.body["to"] for call in engine.server.calls] == [late]
+    metrics = await (await engine.http.get(f"{url}/metrics")).text()
+    assert 'wahub_reminder_firings_total{outcome="fired_late",reason=""} 1.0' in metrics
+    assert 'wahub_reminder_firings_total{outcome="skipped",reason="misfire_grace_passed"} 1.0' in metrics
 
 
 # -- 4. an appointment reminder through quiet hours -------------------------------------
