@@ -72,6 +72,8 @@ import sqlalchemy as sa
 from tests.core.test_bulk_sends import position_of
 from tests.core.test_engine import USER, Engine, engine_for
 from tests.core.test_engine_policy import RULES
+from tests.core.test_notifications_api import finished
+from tests.core.test_reminders_api import iso
 from tests.e2e.daemon import Daemon, free_port, start_daemon
 from tests.e2e.test_engine_processes import PLUGIN, _pg_count, in_flight, write_config
 from tests.helpers import AUTH
@@ -121,15 +123,6 @@ async def notification_when(http: aiohttp.ClientSession, base: str, notification
         return found if done(found) else None
 
     return await wait_until(reached, within=120)
-
-
-def finished(notification: dict[str, Any]) -> bool:
-    """Written out, and nothing of it queued any more."""
-    return bool(notification["state"] == "queued" and notification["counts"]["queued"] == 0)
-
-
-def iso(instant: float, zone: dt.tzinfo = dt.UTC) -> str:
-    return dt.datetime.fromtimestamp(instant, zone).isoformat()
 
 
 async def database_count(url: str, query: str) -> int:
