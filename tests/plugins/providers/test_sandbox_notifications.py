@@ -14,7 +14,7 @@ import pytest
 
 from wahub.core.config.templates import load_templates
 from wahub.plugins.providers.sandbox.provider import SandboxProvider
-from wahub.testing import RunningDaemon, build_config, running_daemon, wait_until
+from wahub.testing import RunningDaemon, build_config, running_daemon
 
 REPOSITORY = Path(__file__).parents[3]
 TOKEN = "sandbox-notification-token-0123456789"
@@ -98,24 +98,3 @@ async def test_wahub_notify_sends_a_reminder_whose_quick_replies_are_buttons(
         "interactive",
         [{"id": "Confirm", "title": "Confirm"}, {"id": "Reschedule", "title": "Reschedule"}],
     )
-
-
-async def test_a_notification_missing_a_parameter_fails_with_the_placeholder_named(daemon: RunningDaemon) -> None:
-    body = {"template": "order_update", "language": "en", "to": [USER], "parameters": {"name": "Ana", "header": "7"}}
-    headers = {"Authorization": f"Bearer {TOKEN}"}
-    async with aiohttp.ClientSession() as session:
-        async with session.ws_connect(f"{daemon.url}/sandbox/ws?user={USER}") as ws:
-            await say_hi(ws)
-        async with session.post(f"{daemon.url}/api/v1/notifications", json=body, headers=headers) as answer:
-            assert answer.status == 202, await answer.text()
-
-        async def failed() -> list[dict[str, Any]]:
-            rows = await daemon.hub.storage.messages.history("sandbox", USER)
-            return [row for row in rows if row["status"] == "failed"]
-
-        [row] = await wait_until(failed)
-        assert row["error_code"] == "132000"
-        async with session.ws_connect(f"{daemon.url}/sandbox/ws?user={USER}") as ws:
-            shown = (await ws.receive_json())["messages"][-1]
-    assert (shown["text"], shown["status"]) == ("[template order_update]", "failed")
-    assert shown["error"].endswith("the send gives no value for {{order_id}} in the body")

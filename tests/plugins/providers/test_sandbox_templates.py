@@ -14,8 +14,10 @@ from wahub.core.config.templates import load_templates
 from wahub.core.errors import ProviderError
 from wahub.core.hub import Hub
 from wahub.core.metrics import Metrics
+from wahub.core.models import OutgoingMessage
 from wahub.core.policy.template_plan import Action, TemplateAccount, apply, plan
 from wahub.core.storage.store import Storage
+from wahub.plugins.providers.sandbox.frames import frame_message
 from wahub.plugins.providers.sandbox.provider import SandboxProvider
 from wahub.plugins.providers.sandbox.render import render
 from wahub.testing import TEST_SECRET, plugin_manager
@@ -182,3 +184,20 @@ def test_a_missing_parameter_fails_the_send_naming_the_placeholder() -> None:
     with pytest.raises(ProviderError, match=r"no value for \{\{name\}\} in the body") as refused:
         render("order_update", ORDER_UPDATE["languages"]["en"]["components"], sent)
     assert refused.value.code == "132000"
+
+
+async def test_a_send_missing_a_parameter_fails_and_shows_by_name_in_the_history(storage: Storage) -> None:
+    provider = sandbox(storage)
+    components = ORDER_UPDATE["languages"]["en"]["components"]
+    await provider.create_template(
+        {"name": "order_update", "language": "en", "category": "UTILITY", "components": components}
+    )
+    sent = {"name": "order_update", "language": {"code": "en"}, "components": []}
+    with pytest.raises(ProviderError, match=r"no value for \{\{order_id\}\} in the header") as refused:
+        await provider.send(OutgoingMessage(to="15551234567", type="template", content={"template": sent}))
+    assert refused.value.code == "132000"
+    body = {"to": "15551234567", "type": "template", "template": sent}
+    assert await provider.shown_body(body) == body
+    assert frame_message({"body": body, "direction": "out", "status": "failed", "created_at": 0})["text"] == (
+        "[template order_update]"
+    )
