@@ -1,5 +1,6 @@
-"""A notification of an example template, as the sandbox user reads it, against
-a real daemon: sent through ``POST /api/v1/notifications`` and ``wahub notify``."""
+"""The example templates as the sandbox user reads them, against a real daemon:
+a template message through ``POST /api/v1/messages``, a notification through
+``wahub notify``."""
 
 from __future__ import annotations
 
@@ -52,22 +53,31 @@ async def say_hi(ws: aiohttp.ClientWebSocketResponse) -> None:
     assert (await next_message(ws, "out"))["text"] == "ok"
 
 
-async def test_a_notification_shows_the_filled_in_template_and_stays_so_in_the_history(
+async def test_a_named_template_with_a_header_shows_filled_in_and_stays_so_in_the_history(
     daemon: RunningDaemon,
 ) -> None:
-    body = {
-        "template": "order_update",
-        "language": "en",
-        "to": [USER],
-        "parameters": {"name": "Ana", "order_id": "42", "header": "42", "buttons": {"0": "42"}},
+    template = {
+        "name": "order_update",
+        "language": {"code": "en"},
+        "components": [
+            {"type": "header", "parameters": [{"type": "text", "parameter_name": "order_id", "text": "42"}]},
+            {
+                "type": "body",
+                "parameters": [
+                    {"type": "text", "parameter_name": "name", "text": "Ana"},
+                    {"type": "text", "parameter_name": "order_id", "text": "42"},
+                ],
+            },
+            {"type": "button", "sub_type": "url", "index": 0, "parameters": [{"type": "text", "text": "42"}]},
+        ],
     }
+    body = {"provider": "sandbox", "to": USER, "type": "template", "template": template}
     headers = {"Authorization": f"Bearer {TOKEN}"}
     async with aiohttp.ClientSession() as session:
         async with session.ws_connect(f"{daemon.url}/sandbox/ws?user={USER}") as ws:
             await say_hi(ws)
-            async with session.post(f"{daemon.url}/api/v1/notifications", json=body, headers=headers) as answer:
+            async with session.post(f"{daemon.url}/api/v1/messages", json=body, headers=headers) as answer:
                 assert answer.status == 202, await answer.text()
-                assert (await answer.json())["refused"] == {}
             shown = await next_message(ws, "out")
             assert (shown["type"], shown["text"], shown["buttons"]) == ("text", ORDER_42, [])
         async with session.ws_connect(f"{daemon.url}/sandbox/ws?user={USER}") as ws:
@@ -75,7 +85,7 @@ async def test_a_notification_shows_the_filled_in_template_and_stays_so_in_the_h
             assert [m["text"] for m in history] == ["hi", "ok", ORDER_42]
 
 
-async def test_wahub_notify_sends_a_reminder_whose_quick_replies_are_buttons(
+async def test_a_notification_from_wahub_notify_shows_its_quick_replies_as_buttons(
     daemon: RunningDaemon, tmp_path: Path
 ) -> None:
     (tmp_path / "config.yaml").write_text("wahub:\n  log_level: info\n")  # --url and --token say the rest
