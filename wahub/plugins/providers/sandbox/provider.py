@@ -193,12 +193,13 @@ class SandboxProvider(SandboxAccount):
 
     async def send(self, message: OutgoingMessage) -> SendResult:
         provider_id = f"sbx.out.{uuid.uuid4().hex}"
+        shown = message
+        if message.type == "template":  # a template that cannot be read fails before it counts as sent
+            rendered = await self.render_template(message.content["template"])
+            shown = OutgoingMessage.from_json({"to": message.to, **rendered.body()})
         replaces = self.pending.sent(message, provider_id)
-        if message.type == "template":
-            shown = await self.render_template(message.content["template"])
-            message = OutgoingMessage.from_json({"to": message.to, **shown.body()})
         row = {
-            "body": message.to_json(),
+            "body": shown.to_json(),
             "provider_message_id": provider_id,
             "direction": "out",
             "status": "sent",
