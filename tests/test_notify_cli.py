@@ -5,6 +5,7 @@ running are each told plainly."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import sys
 from collections.abc import AsyncIterator
@@ -16,6 +17,7 @@ import yaml
 from tests.core.test_engine import Engine, engine_for
 from tests.e2e.daemon import free_port
 from tests.helpers import TOKEN
+from wahub.cli.notify import _Refused, add_parser, request_body
 from wahub.core.storage.policy import Template
 from wahub.testing import TEST_SECRET
 
@@ -117,3 +119,13 @@ async def test_notify_says_when_no_daemon_runs(tmp_path: Path) -> None:
 
     assert code == 69 and out == ""
     assert "no wahub daemon answers at http://127.0.0.1:" in err and "wahub run" in err
+
+
+def test_a_buttons_parameter_is_given_by_its_index() -> None:
+    parser = argparse.ArgumentParser()
+    add_parser(parser.add_subparsers())
+    args = ["notify", "-c", "c.yaml", "--template", "order_update", "--to", ANA]
+    given = parser.parse_args([*args, "--param", "name=Ana", "--param", "header=42", "--param", "buttons.0=42"])
+    assert request_body(given)["parameters"] == {"name": "Ana", "header": "42", "buttons": {"0": "42"}}
+    with pytest.raises(_Refused, match=r"a button is named by its index, as in buttons\.0=42"):
+        request_body(parser.parse_args([*args, "--param", "buttons.first=42"]))

@@ -221,9 +221,13 @@ async def test_dialog360_creates_and_deletes_but_has_no_edit(tmp_path: Path) -> 
 
 
 async def test_plan_needs_a_provider_that_manages_templates(tmp_path: Path) -> None:
-    (tmp_path / "config.yaml").write_text(f"wahub:\n  database: sqlite:///{tmp_path}/wahub.db\n")
-    code, _, err = await wahub("templates", "plan", "-c", str(tmp_path / "config.yaml"))
+    # The test kit's fake provider sends messages but keeps no templates.
+    fake = {"platform": "fake", "name": "fake", "api_base": "http://127.0.0.1:9", "access_token": "t"}
+    raw = {"wahub": {"database": f"sqlite:///{tmp_path}/wahub.db"}, "providers": [fake | {"secret": "s" * 16}]}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(raw))
+    options = ("-p", "wahub.testing.fake_provider", "-c", str(tmp_path / "config.yaml"))
+    code, _, err = await wahub("templates", "plan", *options)
     assert code == 69
-    assert "no provider here manages templates (sandbox)" in err
-    code, _, err = await wahub("templates", "plan", "--provider", "nope", "-c", str(tmp_path / "config.yaml"))
+    assert "no provider here manages templates (fake)" in err
+    code, _, err = await wahub("templates", "plan", "--provider", "nope", *options)
     assert (code, err.strip()) == (69, f"wahub: no provider named 'nope' in {tmp_path}/config.yaml")

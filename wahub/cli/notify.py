@@ -50,7 +50,13 @@ def add_parser(commands: Any) -> None:
         help="recipients in a column phone (or to); other columns are each recipient's parameters",
     )
     audience.add_argument("--tag", action="append", metavar="TAG", help="contacts having every --tag given")
-    notify.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="a parameter for everyone")
+    notify.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a parameter for everyone (header=..., buttons.0=... for a button's)",
+    )
     notify.add_argument("--language", metavar="CODE", help="the template's language (default: each contact's)")
     notify.add_argument("--send-at", metavar="TIME", help="not before this ISO 8601 time with an offset")
     notify.add_argument("--provider", metavar="NAME", help="the provider to send through (default: the first)")
@@ -61,13 +67,20 @@ def add_parser(commands: Any) -> None:
     notify.set_defaults(handler=_notify)
 
 
-def _parameters(pairs: list[str]) -> dict[str, str]:
-    parameters = {}
+def _parameters(pairs: list[str]) -> dict[str, Any]:
+    """The parameters object of the ``--param`` pairs; ``buttons.N=VALUE`` is button N's."""
+    parameters: dict[str, Any] = {}
     for pair in pairs:
         key, equals, value = pair.partition("=")
         if not equals or not key:
             raise _Refused(f"--param {pair!r}: write it as KEY=VALUE (e.g. --param 1=Ana)")
-        parameters[key] = value
+        group, dot, index = key.partition(".")
+        if group == "buttons" and dot:
+            if not index.isdigit():
+                raise _Refused(f"--param {pair!r}: a button is named by its index, as in buttons.0=42")
+            parameters.setdefault("buttons", {})[index] = value
+        else:
+            parameters[key] = value
     return parameters
 
 

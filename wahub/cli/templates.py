@@ -73,7 +73,7 @@ def _accounts(args: argparse.Namespace, providers: list[Any]) -> list[TemplateAc
     able = [p for p in chosen if isinstance(p, TemplateAccount)]
     if not able:
         names = ", ".join(p.name for p in chosen)
-        raise StartupError(f"no provider here manages templates ({names}); the Cloud API providers do")
+        raise StartupError(f"no provider here manages templates ({names}); the Cloud API providers and the sandbox do")
     return able
 
 

@@ -334,6 +334,15 @@ class PolicyStore:
             )
         return result.rowcount > 0
 
+    async def delete_templates(self, provider: str, name: str, language: str | None = None) -> int:
+        """Remove a stored template in every language, or only in ``language``; how many rows went."""
+        query = templates.delete().where(templates.c.provider == provider, templates.c.name == name)
+        if language is not None:
+            query = query.where(templates.c.language == language)
+        async with self.db.begin() as conn:
+            result = await conn.execute(query)
+        return result.rowcount
+
     async def templates(self, provider: str) -> list[dict[str, Any]]:
         """Every stored template of the provider, by name and language."""
         query = (

@@ -26,6 +26,8 @@ def frame_message(row: Mapping[str, Any]) -> dict[str, Any]:
     elif kind == "interactive":
         text = content.get("body", {}).get("text", "") or content.get(content.get("type", ""), {}).get("title", "")
         buttons = [b["reply"] for b in content.get("action", {}).get("buttons", []) if "reply" in b]
+    elif kind == "template":
+        text = f"[template {content.get('name')}]"
     elif isinstance(content, dict):
         text = content.get("caption") or content.get("body") or f"[{kind}]"
     return {

@@ -76,7 +76,6 @@ from wahub.core.provider import (
     sign_body,
     signature_matches,
 )
-from wahub.core.storage.policy import Template
 from wahub.plugins.providers.cloud.errors import classify_cloud_error
 from wahub.plugins.providers.sandbox.frames import (
     echo_event,
@@ -90,6 +89,8 @@ from wahub.plugins.providers.sandbox.frames import (
 from wahub.plugins.providers.sandbox.hosts import check_host
 from wahub.plugins.providers.sandbox.pending import PendingReplies
 from wahub.plugins.providers.sandbox.receipts import DelayedReceipts
+from wahub.plugins.providers.sandbox.render import Shown, render
+from wahub.plugins.providers.sandbox.templates import SandboxAccount
 from wahub.plugins.providers.sandbox.webhook import parse_events as parse_events
 
 _LOGGER = logging.getLogger(__name__)
@@ -112,7 +113,7 @@ def signature_valid(secret: str, headers: Mapping[str, str], body: bytes) -> boo
     return signature_matches(secret, headers.get(SIGNATURE_HEADER, ""), body)
 
 
-class SandboxProvider(Provider):
+class SandboxProvider(SandboxAccount):
     PLATFORM = "sandbox"
     # The chat page shows text and reply buttons; other types arrive as their text fallback.
     CAPABILITIES = Capabilities(types=frozenset({"text", "interactive", "interactive.button", "template"}))
@@ -164,9 +165,7 @@ class SandboxProvider(Provider):
         return parse_events(self.name, body)
 
     async def start(self) -> None:
-        for entry in self.config["templates"]:
-            template = Template(entry["name"], entry["language"], entry["category"], "APPROVED")
-            await self.hub.storage.policy.upsert_template(self.name, template)
+        await self.store_configured_templates()
         await super().start()
 
     async def stop(self) -> None:
@@ -174,28 +173,33 @@ class SandboxProvider(Provider):
         await self.receipts.stop()
         await super().stop()
 
-    def render_template(self, body: Mapping[str, Any]) -> str:
-        """A template message as the user would read it, parameters filled in."""
-        for entry in self.config["templates"]:
-            if entry["name"] == body["name"] and entry["language"] == body["language"]["code"]:
-                text: str = entry["text"]
-                break
-        else:
-            raise ProviderError(f"template {body['name']!r} does not exist in that language", code="132001")
-        parameters = [p for c in body.get("components", []) if c.get("type") == "body" for p in c.get("parameters", [])]
-        for index, parameter in enumerate(parameters, start=1):
-            value = str(parameter.get("text") or parameter.get(parameter.get("type", ""), {}).get("fallback_value", ""))
-            placeholder = parameter.get("parameter_name", index)
-            text = text.replace(f"{{{{{placeholder}}}}}", value)
-        return text
+    async def render_template(self, sent: Mapping[str, Any]) -> Shown:
+        """A template message (Meta's send shape of ``template``) as the user reads it."""
+        name, language = str(sent.get("name")), str((sent.get("language") or {}).get("code"))
+        components = await self.template_components(name, language)
+        if components is None:
+            raise ProviderError(f"template {name!r} does not exist in that language ({language})", code="132001")
+        return render(name, components, sent)
+
+    async def shown_body(self, body: dict[str, Any]) -> dict[str, Any]:
+        """A stored message body as the chat shows it: a template filled in, else as it is."""
+        if body.get("type") != "template" or not isinstance(body.get("template"), dict):
+            return body
+        try:
+            shown = await self.render_template(body["template"])
+        except ProviderError:
+            return body  # shown by its name; a failed send shows its own error
+        return {"to": body.get("to"), **shown.body()}
 
     async def send(self, message: OutgoingMessage) -> SendResult:
         provider_id = f"sbx.out.{uuid.uuid4().hex}"
+        shown = message
+        if message.type == "template":  # a template that cannot be read fails before it counts as sent
+            rendered = await self.render_template(message.content["template"])
+            shown = OutgoingMessage.from_json({"to": message.to, **rendered.body()})
         replaces = self.pending.sent(message, provider_id)
-        if message.type == "template":
-            message = OutgoingMessage.text(message.to, self.render_template(message.content["template"]))
         row = {
-            "body": message.to_json(),
+            "body": shown.to_json(),
             "provider_message_id": provider_id,
             "direction": "out",
             "status": "sent",
@@ -295,7 +299,8 @@ async def _chat_socket(hub: Hub, request: web.Request) -> web.WebSocketResponse:
     try:
         history = await hub.storage.messages.history(provider.name, user)
         now = hub.clock.time()
-        await _send(ws, {"type": "history", "messages": [provider.pending.shown_row(row, now) for row in history]})
+        shown = [{**row, "body": await provider.shown_body(row["body"])} for row in history]
+        await _send(ws, {"type": "history", "messages": [provider.pending.shown_row(row, now) for row in shown]})
         provider.pending.watch(user, history, provider.connected_users)
         base_url = _loopback_url(request)
         # Frames that arrived before the person left are still theirs: they are delivered.
