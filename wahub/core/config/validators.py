@@ -139,6 +139,19 @@ def _number(value: float) -> str:
     return repr(float(value))
 
 
+def shorter_forms(code: str) -> list[str]:
+    """``code`` and each shorter prefix of it, longest first (RFC 4647 lookup:
+    ``zh-Hant-TW``, ``zh-Hant``, ``zh``), a singleton (``-x``) never left last."""
+    parts = code.split("-")
+    forms = []
+    while parts:
+        forms.append("-".join(parts))
+        parts.pop()
+        while len(parts) > 1 and len(parts[-1]) == 1:
+            parts.pop()
+    return forms
+
+
 def canonical_language(code: str) -> str | None:
     """``code`` in BCP 47's canonical case (``pt_br`` -> ``pt-BR``, ``ZH-HANT`` -> ``zh-Hant``), or None.
 

@@ -18,7 +18,7 @@ import threading
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
-from wahub.core.config.validators import canonical_language
+from wahub.core.config.validators import canonical_language, shorter_forms
 
 __all__ = [
     "MIN_CONFIDENCE",
@@ -59,18 +59,6 @@ def base_language(code: str) -> str:
     return _canonical(code).split("-", 1)[0]
 
 
-def _truncations(code: str) -> list[str]:
-    """``code`` and each shorter prefix of it (RFC 4647 lookup), a singleton never left last."""
-    parts = code.split("-")
-    prefixes = []
-    while parts:
-        prefixes.append("-".join(parts))
-        parts.pop()
-        while len(parts) > 1 and len(parts[-1]) == 1:
-            parts.pop()
-    return prefixes
-
-
 def fallback_chain(language: str | None, default: str) -> list[str]:
     """The languages to try, best first: ``language``, its shorter forms, ``default``, its shorter forms.
 
@@ -80,12 +68,12 @@ def fallback_chain(language: str | None, default: str) -> list[str]:
     out (the chain then starts at the default); a bad ``default`` raises
     ``ValueError``, as configuration validation should have refused it.
     """
-    chain = _truncations(_canonical(default))
+    chain = shorter_forms(_canonical(default))
     contact = canonical_language(language) if language else None
     if language and contact is None:
         _LOGGER.warning("Ignoring the contact language %r: it is not a language code", language)
     if contact is not None:
-        chain = _truncations(contact) + chain
+        chain = shorter_forms(contact) + chain
     return list(dict.fromkeys(chain))
 
 

@@ -21,24 +21,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from wahub.core.config.validators import canonical_language
+from wahub.core.config.validators import canonical_language, shorter_forms
 
 
 def _normalised(code: str) -> str:
     return canonical_language(code) or code.strip().lower()
-
-
-def _shorter_forms(code: str) -> list[str]:
-    """``code`` and each prefix of it, longest first (``zh-Hant-TW``, ``zh-Hant``, ``zh``),
-    a lone singleton (``-x``) never left at the end."""
-    parts = code.split("-")
-    forms = []
-    while parts:
-        forms.append("-".join(parts))
-        parts.pop()
-        while len(parts) > 1 and len(parts[-1]) == 1:
-            parts.pop()
-    return forms
 
 
 def choose_language(approved: Iterable[str], contact: str | None, default: str) -> tuple[str | None, list[str]]:
@@ -51,7 +38,7 @@ def choose_language(approved: Iterable[str], contact: str | None, default: str) 
     tried: list[str] = []
     wanted = [canonical_language(code) for code in (contact, default) if code]
     for language in dict.fromkeys(code for code in wanted if code is not None):
-        for form in _shorter_forms(language):
+        for form in shorter_forms(language):
             if form not in tried:
                 tried.append(form)
             if form in by_code:
