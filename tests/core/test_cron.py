@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from wahub.core.outbound.cron import Cron, CronError, next_after, parse
+from wahub.core.outbound.cron import Cron, CronError, count_between, latest_at_or_before, next_after, parse
 
 ZONES = ("Europe/Lisbon", "America/New_York", "Australia/Lord_Howe", "Asia/Kolkata", "UTC")
 LISBON = ZoneInfo("Europe/Lisbon")
@@ -108,6 +108,12 @@ def test_day_of_month_or_day_of_week_when_both_are_restricted() -> None:
         ("0 9-5 * * *", "hour field has the range '9-5' backwards"),
         ("0 9 ,1 * *", "day-of-month field has an empty part"),
         ("0 9 30 feb *", "day-of-month field names no day"),
+        ("² 9 * * *", "minute field has '²': expected a number"),
+        ("0 9 ¹-3 * *", "day-of-month field has '¹'"),
+        ("0 9 * * */²", "day-of-week field has step '²'"),
+        (f"0 {'9' * 5000} * * *", "hour field has 99999999999999999999: expected 0 to 23"),
+        (f"*/{'7' * 400} * * * *", "minute field has step '77777777777777777777': expected 1 to 60"),
+        ("0 */25 * * *", "hour field has step '25': expected 1 to 24"),
     ],
 )
 def test_invalid_expressions_name_the_field(expression: str, named: str) -> None:
@@ -186,3 +192,43 @@ def test_firings_agree_with_the_clock_around_offset_changes(
             return
         assert fired == expected, (expression, name, local(instant, zone), local(fired, zone))
         instant = fired
+
+
+def walked(cron: Cron, after: float, until: float, zone: ZoneInfo) -> list[float]:
+    """Every firing after ``after`` and at or before ``until``, one ``next_after`` at a time."""
+    found, instant = [], next_after(cron, after, zone)
+    while instant <= until:
+        found.append(instant)
+        instant = next_after(cron, instant, zone)
+    return found
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    name=st.sampled_from(ZONES),
+    which=st.integers(min_value=0, max_value=1),
+    shift=st.floats(min_value=-3 * 86400, max_value=3 * 86400, allow_nan=False),
+    span=st.floats(min_value=0, max_value=5 * 86400, allow_nan=False),
+    expression=EXPRESSIONS,
+)
+def test_counting_and_the_latest_firing_agree_with_walking_every_one(
+    name: str, which: int, shift: float, span: float, expression: str
+) -> None:
+    zone, cron = ZoneInfo(name), parse(expression)
+    changes = transitions(name)
+    after = changes[which % len(changes)] + shift
+    until = after + span
+    every = walked(cron, after, until, zone)
+    assert count_between(cron, after, until, zone) == len(every), (expression, name, local(after, zone))
+    expected = every[-1] if every else None
+    assert latest_at_or_before(cron, until, zone, not_before=after + 1e-3) == expected
+
+
+def test_a_year_of_minutes_is_counted_without_walking_them() -> None:
+    start = at("2026-01-01T00:00")
+    # 2026 in Lisbon: 365 days of 1440 minutes, less the hour skipped in March;
+    # the hour lived twice in October fires once.
+    assert count_between(parse("* * * * *"), start - 1, at("2027-01-01T00:00") - 1, LISBON) == 365 * 1440 - 60
+    assert latest_at_or_before(parse("0 9 * * mon"), at("2026-12-31T12:00"), LISBON, not_before=start) == at(
+        "2026-12-28T09:00"
+    )

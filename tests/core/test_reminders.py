@@ -246,3 +246,83 @@ async def test_config_addresses_are_grouped_by_their_contacts_zone(storage: Stor
     assert utc is not None and utc["audience"] == {"to": ["15551230001"]}
     assert new_york is not None and new_york["audience"] == {"to": ["15551230002"]}
     assert local(utc["next_fire_at"], ZoneInfo("UTC")) == "2026-05-11T09:00:00+00:00"
+
+
+async def test_a_week_down_is_caught_up_in_one_step_with_every_minute_counted(
+    storage: Storage, database_url: str
+) -> None:
+    raw = {"reminders": [reminder(name="often", cron="* * * * *", timezone="UTC")]}
+    start = at("2026-05-04T08:00:30", ZoneInfo("UTC"))
+    hub = make_hub(storage, database_url, raw, start)
+    await sync_config_reminders(hub, hub.config["reminders"])
+    assert isinstance(hub.clock, ManualClock)
+    hub.clock.set(start + 7 * 86400)  # down for a week: 10080 minutes came due, the latest goes
+    [firing] = await fire_due(hub)
+    assert (firing.outcome, local(firing.occurrence, ZoneInfo("UTC"))) == ("fired", "2026-05-11T08:00:00+00:00")
+    # The minutes of the last hour (its grace) are superseded by the latest; the older ones came too late.
+    assert firing.skipped == {"misfire_grace_passed": 10079 - 59, "superseded": 59}
+    row = await storage.schedules.get_by_name("config:often")
+    assert row is not None and (row["fired"], row["skipped"]) == (1, 10079)
+    assert row["next_fire_at"] == at("2026-05-11T08:01", ZoneInfo("UTC"))
+    assert counted(hub, "skipped", "superseded") == 59
+
+
+async def test_a_reminder_lists_its_latest_notifications_and_counts_them_all(
+    storage: Storage, database_url: str
+) -> None:
+    utc = ZoneInfo("UTC")
+    raw = {"reminders": [reminder(name="often", cron="* * * * *", timezone="UTC")]}
+    start = at("2026-05-04T08:00:30", utc)
+    hub = make_hub(storage, database_url, raw, start)
+    await sync_config_reminders(hub, hub.config["reminders"])
+    fired = await run_clock(hub, start + 25 * 60, 60)
+    assert len(fired) == 25
+    row = await storage.schedules.get_by_name("config:often")
+    assert row is not None
+    other = await one_shot(storage, start + 86400, "other")
+    # Another schedule's campaign whose key shares the first digits is not counted.
+    await storage.campaigns.create(
+        provider="sandbox",
+        template="t",
+        audience={"to": ["1"]},
+        source="api",
+        idempotency_key=f"schedule:{row['id']}0:{int(start)}",
+        now=start,
+    )
+    found = await storage.schedules.notifications([row["id"], other])
+    ids = [campaign.id for campaign in await campaign_rows(storage) if campaign.source == "reminder:config:often"]
+    assert found[row["id"]].count == 25
+    assert found[row["id"]].latest == ids[::-1][:20]
+    assert (found[other].count, found[other].latest) == (0, [])
+
+
+async def test_a_firing_counts_its_recipients(storage: Storage, database_url: str) -> None:
+    await add_contact(storage, "15551230001", ["vip"], None)
+    await add_contact(storage, "15551230002", ["vip", "new"], "Europe/Lisbon")
+    await add_contact(storage, "15551230003", ["vip"], "Asia/Kolkata")
+    await add_contact(storage, "15551230004", ["new"], "Europe/Lisbon")
+    configured = [
+        reminder(name="vips", cron="0 9 * * *", to={"tags": ["vip"]}),
+        reminder(name="listed", cron="0 9 * * *", timezone="Europe/Lisbon", to=["1", "2", "3"]),
+    ]
+    raw = {"wahub": {"timezone": "Europe/Lisbon"}, "reminders": configured}
+    hub = make_hub(storage, database_url, raw, at("2026-05-04T08:00"))
+    await sync_config_reminders(hub, hub.config["reminders"])
+    await run_clock(hub, at("2026-05-05T08:00"), 30 * 60)
+    recipients = {campaign.source: campaign.recipients for campaign in await campaign_rows(storage)}
+    assert recipients == {
+        "reminder:config:vips@Europe/Lisbon": 2,  # one without a zone counts in wahub.timezone
+        "reminder:config:vips@Asia/Kolkata": 1,
+        "reminder:config:listed": 3,
+    }
+
+
+async def test_the_unfinished_notifications_of_a_schedule(storage: Storage, database_url: str) -> None:
+    fire_at = at("2026-05-04T09:00")
+    schedule_id = await one_shot(storage, fire_at, "k")
+    hub = make_hub(storage, database_url, {}, fire_at)
+    [firing] = await fire_due(hub)
+    assert firing.campaign_id is not None
+    assert await storage.schedules.unfinished_notifications(schedule_id) == [firing.campaign_id]
+    assert await storage.campaigns.cancel(firing.campaign_id, now=fire_at)
+    assert await storage.schedules.unfinished_notifications(schedule_id) == []

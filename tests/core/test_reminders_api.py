@@ -195,3 +195,58 @@ async def test_configured_reminders_are_listed_read_only_and_api_ones_cancel(dat
         assert (await api.call("DELETE", "/reminders/999999"))[0] == 404
         assert (await api.call("GET", "/reminders/999999"))[0] == 404
         assert (await api.call("GET", "/reminders/abc"))[0] == 404
+
+
+HOSTILE = [
+    ({"before": {"event_at": "2099-01-01T10:00:00+01:00", "offset": f"{'9' * 400}d"}}, "$.before.offset"),
+    ({"before": {"event_at": "2099-01-01T10:00:00+01:00", "offset": f"{'9' * 5000}m"}}, "$.before.offset"),
+    ({"before": {"event_at": "2099-01-01T10:00:00+01:00", "offset": "367d"}}, "$.before.offset"),
+    ({"before": {"event_at": "0001-01-01T00:30:00+00:00", "offset": "1h"}}, "$.before.event_at"),
+    ({"at": "9999-12-31T23:59:59-23:59"}, "$.at"),
+    ({"cron": "² 9 * * *", "timezone": "UTC"}, "$.cron"),
+    ({"cron": f"0 {'9' * 5000} * * *", "timezone": "UTC"}, "$.cron"),
+    ({"at": "2099-01-01T00:00:00Z", "parameters": {"1": {"nested": True}}}, "$.parameters.1"),
+    ({"at": "2099-01-01T00:00:00Z", "parameters": {"Bad Name": "x"}}, "$.parameters"),
+    ({"at": "2099-01-01T00:00:00Z", "parameters": {"buttons": {"0": ["x"]}}}, "$.parameters.buttons.0"),
+    ({"at": "2099-01-01T00:00:00Z", "parameters": {"header": {"image": "x", "video": "y"}}}, "$.parameters.header"),
+]
+
+
+async def test_hostile_times_offsets_crons_and_parameters_are_refused_naming_the_field(database_url: str) -> None:
+    async with reminders_api(database_url) as api:
+        for body, field in HOSTILE:
+            status, answer = await api.call("POST", "/reminders", {"to": "1", "template": "t", **body})
+            assert status == 422, (str(body)[:80], answer)
+            assert answer["error"]["field"].startswith(field), (str(body)[:80], answer)
+        _, latest = await api.call("POST", "/reminders", {"to": "1", "template": "t", "at": "9999-12-31T23:59:59Z"})
+        assert latest["next_fire_at"] == "9999-12-31T23:59:59Z"
+        status, listed = await api.call("GET", "/reminders")
+        assert status == 200 and [row["id"] for row in listed["reminders"]][-1] == latest["id"]
+
+
+async def test_cancelling_a_reminder_stops_the_notification_it_has_not_finished(database_url: str) -> None:
+    async with reminders_api(database_url) as api:
+        at = iso(api.clock.now + DAY)
+        body = {"to": ["1", "2"], "template": "t", "parameters": {"1": "Ana", "header": "Hi"}, "at": at}
+        status, created = await api.call("POST", "/reminders", body)
+        assert status == 201, created
+        assert (created["notifications"], created["notifications_count"]) == ([], 0)
+        # A notification of its firing that is still to be written out.
+        waiting, _ = await api.hub.storage.campaigns.create(
+            provider="sandbox",
+            template="t",
+            audience={"to": ["1", "2"]},
+            source=f"reminder:{created['name']}",
+            idempotency_key=f"schedule:{created['id']}:{int(parsed(at))}",
+            now=api.clock.now,
+            send_at=api.clock.now + 2 * DAY,
+        )
+        _, shown = await api.call("GET", f"/reminders/{created['id']}")
+        assert (shown["notifications"], shown["notifications_count"]) == ([waiting], 1)
+        status, cancelled = await api.call("DELETE", f"/reminders/{created['id']}")
+        assert status == 200, cancelled
+        assert (cancelled["state"], cancelled["cancelled_notifications"]) == ("cancelled", [waiting])
+        _, notification = await api.call("GET", f"/notifications/{waiting}")
+        assert notification["state"] == "cancelled"
+        _, again = await api.call("DELETE", f"/reminders/{created['id']}")
+        assert again["cancelled_notifications"] == []

@@ -277,3 +277,24 @@ def test_a_template_is_in_one_file_only(tmp_path: Path) -> None:
     assert problems_of(tmp_path, "notice.yaml", body_only("        text: Hello\n")) == [
         "notice.yml:1: name: the template notice is also in notice.yaml"
     ]
+
+
+@pytest.mark.parametrize("name", ["../secret.png", "/etc/hostname", "media/../../secret.png"])
+def test_a_header_file_outside_the_directory_is_refused(tmp_path: Path, name: str) -> None:
+    directory = tmp_path / "templates"
+    directory.mkdir()
+    (tmp_path / "secret.png").write_bytes(b"\x89PNG")
+    header = f"      - {{type: HEADER, format: IMAGE, example: {{header_file: '{name}'}}}}\n"
+    assert problems_of(directory, "notice.yaml", body_only("        text: Hi\n", header=header)) == [
+        f"notice.yaml:6: languages.en.components[0].example.header_file: {name!r} is outside the templates "
+        f"directory: name a file in {directory}"
+    ]
+
+
+def test_a_header_file_in_a_folder_of_the_directory_is_kept(tmp_path: Path) -> None:
+    (tmp_path / "media").mkdir()
+    (tmp_path / "media" / "banner.png").write_bytes(b"\x89PNG")
+    header = "      - {type: HEADER, format: IMAGE, example: {header_file: media/banner.png}}\n"
+    (tmp_path / "notice.yaml").write_text(body_only("        text: Hi\n", header=header))
+    [template] = load_templates(tmp_path)
+    assert template.languages["en"][0]["example"] == {"header_file": "media/banner.png"}

@@ -93,3 +93,62 @@ def test_names_are_unique_and_providers_exist(tmp_path: Path) -> None:
     path = tmp_path / "config.yaml"
     assert any(f"{path}:3" in text and "already used by reminders[0]" in text for text in found), found
     assert any(f"{path}:3" in text and "no provider is named 'whatsapp'" in text for text in found), found
+
+
+def test_parameters_have_the_shape_of_a_notifications(tmp_path: Path) -> None:
+    found = problems(
+        tmp_path,
+        """
+        reminders:
+          - name: a
+            cron: "0 9 * * *"
+            template: t
+            to: ["1"]
+            parameters:
+              "1": [not, a, text]
+              Bad Name: x
+              header: {image: https://x.example/a.png}
+              buttons: {"12": go}
+          - name: b
+            cron: "0 9 * * *"
+            template: t
+            to: ["1"]
+            parameters: just text
+        """,
+    )
+    path = tmp_path / "config.yaml"
+    assert any(
+        f"{path}:7" in text and "reminders[0].parameters.1" in text and "a number or a text" in text for text in found
+    ), found
+    assert any(f"{path}:8" in text and "'Bad Name' is not a parameter name" in text for text in found), found
+    assert any(f"{path}:9" in text and "parameters.header.image" in text for text in found), found
+    assert any(f"{path}:10" in text and "'12' is not a button index" in text for text in found), found
+    assert any(f"{path}:15" in text and "reminders[1].parameters" in text and '"1", "2"' in text for text in found), (
+        found
+    )
+
+
+def test_well_formed_parameters_are_kept(tmp_path: Path) -> None:
+    config = load(
+        tmp_path,
+        """
+        reminders:
+          - name: a
+            cron: "0 9 * * *"
+            template: t
+            to: ["1"]
+            parameters:
+              "1": Ana
+              "2": 42
+              order_id: A-7
+              header: {image: {link: "https://x.example/a.png"}}
+              buttons: {"0": track-7}
+        """,
+    )
+    assert config["reminders"][0]["parameters"] == {  # type: ignore[index]
+        "1": "Ana",
+        "2": 42,
+        "order_id": "A-7",
+        "header": {"image": {"link": "https://x.example/a.png"}},
+        "buttons": {"0": "track-7"},
+    }

@@ -21,6 +21,7 @@ the firing job runs every second, on the scheduler's replica only.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
@@ -35,6 +36,7 @@ from wahub.core.config.validators import (
     seconds_between,
     timezone_name,
 )
+from wahub.core.http.notifications import PARAMETERS
 from wahub.core.hub import Hub
 from wahub.core.outbound.cron import CronError, parse
 from wahub.core.outbound.reminders import fire_due, sync_config_reminders
@@ -65,6 +67,70 @@ def _or_none(validator: Callable[[Any], str]) -> Callable[[Any], str | None]:
     return validate
 
 
+# The shape of a notification's parameters (``PARAMETERS`` of the REST API), for YAML.
+_PARAMETER_NAME = re.compile(r"[0-9]+|[a-z][a-z0-9_]*")
+_BUTTON_INDEX = re.compile(r"[0-9]")
+_HEADER_MEDIA = ("image", "video", "document", "location")
+MAX_PARAMETER_TEXT = 1024
+
+
+def _parameter_text(value: Any, path: list[Any], *, numbers: bool = False) -> None:
+    if numbers and isinstance(value, int | float) and not isinstance(value, bool):
+        return
+    if not isinstance(value, str) or not 0 < len(value) <= MAX_PARAMETER_TEXT:
+        kind = "a number or a text" if numbers else "a text"
+        raise vol.Invalid(f"expected {kind} of 1 to {MAX_PARAMETER_TEXT} characters", path=path)
+
+
+def _header(value: Any) -> None:
+    if isinstance(value, str):
+        _parameter_text(value, ["header"])
+    elif not (isinstance(value, dict) and len(value) == 1 and next(iter(value)) in _HEADER_MEDIA):
+        media = ", ".join(_HEADER_MEDIA)
+        raise vol.Invalid(f"expected a text or one media object ({media}: {{link: ...}})", path=["header"])
+    elif not isinstance(next(iter(value.values())), dict):
+        raise vol.Invalid("expected a mapping such as {link: https://...}", path=["header", next(iter(value))])
+
+
+def _buttons(value: Any) -> None:
+    if not isinstance(value, dict):
+        raise vol.Invalid("expected a mapping of button index (0 to 9) to its text or payload", path=["buttons"])
+    for index, text in value.items():
+        if not isinstance(index, str) or not _BUTTON_INDEX.fullmatch(index):
+            raise vol.Invalid(f"{str(index)[:40]!r} is not a button index: use 0 to 9", path=["buttons", index])
+        _parameter_text(text, ["buttons", index])
+
+
+def _parameters(value: Any) -> dict[str, Any] | None:
+    """A template's parameters in the shape a notification takes (``PARAMETERS``),
+    every wrong one reported."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise vol.Invalid(f"expected a mapping: {PARAMETERS['description']}")
+    problems = []
+    for name, given in value.items():
+        try:
+            _parameter(name, given)
+        except vol.Invalid as exc:
+            problems.append(exc)
+    if problems:
+        raise vol.MultipleInvalid(problems)
+    return value
+
+
+def _parameter(name: Any, given: Any) -> None:
+    if name == "header":
+        _header(given)
+    elif name == "buttons":
+        _buttons(given)
+    elif not isinstance(name, str) or not _PARAMETER_NAME.fullmatch(name):
+        message = f"{str(name)[:40]!r} is not a parameter name: use 1, 2... or a lowercase name such as order_id"
+        raise vol.Invalid(message, path=[name])
+    else:
+        _parameter_text(given, [name], numbers=True)
+
+
 _TAGS = vol.Schema({vol.Required("tags"): vol.All([vol.All(str, vol.Length(min=1, max=MAX_TAG))], vol.Length(min=1))})
 _ADDRESSES = vol.All([vol.All(str, vol.Length(min=1, max=MAX_ADDRESS))], vol.Length(min=1))
 
@@ -86,7 +152,7 @@ _REMINDER = vol.Schema(
         vol.Optional("timezone", default=None): _or_none(timezone_name),
         vol.Required("template"): vol.All(str, vol.Length(min=1, max=512)),
         vol.Optional("language", default=None): _or_none(language_code),
-        vol.Optional("parameters", default=None): vol.Maybe(dict),
+        vol.Optional("parameters", default=None): _parameters,
         vol.Required("to"): _audience,
         vol.Optional("provider", default=None): vol.Maybe(str),
         vol.Optional("misfire_grace", default=DEFAULT_MISFIRE_GRACE): seconds_between(0, MAX_MISFIRE_GRACE),

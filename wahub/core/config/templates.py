@@ -191,9 +191,8 @@ def _check_header(template: _Template, header: dict[str, Any], path: list[Any]) 
             checker.add([*path, "text"], f"a {header['format']} header has no text")
         if header["format"] in MEDIA_FORMATS and not ({"header_handle", "header_file"} & set(example)):
             checker.add(path, f"a {header['format']} header needs example.header_file or header_handle")
-        if "header_file" in example and not (template.directory / example["header_file"]).is_file():
-            message = f"no file {show(example['header_file'])} in the templates directory {template.directory}"
-            checker.add([*path, "example", "header_file"], message)
+        if "header_file" in example:
+            _check_header_file(template, example["header_file"], [*path, "example", "header_file"])
         return {}
     if text is None:
         checker.add(path, "a TEXT header needs its text")
@@ -206,6 +205,17 @@ def _check_header(template: _Template, header: dict[str, Any], path: list[Any]) 
         checker.add([*path, "text"], f"a header has at most one placeholder, not {_shown(names)}")
     _check_examples(template, names, example, path, "header_text")
     return {"header": names}
+
+
+def _check_header_file(template: _Template, name: str, path: list[Any]) -> None:
+    """A header's file is a file inside the templates directory: never an
+    absolute path or one leading out of it, which ``apply`` would upload."""
+    directory = template.directory.resolve()
+    if Path(name).is_absolute() or not (directory / name).resolve().is_relative_to(directory):
+        message = f"{show(name)} is outside the templates directory: name a file in {template.directory}"
+        template.checker.add(path, message)
+    elif not (directory / name).is_file():
+        template.checker.add(path, f"no file {show(name)} in the templates directory {template.directory}")
 
 
 def _check_body(template: _Template, body: dict[str, Any], path: list[Any]) -> dict[str, list[str]]:

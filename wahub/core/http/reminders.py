@@ -10,7 +10,12 @@ addresses at a time, some time before an event, or again and again on a cron.
 - ``GET /api/v1/reminders``: every reminder by id, the configured ones too
   (read-only); ``{"reminders": [...], "next": cursor|null}``.
 - ``GET /api/v1/reminders/{id}``; ``DELETE /api/v1/reminders/{id}`` cancels
-  it (404 unknown, 409 for a configured one: it is changed in the configuration).
+  it and the notifications it created that are still waiting, being written
+  or queued (404 unknown, 409 for a configured one: it is changed in the
+  configuration).
+
+A reminder shows how many notifications its firings created
+(``notifications_count``) and the latest ``LATEST_NOTIFICATIONS`` of them.
 
 A free-text message is sent only to those whose service window is open when
 the reminder fires; the others are refused and counted on its notification.
@@ -30,14 +35,17 @@ from wahub.core.config.validators import language_code, timezone_name
 from wahub.core.errors import InvalidMessage, SendRefused
 from wahub.core.http.api_io import aware_time, error, idempotency_key, iso_time, json_response, path_id
 from wahub.core.http.api_query import check_known, cursor, page_limit
+from wahub.core.http.notifications import PARAMETERS
 from wahub.core.http.openapi import IDEMPOTENCY_KEY, Answer, Operation, Param, Schema, body_of, errors
 from wahub.core.hub import HUB_KEY, Hub
 from wahub.core.outbound.cron import CronError, next_after, parse
-from wahub.core.storage.schedules import CONFIG, ScheduleSpec
+from wahub.core.storage.schedules import CONFIG, LATEST_NOTIFICATIONS, Notifications, ScheduleSpec
 
 #: Seconds late a reminder of the API may still go (as a configured one by default).
 MISFIRE_GRACE = 3600.0
 MAX_RECIPIENTS = 1000
+#: Longest ``before.offset``: a reminder goes at most a year before its event.
+MAX_OFFSET_DAYS = 366
 _OFFSET = re.compile(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?")
 _BODY_ERROR = "invalid_reminder"
 
@@ -51,7 +59,7 @@ BODY: Schema = {
         "to": {"oneOf": [_ADDRESS, {"type": "array", "items": _ADDRESS, "minItems": 1, "maxItems": MAX_RECIPIENTS}]},
         "template": {"type": "string", "minLength": 1, "maxLength": 512},
         "language": {"type": "string", "minLength": 2, "maxLength": 35},
-        "parameters": {"type": "object"},
+        "parameters": PARAMETERS,
         "message": {"type": "object", "description": "a canonical message body without 'to' (free text)"},
         "provider": {"type": "string", "minLength": 1, "maxLength": 64},
         "at": _TIME,
@@ -61,7 +69,13 @@ BODY: Schema = {
             "additionalProperties": False,
             "properties": {
                 "event_at": _TIME,
-                "offset": {"type": "string", "pattern": "^(?:[0-9]+d)?(?:[0-9]+h)?(?:[0-9]+m)?$", "minLength": 2},
+                "offset": {
+                    "type": "string",
+                    "pattern": "^(?:[0-9]+d)?(?:[0-9]+h)?(?:[0-9]+m)?$",
+                    "minLength": 2,
+                    "maxLength": 16,
+                    "description": f"at most {MAX_OFFSET_DAYS} days",
+                },
             },
         },
         "cron": {"type": "string", "minLength": 1, "maxLength": 128, "description": "five fields, read in timezone"},
@@ -72,7 +86,17 @@ BODY: Schema = {
 _TIME_OR_NULL: Schema = {"type": ["string", "null"], "description": "ISO 8601, UTC"}
 REMINDER: Schema = {
     "type": "object",
-    "required": ["id", "name", "source", "state", "next_fire_at", "fired", "skipped", "notifications"],
+    "required": [
+        "id",
+        "name",
+        "source",
+        "state",
+        "next_fire_at",
+        "fired",
+        "skipped",
+        "notifications",
+        "notifications_count",
+    ],
     "properties": {
         "id": {"type": "integer"},
         "name": {"type": "string", "description": "api:<id>, or config:<name>[@<zone>] for a configured one"},
@@ -92,7 +116,13 @@ REMINDER: Schema = {
         "fired": {"type": "integer"},
         "skipped": {"type": "integer"},
         "misfire_grace": {"type": "number"},
-        "notifications": {"type": "array", "items": {"type": "integer"}, "description": "the firings' campaigns"},
+        "notifications": {
+            "type": "array",
+            "items": {"type": "integer"},
+            "maxItems": LATEST_NOTIFICATIONS,
+            "description": f"the latest {LATEST_NOTIFICATIONS} firings' campaigns, newest first",
+        },
+        "notifications_count": {"type": "integer", "description": "every campaign its firings created"},
         "created_at": {"type": "string"},
     },
 }
@@ -106,7 +136,7 @@ class _Refused(Exception):
         self.field, self.message, self.code = field, message, code
 
 
-def shown(row: dict[str, Any], notifications: list[int]) -> dict[str, Any]:
+def shown(row: dict[str, Any], notifications: Notifications) -> dict[str, Any]:
     """A schedule row as the API shows it."""
     keys = ("id", "name", "source", "state", "provider", "audience", "template", "language", "message")
     return {
@@ -115,7 +145,8 @@ def shown(row: dict[str, Any], notifications: list[int]) -> dict[str, Any]:
         "event_at": iso_time(row["event_at"]),
         "next_fire_at": iso_time(row["next_fire_at"]),
         "last_fired_at": iso_time(row["last_fired_at"]),
-        "notifications": notifications,
+        "notifications": notifications.latest,
+        "notifications_count": notifications.count,
         "created_at": iso_time(row["created_at"]),
     }
 
@@ -129,9 +160,12 @@ def _instant(text: str, field: str) -> float:
 
 def _offset_seconds(text: str) -> float:
     found = _OFFSET.fullmatch(text)
-    assert found is not None  # the body's schema checked the shape
+    assert found is not None  # the body's schema checked the shape and the length
     days, hours, minutes = (int(part or 0) for part in found.groups())
-    return float(days * 86400 + hours * 3600 + minutes * 60)
+    seconds = days * 86400 + hours * 3600 + minutes * 60
+    if seconds > MAX_OFFSET_DAYS * 86400:
+        raise _Refused("$.before.offset", f"$.before.offset: {text} is over {MAX_OFFSET_DAYS} days")
+    return float(seconds)
 
 
 def _when(body: dict[str, Any], now: float) -> tuple[float, dict[str, Any]]:
@@ -200,9 +234,9 @@ def _spec(hub: Hub, body: dict[str, Any], now: float) -> tuple[ScheduleSpec, flo
     return spec, fire_at
 
 
-async def _answer(hub: Hub, row: dict[str, Any], status: int = 200) -> web.Response:
+async def _answer(hub: Hub, row: dict[str, Any], status: int = 200, **extra: Any) -> web.Response:
     notifications = await hub.storage.schedules.notifications([row["id"]])
-    return json_response(shown(row, notifications[row["id"]]), status=status)
+    return json_response({**shown(row, notifications[row["id"]]), **extra}, status=status)
 
 
 async def create_reminder(request: web.Request) -> web.Response:
@@ -251,13 +285,29 @@ async def cancel_reminder(request: web.Request) -> web.Response:
             f"reminder {schedule_id} ({row['name']}) comes from the configuration: "
             f"remove or change reminders: {configured} there",
         )
-    cancelled = await hub.storage.schedules.cancel(schedule_id, now=hub.clock.time())
+    now = hub.clock.time()
+    cancelled = await hub.storage.schedules.cancel(schedule_id, now=now)
     assert cancelled is not None
-    return await _answer(hub, cancelled)
+    stopped = await hub.storage.schedules.unfinished_notifications(schedule_id)
+    for campaign_id in stopped:
+        await hub.storage.campaigns.cancel(campaign_id, now=now)
+    return await _answer(hub, cancelled, cancelled_notifications=stopped)
 
 
 _ID = Param("id", {"type": "integer", "minimum": 1}, "The reminder's id", where="path", required=True)
 _ONE = {200: Answer("The reminder", REMINDER)}
+_CANCELLED: Schema = {
+    **REMINDER,
+    "required": [*REMINDER["required"], "cancelled_notifications"],
+    "properties": {
+        **REMINDER["properties"],
+        "cancelled_notifications": {
+            "type": "array",
+            "items": {"type": "integer"},
+            "description": "its notifications that were still waiting, being written or queued, now cancelled",
+        },
+    },
+}
 _PAGE: Schema = {
     "type": "object",
     "required": ["reminders", "next"],
@@ -308,7 +358,7 @@ def operations() -> list[Operation]:
             "Cancel a reminder",
             tag,
             {
-                **_ONE,
+                200: Answer("The reminder, cancelled, and the notifications it stopped", _CANCELLED),
                 **errors(401, 404),
                 409: Answer("The reminder is configured: change the configuration instead", errors(409)[409].schema),
             },

@@ -22,7 +22,7 @@ import datetime as dt
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
-__all__ = ["Cron", "CronError", "next_after", "parse"]
+__all__ = ["Cron", "CronError", "count_between", "latest_at_or_before", "next_after", "parse"]
 
 _MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
 _DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
@@ -37,6 +37,8 @@ _RANGES: dict[str, tuple[int, int, tuple[str, ...]]] = {
 }
 #: Longest wait between two days that match (29 February on a given weekday, past a skipped leap year).
 _LONGEST_SEARCH_DAYS = 366 * 30
+#: Digits a field's number may have; anything longer is out of every field's range.
+_MAX_DIGITS = 4
 # How far (hours) a zone's offset may move within a day, with margin: candidates
 # earlier than this before ``after``'s wall time cannot come after it.
 _OFFSET_MARGIN = dt.timedelta(hours=4)
@@ -72,17 +74,22 @@ class Cron:
         return wall.minute in self.minutes and wall.hour in self.hours and self.matches_day(wall.date())
 
 
+def _is_number(text: str) -> bool:
+    """ASCII digits only: ``str.isdigit`` also takes "²", which ``int`` refuses."""
+    return text.isascii() and text.isdigit()
+
+
 def _number(text: str, name: str, expression: str) -> int:
     low, high, names = _RANGES[name]
     lowered = text.lower()
     if lowered in names:
         return names.index(lowered) + (1 if name == "month" else 0)
-    if not text.isdigit():
+    if not _is_number(text):
         hint = f" or a name ({', '.join(names)})" if names else ""
         raise CronError(f"cron {expression!r}: the {name} field has {text!r}: expected a number{hint}")
-    value = int(text)
+    value = int(text) if len(text) <= _MAX_DIGITS else high + 1
     if not low <= value <= high:
-        raise CronError(f"cron {expression!r}: the {name} field has {value}: expected {low} to {high}")
+        raise CronError(f"cron {expression!r}: the {name} field has {text[:20]}: expected {low} to {high}")
     return value
 
 
@@ -93,8 +100,11 @@ def _field(text: str, name: str, expression: str) -> frozenset[int]:
         span, slash, step_text = part.partition("/")
         step = 1
         if slash:
-            if not step_text.isdigit() or int(step_text) == 0:
-                raise CronError(f"cron {expression!r}: the {name} field has step {step_text!r}: expected a number >= 1")
+            span_size = high - low + 1
+            if not _is_number(step_text) or len(step_text) > _MAX_DIGITS or not 1 <= int(step_text) <= span_size:
+                raise CronError(
+                    f"cron {expression!r}: the {name} field has step {step_text[:20]!r}: expected 1 to {span_size}"
+                )
             step = int(step_text)
         if span == "*":
             first, last = low, high
@@ -192,3 +202,47 @@ def _first_in_day(cron: Cron, day: dt.date, after: float, earliest: dt.datetime,
             if instant > after:
                 return instant
     return None
+
+
+def _day_instants(cron: Cron, day: dt.date, zone: ZoneInfo) -> list[float]:
+    """The firings of the local ``day`` (a matching one), earliest first, each once."""
+    walls = (dt.datetime(day.year, day.month, day.day, hour, minute) for hour in cron.hours for minute in cron.minutes)
+    return sorted({instant_of(wall, zone) for wall in walls})
+
+
+def latest_at_or_before(cron: Cron, at: float, zone: ZoneInfo, *, not_before: float) -> float | None:
+    """The last firing at or before the unix time ``at`` and not before
+    ``not_before``; None when there is none. Walks back a day at a time, so a
+    long outage costs one step per local day, not one per occurrence."""
+    day = dt.datetime.fromtimestamp(at, zone).date() + dt.timedelta(days=1)
+    first_day = dt.datetime.fromtimestamp(not_before, zone).date() - dt.timedelta(days=1)
+    while day >= first_day:
+        if cron.matches_day(day):
+            found = [instant for instant in _day_instants(cron, day, zone) if not_before <= instant <= at]
+            if found:
+                return found[-1]
+        day -= dt.timedelta(days=1)
+    return None
+
+
+def count_between(cron: Cron, after: float, until: float, zone: ZoneInfo) -> int:
+    """How many firings happen after the unix time ``after`` and at or before
+    ``until``. A day without an offset change that lies wholly inside is counted
+    by multiplication; only the days at the ends and those whose clocks change
+    are read minute by minute."""
+    day = dt.datetime.fromtimestamp(after, zone).date() - dt.timedelta(days=1)
+    last_day = dt.datetime.fromtimestamp(until, zone).date() + dt.timedelta(days=1)
+    whole_day = len(cron.hours) * len(cron.minutes)
+    counted, seen = 0, set[float]()
+    while day <= last_day:
+        if cron.matches_day(day):
+            start = instant_of(dt.datetime(day.year, day.month, day.day), zone)
+            following = day + dt.timedelta(days=1)
+            end = instant_of(dt.datetime(following.year, following.month, following.day), zone)
+            plain = _offset(start - 1, zone) == _offset(end - 1, zone)
+            if plain and after < start and end - 1 <= until:
+                counted += whole_day
+            else:
+                seen.update(instant for instant in _day_instants(cron, day, zone) if after < instant <= until)
+        day += dt.timedelta(days=1)
+    return counted + len(seen)

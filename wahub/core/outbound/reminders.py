@@ -16,13 +16,14 @@ the contacts of its zone.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from wahub.core.hub import Hub
-from wahub.core.outbound.cron import next_after
-from wahub.core.storage.schedules import FIRED, SKIPPED, Firing, ScheduleSpec, SyncResult
+from wahub.core.outbound.cron import count_between, latest_at_or_before, next_after, parse
+from wahub.core.storage.schedules import FIRED, SKIPPED, Firing, Missed, ScheduleSpec, SyncResult
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -38,11 +39,32 @@ def following(schedule: Mapping[str, Any], after: float) -> float | None:
     return next_after(cron, after, ZoneInfo(schedule["timezone"] or "UTC"))
 
 
+def catch_up(schedule: Mapping[str, Any], now: float) -> Missed:
+    """A due schedule at ``now``: its latest occurrence due, and how many earlier
+    due ones it supersedes (those more than ``misfire_grace`` late apart),
+    found without walking every missed occurrence."""
+    occurrence = float(schedule["next_fire_at"])
+    if schedule["cron"] is None:
+        return Missed(occurrence)
+    cron, zone = parse(schedule["cron"]), ZoneInfo(schedule["timezone"] or "UTC")
+    latest = latest_at_or_before(cron, now, zone, not_before=occurrence)
+    if latest is None or latest <= occurrence:
+        return Missed(occurrence)
+    # Skipped: ``occurrence`` and those after it before ``latest``; superseded
+    # those not more than the grace late (at or after ``now - grace``).
+    skipped = count_between(cron, occurrence, latest, zone)
+    within = max(occurrence, math.ceil(now - float(schedule["misfire_grace"])))
+    superseded = count_between(cron, within - 1, latest, zone) - 1 if latest >= within else 0
+    return Missed(latest, grace_passed=skipped - superseded, superseded=superseded)
+
+
 async def fire_due(hub: Hub) -> list[Firing]:
     """Fire (or skip, when too late) every schedule due at ``hub.clock``'s time."""
     firings = []
     for _ in range(MAX_FIRINGS_PER_RUN):
-        firing = await hub.storage.schedules.fire_next(hub.clock.time(), following)
+        firing = await hub.storage.schedules.fire_next(
+            hub.clock.time(), following, catch_up, default_zone=hub.config["wahub"].get("timezone", "UTC")
+        )
         if firing is None:
             break
         _record(hub, firing)

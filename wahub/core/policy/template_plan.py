@@ -8,7 +8,8 @@ category or parameter format differ), ``delete`` (only at the provider, with
 Both sides are normalised the same way before they are compared (upper-case
 types and formats, empty values and media handles left out), so a template
 that did not change plans nothing. ``apply`` carries the steps out one by one,
-a failing step reported and the rest still done.
+a failing step (a provider's refusal, a network failure, a header file that
+cannot be read) reported and the rest still done.
 
 A provider that manages templates is a ``TemplateAccount``; the core names
 only what it needs, not which providers can.
@@ -21,6 +22,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
+
+import aiohttp
 
 from wahub.core.config.templates import TemplateDefinition
 from wahub.core.errors import ProviderError
@@ -186,14 +189,24 @@ async def apply(account: TemplateAccount, steps: Sequence[Step], *, files_from: 
             continue
         try:
             detail = await _carry_out(account, step, files_from)
-        except ProviderError as error:
-            code = f" (code {error.code})" if error.code else ""
-            outcomes.append(Outcome(step, error=f"{error}{code}"))
+        except (ProviderError, aiohttp.ClientError, OSError) as error:
+            outcomes.append(Outcome(step, error=_failure(error)))
             continue
         if step.action is Action.DELETE and step.whole:
             deleted_names.add(step.name)
         outcomes.append(Outcome(step, detail=detail))
     return outcomes
+
+
+def _failure(error: Exception) -> str:
+    """What a failed step reports: the provider's reason and code, or what went wrong on the way."""
+    if isinstance(error, ProviderError):
+        return f"{error}" + (f" (code {error.code})" if error.code else "")
+    if isinstance(error, aiohttp.ClientError):
+        return f"the provider could not be reached: {error or type(error).__name__}"
+    if isinstance(error, TimeoutError):
+        return "the provider did not answer in time"
+    return f"a file could not be read: {error}"
 
 
 async def _carry_out(account: TemplateAccount, step: Step, files_from: Path) -> str:

@@ -6,7 +6,8 @@ due row (``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so replicas firing at once
 never both take it; SQLite has one writer), decides whether the occurrence
 still goes, advances the row and creates the firing's campaign, whose
 idempotency key ``schedule:<id>:<occurrence>`` makes a second creation a no-op.
-Cron arithmetic is the caller's (``NextOccurrence``): this layer only stores.
+Cron arithmetic is the caller's (``NextOccurrence``, ``CatchUp``): this layer
+only stores.
 """
 
 from __future__ import annotations
@@ -20,9 +21,11 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from wahub.core.storage.campaigns import create_campaign
+from wahub.core.models import MessageStatus
+from wahub.core.storage.campaigns import EXPANDING, QUEUED, SCHEDULED, create_campaign
 from wahub.core.storage.engine import Database, insert_ignore
-from wahub.core.storage.schema import campaigns, contacts, schedules
+from wahub.core.storage.schema import campaigns, contacts, messages, schedules
+from wahub.core.storage.segments import Segment, segment_filter
 
 #: A schedule's states: still firing, nothing left to fire, stopped.
 ACTIVE, DONE, CANCELLED = "active", "done", "cancelled"
@@ -36,8 +39,34 @@ MISFIRE_GRACE_PASSED, SUPERSEDED = "misfire_grace_passed", "superseded"
 #: A firing this many seconds after its time still counts as on time.
 ON_TIME_SECONDS = 60.0
 
+#: Campaign ids a schedule's answer lists: its latest firings'.
+LATEST_NOTIFICATIONS = 20
+
 #: The next occurrence of a schedule (its row) strictly after a unix time; None: it fires no more.
 NextOccurrence = Callable[[Mapping[str, Any], float], float | None]
+
+
+@dataclass(frozen=True)
+class Missed:
+    """A due schedule caught up at ``now``: the latest occurrence due, and the
+    earlier due ones it supersedes, counted by why they are skipped."""
+
+    occurrence: float
+    grace_passed: int = 0
+    superseded: int = 0
+
+
+#: The catch-up of a due schedule (its row) at a unix time.
+CatchUp = Callable[[Mapping[str, Any], float], Missed]
+
+
+@dataclass(frozen=True)
+class Notifications:
+    """The campaigns a schedule's firings created: how many, and the latest
+    ``LATEST_NOTIFICATIONS`` ids, newest first."""
+
+    count: int
+    latest: list[int]
 
 
 @dataclass(frozen=True)
@@ -150,28 +179,36 @@ class ScheduleStore:
             row = (await conn.execute(sa.select(schedules).where(schedules.c.id == schedule_id))).first()
         return None if row is None else _schedule(row)
 
-    async def notifications(self, schedule_ids: Sequence[int]) -> dict[int, list[int]]:
-        """The campaigns (notifications) each schedule's firings created, oldest first."""
-        found: dict[int, list[int]] = {schedule_id: [] for schedule_id in schedule_ids}
-        if not schedule_ids:
-            return found
-        patterns = [campaigns.c.idempotency_key.like(f"schedule:{schedule_id}:%") for schedule_id in schedule_ids]
-        query = sa.select(campaigns.c.id, campaigns.c.idempotency_key).where(sa.or_(*patterns))
+    async def notifications(self, schedule_ids: Sequence[int]) -> dict[int, Notifications]:
+        """The campaigns (notifications) each schedule's firings created, read
+        through the campaigns' idempotency key index."""
+        found: dict[int, Notifications] = {}
         async with self.db.connect() as conn:
-            rows = (await conn.execute(query.order_by(campaigns.c.id))).all()
-        for campaign_id, key in rows:
-            found[int(key.split(":")[1])].append(int(campaign_id))
+            for schedule_id in schedule_ids:
+                mine = _fired_by(schedule_id)
+                count = int(await conn.scalar(sa.select(sa.func.count()).select_from(campaigns).where(mine)) or 0)
+                latest = sa.select(campaigns.c.id).where(mine).order_by(campaigns.c.id.desc())
+                ids = (await conn.execute(latest.limit(LATEST_NOTIFICATIONS))).scalars().all() if count else []
+                found[schedule_id] = Notifications(count, [int(campaign_id) for campaign_id in ids])
         return found
+
+    async def unfinished_notifications(self, schedule_id: int) -> list[int]:
+        """The schedule's campaigns still waiting, being written, or with messages
+        still queued: what cancelling the schedule should stop too."""
+        waiting = sa.exists().where(messages.c.campaign_id == campaigns.c.id, messages.c.status == MessageStatus.QUEUED)
+        query = sa.select(campaigns.c.id).where(
+            _fired_by(schedule_id),
+            sa.or_(campaigns.c.state.in_([SCHEDULED, EXPANDING]), sa.and_(campaigns.c.state == QUEUED, waiting)),
+        )
+        async with self.db.connect() as conn:
+            return [int(campaign_id) for campaign_id in (await conn.execute(query.order_by(campaigns.c.id))).scalars()]
 
     async def audience_zones(self, provider: str, tags: Sequence[str]) -> set[str | None]:
         """The time zones (None: unknown) of the provider's contacts that have every one of ``tags``."""
-        wanted = set(tags)
-        query = sa.select(contacts.c.timezone, contacts.c.tags).where(
-            contacts.c.provider == provider, contacts.c.tags.is_not(None)
-        )
         async with self.db.connect() as conn:
-            rows = (await conn.execute(query)).all()
-        return {zone for zone, labels in rows if isinstance(labels, list) and wanted <= set(labels)}
+            where = segment_filter(Segment(provider, tuple(tags)), conn.dialect.name)
+            query = sa.select(contacts.c.timezone).where(where).distinct()
+            return set((await conn.execute(query)).scalars().all())
 
     async def address_zones(self, provider: str, addresses: Sequence[str]) -> dict[str, str | None]:
         """Each address's contact's time zone (None: unknown, or no such contact)."""
@@ -230,14 +267,18 @@ class ScheduleStore:
         await conn.execute(schedules.update().where(schedules.c.id == row["id"]).values(**values, updated_at=now))
         result.updated.append(name)
 
-    async def fire_next(self, now: float, following: NextOccurrence) -> Firing | None:
+    async def fire_next(
+        self, now: float, following: NextOccurrence, catch_up: CatchUp, *, default_zone: str = "UTC"
+    ) -> Firing | None:
         """Handle the most overdue schedule due at ``now``, in one transaction,
         or return None when none is due (or every due one is another replica's).
 
         The occurrence fires if it is at most ``misfire_grace`` seconds late
         (``fired_late`` past ``ON_TIME_SECONDS``), else it is skipped; earlier
         occurrences that a later due one supersedes are skipped. The schedule
-        then waits for its next occurrence after ``now``, or is ``done``."""
+        then waits for its next occurrence after ``now``, or is ``done``. The
+        campaign counts its recipients (a segment's in ``default_zone`` for
+        contacts without a zone) as it is created."""
         due = (
             sa.select(schedules)
             .where(schedules.c.state == ACTIVE, schedules.c.next_fire_at <= now)
@@ -249,16 +290,40 @@ class ScheduleStore:
             row = (await conn.execute(due)).first()
             if row is None:
                 return None
-            return await _fire(conn, _schedule(row), now, following)
+            return await _fire(conn, _schedule(row), now, following, catch_up(_schedule(row), now), default_zone)
 
 
-async def _fire(conn: AsyncConnection, row: Mapping[str, Any], now: float, following: NextOccurrence) -> Firing:
-    occurrence, grace = float(row["next_fire_at"]), float(row["misfire_grace"])
+def _fired_by(schedule_id: int) -> sa.ColumnElement[bool]:
+    """Campaigns whose key is ``schedule:<id>:<digits>``: a range of the unique
+    key's index, bounded by digits (which every collation orders alike)."""
+    prefix = f"schedule:{schedule_id}:"
+    key = campaigns.c.idempotency_key
+    return sa.and_(key >= f"{prefix}0", key <= f"{prefix}{'9' * 20}", key.like(f"{prefix}%"))
+
+
+async def _recipients(conn: AsyncConnection, provider: str, audience: Mapping[str, Any], default_zone: str) -> int:
+    if "to" in audience:
+        return len(audience["to"])
+    spec = audience["segment"]
+    segment = Segment(provider, tuple(spec["tags"]), spec.get("timezone"), default_zone)
+    counting = sa.select(sa.func.count()).select_from(contacts).where(segment_filter(segment, conn.dialect.name))
+    return int(await conn.scalar(counting) or 0)
+
+
+async def _fire(
+    conn: AsyncConnection,
+    row: Mapping[str, Any],
+    now: float,
+    following: NextOccurrence,
+    missed: Missed,
+    default_zone: str,
+) -> Firing:
+    occurrence, grace = missed.occurrence, float(row["misfire_grace"])
     skipped: Counter[str] = Counter()
-    later = following(row, occurrence)
-    while later is not None and later <= now:
-        skipped[MISFIRE_GRACE_PASSED if now - occurrence > grace else SUPERSEDED] += 1
-        occurrence, later = later, following(row, later)
+    if missed.grace_passed:
+        skipped[MISFIRE_GRACE_PASSED] += missed.grace_passed
+    if missed.superseded:
+        skipped[SUPERSEDED] += missed.superseded
     late = now - occurrence
     campaign_id = None
     if late > grace:
@@ -277,6 +342,7 @@ async def _fire(conn: AsyncConnection, row: Mapping[str, Any], now: float, follo
             source=f"reminder:{row['name']}",
             idempotency_key=f"schedule:{row['id']}:{int(occurrence)}",
             now=now,
+            recipients=await _recipients(conn, row["provider"], row["audience"], default_zone),
         )
     next_fire_at = following(row, now)
     values: dict[str, Any] = {
