@@ -1,11 +1,12 @@
 """``wahub notify`` against a running daemon, piped (no terminal): the
 notification is sent once however often the command runs, its progress
-printed as plain lines; refusals, a refused token and a daemon that is not
-running are each told plainly."""
+printed as plain lines; refusals, a refused token, a daemon that is not
+running and one that does not answer in time are each told plainly."""
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,6 +17,7 @@ import yaml
 from tests.core.test_engine import Engine, engine_for
 from tests.e2e.daemon import free_port
 from tests.helpers import TOKEN
+from wahub.cli.notify import idempotency_key
 from wahub.core.storage.policy import Template
 from wahub.testing import TEST_SECRET
 
@@ -70,6 +72,7 @@ async def test_notify_sends_once_and_follows_to_the_end(engine: Engine, tmp_path
     recipients = tmp_path / "recipients.csv"
     recipients.write_text(f"phone,1\n{ANA},Ana\n{BRUNO},Bruno\n{CARLA},\n")
     args = ("--template", "order_update", "--language", "en", "--csv", str(recipients), "--param", "1=friend")
+    args += ("--key", "orders-2026-12-01")
 
     code, out, err = await notify(config, *args)
 
@@ -88,8 +91,25 @@ async def test_notify_sends_once_and_follows_to_the_end(engine: Engine, tmp_path
     code, again, err = await notify(config, *args)
 
     assert code == 0, err
-    assert again.splitlines()[0] == "notification 1 (queued): 3 recipients, none refused"
+    assert again.splitlines()[:2] == [
+        "already sent as notification 1; showing its progress",
+        "notification 1 (queued): 3 recipients, none refused",
+    ]
     assert len(engine.server.accepted()) == 3
+
+    code, other, err = await notify(config, *args[:-1], "orders-2026-12-08")
+
+    assert code == 0, err
+    assert other.splitlines()[0] == "notification 2 (expanding): 3 recipients, none refused"
+
+
+def test_the_default_key_is_the_same_for_the_same_request_that_day_only() -> None:
+    body = {"template": "weekly_tips", "segment": {"tags": ["newsletter"]}}
+    monday = idempotency_key(body, dt.date(2026, 11, 30))
+
+    assert idempotency_key({**body, "dry_run": True}, dt.date(2026, 11, 30)) == monday
+    assert idempotency_key(body, dt.date(2026, 12, 7)) != monday
+    assert idempotency_key({**body, "template": "other"}, dt.date(2026, 11, 30)) != monday
 
 
 async def test_notify_dry_run_and_refusals(engine: Engine, tmp_path: Path) -> None:
@@ -117,3 +137,25 @@ async def test_notify_says_when_no_daemon_runs(tmp_path: Path) -> None:
 
     assert code == 69 and out == ""
     assert "no wahub daemon answers at http://127.0.0.1:" in err and "wahub run" in err
+
+
+async def test_notify_says_when_the_daemon_takes_the_request_but_does_not_answer(tmp_path: Path) -> None:
+    released = asyncio.Event()
+
+    async def never_answers(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await released.wait()
+        writer.close()
+
+    server = await asyncio.start_server(never_answers, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        code, out, err = await notify(
+            config_file(tmp_path, port), "--template", "order_update", "--to", ANA, "--timeout", "0.5"
+        )
+    finally:
+        released.set()
+        server.close()
+        await server.wait_closed()
+
+    assert code == 75 and out == ""
+    assert "took the request but did not answer within 0.5 s" in err and "no wahub daemon" not in err
