@@ -302,7 +302,7 @@ async def create_notification(request: web.Request) -> web.Response:
         recipients = await _recipients(hub, fields)
         refused: dict[str, int] | None = None
         if dry_run or recipients <= PREVIEW_LIMIT:
-            # A key used before answers for its notification, whatever the checks say now.
+            # A dry run repeating a stored request previews it without refusing it.
             refused = await _previewed(hub, fields, recipients, strict=existing is None)
     except Refused as exc:
         return exc.answer()
