@@ -1,12 +1,13 @@
 """``wahub notify`` against a running daemon, piped (no terminal): the
 notification is sent once however often the command runs, its progress
-printed as plain lines; refusals, a refused token and a daemon that is not
-running are each told plainly."""
+printed as plain lines; refusals, a refused token, a daemon that is not
+running and one that does not answer in time are each told plainly."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime as dt
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -17,7 +18,7 @@ import yaml
 from tests.core.test_engine import Engine, engine_for
 from tests.e2e.daemon import free_port
 from tests.helpers import TOKEN
-from wahub.cli.notify import _Refused, add_parser, request_body
+from wahub.cli.notify import _Refused, add_parser, idempotency_key, request_body
 from wahub.core.storage.policy import Template
 from wahub.testing import TEST_SECRET
 
@@ -72,6 +73,7 @@ async def test_notify_sends_once_and_follows_to_the_end(engine: Engine, tmp_path
     recipients = tmp_path / "recipients.csv"
     recipients.write_text(f"phone,1\n{ANA},Ana\n{BRUNO},Bruno\n{CARLA},\n")
     args = ("--template", "order_update", "--language", "en", "--csv", str(recipients), "--param", "1=friend")
+    args += ("--key", "orders-2026-12-01")
 
     code, out, err = await notify(config, *args)
 
@@ -90,8 +92,25 @@ async def test_notify_sends_once_and_follows_to_the_end(engine: Engine, tmp_path
     code, again, err = await notify(config, *args)
 
     assert code == 0, err
-    assert again.splitlines()[0] == "notification 1 (queued): 3 recipients, none refused"
+    assert again.splitlines()[:2] == [
+        "already sent as notification 1; showing its progress",
+        "notification 1 (queued): 3 recipients, none refused",
+    ]
     assert len(engine.server.accepted()) == 3
+
+    code, other, err = await notify(config, *args[:-1], "orders-2026-12-08")
+
+    assert code == 0, err
+    assert other.splitlines()[0] == "notification 2 (expanding): 3 recipients, none refused"
+
+
+def test_the_default_key_is_the_same_for_the_same_request_that_day_only() -> None:
+    body = {"template": "weekly_tips", "segment": {"tags": ["newsletter"]}}
+    monday = idempotency_key(body, dt.date(2026, 11, 30))
+
+    assert idempotency_key({**body, "dry_run": True}, dt.date(2026, 11, 30)) == monday
+    assert idempotency_key(body, dt.date(2026, 12, 7)) != monday
+    assert idempotency_key({**body, "template": "other"}, dt.date(2026, 11, 30)) != monday
 
 
 async def test_notify_dry_run_and_refusals(engine: Engine, tmp_path: Path) -> None:
@@ -129,3 +148,25 @@ def test_a_buttons_parameter_is_given_by_its_index() -> None:
     assert request_body(given)["parameters"] == {"name": "Ana", "header": "42", "buttons": {"0": "42"}}
     with pytest.raises(_Refused, match=r"a button is named by its index, as in buttons\.0=42"):
         request_body(parser.parse_args([*args, "--param", "buttons.first=42"]))
+
+
+async def test_notify_says_when_the_daemon_takes_the_request_but_does_not_answer(tmp_path: Path) -> None:
+    released = asyncio.Event()
+
+    async def never_answers(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await released.wait()
+        writer.close()
+
+    server = await asyncio.start_server(never_answers, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        code, out, err = await notify(
+            config_file(tmp_path, port), "--template", "order_update", "--to", ANA, "--timeout", "0.5"
+        )
+    finally:
+        released.set()
+        server.close()
+        await server.wait_closed()
+
+    assert code == 75 and out == ""
+    assert "took the request but did not answer within 0.5 s" in err and "no wahub daemon" not in err

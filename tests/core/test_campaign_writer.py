@@ -9,16 +9,18 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 
+from wahub.core.errors import InvalidMessage
 from wahub.core.http.notifications import counted
 from wahub.core.hub import Hub
 from wahub.core.models import StatusEvent
 from wahub.core.outbound.campaigns import BATCH, CampaignWriter, template_components
 from wahub.core.runtime.app import command_hub
-from wahub.core.storage.campaigns import CANCELLED, QUEUED, Campaign
+from wahub.core.storage.campaigns import CANCELLED, QUEUED, WRITE_FAILED, Campaign
 from wahub.core.storage.policy import Template
-from wahub.core.storage.schema import campaigns, messages
+from wahub.core.storage.schema import campaigns, contact_identities, contacts, messages
 from wahub.testing import build_config, plugin_manager
 from wahub.testing import fake_provider as fake_plugin
 
@@ -305,3 +307,85 @@ async def test_two_replicas_never_write_the_same_campaign_at_once(postgres_url: 
         assert await second.claim() is None
         addresses = [row.address for row in await rows_of(other, campaign_id)]
         assert len(addresses) == len(set(addresses)) == 300
+
+
+@pytest.mark.parametrize(
+    ("parameters", "field"),
+    [
+        ({"buttons": {"x": "1"}}, "parameters.buttons.x"),
+        ({"buttons": ["a"]}, "parameters.buttons"),
+        ({"header": 5}, "parameters.header"),
+        ({"header": {}}, "parameters.header"),
+        ({"header": {"image": "a.png"}}, "parameters.header.image"),
+        ({"1": {"nested": "x"}}, "parameters.1"),
+        ({"buttons": {"0": ""}}, "parameters.buttons.0"),
+    ],
+)
+def test_malformed_parameters_are_an_invalid_message_naming_them(parameters: dict[str, Any], field: str) -> None:
+    with pytest.raises(InvalidMessage) as refused:
+        template_components(parameters, {})
+
+    assert refused.value.field == field
+
+
+async def test_a_campaign_with_malformed_parameters_ends_with_them_refused(database_url: str) -> None:
+    async with writer_hub(database_url) as hub:
+        campaign_id = await notification(hub, USERS[:3], per_recipient={USERS[1]: {"header": {}}})
+        writer = CampaignWriter(hub)
+
+        await writer.write(await claimed(writer))
+
+        stored = await hub.storage.campaigns.get(campaign_id)
+        assert stored is not None and stored.state == QUEUED and stored.refused == {"invalid_message": 1}
+        assert [row.address for row in await rows_of(hub, campaign_id)] == [USERS[0], USERS[2]]
+
+
+async def test_a_campaign_that_cannot_be_written_is_given_up_not_retried(database_url: str) -> None:
+    async with writer_hub(database_url) as hub:
+        # Its provider was removed from the configuration since it was created.
+        campaign_id, _ = await hub.storage.campaigns.create(
+            provider="gone",
+            template="order_update",
+            audience={"to": USERS[:5]},
+            source="api",
+            idempotency_key="test:gone",
+            now=hub.clock.time(),
+            recipients=5,
+        )
+        writer = CampaignWriter(hub)
+
+        await writer.write(await claimed(writer))
+
+        stored = await hub.storage.campaigns.get(campaign_id)
+        assert stored is not None and stored.state == QUEUED and stored.expanded_at is not None
+        assert stored.refused == {WRITE_FAILED: 5}
+        assert await writer.claim() is None
+
+
+async def test_one_contact_written_several_ways_gets_one_message(database_url: str) -> None:
+    async with writer_hub(database_url) as hub:
+        now = time.time()
+        async with hub.storage.db.begin() as conn:
+            contact_id = (
+                await conn.execute(
+                    contacts.insert()
+                    .values(provider="fake", address="US.5550001", created_at=now, updated_at=now)
+                    .returning(contacts.c.id)
+                )
+            ).scalar_one()
+            await conn.execute(
+                contact_identities.insert().values(
+                    contact_id=contact_id, kind="wa_id", value="15552999999", created_at=now
+                )
+            )
+        # A reminder's list is not cleaned by the API: the writer counts people itself.
+        campaign_id = await notification(hub, ["+15552999999", "15552999999", "US.5550001", USERS[0]])
+        writer = CampaignWriter(hub)
+
+        await writer.write(await claimed(writer))
+
+        rows = await rows_of(hub, campaign_id)
+        assert [(row.address, row.idempotency_key) for row in rows] == [
+            ("+15552999999", f"campaign:{campaign_id}:c{contact_id}"),
+            (USERS[0], f"campaign:{campaign_id}:{USERS[0]}"),
+        ]

@@ -14,8 +14,9 @@ import sqlalchemy as sa
 
 from tests.core.test_engine import Engine, engine_for
 from tests.helpers import AUTH
+from wahub.core.http.notifications import PREVIEW_LIMIT
 from wahub.core.storage.policy import Template
-from wahub.core.storage.schema import contacts, messages
+from wahub.core.storage.schema import contact_identities, contacts, messages
 from wahub.testing import wait_until
 
 USERS = [f"1555300{n:04d}" for n in range(1000)]
@@ -79,13 +80,20 @@ async def test_the_preview_and_the_sending_agree_on_refusals(engine: Engine) -> 
     status, preview = await notify(engine, {**body, "dry_run": True})
 
     assert status == 200
-    assert preview == {"id": None, "state": "expanding", "recipients": 1000, "refused": {"opted_out": 30}}
+    assert preview == {
+        "id": None,
+        "state": "expanding",
+        "recipients": 1000,
+        "refused": {"opted_out": 30},
+        "preview": "exact",
+    }
     assert await stored_counts(engine) == (0, 0)
 
     status, created = await notify(engine, body, key="spring-sale")
 
     assert status == 202
     assert created["recipients"] == 1000 and created["refused"] == {"opted_out": 30}
+    assert created["preview"] == "exact"
     found = await notification_when(engine, created["id"], finished)
     assert found["state"] == "queued" and found["written"] == 970 and found["refused"] == {"opted_out": 30}
     assert found["counts"]["failed"] == {} and found["counts"]["cancelled"] == 0
@@ -118,7 +126,9 @@ async def test_an_idempotency_key_returns_the_first_notification(engine: Engine)
 
     status, again = await notify(engine, body, key="k-1")
 
-    assert status == 202 and again["id"] == first["id"] and again["recipients"] == 3
+    # A replay answers 200 with the stored notification, nothing checked again.
+    assert status == 200 and again["id"] == first["id"] and again["recipients"] == 3
+    assert again["preview"] == "stored"
     status, conflict = await notify(engine, {**body, "parameters": {"1": "Bruno"}}, key="k-1")
     assert status == 409 and conflict["error"]["code"] == "idempotency_conflict"
     await notification_when(engine, first["id"], lambda n: n["state"] == "queued")
@@ -150,6 +160,10 @@ async def test_a_message_refused_for_everyone_is_a_422_and_creates_nothing(engin
         ({"segment": {"tags": ["vip"], "timezone": "Mars/Olympus"}}, "$.segment.timezone", "IANA"),
         ({"to": USERS[:2], "parameters": {"Bad-Name": "x"}}, "$.parameters", "does not match"),
         ({"to": []}, "$.to", "should be non-empty"),
+        ({"to": USERS[:2], "parameters": {"buttons": {"x": "1"}}}, "$.parameters.buttons", "does not match"),
+        ({"to": USERS[:2], "parameters": {"buttons": ["a"]}}, "$.parameters.buttons", "not of type 'object'"),
+        ({"to": USERS[:2], "parameters": {"header": 5}}, "$.parameters.header", "is not valid"),
+        ({"to": USERS[:2], "parameters": {"header": {}}}, "$.parameters.header", "should be non-empty"),
     ],
 )
 async def test_a_bad_request_names_the_field(engine: Engine, body: dict[str, Any], field: str, words: str) -> None:
@@ -225,3 +239,65 @@ async def test_notifications_are_listed_newest_first_in_pages(engine: Engine) ->
     assert [item["id"] for item in rest["notifications"]] == [ids[0]] and rest["next"] is None
     status, wrong = await call(engine, "GET", "/api/v1/notifications?limt=2")
     assert status == 400 and wrong["error"]["parameter"] == "limt"
+
+
+async def add_contact(engine: Engine, address: str, identities: list[tuple[str, str]]) -> int:
+    now = time.time()
+    async with engine.daemon.hub.storage.db.begin() as conn:
+        contact_id = (
+            await conn.execute(
+                contacts.insert()
+                .values(provider="fake", address=address, tags=["vip"], created_at=now, updated_at=now)
+                .returning(contacts.c.id)
+            )
+        ).scalar_one()
+        await conn.execute(
+            contact_identities.insert(),
+            [{"contact_id": contact_id, "kind": k, "value": v, "created_at": now} for k, v in identities],
+        )
+    return int(contact_id)
+
+
+async def test_every_spelling_of_one_person_is_one_recipient_and_one_message(engine: Engine) -> None:
+    # A contact now addressed by its BSUID, still known by its wa_id; and an unknown number written two ways.
+    await add_contact(engine, "US.13491208655302741918", [("wa_id", "15553770001")])
+    spellings = ["+15553770001", "15553770001", "US.13491208655302741918", "+15553770002", "15553770002"]
+    body = {
+        "language": "en",
+        "to": spellings,
+        "parameters": {"1": "friend"},
+        "per_recipient": {"15553770002": {"1": "Bruno"}},
+    }
+
+    status, preview = await notify(engine, {**body, "dry_run": True})
+    assert status == 200 and preview["recipients"] == 2 and preview["refused"] == {}
+    await opt_out_through_the_api(engine, ["15553770001"])
+
+    status, created = await notify(engine, body)
+
+    assert status == 202 and created["recipients"] == 2 and created["refused"] == {"opted_out": 1}
+    found = await notification_when(engine, created["id"], finished)
+    assert found["written"] == 1 and found["refused"] == {"opted_out": 1}
+    [sent] = engine.server.accepted()
+    assert sent.body["to"] == "+15553770002"
+    assert sent.body["template"]["components"][0]["parameters"][0]["text"] == "Bruno"
+    async with engine.daemon.hub.storage.db.connect() as conn:
+        keys = (await conn.execute(sa.select(messages.c.idempotency_key))).scalars().all()
+    assert keys == [f"campaign:{created['id']}:15553770002"]
+
+
+async def test_a_large_audience_is_answered_at_once_and_counted_as_written(engine: Engine) -> None:
+    audience = [f"1555380{n:04d}" for n in range(PREVIEW_LIMIT + 1)]
+    await opt_out_through_the_api(engine, audience[:2])
+    body = {"language": "en", "to": audience, "send_at": "2099-01-01T00:00:00Z"}
+
+    status, created = await notify(engine, body, key="big-one")
+
+    assert status == 202
+    assert created["recipients"] == PREVIEW_LIMIT + 1
+    assert created["refused"] is None and created["preview"] == "deferred"
+    status, dry = await notify(engine, {**body, "dry_run": True})
+    assert status == 200 and dry["refused"] == {"opted_out": 2} and dry["preview"] == "exact"
+    status, again = await notify(engine, body, key="big-one")
+    assert status == 200 and again["id"] == created["id"] and again["preview"] == "stored"
+    assert again["recipients"] == PREVIEW_LIMIT + 1 and again["refused"] == {}

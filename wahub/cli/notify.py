@@ -1,16 +1,20 @@
 """``wahub notify``: send a template to many contacts through the running
 daemon's REST API (``POST /api/v1/notifications``), then follow it.
 
-The request carries an Idempotency-Key made from its content, so running the
-same command again shows the first notification instead of sending twice. At
-a terminal the progress is one line redrawn in place; piped, it is a plain
-line whenever the counts change. Ctrl-C stops following, not the notification.
+The request carries an Idempotency-Key (``--key``, else one made from its
+content and the day's date), so running the same command again the same day
+shows the first notification instead of sending twice, while next week's
+newsletter is a new one. At a terminal the progress is one line redrawn in
+place; piped, it is a plain line whenever the counts change. Ctrl-C stops
+following, not the notification. A daemon that does not answer in time is
+told apart from one that is not running: the notification may exist then.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import datetime as dt
 import hashlib
 import json
 import os
@@ -25,10 +29,16 @@ from wahub.cli.common import StartupError, load, plugin_manager, store_options
 
 #: Columns of a ``--csv`` file that hold the address; every other column is a parameter.
 ADDRESS_COLUMNS = ("phone", "to")
+#: sysexits.h EX_TEMPFAIL: the daemon did not answer in time; try again later.
+EX_TEMPFAIL = 75
 
 
 class _Refused(Exception):
     """The daemon refused the request, or the input is wrong: the reason to print."""
+
+
+class _NoAnswer(Exception):
+    """The daemon took the request but did not answer in time: the reason to print."""
 
 
 def add_parser(commands: Any) -> None:
@@ -38,7 +48,7 @@ def add_parser(commands: Any) -> None:
         help="send a template to many contacts through the running daemon, and follow it",
         description="Talks to the running daemon's REST API (wahub.http, or --url) with --token, "
         "else $WAHUB_API_TOKEN, else the first of wahub.api_tokens. Running the same command again "
-        "shows the first notification: it never sends twice.",
+        "the same day (or with the same --key) shows the first notification: it never sends twice.",
     )
     notify.add_argument("--template", required=True, metavar="NAME", help="the approved template to send")
     audience = notify.add_mutually_exclusive_group(required=True)
@@ -63,7 +73,15 @@ def add_parser(commands: Any) -> None:
     notify.add_argument("--dry-run", action="store_true", help="show who would get it and who not; send nothing")
     notify.add_argument("--url", help="the daemon's address (default: from wahub.http)")
     notify.add_argument("--token", help="an API token (default: $WAHUB_API_TOKEN, else the config's first)")
+    notify.add_argument(
+        "--key",
+        metavar="KEY",
+        help="the Idempotency-Key: the same key never sends twice (default: made from the request and today's date)",
+    )
     notify.add_argument("--every", type=float, default=2.0, metavar="SECONDS", help="between progress updates")
+    notify.add_argument(
+        "--timeout", type=float, default=120.0, metavar="SECONDS", help="how long to wait for each answer"
+    )
     notify.set_defaults(handler=_notify)
 
 
@@ -130,9 +148,11 @@ def request_body(args: argparse.Namespace) -> dict[str, Any]:
     return body
 
 
-def idempotency_key(body: dict[str, Any]) -> str:
-    """A key made from the request's content: the same command gives the same key."""
+def idempotency_key(body: dict[str, Any], today: dt.date) -> str:
+    """A key made from the request's content and ``today`` (UTC): the same
+    command gives the same key that day, and a new one the next."""
     content = {key: value for key, value in body.items() if key != "dry_run"}
+    content["date"] = today.isoformat()
     digest = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
     return f"cli-{digest[:40]}"
 
@@ -156,12 +176,14 @@ def _token(args: argparse.Namespace, config: dict[str, Any]) -> str:
 
 
 class Client:
-    """Calls of the daemon's REST API with a bearer token."""
+    """Calls of the daemon's REST API with a bearer token, each answered within ``timeout`` seconds."""
 
-    def __init__(self, url: str, token: str) -> None:
-        self.url, self.token = url, token
+    def __init__(self, url: str, token: str, timeout: float = 120.0) -> None:
+        self.url, self.token, self.timeout = url, token, timeout
 
-    def call(self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None) -> Any:
+    def call(self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None) -> tuple[int, Any]:
+        """The answer's status and JSON body; ``_Refused`` for an error answer,
+        ``StartupError`` when nothing listens, ``_NoAnswer`` when the daemon is slow."""
         data = None if body is None else json.dumps(body).encode()
         request = urllib.request.Request(f"{self.url}{path}", data=data, method=method)
         request.add_header("Authorization", f"Bearer {self.token}")
@@ -169,12 +191,19 @@ class Client:
         for name, value in (headers or {}).items():
             request.add_header(name, value)
         try:
-            with urllib.request.urlopen(request, timeout=120) as response:
-                return json.loads(response.read())
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                return response.status, json.loads(response.read())
         except urllib.error.HTTPError as exc:
             raise _Refused(self._refusal(exc)) from None
         except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
             reason = getattr(exc, "reason", exc)
+            # Connecting that fails comes wrapped in a URLError; a bare time-out came after the request was sent.
+            if isinstance(exc, TimeoutError):
+                raise _NoAnswer(
+                    f"the daemon at {self.url} took the request but did not answer within {self.timeout:g} s "
+                    f"({method} {path}); it may still be doing it: run the same command again (same --key) "
+                    "to see what it did"
+                ) from None
             raise StartupError(
                 f"no wahub daemon answers at {self.url} ({reason}): start it with 'wahub run', or give --url"
             ) from None
@@ -190,7 +219,9 @@ class Client:
         return f"the notification was refused: {code}: {message}"
 
 
-def _refusals(refused: dict[str, int]) -> str:
+def _refusals(refused: dict[str, int] | None) -> str:
+    if refused is None:
+        return "refusals counted as it is written"
     if not refused:
         return "none refused"
     total = sum(refused.values())
@@ -216,7 +247,7 @@ def finished(found: dict[str, Any]) -> bool:
 def _follow(client: Client, notification_id: int, every: float) -> None:
     at_terminal, shown = sys.stdout.isatty(), ""
     while True:
-        found = client.call("GET", f"/api/v1/notifications/{notification_id}")
+        _status, found = client.call("GET", f"/api/v1/notifications/{notification_id}")
         line = progress_line(found)
         if at_terminal:
             print(f"\r\033[K{line}", end="", flush=True)
@@ -237,15 +268,21 @@ def _notify(args: argparse.Namespace) -> int:
     try:
         body = request_body(args)
         config = load(args.config, plugin_manager(args))
-        client = Client(_base_url(args, config), _token(args, config))
-        answer = client.call("POST", "/api/v1/notifications", body, {"Idempotency-Key": idempotency_key(body)})
+        client = Client(_base_url(args, config), _token(args, config), args.timeout)
+        key = args.key or idempotency_key(body, dt.datetime.now(dt.UTC).date())
+        status, answer = client.call("POST", "/api/v1/notifications", body, {"Idempotency-Key": key})
     except _Refused as exc:
         print(f"wahub notify: {exc}", file=sys.stderr)
         return 1
+    except _NoAnswer as exc:
+        print(f"wahub notify: {exc}", file=sys.stderr)
+        return EX_TEMPFAIL
     summary = f"{answer['recipients']} recipients, {_refusals(answer['refused'])}"
     if answer["id"] is None:
         print(f"dry run: {summary}; nothing was sent")
         return 0
+    if status == 200:
+        print(f"already sent as notification {answer['id']}; showing its progress", flush=True)
     print(f"notification {answer['id']} ({answer['state']}): {summary}", flush=True)
     try:
         _follow(client, answer["id"], args.every)
@@ -259,4 +296,7 @@ def _notify(args: argparse.Namespace) -> int:
     except _Refused as exc:
         print(f"wahub notify: {exc}", file=sys.stderr)
         return 1
+    except _NoAnswer as exc:
+        print(f"wahub notify: {exc}", file=sys.stderr)
+        return EX_TEMPFAIL
     return 0

@@ -4,10 +4,16 @@ in the background by the campaign writer (``wahub.core.outbound.campaigns``).
 - ``POST /api/v1/notifications``: ``{"template", "language"?, "to": [...] |
   "segment": {"tags", "timezone"?}, "parameters"?, "per_recipient"?,
   "send_at"?, "dry_run"?, "provider"?}``. 202 ``{"id", "state",
-  "recipients", "refused"}``, the refusals counted by the send policy's
-  checks as they stand now; a dry run answers 200 with ``"id": null`` and
-  stores nothing. When every recipient is refused for the message itself
-  (a missing parameter, a template not approved), 422 with that reason.
+  "recipients", "refused", "preview"}``: recipients are people (every
+  spelling of one contact's address counts once); up to ``PREVIEW_LIMIT`` of
+  them, the refusals counted by the send policy's checks as they stand now
+  (``"preview": "exact"``); above it, answered at once with ``"refused":
+  null`` (``"deferred"``: the GET counts refusals as they are written). A dry
+  run always previews exactly, answers 200 with ``"id": null`` and stores
+  nothing. When every recipient is refused for the message itself (a
+  missing parameter, a template not approved), 422 with that reason. The same
+  request with the same Idempotency-Key answers 200 with the stored
+  notification (``"stored"``), checking nothing again.
 - ``GET /api/v1/notifications/{id}``: the notification and its messages
   counted by status; ``POST /api/v1/notifications/{id}/cancel`` stops it.
 - ``GET /api/v1/notifications?limit&after``: newest first.
@@ -34,6 +40,9 @@ from wahub.core.storage.campaigns import CANCELLED_CODE, EXPANDING, MAX_RECIPIEN
 TAG = "Notifications"
 #: Refusals of the message itself: when every recipient gets one, nothing is created.
 MESSAGE_REFUSALS = ("invalid_message", "template_not_found", "template_not_approved")
+#: Largest audience whose refusals the POST counts before answering; a larger
+#: one is answered at once and its refusals counted as it is written.
+PREVIEW_LIMIT = 5000
 
 _TEXT: Schema = {"type": "string", "minLength": 1, "maxLength": 1024}
 PARAMETERS: Schema = {
@@ -92,12 +101,17 @@ _REFUSED: Schema = {"type": "object", "additionalProperties": _COUNT, "descripti
 _TIME: Schema = {"type": ["number", "null"], "description": "unix seconds"}
 CREATED: Schema = {
     "type": "object",
-    "required": ["id", "state", "recipients", "refused"],
+    "required": ["id", "state", "recipients", "refused", "preview"],
     "properties": {
         "id": {"type": ["integer", "null"]},
         "state": {"enum": ["scheduled", "expanding", "queued", "cancelled"]},
         "recipients": _COUNT,
-        "refused": _REFUSED,
+        "refused": {**_REFUSED, "type": ["object", "null"]},
+        "preview": {
+            "enum": ["exact", "deferred", "stored"],
+            "description": "exact: refused counted now; deferred: a large audience, refused null (see the GET); "
+            "stored: a replay, refused counts what writing refused so far",
+        },
     },
 }
 SUMMARY: Schema = {
@@ -207,6 +221,23 @@ def _request_fields(hub: Hub, body: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+async def _by_person(hub: Hub, fields: Mapping[str, Any]) -> dict[str, Any]:
+    """``fields`` with ``to`` listing each person once, at the first of its
+    addresses, and ``per_recipient`` keyed the same way (the parameters given
+    for several addresses of one person merged in list order)."""
+    if "to" not in fields["audience"]:
+        return dict(fields)
+    given: Mapping[str, Any] = fields["per_recipient"] or {}
+    kept: dict[str, str] = {}
+    per_recipient: dict[str, Any] = {}
+    people = await hub.storage.campaigns.people(fields["provider"], fields["audience"]["to"])
+    for address in fields["audience"]["to"]:
+        first = kept.setdefault(people[address], address)
+        if address in given:
+            per_recipient[first] = {**per_recipient.get(first, {}), **given[address]}
+    return {**fields, "audience": {"to": list(kept.values())}, "per_recipient": per_recipient or None}
+
+
 def _same_request(campaign: Campaign, fields: Mapping[str, Any]) -> bool:
     stored = {
         "provider": campaign.provider,
@@ -220,9 +251,8 @@ def _same_request(campaign: Campaign, fields: Mapping[str, Any]) -> bool:
     return json.dumps(stored, sort_keys=True) == json.dumps(dict(fields), sort_keys=True)
 
 
-async def _previewed(hub: Hub, fields: Mapping[str, Any], *, strict: bool = True) -> tuple[int, dict[str, int]]:
-    """The recipients and the refusals by reason; ``Refused`` when the audience
-    is too large or (``strict``) the message itself is refused for everyone."""
+async def _recipients(hub: Hub, fields: Mapping[str, Any]) -> int:
+    """How many the audience has (counted in SQL); ``Refused`` when too many."""
     recipients = await count_audience(hub, fields["provider"], fields["audience"], stop_above=MAX_RECIPIENTS)
     if recipients > MAX_RECIPIENTS:
         raise Refused(
@@ -231,6 +261,12 @@ async def _previewed(hub: Hub, fields: Mapping[str, Any], *, strict: bool = True
             f"the audience has more than {MAX_RECIPIENTS} recipients: split it into several notifications",
             field="$.segment" if "segment" in fields["audience"] else "$.to",
         )
+    return recipients
+
+
+async def _previewed(hub: Hub, fields: Mapping[str, Any], recipients: int, *, strict: bool) -> dict[str, int]:
+    """The refusals by reason; ``Refused`` when (``strict``) the message itself
+    is refused for everyone."""
     plan = Plan(
         provider=fields["provider"],
         template=fields["template"],
@@ -244,7 +280,7 @@ async def _previewed(hub: Hub, fields: Mapping[str, Any], *, strict: bool = True
     everyone = refusal_for_all(recipients, refused, MESSAGE_REFUSALS)
     if strict and everyone is not None:
         raise Refused(422, everyone, details[everyone])
-    return recipients, dict(refused)
+    return dict(refused)
 
 
 def _state(send_at: float | None, now: float) -> str:
@@ -254,30 +290,51 @@ def _state(send_at: float | None, now: float) -> str:
 async def create_notification(request: web.Request) -> web.Response:
     hub = request.app[HUB_KEY]
     body = body_of(request)
+    dry_run = bool(body.get("dry_run"))
     try:
         key = idempotency_key(request)
-        fields = _request_fields(hub, body)
+        fields = await _by_person(hub, _request_fields(hub, body))
         existing = await hub.storage.campaigns.find_by_key(key)
         if existing is not None and not _same_request(existing, fields):
             raise Refused(409, "idempotency_conflict", "this Idempotency-Key was used for another notification")
-        # A key used before answers for its notification, whatever the checks say now.
-        recipients, refused = await _previewed(hub, fields, strict=existing is None)
+        if existing is not None and not dry_run:
+            return json_response(_answer(existing, existing.refused, "stored"))
+        recipients = await _recipients(hub, fields)
+        refused: dict[str, int] | None = None
+        if dry_run or recipients <= PREVIEW_LIMIT:
+            # A dry run repeating a stored request previews it without refusing it.
+            refused = await _previewed(hub, fields, recipients, strict=existing is None)
     except Refused as exc:
         return exc.answer()
+    kind = "deferred" if refused is None else "exact"
     now = hub.clock.time()
-    if body.get("dry_run"):
-        answer = {"id": None, "state": _state(fields["send_at"], now), "recipients": recipients, "refused": refused}
-        return json_response(answer)
-    if existing is None:
-        campaign_id, created = await hub.storage.campaigns.create(
-            **fields, source="api", idempotency_key=key, now=now, recipients=recipients
+    if dry_run:
+        state = _state(fields["send_at"], now)
+        return json_response(
+            {"id": None, "state": state, "recipients": recipients, "refused": refused, "preview": kind}
         )
-        if created:
-            hub.campaigns_ready.set()
-        existing = await hub.storage.campaigns.get(campaign_id)
-        assert existing is not None
-    answer = {"id": existing.id, "state": existing.state, "recipients": existing.recipients, "refused": refused}
-    return json_response(answer, status=202)
+    campaign_id, created = await hub.storage.campaigns.create(
+        **fields, source="api", idempotency_key=key, now=now, recipients=recipients
+    )
+    if created:
+        hub.campaigns_ready.set()
+    campaign = await hub.storage.campaigns.get(campaign_id)
+    assert campaign is not None
+    if not created:
+        # Another request with this key stored its notification meanwhile.
+        return json_response(_answer(campaign, campaign.refused, "stored"))
+    return json_response(_answer(campaign, refused, kind), status=202)
+
+
+def _answer(campaign: Campaign, refused: Mapping[str, int] | None, kind: str) -> dict[str, Any]:
+    """The POST's answer for a stored notification."""
+    return {
+        "id": campaign.id,
+        "state": campaign.state,
+        "recipients": campaign.recipients,
+        "refused": None if refused is None else dict(refused),
+        "preview": kind,
+    }
 
 
 def _summary(campaign: Campaign) -> dict[str, Any]:
@@ -355,10 +412,16 @@ def operations() -> list[Operation]:
             TAG,
             {
                 202: Answer("Created; its messages are written in the background", CREATED),
-                200: Answer("A dry run: what it would do, nothing stored", CREATED),
+                200: Answer(
+                    "A dry run (what it would do, nothing stored), or a replay of a request with the same "
+                    "Idempotency-Key: the notification stored by the first one, nothing checked or sent again",
+                    CREATED,
+                ),
                 **errors(400, 401, 409, 422),
             },
-            description="Refusals (opted out, no marketing opt-in, ...) are counted by reason and never sent.",
+            description="Refusals (opted out, no marketing opt-in, ...) are counted by reason and never sent. "
+            f"Above {PREVIEW_LIMIT} recipients the answer comes at once with refused null (preview deferred); "
+            "a dry run always counts them, which takes a while for a large audience.",
             body=REQUEST,
             body_error="invalid_notification",
             params=[IDEMPOTENCY_KEY],

@@ -6,11 +6,16 @@ recipient the campaign's template (or message) is built, its parameters
 object made into the template's ``components`` (``template_components``),
 and the message checked by the send policy exactly as a single send is
 (``hub.policy.check``, origin ``business``): a refusal is counted under its
-reason and nothing is queued for that recipient. Each batch's messages (lane
-1, the campaign's id, idempotency key ``campaign:<id>:<address>``) are
-inserted in the same transaction that advances the campaign's position, so a
-writer killed anywhere leaves a campaign that the next one resumes after the
-last committed batch, with nothing lost or written twice.
+reason and nothing is queued for that recipient. A recipient is a person,
+not a spelling: addresses of one contact (``+1555...`` and ``1555...``, a
+wa_id of a contact now addressed by its BSUID) are one recipient, and each
+message's idempotency key names the person (``campaign:<id>:c<contact id>``,
+or the address without ``+`` for an unknown one). Each batch's messages (lane
+1, the campaign's id) are inserted in the same transaction that advances the
+campaign's position, so a writer killed anywhere leaves a campaign that the
+next one resumes after the last committed batch, with nothing lost or written
+twice. Writing that fails for another reason than the database ends the
+campaign (``give_up``) rather than trying it again forever.
 
 The writer wakes on ``hub.campaigns_ready`` or every ``POLL_SECONDS`` (for
 scheduled campaigns whose time has come) and holds a lease on the campaign it
@@ -33,12 +38,13 @@ from aiohttp import web
 from wahub.core.canonical.validate import parse_message
 from wahub.core.errors import InvalidMessage, SendRefused
 from wahub.core.hub import HUB_KEY, Hub
-from wahub.core.models import MessageStatus, OutgoingMessage
+from wahub.core.models import OutgoingMessage
 from wahub.core.plugins import report_exception
 from wahub.core.privacy import mask_address
 from wahub.core.provider import Provider
-from wahub.core.storage.campaigns import CONTACT_PAGE, Batch, Campaign
+from wahub.core.storage.campaigns import WRITE_FAILED, Batch, Campaign
 from wahub.core.storage.leases import database_unreachable
+from wahub.core.storage.messages import queued_values
 from wahub.core.storage.segments import Segment
 from wahub.core.work.lifecycle import within_grace
 
@@ -55,16 +61,43 @@ BULK_LANE = 1
 HEADER_MEDIA = ("image", "video", "document", "location")
 
 
-def message_key(campaign_id: int, address: str) -> str:
-    """The idempotency key of a campaign's message to ``address``."""
-    return f"campaign:{campaign_id}:{address}"
+def message_key(campaign_id: int, person: str) -> str:
+    """The idempotency key of a campaign's message to ``person`` (a ``person_key``)."""
+    return f"campaign:{campaign_id}:{person}"
+
+
+def _text(field: str, value: Any) -> str:
+    """A parameter's text: a non-empty string, or a number written as text."""
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise InvalidMessage(field, f"expected a string or a number, got {type(value).__name__}")
+    text = str(value)
+    if not text:
+        raise InvalidMessage(field, "is empty")
+    return text
 
 
 def _header(value: Any) -> dict[str, Any]:
     if isinstance(value, str):
-        return {"type": "text", "text": value}
-    kind = next(iter(value))
-    return {"type": kind, kind: value[kind]}
+        return {"type": "text", "text": _text("parameters.header", value)}
+    kinds = list(value) if isinstance(value, Mapping) else [type(value).__name__]
+    if len(kinds) != 1 or kinds[0] not in HEADER_MEDIA:
+        raise InvalidMessage(
+            "parameters.header", f"expected a text or one media object ({', '.join(HEADER_MEDIA)}), got {kinds[:5]}"
+        )
+    kind = kinds[0]
+    if not isinstance(value[kind], Mapping):
+        raise InvalidMessage(f"parameters.header.{kind}", f"expected an object, got {type(value[kind]).__name__}")
+    return {"type": kind, kind: dict(value[kind])}
+
+
+def _button_values(given: Any) -> list[tuple[str, str]]:
+    """The ``buttons`` parameter's (index, text) pairs in index order."""
+    if not isinstance(given, Mapping):
+        raise InvalidMessage("parameters.buttons", f"expected an object of index -> text, got {type(given).__name__}")
+    for index in given:
+        if not (isinstance(index, str) and index.isdigit() and len(index) == 1):
+            raise InvalidMessage(f"parameters.buttons.{str(index)[:20]}", "a button index is one digit, 0 to 9")
+    return [(index, _text(f"parameters.buttons.{index}", given[index])) for index in sorted(given, key=int)]
 
 
 def template_components(parameters: Mapping[str, Any], buttons: Mapping[str, str]) -> list[dict[str, Any]]:
@@ -72,17 +105,25 @@ def template_components(parameters: Mapping[str, Any], buttons: Mapping[str, str
     are positional body parameters, other names named ones, ``header`` the
     header's parameter and ``buttons`` each button's (a URL's variable, or a
     quick reply's payload when ``buttons`` (index -> ``url`` or
-    ``quick_reply``) says so)."""
+    ``quick_reply``) says so). A malformed one is ``InvalidMessage`` naming
+    the parameter."""
+    if not isinstance(parameters, Mapping):
+        raise InvalidMessage("parameters", f"expected an object, got {type(parameters).__name__}")
+    stray = next((key for key in parameters if not isinstance(key, str) or not key), None)
+    if stray is not None:
+        raise InvalidMessage("parameters", f"a parameter's name is a non-empty string, got {stray!r}")
     positional = sorted((key for key in parameters if key.isdigit()), key=int)
     named = [key for key in parameters if not key.isdigit() and key not in ("header", "buttons")]
-    body = [{"type": "text", "text": str(parameters[key])} for key in positional]
-    body += [{"type": "text", "parameter_name": key, "text": str(parameters[key])} for key in named]
+    body = [{"type": "text", "text": _text(f"parameters.{key}", parameters[key])} for key in positional]
+    body += [
+        {"type": "text", "parameter_name": key, "text": _text(f"parameters.{key}", parameters[key])} for key in named
+    ]
     components: list[dict[str, Any]] = []
     if "header" in parameters:
         components.append({"type": "header", "parameters": [_header(parameters["header"])]})
     if body:
         components.append({"type": "body", "parameters": body})
-    for index, value in sorted(parameters.get("buttons", {}).items(), key=lambda item: int(item[0])):
+    for index, value in _button_values(parameters.get("buttons", {})):
         sub_type = buttons.get(index, "url")
         parameter = (
             {"type": "payload", "payload": value} if sub_type == "quick_reply" else {"type": "text", "text": value}
@@ -142,6 +183,7 @@ class Outcome:
     """One recipient's fate: the message as the policy let it go, or the refusal."""
 
     address: str
+    person: str
     message: OutgoingMessage | None = None
     contact_id: int | None = None
     conversation_id: int | None = None
@@ -150,16 +192,17 @@ class Outcome:
     detail: str = ""
 
 
-async def judge(hub: Hub, provider: Provider, plan: Plan, address: str) -> Outcome:
-    """``address``'s message checked by the send policy as a single send is."""
+async def judge(hub: Hub, provider: Provider, plan: Plan, address: str, person: str) -> Outcome:
+    """``address``'s message (to ``person``) checked by the send policy as a single send is."""
     try:
         decision = await hub.policy.check(provider, plan.message_to(address), origin="business")
     except InvalidMessage as exc:
-        return Outcome(address, reason="invalid_message", detail=str(exc))
+        return Outcome(address, person, reason="invalid_message", detail=str(exc))
     except SendRefused as exc:
-        return Outcome(address, reason=exc.reason, detail=str(exc))
+        return Outcome(address, person, reason=exc.reason, detail=str(exc))
     return Outcome(
         address,
+        person,
         decision.message,
         decision.contact.contact_id,
         decision.contact.conversation_id,
@@ -194,17 +237,20 @@ def walked(audience: Mapping[str, Any], position: int) -> bool:
 
 
 async def count_audience(hub: Hub, provider: str, audience: Mapping[str, Any], *, stop_above: int) -> int:
-    """How many recipients the audience has, counting no further than ``stop_above + 1``."""
+    """How many recipients the audience has, counting no further than ``stop_above + 1``
+    (a segment is counted in SQL)."""
     if "to" in audience:
         return len(audience["to"])
-    segment, after, total = segment_of(hub, provider, audience), 0, 0
-    while total <= stop_above:
-        page = await hub.storage.campaigns.segment_page(segment, after=after, limit=CONTACT_PAGE)
-        total += len(page.addresses)
-        if page.next_after is None:
-            break
-        after = page.next_after
-    return total
+    return await hub.storage.campaigns.segment_count(segment_of(hub, provider, audience), limit=stop_above + 1)
+
+
+async def people_of(hub: Hub, provider: str, addresses: Sequence[str]) -> list[tuple[str, str]]:
+    """``addresses`` as ``(address, person)``, each person once (at its first address)."""
+    people = await hub.storage.campaigns.people(provider, addresses)
+    first: dict[str, str] = {}
+    for address in addresses:
+        first.setdefault(people[address], address)
+    return [(address, person) for person, address in first.items()]
 
 
 async def preview(hub: Hub, plan: Plan, audience: Mapping[str, Any]) -> tuple[int, Counter[str], dict[str, str]]:
@@ -215,8 +261,8 @@ async def preview(hub: Hub, plan: Plan, audience: Mapping[str, Any]) -> tuple[in
     details: dict[str, str] = {}
     while not walked(audience, position):
         addresses, position = await audience_page(hub, plan.provider, audience, position)
-        for address in addresses:
-            outcome = await judge(hub, provider, plan, address)
+        for address, person in await people_of(hub, plan.provider, addresses):
+            outcome = await judge(hub, provider, plan, address, person)
             if outcome.reason is None:
                 queued += 1
             else:
@@ -227,25 +273,17 @@ async def preview(hub: Hub, plan: Plan, audience: Mapping[str, Any]) -> tuple[in
 
 def _row(campaign: Campaign, outcome: Outcome, now: float) -> dict[str, Any]:
     assert outcome.message is not None
-    due = max(now, campaign.send_at or 0.0, outcome.not_before or 0.0)
-    return {
-        "provider": campaign.provider,
-        "direction": "out",
-        "contact_id": outcome.contact_id,
-        "conversation_id": outcome.conversation_id,
-        "address": outcome.message.to,
-        "type": outcome.message.type,
-        "body": outcome.message.to_record(),
-        "status": MessageStatus.QUEUED,
-        "idempotency_key": message_key(campaign.id, outcome.address),
-        "origin": "business",
-        "attempts": 0,
-        "next_attempt_at": due,
-        "lane": BULK_LANE,
-        "campaign_id": campaign.id,
-        "created_at": now,
-        "updated_at": now,
-    }
+    values = queued_values(
+        campaign.provider,
+        outcome.message,
+        idempotency_key=message_key(campaign.id, outcome.person),
+        now=now,
+        conversation_id=outcome.conversation_id,
+        contact_id=outcome.contact_id,
+        not_before=max(campaign.send_at or 0.0, outcome.not_before or 0.0),
+        lane=BULK_LANE,
+    )
+    return {**values, "campaign_id": campaign.id}
 
 
 class CampaignWriter:
@@ -267,8 +305,8 @@ class CampaignWriter:
         addresses, position = await audience_page(hub, campaign.provider, campaign.audience, campaign.position)
         now = hub.clock.time()
         rows, refused = [], Counter[str]()
-        for address in addresses:
-            outcome = await judge(hub, provider, plan, address)
+        for address, person in await people_of(hub, campaign.provider, addresses):
+            outcome = await judge(hub, provider, plan, address, person)
             if outcome.reason is None:
                 rows.append(_row(campaign, outcome, now))
             else:
@@ -294,10 +332,28 @@ class CampaignWriter:
             recipients.labels(campaign.provider, campaign.source, "refused", reason).inc(count)
 
     async def write(self, campaign: Campaign) -> None:
-        """Write ``campaign`` out to its end (or until it is cancelled or shutdown begins)."""
+        """Write ``campaign`` out to its end (or until it is cancelled or shutdown
+        begins). A database outage is raised, to try again; any other failure
+        would fail again at every try, so the campaign is given up."""
         current: Campaign | None = campaign
         while current is not None and not self._stopping:
-            current = await self.step(current)
+            try:
+                following = await self.step(current)
+            except Exception as exc:
+                if database_unreachable(exc, from_storage=True):
+                    raise
+                await self._give_up(current, exc)
+                return
+            current = following
+
+    async def _give_up(self, campaign: Campaign, exc: Exception) -> None:
+        _LOGGER.exception(
+            "writing notification %d failed; it stops here: the recipients not written are counted refused under %s",
+            campaign.id,
+            WRITE_FAILED,
+        )
+        report_exception(self.hub, exc, {"loop": "campaigns", "notification": campaign.id})
+        await self.hub.storage.campaigns.give_up(campaign, now=self.hub.clock.time())
 
     async def run(self) -> None:
         """Claim and write campaigns until ``stop``."""

@@ -25,7 +25,7 @@ from wahub.core.models import MessageStatus
 from wahub.core.storage.activity import record_activity
 from wahub.core.storage.engine import Database, insert_ignore
 from wahub.core.storage.leases import lease_over
-from wahub.core.storage.schema import campaigns, contacts, messages, templates
+from wahub.core.storage.schema import campaigns, contact_identities, contacts, messages, templates
 from wahub.core.storage.segments import Segment, segment_filter
 
 #: A campaign's states: waiting for ``send_at``, being written out, every
@@ -83,6 +83,18 @@ MAX_RECIPIENTS = 100_000
 CONTACT_PAGE = 1000
 #: What a cancelled campaign's queued messages fail with.
 CANCELLED_CODE = "cancelled"
+#: The refusal counting the recipients of a campaign whose writing failed for
+#: another reason than the database: they are never written.
+WRITE_FAILED = "write_failed"
+#: Addresses looked up per query when finding their contacts.
+ADDRESS_CHUNK = 500
+
+
+def person_key(contact_id: int | None, address: str) -> str:
+    """Who a recipient is: ``c<id>`` of the contact the send policy finds for
+    the address, else the address without its leading ``+`` (one person
+    however the number is written)."""
+    return f"c{contact_id}" if contact_id is not None else address.lstrip("+")
 
 
 @dataclass(frozen=True)
@@ -216,6 +228,40 @@ class CampaignStore:
         addresses = [row.address for row in rows]
         return SegmentPage(addresses, int(rows[-1].id) if len(rows) == limit else None)
 
+    async def segment_count(self, segment: Segment, *, limit: int) -> int:
+        """How many contacts the segment has, counting no further than ``limit``
+        (one query, reading at most ``limit`` of them)."""
+        async with self.db.connect() as conn:
+            found = sa.select(contacts.c.id).where(segment_filter(segment, conn.dialect.name)).limit(limit).subquery()
+            counted = await conn.scalar(sa.select(sa.func.count()).select_from(found))
+        return int(counted or 0)
+
+    async def people(self, provider: str, addresses: Sequence[str]) -> dict[str, str]:
+        """Each address's ``person_key``, its contact found as the send policy
+        finds it: the contact with that address, else the first having it (or
+        it without ``+``) among its ids, as a wa_id of a contact now addressed
+        by its BSUID. Two queries per ``ADDRESS_CHUNK`` addresses."""
+        found: dict[str, str] = {}
+        async with self.db.connect() as conn:
+            for start in range(0, len(addresses), ADDRESS_CHUNK):
+                chunk = list(addresses[start : start + ADDRESS_CHUNK])
+                own = sa.select(contacts.c.address, contacts.c.id).where(
+                    contacts.c.provider == provider, contacts.c.address.in_(chunk)
+                )
+                owners = {address: int(contact_id) for address, contact_id in (await conn.execute(own)).all()}
+                values = list(dict.fromkeys(value for address in chunk for value in (address, address.lstrip("+"))))
+                known = (
+                    sa.select(contact_identities.c.value, sa.func.min(contacts.c.id))
+                    .join(contacts, contact_identities.c.contact_id == contacts.c.id)
+                    .where(contacts.c.provider == provider, contact_identities.c.value.in_(values))
+                    .group_by(contact_identities.c.value)
+                )
+                known_by = {value: int(contact_id) for value, contact_id in (await conn.execute(known)).all()}
+                for address in chunk:
+                    ids = [known_by[value] for value in (address, address.lstrip("+")) if value in known_by]
+                    found[address] = person_key(owners.get(address, min(ids, default=None)), address)
+        return found
+
     async def template_buttons(self, provider: str, name: str | None) -> dict[str, str]:
         """Button index -> ``url`` or ``quick_reply`` of the stored template
         ``name`` (its first stored language): how a button's parameter is sent."""
@@ -307,6 +353,34 @@ class CampaignStore:
                 values.update(state=QUEUED, expanded_at=now, lease_until=None)
             await conn.execute(campaigns.update().where(campaigns.c.id == campaign.id).values(**values))
         return len(inserted)
+
+    async def give_up(self, campaign: Campaign, *, now: float) -> bool:
+        """End a campaign whose writing cannot go on: it becomes ``queued`` (what
+        is written is sent) and the recipients not yet written or refused are
+        counted refused under ``WRITE_FAILED``. False when the campaign is no
+        longer this writer's (cancelled, or written further by another)."""
+        async with self.db.begin() as conn:
+            query = sa.select(campaigns.c.state, campaigns.c.position, campaigns.c.refused).where(
+                campaigns.c.id == campaign.id
+            )
+            if conn.dialect.name != "sqlite":
+                query = query.with_for_update()
+            current = (await conn.execute(query)).one()
+            if current.state != EXPANDING or current.position != campaign.position:
+                return False
+            written = await conn.scalar(
+                sa.select(sa.func.count()).select_from(messages).where(messages.c.campaign_id == campaign.id)
+            )
+            refused = dict(current.refused or {})
+            left = campaign.recipients - int(written or 0) - sum(refused.values())
+            if left > 0:
+                refused = merged_refusals(refused, {WRITE_FAILED: left})
+            await conn.execute(
+                campaigns.update()
+                .where(campaigns.c.id == campaign.id)
+                .values(state=QUEUED, refused=refused, expanded_at=now, lease_until=None, updated_at=now)
+            )
+        return True
 
     async def cancel(self, campaign_id: int, *, now: float) -> bool:
         """Stop the campaign: nothing more is written, and its queued messages

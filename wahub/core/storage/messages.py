@@ -63,6 +63,39 @@ def moves_forward(current: str, new: str) -> bool:
     return current != MessageStatus.FAILED and STATUS_RANK.get(new, -1) > STATUS_RANK.get(current, -1)
 
 
+def queued_values(
+    provider: str,
+    message: OutgoingMessage,
+    *,
+    idempotency_key: str,
+    now: float,
+    conversation_id: int | None = None,
+    contact_id: int | None = None,
+    not_before: float | None = None,
+    origin: str = "business",
+    lane: int = 0,
+) -> dict[str, Any]:
+    """The ``messages`` row of an outgoing message queued at ``now``, due then
+    or at ``not_before`` if later: one shape for single sends and campaigns."""
+    return {
+        "provider": provider,
+        "direction": "out",
+        "contact_id": contact_id,
+        "conversation_id": conversation_id,
+        "address": message.to,
+        "type": message.type,
+        "body": message.to_record(),
+        "status": MessageStatus.QUEUED,
+        "idempotency_key": idempotency_key,
+        "origin": origin,
+        "lane": lane,
+        "attempts": 0,
+        "next_attempt_at": max(now, not_before or 0.0),
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
 class MessageStore:
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -222,23 +255,17 @@ class MessageStore:
         With ``refused``, the message is stored ``failed`` with the refusal's
         reason code instead, as history: the dispatcher never sees it."""
         now = time.time() if now is None else now
-        values: dict[str, Any] = {
-            "provider": provider,
-            "direction": "out",
-            "contact_id": contact_id,
-            "conversation_id": conversation_id,
-            "address": message.to,
-            "type": message.type,
-            "body": message.to_record(),
-            "status": MessageStatus.QUEUED,
-            "idempotency_key": idempotency_key,
-            "origin": origin,
-            "lane": lane,
-            "attempts": 0,
-            "next_attempt_at": max(now, not_before or 0.0),
-            "created_at": now,
-            "updated_at": now,
-        }
+        values = queued_values(
+            provider,
+            message,
+            idempotency_key=idempotency_key,
+            conversation_id=conversation_id,
+            contact_id=contact_id,
+            not_before=not_before,
+            origin=origin,
+            lane=lane,
+            now=now,
+        )
         if refused is not None:
             values.update(
                 status=MessageStatus.FAILED,
