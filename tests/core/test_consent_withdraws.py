@@ -70,3 +70,14 @@ async def test_a_message_a_dispatcher_holds_is_left_to_it(storage: Storage) -> N
     await opt_out(storage, "all")
 
     assert await status(storage, held) == (MessageStatus.QUEUED, None)
+
+
+async def test_an_opt_out_holds_for_every_spelling_of_a_number_no_contact_has(storage: Storage) -> None:
+    queued = await storage.messages.enqueue(
+        "p", OutgoingMessage.text(f"+{USER}", "news"), idempotency_key="api:plus", origin="business"
+    )
+    await opt_out(storage, "all")  # recorded for the number without "+"
+
+    assert (await storage.policy.consent("p", f"+{USER}")).opted_out
+    assert (await storage.policy.consent("p", USER)).opted_out
+    assert await status(storage, queued[0]) == (MessageStatus.FAILED, "opted_out")

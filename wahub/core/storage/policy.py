@@ -80,12 +80,13 @@ def _canonical(provider: str, address: str) -> sa.ColumnElement[str]:
     """In SQL, the address of the contact that has ``address`` as its address or
     as one of its ids (a contact moved to its BSUID is still found by its
     wa_id), else ``address`` itself: the lookups below stay one query each."""
+    spellings = list(dict.fromkeys((address, address.lstrip("+"))))
     known_by = (
         sa.select(contacts.c.address)
         .join(contact_identities, contact_identities.c.contact_id == contacts.c.id)
         .where(
             contacts.c.provider == provider,
-            contact_identities.c.value.in_(list(dict.fromkeys((address, address.lstrip("+"))))),
+            contact_identities.c.value.in_(spellings),
         )
         .order_by(contacts.c.id)
         .limit(1)
@@ -93,10 +94,14 @@ def _canonical(provider: str, address: str) -> sa.ColumnElement[str]:
     )
     own = (
         sa.select(contacts.c.address)
-        .where(contacts.c.provider == provider, contacts.c.address == address)
+        .where(contacts.c.provider == provider, contacts.c.address.in_(spellings))
+        .order_by(contacts.c.id)
+        .limit(1)
         .scalar_subquery()
     )
-    return sa.func.coalesce(own, known_by, sa.literal(address))
+    # An address no contact has is kept as WhatsApp writes numbers, without "+":
+    # an opt-out recorded for 15551234567 also stops a send to +15551234567.
+    return sa.func.coalesce(own, known_by, sa.literal(address.lstrip("+")))
 
 
 async def append_consents(conn: AsyncConnection, provider: str, events: Sequence[Mapping[str, Any]]) -> int:
@@ -142,7 +147,10 @@ async def _withdraw_queued(conn: AsyncConnection, provider: str, address: str, s
         messages.c.provider == provider,
         messages.c.status == MessageStatus.QUEUED,
         messages.c.origin == "business",
-        sa.or_(messages.c.contact_id.in_(contact.scalar_subquery()), messages.c.address == address),
+        sa.or_(
+            messages.c.contact_id.in_(contact.scalar_subquery()),
+            messages.c.address.in_(sorted({address, address.lstrip("+"), "+" + address.lstrip("+")})),
+        ),
         free,
     )
     rows = (await conn.execute(query)).all()
