@@ -18,7 +18,7 @@ from wahub.core.hub import Hub
 from wahub.core.models import StatusEvent
 from wahub.core.outbound.campaigns import BATCH, CampaignWriter, template_components
 from wahub.core.runtime.app import command_hub
-from wahub.core.storage.campaigns import CANCELLED, QUEUED, WRITE_FAILED, Campaign
+from wahub.core.storage.campaigns import CANCELLED, QUEUED, WRITE_FAILED, Campaign, TemplateLayout
 from wahub.core.storage.policy import Template
 from wahub.core.storage.schema import campaigns, contact_identities, contacts, messages
 from wahub.testing import build_config, plugin_manager
@@ -117,7 +117,7 @@ def test_parameters_become_the_templates_components() -> None:
         "buttons": {"1": "track/A-17", "0": "yes"},
     }
 
-    components = template_components(parameters, {"0": "quick_reply", "1": "url"})
+    components = template_components(parameters, TemplateLayout({"0": "quick_reply", "1": "url"}))
 
     assert components == [
         {"type": "header", "parameters": [{"type": "image", "image": {"link": "https://example.com/a.png"}}]},
@@ -137,8 +137,13 @@ def test_parameters_become_the_templates_components() -> None:
         },
         {"type": "button", "sub_type": "url", "index": "1", "parameters": [{"type": "text", "text": "track/A-17"}]},
     ]
-    assert template_components({"header": "Hello"}, {}) == [
+    assert template_components({"header": "Hello"}, TemplateLayout()) == [
         {"type": "header", "parameters": [{"type": "text", "text": "Hello"}]}
+    ]
+    # A template whose parameters are named names its header's too.
+    assert template_components({"header": "42", "name": "Ana"}, TemplateLayout(header_name="order_id")) == [
+        {"type": "header", "parameters": [{"type": "text", "parameter_name": "order_id", "text": "42"}]},
+        {"type": "body", "parameters": [{"type": "text", "parameter_name": "name", "text": "Ana"}]},
     ]
 
 
@@ -323,7 +328,7 @@ async def test_two_replicas_never_write_the_same_campaign_at_once(postgres_url: 
 )
 def test_malformed_parameters_are_an_invalid_message_naming_them(parameters: dict[str, Any], field: str) -> None:
     with pytest.raises(InvalidMessage) as refused:
-        template_components(parameters, {})
+        template_components(parameters, TemplateLayout())
 
     assert refused.value.field == field
 

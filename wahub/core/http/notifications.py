@@ -274,7 +274,7 @@ async def _previewed(hub: Hub, fields: Mapping[str, Any], recipients: int, *, st
         parameters=fields["parameters"] or {},
         per_recipient=fields["per_recipient"] or {},
         send_at=fields["send_at"],
-        buttons=await hub.storage.campaigns.template_buttons(fields["provider"], fields["template"]),
+        layout=await hub.storage.campaigns.template_layout(fields["provider"], fields["template"]),
     )
     _queued, refused, details = await preview(hub, plan, fields["audience"])
     everyone = refusal_for_all(recipients, refused, MESSAGE_REFUSALS)

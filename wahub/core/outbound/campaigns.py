@@ -42,7 +42,7 @@ from wahub.core.models import OutgoingMessage
 from wahub.core.plugins import report_exception
 from wahub.core.privacy import mask_address
 from wahub.core.provider import Provider
-from wahub.core.storage.campaigns import WRITE_FAILED, Batch, Campaign
+from wahub.core.storage.campaigns import WRITE_FAILED, Batch, Campaign, TemplateLayout
 from wahub.core.storage.leases import database_unreachable
 from wahub.core.storage.messages import queued_values
 from wahub.core.storage.segments import Segment
@@ -100,13 +100,13 @@ def _button_values(given: Any) -> list[tuple[str, str]]:
     return [(index, _text(f"parameters.buttons.{index}", given[index])) for index in sorted(given, key=int)]
 
 
-def template_components(parameters: Mapping[str, Any], buttons: Mapping[str, str]) -> list[dict[str, Any]]:
+def template_components(parameters: Mapping[str, Any], layout: TemplateLayout) -> list[dict[str, Any]]:
     """The canonical ``components`` of a parameters object: ``"1"``, ``"2"``...
     are positional body parameters, other names named ones, ``header`` the
-    header's parameter and ``buttons`` each button's (a URL's variable, or a
-    quick reply's payload when ``buttons`` (index -> ``url`` or
-    ``quick_reply``) says so). A malformed one is ``InvalidMessage`` naming
-    the parameter."""
+    header's parameter (named as the template's header names it) and
+    ``buttons`` each button's (a URL's variable, or a quick reply's payload
+    where the template's button is one). A malformed one is
+    ``InvalidMessage`` naming the parameter."""
     if not isinstance(parameters, Mapping):
         raise InvalidMessage("parameters", f"expected an object, got {type(parameters).__name__}")
     stray = next((key for key in parameters if not isinstance(key, str) or not key), None)
@@ -120,11 +120,14 @@ def template_components(parameters: Mapping[str, Any], buttons: Mapping[str, str
     ]
     components: list[dict[str, Any]] = []
     if "header" in parameters:
-        components.append({"type": "header", "parameters": [_header(parameters["header"])]})
+        header = _header(parameters["header"])
+        if header["type"] == "text" and layout.header_name is not None:
+            header["parameter_name"] = layout.header_name
+        components.append({"type": "header", "parameters": [header]})
     if body:
         components.append({"type": "body", "parameters": body})
     for index, value in _button_values(parameters.get("buttons", {})):
-        sub_type = buttons.get(index, "url")
+        sub_type = layout.buttons.get(index, "url")
         parameter = (
             {"type": "payload", "payload": value} if sub_type == "quick_reply" else {"type": "text", "text": value}
         )
@@ -144,11 +147,11 @@ class Plan:
     per_recipient: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     message: Mapping[str, Any] | None = None
     send_at: float | None = None
-    #: Button index -> ``url`` or ``quick_reply``, from the stored template.
-    buttons: Mapping[str, str] = field(default_factory=dict)
+    #: How the stored template takes the parameters.
+    layout: TemplateLayout = field(default_factory=TemplateLayout)
 
     @classmethod
-    def of(cls, campaign: Campaign, buttons: Mapping[str, str]) -> Plan:
+    def of(cls, campaign: Campaign, layout: TemplateLayout) -> Plan:
         return cls(
             provider=campaign.provider,
             template=campaign.template,
@@ -157,7 +160,7 @@ class Plan:
             per_recipient=campaign.per_recipient or {},
             message=campaign.message,
             send_at=campaign.send_at,
-            buttons=buttons,
+            layout=layout,
         )
 
     def message_to(self, address: str) -> OutgoingMessage:
@@ -171,7 +174,7 @@ class Plan:
             template: dict[str, Any] = {"name": self.template}
             if self.language is not None:
                 template["language"] = {"code": self.language}
-            components = template_components(parameters, self.buttons)
+            components = template_components(parameters, self.layout)
             if components:
                 template["components"] = components
             body = {"to": address, "type": "template", "template": template}
@@ -301,7 +304,7 @@ class CampaignWriter:
         or None when it is done (written out, cancelled or taken over)."""
         hub = self.hub
         provider = hub.provider(campaign.provider)
-        plan = Plan.of(campaign, await hub.storage.campaigns.template_buttons(campaign.provider, campaign.template))
+        plan = Plan.of(campaign, await hub.storage.campaigns.template_layout(campaign.provider, campaign.template))
         addresses, position = await audience_page(hub, campaign.provider, campaign.audience, campaign.position)
         now = hub.clock.time()
         rows, refused = [], Counter[str]()

@@ -15,12 +15,13 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from wahub.core.canonical.placeholders import is_positional, placeholders
 from wahub.core.models import MessageStatus
 from wahub.core.storage.activity import record_activity
 from wahub.core.storage.engine import Database, insert_ignore
@@ -157,6 +158,17 @@ class Batch:
     last: bool
 
 
+@dataclass(frozen=True)
+class TemplateLayout:
+    """How a stored template takes a notification's parameters object: each
+    button's kind (index -> ``url`` or ``quick_reply``: a URL's variable or a
+    quick reply's payload) and the name of a text header's placeholder when
+    the template's parameters are named."""
+
+    buttons: Mapping[str, str] = field(default_factory=dict)
+    header_name: str | None = None
+
+
 class CampaignStore:
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -262,11 +274,11 @@ class CampaignStore:
                     found[address] = person_key(owners.get(address, min(ids, default=None)), address)
         return found
 
-    async def template_buttons(self, provider: str, name: str | None) -> dict[str, str]:
-        """Button index -> ``url`` or ``quick_reply`` of the stored template
-        ``name`` (its first stored language): how a button's parameter is sent."""
+    async def template_layout(self, provider: str, name: str | None) -> TemplateLayout:
+        """How the stored template ``name`` (its first stored language) takes a
+        notification's parameters: its buttons' kinds and its header's name."""
         if name is None:
-            return {}
+            return TemplateLayout()
         statement = (
             sa.select(templates.c.components)
             .where(templates.c.provider == provider, templates.c.name == name, templates.c.components.is_not(None))
@@ -276,12 +288,17 @@ class CampaignStore:
         async with self.db.connect() as conn:
             components = await conn.scalar(statement)
         kinds: dict[str, str] = {}
+        header_name = None
         for component in components or ():
-            if str(component.get("type", "")).upper() == "BUTTONS":
+            kind = str(component.get("type", "")).upper()
+            if kind == "BUTTONS":
                 for index, button in enumerate(component.get("buttons", ())):
-                    kind = str(button.get("type", "")).lower()
-                    kinds[str(index)] = kind if kind in ("url", "quick_reply") else "url"
-        return kinds
+                    sub_type = str(button.get("type", "")).lower()
+                    kinds[str(index)] = sub_type if sub_type in ("url", "quick_reply") else "url"
+            elif kind == "HEADER" and isinstance(component.get("text"), str):
+                names = [name for name in placeholders(component["text"]) if not is_positional(name)]
+                header_name = names[0] if names else None
+        return TemplateLayout(kinds, header_name)
 
     async def release_claims(self) -> int:
         """End every campaign's lease (SQLite, at start-up: this process owns the
