@@ -16,7 +16,7 @@ from wahub.core.errors import InvalidMessage
 from wahub.core.http.notifications import counted
 from wahub.core.hub import Hub
 from wahub.core.models import StatusEvent
-from wahub.core.outbound.campaigns import BATCH, CampaignWriter, template_components
+from wahub.core.outbound.campaigns import BATCH, PERSONAL_AT_MOST, CampaignWriter, template_components
 from wahub.core.runtime.app import command_hub
 from wahub.core.storage.campaigns import CANCELLED, QUEUED, WRITE_FAILED, Campaign, TemplateLayout
 from wahub.core.storage.policy import Template
@@ -145,6 +145,18 @@ def test_parameters_become_the_templates_components() -> None:
         {"type": "header", "parameters": [{"type": "text", "parameter_name": "order_id", "text": "42"}]},
         {"type": "body", "parameters": [{"type": "text", "parameter_name": "name", "text": "Ana"}]},
     ]
+
+
+async def test_a_notification_to_a_few_listed_people_is_personal_not_bulk(database_url: str) -> None:
+    async with writer_hub(database_url) as hub:
+        personal = await notification(hub, USERS[:PERSONAL_AT_MOST])
+        broadcast = await notification(hub, USERS[: PERSONAL_AT_MOST + 1])
+        writer = CampaignWriter(hub)
+        while (campaign := await writer.claim()) is not None:
+            await writer.write(campaign)
+
+        assert {row.lane for row in await rows_of(hub, personal)} == {0}
+        assert {row.lane for row in await rows_of(hub, broadcast)} == {1}
 
 
 async def test_each_batch_writes_bulk_messages_and_skips_the_refused(database_url: str) -> None:

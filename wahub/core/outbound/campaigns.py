@@ -57,6 +57,18 @@ POLL_SECONDS = 1.0
 LEASE_SECONDS = 30.0
 #: The lane of bulk messages: sent after the conversations' (lane 0).
 BULK_LANE = 1
+#: A notification to at most this many listed addresses (an appointment
+#: reminder, an order update) is personal, not bulk: its messages go in the
+#: conversations' lane, as a REST API send would, never behind a broadcast.
+PERSONAL_AT_MOST = 10
+
+
+def lane_of(campaign: Campaign) -> int:
+    """The lane of a campaign's messages: 0 for a personal one, else bulk."""
+    listed = campaign.audience.get("to")
+    return 0 if isinstance(listed, list) and len(listed) <= PERSONAL_AT_MOST else BULK_LANE
+
+
 #: Media a template header parameter may carry.
 HEADER_MEDIA = ("image", "video", "document", "location")
 
@@ -284,7 +296,7 @@ def _row(campaign: Campaign, outcome: Outcome, now: float) -> dict[str, Any]:
         conversation_id=outcome.conversation_id,
         contact_id=outcome.contact_id,
         not_before=max(campaign.send_at or 0.0, outcome.not_before or 0.0),
-        lane=BULK_LANE,
+        lane=lane_of(campaign),
     )
     return {**values, "campaign_id": campaign.id}
 
