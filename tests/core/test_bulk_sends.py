@@ -15,7 +15,11 @@ import pytest
 from wahub.core.models import OutgoingMessage
 from wahub.core.outbound.dispatcher import DISPATCHER_STATE, Dispatcher
 from wahub.core.outbound.limits import DAY_SECONDS
-from wahub.testing import ManualClock, wait_until
+from wahub.core.runtime.app import command_hub
+from wahub.core.storage.leadership import dispatch_role
+from wahub.testing import ManualClock, build_config, plugin_manager, wait_until
+from wahub.testing import fake_provider as fake_plugin
+from wahub.testing.fake_provider import FakeProviderServer
 
 from .test_engine import USER, Engine, _approved, engine_for, template
 from .test_engine_policy import QUIET_HOURS, due_becomes, quiet_hours_ahead
@@ -94,23 +98,36 @@ async def waiting(engine: Engine, ids: list[int], due: float) -> list[int]:
     found = []
     for message_id in ids:
         row = await engine.daemon.hub.storage.messages.get(message_id)
-        if row is not None and row["status"] == "queued" and row["lease_until"] is None:
-            if row["next_attempt_at"] == due and row["attempts"] == 0:
-                found.append(message_id)
+        if row is None or row["status"] != "queued" or row["lease_until"] is not None:
+            continue
+        if row["next_attempt_at"] == due and row["attempts"] == 0:
+            found.append(message_id)
     return found
 
 
 async def claim_turns(engine: Engine, count: int = 2) -> None:
-    """Wake the dispatcher and wait until it has claimed ``count`` more times."""
-    loop = dispatcher_of(engine).claims
+    """Wake the dispatcher and wait until it has claimed ``count`` more times
+    (the first may have started before)."""
     for _ in range(count):
-        before = loop.turned_at
+        await claim_turn(engine)
 
-        async def turned() -> bool:
-            return loop.turned_at > before
 
-        engine.daemon.hub.outbox_ready.set()
-        await wait_until(turned)
+async def claim_turn(engine: Engine) -> None:
+    loop = dispatcher_of(engine).claims
+    before = loop.turned_at
+
+    async def turned() -> bool:
+        return loop.turned_at > before
+
+    engine.daemon.hub.outbox_ready.set()
+    await wait_until(turned)
+
+
+async def until_counted(engine: Engine, why: str, value: float) -> None:
+    async def counted() -> bool:
+        return await metric(engine, throttled(why)) == value
+
+    await wait_until(counted)
 
 
 @pytest.fixture
@@ -261,11 +278,7 @@ async def test_when_users_roll_out_only_as_many_bulk_sends_are_claimed_as_there_
         clock.set(start + 10)
         await until_sent(engine, await queue_bulk(engine, [bulk_user(1)], tag="b", now=start + 10))
         later = await queue_bulk(engine, [bulk_user(n) for n in range(2, 7)], tag="c", now=start + 10)
-
-        async def all_counted() -> bool:
-            return await metric(engine, throttled("messaging_limit")) == 5
-
-        await wait_until(all_counted)
+        await until_counted(engine, "messaging_limit", 5)
         assert len(await waiting(engine, later, start + 10)) == 5
 
         clock.set(start + DAY_SECONDS + 1)  # the first user rolls out: room for one
@@ -276,3 +289,16 @@ async def test_when_users_roll_out_only_as_many_bulk_sends_are_claimed_as_there_
         # Each waiting send is counted once, however many claims left it waiting.
         assert await metric(engine, throttled("messaging_limit")) == 5
         assert await metric(engine, 'wahub_messaging_limit_headroom{provider="fake"}') == 0
+
+
+async def test_the_headroom_shows_as_soon_as_the_dispatcher_takes_a_number_over(database_url: str) -> None:
+    server = await FakeProviderServer().start()
+    pm = plugin_manager([fake_plugin])
+    config = build_config({"providers": [server.provider_entry(messaging_limit=50)]}, database=database_url, pm=pm)
+    try:
+        async with command_hub(config, pm) as hub:
+            await Dispatcher(hub).acquired(dispatch_role("fake"))  # no claim made yet
+            headroom = hub.metrics.registry.get_sample_value("wahub_messaging_limit_headroom", {"provider": "fake"})
+            assert headroom == 50
+    finally:
+        await server.close()
