@@ -1,6 +1,7 @@
 """Bulk sends (lane 1) through a fake provider over real HTTP, on SQLite and
 PostgreSQL: replies go ahead of them, they stay within the number's messaging
-limit, slow down when the provider reports its throughput exceeded, and wait
+limit (those beyond it wait in the queue, unclaimed, and never hold back a
+reply), slow down when the provider reports its throughput exceeded, and wait
 out quiet hours like any business message."""
 
 from __future__ import annotations
@@ -14,7 +15,11 @@ import pytest
 from wahub.core.models import OutgoingMessage
 from wahub.core.outbound.dispatcher import DISPATCHER_STATE, Dispatcher
 from wahub.core.outbound.limits import DAY_SECONDS
-from wahub.testing import ManualClock, wait_until
+from wahub.core.runtime.app import command_hub
+from wahub.core.storage.leadership import dispatch_role
+from wahub.testing import ManualClock, build_config, plugin_manager, wait_until
+from wahub.testing import fake_provider as fake_plugin
+from wahub.testing.fake_provider import FakeProviderServer
 
 from .test_engine import USER, Engine, _approved, engine_for, template
 from .test_engine_policy import QUIET_HOURS, due_becomes, quiet_hours_ahead
@@ -87,14 +92,42 @@ async def position_of(engine: Engine, user: str) -> int:
     return position
 
 
-async def held_until(engine: Engine, ids: list[int], at: float) -> list[int]:
-    """The messages of ``ids`` still queued, due ``at`` or later."""
-    held = []
+async def waiting(engine: Engine, ids: list[int], due: float) -> list[int]:
+    """The messages of ``ids`` still queued as they were written: unleased and
+    still due at ``due`` (never claimed and put back)."""
+    found = []
     for message_id in ids:
         row = await engine.daemon.hub.storage.messages.get(message_id)
-        if row is not None and row["status"] == "queued" and row["next_attempt_at"] >= at:
-            held.append(message_id)
-    return held
+        if row is None or row["status"] != "queued" or row["lease_until"] is not None:
+            continue
+        if row["next_attempt_at"] == due and row["attempts"] == 0:
+            found.append(message_id)
+    return found
+
+
+async def claim_turns(engine: Engine, count: int = 2) -> None:
+    """Wake the dispatcher and wait until it has claimed ``count`` more times
+    (the first may have started before)."""
+    for _ in range(count):
+        await claim_turn(engine)
+
+
+async def claim_turn(engine: Engine) -> None:
+    loop = dispatcher_of(engine).claims
+    before = loop.turned_at
+
+    async def turned() -> bool:
+        return loop.turned_at > before
+
+    engine.daemon.hub.outbox_ready.set()
+    await wait_until(turned)
+
+
+async def until_counted(engine: Engine, why: str, value: float) -> None:
+    async def counted() -> bool:
+        return await metric(engine, throttled(why)) == value
+
+    await wait_until(counted)
 
 
 @pytest.fixture
@@ -139,11 +172,14 @@ async def test_bulk_sends_stay_within_the_messaging_limit(limited: Engine, clock
     users = [bulk_user(n) for n in range(60)]
     ids = await queue_bulk(limited, users, now=start)
 
-    async def fifty_sent_ten_held() -> bool:
+    async def fifty_sent_ten_waiting() -> bool:
         sent = [s for s in await statuses(limited, ids) if s in ("sent", "delivered")]
-        return len(sent) == 50 and len(await held_until(limited, ids, start + DAY_SECONDS)) == 10
+        return len(sent) == 50 and len(await waiting(limited, ids, start)) == 10
 
-    await wait_until(fifty_sent_ten_held, within=30)
+    await wait_until(fifty_sent_ten_waiting, within=30)
+    # While the limit is full, claims leave the ten alone: nothing is claimed and put back.
+    await claim_turns(limited)
+    assert len(await waiting(limited, ids, start)) == 10
     assert len(limited.server.calls) == 50
     assert await metric(limited, throttled("messaging_limit")) == 10
     assert await metric(limited, 'wahub_messaging_limit_headroom{provider="fake"}') == 0
@@ -165,16 +201,18 @@ async def test_bulk_sends_stay_within_the_messaging_limit(limited: Engine, clock
 
 async def test_throughput_errors_slow_bulk_sends_down_then_they_recover(paced: Engine) -> None:
     pacer = dispatcher_of(paced).pacers["fake"]
-    paced.server.fail_next(2, code=130429, title="Rate limit hit")
+    # Each answer takes long enough for the first sends to be in flight together.
+    paced.server.latency = 0.5
+    paced.server.fail_next(3, code=130429, title="Rate limit hit")
     await until_sent(paced, await queue_bulk(paced, [bulk_user(n) for n in range(20)]))
 
-    assert await metric(paced, throttled("throughput")) == 2
+    assert await metric(paced, throttled("throughput")) == 3
     assert pacer.slowed is not None
     rate, since = pacer.slowed
-    assert rate == 5.0  # halved twice from 20/s
-    assert pacer.bulk_interval(since) == 0.2
-    assert pacer.bulk_rate(since + 9.9) == 5.0
-    assert pacer.bulk_rate(since + 10) == 7.0  # +10% of the configured rate per quiet 10 s
+    assert rate == 10.0  # halved once from 20/s: the three refused sends went out together
+    assert pacer.bulk_interval(since) == 0.1
+    assert pacer.bulk_rate(since + 9.9) == 10.0
+    assert pacer.bulk_rate(since + 10) == 12.0  # +10% of the configured rate per quiet 10 s
     assert pacer.bulk_rate(since + 80) == 20.0  # never past messages_per_second
     # Conversation sends keep the configured spacing.
     assert pacer.interval == 1 / 20
@@ -207,3 +245,60 @@ async def test_a_bulk_message_waits_out_quiet_hours_like_a_business_one(database
         clock.set(end)
         await engine.status_becomes(bulk, "delivered")
         assert len(engine.server.calls) == 1
+
+
+async def test_a_bulk_send_waiting_for_the_limit_never_holds_back_that_users_replies(
+    database_url: str, clock: ManualClock
+) -> None:
+    start = clock.time()
+    async for engine in engine_for(database_url, clock=clock, pair_limit=None, messaging_limit=1):
+        await engine.daemon.hub.storage.policy.upsert_template("fake", _approved("order_update", "UTILITY"))
+        await until_sent(engine, await queue_bulk(engine, [bulk_user(1)], now=start))
+        [bulk] = await queue_bulk(engine, [USER], now=start)
+        await claim_turns(engine)
+        assert await waiting(engine, [bulk], start) == [bulk]
+
+        status, body = await engine.send(template("order_update"))
+        assert status == 202
+        await engine.status_becomes(body["id"], "delivered")
+        # The reply reached the user, so the bulk send needs no room in the limit any more.
+        await until_sent(engine, [bulk])
+        assert [c.body["template"]["name"] for c in engine.server.calls if c.body["to"] == USER] == [
+            "order_update",
+            BULK_TEMPLATE["name"],
+        ]
+
+
+async def test_when_users_roll_out_only_as_many_bulk_sends_are_claimed_as_there_is_room(
+    database_url: str, clock: ManualClock
+) -> None:
+    start = clock.time()
+    async for engine in engine_for(database_url, clock=clock, pair_limit=None, messaging_limit=2):
+        await until_sent(engine, await queue_bulk(engine, [bulk_user(0)], now=start))
+        clock.set(start + 10)
+        await until_sent(engine, await queue_bulk(engine, [bulk_user(1)], tag="b", now=start + 10))
+        later = await queue_bulk(engine, [bulk_user(n) for n in range(2, 7)], tag="c", now=start + 10)
+        await until_counted(engine, "messaging_limit", 5)
+        assert len(await waiting(engine, later, start + 10)) == 5
+
+        clock.set(start + DAY_SECONDS + 1)  # the first user rolls out: room for one
+        await until_calls(engine, 3)
+        await claim_turns(engine)
+        assert len(engine.server.calls) == 3
+        assert len(await waiting(engine, later, start + 10)) == 4
+        # Each waiting send is counted once, however many claims left it waiting.
+        assert await metric(engine, throttled("messaging_limit")) == 5
+        assert await metric(engine, 'wahub_messaging_limit_headroom{provider="fake"}') == 0
+
+
+async def test_the_headroom_shows_as_soon_as_the_dispatcher_takes_a_number_over(database_url: str) -> None:
+    server = await FakeProviderServer().start()
+    pm = plugin_manager([fake_plugin])
+    config = build_config({"providers": [server.provider_entry(messaging_limit=50)]}, database=database_url, pm=pm)
+    try:
+        async with command_hub(config, pm) as hub:
+            await Dispatcher(hub).acquired(dispatch_role("fake"))  # no claim made yet
+            headroom = hub.metrics.registry.get_sample_value("wahub_messaging_limit_headroom", {"provider": "fake"})
+            assert headroom == 50
+    finally:
+        await server.close()

@@ -60,15 +60,47 @@ class SteppedClock:
         return self.now
 
 
+def refuse_one_at_a_time(pacer: Pacer, clock: SteppedClock, count: int) -> list[float | None]:
+    """``count`` throughput refusals, each of a send that went out after the last refusal."""
+    rates = []
+    for _ in range(count):
+        clock.now += 0.1
+        started = clock.now
+        clock.now += 0.1
+        rates.append(pacer.throttled(started))
+    return rates
+
+
 async def test_the_bulk_rate_halves_to_a_floor_and_recovers() -> None:
     clock = SteppedClock()
     pacer = Pacer(8.0, clock=clock)
-    assert [pacer.throttled() for _ in range(5)] == [4.0, 2.0, 1.0, FLOOR_RATE, FLOOR_RATE]
+    assert refuse_one_at_a_time(pacer, clock, 5) == [4.0, 2.0, 1.0, FLOOR_RATE, FLOOR_RATE]
     assert pacer.bulk_window() == 2
     clock.now += 30  # three quiet steps of 10 s, 0.8/s each
     assert pacer.bulk_rate() == 1.0 + 3 * 0.8
     clock.now += 3600
     assert pacer.bulk_rate() == 8.0
+
+
+async def test_refusals_of_sends_in_flight_together_halve_the_rate_once() -> None:
+    clock = SteppedClock()
+    pacer = Pacer(80.0, clock=clock)
+    started = [clock.now + n * 0.0125 for n in range(10)]  # ten sends out at 80/s, all refused
+    clock.now += 0.5
+    assert [pacer.throttled(at) for at in started] == [40.0] * 10
+    assert pacer.bulk_rate() == 40.0
+
+    # A send that went out at the halved rate and is refused halves it again.
+    later = clock.now + 0.1
+    clock.now += 0.2
+    assert pacer.throttled(later) == 20.0
+    # The recovery counts from the last refusal, halving or not.
+    clock.now += 9.9
+    assert pacer.throttled(later) == 20.0
+    clock.now += 9.9
+    assert pacer.bulk_rate() == 20.0
+    clock.now += 0.2
+    assert pacer.bulk_rate() == 28.0
 
 
 async def test_a_conversation_send_takes_the_slot_ahead_of_waiting_bulk_sends() -> None:

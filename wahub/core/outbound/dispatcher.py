@@ -12,9 +12,15 @@ lease and sends each recipient's messages in order, recipients in parallel:
 - **Lanes.** Conversation messages (lane 0) are claimed before bulk ones
   (lane 1, campaigns), and take the next free slot ahead of any bulk send not
   started; a number keeps only about a second of bulk sends claimed
-  (``Pacer.bulk_window``). Bulk sends to new users wait within the number's
-  messaging limit (``wahub.core.outbound.limits``), and slow down when the
-  provider says the number's throughput was exceeded.
+  (``Pacer.bulk_window``). A bulk send to a new user is claimed only while
+  the number's messaging limit has room (``wahub.core.outbound.limits``): the
+  others wait in the queue, untouched, and never hold back that user's
+  conversation messages. Bulk sends slow down when the provider says the
+  number's throughput was exceeded.
+- **Cancelled notifications.** Their messages are not claimed; one claimed
+  already fails with ``cancelled`` just before its send (the cancelled
+  notifications among those at hand are read at each claim), or when it would
+  go back to the queue.
 - **Failures.** A retryable failure (network, 5xx, throughput and pair-rate
   limits) is tried again with exponential backoff and jitter until
   ``retry_for`` after the message was queued; the recipient's later messages
@@ -54,9 +60,10 @@ from wahub.core.policy.checks import WINDOWLESS_TYPES, window_open
 from wahub.core.policy.lessons import learn_from_refusal
 from wahub.core.privacy import masked
 from wahub.core.provider import Provider
+from wahub.core.storage.campaigns import CANCELLED_CODE
 from wahub.core.storage.leadership import dispatch_role
 from wahub.core.storage.leases import database_unreachable
-from wahub.core.storage.outbox import OutboxRow
+from wahub.core.storage.outbox import CANCELLED_REASON, OutboxRow
 from wahub.core.work.backoff import backoff
 from wahub.core.work.leases import LEASE_SECONDS, Claim, LeaseKeeper
 from wahub.core.work.lifecycle import SHUTDOWN_GRACE, within_grace
@@ -104,6 +111,8 @@ class Dispatcher:
         self._queues: dict[Recipient, deque[OutboxRow]] = {}
         #: Per recipient, the earliest time its next message may go (a retry or pacing ahead of it).
         self._gates: dict[Recipient, float] = {}
+        #: The cancelled notifications among those of the messages at hand, as the last claim read them.
+        self._cancelled: set[int] = set()
         self._in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -144,10 +153,32 @@ class Dispatcher:
             return None
         now = self.hub.clock.time()
         await self.limits.refresh(providers, now)  # users who rolled out of the 24 h free the limit
+        await self._read_cancelled()
         bulk = {name: max(0, self.pacers[name].bulk_window() - self._bulk[name]) for name in providers}
-        rows = await self.hub.storage.outbox.claim_outbox(count, LEASE_SECONDS, providers, now=now, bulk=bulk)
-        # A row already sent, its answer being stored, needs no second claim.
+        admitted: list[OutboxRow] = []
+
+        def admit(row: OutboxRow) -> bool:
+            # A row already sent, its answer being stored, needs no second claim.
+            if row.id in self._sending or not self.limits.admit(row, now):
+                return False
+            admitted.append(row)
+            return True
+
+        try:
+            rows = await self.hub.storage.outbox.claim_outbox(
+                count, LEASE_SECONDS, providers, now=now, bulk=bulk, admit=admit
+            )
+        except BaseException:
+            for row in admitted:  # not claimed after all
+                self.limits.release(row)
+            raise
+        self.limits.claimed(providers, now)
         return [row for row in rows if row.id not in self._sending]
+
+    async def _read_cancelled(self) -> None:
+        """Read which notifications of the messages at hand were cancelled since their claim."""
+        at_hand = {row.campaign_id for queue in self._queues.values() for row in queue if row.campaign_id is not None}
+        self._cancelled = await self.hub.storage.outbox.cancelled_campaigns(at_hand)
 
     def _queue(self, row: OutboxRow) -> None:
         key = (row.provider, row.message.to)
@@ -191,6 +222,7 @@ class Dispatcher:
         refill = False
         for row in rows:
             self._bulk[row.provider] -= row.lane
+            self.limits.release(row)  # admitted at its claim and not sent: its user is not reached
             # Bulk rows are claimed again once half the number's window has gone.
             refill |= not row.lane or self._bulk[row.provider] <= self.pacers[row.provider].bulk_window() // 2
         if refill and self._in_flight <= MAX_IN_FLIGHT // 2:
@@ -205,22 +237,17 @@ class Dispatcher:
         if ready - now > MAX_HOLD_SECONDS or row.provider not in self.leading:
             self._gates[key] = max(ready, now)
             return True
-        if row.lane and starts_conversation(row, now):
-            due = await self.limits.admit(row, now)
-            if due is not None:
-                self._gates[key] = due
-                return True
         if ready > now:
             await asyncio.sleep(ready - now)
         self._gates.pop(key, None)
         return False
 
     async def _send_counted(self, row: OutboxRow) -> None:
-        """Send ``row``, keeping the messaging limit's count true: an admitted bulk
-        send that did not happen is taken back, a conversation send that started
-        a conversation is counted."""
+        """Send ``row``, keeping the messaging limit's count true: a bulk send
+        admitted at its claim that did not happen is taken back, any other send
+        that started a conversation is counted."""
         now = self.hub.clock.time()
-        counts = not row.lane and starts_conversation(row, now)
+        counts = starts_conversation(row, now)
         sent = False
         try:
             sent = await self._send(row)
@@ -262,7 +289,11 @@ class Dispatcher:
         if not self.leases.holds(claim):
             _LOGGER.info("the lease of message %d ran out before its turn; leaving it to the next claim", row.id)
             return False
+        if row.campaign_id in self._cancelled:
+            await self._drop_cancelled(row)
+            return False
         self.pairs[row.provider].take((row.provider, row.message.to), hub.clock.time())
+        started = self.pacers[row.provider].clock()
         try:
             result = await provider.send(row.message)
         except ProviderError as exc:
@@ -275,7 +306,7 @@ class Dispatcher:
                     hub.storage, row.provider, row.message, exc.lesson, code=exc.code, evidence=evidence
                 )
             if exc.throttle is not None:
-                self._throttled(row.provider, exc.throttle)
+                self._throttled(row.provider, exc.throttle, started)
             await self._failed_attempt(row, exc.code, str(exc), retryable=exc.retryable)
             return False
         except (aiohttp.ClientError, TimeoutError) as exc:
@@ -307,12 +338,13 @@ class Dispatcher:
         if wait:
             await asyncio.sleep(wait)
 
-    def _throttled(self, provider: str, throttle: Throttle) -> None:
-        """The provider said a sending limit was hit: a number's throughput slows its
-        bulk sends; a recipient's pair rate holds only that recipient (its retry does)."""
+    def _throttled(self, provider: str, throttle: Throttle, started: float) -> None:
+        """The provider said a sending limit was hit by a send that went out at
+        ``started`` (on the pacer's clock): a number's throughput slows its bulk
+        sends; a recipient's pair rate holds only that recipient (its retry does)."""
         self.hub.metrics.child(self.hub.metrics.bulk_throttled, provider, throttle).inc()
         if throttle == "throughput":
-            rate = self.pacers[provider].throttled()
+            rate = self.pacers[provider].throttled(started)
             if rate is not None:
                 _LOGGER.warning(
                     "%s: the provider said its throughput was exceeded; bulk sends slow to %.1f/s", provider, rate
@@ -375,12 +407,19 @@ class Dispatcher:
                 "send of message %d failed (%s), retrying in %.1f s", row.id, masked(reason, row.message.to), due - now
             )
             self.hub.metrics.sends.labels(row.provider, "retry", code or "").inc()
-            await self.hub.storage.outbox.reschedule(row.id, retry_at=due, error_code=code, reason=reason)
+            if not await self.hub.storage.outbox.reschedule(row.id, retry_at=due, error_code=code, reason=reason):
+                _LOGGER.info("message %d is not retried: its notification was cancelled", row.id)
+                return
             # The recipient's later messages wait behind this one until its backoff ends;
             # quiet hours then hold only business messages, each on its own.
             self._gates[(row.provider, row.message.to)] = retry_at + _ORDER_STEP
             return
         await self._fail(row, code, reason)
+
+    async def _drop_cancelled(self, row: OutboxRow) -> None:
+        _LOGGER.info("message %d is not sent: its notification was cancelled", row.id)
+        self.hub.metrics.sends.labels(row.provider, "failed", CANCELLED_CODE).inc()
+        await self.hub.storage.outbox.mark_failed(row.id, error_code=CANCELLED_CODE, reason=CANCELLED_REASON)
 
     async def _fail(self, row: OutboxRow, code: str | None, reason: str) -> None:
         _LOGGER.error("message %d failed: %s", row.id, masked(reason, row.message.to))
@@ -400,6 +439,8 @@ class Dispatcher:
                     "%d sends of %s were in flight at the last shutdown; sending them again", released, name
                 )
         self.leading.add(name)
+        # The messaging limit's headroom shows from the start, before the first claim.
+        await self.limits.refresh([name], self.hub.clock.time())
         self.hub.outbox_ready.set()
 
     async def lost(self, role: str) -> None:

@@ -5,10 +5,11 @@ The limit is the provider option ``messaging_limit`` when set (null: none),
 otherwise the provider's tier (``AccountState.messaging_limit``). The users
 reached in the last 24 h are read from the stored messages
 (``OutboxStore.reached_users``) every ``RELOAD_SECONDS`` and kept up to date in
-memory by the dispatcher in between. A bulk send to a new user past the limit
-waits until the oldest reached user rolls out of the 24 h; users reached
-already, and sends inside an open service window, are free. Conversation sends
-are never held (the provider judges them), but they count.
+memory by the dispatcher in between. The dispatcher claims a bulk send to a
+new user only while the limit has room, counting the user at the claim: the
+others stay in the queue, untouched, until the oldest reached user rolls out of
+the 24 h. Users reached already, and sends inside an open service window, are
+free. Conversation sends are never held (the provider judges them), but they count.
 """
 
 from __future__ import annotations
@@ -47,8 +48,6 @@ class MessagingLimit:
         #: ``(sent at, user)``, oldest first; entries a later send replaced are skipped.
         self._order: list[tuple[float, str]] = []
         self._loaded_at: float | None = None
-        #: Until when bulk sends to new users wait (logged once per pause).
-        self.paused_until: float | None = None
 
     def limit(self) -> float | None:
         """Users per 24 h; None: no limit."""
@@ -75,28 +74,22 @@ class MessagingLimit:
         self._roll(now)
         return math.inf if limit is None else max(0.0, limit - len(self._reached))
 
-    def admit(self, user: str, now: float) -> tuple[float | None, float | None]:
+    def admit(self, user: str, now: float) -> tuple[bool, float | None]:
         """Count a bulk send to ``user`` at ``now`` if the limit allows it.
-        Returns ``(previous, None)`` when it may go (``previous``: when the user
-        was reached before, None if new; hand it to ``undo`` if the send does not
-        happen), or ``(None, due)`` when it must wait until ``due``."""
+        Returns whether it may go and, when it may, when the user was reached
+        before (None if new: hand it to ``undo`` if the send does not happen)."""
         self._roll(now)
         previous = self._reached.get(user)
         limit = self.limit()
         if previous is None and limit is not None and len(self._reached) >= limit:
-            due = self._order[0][0] + DAY_SECONDS
-            if self.paused_until is None or now >= self.paused_until:
-                _LOGGER.warning(
-                    "%s reached its messaging limit of %d users per 24 h; bulk sends to new users "
-                    "wait %.0f s, until the oldest rolls out",
-                    self.provider.name,
-                    limit,
-                    due - now,
-                )
-            self.paused_until = due
-            return None, due
+            return False, None
         self.reached(user, now)
-        return previous, None
+        return True, previous
+
+    def frees_at(self) -> float | None:
+        """When the oldest reached user rolls out of the 24 h (None: none reached)."""
+        self._roll_stale()
+        return self._order[0][0] + DAY_SECONDS if self._order else None
 
     def reached(self, user: str, now: float) -> None:
         """A send at ``now`` reached ``user`` outside their service window."""
@@ -114,20 +107,25 @@ class MessagingLimit:
     def _roll(self, now: float) -> None:
         """Forget users whose latest send is more than 24 h old."""
         while self._order:
-            at, user = self._order[0]
-            if self._reached.get(user) != at:
-                heapq.heappop(self._order)  # replaced by a later send, or taken back
-            elif at + DAY_SECONDS <= now:
-                heapq.heappop(self._order)
-                del self._reached[user]
-            else:
+            self._roll_stale()
+            if not self._order:
                 return
+            at, user = self._order[0]
+            if at + DAY_SECONDS > now:
+                return
+            heapq.heappop(self._order)
+            del self._reached[user]
+
+    def _roll_stale(self) -> None:
+        """Drop the oldest entries a later send replaced or an ``undo`` took back."""
+        while self._order and self._reached.get(self._order[0][1]) != self._order[0][0]:
+            heapq.heappop(self._order)
 
 
 class LimitKeeper:
     """The messaging limits of every number, as the dispatcher uses them: bulk
-    sends admitted or held, the count kept true when a send does not happen,
-    and the ``messaging_limit_headroom`` gauge."""
+    sends admitted at their claim or left waiting, the count kept true when a
+    send does not happen, and the ``messaging_limit_headroom`` gauge."""
 
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
@@ -135,6 +133,10 @@ class LimitKeeper:
         self.numbers = {name: MessagingLimit(provider, load) for name, provider in hub.providers.items()}
         #: Bulk sends admitted and not yet sent: when their user was reached before (None: new).
         self._admitted: dict[int, float | None] = {}
+        #: Per number, the bulk sends claims left waiting for the limit and not claimed since.
+        self._waiting: dict[str, set[int]] = {name: set() for name in hub.providers}
+        #: Per number, those the claim under way leaves waiting.
+        self._left: dict[str, set[int]] = {name: set() for name in hub.providers}
 
     async def refresh(self, providers: Iterable[str], now: float) -> None:
         """Read the reached users again where the last reading is old; show the headroom."""
@@ -142,23 +144,55 @@ class LimitKeeper:
             await self.numbers[name].refresh(now)
             self._show_headroom(name, now)
 
-    async def admit(self, row: OutboxRow, now: float) -> float | None:
-        """Count a bulk send to a user outside their window against the number's
-        limit; returns when it may go instead if the limit is full."""
-        limit = self.numbers[row.provider]
-        await limit.refresh(now)
-        previous, due = limit.admit(row.message.to, now)
-        if due is None:
-            self._admitted[row.id] = previous
-        else:
-            self.hub.metrics.child(self.hub.metrics.bulk_throttled, row.provider, "messaging_limit").inc()
-        self._show_headroom(row.provider, now)
-        return due
+    def admit(self, row: OutboxRow, now: float) -> bool:
+        """Whether the bulk ``row`` may be claimed at ``now``: yes when it starts
+        no conversation, or when the number's limit has room for its user, who
+        is then counted (until ``settle`` or ``release`` says the send did not
+        happen). A row refused waits in the queue; ``claimed`` reports it."""
+        if not starts_conversation(row, now):
+            return True
+        admitted, previous = self.numbers[row.provider].admit(row.message.to, now)
+        if not admitted:
+            self._left[row.provider].add(row.id)
+            return False
+        self._admitted[row.id] = previous
+        self._waiting[row.provider].discard(row.id)
+        return True
+
+    def claimed(self, providers: Iterable[str], now: float) -> None:
+        """After a claim: count the bulk sends it left waiting for the first time,
+        warn when a number's new users start waiting, and show the headroom."""
+        for name in providers:
+            left, waiting = self._left[name], self._waiting[name]
+            self._left[name] = set()
+            if left and not waiting:
+                limit = self.numbers[name]
+                frees_at = limit.frees_at()
+                _LOGGER.warning(
+                    "%s reached its messaging limit of %s users per 24 h; bulk sends to new users "
+                    "wait in the queue, the next for %.0f s, until the oldest rolls out",
+                    name,
+                    limit.limit(),
+                    (frees_at or now) - now,
+                )
+            fresh = len(left - waiting)
+            if fresh:
+                self.hub.metrics.child(self.hub.metrics.bulk_throttled, name, "messaging_limit").inc(fresh)
+            waiting |= left
+            if self.numbers[name].headroom(now):
+                waiting.clear()  # the wait is over: a later one is a new one
+            self._show_headroom(name, now)
+
+    def release(self, row: OutboxRow) -> None:
+        """Take back the admission of ``row``, claimed and not sent (put back in
+        the queue, or its claim failed); nothing when it had none."""
+        if row.id in self._admitted:
+            self.numbers[row.provider].undo(row.message.to, self._admitted.pop(row.id))
 
     def settle(self, row: OutboxRow, *, sent: bool, counts: bool, now: float) -> None:
         """After a send of ``row`` at ``now`` (``sent``: the provider accepted it):
-        an admitted bulk send that did not happen is taken back; a conversation
-        send that ``counts`` (it started a conversation) is counted."""
+        an admitted bulk send that did not happen is taken back; a send not
+        admitted that ``counts`` (it started a conversation) is counted."""
         limit = self.numbers.get(row.provider)
         if limit is None:
             return

@@ -6,9 +6,11 @@ The pacer serves two lanes. Conversation sends (replies, API sends, operators)
 take the next free slot at once; bulk sends (campaigns) wait until a slot is
 free now, so a reply queued behind any number of bulk sends goes after at most
 the bulk sends already started plus one interval. Bulk sends also keep their own,
-adaptive rate: halved (down to ``FLOOR_RATE``) each time the provider says the
+adaptive rate: halved (down to ``FLOOR_RATE``) when the provider says the
 number's throughput was exceeded, and raised again by ``RECOVERY_STEP`` of the
-configured rate per ``RECOVERY_SECONDS`` without such an error.
+configured rate per ``RECOVERY_SECONDS`` without such an error. Only a refusal
+of a send that went out after the last halving halves the rate again: sends in
+flight together were all paced at the old rate, so their refusals are one signal.
 """
 
 from __future__ import annotations
@@ -42,19 +44,22 @@ class Pacer:
     def __init__(self, rate: float | None, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.rate = rate
         self.interval = 1.0 / rate if rate else 0.0
-        self._clock = clock
+        #: The pacer's time (monotonic seconds); ``throttled`` takes a send's start on it.
+        self.clock = clock
         self._next = 0.0
         self._next_bulk = 0.0
         # Bulk sends take slots one at a time, in the order they asked.
         self._bulk_turn = asyncio.Lock()
         #: The bulk rate right after the last throughput error, and when it came (None: never).
         self.slowed: tuple[float, float] | None = None
+        #: When the bulk rate was last halved (None: never).
+        self._halved_at: float | None = None
 
     def reserve(self) -> float:
         """Take the next slot for a conversation send; returns how long to wait for it."""
         if not self.interval:
             return 0.0
-        now = self._clock()
+        now = self.clock()
         slot = max(now, self._next)
         self._next = slot + self.interval
         return slot - now
@@ -66,7 +71,7 @@ class Pacer:
             return
         async with self._bulk_turn:
             while True:
-                now = self._clock()
+                now = self.clock()
                 free = max(self._next, self._next_bulk)
                 if free <= now:
                     self._next = now + self.interval
@@ -81,7 +86,7 @@ class Pacer:
         if self.slowed is None:
             return self.rate
         slowed, since = self.slowed
-        steps = math.floor(max(0.0, (self._clock() if now is None else now) - since) / RECOVERY_SECONDS)
+        steps = math.floor(max(0.0, (self.clock() if now is None else now) - since) / RECOVERY_SECONDS)
         return min(self.rate, slowed + steps * RECOVERY_STEP * self.rate)
 
     def bulk_interval(self, now: float | None = None) -> float:
@@ -96,17 +101,21 @@ class Pacer:
             return UNPACED_BULK_WINDOW
         return max(MIN_BULK_WINDOW, math.ceil(rate * BULK_WINDOW_SECONDS))
 
-    def throttled(self) -> float | None:
-        """The provider said the number's throughput was exceeded: halve the bulk rate
-        (not below ``FLOOR_RATE``); returns the new rate (None: unpaced, nothing to slow)."""
+    def throttled(self, started: float) -> float | None:
+        """The provider refused a send that went out at ``started`` (on ``clock``)
+        because the number's throughput was exceeded: halve the bulk rate (not
+        below ``FLOOR_RATE``) unless it was halved after that send went out, and
+        start its recovery again; returns the bulk rate now (None: unpaced)."""
         if self.rate is None:
             return None
-        now = self._clock()
+        now = self.clock()
         current = self.bulk_rate(now)
         assert current is not None
-        slowed = max(min(FLOOR_RATE, self.rate), current / 2)
-        self.slowed = (slowed, now)
-        return slowed
+        if self._halved_at is None or started > self._halved_at:
+            current = max(min(FLOOR_RATE, self.rate), current / 2)
+            self._halved_at = now
+        self.slowed = (current, now)
+        return current
 
 
 class PairLimiter:

@@ -401,8 +401,9 @@ class CampaignStore:
 
     async def cancel(self, campaign_id: int, *, now: float) -> bool:
         """Stop the campaign: nothing more is written, and its queued messages
-        that no dispatcher holds fail with ``cancelled`` (those in flight finish).
-        Returns False when there is no such campaign."""
+        that no dispatcher holds fail with ``cancelled``; a dispatcher fails the
+        ones it holds before their send (a send already handed to the provider
+        finishes). Returns False when there is no such campaign."""
         wall = time.time()
         async with self.db.begin() as conn:
             found = await conn.scalar(sa.select(campaigns.c.state).where(campaigns.c.id == campaign_id))
@@ -414,7 +415,7 @@ class CampaignStore:
                     .where(campaigns.c.id == campaign_id)
                     .values(state=CANCELLED, cancelled_at=now, lease_until=None, updated_at=now)
                 )
-            free = sa.or_(messages.c.lease_until.is_(None), messages.c.lease_until <= wall)
+            free = sa.or_(messages.c.lease_until.is_(None), lease_over(messages.c.lease_until, wall, conn.dialect.name))
             cancelled = (
                 await conn.execute(
                     messages.update()

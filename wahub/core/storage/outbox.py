@@ -1,12 +1,16 @@
 """The outbox: queued outgoing messages claimed with a lease, handed back,
 rescheduled, and marked sent or failed, and the queue's depth for the
-metrics. Queuing (``enqueue``) and statuses live in ``storage_messages``."""
+metrics. Queuing (``enqueue``) and statuses live in ``storage_messages``.
+
+A message of a cancelled notification is never claimed, deferred or
+rescheduled: it fails with ``cancelled`` instead (the cancel itself fails only
+the messages no dispatcher holds)."""
 
 from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,15 +19,18 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from wahub.core.models import MessageStatus, OutgoingMessage
 from wahub.core.storage.activity import record_message_activity
+from wahub.core.storage.campaigns import CANCELLED, CANCELLED_CODE
 from wahub.core.storage.engine import Database
 from wahub.core.storage.leases import lease_over
 from wahub.core.storage.messages import message_locks, moves_forward
-from wahub.core.storage.schema import contacts, conversations, messages, status_events
+from wahub.core.storage.schema import campaigns, contacts, conversations, messages, status_events
 
 #: Statuses of a message the provider accepted.
 _ACCEPTED = (MessageStatus.SENT, MessageStatus.DELIVERED, MessageStatus.READ)
 #: The customer service window, as ``wahub.core.policy.checks`` keeps it (storage sits below the policy).
 SERVICE_WINDOW_SECONDS = 24 * 3600.0
+#: Why a message of a cancelled notification failed on its way to the provider.
+CANCELLED_REASON = "the notification was cancelled while this message waited for its turn"
 
 
 @dataclass(frozen=True)
@@ -41,6 +48,8 @@ class OutboxRow:
     timezone: str | None = None
     #: 0: a conversation message, 1: a bulk one (sent after lane 0, paced within the messaging limit).
     lane: int = 0
+    #: The notification (``campaigns`` row) the message belongs to, if any.
+    campaign_id: int | None = None
 
 
 class OutboxStore:
@@ -67,42 +76,44 @@ class OutboxStore:
         *,
         now: float | None = None,
         bulk: Mapping[str, int] | None = None,
+        admit: Callable[[OutboxRow], bool] | None = None,
     ) -> list[OutboxRow]:
         """Claim up to ``limit`` queued messages of ``providers`` due at ``now``
         (default: the current time), leasing them so no one else sends them:
         conversation messages (lane 0) first, then bulk ones (lane 1) to fill
         up, at most ``bulk[provider]`` of each provider's when ``bulk`` is given.
+        A bulk message is claimed only when ``admit(row)`` (if given) lets it
+        go; the others stay queued, untouched, and so do the later bulk
+        messages to their recipients, keeping their order. A message of a
+        cancelled notification fails with ``cancelled`` instead of being claimed.
         Leases are always on the wall clock, the one their renewals use."""
         wall = time.time()
         now = wall if now is None else now
         async with self.db.begin() as conn:
-            rows = list(await _claimable(conn, 0, limit, providers, now, wall))
+            found = list(await _claimable(conn, 0, limit, providers, now, wall))
             if bulk is None:
-                rows += await _claimable(conn, 1, limit - len(rows), providers, now, wall)
+                found += await _claimable(conn, 1, limit - len(found), providers, now, wall)
             else:
                 for provider in providers:
-                    room = min(limit - len(rows), bulk.get(provider, 0))
-                    rows += await _claimable(conn, 1, room, [provider], now, wall)
+                    room = min(limit - len(found), bulk.get(provider, 0))
+                    found += await _claimable(conn, 1, room, [provider], now, wall)
+            await _fail_cancelled(conn, [r.id for r in found if r.campaign_state == CANCELLED], wall)
+            rows = _admitted([_outbox_row(r) for r in found if r.campaign_state != CANCELLED], admit)
             if rows:
                 await conn.execute(
                     messages.update()
-                    .where(messages.c.id.in_([r.id for r in rows]))
+                    .where(messages.c.id.in_([row.id for row in rows]))
                     .values(lease_until=wall + lease_seconds, attempts=messages.c.attempts + 1, updated_at=now)
                 )
-        return [
-            OutboxRow(
-                r.id,
-                r.provider,
-                OutgoingMessage.from_json(r.body),
-                r.attempts + 1,
-                r.created_at,
-                r.last_inbound_at,
-                r.origin or "business",
-                r.timezone,
-                r.lane,
-            )
-            for r in rows
-        ]
+        return rows
+
+    async def cancelled_campaigns(self, campaign_ids: Collection[int]) -> set[int]:
+        """Those of the notifications ``campaign_ids`` that were cancelled."""
+        if not campaign_ids:
+            return set()
+        query = sa.select(campaigns.c.id).where(campaigns.c.id.in_(list(campaign_ids)), campaigns.c.state == CANCELLED)
+        async with self.db.connect() as conn:
+            return {int(found) for found in (await conn.scalars(query)).all()}
 
     async def reached_users(self, provider: str, since: float) -> dict[str, float]:
         """The users ``provider``'s number started a conversation with since ``since``
@@ -135,7 +146,8 @@ class OutboxStore:
 
     async def defer(self, due: Sequence[tuple[int, float]]) -> None:
         """Hand claimed messages back, due again at the given times, without counting
-        the claim as an attempt (pacing, not failure, held them back)."""
+        the claim as an attempt (pacing, not failure, held them back); those of a
+        cancelled notification fail with ``cancelled`` instead."""
         if not due:
             return
         statement = (
@@ -149,7 +161,10 @@ class OutboxStore:
             )
         )
         async with self.db.begin() as conn:
-            await conn.execute(statement, [{"row_id": row_id, "due_at": due_at} for row_id, due_at in due])
+            failed = await _fail_cancelled(conn, [row_id for row_id, _ in due], time.time())
+            deferred = [{"row_id": row_id, "due_at": due_at} for row_id, due_at in due if row_id not in failed]
+            if deferred:
+                await conn.execute(statement, deferred)
 
     async def release_outbox_claims(self, provider: str) -> int:
         """Make ``provider``'s leased queued messages due again: called by the process
@@ -214,13 +229,16 @@ class OutboxStore:
             await record_message_activity(conn, "status", [message_id for message_id, _, _ in sent], now=now)
         return {values["row_id"]: values["code"] for values in updates if values["status"] == MessageStatus.FAILED}
 
-    async def reschedule(self, message_id: int, *, retry_at: float, error_code: str | None, reason: str) -> None:
-        """Keep a message queued for another attempt at ``retry_at``."""
+    async def reschedule(self, message_id: int, *, retry_at: float, error_code: str | None, reason: str) -> bool:
+        """Keep a message queued for another attempt at ``retry_at``; False when
+        it failed with ``cancelled`` instead, its notification cancelled."""
         now = time.time()
         async with self.db.begin() as conn:
+            if await _fail_cancelled(conn, [message_id], now):
+                return False
             await conn.execute(
                 messages.update()
-                .where(messages.c.id == message_id)
+                .where(messages.c.id == message_id, messages.c.status == MessageStatus.QUEUED)
                 .values(
                     next_attempt_at=retry_at,
                     lease_until=None,
@@ -230,6 +248,7 @@ class OutboxStore:
                 )
             )
             await record_message_activity(conn, "status", [message_id], now=now)
+        return True
 
     async def mark_failed(self, message_id: int, *, error_code: str | None, reason: str) -> None:
         now = time.time()
@@ -251,7 +270,8 @@ class OutboxStore:
 async def _claimable(
     conn: AsyncConnection, lane: int, limit: int, providers: Collection[str], now: float, wall: float
 ) -> Sequence[Any]:
-    """Up to ``limit`` due queued rows of ``lane``, unleased or lapsed, oldest due first (locked on PostgreSQL)."""
+    """Up to ``limit`` due queued rows of ``lane``, unleased or lapsed, oldest due first (locked on
+    PostgreSQL), each with the state of its notification (``campaign_state``, None for none)."""
     if limit <= 0 or not providers:
         return []
     query = (
@@ -265,11 +285,13 @@ async def _claimable(
             messages.c.origin,
             contacts.c.timezone,
             messages.c.lane,
+            messages.c.campaign_id,
+            campaigns.c.state.label("campaign_state"),
         )
         .select_from(
-            messages.outerjoin(conversations, conversations.c.id == messages.c.conversation_id).outerjoin(
-                contacts, contacts.c.id == messages.c.contact_id
-            )
+            messages.outerjoin(conversations, conversations.c.id == messages.c.conversation_id)
+            .outerjoin(contacts, contacts.c.id == messages.c.contact_id)
+            .outerjoin(campaigns, campaigns.c.id == messages.c.campaign_id)
         )
         .where(
             messages.c.status == MessageStatus.QUEUED,
@@ -284,3 +306,63 @@ async def _claimable(
     if conn.dialect.name != "sqlite":
         query = query.with_for_update(of=messages, skip_locked=True)
     return (await conn.execute(query)).all()
+
+
+def _outbox_row(found: Any) -> OutboxRow:
+    return OutboxRow(
+        found.id,
+        found.provider,
+        OutgoingMessage.from_json(found.body),
+        found.attempts + 1,
+        found.created_at,
+        found.last_inbound_at,
+        found.origin or "business",
+        found.timezone,
+        found.lane,
+        found.campaign_id,
+    )
+
+
+def _admitted(rows: list[OutboxRow], admit: Callable[[OutboxRow], bool] | None) -> list[OutboxRow]:
+    """The rows to claim: every conversation row, and the bulk rows ``admit`` lets
+    go, none after a refused one to the same recipient."""
+    if admit is None:
+        return rows
+    kept: list[OutboxRow] = []
+    waiting: set[tuple[str, str]] = set()
+    for row in rows:
+        recipient = (row.provider, row.message.to)
+        if row.lane and (recipient in waiting or not admit(row)):
+            waiting.add(recipient)
+        else:
+            kept.append(row)
+    return kept
+
+
+async def _fail_cancelled(conn: AsyncConnection, message_ids: Sequence[int], now: float) -> set[int]:
+    """Fail those of the queued messages ``message_ids`` whose notification was
+    cancelled, with ``cancelled``; returns their ids."""
+    if not message_ids:
+        return set()
+    of_cancelled = (
+        sa.select(campaigns.c.id)
+        .where(campaigns.c.id == messages.c.campaign_id, campaigns.c.state == CANCELLED)
+        .exists()
+    )
+    failed = (
+        await conn.scalars(
+            messages.update()
+            .where(messages.c.id.in_(list(message_ids)), messages.c.status == MessageStatus.QUEUED, of_cancelled)
+            .values(
+                status=MessageStatus.FAILED,
+                error_code=CANCELLED_CODE,
+                error_reason=CANCELLED_REASON,
+                next_attempt_at=None,
+                lease_until=None,
+                updated_at=now,
+            )
+            .returning(messages.c.id)
+        )
+    ).all()
+    await record_message_activity(conn, "status", list(failed), now=now)
+    return {int(message_id) for message_id in failed}
