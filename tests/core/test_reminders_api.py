@@ -57,10 +57,6 @@ def iso(instant: float, zone: dt.tzinfo = dt.UTC) -> str:
     return dt.datetime.fromtimestamp(instant, zone).isoformat()
 
 
-def parsed(text: str) -> float:
-    return dt.datetime.fromisoformat(text).timestamp()
-
-
 async def test_an_appointment_reminder_fires_a_day_before_the_event(database_url: str) -> None:
     async with reminders_api(database_url) as api:
         event_at = round(api.clock.now + 10 * DAY)
@@ -72,9 +68,8 @@ async def test_an_appointment_reminder_fires_a_day_before_the_event(database_url
         }
         status, created = await api.call("POST", "/reminders", body, **{"Idempotency-Key": "appointment-7"})
         assert status == 201, created
-        assert parsed(created["next_fire_at"]) == event_at - DAY
-        assert created["next_fire_at"].endswith("Z")
-        assert parsed(created["event_at"]) == event_at
+        assert created["next_fire_at"] == event_at - DAY
+        assert created["event_at"] == event_at
         assert (created["state"], created["fired"], created["skipped"], created["notifications"]) == (
             "active",
             0,
@@ -104,14 +99,14 @@ async def test_reminders_at_a_time_and_on_a_cron(database_url: str) -> None:
         at = round(api.clock.now + 3600)
         status, once = await api.call("POST", "/reminders", {"to": ["1", "2"], "template": "t", "at": iso(at)})
         assert status == 201, once
-        assert parsed(once["next_fire_at"]) == at and once["cron"] is None
+        assert once["next_fire_at"] == at and once["cron"] is None
 
         body = {"to": "1", "message": {"type": "text", "text": {"body": "Stand-up!"}}}
         status, weekly = await api.call(
             "POST", "/reminders", {**body, "cron": "0 9 * * mon", "timezone": "Asia/Kolkata"}
         )
         assert status == 201, weekly
-        first = dt.datetime.fromisoformat(weekly["next_fire_at"]).astimezone(ZoneInfo("Asia/Kolkata"))
+        first = dt.datetime.fromtimestamp(weekly["next_fire_at"], ZoneInfo("Asia/Kolkata"))
         assert (first.weekday(), first.hour, first.minute) == (0, 9, 0)
         assert 0 < first.timestamp() - api.clock.now <= 7 * DAY
         assert weekly["message"] == body["message"] and weekly["template"] is None
@@ -219,7 +214,7 @@ async def test_hostile_times_offsets_crons_and_parameters_are_refused_naming_the
             assert status == 422, (str(body)[:80], answer)
             assert answer["error"]["field"].startswith(field), (str(body)[:80], answer)
         _, latest = await api.call("POST", "/reminders", {"to": "1", "template": "t", "at": "9999-12-31T23:59:59Z"})
-        assert latest["next_fire_at"] == "9999-12-31T23:59:59Z"
+        assert latest["next_fire_at"] == 253402300799.0
         status, listed = await api.call("GET", "/reminders")
         assert status == 200 and [row["id"] for row in listed["reminders"]][-1] == latest["id"]
 
@@ -237,7 +232,7 @@ async def test_cancelling_a_reminder_stops_the_notification_it_has_not_finished(
             template="t",
             audience={"to": ["1", "2"]},
             source=f"reminder:{created['name']}",
-            idempotency_key=f"schedule:{created['id']}:{int(parsed(at))}",
+            idempotency_key=f"schedule:{created['id']}:{int(created['next_fire_at'])}",
             now=api.clock.now,
             send_at=api.clock.now + 2 * DAY,
         )

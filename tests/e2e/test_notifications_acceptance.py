@@ -341,7 +341,7 @@ async def test_an_appointment_reminder_fires_on_time_and_waits_out_the_contacts_
     }
     status, created = await api(engine.http, url, "POST", "/reminders", json=body)
     assert status == 201, created
-    assert created["next_fire_at"] == iso(fire_at).replace("+00:00", "Z")
+    assert created["next_fire_at"] == fire_at
 
     clock.set(fire_at - 1)
     assert await fire_due(hub) == []

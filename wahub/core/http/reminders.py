@@ -35,6 +35,7 @@ from wahub.core.config.validators import language_code, timezone_name
 from wahub.core.errors import InvalidMessage, SendRefused
 from wahub.core.http.api_io import aware_time, error, idempotency_key, iso_time, json_response, path_id
 from wahub.core.http.api_query import check_known, cursor, page_limit
+from wahub.core.http.api_schemas import MAYBE_TIME, TIME
 from wahub.core.http.notifications import PARAMETERS
 from wahub.core.http.openapi import IDEMPOTENCY_KEY, Answer, Operation, Param, Schema, body_of, errors
 from wahub.core.hub import HUB_KEY, Hub
@@ -83,7 +84,6 @@ BODY: Schema = {
     },
 }
 
-_TIME_OR_NULL: Schema = {"type": ["string", "null"], "description": "ISO 8601, UTC"}
 REMINDER: Schema = {
     "type": "object",
     "required": [
@@ -110,9 +110,9 @@ REMINDER: Schema = {
         "parameters": {"type": ["object", "null"]},
         "cron": {"type": ["string", "null"]},
         "timezone": {"type": ["string", "null"]},
-        "event_at": _TIME_OR_NULL,
-        "next_fire_at": _TIME_OR_NULL,
-        "last_fired_at": _TIME_OR_NULL,
+        "event_at": MAYBE_TIME,
+        "next_fire_at": MAYBE_TIME,
+        "last_fired_at": MAYBE_TIME,
         "fired": {"type": "integer"},
         "skipped": {"type": "integer"},
         "misfire_grace": {"type": "number"},
@@ -123,7 +123,7 @@ REMINDER: Schema = {
             "description": f"the latest {LATEST_NOTIFICATIONS} firings' campaigns, newest first",
         },
         "notifications_count": {"type": "integer", "description": "every campaign its firings created"},
-        "created_at": {"type": "string"},
+        "created_at": TIME,
     },
 }
 
@@ -142,12 +142,12 @@ def shown(row: dict[str, Any], notifications: Notifications) -> dict[str, Any]:
     return {
         **{key: row[key] for key in keys},
         **{key: row[key] for key in ("parameters", "cron", "timezone", "fired", "skipped", "misfire_grace")},
-        "event_at": iso_time(row["event_at"]),
-        "next_fire_at": iso_time(row["next_fire_at"]),
-        "last_fired_at": iso_time(row["last_fired_at"]),
+        "event_at": row["event_at"],
+        "next_fire_at": row["next_fire_at"],
+        "last_fired_at": row["last_fired_at"],
         "notifications": notifications.latest,
         "notifications_count": notifications.count,
-        "created_at": iso_time(row["created_at"]),
+        "created_at": row["created_at"],
     }
 
 
