@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
+import voluptuous as vol
+from jsonschema import Draft202012Validator  # type: ignore[import-untyped]
 
 from wahub.core.config.schema import load_config
 from wahub.core.errors import ConfigError
+from wahub.core.http.notifications import PARAMETERS
 from wahub.core.plugins import registered_providers, registered_sections
+from wahub.plugins.reminders import _parameters
 from wahub.testing import plugin_manager
 
 
@@ -152,3 +157,34 @@ def test_well_formed_parameters_are_kept(tmp_path: Path) -> None:
         "header": {"image": {"link": "https://x.example/a.png"}},
         "buttons": {"0": "track-7"},
     }
+
+
+@pytest.mark.parametrize(
+    "parameters",
+    [
+        {"1": "Ana", "2": 42},
+        {"order_id": "A-17", "header": "Order A-17", "buttons": {"0": "track/A-17"}},
+        {"header": {"image": {"link": "https://x.example/a.png"}}},
+        {"1": ""},
+        {"1": True},
+        {"Bad Name": "x"},
+        {"header": 5},
+        {"header": {}},
+        {"header": {"image": "https://x.example/a.png"}},
+        {"header": {"audio": {"link": "https://x.example/a.ogg"}}},
+        {"buttons": ["a"]},
+        {"buttons": {"x": "1"}},
+        {"buttons": {"12": "go"}},
+        {"buttons": {"0": ""}},
+    ],
+)
+def test_a_reminders_parameters_are_read_as_the_rest_api_reads_a_notifications(parameters: dict[str, Any]) -> None:
+    """The section checks the YAML with its own messages; it must accept exactly what the REST API's schema does."""
+    api_accepts = Draft202012Validator(PARAMETERS).is_valid(parameters)
+    try:
+        _parameters(parameters)
+    except vol.Invalid:
+        section_accepts = False
+    else:
+        section_accepts = True
+    assert section_accepts == api_accepts
