@@ -14,7 +14,16 @@ from tests.core.test_engine_policy import QUIET_HOURS, quiet_hours_ahead
 from tests.plugins.providers.test_cloud_api import PLATFORMS, USER, Cloud, _cloud, _template
 from wahub.testing import ManualClock, wait_until
 
-TEMPLATE = {"to": USER, "type": "template", "template": {"name": "order_update", "language": {"code": "en_US"}}}
+TEMPLATE = {
+    "to": USER,
+    "type": "template",
+    "template": {
+        "name": "order_update",
+        "language": {"code": "en_US"},
+        # The account's template has one body placeholder: a send gives it.
+        "components": [{"type": "body", "parameters": [{"type": "text", "text": "A-17"}]}],
+    },
+}
 
 
 async def failed_once(cloud: Cloud, message_id: int) -> dict[str, Any] | None:
