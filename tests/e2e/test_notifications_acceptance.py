@@ -162,7 +162,13 @@ async def test_a_segment_of_imported_contacts_survives_kill_9(tmp_path: Path, da
             }
             status, preview = await api(http, daemon.url, "POST", "/notifications", json={**body, "dry_run": True})
             assert status == 200, preview
-            assert preview == {"id": None, "state": "expanding", "recipients": 1000, "refused": {"opted_out": 30}}
+            assert preview == {
+                "id": None,
+                "state": "expanding",
+                "recipients": 1000,
+                "refused": {"opted_out": 30},
+                "preview": "exact",
+            }
             status, created = await api(
                 http, daemon.url, "POST", "/notifications", json=body, headers={"Idempotency-Key": "newsletter-1"}
             )

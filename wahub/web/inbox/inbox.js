@@ -1019,6 +1019,10 @@
   function renderTemplateParams() {
     const template = chosenTemplate();
     if (!template) return;
+    // A live refresh re-renders the composer: what the operator typed stays.
+    const typed = new Map(
+      [...el.templateParams.querySelectorAll("input")].map((input) => [input.dataset.name, input.value]),
+    );
     const fields = list(template.parameters).map((name, index) => {
       const id = `template-param-${index}`;
       const field = node("div", "templates__param");
@@ -1029,6 +1033,7 @@
       input.type = "text";
       input.autocomplete = "off";
       input.dataset.name = str(name);
+      input.value = typed.get(str(name)) || "";
       input.addEventListener("input", renderTemplatePreview);
       field.append(label, input);
       return field;
