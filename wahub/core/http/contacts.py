@@ -20,9 +20,9 @@ from aiohttp import web
 
 from wahub.core.config.validators import language_code, timezone_name
 from wahub.core.http.api_io import MAX_INT, error, error_text, json_body, json_response, path_id
-from wahub.core.http.api_query import DEFAULT_PAGE, MAX_PAGE, check_known, cursor, page_limit, search_text
+from wahub.core.http.api_query import check_known, cursor, page_limit, search_text
 from wahub.core.http.api_schemas import CONTACT, CONTACT_DETAIL, Schema, page_of
-from wahub.core.http.openapi import Answer, Operation, Param, errors
+from wahub.core.http.openapi import PAGE_AFTER, PAGE_LIMIT, Answer, Operation, Param, errors
 from wahub.core.hub import HUB_KEY, Hub
 from wahub.core.storage.policy import consent_state
 
@@ -172,12 +172,8 @@ def operations() -> list[Operation]:
             {200: Answer("A page of contacts", page_of("contacts", CONTACT)), **errors(400, 401)},
             params=[
                 Param("q", {"type": "string", "maxLength": 128}, "Text in the name, the address or any id"),
-                Param(
-                    "limit",
-                    {"type": "integer", "minimum": 1, "maximum": MAX_PAGE, "default": DEFAULT_PAGE},
-                    "Page size",
-                ),
-                Param("after", {"type": "integer", "minimum": 1, "maximum": MAX_INT}, "The previous page's next"),
+                PAGE_LIMIT,
+                PAGE_AFTER,
             ],
         ),
         Operation(

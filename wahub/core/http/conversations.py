@@ -24,8 +24,6 @@ from aiohttp import web
 from wahub.core.conversations.ownership import change_owner
 from wahub.core.http.api_io import MAX_INT, error, error_text, json_body, json_response, path_id
 from wahub.core.http.api_query import (
-    DEFAULT_PAGE,
-    MAX_PAGE,
     check_known,
     choices,
     cursor,
@@ -34,7 +32,7 @@ from wahub.core.http.api_query import (
     positive_id,
 )
 from wahub.core.http.api_schemas import CONVERSATION, CONVERSATION_MESSAGE, CONVERSATION_WITH_EVENTS, Schema, page_of
-from wahub.core.http.openapi import ERROR_SCHEMA, Answer, Handler, Operation, Param, errors
+from wahub.core.http.openapi import ERROR_SCHEMA, PAGE_AFTER, PAGE_LIMIT, Answer, Handler, Operation, Param, errors
 from wahub.core.hub import HUB_KEY, Hub
 from wahub.core.models import OWNER_CHANGES, Owner, OwnershipChange
 from wahub.core.policy.checks import SERVICE_WINDOW_SECONDS, window_open
@@ -243,7 +241,6 @@ _ONE = "/api/v1/conversations/{id}"
 _ID = Param(
     "id", {"type": "integer", "minimum": 1, "maximum": MAX_INT}, "The conversation's id", where="path", example=1
 )
-_LIMIT = Param("limit", {"type": "integer", "minimum": 1, "maximum": MAX_PAGE, "default": DEFAULT_PAGE}, "Page size")
 _REASON: Schema = {"type": "string", "minLength": 1, "maxLength": MAX_REASON, "description": "Why, for the history"}
 _CHANGED = {
     200: Answer("The conversation after the change", CONVERSATION_WITH_EVENTS),
@@ -285,8 +282,8 @@ def operations() -> list[Operation]:
                 Param("owner", {"type": "string"}, f"One or more of {owners}, separated by commas"),
                 Param("contact_id", {"type": "integer", "minimum": 1, "maximum": MAX_INT}, "The contact's id"),
                 Param("updated_since", {"type": "string"}, "Unix seconds or an ISO 8601 time"),
-                _LIMIT,
-                Param("after", {"type": "integer", "minimum": 1, "maximum": MAX_INT}, "The previous page's next"),
+                PAGE_LIMIT,
+                PAGE_AFTER,
             ],
         ),
         Operation(
@@ -310,7 +307,7 @@ def operations() -> list[Operation]:
             params=[
                 _ID,
                 Param("before", {"type": "integer", "minimum": 1, "maximum": MAX_INT}, "The previous page's next"),
-                _LIMIT,
+                PAGE_LIMIT,
             ],
         ),
         _change("handoff", handoff, "Ask for a person"),

@@ -31,7 +31,17 @@ from aiohttp import web
 from wahub.core.errors import SendRefused
 from wahub.core.http.api_io import aware_time, error, idempotency_key, json_response, path_id
 from wahub.core.http.api_query import check_known, cursor, page_limit
-from wahub.core.http.openapi import IDEMPOTENCY_KEY, Answer, Operation, Param, Schema, body_of, errors
+from wahub.core.http.openapi import (
+    IDEMPOTENCY_KEY,
+    PAGE_AFTER,
+    PAGE_LIMIT,
+    Answer,
+    Operation,
+    Param,
+    Schema,
+    body_of,
+    errors,
+)
 from wahub.core.hub import HUB_KEY, Hub
 from wahub.core.models import MessageStatus
 from wahub.core.outbound.campaigns import Plan, count_audience, preview, refusal_for_all
@@ -434,8 +444,8 @@ def operations() -> list[Operation]:
             TAG,
             {200: Answer("A page of notifications", LISTING), **errors(400, 401)},
             params=[
-                Param("limit", {"type": "integer", "minimum": 1, "maximum": 200}, "Items per page (default 50)"),
-                Param("after", {"type": "integer", "minimum": 1}, "The next of the previous page"),
+                PAGE_LIMIT,
+                PAGE_AFTER,
             ],
         ),
         Operation(

@@ -25,7 +25,8 @@ from aiohttp import web
 from jsonschema import Draft202012Validator  # type: ignore[import-untyped]
 from jsonschema.exceptions import best_match  # type: ignore[import-untyped]
 
-from wahub.core.http.api_io import error, json_body
+from wahub.core.http.api_io import MAX_INT, error, json_body
+from wahub.core.http.api_query import DEFAULT_PAGE, MAX_PAGE
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Schema = dict[str, Any]
@@ -274,3 +275,10 @@ def _referenced(schema: Any, refs: Mapping[int, str], top: int | None = None) ->
     if isinstance(schema, list):
         return [_referenced(value, refs, top) for value in schema]
     return schema
+
+
+#: The page size and cursor of every listing (``api_query.page_limit`` and ``cursor``).
+PAGE_LIMIT = Param(
+    "limit", {"type": "integer", "minimum": 1, "maximum": MAX_PAGE, "default": DEFAULT_PAGE}, "Page size"
+)
+PAGE_AFTER = Param("after", {"type": "integer", "minimum": 1, "maximum": MAX_INT}, "The previous page's next")

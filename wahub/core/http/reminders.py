@@ -37,7 +37,17 @@ from wahub.core.http.api_io import aware_time, error, idempotency_key, iso_time,
 from wahub.core.http.api_query import check_known, cursor, page_limit
 from wahub.core.http.api_schemas import MAYBE_TIME, TIME
 from wahub.core.http.notifications import PARAMETERS
-from wahub.core.http.openapi import IDEMPOTENCY_KEY, Answer, Operation, Param, Schema, body_of, errors
+from wahub.core.http.openapi import (
+    IDEMPOTENCY_KEY,
+    PAGE_AFTER,
+    PAGE_LIMIT,
+    Answer,
+    Operation,
+    Param,
+    Schema,
+    body_of,
+    errors,
+)
 from wahub.core.hub import HUB_KEY, Hub
 from wahub.core.outbound.cron import CronError, next_after, parse
 from wahub.core.storage.schedules import CONFIG, LATEST_NOTIFICATIONS, Notifications, ScheduleSpec
@@ -338,8 +348,8 @@ def operations() -> list[Operation]:
             tag,
             {200: Answer("A page of reminders, by id", _PAGE), **errors(400, 401)},
             params=[
-                Param("limit", {"type": "integer", "minimum": 1, "maximum": 200}, "Reminders per page (default 50)"),
-                Param("after", {"type": "integer", "minimum": 1}, "The `next` of the previous page"),
+                PAGE_LIMIT,
+                PAGE_AFTER,
             ],
         ),
         Operation(

@@ -169,6 +169,19 @@ class TemplateLayout:
     header_name: str | None = None
 
 
+async def _still_writing(conn: AsyncConnection, campaign: Campaign) -> Any:
+    """The campaign's row (state, position, refused), locked until the
+    transaction ends, while it is still being written where ``campaign`` left
+    it; None once it was cancelled or written further by another replica."""
+    query = sa.select(campaigns.c.state, campaigns.c.position, campaigns.c.refused).where(campaigns.c.id == campaign.id)
+    if conn.dialect.name != "sqlite":
+        query = query.with_for_update()
+    current = (await conn.execute(query)).one()
+    if current.state != EXPANDING or current.position != campaign.position:
+        return None
+    return current
+
+
 class CampaignStore:
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -342,13 +355,8 @@ class CampaignStore:
         is no longer this writer's to write (cancelled, or written further by
         another replica whose lease it took): then nothing is written."""
         async with self.db.begin() as conn:
-            query = sa.select(campaigns.c.state, campaigns.c.position, campaigns.c.refused).where(
-                campaigns.c.id == campaign.id
-            )
-            if conn.dialect.name != "sqlite":
-                query = query.with_for_update()
-            current = (await conn.execute(query)).one()
-            if current.state != EXPANDING or current.position != campaign.position:
+            current = await _still_writing(conn, campaign)
+            if current is None:
                 return None
             inserted: Sequence[Any] = []
             if batch.rows:
@@ -377,13 +385,8 @@ class CampaignStore:
         counted refused under ``WRITE_FAILED``. False when the campaign is no
         longer this writer's (cancelled, or written further by another)."""
         async with self.db.begin() as conn:
-            query = sa.select(campaigns.c.state, campaigns.c.position, campaigns.c.refused).where(
-                campaigns.c.id == campaign.id
-            )
-            if conn.dialect.name != "sqlite":
-                query = query.with_for_update()
-            current = (await conn.execute(query)).one()
-            if current.state != EXPANDING or current.position != campaign.position:
+            current = await _still_writing(conn, campaign)
+            if current is None:
                 return False
             written = await conn.scalar(
                 sa.select(sa.func.count()).select_from(messages).where(messages.c.campaign_id == campaign.id)
