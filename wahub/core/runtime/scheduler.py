@@ -19,8 +19,13 @@ from wahub.hookspecs import JobSpec
 _LOGGER = logging.getLogger(__name__)
 
 
-def _guarded(hub: Hub, spec: JobSpec, running: set[asyncio.Task[object]]) -> Callable[[], Awaitable[None]]:
+def _guarded(
+    hub: Hub, spec: JobSpec, running: set[asyncio.Task[object]], closed: asyncio.Event
+) -> Callable[[], Awaitable[None]]:
     async def run() -> None:
+        if closed.is_set():
+            # Submitted just before the shutdown, started after it: it would find the database closing.
+            return
         task = asyncio.current_task()
         if task is not None:
             running.add(task)
@@ -38,15 +43,20 @@ def _guarded(hub: Hub, spec: JobSpec, running: set[asyncio.Task[object]]) -> Cal
 
 
 def build_scheduler(
-    hub: Hub, specs: Sequence[JobSpec] | None = None, running: set[asyncio.Task[object]] | None = None
+    hub: Hub,
+    specs: Sequence[JobSpec] | None = None,
+    running: set[asyncio.Task[object]] | None = None,
+    closed: asyncio.Event | None = None,
 ) -> AsyncIOScheduler:
     """A scheduler holding ``specs`` (default: every plugin's ``scheduled_jobs``);
-    the jobs running at a moment are in ``running``, when given."""
+    the jobs running at a moment are in ``running``, when given, and a job
+    that starts once ``closed`` is set does nothing."""
     scheduler = AsyncIOScheduler(timezone="UTC")
     running = set() if running is None else running
+    closed = asyncio.Event() if closed is None else closed
     for spec in _specs(hub) if specs is None else specs:
         scheduler.add_job(
-            _guarded(hub, spec, running),
+            _guarded(hub, spec, running, closed),
             spec.trigger,
             id=spec.id,
             name=spec.id,
@@ -67,7 +77,8 @@ async def scheduler_ctx(app: web.Application) -> AsyncIterator[None]:
     hub = app[HUB_KEY]
     specs = _specs(hub)
     running: set[asyncio.Task[object]] = set()
-    scheduler = build_scheduler(hub, specs, running)
+    closed = asyncio.Event()
+    scheduler = build_scheduler(hub, specs, running, closed)
     at_start = [spec.id for spec in specs if spec.at_start]
     scheduler.start(paused=True)
 
@@ -85,6 +96,7 @@ async def scheduler_ctx(app: web.Application) -> AsyncIterator[None]:
 
     hub.leadership.on_change(acquired, lost)
     yield
+    closed.set()
     scheduler.shutdown(wait=False)
     # A job still running (a start-up clean-up in a daemon stopped at once) is
     # cut off now, while the database it uses is still open: left to the end of
