@@ -98,10 +98,13 @@ async def scheduler_ctx(app: web.Application) -> AsyncIterator[None]:
     yield
     closed.set()
     scheduler.shutdown(wait=False)
-    # A job still running (a start-up clean-up in a daemon stopped at once) is
-    # cut off now, while the database it uses is still open: left to the end of
-    # the event loop, it would be cancelled with its connection already gone.
-    jobs = list(running)
-    for job in jobs:
-        job.cancel()
-    await within_grace("background", jobs, on_timeout_message="scheduled jobs did not stop within %(grace).1f s")
+    # A job still running (a start-up clean-up in a daemon stopped at once, a
+    # reminders' pass) gets the grace to finish, and only then is cut off: both
+    # while the database it uses is still open. A job cancelled in the middle
+    # of a query has its connection terminated, and a terminated SQLite
+    # connection closed after the database would wait for ever.
+    await within_grace(
+        "background",
+        set(running),
+        on_timeout_message="scheduled jobs still running %(grace).1f s into the shutdown were cut off",
+    )
