@@ -12,7 +12,7 @@ from jsonschema import Draft202012Validator  # type: ignore[import-untyped]
 
 from wahub.core.config.schema import load_config
 from wahub.core.errors import ConfigError
-from wahub.core.http.notifications import PARAMETERS
+from wahub.core.http.notification_schemas import PARAMETERS
 from wahub.core.plugins import registered_providers, registered_sections
 from wahub.plugins.reminders import _parameters
 from wahub.testing import plugin_manager

@@ -36,7 +36,7 @@ from wahub.core.config.validators import (
     seconds_between,
     timezone_name,
 )
-from wahub.core.http.notifications import PARAMETERS
+from wahub.core.http.notification_schemas import PARAMETERS
 from wahub.core.hub import Hub
 from wahub.core.outbound.cron import CronError, parse
 from wahub.core.outbound.reminders import fire_due, sync_config_reminders

@@ -31,6 +31,7 @@ from aiohttp import web
 from wahub.core.errors import SendRefused
 from wahub.core.http.api_io import aware_time, error, idempotency_key, json_response, path_id
 from wahub.core.http.api_query import check_known, cursor, page_limit
+from wahub.core.http.notification_schemas import CREATED, DETAIL, LISTING, REQUEST
 from wahub.core.http.openapi import (
     IDEMPOTENCY_KEY,
     PAGE_AFTER,
@@ -38,14 +39,13 @@ from wahub.core.http.openapi import (
     Answer,
     Operation,
     Param,
-    Schema,
     body_of,
     errors,
 )
 from wahub.core.hub import HUB_KEY, Hub
 from wahub.core.models import MessageStatus
 from wahub.core.outbound.campaigns import Plan, count_audience, preview, refusal_for_all
-from wahub.core.storage.campaigns import CANCELLED_CODE, EXPANDING, MAX_RECIPIENTS, SCHEDULED, Campaign
+from wahub.core.storage.campaigns import CANCELLED_CODE, MAX_RECIPIENTS, Campaign, initial_state
 
 TAG = "Notifications"
 #: Refusals of the message itself: when every recipient gets one, nothing is created.
@@ -53,115 +53,6 @@ MESSAGE_REFUSALS = ("invalid_message", "template_not_found", "template_not_appro
 #: Largest audience whose refusals the POST counts before answering; a larger
 #: one is answered at once and its refusals counted as it is written.
 PREVIEW_LIMIT = 5000
-
-_TEXT: Schema = {"type": "string", "minLength": 1, "maxLength": 1024}
-PARAMETERS: Schema = {
-    "type": "object",
-    "description": '"1", "2"...: positional body parameters; other names: named ones; '
-    '"header": a text or a media object ({"image": {"link": ...}}); "buttons": index -> text or payload',
-    "propertyNames": {"pattern": "^([0-9]+|[a-z][a-z0-9_]*)$"},
-    "properties": {
-        "header": {
-            "oneOf": [
-                _TEXT,
-                {
-                    "type": "object",
-                    "minProperties": 1,
-                    "maxProperties": 1,
-                    "propertyNames": {"enum": ["image", "video", "document", "location"]},
-                    "additionalProperties": {"type": "object"},
-                },
-            ]
-        },
-        "buttons": {
-            "type": "object",
-            "propertyNames": {"pattern": "^[0-9]$"},
-            "additionalProperties": _TEXT,
-        },
-    },
-    "additionalProperties": {"oneOf": [_TEXT, {"type": "number"}]},
-}
-_ADDRESS: Schema = {"type": "string", "minLength": 1, "maxLength": 128}
-REQUEST: Schema = {
-    "type": "object",
-    "required": ["template"],
-    "additionalProperties": False,
-    "properties": {
-        "template": {"type": "string", "minLength": 1, "maxLength": 512},
-        "language": {"type": "string", "minLength": 2, "maxLength": 16},
-        "to": {"type": "array", "minItems": 1, "maxItems": MAX_RECIPIENTS, "items": _ADDRESS},
-        "segment": {
-            "type": "object",
-            "required": ["tags"],
-            "additionalProperties": False,
-            "properties": {
-                "tags": {"type": "array", "minItems": 1, "items": {"type": "string", "minLength": 1, "maxLength": 64}},
-                "timezone": {"type": "string", "minLength": 1, "maxLength": 64},
-            },
-        },
-        "parameters": PARAMETERS,
-        "per_recipient": {"type": "object", "additionalProperties": PARAMETERS},
-        "send_at": {"type": "string", "description": "ISO 8601 with an offset, e.g. 2026-12-24T09:00:00+01:00"},
-        "dry_run": {"type": "boolean"},
-        "provider": {"type": "string", "minLength": 1, "maxLength": 64},
-    },
-}
-_COUNT = {"type": "integer", "minimum": 0}
-_REFUSED: Schema = {"type": "object", "additionalProperties": _COUNT, "description": "reason -> recipients"}
-_TIME: Schema = {"type": ["number", "null"], "description": "unix seconds"}
-CREATED: Schema = {
-    "type": "object",
-    "required": ["id", "state", "recipients", "refused", "preview"],
-    "properties": {
-        "id": {"type": ["integer", "null"]},
-        "state": {"enum": ["scheduled", "expanding", "queued", "cancelled"]},
-        "recipients": _COUNT,
-        "refused": {**_REFUSED, "type": ["object", "null"]},
-        "preview": {
-            "enum": ["exact", "deferred", "stored"],
-            "description": "exact: refused counted now; deferred: a large audience, refused null (see the GET); "
-            "stored: a replay, refused counts what writing refused so far",
-        },
-    },
-}
-SUMMARY: Schema = {
-    "type": "object",
-    "properties": {
-        "id": {"type": "integer"},
-        "state": {"enum": ["scheduled", "expanding", "queued", "cancelled"]},
-        "template": {"type": ["string", "null"]},
-        "language": {"type": ["string", "null"]},
-        "source": {"type": "string"},
-        "recipients": _COUNT,
-        "refused": _REFUSED,
-        "send_at": _TIME,
-        "created_at": {"type": "number"},
-        "expanded_at": _TIME,
-        "cancelled_at": _TIME,
-    },
-}
-DETAIL: Schema = {
-    "type": "object",
-    "properties": {
-        **SUMMARY["properties"],
-        "written": _COUNT,
-        "counts": {
-            "type": "object",
-            "properties": {
-                "queued": _COUNT,
-                "sent": _COUNT,
-                "delivered": _COUNT,
-                "read": _COUNT,
-                "failed": {"type": "object", "additionalProperties": _COUNT, "description": "error code -> messages"},
-                "cancelled": _COUNT,
-            },
-        },
-    },
-}
-LISTING: Schema = {
-    "type": "object",
-    "properties": {"notifications": {"type": "array", "items": SUMMARY}, "next": {"type": ["integer", "null"]}},
-}
 
 
 class Refused(Exception):
@@ -293,10 +184,6 @@ async def _previewed(hub: Hub, fields: Mapping[str, Any], recipients: int, *, st
     return dict(refused)
 
 
-def _state(send_at: float | None, now: float) -> str:
-    return SCHEDULED if send_at is not None and send_at > now else EXPANDING
-
-
 async def create_notification(request: web.Request) -> web.Response:
     hub = request.app[HUB_KEY]
     body = body_of(request)
@@ -319,7 +206,7 @@ async def create_notification(request: web.Request) -> web.Response:
     kind = "deferred" if refused is None else "exact"
     now = hub.clock.time()
     if dry_run:
-        state = _state(fields["send_at"], now)
+        state = initial_state(fields["send_at"], now)
         return json_response(
             {"id": None, "state": state, "recipients": recipients, "refused": refused, "preview": kind}
         )

@@ -36,7 +36,7 @@ from wahub.core.errors import InvalidMessage, SendRefused
 from wahub.core.http.api_io import aware_time, error, idempotency_key, iso_time, json_response, path_id
 from wahub.core.http.api_query import check_known, cursor, page_limit
 from wahub.core.http.api_schemas import MAYBE_TIME, TIME
-from wahub.core.http.notifications import PARAMETERS
+from wahub.core.http.notification_schemas import PARAMETERS
 from wahub.core.http.openapi import (
     IDEMPOTENCY_KEY,
     PAGE_AFTER,

@@ -34,6 +34,11 @@ from wahub.core.storage.segments import Segment, segment_filter
 SCHEDULED, EXPANDING, QUEUED, CANCELLED = "scheduled", "expanding", "queued", "cancelled"
 
 
+def initial_state(send_at: float | None, now: float) -> str:
+    """A new campaign's state: waiting for ``send_at`` when it is ahead, else being written."""
+    return SCHEDULED if send_at is not None and send_at > now else EXPANDING
+
+
 async def create_campaign(
     conn: AsyncConnection,
     *,
@@ -65,7 +70,7 @@ async def create_campaign(
         "per_recipient": dict(per_recipient) if per_recipient is not None else None,
         "source": source,
         "idempotency_key": idempotency_key,
-        "state": SCHEDULED if send_at is not None and send_at > now else EXPANDING,
+        "state": initial_state(send_at, now),
         "send_at": send_at,
         "recipients": recipients,
         "refused": {},
