@@ -23,6 +23,7 @@ import pluggy
 
 if TYPE_CHECKING:
     from wahub.core.ai import AIBackend, AITool
+    from wahub.core.crm import CRMBackend
     from wahub.core.hub import Hub
     from wahub.core.models import (
         AccountEvent,
@@ -47,6 +48,7 @@ SYNC_ONLY_HOOKS = frozenset(
         "scheduled_jobs",
         "route_message",
         "register_ai_backends",
+        "register_crm_backends",
         "ai_tools",
     }
 )
@@ -94,6 +96,17 @@ def register_ai_backends() -> Iterable[type[AIBackend]]:
     When: once, before validation (their ``CONFIG_SCHEMA`` validates the
     ``ai:`` entries whose ``platform:`` equals their ``PLATFORM``).
     Returns: an iterable of ``wahub.core.ai.AIBackend`` subclasses.
+    Sync only.
+    """
+
+
+@hookspec
+def register_crm_backends() -> Iterable[type[CRMBackend]]:
+    """Contribute CRM, helpdesk and event-webhook backend classes.
+
+    When: once, before validation (their ``CONFIG_SCHEMA`` validates the
+    ``crm:`` entries whose ``platform:`` equals their ``PLATFORM``).
+    Returns: an iterable of ``wahub.core.crm.CRMBackend`` subclasses.
     Sync only.
     """
 

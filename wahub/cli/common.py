@@ -17,6 +17,7 @@ from wahub.core.plugins import (
     build_plugin_manager,
     check_registrations,
     registered_ai_backends,
+    registered_crm_backends,
     registered_providers,
     registered_sections,
 )
@@ -31,10 +32,15 @@ class StartupError(Exception):
 
 def load(path: Path | None, pm: pluggy.PluginManager) -> dict[str, Any]:
     check_registrations(pm)
-    sections, platforms, ai_platforms = registered_sections(pm), registered_providers(pm), registered_ai_backends(pm)
+    registered = {
+        "sections": registered_sections(pm),
+        "platforms": registered_providers(pm),
+        "ai_platforms": registered_ai_backends(pm),
+        "crm_platforms": registered_crm_backends(pm),
+    }
     if path is None:
-        return default_config(sections=sections, platforms=platforms, ai_platforms=ai_platforms)
-    return load_config(path, sections=sections, platforms=platforms, ai_platforms=ai_platforms)
+        return default_config(**registered)
+    return load_config(path, **registered)
 
 
 def plugin_manager(args: argparse.Namespace) -> pluggy.PluginManager:

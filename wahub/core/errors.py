@@ -203,3 +203,27 @@ class BodyRefused(ValueError):
 class Unprocessable(Exception):
     """The stored row is no event wahub can process (unreadable text, a payload
     that does not make an event): it fails at the first attempt."""
+
+
+class DeliveryFailed(Exception):
+    """A ``crm:`` entry could not take an event now: it is tried again on the
+    retry schedule (not before ``retry_after`` seconds, when the other side
+    said so), unless ``permanent`` (given up at once: the other side refused
+    this event for good) or ``gone`` (the endpoint no longer exists: it is
+    disabled until enabled again). ``status`` is the HTTP status, if any."""
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        status: int | None = None,
+        retry_after: float | None = None,
+        permanent: bool = False,
+        gone: bool = False,
+    ) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.status = status
+        self.retry_after = retry_after
+        self.permanent = permanent
+        self.gone = gone

@@ -22,6 +22,7 @@ from wahub.core.work.lifecycle import within_grace
 
 if TYPE_CHECKING:
     from wahub.core.ai import AIBackend
+    from wahub.core.crm import CRMBackend
     from wahub.core.metrics import Metrics
     from wahub.core.policy.checks import Origin, Policy
     from wahub.core.policy.consent import Keyword
@@ -47,6 +48,8 @@ class Hub:
     providers: dict[str, Provider] = field(default_factory=dict)
     #: AI backends by their ``ai:`` entry's name.
     ai: dict[str, AIBackend] = field(default_factory=dict)
+    #: CRM, helpdesk and event-webhook backends by their ``crm:`` entry's name.
+    crm: dict[str, CRMBackend] = field(default_factory=dict)
     #: The languages the configured texts are written in (plugins add theirs
     #: while the daemon starts); language detection chooses among them.
     languages: set[str] = field(default_factory=set)

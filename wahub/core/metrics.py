@@ -24,6 +24,12 @@ class Metrics:
         self.webhook_events = Counter(
             "wahub_webhook_events", "Webhook events stored, by provider and kind", ["provider", "kind"], registry=r
         )
+        self.deliveries = Counter(
+            "wahub_deliveries",
+            "Attempts to deliver events to crm: entries, by entry and outcome (delivered, retried, failed, gone)",
+            ["endpoint", "outcome"],
+            registry=r,
+        )
         self.webhook_duplicates = Counter(
             "wahub_webhook_duplicate_events", "Redelivered webhook events skipped", registry=r
         )

@@ -345,3 +345,38 @@ class OwnershipChange:
     assignee: str | None = None
     #: The stored event's id, when read back from the history.
     id: int | None = None
+
+
+#: Every type of event wahub delivers to the ``crm:`` entries, as integrators read it.
+EVENT_TYPES = (
+    "message.received",
+    "message.sent",
+    "message.status",
+    "conversation.queued",
+    "conversation.assigned",
+    "conversation.resolved",
+    "contact.opted_out",
+    "contact.opted_in",
+    "contact.updated",
+)
+
+
+@dataclass(frozen=True)
+class IntegrationEvent:
+    """An event as a ``crm:`` entry receives it: ``id`` (``evt_...``) is the same
+    on every attempt and for every entry, ``timestamp`` is ISO 8601 (UTC), and
+    ``data`` holds the stable ids of what it is about (``data["contact"]["id"]``,
+    ``data["message"]["id"]``, ``data["conversation"]["id"]``...)."""
+
+    id: str
+    type: str
+    timestamp: str
+    data: dict[str, Any]
+    #: The contact it is about (its events reach each entry in order), if any.
+    contact_id: int | None = None
+    #: How many attempts were made before this one.
+    attempt: int = 0
+
+    def body(self) -> dict[str, Any]:
+        """What goes over the wire: ``{"type", "timestamp", "data"}``."""
+        return {"type": self.type, "timestamp": self.timestamp, "data": self.data}

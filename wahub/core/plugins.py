@@ -30,6 +30,7 @@ from wahub.core.privacy import mask_digits
 
 if TYPE_CHECKING:
     from wahub.core.ai import AIBackend
+    from wahub.core.crm import CRMBackend
     from wahub.core.hub import Hub
     from wahub.core.provider import Provider
 
@@ -185,6 +186,11 @@ def registered_ai_backends(pm: pluggy.PluginManager) -> dict[str, type[AIBackend
     return registered_platforms(pm, "register_ai_backends")
 
 
+def registered_crm_backends(pm: pluggy.PluginManager) -> dict[str, type[CRMBackend]]:
+    """``{platform: CRM backend class}`` from every ``register_crm_backends``."""
+    return registered_platforms(pm, "register_crm_backends")
+
+
 def registered_platforms(pm: pluggy.PluginManager, hook_name: str) -> dict[str, Any]:
     """``{PLATFORM: class}`` from every implementation of a ``register_*`` hook."""
     platforms: dict[str, Any] = {}
@@ -200,6 +206,7 @@ def check_registrations(pm: pluggy.PluginManager) -> None:
     """Collect every ``register_*`` hook once at start-up, so conflicts stop it."""
     registered_providers(pm)
     registered_ai_backends(pm)
+    registered_crm_backends(pm)
     registered_sections(pm)
 
 

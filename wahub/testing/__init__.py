@@ -26,6 +26,7 @@ from wahub.core.hub import HUB_KEY, Hub
 from wahub.core.plugins import (
     build_plugin_manager,
     registered_ai_backends,
+    registered_crm_backends,
     registered_providers,
     registered_sections,
 )
@@ -60,6 +61,7 @@ def build_config(
         sections=registered_sections(pm),
         platforms=registered_providers(pm),
         ai_platforms=registered_ai_backends(pm),
+        crm_platforms=registered_crm_backends(pm),
     )
 
 
@@ -142,6 +144,15 @@ class RunningDaemon:
     @property
     def hub(self) -> Hub:
         return self.app[HUB_KEY]
+
+    async def post_sandbox(self, events: list[dict[str, Any]], *, provider: str = "sandbox") -> None:
+        """Post a signed sandbox webhook carrying ``events`` (``sandbox_message``...);
+        returns once the daemon stored them (it answered 200)."""
+        body, headers = signed_sandbox_webhook(events)
+        async with aiohttp.ClientSession() as http:
+            async with http.post(f"{self.url}/webhooks/{provider}", data=body, headers=headers) as response:
+                if response.status != 200:
+                    raise AssertionError(f"the webhook was answered {response.status}: {await response.text()}")
 
 
 class ManualClock(Clock):

@@ -1,9 +1,9 @@
 """Validation of wahub's configuration, and the schema of its core sections.
 
 Validation runs in two passes. Pass 1 checks the top level: the core sections
-(``wahub``, ``providers``, ``ai``), the sections plugins contribute
+(``wahub``, ``providers``, ``ai``, ``crm``), the sections plugins contribute
 (``router``, ...) and, for each entry of the platform lists (``providers:``,
-``ai:``), that ``platform`` names an installed platform of that list. Pass 2
+``ai:``, ``crm:``), that ``platform`` names an installed platform of that list. Pass 2
 checks each entry against its platform's ``CONFIG_SCHEMA``.
 Every problem of both passes is reported at once, as ``file:line: path:
 message``, pointing at the YAML line of the offending key or value; values
@@ -65,7 +65,7 @@ MIN_API_TOKEN_LENGTH = 16
 #: The key every provider and AI entry needs, which names its platform.
 PLATFORM_KEY = "platform"
 #: Top-level names the core keeps for itself.
-CORE_SECTIONS = ("wahub", "providers", "ai", "policy", "conversations")
+CORE_SECTIONS = ("wahub", "providers", "ai", "crm", "policy", "conversations")
 
 
 def database_url(value: Any) -> str:
@@ -119,6 +119,12 @@ def _ai_list(value: Any) -> list[Any]:
     return value
 
 
+def _crm_list(value: Any) -> list[Any]:
+    if not isinstance(value, list):
+        raise vol.Invalid("expected a list of CRM entries (for example `- platform: webhook`)")
+    return value
+
+
 @dataclass(frozen=True)
 class _PlatformList:
     """A top-level list whose entries each pick their schema by ``platform:``."""
@@ -138,6 +144,12 @@ _PROVIDERS = _PlatformList(
     _default_providers,
 )
 _AI = _PlatformList("ai", "AI backend", "the router's fallback names a backend by it, so names must be unique", list)
+_CRM = _PlatformList(
+    "crm",
+    "CRM backend",
+    "its deliveries are recorded under it (and its webhooks served at /crm/<name>/), so names must be unique",
+    list,
+)
 
 
 HTTP_SCHEMA = vol.Schema(
@@ -176,6 +188,7 @@ CORE_SCHEMA = vol.Schema(
         vol.Optional("wahub", default=dict): WAHUB_SCHEMA,
         vol.Optional("providers", default=_default_providers): _provider_list,
         vol.Optional("ai", default=list): _ai_list,
+        vol.Optional("crm", default=list): _crm_list,
         vol.Optional("policy", default=dict): POLICY_SCHEMA,
         vol.Optional("conversations", default=dict): CONVERSATIONS_SCHEMA,
     }
@@ -188,6 +201,7 @@ def load_config(
     sections: Mapping[str, Any],
     platforms: Mapping[str, type],
     ai_platforms: Mapping[str, type] = _NO_PLATFORMS,
+    crm_platforms: Mapping[str, type] = _NO_PLATFORMS,
 ) -> dict[str, Any]:
     """Load ``path`` (with its secrets and includes) and validate it, with the
     templates of ``wahub.templates_dir`` (made relative to ``path``'s directory).
@@ -200,7 +214,12 @@ def load_config(
     if raw is None:
         raw = NodeDict(file=str(path))
     config = validate_config(
-        raw, sections=sections, platforms=platforms, ai_platforms=ai_platforms, load_problems=load_problems
+        raw,
+        sections=sections,
+        platforms=platforms,
+        ai_platforms=ai_platforms,
+        crm_platforms=crm_platforms,
+        load_problems=load_problems,
     )
     config["wahub"]["templates_dir"] = str(path.parent / config["wahub"]["templates_dir"])
     load_templates(Path(config["wahub"]["templates_dir"]))
@@ -208,10 +227,16 @@ def load_config(
 
 
 def default_config(
-    *, sections: Mapping[str, Any], platforms: Mapping[str, type], ai_platforms: Mapping[str, type] = _NO_PLATFORMS
+    *,
+    sections: Mapping[str, Any],
+    platforms: Mapping[str, type],
+    ai_platforms: Mapping[str, type] = _NO_PLATFORMS,
+    crm_platforms: Mapping[str, type] = _NO_PLATFORMS,
 ) -> dict[str, Any]:
     """The configuration made of the schemas' defaults, used when no file is given."""
-    return validate_config({}, sections=sections, platforms=platforms, ai_platforms=ai_platforms)
+    return validate_config(
+        {}, sections=sections, platforms=platforms, ai_platforms=ai_platforms, crm_platforms=crm_platforms
+    )
 
 
 def validate_config(
@@ -220,6 +245,7 @@ def validate_config(
     sections: Mapping[str, Any],
     platforms: Mapping[str, type],
     ai_platforms: Mapping[str, type] = _NO_PLATFORMS,
+    crm_platforms: Mapping[str, type] = _NO_PLATFORMS,
     load_problems: Sequence[ConfigProblem] = (),
 ) -> dict[str, Any]:
     """Validate a loaded tree in two passes and fill in the defaults.
@@ -227,7 +253,8 @@ def validate_config(
     ``sections`` maps extra top-level section names to their schemas; an
     absent (or empty) section is validated as ``{}``. ``platforms`` maps the
     ``platform:`` values of ``providers:`` entries to provider classes,
-    ``ai_platforms`` those of ``ai:`` entries to AI backend classes. Returns
+    ``ai_platforms`` those of ``ai:`` entries to AI backend classes,
+    ``crm_platforms`` those of ``crm:`` entries to CRM backend classes. Returns
     plain dicts and lists; raises ``ConfigError`` with every problem found,
     ``load_problems`` included.
     """
@@ -246,10 +273,11 @@ def validate_config(
     top = checker.run(_top_schema(sections), plain, [])
     providers = _validate_entries(_PROVIDERS, plain, platforms, checker)
     ai = _validate_entries(_AI, plain, ai_platforms, checker)
+    crm = _validate_entries(_CRM, plain, crm_platforms, checker)
     problems = checker.finish(load_problems)
     if problems or top is None:
         raise ConfigError(problems)
-    core = {"wahub": top["wahub"], "providers": providers, "ai": ai, "policy": top["policy"]}
+    core = {"wahub": top["wahub"], "providers": providers, "ai": ai, "crm": crm, "policy": top["policy"]}
     core["conversations"] = top["conversations"]
     config = {**core, **{name: top[name] for name in sections}}
     _check_references(config, sections, ai_platforms, Checker(tree))

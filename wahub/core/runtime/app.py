@@ -2,7 +2,8 @@
 
 Each resource has one cleanup context, entered in order at start-up and left
 in reverse at shutdown: storage (and the send policy), HTTP client,
-providers, AI backends, plugin lifespans, replica roles, dispatcher, campaign writer, inbox writer, inbox
+providers, AI backends, CRM backends and their deliverers, plugin
+lifespans, replica roles, dispatcher, campaign writer, inbox writer, inbox
 workers, scheduler, and last the start of the roles' checks (the dispatcher
 and scheduler wait for their role).
 """
@@ -33,8 +34,14 @@ from wahub.core.inbound.intake import intake_ctx
 from wahub.core.inbound.worker import pipeline_ctx
 from wahub.core.metrics import Metrics
 from wahub.core.outbound.campaigns import campaigns_ctx
+from wahub.core.outbound.deliveries import crm_ctx
 from wahub.core.outbound.dispatcher import dispatcher_ctx
-from wahub.core.plugins import build_plugin_manager, registered_ai_backends, registered_providers
+from wahub.core.plugins import (
+    build_plugin_manager,
+    registered_ai_backends,
+    registered_crm_backends,
+    registered_providers,
+)
 from wahub.core.policy.checks import Policy
 from wahub.core.policy.consent import keyword_table
 from wahub.core.runtime.leadership import leadership_ctx, leadership_start_ctx
@@ -64,6 +71,7 @@ def create_app(
             http_ctx,
             providers_ctx,
             ai_ctx,
+            crm_ctx,
             lifespans_ctx,
             languages_ctx,
             leadership_ctx,
@@ -80,6 +88,7 @@ def create_app(
             *health_routes(),
             *webhook_routes(),
             *api_routes(),
+            *(route for backend in hub.crm.values() for route in backend.routes()),
         ]
     )
     app.on_shutdown.append(_begin_shutdown)
@@ -107,6 +116,9 @@ def build_hub(config: dict[str, Any], pm: pluggy.PluginManager, clock: Clock | N
     ai_platforms = registered_ai_backends(pm)
     for entry in config.get("ai", ()):
         hub.ai[entry["name"]] = ai_platforms[entry["platform"]](hub, entry)
+    crm_platforms = registered_crm_backends(pm)
+    for entry in config.get("crm", ()):
+        hub.crm[entry["name"]] = crm_platforms[entry["platform"]](hub, entry)
     return hub
 
 

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from wahub.core.storage.activity import record_activity, record_contact_activity
 from wahub.core.storage.engine import Database, insert_ignore
+from wahub.core.storage.events import record_contact_events
 from wahub.core.storage.policy import _canonical, append_consents
 from wahub.core.storage.schema import contact_identities, contacts, conversations
 
@@ -167,6 +168,7 @@ class ContactStore:
             )
             if result.rowcount:
                 await record_contact_activity(conn, contact_id, now=now)
+                await record_contact_events(conn, "contact.updated", [contact_id], now=now, changed=sorted(changes))
         return bool(result.rowcount)
 
     async def detected_language(self, contact_id: int, language: str) -> None:
@@ -238,6 +240,9 @@ class ContactStore:
             known.update(await _known_by_phone(conn, provider, [entry.phone for entry in new]))
         counts.updated += len(updates)
         counts.created += len(new)
+        await record_contact_events(
+            conn, "contact.updated", [known[entry.phone].id for entry in batch], now=now, changed=["import"]
+        )
         await conn.execute(
             insert_ignore(conn, contact_identities, ["contact_id", "kind", "value"]),
             [

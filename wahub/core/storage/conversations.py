@@ -21,6 +21,7 @@ from wahub.core.models import OWNER_CHANGES, Conversation, OutgoingMessage, Owne
 from wahub.core.storage.activity import record_activity
 from wahub.core.storage.contacts import LANGUAGE_SET
 from wahub.core.storage.engine import Database, insert_ignore
+from wahub.core.storage.events import record_owner_event
 from wahub.core.storage.messages import Refusal
 from wahub.core.storage.schema import contacts, conversation_events, conversations, messages
 
@@ -237,6 +238,7 @@ class ConversationStore:
         if event_id is None:
             return None
         await record_activity(conn, [(conversation_id, "owner", event_id)], now=now)
+        await record_owner_event(conn, conversation_id, change, int(event_id), now=now)
         human = {"last_human_at": now} if change.change in ("assigned", "phone") else {}
         await conn.execute(
             conversations.update()

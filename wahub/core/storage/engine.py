@@ -16,7 +16,7 @@ import asyncio
 import fcntl
 import json
 import sqlite3
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -184,6 +184,11 @@ async def apply_migrations(db: Database) -> tuple[list[tuple[str, str]], str | N
         return await conn.run_sync(_upgrade)
 
 
+#: Keys of a connection's ``info``: the transaction's subscriptions, and whether
+#: it recorded deliveries (``wahub.core.storage.events`` reads and sets them).
+SUBSCRIPTIONS, RECORDED = "wahub.subscriptions", "wahub.deliveries_recorded"
+
+
 class Database:
     """Transactions on the pooled connection(s).
 
@@ -196,11 +201,21 @@ class Database:
         self.engine = engine
         self.lock = asyncio.Lock()
         self._serialize = engine.dialect.name == "sqlite"
+        #: The ``crm:`` entries' ``wahub.core.storage.events.Subscription`` items;
+        #: every transaction carries them, so a change records its events.
+        self.subscriptions: tuple[Any, ...] = ()
+        #: Called after a commit that recorded deliveries (wakes the deliverers).
+        self.on_deliveries: Callable[[], None] = lambda: None
 
     @asynccontextmanager
     async def begin(self) -> AsyncIterator[AsyncConnection]:
         async with self._locked(), self.engine.begin() as conn:
+            conn.info[SUBSCRIPTIONS] = self.subscriptions
+            conn.info.pop(RECORDED, None)
             yield conn
+            recorded = conn.info.pop(RECORDED, False)
+        if recorded:
+            self.on_deliveries()
 
     @asynccontextmanager
     async def connect(self) -> AsyncIterator[AsyncConnection]:

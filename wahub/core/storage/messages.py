@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from wahub.core.models import STATUS_RANK, EchoMessage, InboundMessage, MessageStatus, OutgoingMessage, StatusEvent
 from wahub.core.storage.activity import record_activity
 from wahub.core.storage.engine import Database, insert_ignore
+from wahub.core.storage.events import record_contact_events, record_message_events
 from wahub.core.storage.schema import (
     consent_events,
     contact_identities,
@@ -159,6 +160,8 @@ class MessageStore:
             ).scalar_one_or_none()
             if message_id is not None:
                 await record_activity(conn, [(conversation_id, "message", message_id)], now=now)
+                kind = "message.received" if row["direction"] == "in" else "message.sent"
+                await record_message_events(conn, kind, [message_id], now=now)
             else:  # stored before: a redelivery
                 message_id = (
                     await conn.execute(
@@ -208,6 +211,7 @@ class MessageStore:
         ).one()
         if name and row.name != name:
             await conn.execute(contacts.update().where(contacts.c.id == row.id).values(name=name, updated_at=now))
+            await record_contact_events(conn, "contact.updated", [int(row.id)], now=now, changed=["name"])
         return int(row.id)
 
     async def _upsert_conversation(
@@ -329,6 +333,7 @@ class MessageStore:
                 values.update(error_code=event.error_code, error_reason=event.error_title)
             await conn.execute(messages.update().where(messages.c.id == row.id).values(**values))
             await record_activity(conn, [(row.conversation_id, "status", row.id)], now=now)
+            await record_message_events(conn, "message.status", [int(row.id)], now=now)
         return StatusChange(int(row.id), event.status)
 
     async def sent_message(self, provider: str, provider_message_id: str) -> OutgoingMessage | None:

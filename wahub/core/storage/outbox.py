@@ -21,6 +21,7 @@ from wahub.core.models import MessageStatus, OutgoingMessage
 from wahub.core.storage.activity import record_message_activity
 from wahub.core.storage.campaigns import CANCELLED, CANCELLED_CODE
 from wahub.core.storage.engine import Database
+from wahub.core.storage.events import record_message_events
 from wahub.core.storage.leases import lease_over
 from wahub.core.storage.messages import message_locks, moves_forward
 from wahub.core.storage.schema import campaigns, contacts, conversations, messages, status_events
@@ -227,6 +228,7 @@ class OutboxStore:
                 updates,
             )
             await record_message_activity(conn, "status", [message_id for message_id, _, _ in sent], now=now)
+            await record_message_events(conn, "message.sent", [message_id for message_id, _, _ in sent], now=now)
         return {values["row_id"]: values["code"] for values in updates if values["status"] == MessageStatus.FAILED}
 
     async def reschedule(self, message_id: int, *, retry_at: float, error_code: str | None, reason: str) -> bool:
@@ -265,6 +267,7 @@ class OutboxStore:
                 )
             )
             await record_message_activity(conn, "status", [message_id], now=now)
+            await record_message_events(conn, "message.status", [message_id], now=now)
 
 
 async def _claimable(

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from wahub.core.models import MessageStatus
 from wahub.core.storage.activity import record_message_activity
 from wahub.core.storage.engine import Database, insert_ignore
+from wahub.core.storage.events import record_contact_events, subscribed
 from wahub.core.storage.leases import lease_over
 from wahub.core.storage.schema import (
     consent_events,
@@ -125,7 +126,23 @@ async def append_consents(conn: AsyncConnection, provider: str, events: Sequence
             insert_ignore(conn, consent_events, ["event_key"]),
             [{**event, "provider": provider, "created_at": now} for event in fresh.values()],
         )
+        for event in fresh.values():
+            await _consent_event(conn, provider, event["address"], event, now=now)
     return len(fresh)
+
+
+async def _consent_event(
+    conn: AsyncConnection, provider: str, address: Any, event: Mapping[str, Any], *, now: float
+) -> None:
+    """A ``contact.opted_out`` or ``contact.opted_in`` event for a consent just recorded."""
+    event_type = "contact.opted_out" if event["action"] == "opt_out" else "contact.opted_in"
+    if not subscribed(conn, event_type):
+        return
+    found = await conn.execute(
+        sa.select(contacts.c.id).where(contacts.c.provider == provider, contacts.c.address == address)
+    )
+    consent = {"scope": event["scope"], "source": event["source"]}
+    await record_contact_events(conn, event_type, found.scalars(), now=now, consent=consent)
 
 
 #: The error code of a queued message withdrawn because its contact opted out.
@@ -253,6 +270,8 @@ class PolicyStore:
             result = await conn.execute(insert_ignore(conn, consent_events, ["event_key"]).values(**values))
             if result.rowcount and action == "opt_out":
                 await _withdraw_queued(conn, provider, address, scope, now=now)
+            if result.rowcount:
+                await _consent_event(conn, provider, values["address"], values, now=now)
         return result.rowcount > 0
 
     async def consent(self, provider: str, address: str) -> ConsentState:

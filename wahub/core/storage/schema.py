@@ -367,3 +367,49 @@ queue_alerts = sa.Table(
     ),
     sa.Column("sent_at", sa.Float, nullable=False),
 )
+
+deliveries = sa.Table(
+    "deliveries",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("endpoint", sa.String(64), nullable=False, comment="the crm: entry it goes to"),
+    sa.Column("event_id", sa.String(40), nullable=False, comment="evt_...: the same for every endpoint and attempt"),
+    sa.Column("type", sa.String(40), nullable=False, comment="message.received, conversation.queued..."),
+    sa.Column("contact_id", sa.BigInteger, comment="deliveries of one contact go in id order; NULL: none"),
+    sa.Column("payload", sa.JSON, nullable=False, comment='{"type", "timestamp", "data"}'),
+    sa.Column("state", sa.String(16), nullable=False, comment="pending, delivered, failed"),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("next_attempt_at", sa.Float, comment="when a pending delivery is due"),
+    sa.Column("lease_until", sa.Float, comment="a replica is delivering it until then"),
+    sa.Column("last_status", sa.Integer, comment="the endpoint's last HTTP status, if it answered"),
+    sa.Column("last_error", sa.Text, comment="why the last attempt failed"),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("first_failed_at", sa.Float),
+    sa.Column("finished_at", sa.Float, comment="delivered or given up"),
+    sa.UniqueConstraint("endpoint", "event_id", name="uq_deliveries_endpoint_event"),
+    sa.Index("ix_deliveries_due", "endpoint", "state", "next_attempt_at"),
+    sa.Index("ix_deliveries_contact", "endpoint", "contact_id", "state", "id"),
+    sa.Index("ix_deliveries_finished", "state", "finished_at"),
+)
+
+delivery_endpoints = sa.Table(
+    "delivery_endpoints",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True, comment="a crm: entry"),
+    sa.Column("disabled_at", sa.Float, comment="NULL: enabled"),
+    sa.Column("disabled_reason", sa.Text),
+)
+
+crm_links = sa.Table(
+    "crm_links",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("backend", sa.String(64), nullable=False, comment="the crm: entry"),
+    sa.Column("kind", sa.String(32), nullable=False, comment="what is linked: contact, ticket, conversation..."),
+    sa.Column("local_id", sa.String(64), nullable=False, comment="wahub's id of it"),
+    sa.Column("remote_id", sa.String(128), nullable=False, comment="the other system's id"),
+    sa.Column("data", sa.JSON, comment="whatever else the backend keeps with the link"),
+    sa.Column("updated_at", sa.Float, nullable=False),
+    sa.UniqueConstraint("backend", "kind", "local_id", name="uq_crm_links_local"),
+    sa.Index("ix_crm_links_remote", "backend", "kind", "remote_id"),
+)

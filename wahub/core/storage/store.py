@@ -27,6 +27,7 @@ from wahub.core.storage.conversations import (
     dropped_reply,
     owner_if_changed,
 )
+from wahub.core.storage.deliveries import DeliveryStore
 from wahub.core.storage.desk import DeskStore
 from wahub.core.storage.engine import (
     Database,
@@ -88,6 +89,7 @@ class Storage:
         self.desk = DeskStore(self.db)
         self.campaigns = CampaignStore(self.db)
         self.schedules = ScheduleStore(self.db)
+        self.deliveries = DeliveryStore(self.db)
         self.media = MediaStore(self.db, media_config if media_config is not None else MEDIA_SCHEMA({}))
         self._sqlite_inbox = SqliteInboxWriter(str(engine.url.database), self.db.lock) if self.is_sqlite else None
         self._file_lock: IO[bytes] | None = None

@@ -1,0 +1,195 @@
+"""The deliverers: each ``crm:`` entry's events, from the ``deliveries`` table
+to its backend's ``deliver``.
+
+One deliverer per entry runs on every replica; claims are taken in turn, so
+an entry gets each contact's events one at a time, in order, up to its
+``concurrency`` contacts at once. A delivery that fails (an exception, or
+longer than the entry's ``timeout``) is tried again on the Standard Webhooks
+schedule (5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 14 h, 20 h, 24 h after each
+failure: about three days in all), not before the ``Retry-After`` the other
+side gave; then it is given up (``failed``) and listed for a replay. A
+backend's ``gone`` (410) disables the entry until it is enabled again.
+Nothing here is awaited by the WhatsApp side: a CRM that is down only makes
+its own deliveries wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from wahub.core.crm import CRMBackend
+from wahub.core.errors import DeliveryFailed
+from wahub.core.hub import HUB_KEY, Hub
+from wahub.core.storage.deliveries import Delivery
+from wahub.core.storage.events import Subscription
+from wahub.core.work.lifecycle import within_grace
+
+_LOGGER = logging.getLogger(__name__)
+
+#: Seconds before each retry (Standard Webhooks' example schedule).
+RETRY_DELAYS = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 50400.0, 72000.0, 86400.0)
+#: A ``Retry-After`` longer than this is read as this.
+MAX_RETRY_AFTER = 86400.0
+#: Seconds between looks at the table when nothing woke the deliverer (retries
+#: fall due, other replicas' changes, a test's clock moved).
+POLL = 1.0
+
+
+def retry_delay(attempts: int, retry_after: float | None) -> float | None:
+    """Seconds until the next try after ``attempts`` failed ones (this one
+    included), never before ``retry_after``; None when the schedule is spent."""
+    if attempts > len(RETRY_DELAYS):
+        return None
+    delay = RETRY_DELAYS[attempts - 1] * random.uniform(0.9, 1.1)
+    if retry_after is not None:
+        delay = max(delay, min(retry_after, MAX_RETRY_AFTER))
+    return delay
+
+
+class Deliverer:
+    """Delivers one ``crm:`` entry's events until ``stop``."""
+
+    def __init__(self, hub: Hub, backend: CRMBackend) -> None:
+        self.hub = hub
+        self.backend = backend
+        self.name = backend.name
+        self.timeout = float(backend.config.get("timeout", 15))
+        self.concurrency = int(backend.config.get("concurrency", 4))
+        self.wake = asyncio.Event()
+        self._stopping = False
+        self._in_flight: set[asyncio.Task[None]] = set()
+        self.task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self.task = asyncio.create_task(self.run(), name=f"wahub-deliveries-{self.name}")
+
+    def stop(self) -> None:
+        self._stopping = True
+        self.wake.set()
+
+    async def run(self) -> None:
+        storage, clock = self.hub.storage, self.hub.clock
+        failing = False
+        while not self._stopping:
+            self.wake.clear()
+            free = self.concurrency - len(self._in_flight)
+            claimed: list[Delivery] = []
+            if free > 0:
+                now = clock.time()
+                try:
+                    claimed = await storage.deliveries.claim(
+                        self.name, limit=free, now=now, lease_until=now + self.timeout + 30
+                    )
+                except Exception:
+                    if not failing:
+                        _LOGGER.exception("cannot claim deliveries for %s; trying again", self.name)
+                    failing = True
+                else:
+                    failing = False
+            for delivery in claimed:
+                task = asyncio.create_task(self._deliver(delivery), name=f"wahub-delivery-{delivery.id}")
+                self._in_flight.add(task)
+                task.add_done_callback(self._done)
+            if len(claimed) < free or free <= 0:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(POLL):
+                        await self.wake.wait()
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._in_flight.discard(task)
+        self.wake.set()
+
+    async def drain(self) -> None:
+        """Wait for deliveries in flight (their leases run out if they are cut off)."""
+        if self.task is not None:
+            await self.task
+        await within_grace(
+            "sends",
+            set(self._in_flight),
+            on_timeout_message=f"deliveries to {self.name} still running at shutdown are tried again at the next start",
+            logger=_LOGGER,
+        )
+
+    async def _deliver(self, delivery: Delivery) -> None:
+        storage, metrics = self.hub.storage, self.hub.metrics
+        try:
+            async with asyncio.timeout(self.timeout):
+                await self.backend.deliver(delivery.event)
+        except DeliveryFailed as exc:
+            await self._failed(delivery, exc)
+        except TimeoutError:
+            await self._failed(delivery, DeliveryFailed(f"no answer within {self.timeout:g} s"))
+        except Exception as exc:
+            _LOGGER.exception("delivering %s to %s failed", delivery.event.id, self.name)
+            await self._failed(delivery, DeliveryFailed(f"{type(exc).__name__}: {exc}"))
+        else:
+            now = self.hub.clock.time()
+            await storage.deliveries.delivered(delivery.id, status=None, now=now)
+            metrics.deliveries.labels(self.name, "delivered").inc()
+            if delivery.attempts:
+                await storage.deliveries.recovered(self.name, now=now)
+                _LOGGER.info("%s takes deliveries again", self.name)
+
+    async def _failed(self, delivery: Delivery, failure: DeliveryFailed) -> None:
+        storage, metrics, now = self.hub.storage, self.hub.metrics, self.hub.clock.time()
+        if failure.gone:
+            await storage.deliveries.disable(self.name, reason=failure.reason, now=now)
+            await storage.deliveries.retry(delivery.id, at=now, status=failure.status, error=failure.reason, now=now)
+            metrics.deliveries.labels(self.name, "gone").inc()
+            _LOGGER.warning(
+                "%s is disabled: %s; enable it with `wahub deliveries enable %s` once it is back",
+                self.name,
+                failure.reason,
+                self.name,
+            )
+            return
+        delay = None if failure.permanent else retry_delay(delivery.attempts + 1, failure.retry_after)
+        if delay is None:
+            await storage.deliveries.give_up(delivery.id, status=failure.status, error=failure.reason, now=now)
+            metrics.deliveries.labels(self.name, "failed").inc()
+            _LOGGER.warning("gave up delivering %s to %s: %s", delivery.event.id, self.name, failure.reason)
+            return
+        await storage.deliveries.retry(
+            delivery.id, at=now + delay, status=failure.status, error=failure.reason, now=now
+        )
+        metrics.deliveries.labels(self.name, "retried").inc()
+        if not delivery.attempts:
+            _LOGGER.warning("%s did not take %s (%s); retrying", self.name, delivery.event.id, failure.reason)
+
+
+async def crm_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Start the ``crm:`` backends, have every transaction record their events,
+    and run a deliverer for each; at shutdown stop the deliverers, then the backends."""
+    hub = app[HUB_KEY]
+    if not hub.crm:
+        yield
+        return
+    hub.storage.db.subscriptions = tuple(Subscription(name, backend.events) for name, backend in hub.crm.items())
+    for backend in hub.crm.values():
+        await backend.start()
+    deliverers = [Deliverer(hub, backend) for backend in hub.crm.values()]
+
+    def woken() -> None:
+        for deliverer in deliverers:
+            deliverer.wake.set()
+
+    hub.storage.db.on_deliveries = woken
+    hub.state["crm.deliverers"] = deliverers
+    for deliverer in deliverers:
+        deliverer.start()
+    yield
+    for deliverer in deliverers:
+        deliverer.stop()
+    for deliverer in deliverers:
+        await deliverer.drain()
+    for backend in reversed(list(hub.crm.values())):
+        try:
+            await backend.stop()
+        except Exception:
+            _LOGGER.exception("CRM backend %s failed to stop", backend.name)
