@@ -48,6 +48,10 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "wahub.plugins.reminders",
     "wahub.plugins.ai.faq",
     "wahub.plugins.ai.openai",
+    "wahub.plugins.crm.webhook",
+    "wahub.plugins.crm.hubspot",
+    "wahub.plugins.crm.zendesk",
+    "wahub.plugins.crm.chatwoot",
 )
 
 #: Seconds a may-be-async hook implementation gets before it is abandoned.

@@ -1,0 +1,1 @@
+"""Built-in crm: backends: event webhooks, HubSpot, Zendesk and Chatwoot."""

@@ -1,0 +1,1 @@
+"""The chatwoot crm: backend (being written)."""

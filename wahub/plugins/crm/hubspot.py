@@ -1,0 +1,1 @@
+"""The hubspot crm: backend (being written)."""

@@ -1,0 +1,1 @@
+"""The webhook crm: backend (being written)."""

@@ -1,0 +1,1 @@
+"""The zendesk crm: backend (being written)."""
