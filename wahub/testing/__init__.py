@@ -149,10 +149,10 @@ class RunningDaemon:
         """Post a signed sandbox webhook carrying ``events`` (``sandbox_message``...);
         returns once the daemon stored them (it answered 200)."""
         body, headers = signed_sandbox_webhook(events)
-        async with aiohttp.ClientSession() as http:
-            async with http.post(f"{self.url}/webhooks/{provider}", data=body, headers=headers) as response:
-                if response.status != 200:
-                    raise AssertionError(f"the webhook was answered {response.status}: {await response.text()}")
+        url = f"{self.url}/webhooks/{provider}"
+        async with aiohttp.ClientSession() as http, http.post(url, data=body, headers=headers) as response:
+            if response.status != 200:
+                raise AssertionError(f"the webhook was answered {response.status}: {await response.text()}")
 
 
 class ManualClock(Clock):
