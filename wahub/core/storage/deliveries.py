@@ -95,7 +95,8 @@ class DeliveryStore:
                 .where(
                     deliveries.c.endpoint == endpoint,
                     deliveries.c.state == PENDING,
-                    deliveries.c.next_attempt_at <= now,
+                    # A first attempt is due at once, whatever clock the change was stamped by.
+                    sa.or_(deliveries.c.attempts == 0, deliveries.c.next_attempt_at <= now),
                     free,
                     sa.or_(deliveries.c.contact_id.is_(None), ~held_back),
                 )
