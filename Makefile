@@ -14,9 +14,9 @@ test:
 
 lint:
 	$(PYTHON) -m venv $(VENV) && $(BIN)/pip install -q -e '.[test,lint]'
-	$(BIN)/ruff check wahub tests bench
-	$(BIN)/ruff format --check wahub tests bench
-	$(BIN)/mypy wahub bench
+	$(BIN)/ruff check wahub tests bench docs/examples
+	$(BIN)/ruff format --check wahub tests bench docs/examples
+	$(BIN)/mypy wahub bench docs/examples/wahub-tinycrm/wahub_tinycrm
 	$(BIN)/lint-imports --no-cache
 
 bench:

@@ -1,15 +1,20 @@
-"""Every hook is documented for plugin authors."""
+"""Every hook is documented for plugin authors, and the plugin guide's CRM
+example is the code its tests run."""
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from wahub import hookspecs
 
-DOCS = Path(__file__).parents[1] / "docs" / "hooks.md"
+ROOT = Path(__file__).parents[1]
+DOCS = ROOT / "docs" / "hooks.md"
 HOOKS = sorted(name for name in dir(hookspecs) if hasattr(getattr(hookspecs, name), "wahub_spec"))
 
 
@@ -61,3 +66,26 @@ def test_architecture_layers_match_the_lint_contract() -> None:
     for module in re.findall(r"wahub[\w.]*", layers):
         forms = {module, module.removeprefix("wahub."), module.removeprefix("wahub.core.")}
         assert forms & names, f"docs/architecture.md does not show the layer {module}"
+
+
+EXAMPLE = ROOT / "docs" / "examples" / "wahub-tinycrm"
+
+
+def test_the_crm_example_in_the_plugin_guide_is_its_files_and_short() -> None:
+    guide = (ROOT / "docs" / "writing-plugins.md").read_text()
+    plugin = (EXAMPLE / "wahub_tinycrm" / "plugin.py").read_text()
+    assert f"```python\n{plugin}```" in guide
+    assert f"```python\n{(EXAMPLE / 'tests' / 'test_plugin.py').read_text()}```" in guide
+    assert len(plugin.splitlines()) < 150
+
+
+def test_the_crm_example_passes_its_own_tests() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-W", "error", "tests"],
+        cwd=EXAMPLE,
+        env={**os.environ, "PYTHONPATH": str(EXAMPLE)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr

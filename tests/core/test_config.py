@@ -380,6 +380,7 @@ def test_defaults_fill_in_when_no_file_is_given() -> None:
             }
         ],
         "ai": [],
+        "crm": [],
         "policy": {
             "service_window": {},
             "consent": {"keywords": True, "marketing_requires_opt_in": True, "languages": {}},

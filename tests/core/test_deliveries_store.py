@@ -112,9 +112,10 @@ async def test_each_entry_gets_what_its_filter_takes(storage: Storage) -> None:
     )
     assert [kind for kind, _ in await recorded(storage, "messages")] == ["message.received"]
     assert [kind for kind, _ in await recorded(storage, "all")] == ["message.received", "conversation.queued"]
-    one, other = (await storage.deliveries.listing(endpoint="all"))[0][-1], (
-        await storage.deliveries.listing(endpoint="messages")
-    )[0][-1]
+    one, other = (
+        (await storage.deliveries.listing(endpoint="all"))[0][-1],
+        (await storage.deliveries.listing(endpoint="messages"))[0][-1],
+    )
     assert one["event_id"] == other["event_id"]  # one event, two deliveries
 
 
