@@ -27,7 +27,6 @@ from wahub.core.crm import CRMBackend
 from wahub.core.errors import DeliveryFailed
 from wahub.core.hub import HUB_KEY, Hub
 from wahub.core.storage.deliveries import Delivery
-from wahub.core.storage.events import Subscription
 from wahub.core.work.lifecycle import within_grace
 
 _LOGGER = logging.getLogger(__name__)
@@ -63,7 +62,8 @@ class Deliverer:
         self.concurrency = int(backend.config.get("concurrency", 4))
         self.wake = asyncio.Event()
         self._stopping = False
-        self._in_flight: set[asyncio.Task[None]] = set()
+        #: Deliveries being made, by their task.
+        self._in_flight: dict[asyncio.Task[None], int] = {}
         self.task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -94,7 +94,7 @@ class Deliverer:
                     failing = False
             for delivery in claimed:
                 task = asyncio.create_task(self._deliver(delivery), name=f"wahub-delivery-{delivery.id}")
-                self._in_flight.add(task)
+                self._in_flight[task] = delivery.id
                 task.add_done_callback(self._done)
             if len(claimed) < free or free <= 0:
                 with contextlib.suppress(TimeoutError):
@@ -102,39 +102,50 @@ class Deliverer:
                         await self.wake.wait()
 
     def _done(self, task: asyncio.Task[None]) -> None:
-        self._in_flight.discard(task)
+        self._in_flight.pop(task, None)
         self.wake.set()
 
     async def drain(self) -> None:
-        """Wait for deliveries in flight (their leases run out if they are cut off)."""
+        """Wait for deliveries in flight; those cut off are due again at the next start."""
         if self.task is not None:
             await self.task
+        work = dict(self._in_flight)
         await within_grace(
             "sends",
-            set(self._in_flight),
+            set(work),
             on_timeout_message=f"deliveries to {self.name} still running at shutdown are tried again at the next start",
             logger=_LOGGER,
         )
+        cut = [delivery_id for task, delivery_id in work.items() if task.cancelled()]
+        if cut:
+            await self.hub.storage.deliveries.release(cut)
 
     async def _deliver(self, delivery: Delivery) -> None:
-        storage, metrics = self.hub.storage, self.hub.metrics
+        failure: DeliveryFailed | None = None
         try:
             async with asyncio.timeout(self.timeout):
                 await self.backend.deliver(delivery.event)
         except DeliveryFailed as exc:
-            await self._failed(delivery, exc)
+            failure = exc
         except TimeoutError:
-            await self._failed(delivery, DeliveryFailed(f"no answer within {self.timeout:g} s"))
+            failure = DeliveryFailed(f"no answer within {self.timeout:g} s")
         except Exception as exc:
             _LOGGER.exception("delivering %s to %s failed", delivery.event.id, self.name)
-            await self._failed(delivery, DeliveryFailed(f"{type(exc).__name__}: {exc}"))
-        else:
-            now = self.hub.clock.time()
-            await storage.deliveries.delivered(delivery.id, status=None, now=now)
-            metrics.deliveries.labels(self.name, "delivered").inc()
-            if delivery.attempts:
-                await storage.deliveries.recovered(self.name, now=now)
-                _LOGGER.info("%s takes deliveries again", self.name)
+            failure = DeliveryFailed(f"{type(exc).__name__}: {exc}")
+        # Recorded even when shutdown cuts this task off now: a query cancelled
+        # half-way would leave its connection to be closed after the database.
+        await asyncio.shield(self._record(delivery, failure))
+
+    async def _record(self, delivery: Delivery, failure: DeliveryFailed | None) -> None:
+        if failure is not None:
+            await self._failed(delivery, failure)
+            return
+        storage, now = self.hub.storage, self.hub.clock.time()
+        await storage.deliveries.delivered(delivery.id, status=None, now=now)
+        self.hub.metrics.deliveries.labels(self.name, "delivered").inc()
+        if delivery.attempts:
+            await storage.deliveries.recovered(self.name, now=now)
+            _LOGGER.info("%s takes deliveries again", self.name)
 
     async def _failed(self, delivery: Delivery, failure: DeliveryFailed) -> None:
         storage, metrics, now = self.hub.storage, self.hub.metrics, self.hub.clock.time()
@@ -164,13 +175,12 @@ class Deliverer:
 
 
 async def crm_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Start the ``crm:`` backends, have every transaction record their events,
+    """Start the ``crm:`` backends (storage records their events from the start)
     and run a deliverer for each; at shutdown stop the deliverers, then the backends."""
     hub = app[HUB_KEY]
     if not hub.crm:
         yield
         return
-    hub.storage.db.subscriptions = tuple(Subscription(name, backend.events) for name, backend in hub.crm.items())
     for backend in hub.crm.values():
         await backend.start()
     deliverers = [Deliverer(hub, backend) for backend in hub.crm.values()]

@@ -46,6 +46,7 @@ from wahub.core.policy.checks import Policy
 from wahub.core.policy.consent import keyword_table
 from wahub.core.runtime.leadership import leadership_ctx, leadership_start_ctx
 from wahub.core.runtime.scheduler import scheduler_ctx
+from wahub.core.storage.events import Subscription
 from wahub.core.storage.store import Storage
 from wahub.core.work.lifecycle import SHUTDOWN_GRACE, within_grace
 
@@ -127,7 +128,7 @@ async def command_hub(config: dict[str, Any], pm: pluggy.PluginManager) -> Async
     """A hub with its storage, HTTP client and providers (not started: no
     webhooks, no sending, nothing in the background), for one-off commands."""
     hub = build_hub(config, pm)
-    hub.storage = await Storage.open(config["wahub"]["database"], media=config["wahub"]["media"])
+    hub.storage = await open_storage(hub)
     try:
         hub.policy = Policy(config["policy"], hub.storage, hub.clock, language=config["wahub"]["language"])
         async with aiohttp.ClientSession(headers={"User-Agent": f"wahub/{__version__}"}) as hub.http:
@@ -140,9 +141,17 @@ async def _begin_shutdown(app: web.Application) -> None:
     app[HUB_KEY].shutting_down.set()
 
 
+async def open_storage(hub: Hub) -> Storage:
+    """The configured database, its transactions recording the events the ``crm:``
+    entries take (a one-off command's changes too: their events go out when the daemon runs)."""
+    storage = await Storage.open(hub.config["wahub"]["database"], media=hub.config["wahub"]["media"])
+    storage.db.subscriptions = tuple(Subscription(name, backend.events) for name, backend in hub.crm.items())
+    return storage
+
+
 async def storage_ctx(app: web.Application) -> AsyncIterator[None]:
     hub = app[HUB_KEY]
-    hub.storage = await Storage.open(hub.config["wahub"]["database"], media=hub.config["wahub"]["media"])
+    hub.storage = await open_storage(hub)
     hub.policy = Policy(hub.config["policy"], hub.storage, hub.clock, language=hub.config["wahub"]["language"])
     yield
     await hub.storage.close()

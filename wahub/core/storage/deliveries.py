@@ -161,6 +161,15 @@ class DeliveryStore:
                 .values(attempts=deliveries.c.attempts + 1, lease_until=None, **values)
             )
 
+    async def release(self, delivery_ids: Sequence[int]) -> None:
+        """Give up the leases of deliveries cut off at shutdown: due again at once."""
+        async with self.db.begin() as conn:
+            await conn.execute(
+                deliveries.update()
+                .where(deliveries.c.id.in_(list(delivery_ids)), deliveries.c.state == PENDING)
+                .values(lease_until=None)
+            )
+
     async def recovered(self, endpoint: str, *, now: float) -> int:
         """After a success that followed failures: the endpoint's deliveries waiting
         out a backoff are due now. Returns how many."""
