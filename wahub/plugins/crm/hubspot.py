@@ -443,7 +443,8 @@ def note_bodies(heading: str, lines: Iterable[TranscriptLine], *, contact_name: 
     """A transcript as note bodies (HTML paragraphs, a message each) of at most
     65,536 characters each, in order; the heading opens each, with ``part n of m``."""
     paragraphs = [_paragraph(render_transcript([line], contact_name=contact_name)) for line in lines]
-    limit = MAX_BODY - len(heading) * 2 - 64
+    heading = html.escape(heading[:1000], quote=False)
+    limit = MAX_BODY - len(heading) - 64  # room for the heading's markup and "(part n of m)"
     chunks: list[list[str]] = [[]]
     size = 0
     for paragraph in paragraphs or ["<p>(no messages)</p>"]:
@@ -456,8 +457,7 @@ def note_bodies(heading: str, lines: Iterable[TranscriptLine], *, contact_name: 
         size += len(paragraph)
     total = len(chunks)
     return [
-        f"<p><strong>{html.escape(heading, quote=False)}{f' (part {n} of {total})' if total > 1 else ''}</strong></p>"
-        + "".join(chunk)
+        f"<p><strong>{heading}{f' (part {n} of {total})' if total > 1 else ''}</strong></p>" + "".join(chunk)
         for n, chunk in enumerate(chunks, 1)
     ]
 
