@@ -160,7 +160,6 @@ def test_every_hook_is_either_sync_only_or_an_observer() -> None:
     specs = {name for name in dir(hookspecs) if hasattr(getattr(hookspecs, name), "wahub_spec")}
     assert specs == hookspecs.SYNC_ONLY_HOOKS | hookspecs.OBSERVER_HOOKS
     assert not hookspecs.SYNC_ONLY_HOOKS & hookspecs.OBSERVER_HOOKS
-    assert "register_crm_backends" not in specs
 
 
 async def test_hook_wrappers_see_an_observer_call_and_its_result() -> None:
