@@ -25,8 +25,14 @@ in E.164, a phone or identifier already taken is a 422, a message needs
 content and a known ``message_type``...). The API answers ``message_type``
 as a number (0 incoming, 1 outgoing, 2 activity), webhooks as a word.
 ``down`` answers every request 503; ``fail_next`` the next ones with a
-status (and ``Retry-After``). Every request and every webhook delivery is
-recorded.
+status (and ``Retry-After``), before or, with ``processed``, after carrying
+them out (an answer lost on the way). Every request and every webhook
+delivery is recorded.
+
+Served under ``/api/v1/accounts/{account_id}``: ``POST /contacts``, ``GET
+/contacts/search?q=``, ``POST /contacts/{id}/contact_inboxes``, ``POST
+/conversations``, ``GET|POST /conversations/{id}/messages`` (the list is
+the latest 20) and ``POST /conversations/{id}/toggle_status``.
 """
 
 from __future__ import annotations

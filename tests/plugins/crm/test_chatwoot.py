@@ -30,7 +30,7 @@ from wahub.testing import (
     sandbox_message,
     wait_until,
 )
-from wahub.testing.fake_chatwoot import AGENT, FakeChatwoot, chatwoot_signature
+from wahub.testing.fake_chatwoot import AGENT, FakeChatwoot, WebhookDelivery, chatwoot_signature
 
 USER, PHONE = "15551234567", "+15551234567"
 BOT_REPLY, HANDOFF_REPLY = "Hello from the bot!", "A person will answer."
@@ -141,8 +141,8 @@ async def test_the_user_is_incoming_and_the_bot_outgoing_and_never_sent_back(dat
 async def test_an_agent_reply_reaches_the_user_once_even_delivered_twice(database_url: str) -> None:
     async with with_chatwoot(database_url) as (daemon, chatwoot):
         await say(daemon, chatwoot, "hi")
-        await chatwoot.agent_reply(conversation_id(chatwoot), "Ana here, how can I help?")
-        first = chatwoot.deliveries[-1]
+        reply = await chatwoot.agent_reply(conversation_id(chatwoot), "Ana here, how can I help?")
+        first = delivery_of(chatwoot, reply["id"])
         assert first.answer == {"ok": True, "outcome": "sent"}
         again = await chatwoot.redeliver(first)
         await wait_until(lambda: settled(daemon))
@@ -242,17 +242,16 @@ async def test_what_is_not_an_agents_public_reply_is_never_sent(database_url: st
         phone = await chatwoot.agent_reply(cid, "sent from the phone", sender=None)
         await wait_until(lambda: settled(daemon))
 
-        assert outcome_of(chatwoot, note["id"]) == "ignored: a private note"
-        assert outcome_of(chatwoot, phone["id"]) == "ignored: a message without a sender"
+        assert delivery_of(chatwoot, note["id"]).answer["outcome"] == "ignored: a private note"
+        assert delivery_of(chatwoot, phone["id"]).answer["outcome"] == "ignored: a message without a sender"
         assert await sent(daemon) == [BOT_REPLY]
 
 
-def outcome_of(chatwoot: FakeChatwoot, message_id: int) -> str:
-    """What wahub answered to the ``message_created`` webhook of a message."""
-    [delivery] = [
+def delivery_of(chatwoot: FakeChatwoot, message_id: int) -> WebhookDelivery:
+    """The (first) ``message_created`` webhook delivery of a message."""
+    return next(
         d for d in chatwoot.deliveries if d.event == "message_created" and json.loads(d.body)["id"] == message_id
-    ]
-    return str(delivery.answer["outcome"])
+    )
 
 
 async def test_a_reply_after_the_window_closed_becomes_a_private_note(database_url: str) -> None:
@@ -261,8 +260,7 @@ async def test_a_reply_after_the_window_closed_becomes_a_private_note(database_u
         await say(daemon, chatwoot, "hi")
         clock.advance(25 * 3600)
         cid = conversation_id(chatwoot)
-        await chatwoot.agent_reply(cid, "sorry for the wait")
-        reply = next(d for d in reversed(chatwoot.deliveries) if b"sorry for the wait" in d.body)
+        reply = delivery_of(chatwoot, (await chatwoot.agent_reply(cid, "sorry for the wait"))["id"])
         await chatwoot.redeliver(reply)
         await wait_until(lambda: settled(daemon))
 
@@ -407,7 +405,8 @@ async def test_the_options_keep_bot_replies_and_resolves_on_one_side(database_ur
         await chatwoot.resolve(cid)
         await wait_until(lambda: settled(daemon))
 
-        assert chatwoot.deliveries[-1].answer["outcome"] == "noted: resolved"
+        [status_change] = [d for d in chatwoot.deliveries if d.event == "conversation_status_changed"]
+        assert status_change.answer["outcome"] == "noted: resolved"
         assert await _owner_is(daemon, local, "queued")
         assert await sent(daemon) == [HANDOFF_REPLY]
         assert shown(chatwoot) == [("incoming", "human")]

@@ -56,6 +56,8 @@ def _base_url(value: Any) -> str:
 
 
 def _positive_id(value: Any) -> int:
+    if isinstance(value, str) and value.isascii() and value.isdigit():  # from !env_var
+        value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ExplainedInvalid(f"expected a Chatwoot id (a whole number of 1 or more), not {value!r}")
     return value

@@ -89,7 +89,7 @@ def signature_problem(secret: str, headers: Mapping[str, str], body: bytes, *, n
     if abs(now - int(stamp)) > TOLERANCE:
         return f"{TIMESTAMP_HEADER} is more than {TOLERANCE // 60} minutes away from now (a replay, or a clock off)"
     expected = sign(secret, stamp, body).encode()
-    if not hmac.compare_digest(given.strip().encode("utf-8", "replace"), expected):
+    if not hmac.compare_digest(given.strip().lower().encode("utf-8", "replace"), expected):
         return f"{SIGNATURE_HEADER} does not match the body (check the entry's webhook_secret)"
     return None
 
