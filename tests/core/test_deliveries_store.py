@@ -11,6 +11,7 @@ import pytest
 import sqlalchemy as sa
 
 from wahub.core.models import EVENT_TYPES, InboundMessage, OutgoingMessage, StatusEvent
+from wahub.core.storage.contacts import ImportedContact
 from wahub.core.storage.conversations import Transition
 from wahub.core.storage.events import Change, Subscription, record_changes
 from wahub.core.storage.schema import deliveries
@@ -143,8 +144,8 @@ async def test_claims_give_each_contact_its_events_one_at_a_time_in_order(storag
     ]
     # Leased: nothing more for these contacts until they are settled.
     assert await storage.deliveries.claim("all", limit=10, now=now, lease_until=now + 60) == []
-    await storage.deliveries.delivered(claimed[0].id, status=200, now=now)
-    await storage.deliveries.retry(claimed[1].id, at=now + 5, status=503, error="down", now=now)
+    await storage.deliveries.delivered(claimed[0], status=200, now=now)
+    await storage.deliveries.retry(claimed[1], at=now + 5, status=503, error="down", now=now)
     again = await storage.deliveries.claim("all", limit=10, now=now, lease_until=now + 60)
     assert [d.event.data["message"]["provider_message_id"] for d in again] == ["a2"]  # b1 waits; b2 behind it
     later = await storage.deliveries.claim("all", limit=10, now=now + 6, lease_until=now + 66)
@@ -167,7 +168,7 @@ async def test_failed_deliveries_are_replayed_with_a_fresh_schedule(storage: Sto
     first = await storage.messages.record_inbound(inbound("m1"))
     now = time.time()
     (claimed,) = await storage.deliveries.claim("all", limit=5, now=now, lease_until=now + 60)
-    await storage.deliveries.give_up(claimed.id, status=400, error="refused", now=now)
+    await storage.deliveries.give_up(claimed, status=400, error="refused", now=now)
     state = await storage.deliveries.sync_state(first.contact_id)
     assert state == [
         {
@@ -191,3 +192,47 @@ async def test_a_contact_link_is_one_of_its_ids(storage: Storage) -> None:
     assert await storage.deliveries.linked("hubspot", "contact", first.contact_id) == ("901", None)
     assert await storage.deliveries.linked_to("hubspot", "contact", "901") == str(first.contact_id)
     assert ("crm:hubspot", "901") in await storage.contacts.identities("sandbox", USER)
+
+
+async def test_a_lapsed_claim_taken_again_is_settled_once(storage: Storage) -> None:
+    storage.db.subscriptions = (Subscription("all"),)
+    await storage.messages.record_inbound(inbound("m1"))
+    now = time.time()
+    (first,) = await storage.deliveries.claim("all", limit=1, now=now, lease_until=now + 30)
+    (second,) = await storage.deliveries.claim("all", limit=1, now=now + 31, lease_until=now + 90)
+    assert second.id == first.id
+    assert await storage.deliveries.delivered(second, status=200, now=now + 32)
+    assert not await storage.deliveries.retry(first, at=now + 40, status=503, error="late", now=now + 33)
+    (row,) = (await storage.deliveries.listing(endpoint="all"))[0]
+    assert (row["state"], row["attempts"], row["last_error"]) == ("delivered", 1, None)
+
+
+async def test_a_delivery_being_made_is_not_replayed_under_it(storage: Storage) -> None:
+    storage.db.subscriptions = (Subscription("all"),)
+    await storage.messages.record_inbound(inbound("m1"))
+    now = time.time()
+    (claimed,) = await storage.deliveries.claim("all", limit=1, now=now, lease_until=now + 60)
+    assert await storage.deliveries.replay(ids=[claimed.id], now=now) == []
+    await storage.deliveries.delivered(claimed, status=200, now=now)
+    assert await storage.deliveries.replay(ids=[claimed.id], now=now) == [claimed.id]  # a delivered one: sent again
+
+
+async def test_only_real_contact_changes_are_events(storage: Storage) -> None:
+    storage.db.subscriptions = (Subscription("all", ("contact.*",)),)
+    first = await storage.messages.record_inbound(inbound("m1"))
+    await storage.contacts.update(first.contact_id, {"name": "Ana"})  # as it is
+    assert await recorded(storage) == []
+    await storage.contacts.detected_language(first.contact_id, "pt")
+    await storage.contacts.detected_language(first.contact_id, "pt")
+    assert await recorded(storage) == [("contact.updated", first.contact_id)]
+
+
+async def test_an_import_tells_of_the_contacts_it_creates_or_changes(storage: Storage) -> None:
+    storage.db.subscriptions = (Subscription("all", ("contact.updated",)),)
+    first = await storage.messages.record_inbound(inbound("m1"))
+    rows = [ImportedContact(USER, name="Ana"), ImportedContact(OTHER, name="Bo")]
+    await storage.contacts.import_contacts("sandbox", rows, now=time.time())
+    (bo,) = [contact for _, contact in await recorded(storage)]
+    assert bo != first.contact_id  # Ana is as she was: only Bo, new, is news
+    await storage.contacts.import_contacts("sandbox", [ImportedContact(USER, tags=("vip",))], now=time.time())
+    assert [contact for _, contact in await recorded(storage)] == [bo, first.contact_id]

@@ -26,11 +26,13 @@ import abc
 import datetime as dt
 import difflib
 import fnmatch
+import json as jsonlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
+import aiohttp
 import voluptuous as vol
 
 from wahub.core.config.validators import int_between
@@ -39,8 +41,6 @@ from wahub.core.models import EVENT_TYPES, IntegrationEvent
 from wahub.core.storage.events import message_text
 
 if TYPE_CHECKING:
-    import aiohttp
-
     from wahub.core.clock import Clock
     from wahub.core.storage.store import Storage
 
@@ -149,6 +149,8 @@ class CRMConversation:
     at: str
     assignee: str | None
     contact: CRMContact
+    #: The stored change's id: stable, a key for what the change makes elsewhere (a note, a ticket).
+    change_id: int = 0
 
     @classmethod
     def from_event(cls, event: IntegrationEvent) -> CRMConversation:
@@ -162,6 +164,7 @@ class CRMConversation:
             at=change["at"],
             assignee=conversation.get("assignee"),
             contact=CRMContact.from_data(event.data["contact"]),
+            change_id=int(change["id"]),
         )
 
 
@@ -269,19 +272,18 @@ class CRMBackend(abc.ABC):
         """wahub's id of the ``kind`` record the other system knows as ``remote_id``."""
         return await self.host.storage.deliveries.linked_to(self.name, kind, remote_id)
 
-    async def transcript(self, conversation_id: int, *, since: float | None = None) -> list[TranscriptLine]:
-        """The conversation's messages since ``since`` (unix seconds; None: since the
-        last resolve before now), oldest first, refused and dropped ones left out."""
+    async def transcript(
+        self, conversation_id: int, *, since: float = 0.0, until: float | None = None
+    ) -> list[TranscriptLine]:
+        """The conversation's messages from ``since`` to ``until`` (unix seconds),
+        oldest first, refused and dropped ones left out."""
         storage = self.host.storage
-        if since is None:
-            resolves = [c.at for c in await storage.conversations.events(conversation_id) if c.change == "resolved"]
-            since = resolves[-2] if len(resolves) >= 2 else 0.0
         rows: list[dict[str, Any]] = []
         before = None
         while True:
             page = await storage.conversations.messages(conversation_id, before=before, limit=200)
             fresh = [row for row in page.items if row["created_at"] >= since]
-            rows.extend(fresh)
+            rows.extend(row for row in fresh if until is None or row["created_at"] <= until)
             if page.next_after is None or len(fresh) < len(page.items):
                 break
             before = page.next_after
@@ -295,9 +297,64 @@ class CRMBackend(abc.ABC):
             lines.append(TranscriptLine(float(row["created_at"]), _speaker(who), text))
         return lines
 
+    async def session_transcript(self, conversation: CRMConversation) -> list[TranscriptLine]:
+        """The messages of the session a change ends or hands off: since the
+        resolve before it (or the conversation's start) up to the change."""
+        changes = await self.host.storage.conversations.events(conversation.id)
+        mine = next((change for change in changes if change.id == conversation.change_id), None)
+        if mine is None or mine.id is None:
+            return await self.transcript(conversation.id)
+        earlier = [c.at for c in changes if c.id is not None and c.id < mine.id and c.change == "resolved"]
+        return await self.transcript(conversation.id, since=earlier[-1] if earlier else 0.0, until=mine.at)
+
 
 def _speaker(origin: str) -> str:
     return {"business": "bot", "reply": "bot"}.get(origin, origin)
+
+
+@dataclass(frozen=True)
+class Answer:
+    """An answer of another system's API: status, the JSON body (``{}`` when
+    there is none or it is not an object), the raw text and the headers."""
+
+    status: int
+    body: dict[str, Any]
+    text: str
+    headers: Mapping[str, str]
+
+
+async def request_json(
+    http: aiohttp.ClientSession,
+    method: str,
+    url: str,
+    *,
+    what: str,
+    headers: Mapping[str, str] | None = None,
+    json: Any = None,
+    params: Mapping[str, str] | None = None,
+    expect: tuple[int, ...] = (),
+) -> Answer:
+    """One call to another system's JSON API: a 2xx answer, or one whose status
+    is in ``expect``, is returned; any other answer, a connection failure or a
+    time-out of the session raises the ``DeliveryFailed`` it means (see ``http_failure``),
+    ``what`` naming the system and the call in its reason."""
+    try:
+        async with http.request(
+            method, url, headers=headers, json=json, params=params, allow_redirects=False
+        ) as response:
+            status, text, answer_headers = response.status, await response.text(), response.headers
+    except TimeoutError as exc:
+        raise DeliveryFailed(f"{what}: no answer in time") from exc
+    except aiohttp.ClientError as exc:
+        raise DeliveryFailed(f"{what}: cannot be reached ({exc or type(exc).__name__})") from exc
+    try:
+        parsed = jsonlib.loads(text) if text else {}
+    except ValueError:
+        parsed = {}
+    answer = Answer(status, parsed if isinstance(parsed, dict) else {}, text, answer_headers)
+    if 200 <= status < 300 or status in expect:
+        return answer
+    raise http_failure(status, text, answer_headers, what=what)
 
 
 def http_failure(status: int, text: str, headers: Mapping[str, str], *, what: str) -> DeliveryFailed:

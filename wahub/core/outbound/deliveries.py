@@ -105,20 +105,9 @@ class Deliverer:
         self._in_flight.pop(task, None)
         self.wake.set()
 
-    async def drain(self) -> None:
-        """Wait for deliveries in flight; those cut off are due again at the next start."""
-        if self.task is not None:
-            await self.task
-        work = dict(self._in_flight)
-        await within_grace(
-            "sends",
-            set(work),
-            on_timeout_message=f"deliveries to {self.name} still running at shutdown are tried again at the next start",
-            logger=_LOGGER,
-        )
-        cut = [delivery_id for task, delivery_id in work.items() if task.cancelled()]
-        if cut:
-            await self.hub.storage.deliveries.release(cut)
+    def in_flight(self) -> dict[asyncio.Task[None], int]:
+        """The deliveries being made now, by their task."""
+        return dict(self._in_flight)
 
     async def _deliver(self, delivery: Delivery) -> None:
         failure: DeliveryFailed | None = None
@@ -141,7 +130,9 @@ class Deliverer:
             await self._failed(delivery, failure)
             return
         storage, now = self.hub.storage, self.hub.clock.time()
-        await storage.deliveries.delivered(delivery.id, status=None, now=now)
+        if not await storage.deliveries.delivered(delivery, status=None, now=now):
+            _LOGGER.info("%s took %s after its claim had lapsed", self.name, delivery.event.id)
+            return
         self.hub.metrics.deliveries.labels(self.name, "delivered").inc()
         if delivery.attempts:
             await storage.deliveries.recovered(self.name, now=now)
@@ -151,7 +142,7 @@ class Deliverer:
         storage, metrics, now = self.hub.storage, self.hub.metrics, self.hub.clock.time()
         if failure.gone:
             await storage.deliveries.disable(self.name, reason=failure.reason, now=now)
-            await storage.deliveries.retry(delivery.id, at=now, status=failure.status, error=failure.reason, now=now)
+            await storage.deliveries.retry(delivery, at=now, status=failure.status, error=failure.reason, now=now)
             metrics.deliveries.labels(self.name, "gone").inc()
             _LOGGER.warning(
                 "%s is disabled: %s; enable it with `wahub deliveries enable %s` once it is back",
@@ -162,13 +153,11 @@ class Deliverer:
             return
         delay = None if failure.permanent else retry_delay(delivery.attempts + 1, failure.retry_after)
         if delay is None:
-            await storage.deliveries.give_up(delivery.id, status=failure.status, error=failure.reason, now=now)
+            await storage.deliveries.give_up(delivery, status=failure.status, error=failure.reason, now=now)
             metrics.deliveries.labels(self.name, "failed").inc()
             _LOGGER.warning("gave up delivering %s to %s: %s", delivery.event.id, self.name, failure.reason)
             return
-        await storage.deliveries.retry(
-            delivery.id, at=now + delay, status=failure.status, error=failure.reason, now=now
-        )
+        await storage.deliveries.retry(delivery, at=now + delay, status=failure.status, error=failure.reason, now=now)
         metrics.deliveries.labels(self.name, "retried").inc()
         if not delivery.attempts:
             _LOGGER.warning("%s did not take %s (%s); retrying", self.name, delivery.event.id, failure.reason)
@@ -176,29 +165,57 @@ class Deliverer:
 
 async def crm_ctx(app: web.Application) -> AsyncIterator[None]:
     """Start the ``crm:`` backends (storage records their events from the start)
-    and run a deliverer for each; at shutdown stop the deliverers, then the backends."""
+    and run a deliverer for each; at shutdown stop the deliverers, wait for the
+    deliveries in flight within the grace of sends (those cut off are due again
+    at once at the next start), then stop the backends."""
     hub = app[HUB_KEY]
-    if not hub.crm:
-        yield
-        return
-    for backend in hub.crm.values():
-        await backend.start()
-    deliverers = [Deliverer(hub, backend) for backend in hub.crm.values()]
+    started: list[CRMBackend] = []
+    try:
+        for backend in hub.crm.values():
+            await backend.start()
+            started.append(backend)
+        deliverers = [Deliverer(hub, backend) for backend in started]
 
-    def woken() -> None:
+        def woken() -> None:
+            for deliverer in deliverers:
+                deliverer.wake.set()
+
+        hub.storage.db.on_deliveries = woken
+        hub.state["crm.deliverers"] = deliverers
         for deliverer in deliverers:
-            deliverer.wake.set()
+            deliverer.start()
+        try:
+            yield
+        finally:
+            await _stop_deliverers(hub, deliverers)
+    finally:
+        await within_grace(
+            "plugins",
+            _stop_backends(started),
+            on_timeout_message="CRM backends did not stop within %(grace).1f s; leaving them",
+            logger=_LOGGER,
+        )
 
-    hub.storage.db.on_deliveries = woken
-    hub.state["crm.deliverers"] = deliverers
-    for deliverer in deliverers:
-        deliverer.start()
-    yield
+
+async def _stop_deliverers(hub: Hub, deliverers: list[Deliverer]) -> None:
     for deliverer in deliverers:
         deliverer.stop()
-    for deliverer in deliverers:
-        await deliverer.drain()
-    for backend in reversed(list(hub.crm.values())):
+    loops = {deliverer.task for deliverer in deliverers if deliverer.task is not None}
+    await within_grace("sends", loops, on_timeout_message="a deliverer's claim was cut off at shutdown", logger=_LOGGER)
+    work = {task: delivery_id for deliverer in deliverers for task, delivery_id in deliverer.in_flight().items()}
+    await within_grace(
+        "sends",
+        set(work),
+        on_timeout_message="deliveries still running at shutdown are tried again at the next start",
+        logger=_LOGGER,
+    )
+    cut = [delivery_id for task, delivery_id in work.items() if task.cancelled()]
+    if cut:
+        await hub.storage.deliveries.release(cut)
+
+
+async def _stop_backends(backends: list[CRMBackend]) -> None:
+    for backend in reversed(backends):
         try:
             await backend.stop()
         except Exception:

@@ -25,6 +25,7 @@ from wahub.core.canonical.placeholders import is_positional, placeholders
 from wahub.core.models import MessageStatus
 from wahub.core.storage.activity import record_activity
 from wahub.core.storage.engine import Database, insert_ignore
+from wahub.core.storage.events import record_message_events
 from wahub.core.storage.leases import lease_over
 from wahub.core.storage.schema import campaigns, contact_identities, contacts, messages, templates
 from wahub.core.storage.segments import Segment, segment_filter
@@ -439,4 +440,5 @@ class CampaignStore:
                 )
             ).all()
             await record_activity(conn, [(row.conversation_id, "status", row.id) for row in cancelled], now=now)
+            await record_message_events(conn, "message.status", [row.id for row in cancelled], now=now)
         return True

@@ -163,18 +163,23 @@ class ContactStore:
             values.update(language=language, language_source=LANGUAGE_SET if language else None)
         now = time.time()
         async with self.db.begin() as conn:
+            before = (await conn.execute(sa.select(contacts).where(contacts.c.id == contact_id))).first()
             result = await conn.execute(
                 contacts.update().where(contacts.c.id == contact_id).values(**values, updated_at=now)
             )
             if result.rowcount:
                 await record_contact_activity(conn, contact_id, now=now)
-                await record_contact_events(conn, "contact.updated", [contact_id], now=now, changed=sorted(changes))
+                changed = sorted(
+                    key for key, value in values.items() if before is not None and before._mapping[key] != value
+                )
+                if changed:
+                    await record_contact_events(conn, "contact.updated", [contact_id], now=now, changed=changed)
         return bool(result.rowcount)
 
     async def detected_language(self, contact_id: int, language: str) -> None:
         """Keep a detected language, unless a person set the contact's language."""
         async with self.db.begin() as conn:
-            await conn.execute(
+            result = await conn.execute(
                 contacts.update()
                 .where(
                     contacts.c.id == contact_id,
@@ -183,6 +188,10 @@ class ContactStore:
                 )
                 .values(language=language, language_source=LANGUAGE_DETECTED, updated_at=time.time())
             )
+            if result.rowcount:
+                await record_contact_events(
+                    conn, "contact.updated", [contact_id], now=time.time(), changed=["language"]
+                )
 
     async def language_of(self, contact_id: int) -> tuple[str | None, str | None]:
         """The contact's language and where it came from (``set``, ``detected``, or None)."""
@@ -219,6 +228,15 @@ class ContactStore:
             for entry in batch
             if entry.phone in known
         ]
+        # News for the crm: entries: the contacts the import changes (and, below, those it creates).
+        stored = {found.id: found.values for found in known.values()}
+        changed = [
+            row["b_id"]
+            for row in updates
+            if any(
+                (row[f"b_{column}"] or None) != (stored[row["b_id"]][column] or None) for column in _IMPORTED_COLUMNS
+            )
+        ]
         if updates:
             await conn.execute(_IMPORT_UPDATE, updates)
             shown = await conn.execute(
@@ -240,9 +258,8 @@ class ContactStore:
             known.update(await _known_by_phone(conn, provider, [entry.phone for entry in new]))
         counts.updated += len(updates)
         counts.created += len(new)
-        await record_contact_events(
-            conn, "contact.updated", [known[entry.phone].id for entry in batch], now=now, changed=["import"]
-        )
+        fresh = [known[entry.phone].id for entry in new]
+        await record_contact_events(conn, "contact.updated", [*changed, *fresh], now=now, changed=["import"])
         await conn.execute(
             insert_ignore(conn, contact_identities, ["contact_id", "kind", "value"]),
             [

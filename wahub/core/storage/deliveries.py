@@ -47,14 +47,13 @@ _LISTED = [
 
 @dataclass(frozen=True)
 class Delivery:
-    """A claimed delivery: what to send, and its attempts so far."""
+    """A claimed delivery: what to send, and its attempts so far (settling it
+    checks them, so a claim that lapsed and was taken again is not settled twice)."""
 
     id: int
     endpoint: str
     event: IntegrationEvent
     attempts: int
-    created_at: float
-    first_failed_at: float | None
 
 
 class DeliveryStore:
@@ -68,6 +67,11 @@ class DeliveryStore:
         of its contact, leased until ``lease_until``; none while the endpoint is disabled."""
         if limit <= 0:
             return []
+        due = self._claimable(endpoint, now, self.db.engine.dialect.name).with_only_columns(deliveries.c.id).limit(1)
+        async with self.db.connect() as conn:
+            # A look first, so an idle deliverer never takes SQLite's write lock.
+            if (await conn.execute(due)).first() is None:
+                return []
         async with self.db.begin() as conn:
             if conn.dialect.name != "sqlite":
                 # Replicas claim one endpoint in turn, so two never take one contact's next two events.
@@ -76,54 +80,45 @@ class DeliveryStore:
                 )
             if await _disabled(conn, endpoint) is not None:
                 return []
-            earlier = deliveries.alias("earlier")
-            held_back = (
-                sa.select(earlier.c.id)
-                .where(
-                    earlier.c.endpoint == endpoint,
-                    earlier.c.contact_id == deliveries.c.contact_id,
-                    earlier.c.state == PENDING,
-                    earlier.c.id < deliveries.c.id,
-                )
-                .exists()
-            )
-            free = sa.or_(
-                deliveries.c.lease_until.is_(None), lease_over(deliveries.c.lease_until, now, conn.dialect.name)
-            )
-            query = (
-                sa.select(deliveries)
-                .where(
-                    deliveries.c.endpoint == endpoint,
-                    deliveries.c.state == PENDING,
-                    # A first attempt is due at once, whatever clock the change was stamped by.
-                    sa.or_(deliveries.c.attempts == 0, deliveries.c.next_attempt_at <= now),
-                    free,
-                    sa.or_(deliveries.c.contact_id.is_(None), ~held_back),
-                )
-                .order_by(deliveries.c.id)
-                .limit(limit)
-            )
-            rows = (await conn.execute(query)).all()
-            if rows:
+            query = self._claimable(endpoint, now, conn.dialect.name).order_by(deliveries.c.id).limit(limit)
+            claimed = [_delivery(row) for row in (await conn.execute(query)).all()]
+            if claimed:
                 await conn.execute(
                     deliveries.update()
-                    .where(deliveries.c.id.in_([row.id for row in rows]))
+                    .where(deliveries.c.id.in_([delivery.id for delivery in claimed]))
                     .values(lease_until=lease_until)
                 )
-        return [_delivery(row) for row in rows]
+        return claimed
 
-    async def next_due(self, endpoint: str) -> float | None:
-        """When the endpoint's next pending delivery is due, None when none waits."""
-        query = sa.select(sa.func.min(deliveries.c.next_attempt_at)).where(
-            deliveries.c.endpoint == endpoint, deliveries.c.state == PENDING
+    @staticmethod
+    def _claimable(endpoint: str, now: float, dialect: str) -> sa.Select[Any]:
+        """The endpoint's due, unleased deliveries that are their contact's oldest pending one."""
+        earlier = deliveries.alias("earlier")
+        held_back = (
+            sa.select(earlier.c.id)
+            .where(
+                earlier.c.endpoint == endpoint,
+                earlier.c.contact_id == deliveries.c.contact_id,
+                earlier.c.state == PENDING,
+                earlier.c.id < deliveries.c.id,
+            )
+            .exists()
         )
-        async with self.db.connect() as conn:
-            due = (await conn.execute(query)).scalar()
-        return None if due is None else float(due)
+        free = sa.or_(deliveries.c.lease_until.is_(None), lease_over(deliveries.c.lease_until, now, dialect))
+        return sa.select(deliveries).where(
+            deliveries.c.endpoint == endpoint,
+            deliveries.c.state == PENDING,
+            # A first attempt is due at once, whatever clock the change was stamped by.
+            sa.or_(deliveries.c.attempts == 0, deliveries.c.next_attempt_at <= now),
+            free,
+            sa.or_(deliveries.c.contact_id.is_(None), ~held_back),
+        )
 
-    async def delivered(self, delivery_id: int, *, status: int | None, now: float) -> None:
-        await self._settle(
-            delivery_id,
+    async def delivered(self, delivery: Delivery, *, status: int | None, now: float) -> bool:
+        """Record that ``delivery`` was taken; False when its claim had lapsed and
+        another took it meanwhile (nothing is recorded then)."""
+        return await self._settle(
+            delivery,
             state=DELIVERED,
             last_status=status,
             last_error=None,
@@ -131,20 +126,20 @@ class DeliveryStore:
             finished_at=now,
         )
 
-    async def retry(self, delivery_id: int, *, at: float, status: int | None, error: str, now: float) -> None:
+    async def retry(self, delivery: Delivery, *, at: float, status: int | None, error: str, now: float) -> bool:
         """Try again at ``at``: this attempt failed with ``error``."""
-        await self._settle(
-            delivery_id,
+        return await self._settle(
+            delivery,
             last_status=status,
             last_error=error,
             next_attempt_at=at,
             first_failed_at=sa.func.coalesce(deliveries.c.first_failed_at, now),
         )
 
-    async def give_up(self, delivery_id: int, *, status: int | None, error: str, now: float) -> None:
+    async def give_up(self, delivery: Delivery, *, status: int | None, error: str, now: float) -> bool:
         """Stop trying (the endpoint refused it for good, or its retries ran out)."""
-        await self._settle(
-            delivery_id,
+        return await self._settle(
+            delivery,
             state=FAILED,
             last_status=status,
             last_error=error,
@@ -153,13 +148,18 @@ class DeliveryStore:
             first_failed_at=sa.func.coalesce(deliveries.c.first_failed_at, now),
         )
 
-    async def _settle(self, delivery_id: int, **values: Any) -> None:
+    async def _settle(self, delivery: Delivery, **values: Any) -> bool:
         async with self.db.begin() as conn:
-            await conn.execute(
+            result = await conn.execute(
                 deliveries.update()
-                .where(deliveries.c.id == delivery_id)
+                .where(
+                    deliveries.c.id == delivery.id,
+                    deliveries.c.state == PENDING,
+                    deliveries.c.attempts == delivery.attempts,
+                )
                 .values(attempts=deliveries.c.attempts + 1, lease_until=None, **values)
             )
+        return bool(result.rowcount)
 
     async def release(self, delivery_ids: Sequence[int]) -> None:
         """Give up the leases of deliveries cut off at shutdown: due again at once."""
@@ -266,10 +266,16 @@ class DeliveryStore:
 
     async def replay(self, *, ids: Sequence[int] | None = None, endpoint: str | None = None, now: float) -> list[int]:
         """Deliver again, at once and with a fresh retry schedule: the deliveries
-        ``ids`` (whatever their state), or else every failed one (of ``endpoint``).
-        Returns the ids made pending."""
+        ``ids`` (whatever their state, but for one being made right now), or else
+        every failed one (of ``endpoint``). Returns the ids made pending."""
         async with self.db.begin() as conn:
-            query = sa.select(deliveries.c.id)
+            # A delivery being made now is left to finish: replaying it would send it twice at once.
+            in_flight = sa.and_(
+                deliveries.c.state == PENDING,
+                deliveries.c.lease_until.is_not(None),
+                ~lease_over(deliveries.c.lease_until, now, conn.dialect.name),
+            )
+            query = sa.select(deliveries.c.id).where(~in_flight)
             if ids is not None:
                 query = query.where(deliveries.c.id.in_(list(ids)))
             else:
@@ -429,11 +435,4 @@ def _delivery(row: Any) -> Delivery:
         contact_id=None if row.contact_id is None else int(row.contact_id),
         attempt=int(row.attempts),
     )
-    return Delivery(
-        int(row.id),
-        row.endpoint,
-        event,
-        int(row.attempts),
-        float(row.created_at),
-        None if row.first_failed_at is None else float(row.first_failed_at),
-    )
+    return Delivery(int(row.id), row.endpoint, event, int(row.attempts))

@@ -26,6 +26,9 @@ from wahub.core.models import EVENT_TYPES
 from wahub.core.storage.engine import RECORDED, SUBSCRIPTIONS
 from wahub.core.storage.schema import contact_identities, contacts, conversations, deliveries, messages
 
+#: The first key of the advisory locks that order one contact's events (PostgreSQL).
+_CONTACT_EVENTS_LOCK = 0x77657674
+
 
 @dataclass(frozen=True)
 class Subscription:
@@ -56,7 +59,8 @@ def subscribed(conn: AsyncConnection, event_type: str | None = None) -> bool:
 
 
 def new_event_id() -> str:
-    """``evt_`` and 24 hex digits: sortable by creation time, unique across replicas."""
+    """``evt_``, the UTC time to the second (12 digits) and 12 random hex digits:
+    unique across replicas, and in creation order to the second."""
     return f"evt_{dt.datetime.now(dt.UTC).strftime('%y%m%d%H%M%S')}{secrets.token_hex(6)}"
 
 
@@ -87,6 +91,19 @@ async def record_changes(conn: AsyncConnection, changes: Sequence[Change], *, no
             if sub.takes(change.type)
         )
     if rows:
+        if conn.dialect.name != "sqlite":
+            # Ids are handed out at insert, not at commit: two transactions recording
+            # events of one contact take turns, so its deliveries commit in id order
+            # (SQLite has one writer). Sorted, so two such locks never wait in a cycle.
+            contacts_of = sorted({row["contact_id"] for row in rows if row["contact_id"] is not None})
+            if contacts_of:
+                await conn.execute(
+                    sa.text(
+                        "SELECT pg_advisory_xact_lock(CAST(:space AS bigint) * 4294967296 + k % 4294967296)"
+                        " FROM unnest(CAST(:ids AS bigint[])) AS k"
+                    ),
+                    {"space": _CONTACT_EVENTS_LOCK, "ids": contacts_of},
+                )
         await conn.execute(deliveries.insert(), rows)
         conn.info[RECORDED] = True
 

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from wahub.core.models import MessageStatus
 from wahub.core.storage.activity import record_message_activity
 from wahub.core.storage.engine import Database, insert_ignore
-from wahub.core.storage.events import record_contact_events, subscribed
+from wahub.core.storage.events import record_contact_events, record_message_events, subscribed
 from wahub.core.storage.leases import lease_over
 from wahub.core.storage.schema import (
     consent_events,
@@ -122,12 +122,13 @@ async def append_consents(conn: AsyncConnection, provider: str, events: Sequence
     fresh = {event["event_key"]: event for event in events if event["event_key"] not in recorded}
     if fresh:
         now = time.time()
-        await conn.execute(
-            insert_ignore(conn, consent_events, ["event_key"]),
+        inserted = await conn.execute(
+            insert_ignore(conn, consent_events, ["event_key"]).returning(consent_events.c.event_key),
             [{**event, "provider": provider, "created_at": now} for event in fresh.values()],
         )
-        for event in fresh.values():
-            await _consent_event(conn, provider, event["address"], event, now=now)
+        # Only what this insert added: a concurrent import of the same evidence records no second event.
+        for key in inserted.scalars().all():
+            await _consent_event(conn, provider, fresh[key]["address"], fresh[key], now=now)
     return len(fresh)
 
 
@@ -200,6 +201,7 @@ async def _withdraw_queued(conn: AsyncConnection, provider: str, address: str, s
             )
         )
         await record_message_activity(conn, "status", withdrawn, now=now)
+        await record_message_events(conn, "message.status", withdrawn, now=now)
     return withdrawn
 
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from wahub.core.conversations.ownership import change_owner
 from wahub.core.errors import SendRefused
 from wahub.core.hub import Hub
-from wahub.core.models import Conversation, OutgoingMessage
+from wahub.core.models import Conversation, OutgoingMessage, Owner
 from wahub.core.policy.checks import Origin, window_open
 
 
@@ -40,11 +40,14 @@ async def agent_reply(
     *,
     idempotency_key: str,
     template: TemplateChoice | None = None,
+    actor: str = "helpdesk",
 ) -> int:
     """Queue an agent's ``text`` to the conversation's user and return the
     message's id; outside the window ``template`` goes instead, else
     ``SendRefused("window_closed")``. The same ``idempotency_key`` (the
-    helpdesk's id of the reply) never sends twice."""
+    helpdesk's id of the reply) never sends twice. A conversation the bot
+    still had is handed to a person by ``actor`` first, so the bot falls
+    silent while the agent answers (a resolve gives it back)."""
     page = await hub.storage.conversations.list(only=conversation.id, limit=1)
     last_inbound = page.items[0]["last_inbound_at"] if page.items else None
     now = hub.clock.time()
@@ -59,6 +62,8 @@ async def agent_reply(
             "the user last wrote more than 24 hours ago: only a template can be sent (choose one on the ticket)",
         )
     message_id = await hub.send(message, provider=conversation.provider, idempotency_key=idempotency_key, origin=origin)
+    if conversation.owner == Owner.BOT:
+        await change_owner(hub, conversation.id, "queued", actor=actor, reason=f"{actor} answered")
     await hub.storage.conversations.note_human(conversation.id, now)
     return message_id
 
