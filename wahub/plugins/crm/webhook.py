@@ -162,6 +162,7 @@ class WebhookBackend(CRMBackend):
         )
 
     async def stop(self) -> None:
+        """Close the session (after the deliverer drained what was in flight)."""
         if self.session is not None:
             await self.session.close()
             self.session = None
