@@ -18,7 +18,7 @@ from typing import Any
 import pluggy
 
 from wahub import __version__
-from wahub.cli import notify, operators
+from wahub.cli import deliveries, notify, operators
 from wahub.cli import templates as templates_cli
 from wahub.cli.common import EX_CONFIG, EX_UNAVAILABLE, StartupError, load, plugin_manager, store_options
 from wahub.core.config.schema import ConfigError
@@ -104,6 +104,7 @@ def _parser() -> argparse.ArgumentParser:
     _inbox_parser(commands)
     operators.add_parser(commands)
     notify.add_parser(commands)
+    deliveries.add_parser(commands)
     plugins = commands.add_parser("plugins", help="list loaded plugins and the hooks each implements")
     plugins.set_defaults(handler=_plugins)
     token = commands.add_parser("token", help="print a new random API token for wahub.api_tokens")

@@ -40,6 +40,7 @@ from wahub.core.http import (
     contacts,
     contacts_import,
     conversations,
+    deliveries,
     health,
     media,
     notifications,
@@ -448,6 +449,7 @@ def api_operations() -> list[Operation]:
         *health.operations(),
         *notifications.operations(),
         *reminders.operations(),
+        *deliveries.operations(),
         *api_docs.operations(),
     ]
 

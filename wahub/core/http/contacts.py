@@ -4,8 +4,9 @@ conversations, and what a person may set on one.
 - ``GET /api/v1/contacts?q=``: by id, those whose name, address or any id
   (phone number, wa_id, BSUID, username) contains ``q``;
   ``{"contacts": [...], "next": cursor|null}``.
-- ``GET /api/v1/contacts/{id}``: the contact with ``identities``, ``consent``
-  and ``conversations`` (their ids).
+- ``GET /api/v1/contacts/{id}``: the contact with ``identities``, ``consent``,
+  ``conversations`` (their ids) and ``sync``: where its events stand with each
+  ``crm:`` entry that has any, and the entry's id of the contact.
 - ``PATCH /api/v1/contacts/{id}``: ``name``, ``language`` (BCP 47), ``tags``,
   ``timezone``; null clears one. Answers like the GET.
 """
@@ -21,7 +22,7 @@ from aiohttp import web
 from wahub.core.config.validators import language_code, timezone_name
 from wahub.core.http.api_io import MAX_INT, error, error_text, json_body, json_response, path_id
 from wahub.core.http.api_query import check_known, cursor, page_limit, search_text
-from wahub.core.http.api_schemas import CONTACT, CONTACT_DETAIL, Schema, page_of
+from wahub.core.http.api_schemas import CONTACT, CONTACT_DETAIL, MAYBE_TEXT, MAYBE_TIME, Schema, obj, page_of
 from wahub.core.http.openapi import PAGE_AFTER, PAGE_LIMIT, Answer, Operation, Param, errors
 from wahub.core.hub import HUB_KEY, Hub
 from wahub.core.storage.policy import consent_state
@@ -62,7 +63,36 @@ async def _contact(hub: Hub, contact_id: int) -> dict[str, Any] | None:
         **contact,
         "consent": {"all": state.all, "marketing": state.marketing},
         "conversations": [row["id"] for row in page.items],
+        "sync": await sync_state(hub, contact_id),
     }
+
+
+async def sync_state(hub: Hub, contact_id: int) -> list[dict[str, Any]]:
+    """Per ``crm:`` entry that has deliveries of the contact or an id for it
+    (by name): its deliveries pending and failed, the last delivered, the
+    oldest pending one's last error and next attempt, the entry's id of the
+    contact (``remote_id``, None before it has one), and whether the entry is
+    disabled (nothing is tried until it is enabled)."""
+    states = {row["endpoint"]: row for row in await hub.storage.deliveries.sync_state(contact_id)}
+    remote = await hub.storage.deliveries.links("contact", contact_id)
+    found = []
+    for name in sorted(set(states) | set(remote)):
+        state = states.get(name, {})
+        backend = hub.crm.get(name)
+        found.append(
+            {
+                "endpoint": name,
+                "platform": None if backend is None else backend.PLATFORM,
+                "pending": state.get("pending", 0),
+                "failed": state.get("failed", 0),
+                "delivered_at": state.get("delivered_at"),
+                "last_error": state.get("last_error"),
+                "next_attempt_at": state.get("next_attempt_at"),
+                "remote_id": remote.get(name),
+                "disabled": await hub.storage.deliveries.disabled(name) is not None,
+            }
+        )
+    return found
 
 
 async def get_contact(request: web.Request) -> web.Response:
@@ -161,6 +191,38 @@ CHANGES: Schema = {
 }
 
 
+_COUNT: Schema = {"type": "integer", "minimum": 0}
+SYNC = obj(
+    [
+        "endpoint",
+        "platform",
+        "pending",
+        "failed",
+        "delivered_at",
+        "last_error",
+        "next_attempt_at",
+        "remote_id",
+        "disabled",
+    ],
+    endpoint={"type": "string", "description": "The crm: entry's name"},
+    platform={"type": ["string", "null"], "description": "The entry's platform; null once it is not configured"},
+    pending={**_COUNT, "description": "The contact's events waiting to reach the entry"},
+    failed={**_COUNT, "description": "The contact's events the entry was given up on (replay them)"},
+    delivered_at={**MAYBE_TIME, "description": "When the last of the contact's events reached it"},
+    last_error={**MAYBE_TEXT, "description": "Why the oldest pending event failed last, null when it has not"},
+    next_attempt_at={**MAYBE_TIME, "description": "When the oldest pending event is tried next"},
+    remote_id={**MAYBE_TEXT, "description": "The entry's id of the contact, null when it has none"},
+    disabled={"type": "boolean", "description": "The entry answered 410 Gone: nothing is tried until it is enabled"},
+)
+#: The contact as the GET and the PATCH answer it.
+CONTACT_WITH_SYNC: Schema = {
+    "allOf": [
+        CONTACT_DETAIL,
+        obj(["sync"], sync={"type": "array", "items": SYNC, "description": "Per crm: entry that has something"}),
+    ]
+}
+
+
 def operations() -> list[Operation]:
     return [
         Operation(
@@ -180,9 +242,9 @@ def operations() -> list[Operation]:
             "GET",
             "/api/v1/contacts/{id}",
             get_contact,
-            "A contact with its ids, consent and conversations",
+            "A contact with its ids, consent, conversations and sync state",
             "contacts",
-            {200: Answer("The contact", CONTACT_DETAIL), **errors(400, 401, 404)},
+            {200: Answer("The contact", CONTACT_WITH_SYNC), **errors(400, 401, 404)},
             params=[_ID],
         ),
         Operation(
@@ -191,7 +253,7 @@ def operations() -> list[Operation]:
             update_contact,
             "Set a contact's name, language, tags or time zone",
             "contacts",
-            {200: Answer("The contact after the change", CONTACT_DETAIL), **errors(400, 401, 404, 413, 422)},
+            {200: Answer("The contact after the change", CONTACT_WITH_SYNC), **errors(400, 401, 404, 413, 422)},
             body=CHANGES,
             body_error="invalid_contact",
             handler_checks_body=True,

@@ -12,6 +12,7 @@ from typing import Any
 
 from wahub.core.config.validators import canonical_language
 from wahub.core.conversations.language import fallback_chain, localized
+from wahub.core.http.contacts import sync_state
 from wahub.core.http.conversations import event_item
 from wahub.core.hub import Hub
 from wahub.core.models import Conversation, Owner, OwnershipChange
@@ -142,6 +143,7 @@ async def contact_shape(hub: Hub, contact_id: int) -> dict[str, Any] | None:
         "language_source": contact["language_source"],
         "tags": contact["tags"],
         "consent": _consent(ledger),
+        "sync": await sync_state(hub, contact_id),
     }
 
 

@@ -102,6 +102,7 @@
     tagNew: $("tag-new"),
     contactConsent: $("contact-consent"),
     contactLedger: $("contact-ledger"),
+    contact: $("contact"),
     contactError: $("contact-error"),
     admin: $("admin"),
     adminClose: $("admin-close"),
@@ -1104,6 +1105,61 @@
         return item;
       }),
     );
+    renderSync(list(contact.sync));
+  }
+
+  // "Synced with": where the contact's events stand with each crm: entry that has any.
+  function renderSync(entries) {
+    let block = document.getElementById("contact-sync");
+    if (!block) {
+      const title = node("dt", "", "Synced with");
+      title.id = "contact-sync-title";
+      const holder = node("dd");
+      holder.id = "contact-sync-holder";
+      block = node("ul", "sync");
+      block.id = "contact-sync";
+      block.setAttribute("aria-labelledby", title.id);
+      holder.append(block);
+      el.contact.append(title, holder);
+    }
+    document.getElementById("contact-sync-title").hidden = entries.length === 0;
+    document.getElementById("contact-sync-holder").hidden = entries.length === 0;
+    block.replaceChildren(...entries.map(syncEntry));
+  }
+
+  function syncEntry(entry) {
+    const info = obj(entry);
+    const pending = Number(info.pending) || 0;
+    const failed = Number(info.failed) || 0;
+    const synced = info.delivered_at !== null && info.delivered_at !== undefined;
+    const item = node("li", "sync__entry");
+    item.dataset.endpoint = str(info.endpoint);
+    item.dataset.state = failed ? "failed" : pending ? "pending" : synced ? "synced" : "linked";
+    const head = node("div", "sync__head");
+    head.append(node("span", "sync__name", str(info.endpoint)));
+    if (info.platform && info.platform !== info.endpoint) {
+      head.append(node("span", "sync__platform", str(info.platform)));
+    }
+    if (info.remote_id) head.append(node("span", "sync__remote", `id ${str(info.remote_id)}`));
+    item.append(head);
+    if (synced) {
+      const line = node("p", "sync__line sync__line--synced", "synced at ");
+      line.append(timeNode(info.delivered_at));
+      item.append(line);
+    }
+    if (pending) {
+      const line = node("p", "sync__line sync__line--pending", `${pending} pending`);
+      if (info.disabled) {
+        line.append(document.createTextNode(", the entry is disabled"));
+      } else if (info.next_attempt_at !== null && info.next_attempt_at !== undefined) {
+        line.append(document.createTextNode(", next try "), timeNode(info.next_attempt_at));
+      }
+      item.append(line);
+      if (info.last_error) item.append(node("p", "sync__error", str(info.last_error)));
+    }
+    if (failed) item.append(node("p", "sync__line sync__line--failed", `${failed} failed`));
+    if (!synced && !pending && !failed) item.append(node("p", "sync__line", "linked, nothing sent yet"));
+    return item;
   }
 
   function setView(view) {
