@@ -510,7 +510,7 @@ def test_unknown_top_level_key_suggests_or_lists(tmp_path: Path) -> None:
 
     assert problems_of(path) == [
         f"{path}:1: provider: unknown key 'provider' (did you mean 'providers'?)",
-        f"{path}:3: extras: unknown key 'extras' (allowed keys: ai, conversations, policy, providers, router, wahub)",
+        f"{path}:3: extras: unknown key 'extras' (allowed keys: ai, conversations, crm, policy, providers, router, wahub)",
     ]
 
 
@@ -644,13 +644,13 @@ def test_problems_are_sorted_by_file_then_line(tmp_path: Path) -> None:
 
 
 def test_missing_required_key_of_an_absent_section_has_no_line(tmp_path: Path) -> None:
-    sections = {"crm": vol.Schema({vol.Required("url"): str})}
+    sections = {"shop": vol.Schema({vol.Required("url"): str})}
     path = write(tmp_path, "config.yaml", "wahub: {}\n")
 
     with pytest.raises(ConfigError) as caught:
         load_config(path, sections=sections, platforms=PLATFORMS)
 
-    assert str(caught.value) == f"{path}: crm: required key 'url' is missing"
+    assert str(caught.value) == f"{path}: shop: required key 'url' is missing"
 
 
 def test_missing_config_file_is_named(tmp_path: Path) -> None:
