@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 import aiohttp
 import voluptuous as vol
 
-from wahub.core.config.validators import int_between
+from wahub.core.config.validators import ExplainedInvalid, int_between
 from wahub.core.errors import DeliveryFailed
 from wahub.core.models import EVENT_TYPES, IntegrationEvent
 from wahub.core.storage.events import message_text
@@ -49,9 +49,10 @@ def event_patterns(patterns: list[str]) -> list[str]:
     """Event type globs (``message.*``), each matching at least one type."""
     for pattern in patterns:
         if not fnmatch.filter(EVENT_TYPES, pattern):
-            close = difflib.get_close_matches(pattern, EVENT_TYPES, n=1)
+            families = sorted({f"{kind.split('.')[0]}.*" for kind in EVENT_TYPES})
+            close = difflib.get_close_matches(pattern, [*EVENT_TYPES, *families], n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else f"; the types are: {', '.join(EVENT_TYPES)}"
-            raise vol.Invalid(f"{pattern!r} matches no event type{hint}")
+            raise ExplainedInvalid(f"{pattern!r} matches no event type{hint}")
     return patterns
 
 
