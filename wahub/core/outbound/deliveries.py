@@ -35,6 +35,9 @@ _LOGGER = logging.getLogger(__name__)
 RETRY_DELAYS = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 50400.0, 72000.0, 86400.0)
 #: A ``Retry-After`` longer than this is read as this.
 MAX_RETRY_AFTER = 86400.0
+#: Seconds a claim outlives the entry's ``timeout``: the delivery is cut off at
+#: the timeout, so after a crash it is due again this long after it began.
+LEASE_MARGIN = 5.0
 #: Seconds between looks at the table when nothing woke the deliverer (retries
 #: fall due, other replicas' changes, a test's clock moved).
 POLL = 1.0
@@ -84,7 +87,7 @@ class Deliverer:
                 now = clock.time()
                 try:
                     claimed = await storage.deliveries.claim(
-                        self.name, limit=free, now=now, lease_until=now + self.timeout + 30
+                        self.name, limit=free, now=now, lease_until=now + self.timeout + LEASE_MARGIN
                     )
                 except Exception:
                     if not failing:
