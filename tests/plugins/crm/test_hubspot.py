@@ -110,6 +110,50 @@ async def test_a_new_contact_is_created_once_though_search_never_finds_it(
     assert all(r.headers["Authorization"] == f"Bearer {TOKEN}" for r in hubspot.requests)
 
 
+UPSERT = "POST /crm/v3/objects/contacts/batch/upsert"
+
+
+@pytest.mark.parametrize("loss", ["answered 500", "no answer in time"])
+async def test_with_an_id_property_a_create_whose_answer_was_lost_makes_one_contact(
+    database_url: str, hubspot: FakeHubSpot, loss: str
+) -> None:
+    hubspot.index_delay = NEVER  # the retry's search does not see what the lost call made
+    hubspot.register_property("contacts", "wahub_contact_id", unique=True)
+    if loss == "answered 500":
+        hubspot.fail_next(500, applied=True, match=UPSERT)
+    else:
+        hubspot.hang_next(match=UPSERT)
+    clock = ManualClock(time.time())
+    entry = config(database_url, hubspot, id_property="wahub_contact_id", timeout=1)
+    async with running_daemon(entry, clock=clock) as daemon:
+        await daemon.post_sandbox([sandbox_message("hi", name="Ana Silva")])
+        contact = await the_contact(hubspot)  # made by the call whose answer is lost
+        await wait_until(lambda: _tried(daemon))
+        clock.advance(10)  # past the first retry
+        await wait_until(lambda: delivered(daemon, 1, "message.received"))
+        identities = await daemon.hub.storage.contacts.identities("sandbox", "15551234567")
+        upserts = [r for r in hubspot.requests if f"{r.method} {r.path}" == UPSERT]
+
+    assert hubspot.contacts_with("phone", PHONE) == [contact] and len(hubspot.contacts) == 1
+    assert ("crm:hubspot", contact.id) in identities
+    wahub_id = contact.properties["wahub_contact_id"]
+    assert wahub_id.isdigit() and contact.properties["firstname"] == "Ana"
+    assert upserts[-1].status == 200 and upserts[-1].json["inputs"][0]["idProperty"] == "wahub_contact_id"
+    assert all(r.json["inputs"][0]["id"] == wahub_id for r in upserts)
+
+
+async def test_with_an_id_property_a_contact_found_by_phone_gets_it(database_url: str, hubspot: FakeHubSpot) -> None:
+    hubspot.register_property("contacts", "wahub_contact_id", unique=True)
+    known = hubspot.add_contact(phone=PHONE, firstname="Ana", lastname="Costa")
+    async with running_daemon(config(database_url, hubspot, id_property="wahub_contact_id")) as daemon:
+        await daemon.post_sandbox([sandbox_message("hi")])
+        await wait_until(lambda: delivered(daemon, 1, "message.received"))
+
+    assert list(hubspot.contacts) == [known.id]
+    assert known.properties["wahub_contact_id"].isdigit() and known.properties["firstname"] == "Ana"
+    assert not [r for r in hubspot.requests if f"{r.method} {r.path}" == UPSERT]
+
+
 async def test_a_contact_hubspot_has_is_found_by_its_digits_and_keeps_its_name(
     database_url: str, hubspot: FakeHubSpot
 ) -> None:
@@ -282,7 +326,9 @@ async def test_a_rate_limit_waits_for_retry_after(database_url: str, hubspot: Fa
         assert waiting["next_attempt_at"] >= failed_at + 119
         assert waiting["last_status"] == 429 and "RATE_LIMIT" in waiting["last_error"]
         clock.advance(60)
-        assert await daemon.hub.storage.deliveries.next_due("hubspot") == waiting["next_attempt_at"] > clock.time()
+        [still] = await deliveries(daemon, "pending", "message.received")
+        assert (still["attempts"], still["next_attempt_at"]) == (1, waiting["next_attempt_at"])
+        assert still["next_attempt_at"] > clock.time()
         clock.advance(61)
         await the_contact(hubspot)
 
@@ -399,6 +445,35 @@ async def test_the_fakes_search_lags_and_its_limits_answer_429(hubspot: FakeHubS
     assert limited[2]["X-HubSpot-RateLimit-Remaining"] == "0" and "X-HubSpot-RateLimit-Max" in limited[2]
 
 
+async def test_the_fakes_upsert_is_by_a_unique_property_only(hubspot: FakeHubSpot) -> None:
+    hubspot.register_property("contacts", "wahub_contact_id", unique=True)
+    hubspot.register_property("contacts", "favourite_colour")
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    url = f"{hubspot.url}/crm/v3/objects/contacts/batch/upsert"
+
+    def upsert(id_property: str, key: str, **properties: str) -> dict[str, Any]:
+        return {"inputs": [{"idProperty": id_property, "id": key, "properties": properties}]}
+
+    async with aiohttp.ClientSession() as http:
+
+        async def post(body: Any) -> tuple[int, dict[str, Any]]:
+            async with http.post(url, json=body, headers=auth) as answer:
+                return answer.status, await answer.json()
+
+        first = await post(upsert("wahub_contact_id", "7", phone=PHONE))
+        again = await post(upsert("wahub_contact_id", "7", firstname="Ana"))
+        other = await post(upsert("wahub_contact_id", "8", phone="+15557654321"))
+        not_unique = await post(upsert("favourite_colour", "red", phone="+15550000000"))
+
+    assert first[0] == 200 and first[1]["status"] == "COMPLETE" and first[1]["results"][0]["new"] is True
+    assert again[0] == 200 and again[1]["results"][0]["new"] is False
+    assert again[1]["results"][0]["id"] == first[1]["results"][0]["id"] != other[1]["results"][0]["id"]
+    [contact] = hubspot.contacts_with("wahub_contact_id", "7")
+    assert (contact.properties["phone"], contact.properties["firstname"]) == (PHONE, "Ana")
+    assert not_unique[0] == 400 and "not a unique identifier property" in not_unique[1]["message"]
+    assert len(hubspot.contacts) == 2
+
+
 # -- configuration --------------------------------------------------------------------------
 
 
@@ -441,6 +516,7 @@ def test_the_defaults_of_an_entry(sqlite_url: str) -> None:
     assert (entry["note_on_resolve"], entry["note_on_handoff"], entry["ticket_on_handoff"]) == (True, False, False)
     assert (entry["ticket_pipeline"], entry["ticket_stage"], entry["properties"]) == ("0", "1", {})
     assert entry["api_base"] == "https://api.hubapi.com" and "opt_out_property" not in entry
+    assert "id_property" not in entry
 
 
 # -- helpers --------------------------------------------------------------------------------

@@ -1,45 +1,52 @@
 """The ``hubspot`` crm: backend: WhatsApp contacts as HubSpot contacts, their
 conversations as notes (and tickets) on them, through HubSpot's CRM v3 API
-with a private app's access token. Configuration::
+(``wahub.plugins.crm.hubspot_api``) with a service key or a private app's
+access token. Configuration::
 
     crm:
       - platform: hubspot
         name: hubspot
-        token: !secret hubspot_token          # the private app's access token
+        token: !secret hubspot_token          # the service key or access token
         note_on_resolve: true                 # a resolved conversation's transcript as a note
         note_on_handoff: false                # the transcript so far as a note when a person is asked for
         ticket_on_handoff: false              # and a ticket, in this pipeline and stage
         ticket_pipeline: "0"
         ticket_stage: "1"
+        id_property: wahub_contact_id         # a unique contact property: contacts are upserted by it
         opt_out_property: whatsapp_opted_out  # a contact property set to "true"/"false" (none by default)
         properties:                           # set on the contacts wahub creates
           lifecyclestage: lead
 
 A contact is found by phone (``phone`` or ``mobilephone``, as ``+15551234567``
-or ``15551234567``) or created, once, and remembered as a link: HubSpot's
-search sees a new contact only seconds later, so the link, not the search,
-keeps a second message (or a restart) from creating it twice. A contact known
-only by its WhatsApp user id (no phone number) is not synced.
+or ``15551234567``) or created, and remembered as a link: HubSpot's search
+sees a new contact only seconds later, so the link, not the search, keeps a
+second message (or a restart) from creating it twice. A contact known only
+by its WhatsApp user id (no phone number) is not synced.
 
-Notes and tickets are remembered the same way, keyed by the ownership change
-that caused them, so a retry finds what an earlier try created. A crash
-between HubSpot's answer and that record makes the retry create it again: the
-one case that duplicates.
+A create whose answer is lost (a time-out, a proxy's 502, a crash) is tried
+again, and search may not see the contact it made yet. With ``id_property``
+(the internal name of a custom contact property with unique values, which
+the admin creates) contacts are written with HubSpot's upsert by that
+property, wahub's contact id as its value, so the retry finds the contact the
+lost call made. Without it the retry creates a second contact, unless one of
+HubSpot's unique properties (an email) makes it answer 409, naming the first.
+
+Notes and tickets are remembered as links too, keyed by the ownership change
+that caused them, so a retry or a replay finds what an earlier try created.
+One whose answer was lost is created again by the retry (HubSpot has no key
+to create them by).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import html
-import json
 import logging
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
-import aiohttp
 import voluptuous as vol
 
 from wahub import hookimpl
@@ -51,25 +58,25 @@ from wahub.core.crm import (
     CRMConversation,
     CRMHost,
     TranscriptLine,
-    http_failure,
     render_transcript,
 )
 from wahub.core.errors import DeliveryFailed
 from wahub.core.models import IntegrationEvent
+from wahub.plugins.crm.hubspot_api import (
+    DEFAULT_API_BASE,
+    NOTE_TO_CONTACT,
+    OWN_PROPERTIES,
+    TICKET_TO_CONTACT,
+    HubSpotAPI,
+)
 
 __all__ = ["HubSpotBackend"]
 
 _LOGGER = logging.getLogger(__name__)
 
-DEFAULT_API_BASE = "https://api.hubapi.com"
 #: The most characters HubSpot keeps in a note's body, or in a ticket's content.
 MAX_BODY = 65536
-#: HUBSPOT_DEFINED association types: note to contact, ticket to contact.
-NOTE_TO_CONTACT, TICKET_TO_CONTACT = 202, 16
-#: Contact properties wahub writes from the contact itself.
-OWN_PROPERTIES = ("phone", "mobilephone", "firstname", "lastname", "hs_language")
 _PROPERTY_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
-_EXISTING_ID = re.compile(r"Existing ID: (\d+)")
 
 
 def _api_base(value: Any) -> str:
@@ -113,14 +120,6 @@ def _static_properties(value: Any) -> dict[str, str]:
 _ID = vol.All(vol.Any(str, int), vol.Coerce(str), vol.Length(min=1))
 
 
-@dataclass(frozen=True)
-class _Answer:
-    status: int
-    body: dict[str, Any]
-    text: str
-    headers: Mapping[str, str]
-
-
 class HubSpotBackend(CRMBackend):
     """HubSpot CRM; see the module's docstring."""
 
@@ -134,6 +133,8 @@ class HubSpotBackend(CRMBackend):
             vol.Optional("ticket_on_handoff", default=False): vol.Boolean(),
             vol.Optional("ticket_pipeline", default="0"): _ID,
             vol.Optional("ticket_stage", default="1"): _ID,
+            # A unique contact property the admin made: contacts are upserted by it, wahub's id as its value.
+            vol.Optional("id_property"): _property_name,
             vol.Optional("opt_out_property"): _property_name,
             vol.Optional("properties", default=dict): _static_properties,
         }
@@ -147,23 +148,21 @@ class HubSpotBackend(CRMBackend):
 
     def __init__(self, host: CRMHost, config: Mapping[str, Any]) -> None:
         super().__init__(host, config)
-        self.api_base: str = config.get("api_base", DEFAULT_API_BASE)
-        self._auth_failing = False
+        self.id_property: str | None = config.get("id_property")
+        self._api: HubSpotAPI | None = None
         self._skipped: set[int] = set()
 
-    async def deliver(self, event: IntegrationEvent) -> None:
-        """As the base class does, but a hand-off or a resolve also carries its
-        change's id: the key of the notes and tickets it makes."""
-        if event.type in ("conversation.queued", "conversation.resolved"):
-            if not event.data.get("contact"):
-                return
-            conversation, change_id = CRMConversation.from_event(event), str(event.data["change"]["id"])
-            if event.type == "conversation.queued":
-                await self.on_handoff(conversation, change_id=change_id)
-            else:
-                await self.log_conversation(conversation, change_id=change_id)
-            return
-        await super().deliver(event)
+    @property
+    def api(self) -> HubSpotAPI:
+        # Made on first use: the daemon's HTTP client opens after the backends are made.
+        if self._api is None:
+            self._api = HubSpotAPI(
+                self.host.http,
+                api_base=self.config.get("api_base", DEFAULT_API_BASE),
+                token=self.config["token"],
+                entry=self.name,
+            )
+        return self._api
 
     # -- contacts ----------------------------------------------------------------------
 
@@ -183,7 +182,7 @@ class HubSpotBackend(CRMBackend):
         changes = self._changes(contact, event)
         hubspot_id = await self.linked("contact", contact.id)
         if hubspot_id is not None:
-            if not changes or await self._update(hubspot_id, changes):
+            if not changes or await self.api.update_contact(hubspot_id, changes):
                 return
             await self.host.storage.deliveries.unlink(self.name, "contact", contact.id)
             _LOGGER.info("crm %s: HubSpot contact %s is gone; finding or creating it again", self.name, hubspot_id)
@@ -191,24 +190,37 @@ class HubSpotBackend(CRMBackend):
 
     async def _find_or_create(self, contact: CRMContact, changes: dict[str, str]) -> str:
         assert contact.phone is not None
-        found = await self._search(contact.phone)
+        also = (self.id_property,) if self.id_property else ()
+        found = await self.api.search_contact(contact.phone, also=also)
         if found is None:
-            hubspot_id, created = await self._create({**self._new_properties(contact), **changes})
-            if created:
+            hubspot_id, written = await self._create({**self._new_properties(contact), **changes}, contact)
+            if written:
                 await self.link("contact", contact.id, hubspot_id)
                 return hubspot_id
-            found = await self._read(hubspot_id)
+            found = await self.api.read_contact(hubspot_id, also=also)
         hubspot_id = str(found["id"])
         await self.link("contact", contact.id, hubspot_id)
         # A contact HubSpot had already keeps its own name and language; only blanks are filled in.
         have, names = found.get("properties") or {}, ("firstname", "lastname")
         ours = {key: value for key, value in _contact_properties(contact).items() if value}
+        if self.id_property:
+            ours[self.id_property] = str(contact.id)
         missing = {key: value for key, value in ours.items() if key not in names and not have.get(key)}
         if not any(have.get(key) for key in names):
             missing.update({key: value for key, value in ours.items() if key in names})
-        if (missing or changes) and not await self._update(hubspot_id, {**missing, **changes}):
+        if (missing or changes) and not await self.api.update_contact(hubspot_id, {**missing, **changes}):
             raise DeliveryFailed(f"HubSpot contact {hubspot_id} was deleted while being linked; trying again")
         return hubspot_id
+
+    async def _create(self, properties: dict[str, str], contact: CRMContact) -> tuple[str, bool]:
+        """A new contact with ``properties``: its id and True; the id of one a
+        unique property of which has a value given, and False. Upserted by
+        ``id_property`` when there is one, so a retry after a lost answer finds
+        the contact the first try made; without it, a retry while HubSpot's
+        search still lags makes a second contact."""
+        if self.id_property:
+            return await self.api.upsert_contact(self.id_property, str(contact.id), properties)
+        return await self.api.create_contact(properties)
 
     def _changes(self, contact: CRMContact, event: IntegrationEvent | None) -> dict[str, str]:
         """The contact properties an event sets."""
@@ -238,22 +250,22 @@ class HubSpotBackend(CRMBackend):
 
     # -- notes and tickets -------------------------------------------------------------------
 
-    async def log_conversation(self, conversation: CRMConversation, *, change_id: str | None = None) -> None:
+    async def log_conversation(self, conversation: CRMConversation) -> None:
         """The resolved conversation's transcript as notes on the contact."""
         if not self.config.get("note_on_resolve", True):
             return
         heading = f"WhatsApp conversation resolved by {conversation.actor}"
-        lines = await self._span(conversation, change_id)
-        await self._add_notes(conversation, f"resolved:{change_id or conversation.at}", heading, lines)
+        lines = await self.session_transcript(conversation)
+        await self._add_notes(conversation, f"resolved:{conversation.change_id}", heading, lines)
 
-    async def on_handoff(self, conversation: CRMConversation, *, change_id: str | None = None) -> None:
+    async def on_handoff(self, conversation: CRMConversation) -> None:
         """The transcript so far as notes and/or a ticket, as configured."""
         note, ticket = self.config.get("note_on_handoff", False), self.config.get("ticket_on_handoff", False)
         if not note and not ticket:
             return
-        key = f"handoff:{change_id or conversation.at}"
+        key = f"handoff:{conversation.change_id}"
         heading = "WhatsApp: a person was asked for" + (f" ({conversation.reason})" if conversation.reason else "")
-        lines = await self._span(conversation, change_id)
+        lines = await self.session_transcript(conversation)
         if note:
             await self._add_notes(conversation, key, heading, lines)
         if ticket and await self.linked("ticket", key) is None:
@@ -269,15 +281,6 @@ class HubSpotBackend(CRMBackend):
             }
             ticket_id = await self._create_associated("tickets", properties, contact, contact_id, TICKET_TO_CONTACT)
             await self.link("ticket", key, ticket_id)
-
-    async def _span(self, conversation: CRMConversation, change_id: str | None) -> list[TranscriptLine]:
-        """The messages from the resolve before this change up to this change."""
-        changes = await self.host.storage.conversations.events(conversation.id)
-        mine = next((change for change in changes if str(change.id) == change_id), None)
-        if mine is None or mine.id is None:
-            return await self.transcript(conversation.id)
-        since = max((c.at for c in changes if c.change == "resolved" and (c.id or 0) < mine.id), default=0.0)
-        return [line for line in await self.transcript(conversation.id, since=since) if line.at <= mine.at]
 
     async def _add_notes(
         self, conversation: CRMConversation, key: str, heading: str, lines: list[TranscriptLine]
@@ -303,129 +306,18 @@ class HubSpotBackend(CRMBackend):
         self, kind: str, properties: dict[str, str], contact: CRMContact, contact_id: str, type_id: int
     ) -> str:
         """Create a note or ticket on the contact; a contact deleted in HubSpot is found or created again once."""
-        answer = await self._post_associated(kind, properties, contact_id, type_id)
-        if answer.status >= 300 and not await self._exists(contact_id):
+        answer = await self.api.create_associated(kind, properties, contact_id, type_id)
+        if answer.status >= 300 and not await self.api.contact_exists(contact_id):
             await self.host.storage.deliveries.unlink(self.name, "contact", contact.id)
             _LOGGER.info("crm %s: HubSpot contact %s is gone; finding or creating it again", self.name, contact_id)
             found = await self._contact_for(contact)
             if found is not None:
-                answer = await self._post_associated(kind, properties, found, type_id)
+                answer = await self.api.create_associated(kind, properties, found, type_id)
         if answer.status >= 300:
-            raise self._failure(answer, f"creating {kind}")
+            raise self.api.failure(answer, f"creating {kind}")
+        if not answer.body.get("id"):
+            raise DeliveryFailed(f"HubSpot (creating {kind}) answered {answer.status} without an id")
         return str(answer.body["id"])
-
-    async def _post_associated(self, kind: str, properties: dict[str, str], contact_id: str, type_id: int) -> _Answer:
-        association = {"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": type_id}
-        body = {"properties": properties, "associations": [{"to": {"id": contact_id}, "types": [association]}]}
-        return await self._call("POST", f"/crm/v3/objects/{kind}", f"creating {kind}", body, expect=(400, 404))
-
-    # -- HubSpot's API ---------------------------------------------------------------------
-
-    async def _search(self, phone: str) -> dict[str, Any] | None:
-        values = (phone, phone.lstrip("+"))
-        groups = [
-            {"filters": [{"propertyName": name, "operator": "EQ", "value": value}]}
-            for name in ("phone", "mobilephone")
-            for value in values
-        ]
-        body = {
-            "filterGroups": groups,
-            "properties": list(OWN_PROPERTIES),
-            "sorts": [{"propertyName": "createdate", "direction": "ASCENDING"}],
-            "limit": 1,
-        }
-        answer = await self._call("POST", "/crm/v3/objects/contacts/search", "searching a contact", body)
-        results = answer.body.get("results") or []
-        return results[0] if results and isinstance(results[0], dict) else None
-
-    async def _create(self, properties: dict[str, str]) -> tuple[str, bool]:
-        """The new contact's id and True; the existing one's and False when HubSpot says it exists (409)."""
-        answer = await self._write("POST", "/crm/v3/objects/contacts", properties, "creating a contact", expect=(409,))
-        if answer.status != 409:
-            return str(answer.body["id"]), True
-        existing = _EXISTING_ID.search(str(answer.body.get("message", "")))
-        if existing is None:
-            raise self._failure(answer, "creating a contact")
-        return existing.group(1), False
-
-    async def _read(self, hubspot_id: str) -> dict[str, Any]:
-        path = f"/crm/v3/objects/contacts/{hubspot_id}?properties={','.join(OWN_PROPERTIES)}"
-        answer = await self._call("GET", path, "reading a contact", expect=(404,))
-        if answer.status == 404:
-            raise DeliveryFailed(f"HubSpot named contact {hubspot_id} as existing, then did not find it; trying again")
-        return answer.body
-
-    async def _exists(self, hubspot_id: str) -> bool:
-        answer = await self._call("GET", f"/crm/v3/objects/contacts/{hubspot_id}", "reading a contact", expect=(404,))
-        return answer.status != 404
-
-    async def _update(self, hubspot_id: str, properties: dict[str, str]) -> bool:
-        """False when HubSpot has no such contact (any more)."""
-        path = f"/crm/v3/objects/contacts/{hubspot_id}"
-        answer = await self._write("PATCH", path, properties, "updating a contact", expect=(404,))
-        return answer.status != 404
-
-    async def _write(
-        self, method: str, path: str, properties: dict[str, str], what: str, *, expect: tuple[int, ...] = ()
-    ) -> _Answer:
-        """Write contact properties; a language HubSpot does not offer is tried
-        as its primary language (``pt`` for ``pt-pt``), then left out."""
-        properties = dict(properties)
-        while True:
-            answer = await self._call(method, path, what, {"properties": properties}, expect=(*expect, 400))
-            if answer.status != 400:
-                return answer
-            refused = properties.pop("hs_language", None)
-            if not refused or "hs_language" not in answer.text:
-                raise self._failure(answer, what)
-            if "-" in refused:
-                properties["hs_language"] = refused.split("-")[0]
-            _LOGGER.info(
-                "crm %s: HubSpot offers no language %r; %s",
-                self.name,
-                refused,
-                f"trying {properties['hs_language']!r}" if "hs_language" in properties else "leaving it out",
-            )
-
-    async def _call(
-        self, method: str, path: str, what: str, body: Any = None, *, expect: tuple[int, ...] = ()
-    ) -> _Answer:
-        """One request; a 2xx answer, or one of ``expect``, is returned, any other raises ``DeliveryFailed``."""
-        headers = {"Authorization": f"Bearer {self.config['token']}"}
-        try:
-            async with self.host.http.request(method, self.api_base + path, json=body, headers=headers) as response:
-                text, status, answer_headers = await response.text(), response.status, response.headers
-        except aiohttp.ClientError as exc:
-            raise DeliveryFailed(f"HubSpot cannot be reached ({what}): {exc or type(exc).__name__}") from exc
-        try:
-            parsed = json.loads(text) if text else {}
-        except ValueError:
-            parsed = {}
-        answer = _Answer(status, parsed if isinstance(parsed, dict) else {}, text, answer_headers)
-        if status < 300 and self._auth_failing:
-            self._auth_failing = False
-            _LOGGER.info("crm %s: HubSpot takes the token again", self.name)
-        if status < 300 or status in expect:
-            return answer
-        raise self._failure(answer, what)
-
-    def _failure(self, answer: _Answer, what: str) -> DeliveryFailed:
-        """What an error answer means, in HubSpot's words (its category and message)."""
-        category = answer.body.get("category") or answer.body.get("errorType")
-        message = str(answer.body.get("message") or answer.text[:300])
-        said = f"{category}: {message}" if category else message
-        if answer.status in (401, 403):
-            fix = (
-                f"set the `token` of crm entry {self.name!r} to a service key or a private app's access token"
-                if answer.status == 401
-                else "give the key the scopes listed in docs/integrations/hubspot.md"
-            )
-            reason = f"HubSpot refused the token while {what} (HTTP {answer.status}, {said}): {fix}"
-            if not self._auth_failing:
-                self._auth_failing = True
-                _LOGGER.error("crm %s: %s; deliveries wait and are retried", self.name, reason)
-            return DeliveryFailed(reason, status=answer.status)
-        return http_failure(answer.status, said, answer.headers, what=f"HubSpot ({what})")
 
 
 def _contact_properties(contact: CRMContact) -> dict[str, str]:
