@@ -26,20 +26,18 @@ ticket, or one with 5,000 comments, answers 422 ``RecordInvalid``::
     zendesk.fail_next(429, retry_after=30)           # the next call is rate limited
     await zendesk.close()
 
-``agent_reply`` and ``solve`` do what an agent does in Zendesk, then post
-what the triggers of docs/integrations/zendesk.md post, signed as Zendesk
-signs (``X-Zendesk-Webhook-Signature`` and its timestamp); ``post_webhook``
-sends any body, signed or not. Every API request is recorded in
-``requests``, every webhook's answer in ``webhooks``.
+What agents and triggers do (``agent_reply``, ``solve``, the signed
+webhooks, ``notify_api_comments``) is in ``wahub.testing.fake_zendesk_agent``.
+``fail_next`` answers the next calls with an error, with ``applied`` after
+carrying them out (an answer lost on the way); ``hold`` keeps them waiting.
+Every API request is recorded in ``requests``, every webhook's answer in
+``webhooks``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import datetime as dt
-import hashlib
-import hmac
 import itertools
 import json
 from collections.abc import Awaitable, Callable, Mapping
@@ -50,24 +48,18 @@ import aiohttp
 from aiohttp import web
 
 from wahub.testing import close_fake, serve_on_loopback
+from wahub.testing.fake_zendesk_agent import (
+    COMMENT_LIMIT,
+    WebhookAnswer,
+    ZendeskAgentSide,
+    signed_headers,
+    zendesk_time,
+)
 
 __all__ = ["COMMENT_LIMIT", "FakeZendesk", "Recorded", "WebhookAnswer", "signed_headers"]
 
-#: Comments a ticket takes at most.
-COMMENT_LIMIT = 5000
 STATUSES = ("new", "open", "pending", "hold", "solved", "closed")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def signed_headers(secret: str, body: bytes, *, timestamp: str | None = None) -> dict[str, str]:
-    """The headers Zendesk signs a webhook ``body`` with (stamped now unless ``timestamp``)."""
-    stamp = timestamp or dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    digest = hmac.new(secret.encode(), stamp.encode() + body, hashlib.sha256).digest()
-    return {
-        "X-Zendesk-Webhook-Signature": base64.b64encode(digest).decode(),
-        "X-Zendesk-Webhook-Signature-Timestamp": stamp,
-        "Content-Type": "application/json",
-    }
 
 
 @dataclass
@@ -78,16 +70,6 @@ class Recorded:
     path: str
     query: dict[str, str]
     json: Any
-
-
-@dataclass(frozen=True)
-class WebhookAnswer:
-    """What wahub answered a webhook."""
-
-    status: int
-    body: Any
-    raw: bytes
-    headers: dict[str, str]
 
 
 @dataclass
@@ -108,12 +90,8 @@ def _not_found() -> web.Response:
     return web.json_response({"error": "RecordNotFound", "description": "Not found"}, status=404)
 
 
-def _now() -> str:
-    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 @dataclass
-class FakeZendesk:
+class FakeZendesk(ZendeskAgentSide):
     """See the module's docstring."""
 
     email: str = "integration@example.com"
@@ -121,6 +99,8 @@ class FakeZendesk:
     webhook_secret: str = "zd-webhook-secret-0123456789"
     #: Where ``agent_reply`` and ``solve`` post their webhooks.
     webhook_url: str | None = None
+    #: Post the comment trigger's webhook also for comments added through the API.
+    notify_api_comments: bool = False
     url: str = ""
     users: dict[int, dict[str, Any]] = field(default_factory=dict)
     tickets: dict[int, dict[str, Any]] = field(default_factory=dict)
@@ -140,6 +120,7 @@ class FakeZendesk:
     )
     _runner: web.AppRunner | None = None
     _http: aiohttp.ClientSession | None = None
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self._released.set()
@@ -164,7 +145,7 @@ class FakeZendesk:
 
     async def close(self) -> None:
         self._released.set()
-        await close_fake(self._runner, self._http, set())
+        await close_fake(self._runner, self._http, self._tasks)
 
     def add_user(self, name: str, *, email: str | None = None, role: str = "end-user", **extra: Any) -> int:
         user_id = next(self._ids["user"])
@@ -191,79 +172,6 @@ class FakeZendesk:
 
     def release(self) -> None:
         self._released.set()
-
-    def public_comments(self, ticket_id: int) -> list[dict[str, Any]]:
-        return [comment for comment in self.comments[ticket_id] if comment["public"]]
-
-    def private_comments(self, ticket_id: int) -> list[dict[str, Any]]:
-        return [comment for comment in self.comments[ticket_id] if not comment["public"]]
-
-    def set_field(self, ticket_id: int, field_id: int, value: Any) -> None:
-        """Set a custom field of the ticket, as an agent does in the ticket's form."""
-        fields = [f for f in self.tickets[ticket_id]["custom_fields"] if f["id"] != field_id]
-        self.tickets[ticket_id]["custom_fields"] = [*fields, {"id": field_id, "value": value}]
-
-    def set_status(self, ticket_id: int, status: str) -> None:
-        """Change the status without a webhook (an automation closing a ticket, say)."""
-        self.tickets[ticket_id]["status"] = status
-
-    def fill(self, ticket_id: int, count: int = COMMENT_LIMIT) -> None:
-        """Give the ticket private comments until it has ``count``."""
-        while len(self.comments[ticket_id]) < count:
-            self._comment(ticket_id, "filler", public=False, author_id=self.agent)
-
-    async def agent_reply(
-        self, ticket_id: int, body: str, *, public: bool = True, author_id: int | None = None, notify: bool = True
-    ) -> int:
-        """An agent's comment (``agent`` unless ``author_id``); the ticket is then
-        open and assigned to them. With ``notify`` the comment trigger's webhook is posted."""
-        author = author_id or self.agent
-        comment = self._comment(ticket_id, body, public=public, author_id=author)
-        ticket = self.tickets[ticket_id]
-        ticket["assignee_id"] = ticket["assignee_id"] or author
-        ticket["status"] = "open" if ticket["status"] == "new" else ticket["status"]
-        if notify:
-            await self.post_webhook({"type": "comment", "ticket_id": str(ticket_id)})
-        return int(comment["id"])
-
-    async def solve(self, ticket_id: int, *, notify: bool = True) -> None:
-        """An agent solves the ticket; with ``notify`` the solved trigger's webhook is posted."""
-        ticket = self.tickets[ticket_id]
-        ticket.update(status="solved", assignee_id=ticket["assignee_id"] or self.agent, updated_at=_now())
-        if notify:
-            await self.post_webhook({"type": "solved", "ticket_id": str(ticket_id)})
-
-    async def post_webhook(
-        self,
-        body: Mapping[str, Any] | bytes,
-        *,
-        secret: str | None = None,
-        timestamp: str | None = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> WebhookAnswer:
-        """Post ``body`` to ``webhook_url``, signed with ``secret`` (the webhook's
-        own by default) stamped ``timestamp`` (now), or with exactly ``headers``."""
-        assert self._http is not None and self.webhook_url, "start the fake and set webhook_url first"
-        raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-        sent = (
-            dict(headers)
-            if headers is not None
-            else signed_headers(secret or self.webhook_secret, raw, timestamp=timestamp)
-        )
-        async with self._http.post(self.webhook_url, data=raw, headers=sent) as response:
-            text = await response.read()
-            try:
-                parsed = json.loads(text)
-            except ValueError:
-                parsed = None
-            answer = WebhookAnswer(response.status, parsed, raw, sent)
-        self.webhooks.append(answer)
-        return answer
-
-    async def resend_last_webhook(self) -> WebhookAnswer:
-        """Post the last webhook again, byte for byte (a retry, or a duplicate invocation)."""
-        last = self.webhooks[-1]
-        return await self.post_webhook(last.raw, headers=last.headers)
 
     # -- the API ---------------------------------------------------------------------
 
@@ -365,12 +273,13 @@ class FakeZendesk:
             "tags": list(ticket.get("tags") or []),
             "custom_fields": list(ticket.get("custom_fields") or []),
             "via_followup_source_id": source,
-            "created_at": _now(),
-            "updated_at": _now(),
+            "created_at": zendesk_time(),
+            "updated_at": zendesk_time(),
         }
         self.tickets[ticket_id] = stored
         self.comments[ticket_id] = []
         self._comment(ticket_id, body, public=public, author_id=author)
+        self.api_commented(ticket_id)
         return web.json_response({"ticket": stored}, status=201)
 
     async def _list_tickets(self, request: web.Request) -> web.Response:
@@ -412,7 +321,8 @@ class FakeZendesk:
             if public and author == ticket["requester_id"] and "status" not in changes and status != "new":
                 status = "open"  # the requester's reply reopens a pending or solved ticket
             audit["events"].append({"type": "Comment", "id": added["id"], "public": public, "author_id": author})
-        ticket.update(status=status, assignee_id=assignee, updated_at=_now())
+            self.api_commented(ticket["id"])
+        ticket.update(status=status, assignee_id=assignee, updated_at=zendesk_time())
         for key in ("subject", "tags", "external_id"):
             if key in changes:
                 ticket[key] = changes[key]
@@ -462,7 +372,7 @@ class FakeZendesk:
             "plain_body": body,
             "public": public,
             "attachments": [],
-            "created_at": _now(),
+            "created_at": zendesk_time(),
         }
         self.comments[ticket_id].append(comment)
         return comment

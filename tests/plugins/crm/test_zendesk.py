@@ -18,7 +18,8 @@ from wahub.core.config.schema import ConfigError
 from wahub.core.conversations.ownership import change_owner
 from wahub.core.storage.events import message_text
 from wahub.plugins.crm.desk import TemplateChoice
-from wahub.plugins.crm.zendesk_webhook import read_timestamp, signature_problem, template_choice
+from wahub.plugins.crm.signing import iso_or_unix_seconds, unix_seconds
+from wahub.plugins.crm.zendesk_webhook import SIGNATURE, template_choice
 from wahub.testing import (
     TEST_SECRET,
     ManualClock,
@@ -66,8 +67,11 @@ class Desk:
     zendesk: FakeZendesk
     clock: ManualClock
 
-    async def say(self, text: str, *, sender: str = USER) -> None:
-        await self.daemon.post_sandbox([sandbox_message(text, sender=sender)])
+    async def say(self, text: str, *, sender: str = USER, written_at: float | None = None) -> None:
+        """The user writes ``text``, stamped by the daemon's clock (or ``written_at``), as its changes are."""
+        message = sandbox_message(text, sender=sender)
+        message["timestamp"] = self.clock.time() if written_at is None else written_at
+        await self.daemon.post_sandbox([message])
 
     async def hand_off(self, *, sender: str = USER) -> int:
         """The user asks for a person; returns the ticket's id once it is open."""
@@ -105,8 +109,8 @@ class Desk:
 
 
 @asynccontextmanager
-async def desk(database_url: str, **entry: Any) -> AsyncIterator[Desk]:
-    zendesk = await FakeZendesk().start()
+async def desk(database_url: str, *, fake: dict[str, Any] | None = None, **entry: Any) -> AsyncIterator[Desk]:
+    zendesk = await FakeZendesk(**(fake or {})).start()
     # An hour ahead of the real time: changes stamped with the real time (a
     # webhook stored) are due at once, and the user's window is still open.
     clock = ManualClock(time.time() + 3600)
@@ -144,7 +148,9 @@ async def test_a_handoff_opens_one_ticket_and_the_users_next_message_is_a_commen
         await d.say("it was due on Monday")
         await wait_until(soon(lambda: len(zendesk.public_comments(ticket_id)) == 1))
         [comment] = zendesk.public_comments(ticket_id)
-        assert comment["body"] == "it was due on Monday" and comment["author_id"] == requester["id"]
+        text, marker = comment["body"].split("\n\n")
+        assert text == "it was due on Monday" and comment["author_id"] == requester["id"]
+        assert marker.startswith("[wahub message ") and marker.endswith("]")
         assert len(zendesk.tickets) == 1 and await d.owner() == "queued"
 
 
@@ -177,7 +183,69 @@ async def test_a_rate_limited_comment_waits_for_retry_after_and_is_added_once(da
         await wait_until(waiting_two_minutes)
         d.clock.advance(121)
         await wait_until(soon(lambda: len(d.zendesk.public_comments(ticket_id)) == 1))
-        assert d.zendesk.public_comments(ticket_id)[0]["body"] == "are you there?"
+        assert d.zendesk.public_comments(ticket_id)[0]["body"].startswith("are you there?\n\n[wahub message ")
+
+
+async def test_a_comment_whose_answer_was_lost_is_not_added_again(database_url: str) -> None:
+    async with desk(database_url) as d:
+        ticket_id = await d.hand_off()
+        d.zendesk.fail_next(500, applied=True, match=f"PUT /api/v2/tickets/{ticket_id}.json")
+        await d.say("are you there?")
+        await wait_until(soon(lambda: len(d.zendesk.public_comments(ticket_id)) == 1))
+        await wait_until(lambda: _pending(d, attempts=1))
+        d.clock.advance(6)  # past the first retry's 5 s
+        await wait_until(lambda: _pending(d, attempts=None))
+        await d.say("and now?")
+        await wait_until(soon(lambda: len(d.zendesk.public_comments(ticket_id)) == 2))
+        await wait_until(lambda: _pending(d, attempts=None))
+
+        first, second = (c["body"] for c in d.zendesk.public_comments(ticket_id))
+        assert first.startswith("are you there?\n\n") and second.startswith("and now?\n\n")
+        # The retry looked among the latest comments, found the message's line, and added nothing.
+        reads = [r for r in d.zendesk.requests if r.path == f"/api/v2/tickets/{ticket_id}/comments.json"]
+        puts = [r for r in d.zendesk.requests if r.method == "PUT"]
+        assert len(reads) == 1 and len(puts) == 2
+
+
+async def test_messages_written_while_the_ticket_opens_are_in_it_once(database_url: str) -> None:
+    async with desk(database_url) as d:
+        await d.say("hi, my order is late")
+        d.zendesk.hold()
+        await d.say("human")
+        await wait_until(soon(lambda: d.zendesk.waiting > 0))  # the ticket waits on Zendesk
+        await d.say("written before the hand-off, arriving late", written_at=d.clock.time() - 60)
+        await d.say("written after the hand-off", written_at=d.clock.time() + 60)
+        await wait_until(lambda: _stored(d, "written before the hand-off, arriving late", "written after the hand-off"))
+        d.zendesk.release()
+        ticket_id = int(await wait_until(d.ticket_of(USER)))
+        await wait_until(soon(lambda: len(d.zendesk.public_comments(ticket_id)) == 1))
+        await wait_until(lambda: _pending(d, attempts=None))
+
+        transcript, comment = d.zendesk.comments[ticket_id]
+        bodies = [transcript["body"], comment["body"]]
+        assert sum("written before the hand-off" in body for body in bodies) == 1
+        assert "written before the hand-off" in transcript["body"]
+        assert sum("written after the hand-off" in body for body in bodies) == 1
+        assert comment["body"].startswith("written after the hand-off\n\n")
+
+
+async def test_a_second_handoff_opens_a_ticket_with_its_own_session(database_url: str) -> None:
+    async with desk(database_url) as d:
+        first = await d.hand_off()
+        conversation_id = await d.conversation_id()
+        assert conversation_id is not None
+        d.clock.advance(60)
+        await change_owner(d.daemon.hub, conversation_id, "resolved", actor="operator:ana", reason="order found")
+        await wait_until(lambda: _unlinked(d))
+        d.clock.advance(60)
+        await d.say("a new question")
+        await d.say("human")
+        second = await wait_until(_moved(d, first))
+
+        [transcript] = d.zendesk.comments[second]
+        assert "Test User: a new question" in transcript["body"] and "Test User: human" in transcript["body"]
+        assert "my order is late" not in transcript["body"]  # the first session's, in the first ticket
+        assert "my order is late" in d.zendesk.comments[first][0]["body"]
 
 
 @pytest.mark.parametrize("refusal", ["closed", "full"])
@@ -191,7 +259,8 @@ async def test_a_ticket_that_takes_no_more_comments_gets_a_follow_up(database_ur
         await d.say("one more thing")
         second = await wait_until(_moved(d, first))
         ticket = d.zendesk.tickets[second]
-        assert len(d.zendesk.tickets) == 2 and d.zendesk.public_comments(second)[0]["body"] == "one more thing"
+        assert len(d.zendesk.tickets) == 2
+        assert d.zendesk.public_comments(second)[0]["body"].startswith("one more thing\n\n[wahub message ")
         assert ticket["requester_id"] == d.zendesk.tickets[first]["requester_id"]
         if refusal == "closed":
             assert ticket["via_followup_source_id"] == first
@@ -245,9 +314,36 @@ async def test_an_agents_reply_reaches_the_user_once(database_url: str) -> None:
         await d.zendesk.agent_reply(ticket_id, "internal: check the warehouse", public=False)
         assert d.zendesk.webhooks[-1].body["replies"] == 0
         assert await d.sent_text("internal: check the warehouse") == []
+        assert await d.owner() == "queued"
 
 
-@pytest.mark.parametrize("forgery", ["wrong secret", "no signature", "stale timestamp", "altered body"])
+async def test_webhooks_for_wahubs_own_comments_send_nothing_to_the_user(database_url: str) -> None:
+    # A comment trigger without the "Update via is not Web service (API)" condition.
+    async with desk(database_url, fake={"notify_api_comments": True}) as d:
+        ticket_id = await d.hand_off()  # the transcript: a comment wahub adds
+        await d.say("it was due on Monday")
+        await d.say("and it is Friday")
+        await wait_until(soon(lambda: len(d.zendesk.public_comments(ticket_id)) == 2))
+        await wait_until(soon(lambda: len(d.zendesk.webhooks) == 3))
+        # (the first may come before the ticket is linked: then it is ignored)
+        assert [(w.status, w.body.get("replies", 0)) for w in d.zendesk.webhooks] == [(200, 0)] * 3
+        await d.zendesk.agent_reply(ticket_id, "It ships today.")  # an agent's still goes, once
+        await wait_until(lambda: _sent(d, "It ships today."))
+        conversation_id = await d.conversation_id()
+        assert conversation_id is not None
+        await change_owner(d.daemon.hub, conversation_id, "resolved", actor="operator:ana", reason="done")
+        await wait_until(soon(lambda: len(d.zendesk.webhooks) == 5))  # and the note solving the ticket
+        await wait_until(lambda: _pending(d, attempts=None))
+
+        assert all(w.status == 200 and w.body.get("replies", 0) == 0 for w in d.zendesk.webhooks[4:])
+        texts = [text for _, text, _ in await d.sent()]
+        assert texts == ["Hello from the bot!", "A person will answer.", "It ships today."]
+        assert await d.owner() == "bot" and len(d.zendesk.tickets) == 1  # solved once, not handed off again
+
+
+@pytest.mark.parametrize(
+    "forgery", ["wrong secret", "no signature", "stale timestamp", "huge timestamp", "altered body"]
+)
 async def test_an_unsigned_or_stale_webhook_is_refused_and_nothing_is_done(database_url: str, forgery: str) -> None:
     async with desk(database_url) as d:
         ticket_id = await d.hand_off()
@@ -260,6 +356,8 @@ async def test_an_unsigned_or_stale_webhook_is_refused_and_nothing_is_done(datab
             answer = await d.zendesk.post_webhook(body, headers={"Content-Type": "application/json"})
         elif forgery == "stale timestamp":
             answer = await d.zendesk.post_webhook(body, timestamp="2020-01-01T00:00:00Z")
+        elif forgery == "huge timestamp":
+            answer = await d.zendesk.post_webhook(body, timestamp="9" * 5000)
         else:
             headers = signed_headers(d.zendesk.webhook_secret, b'{"type": "comment", "ticket_id": "2"}')
             answer = await d.zendesk.post_webhook(body, headers=headers)
@@ -380,12 +478,19 @@ def test_an_unreadable_template_field_says_why(value: str, problem: str) -> None
 
 
 def test_signature_timestamps_are_read_in_iso_8601_or_unix_seconds() -> None:
-    assert read_timestamp("2026-12-01T09:30:00Z") == read_timestamp("1796117400") == 1796117400.0
-    assert read_timestamp("1796117400000") == 1796117400.0 and read_timestamp("yesterday") is None
+    assert iso_or_unix_seconds("2026-12-01T09:30:00Z") == iso_or_unix_seconds("1796117400") == 1796117400.0
+    assert iso_or_unix_seconds("1796117400000") == 1796117400.0 and iso_or_unix_seconds("yesterday") is None
+    assert iso_or_unix_seconds("9" * 5000) is None and unix_seconds("9" * 5000) is None
     body, now = b'{"type": "solved", "ticket_id": 7}', time.time()
     headers = signed_headers("secret", body, timestamp=str(int(now)))
-    assert signature_problem("secret", headers, body, now=now) is None
-    assert "minutes from now" in str(signature_problem("secret", headers, body, now=now + 301))
+    assert SIGNATURE.problem("secret", headers, body, now=now) is None
+    assert "minutes from now" in str(SIGNATURE.problem("secret", headers, body, now=now + 301))
+    stale = signed_headers("secret", body, timestamp="2020-01-01T00:00:00Z")
+    assert "minutes from now" in str(SIGNATURE.problem("secret", stale, body))  # the real time by default
+    assert SIGNATURE.problem("secret", headers, body + b" ", now=now) == (
+        "X-Zendesk-Webhook-Signature does not match the body (check the entry's webhook_secret: "
+        "the webhook's signing secret in Zendesk)"
+    )
 
 
 # -- configuration ---------------------------------------------------------------------
@@ -423,6 +528,20 @@ def _moved(d: Desk, first: int) -> Callable[[], Awaitable[int | None]]:
         return now if now not in (None, first) else None
 
     return condition
+
+
+async def _stored(d: Desk, *texts: str) -> bool:
+    """Whether the user's messages with ``texts`` are stored (the webhook's 200 comes before)."""
+    conversation_id = await d.conversation_id()
+    page = await d.daemon.hub.storage.conversations.messages(conversation_id or 0, limit=200)
+    have = {message_text(row["type"], row["body"] or {}) for row in page.items if row["direction"] == "in"}
+    return set(texts) <= have
+
+
+async def _pending(d: Desk, *, attempts: int | None) -> bool:
+    """With ``attempts``: a delivery waits after that many failed tries; with None: none waits."""
+    rows, _ = await d.daemon.hub.storage.deliveries.listing(endpoint="zendesk", state="pending")
+    return not rows if attempts is None else any(row["attempts"] >= attempts for row in rows)
 
 
 async def _unlinked(d: Desk) -> bool:

@@ -4,13 +4,18 @@ from Zendesk.
 
 - A hand-off (``conversation.queued``) opens one ticket: the contact becomes
   its requester (a Zendesk user created or updated by the external id
-  ``wahub:<contact id>``) and the transcript its first, private comment. The
-  ticket's external id ``wahub:conversation:<id>:<change id>`` is looked up
-  before creating, so a retry after a lost answer finds the ticket it made.
-- While the ticket is linked, what the user writes (``message.received``) is
-  added as public comments by the requester; the last message added is
-  remembered, so a retry never adds one twice. A ticket that takes no more
-  comments (closed, or at Zendesk's 5,000) gets a follow-up ticket.
+  ``wahub:<contact id>``) and the session's transcript (since the resolve
+  before the hand-off, up to it) its first, private comment. The ticket's
+  external id ``wahub:conversation:<id>:<change id>`` is looked up before
+  creating, so a retry after a lost answer finds the ticket it made.
+- While the ticket is linked, what the user writes (``message.received``) and
+  the transcript does not hold is added as public comments by the requester,
+  each ending with the line ``[wahub message <id>]``. The last message added
+  is remembered; a delivery tried again after a failure, or after a try cut
+  off half-way (noted before the call), first looks for its line among the
+  ticket's latest 100 comments, so a comment whose answer was lost is not
+  added twice. A ticket that takes no more comments (closed, or at
+  Zendesk's 5,000) gets a follow-up ticket.
 - Resolving the conversation in wahub (``conversation.resolved``, not caused
   by Zendesk itself) solves the ticket with a private note and unlinks it.
 - Agents' replies and solves come back through Zendesk's webhook: see
@@ -25,7 +30,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
-import time
 from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar, cast
 
@@ -42,20 +46,23 @@ from wahub.core.crm import (
     CRMConversation,
     CRMHost,
     CRMMessage,
-    http_failure,
     render_transcript,
+    request_json,
 )
 from wahub.core.errors import BodyRefused, DeliveryFailed
 from wahub.core.http.api_io import error, json_response
 from wahub.core.hub import Hub
 from wahub.core.models import IntegrationEvent
+from wahub.plugins.crm.signing import signed_json
 from wahub.plugins.crm.zendesk_webhook import (
     DONE_STATUSES,
     REPLIES,
+    SIGNATURE,
     TICKET,
     ReplySync,
+    marked,
+    marked_message,
     read_notice,
-    signature_problem,
 )
 
 _LOGGER = logging.getLogger(__name__)
@@ -106,39 +113,29 @@ CONFIG_SCHEMA = vol.Schema(
 
 class ZendeskAPI:
     """The calls wahub makes to Zendesk's Support API; each raises
-    ``DeliveryFailed`` (see ``http_failure``) when Zendesk cannot answer."""
+    ``DeliveryFailed`` (see ``wahub.core.crm.request_json``) when Zendesk cannot answer."""
 
     def __init__(self, http: aiohttp.ClientSession, config: Mapping[str, Any]) -> None:
         self.http = http
         self.base = config.get("api_base") or f"https://{config['subdomain']}.zendesk.com"
         login = f"{config['email']}/token:{config['api_token']}".encode()
         self.headers = {"Authorization": "Basic " + base64.b64encode(login).decode(), "Accept": "application/json"}
-        self.timeout = aiohttp.ClientTimeout(total=float(config["timeout"]))
         self._me: int | None = None
 
     async def call(
         self, method: str, path: str, *, body: Any = None, params: Mapping[str, str] | None = None
     ) -> dict[str, Any]:
+        """Zendesk's JSON answer to one call (``{}`` when it is not a JSON object)."""
         what = f"Zendesk ({method} {path})"
-        try:
-            async with self.http.request(
-                method, self.base + path, json=body, params=params, headers=self.headers, timeout=self.timeout
-            ) as response:
-                if response.status >= 400:
-                    raise http_failure(response.status, await response.text(), response.headers, what=what)
-                answer = await response.json(content_type=None)
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise DeliveryFailed(f"{what} could not be reached: {type(exc).__name__} {exc}") from None
-        except ValueError:
-            raise DeliveryFailed(f"{what} answered something that is not JSON") from None
-        if not isinstance(answer, dict):
-            raise DeliveryFailed(f"{what} answered something that is not a JSON object")
-        return answer
+        answer = await request_json(
+            self.http, method, self.base + path, what=what, headers=self.headers, json=body, params=params
+        )
+        return answer.body
 
     async def api_user_id(self) -> int:
         """The id of the user the token belongs to."""
         if self._me is None:
-            self._me = int((await self.call("GET", "/api/v2/users/me.json"))["user"]["id"])
+            self._me = int(_part(await self.call("GET", "/api/v2/users/me.json"), "user")["id"])
         return self._me
 
     async def upsert_user(self, contact: CRMContact) -> int:
@@ -150,11 +147,11 @@ class ZendeskAPI:
         if contact.phone:
             user["phone"] = contact.phone
         answer = await self.call("POST", "/api/v2/users/create_or_update.json", body={"user": user})
-        return int(answer["user"]["id"])
+        return int(_part(answer, "user")["id"])
 
     async def find_ticket(self, external_id: str) -> dict[str, Any] | None:
         answer = await self.call("GET", "/api/v2/tickets.json", params={"external_id": external_id})
-        tickets = answer.get("tickets") or []
+        tickets = [ticket for ticket in answer.get("tickets") or [] if isinstance(ticket, dict)]
         return dict(tickets[0]) if tickets else None
 
     async def create_ticket(self, ticket: Mapping[str, Any]) -> dict[str, Any]:
@@ -162,10 +159,10 @@ class ZendeskAPI:
         found = await self.find_ticket(ticket["external_id"])
         if found is not None:
             return found
-        return dict((await self.call("POST", "/api/v2/tickets.json", body={"ticket": ticket}))["ticket"])
+        return _part(await self.call("POST", "/api/v2/tickets.json", body={"ticket": ticket}), "ticket")
 
     async def ticket(self, ticket_id: int) -> dict[str, Any]:
-        return dict((await self.call("GET", f"/api/v2/tickets/{ticket_id}.json"))["ticket"])
+        return _part(await self.call("GET", f"/api/v2/tickets/{ticket_id}.json"), "ticket")
 
     async def update_ticket(self, ticket_id: int, changes: Mapping[str, Any]) -> None:
         await self.call("PUT", f"/api/v2/tickets/{ticket_id}.json", body={"ticket": changes})
@@ -181,7 +178,16 @@ class ZendeskAPI:
         """The ticket's latest 100 comments, oldest first."""
         params = {"sort_order": "desc", "per_page": "100"}
         answer = await self.call("GET", f"/api/v2/tickets/{ticket_id}/comments.json", params=params)
-        return [dict(comment) for comment in reversed(answer.get("comments") or [])]
+        comments = [dict(comment) for comment in answer.get("comments") or [] if isinstance(comment, dict)]
+        return comments[::-1]
+
+
+def _part(answer: Mapping[str, Any], key: str) -> dict[str, Any]:
+    """The object ``answer[key]``; ``DeliveryFailed`` when Zendesk answered without it."""
+    value = answer.get(key)
+    if not isinstance(value, dict) or "id" not in value:
+        raise DeliveryFailed(f"Zendesk answered without the {key!r} it should have: {str(answer)[:200]}")
+    return dict(value)
 
 
 class ZendeskBackend(CRMBackend):
@@ -217,23 +223,26 @@ class ZendeskBackend(CRMBackend):
         return [web.post(f"/crm/{self.name}/webhook", self.webhook)]
 
     async def deliver(self, event: IntegrationEvent) -> None:
-        if event.type == "conversation.queued":
-            await self.open_ticket(CRMConversation.from_event(event), change_id=int(event.data["change"]["id"]))
+        """As the base class does; a user's message delivered again after a
+        failed try is first looked for among the ticket's comments."""
+        if event.type == "message.received" and event.data.get("contact"):
+            await self._add_message(CRMMessage.from_event(event), retried=event.attempt > 0)
         else:
             await super().deliver(event)
 
     # -- wahub to Zendesk ------------------------------------------------------------
 
-    async def open_ticket(self, conversation: CRMConversation, *, change_id: int) -> None:
+    async def on_handoff(self, conversation: CRMConversation) -> None:
         """The hand-off's ticket, unless the conversation has one already."""
         if await self.linked(TICKET, conversation.id) is not None:
             return
         contact = conversation.contact
         requester_id = await self.api.upsert_user(contact)
         await self.link("contact", contact.id, str(requester_id))
-        # Messages up to this one are in the transcript; later ones become comments.
+        lines = await self.session_transcript(conversation)
+        # Read after the transcript: a message stored since is beyond ``upto``, so a
+        # comment; one at or below it is a comment only if it is later than the transcript.
         upto = await self._latest_message_id(conversation.id)
-        lines = await self.transcript(conversation.id)
         transcript = _clipped(render_transcript(lines, contact_name=contact.name)) or "(no messages)"
         reason = f" ({conversation.reason})" if conversation.reason else ""
         ticket = await self.api.create_ticket(
@@ -241,36 +250,68 @@ class ZendeskBackend(CRMBackend):
                 "subject": f"WhatsApp: {_display_name(contact)}",
                 "comment": {"body": f"Handed over on WhatsApp{reason}.\n\n{transcript}", "public": False},
                 "requester_id": requester_id,
-                "external_id": f"wahub:conversation:{conversation.id}:{change_id}",
+                "external_id": f"wahub:conversation:{conversation.id}:{conversation.change_id}",
                 "tags": list(self.config["tags"]),
             }
         )
         _LOGGER.info("conversation %d is Zendesk ticket %s", conversation.id, ticket["id"])
-        data = {"requester_id": requester_id, "upto": upto, "last_message_id": None}
+        data = {
+            "requester_id": requester_id,
+            "upto": upto,
+            "transcript_until": max((line.at for line in lines), default=0.0),
+            "last_message_id": None,
+        }
         await self.link(TICKET, conversation.id, str(ticket["id"]), data=data)
 
     async def on_message(self, message: CRMMessage) -> None:
         """A message the user wrote while the conversation has a ticket, as the requester's public comment."""
+        await self._add_message(message, retried=False)
+
+    async def _add_message(self, message: CRMMessage, *, retried: bool) -> None:
         if message.direction != "in" or message.conversation_id is None:
             return
         found = await self.host.storage.deliveries.linked(self.name, TICKET, message.conversation_id)
         if found is None:
             return
         ticket_id, data = int(found[0]), dict(found[1] or {})
-        if message.id <= max(int(data.get("upto") or 0), int(data.get("last_message_id") or 0)):
-            return  # in the transcript, or added before a retry
+        if message.id <= int(data.get("last_message_id") or 0) or await self._in_transcript(message, data):
+            return
         body = message.text.strip()
         if message.type not in ("text", "button", "interactive"):  # media: its kind, then its caption
             body = f"[{message.type}] {body}".strip()
-        body = body or f"[{message.type}]"
-        try:
-            await self.api.add_comment(ticket_id, body, public=True, author_id=int(data["requester_id"]))
-        except DeliveryFailed as exc:
-            if exc.status != 422:
-                raise
-            ticket_id = await self._follow_up(ticket_id, message, body, int(data["requester_id"]))
-        data["last_message_id"] = message.id
+        body = marked(body or f"[{message.type}]", message.id)
+        requester_id = int(data["requester_id"])
+        # A try that failed, or was cut off, may have added it before its answer was lost.
+        if not ((retried or data.get("adding") == message.id) and await self._added_before(ticket_id, message.id)):
+            await self.link(TICKET, message.conversation_id, str(ticket_id), data={**data, "adding": message.id})
+            try:
+                await self.api.add_comment(ticket_id, body, public=True, author_id=requester_id)
+            except DeliveryFailed as exc:
+                if exc.status != 422:
+                    raise
+                ticket_id = await self._follow_up(ticket_id, message, body, requester_id)
+        data.update(last_message_id=message.id, adding=None)
         await self.link(TICKET, message.conversation_id, str(ticket_id), data=data)
+
+    async def _in_transcript(self, message: CRMMessage, data: Mapping[str, Any]) -> bool:
+        """Whether the ticket's first comment, its transcript, has ``message``."""
+        if message.id > int(data.get("upto") or 0):
+            return False
+        until = data.get("transcript_until")
+        if until is None:  # a ticket opened before transcripts were bounded: all it had then
+            return True
+        row = await self.host.storage.messages.get(message.id)
+        return row is not None and float(row["created_at"]) <= float(until)
+
+    async def _added_before(self, ticket_id: int, message_id: int) -> bool:
+        """Whether a comment among the ticket's latest is marked as ``message_id``'s."""
+        try:
+            comments = await self.api.latest_comments(ticket_id)
+        except DeliveryFailed as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return any(marked_message(comment) == message_id for comment in comments)
 
     async def _follow_up(self, closed_id: int, message: CRMMessage, body: str, requester_id: int) -> int:
         """A new ticket for ``message`` after ticket ``closed_id`` refused it (closed, or full)."""
@@ -334,14 +375,9 @@ class ZendeskBackend(CRMBackend):
 
     async def webhook(self, request: web.Request) -> web.Response:
         """``POST /crm/<name>/webhook``: a signed notice from a Zendesk trigger."""
-        raw = await request.read()
-        # Zendesk stamps webhooks with the real time, whatever clock the daemon runs on.
-        problem = signature_problem(str(self.config["webhook_secret"]), request.headers, raw, now=time.time())
-        if problem is not None:
-            _LOGGER.info("refused a webhook to %s: %s", self.name, problem)
-            return error(401, "invalid_signature", problem)
+        data = await signed_json(request, SIGNATURE, str(self.config["webhook_secret"]), entry=self.name)
         try:
-            notice = read_notice(raw)
+            notice = read_notice(data)
         except BodyRefused as exc:
             return error(400, "invalid_body", str(exc))
         try:

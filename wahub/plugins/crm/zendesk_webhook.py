@@ -16,12 +16,14 @@ to two triggers, whose JSON bodies name only the event and the ticket::
 
 (other keys are allowed and ignored). Whatever the type, wahub reads the
 ticket and its latest 100 comments itself and sends every public comment by
-an agent (not by the requester, not by the API user) that it did not send
-before, oldest first; the ids it sent are kept with the ticket's link. A
+an agent (not by the requester, not by the API user, not one wahub added
+for a user's message) that it did not send before, oldest first; the ids it sent are kept with the ticket's link. A
 webhook replayed, duplicated, or lost (the next one catches up) therefore
-changes nothing. A ticket found solved or closed then resolves the wahub
-conversation and unlinks the ticket; a ``solved`` webhook for a ticket open
-again by the time it is read does nothing.
+changes nothing, and neither does one a trigger fires for a comment wahub
+added itself (a trigger without the "not via the API" condition). A
+ticket found solved or closed then resolves the wahub conversation and
+unlinks the ticket; a ``solved`` webhook for a ticket open again by the time
+it is read does nothing.
 
 Outside the user's 24-hour window an agent's text cannot be sent: when the
 ticket's template field names a template (see ``template_choice``) that
@@ -33,7 +35,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import datetime as dt
 import hashlib
 import hmac
 import logging
@@ -45,17 +46,15 @@ from typing import Any, Protocol
 
 from wahub.core.crm import CRMBackend
 from wahub.core.errors import BodyRefused, DeliveryFailed, SendRefused
-from wahub.core.http.api_io import parse_json
 from wahub.core.hub import Hub
 from wahub.core.models import Conversation
 from wahub.plugins.crm.desk import TemplateChoice, agent_reply, resolve
+from wahub.plugins.crm.signing import SignatureScheme, iso_or_unix_seconds
 
 _LOGGER = logging.getLogger(__name__)
 
 SIGNATURE_HEADER = "X-Zendesk-Webhook-Signature"
 TIMESTAMP_HEADER = "X-Zendesk-Webhook-Signature-Timestamp"
-#: Seconds a webhook's timestamp may be away from now.
-TOLERANCE_SECONDS = 300.0
 #: The webhook bodies' ``type`` values.
 NOTICE_TYPES = ("comment", "solved")
 #: The link of a conversation (local id) to its ticket; its data keeps the
@@ -66,6 +65,8 @@ TICKET = "ticket"
 REPLIES = "ticket_replies"
 #: Ticket statuses after which the conversation is resolved.
 DONE_STATUSES = ("solved", "closed")
+#: The last line of each comment wahub adds for a user's message: the message's id.
+_MARKER = re.compile(r"\[wahub message (\d{1,18})\]\s*$")
 _TEMPLATE_NAME = re.compile(r"^[a-z0-9_]{1,512}$")
 _LANGUAGE = re.compile(r"^[A-Za-z]{2,3}([_-][A-Za-z0-9]{2,8})*$")
 
@@ -76,40 +77,14 @@ def sign(secret: str, timestamp: str, body: bytes) -> str:
     return base64.b64encode(hmac.new(secret.encode(), message, hashlib.sha256).digest()).decode()
 
 
-def read_timestamp(value: str) -> float | None:
-    """A signature timestamp in unix seconds: ISO 8601 (without a zone: UTC)
-    or unix seconds (milliseconds when it is that large); None if neither."""
-    value = value.strip()
-    if value.isascii() and value.isdigit():
-        number = float(value)
-        return number / 1000 if number > 1e11 else number
-    try:
-        when = dt.datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.UTC)
-    try:
-        return when.timestamp()
-    except (OverflowError, OSError):
-        return None
-
-
-def signature_problem(secret: str, headers: Mapping[str, str], body: bytes, *, now: float) -> str | None:
-    """Why ``body`` with ``headers`` is not a webhook Zendesk signed with
-    ``secret`` within five minutes of ``now``, or None when it is."""
-    signature, timestamp = headers.get(SIGNATURE_HEADER), headers.get(TIMESTAMP_HEADER)
-    if not signature or not timestamp:
-        return f"the request has no {SIGNATURE_HEADER} and {TIMESTAMP_HEADER} headers"
-    at = read_timestamp(timestamp)
-    if at is None:
-        return f"{TIMESTAMP_HEADER} is not a time"
-    if abs(now - at) > TOLERANCE_SECONDS:
-        return f"{TIMESTAMP_HEADER} is more than {TOLERANCE_SECONDS / 60:g} minutes from now (a replay, or a clock off)"
-    expected = sign(secret, timestamp, body).encode()
-    if not hmac.compare_digest(expected, signature.strip().encode("utf-8", "surrogateescape")):
-        return "the signature does not match the body (check the webhook's signing secret)"
-    return None
+#: How Zendesk signs its webhooks (see the module's docstring).
+SIGNATURE = SignatureScheme(
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    sign,
+    read_timestamp=iso_or_unix_seconds,
+    secret_hint="check the entry's webhook_secret: the webhook's signing secret in Zendesk",
+)
 
 
 @dataclass(frozen=True)
@@ -120,9 +95,8 @@ class Notice:
     ticket_id: int
 
 
-def read_notice(body: bytes) -> Notice:
-    """The notice in a webhook body; ``BodyRefused`` names what is wrong with it."""
-    data = parse_json(body)
+def read_notice(data: Any) -> Notice:
+    """The notice in a webhook's JSON body; ``BodyRefused`` names what is wrong with it."""
     if not isinstance(data, dict):
         raise BodyRefused('expected a JSON object such as {"type": "comment", "ticket_id": "{{ticket.id}}"}')
     kind, ticket = data.get("type"), data.get("ticket_id")
@@ -133,6 +107,20 @@ def read_notice(body: bytes) -> Notice:
     if not isinstance(ticket, int) or isinstance(ticket, bool) or ticket <= 0:
         raise BodyRefused(f"'ticket_id' must be a ticket's id (the placeholder {{{{ticket.id}}}}), got {ticket!r}")
     return Notice(kind, ticket)
+
+
+def marked(body: str, message_id: int) -> str:
+    """A comment's ``body`` for wahub's message ``message_id``, with its marker line."""
+    return f"{body}\n\n[wahub message {message_id}]"
+
+
+def marked_message(comment: Mapping[str, Any]) -> int | None:
+    """The wahub message a comment was added for (its marker line), None if it is no such comment."""
+    for key in ("body", "plain_body"):
+        found = _MARKER.search(str(comment.get(key) or ""))
+        if found is not None:
+            return int(found.group(1))
+    return None
 
 
 def template_choice(value: str, *, language: str) -> TemplateChoice:
@@ -210,6 +198,8 @@ class ReplySync:
             await self.unlink(int(conversation_id), ticket_id)
             return {"ignored": f"conversation {conversation_id} no longer exists in wahub"}
         sent = await self._send_replies(ticket, conversation)
+        if sent is None:
+            return {"ignored": f"ticket {ticket_id} was unlinked from its conversation meanwhile"}
         answer: dict[str, Any] = {"ticket_id": ticket_id, "conversation_id": conversation.id, "replies": sent}
         if ticket.get("status") in DONE_STATUSES:
             reason = f"ticket {ticket_id} {ticket['status']} in Zendesk"
@@ -219,16 +209,21 @@ class ReplySync:
         return answer
 
     async def unlink(self, conversation_id: int, ticket_id: int) -> None:
+        """Forget the ticket: its conversation's link first, then what was sent from it."""
         deliveries = self.hub.storage.deliveries
         await deliveries.unlink(self.backend.name, TICKET, conversation_id)
         await deliveries.unlink(self.backend.name, REPLIES, ticket_id)
 
-    async def _send_replies(self, ticket: Mapping[str, Any], conversation: Conversation) -> int:
-        """Send the ticket's public agent comments not sent before; how many went."""
+    async def _send_replies(self, ticket: Mapping[str, Any], conversation: Conversation) -> int | None:
+        """Send the ticket's public agent comments not sent before; how many
+        went, None when the ticket was unlinked meanwhile (a resolve in wahub)."""
         ticket_id = int(ticket["id"])
         comments = await self.api.latest_comments(ticket_id)
         not_agents = {ticket.get("requester_id"), await self.api.api_user_id()}
         found = await self.hub.storage.deliveries.linked(self.backend.name, REPLIES, ticket_id)
+        # Unlinking takes the ticket's link, then what it sent: still linked now, what was read is whole.
+        if await self.backend.linked_to(TICKET, str(ticket_id)) != str(conversation.id):
+            return None
         done = {int(comment_id) for comment_id in ((found[1] or {}).get("sent", []) if found else [])}
         sent = 0
         for comment in comments:
@@ -237,6 +232,7 @@ class ReplySync:
                 or not comment.get("public")
                 or comment.get("type", "Comment") != "Comment"
                 or comment.get("author_id") in not_agents
+                or marked_message(comment) is not None  # a user's message wahub added
             ):
                 continue
             sent += await self._reply(ticket, conversation, comment)
@@ -262,9 +258,11 @@ class ReplySync:
                 )
             except ValueError as exc:
                 problem = f" The template field could not be read: {exc}."
-        key = f"zendesk:{self.backend.name}:{comment['id']}"
+        actor = f"zendesk:{self.backend.name}"
         try:
-            message_id = await agent_reply(self.hub, conversation, text, idempotency_key=key, template=template)
+            message_id = await agent_reply(
+                self.hub, conversation, text, idempotency_key=f"{actor}:{comment['id']}", template=template, actor=actor
+            )
         except SendRefused as exc:
             _LOGGER.info("a reply on ticket %d was not sent: %s", ticket_id, exc.reason)
             await self._note(ticket_id, f"Not sent to the WhatsApp user ({exc.reason}): {exc}.{problem}")
