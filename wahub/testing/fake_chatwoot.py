@@ -19,17 +19,21 @@ that caused it is: the echo always overtakes the answer to the post::
     chatwoot.fail_next(429, times=2, retry_after=30)
     await chatwoot.close()
 
-Checked as Chatwoot does: the ``api_access_token`` header (401), the
-account (401), bodies (the inbox exists and is an API channel, phone numbers
-in E.164, a phone or identifier already taken is a 422, a message needs
-content and a known ``message_type``...). The API answers ``message_type``
-as a number (0 incoming, 1 outgoing, 2 activity), webhooks as a word.
+Checked as Chatwoot does, in its order: the ``api_access_token`` header
+(401), the account (401), then bodies (the inbox exists and is an API
+channel, phone numbers in E.164, a phone or identifier already taken is a
+422, a message needs content and a known ``message_type``...). The API
+answers ``message_type`` as a number (0 incoming, 1 outgoing, 2 activity),
+webhooks as a word. Messages posted through the API as ``outgoing`` are
+sent by the token's user (``API_USER``, also ``GET /api/v1/profile``).
 ``down`` answers every request 503; ``fail_next`` the next ones with a
-status (and ``Retry-After``), before or, with ``processed``, after carrying
-them out (an answer lost on the way). Every request and every webhook
-delivery is recorded.
+status (and ``Retry-After``), once they passed the token check, before or,
+with ``processed``, after carrying them out (an answer lost on the way).
+Every request and every webhook delivery is recorded. Agents' actions and
+the webhooks are in ``wahub.testing.fake_chatwoot_agent``.
 
-Served under ``/api/v1/accounts/{account_id}``: ``POST /contacts``, ``GET
+Served: ``GET /api/v1/profile`` and, under
+``/api/v1/accounts/{account_id}``, ``POST /contacts``, ``GET
 /contacts/search?q=``, ``POST /contacts/{id}/contact_inboxes``, ``POST
 /conversations``, ``GET|POST /conversations/{id}/messages`` (the list is
 the latest 20) and ``POST /conversations/{id}/toggle_status``.
@@ -37,12 +41,9 @@ the latest 20) and ``POST /conversations/{id}/toggle_status``.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import itertools
 import json
 import re
-import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -52,24 +53,22 @@ import aiohttp
 from aiohttp import web
 
 from wahub.testing import close_fake, serve_on_loopback
+from wahub.testing.fake_chatwoot_agent import (
+    AGENT,
+    API_USER,
+    MESSAGE_TYPES,
+    ChatwootAgentSide,
+    WebhookDelivery,
+    chatwoot_signature,
+)
 
 __all__ = ["AGENT", "FakeChatwoot", "Recorded", "WebhookDelivery", "chatwoot_signature"]
 
-#: The agent whose replies ``agent_reply`` writes.
-AGENT: Mapping[str, Any] = {"id": 7, "name": "Ana Agent", "available_name": "Ana Agent", "type": "user"}
-#: The user whose access token the API calls carry.
-API_USER: Mapping[str, Any] = {"id": 1, "name": "wahub", "available_name": "wahub", "type": "user"}
-MESSAGE_TYPES = ("incoming", "outgoing", "activity", "template")
 STATUSES = ("open", "resolved", "pending", "snoozed")
 _E164 = re.compile(r"^\+[1-9]\d{1,14}$")
 _PREFIX = "/api/v1/accounts/{account}"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def chatwoot_signature(secret: str, timestamp: str, body: bytes) -> str:
-    """``X-Chatwoot-Signature``: ``sha256=`` and the hex HMAC-SHA256 of ``"{timestamp}.{body}"``."""
-    return "sha256=" + hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
 
 
 @dataclass
@@ -84,19 +83,7 @@ class Recorded:
 
 
 @dataclass
-class WebhookDelivery:
-    """One webhook delivery: its id (reused by ``redeliver``), body, and the
-    status wahub answered (None when it could not be reached)."""
-
-    id: str
-    event: str
-    body: bytes
-    status: int | None = None
-    answer: Any = None
-
-
-@dataclass
-class FakeChatwoot:
+class FakeChatwoot(ChatwootAgentSide):
     """See the module's docstring."""
 
     token: str = "cw-access-token-0123456789"
@@ -107,6 +94,8 @@ class FakeChatwoot:
     inbox_id: int = 1
     #: Where webhooks go (the daemon's ``/crm/<name>/webhook``); none are sent while None.
     webhook_url: str | None = None
+    #: False: ``message_created`` webhooks carry no ``content_attributes``.
+    webhook_content_attributes: bool = True
     down: bool = False
     url: str = ""
     requests: list[Recorded] = field(default_factory=list)
@@ -126,6 +115,7 @@ class FakeChatwoot:
 
     async def start(self) -> FakeChatwoot:
         app = web.Application(middlewares=[self._gate])
+        app.router.add_get("/api/v1/profile", self._profile)
         app.router.add_post(f"{_PREFIX}/contacts", self._create_contact)
         app.router.add_get(f"{_PREFIX}/contacts/search", self._search_contacts)
         app.router.add_post(f"{_PREFIX}/contacts/{{contact}}/contact_inboxes", self._create_contact_inbox)
@@ -162,54 +152,6 @@ class FakeChatwoot:
         found = [c for c in self.conversations.values() if self.contacts[c["contact_id"]].get("phone_number") == phone]
         return found[-1] if found else None
 
-    async def agent_reply(
-        self,
-        conversation_id: int,
-        content: str,
-        *,
-        private: bool = False,
-        sender: Mapping[str, Any] | None = AGENT,
-        attachments: list[dict[str, Any]] | None = None,
-    ) -> dict[str, Any]:
-        """An agent writes in the conversation (``sender=None``: a message
-        without a sender, as the business phone's arrive); its webhook is
-        answered before this returns."""
-        return await self._add_message(
-            self.conversations[conversation_id], content, "outgoing", private, {}, sender, attachments or []
-        )
-
-    async def resolve(self, conversation_id: int) -> None:
-        """An agent resolves the conversation."""
-        await self._set_status(self.conversations[conversation_id], "resolved", AGENT)
-
-    async def deliver_webhook(
-        self, event: str, payload: Mapping[str, Any], *, delivery_id: str | None = None
-    ) -> WebhookDelivery:
-        """Send a signed webhook now (a new delivery, or a retry of ``delivery_id``)."""
-        body = json.dumps({"event": event, **payload}).encode()
-        delivery = WebhookDelivery(delivery_id or str(uuid.uuid4()), event, body)
-        self.deliveries.append(delivery)
-        if self.webhook_url is None or self._session is None:
-            return delivery
-        stamp = str(int(time.time()))
-        headers = {
-            "Content-Type": "application/json",
-            "X-Chatwoot-Signature": chatwoot_signature(self.webhook_secret, stamp, body),
-            "X-Chatwoot-Timestamp": stamp,
-            "X-Chatwoot-Delivery": delivery.id,
-        }
-        try:
-            async with self._session.post(self.webhook_url, data=body, headers=headers) as response:
-                delivery.status = response.status
-                delivery.answer = await response.json(content_type=None)
-        except (aiohttp.ClientError, TimeoutError, ValueError):
-            pass
-        return delivery
-
-    async def redeliver(self, delivery: WebhookDelivery) -> WebhookDelivery:
-        """Deliver ``delivery`` again, as a retry does: same id and body, signed anew."""
-        return await self.deliver_webhook(delivery.event, json.loads(delivery.body), delivery_id=delivery.id)
-
     # -- the API --------------------------------------------------------------------
 
     @web.middleware
@@ -220,21 +162,27 @@ class FakeChatwoot:
         except ValueError:
             body = None
         self.requests.append(Recorded(request.method, request.path, dict(request.query), dict(request.headers), body))
-        if self.down:
+        if self.down:  # the proxy in front answers, whoever asks
             return web.Response(status=503, text="Service Unavailable")
-        fault = self._faults.pop(0) if self._faults else None
-        if fault is not None and not fault[2]:
-            return _fault(*fault[:2])
+        # Chatwoot authenticates first: a rate limit or a fault is met only with a valid token.
         if request.headers.get("api_access_token") != self.token:
             return web.json_response({"error": "Invalid Access Token"}, status=401)
         if request.match_info.http_exception is not None:
             return _not_found()
-        if request.match_info.get("account") != str(self.account_id):
+        account = request.match_info.get("account")
+        if account is not None and account != str(self.account_id):
             return web.json_response({"error": "You are not authorized to access this account"}, status=401)
+        fault = self._faults.pop(0) if self._faults else None
+        if fault is not None and not fault[2]:
+            return _fault(*fault[:2])
         if request.method == "POST" and not isinstance(body, dict):
             return _invalid("the body must be a JSON object")
         answer = await handler(request)
         return answer if fault is None else _fault(*fault[:2])
+
+    async def _profile(self, request: web.Request) -> web.Response:
+        accounts = [{"id": self.account_id, "name": "Padaria Sol", "role": "administrator"}]
+        return web.json_response({**API_USER, "email": "wahub@example.com", "accounts": accounts})
 
     async def _create_contact(self, request: web.Request) -> web.Response:
         body = await request.json()
@@ -362,51 +310,6 @@ class FakeChatwoot:
         contact_inbox = {"source_id": str(uuid.uuid4()), "contact_id": contact["id"], "inbox_id": inbox_id}
         self.contact_inboxes.append(contact_inbox)
         return contact_inbox
-
-    async def _add_message(
-        self,
-        conversation: dict[str, Any],
-        content: str,
-        kind: str,
-        private: bool,
-        attributes: dict[str, Any],
-        sender: Mapping[str, Any] | None,
-        attachments: list[dict[str, Any]],
-    ) -> dict[str, Any]:
-        message = {
-            "id": next(self._ids),
-            "conversation_id": conversation["id"],
-            "content": content,
-            "message_type": kind,
-            "private": private,
-            "content_attributes": attributes,
-            "sender": None if sender is None else dict(sender),
-            "attachments": attachments,
-            "created_at": int(time.time()),
-        }
-        self.messages[message["id"]] = message
-        webhook = {
-            **self._message_json(message),
-            "message_type": kind,
-            "conversation": self._conversation_json(conversation),
-            "account": {"id": self.account_id, "name": "Padaria Sol"},
-            "inbox": {"id": conversation["inbox_id"], "name": "WhatsApp (wahub)"},
-        }
-        await self.deliver_webhook("message_created", webhook)
-        return message
-
-    async def _set_status(self, conversation: dict[str, Any], status: str, by: Mapping[str, Any]) -> None:
-        previous = conversation["status"]
-        if previous == status:
-            return
-        conversation["status"] = status
-        await self._add_message(
-            conversation, f"Conversation was marked {status} by {by['name']}", "activity", False, {}, None, []
-        )
-        changed = [{"status": {"previous_value": previous, "current_value": status}}]
-        await self.deliver_webhook(
-            "conversation_status_changed", {**self._conversation_json(conversation), "changed_attributes": changed}
-        )
 
     def _contact_json(self, contact: Mapping[str, Any]) -> dict[str, Any]:
         inboxes = [self._contact_inbox_json(ci) for ci in self.contact_inboxes if ci["contact_id"] == contact["id"]]

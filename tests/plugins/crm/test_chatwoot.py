@@ -31,6 +31,7 @@ from wahub.testing import (
     wait_until,
 )
 from wahub.testing.fake_chatwoot import AGENT, FakeChatwoot, WebhookDelivery, chatwoot_signature
+from wahub.testing.fake_chatwoot_agent import API_USER
 
 USER, PHONE = "15551234567", "+15551234567"
 BOT_REPLY, HANDOFF_REPLY = "Hello from the bot!", "A person will answer."
@@ -52,9 +53,9 @@ def entry(chatwoot: FakeChatwoot, **options: Any) -> dict[str, Any]:
 
 @asynccontextmanager
 async def with_chatwoot(
-    database_url: str, *, clock: Clock | None = None, **options: Any
+    database_url: str, *, clock: Clock | None = None, fake: dict[str, Any] | None = None, **options: Any
 ) -> AsyncIterator[tuple[RunningDaemon, FakeChatwoot]]:
-    chatwoot = await FakeChatwoot().start()
+    chatwoot = await FakeChatwoot(**(fake or {})).start()
     try:
         raw = {
             "router": ROUTER,
@@ -102,11 +103,12 @@ async def settled(daemon: RunningDaemon) -> bool:
     return not pending and all(row["status"] != "queued" for row in rows)
 
 
-async def say(daemon: RunningDaemon, chatwoot: FakeChatwoot, text: str, answer: str = BOT_REPLY) -> None:
-    """The user writes ``text``; returns once Chatwoot shows it and the bot's ``answer``."""
+async def say(daemon: RunningDaemon, chatwoot: FakeChatwoot, text: str, answer: str | None = BOT_REPLY) -> None:
+    """The user writes ``text``; returns once Chatwoot shows it and the bot's ``answer`` (None: no answer)."""
     before = shown(chatwoot)
     await daemon.post_sandbox([sandbox_message(text)])
-    await wait_until(lambda: _shows(chatwoot, [*before, ("incoming", text), ("outgoing", answer)]))
+    after = [*before, ("incoming", text), *([("outgoing", answer)] if answer is not None else [])]
+    await wait_until(lambda: _shows(chatwoot, after))
 
 
 async def _shows(chatwoot: FakeChatwoot, expected: list[tuple[str, str]]) -> bool:
@@ -168,26 +170,42 @@ async def test_an_agent_reply_with_a_numbered_message_type_is_sent(database_url:
         assert await sent(daemon) == [BOT_REPLY, "numbered"]
 
 
-async def test_no_echo_loop_in_twenty_messages_back_and_forth(database_url: str) -> None:
-    async with with_chatwoot(database_url) as (daemon, chatwoot):
+@pytest.mark.parametrize("attributes", ["kept", "dropped"])
+async def test_no_echo_loop_in_twenty_messages_back_and_forth(database_url: str, attributes: str) -> None:
+    # "dropped": webhooks without content_attributes, so wahub's posts are known by their sender only.
+    fake = {"webhook_content_attributes": attributes == "kept"}
+    async with with_chatwoot(database_url, fake=fake) as (daemon, chatwoot):
         expected_chatwoot: list[tuple[str, str]] = []
         expected_sent: list[str] = []
         for turn in range(1, 11):
-            await say(daemon, chatwoot, f"question {turn}")
+            # The bot answers until an agent does: from then on the conversation is a person's.
+            bot = [BOT_REPLY] if turn == 1 else []
+            await say(daemon, chatwoot, f"question {turn}", bot[0] if bot else None)
             await chatwoot.agent_reply(conversation_id(chatwoot), f"answer {turn}")
             expected_chatwoot += [
                 ("incoming", f"question {turn}"),
-                ("outgoing", BOT_REPLY),
+                *[("outgoing", text) for text in bot],
                 ("outgoing", f"answer {turn}"),
             ]
-            expected_sent += [BOT_REPLY, f"answer {turn}"]
+            expected_sent += [*bot, f"answer {turn}"]
             await wait_until(functools.partial(_sent_are, daemon, list(expected_sent)))
         await wait_until(lambda: settled(daemon))
+        local = int(
+            await daemon.hub.storage.deliveries.linked_to("cw", "conversation", str(conversation_id(chatwoot))) or 0
+        )
+        changes = [(c.change, c.actor) for c in await daemon.hub.storage.conversations.events(local)]
 
-        assert await sent(daemon) == expected_sent  # 20: ten bot replies, ten agents' answers
-        assert shown(chatwoot) == expected_chatwoot  # 30: each message once
-        assert len([d for d in chatwoot.deliveries if d.event == "message_created"]) == 30
+        assert await sent(daemon) == expected_sent  # the bot's one reply, ten agents' answers
+        assert shown(chatwoot) == expected_chatwoot  # 21: each message once
+        created = [d for d in chatwoot.deliveries if d.event == "message_created"]
+        assert len(created) == 21 and all(d.status == 200 for d in created)
+        if attributes == "dropped":
+            assert all("content_attributes" not in json.loads(d.body) for d in created)
+            own = [d for d in created if d.answer["outcome"] == "ignored: a message by the token's own user (wahub's)"]
+            assert len(own) == 1  # the bot's reply; the user's messages are incoming
+        assert changes == [("queued", "chatwoot:cw")]  # the first agent's answer took it from the bot
         assert len(chatwoot.conversations) == 1 and len(chatwoot.contacts) == 1
+        assert [r.path for r in chatwoot.requests].count("/api/v1/profile") == 1  # read once
 
 
 async def _sent_are(daemon: RunningDaemon, expected: list[str]) -> bool:
@@ -222,6 +240,7 @@ async def test_unsigned_forged_and_stale_webhooks_are_refused(database_url: str)
             "stale": signed(chatwoot.webhook_secret, stale),
             "another body": signed(chatwoot.webhook_secret, now, body.replace(b"forged", b"honest")),
             "no timestamp": {"X-Chatwoot-Signature": chatwoot_signature(chatwoot.webhook_secret, now, body)},
+            "a huge timestamp": signed(chatwoot.webhook_secret, "9" * 5000),
         }
         for what, headers in attempts.items():
             status, answer = await post_webhook(daemon, body, headers)
@@ -240,10 +259,12 @@ async def test_what_is_not_an_agents_public_reply_is_never_sent(database_url: st
         cid = conversation_id(chatwoot)
         note = await chatwoot.agent_reply(cid, "internal: VIP customer", private=True)
         phone = await chatwoot.agent_reply(cid, "sent from the phone", sender=None)
+        own = await chatwoot.agent_reply(cid, "written as wahub's own user", sender=API_USER)
         await wait_until(lambda: settled(daemon))
 
         assert delivery_of(chatwoot, note["id"]).answer["outcome"] == "ignored: a private note"
         assert delivery_of(chatwoot, phone["id"]).answer["outcome"] == "ignored: a message without a sender"
+        assert delivery_of(chatwoot, own["id"]).answer["outcome"].startswith("ignored: a message by the token's own")
         assert await sent(daemon) == [BOT_REPLY]
 
 
@@ -414,10 +435,33 @@ async def test_the_options_keep_bot_replies_and_resolves_on_one_side(database_ur
 
 async def test_a_wrong_token_is_retried(database_url: str) -> None:
     async with with_chatwoot(database_url, token="not-the-token") as (daemon, chatwoot):
+        chatwoot.fail_next(429, retry_after=120)  # met only once the token is right, as in Chatwoot
         await daemon.post_sandbox([sandbox_message("hi")])
         waiting = await wait_until(lambda: _retrying(daemon))
         assert waiting["last_status"] == 401 and "Invalid Access Token" in waiting["last_error"]
         assert not chatwoot.contacts
+
+
+async def test_the_fake_checks_the_token_before_its_faults_and_knows_its_user() -> None:
+    chatwoot = await FakeChatwoot().start()
+    try:
+        chatwoot.fail_next(503)
+        async with aiohttp.ClientSession() as http:
+
+            async def get(path: str, token: str) -> tuple[int, Any]:
+                url = f"{chatwoot.api_base}{path}"
+                async with http.get(url, headers={"api_access_token": token}) as response:
+                    return response.status, await response.json(content_type=None)
+
+            refused = await get("/api/v1/profile", "not-the-token")
+            failed = await get("/api/v1/profile", chatwoot.token)
+            profile = await get("/api/v1/profile", chatwoot.token)
+    finally:
+        await chatwoot.close()
+
+    assert refused == (401, {"error": "Invalid Access Token"})
+    assert failed[0] == 503
+    assert profile[0] == 200 and (profile[1]["id"], profile[1]["type"]) == (API_USER["id"], "user")
 
 
 async def test_an_inbox_that_is_not_an_api_channel_is_given_up_with_the_reason(database_url: str) -> None:

@@ -14,7 +14,8 @@ Chatwoot contact, with the contact inbox's ``source_id``), ``conversation``
 (wahub conversation -> Chatwoot conversation, with the status wahub last
 knew) and ``message`` (wahub message -> Chatwoot message). Every message
 wahub posts carries ``content_attributes.wahub_message_id``, which is how
-its webhook echo is recognised even before the post has returned.
+its webhook echo is recognised even before the post has returned; it is
+also written by the token's own user, a second sign of wahub's messages.
 
 A Chatwoot conversation that was resolved is reopened (``toggle_status``)
 when the user writes again, so one WhatsApp conversation stays one Chatwoot
@@ -23,27 +24,25 @@ conversation with its whole history.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar
 
-import aiohttp
 import voluptuous as vol
 from aiohttp import web
 from yarl import URL
 
 from wahub import hookimpl
 from wahub.core.config.validators import ExplainedInvalid
-from wahub.core.crm import CRM_SCHEMA_BASE, CRMBackend, CRMContact, CRMMessage, http_failure
+from wahub.core.crm import CRM_SCHEMA_BASE, CRMBackend, CRMContact, CRMHost, CRMMessage, request_json
 from wahub.core.errors import DeliveryFailed
 from wahub.core.hub import Hub
 from wahub.core.models import IntegrationEvent
-from wahub.plugins.crm.chatwoot_webhook import WebhookReceiver
+from wahub.plugins.crm.chatwoot_webhook import WAHUB_MESSAGE_ID, WebhookReceiver
 
 _LOGGER = logging.getLogger(__name__)
 
-#: The content attribute that marks a message wahub posted (its wahub message id).
-WAHUB_MESSAGE_ID = "wahub_message_id"
 #: Media types posted as a line naming the type, then the caption.
 MEDIA_TYPES = frozenset({"image", "video", "audio", "document", "sticker"})
 
@@ -88,12 +87,14 @@ class ChatwootBackend(CRMBackend):
     )
     EVENTS = ("message.received", "message.sent", "conversation.resolved")
 
-    def __init__(self, host: Any, config: Mapping[str, Any]) -> None:
+    def __init__(self, host: CRMHost, config: Mapping[str, Any]) -> None:
         super().__init__(host, config)
         self.account_url = f"{config['api_base']}/api/v1/accounts/{config['account_id']}"
         self.inbox_id: int = config["inbox_id"]
         self.actor = f"chatwoot:{self.name}"
         self.receiver = WebhookReceiver(self)
+        self._own_user_id: int | None = None
+        self._profile_read = asyncio.Lock()
 
     @property
     def hub(self) -> Hub:
@@ -268,23 +269,37 @@ class ChatwootBackend(CRMBackend):
         self, method: str, path: str, body: Mapping[str, Any] | None = None, *, params: Mapping[str, str] | None = None
     ) -> dict[str, Any]:
         """Call Chatwoot's Application API at the account's ``path``; its JSON
-        answer, or ``DeliveryFailed`` saying what went wrong."""
-        headers = {"api_access_token": self.config["token"]}
-        try:
-            async with self.hub.http.request(
-                method, self.account_url + path, json=body, params=params, headers=headers
-            ) as response:
-                text = await response.text()
-                if response.status >= 400:
-                    raise http_failure(response.status, text, response.headers, what=f"Chatwoot ({method} {path})")
-                answer = await response.json(content_type=None)
-        except aiohttp.ClientError as exc:
-            raise DeliveryFailed(f"Chatwoot cannot be reached ({method} {path}): {exc}") from exc
-        except ValueError as exc:
-            raise DeliveryFailed(f"Chatwoot answered {method} {path} with something not JSON: {exc}") from exc
-        if not isinstance(answer, dict):
-            raise DeliveryFailed(f"Chatwoot answered {method} {path} with {type(answer).__name__}, not an object")
-        return answer
+        answer (``{}`` when it is not an object), or ``DeliveryFailed`` saying what went wrong."""
+        answer = await request_json(
+            self.hub.http,
+            method,
+            self.account_url + path,
+            what=f"Chatwoot ({method} {path})",
+            headers={"api_access_token": self.config["token"]},
+            json=body,
+            params=params,
+        )
+        return answer.body
+
+    async def own_user_id(self) -> int:
+        """The id of the Chatwoot user the token belongs to, whose name wahub posts in (read once)."""
+        async with self._profile_read:  # one read, however many webhooks wait for it
+            if self._own_user_id is None:
+                self._own_user_id = await self._read_own_user_id()
+        return self._own_user_id
+
+    async def _read_own_user_id(self) -> int:
+        answer = await request_json(
+            self.hub.http,
+            "GET",
+            f"{self.config['api_base']}/api/v1/profile",
+            what="Chatwoot (GET /api/v1/profile)",
+            headers={"api_access_token": self.config["token"]},
+        )
+        user_id = answer.body.get("id")
+        if not isinstance(user_id, int) or isinstance(user_id, bool):
+            raise DeliveryFailed(f"Chatwoot answered GET /api/v1/profile without a user id: {answer.text[:200]}")
+        return user_id
 
 
 def chatwoot_content(message: CRMMessage) -> str:

@@ -10,10 +10,16 @@ from now, is answered 401 and nothing is done.
 ``message_created`` fires for every message of the inbox, those wahub posted
 included, so only an agent's public ``outgoing`` message is sent to the user;
 wahub's own are recognised by their ``content_attributes.wahub_message_id``
-(there even when the webhook overtakes the answer to wahub's post) or by
-their link. A message without a sender (the business phone's, in some
-set-ups) is never sent back. ``conversation_status_changed`` to ``resolved``
-resolves the wahub conversation, unless wahub resolved it first.
+(there even when the webhook overtakes the answer to wahub's post), by their
+link, or, should a Chatwoot leave the attributes out of its webhooks, by
+their sender: the user whose token wahub posts with (``GET /api/v1/profile``,
+read once), so agents must not reply as that user. A message without a
+sender (the business phone's, in some set-ups) is never sent back.
+``conversation_status_changed`` to ``resolved`` resolves the wahub
+conversation, unless wahub resolved it first.
+
+A webhook that needs Chatwoot's API while it cannot answer is answered 503
+with ``Retry-After``, for Chatwoot to deliver it again.
 """
 
 from __future__ import annotations
@@ -22,7 +28,6 @@ import hashlib
 import hmac
 import json
 import logging
-import time
 from collections.abc import Mapping
 from typing import Any, Protocol
 
@@ -32,14 +37,15 @@ from wahub.core.errors import DeliveryFailed, SendRefused
 from wahub.core.http.api_io import error, json_response
 from wahub.core.hub import Hub
 from wahub.plugins.crm.desk import agent_reply, resolve
+from wahub.plugins.crm.signing import SignatureScheme, signed_json, unix_seconds
 
 _LOGGER = logging.getLogger(__name__)
 
 SIGNATURE_HEADER = "X-Chatwoot-Signature"
 TIMESTAMP_HEADER = "X-Chatwoot-Timestamp"
 DELIVERY_HEADER = "X-Chatwoot-Delivery"
-#: Seconds a signature stays valid either side of now.
-TOLERANCE = 300
+#: The content attribute that marks a message wahub posted (its wahub message id).
+WAHUB_MESSAGE_ID = "wahub_message_id"
 #: ``message_type`` as webhooks spell it (a word) and as the API answers it (a number).
 MESSAGE_TYPES: Mapping[object, str] = {
     "incoming": "incoming",
@@ -72,6 +78,8 @@ class ChatwootEntry(Protocol):
 
     async def post_note(self, conversation_id: str, text: str, *, about: str) -> str: ...
 
+    async def own_user_id(self) -> int: ...
+
 
 def sign(secret: str, timestamp: str, body: bytes) -> str:
     """The ``X-Chatwoot-Signature`` of ``body`` sent at ``timestamp``."""
@@ -79,19 +87,10 @@ def sign(secret: str, timestamp: str, body: bytes) -> str:
     return f"sha256={digest}"
 
 
-def signature_problem(secret: str, headers: Mapping[str, str], body: bytes, *, now: float) -> str | None:
-    """Why ``headers`` do not sign ``body`` at about ``now``, or None when they do."""
-    given, stamp = headers.get(SIGNATURE_HEADER), headers.get(TIMESTAMP_HEADER)
-    if not given or not stamp:
-        return f"the delivery is not signed ({SIGNATURE_HEADER} and {TIMESTAMP_HEADER} are required)"
-    if not stamp.isascii() or not stamp.isdigit():
-        return f"{TIMESTAMP_HEADER} must be unix seconds"
-    if abs(now - int(stamp)) > TOLERANCE:
-        return f"{TIMESTAMP_HEADER} is more than {TOLERANCE // 60} minutes away from now (a replay, or a clock off)"
-    expected = sign(secret, stamp, body).encode()
-    if not hmac.compare_digest(given.strip().lower().encode("utf-8", "replace"), expected):
-        return f"{SIGNATURE_HEADER} does not match the body (check the entry's webhook_secret)"
-    return None
+#: How Chatwoot signs its webhooks (see the module's docstring).
+SIGNATURE = SignatureScheme(
+    SIGNATURE_HEADER, TIMESTAMP_HEADER, sign, read_timestamp=unix_seconds, normalise=lambda given: given.strip().lower()
+)
 
 
 class WebhookReceiver:
@@ -100,27 +99,25 @@ class WebhookReceiver:
     def __init__(self, entry: ChatwootEntry) -> None:
         self.entry = entry
         self._told_no_sender = False
+        self._told_own_user = False
 
     async def handle(self, request: web.Request) -> web.Response:
-        body = await request.read()
-        # Signatures are about real time, whatever clock the daemon's policy reads.
-        problem = signature_problem(self.entry.config["webhook_secret"], request.headers, body, now=time.time())
-        if problem is not None:
-            _LOGGER.warning("refused a webhook delivery to %s: %s", self.entry.name, problem)
-            return error(401, "invalid_signature", problem)
-        try:
-            payload = json.loads(body)
-        except ValueError as exc:
-            return error(400, "invalid_json", f"the body is not JSON: {exc}")
+        payload = await signed_json(request, SIGNATURE, self.entry.config["webhook_secret"], entry=self.entry.name)
         if not isinstance(payload, dict):
-            return error(400, "invalid_json", "the body must be a JSON object")
+            return error(400, "invalid_body", "the body must be a JSON object")
         event = payload.get("event")
-        if event == "message_created":
-            outcome = await self.message_created(payload)
-        elif event == "conversation_status_changed":
-            outcome = await self.status_changed(payload)
-        else:
-            outcome = f"ignored: {event!r} is not an event wahub takes"
+        try:
+            if event == "message_created":
+                outcome = await self.message_created(payload)
+            elif event == "conversation_status_changed":
+                outcome = await self.status_changed(payload)
+            else:
+                outcome = f"ignored: {event!r} is not an event wahub takes"
+        except DeliveryFailed as exc:
+            _LOGGER.warning("%s: a webhook could not be handled: %s", self.entry.name, exc.reason)
+            answer = error(503, "chatwoot_unavailable", exc.reason)
+            answer.headers["Retry-After"] = "10"
+            return answer
         _LOGGER.debug("%s webhook %s (%s): %s", self.entry.name, request.headers.get(DELIVERY_HEADER), event, outcome)
         return json_response({"ok": True, "outcome": outcome})
 
@@ -133,20 +130,31 @@ class WebhookReceiver:
         kind = MESSAGE_TYPES.get(spelled, "unknown") if known else "unknown"
         if kind != "outgoing":
             return f"ignored: an {kind} message"
-        if "wahub_message_id" in content_attributes(payload):
+        if WAHUB_MESSAGE_ID in content_attributes(payload):
             return "ignored: a message wahub posted"
         message_id = payload.get("id")
         if not isinstance(message_id, int | str) or isinstance(message_id, bool):
             return "ignored: the message has no id"
         if await self.entry.linked_to("message", str(message_id)) is not None:
             return "ignored: a message wahub knows (posted or sent already)"
-        if payload.get("sender") is None:
+        sender = payload.get("sender")
+        if not isinstance(sender, dict):
             if not self._told_no_sender:
                 self._told_no_sender = True
                 _LOGGER.info(
                     "%s: outgoing messages without a sender (the business phone's) are not sent", self.entry.name
                 )
             return "ignored: a message without a sender"
+        if sender.get("type") == "user" and sender.get("id") == await self.entry.own_user_id():
+            if not self._told_own_user:
+                self._told_own_user = True
+                _LOGGER.info(
+                    "%s: outgoing messages by the token's own Chatwoot user (id %s) are wahub's and not sent; "
+                    "agents reply as other users",
+                    self.entry.name,
+                    sender.get("id"),
+                )
+            return "ignored: a message by the token's own user (wahub's)"
         conversation = payload.get("conversation") or {}
         remote = conversation.get("id") if isinstance(conversation, dict) else None
         inbox = conversation.get("inbox_id") if isinstance(conversation, dict) else None
@@ -165,7 +173,9 @@ class WebhookReceiver:
             await self._note(remote, message_id, "Not sent to WhatsApp: wahub sends agents' text only.")
             return "refused: no text"
         try:
-            sent = await agent_reply(hub, conversation, content, idempotency_key=f"{self.entry.actor}:{message_id}")
+            sent = await agent_reply(
+                hub, conversation, content, idempotency_key=f"{self.entry.actor}:{message_id}", actor=self.entry.actor
+            )
         except SendRefused as exc:
             await self._note(remote, message_id, f"Not sent to WhatsApp ({exc.reason}): {exc}")
             return f"refused: {exc.reason}"
