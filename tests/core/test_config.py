@@ -510,7 +510,8 @@ def test_unknown_top_level_key_suggests_or_lists(tmp_path: Path) -> None:
 
     assert problems_of(path) == [
         f"{path}:1: provider: unknown key 'provider' (did you mean 'providers'?)",
-        f"{path}:3: extras: unknown key 'extras' (allowed keys: ai, conversations, crm, policy, providers, router, wahub)",
+        f"{path}:3: extras: unknown key 'extras' "
+        "(allowed keys: ai, conversations, crm, policy, providers, router, wahub)",
     ]
 
 

@@ -221,9 +221,9 @@ class CRMBackend(abc.ABC):
         retried. By default it calls the typed method for the event's type."""
         if event.type in ("message.received", "message.sent") and event.data.get("contact"):
             await self.on_message(CRMMessage.from_event(event))
-        elif event.type == "conversation.queued":
+        elif event.type == "conversation.queued" and event.data.get("contact"):
             await self.on_handoff(CRMConversation.from_event(event))
-        elif event.type == "conversation.resolved":
+        elif event.type == "conversation.resolved" and event.data.get("contact"):
             await self.log_conversation(CRMConversation.from_event(event))
         elif event.type.startswith("contact.") and event.data.get("contact"):
             await self.upsert_contact(CRMContact.from_data(event.data["contact"]), event=event)

@@ -48,6 +48,9 @@ async def agent_reply(
     helpdesk's id of the reply) never sends twice. A conversation the bot
     still had is handed to a person by ``actor`` first, so the bot falls
     silent while the agent answers (a resolve gives it back)."""
+    existing = await hub.storage.messages.find_by_key(idempotency_key)
+    if existing is not None:  # this reply was sent before (a webhook delivered twice)
+        return existing
     page = await hub.storage.conversations.list(only=conversation.id, limit=1)
     last_inbound = page.items[0]["last_inbound_at"] if page.items else None
     now = hub.clock.time()
