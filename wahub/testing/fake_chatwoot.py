@@ -61,6 +61,7 @@ from wahub.testing.fake_chatwoot_agent import (
     WebhookDelivery,
     chatwoot_signature,
 )
+from wahub.testing.fake_faults import Fault, Faults
 
 __all__ = ["AGENT", "FakeChatwoot", "Recorded", "WebhookDelivery", "chatwoot_signature"]
 
@@ -104,7 +105,7 @@ class FakeChatwoot(ChatwootAgentSide):
     contact_inboxes: list[dict[str, Any]] = field(default_factory=list)
     conversations: dict[int, dict[str, Any]] = field(default_factory=dict)
     messages: dict[int, dict[str, Any]] = field(default_factory=dict)
-    _faults: list[tuple[int, float | None, bool]] = field(default_factory=list)
+    _faults: Faults = field(default_factory=Faults)
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(101))
     _runner: web.AppRunner | None = None
     _session: aiohttp.ClientSession | None = None
@@ -135,7 +136,7 @@ class FakeChatwoot(ChatwootAgentSide):
     ) -> None:
         """Answer the next ``times`` API requests with ``status`` (and ``Retry-After``);
         with ``processed`` each is carried out first, its answer lost (a proxy's 502, say)."""
-        self._faults.extend([(status, retry_after, processed)] * times)
+        self._faults.add(Fault(status, retry_after, applied=processed), times)
 
     # -- what a test reads and does -------------------------------------------------
 
@@ -172,13 +173,13 @@ class FakeChatwoot(ChatwootAgentSide):
         account = request.match_info.get("account")
         if account is not None and account != str(self.account_id):
             return web.json_response({"error": "You are not authorized to access this account"}, status=401)
-        fault = self._faults.pop(0) if self._faults else None
-        if fault is not None and not fault[2]:
-            return _fault(*fault[:2])
+        fault = self._faults.take(request.method, request.path)
+        if fault is not None and not fault.applied:
+            return _fault(fault.status, fault.retry_after)
         if request.method == "POST" and not isinstance(body, dict):
             return _invalid("the body must be a JSON object")
         answer = await handler(request)
-        return answer if fault is None else _fault(*fault[:2])
+        return answer if fault is None else _fault(fault.status, fault.retry_after)
 
     async def _profile(self, request: web.Request) -> web.Response:
         accounts = [{"id": self.account_id, "name": "Padaria Sol", "role": "administrator"}]

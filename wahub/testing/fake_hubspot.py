@@ -48,6 +48,7 @@ from typing import Any
 from aiohttp import web
 
 from wahub.testing import close_fake, serve_on_loopback
+from wahub.testing.fake_faults import Fault, Faults
 from wahub.testing.fake_hubspot_shapes import (
     CONTACT_PROPERTIES,
     DEFAULT_SHOWN,
@@ -91,16 +92,6 @@ class Recorded:
     status: int
 
 
-@dataclass(frozen=True)
-class _Failure:
-    status: int
-    retry_after: float | None
-    applied: bool = False
-    hang: bool = False
-    #: Only requests whose ``"METHOD /path"`` starts with this.
-    match: str | None = None
-
-
 @dataclass
 class FakeHubSpot:
     """See the module's docstring."""
@@ -126,7 +117,7 @@ class FakeHubSpot:
             "tickets": set(TICKET_PROPERTIES),
         }
     )
-    _failures: list[_Failure] = field(default_factory=list)
+    _faults: Faults = field(default_factory=Faults)
     _next_id: int = 100
     _runner: web.AppRunner | None = None
     _closing: asyncio.Event = field(default_factory=asyncio.Event)
@@ -170,11 +161,11 @@ class FakeHubSpot:
         """Answer the next ``times`` requests (those whose ``"METHOD /path"``
         starts with ``match``, if given) with ``status`` (and ``Retry-After``
         when given); with ``applied`` each is carried out first, its answer lost."""
-        self._failures.extend([_Failure(status, retry_after, applied, match=match)] * times)
+        self._faults.add(Fault(status, retry_after, applied, match=match), times)
 
     def hang_next(self, *, match: str | None = None) -> None:
         """Carry out the next request (matched as by ``fail_next``), then keep its answer until the fake closes."""
-        self._failures.append(_Failure(504, None, applied=True, hang=True, match=match))
+        self._faults.add(Fault(504, None, applied=True, hang=True, match=match))
 
     def add_contact(self, **properties: str) -> HubSpotRecord:
         """A contact that was in HubSpot before the test, already searchable."""
@@ -234,7 +225,7 @@ class FakeHubSpot:
             )
         if self.down:
             raise Refused(503, "Service Unavailable", "SERVICE_UNAVAILABLE")
-        failure = self._take_failure(f"{request.method} {request.path}")
+        failure = self._faults.take(request.method, request.path)
         if failure is not None and not failure.applied:
             raise injected_failure(failure.status, failure.retry_after)
         if body is ...:
@@ -246,12 +237,6 @@ class FakeHubSpot:
         if failure.hang:
             await self._closing.wait()
         raise injected_failure(failure.status, failure.retry_after)
-
-    def _take_failure(self, call: str) -> _Failure | None:
-        for index, failure in enumerate(self._failures):
-            if failure.match is None or call.startswith(failure.match):
-                return self._failures.pop(index)
-        return None
 
     async def _create(self, request: web.Request) -> web.Response:
         kind, body = request.match_info["kind"], an_object(request[_BODY])

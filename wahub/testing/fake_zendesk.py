@@ -48,6 +48,7 @@ import aiohttp
 from aiohttp import web
 
 from wahub.testing import close_fake, serve_on_loopback
+from wahub.testing.fake_faults import Fault, Faults
 from wahub.testing.fake_zendesk_agent import (
     COMMENT_LIMIT,
     WebhookAnswer,
@@ -70,14 +71,6 @@ class Recorded:
     path: str
     query: dict[str, str]
     json: Any
-
-
-@dataclass
-class _Failure:
-    status: int
-    retry_after: float | None
-    applied: bool
-    match: str | None
 
 
 def _invalid(field_name: str, description: str) -> web.Response:
@@ -109,7 +102,7 @@ class FakeZendesk(ZendeskAgentSide):
     webhooks: list[WebhookAnswer] = field(default_factory=list)
     #: API requests waiting while the fake is held (see ``hold``).
     waiting: int = 0
-    _failures: list[_Failure] = field(default_factory=list)
+    _faults: Faults = field(default_factory=Faults)
     _released: asyncio.Event = field(default_factory=asyncio.Event)
     _ids: Mapping[str, itertools.count[int]] = field(
         default_factory=lambda: {
@@ -164,7 +157,7 @@ class FakeZendesk(ZendeskAgentSide):
         """Answer the next ``times`` API requests (those whose ``"METHOD /path"``
         starts with ``match``, if given) with ``status``, and ``Retry-After``
         if given; with ``applied`` the request is carried out first (a lost answer)."""
-        self._failures.extend(_Failure(status, retry_after, applied, match) for _ in range(times))
+        self._faults.add(Fault(status, retry_after, applied, match=match), times)
 
     def hold(self) -> None:
         """Keep API requests waiting, unanswered, until ``release``: Zendesk down."""
@@ -194,20 +187,14 @@ class FakeZendesk(ZendeskAgentSide):
             return web.json_response({"error": "Couldn't authenticate you"}, status=401)
         if raw and not isinstance(parsed, dict):
             return web.json_response({"error": "Unprocessable Entity", "description": "Invalid JSON"}, status=400)
-        failure = self._take_failure(f"{request.method} {request.path}")
+        failure = self._faults.take(request.method, request.path)
         if failure is None:
             return await handler(request)
         if failure.applied:
             await handler(request)
-        headers = {"Retry-After": f"{failure.retry_after:g}"} if failure.retry_after is not None else {}
+        headers = failure.headers()
         description = "Rate limit exceeded" if failure.status == 429 else "The fake failed on purpose"
         return web.json_response({"error": description}, status=failure.status, headers=headers)
-
-    def _take_failure(self, call: str) -> _Failure | None:
-        for index, failure in enumerate(self._failures):
-            if failure.match is None or call.startswith(failure.match):
-                return self._failures.pop(index)
-        return None
 
     async def _unknown(self, request: web.Request) -> web.Response:
         return web.json_response({"error": "InvalidEndpoint", "description": "Not found"}, status=404)
