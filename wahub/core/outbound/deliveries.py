@@ -67,6 +67,8 @@ class Deliverer:
         self._stopping = False
         #: Deliveries being made, by their task.
         self._in_flight: dict[asyncio.Task[None], int] = {}
+        #: Outcomes being recorded: shutdown waits for them before the database closes.
+        self.recording: set[asyncio.Future[None]] = set()
         self.task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -126,7 +128,10 @@ class Deliverer:
             failure = DeliveryFailed(f"{type(exc).__name__}: {exc}")
         # Recorded even when shutdown cuts this task off now: a query cancelled
         # half-way would leave its connection to be closed after the database.
-        await asyncio.shield(self._record(delivery, failure))
+        record = asyncio.ensure_future(self._record(delivery, failure))
+        self.recording.add(record)
+        record.add_done_callback(self.recording.discard)
+        await asyncio.shield(record)
 
     async def _record(self, delivery: Delivery, failure: DeliveryFailed | None) -> None:
         if failure is not None:
@@ -204,7 +209,10 @@ async def _stop_deliverers(hub: Hub, deliverers: list[Deliverer]) -> None:
     for deliverer in deliverers:
         deliverer.stop()
     loops = {deliverer.task for deliverer in deliverers if deliverer.task is not None}
-    await within_grace("sends", loops, on_timeout_message="a deliverer's claim was cut off at shutdown", logger=_LOGGER)
+    # A claim is one short query: only a database that does not answer outlasts this.
+    await within_grace(
+        "sends", loops, grace=10.0, on_timeout_message="a deliverer's claim was cut off at shutdown", logger=_LOGGER
+    )
     work = {task: delivery_id for deliverer in deliverers for task, delivery_id in deliverer.in_flight().items()}
     await within_grace(
         "sends",
@@ -212,6 +220,11 @@ async def _stop_deliverers(hub: Hub, deliverers: list[Deliverer]) -> None:
         on_timeout_message="deliveries still running at shutdown are tried again at the next start",
         logger=_LOGGER,
     )
+    # Outcomes still being written finish before the database closes (a query cut
+    # off half-way would leave its connection open behind the closed pool).
+    recording = {record for deliverer in deliverers for record in deliverer.recording}
+    if recording:
+        await asyncio.wait(recording, timeout=10)
     cut = [delivery_id for task, delivery_id in work.items() if task.cancelled()]
     if cut:
         await hub.storage.deliveries.release(cut)
