@@ -37,8 +37,7 @@ import voluptuous as vol
 
 from wahub.core.config.validators import ExplainedInvalid, int_between
 from wahub.core.errors import DeliveryFailed
-from wahub.core.models import EVENT_TYPES, IntegrationEvent
-from wahub.core.storage.events import message_text
+from wahub.core.models import EVENT_TYPES, IntegrationEvent, message_text
 
 if TYPE_CHECKING:
     from wahub.core.clock import Clock

@@ -9,6 +9,7 @@ workers rebuild them, so a crash between steps loses nothing.
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
@@ -96,17 +97,7 @@ class InboundMessage:
 
     def text(self) -> str:
         """The text a person would read: body, caption, or tapped button/row title."""
-        body = self.content.get(self.type)
-        if not isinstance(body, dict):
-            return ""
-        if self.type == "text":
-            return str(body.get("body", ""))
-        if self.type == "interactive":
-            reply = self._interactive_reply(body)
-            return str(reply.get("title", "")) if reply is not None else ""
-        if self.type == "button":
-            return str(body.get("text", ""))
-        return str(body.get("caption", ""))
+        return message_text(self.type, self.content)
 
     def reply_id(self) -> str | None:
         """The id of a tapped reply button or list row, if any."""
@@ -118,10 +109,36 @@ class InboundMessage:
 
     @staticmethod
     def _interactive_reply(body: dict[str, Any]) -> dict[str, Any] | None:
-        """The ``button_reply`` (or other) object an interactive message names by its ``type``."""
-        chosen = body.get("type")
-        reply = body.get(chosen) if isinstance(chosen, str) else None
-        return reply if isinstance(reply, dict) else None
+        return _interactive_reply(body)
+
+
+def _interactive_reply(body: dict[str, Any]) -> dict[str, Any] | None:
+    """The ``button_reply`` (or other) object an interactive message names by its ``type``."""
+    chosen = body.get("type")
+    reply = body.get(chosen) if isinstance(chosen, str) else None
+    return reply if isinstance(reply, dict) else None
+
+
+def message_text(kind: str, content: Mapping[str, Any]) -> str:
+    """The text a person reads in a message of type ``kind`` (the body holding
+    the object of that type, received or sent): its text, caption, the button
+    or row tapped, an interactive message's body, or a template's name."""
+    body = content.get(kind)
+    if not isinstance(body, dict):
+        return ""
+    if kind == "text":
+        return str(body.get("body", ""))
+    if kind == "interactive":
+        reply = _interactive_reply(body)
+        if reply is not None:
+            return str(reply.get("title", ""))
+        inner = body.get("body")
+        return str(inner.get("text", "")) if isinstance(inner, dict) else ""
+    if kind == "button":
+        return str(body.get("text", ""))
+    if kind == "template":
+        return f"[template {body.get('name', '')}]"
+    return str(body.get("caption", ""))
 
 
 @dataclass(frozen=True)

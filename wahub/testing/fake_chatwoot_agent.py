@@ -18,7 +18,7 @@ import itertools
 import json
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,12 +62,9 @@ class ChatwootAgentSide:
     deliveries: list[WebhookDelivery]
     _ids: itertools.count[int]
     _session: aiohttp.ClientSession | None
-
-    def _message_json(self, message: Mapping[str, Any]) -> dict[str, Any]:
-        raise NotImplementedError
-
-    def _conversation_json(self, conversation: Mapping[str, Any]) -> dict[str, Any]:
-        raise NotImplementedError
+    #: How the API shows a message and a conversation (``FakeChatwoot``'s methods).
+    _message_json: Callable[[Mapping[str, Any]], dict[str, Any]]
+    _conversation_json: Callable[[Mapping[str, Any]], dict[str, Any]]
 
     async def agent_reply(
         self,

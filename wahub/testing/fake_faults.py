@@ -40,3 +40,23 @@ class Faults:
             if fault.match is None or call.startswith(fault.match):
                 return self.waiting.pop(index)
         return None
+
+
+class InjectsFaults:
+    """``fail_next`` for a fake whose requests take their faults from ``_faults``."""
+
+    _faults: Faults
+
+    def fail_next(
+        self,
+        status: int,
+        times: int = 1,
+        retry_after: float | None = None,
+        *,
+        applied: bool = False,
+        match: str | None = None,
+    ) -> None:
+        """Answer the next ``times`` requests (those whose ``"METHOD /path"``
+        starts with ``match``, if given) with ``status`` (and ``Retry-After``
+        when given); with ``applied`` each is carried out first, its answer lost."""
+        self._faults.add(Fault(status, retry_after, applied, match=match), times)

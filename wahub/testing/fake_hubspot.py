@@ -48,7 +48,7 @@ from typing import Any
 from aiohttp import web
 
 from wahub.testing import close_fake, serve_on_loopback
-from wahub.testing.fake_faults import Fault, Faults
+from wahub.testing.fake_faults import Fault, Faults, InjectsFaults
 from wahub.testing.fake_hubspot_shapes import (
     CONTACT_PROPERTIES,
     DEFAULT_SHOWN,
@@ -93,7 +93,7 @@ class Recorded:
 
 
 @dataclass
-class FakeHubSpot:
+class FakeHubSpot(InjectsFaults):
     """See the module's docstring."""
 
     token: str = "pat-test-token"
@@ -148,20 +148,6 @@ class FakeHubSpot:
         self._known[kind].add(name)
         if unique and kind == "contacts":
             self.unique.add(name)
-
-    def fail_next(
-        self,
-        status: int,
-        times: int = 1,
-        retry_after: float | None = None,
-        *,
-        applied: bool = False,
-        match: str | None = None,
-    ) -> None:
-        """Answer the next ``times`` requests (those whose ``"METHOD /path"``
-        starts with ``match``, if given) with ``status`` (and ``Retry-After``
-        when given); with ``applied`` each is carried out first, its answer lost."""
-        self._faults.add(Fault(status, retry_after, applied, match=match), times)
 
     def hang_next(self, *, match: str | None = None) -> None:
         """Carry out the next request (matched as by ``fail_next``), then keep its answer until the fake closes."""

@@ -48,7 +48,7 @@ import aiohttp
 from aiohttp import web
 
 from wahub.testing import close_fake, serve_on_loopback
-from wahub.testing.fake_faults import Fault, Faults
+from wahub.testing.fake_faults import Faults, InjectsFaults
 from wahub.testing.fake_zendesk_agent import (
     COMMENT_LIMIT,
     WebhookAnswer,
@@ -84,7 +84,7 @@ def _not_found() -> web.Response:
 
 
 @dataclass
-class FakeZendesk(ZendeskAgentSide):
+class FakeZendesk(InjectsFaults, ZendeskAgentSide):
     """See the module's docstring."""
 
     email: str = "integration@example.com"
@@ -144,20 +144,6 @@ class FakeZendesk(ZendeskAgentSide):
         user_id = next(self._ids["user"])
         self.users[user_id] = {"id": user_id, "name": name, "email": email, "role": role, **extra}
         return user_id
-
-    def fail_next(
-        self,
-        status: int,
-        times: int = 1,
-        retry_after: float | None = None,
-        *,
-        applied: bool = False,
-        match: str | None = None,
-    ) -> None:
-        """Answer the next ``times`` API requests (those whose ``"METHOD /path"``
-        starts with ``match``, if given) with ``status``, and ``Retry-After``
-        if given; with ``applied`` the request is carried out first (a lost answer)."""
-        self._faults.add(Fault(status, retry_after, applied, match=match), times)
 
     def hold(self) -> None:
         """Keep API requests waiting, unanswered, until ``release``: Zendesk down."""

@@ -24,7 +24,7 @@ import hmac
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 
@@ -50,6 +50,11 @@ def signed_headers(secret: str, body: bytes, *, timestamp: str | None = None) ->
     }
 
 
+class _AddComment(Protocol):
+    def __call__(self, ticket_id: int, body: str, *, public: bool, author_id: int) -> dict[str, Any]:
+        """Store a comment by ``author_id`` on the ticket and return it."""
+
+
 @dataclass(frozen=True)
 class WebhookAnswer:
     """What wahub answered a webhook."""
@@ -73,8 +78,8 @@ class ZendeskAgentSide:
     _http: aiohttp.ClientSession | None
     _tasks: set[asyncio.Task[None]]
 
-    def _comment(self, ticket_id: int, body: str, *, public: bool, author_id: int) -> dict[str, Any]:
-        raise NotImplementedError
+    #: Store a comment on a ticket and return it (``FakeZendesk._comment``).
+    _comment: _AddComment
 
     def public_comments(self, ticket_id: int) -> list[dict[str, Any]]:
         return [comment for comment in self.comments[ticket_id] if comment["public"]]

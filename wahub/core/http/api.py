@@ -10,14 +10,12 @@ without a token) describes exactly what is served.
   ``Idempotency-Key`` header makes retries safe: the same key returns the
   first message and never sends twice (409 if the body differs).
 - ``GET /api/v1/messages/{id}``: status, provider id, status history, error.
-- ``GET|POST /api/v1/contacts/{provider}/{address}/consent``: the consent
-  ledger and current state; record an opt-in or opt-out with its evidence.
-- ``PATCH /api/v1/contacts/{provider}/{address}``: set the contact's time zone.
 - ``GET /api/v1/inbox/failed``: inbox events that gave up, oldest first
   (``?limit=``, default 100), phone numbers masked. ``POST
   /api/v1/inbox/{id}/retry``: run a failed event again (404 if it is not failed).
 - Conversations (list, one with its messages, hand-off, resolve, assign) are in
-  ``conversations``; contacts by id (search, get, PATCH) in ``contacts``;
+  ``conversations``; contacts by id (search, get, PATCH) in ``contacts``, by
+  address (consent ledger, time zone) in ``consent``;
   files (upload, download) in ``media``; ``/api/v1/status`` in ``health``.
 """
 
@@ -25,18 +23,16 @@ from __future__ import annotations
 
 import dataclasses
 import hmac
-import json
 import logging
-import time
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
 from wahub.core.canonical.validate import parse_message
-from wahub.core.config.validators import timezone_name
-from wahub.core.errors import InvalidMessage, InvalidTime, SendRefused
+from wahub.core.errors import InvalidMessage, SendRefused
 from wahub.core.http import (
     api_docs,
+    consent,
     contacts,
     contacts_import,
     conversations,
@@ -46,11 +42,8 @@ from wahub.core.http import (
     notifications,
     reminders,
 )
-from wahub.core.http.api_io import MAX_INT, error, idempotency_key, json_response, path_id, path_text
-from wahub.core.http.api_io import abort as _abort
+from wahub.core.http.api_io import MAX_INT, error, idempotency_key, json_response, path_id
 from wahub.core.http.api_schemas import (
-    CONSENT_EVENT,
-    CONSENT_STATE,
     ID,
     MAYBE_TEXT,
     MAYBE_TIME,
@@ -62,17 +55,14 @@ from wahub.core.http.api_schemas import (
 )
 from wahub.core.http.media import media_response, stored_upload
 from wahub.core.http.openapi import IDEMPOTENCY_KEY, Answer, Operation, Param, body_of, errors, route_defs
-from wahub.core.hub import HUB_KEY, Hub
+from wahub.core.hub import HUB_KEY
 from wahub.core.inbound.failures import failed_event
 from wahub.core.models import InboxState
-from wahub.core.policy.consent import consent_time
-from wahub.core.storage.policy import consent_state
 
 _LOGGER = logging.getLogger(__name__)
 
 PREFIX = "/api/v1/"
 #: Largest consent evidence, as JSON: a form's answers and its wording, not a document.
-MAX_EVIDENCE_BYTES = 16 * 1024
 MAX_FAILED_LISTED = 1000
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -176,59 +166,6 @@ async def get_message(request: web.Request) -> web.Response:
     )
 
 
-def _contact(request: web.Request) -> tuple[Hub, str, str]:
-    hub = request.app[HUB_KEY]
-    provider = request.match_info["provider"]
-    if provider not in hub.providers:
-        raise _abort(web.HTTPNotFound, "unknown_provider", f"no provider named {provider[:64]!r}")
-    return hub, provider, path_text(request, "address")
-
-
-async def get_consent(request: web.Request) -> web.Response:
-    hub, provider, address = _contact(request)
-    # One read, so the state always matches the events shown beside it.
-    ledger = await hub.storage.policy.ledger(provider, address)
-    state = consent_state(ledger)
-    for event in ledger:
-        event.pop("id", None)
-    return json_response({"state": {"all": state.all, "marketing": state.marketing}, "events": ledger})
-
-
-async def record_consent(request: web.Request) -> web.Response:
-    hub, provider, address = _contact(request)
-    body = body_of(request)
-    if len(json.dumps(body["evidence"])) > MAX_EVIDENCE_BYTES:
-        return error(422, "invalid_consent", f"evidence is over {MAX_EVIDENCE_BYTES} bytes of JSON")
-    try:
-        occurred_at = consent_time(body.get("occurred_at", time.time()))
-    except InvalidTime as exc:
-        return error(422, "invalid_consent", str(exc))
-    await hub.storage.policy.record_consent(
-        provider,
-        address,
-        action=body["action"],
-        scope=body.get("scope", "all"),
-        source="api",
-        evidence=body["evidence"],
-        occurred_at=occurred_at,
-    )
-    hub.metrics.consent_changes.labels(provider, body["action"], "api").inc()
-    return await get_consent(request)
-
-
-async def update_contact(request: web.Request) -> web.Response:
-    hub, provider, address = _contact(request)
-    zone = body_of(request)["timezone"]
-    if zone is not None:
-        try:
-            zone = timezone_name(zone)
-        except Exception as exc:  # noqa: BLE001 - voluptuous.Invalid, reported to the client
-            return error(422, "invalid_contact", str(exc))
-    if not await hub.storage.policy.set_timezone(provider, address, zone):
-        return error(404, "not_found", f"no contact {address} on {provider}")
-    return json_response({"provider": provider, "address": address, "timezone": zone})
-
-
 async def failed_inbox(request: web.Request) -> web.Response:
     hub = request.app[HUB_KEY]
     try:
@@ -248,19 +185,6 @@ async def retry_inbox(request: web.Request) -> web.Response:
         return error(404, "not_found", f"no failed inbox event {event_id}")
     hub.inbox_ready.set()
     return json_response({"id": event_id, "state": InboxState.PENDING})
-
-
-_CONTACT_PATH = "/api/v1/contacts/{provider}/{address}"
-_PROVIDER = Param(
-    "provider", {"type": "string", "minLength": 1}, "The provider's name in the config", where="path", example="sandbox"
-)
-_ADDRESS = Param(
-    "address",
-    {"type": "string", "minLength": 1, "maxLength": 128},
-    "The contact's address on that provider: phone number, wa_id or BSUID",
-    where="path",
-    example="15551234567",
-)
 
 
 def _id(what: str) -> Param:
@@ -286,26 +210,6 @@ SEND_BODY: Schema = {
     },
     "additionalProperties": True,
 }
-
-CONSENT_BODY: Schema = {
-    "type": "object",
-    "required": ["action", "evidence"],
-    "examples": [
-        {"action": "opt_in", "scope": "marketing", "evidence": {"form": "signup", "checkbox": "News by WhatsApp"}}
-    ],
-    "properties": {
-        "action": {"enum": ["opt_in", "opt_out"]},
-        "scope": {"enum": ["all", "marketing"], "default": "all"},
-        "evidence": {"type": "object", "description": "How the consent was given: form, checkbox text, URL, ..."},
-        "occurred_at": {
-            "type": ["number", "string"],
-            "description": "When it was given: unix seconds or ISO 8601, from 2009 to one day from now (default: now)",
-        },
-    },
-    "additionalProperties": False,
-}
-
-CONSENT: Schema = obj(["state", "events"], state=CONSENT_STATE, events={"type": "array", "items": CONSENT_EVENT})
 
 FAILED_EVENT = obj(
     ["id", "provider", "kind", "attempts", "error", "received_at", "failed_at"],
@@ -355,54 +259,6 @@ def _message_operations() -> list[Operation]:
     ]
 
 
-def _consent_operations() -> list[Operation]:
-    return [
-        Operation(
-            "GET",
-            f"{_CONTACT_PATH}/consent",
-            get_consent,
-            "A contact's consent state and ledger",
-            "consent",
-            {200: Answer("The state and every event, oldest first", CONSENT), **errors(401, 404)},
-            params=[_PROVIDER, _ADDRESS],
-        ),
-        Operation(
-            "POST",
-            f"{_CONTACT_PATH}/consent",
-            record_consent,
-            "Record an opt-in or an opt-out with its evidence",
-            "consent",
-            {200: Answer("The state and ledger after it", CONSENT), **errors(400, 401, 404, 413, 422)},
-            body=CONSENT_BODY,
-            body_error="invalid_consent",
-            params=[_PROVIDER, _ADDRESS],
-        ),
-        Operation(
-            "PATCH",
-            _CONTACT_PATH,
-            update_contact,
-            "Set a contact's time zone",
-            "contacts",
-            {
-                200: Answer(
-                    "The contact's new time zone",
-                    obj(["provider", "address", "timezone"], provider=TEXT, address=TEXT, timezone=MAYBE_TEXT),
-                ),
-                **errors(400, 401, 404, 413, 422),
-            },
-            body={
-                "type": "object",
-                "required": ["timezone"],
-                "properties": {"timezone": {"type": ["string", "null"], "description": "IANA name; null: the default"}},
-                "additionalProperties": False,
-            },
-            body_error="invalid_contact",
-            params=[_PROVIDER, _ADDRESS],
-            operation_id="set_contact_timezone",
-        ),
-    ]
-
-
 def _inbox_operations() -> list[Operation]:
     return [
         Operation(
@@ -440,7 +296,7 @@ def api_operations() -> list[Operation]:
     module of endpoints adds its ``operations()`` here."""
     return [
         *_message_operations(),
-        *_consent_operations(),
+        *consent.operations(),
         *media.operations(),
         *_inbox_operations(),
         *conversations.operations(),

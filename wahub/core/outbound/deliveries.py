@@ -189,7 +189,6 @@ async def crm_ctx(app: web.Application) -> AsyncIterator[None]:
                 deliverer.wake.set()
 
         hub.storage.db.on_deliveries = woken
-        hub.state["crm.deliverers"] = deliverers
         for deliverer in deliverers:
             deliverer.start()
         try:

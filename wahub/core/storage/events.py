@@ -15,14 +15,14 @@ from __future__ import annotations
 import datetime as dt
 import fnmatch
 import secrets
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from wahub.core.models import EVENT_TYPES
+from wahub.core.models import EVENT_TYPES, message_text
 from wahub.core.storage.engine import RECORDED, SUBSCRIPTIONS
 from wahub.core.storage.schema import contact_identities, contacts, conversations, deliveries, messages
 
@@ -109,26 +109,6 @@ async def record_changes(conn: AsyncConnection, changes: Sequence[Change], *, no
 
 
 # -- what the events say --------------------------------------------------------
-
-
-def message_text(kind: str, body: Mapping[str, Any]) -> str:
-    """The text a person reads in a stored message body: its text, caption, or the title tapped."""
-    part = body.get(kind)
-    if not isinstance(part, dict):
-        return ""
-    if kind == "text":
-        return str(part.get("body", ""))
-    if kind == "button":
-        return str(part.get("text", ""))
-    if kind == "interactive":
-        reply = part.get("button_reply") or part.get("list_reply")
-        if isinstance(reply, dict):
-            return str(reply.get("title", ""))
-        inner = part.get("body")
-        return str(inner.get("text", "")) if isinstance(inner, dict) else ""
-    if kind == "template":
-        return f"[template {part.get('name', '')}]"
-    return str(part.get("caption", ""))
 
 
 async def contact_data(conn: AsyncConnection, contact_ids: Iterable[int]) -> dict[int, dict[str, Any]]:
