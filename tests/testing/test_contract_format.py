@@ -42,7 +42,7 @@ def test_a_directory_is_read_in_name_order(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("tables", "problem"),
     [
-        ({"inbound": [{"name": "x", "events": []}]}, "give the webhook as body, body_file or body_text"),
+        ({"inbound": [{"name": "x", "events": []}]}, "give the webhook as body, body_file, body_text or body_form"),
         ({"inbound": [{"name": "x", "body": {}, "events": [], "error": "y"}]}, "inbound case x"),
         ({"outbound": [{"name": "x"}]}, "required key not provided @ data['message']"),
         ({"errors": [{"name": "x", "message": MESSAGE, "meaning": {"kind": "fatal"}}]}, "errors case x"),

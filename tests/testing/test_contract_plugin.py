@@ -138,7 +138,7 @@ def test_a_fixture_file_out_of_format_fails_the_collection_clearly(pytester: pyt
 
     assert result.ret == pytest.ExitCode.INTERRUPTED
     result.stdout.fnmatch_lines(["*contract fixtures of SandboxProvider:*cases.yaml: inbound case no-body:*"])
-    assert "give the webhook as body, body_file or body_text" in result.stdout.str()
+    assert "give the webhook as body, body_file, body_text or body_form" in result.stdout.str()
 
 
 def test_the_marker_is_registered(pytester: pytest.Pytester) -> None:

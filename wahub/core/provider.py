@@ -23,8 +23,10 @@ from aiohttp import web
 
 from wahub.core.canonical.fit import CLOUD_API, Capabilities
 from wahub.core.config.validators import number_between as _seconds
-from wahub.core.errors import ErrorMeaning, meaning_of_status
+from wahub.core.config.validators import proxy_network, public_base_url
+from wahub.core.errors import ErrorMeaning, ProviderError, meaning_of_status
 from wahub.core.models import AccountEvent, Event, OutgoingMessage, SendResult
+from wahub.core.storage.media import LOCAL_PREFIX
 
 if TYPE_CHECKING:
     import asyncio
@@ -132,8 +134,39 @@ def secret_matches(given: str, expected: str) -> bool:
     return hmac.compare_digest(given_bytes, expected.encode())
 
 
+@dataclass(frozen=True)
+class WebhookRequest:
+    """A webhook as it reached the daemon, for ``Provider.verify_webhook``."""
+
+    #: The URL as the daemon saw it: the connection's scheme, the ``Host`` header,
+    #: the path and query. Behind a proxy, ``wahub.core.http.proxies.called_url``
+    #: gives the URL the provider called.
+    url: str
+    headers: Mapping[str, str]
+    body: bytes
+    #: The peer's address (the nearest proxy's when there is one), or None.
+    peer: str | None = None
+
+
+#: Options of a provider whose webhooks are signed over the URL they were sent to,
+#: or that hands the provider URLs of its own (status callbacks, files to send).
+PUBLIC_URL_OPTIONS: dict[Any, Any] = {
+    # The URL the provider reaches wahub at (scheme, host and any path prefix of a
+    # proxy), e.g. https://hooks.example.com/wahub; webhook paths are added to it.
+    vol.Optional("public_base_url"): vol.All(str, public_base_url),
+    # Proxies (addresses or CIDR networks) whose X-Forwarded-Proto/-Host/-Prefix
+    # are believed when public_base_url is not set.
+    vol.Optional("trusted_proxies", default=list): [proxy_network],
+}
+
+
 class Provider(abc.ABC):
-    """Base class of a WhatsApp provider (a BSP or the built-in sandbox)."""
+    """Base class of a WhatsApp provider (a BSP or the built-in sandbox).
+
+    A provider checks its webhooks' signatures with ``verify_signature`` (headers
+    and body) or, when the provider signs more than that (the URL it called),
+    with ``verify_webhook``; it overrides one of the two.
+    """
 
     PLATFORM: ClassVar[str]
     CONFIG_SCHEMA: ClassVar[vol.Schema] = PROVIDER_SCHEMA_BASE
@@ -141,6 +174,9 @@ class Provider(abc.ABC):
     CAPABILITIES: ClassVar[Capabilities] = CLOUD_API
 
     def __init__(self, hub: ProviderHost, config: Mapping[str, Any]) -> None:
+        cls = type(self)
+        if (cls.verify_signature, cls.verify_webhook) == (Provider.verify_signature, Provider.verify_webhook):
+            raise TypeError(f"{cls.__name__} must override verify_signature or verify_webhook")
         self.hub = hub
         self.config = config
         self.name: str = config["name"]
@@ -160,9 +196,20 @@ class Provider(abc.ABC):
         """Release what ``start`` opened."""
         self.ready = False
 
-    @abc.abstractmethod
+    def verify_webhook(self, request: WebhookRequest) -> bool:
+        """Whether the webhook really comes from the provider. Runs before parsing;
+        the default checks the headers and body with ``verify_signature``."""
+        return self.verify_signature(request.headers, request.body)
+
     def verify_signature(self, headers: Mapping[str, str], body: bytes) -> bool:
-        """Whether ``body`` really comes from the provider. Runs before parsing."""
+        """Whether ``body`` really comes from the provider (see ``verify_webhook``).
+        Refuses everything unless overridden."""
+        return False
+
+    def webhook_response(self, answer: Mapping[str, Any]) -> web.Response:
+        """The answer to a webhook whose events are stored (``answer`` says how
+        many); a JSON body unless the provider expects something else."""
+        return web.json_response(dict(answer))
 
     @abc.abstractmethod
     def parse_webhook(self, body: bytes) -> list[Event]:
@@ -193,6 +240,29 @@ class Provider(abc.ABC):
         know to the provider. A send naming an unknown template calls this (see
         ``wahub.core.policy.templates``) before it is refused."""
         return None
+
+    async def media_url(self, media: Mapping[str, Any], *, ttl: float = 3600.0) -> str:
+        """The URL a provider that fetches files by URL is given for a message's
+        ``media`` object: its ``link``, or for a file stored in wahub (``id`` of
+        ``wahub:<id>``) a signed URL under the entry's ``public_base_url`` that
+        expires after ``ttl`` seconds. ``ProviderError`` when there is neither."""
+        if "link" in media:
+            return str(media["link"])
+        media_id = str(media.get("id", ""))
+        if not media_id.startswith(LOCAL_PREFIX):
+            raise ProviderError(
+                f"{self.PLATFORM} sends files by URL: give a link or a file stored in wahub, not {media_id!r}"
+            )
+        base: str | None = self.config.get("public_base_url")
+        if not base:
+            raise ProviderError(
+                f"{self.PLATFORM} fetches files from wahub: set public_base_url on provider {self.name!r}",
+                code="config",
+            )
+        file = await self.hub.storage.media.get(media_id[len(LOCAL_PREFIX) :])
+        if file is None:
+            raise ProviderError(f"media {media_id} is not stored in wahub", code="media")
+        return base + await self.hub.storage.media.public_path(file, ttl=ttl)
 
     def classify_error(self, code: str | None, *, http_status: int | None = None) -> ErrorMeaning:
         """What the provider's error ``code`` means to the engine (retry, fail,

@@ -36,6 +36,7 @@ from wahub.testing.contract_format import (
     FixtureError,
     Recorded,
     RequestCheck,
+    Signer,
     load_cases,
 )
 from wahub.testing.contract_run import run_case
@@ -52,6 +53,7 @@ __all__ = [
     "FixtureError",
     "Recorded",
     "RequestCheck",
+    "Signer",
     "contract_tests",
     "load_cases",
 ]
@@ -67,6 +69,7 @@ def contract_tests(
     check_request: RequestCheck | None = None,
     setup: Callable[[Provider], Awaitable[None]] | None = None,
     defaults: Mapping[str, Any] | None = None,
+    signer: Signer | None = None,
 ) -> Callable[..., None]:
     """A test function the pytest plugin runs once per contract case; assign it to
     a ``test_...`` name in a test module."""
@@ -79,6 +82,7 @@ def contract_tests(
         check_request,
         setup,
         defaults or {},
+        signer,
     )
 
     def test_provider_contract(contract_case: ContractCase, tmp_path: Path) -> None:

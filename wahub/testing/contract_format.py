@@ -19,7 +19,7 @@ from wahub.core.errors import ErrorKind, Lesson
 
 if TYPE_CHECKING:
     from wahub.core.models import OutgoingMessage
-    from wahub.core.provider import Provider
+    from wahub.core.provider import Provider, WebhookRequest
 
 Table = Literal["inbound", "outbound", "errors"]
 TABLES: tuple[Table, ...] = ("inbound", "outbound", "errors")
@@ -51,6 +51,9 @@ class Recorded:
 #: ``capture(provider, message)``: an async context in which a send's deliveries
 #: are recorded into the yielded list, for providers that do not send over HTTP.
 Capture = Callable[["Provider", "OutgoingMessage"], AbstractAsyncContextManager[list[Recorded]]]
+#: ``signer(request)``: the headers the provider would add to sign a webhook made
+#: as ``request`` (its URL, headers and body), for cases with ``sign: true``.
+Signer = Callable[["WebhookRequest"], Mapping[str, str]]
 #: What is wrong with a request the provider made (e.g. against the API's schema), one line each.
 RequestCheck = Callable[[Recorded], list[str]]
 
@@ -61,7 +64,8 @@ class ContractSuite:
     (validated with its ``CONFIG_SCHEMA``); the runner points ``base_url_key`` at its
     recording server. ``capture`` replaces the server for providers that do not
     send over HTTP; ``check_request`` vets every recorded request; ``setup`` runs
-    on the provider before each case (e.g. to store a contact). ``defaults``
+    on the provider before each case (e.g. to store a contact); ``signer`` signs
+    the webhooks of cases with ``sign: true`` as the provider would. ``defaults``
     (per table) lies under every case of every fixture file, merged key by key
     through nested mappings: so one file of cases can serve two providers that
     differ only in, say, the request path."""
@@ -74,6 +78,7 @@ class ContractSuite:
     check_request: RequestCheck | None = None
     setup: Callable[[Provider], Awaitable[None]] | None = None
     defaults: Mapping[str, Any] = field(default_factory=dict)
+    signer: Signer | None = None
 
     def cases(self) -> list[ContractCase]:
         sources = self.fixtures if isinstance(self.fixtures, list) else [self.fixtures]
@@ -131,8 +136,10 @@ _SCHEMAS: dict[Table, vol.Schema] = {
                 vol.Exclusive("body", "body"): object,
                 vol.Exclusive("body_file", "body"): str,
                 vol.Exclusive("body_text", "body"): str,
+                vol.Exclusive("body_form", "body"): {str: vol.Any(str, [str])},
+                vol.Optional("url"): str,
                 vol.Optional("headers", default=dict): {str: str},
-                vol.Optional("sign"): vol.Any(None, _SIGN),
+                vol.Optional("sign"): vol.Any(None, bool, _SIGN),
                 vol.Optional("verified", default=True): bool,
                 vol.Exclusive("events", "outcome"): [{vol.Required("kind"): str, vol.Extra: object}],
                 vol.Exclusive("error", "outcome"): str,
@@ -141,7 +148,8 @@ _SCHEMAS: dict[Table, vol.Schema] = {
                 vol.Schema({vol.Required("body"): object}, extra=vol.ALLOW_EXTRA),
                 vol.Schema({vol.Required("body_file"): object}, extra=vol.ALLOW_EXTRA),
                 vol.Schema({vol.Required("body_text"): object}, extra=vol.ALLOW_EXTRA),
-                msg="give the webhook as body, body_file or body_text",
+                vol.Schema({vol.Required("body_form"): object}, extra=vol.ALLOW_EXTRA),
+                msg="give the webhook as body, body_file, body_text or body_form",
             ),
         )
     ),

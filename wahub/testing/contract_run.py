@@ -20,18 +20,20 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import aiohttp
 import pluggy
 import voluptuous as vol
 from aiohttp import web
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from wahub.core.errors import ProviderError, WebhookError
 from wahub.core.hub import Hub
 from wahub.core.metrics import Metrics
 from wahub.core.models import Event, OutgoingMessage, event_to_json
 from wahub.core.plugins import build_plugin_manager
-from wahub.core.provider import Provider
+from wahub.core.provider import Provider, WebhookRequest
 from wahub.core.storage.store import Storage
 from wahub.testing import serve_on_loopback
 from wahub.testing.contract_format import ContractCase, ContractSuite, Recorded, mismatch
@@ -145,7 +147,26 @@ def _body(case: ContractCase) -> bytes:
             raise CaseFailed(f"cannot read body_file {path}: {exc.strerror or exc}") from exc
     if "body_text" in data:
         return str(data["body_text"]).encode()
+    if "body_form" in data:
+        pairs = [(key, value) for key, values in data["body_form"].items() for value in _listed(values)]
+        return urlencode(pairs).encode()
     return json.dumps(data["body"]).encode()
+
+
+def _listed(value: str | list[str]) -> list[str]:
+    return value if isinstance(value, list) else [value]
+
+
+#: The URL a case's webhook is sent to when it names none (after the entry's
+#: ``public_base_url`` when it has one).
+CASE_HOST = "https://wahub.example"
+
+
+def _url(suite: ContractSuite, case: ContractCase) -> str:
+    if "url" in case.data:
+        return str(case.data["url"])
+    base = str(suite.config.get("public_base_url") or CASE_HOST).rstrip("/")
+    return f"{base}/webhooks/{suite.config['name']}"
 
 
 def _view(event: Event, expected: dict[str, Any]) -> dict[str, Any]:
@@ -171,15 +192,23 @@ _MISSING: Any = object()
 
 async def _inbound(suite: ContractSuite, case: ContractCase) -> str | None:
     data, body = case.data, _body(case)
-    headers = dict(data["headers"])
-    if data.get("sign"):
-        sign = data["sign"]
+    headers = CIMultiDict(data["headers"])
+    url = _url(suite, case)
+    sign = data.get("sign")
+    if sign is True:
+        if suite.signer is None:
+            return "the case says sign: true, but the suite has no signer"
+        # Headers the case gives win over the signer's: that is how a case forges one.
+        signed = suite.signer(WebhookRequest(url, CIMultiDictProxy(headers), body, "127.0.0.1"))
+        for key, value in signed.items():
+            headers.setdefault(key, value)
+    elif sign:
         headers[sign["header"]] = sign["prefix"] + hmac.new(sign["secret"].encode(), body, hashlib.sha256).hexdigest()
     async with built_provider(suite) as provider:
-        verified = provider.verify_signature(headers, body)
+        verified = provider.verify_webhook(WebhookRequest(url, CIMultiDictProxy(headers), body, "127.0.0.1"))
         if verified != data["verified"]:
             what = "accepted a webhook it must refuse" if verified else "refused the webhook's signature"
-            return f"verify_signature {what} (headers: {headers})"
+            return f"verify_webhook {what} (url: {url}, headers: {dict(headers)})"
         if not verified:
             return None
         try:

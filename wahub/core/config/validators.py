@@ -10,10 +10,12 @@ offending value is not appended to it.
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 import math
 import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import voluptuous as vol
@@ -28,6 +30,8 @@ __all__ = [
     "language_codes",
     "localized_text",
     "number_between",
+    "proxy_network",
+    "public_base_url",
     "seconds_between",
     "timezone_name",
 ]
@@ -274,3 +278,33 @@ def localized_text(max_length: int) -> Callable[[Any], str | dict[str, str]]:
         return texts
 
     return validate
+
+
+def proxy_network(value: Any) -> str:
+    """A trusted proxy: an IP address or a CIDR network, kept as the network's text."""
+    example = "e.g. 10.0.0.2, 172.16.0.0/12 or fd00::/8"
+    if not isinstance(value, str):
+        raise vol.Invalid(f"expected an IP address or a CIDR network ({example}), as text")
+    try:
+        return str(ipaddress.ip_network(value.strip(), strict=True))
+    except ValueError:
+        pass
+    try:
+        network = ipaddress.ip_network(value.strip(), strict=False)
+    except ValueError:
+        raise vol.Invalid(f"{value!r} is not an IP address or a CIDR network ({example})") from None
+    raise vol.Invalid(f"{value!r} has host bits set: write the network as {network}")
+
+
+def public_base_url(value: Any) -> str:
+    """An absolute http(s) URL without query or fragment (a path prefix is kept),
+    without its trailing ``/``."""
+    example = "e.g. https://hooks.example.com or https://example.com/wahub"
+    if not isinstance(value, str):
+        raise vol.Invalid(f"expected a URL ({example})")
+    parts = urlsplit(value.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise vol.Invalid(f"{value!r} is not an http(s) URL with a host ({example})")
+    if parts.query or parts.fragment:
+        raise vol.Invalid(f"{value!r} has a query or fragment: give the scheme, host and path prefix only")
+    return value.strip().rstrip("/")

@@ -18,7 +18,7 @@ from wahub.core.http.api_io import error, json_response, path_text, storable
 from wahub.core.http.api_schemas import TEXT, obj
 from wahub.core.http.openapi import Answer, Operation, Param, errors
 from wahub.core.hub import HUB_KEY, Hub
-from wahub.core.storage.media import LOCAL_PREFIX, MediaFile, kind_of
+from wahub.core.storage.media import LOCAL_PREFIX, PUBLIC_MEDIA_PATH, MediaFile, kind_of
 
 
 async def get_media(request: web.Request) -> web.StreamResponse:
@@ -48,6 +48,22 @@ async def media_response(hub: Hub, media_id: str, *, in_page: bool = False) -> w
         disposition += f"; filename*=UTF-8''{quote(file.filename, safe='')}"
     headers["Content-Disposition"] = disposition
     return web.FileResponse(store.path(file), headers=headers)
+
+
+async def get_public_media(request: web.Request) -> web.StreamResponse:
+    """``GET /media/public/<token>``: an outbound file at the signed, expiring URL
+    a provider that fetches media by URL was given (``MediaStore.public_path``);
+    404 for anything else."""
+    hub = request.app[HUB_KEY]
+    file = await hub.storage.media.public_file(request.match_info["token"])
+    if file is None:
+        return error(404, "not_found", "no such media file, or its link has expired")
+    return await media_response(hub, file.id)
+
+
+def public_media_routes() -> list[web.RouteDef]:
+    """Routes without credentials: the signed token is the credential."""
+    return [web.get(PUBLIC_MEDIA_PATH + "{token}", get_public_media)]
 
 
 def shown_inline(mime_type: str) -> bool:

@@ -17,6 +17,7 @@ from wahub.core.hub import HUB_KEY, Hub
 from wahub.core.inbound.intake import INTAKE_KEY, screen
 from wahub.core.inbound.webhook_json import text_problem
 from wahub.core.models import Event, event_to_json
+from wahub.core.provider import WebhookRequest
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ async def _receive(request: web.Request, hub: Hub, name: str) -> web.Response:
     if writer.closed:
         return _shutting_down()
     body = await request.read()
-    if not provider.verify_signature(request.headers, body):
+    if not provider.verify_webhook(WebhookRequest(str(request.url), request.headers, body, request.remote)):
         _LOGGER.warning("webhook for %s refused: bad or missing signature", name)
         return error(401, "invalid_signature", "the webhook signature does not match")
     headers = _kept_headers(request.headers)
@@ -101,7 +102,7 @@ async def _receive(request: web.Request, hub: Hub, name: str) -> web.Response:
     answer: dict[str, Any] = {"ok": True, "events": len(events)}
     if refused:
         answer["quarantined"] = len(refused)
-    return web.json_response(answer)
+    return provider.webhook_response(answer)
 
 
 def _kept_headers(headers: Mapping[str, str]) -> dict[str, str]:

@@ -26,6 +26,7 @@ from wahub.core.conversations.language import LanguageDetector
 from wahub.core.http.api import api_operations, api_routes, auth_middleware
 from wahub.core.http.api_docs import DOCUMENT_KEY, described
 from wahub.core.http.health import health_routes
+from wahub.core.http.media import public_media_routes
 from wahub.core.http.openapi import OPERATIONS_KEY, Operation, route_defs
 from wahub.core.http.serving import read_deadline_middleware
 from wahub.core.http.webhooks import webhook_routes
@@ -88,6 +89,7 @@ def create_app(
         [
             *health_routes(),
             *webhook_routes(),
+            *public_media_routes(),
             *api_routes(),
             *(route for backend in hub.crm.values() for route in backend.routes()),
         ]

@@ -20,6 +20,7 @@ import base64
 import binascii
 import dataclasses
 import hashlib
+import hmac
 import logging
 import mimetypes
 import os
@@ -36,7 +37,7 @@ import sqlalchemy as sa
 
 from wahub.core.errors import MediaRefused, MediaTooLarge
 from wahub.core.storage.engine import Database, insert_ignore
-from wahub.core.storage.schema import media, media_uploads
+from wahub.core.storage.schema import media, media_uploads, settings
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -217,6 +218,7 @@ class MediaStore:
         self.directory = Path(config["directory"])
         self.max_bytes: Mapping[str, int] = config["max_bytes"]
         self.types: Mapping[str, list[str]] = config["types"]
+        self._key: bytes | None = None
 
     def check(self, kind: str, mime_type: str, size: int | None) -> None:
         """Raise ``MediaRefused`` naming the problem when a ``kind`` file of this type and size is refused."""
@@ -331,6 +333,50 @@ class MediaStore:
                     insert_ignore(conn, media_uploads, ["provider", "sha256", "mime_type"]),
                     {"provider": provider, "sha256": file.sha256, "mime_type": file.mime_type, **values},
                 )
+
+    # -- public URLs, for providers that fetch what they send --------------
+
+    async def public_path(self, file: MediaFile, *, ttl: float, now: float | None = None) -> str:
+        """The path (``/media/public/<token>``) at which ``file`` can be fetched
+        without credentials for ``ttl`` seconds; put a provider's public base URL
+        before it. The token is signed with a key every replica shares."""
+        expires = int((time.time() if now is None else now) + ttl)
+        payload = f"{file.id}.{expires}"
+        return f"{PUBLIC_MEDIA_PATH}{payload}.{_token_signature(await self._url_key(), payload)}"
+
+    async def public_file(self, token: str, *, now: float | None = None) -> MediaFile | None:
+        """The outbound file a token of ``public_path`` names, or None when the
+        token is forged, expired or names no outbound file."""
+        file_id, _, rest = token.partition(".")
+        expires, _, signature = rest.partition(".")
+        if not (file_id.isalnum() and expires.isdigit() and signature):
+            return None
+        expected = _token_signature(await self._url_key(), f"{file_id}.{expires}")
+        if not secrets.compare_digest(signature.encode(), expected.encode()):
+            return None
+        if int(expires) < (time.time() if now is None else now):
+            return None
+        file = await self.get(file_id)
+        return file if file is not None and file.direction == "out" else None
+
+    async def _url_key(self) -> bytes:
+        if self._key is None:
+            fresh = secrets.token_hex(32)
+            async with self.db.begin() as conn:
+                await conn.execute(insert_ignore(conn, settings, ["key"]), {"key": _URL_KEY, "value": fresh})
+                stored = (await conn.execute(sa.select(settings.c.value).where(settings.c.key == _URL_KEY))).scalar()
+            self._key = bytes.fromhex(str(stored))
+        return self._key
+
+
+#: Where ``MediaStore.public_path`` serves files.
+PUBLIC_MEDIA_PATH = "/media/public/"
+_URL_KEY = "media_url_key"
+
+
+def _token_signature(key: bytes, payload: str) -> str:
+    digest = hmac.new(key, payload.encode(), hashlib.sha256).digest()[:18]
+    return base64.urlsafe_b64encode(digest).decode()
 
 
 def _publish(partial: Path, final: Path) -> None:

@@ -413,3 +413,10 @@ crm_links = sa.Table(
     sa.UniqueConstraint("backend", "kind", "local_id", name="uq_crm_links_local"),
     sa.Index("ix_crm_links_remote", "backend", "kind", "remote_id"),
 )
+
+settings = sa.Table(
+    "settings",
+    metadata,
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False, comment="e.g. a key every replica signs with"),
+)

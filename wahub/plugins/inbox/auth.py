@@ -24,9 +24,9 @@ from urllib.parse import quote, urlsplit
 from aiohttp import web
 
 from wahub.core.http.api_io import error
+from wahub.core.http.proxies import Client, client_of, throttle_address, trusted_networks
 from wahub.core.storage.operators import Operator, OperatorStore, Session, Throttle
 from wahub.plugins.inbox.passwords import Passwords, name_problem
-from wahub.plugins.inbox.proxies import Client, client_of, throttle_address, trusted_networks
 from wahub.plugins.inbox.state import Inbox
 
 _LOGGER = logging.getLogger(__name__)

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import ipaddress
 from typing import Any
 
 import voluptuous as vol
 
-from wahub.core.config.validators import localized_text, number_between
+from wahub.core.config.validators import localized_text, number_between, proxy_network
 
 #: Longest canned reply, as WhatsApp's text limit.
 MAX_CANNED = 4096
@@ -17,21 +16,6 @@ def _origin(value: Any) -> str:
     if not isinstance(value, str) or not value.startswith(("http://", "https://")) or value.count("/") != 2:
         raise vol.Invalid("expected an origin: scheme and host, e.g. https://inbox.example.com (no path)")
     return value.rstrip("/").lower()
-
-
-def _proxy(value: Any) -> str:
-    example = "e.g. 10.0.0.2, 172.16.0.0/12 or fd00::/8"
-    if not isinstance(value, str):
-        raise vol.Invalid(f"expected an IP address or a CIDR network ({example}), as text")
-    try:
-        return str(ipaddress.ip_network(value.strip(), strict=True))
-    except ValueError:
-        pass
-    try:
-        network = ipaddress.ip_network(value.strip(), strict=False)
-    except ValueError:
-        raise vol.Invalid(f"{value!r} is not an IP address or a CIDR network ({example})") from None
-    raise vol.Invalid(f"{value!r} has host bits set: write the network as {network}")
 
 
 def _apprise_url(value: Any) -> str:
@@ -51,7 +35,7 @@ INBOX_SCHEMA = vol.Schema(
         vol.Optional("origins", default=list): [_origin],
         # Reverse proxies (addresses or CIDR networks) whose X-Forwarded-For and
         # X-Forwarded-Proto are believed; from any other peer they are ignored.
-        vol.Optional("trusted_proxies", default=list): [_proxy],
+        vol.Optional("trusted_proxies", default=list): [proxy_network],
         # auto: the cookies are Secure when the request came over HTTPS; always:
         # Secure in any case (behind a TLS proxy that sends no X-Forwarded-Proto).
         vol.Optional("secure_cookies", default="auto"): vol.In(["auto", "always"], msg="expected auto or always"),

@@ -2,6 +2,8 @@
 over HTTPS, read from ``X-Forwarded-For`` and ``X-Forwarded-Proto`` only when
 the peer is one of ``inbox.trusted_proxies``.
 
+``called_url`` rebuilds the URL a provider called, for signatures made over it.
+
 Every proxy appends the address it was reached from to ``X-Forwarded-For``,
 so the list is read from the right: the first address that is not a trusted
 proxy is the client. Whatever is left of it was written by the client itself.
@@ -10,8 +12,9 @@ proxy is the client. Whatever is left of it was written by the client itself.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
@@ -57,6 +60,39 @@ def client_of(request: web.Request, trusted: Sequence[IPNetwork]) -> Client:
     protocols = _header_values(request, "X-Forwarded-Proto")
     secure = request.secure or (bool(protocols) and protocols[-1].lower() == "https")
     return Client(str(address), secure)
+
+
+def called_url(
+    url: str, headers: Mapping[str, str], peer: str | None, *, public_base_url: str | None, trusted: Sequence[IPNetwork]
+) -> str:
+    """The URL the sender called, for a request the daemon saw as ``url``.
+
+    With ``public_base_url`` (scheme, host and the path prefix of any proxy) it
+    is that base and the request's own path and query: no header is read. Without
+    it, a peer among ``trusted`` proxies is believed for ``X-Forwarded-Proto``,
+    ``X-Forwarded-Host`` and ``X-Forwarded-Prefix`` (each proxy's nearest value);
+    from anyone else the request's own URL is the one called."""
+    parts = urlsplit(url)
+    path_qs = parts.path + (f"?{parts.query}" if parts.query else "")
+    if public_base_url is not None:
+        return public_base_url.rstrip("/") + path_qs
+    peer_ip = ip_of(peer or "")
+    if peer_ip is None or not _within(peer_ip, trusted):
+        return url
+    scheme = (_last(headers, "X-Forwarded-Proto") or parts.scheme).lower()
+    host = _last(headers, "X-Forwarded-Host") or parts.netloc
+    prefix = (_last(headers, "X-Forwarded-Prefix") or "").rstrip("/")
+    if prefix and not prefix.startswith("/"):
+        prefix = "/" + prefix
+    return f"{scheme}://{host}{prefix}{path_qs}"
+
+
+def _last(headers: Mapping[str, str], name: str) -> str | None:
+    """The nearest proxy's value of a comma-separated forwarding header."""
+    getall = getattr(headers, "getall", None)
+    raw = getall(name, []) if getall is not None else [headers[name]] if name in headers else []
+    values = [value.strip() for header in raw for value in header.split(",") if value.strip()]
+    return values[-1] if values else None
 
 
 def throttle_address(address: str) -> str:
