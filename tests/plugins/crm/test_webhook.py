@@ -370,7 +370,7 @@ async def test_410_disables_the_entry_until_it_is_enabled(database_url: str, rec
             receiver.status = 200
             assert await hub.storage.deliveries.enable("hook", now=clock.time())
             await wait_until(lambda: _pending_is(hub, 0, endpoint="hook"))
-        held = [event_id for event_id, _ in await _all_deliveries(hub, endpoint="hook")]
+            held = [event_id for event_id, _ in await _all_deliveries(hub, endpoint="hook")]
     finally:
         await witness.stop()
     assert sorted(event["id"] for event in receiver.accepted()) == sorted(held)
