@@ -251,14 +251,29 @@ async def test_a_user_known_by_bsuid_is_answered_at_their_number(bird: Bird) -> 
     assert sent.body["receiver"]["contacts"][0]["identifierValue"] == f"+{USER}"
 
 
-async def test_a_failed_status_with_whatsapps_opt_out_code_is_an_opt_out(bird: Bird) -> None:
-    meaning = bird.provider().classify_error("131050")
-    assert (meaning.kind, meaning.lesson) == (ErrorKind.POLICY, Lesson.OPTED_OUT)
-    window = bird.provider().classify_error("131047")
+async def test_a_failed_status_with_whatsapps_opt_out_code_records_an_opt_out(bird: Bird) -> None:
+    assert await bird.fake.send_inbound(USER, "hi") == 200
+    await bird.history()
+    bird.fake.statuses = False
+    answer = await bird.send({"to": USER, "type": "text", "text": {"body": "a promotion"}})
+    await bird.message(answer["id"], "sent")
+    [sent] = [s for s in bird.fake.sent if s.text == "a promotion"]
+    assert await bird.fake.post_status(sent, "failed", error="131050") == 200
+    failed = await bird.message(answer["id"], "failed")
+    assert failed["error"]["code"] == "131050", failed
+    ledger = await bird.daemon.hub.storage.policy.ledger("main", USER)
+    assert [(event["action"], event["scope"]) for event in ledger] == [("opt_out", "marketing")]
+
+
+def test_whatsapps_codes_and_birds_tokens_keep_their_meaning(bird: Bird) -> None:
+    provider = bird.provider()
+    window = provider.classify_error("131047")
     assert window.kind is ErrorKind.POLICY and "24 hours" in window.reason
-    throttled = bird.provider().classify_error("TooManyRequests", http_status=429)
+    assert provider.classify_error("131050").lesson is Lesson.OPTED_OUT
+    throttled = provider.classify_error("TooManyRequests", http_status=429)
     assert (throttled.kind, throttled.throttle) == (ErrorKind.RETRYABLE, "throughput")
-    assert bird.provider().classify_error("Forbidden", http_status=403).kind is ErrorKind.AUTH
+    assert provider.classify_error("Forbidden", http_status=403).kind is ErrorKind.AUTH
+    assert provider.classify_error(None, http_status=502).kind is ErrorKind.RETRYABLE
 
 
 async def test_a_malformed_body_is_refused_by_the_fake_as_bird_does(bird: Bird) -> None:
