@@ -306,3 +306,11 @@ async def test_a_malformed_body_is_refused_by_the_fake_with_infobips_400(run: Ru
         error = (await response.json())["requestError"]["serviceException"]
     assert error == {"messageId": "BAD_REQUEST", "text": "content.text: must not be blank"}
     assert run.fake.sent == []
+
+
+async def test_the_api_key_is_never_sent_to_a_host_other_than_base_url(run: Run) -> None:
+    elsewhere = f"{run.daemon.url}/whatsapp/1/senders/{run.fake.sender}/media/abc"
+    async with run.daemon.hub.storage.media.incoming("image") as incoming:
+        with pytest.raises(ProviderError, match="not on base_url"):
+            await run.provider.download_media(elsewhere, "image", incoming)
+    assert not any("/media/" in call for call in run.fake.calls)

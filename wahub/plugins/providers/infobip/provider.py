@@ -40,7 +40,22 @@ from wahub.plugins.providers.infobip.webhook import address, parse_infobip_webho
 _LOGGER = logging.getLogger(__name__)
 
 _HEADER_NAME = vol.Match(r"^[A-Za-z0-9-]{1,64}$", msg="a header name: letters, digits and '-'")
-_SECRET = vol.All(str, vol.Length(min=16, msg="use at least 16 characters"))
+
+
+def _secret(shortest: int) -> Any:
+    """A secret of at least ``shortest`` characters; a refused one is never shown in the error."""
+
+    def check(value: Any) -> str:
+        if not isinstance(value, str):
+            raise ExplainedInvalid("expected text (the value is not shown)")
+        if len(value) < shortest:
+            raise ExplainedInvalid(f"use at least {shortest} characters (the value is not shown)")
+        return value
+
+    return check
+
+
+_SECRET = _secret(16)
 _HOW_TO_PROTECT = (
     "Infobip signs no webhook, so wahub needs a credential it sends with every call: set webhook_username "
     "and webhook_password (and enter them as the HTTP Basic authentication of the webhook at Infobip), or "
@@ -51,7 +66,7 @@ _HOW_TO_PROTECT = (
 CAPABILITIES = Capabilities(
     types=frozenset({*PATHS, "interactive"}),
     max_text=4096,
-    max_caption=3000,
+    max_caption=1024,  # WhatsApp's own limit (Infobip's API takes longer ones)
     max_buttons=3,
     max_button_title=20,
     max_button_id=256,
@@ -88,7 +103,7 @@ class InfobipProvider(Provider):
                     # The account's API base URL from the Infobip portal, e.g. https://abc123.api.infobip.com.
                     vol.Required("base_url"): vol.All(vol.Url(), vol.Match(r"^https?://", msg="an http(s) URL")),
                     # An API key with the WhatsApp scopes; sent as "Authorization: App <key>".
-                    vol.Required("api_key"): vol.All(str, vol.Length(min=1)),
+                    vol.Required("api_key"): _secret(1),
                     # The business number registered at Infobip, in digits (447860099299).
                     vol.Required("sender"): vol.All(vol.Coerce(str), vol.Match(r"^\d{6,20}$", msg="digits only")),
                     # HTTP Basic credentials the webhook at Infobip sends (set both, or use a header).
