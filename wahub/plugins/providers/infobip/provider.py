@@ -29,7 +29,7 @@ from wahub.core.canonical.fit import Capabilities
 from wahub.core.config.validators import ExplainedInvalid
 from wahub.core.errors import ErrorMeaning, MediaTooLarge, ProviderError
 from wahub.core.models import Event, OutgoingMessage, SendResult
-from wahub.core.provider import PROVIDER_SCHEMA_BASE, PUBLIC_URL_OPTIONS, Provider, secret_matches
+from wahub.core.provider import PROVIDER_SCHEMA_BASE, PUBLIC_URL_OPTIONS, Provider, ProviderHost, secret_matches
 from wahub.core.storage.media import Download, IncomingFile
 from wahub.core.storage.policy import Template
 from wahub.plugins.providers.infobip.bodies import MESSAGE_PATH, PATHS, content_of, kind_of, template_content
@@ -121,7 +121,7 @@ class InfobipProvider(Provider):
         )
     )
 
-    def __init__(self, hub: Any, config: Mapping[str, Any]) -> None:
+    def __init__(self, hub: ProviderHost, config: Mapping[str, Any]) -> None:
         super().__init__(hub, config)
         self.base_url: str = config["base_url"].rstrip("/")
         self.sender: str = config["sender"]
@@ -211,6 +211,10 @@ class InfobipProvider(Provider):
         digits = address(message.to)
         if digits is not None:
             return digits
+        if message.keep_address:
+            raise ProviderError(
+                f"infobip sends to phone numbers, not to {message.to!r}: give the user's number", code="BAD_REQUEST"
+            )
         phone = await self.hub.storage.contacts.phone(self.name, message.to)
         if phone is None:
             raise ProviderError("infobip sends to phone numbers, and none is known for this user", code="BAD_REQUEST")
