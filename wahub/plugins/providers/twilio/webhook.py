@@ -53,7 +53,7 @@ _CAPTIONED = ("image", "video", "document")
 def read_fields(body: bytes) -> dict[str, str]:
     """The webhook's fields (the first value of a repeated name), from a form or a JSON object."""
     stripped = body.lstrip()
-    if stripped.startswith(b"{"):
+    if stripped.startswith((b"{", b"[")):
         try:
             data = json.loads(stripped)
         except ValueError as exc:
