@@ -104,7 +104,7 @@ def _status(provider: str, sid: str, status: str, fields: Mapping[str, str]) -> 
         external_id=f"{sid}:{status}",
         message_id=sid,
         status=shared,
-        timestamp=_now(fields),
+        timestamp=_now(),
         recipient=digits(fields.get("To")),
         error_code=code,
         error_title=fields.get("ErrorMessage") or None,
@@ -112,7 +112,7 @@ def _status(provider: str, sid: str, status: str, fields: Mapping[str, str]) -> 
     )
 
 
-def _now(fields: Mapping[str, str]) -> float:
+def _now() -> float:
     # Twilio's webhooks carry no time of the event: the time it arrived stands for it.
     return round(time.time(), 3)
 
@@ -136,7 +136,7 @@ def _messages(provider: str, sid: str, fields: Mapping[str, str]) -> list[Event]
     contents = _contents(sid, fields)
     if not contents:
         return [_unsupported(provider, fields)]
-    timestamp = _now(fields)
+    timestamp = _now()
     return [
         InboundMessage(
             provider=provider,
@@ -267,5 +267,5 @@ def _unsupported(provider: str, fields: Mapping[str, str]) -> UnsupportedEvent:
         provider=provider,
         external_id=f"unsupported:{sid}" if sid else f"unsupported:{digest}",
         raw={"fields": dict(fields)},
-        timestamp=_now(fields),
+        timestamp=_now(),
     )
