@@ -237,6 +237,20 @@ async def test_an_inbound_file_is_fetched_with_the_accounts_credentials_and_serv
             assert response.status == 200 and await response.read() == photo
 
 
+async def test_a_file_url_off_twilios_api_is_not_fetched(tmp_path: Path, sqlite_url: str) -> None:
+    async with running(tmp_path, sqlite_url) as twilio:
+        elsewhere = {"NumMedia": "1", "MediaUrl0": "https://elsewhere.example/x.jpg", "MediaContentType0": "image/jpeg"}
+        body, headers = twilio.fake.inbound_form(USER, MessageType="image", **elsewhere)
+        assert (await twilio.fake.send_webhook(body, headers)).status == 200
+
+        async def noted() -> dict[str, Any] | None:
+            rows = await twilio.history()
+            return rows[0] if rows and "wahub_media" in rows[0]["body"]["image"] else None
+
+        row = await wait_until(noted, within=15)
+        assert "not on Twilio's API" in row["body"]["image"]["wahub_media"]["error"]
+
+
 async def test_a_local_file_is_fetched_by_twilio_through_a_signed_public_url(tmp_path: Path, sqlite_url: str) -> None:
     async with running(tmp_path, sqlite_url, public_base_url="{proxy}/hub") as twilio:
         assert await twilio.fake.send_inbound(USER, "send me the terms") == 200

@@ -27,7 +27,7 @@ from aiohttp import web
 
 from wahub import hookimpl
 from wahub.core.canonical.fit import Capabilities
-from wahub.core.errors import ErrorMeaning, MediaTooLarge, ProviderError
+from wahub.core.errors import ErrorMeaning, MediaRefused, MediaTooLarge, ProviderError
 from wahub.core.http.proxies import called_url, trusted_networks
 from wahub.core.models import Event, OutgoingMessage, SendResult
 from wahub.core.provider import Provider, ProviderHost, WebhookRequest
@@ -197,13 +197,13 @@ class TwilioProvider(TwilioTemplates, Provider):
     # -- media ------------------------------------------------------------
 
     async def download_media(self, media_id: str, kind: str, into: IncomingFile) -> Download:
-        """Fetch an inbound file by its ``MediaUrl``, with the account's credentials
-        when it is on Twilio's API (Twilio answers with a redirect to the file)."""
-        ours = _origin(media_id) == _origin(self.config["api_base"])
+        """Fetch an inbound file by its ``MediaUrl`` with the account's credentials
+        (Twilio answers with a redirect to the file, fetched without them). A URL
+        off Twilio's API is not fetched: the credentials go nowhere else."""
+        if _origin(media_id) != _origin(self.config["api_base"]):
+            raise MediaRefused(f"the {kind}'s URL is not on Twilio's API ({self.config['api_base']}); not fetched")
         try:
-            async with self.hub.http.get(
-                media_id, headers=self._auth if ours else None, timeout=self.timeout
-            ) as response:
+            async with self.hub.http.get(media_id, headers=self._auth, timeout=self.timeout) as response:
                 if response.status >= 400:
                     try:
                         answer = await response.json(content_type=None)
