@@ -65,6 +65,11 @@ class TwilioProvider(TwilioTemplates, Provider):
         self._trusted = trusted_networks(config["trusted_proxies"])
         self.timeout = aiohttp.ClientTimeout(total=config["timeout"])
 
+    async def start(self) -> None:
+        if not self.config["verify_webhooks"]:
+            _LOGGER.warning("webhooks of %s are taken unchecked (verify_webhooks: false)", self.name)
+        await super().start()
+
     # -- webhooks ---------------------------------------------------------
 
     def verify_webhook(self, request: WebhookRequest) -> bool:

@@ -27,7 +27,7 @@ _LOGGER = logging.getLogger(__name__)
 _CATEGORIES = ("UTILITY", "MARKETING", "AUTHENTICATION")
 
 
-def name_of(template: Template) -> str:
+def _label(template: Template) -> str:
     return f"{template.name} ({template.language})"
 
 
@@ -91,7 +91,7 @@ class TwilioTemplates(Provider):
         template = Template(body["friendly_name"], body["language"], str(approval.get("category") or category), status)
         components = [c for c in definition.get("components") or [] if isinstance(c, dict)]
         await self.hub.storage.policy.upsert_template(self.name, template, components=components, external_id=sid)
-        _LOGGER.info("template %s of %s submitted as %s: %s", name_of(template), self.name, sid, status)
+        _LOGGER.info("template %s of %s submitted as %s: %s", _label(template), self.name, sid, status)
         return {"id": sid, "status": status, "category": template.category}
 
     async def delete_template(self, name: str, template_id: str | None = None) -> None:
