@@ -19,6 +19,7 @@ import pluggy
 
 from wahub import __version__
 from wahub.cli import deliveries, notify, operators
+from wahub.cli import providers as providers_cli
 from wahub.cli import templates as templates_cli
 from wahub.cli.common import EX_CONFIG, EX_UNAVAILABLE, StartupError, load, plugin_manager, store_options
 from wahub.core.config.schema import ConfigError
@@ -99,7 +100,8 @@ def _parser() -> argparse.ArgumentParser:
         "register", parents=[common], help="point the BSP's webhook at URL, with the secret header"
     )
     register.add_argument("url", help="the public URL of /webhooks/<provider name>")
-    for command in (templates, profile, webhook):
+    number = providers_cli.add_parsers(commands, common)
+    for command in (templates, profile, webhook, number):
         command.set_defaults(handler=_account)
     _inbox_parser(commands)
     operators.add_parser(commands)
@@ -236,11 +238,15 @@ _ACCOUNT_METHODS = {
     ("profile", "apply"): "apply_profile",
     ("profile", "show"): "business_profile",
     ("webhook", "register"): "register_webhook",
+    ("number", "register"): "register_number",
+    ("number", "pin"): "set_two_step_pin",
 }
 
 
 #: Commands that change one account: never run on every provider at once.
-_ONE_PROVIDER = frozenset({"create_template", "edit_template", "delete_template", "register_webhook"})
+_ONE_PROVIDER = frozenset(
+    {"create_template", "edit_template", "delete_template", "register_webhook", "register_number", "set_two_step_pin"}
+)
 
 
 def _account(args: argparse.Namespace) -> int:
@@ -253,6 +259,8 @@ def _account(args: argparse.Namespace) -> int:
             definition = json.loads(args.file.read_text())
         except (OSError, ValueError) as exc:
             raise StartupError(f"{args.file}: cannot read the template: {exc}") from exc
+    if args.command == "number":
+        args.pin = providers_cli.read_pin(args.pin)
     return asyncio.run(_account_calls(args, config, pm, definition))
 
 
@@ -290,6 +298,7 @@ async def _account_each(args: argparse.Namespace, hub: Any, method: str, definit
         "edit_template": (getattr(args, "template_id", None), definition),
         "delete_template": (getattr(args, "name", None), getattr(args, "id", None)),
         "register_webhook": (getattr(args, "url", None),),
+        **dict.fromkeys(("register_number", "set_two_step_pin"), (getattr(args, "pin", None),)),
     }.get(method, ())
     failed = 0
     for provider in able:

@@ -179,6 +179,7 @@ class FakeGraphServer(MediaEndpoints, AccountEndpoints):
         for method, path, handler in [
             ("POST", f"{phone}/messages", self._messages),
             ("POST", f"{phone}/media", self._upload),
+            *([("POST", f"{phone}/register", self._register)] if phone else []),
             ("POST", f"{v}/{self.app_id}/uploads" if phone else "/-", self._upload_session),
             ("GET", f"{phone}/whatsapp_business_profile", self._profile_get),
             ("POST", f"{phone}/whatsapp_business_profile", self._profile_post),
@@ -336,6 +337,8 @@ class FakeGraphServer(MediaEndpoints, AccountEndpoints):
             if wanted is None:
                 return web.json_response(self.phone)
             return web.json_response({k: v for k, v in self.phone.items() if k in wanted.split(",") or k == "id"})
+        if node == self.phone_number_id and method == "POST" and meta:
+            return await self._phone_update(request)
         if node in self.media and method == "DELETE":
             del self.media[node]
             return web.json_response({"success": True})

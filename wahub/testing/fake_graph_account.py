@@ -1,6 +1,9 @@
-"""Template and business profile endpoints of the fake Graph API (``fake_graph``):
-listing page by page, creating, editing (back to review) and deleting
-templates; reading and updating the profile."""
+"""Template, business profile and phone number endpoints of the fake Graph API
+(``fake_graph``): listing page by page, creating, editing (back to review) and
+deleting templates; reading and updating the profile; registering the number
+(``POST /{phone-number-id}/register``) and setting its two-step PIN
+(``POST /{phone-number-id}`` with ``pin``), bodies checked against Meta's
+OpenAPI document."""
 
 from __future__ import annotations
 
@@ -16,6 +19,8 @@ from wahub.testing.fake_graph_schema import describe_errors, schema_validator, s
 CATEGORIES = ("MARKETING", "UTILITY", "AUTHENTICATION")
 MEDIA_HEADERS = ("IMAGE", "VIDEO", "DOCUMENT")
 PROFILE_FIELDS = ("about", "address", "description", "email", "profile_picture_url", "websites", "vertical")
+#: Meta's answer to a PIN that is not six digits (its OpenAPI document's example).
+BAD_PIN = "Invalid PIN format. PIN must be exactly 6 digits"
 
 
 class AccountEndpoints(Endpoints):
@@ -27,6 +32,11 @@ class AccountEndpoints(Endpoints):
     profile: dict[str, Any]
     listings: int
     _listings_open: asyncio.Event
+    phone: dict[str, Any]
+    #: Whether the number is registered on the Cloud API (``register`` sets it).
+    number_registered: bool = True
+    #: The number's two-step verification PIN; None until one is set.
+    two_step_pin: str | None = None
 
     def add_template(self, template: dict[str, Any]) -> dict[str, Any]:
         """Seed the template list; ``id`` and ``status`` (APPROVED) are filled if missing."""
@@ -138,6 +148,60 @@ class AccountEndpoints(Endpoints):
             update["profile_picture_url"] = f"https://pps.whatsapp.net/v/fake/{update.pop('profile_picture_handle')}"
         self.profile.update(update)
         return web.json_response({"success": True})
+
+    async def _register(self, request: web.Request) -> web.StreamResponse:
+        """``POST /{phone-number-id}/register``: a number with a PIN needs that PIN; one without gets it."""
+        body = await read_json(request)
+        schema = "WhatsAppBusinessPhoneNumberRegistrationRequest"
+        if problems := _pin_body_problems(body, schema, _schema_fields(schema)):
+            return self._refuse_pin(problems)
+        if self.two_step_pin is not None and body["pin"] != self.two_step_pin:
+            return graph_error(400, 133005, "Two step verification PIN Mismatch", "The PIN given is not the number's")
+        self.two_step_pin, self.number_registered = body["pin"], True
+        self.phone["status"] = "CONNECTED"
+        return web.json_response({"success": True})
+
+    async def _phone_update(self, request: web.Request) -> web.StreamResponse:
+        """``POST /{phone-number-id}`` (``PhoneNumberStatusUpdateRequest``): of its
+        settings the fake keeps the two-step ``pin`` (``TwoStepVerificationRequest``)."""
+        body = await read_json(request)
+        known = _schema_fields("PhoneNumberStatusUpdateRequest")
+        others = sorted(set(body) - {"pin"}) if isinstance(body, dict) else []
+        if others and not set(others) - known:
+            return graph_error(400, 100, f"The fake Graph API keeps only pin of this node's settings, not {others}")
+        problems = _pin_body_problems(body, "PhoneNumberStatusUpdateRequest", known)
+        problems += [p for p in _pin_body_problems(body, "TwoStepVerificationRequest", known) if p not in problems]
+        if problems:
+            return self._refuse_pin(problems)
+        if not self.number_registered:
+            return graph_error(400, 133010, "Account not registered", "Register the number before setting its PIN")
+        self.two_step_pin = body["pin"]
+        return web.json_response({"success": True})
+
+    def _refuse_pin(self, problems: list[str]) -> web.Response:
+        self.schema_errors.extend(problems)
+        if any(problem.startswith("$.pin:") for problem in problems):
+            return graph_error(400, 100, BAD_PIN, "; ".join(problems))
+        return graph_error(400, 100, "Invalid parameter", "; ".join(problems))
+
+
+def _schema_fields(schema: str) -> frozenset[str]:
+    """The properties of ``schema`` in Meta's document."""
+    return frozenset(spec_document()["components"]["schemas"][schema]["properties"])
+
+
+def _pin_body_problems(body: Any, schema: str, allowed: frozenset[str]) -> list[str]:
+    """What Meta's document refuses in a body of ``schema``, and fields not in
+    ``allowed``; a wrong PIN is described without repeating it."""
+    if not isinstance(body, dict):
+        return ["$: the body must be a JSON object"]
+    problems = [f"$: unknown field {key!r}" for key in body if key not in allowed]
+    for error in schema_validator(schema, True).iter_errors(body):
+        if list(error.absolute_path) == ["pin"]:
+            problems.append(f"$.pin: {BAD_PIN}")
+        else:
+            problems.extend(describe_errors([error]))
+    return list(dict.fromkeys(problems))
 
 
 def template_problem(body: Any, *, edit: bool) -> str | None:

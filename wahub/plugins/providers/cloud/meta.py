@@ -4,7 +4,8 @@
 Requests go to ``{api_base}/{api_version}/...`` with the access token as a
 bearer token; webhooks carry ``X-Hub-Signature-256``, the HMAC-SHA256 of the
 raw body keyed with the app secret, and Meta verifies the callback URL with a
-GET handshake. Everything else is the Cloud API family's (``cloud_api``).
+GET handshake. The number is registered, and its two-step PIN set, through
+``CloudNumber`` (``cloud_number``). Everything else is the Cloud API family's (``cloud_api``).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from wahub import hookimpl
 from wahub.core.errors import ProviderError
 from wahub.core.provider import Provider, secret_matches, signature_matches
 from wahub.plugins.providers.cloud.api import CLOUD_SCHEMA_BASE, DIGITS, CloudApiProvider
+from wahub.plugins.providers.cloud.number import CloudNumber
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -34,8 +36,9 @@ PHONE_FIELDS = (
 )
 
 
-class MetaCloudProvider(CloudApiProvider):
-    """Meta's WhatsApp Cloud API, called directly on the Graph API."""
+class MetaCloudProvider(CloudApiProvider, CloudNumber):
+    """Meta's WhatsApp Cloud API, called directly on the Graph API; registers
+    its number and sets the two-step PIN (``cloud_number``)."""
 
     PLATFORM = "meta_cloud"
     CONFIG_SCHEMA = CLOUD_SCHEMA_BASE.extend(
