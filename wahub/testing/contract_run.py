@@ -162,6 +162,16 @@ def _listed(value: str | list[str]) -> list[str]:
 CASE_HOST = "https://wahub.example"
 
 
+def _seen_url(suite: ContractSuite, url: str) -> str:
+    """The URL the daemon sees for a webhook sent to ``url``: behind the entry's
+    ``public_base_url`` (a proxy, with any path prefix) it is the daemon's own
+    address and the path below that base."""
+    base = str(suite.config.get("public_base_url") or "").rstrip("/")
+    if base and url.startswith(base):
+        return "http://127.0.0.1:8080" + url[len(base) :]
+    return url
+
+
 def _url(suite: ContractSuite, case: ContractCase) -> str:
     if "url" in case.data:
         return str(case.data["url"])
@@ -205,7 +215,8 @@ async def _inbound(suite: ContractSuite, case: ContractCase) -> str | None:
     elif sign:
         headers[sign["header"]] = sign["prefix"] + hmac.new(sign["secret"].encode(), body, hashlib.sha256).hexdigest()
     async with built_provider(suite) as provider:
-        verified = provider.verify_webhook(WebhookRequest(url, CIMultiDictProxy(headers), body, "127.0.0.1"))
+        seen = WebhookRequest(_seen_url(suite, url), CIMultiDictProxy(headers), body, "127.0.0.1")
+        verified = provider.verify_webhook(seen)
         if verified != data["verified"]:
             what = "accepted a webhook it must refuse" if verified else "refused the webhook's signature"
             return f"verify_webhook {what} (url: {url}, headers: {dict(headers)})"

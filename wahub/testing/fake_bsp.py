@@ -59,6 +59,9 @@ class FakeBSP(InjectsFaults, abc.ABC):
     #: The provider's error code of a message that could not be delivered
     #: (what a ``failed`` status webhook carries in ``post_status``).
     undeliverable_code: ClassVar[str]
+    #: Whether the provider's webhook signature covers the body (a provider that
+    #: only sends a credential with each webhook, as Infobip does, cannot).
+    signs_body: ClassVar[bool] = True
     #: Post delivered then read statuses after every accepted send.
     statuses: bool = True
     sent: list[Sent] = field(default_factory=list)

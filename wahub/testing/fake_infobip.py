@@ -78,6 +78,8 @@ def infobip_time(at: float | None = None) -> str:
 class FakeInfobip(FakeBSP):
     platform = "infobip"
     undeliverable_code = "EC_UNKNOWN_SUBSCRIBER"
+    # Infobip signs nothing: its webhooks carry a credential, not a signature of the body.
+    signs_body = False
 
     api_key: str = API_KEY
     sender: str = SENDER

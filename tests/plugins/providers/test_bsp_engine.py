@@ -114,9 +114,10 @@ async def test_a_webhook_is_stored_once_however_often_it_comes(bsp: Running) -> 
 async def test_a_forged_or_unsigned_webhook_is_refused_and_nothing_stored(bsp: Running) -> None:
     body, headers = bsp.fake.inbound_text(USER, "forged")
     assert (await bsp.fake.send_webhook(body, headers, signed=False)).status == 401
-    signed = bsp.fake.sign(bsp.fake.webhook_url(), body, dict(headers))
-    tampered = body.replace(b"forged", b"f0rged")
-    assert (await bsp.fake.send_webhook(tampered, {**headers, **signed}, signed=False)).status == 401
+    if bsp.fake.signs_body:
+        signed = bsp.fake.sign(bsp.fake.webhook_url(), body, dict(headers))
+        tampered = body.replace(b"forged", b"f0rged")
+        assert (await bsp.fake.send_webhook(tampered, {**headers, **signed}, signed=False)).status == 401
     assert await bsp.daemon.hub.storage.inbox_depth() == (0, 0.0)
     assert await bsp.daemon.hub.storage.messages.history("main", USER) == []
 
