@@ -42,6 +42,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "wahub.plugins.providers.cloud.operations",
     "wahub.plugins.providers.cloud.meta",
     "wahub.plugins.providers.cloud.dialog360",
+    "wahub.plugins.providers.vonage.provider",
     "wahub.plugins.router",
     "wahub.plugins.inbox.plugin",
     "wahub.plugins.housekeeping",
