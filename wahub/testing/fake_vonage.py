@@ -101,11 +101,13 @@ class FakeVonage(FakeBSP):
             "platform": "vonage",
             "name": name,
             "signature_secret": self.signature_secret,
+            # The account's key names it in signed webhooks (claim api_key), whatever the credentials.
+            "api_key": self.api_key,
             "from": self.number,
             "api_base": self.url,
         }
         if self.auth == "basic":
-            entry.update(api_key=self.api_key, api_secret=self.api_secret)
+            entry.update(api_secret=self.api_secret)
         else:
             entry.update(application_id=self.application_id, private_key=self.private_key_pem)
         return {**entry, **extra}
