@@ -228,6 +228,21 @@ async def test_a_local_file_goes_by_a_signed_public_url_that_vonage_fetches(vona
     assert link.startswith(f"{vonage.daemon.url}/media/public/") and sent.body["file"]["name"] == "invoice.pdf"
     assert vonage.fake.fetched == [(link, 200, pdf)]
 
+    # Inside a custom payload too (an interactive message's header), a stored file goes by its link.
+    interactive = {
+        "type": "button",
+        "header": {"type": "document", "document": {"id": uploaded["id"]}},
+        "body": {"text": "Is this the right invoice?"},
+        "action": {"buttons": [{"type": "reply", "reply": {"id": "yes", "title": "Yes"}}]},
+    }
+    answer = await vonage.send({"to": USER, "type": "interactive", "interactive": interactive})
+    await vonage.status_becomes(answer["id"], "read")
+    [sent] = [s for s in vonage.fake.sent if s.kind == "interactive"]
+    header = sent.body["custom"]["interactive"]["header"]
+    assert list(header["document"]) == ["link"]
+    async with vonage.http.get(header["document"]["link"]) as response:
+        assert response.status == 200 and await response.read() == pdf
+
 
 async def test_a_file_vonage_cannot_fetch_fails_with_its_code(vonage: Vonage) -> None:
     await vonage.user_sends("text", {"text": "hi"})

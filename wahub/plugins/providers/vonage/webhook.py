@@ -51,7 +51,7 @@ def parse_vonage_webhook(body: bytes, *, provider: str) -> list[Event]:
             return [_status(provider, data)]
         if "message_type" in data:
             return [_message(provider, data)]
-    except (KeyError, TypeError, ValueError):
+    except (AttributeError, KeyError, TypeError, ValueError):  # an object wahub cannot read: kept whole
         return [_unsupported(provider, data, "unparsed")]
     return [_unsupported(provider, data, "unknown")]
 
