@@ -312,3 +312,29 @@ async def test_the_fake_refuses_what_vonage_refuses(vonage: Vonage) -> None:
     body = {**body, "to": USER, "text": "hi", "from": "15550000000"}
     async with vonage.http.post(f"{vonage.fake.url}/v1/messages", json=body, headers=basic) as response:
         assert response.status == 422 and (await response.json())["type"].endswith("#1120")
+
+
+async def test_numbers_of_one_application_share_its_webhook_url(sqlite_url: str, tmp_path: Path) -> None:
+    fake = await FakeVonage().start()
+    second = "14157386199"
+    raw = {
+        "wahub": {"api_tokens": [TOKEN], "database": sqlite_url, "media": {"directory": str(tmp_path / "media")}},
+        "providers": [fake.provider_entry("main"), fake.provider_entry("second", **{"from": second})],
+    }
+    pm = plugin_manager()
+    try:
+        async with running_daemon(build_config(raw, database=sqlite_url, pm=pm), pm=pm) as daemon:
+            fake.attach(daemon.url, "main")  # the application's one inbound URL
+            for number, text in ((fake.number, "to the first"), (second, "to the second")):
+                body, headers = fake.inbound(USER, "text", {"text": text}, to=number)
+                assert (await fake.send_webhook(body, headers)).status == 200
+            storage = daemon.hub.storage
+
+            async def both() -> bool:
+                return (await storage.inbox_depth())[0] == 0 and bool(await storage.messages.history("second", USER))
+
+            await wait_until(both, within=15)
+            for name, text in (("main", "to the first"), ("second", "to the second")):
+                assert [row["body"]["text"]["body"] for row in await storage.messages.history(name, USER)] == [text]
+    finally:
+        await fake.close()

@@ -12,6 +12,7 @@ the templates a send names.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import uuid
@@ -26,7 +27,7 @@ from wahub.core.canonical.fit import Capabilities
 from wahub.core.canonical.validate import ALL_KINDS
 from wahub.core.errors import ErrorMeaning, MediaTooLarge, ProviderError
 from wahub.core.models import Event, OutgoingMessage, SendResult
-from wahub.core.provider import Provider, ProviderHost, WebhookRequest
+from wahub.core.provider import Provider, ProviderHost, WebhookRequest, secret_matches
 from wahub.core.storage.media import Download, IncomingFile
 from wahub.plugins.providers.vonage.auth import request_headers, webhook_claims
 from wahub.plugins.providers.vonage.bodies import message_body, read_receipt_body
@@ -69,7 +70,21 @@ class VonageProvider(Provider):
         return claims is not None
 
     def parse_webhook(self, body: bytes) -> list[Event]:
-        return parse_vonage_webhook(body, provider=self.name)
+        return parse_vonage_webhook(body, provider=self.name, numbers=self._numbers)
+
+    @functools.cached_property
+    def _numbers(self) -> dict[str, str]:
+        """The entries whose webhooks may reach this one's URL (the same
+        signature secret: one Vonage account), by business number. The
+        configured providers never change, so this is worked out once."""
+        numbers: dict[str, str] = {}
+        for provider in self.hub.providers.values():
+            if isinstance(provider, VonageProvider) and secret_matches(
+                provider.config["signature_secret"], self.config["signature_secret"]
+            ):
+                numbers.setdefault(provider.config["from"], provider.name)
+        numbers[self.config["from"]] = self.name
+        return numbers
 
     # -- errors -----------------------------------------------------------
 
@@ -126,6 +141,8 @@ class VonageProvider(Provider):
     async def download_media(self, media_id: str, kind: str, into: IncomingFile) -> Download:
         """Fetch an inbound file (its id is Vonage's URL of it) with the credentials."""
         headers = request_headers(self.config) if self._ours(media_id) else {}
+        if not headers:
+            _LOGGER.info("an inbound %s of %s is fetched without credentials: not Vonage's host", kind, self.name)
         try:
             async with self.hub.http.get(media_id, headers=headers, timeout=self.timeout) as response:
                 if response.status >= 400:

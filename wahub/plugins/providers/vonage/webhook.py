@@ -6,7 +6,8 @@ application's inbound URL, a status (``status``) to its status URL; wahub
 takes both at one webhook URL. A message becomes an ``InboundMessage`` in the
 Cloud API's shapes, a status a ``StatusEvent`` in the shared words
 (submitted: sent; delivered; read; rejected and undeliverable: failed with
-Vonage's code). Another channel's callback, a type wahub does not read, or an
+Vonage's code). Each event belongs to the entry of the business number it
+names. Another channel's callback, a type wahub does not read, or an
 object it cannot read becomes an ``UnsupportedEvent`` kept whole; only a body
 that is not a JSON object raises ``WebhookError``.
 """
@@ -18,7 +19,7 @@ import hashlib
 import json
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from wahub.core.errors import WebhookError
@@ -39,11 +40,17 @@ STATUSES = {
 _DIGITS = re.compile(r"^\+?(\d{5,20})$", re.ASCII)
 
 
-def parse_vonage_webhook(body: bytes, *, provider: str) -> list[Event]:
-    """The events of one Vonage callback received by ``provider``."""
+def parse_vonage_webhook(body: bytes, *, provider: str, numbers: Mapping[str, str] | None = None) -> list[Event]:
+    """The events of one Vonage callback received by ``provider``.
+
+    A Vonage application calls one URL for all its numbers: an event belongs to
+    ``numbers[<business number>]`` (the message's ``to``, the status's
+    ``from``), and to ``provider`` when the number is not listed."""
     data = read_json(body)
     if not isinstance(data, dict):
         raise WebhookError(f"body is a JSON {type(data).__name__}, not an object")
+    business = _digits(data.get("from") if "status" in data and "message_type" not in data else data.get("to"))
+    provider = (numbers or {}).get(business or "", provider)
     if data.get("channel", "whatsapp") != "whatsapp":
         return [_unsupported(provider, data, "channel")]
     try:
