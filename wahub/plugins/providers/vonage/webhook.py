@@ -37,6 +37,8 @@ STATUSES = {
     "rejected": "failed",
     "undeliverable": "failed",
 }
+#: The longest message id kept (stored ids hold 256 characters, with room for a status).
+MAX_ID = 128
 _DIGITS = re.compile(r"^\+?(\d{5,20})$", re.ASCII)
 
 
@@ -67,7 +69,7 @@ def parse_vonage_webhook(body: bytes, *, provider: str, numbers: Mapping[str, st
 
 
 def _status(provider: str, data: Json) -> Event:
-    message_id, status = _required(data, "message_uuid"), _required(data, "status")
+    message_id, status = _message_uuid(data), _required(data, "status")
     shared = STATUSES.get(status)
     if shared is None:
         return _unsupported(provider, data, f"status:{status}")
@@ -82,7 +84,7 @@ def _status(provider: str, data: Json) -> Event:
         timestamp=seconds(data.get("timestamp")),
         recipient=_recipient(data, whatsapp),
         error_code=error_code(error) if shared == "failed" and error else None,
-        error_title=_text(error.get("detail")) or _text(error.get("title")) if error else None,
+        error_title=(_text(error.get("detail")) or _text(error.get("title"))) if error else None,
         pricing_category=_text(pricing.get("category")),
         raw=data,
     )
@@ -98,7 +100,7 @@ def _recipient(data: Json, whatsapp: Json) -> str | None:
 
 
 def _message(provider: str, data: Json) -> Event:
-    message_id, kind = _required(data, "message_uuid"), _required(data, "message_type")
+    message_id, kind = _message_uuid(data), _required(data, "message_type")
     reader = _CONTENT.get(kind)
     if reader is None:  # unsupported, or a type wahub does not read yet
         return _unsupported(provider, data, f"message:{kind}")
@@ -236,7 +238,10 @@ def seconds(value: Any) -> float:
         raise ValueError(f"timestamp {value!r} is not a time")
     text = value.strip()
     if re.fullmatch(r"\d+(\.\d+)?", text):
-        return float(text)
+        number = float(text)
+        if not math.isfinite(number):
+            raise ValueError(f"timestamp {value!r} is out of range")
+        return number
     moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=dt.UTC)
@@ -267,6 +272,14 @@ def _required(item: Any, key: str) -> str:
     return found
 
 
+def _message_uuid(data: Json) -> str:
+    """The callback's ``message_uuid`` (Vonage's are 36 characters; wahub keeps up to 128)."""
+    found = _required(data, "message_uuid")
+    if len(found) > MAX_ID:
+        raise ValueError("message_uuid is too long")
+    return found
+
+
 def _digits(value: Any) -> str | None:
     """A phone number as digits (E.164 without ``+``), or None for anything else."""
     match = _DIGITS.match(value.strip()) if isinstance(value, str) else None
@@ -283,7 +296,7 @@ def _unsupported(provider: str, data: Json, why: str) -> UnsupportedEvent:
         timestamp = 0.0
     return UnsupportedEvent(
         provider=provider,
-        external_id=f"{why}:{known or digest}",
+        external_id=f"{why[:64]}:{(known or '')[:MAX_ID] or digest}",
         raw={"reason": why, "body": data},
         timestamp=timestamp,
     )
