@@ -45,6 +45,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "wahub.plugins.providers.bird.provider",
     "wahub.plugins.providers.infobip.provider",
     "wahub.plugins.providers.twilio.provider",
+    "wahub.plugins.providers.vonage.provider",
     "wahub.plugins.router",
     "wahub.plugins.inbox.plugin",
     "wahub.plugins.housekeeping",
