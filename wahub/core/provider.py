@@ -241,11 +241,13 @@ class Provider(abc.ABC):
         ``wahub.core.policy.templates``) before it is refused."""
         return None
 
-    async def media_url(self, media: Mapping[str, Any], *, ttl: float = 3600.0) -> str:
+    async def media_url(self, media: Mapping[str, Any], *, ttl: float = 6 * 3600.0) -> str:
         """The URL a provider that fetches files by URL is given for a message's
         ``media`` object: its ``link``, or for a file stored in wahub (``id`` of
         ``wahub:<id>``) a signed URL under the entry's ``public_base_url`` that
-        expires after ``ttl`` seconds. ``ProviderError`` when there is neither."""
+        expires after ``ttl`` seconds (the default outlasts the hours a provider
+        may hold a message in its own queue, Twilio's four among them).
+        ``ProviderError`` when there is neither, or the file is one a user sent."""
         if "link" in media:
             return str(media["link"])
         media_id = str(media.get("id", ""))
@@ -262,6 +264,8 @@ class Provider(abc.ABC):
         file = await self.hub.storage.media.get(media_id[len(LOCAL_PREFIX) :])
         if file is None:
             raise ProviderError(f"media {media_id} is not stored in wahub", code="media")
+        if file.direction != "out":
+            raise ProviderError(f"media {media_id} is a file a user sent: upload it to send it", code="media")
         return base + await self.hub.storage.media.public_path(file, ttl=ttl)
 
     def classify_error(self, code: str | None, *, http_status: int | None = None) -> ErrorMeaning:

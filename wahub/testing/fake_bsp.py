@@ -64,6 +64,8 @@ class FakeBSP(InjectsFaults, abc.ABC):
     signs_body: ClassVar[bool] = True
     #: Post delivered then read statuses after every accepted send.
     statuses: bool = True
+    #: Seconds every API request is held before it is answered.
+    latency: float = 0.0
     sent: list[Sent] = field(default_factory=list)
     #: Every request the fake received, as ``"METHOD /path"``.
     calls: list[str] = field(default_factory=list)
@@ -188,6 +190,8 @@ class FakeBSP(InjectsFaults, abc.ABC):
     @web.middleware
     async def _gate(self, request: web.Request, handler: Any) -> web.StreamResponse:
         self.calls.append(f"{request.method} {request.path}")
+        if self.latency:
+            await asyncio.sleep(self.latency)
         if time.monotonic() < self._down_until:
             return self.error_answer(self._down_status, None)
         coded = next((f for f in self._faults.waiting if f.match and f.match.startswith("code:")), None)
