@@ -304,7 +304,7 @@ def public_base_url(value: Any) -> str:
         raise vol.Invalid(f"expected a URL ({example})")
     parts = urlsplit(value.strip())
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise vol.Invalid(f"{value!r} is not an http(s) URL with a host ({example})")
+        raise ExplainedInvalid(f"{value!r} is not an http(s) URL with a host ({example})")
     if parts.query or parts.fragment:
-        raise vol.Invalid(f"{value!r} has a query or fragment: give the scheme, host and path prefix only")
+        raise ExplainedInvalid(f"{value!r} has a query or fragment: give the scheme, host and path prefix only")
     return value.strip().rstrip("/")
