@@ -25,7 +25,7 @@ import voluptuous as vol
 
 from wahub import hookimpl
 from wahub.core.canonical.fit import Capabilities
-from wahub.core.errors import ErrorMeaning, MediaTooLarge, ProviderError
+from wahub.core.errors import ErrorMeaning, ProviderError
 from wahub.core.http.proxies import called_url, trusted_networks
 from wahub.core.models import Event, OutgoingMessage, SendResult
 from wahub.core.provider import PROVIDER_SCHEMA_BASE, PUBLIC_URL_OPTIONS, Provider, ProviderHost, WebhookRequest
@@ -35,6 +35,7 @@ from wahub.plugins.providers.bird.bodies import FILE_TYPES, Media, TemplateRef, 
 from wahub.plugins.providers.bird.errors import bird_error, classify_bird_error
 from wahub.plugins.providers.bird.signature import signature_valid
 from wahub.plugins.providers.bird.webhook import digits_of, parse_bird_webhook
+from wahub.plugins.providers.rest import request_json, stream_media
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -180,19 +181,16 @@ class BirdProvider(Provider):
         )
 
     async def _call(self, method: str, url: str, body: Any = None) -> Any:
-        try:
-            async with self.hub.http.request(
-                method, url, json=body, headers=self._headers(), timeout=self._timeout
-            ) as response:
-                try:
-                    answer = await response.json(content_type=None)
-                except ValueError:
-                    answer = None
-                if response.status >= 400:
-                    raise bird_error(response.status, answer)
-                return answer
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise ProviderError(f"no answer from Bird: {exc!r}", code="network", retryable=True) from exc
+        return await request_json(
+            self.hub.http,
+            method,
+            url,
+            error_of=bird_error,
+            provider="Bird",
+            client_timeout=self._timeout,
+            headers=self._headers(),
+            json=body,
+        )
 
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"AccessKey {self.config['access_key']}"}
@@ -204,24 +202,16 @@ class BirdProvider(Provider):
         access key when the URL is Bird's (never to another host)."""
         host = urlsplit(media_id).hostname or ""
         ours = host == self._api_host or any(host == d or host.endswith("." + d) for d in MEDIA_DOMAINS)
-        try:
-            async with self.hub.http.get(
-                media_id, headers=self._headers() if ours else {}, timeout=self._timeout
-            ) as response:
-                if response.status >= 400:
-                    try:
-                        answer = await response.json(content_type=None)
-                    except ValueError:
-                        answer = None
-                    raise bird_error(response.status, answer)
-                mime_type = (response.content_type or "application/octet-stream").lower()
-                self.hub.storage.media.check(kind, mime_type, response.content_length)
-                if (response.content_length or 0) > into.limit:
-                    raise MediaTooLarge(f"{kind} of {response.content_length} bytes is over the limit of {into.limit}")
-                async for chunk in response.content.iter_chunked(1 << 16):
-                    await into.write(chunk)
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise ProviderError(f"media download failed: {exc!r}", code="network", retryable=True) from exc
+        mime_type = await stream_media(
+            self.hub.http,
+            media_id,
+            kind=kind,
+            into=into,
+            error_of=bird_error,
+            client_timeout=self._timeout,
+            headers=self._headers() if ours else {},
+            check=self.hub.storage.media.check,
+        )
         return Download(mime_type)
 
     # -- templates --------------------------------------------------------

@@ -25,7 +25,7 @@ from typing import Any
 import aiohttp
 import voluptuous as vol
 
-from wahub.core.errors import ErrorMeaning, MediaTooLarge, ProviderError
+from wahub.core.errors import ErrorMeaning, ProviderError
 from wahub.core.hub import Hub
 from wahub.core.models import Event, OutgoingMessage, SendResult
 from wahub.core.provider import PROVIDER_SCHEMA_BASE
@@ -34,6 +34,7 @@ from wahub.plugins.providers.cloud.account import PROFILE_SCHEMA, CloudAccount
 from wahub.plugins.providers.cloud.bodies import by_phone, render
 from wahub.plugins.providers.cloud.errors import classify_cloud_error, cloud_provider_error
 from wahub.plugins.providers.cloud.webhook import parse_cloud_webhook
+from wahub.plugins.providers.rest import request_json, stream_media
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -163,22 +164,19 @@ class CloudApiProvider(CloudAccount):
         headers: Mapping[str, str] | None = None,
     ) -> Any:
         """One API request; its JSON answer, or ``ProviderError``."""
-        try:
-            async with self.hub.http.request(
-                method,
-                url or self._url(path),
-                json=json,
-                params=params,
-                data=data,
-                headers={**self._headers(), **(headers or {})},
-                timeout=self.timeout,
-            ) as response:
-                answer = await _json_or_none(response)
-                if response.status >= 400:
-                    raise graph_error(response.status, answer)
-                return answer if answer is not None else {}
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise ProviderError(f"no answer from the API: {exc!r}", code="network", retryable=True) from exc
+        answer = await request_json(
+            self.hub.http,
+            method,
+            url or self._url(path),
+            error_of=graph_error,
+            provider="the API",
+            client_timeout=self.timeout,
+            headers={**self._headers(), **(headers or {})},
+            json=json,
+            params=params,
+            data=data,
+        )
+        return answer if answer is not None else {}
 
     # -- sending ----------------------------------------------------------
 
@@ -266,20 +264,16 @@ class CloudApiProvider(CloudAccount):
         mime_type = str(info.get("mime_type") or "application/octet-stream")
         size = info.get("file_size")
         self.hub.storage.media.check(kind, mime_type, int(size) if str(size or "").isdigit() else None)
-        try:
-            async with self.hub.http.get(
-                self._download_url(str(info["url"])), headers=self._headers(), timeout=self.timeout
-            ) as response:
-                if response.status >= 400:
-                    raise graph_error(response.status, await _json_or_none(response))
-                if (response.content_length or 0) > into.limit:
-                    raise MediaTooLarge(
-                        f"{kind} of {response.content_length} bytes is over the limit of {into.limit} bytes"
-                    )
-                async for chunk in response.content.iter_chunked(1 << 16):
-                    await into.write(chunk)  # refused, and the download stopped, past the limit
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise ProviderError(f"media download failed: {exc!r}", code="network", retryable=True) from exc
+        # The MIME type kept is the lookup's, not the one the file's host answers with.
+        await stream_media(
+            self.hub.http,
+            self._download_url(str(info["url"])),
+            kind=kind,
+            into=into,
+            error_of=graph_error,
+            client_timeout=self.timeout,
+            headers=self._headers(),
+        )
         return Download(mime_type, info.get("sha256"))
 
     def _media_params(self) -> dict[str, str] | None:
@@ -313,10 +307,3 @@ class CloudApiProvider(CloudAccount):
                 self.account.pop("error", None)
                 self.account.update(state)
             await asyncio.sleep(ACCOUNT_REFRESH_SECONDS)
-
-
-async def _json_or_none(response: aiohttp.ClientResponse) -> Any:
-    try:
-        return await response.json(content_type=None)
-    except ValueError:
-        return None

@@ -27,7 +27,7 @@ import voluptuous as vol
 from wahub import hookimpl
 from wahub.core.canonical.fit import Capabilities
 from wahub.core.config.validators import ExplainedInvalid
-from wahub.core.errors import ErrorMeaning, MediaTooLarge, ProviderError
+from wahub.core.errors import ErrorMeaning, ProviderError
 from wahub.core.models import Event, OutgoingMessage, SendResult
 from wahub.core.provider import PROVIDER_SCHEMA_BASE, PUBLIC_URL_OPTIONS, Provider, ProviderHost, secret_matches
 from wahub.core.storage.media import Download, IncomingFile
@@ -36,6 +36,7 @@ from wahub.plugins.providers.infobip.bodies import MESSAGE_PATH, PATHS, content_
 from wahub.plugins.providers.infobip.errors import classify_infobip_error, infobip_error
 from wahub.plugins.providers.infobip.templates import components_of, structure_of
 from wahub.plugins.providers.infobip.webhook import address, parse_infobip_webhook
+from wahub.plugins.providers.rest import request_json, stream_media
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -165,20 +166,18 @@ class InfobipProvider(Provider):
         return {"Authorization": f"App {self.config['api_key']}", "Accept": "application/json"}
 
     async def call(self, method: str, path: str, *, json: Any = None) -> Any:
-        """One API request; its JSON answer, or ``ProviderError``."""
-        try:
-            async with self.hub.http.request(
-                method, self.base_url + path, json=json, headers=self._headers(), timeout=self.timeout
-            ) as response:
-                try:
-                    answer = await response.json(content_type=None)
-                except ValueError:
-                    answer = None
-                if response.status >= 400:
-                    raise infobip_error(response.status, answer)
-                return answer if answer is not None else {}
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise ProviderError(f"no answer from Infobip: {exc!r}", code="network", retryable=True) from exc
+        """One API request; its JSON answer (``{}`` for none), or ``ProviderError``."""
+        answer = await request_json(
+            self.hub.http,
+            method,
+            self.base_url + path,
+            error_of=infobip_error,
+            provider="Infobip",
+            client_timeout=self.timeout,
+            headers=self._headers(),
+            json=json,
+        )
+        return answer if answer is not None else {}
 
     def classify_error(self, code: str | None, *, http_status: int | None = None) -> ErrorMeaning:
         return classify_infobip_error(code, http_status=http_status)
@@ -245,23 +244,16 @@ class InfobipProvider(Provider):
 
     async def download_media(self, media_id: str, kind: str, into: IncomingFile) -> Download:
         """Stream an inbound file (kept 7 days at Infobip) into ``into``, with App auth."""
-        url = self._media_location(media_id)
-        try:
-            async with self.hub.http.get(url, headers=self._headers(), timeout=self.timeout) as response:
-                if response.status >= 400:
-                    try:
-                        answer = await response.json(content_type=None)
-                    except ValueError:
-                        answer = None
-                    raise infobip_error(response.status, answer)
-                mime_type = response.content_type or "application/octet-stream"
-                self.hub.storage.media.check(kind, mime_type, response.content_length)
-                if (response.content_length or 0) > into.limit:
-                    raise MediaTooLarge(f"{kind} of {response.content_length} bytes is over the limit of {into.limit}")
-                async for chunk in response.content.iter_chunked(1 << 16):
-                    await into.write(chunk)
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise ProviderError(f"media download failed: {exc!r}", code="network", retryable=True) from exc
+        mime_type = await stream_media(
+            self.hub.http,
+            self._media_location(media_id),
+            kind=kind,
+            into=into,
+            error_of=infobip_error,
+            client_timeout=self.timeout,
+            headers=self._headers(),
+            check=self.hub.storage.media.check,
+        )
         return Download(mime_type)
 
     # -- templates ------------------------------------------------------------

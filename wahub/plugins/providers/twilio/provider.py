@@ -27,11 +27,12 @@ from aiohttp import web
 
 from wahub import hookimpl
 from wahub.core.canonical.fit import Capabilities
-from wahub.core.errors import ErrorMeaning, MediaRefused, MediaTooLarge, ProviderError
+from wahub.core.errors import ErrorMeaning, MediaRefused, ProviderError
 from wahub.core.http.proxies import called_url, trusted_networks
 from wahub.core.models import Event, OutgoingMessage, SendResult
 from wahub.core.provider import Provider, ProviderHost, WebhookRequest
 from wahub.core.storage.media import Download, IncomingFile
+from wahub.plugins.providers.rest import request_json, stream_media
 from wahub.plugins.providers.twilio.config import CONFIG_SCHEMA
 from wahub.plugins.providers.twilio.content import content_variables
 from wahub.plugins.providers.twilio.errors import classify_twilio_error, twilio_error
@@ -112,25 +113,19 @@ class TwilioProvider(TwilioTemplates, Provider):
         params: Mapping[str, str] | None = None,
     ) -> Any:
         """One request to Twilio; its JSON answer (``{}`` for none), or ``ProviderError``."""
-        try:
-            async with self.hub.http.request(
-                method,
-                url,
-                data=list(form) if form is not None else None,
-                json=json_body,
-                params=params,
-                headers=self._auth,
-                timeout=self.timeout,
-            ) as response:
-                try:
-                    answer = await response.json(content_type=None)
-                except ValueError:
-                    answer = None
-                if response.status >= 400:
-                    raise twilio_error(response.status, answer)
-                return answer if answer is not None else {}
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise ProviderError(f"no answer from Twilio: {exc!r}", code="network", retryable=True) from exc
+        answer = await request_json(
+            self.hub.http,
+            method,
+            url,
+            error_of=twilio_error,
+            provider="Twilio",
+            client_timeout=self.timeout,
+            headers=self._auth,
+            data=list(form) if form is not None else None,
+            json=json_body,
+            params=params,
+        )
+        return answer if answer is not None else {}
 
     def classify_error(self, code: str | None, *, http_status: int | None = None) -> ErrorMeaning:
         """Twilio's error codes (``wahub.plugins.providers.twilio.errors``)."""
@@ -207,23 +202,15 @@ class TwilioProvider(TwilioTemplates, Provider):
         off Twilio's API is not fetched: the credentials go nowhere else."""
         if _origin(media_id) != _origin(self.config["api_base"]):
             raise MediaRefused(f"the {kind}'s URL is not on Twilio's API ({self.config['api_base']}); not fetched")
-        try:
-            async with self.hub.http.get(media_id, headers=self._auth, timeout=self.timeout) as response:
-                if response.status >= 400:
-                    try:
-                        answer = await response.json(content_type=None)
-                    except ValueError:
-                        answer = None
-                    raise twilio_error(response.status, answer)
-                if (response.content_length or 0) > into.limit:
-                    raise MediaTooLarge(
-                        f"{kind} of {response.content_length} bytes is over the limit of {into.limit} bytes"
-                    )
-                mime_type = response.content_type or "application/octet-stream"
-                async for chunk in response.content.iter_chunked(1 << 16):
-                    await into.write(chunk)
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise ProviderError(f"media download failed: {exc!r}", code="network", retryable=True) from exc
+        mime_type = await stream_media(
+            self.hub.http,
+            media_id,
+            kind=kind,
+            into=into,
+            error_of=twilio_error,
+            client_timeout=self.timeout,
+            headers=self._auth,
+        )
         return Download(mime_type)
 
 

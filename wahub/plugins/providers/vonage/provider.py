@@ -25,10 +25,11 @@ import aiohttp
 from wahub import hookimpl
 from wahub.core.canonical.fit import Capabilities
 from wahub.core.canonical.validate import ALL_KINDS
-from wahub.core.errors import ErrorMeaning, MediaTooLarge, ProviderError
+from wahub.core.errors import ErrorMeaning, ProviderError
 from wahub.core.models import Event, OutgoingMessage, SendResult
 from wahub.core.provider import Provider, ProviderHost, WebhookRequest, secret_matches
 from wahub.core.storage.media import Download, IncomingFile
+from wahub.plugins.providers.rest import request_json, stream_media
 from wahub.plugins.providers.vonage.auth import request_headers, webhook_claims
 from wahub.plugins.providers.vonage.bodies import message_body, read_receipt_body
 from wahub.plugins.providers.vonage.config import VONAGE_SCHEMA
@@ -125,16 +126,16 @@ class VonageProvider(Provider):
 
     async def call(self, method: str, path: str, *, json: Any = None) -> Any:
         """One API request; its JSON answer (or None for an empty one), or ``ProviderError``."""
-        try:
-            async with self.hub.http.request(
-                method, self.api_base + path, json=json, headers=request_headers(self.config), timeout=self.timeout
-            ) as response:
-                answer = await _json_or_none(response)
-                if response.status >= 400:
-                    raise problem_error(response.status, answer)
-                return answer
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise ProviderError(f"no answer from Vonage: {exc!r}", code="network", retryable=True) from exc
+        return await request_json(
+            self.hub.http,
+            method,
+            self.api_base + path,
+            error_of=problem_error,
+            provider="Vonage",
+            client_timeout=self.timeout,
+            headers=request_headers(self.config),
+            json=json,
+        )
 
     # -- media ------------------------------------------------------------
 
@@ -143,20 +144,16 @@ class VonageProvider(Provider):
         headers = request_headers(self.config) if self._ours(media_id) else {}
         if not headers:
             _LOGGER.info("an inbound %s of %s is fetched without credentials: not Vonage's host", kind, self.name)
-        try:
-            async with self.hub.http.get(media_id, headers=headers, timeout=self.timeout) as response:
-                if response.status >= 400:
-                    raise problem_error(response.status, await _json_or_none(response))
-                mime_type = response.content_type or "application/octet-stream"
-                self.hub.storage.media.check(kind, mime_type, response.content_length)
-                if (response.content_length or 0) > into.limit:
-                    raise MediaTooLarge(
-                        f"{kind} of {response.content_length} bytes is over the limit of {into.limit} bytes"
-                    )
-                async for chunk in response.content.iter_chunked(1 << 16):
-                    await into.write(chunk)  # refused, and the download stopped, past the limit
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise ProviderError(f"media download failed: {exc!r}", code="network", retryable=True) from exc
+        mime_type = await stream_media(
+            self.hub.http,
+            media_id,
+            kind=kind,
+            into=into,
+            error_of=problem_error,
+            client_timeout=self.timeout,
+            headers=headers,
+            check=self.hub.storage.media.check,
+        )
         return Download(mime_type, None)
 
     def _ours(self, url: str) -> bool:
@@ -183,13 +180,6 @@ def _as_digits(address: str) -> str | None:
     """``whatsapp:+1555...``, ``+1555...`` or ``1555...`` as ``1555...``; None for a BSUID or username."""
     text = address.strip().removeprefix("whatsapp:").strip().removeprefix("+")
     return text if _NUMBER.fullmatch(text) else None
-
-
-async def _json_or_none(response: aiohttp.ClientResponse) -> Any:
-    try:
-        return await response.json(content_type=None)
-    except ValueError:
-        return None
 
 
 @hookimpl
