@@ -175,25 +175,46 @@ class ManualClock(Clock):
 
 @asynccontextmanager
 async def running_daemon(
-    config: dict[str, Any], *, pm: pluggy.PluginManager | None = None, clock: Clock | None = None
+    config: dict[str, Any],
+    *,
+    pm: pluggy.PluginManager | None = None,
+    clock: Clock | None = None,
+    public_url_for: Iterable[str] = (),
 ) -> AsyncIterator[RunningDaemon]:
     """Start the whole daemon on 127.0.0.1 on a free port; shut it down gracefully after.
-    With ``clock`` (e.g. a ``ManualClock``) the send policy and the dispatcher read its time."""
+    With ``clock`` (e.g. a ``ManualClock``) the send policy and the dispatcher read its time.
+    The provider entries named in ``public_url_for`` get the daemon's own URL as their
+    ``public_base_url``: the socket is bound before the providers are built."""
     from wahub.core.http.serving import GuardedSite, make_runner
     from wahub.core.runtime.app import create_app
 
-    app = create_app(config, pm=pm or build_plugin_manager(load_entry_points=False), clock=clock)
-    runner = make_runner(app, config["wahub"]["http"], shutdown_timeout=2)
-    await runner.setup()
-    # Served as `wahub run` serves, within the configured wahub.http limits.
     sock = socket.create_server(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
     try:
-        await GuardedSite(runner, sock, config["wahub"]["http"]).start()
-        yield RunningDaemon(f"http://127.0.0.1:{port}", runner.app)
+        config = _with_public_url(config, set(public_url_for), url)
+        app = create_app(config, pm=pm or build_plugin_manager(load_entry_points=False), clock=clock)
+        runner = make_runner(app, config["wahub"]["http"], shutdown_timeout=2)
+        await runner.setup()
+        try:
+            # Served as `wahub run` serves, within the configured wahub.http limits.
+            await GuardedSite(runner, sock, config["wahub"]["http"]).start()
+            yield RunningDaemon(url, runner.app)
+        finally:
+            await runner.cleanup()
     finally:
-        await runner.cleanup()
         sock.close()
+
+
+def _with_public_url(config: dict[str, Any], names: set[str], url: str) -> dict[str, Any]:
+    """``config`` with ``url`` as the ``public_base_url`` of the provider entries in ``names``."""
+    if not names:
+        return config
+    entries = config["providers"]
+    unknown = names - {entry["name"] for entry in entries}
+    if unknown:
+        raise ValueError(f"public_url_for names no provider entry: {', '.join(sorted(unknown))}")
+    providers = [{**entry, "public_base_url": url} if entry["name"] in names else entry for entry in entries]
+    return {**config, "providers": providers}
 
 
 async def wait_until(condition: Callable[[], Awaitable[Any]], *, within: float = 10.0, every: float = 0.02) -> Any:
