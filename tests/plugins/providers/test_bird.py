@@ -9,18 +9,18 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 
-from tests.helpers import AUTH, TOKEN
+from tests.helpers import AUTH
+from tests.plugins.providers.bsp_daemon import BspDaemon, bsp_daemon
 from wahub.core.errors import ErrorKind, Lesson
 from wahub.plugins.providers.bird.provider import BirdProvider
 from wahub.plugins.providers.bird.signature import TIMESTAMP_HEADER, signature_headers
-from wahub.testing import RunningDaemon, build_config, plugin_manager, running_daemon, wait_until
+from wahub.testing import wait_until
 from wahub.testing.fake_bird import FakeBird
 
 USER = "31612345678"
@@ -29,12 +29,7 @@ PROXIED = "https://proxy.example.com"
 TEMPLATE = {"name": "order_ready", "language": "en", "project_id": "proj-0001", "version": "ver-0001"}
 
 
-@dataclass
-class Bird:
-    daemon: RunningDaemon
-    fake: FakeBird
-    http: aiohttp.ClientSession
-
+class Bird(BspDaemon):
     def provider(self, name: str = "main") -> BirdProvider:
         provider = self.daemon.hub.providers[name]
         assert isinstance(provider, BirdProvider)
@@ -45,56 +40,20 @@ class Bird:
             await response.read()
             return response.status
 
-    async def processed(self) -> None:
-        async def empty() -> bool:
-            depth, _ = await self.daemon.hub.storage.inbox_depth()
-            return depth == 0
-
-        await wait_until(empty, within=15)
-
-    async def history(self, address: str = USER) -> list[dict[str, Any]]:
-        await self.processed()
-        return await self.daemon.hub.storage.messages.history("main", address)
-
-    async def send(self, body: dict[str, Any]) -> dict[str, Any]:
-        async with self.http.post(f"{self.daemon.url}/api/v1/messages", json=body, headers=AUTH) as response:
-            answer: dict[str, Any] = await response.json()
-            assert response.status == 202, answer
-            return answer
-
-    async def message(self, message_id: int, *statuses: str) -> dict[str, Any]:
-        async def reached() -> dict[str, Any] | None:
-            url = f"{self.daemon.url}/api/v1/messages/{message_id}"
-            async with self.http.get(url, headers=AUTH) as response:
-                found: dict[str, Any] = await response.json()
-            return found if found["status"] in statuses else None
-
-        result: dict[str, Any] = await wait_until(reached, within=20)
-        return result
-
 
 @pytest.fixture
 async def bird(sqlite_url: str, tmp_path: Path) -> AsyncIterator[Bird]:
-    fake = await FakeBird().start()
-    raw = {
-        "wahub": {"api_tokens": [TOKEN], "database": sqlite_url, "media": {"directory": str(tmp_path / "media")}},
-        "providers": [
+    fake = FakeBird()
+
+    def entries() -> list[dict[str, Any]]:
+        return [
             fake.provider_entry("main", pair_limit=None, templates=[TEMPLATE]),
             fake.provider_entry("public", public_base_url=PUBLIC),
             fake.provider_entry("proxied", trusted_proxies=["127.0.0.1"]),
-        ],
-    }
-    pm = plugin_manager()
-    try:
-        async with running_daemon(build_config(raw, database=sqlite_url, pm=pm), pm=pm) as daemon:
-            fake.attach(daemon.url, "main")
-            # The daemon's own URL is its public one here, known once it listens.
-            main = daemon.hub.providers["main"]
-            main.config = {**main.config, "public_base_url": daemon.url}
-            async with aiohttp.ClientSession() as http:
-                yield Bird(daemon, fake, http)
-    finally:
-        await fake.close()
+        ]
+
+    async with bsp_daemon(fake, sqlite_url, tmp_path, entries=entries, public_url=True) as running:
+        yield Bird(running.daemon, running.fake, running.http, USER)
 
 
 # -- signatures -----------------------------------------------------------------
@@ -179,7 +138,7 @@ async def test_a_local_file_goes_out_through_a_signed_url_the_fake_fetches(bird:
         uploaded = await response.json()
         assert response.status == 201, uploaded
     answer = await bird.send({"to": USER, "type": "document", "document": {"id": uploaded["id"], "caption": "Menu"}})
-    await bird.message(answer["id"], "sent", "delivered", "read")
+    await bird.status_becomes(answer["id"], "sent", "delivered", "read")
     [sent] = [s for s in bird.fake.sent if s.kind == "document"]
     [file] = sent.body["body"]["file"]["files"]
     assert file["contentType"] == "application/pdf" and file["filename"] == "menu.pdf"
@@ -201,7 +160,7 @@ async def test_declared_templates_are_synced_and_sent_by_project_and_version(bir
     components = [{"type": "body", "parameters": [{"type": "text", "text": "Ana"}]}]
     template = {"name": "order_ready", "language": {"code": "en"}, "components": components}
     answer = await bird.send({"to": USER, "type": "template", "template": template})
-    await bird.message(answer["id"], "sent", "delivered", "read")
+    await bird.status_becomes(answer["id"], "sent", "delivered", "read")
     [sent] = [s for s in bird.fake.sent if s.kind == "template"]
     assert sent.body["template"] == {
         "projectId": "proj-0001",
@@ -225,7 +184,7 @@ async def test_a_refused_access_key_pauses_the_provider(bird: Bird) -> None:
     assert "Unauthorized" in reason
     assert [s for s in bird.fake.sent if s.text == "are you there?"] == []
     # The message waits in the outbox until the key is fixed.
-    waiting = await bird.message(answer["id"], "queued", "sent", "failed")
+    waiting = await bird.status_becomes(answer["id"], "queued", "sent", "failed")
     assert (waiting["status"], waiting["provider_message_id"]) == ("queued", None)
 
 
@@ -234,7 +193,7 @@ async def test_throttling_is_retried_until_bird_accepts(bird: Bird) -> None:
     await bird.history()
     bird.fake.refuse_next("TooManyRequests", status=429, times=2)
     answer = await bird.send({"to": USER, "type": "text", "text": {"body": "after the limit"}})
-    await bird.message(answer["id"], "sent", "delivered", "read")
+    await bird.status_becomes(answer["id"], "sent", "delivered", "read")
     assert [s.text for s in bird.fake.sent].count("after the limit") == 1
     assert sum(call.startswith("POST /workspaces/") for call in bird.fake.calls) >= 3
 
@@ -246,7 +205,7 @@ async def test_a_user_known_by_bsuid_is_answered_at_their_number(bird: Bird) -> 
     [row] = await bird.history("NL.1349120865530274")
     assert (row["direction"], row["body"]["text"]["body"]) == ("in", "hi")
     answer = await bird.send({"to": "NL.1349120865530274", "type": "text", "text": {"body": "hello again"}})
-    await bird.message(answer["id"], "sent", "delivered", "read")
+    await bird.status_becomes(answer["id"], "sent", "delivered", "read")
     [sent] = [s for s in bird.fake.sent if s.text == "hello again"]
     assert sent.body["receiver"]["contacts"][0]["identifierValue"] == f"+{USER}"
 
@@ -256,10 +215,10 @@ async def test_a_failed_status_with_whatsapps_opt_out_code_records_an_opt_out(bi
     await bird.history()
     bird.fake.statuses = False
     answer = await bird.send({"to": USER, "type": "text", "text": {"body": "a promotion"}})
-    await bird.message(answer["id"], "sent")
+    await bird.status_becomes(answer["id"], "sent")
     [sent] = [s for s in bird.fake.sent if s.text == "a promotion"]
     assert await bird.fake.post_status(sent, "failed", error="131050") == 200
-    failed = await bird.message(answer["id"], "failed")
+    failed = await bird.status_becomes(answer["id"], "failed")
     assert failed["error"]["code"] == "131050", failed
     ledger = await bird.daemon.hub.storage.policy.ledger("main", USER)
     assert [(event["action"], event["scope"]) for event in ledger] == [("opt_out", "marketing")]

@@ -12,15 +12,12 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 
-from tests.helpers import AUTH, TOKEN
-from wahub.testing import RunningDaemon, build_config, plugin_manager, running_daemon, wait_until
+from tests.plugins.providers.bsp_daemon import USER, BspDaemon, bsp_daemon
 from wahub.testing.fake_bsp import FakeBSP
 
 #: platform: the fake standing for its cloud, as ``module:Class`` (imported when used).
@@ -30,7 +27,6 @@ FAKES = {
     "vonage": "wahub.testing.fake_vonage:FakeVonage",
     "bird": "wahub.testing.fake_bird:FakeBird",
 }
-USER = "16505551234"
 
 
 def fake_for(platform: str, **options: Any) -> FakeBSP:
@@ -39,71 +35,13 @@ def fake_for(platform: str, **options: Any) -> FakeBSP:
     return fake
 
 
-@dataclass
-class Running:
-    daemon: RunningDaemon
-    fake: FakeBSP
-    http: aiohttp.ClientSession
-
-    async def send(self, body: dict[str, Any], **headers: str) -> tuple[int, dict[str, Any]]:
-        url = f"{self.daemon.url}/api/v1/messages"
-        async with self.http.post(url, json=body, headers={**AUTH, **headers}) as response:
-            answer: dict[str, Any] = await response.json()
-            return response.status, answer
-
-    async def message(self, message_id: int) -> dict[str, Any]:
-        async with self.http.get(f"{self.daemon.url}/api/v1/messages/{message_id}", headers=AUTH) as response:
-            assert response.status == 200
-            found: dict[str, Any] = await response.json()
-            return found
-
-    async def status_becomes(self, message_id: int, *statuses: str) -> dict[str, Any]:
-        async def reached() -> dict[str, Any] | None:
-            found = await self.message(message_id)
-            return found if found["status"] in statuses else None
-
-        result: dict[str, Any] = await wait_until(reached, within=20)
-        return result
-
-    async def history(self) -> list[dict[str, Any]]:
-        """The messages exchanged with the user, once every webhook is processed."""
-        storage = self.daemon.hub.storage
-
-        async def processed() -> bool:
-            depth, _ = await storage.inbox_depth()
-            return depth == 0
-
-        await wait_until(processed, within=15)
-        return await storage.messages.history("main", USER)
-
-    async def user_writes(self, text: str) -> None:
-        assert await self.fake.send_inbound(USER, text) == 200
-        await self.history()
-
-
 @pytest.fixture(params=sorted(FAKES))
-async def bsp(request: pytest.FixtureRequest, sqlite_url: str, tmp_path: Path) -> AsyncIterator[Running]:
-    async for running in _running(request.param, sqlite_url, tmp_path):
+async def bsp(request: pytest.FixtureRequest, sqlite_url: str, tmp_path: Path) -> AsyncIterator[BspDaemon]:
+    async with bsp_daemon(fake_for(request.param), sqlite_url, tmp_path) as running:
         yield running
 
 
-async def _running(platform: str, database: str, tmp_path: Path) -> AsyncIterator[Running]:
-    fake = await fake_for(platform).start()
-    raw = {
-        "wahub": {"api_tokens": [TOKEN], "database": database, "media": {"directory": str(tmp_path / "media")}},
-        "providers": [fake.provider_entry("main", pair_limit=None)],
-    }
-    pm = plugin_manager()
-    try:
-        async with running_daemon(build_config(raw, database=database, pm=pm), pm=pm) as daemon:
-            fake.attach(daemon.url, "main")
-            async with aiohttp.ClientSession() as http:
-                yield Running(daemon, fake, http)
-    finally:
-        await fake.close()
-
-
-async def test_a_webhook_is_stored_once_however_often_it_comes(bsp: Running) -> None:
+async def test_a_webhook_is_stored_once_however_often_it_comes(bsp: BspDaemon) -> None:
     body, headers = bsp.fake.inbound_text(USER, "hello there")
     for _ in range(3):
         assert (await bsp.fake.send_webhook(body, headers)).status == 200
@@ -111,7 +49,7 @@ async def test_a_webhook_is_stored_once_however_often_it_comes(bsp: Running) -> 
     assert [(row["direction"], row["body"]["text"]["body"]) for row in rows] == [("in", "hello there")]
 
 
-async def test_a_forged_or_unsigned_webhook_is_refused_and_nothing_stored(bsp: Running) -> None:
+async def test_a_forged_or_unsigned_webhook_is_refused_and_nothing_stored(bsp: BspDaemon) -> None:
     body, headers = bsp.fake.inbound_text(USER, "forged")
     assert (await bsp.fake.send_webhook(body, headers, signed=False)).status == 401
     if bsp.fake.signs_body:
@@ -122,9 +60,9 @@ async def test_a_forged_or_unsigned_webhook_is_refused_and_nothing_stored(bsp: R
     assert await bsp.daemon.hub.storage.messages.history("main", USER) == []
 
 
-async def test_a_reply_in_the_window_is_sent_and_its_statuses_only_move_forward(bsp: Running) -> None:
+async def test_a_reply_in_the_window_is_sent_and_its_statuses_only_move_forward(bsp: BspDaemon) -> None:
     await bsp.user_writes("hi")
-    status, answer = await bsp.send({"to": USER, "type": "text", "text": {"body": "welcome"}})
+    status, answer = await bsp.post_message({"to": USER, "type": "text", "text": {"body": "welcome"}})
     assert status == 202, answer
     await bsp.status_becomes(answer["id"], "read")
     await bsp.fake.settle()
@@ -136,36 +74,36 @@ async def test_a_reply_in_the_window_is_sent_and_its_statuses_only_move_forward(
     assert (await bsp.message(answer["id"]))["status"] == "read"
 
 
-async def test_free_text_outside_the_window_is_refused_before_the_provider(bsp: Running) -> None:
-    status, answer = await bsp.send({"to": USER, "type": "text", "text": {"body": "cold"}})
+async def test_free_text_outside_the_window_is_refused_before_the_provider(bsp: BspDaemon) -> None:
+    status, answer = await bsp.post_message({"to": USER, "type": "text", "text": {"body": "cold"}})
     assert status == 422 and answer["error"]["code"] == "window_closed", answer
     assert bsp.fake.sent == []
 
 
-async def test_an_opt_out_stops_what_the_business_sends(bsp: Running) -> None:
+async def test_an_opt_out_stops_what_the_business_sends(bsp: BspDaemon) -> None:
     await bsp.user_writes("STOP")
-    status, answer = await bsp.send({"to": USER, "type": "text", "text": {"body": "still there?"}})
+    status, answer = await bsp.post_message({"to": USER, "type": "text", "text": {"body": "still there?"}})
     assert status == 422 and answer["error"]["code"] == "opted_out", answer
     assert [s for s in bsp.fake.sent if s.text == "still there?"] == []
 
 
-async def test_sends_retry_through_an_outage_and_an_idempotency_key_sends_once(bsp: Running) -> None:
+async def test_sends_retry_through_an_outage_and_an_idempotency_key_sends_once(bsp: BspDaemon) -> None:
     await bsp.user_writes("hi")
     bsp.fake.statuses = False
     bsp.fake.fail_for(2.0)
     body = {"to": USER, "type": "text", "text": {"body": "after the outage"}}
-    first = await bsp.send(body, **{"Idempotency-Key": "k-1"})
-    again = await bsp.send(body, **{"Idempotency-Key": "k-1"})
+    first = await bsp.post_message(body, **{"Idempotency-Key": "k-1"})
+    again = await bsp.post_message(body, **{"Idempotency-Key": "k-1"})
     assert first[0] == 202 and again[1]["id"] == first[1]["id"]
     await bsp.status_becomes(first[1]["id"], "sent")
     assert [s.text for s in bsp.fake.sent].count("after the outage") == 1
     assert any(call.startswith("POST") for call in bsp.fake.calls)
 
 
-async def test_a_failed_status_keeps_the_providers_code(bsp: Running) -> None:
+async def test_a_failed_status_keeps_the_providers_code(bsp: BspDaemon) -> None:
     await bsp.user_writes("hi")
     bsp.fake.statuses = False
-    status, answer = await bsp.send({"to": USER, "type": "text", "text": {"body": "doomed"}})
+    status, answer = await bsp.post_message({"to": USER, "type": "text", "text": {"body": "doomed"}})
     assert status == 202, answer
     await bsp.status_becomes(answer["id"], "sent")
     [sent] = [s for s in bsp.fake.sent if s.text == "doomed"]

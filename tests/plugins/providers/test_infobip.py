@@ -8,99 +8,43 @@ from __future__ import annotations
 
 import base64
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 
-from tests.helpers import AUTH, TOKEN
+from tests.helpers import AUTH
+from tests.plugins.providers.bsp_daemon import USER, BspDaemon, bsp_daemon
 from wahub.core.errors import ProviderError
 from wahub.plugins.providers.infobip.provider import InfobipProvider
-from wahub.testing import RunningDaemon, build_config, plugin_manager, running_daemon, wait_until
+from wahub.testing import wait_until
 from wahub.testing.fake_infobip import FakeInfobip
 
-USER = "16505551234"
 PNG = base64.b64decode(
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
 )
 
 
-@dataclass
-class Run:
-    daemon: RunningDaemon
-    fake: FakeInfobip
-    http: aiohttp.ClientSession
-
+class Run(BspDaemon):
     @property
     def provider(self) -> InfobipProvider:
         provider = self.daemon.hub.providers["main"]
         assert isinstance(provider, InfobipProvider)
         return provider
 
-    async def send(self, body: dict[str, Any]) -> int:
-        async with self.http.post(f"{self.daemon.url}/api/v1/messages", json=body, headers=AUTH) as response:
-            answer: dict[str, Any] = await response.json()
-            assert response.status == 202, answer
-            return int(answer["id"])
-
-    async def message(self, message_id: int) -> dict[str, Any]:
-        async with self.http.get(f"{self.daemon.url}/api/v1/messages/{message_id}", headers=AUTH) as response:
-            found: dict[str, Any] = await response.json()
-            return found
-
-    async def status_becomes(self, message_id: int, *statuses: str) -> dict[str, Any]:
-        async def reached() -> dict[str, Any] | None:
-            found = await self.message(message_id)
-            return found if found["status"] in statuses else None
-
-        result: dict[str, Any] = await wait_until(reached, within=20)
-        return result
-
-    async def history(self) -> list[dict[str, Any]]:
-        storage = self.daemon.hub.storage
-
-        async def processed() -> bool:
-            depth, _ = await storage.inbox_depth()
-            return depth == 0
-
-        await wait_until(processed, within=15)
-        return await storage.messages.history("main", USER)
-
-    async def user_writes(self, text: str = "hi") -> None:
-        assert await self.fake.send_inbound(USER, text) == 200
-        await self.history()
-
-
-async def _run(fake: FakeInfobip, tmp_path: Path, sqlite_url: str) -> AsyncIterator[Run]:
-    await fake.start()
-    raw = {
-        "wahub": {"api_tokens": [TOKEN], "database": sqlite_url, "media": {"directory": str(tmp_path / "media")}},
-        "providers": [fake.provider_entry("main", pair_limit=None)],
-    }
-    pm = plugin_manager()
-    try:
-        async with running_daemon(build_config(raw, database=sqlite_url, pm=pm), pm=pm) as daemon:
-            # The daemon's address is known once it listens: it becomes the entry's public URL.
-            daemon.hub.providers["main"].config["public_base_url"] = daemon.url
-            fake.attach(daemon.url, "main")
-            async with aiohttp.ClientSession() as http:
-                yield Run(daemon, fake, http)
-    finally:
-        await fake.close()
-
 
 @pytest.fixture
 async def run(tmp_path: Path, sqlite_url: str) -> AsyncIterator[Run]:
-    async for running in _run(FakeInfobip(), tmp_path, sqlite_url):
-        yield running
+    async with bsp_daemon(FakeInfobip(), sqlite_url, tmp_path, public_url=True) as running:
+        yield Run(running.daemon, running.fake, running.http)
 
 
 @pytest.fixture
 async def header_run(tmp_path: Path, sqlite_url: str) -> AsyncIterator[Run]:
-    async for running in _run(FakeInfobip(webhook_header="X-Infobip-Secret"), tmp_path, sqlite_url):
-        yield running
+    fake = FakeInfobip(webhook_header="X-Infobip-Secret")
+    async with bsp_daemon(fake, sqlite_url, tmp_path, public_url=True) as running:
+        yield Run(running.daemon, running.fake, running.http)
 
 
 async def _nothing_stored(run: Run) -> None:
@@ -176,7 +120,9 @@ async def test_a_local_file_is_sent_by_a_signed_public_url_that_infobip_fetches(
         uploaded = await response.json()
         assert response.status == 201, uploaded
     await run.user_writes()
-    message_id = await run.send({"to": USER, "type": "image", "image": {"id": uploaded["id"], "caption": "yours"}})
+    message_id = int(
+        (await run.send({"to": USER, "type": "image", "image": {"id": uploaded["id"], "caption": "yours"}}))["id"]
+    )
     await run.status_becomes(message_id, "sent", "delivered", "read")
     [sent] = [s for s in run.fake.sent if s.kind == "image"]
     media_url = sent.body["content"]["mediaUrl"]
@@ -188,7 +134,7 @@ async def test_a_local_file_is_sent_by_a_signed_public_url_that_infobip_fetches(
 
 async def test_statuses_from_delivery_and_seen_reports_reach_read(run: Run) -> None:
     await run.user_writes()
-    message_id = await run.send({"to": USER, "type": "text", "text": {"body": "on its way"}})
+    message_id = int((await run.send({"to": USER, "type": "text", "text": {"body": "on its way"}}))["id"])
     await run.status_becomes(message_id, "read")
     await run.fake.settle()
     [sent] = [s for s in run.fake.sent if s.text == "on its way"]
@@ -260,7 +206,7 @@ async def test_an_approved_template_is_sent_with_its_placeholders(run: Run) -> N
         "language": {"code": "en"},
         "components": [{"type": "body", "parameters": parameters}],
     }
-    message_id = await run.send({"to": USER, "type": "template", "template": template})
+    message_id = int((await run.send({"to": USER, "type": "template", "template": template}))["id"])
     await run.status_becomes(message_id, "sent", "delivered", "read")
     [sent] = [s for s in run.fake.sent if s.kind == "template"]
     content = sent.body["content"]
@@ -290,7 +236,7 @@ async def test_infobips_throttling_is_retried_until_sent(run: Run) -> None:
     await run.user_writes()
     run.fake.statuses = False
     run.fake.refuse_next("TOO_MANY_REQUESTS", status=429, times=2)
-    message_id = await run.send({"to": USER, "type": "text", "text": {"body": "after the pause"}})
+    message_id = int((await run.send({"to": USER, "type": "text", "text": {"body": "after the pause"}}))["id"])
     await run.status_becomes(message_id, "sent")
     assert [s.text for s in run.fake.sent] == ["after the pause"]
     assert sum(call == "POST /whatsapp/1/message/text" for call in run.fake.calls) == 3

@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
@@ -19,7 +19,8 @@ from multidict import MultiDict
 from twilio.request_validator import RequestValidator
 
 from tests.helpers import AUTH, TOKEN
-from wahub.testing import RunningDaemon, build_config, plugin_manager, running_daemon, serve_on_loopback, wait_until
+from tests.plugins.providers.bsp_daemon import BspDaemon
+from wahub.testing import build_config, plugin_manager, running_daemon, serve_on_loopback, wait_until
 from wahub.testing.fake_twilio import FakeTwilio
 
 USER = "16505551234"
@@ -62,42 +63,13 @@ class Proxy:
 
 
 @dataclass
-class Twilio:
-    daemon: RunningDaemon
-    fake: FakeTwilio
-    http: aiohttp.ClientSession
-    proxy: Proxy
+class Twilio(BspDaemon):
+    proxy: Proxy = field(default_factory=Proxy)
 
     async def post(self, body: bytes, headers: dict[str, str], *, url: str | None = None) -> aiohttp.ClientResponse:
         async with self.http.post(url or f"{self.daemon.url}/webhooks/main", data=body, headers=headers) as response:
             await response.read()
             return response
-
-    async def history(self) -> list[dict[str, Any]]:
-        storage = self.daemon.hub.storage
-
-        async def processed() -> bool:
-            depth, _ = await storage.inbox_depth()
-            return depth == 0
-
-        await wait_until(processed, within=15)
-        return await storage.messages.history("main", USER)
-
-    async def send(self, body: dict[str, Any]) -> dict[str, Any]:
-        async with self.http.post(f"{self.daemon.url}/api/v1/messages", json=body, headers=AUTH) as response:
-            answer: dict[str, Any] = await response.json()
-            assert response.status == 202, answer
-            return answer
-
-    async def status_becomes(self, message_id: int, *statuses: str) -> dict[str, Any]:
-        async def reached() -> dict[str, Any] | None:
-            url = f"{self.daemon.url}/api/v1/messages/{message_id}"
-            async with self.http.get(url, headers=AUTH) as response:
-                found: dict[str, Any] = await response.json()
-                return found if found["status"] in statuses else None
-
-        result: dict[str, Any] = await wait_until(reached, within=20)
-        return result
 
 
 def signed(fake: FakeTwilio, url: str, body: bytes) -> dict[str, str]:
@@ -128,7 +100,7 @@ async def running(tmp_path: Path, database: str, **entry: Any) -> AsyncIterator[
             proxy.target = daemon.url
             fake.attach(daemon.url, "main", public_url=_public(extra))
             async with aiohttp.ClientSession() as http:
-                yield Twilio(daemon, fake, http, proxy)
+                yield Twilio(daemon, fake, http, USER, proxy)
     finally:
         await fake.close()
         await proxy.close()

@@ -10,7 +10,6 @@ import hashlib
 import time
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,92 +19,41 @@ import pytest
 from vonage_jwt.verify_jwt import verify_signature
 
 from tests.helpers import AUTH, TOKEN
+from tests.plugins.providers.bsp_daemon import BspDaemon, bsp_daemon
 from wahub.plugins.providers.vonage.provider import VonageProvider
-from wahub.testing import RunningDaemon, build_config, plugin_manager, running_daemon, wait_until
+from wahub.testing import build_config, plugin_manager, running_daemon, wait_until
 from wahub.testing.fake_vonage import FakeVonage
 
 USER = "447700900001"
 
 
-@dataclass
-class Vonage:
-    daemon: RunningDaemon
-    fake: FakeVonage
-    http: aiohttp.ClientSession
-
+class Vonage(BspDaemon):
     @property
     def provider(self) -> VonageProvider:
         provider = self.daemon.hub.providers["main"]
         assert isinstance(provider, VonageProvider)
         return provider
 
-    async def send(self, body: dict[str, Any]) -> dict[str, Any]:
-        async with self.http.post(f"{self.daemon.url}/api/v1/messages", json=body, headers=AUTH) as response:
-            answer: dict[str, Any] = await response.json()
-            assert response.status == 202, answer
-            return answer
-
-    async def message(self, message_id: int) -> dict[str, Any]:
-        async with self.http.get(f"{self.daemon.url}/api/v1/messages/{message_id}", headers=AUTH) as response:
-            found: dict[str, Any] = await response.json()
-            return found
-
-    async def status_becomes(self, message_id: int, *statuses: str, within: float = 20) -> dict[str, Any]:
-        async def reached() -> dict[str, Any] | None:
-            found = await self.message(message_id)
-            return found if found["status"] in statuses else None
-
-        result: dict[str, Any] = await wait_until(reached, within=within)
-        return result
-
-    async def history(self) -> list[dict[str, Any]]:
-        storage = self.daemon.hub.storage
-
-        async def processed() -> bool:
-            depth, _ = await storage.inbox_depth()
-            return depth == 0
-
-        await wait_until(processed, within=15)
-        return await storage.messages.history("main", USER)
-
     async def user_sends(self, message_type: str, payload: dict[str, Any], **extra: Any) -> dict[str, Any]:
         """A user's message, posted signed; its stored row once processed."""
         message_uuid = str(uuid.uuid4())
+        assert isinstance(self.fake, FakeVonage)
         body, headers = self.fake.inbound(USER, message_type, payload, message_uuid=message_uuid, **extra)
         assert (await self.fake.send_webhook(body, headers)).status == 200
         rows = await self.history()
         return next(row for row in rows if row["provider_message_id"] == message_uuid)
 
 
-async def _running(fake: FakeVonage, database: str, tmp_path: Path) -> AsyncIterator[Vonage]:
-    await fake.start()
-    raw = {
-        "wahub": {"api_tokens": [TOKEN], "database": database, "media": {"directory": str(tmp_path / "media")}},
-        "providers": [fake.provider_entry("main", pair_limit=None)],
-    }
-    pm = plugin_manager()
-    try:
-        async with running_daemon(build_config(raw, database=database, pm=pm), pm=pm) as daemon:
-            fake.attach(daemon.url, "main")
-            provider = daemon.hub.providers["main"]
-            # The daemon's port is known only now: the provider hands out its files under it.
-            provider.config = {**provider.config, "public_base_url": daemon.url}
-            async with aiohttp.ClientSession() as http:
-                yield Vonage(daemon, fake, http)
-    finally:
-        await fake.close()
-
-
 @pytest.fixture
 async def vonage(sqlite_url: str, tmp_path: Path) -> AsyncIterator[Vonage]:
-    async for running in _running(FakeVonage(), sqlite_url, tmp_path):
-        yield running
+    async with bsp_daemon(FakeVonage(), sqlite_url, tmp_path, public_url=True) as running:
+        yield Vonage(running.daemon, running.fake, running.http, USER)
 
 
 @pytest.fixture
 async def vonage_basic(sqlite_url: str, tmp_path: Path) -> AsyncIterator[Vonage]:
-    async for running in _running(FakeVonage(auth="basic"), sqlite_url, tmp_path):
-        yield running
+    async with bsp_daemon(FakeVonage(auth="basic"), sqlite_url, tmp_path, public_url=True) as running:
+        yield Vonage(running.daemon, running.fake, running.http, USER)
 
 
 def _token(secret: str, body: bytes, **claims: Any) -> str:
