@@ -18,6 +18,7 @@ import pytest
 from tests.helpers import AUTH
 from tests.plugins.providers.bsp_daemon import BspDaemon, bsp_daemon
 from wahub.core.errors import ErrorKind, Lesson
+from wahub.core.models import OutgoingMessage
 from wahub.plugins.providers.bird.provider import BirdProvider
 from wahub.plugins.providers.bird.signature import TIMESTAMP_HEADER, signature_headers
 from wahub.testing import wait_until
@@ -204,10 +205,16 @@ async def test_a_user_known_by_bsuid_is_answered_at_their_number(bird: Bird) -> 
     # The contact is keyed by its BSUID; Bird addresses phone numbers only.
     [row] = await bird.history("NL.1349120865530274")
     assert (row["direction"], row["body"]["text"]["body"]) == ("in", "hi")
-    answer = await bird.send({"to": "NL.1349120865530274", "type": "text", "text": {"body": "hello again"}})
-    await bird.status_becomes(answer["id"], "sent", "delivered", "read")
+    # wahub's own replies go to the contact's number...
+    reply = OutgoingMessage.text("NL.1349120865530274", "hello again")
+    message_id = await bird.daemon.hub.send(reply, provider="main", idempotency_key="bird-bsuid-reply")
+    await bird.status_becomes(message_id, "sent", "delivered", "read")
     [sent] = [s for s in bird.fake.sent if s.text == "hello again"]
     assert sent.body["receiver"]["contacts"][0]["identifierValue"] == f"+{USER}"
+    # ...while a REST API send to exactly that id is refused, naming why.
+    answer = await bird.send({"to": "NL.1349120865530274", "type": "text", "text": {"body": "exactly there"}})
+    failed = await bird.status_becomes(answer["id"], "failed")
+    assert "give the user's number" in failed["error"]["message"], failed
 
 
 async def test_a_failed_status_with_whatsapps_opt_out_code_records_an_opt_out(bird: Bird) -> None:

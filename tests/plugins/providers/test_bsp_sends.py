@@ -4,18 +4,16 @@ files stored in wahub go out as signed links the fake fetches."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 
-from tests.helpers import AUTH, TOKEN
+from tests.helpers import AUTH
+from tests.plugins.providers.bsp_daemon import bsp_daemon
 from tests.plugins.providers.test_bsp_engine import FAKES, USER, fake_for
 from wahub.core.canonical.capability_matrix import sample
-from wahub.testing import build_config, plugin_manager, running_daemon, wait_until
-from wahub.testing.fake_bsp import FakeBSP
 
 #: A small file of each media kind, as uploaded to ``POST /api/v1/media``.
 FILES = {
@@ -29,57 +27,31 @@ FILES = {
 ELSEWHERE = frozenset({"template", "interactive"})
 
 
-@pytest.fixture(params=sorted(FAKES))
-async def platform_fake(request: pytest.FixtureRequest) -> AsyncIterator[FakeBSP]:
-    fake = await fake_for(request.param).start()
-    try:
-        yield fake
-    finally:
-        await fake.close()
-
-
+@pytest.mark.parametrize("platform", sorted(FAKES))
 async def test_every_declared_kind_reaches_the_fake_and_is_accepted(
-    platform_fake: FakeBSP, sqlite_url: str, tmp_path: Path
+    platform: str, sqlite_url: str, tmp_path: Path
 ) -> None:
-    fake = platform_fake
-    raw = {
-        "wahub": {"api_tokens": [TOKEN], "database": sqlite_url, "media": {"directory": str(tmp_path / "media")}},
-        "providers": [fake.provider_entry("main", pair_limit=None, messages_per_second=None)],
-    }
-    pm = plugin_manager()
-    async with running_daemon(build_config(raw, database=sqlite_url, pm=pm), pm=pm) as daemon:
+    fake = fake_for(platform, statuses=False)
+
+    def entries() -> list[dict[str, Any]]:
+        return [fake.provider_entry("main", pair_limit=None, messages_per_second=None)]
+
+    async with bsp_daemon(fake, sqlite_url, tmp_path, entries=entries, public_url=True) as running:
+        daemon, http = running.daemon, running.http
         provider = daemon.hub.providers["main"]
-        provider.config = {**provider.config, "public_base_url": daemon.url}
-        fake.attach(daemon.url, "main")
-        fake.statuses = False
-        assert await fake.send_inbound(USER, "hello") == 200
-
-        async def inbound_id() -> str | None:
-            rows = await daemon.hub.storage.messages.history("main", USER)
-            return next((row["provider_message_id"] for row in rows if row["direction"] == "in"), None)
-
-        replied_to = await wait_until(inbound_id, within=15)
+        await running.user_writes("hello")
+        [replied_to] = [row["provider_message_id"] for row in await running.history(USER) if row["direction"] == "in"]
         kinds = sorted(kind for kind in provider.CAPABILITIES.types if provider.CAPABILITIES.supports(kind))
-        async with aiohttp.ClientSession() as http:
-            ids = {}
-            for kind in kinds:
-                if kind in ELSEWHERE:
-                    continue
-                body = await _message(http, daemon.url, kind, replied_to)
-                async with http.post(f"{daemon.url}/api/v1/messages", json=body, headers=AUTH) as response:
-                    answer = await response.json()
-                    assert response.status == 202, (kind, answer)
-                    ids[kind] = answer["id"]
-            for kind, message_id in ids.items():
-
-                async def settled(message_id: int = message_id) -> dict[str, Any] | None:
-                    url = f"{daemon.url}/api/v1/messages/{message_id}"
-                    async with http.get(url, headers=AUTH) as response:
-                        found: dict[str, Any] = await response.json()
-                    return found if found["status"] not in ("queued", "sending") else None
-
-                outcome = await wait_until(settled, within=20)
-                assert outcome["status"] == "sent", (fake.platform, kind, outcome)
+        ids = {}
+        for kind in kinds:
+            if kind in ELSEWHERE:
+                continue
+            status, answer = await running.post_message(await _message(http, daemon.url, kind, replied_to))
+            assert status == 202, (kind, answer)
+            ids[kind] = answer["id"]
+        for kind, message_id in ids.items():
+            outcome = await running.status_becomes(message_id, "sent", "failed")
+            assert outcome["status"] == "sent", (platform, kind, outcome)
     # One accepted message of each kind (a read receipt is not a message: it is a call of its own).
     expected = sorted(kind.partition(".")[0] for kind in ids if kind != "mark_read")
     assert sorted(sent.kind for sent in fake.sent) == expected

@@ -132,7 +132,7 @@ class BirdProvider(Provider):
     # -- sending ----------------------------------------------------------
 
     async def send(self, message: OutgoingMessage) -> SendResult:
-        phone = await self._phone(message.to)
+        phone = await self._phone(message)
         media = await self._media(message) if message.type in ("image", *FILE_TYPES) else None
         template = await self._template(message.content["template"]) if message.type == "template" else None
         body = render(message, phone, media=media, template=template)
@@ -142,9 +142,15 @@ class BirdProvider(Provider):
             raise ProviderError(f"Bird accepted the message but gave no id: {answer!r}")
         return SendResult(message_id)
 
-    async def _phone(self, address: str) -> str:
-        """The recipient's number as digits: Bird sends to phone numbers only."""
-        phone = digits_of(address) or await self.hub.storage.contacts.phone(self.name, address)
+    async def _phone(self, message: OutgoingMessage) -> str:
+        """The recipient's number as digits: Bird sends to phone numbers only. A
+        business-scoped id goes to the contact's known number, unless the sender
+        asked for exactly that address (``keep_address``)."""
+        address = message.to
+        phone = digits_of(address)
+        if phone is None and message.keep_address:
+            raise unsupported(f"Bird sends to phone numbers, not to {address!r}: give the user's number")
+        phone = phone or await self.hub.storage.contacts.phone(self.name, address)
         if not phone:
             raise unsupported("Bird sends to phone numbers; no phone number is known for this user")
         return phone
@@ -200,8 +206,10 @@ class BirdProvider(Provider):
     async def download_media(self, media_id: str, kind: str, into: IncomingFile) -> Download:
         """Stream an inbound file from its ``mediaUrl`` into ``into``, with the
         access key when the URL is Bird's (never to another host)."""
-        host = urlsplit(media_id).hostname or ""
-        ours = host == self._api_host or any(host == d or host.endswith("." + d) for d in MEDIA_DOMAINS)
+        parts = urlsplit(media_id)
+        host = parts.hostname or ""
+        bird = parts.scheme == "https" and any(host == d or host.endswith("." + d) for d in MEDIA_DOMAINS)
+        ours = host == self._api_host or bird
         mime_type = await stream_media(
             self.hub.http,
             media_id,

@@ -308,6 +308,7 @@ class InfobipProvider(Provider):
                 "infobip deletes a template in every language by its name: delete it without an id", code="unsupported"
             )
         await self.call("DELETE", f"{self._templates_path()}/{quote(name, safe='')}")
+        await self.hub.storage.policy.delete_templates(self.name, name)
 
 
 @hookimpl

@@ -38,7 +38,7 @@ from wahub.plugins.providers.twilio.content import content_variables
 from wahub.plugins.providers.twilio.errors import classify_twilio_error, twilio_error
 from wahub.plugins.providers.twilio.signature import SIGNATURE_HEADER, signature_valid
 from wahub.plugins.providers.twilio.templates import TwilioTemplates
-from wahub.plugins.providers.twilio.webhook import parse_twilio_webhook
+from wahub.plugins.providers.twilio.webhook import digits, parse_twilio_webhook
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -171,9 +171,15 @@ class TwilioProvider(TwilioTemplates, Provider):
 
     async def _phone(self, message: OutgoingMessage) -> str:
         """The recipient's phone number: Twilio sends to numbers, not to BSUIDs."""
-        to = message.to.lstrip("+")
-        if to.isdigit():
+        to = digits(message.to)
+        if to is not None:
             return to
+        if message.keep_address:
+            raise ProviderError(
+                f"Twilio sends to phone numbers, not to {message.to!r}: give the user's number",
+                code="63024",
+                meaning=classify_twilio_error("63024"),
+            )
         phone = await self.hub.storage.contacts.phone(self.name, message.to)
         if phone is None:
             raise ProviderError(

@@ -17,6 +17,7 @@ import time
 from collections.abc import AsyncIterator, Iterable, Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from wahub.core.errors import ProviderError
 from wahub.core.provider import Provider
@@ -60,7 +61,7 @@ class TwilioTemplates(Provider):
                 if isinstance(item, dict) and item.get("sid"):
                     yield item
             meta = answer.get("meta") if isinstance(answer.get("meta"), dict) else {}
-            url, params = meta.get("next_page_url") or None, None
+            url, params = _on_content_base(self, meta.get("next_page_url")), None
 
     async def sync_templates(self) -> dict[str, int]:
         """Make the ``templates`` table the account's content; counts added, updated, removed."""
@@ -120,3 +121,12 @@ class TwilioTemplates(Provider):
             "run `wahub templates sync`",
             code="63027",
         )
+
+
+def _on_content_base(templates: TwilioTemplates, next_page: Any) -> str | None:
+    """The next page's URL on the configured Content API host: the answer names
+    the page, but the credentials only ever go to ``content_base``."""
+    if not isinstance(next_page, str) or not next_page:
+        return None
+    parts = urlsplit(next_page)
+    return templates.content_url(parts.path) + (f"?{parts.query}" if parts.query else "")

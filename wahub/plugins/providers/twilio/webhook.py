@@ -87,12 +87,13 @@ def parse_twilio_webhook(body: bytes, *, provider: str) -> list[Event]:
 
 
 def digits(address: str | None) -> str | None:
-    """An address as WhatsApp's digits: ``whatsapp:+15551234567`` -> ``15551234567``."""
+    """An address as WhatsApp's digits: ``whatsapp:+15551234567`` -> ``15551234567``;
+    None for anything that is not a phone number (so no other id is ever kept as one)."""
     if not address:
         return None
     number = address.partition(":")[2] if ":" in address else address
     number = number.strip().lstrip("+")
-    return number or None
+    return number if number.isdigit() and 5 <= len(number) <= 20 else None
 
 
 def _status(provider: str, sid: str, status: str, fields: Mapping[str, str]) -> StatusEvent:
