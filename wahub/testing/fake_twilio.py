@@ -30,6 +30,7 @@ from urllib.parse import parse_qsl, urlencode
 import aiohttp
 from aiohttp import web
 
+from wahub.plugins.providers.twilio.session import SESSION_TYPES
 from wahub.testing.fake_bsp import FakeBSP, Sent
 from wahub.testing.fake_twilio_content import ContentStore, sid, twilio_error_body
 
@@ -300,7 +301,11 @@ class FakeTwilio(FakeBSP):
 
     def _kind(self, first: dict[str, str], media_urls: list[str]) -> tuple[str, str]:
         if first.get("ContentSid"):
-            return "template", str(self.content.contents[first["ContentSid"]]["friendly_name"])
+            content = self.content.contents[first["ContentSid"]]
+            if first["ContentSid"] not in self.content.approvals and set(content["types"]) <= SESSION_TYPES:
+                # Quick replies and list pickers go in a session without approval.
+                return "interactive", str(next(iter(content["types"].values()))["body"])
+            return "template", str(content["friendly_name"])
         if first.get("PersistentAction", "").startswith("geo:"):
             return "location", first.get("Body", "")
         if media_urls:

@@ -187,4 +187,15 @@ def _content_problem(body: Any) -> str | None:
         for action in actions or []:
             if not isinstance(action, dict) or not action.get("title"):
                 return f"{kind}: every action needs a title"
+        if kind == "twilio/list-picker":
+            items = shape.get("items")
+            if not shape.get("body") or not shape.get("button"):
+                return "twilio/list-picker needs a body and a button"
+            if not isinstance(items, list) or not 1 <= len(items) <= 10:
+                return "twilio/list-picker needs 1 to 10 items"
+            for item in items:
+                if not isinstance(item, dict) or not item.get("item") or not item.get("id"):
+                    return "twilio/list-picker: every item needs an item and an id"
+                if len(item["item"]) > 24 or len(item["id"]) > 200 or len(item.get("description", "")) > 72:
+                    return "twilio/list-picker: an item is too long (item 24, id 200, description 72 characters)"
     return None

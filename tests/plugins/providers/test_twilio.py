@@ -294,12 +294,41 @@ async def test_a_messaging_service_sends_and_a_location_is_a_geo_action(tmp_path
         assert sent.body["PersistentAction"] == "geo:52.52,13.405|Shop"
 
 
-async def test_reply_buttons_go_out_as_numbered_text(tmp_path: Path, sqlite_url: str) -> None:
+async def test_buttons_and_lists_go_as_session_content_made_once(tmp_path: Path, sqlite_url: str) -> None:
     async with running(tmp_path, sqlite_url) as twilio:
         assert await twilio.fake.send_inbound(USER, "menu") == 200
         await twilio.history()
         buttons = [{"type": "reply", "reply": {"id": i, "title": t}} for i, t in (("y", "Yes"), ("n", "No"))]
-        interactive = {"type": "button", "body": {"text": "Confirm?"}, "action": {"buttons": buttons}}
-        answer = await twilio.send({"to": USER, "type": "interactive", "interactive": interactive})
-        await twilio.status_becomes(answer["id"], "read")
-        assert [(s.kind, s.text) for s in twilio.fake.sent] == [("text", "Confirm?\n\n1. Yes\n2. No")]
+        confirm = {
+            "type": "button",
+            "header": {"type": "text", "text": "Order 42"},
+            "body": {"text": "Confirm?"},
+            "action": {"buttons": buttons},
+        }
+        rows = [{"id": "r1", "title": "Bread", "description": "Fresh"}, {"id": "r2", "title": "Cake"}]
+        menu = {"type": "list", "body": {"text": "Pick"}, "action": {"button": "Menu", "sections": [{"rows": rows}]}}
+        ids = []
+        for interactive in (confirm, confirm, menu):
+            answer = await twilio.send({"to": USER, "type": "interactive", "interactive": interactive})
+            ids.append(answer["id"])
+        for message_id in ids:
+            await twilio.status_becomes(message_id, "read")
+        sent = twilio.fake.sent
+        assert [(s.kind, s.text) for s in sent] == [
+            ("interactive", "Order 42\n\nConfirm?"),
+            ("interactive", "Order 42\n\nConfirm?"),
+            ("interactive", "Pick"),
+        ]
+        # The same message reuses its content resource: two resources for three sends.
+        assert sent[0].body["ContentSid"] == sent[1].body["ContentSid"] != sent[2].body["ContentSid"]
+        contents = twilio.fake.content.contents
+        assert len(contents) == 2
+        assert contents[sent[0].body["ContentSid"]]["types"]["twilio/quick-reply"]["actions"] == [
+            {"title": "Yes", "id": "y"},
+            {"title": "No", "id": "n"},
+        ]
+        assert contents[sent[2].body["ContentSid"]]["types"]["twilio/list-picker"] == {
+            "body": "Pick",
+            "button": "Menu",
+            "items": [{"item": "Bread", "id": "r1", "description": "Fresh"}, {"item": "Cake", "id": "r2"}],
+        }

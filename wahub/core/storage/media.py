@@ -37,7 +37,8 @@ import sqlalchemy as sa
 
 from wahub.core.errors import MediaRefused, MediaTooLarge
 from wahub.core.storage.engine import Database, insert_ignore
-from wahub.core.storage.schema import media, media_uploads, settings
+from wahub.core.storage.schema import media, media_uploads
+from wahub.core.storage.settings import SettingsStore
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -361,11 +362,7 @@ class MediaStore:
 
     async def _url_key(self) -> bytes:
         if self._key is None:
-            fresh = secrets.token_hex(32)
-            async with self.db.begin() as conn:
-                await conn.execute(insert_ignore(conn, settings, ["key"]), {"key": _URL_KEY, "value": fresh})
-                stored = (await conn.execute(sa.select(settings.c.value).where(settings.c.key == _URL_KEY))).scalar()
-            self._key = bytes.fromhex(str(stored))
+            self._key = bytes.fromhex(await SettingsStore(self.db).setdefault(_URL_KEY, secrets.token_hex(32)))
         return self._key
 
 

@@ -63,6 +63,7 @@ from wahub.core.storage.outbox import OutboxStore
 from wahub.core.storage.policy import PolicyStore
 from wahub.core.storage.schedules import ScheduleStore
 from wahub.core.storage.schema import conversations, inbox, quarantine
+from wahub.core.storage.settings import SettingsStore
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -90,6 +91,7 @@ class Storage:
         self.campaigns = CampaignStore(self.db)
         self.schedules = ScheduleStore(self.db)
         self.deliveries = DeliveryStore(self.db)
+        self.settings = SettingsStore(self.db)
         self.media = MediaStore(self.db, media_config if media_config is not None else MEDIA_SCHEMA({}))
         self._sqlite_inbox = SqliteInboxWriter(str(engine.url.database), self.db.lock) if self.is_sqlite else None
         self._file_lock: IO[bytes] | None = None

@@ -36,6 +36,7 @@ from wahub.plugins.providers.rest import request_json, stream_media
 from wahub.plugins.providers.twilio.config import CONFIG_SCHEMA
 from wahub.plugins.providers.twilio.content import content_variables
 from wahub.plugins.providers.twilio.errors import classify_twilio_error, twilio_error
+from wahub.plugins.providers.twilio.session import content_key, session_content
 from wahub.plugins.providers.twilio.signature import SIGNATURE_HEADER, signature_valid
 from wahub.plugins.providers.twilio.templates import TwilioTemplates
 from wahub.plugins.providers.twilio.webhook import digits, parse_twilio_webhook
@@ -48,14 +49,22 @@ _CAPTIONED = ("image", "video", "document")
 _MEDIA = ("image", "video", "audio", "document", "sticker")
 
 
+_SESSION_KINDS = ("interactive", "interactive.button", "interactive.list")
+
+
 class TwilioProvider(TwilioTemplates, Provider):
     """A WhatsApp sender on Twilio."""
 
     PLATFORM = "twilio"
     CONFIG_SCHEMA = CONFIG_SCHEMA
     # Twilio takes a body of 1600 characters; captions are that body.
+    # Reply buttons and lists go as session content resources (session.py).
     CAPABILITIES = Capabilities(
-        types=frozenset({"text", *_MEDIA, "location", "template"}), max_text=1600, max_caption=1600
+        types=frozenset(
+            {"text", *_MEDIA, "location", "template", "interactive", "interactive.button", "interactive.list"}
+        ),
+        max_text=1600,
+        max_caption=1600,
     )
 
     def __init__(self, hub: ProviderHost, config: Mapping[str, Any]) -> None:
@@ -163,6 +172,8 @@ class TwilioProvider(TwilioTemplates, Provider):
             form += _location(body)
         elif message.type == "template":
             form += await self._template(body)
+        elif message.type == "interactive":
+            form.append(("ContentSid", await self._session_sid(body)))
         else:
             raise ProviderError(f"Twilio cannot send a {message.type} message", code="unsupported")
         if self.config.get("public_base_url"):
@@ -199,6 +210,23 @@ class TwilioProvider(TwilioTemplates, Provider):
         if variables:
             form.append(("ContentVariables", json.dumps(variables, ensure_ascii=False)))
         return form
+
+    async def _session_sid(self, interactive: Mapping[str, Any]) -> str:
+        """The ``ContentSid`` of a session button or list message, created at
+        the Content API the first time this exact message is sent."""
+        content = session_content(interactive)
+        key, friendly_name = content_key(self.account_sid, content)
+        settings = self.hub.storage.settings
+        known = await settings.get(key)
+        if known is not None:
+            return known
+        created = await self.call(
+            "POST", self.content_url("v1/Content"), json_body={"friendly_name": friendly_name, **content}
+        )
+        sid = created.get("sid") if isinstance(created, dict) else None
+        if not isinstance(sid, str) or not sid:
+            raise ProviderError(f"Twilio created the content but gave no sid: {created!r}")
+        return await settings.setdefault(key, sid)
 
     # -- media ------------------------------------------------------------
 
