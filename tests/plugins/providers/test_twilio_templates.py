@@ -16,6 +16,7 @@ import yaml
 from tests.helpers import AUTH
 from tests.plugins.providers.test_twilio import USER, running
 from wahub.core.errors import ProviderError
+from wahub.plugins.providers.twilio.content import content_variables
 from wahub.testing.fake_twilio import FakeTwilio
 
 QUICK_REPLIES = {
@@ -141,3 +142,15 @@ async def test_templates_create_list_and_delete_through_the_cli(tmp_path: Path, 
         assert fake.content.contents == {}
     finally:
         await fake.close()
+
+
+def test_positional_variables_are_numbered_header_body_buttons_whatever_the_order() -> None:
+    template = {
+        "name": "t",
+        "components": [
+            {"type": "button", "sub_type": "url", "index": "0", "parameters": [{"type": "text", "text": "c"}]},
+            {"type": "body", "parameters": [{"type": "text", "text": "b"}]},
+            {"type": "header", "parameters": [{"type": "text", "text": "a"}]},
+        ],
+    }
+    assert content_variables(template) == {"1": "a", "2": "b", "3": "c"}

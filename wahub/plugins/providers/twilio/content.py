@@ -13,7 +13,7 @@ translations between them and the shapes wahub stores and sends.
   check the parameters, and its ``HX`` SID as the external id.
 - ``content_variables``: a template message's parameters as the
   ``ContentVariables`` JSON object: positional parameters numbered from 1 in
-  the order they are given (header, body, buttons), named ones by name.
+  the order header, body, buttons (whatever order the message lists them in), named ones by name.
 """
 
 from __future__ import annotations
@@ -128,7 +128,7 @@ def content_variables(template: Mapping[str, Any]) -> dict[str, str]:
     """The ``ContentVariables`` of a template message (its ``template`` object)."""
     variables: dict[str, str] = {}
     position = 0
-    for component in template.get("components") or []:
+    for component in sorted(template.get("components") or [], key=_component_order):
         for parameter in component.get("parameters") or []:
             kind = parameter.get("type")
             if kind != "text":
@@ -142,3 +142,12 @@ def content_variables(template: Mapping[str, Any]) -> dict[str, str]:
                 position += 1
                 variables[str(position)] = str(parameter["text"])
     return variables
+
+
+#: Positional variables are numbered through the header, the body, then the buttons,
+#: whatever order the message lists its components in.
+_ORDER = {"header": 0, "body": 1, "button": 2}
+
+
+def _component_order(component: Mapping[str, Any]) -> int:
+    return _ORDER.get(str(component.get("type", "")).lower(), 3)
