@@ -255,8 +255,14 @@ async def test_a_malformed_body_is_refused_by_the_fake_with_infobips_400(run: Ru
 
 
 async def test_the_api_key_is_never_sent_to_a_host_other_than_base_url(run: Run) -> None:
-    elsewhere = f"{run.daemon.url}/whatsapp/1/senders/{run.fake.sender}/media/abc"
+    elsewhere = f"{run.daemon.url}/files/abc"
     async with run.daemon.hub.storage.media.incoming("image") as incoming:
         with pytest.raises(ProviderError, match="not on base_url"):
             await run.provider.download_media(elsewhere, "image", incoming)
-    assert not any("/media/" in call for call in run.fake.calls)
+    assert not any("/files/" in call for call in run.fake.calls)
+    # Infobip's media path on another of its hosts is asked of base_url, never of that host.
+    media_path = f"/whatsapp/1/senders/{run.fake.sender}/media/abc"
+    async with run.daemon.hub.storage.media.incoming("image") as incoming:
+        with pytest.raises(ProviderError):  # the fake keeps no file "abc"
+            await run.provider.download_media(f"https://api.infobip.com{media_path}", "image", incoming)
+    assert f"GET {media_path}" in run.fake.calls

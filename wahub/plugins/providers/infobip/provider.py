@@ -15,6 +15,7 @@ import base64
 import binascii
 import hmac
 import logging
+import re
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -238,9 +239,13 @@ class InfobipProvider(Provider):
         if "://" not in media_id:
             return f"{self.base_url}/whatsapp/1/senders/{self.sender}/media/{quote(media_id, safe='')}"
         ours, given = urlsplit(self.base_url), urlsplit(media_id)
-        if (given.scheme, given.netloc) != (ours.scheme, ours.netloc):
-            raise ProviderError(f"inbound media at {given.netloc!r} is not on base_url: the API key is not sent there")
-        return media_id
+        if (given.scheme, given.netloc) == (ours.scheme, ours.netloc):
+            return media_id
+        if _MEDIA_PATH.fullmatch(given.path):
+            # Infobip's media path on another of its hosts: asked of the account's own host,
+            # which is the only one the API key goes to.
+            return self.base_url + given.path
+        raise ProviderError(f"inbound media at {given.netloc!r} is not on base_url: the API key is not sent there")
 
     async def download_media(self, media_id: str, kind: str, into: IncomingFile) -> Download:
         """Stream an inbound file (kept 7 days at Infobip) into ``into``, with App auth."""
@@ -309,6 +314,10 @@ class InfobipProvider(Provider):
             )
         await self.call("DELETE", f"{self._templates_path()}/{quote(name, safe='')}")
         await self.hub.storage.policy.delete_templates(self.name, name)
+
+
+#: The path of an inbound file at Infobip: /whatsapp/1/senders/{sender}/media/{id}.
+_MEDIA_PATH = re.compile(r"/whatsapp/1/senders/[^/]+/media/[^/]+")
 
 
 @hookimpl
