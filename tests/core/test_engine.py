@@ -54,7 +54,7 @@ class Engine:
             history = await messages.history("fake", sender)
             return inbox_depth == 0 and any(m["provider_message_id"] == event_id for m in history)
 
-        await wait_until(processed)
+        await wait_until(processed, within=30)
         return event_id
 
     async def webhook(self, events: list[dict[str, Any]]) -> None:
