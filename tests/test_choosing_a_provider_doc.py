@@ -45,16 +45,12 @@ def test_the_table_agrees_with_the_installed_providers() -> None:
     assert not problems, f"{DOC.name} disagrees with CAPABILITIES (run '{REWRITE}'):\n" + "\n".join(problems)
 
 
-def test_the_built_in_cloud_api_providers_have_columns() -> None:
+def test_every_built_in_provider_has_a_column() -> None:
+    # Built-ins only: a plugin installed on this machine is not the document's to list.
+    built_in = registered_providers(build_plugin_manager(load_entry_points=False))
     documented = capability_matrix.read_markdown(DOC.read_text())
-    assert {"meta_cloud", "dialog360"} <= set(documented)
-
-
-def test_every_installed_provider_has_a_column() -> None:
-    documented = capability_matrix.read_markdown(DOC.read_text())
-    missing = sorted(set(installed()) - set(documented))
-    if missing:
-        pytest.skip(f"{DOC.name} has no column yet for {', '.join(missing)}: run '{REWRITE}'")
+    missing = sorted(set(built_in) - set(documented))
+    assert not missing, f"{DOC.name} has no column for {', '.join(missing)}: run '{REWRITE}'"
 
 
 @pytest.mark.parametrize("criterion", CRITERIA)
