@@ -593,7 +593,7 @@ async def test_phone_number_fields(start: Start, http: aiohttp.ClientSession) ->
         "quality_rating": "GREEN",
         "whatsapp_business_manager_messaging_limit": "TIER_1K",
     }
-    for method, path in (("GET", f"/{V}/123"), ("POST", f"/{V}/{graph.phone_number_id}/register"), ("GET", "/x")):
+    for method, path in (("GET", f"/{V}/123"), ("POST", f"/{V}/{graph.phone_number_id}/deregister"), ("GET", "/x")):
         status, answer = await call(http, method, graph.url + path, graph)
         assert status == 404 and answer["error"]["code"] == 100, path
 
