@@ -75,6 +75,7 @@ class FakeBSP(InjectsFaults, abc.ABC):
     _down_status: int = 503
     _webhook_urls: dict[str, str] = field(default_factory=dict)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    _answering: int = 0
     _runner: web.AppRunner | None = None
     _http: aiohttp.ClientSession | None = None
 
@@ -169,9 +170,14 @@ class FakeBSP(InjectsFaults, abc.ABC):
             await self.post_status(sent, status, name=name)
 
     async def settle(self) -> None:
-        """Wait until every status webhook the fake started has been answered."""
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        """Wait until the fake has answered every request it took (a request from
+        a daemon killed since included) and every status webhook it started has
+        been answered."""
+        while self._tasks or self._answering:
+            if self._tasks:
+                await asyncio.gather(*list(self._tasks), return_exceptions=True)
+            else:
+                await asyncio.sleep(0.01)
 
     # -- faults --------------------------------------------------------------
 
@@ -190,6 +196,13 @@ class FakeBSP(InjectsFaults, abc.ABC):
     @web.middleware
     async def _gate(self, request: web.Request, handler: Any) -> web.StreamResponse:
         self.calls.append(f"{request.method} {request.path}")
+        self._answering += 1
+        try:
+            return await self._answer(request, handler)
+        finally:
+            self._answering -= 1
+
+    async def _answer(self, request: web.Request, handler: Any) -> web.StreamResponse:
         if self.latency:
             await asyncio.sleep(self.latency)
         if time.monotonic() < self._down_until:
