@@ -141,8 +141,8 @@ async def test_every_integration_down_delays_no_reply_and_gets_everything_once_b
         for name in ("hook", "hubspot", "chatwoot"):  # each has a call to make for every event it takes
             assert counts[name]["delivered"] == 0
         # Zendesk takes messages only for a ticket: the hand-off, which opens it, waits.
-        pending, _ = await daemon.hub.storage.deliveries.listing(endpoint="zendesk", state="pending")
-        assert [row["type"] for row in pending] == ["conversation.queued"]
+        await wait_until(lambda: _pending(daemon, "zendesk"))
+        assert await _pending(daemon, "zendesk") == ["conversation.queued"]
         assert not hubspot.contacts and not zendesk.tickets and not chatwoot.conversations
 
         receiver = Receiver()
@@ -181,6 +181,11 @@ async def _answered(daemon: RunningDaemon) -> bool:
         if len(replies) < (1 if user == USERS[0] else 2):
             return False
     return True
+
+
+async def _pending(daemon: RunningDaemon, endpoint: str) -> list[str]:
+    pending, _ = await daemon.hub.storage.deliveries.listing(endpoint=endpoint, state="pending")
+    return [row["type"] for row in pending]
 
 
 async def _all_delivered(daemon: RunningDaemon) -> bool:
