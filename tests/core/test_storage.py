@@ -50,8 +50,8 @@ def upgrade_to(conn: sa.Connection, revision: str) -> None:
     command.upgrade(config, revision)
 
 
-async def test_conversations_keep_their_messages_through_the_owner_upgrade(database_url: str) -> None:
-    store = await Storage.open(database_url, migrate=False)
+async def test_conversations_keep_their_messages_through_the_owner_upgrade(empty_database_url: str) -> None:
+    store = await Storage.open(empty_database_url, migrate=False)
     try:
         async with store.db.begin() as conn:
             await conn.run_sync(upgrade_to, "0005")
@@ -86,8 +86,8 @@ async def test_conversations_keep_their_messages_through_the_owner_upgrade(datab
         await store.close()
 
 
-async def test_messages_queued_before_origins_were_kept_get_theirs(database_url: str) -> None:
-    store = await Storage.open(database_url, migrate=False)
+async def test_messages_queued_before_origins_were_kept_get_theirs(empty_database_url: str) -> None:
+    store = await Storage.open(empty_database_url, migrate=False)
     try:
         async with store.db.begin() as conn:
             await conn.run_sync(upgrade_to, "0003")
@@ -303,10 +303,10 @@ async def test_a_sqlite_file_serves_one_daemon(sqlite_url: str) -> None:
 
 
 async def test_migrations_applied_are_logged_then_an_up_to_date_schema(
-    database_url: str, caplog: pytest.LogCaptureFixture
+    empty_database_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="wahub.core.storage.store")
-    first = await Storage.open(database_url)
+    first = await Storage.open(empty_database_url)
     await first.close()
     applied = [r.getMessage() for r in caplog.records if r.name == "wahub.core.storage.store"]
     assert applied[:3] == [
@@ -319,7 +319,7 @@ async def test_migrations_applied_are_logged_then_an_up_to_date_schema(
     assert all(r.levelno == logging.INFO for r in caplog.records if r.name == "wahub.core.storage.store")
 
     caplog.clear()
-    second = await Storage.open(database_url)
+    second = await Storage.open(empty_database_url)
     await second.close()
     assert [r.getMessage() for r in caplog.records if r.name == "wahub.core.storage.store"] == [
         f"database schema is up to date at revision {head}"

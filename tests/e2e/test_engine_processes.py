@@ -127,9 +127,9 @@ async def test_kill_9_while_sending_1000_messages(tmp_path: Path) -> None:
 
 
 @pytest.mark.postgres
-async def test_three_replicas_share_the_work_and_hand_over_dispatching(tmp_path: Path, postgres_url: str) -> None:
+async def test_three_replicas_share_the_work_and_hand_over_dispatching(tmp_path: Path, empty_postgres_url: str) -> None:
     server = await FakeProviderServer(latency=0.05, statuses=False).start()
-    config = write_config(tmp_path / "config.yaml", postgres_url, server)
+    config = write_config(tmp_path / "config.yaml", empty_postgres_url, server)
     daemons = [start_daemon(config, tmp_path, free_port(), plugins=PLUGIN) for _ in range(3)]
     try:
         for daemon in daemons:
@@ -144,7 +144,7 @@ async def test_three_replicas_share_the_work_and_hand_over_dispatching(tmp_path:
             holder.kill()
             killed_at = time.monotonic()
             recorded = await _pg_count(
-                postgres_url, "SELECT count(*) FROM messages WHERE direction = 'out' AND status != 'queued'"
+                empty_postgres_url, "SELECT count(*) FROM messages WHERE direction = 'out' AND status != 'queued'"
             )
             open_at_kill = in_flight(server, recorded)
             survivors = [d for d in daemons if d is not holder]
@@ -153,10 +153,10 @@ async def test_three_replicas_share_the_work_and_hand_over_dispatching(tmp_path:
 
             async def all_sent() -> bool:
                 sent = "SELECT count(*) FROM messages WHERE direction = 'out' AND status = 'sent'"
-                return await _pg_count(postgres_url, sent) == 1000
+                return await _pg_count(empty_postgres_url, sent) == 1000
 
             await wait_until(all_sent, within=120)
-            inbound = await _pg_count(postgres_url, "SELECT count(*) FROM messages WHERE direction = 'in'")
+            inbound = await _pg_count(empty_postgres_url, "SELECT count(*) FROM messages WHERE direction = 'in'")
         assert inbound == len(USERS)  # each webhook stored once, whichever replica took it
         assert set(server.bodies_by_text()) == {f"notice {n}" for n in range(1000)}
         doubled = duplicates(server)
