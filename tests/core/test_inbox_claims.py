@@ -54,6 +54,42 @@ async def test_contacts_take_turns_and_each_keeps_its_order(storage: Storage) ->
         assert ids == sorted(ids)
 
 
+def status_row(external_id: str, contact: str) -> dict[str, object]:
+    return {**inbox_row(external_id, contact), "kind": "status"}
+
+
+@pytest.mark.parametrize("limit", [1, 4])
+async def test_a_users_message_is_claimed_before_a_broadcasts_statuses(storage: Storage, limit: int) -> None:
+    # A broadcast's delivery statuses, one contact each, then a user writes in.
+    recipients = [f"sandbox:1555{n:07d}" for n in range(3000)]
+    for start in range(0, len(recipients), 1000):
+        await storage.insert_inbox([status_row(f"s.{c}", c) for c in recipients[start : start + 1000]])
+    writer = "sandbox:1555zzzz"  # last in key order: a walk by key alone reaches it last
+    await storage.insert_inbox([status_row("s.writer", writer), inbox_row("m.writer", writer)])
+
+    first = await storage.claim_inbox(limit, lease_seconds=60)
+    # The writer's status came first, so it runs first; their message is next, before any other status.
+    [theirs] = [row for row in first if row.contact_key == writer]
+    assert theirs.kind == "status" and len(first) == limit
+    await storage.finish_inbox(theirs)
+    [message] = [row for row in await storage.claim_inbox(1, lease_seconds=60)]
+    assert (message.contact_key, message.kind) == (writer, "message")
+
+
+async def test_users_writing_take_turns_however_many_messages_one_sends(storage: Storage) -> None:
+    await storage.insert_inbox([inbox_row(f"a{n}", "sandbox:a") for n in range(5)])
+    await storage.insert_inbox([status_row(f"s{n}", f"sandbox:0{n}") for n in range(5)])
+    await storage.insert_inbox([inbox_row("b0", "sandbox:b"), inbox_row("c0", "sandbox:c")])
+    order = []
+    while rows := await storage.claim_inbox(1, lease_seconds=60):
+        order.append((rows[0].contact_key, rows[0].kind))
+        await storage.finish_inbox(rows[0])
+    # Each writer's turn comes round before the statuses; a's backlog waits its turns.
+    assert [key for key, _ in order[:3]] == ["sandbox:a", "sandbox:b", "sandbox:c"]
+    assert order[3:7] == [("sandbox:a", "message")] * 4
+    assert sorted(order[7:]) == [(f"sandbox:0{n}", "status") for n in range(5)]
+
+
 async def test_a_contact_waits_for_its_row_in_progress_or_waiting_to_retry(storage: Storage) -> None:
     await storage.insert_inbox(
         [inbox_row("a1", "sandbox:a"), inbox_row("a2", "sandbox:a"), inbox_row("b1", "sandbox:b")]

@@ -138,13 +138,19 @@ async def busy_keys(conn: AsyncConnection, is_sqlite: bool) -> set[Key]:
     return set((await conn.execute(query)).scalars())
 
 
-def _walk_sql(is_sqlite: bool, first: bool) -> sa.TextClause:
-    """Up to ``:count`` contacts with pending rows, in key order from ``:after``,
-    each with its oldest pending row: one index seek per step on
-    ``ix_inbox_state_contact_id``, however many rows a contact has."""
+def _walk_sql(is_sqlite: bool, first: bool, messages: bool) -> sa.TextClause:
+    """Up to ``:count`` contacts with pending rows (with a user's message
+    pending, if ``messages``), in key order from ``:after``, each with its
+    oldest pending row: one index seek per step, on ``ix_inbox_state_contact_id``
+    or on the partial ``ix_inbox_pending_messages`` (whose conditions the
+    query spells out as literals, so both databases see they match), however
+    many rows a contact has."""
     after = "CAST(:after AS TEXT)" if is_sqlite else ":after"
     key = "CAST(heads.key AS BLOB)" if is_sqlite else "heads.key"
-    pending = f"SELECT contact_key FROM inbox WHERE state = '{InboxState.PENDING}' AND contact_key"
+    # SQLite's planner, without statistics, would rather walk the whole index than the partial one.
+    indexed = " INDEXED BY ix_inbox_pending_messages" if messages and is_sqlite else ""
+    message = " AND kind = 'message'" if messages else ""
+    pending = f"SELECT contact_key FROM inbox{indexed} WHERE state = '{InboxState.PENDING}'{message} AND contact_key"
     return sa.text(
         "WITH RECURSIVE walk(key, n) AS ("
         f" SELECT ({pending} {'>=' if first else '>'} {after} ORDER BY contact_key LIMIT 1), 1"
@@ -158,39 +164,78 @@ def _walk_sql(is_sqlite: bool, first: bool) -> sa.TextClause:
     )
 
 
+@dataclass(frozen=True)
+class ClaimCursor:
+    """Where the next claim's two walks go on (None: from the first contact)."""
+
+    messages: Key | None = None
+    contacts: Key | None = None
+
+
 async def choose_rows(
-    conn: AsyncConnection, is_sqlite: bool, blocked: set[Key], limit: int, now: float, start: Key | None
-) -> tuple[list[int], Key | None]:
+    conn: AsyncConnection, is_sqlite: bool, blocked: set[Key], limit: int, now: float, start: ClaimCursor
+) -> tuple[list[int], ClaimCursor]:
     """Ids of up to ``limit`` rows that may run now, and where the next claim goes on.
 
-    Contacts take turns: the walk goes through the contacts with pending rows
-    in key order, from the one after ``start`` round to the beginning, and
-    takes each one's oldest pending row, unless the contact is ``blocked``
-    (a row in progress) or that row waits for its retry time. So a contact
-    with a long backlog gets one row per turn, like every other contact.
+    The users' messages come first, so that a reply never queues behind the
+    delivery statuses of a broadcast: a first walk goes through the contacts
+    with a message pending, a second one, for what room is left, through
+    every contact with pending rows. Within each walk contacts take turns: it
+    goes in key order from the contact after the one the last claim stopped
+    at, round to the beginning. A walk takes each contact's oldest pending
+    row (a status received before the message comes before it), unless the
+    contact is ``blocked`` (a row in progress) or that row waits for its
+    retry time. So a contact's rows keep their order, and one with a long
+    backlog, of messages or of anything, gets one row per turn like every
+    other contact.
     """
     chosen: list[int] = []
-    visited, after, first, wrapped = 0, start, start is None, start is None
+    messages = await _walk(conn, is_sqlite, True, blocked, limit, now, start.messages, chosen)
+    if len(chosen) == limit:
+        return chosen, ClaimCursor(messages, start.contacts)
+    contacts = await _walk(conn, is_sqlite, False, blocked, limit, now, start.contacts, chosen)
+    return chosen, ClaimCursor(messages, contacts)
+
+
+async def _walk(
+    conn: AsyncConnection,
+    is_sqlite: bool,
+    messages: bool,
+    blocked: set[Key],
+    limit: int,
+    now: float,
+    start: Key | None,
+    chosen: list[int],
+) -> Key | None:
+    """Add to ``chosen`` the rows one walk takes (see ``choose_rows``); where it stopped."""
+    visited, first, wrapped = 0, start is None, start is None
+    after: Key | None = start
     window_size = max(2 * limit, 8)  # most claims end in the first window; later ones grow
     while visited < CLAIM_SCAN:
         count = min(window_size, CLAIM_SCAN - visited)
         window_size = min(2 * window_size, _CLAIM_WINDOW)
         params = {"after": after if after is not None else (b"" if is_sqlite else ""), "count": count}
-        window = (await conn.execute(_walk_sql(is_sqlite, first), params)).all()
+        window = (await conn.execute(_walk_sql(is_sqlite, first, messages), params)).all()
         for row in window:
             visited += 1
             after, first = row.key, False
-            if row.key in blocked or (row.lease_until is not None and row.lease_until > now):
-                continue
-            blocked.add(row.key)
-            chosen.append(row.id)
+            _take(row, blocked, now, chosen)
             if len(chosen) == limit:
-                return chosen, row.key
+                return after
         if len(window) < count:  # the last contact: start again from the first, once
             if wrapped:
-                return chosen, None
+                return None
             after, first, wrapped = None, True, True
-    return chosen, after
+    return after
+
+
+def _take(row: sa.Row[Any], blocked: set[Key], now: float, chosen: list[int]) -> None:
+    """Choose a contact's oldest pending row, unless the contact has a row in
+    progress or that row waits for its retry time."""
+    if row.key in blocked or (row.lease_until is not None and row.lease_until > now):
+        return
+    blocked.add(row.key)
+    chosen.append(row.id)
 
 
 async def failed_rows(conn: AsyncConnection, is_sqlite: bool, limit: int) -> list[FailedRow]:

@@ -269,6 +269,15 @@ inbox = sa.Table(
     # Claims walk the contacts with pending rows and take each one's oldest
     # (one seek per contact); counts and purges by state use its prefix.
     sa.Index("ix_inbox_state_contact_id", "state", "contact_key", "id"),
+    # The users' messages still pending, which claims take first: a small
+    # index, as they leave it once claimed, however many statuses wait.
+    sa.Index(
+        "ix_inbox_pending_messages",
+        "contact_key",
+        "id",
+        sqlite_where=sa.text("state = 'pending' AND kind = 'message'"),
+        postgresql_where=sa.text("state = 'pending' AND kind = 'message'"),
+    ),
 )
 
 quarantine = sa.Table(

@@ -39,8 +39,8 @@ from wahub.core.storage.engine import (
 )
 from wahub.core.storage.inbox import (
     ORDERING_KINDS,
+    ClaimCursor,
     FailedRow,
-    Key,
     busy_keys,
     choose_rows,
     claimed_columns,
@@ -96,7 +96,7 @@ class Storage:
         self._sqlite_inbox = SqliteInboxWriter(str(engine.url.database), self.db.lock) if self.is_sqlite else None
         self._file_lock: IO[bytes] | None = None
         #: The contact the last claim of this process stopped at: the next one goes on after it.
-        self._claim_after: Key | None = None
+        self._claim_after = ClaimCursor()
 
     @classmethod
     async def open(cls, url: str, *, migrate: bool = True, media: Mapping[str, Any] | None = None) -> Storage:
@@ -159,8 +159,10 @@ class Storage:
         """Claim up to ``limit`` rows that may run now: a row runs only when no
         older row of its contact is unfinished, so a contact's events run in order.
 
-        Contacts take turns (see ``storage_inbox.choose_rows``): one contact's
-        backlog never holds back the others by more than a claim. A contact is
+        The users' messages come first, then contacts take turns (see
+        ``storage_inbox.choose_rows``): a backlog of statuses never holds back a
+        message, and one contact's backlog never holds back the others by more
+        than a claim. A contact is
         blocked by a row in progress, or by its oldest pending row waiting for
         its retry time. A row whose stored text cannot be read is returned with
         ``damage`` set, so that it fails alone.
