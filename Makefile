@@ -1,5 +1,5 @@
 # The README's two commands, plus lint and bench. Each target installs what it needs.
-# make bench BENCH_ARGS=--quick checks that the ingest benchmark runs (bench/README.md).
+# make bench BENCH_ARGS=--quick checks that the benchmarks run (bench/README.md).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -23,8 +23,7 @@ bench:
 	$(PYTHON) -m venv $(VENV) && $(BIN)/pip install -q -e '.[test]'
 	command -v wrk >/dev/null || echo "wrk not found: apt-get install wrk (falling back to a Python load generator)"
 	command -v taskset >/dev/null || echo "taskset not found (util-linux): server and load will share the CPUs"
-	$(BIN)/python -m bench.ingest $(BENCH_ARGS)
-	$(BIN)/python -m bench.outbound
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

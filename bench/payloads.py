@@ -89,18 +89,23 @@ class CloudBodies:
         if step == 0:
             self._sender = self._rng.randrange(SENDER_COUNT)
             self._reply_id = f"wamid.bench.out.{self._nonce}.{key}"
-            return self._message_body(key, now)
-        body = copy.deepcopy(self._statuses[STATUS_NAMES[step - 1]])
+            return self.message(self._senders[self._sender], key, now=now)
+        return self.status(STATUS_NAMES[step - 1], self._reply_id, self._senders[self._sender], now=now)
+
+    def status(self, name: str, reply_id: str, recipient: str, *, now: int | None = None) -> bytes:
+        """The ``name`` status (sent, delivered, read) of the reply ``reply_id`` to ``recipient``."""
+        body = copy.deepcopy(self._statuses[name])
         status = _value(body)["statuses"][0]
-        status.update(id=self._reply_id, timestamp=str(now), recipient_id=self._senders[self._sender])
+        status.update(id=reply_id, timestamp=str(int(time.time()) if now is None else now), recipient_id=recipient)
         status.pop("recipient_user_id", None)
         return json.dumps(body, separators=(",", ":")).encode()
 
-    def _message_body(self, key: str, now: int) -> bytes:
-        rng, sender = self._rng, self._senders[self._sender]
+    def message(self, sender: str, key: str, *, now: int | None = None) -> bytes:
+        """A text message from ``sender`` (digits), its id made unique by ``key``."""
+        rng, now = self._rng, int(time.time()) if now is None else now
         body = copy.deepcopy(self._message)
         value = _value(body)
-        value["contacts"][0].update(wa_id=sender, profile={"name": _NAMES[self._sender % len(_NAMES)]})
+        value["contacts"][0].update(wa_id=sender, profile={"name": _NAMES[int(sender) % len(_NAMES)]})
         message = value["messages"][0]
         message.update(
             {"from": sender, "id": f"wamid.bench.in.{self._nonce}.{key}", "timestamp": str(now - rng.randrange(5))}
