@@ -26,7 +26,16 @@ from bench.graph import READY_MARKER
 from bench.loadgen import LoadError, LoadResult, run_python, run_wrk, wrk_path
 from bench.payloads import CloudBodies, write_request_files
 from bench.report import SIDES, Pipeline, SideResult, report
-from bench.server import CpuPlan, ServerError, ServerProcess, free_port, pinned, plan_cpus
+from bench.server import (
+    CpuPlan,
+    ServerError,
+    ServerProcess,
+    add_daemon_options,
+    describe_cpus,
+    free_port,
+    pinned,
+    plan_cpus,
+)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 WEBHOOK_PATH = "/webhooks/main"
@@ -200,9 +209,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--drain-timeout", type=float, default=60, help="seconds to wait for the inbox to empty (60)")
     parser.add_argument("--only", choices=list(SIDES), help="run one side only")
     parser.add_argument("--loadgen", choices=("wrk", "python"), help="load generator (wrk when installed)")
-    parser.add_argument("--python", default=sys.executable, help="interpreter that runs `-m wahub run`")
-    parser.add_argument("--startup-timeout", type=float, default=60, help="seconds to wait for /healthz (60)")
-    parser.add_argument("--json", type=Path, metavar="PATH", help="also write the results as JSON to PATH")
+    add_daemon_options(parser)
     args = parser.parse_args(argv)
     if args.quick:
         args.rounds, args.duration, args.warmup = 1, 2, 1
@@ -240,7 +247,7 @@ def run_rounds(bench: Bench, args: argparse.Namespace, errors: list[str]) -> dic
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     cpus = plan_cpus()
-    args.cpu_note = cpus.describe() if cpus else "not pinned: fewer than two CPUs or no taskset; server and load share"
+    args.cpu_note = describe_cpus(cpus)
     errors: list[str] = []
     with tempfile.TemporaryDirectory(prefix="wahub-bench-") as work:
         bench = Bench(args, Path(work), cpus)

@@ -40,7 +40,16 @@ from aiohttp import web
 from bench.ingest import WEBHOOK_PATH, _env, log, wahub_config
 from bench.payloads import SIGNATURE_HEADER, STATUS_NAMES, CloudBodies, sign
 from bench.report import Target, target_line
-from bench.server import CpuPlan, ServerError, ServerProcess, free_port, pinned, plan_cpus
+from bench.server import (
+    CpuPlan,
+    ServerError,
+    ServerProcess,
+    add_daemon_options,
+    describe_cpus,
+    free_port,
+    pinned,
+    plan_cpus,
+)
 from wahub.testing.fake_graph import FakeGraphServer
 
 #: The number's throughput in the daemon's configuration: Meta's upgraded tier.
@@ -334,9 +343,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="a check that it runs: 20 users, a burst of 400")
     parser.add_argument("--only", choices=list(SIDES), help="run one side only")
     parser.add_argument("--part", choices=("latency", "burst"), help="run one measurement only")
-    parser.add_argument("--python", default=sys.executable, help="interpreter that runs `-m wahub run`")
-    parser.add_argument("--startup-timeout", type=float, default=60, help="seconds to wait for /healthz (60)")
-    parser.add_argument("--json", type=Path, metavar="PATH", help="also write the results as JSON to PATH")
+    add_daemon_options(parser)
     args = parser.parse_args(argv)
     if args.quick:
         args.users, args.burst = 20, 400
@@ -363,7 +370,7 @@ async def run(args: argparse.Namespace, work: Path, cpus: CpuPlan | None) -> dic
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     cpus = plan_cpus()
-    args.cpu_note = cpus.describe() if cpus else "not pinned: fewer than two CPUs or no taskset; server and load share"
+    args.cpu_note = describe_cpus(cpus)
     with tempfile.TemporaryDirectory(prefix="wahub-bench-") as work:
         facts = asyncio.run(run(args, Path(work), cpus))
     if args.json:

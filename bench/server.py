@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -175,3 +177,15 @@ def pinned(command: list[str], plan: CpuPlan | None) -> list[str]:
 
 def _cpus(cpus: tuple[int, ...]) -> str:
     return ",".join(map(str, cpus))
+
+
+def add_daemon_options(parser: argparse.ArgumentParser) -> None:
+    """The options every benchmark that starts the daemon takes."""
+    parser.add_argument("--python", default=sys.executable, help="interpreter that runs `-m wahub run`")
+    parser.add_argument("--startup-timeout", type=float, default=60, help="seconds to wait for /healthz (60)")
+    parser.add_argument("--json", type=Path, metavar="PATH", help="also write the results as JSON to PATH")
+
+
+def describe_cpus(plan: CpuPlan | None) -> str:
+    """How the server and the load share the CPUs, for the report's heading."""
+    return plan.describe() if plan else "not pinned: fewer than two CPUs or no taskset; server and load share"
