@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import functools
 import json
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -33,6 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from wahub.core.errors import StorageLocked
 from wahub.core.models import InboxState
+from wahub.core.storage import sqlite_connection
 from wahub.core.storage.schema import inbox
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
@@ -83,7 +85,15 @@ def _sqlite_begin(conn: Connection) -> None:
 def create_engine(url: str) -> AsyncEngine:
     driver_url = engine_url(url)
     if driver_url.startswith("sqlite"):
-        engine = create_async_engine(driver_url, pool_size=1, max_overflow=0, pool_timeout=120, hide_parameters=True)
+        path = driver_url.removeprefix("sqlite+aiosqlite:///")
+        engine = create_async_engine(
+            driver_url,
+            async_creator=functools.partial(sqlite_connection.connect, path),
+            pool_size=1,
+            max_overflow=0,
+            pool_timeout=120,
+            hide_parameters=True,
+        )
         event.listen(engine.sync_engine, "connect", _sqlite_connected)
         event.listen(engine.sync_engine, "begin", _sqlite_begin)
         return engine

@@ -11,6 +11,7 @@ fails alone. PostgreSQL cannot store invalid UTF-8, so there they read text.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from wahub.core.models import InboxState
+from wahub.core.storage.leases import lease_over
 from wahub.core.storage.schema import contact_identities, contacts, inbox
 
 #: Contacts one claim looks at, at most; the next claim goes on from there.
@@ -132,12 +134,56 @@ def claimed_columns(is_sqlite: bool) -> tuple[sa.ColumnElement[Any], ...]:
     )
 
 
+@dataclass(frozen=True)
+class ClaimStatements:
+    """The statements of every claim, built once per database kind: building
+    and keying a statement costs more than SQLite takes to run it. Their
+    parameters (not named after columns, which SQLAlchemy reserves): ``now``
+    (free leases over), ``ids`` and ``lease_end`` (take), ``row_id``,
+    ``claim_attempts`` and ``done_at`` (finish)."""
+
+    #: Rows whose worker died (lease over) are pending again.
+    free_lapsed: sa.Update
+    #: The contact keys with a row in progress.
+    busy: sa.Select[Any]
+    #: Take the chosen rows that are still pending, returning ``claimed_columns``.
+    take: sa.Update
+    #: Mark a claimed row done, if it is still under the same claim.
+    finish: sa.Update
+
+
+@functools.cache
+def claim_statements(is_sqlite: bool) -> ClaimStatements:
+    pending, processing = InboxState.PENDING, InboxState.PROCESSING
+    under_claim = sa.and_(
+        inbox.c.id == sa.bindparam("row_id"),
+        inbox.c.state == processing,
+        inbox.c.attempts == sa.bindparam("claim_attempts"),
+    )
+    return ClaimStatements(
+        free_lapsed=inbox.update()
+        .where(
+            inbox.c.state == processing,
+            lease_over(inbox.c.lease_until, sa.bindparam("now"), "sqlite" if is_sqlite else "postgresql"),
+        )
+        .values(state=pending, lease_until=None),
+        busy=sa.select(raw(inbox.c.contact_key, is_sqlite)).where(inbox.c.state == processing),
+        take=inbox.update()
+        .where(inbox.c.id.in_(sa.bindparam("ids", expanding=True)), inbox.c.state == pending)
+        .values(state=processing, lease_until=sa.bindparam("lease_end"), attempts=inbox.c.attempts + 1)
+        .returning(*claimed_columns(is_sqlite)),
+        finish=inbox.update()
+        .where(under_claim)
+        .values(state=InboxState.DONE, lease_until=None, processed_at=sa.bindparam("done_at")),
+    )
+
+
 async def busy_keys(conn: AsyncConnection, is_sqlite: bool) -> set[Key]:
     """Contacts with a row in progress."""
-    query = sa.select(raw(inbox.c.contact_key, is_sqlite)).where(inbox.c.state == InboxState.PROCESSING)
-    return set((await conn.execute(query)).scalars())
+    return set((await conn.execute(claim_statements(is_sqlite).busy)).scalars())
 
 
+@functools.cache
 def _walk_sql(is_sqlite: bool, first: bool, messages: bool) -> sa.TextClause:
     """Up to ``:count`` contacts with pending rows (with a user's message
     pending, if ``messages``), in key order from ``:after``, each with its

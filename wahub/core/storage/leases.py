@@ -54,7 +54,7 @@ def database_unreachable(exc: BaseException, *, from_storage: bool = False) -> b
     return False
 
 
-def lease_over(lease_until: Any, now: float, dialect: str) -> sa.ColumnElement[bool]:
+def lease_over(lease_until: Any, now: float | sa.BindParameter[float], dialect: str) -> sa.ColumnElement[bool]:
     """Whether a lease has run out at ``now``. On PostgreSQL none does in the
     first ``RESTART_GRACE`` seconds after the server started: after a restart,
     every process first gets the time to renew the leases it still holds."""

@@ -8,6 +8,7 @@ the messages no dispatcher holds)."""
 
 from __future__ import annotations
 
+import functools
 import time
 from collections import defaultdict
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -277,6 +278,15 @@ async def _claimable(
     PostgreSQL), each with the state of its notification (``campaign_state``, None for none)."""
     if limit <= 0 or not providers:
         return []
+    params = {"lane": lane, "limit": limit, "providers": list(providers), "now": now, "wall": wall}
+    found: Sequence[Any] = (await conn.execute(_claimable_query(conn.dialect.name), params)).all()
+    return found
+
+
+@functools.cache
+def _claimable_query(dialect: str) -> sa.Select[Any]:
+    """The query of ``_claimable``, built once per database kind (building and keying
+    it cost more than running it); its parameters are ``_claimable``'s."""
     query = (
         sa.select(
             messages.c.id,
@@ -298,17 +308,17 @@ async def _claimable(
         )
         .where(
             messages.c.status == MessageStatus.QUEUED,
-            messages.c.lane == lane,
-            messages.c.next_attempt_at <= now,
-            messages.c.provider.in_(list(providers)),
-            sa.or_(messages.c.lease_until.is_(None), lease_over(messages.c.lease_until, wall, conn.dialect.name)),
+            messages.c.lane == sa.bindparam("lane"),
+            messages.c.next_attempt_at <= sa.bindparam("now"),
+            messages.c.provider.in_(sa.bindparam("providers", expanding=True)),
+            sa.or_(messages.c.lease_until.is_(None), lease_over(messages.c.lease_until, sa.bindparam("wall"), dialect)),
         )
         .order_by(messages.c.next_attempt_at, messages.c.id)
-        .limit(limit)
+        .limit(sa.bindparam("limit", type_=sa.Integer))
     )
-    if conn.dialect.name != "sqlite":
+    if dialect != "sqlite":
         query = query.with_for_update(of=messages, skip_locked=True)
-    return (await conn.execute(query)).all()
+    return query
 
 
 def _outbox_row(found: Any) -> OutboxRow:

@@ -43,7 +43,7 @@ from wahub.core.storage.inbox import (
     FailedRow,
     busy_keys,
     choose_rows,
-    claimed_columns,
+    claim_statements,
     failed_rows,
     inbox_row,
     older_naming_bsuid,
@@ -55,7 +55,7 @@ from wahub.core.storage.inbox import (
 from wahub.core.storage.inbox import (
     InboxRow as InboxRow,  # re-exported: the row type of claim_inbox
 )
-from wahub.core.storage.leases import LeaseStore, lease_over
+from wahub.core.storage.leases import LeaseStore
 from wahub.core.storage.media import MediaStore
 from wahub.core.storage.messages import MessageStore, Refusal
 from wahub.core.storage.operators import OperatorStore
@@ -170,24 +170,13 @@ class Storage:
         now = time.time()
         async with self.db.begin() as conn:
             await self._claim_lock(conn)
-            # Rows whose worker died (lease over) are pending again.
-            await conn.execute(
-                inbox.update()
-                .where(inbox.c.state == InboxState.PROCESSING, lease_over(inbox.c.lease_until, now, conn.dialect.name))
-                .values(state=InboxState.PENDING, lease_until=None)
-            )
+            statements = claim_statements(self.is_sqlite)
+            await conn.execute(statements.free_lapsed, {"now": now})
             blocked = await busy_keys(conn, self.is_sqlite)
             chosen, self._claim_after = await choose_rows(conn, self.is_sqlite, blocked, limit, now, self._claim_after)
             if not chosen:
                 return []
-            claimed = (
-                await conn.execute(
-                    inbox.update()
-                    .where(inbox.c.id.in_(chosen), inbox.c.state == InboxState.PENDING)
-                    .values(state=InboxState.PROCESSING, lease_until=now + lease_seconds, attempts=inbox.c.attempts + 1)
-                    .returning(*claimed_columns(self.is_sqlite))
-                )
-            ).all()
+            claimed = (await conn.execute(statements.take, {"ids": chosen, "lease_end": now + lease_seconds})).all()
         return sorted((inbox_row(row) for row in claimed), key=lambda row: row.id)
 
     async def _claim_lock(self, conn: AsyncConnection) -> None:
@@ -198,13 +187,10 @@ class Storage:
     async def finish_inbox(self, row: InboxRow, conn: AsyncConnection | None = None) -> None:
         """Mark ``row`` done. Raises LeaseLost when the row was claimed again since
         (its lease ran out): then the newer claim's outcome stands."""
-        statement = (
-            inbox.update()
-            .where(inbox.c.id == row.id, inbox.c.state == InboxState.PROCESSING, inbox.c.attempts == row.attempts)
-            .values(state=InboxState.DONE, lease_until=None, processed_at=time.time())
-        )
+        statement = claim_statements(self.is_sqlite).finish
+        params = {"row_id": row.id, "claim_attempts": row.attempts, "done_at": time.time()}
         if conn is not None:
-            if (await conn.execute(statement)).rowcount != 1:
+            if (await conn.execute(statement, params)).rowcount != 1:
                 raise LeaseLost(row.id)
             return
         async with self.db.begin() as own:
