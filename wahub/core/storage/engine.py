@@ -77,7 +77,10 @@ def _sqlite_connected(dbapi_connection: Any, _record: Any) -> None:
 
 
 def _sqlite_begin(conn: Connection) -> None:
-    conn.exec_driver_sql("BEGIN IMMEDIATE")
+    # Reads need no transaction: every writer in the process queues on
+    # ``Database.lock``, so nothing changes while they run.
+    if not conn.info.get(READ_ONLY):
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 # hide_parameters: errors are logged and kept in inbox.error; their bound values
@@ -197,6 +200,9 @@ async def apply_migrations(db: Database) -> tuple[list[tuple[str, str]], str | N
 #: Keys of a connection's ``info``: the transaction's subscriptions, and whether
 #: it recorded deliveries (``wahub.core.storage.events`` reads and sets them).
 SUBSCRIPTIONS, RECORDED = "wahub.subscriptions", "wahub.deliveries_recorded"
+#: Key of a connection's ``info`` while ``Database.connect`` lends it out: its
+#: statements only read, so on SQLite they run outside a transaction.
+READ_ONLY = "wahub.read_only"
 
 
 class Database:
@@ -229,8 +235,14 @@ class Database:
 
     @asynccontextmanager
     async def connect(self) -> AsyncIterator[AsyncConnection]:
+        """A connection to read with (what it writes is rolled back, or on SQLite
+        not held together by a transaction: write in ``begin``)."""
         async with self._locked(), self.engine.connect() as conn:
-            yield conn
+            conn.info[READ_ONLY] = True
+            try:
+                yield conn
+            finally:
+                conn.info.pop(READ_ONLY, None)
 
     @asynccontextmanager
     async def _locked(self) -> AsyncIterator[None]:

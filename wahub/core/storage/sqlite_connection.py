@@ -7,7 +7,8 @@ that thread, and the round trips, not SQLite, were most of the cost of a
 statement. Here a statement's cursor is opened, executed, read to the end and
 closed in one call on the thread, and what SQLAlchemy reads afterwards (the
 rows, ``description``, ``rowcount``, ``lastrowid``) is kept on the cursor it
-holds. Nothing touches the sqlite3 connection from another thread.
+holds. Only the connection's thread runs anything on the sqlite3 connection;
+the event loop reads no more than whether a transaction is open.
 """
 
 from __future__ import annotations
@@ -86,10 +87,20 @@ class StatementCursor:
 
 
 class OneHopConnection(aiosqlite.Connection):
-    """An aiosqlite connection whose cursors run each statement in one call on its thread."""
+    """An aiosqlite connection whose cursors run each statement in one call on
+    its thread, and that ends only a transaction that is open: after reads
+    outside of one (``Database.connect``) SQLAlchemy's rollback needs no call."""
 
     def cursor(self) -> StatementCursor:  # type: ignore[override]
         return StatementCursor(self)
+
+    async def commit(self) -> None:
+        if self._conn.in_transaction:
+            await super().commit()
+
+    async def rollback(self) -> None:
+        if self._conn.in_transaction:
+            await super().rollback()
 
 
 async def connect(path: str) -> OneHopConnection:
