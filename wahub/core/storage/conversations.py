@@ -10,6 +10,7 @@ still the same (``Storage.finish_with_replies``).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -111,9 +112,13 @@ def _change(row: Any) -> OwnershipChange:
     )
 
 
-def _owned_query(conversation_id: int) -> sa.Select[Any]:
+@functools.cache
+def _owned_query(locked: bool) -> sa.Select[Any]:
+    """The owner of the conversation ``:conversation`` (its row ``locked`` on PostgreSQL), built once."""
     columns = ("owner", "owner_version", "answered_through", "assignee", "last_human_at", "owner_changed_at")
-    return sa.select(*(conversations.c[name] for name in columns)).where(conversations.c.id == conversation_id)
+    query = sa.select(*(conversations.c[name] for name in columns))
+    query = query.where(conversations.c.id == sa.bindparam("conversation"))
+    return query.with_for_update() if locked else query
 
 
 def _owned(row: Any) -> Owned:
@@ -123,10 +128,8 @@ def _owned(row: Any) -> Owned:
 
 async def lock_owner(conn: AsyncConnection, conversation_id: int) -> Owned:
     """The conversation's owner and version, its row locked until the transaction ends."""
-    query = _owned_query(conversation_id)
-    if conn.dialect.name != "sqlite":
-        query = query.with_for_update()
-    return _owned((await conn.execute(query)).one())
+    query = _owned_query(locked=conn.dialect.name != "sqlite")
+    return _owned((await conn.execute(query, {"conversation": conversation_id})).one())
 
 
 @dataclass(frozen=True)
@@ -179,7 +182,7 @@ class ConversationStore:
     async def owned(self, conversation_id: int) -> Owned:
         """The owner and version a bot turn starts under."""
         async with self.db.connect() as conn:
-            return _owned((await conn.execute(_owned_query(conversation_id))).one())
+            return _owned((await conn.execute(_owned_query(locked=False), {"conversation": conversation_id})).one())
 
     async def change_owner(
         self, conversation_id: int, transition: Transition, *, now: float, conn: AsyncConnection | None = None

@@ -255,5 +255,11 @@ class Database:
 
 def insert_ignore(conn: AsyncConnection, table: sa.Table, conflict: list[str]) -> Any:
     """``INSERT ... ON CONFLICT (conflict) DO NOTHING`` in the connection's dialect."""
-    insert = sqlite.insert if conn.dialect.name == "sqlite" else postgresql.insert
-    return insert(table).on_conflict_do_nothing(index_elements=conflict)
+    return _insert_ignore(conn.dialect.name, table, tuple(conflict))
+
+
+@functools.cache
+def _insert_ignore(dialect: str, table: sa.Table, conflict: tuple[str, ...]) -> Any:
+    # Built once: statements are immutable, and building one costs more than SQLite takes to run it.
+    insert = sqlite.insert if dialect == "sqlite" else postgresql.insert
+    return insert(table).on_conflict_do_nothing(index_elements=list(conflict))

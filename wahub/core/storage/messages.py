@@ -97,6 +97,20 @@ def queued_values(
     }
 
 
+# The statements each inbound message runs, built once (building one costs more than running it).
+_CONTACT_BY_ADDRESS = sa.select(contacts.c.id, contacts.c.name).where(
+    contacts.c.provider == sa.bindparam("provider"), contacts.c.address == sa.bindparam("address")
+)
+_CONVERSATION_OF = sa.select(conversations.c.id, conversations.c.last_inbound_at).where(
+    conversations.c.provider == sa.bindparam("provider"), conversations.c.contact_id == sa.bindparam("contact")
+)
+_INBOUND_AT = (
+    conversations.update()
+    .where(conversations.c.id == sa.bindparam("conversation"))
+    .values(last_inbound_at=sa.bindparam("inbound_at"), updated_at=sa.bindparam("now"))
+)
+
+
 class MessageStore:
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -202,13 +216,7 @@ class MessageStore:
             insert_ignore(conn, contacts, ["provider", "address"]),
             {"provider": provider, "address": address, "name": name, "created_at": now, "updated_at": now},
         )
-        row = (
-            await conn.execute(
-                sa.select(contacts.c.id, contacts.c.name).where(
-                    contacts.c.provider == provider, contacts.c.address == address
-                )
-            )
-        ).one()
+        row = (await conn.execute(_CONTACT_BY_ADDRESS, {"provider": provider, "address": address})).one()
         if name and row.name != name:
             await conn.execute(contacts.update().where(contacts.c.id == row.id).values(name=name, updated_at=now))
             await record_contact_events(conn, "contact.updated", [int(row.id)], now=now, changed=["name"])
@@ -221,19 +229,9 @@ class MessageStore:
             insert_ignore(conn, conversations, ["provider", "contact_id"]),
             {"provider": provider, "contact_id": contact_id, "owner": "bot", "created_at": now, "updated_at": now},
         )
-        row = (
-            await conn.execute(
-                sa.select(conversations.c.id, conversations.c.last_inbound_at).where(
-                    conversations.c.provider == provider, conversations.c.contact_id == contact_id
-                )
-            )
-        ).one()
+        row = (await conn.execute(_CONVERSATION_OF, {"provider": provider, "contact": contact_id})).one()
         if inbound_at is not None and (row.last_inbound_at is None or inbound_at > row.last_inbound_at):
-            await conn.execute(
-                conversations.update()
-                .where(conversations.c.id == row.id)
-                .values(last_inbound_at=inbound_at, updated_at=now)
-            )
+            await conn.execute(_INBOUND_AT, {"conversation": row.id, "inbound_at": inbound_at, "now": now})
         return int(row.id)
 
     async def enqueue(

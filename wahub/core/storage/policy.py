@@ -3,6 +3,7 @@ each contact's service window, time zone and language."""
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -81,14 +82,31 @@ def _canonical(provider: str, address: str) -> sa.ColumnElement[str]:
     """In SQL, the address of the contact that has ``address`` as its address or
     as one of its ids (a contact moved to its BSUID is still found by its
     wa_id), else ``address`` itself: the lookups below stay one query each."""
-    spellings = list(dict.fromkeys((address, address.lstrip("+"))))
+    bare = address.lstrip("+")
+    return _canonical_of(provider, list(dict.fromkeys((address, bare))), sa.literal(bare))
+
+
+def canonical_params(provider: str, address: str) -> dict[str, Any]:
+    """The parameters of ``canonical_address`` for this address."""
+    bare = address.lstrip("+")
+    return {"canon_provider": provider, "canon_spellings": list(dict.fromkeys((address, bare))), "canon_bare": bare}
+
+
+@functools.cache
+def canonical_address() -> sa.ColumnElement[str]:
+    """``_canonical`` built once, with the parameters ``canonical_params`` gives."""
+    return _canonical_of(
+        sa.bindparam("canon_provider"),
+        sa.bindparam("canon_spellings", expanding=True),
+        sa.bindparam("canon_bare", type_=sa.String),
+    )
+
+
+def _canonical_of(provider: Any, spellings: Any, bare: sa.ColumnElement[str]) -> sa.ColumnElement[str]:
     known_by = (
         sa.select(contacts.c.address)
         .join(contact_identities, contact_identities.c.contact_id == contacts.c.id)
-        .where(
-            contacts.c.provider == provider,
-            contact_identities.c.value.in_(spellings),
-        )
+        .where(contacts.c.provider == provider, contact_identities.c.value.in_(spellings))
         .order_by(contacts.c.id)
         .limit(1)
         .scalar_subquery()
@@ -102,7 +120,7 @@ def _canonical(provider: str, address: str) -> sa.ColumnElement[str]:
     )
     # An address no contact has is kept as WhatsApp writes numbers, without "+":
     # an opt-out recorded for 15551234567 also stops a send to +15551234567.
-    return sa.func.coalesce(own, known_by, sa.literal(address.lstrip("+")))
+    return sa.func.coalesce(own, known_by, bare)
 
 
 async def append_consents(conn: AsyncConnection, provider: str, events: Sequence[Mapping[str, Any]]) -> int:
@@ -205,6 +223,20 @@ async def _withdraw_queued(conn: AsyncConnection, provider: str, address: str, s
     return withdrawn
 
 
+#: A contact by ``:provider`` and (canonical) ``:address``, with its conversation; built once.
+_CONTACT_CONTEXT = (
+    sa.select(
+        contacts.c.id,
+        contacts.c.timezone,
+        contacts.c.language,
+        conversations.c.id.label("cid"),
+        conversations.c.last_inbound_at,
+    )
+    .select_from(contacts.outerjoin(conversations, conversations.c.contact_id == contacts.c.id))
+    .where(contacts.c.provider == sa.bindparam("provider"), contacts.c.address == canonical_address())
+)
+
+
 class PolicyStore:
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -212,19 +244,9 @@ class PolicyStore:
     async def contact(self, provider: str, address: str) -> ContactContext:
         """The contact with this address, or known by it (a wa_id or phone of a
         contact now addressed by its BSUID)."""
-        query = (
-            sa.select(
-                contacts.c.id,
-                contacts.c.timezone,
-                contacts.c.language,
-                conversations.c.id.label("cid"),
-                conversations.c.last_inbound_at,
-            )
-            .select_from(contacts.outerjoin(conversations, conversations.c.contact_id == contacts.c.id))
-            .where(contacts.c.provider == provider, contacts.c.address == _canonical(provider, address))
-        )
         async with self.db.connect() as conn:
-            row = (await conn.execute(query)).first()
+            params = {"provider": provider, **canonical_params(provider, address)}
+            row = (await conn.execute(_CONTACT_CONTEXT, params)).first()
         if row is None:
             return ContactContext()
         return ContactContext(row.id, row.cid, row.last_inbound_at, row.timezone, row.language)

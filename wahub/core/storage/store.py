@@ -46,6 +46,7 @@ from wahub.core.storage.inbox import (
     claim_statements,
     failed_rows,
     inbox_row,
+    newer_rows_query,
     older_naming_bsuid,
     older_unfinished,
     reopen_failed,
@@ -299,14 +300,9 @@ class Storage:
     async def newer_row_waiting(self, row: InboxRow, kinds: Sequence[str]) -> bool:
         """Whether a later event of one of ``kinds`` (a message, the business's
         answer from its app) of the row's contact is stored and not yet finished."""
-        query = sa.select(inbox.c.id).where(
-            inbox.c.contact_key == row.contact_key,
-            inbox.c.state.in_([InboxState.PENDING, InboxState.PROCESSING]),
-            inbox.c.kind.in_(list(kinds)),
-            inbox.c.id > row.id,
-        )
+        params = {"key": row.contact_key, "kinds": list(kinds), "after": row.id}
         async with self.db.connect() as conn:
-            return (await conn.execute(query.limit(1))).first() is not None
+            return (await conn.execute(newer_rows_query(), params)).first() is not None
 
     async def defer_inbox(self, row: InboxRow, until: float) -> None:
         """Give a claimed row back, to run at ``until``; the attempt does not count."""
