@@ -11,6 +11,7 @@ before it gives up on the gap (a rolled-back id never fills).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -56,12 +57,23 @@ async def record_message_activity(conn: AsyncConnection, kind: str, message_ids:
     to a conversation, reading the conversation ids in the same statement."""
     if not message_ids:
         return
+    await conn.execute(_message_activity(), {"kind": kind, "ids": list(message_ids), "now": now})
+
+
+@functools.cache
+def _message_activity() -> sa.Insert:
+    """``record_message_activity``'s statement, built once."""
     source = (
-        sa.select(messages.c.conversation_id, sa.literal(kind), messages.c.id, sa.literal(now))
-        .where(messages.c.id.in_(list(message_ids)), messages.c.conversation_id.is_not(None))
+        sa.select(
+            messages.c.conversation_id,
+            sa.bindparam("kind", type_=sa.String),
+            messages.c.id,
+            sa.bindparam("now", type_=sa.Float),
+        )
+        .where(messages.c.id.in_(sa.bindparam("ids", expanding=True)), messages.c.conversation_id.is_not(None))
         .order_by(messages.c.id)
     )
-    await conn.execute(activity.insert().from_select(_INSERTED, source))
+    return activity.insert().from_select(_INSERTED, source)
 
 
 async def record_contact_activity(conn: AsyncConnection, contact_id: int, *, now: float) -> None:

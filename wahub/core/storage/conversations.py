@@ -167,6 +167,30 @@ def dropped_reply(reply: OutgoingMessage | Refusal, owner: Owner) -> Refusal:
     return Refusal(reply, "owner_changed", reason)
 
 
+#: The conversation ``:conversation`` as ``get`` reads it (built once).
+_CONVERSATION_BY_ID = (
+    sa.select(*_COLUMNS)
+    .join(contacts, contacts.c.id == conversations.c.contact_id)
+    .where(conversations.c.id == sa.bindparam("conversation"))
+)
+#: The inbound messages of ``:conversation`` after the one answered last, up to
+#: ``:upto``, newest first, at most ``:limit`` (built once).
+_TURN_MESSAGES = (
+    sa.select(messages)
+    .where(
+        messages.c.conversation_id == sa.bindparam("conversation"),
+        messages.c.direction == "in",
+        messages.c.id
+        > sa.select(sa.func.coalesce(conversations.c.answered_through, 0))
+        .where(conversations.c.id == sa.bindparam("conversation"))
+        .scalar_subquery(),
+        messages.c.id <= sa.bindparam("upto"),
+    )
+    .order_by(messages.c.id.desc())
+    .limit(sa.bindparam("limit", type_=sa.Integer))
+)
+
+
 class ConversationStore:
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -176,7 +200,7 @@ class ConversationStore:
 
     async def get(self, conversation_id: int) -> Conversation | None:
         async with self.db.connect() as conn:
-            row = (await conn.execute(self._select().where(conversations.c.id == conversation_id))).first()
+            row = (await conn.execute(_CONVERSATION_BY_ID, {"conversation": conversation_id})).first()
         return _conversation(row) if row is not None else None
 
     async def owned(self, conversation_id: int) -> Owned:
@@ -315,24 +339,9 @@ class ConversationStore:
     async def turn_messages(self, conversation_id: int, upto: int, *, limit: int = 20) -> list[dict[str, Any]]:
         """The inbound messages a turn ending at message ``upto`` answers: those after
         the last one a turn (or a person) covered, oldest first, at most ``limit``."""
-        answered = (
-            sa.select(sa.func.coalesce(conversations.c.answered_through, 0))
-            .where(conversations.c.id == conversation_id)
-            .scalar_subquery()
-        )
-        query = (
-            sa.select(messages)
-            .where(
-                messages.c.conversation_id == conversation_id,
-                messages.c.direction == "in",
-                messages.c.id > answered,
-                messages.c.id <= upto,
-            )
-            .order_by(messages.c.id.desc())
-            .limit(limit)
-        )
+        params = {"conversation": conversation_id, "upto": upto, "limit": limit}
         async with self.db.connect() as conn:
-            rows = [dict(row._mapping) for row in await conn.execute(query)]
+            rows = [dict(row._mapping) for row in await conn.execute(_TURN_MESSAGES, params)]
         return rows[::-1]
 
     async def history(

@@ -102,11 +102,8 @@ class OutboxStore:
             await _fail_cancelled(conn, [r.id for r in found if r.campaign_state == CANCELLED], wall)
             rows = _admitted([_outbox_row(r) for r in found if r.campaign_state != CANCELLED], admit)
             if rows:
-                await conn.execute(
-                    messages.update()
-                    .where(messages.c.id.in_([row.id for row in rows]))
-                    .values(lease_until=wall + lease_seconds, attempts=messages.c.attempts + 1, updated_at=now)
-                )
+                params = {"ids": [row.id for row in rows], "lease_end": wall + lease_seconds, "now": now}
+                await conn.execute(_TAKE, params)
         return rows
 
     async def cancelled_campaigns(self, campaign_ids: Collection[int]) -> set[int]:
@@ -195,9 +192,7 @@ class OutboxStore:
             keys = sorted({(provider, pmid) for _, provider, pmid in sent})
             await message_locks(conn, keys)
             early: defaultdict[tuple[str, str], list[Any]] = defaultdict(list)
-            events = await conn.execute(
-                sa.select(status_events).where(status_events.c.provider_message_id.in_([pmid for _, pmid in keys]))
-            )
+            events = await conn.execute(_EARLY_STATUSES, {"pmids": [pmid for _, pmid in keys]})
             for event in events:
                 early[event.provider, event.provider_message_id].append(event)
             updates = []
@@ -208,6 +203,7 @@ class OutboxStore:
                     "status": MessageStatus.SENT,
                     "code": None,
                     "why": None,
+                    "now": now,
                 }
                 for event in early.get((provider, pmid), ()):
                     if moves_forward(values["status"], event.status):
@@ -215,19 +211,7 @@ class OutboxStore:
                         if event.status == MessageStatus.FAILED:
                             values.update(code=event.error_code, why=event.error_title)
                 updates.append(values)
-            await conn.execute(
-                messages.update()
-                .where(messages.c.id == sa.bindparam("row_id"))
-                .values(
-                    provider_message_id=sa.bindparam("pmid"),
-                    status=sa.bindparam("status"),
-                    error_code=sa.bindparam("code"),
-                    error_reason=sa.bindparam("why"),
-                    lease_until=None,
-                    updated_at=now,
-                ),
-                updates,
-            )
+            await conn.execute(_MARK_SENT, updates)
             await record_message_activity(conn, "status", [message_id for message_id, _, _ in sent], now=now)
             await record_message_events(conn, "message.sent", [message_id for message_id, _, _ in sent], now=now)
         return {values["row_id"]: values["code"] for values in updates if values["status"] == MessageStatus.FAILED}
@@ -269,6 +253,32 @@ class OutboxStore:
             )
             await record_message_activity(conn, "status", [message_id], now=now)
             await record_message_events(conn, "message.status", [message_id], now=now)
+
+
+# Statements of every claim and send, built once (building one costs more than running it).
+#: Lease the claimed messages ``:ids`` until ``:lease_end``, counting the attempt.
+_TAKE = (
+    messages.update()
+    .where(messages.c.id.in_(sa.bindparam("ids", expanding=True)))
+    .values(lease_until=sa.bindparam("lease_end"), attempts=messages.c.attempts + 1, updated_at=sa.bindparam("now"))
+)
+#: The statuses already stored for the provider ids ``:pmids``.
+_EARLY_STATUSES = sa.select(status_events).where(
+    status_events.c.provider_message_id.in_(sa.bindparam("pmids", expanding=True))
+)
+#: A sent message's provider id and status (one set of parameters per message).
+_MARK_SENT = (
+    messages.update()
+    .where(messages.c.id == sa.bindparam("row_id"))
+    .values(
+        provider_message_id=sa.bindparam("pmid"),
+        status=sa.bindparam("status"),
+        error_code=sa.bindparam("code"),
+        error_reason=sa.bindparam("why"),
+        lease_until=None,
+        updated_at=sa.bindparam("now"),
+    )
+)
 
 
 async def _claimable(

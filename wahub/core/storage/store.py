@@ -73,6 +73,17 @@ _LOGGER = logging.getLogger(__name__)
 _CLAIM_LOCK_ID = 0x77616876
 
 
+#: The conversation ``:conversation`` has its messages answered up to ``:answered`` (built once).
+_ANSWERED_THROUGH = (
+    conversations.update()
+    .where(
+        conversations.c.id == sa.bindparam("conversation"),
+        sa.or_(conversations.c.answered_through.is_(None), conversations.c.answered_through < sa.bindparam("answered")),
+    )
+    .values(answered_through=sa.bindparam("answered"))
+)
+
+
 class Storage:
     """The daemon's database: open with ``await Storage.open(url)``."""
 
@@ -233,14 +244,7 @@ class Storage:
                 change = await self.conversations.change_owner(conversation_id, handoff, now=now, conn=conn)
             answered = turn.answered_through if turn is not None else answered_through
             if answered is not None:
-                await conn.execute(
-                    conversations.update()
-                    .where(
-                        conversations.c.id == conversation_id,
-                        sa.or_(conversations.c.answered_through.is_(None), conversations.c.answered_through < answered),
-                    )
-                    .values(answered_through=answered)
-                )
+                await conn.execute(_ANSWERED_THROUGH, {"conversation": conversation_id, "answered": answered})
             await self.finish_inbox(row, conn)
         return Finished(created, change, dropped)
 
