@@ -130,6 +130,8 @@ class Runner:
         self.graph = TimedGraph(auto_statuses=False)
         self.entry: dict[str, Any] = {}
         self.http: aiohttp.ClientSession | None = None
+        #: The users' own connections: a user writing during the burst does not queue behind its posts.
+        self.users_http: aiohttp.ClientSession | None = None
         self._prefix = 1651  # each run's users have numbers of their own
 
     def users(self, count: int) -> list[str]:
@@ -140,10 +142,12 @@ class Runner:
         await self.graph.start()
         self.entry = self.graph.provider_entry(template_sync_hours=None)
         self.http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=self.args.connections))
+        self.users_http = aiohttp.ClientSession()
 
     async def close(self) -> None:
-        if self.http is not None:
-            await self.http.close()
+        for session in (self.http, self.users_http):
+            if session is not None:
+                await session.close()
         await self.graph.close()
 
     def server(self, side: str, name: str) -> ServerProcess:
@@ -161,17 +165,19 @@ class Runner:
         command = [self.args.python, "-m", "wahub", "run", "-c", str(home / "config.yaml")]
         return ServerProcess(name, pinned(command, self.cpus), port, self.work, env=_env(), cwd=home)
 
-    async def post(self, server: ServerProcess, body: bytes) -> int:
-        assert self.http is not None
+    async def post(self, server: ServerProcess, body: bytes, *, user: bool = False) -> int:
+        """POST a webhook: on the burst's connections, or (``user``) on the users' own."""
+        http = self.users_http if user else self.http
+        assert http is not None
         headers = {SIGNATURE_HEADER: sign(self.secret, body), "Content-Type": "application/json"}
-        async with self.http.post(server.url(WEBHOOK_PATH), data=body, headers=headers) as response:
+        async with http.post(server.url(WEBHOOK_PATH), data=body, headers=headers) as response:
             await response.read()
             return response.status
 
     async def write_and_wait(self, server: ServerProcess, user: str, within: float) -> float | None:
         """A user writes; the milliseconds until their reply reached the Graph API (None: not ``within`` s)."""
         started = time.monotonic()
-        status = await self.post(server, self.bodies.message(user, f"m.{user}"))
+        status = await self.post(server, self.bodies.message(user, f"m.{user}"), user=True)
         if status != 200:
             raise ServerError(f"{server.name} answered a message webhook with {status}")
         try:

@@ -97,12 +97,15 @@ def queued_values(
     }
 
 
-# The statements each inbound message runs, built once (building one costs more than running it).
+# The statements each inbound event runs, built once (building one costs more than running it).
 _CONTACT_BY_ADDRESS = sa.select(contacts.c.id, contacts.c.name).where(
     contacts.c.provider == sa.bindparam("provider"), contacts.c.address == sa.bindparam("address")
 )
 _CONVERSATION_OF = sa.select(conversations.c.id, conversations.c.last_inbound_at).where(
     conversations.c.provider == sa.bindparam("provider"), conversations.c.contact_id == sa.bindparam("contact")
+)
+_BY_PROVIDER_ID = sa.select(messages.c.id, messages.c.status, messages.c.conversation_id).where(
+    messages.c.provider == sa.bindparam("provider"), messages.c.provider_message_id == sa.bindparam("pmid")
 )
 _INBOUND_AT = (
     conversations.update()
@@ -317,13 +320,8 @@ class MessageStore:
                     "created_at": now,
                 },
             )
-            row = (
-                await conn.execute(
-                    sa.select(messages.c.id, messages.c.status, messages.c.conversation_id).where(
-                        messages.c.provider == event.provider, messages.c.provider_message_id == event.message_id
-                    )
-                )
-            ).one_or_none()
+            params = {"provider": event.provider, "pmid": event.message_id}
+            row = (await conn.execute(_BY_PROVIDER_ID, params)).one_or_none()
             if row is None or not moves_forward(row.status, event.status):
                 return None
             values: dict[str, Any] = {"status": event.status, "updated_at": now}
