@@ -18,7 +18,7 @@ from wahub.core.errors import LeaseLost, StorageLocked
 from wahub.core.models import InboundMessage, OutgoingMessage, StatusEvent
 from wahub.core.storage.engine import MIGRATIONS_DIR
 from wahub.core.storage.messages import Refusal
-from wahub.core.storage.schema import contacts, conversations, messages, metadata
+from wahub.core.storage.schema import contacts, conversations, messages, metadata, settings
 from wahub.core.storage.store import Storage
 
 
@@ -113,6 +113,25 @@ async def test_messages_queued_before_origins_were_kept_get_theirs(empty_databas
         assert rows == ["reply", "business", None]
     finally:
         await store.close()
+
+
+async def test_a_transaction_after_reads_still_keeps_all_or_nothing(storage: Storage) -> None:
+    """Reads run outside a transaction on SQLite; the writes that follow them still
+    commit together or not at all, and a read's rows and counts arrive whole."""
+    count = sa.select(sa.func.count()).select_from(settings)
+    async with storage.db.connect() as conn:
+        assert (await conn.execute(count)).scalar() == 0
+    with pytest.raises(RuntimeError):
+        async with storage.db.begin() as conn:
+            await conn.execute(settings.insert(), [{"key": "a", "value": "1"}, {"key": "b", "value": "2"}])
+            raise RuntimeError("the second step fails")
+    async with storage.db.begin() as conn:
+        await conn.execute(settings.insert(), [{"key": f"k{n}", "value": str(n)} for n in range(150)])
+        changed = await conn.execute(settings.update().where(settings.c.key.like("k1%")).values(value="x"))
+        assert changed.rowcount == 61  # k1, k10..k19, k100..k149
+    async with storage.db.connect() as conn:
+        rows = (await conn.execute(sa.select(settings.c.key, settings.c.value).order_by(settings.c.key))).all()
+    assert len(rows) == 150 and ("k1", "x") in rows and ("k2", "2") in rows
 
 
 async def test_inbox_skips_redeliveries(storage: Storage) -> None:
