@@ -11,7 +11,6 @@ before it gives up on the gap (a rolled-back id never fills).
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +22,19 @@ from wahub.core.storage.engine import Database
 from wahub.core.storage.schema import activity, conversations, messages
 
 _INSERTED = ["conversation_id", "kind", "ref_id", "created_at"]
+
+#: ``record_message_activity``'s statement, built once (parameters ``:kind``, ``:ids``, ``:now``).
+_MESSAGE_ACTIVITY = activity.insert().from_select(
+    _INSERTED,
+    sa.select(
+        messages.c.conversation_id,
+        sa.bindparam("kind", type_=sa.String),
+        messages.c.id,
+        sa.bindparam("now", type_=sa.Float),
+    )
+    .where(messages.c.id.in_(sa.bindparam("ids", expanding=True)), messages.c.conversation_id.is_not(None))
+    .order_by(messages.c.id),
+)
 
 #: What an activity row is about; ``ref_id`` names a message (message, status),
 #: a conversation event (owner), a note (note) or nothing (contact).
@@ -57,23 +69,7 @@ async def record_message_activity(conn: AsyncConnection, kind: str, message_ids:
     to a conversation, reading the conversation ids in the same statement."""
     if not message_ids:
         return
-    await conn.execute(_message_activity(), {"kind": kind, "ids": list(message_ids), "now": now})
-
-
-@functools.cache
-def _message_activity() -> sa.Insert:
-    """``record_message_activity``'s statement, built once."""
-    source = (
-        sa.select(
-            messages.c.conversation_id,
-            sa.bindparam("kind", type_=sa.String),
-            messages.c.id,
-            sa.bindparam("now", type_=sa.Float),
-        )
-        .where(messages.c.id.in_(sa.bindparam("ids", expanding=True)), messages.c.conversation_id.is_not(None))
-        .order_by(messages.c.id)
-    )
-    return activity.insert().from_select(_INSERTED, source)
+    await conn.execute(_MESSAGE_ACTIVITY, {"kind": kind, "ids": list(message_ids), "now": now})
 
 
 async def record_contact_activity(conn: AsyncConnection, contact_id: int, *, now: float) -> None:

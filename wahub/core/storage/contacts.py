@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from wahub.core.storage.activity import record_activity, record_contact_activity
 from wahub.core.storage.engine import Database, insert_ignore
 from wahub.core.storage.events import record_contact_events
-from wahub.core.storage.policy import _canonical, append_consents, canonical_address, canonical_params
+from wahub.core.storage.policy import CANONICAL_ADDRESS, _canonical, append_consents, canonical_params
 from wahub.core.storage.schema import contact_identities, contacts, conversations
 
 #: Where a contact's language came from: set by a person (kept), or detected (may change).
@@ -62,9 +62,9 @@ class _Known:
     values: dict[str, Any] = field(default_factory=dict)
 
 
-#: The id of the contact of ``:provider`` with (or known by) an address (``canonical_params``); built once.
+#: The id of the contact with (or known by) an address (parameters: ``canonical_params``); built once.
 _CONTACT_ID = sa.select(contacts.c.id).where(
-    contacts.c.provider == sa.bindparam("provider"), contacts.c.address == canonical_address()
+    contacts.c.provider == sa.bindparam("provider"), contacts.c.address == CANONICAL_ADDRESS
 )
 
 
@@ -99,8 +99,7 @@ class ContactStore:
         """Keep ``value`` as an id of kind ``kind`` of the contact with this address
         or id; False when no contact has it (nothing is stored then)."""
         async with self.db.begin() as conn:
-            params = {"provider": provider, **canonical_params(provider, address)}
-            contact_id = (await conn.execute(_CONTACT_ID, params)).scalar()
+            contact_id = (await conn.execute(_CONTACT_ID, canonical_params(provider, address))).scalar()
             if contact_id is None:
                 return False
             await conn.execute(

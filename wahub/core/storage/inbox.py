@@ -326,37 +326,34 @@ async def reopen_failed(conn: AsyncConnection, ids: Sequence[int] | None) -> lis
     return sorted((await conn.execute(reopened.returning(inbox.c.id))).scalars())
 
 
-@functools.cache
-def newer_rows_query() -> sa.Select[Any]:
-    """An unfinished row of the contact ``:key``, of one of ``:kinds``, after the row ``:after``."""
-    return (
-        sa.select(inbox.c.id)
-        .where(
-            inbox.c.contact_key == sa.bindparam("key"),
-            inbox.c.state.in_([InboxState.PENDING, InboxState.PROCESSING]),
-            inbox.c.kind.in_(sa.bindparam("kinds", expanding=True)),
-            inbox.c.id > sa.bindparam("after"),
-        )
-        .limit(1)
+#: An unfinished row of the contact ``:key``, of one of ``:kinds``, after the row ``:after``.
+NEWER_ROWS = (
+    sa.select(inbox.c.id)
+    .where(
+        inbox.c.contact_key == sa.bindparam("key"),
+        inbox.c.state.in_([InboxState.PENDING, InboxState.PROCESSING]),
+        inbox.c.kind.in_(sa.bindparam("kinds", expanding=True)),
+        inbox.c.id > sa.bindparam("after"),
     )
+    .limit(1)
+)
 
-
-@functools.cache
-def _linked_query() -> sa.Select[Any]:
-    """The ordering ids of the contacts of ``:provider`` that have one of the ids ``:ids``."""
-    ci, other = contact_identities, contact_identities.alias("other")
-    return (
-        sa.select(other.c.value)
-        .select_from(
-            ci.join(contacts, contacts.c.id == ci.c.contact_id).join(other, other.c.contact_id == ci.c.contact_id)
-        )
-        .where(
-            contacts.c.provider == sa.bindparam("provider"),
-            ci.c.kind.in_(ORDERING_KINDS),
-            ci.c.value.in_(sa.bindparam("ids", expanding=True)),
-            other.c.kind.in_(ORDERING_KINDS),
+_other = contact_identities.alias("other")
+#: The ordering ids of the contacts of ``:provider`` that have one of the ids ``:ids``.
+_LINKED = (
+    sa.select(_other.c.value)
+    .select_from(
+        contact_identities.join(contacts, contacts.c.id == contact_identities.c.contact_id).join(
+            _other, _other.c.contact_id == contact_identities.c.contact_id
         )
     )
+    .where(
+        contacts.c.provider == sa.bindparam("provider"),
+        contact_identities.c.kind.in_(ORDERING_KINDS),
+        contact_identities.c.value.in_(sa.bindparam("ids", expanding=True)),
+        _other.c.kind.in_(ORDERING_KINDS),
+    )
+)
 
 
 async def sibling_keys(conn: AsyncConnection, provider: str, ids: Sequence[str], own_key: str) -> tuple[set[str], bool]:
@@ -364,7 +361,7 @@ async def sibling_keys(conn: AsyncConnection, provider: str, ids: Sequence[str],
     had: its ids, and those of the contact already linked to any of them
     (a contact first seen with both learns the link), except ``own_key``;
     and whether wahub has a contact with any of these ids."""
-    found = set((await conn.execute(_linked_query(), {"provider": provider, "ids": list(ids)})).scalars())
+    found = set((await conn.execute(_LINKED, {"provider": provider, "ids": list(ids)})).scalars())
     return {f"{provider}:{value}" for value in {*ids, *found}} - {own_key}, bool(found)
 
 

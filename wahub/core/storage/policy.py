@@ -3,7 +3,6 @@ each contact's service window, time zone and language."""
 
 from __future__ import annotations
 
-import functools
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -87,19 +86,9 @@ def _canonical(provider: str, address: str) -> sa.ColumnElement[str]:
 
 
 def canonical_params(provider: str, address: str) -> dict[str, Any]:
-    """The parameters of ``canonical_address`` for this address."""
+    """The parameters of ``CANONICAL_ADDRESS`` (``:provider`` included) for this address."""
     bare = address.lstrip("+")
-    return {"canon_provider": provider, "canon_spellings": list(dict.fromkeys((address, bare))), "canon_bare": bare}
-
-
-@functools.cache
-def canonical_address() -> sa.ColumnElement[str]:
-    """``_canonical`` built once, with the parameters ``canonical_params`` gives."""
-    return _canonical_of(
-        sa.bindparam("canon_provider"),
-        sa.bindparam("canon_spellings", expanding=True),
-        sa.bindparam("canon_bare", type_=sa.String),
-    )
+    return {"provider": provider, "spellings": list(dict.fromkeys((address, bare))), "bare": bare}
 
 
 def _canonical_of(provider: Any, spellings: Any, bare: sa.ColumnElement[str]) -> sa.ColumnElement[str]:
@@ -121,6 +110,12 @@ def _canonical_of(provider: Any, spellings: Any, bare: sa.ColumnElement[str]) ->
     # An address no contact has is kept as WhatsApp writes numbers, without "+":
     # an opt-out recorded for 15551234567 also stops a send to +15551234567.
     return sa.func.coalesce(own, known_by, bare)
+
+
+#: ``_canonical`` built once, for statements built once: its parameters are ``canonical_params``.
+CANONICAL_ADDRESS = _canonical_of(
+    sa.bindparam("provider"), sa.bindparam("spellings", expanding=True), sa.bindparam("bare", type_=sa.String)
+)
 
 
 async def append_consents(conn: AsyncConnection, provider: str, events: Sequence[Mapping[str, Any]]) -> int:
@@ -233,7 +228,7 @@ _CONTACT_CONTEXT = (
         conversations.c.last_inbound_at,
     )
     .select_from(contacts.outerjoin(conversations, conversations.c.contact_id == contacts.c.id))
-    .where(contacts.c.provider == sa.bindparam("provider"), contacts.c.address == canonical_address())
+    .where(contacts.c.provider == sa.bindparam("provider"), contacts.c.address == CANONICAL_ADDRESS)
 )
 
 
@@ -245,8 +240,7 @@ class PolicyStore:
         """The contact with this address, or known by it (a wa_id or phone of a
         contact now addressed by its BSUID)."""
         async with self.db.connect() as conn:
-            params = {"provider": provider, **canonical_params(provider, address)}
-            row = (await conn.execute(_CONTACT_CONTEXT, params)).first()
+            row = (await conn.execute(_CONTACT_CONTEXT, canonical_params(provider, address))).first()
         if row is None:
             return ContactContext()
         return ContactContext(row.id, row.cid, row.last_inbound_at, row.timezone, row.language)

@@ -40,7 +40,8 @@ def _run(connection: sqlite3.Connection, sql: str, parameters: Any, many: bool) 
 
 
 class StatementCursor:
-    """The cursor SQLAlchemy's aiosqlite adapter drives, holding the outcome of its last statement."""
+    """The cursor SQLAlchemy's aiosqlite adapter drives, holding the outcome of
+    its last statement (read whole: wahub streams no results)."""
 
     arraysize = 1
 
@@ -72,14 +73,6 @@ class StatementCursor:
 
     async def fetchall(self) -> list[Any]:
         rows, self._rows = self._rows, []
-        return rows
-
-    async def fetchone(self) -> Any:
-        return self._rows.pop(0) if self._rows else None
-
-    async def fetchmany(self, size: int | None = None) -> list[Any]:
-        count = self.arraysize if size is None else size
-        rows, self._rows = self._rows[:count], self._rows[count:]
         return rows
 
     async def close(self) -> None:

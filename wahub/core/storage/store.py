@@ -38,6 +38,7 @@ from wahub.core.storage.engine import (
     lock_sqlite_file,
 )
 from wahub.core.storage.inbox import (
+    NEWER_ROWS,
     ORDERING_KINDS,
     ClaimCursor,
     FailedRow,
@@ -46,7 +47,6 @@ from wahub.core.storage.inbox import (
     claim_statements,
     failed_rows,
     inbox_row,
-    newer_rows_query,
     older_naming_bsuid,
     older_unfinished,
     reopen_failed,
@@ -306,7 +306,7 @@ class Storage:
         answer from its app) of the row's contact is stored and not yet finished."""
         params = {"key": row.contact_key, "kinds": list(kinds), "after": row.id}
         async with self.db.connect() as conn:
-            return (await conn.execute(newer_rows_query(), params)).first() is not None
+            return (await conn.execute(NEWER_ROWS, params)).first() is not None
 
     async def defer_inbox(self, row: InboxRow, until: float) -> None:
         """Give a claimed row back, to run at ``until``; the attempt does not count."""
