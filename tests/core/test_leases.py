@@ -45,6 +45,25 @@ async def test_a_claim_taken_over_is_not_renewed(storage: Storage) -> None:
     assert await storage.leases.renew_inbox([(second.id, second.attempts)], 60) == {(second.id, second.attempts)}
 
 
+async def test_a_claim_whose_row_is_finished_still_holds_until_its_work_ends(storage: Storage) -> None:
+    """The hooks after a row's commit (an automatic assignment after a hand-off)
+    are not cut off by a heartbeat that falls between the commit and their end."""
+    lost: list[Claim] = []
+    keeper = LeaseKeeper("inbox", storage.leases.renew_inbox, storage.leases.hand_back_inbox, lost.append)
+    await storage.insert_inbox([inbox_row("a", "A"), inbox_row("b", "B")])
+    since = time.monotonic()
+    a, b = await storage.claim_inbox(10, LEASE_SECONDS)
+    keeper.claimed([(a.id, a.attempts), (b.id, b.attempts)], since)
+    await storage.finish_inbox(a)  # committed; its work has not told the keeper yet
+    await end_lease(storage, inbox, b.id)
+    [b_again] = await storage.claim_inbox(10, LEASE_SECONDS)  # another process's claim
+    await storage.finish_inbox(b_again)  # finished by the other claim: not this one's
+
+    await keeper.beat()
+    assert lost == [(b.id, b.attempts)]
+    assert keeper.holds((a.id, a.attempts))
+
+
 async def test_an_inbox_row_handed_back_runs_again_at_once(storage: Storage) -> None:
     await storage.insert_inbox([inbox_row("a", "A")])
     [row] = await storage.claim_inbox(10, lease_seconds=60)

@@ -78,7 +78,10 @@ class LeaseStore:
         self._claim_lock = claim_lock
 
     async def renew_inbox(self, claims: Sequence[Claim], lease_seconds: float) -> set[Claim]:
-        """Extend the leases of inbox rows in progress; returns the claims still held."""
+        """Extend the leases of inbox rows in progress; returns the claims still
+        held. A row whose outcome its claim has stored (done or failed) counts
+        as held: no other claim can take it, and the work after the commit (the
+        hooks on what it stored) goes on until it tells the keeper it is done."""
         if not claims:
             return set()
         async with self.db.begin() as conn:
@@ -88,7 +91,16 @@ class LeaseStore:
                 .values(lease_until=time.time() + lease_seconds)
                 .returning(inbox.c.id, inbox.c.attempts)
             )
-            return {(row.id, row.attempts) for row in renewed}
+            held = {(row.id, row.attempts) for row in renewed}
+            rest = [claim for claim in claims if tuple(claim) not in held]
+            if rest:
+                ended = await conn.execute(
+                    sa.select(inbox.c.id, inbox.c.attempts).where(
+                        _claims_in(inbox, rest), inbox.c.state.in_([InboxState.DONE, InboxState.FAILED])
+                    )
+                )
+                held.update((row.id, row.attempts) for row in ended)
+            return held
 
     async def hand_back_inbox(self, claims: Sequence[Claim]) -> None:
         """Make claimed inbox rows runnable again at once: their processing was
