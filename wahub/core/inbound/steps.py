@@ -18,12 +18,12 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from wahub.core.conversations.ownership import change_owner
 from wahub.core.conversations.turns import checked_replies, take_turn
-from wahub.core.errors import Unprocessable
+from wahub.core.errors import LeaseLost, Unprocessable
 from wahub.core.hub import Hub
 from wahub.core.inbound.consent import handle_keyword, is_keyword, record_preference
 from wahub.core.inbound.media import attach_inbound_media
@@ -108,27 +108,53 @@ async def echo(hub: Hub, row: InboxRow, echo: EchoMessage) -> None:
 
 
 async def status(hub: Hub, row: InboxRow, status: StatusEvent) -> None:
+    if await statuses(hub, [(row, status)]):
+        raise LeaseLost(row.id)
+
+
+async def statuses(hub: Hub, batch: Sequence[tuple[InboxRow, StatusEvent]]) -> list[InboxRow]:
+    """Apply a batch of delivery statuses, each as if alone: read by its
+    provider, all kept and applied in one transaction, then the
+    ``status_update`` observers of each in turn (at least once: before the
+    rows are done), then the rows marked done in one transaction. Returns the
+    rows claimed again meanwhile (their lease ran out), left to that claim."""
+    events = [await _read_status(hub, status) for _row, status in batch]
+    await hub.storage.messages.apply_statuses(events)
+    for event in events:
+        hub.metrics.statuses.labels(event.provider, event.status).inc()
+        await call_hook(hub, "status_update", hub=hub, status=event)
+    return await hub.storage.finish_inbox_rows([row for row, _status in batch])
+
+
+async def _read_status(hub: Hub, status: StatusEvent) -> StatusEvent:
+    """The status with its provider's reading of a failure: the error's title
+    when it came without one, and what the failure teaches the send policy."""
     provider = hub.providers.get(status.provider)
-    if status.status == MessageStatus.FAILED and status.error_code and provider is not None:
-        meaning = provider.classify_error(status.error_code)
-        if not status.error_title:
-            status = dataclasses.replace(status, error_title=meaning.reason)
-        if meaning.lesson is not None:
-            # Learnt before the failure shows, so whoever sees it failed sees the lesson too.
-            sent = await hub.storage.messages.sent_message(status.provider, status.message_id)
-            if sent is not None:
-                await learn_from_refusal(
-                    hub.storage,
-                    status.provider,
-                    sent,
-                    meaning.lesson,
-                    code=status.error_code,
-                    evidence=status.message_id,
-                )
-    await hub.storage.messages.apply_status(status)
-    hub.metrics.statuses.labels(status.provider, status.status).inc()
-    await call_hook(hub, "status_update", hub=hub, status=status)
-    await hub.storage.finish_inbox(row)
+    if status.status != MessageStatus.FAILED or not status.error_code or provider is None:
+        return status
+    meaning = provider.classify_error(status.error_code)
+    if not status.error_title:
+        status = dataclasses.replace(status, error_title=meaning.reason)
+    if meaning.lesson is not None:
+        # Learnt before the failure shows, so whoever sees it failed sees the lesson too.
+        sent = await hub.storage.messages.sent_message(status.provider, status.message_id)
+        if sent is not None:
+            await learn_from_refusal(
+                hub.storage, status.provider, sent, meaning.lesson, code=status.error_code, evidence=status.message_id
+            )
+    return status
+
+
+def batched_status(row: InboxRow) -> StatusEvent | None:
+    """The status event of ``row`` when it can run in a batch of statuses;
+    None for any other row, and for one that cannot be read (it fails alone)."""
+    if row.kind != "status" or row.damage is not None:
+        return None
+    try:
+        event = event_from_json(row.payload)
+    except (KeyError, TypeError, ValueError):
+        return None
+    return event if isinstance(event, StatusEvent) else None
 
 
 async def preference(hub: Hub, row: InboxRow, event: PreferenceEvent) -> None:

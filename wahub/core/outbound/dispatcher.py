@@ -45,7 +45,7 @@ import functools
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 import aiohttp
 from aiohttp import web
@@ -124,7 +124,7 @@ class Dispatcher:
             "queued messages",
             capacity=self._capacity,
             claim=self._claim,
-            start=self._queue,
+            start=self._queue_claimed,
             leases=self.leases,
             wake=hub.outbox_ready,
             poll=POLL_SECONDS,
@@ -179,6 +179,10 @@ class Dispatcher:
         """Read which notifications of the messages at hand were cancelled since their claim."""
         at_hand = {row.campaign_id for queue in self._queues.values() for row in queue if row.campaign_id is not None}
         self._cancelled = await self.hub.storage.outbox.cancelled_campaigns(at_hand)
+
+    def _queue_claimed(self, rows: Sequence[OutboxRow]) -> None:
+        for row in rows:
+            self._queue(row)
 
     def _queue(self, row: OutboxRow) -> None:
         key = (row.provider, row.message.to)

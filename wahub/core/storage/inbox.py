@@ -203,7 +203,8 @@ def _walk_sql(is_sqlite: bool, first: bool, messages: bool) -> sa.TextClause:
         f" UNION ALL SELECT ({pending} > walk.key ORDER BY contact_key LIMIT 1), n + 1"
         " FROM walk WHERE walk.key IS NOT NULL AND n < :count)"
         # Scalar subqueries, not a join: a join lets PostgreSQL's planner scan the whole inbox.
-        f" SELECT {key} AS key, heads.id AS id, (SELECT lease_until FROM inbox WHERE id = heads.id) AS lease_until"
+        f" SELECT {key} AS key, heads.id AS id, (SELECT lease_until FROM inbox WHERE id = heads.id) AS lease_until,"
+        " (SELECT kind = 'status' FROM inbox WHERE id = heads.id) AS is_status"
         f" FROM (SELECT walk.key, walk.n, (SELECT id FROM inbox WHERE state = '{InboxState.PENDING}'"
         " AND contact_key = walk.key ORDER BY id LIMIT 1) AS id FROM walk WHERE walk.key IS NOT NULL) AS heads"
         " ORDER BY heads.n"
@@ -218,28 +219,67 @@ class ClaimCursor:
     contacts: Key | None = None
 
 
+@dataclass
+class ClaimRoom:
+    """What a claim may still take: ``slots`` rows, each run on its own, where
+    up to ``statuses`` delivery statuses share one slot (they run as one
+    batch, ``wahub.core.inbound.steps.statuses``). Without ``statuses`` a status
+    takes a slot like any row."""
+
+    slots: int
+    statuses: int = 0
+    taken_statuses: int = 0
+    #: Rows passed over for want of a slot while a batch could still grow.
+    passed: int = 0
+
+    def take(self, is_status: bool) -> bool:
+        """Make room for a row; False when there is none for it."""
+        if is_status and self.statuses > 0:
+            if 0 < self.taken_statuses < self.statuses:
+                self.taken_statuses += 1
+                return True
+            if self.taken_statuses == 0 and self.slots > 0:
+                self.slots -= 1
+                self.taken_statuses = 1
+                return True
+        elif self.slots > 0:
+            self.slots -= 1
+            return True
+        self.passed += 1
+        return False
+
+    @property
+    def full(self) -> bool:
+        """Nothing more fits, or the batch has looked far enough for more statuses."""
+        if self.slots > 0:
+            return False
+        batch_open = 0 < self.taken_statuses < self.statuses
+        return not batch_open or self.passed > self.statuses
+
+
 async def choose_rows(
-    conn: AsyncConnection, is_sqlite: bool, blocked: set[Key], limit: int, now: float, start: ClaimCursor
+    conn: AsyncConnection, is_sqlite: bool, blocked: set[Key], room: ClaimRoom, now: float, start: ClaimCursor
 ) -> tuple[list[int], ClaimCursor]:
-    """Ids of up to ``limit`` rows that may run now, and where the next claim goes on.
+    """Ids of the rows that may run now, as many as fit in ``room``, and where
+    the next claim goes on.
 
     The users' messages come first, so that a reply never queues behind the
     delivery statuses of a broadcast: a first walk goes through the contacts
-    with a message pending, a second one, for what room is left, through
-    every contact with pending rows. Within each walk contacts take turns: it
-    goes in key order from the contact after the one the last claim stopped
-    at, round to the beginning. A walk takes each contact's oldest pending
-    row (a status received before the message comes before it), unless the
-    contact is ``blocked`` (a row in progress) or that row waits for its
-    retry time. So a contact's rows keep their order, and one with a long
-    backlog, of messages or of anything, gets one row per turn like every
-    other contact.
+    with a message pending until the slots are taken, a second one, for what
+    room is left, through every contact with pending rows. Within each walk
+    contacts take turns: it goes in key order from the contact after the one
+    the last claim stopped at, round to the beginning. A walk takes each
+    contact's oldest pending row (a status received before the message comes
+    before it), unless the contact is ``blocked`` (a row in progress) or that
+    row waits for its retry time. So a contact's rows keep their order, and
+    one with a long backlog, of messages or of anything, gets one row per turn
+    like every other contact.
     """
     chosen: list[int] = []
-    messages = await _walk(conn, is_sqlite, True, blocked, limit, now, start.messages, chosen)
-    if len(chosen) == limit:
+    messages = await _walk(conn, is_sqlite, True, blocked, room, now, start.messages, chosen)
+    if room.full:
         return chosen, ClaimCursor(messages, start.contacts)
-    contacts = await _walk(conn, is_sqlite, False, blocked, limit, now, start.contacts, chosen)
+    contacts = await _walk(conn, is_sqlite, False, blocked, room, now, start.contacts, chosen)
     return chosen, ClaimCursor(messages, contacts)
 
 
@@ -248,15 +288,17 @@ async def _walk(
     is_sqlite: bool,
     messages: bool,
     blocked: set[Key],
-    limit: int,
+    room: ClaimRoom,
     now: float,
     start: Key | None,
     chosen: list[int],
 ) -> Key | None:
-    """Add to ``chosen`` the rows one walk takes (see ``choose_rows``); where it stopped."""
+    """Add to ``chosen`` the rows one walk takes (see ``choose_rows``); where it
+    stopped. The walk of messages ends once the slots are taken."""
     visited, first, wrapped = 0, start is None, start is None
     after: Key | None = start
-    window_size = max(2 * limit, 8)  # most claims end in the first window; later ones grow
+    wanted = room.slots if messages else room.slots + room.statuses - room.taken_statuses
+    window_size = max(2 * wanted, 8)  # most claims end in the first window; later ones grow
     while visited < CLAIM_SCAN:
         count = min(window_size, CLAIM_SCAN - visited)
         window_size = min(2 * window_size, _CLAIM_WINDOW)
@@ -265,8 +307,8 @@ async def _walk(
         for row in window:
             visited += 1
             after, first = row.key, False
-            _take(row, blocked, now, chosen)
-            if len(chosen) == limit:
+            _take(row, blocked, now, room, chosen)
+            if room.full or (messages and room.slots == 0):
                 return after
         if len(window) < count:  # the last contact: start again from the first, once
             if wrapped:
@@ -275,13 +317,14 @@ async def _walk(
     return after
 
 
-def _take(row: sa.Row[Any], blocked: set[Key], now: float, chosen: list[int]) -> None:
+def _take(row: sa.Row[Any], blocked: set[Key], now: float, room: ClaimRoom, chosen: list[int]) -> None:
     """Choose a contact's oldest pending row, unless the contact has a row in
-    progress or that row waits for its retry time."""
+    progress, that row waits for its retry time, or there is no room for it."""
     if row.key in blocked or (row.lease_until is not None and row.lease_until > now):
         return
-    blocked.add(row.key)
-    chosen.append(row.id)
+    if room.take(bool(row.is_status)):
+        blocked.add(row.key)
+        chosen.append(row.id)
 
 
 async def failed_rows(conn: AsyncConnection, is_sqlite: bool, limit: int) -> list[FailedRow]:

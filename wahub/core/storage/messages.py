@@ -104,14 +104,93 @@ _CONTACT_BY_ADDRESS = sa.select(contacts.c.id, contacts.c.name).where(
 _CONVERSATION_OF = sa.select(conversations.c.id, conversations.c.last_inbound_at).where(
     conversations.c.provider == sa.bindparam("provider"), conversations.c.contact_id == sa.bindparam("contact")
 )
-_BY_PROVIDER_ID = sa.select(messages.c.id, messages.c.status, messages.c.conversation_id).where(
-    messages.c.provider == sa.bindparam("provider"), messages.c.provider_message_id == sa.bindparam("pmid")
-)
 _INBOUND_AT = (
     conversations.update()
     .where(conversations.c.id == sa.bindparam("conversation"))
     .values(last_inbound_at=sa.bindparam("inbound_at"), updated_at=sa.bindparam("now"))
 )
+
+#: Messages ``:row_id`` move to the status ``:new_status`` (built once; see ``apply_statuses``).
+_STATUS_FORWARD = (
+    messages.update()
+    .where(messages.c.id == sa.bindparam("row_id"))
+    .values(status=sa.bindparam("new_status"), updated_at=sa.bindparam("now"))
+)
+#: The same for a failed status, which brings its error.
+_STATUS_FAILED = _STATUS_FORWARD.values(error_code=sa.bindparam("code"), error_reason=sa.bindparam("title"))
+#: The messages of one provider that it knows by the ids ``:pmids``.
+_BY_PROVIDER_IDS = sa.select(
+    messages.c.id, messages.c.status, messages.c.conversation_id, messages.c.provider_message_id
+).where(
+    messages.c.provider == sa.bindparam("provider"),
+    messages.c.provider_message_id.in_(sa.bindparam("pmids", expanding=True)),
+)
+
+
+@dataclass
+class _Sent:
+    """A message a batch of statuses moves: its status as the batch has left it so far."""
+
+    id: int
+    status: str
+    conversation_id: int | None
+
+
+async def _sent_by_provider_id(conn: AsyncConnection, events: Sequence[StatusEvent]) -> dict[tuple[str, str], _Sent]:
+    """The messages that ``events`` are about, by ``(provider, provider message id)``."""
+    ids: dict[str, set[str]] = {}
+    for event in events:
+        ids.setdefault(event.provider, set()).add(event.message_id)
+    known: dict[tuple[str, str], _Sent] = {}
+    for provider, pmids in ids.items():
+        for row in await conn.execute(_BY_PROVIDER_IDS, {"provider": provider, "pmids": sorted(pmids)}):
+            known[provider, row.provider_message_id] = _Sent(row.id, row.status, row.conversation_id)
+    return known
+
+
+def _rounds(events: Sequence[StatusEvent]) -> list[list[StatusEvent]]:
+    """``events`` cut where a message comes again: within a round each message
+    moves once, so each change is written and announced as it was."""
+    rounds: list[list[StatusEvent]] = [[]]
+    seen: set[tuple[str, str]] = set()
+    for event in events:
+        key = (event.provider, event.message_id)
+        if key in seen:
+            rounds.append([])
+            seen.clear()
+        seen.add(key)
+        rounds[-1].append(event)
+    return rounds
+
+
+async def _move_forward(
+    conn: AsyncConnection, events: Sequence[StatusEvent], known: dict[tuple[str, str], _Sent], now: float
+) -> list[StatusChange | None]:
+    """Move each message of one round forward to its event's status, if that is newer."""
+    changes: list[StatusChange | None] = []
+    forward: list[dict[str, Any]] = []
+    failed: list[dict[str, Any]] = []
+    moved: list[_Sent] = []
+    for event in events:
+        sent = known.get((event.provider, event.message_id))
+        if sent is None or not moves_forward(sent.status, event.status):
+            changes.append(None)
+            continue
+        sent.status = event.status
+        params = {"row_id": sent.id, "new_status": event.status, "now": now}
+        if event.status == MessageStatus.FAILED:
+            failed.append({**params, "code": event.error_code, "title": event.error_title})
+        else:
+            forward.append(params)
+        moved.append(sent)
+        changes.append(StatusChange(sent.id, event.status))
+    for statement, rows in ((_STATUS_FORWARD, forward), (_STATUS_FAILED, failed)):
+        if rows:
+            await conn.execute(statement, rows)
+    if moved:
+        await record_activity(conn, [(sent.conversation_id, "status", sent.id) for sent in moved], now=now)
+        await record_message_events(conn, "message.status", [sent.id for sent in moved], now=now)
+    return changes
 
 
 class MessageStore:
@@ -304,33 +383,38 @@ class MessageStore:
     async def apply_status(self, event: StatusEvent) -> StatusChange | None:
         """Record a status event and move its message forward. Returns the change,
         or None when the message is unknown (yet) or the status is not newer."""
+        [change] = await self.apply_statuses([event])
+        return change
+
+    async def apply_statuses(self, events: Sequence[StatusEvent]) -> list[StatusChange | None]:
+        """``apply_status`` for each of ``events``, in order, in one transaction:
+        a status is kept and moves its message forward as if applied alone, also
+        when another status of that message comes earlier in the batch. Returns
+        each event's change, or None."""
         now = time.time()
+        changes: list[StatusChange | None] = []
         async with self.db.begin() as conn:
-            await message_locks(conn, [(event.provider, event.message_id)])
+            await message_locks(conn, sorted({(event.provider, event.message_id) for event in events}))
             await conn.execute(
                 insert_ignore(conn, status_events, ["provider", "provider_message_id", "status"]),
-                {
-                    "provider": event.provider,
-                    "provider_message_id": event.message_id,
-                    "status": event.status,
-                    "timestamp": event.timestamp,
-                    "error_code": event.error_code,
-                    "error_title": event.error_title,
-                    "pricing_category": event.pricing_category,
-                    "created_at": now,
-                },
+                [
+                    {
+                        "provider": event.provider,
+                        "provider_message_id": event.message_id,
+                        "status": event.status,
+                        "timestamp": event.timestamp,
+                        "error_code": event.error_code,
+                        "error_title": event.error_title,
+                        "pricing_category": event.pricing_category,
+                        "created_at": now,
+                    }
+                    for event in events
+                ],
             )
-            params = {"provider": event.provider, "pmid": event.message_id}
-            row = (await conn.execute(_BY_PROVIDER_ID, params)).one_or_none()
-            if row is None or not moves_forward(row.status, event.status):
-                return None
-            values: dict[str, Any] = {"status": event.status, "updated_at": now}
-            if event.status == MessageStatus.FAILED:
-                values.update(error_code=event.error_code, error_reason=event.error_title)
-            await conn.execute(messages.update().where(messages.c.id == row.id).values(**values))
-            await record_activity(conn, [(row.conversation_id, "status", row.id)], now=now)
-            await record_message_events(conn, "message.status", [int(row.id)], now=now)
-        return StatusChange(int(row.id), event.status)
+            known = await _sent_by_provider_id(conn, events)
+            for batch in _rounds(events):
+                changes.extend(await _move_forward(conn, batch, known, now))
+        return changes
 
     async def sent_message(self, provider: str, provider_message_id: str) -> OutgoingMessage | None:
         """The outgoing message the provider knows by this id, if it is recorded."""

@@ -41,6 +41,7 @@ from wahub.core.storage.inbox import (
     NEWER_ROWS,
     ORDERING_KINDS,
     ClaimCursor,
+    ClaimRoom,
     FailedRow,
     busy_keys,
     choose_rows,
@@ -167,9 +168,11 @@ class Storage:
             statement = insert_ignore(conn, inbox, ["provider", "external_id"]).returning(inbox.c.id)
             return len((await conn.execute(statement, values)).all())
 
-    async def claim_inbox(self, limit: int, lease_seconds: float) -> list[InboxRow]:
+    async def claim_inbox(self, limit: int, lease_seconds: float, *, statuses: int = 0) -> list[InboxRow]:
         """Claim up to ``limit`` rows that may run now: a row runs only when no
         older row of its contact is unfinished, so a contact's events run in order.
+        With ``statuses``, up to that many delivery statuses count as one of
+        the ``limit`` rows (they run as one batch).
 
         The users' messages come first, then contacts take turns (see
         ``storage_inbox.choose_rows``): a backlog of statuses never holds back a
@@ -185,7 +188,8 @@ class Storage:
             statements = claim_statements(self.is_sqlite)
             await conn.execute(statements.free_lapsed, {"now": now})
             blocked = await busy_keys(conn, self.is_sqlite)
-            chosen, self._claim_after = await choose_rows(conn, self.is_sqlite, blocked, limit, now, self._claim_after)
+            room = ClaimRoom(limit, statuses)
+            chosen, self._claim_after = await choose_rows(conn, self.is_sqlite, blocked, room, now, self._claim_after)
             if not chosen:
                 return []
             claimed = (await conn.execute(statements.take, {"ids": chosen, "lease_end": now + lease_seconds})).all()
@@ -207,6 +211,23 @@ class Storage:
             return
         async with self.db.begin() as own:
             await self.finish_inbox(row, own)
+
+    async def finish_inbox_rows(self, rows: Sequence[InboxRow]) -> list[InboxRow]:
+        """Mark ``rows`` done in one transaction; returns those claimed again
+        since (their lease ran out), whose newer claim's outcome stands."""
+        claims = [(row.id, row.attempts) for row in rows]
+        statement = (
+            inbox.update()
+            .where(
+                sa.tuple_(inbox.c.id, inbox.c.attempts).in_(claims),
+                inbox.c.state == InboxState.PROCESSING,
+            )
+            .values(state=InboxState.DONE, lease_until=None, processed_at=time.time())
+            .returning(inbox.c.id)
+        )
+        async with self.db.begin() as conn:
+            finished = set((await conn.execute(statement)).scalars())
+        return [row for row in rows if row.id not in finished]
 
     async def finish_with_replies(
         self,

@@ -41,7 +41,7 @@ class ClaimLoop(Generic[RowT]):
       fewer are claimed;
     - ``claim(count)``: claims up to ``count`` rows, or returns None when there
       is nothing to claim for now (no database call made);
-    - ``start(row)``: takes one claimed row (its lease is recorded already);
+    - ``start(rows)``: takes the rows of one claim (their leases are recorded already);
     - ``unreachable(exc)``: whether a failed claim found the database unreachable;
     - ``report(exc)``: called with the first failure of a series (error reporting).
     """
@@ -52,7 +52,7 @@ class ClaimLoop(Generic[RowT]):
         *,
         capacity: Callable[[], tuple[int, float]],
         claim: Callable[[int], Awaitable[Sequence[RowT] | None]],
-        start: Callable[[RowT], None],
+        start: Callable[[Sequence[RowT]], None],
         leases: LeaseKeeper,
         wake: asyncio.Event,
         poll: float,
@@ -115,8 +115,7 @@ class ClaimLoop(Generic[RowT]):
             self._logger.info("claiming %s again", self.what)
             self.database_away = False
         self._leases.claimed([(row.id, row.attempts) for row in claimed], since)
-        for row in claimed:
-            self._start(row)
+        self._start(claimed)
         return claimed, want, wait
 
     def _failed(self, exc: Exception) -> None:
