@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import time
 
 import pytest
@@ -12,11 +13,12 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config as AlembicConfig
 from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 
 from tests.helpers import inbox_row
 from wahub.core.errors import LeaseLost, StorageLocked
 from wahub.core.models import InboundMessage, OutgoingMessage, StatusEvent
-from wahub.core.storage.engine import MIGRATIONS_DIR
+from wahub.core.storage.engine import MIGRATIONS_DIR, SCHEMA_HEAD
 from wahub.core.storage.messages import Refusal
 from wahub.core.storage.schema import contacts, conversations, messages, metadata, settings
 from wahub.core.storage.store import Storage
@@ -41,6 +43,30 @@ async def test_migrations_create_exactly_the_declared_schema(storage: Storage) -
     async with storage.engine.connect() as conn:
         assert await conn.run_sync(diff) == []
     await storage.migrate()  # a second start-up applies nothing and fails nothing
+
+
+def test_the_schema_head_the_daemon_knows_is_the_newest_migration() -> None:
+    config = AlembicConfig()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    assert ScriptDirectory.from_config(config).get_current_head() == SCHEMA_HEAD
+
+
+async def test_a_database_at_the_head_opens_without_loading_alembic(database_url: str) -> None:
+    """Alembic and what it loads (about 13 MB) stay out of a daemon whose database is up to date."""
+    opened = (
+        "import asyncio, sys\n"
+        "from wahub.core.storage.store import Storage\n"
+        "async def main():\n"
+        f"    await (await Storage.open({database_url!r})).close()\n"
+        "asyncio.run(main())\n"
+        "print(sorted({name.split('.')[0] for name in sys.modules} & {'alembic', 'mako'}))\n"
+    )
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", opened, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    out, err = await process.communicate()
+    assert process.returncode == 0, err.decode()
+    assert out.decode().strip() == "[]"
 
 
 def upgrade_to(conn: sa.Connection, revision: str) -> None:

@@ -17,8 +17,6 @@ import logging
 import warnings
 from collections.abc import Sequence
 
-import apprise
-
 from wahub.core.conversations.ownership import change_owner
 from wahub.core.hub import Hub
 from wahub.core.models import Conversation, Owner, OwnershipChange
@@ -128,6 +126,8 @@ async def alert_waiting(hub: Hub) -> None:
 
 def _apprise_notify(urls: Sequence[str], title: str, body: str) -> bool:
     """Apprise's send, blocking (it loads its plugins on first use and posts synchronously)."""
+    import apprise  # imported here: only an inbox with inbox.notify loads it
+
     with warnings.catch_warnings():
         # Some of Apprise's plugin modules import deprecated modules (imghdr): not ours to fix.
         warnings.simplefilter("ignore", DeprecationWarning)

@@ -24,8 +24,6 @@ import warnings
 from collections.abc import Mapping
 from typing import Any
 
-import jwt
-
 _LOGGER = logging.getLogger(__name__)
 
 #: Lifetime of a request JWT; Vonage allows up to a day, a short one limits a leaked token.
@@ -37,6 +35,8 @@ LEEWAY_SECONDS = 300
 def request_headers(config: Mapping[str, Any], *, now: float | None = None) -> dict[str, str]:
     """The ``Authorization`` header of one API request, by the entry's credentials."""
     if "private_key" in config:
+        import jwt  # imported here, as below: only a Vonage entry loads PyJWT and cryptography (about 9 MB)
+
         issued = int(time.time() if now is None else now)
         claims = {
             "application_id": config["application_id"],
@@ -81,6 +81,8 @@ def webhook_claims(
     if token is None:
         return None
     moment = time.time() if now is None else now
+    import jwt
+
     try:
         with warnings.catch_warnings():
             # The secret's length is Vonage's choice, not a mistake to warn about at every webhook.

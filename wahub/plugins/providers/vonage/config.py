@@ -13,8 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import voluptuous as vol
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from wahub.core.config.validators import ExplainedInvalid, number_between
 from wahub.core.provider import PROVIDER_SCHEMA_BASE, PUBLIC_URL_OPTIONS
@@ -38,6 +36,10 @@ def private_key(value: Any) -> str:
         except (OSError, UnicodeDecodeError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not a text file"
             raise ExplainedInvalid(f"cannot read the private key file {str(path)!r}: {reason}") from None
+    # Imported here: only a Vonage entry with a private key loads cryptography.
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
     try:
         key = serialization.load_pem_private_key(text.encode("ascii"), password=None)
     except (ValueError, TypeError, UnicodeEncodeError):
