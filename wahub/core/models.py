@@ -318,6 +318,10 @@ class SendResult:
     """What a provider answered to a send."""
 
     provider_message_id: str
+    #: Ids of the recipient the answer reported, by kind (Meta's ``wa_id``,
+    #: WhatsApp's own form of the number): kept with the contact, in the
+    #: transaction that stores the send.
+    identities: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -52,6 +52,7 @@ from aiohttp import web
 
 from wahub.core.errors import ProviderError, Throttle
 from wahub.core.hub import HUB_KEY, Hub
+from wahub.core.models import SendResult
 from wahub.core.outbound.limits import LimitKeeper, starts_conversation
 from wahub.core.outbound.pacing import Pacer, PairLimiter, Recipient
 from wahub.core.outbound.recorder import Recorder
@@ -321,7 +322,7 @@ class Dispatcher:
             report_exception(hub, exc, {"message_id": row.id, "provider": row.provider})
             await self._failed_attempt(row, "provider_error", f"{type(exc).__name__}: {exc}", retryable=True)
             return False
-        early_failure = await self._record(row, claim, result.provider_message_id)
+        early_failure = await self._record(row, claim, result)
         if early_failure is not None:  # its failed status came before the answer
             lesson = provider.classify_error(early_failure).lesson
             evidence = result.provider_message_id
@@ -374,12 +375,12 @@ class Dispatcher:
         await self.hub.storage.outbox.defer([(row.id, due)])
         return True
 
-    async def _record(self, row: OutboxRow, claim: Claim, provider_message_id: str) -> str | None:
+    async def _record(self, row: OutboxRow, claim: Claim, result: SendResult) -> str | None:
         # The provider accepted the message: its claim must hold until the id is stored.
         self.leases.pin(claim)
         self._sending.add(row.id)
         try:
-            return await self.recorder.record(row, provider_message_id)
+            return await self.recorder.record(row, result)
         finally:
             self._sending.discard(row.id)
 

@@ -13,8 +13,9 @@ import asyncio
 import logging
 
 from wahub.core.hub import Hub
+from wahub.core.models import SendResult
 from wahub.core.storage.leases import database_unreachable
-from wahub.core.storage.outbox import OutboxRow
+from wahub.core.storage.outbox import Learnt, OutboxRow
 from wahub.core.work.backoff import backoff
 
 _LOGGER = logging.getLogger(__name__)
@@ -26,19 +27,25 @@ RECORD_RETRY_BASE = 0.25
 RECORD_RETRY_SECONDS = 1.0
 
 
+#: A send to store: the message's id, its provider and the provider's id of it.
+Sent = tuple[int, str, str]
+
+
 class Recorder:
     """Stores provider ids of sent messages, committing whatever finished while the last commit ran."""
 
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
-        self._pending: list[tuple[tuple[int, str, str], asyncio.Future[str | None]]] = []
+        self._pending: list[tuple[Sent, Learnt | None, asyncio.Future[str | None]]] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
-    async def record(self, row: OutboxRow, provider_message_id: str) -> str | None:
-        """Store the id; returns the error code when a ``failed`` status had already arrived."""
+    async def record(self, row: OutboxRow, result: SendResult) -> str | None:
+        """Store the id, and the recipient's ids the answer reported; returns the
+        error code when a ``failed`` status had already arrived."""
         future: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
-        self._pending.append(((row.id, row.provider, provider_message_id), future))
+        learnt = (row.message.to, result.identities) if result.identities else None
+        self._pending.append(((row.id, row.provider, result.provider_message_id), learnt, future))
         self._wake.set()
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run(), name="wahub-send-recorder")
@@ -53,23 +60,25 @@ class Recorder:
         while self._pending:
             batch, self._pending = self._pending, []
             self._wake.clear()
+            sent = [entry for entry, _learnt, _future in batch]
+            learnt = {entry[0]: ids for entry, ids, _future in batch if ids is not None}
             try:
-                failed = await self._store([sent for sent, _ in batch])
+                failed = await self._store(sent, learnt)
             except Exception as exc:  # noqa: BLE001 - handed to the senders
-                for _sent, future in batch:
+                for _sent, _learnt, future in batch:
                     if not future.done():
                         future.set_exception(exc)
                 continue
-            for sent, future in batch:
+            for entry, _learnt, future in batch:
                 if not future.done():
-                    future.set_result(failed.get(sent[0]))
+                    future.set_result(failed.get(entry[0]))
 
-    async def _store(self, sent: list[tuple[int, str, str]]) -> dict[int, str | None]:
+    async def _store(self, sent: list[Sent], learnt: dict[int, Learnt]) -> dict[int, str | None]:
         refused = attempt = 0
         while True:
             attempt += 1
             try:
-                failed = await self.hub.storage.outbox.mark_sent(sent)
+                failed = await self.hub.storage.outbox.mark_sent(sent, learnt)
             except Exception as exc:
                 refused += not database_unreachable(exc, from_storage=True)
                 if refused >= RECORD_ATTEMPTS:

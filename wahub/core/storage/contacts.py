@@ -62,10 +62,32 @@ class _Known:
     values: dict[str, Any] = field(default_factory=dict)
 
 
+_IDENTITY_KIND: int = contact_identities.c.kind.type.length  # type: ignore[attr-defined]
+_IDENTITY_VALUE: int = contact_identities.c.value.type.length  # type: ignore[attr-defined]
+
 #: The id of the contact with (or known by) an address (parameters: ``canonical_params``); built once.
 _CONTACT_ID = sa.select(contacts.c.id).where(
     contacts.c.provider == sa.bindparam("provider"), contacts.c.address == CANONICAL_ADDRESS
 )
+
+
+async def add_identities(
+    conn: AsyncConnection, provider: str, address: str, identities: Mapping[str, str], *, now: float
+) -> bool:
+    """In ``conn``'s transaction, keep ``identities`` (kind -> value) as ids of
+    the contact with this address or id; False when no contact has it
+    (nothing is stored then). A kind or value too long for its column is left out."""
+    contact_id = (await conn.execute(_CONTACT_ID, canonical_params(provider, address))).scalar()
+    if contact_id is None:
+        return False
+    rows = [
+        {"contact_id": contact_id, "kind": kind, "value": value, "created_at": now}
+        for kind, value in identities.items()
+        if len(kind) <= _IDENTITY_KIND and len(value) <= _IDENTITY_VALUE
+    ]
+    if rows:
+        await conn.execute(insert_ignore(conn, contact_identities, ["contact_id", "kind", "value"]), rows)
+    return True
 
 
 class ContactStore:
@@ -99,14 +121,7 @@ class ContactStore:
         """Keep ``value`` as an id of kind ``kind`` of the contact with this address
         or id; False when no contact has it (nothing is stored then)."""
         async with self.db.begin() as conn:
-            contact_id = (await conn.execute(_CONTACT_ID, canonical_params(provider, address))).scalar()
-            if contact_id is None:
-                return False
-            await conn.execute(
-                insert_ignore(conn, contact_identities, ["contact_id", "kind", "value"]),
-                {"contact_id": contact_id, "kind": kind, "value": value, "created_at": time.time()},
-            )
-        return True
+            return await add_identities(conn, provider, address, {kind: value}, now=time.time())
 
     async def identities(self, provider: str, address: str) -> list[tuple[str, str]]:
         """Every ``(kind, value)`` id of the contact with this address or id, oldest first."""

@@ -369,6 +369,16 @@ async def reopen_failed(conn: AsyncConnection, ids: Sequence[int] | None) -> lis
     return sorted((await conn.execute(reopened.returning(inbox.c.id))).scalars())
 
 
+#: Whether a claim at ``:now`` may find anything: a pending row, or one whose
+#: lease ran out. Read before a claim's write transaction, which most claims
+#: after a row's end would otherwise open for nothing.
+CLAIMABLE = sa.select(
+    sa.or_(
+        sa.exists().where(inbox.c.state == InboxState.PENDING),
+        sa.exists().where(inbox.c.state == InboxState.PROCESSING, inbox.c.lease_until <= sa.bindparam("now")),
+    )
+)
+
 #: An unfinished row of the contact ``:key``, of one of ``:kinds``, after the row ``:after``.
 NEWER_ROWS = (
     sa.select(inbox.c.id)

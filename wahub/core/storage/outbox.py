@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from wahub.core.models import MessageStatus, OutgoingMessage
 from wahub.core.storage.activity import record_message_activity
 from wahub.core.storage.campaigns import CANCELLED, CANCELLED_CODE
+from wahub.core.storage.contacts import add_identities
 from wahub.core.storage.engine import Database
 from wahub.core.storage.events import record_message_events
 from wahub.core.storage.leases import lease_over
@@ -28,6 +29,10 @@ from wahub.core.storage.messages import message_locks, moves_forward
 from wahub.core.storage.schema import campaigns, contacts, conversations, messages, status_events
 
 #: Statuses of a message the provider accepted.
+#: What a send's answer taught of its recipient: the address it went to, and
+#: the recipient's ids it reported (kind -> value).
+Learnt = tuple[str, Mapping[str, str]]
+
 _ACCEPTED = (MessageStatus.SENT, MessageStatus.DELIVERED, MessageStatus.READ)
 #: The customer service window, as ``wahub.core.policy.checks`` keeps it (storage sits below the policy).
 SERVICE_WINDOW_SECONDS = 24 * 3600.0
@@ -91,6 +96,11 @@ class OutboxStore:
         Leases are always on the wall clock, the one their renewals use."""
         wall = time.time()
         now = wall if now is None else now
+        if not providers or limit <= 0:
+            return []
+        async with self.db.connect() as conn:
+            if not (await conn.execute(_ANY_DUE, {"now": now, "wall": wall, "providers": list(providers)})).scalar():
+                return []
         async with self.db.begin() as conn:
             found = list(await _claimable(conn, 0, limit, providers, now, wall))
             if bulk is None:
@@ -180,15 +190,22 @@ class OutboxStore:
             )
         return result.rowcount
 
-    async def mark_sent(self, sent: Sequence[tuple[int, str, str]]) -> dict[int, str | None]:
+    async def mark_sent(
+        self, sent: Sequence[tuple[int, str, str]], learnt: Mapping[int, Learnt] | None = None
+    ) -> dict[int, str | None]:
         """Store provider ids of sent messages ``(id, provider, provider_message_id)`` in one
         transaction, moving each to ``sent``, or further when status webhooks for
         that id arrived before the provider's answer (a ``failed`` one with its error).
+        ``learnt`` gives, by message id, the address a message went to and the
+        recipient's ids its answer reported, kept with that contact.
         Returns the messages failed that way, with their error codes."""
         if not sent:
             return {}
         now = time.time()
+        providers = {message_id: provider for message_id, provider, _pmid in sent}
         async with self.db.begin() as conn:
+            for message_id, (address, identities) in (learnt or {}).items():
+                await add_identities(conn, providers[message_id], address, identities, now=now)
             keys = sorted({(provider, pmid) for _, provider, pmid in sent})
             await message_locks(conn, keys)
             early: defaultdict[tuple[str, str], list[Any]] = defaultdict(list)
@@ -261,6 +278,17 @@ _TAKE = (
     messages.update()
     .where(messages.c.id.in_(sa.bindparam("ids", expanding=True)))
     .values(lease_until=sa.bindparam("lease_end"), attempts=messages.c.attempts + 1, updated_at=sa.bindparam("now"))
+)
+#: Whether a claim at ``:now`` (``:wall`` on the wall clock) may find a
+#: message of ``:providers`` to send: read before the claim's write
+#: transaction, which the claim after each send would otherwise open for nothing.
+_ANY_DUE = sa.select(
+    sa.exists().where(
+        messages.c.status == MessageStatus.QUEUED,
+        messages.c.next_attempt_at <= sa.bindparam("now"),
+        messages.c.provider.in_(sa.bindparam("providers", expanding=True)),
+        sa.or_(messages.c.lease_until.is_(None), messages.c.lease_until <= sa.bindparam("wall")),
+    )
 )
 #: The statuses already stored for the provider ids ``:pmids``.
 _EARLY_STATUSES = sa.select(status_events).where(

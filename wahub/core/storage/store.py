@@ -38,6 +38,7 @@ from wahub.core.storage.engine import (
     lock_sqlite_file,
 )
 from wahub.core.storage.inbox import (
+    CLAIMABLE,
     NEWER_ROWS,
     ORDERING_KINDS,
     ClaimCursor,
@@ -183,6 +184,9 @@ class Storage:
         ``damage`` set, so that it fails alone.
         """
         now = time.time()
+        async with self.db.connect() as conn:
+            if not (await conn.execute(CLAIMABLE, {"now": now})).scalar():
+                return []
         async with self.db.begin() as conn:
             await self._claim_lock(conn)
             statements = claim_statements(self.is_sqlite)

@@ -40,6 +40,8 @@ _LOGGER = logging.getLogger(__name__)
 
 #: Meta's code for a BSUID recipient this message cannot be sent to (use the phone number).
 BSUID_REFUSED = "131062"
+#: The longest ``wa_id`` kept from a send's answer (E.164 numbers have at most 15 digits).
+MAX_WA_ID_DIGITS = 32
 #: Uploaded media ids live 30 days at Meta; wahub stops using one a day earlier.
 UPLOAD_LIFETIME = 29 * 86400
 #: How often the number's quality rating and messaging limit are read again.
@@ -194,11 +196,12 @@ class CloudApiProvider(CloudAccount):
         if message.type == "mark_read":
             # Nothing new is created: the receipt gets an id of its own for the outbox.
             return SendResult(f"read.{uuid.uuid4().hex}")
-        await self._learn_wa_id(message, body, answer)
         try:
-            return SendResult(str(answer["messages"][0]["id"]))
+            provider_message_id = str(answer["messages"][0]["id"])
         except (KeyError, IndexError, TypeError):
             raise ProviderError(f"the API accepted the message but gave no id: {answer!r}") from None
+        wa_id = _reported_wa_id(body, answer)
+        return SendResult(provider_message_id, {"wa_id": wa_id} if wa_id is not None else {})
 
     async def _post_message(self, message: OutgoingMessage, body: dict[str, Any]) -> Any:
         """POST the body; a BSUID refused for this message (131062) is tried once
@@ -213,18 +216,6 @@ class CloudApiProvider(CloudAccount):
                 raise ProviderError(f"{exc}; no phone number is known for this user", code=exc.code) from None
             _LOGGER.info("%s refused a BSUID recipient (131062); sending again to ...%s", self.name, phone[-4:])
             return await self.call("POST", "messages", json=by_phone(body, phone))
-
-    async def _learn_wa_id(self, message: OutgoingMessage, body: dict[str, Any], answer: Any) -> None:
-        """Keep the answer's ``contacts[].wa_id`` (WhatsApp's own form of the
-        number) as an id of the contact. Never fails the send: it went out."""
-        found = answer.get("contacts") if isinstance(answer, dict) else None
-        wa_id = found[0].get("wa_id") if isinstance(found, list) and found and isinstance(found[0], dict) else None
-        if body.get("recipient_type") == "group" or not isinstance(wa_id, str) or not wa_id.isdigit():
-            return
-        try:
-            await self.hub.storage.contacts.add_identity(self.name, message.to, "wa_id", wa_id)
-        except Exception:  # noqa: BLE001 - the message is sent; only the id is not kept
-            _LOGGER.warning("cannot store the wa_id ...%s a send to a contact of %s reported", wa_id[-4:], self.name)
 
     # -- media ------------------------------------------------------------
 
@@ -307,3 +298,12 @@ class CloudApiProvider(CloudAccount):
                 self.account.pop("error", None)
                 self.account.update(state)
             await asyncio.sleep(ACCOUNT_REFRESH_SECONDS)
+
+
+def _reported_wa_id(body: dict[str, Any], answer: Any) -> str | None:
+    """The answer's ``contacts[].wa_id`` (WhatsApp's own form of the number), if it is one."""
+    found = answer.get("contacts") if isinstance(answer, dict) else None
+    wa_id = found[0].get("wa_id") if isinstance(found, list) and found and isinstance(found[0], dict) else None
+    if body.get("recipient_type") == "group" or not isinstance(wa_id, str) or not wa_id.isdigit():
+        return None
+    return wa_id if len(wa_id) <= MAX_WA_ID_DIGITS else None
