@@ -208,3 +208,21 @@ async def test_an_event_of_a_new_user_waits_for_their_older_event_under_the_othe
     await storage.defer_inbox(hidden, until=0)  # back in the queue; the attempt does not count
     [again] = await storage.claim_inbox(10, lease_seconds=60)
     assert (again.id, again.attempts) == (hidden.id, 1)
+
+
+async def test_a_claim_with_nothing_to_take_does_not_wait_for_the_write_lock(sqlite_url: str) -> None:
+    """The claims after each row's end and each send mostly find nothing: they
+    read first, and leave the database's one write lock to the writers."""
+    storage = await Storage.open(sqlite_url)
+    other = sqlite3.connect(sqlite_url.removeprefix("sqlite:///"), isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")  # another writer holds the lock meanwhile
+        assert await storage.claim_inbox(4, lease_seconds=60, statuses=50) == []
+        assert await storage.outbox.claim_outbox(4, 60, ["sandbox"]) == []
+        other.execute("ROLLBACK")
+        await storage.insert_inbox([inbox_row("a", OTHER)])
+        [row] = await storage.claim_inbox(4, lease_seconds=60)
+        assert row.contact_key == OTHER
+    finally:
+        other.close()
+        await storage.close()
