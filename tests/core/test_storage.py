@@ -160,6 +160,32 @@ async def test_a_transaction_after_reads_still_keeps_all_or_nothing(storage: Sto
     assert len(rows) == 150 and ("k1", "x") in rows and ("k2", "2") in rows
 
 
+async def test_a_read_cancelled_mid_statement_ends_cancelled_and_writes_stay_whole(storage: Storage) -> None:
+    """A shutdown cancels a claim's read as it runs: the cancellation goes
+    through (it is not turned into a database error the claim loop would
+    retry), and the pooled connection's next transaction is a real one."""
+    slow = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 3000000) SELECT count(*) FROM n"
+    started = asyncio.Event()
+
+    async def read() -> None:
+        async with storage.db.connect() as conn:
+            started.set()
+            await conn.execute(sa.text(slow))
+
+    task = asyncio.create_task(read())
+    await started.wait()
+    await asyncio.sleep(0.05)  # into the statement (on either database)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    with pytest.raises(RuntimeError):
+        async with storage.db.begin() as conn:
+            await conn.execute(settings.insert(), [{"key": "a", "value": "1"}])
+            raise RuntimeError("the second step fails")
+    async with storage.db.connect() as conn:
+        assert (await conn.execute(sa.select(sa.func.count()).select_from(settings))).scalar() == 0
+
+
 async def test_inbox_skips_redeliveries(storage: Storage) -> None:
     assert await storage.insert_inbox([inbox_row("a"), inbox_row("b")]) == 2
     assert await storage.insert_inbox([inbox_row("b"), inbox_row("c"), inbox_row("c")]) == 1

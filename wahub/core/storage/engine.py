@@ -254,11 +254,14 @@ class Database:
         """A connection to read with (what it writes is rolled back, or on SQLite
         not held together by a transaction: write in ``begin``)."""
         async with self._locked(), self.engine.connect() as conn:
-            conn.info[READ_ONLY] = True
+            # The pooled connection's dict, kept: once a cancelled statement
+            # has broken the connection, reading ``conn.info`` raises instead.
+            info = conn.info
+            info[READ_ONLY] = True
             try:
                 yield conn
             finally:
-                conn.info.pop(READ_ONLY, None)
+                info.pop(READ_ONLY, None)
 
     @asynccontextmanager
     async def _locked(self) -> AsyncIterator[None]:
