@@ -145,8 +145,11 @@ class InboxProcessor:
         self._progress_at = time.monotonic()
         took = self._progress_at - self._running.pop(task)
         self._resume_at = time.monotonic() + took * (1 / BUSY_SHARE - 1)
-        # A finished row may unblock the next row of its contact.
-        self.hub.inbox_ready.set()
+        # A finished row may unblock the next row of its contact, or free a
+        # worker for rows left: when the last claim left none, newer rows
+        # wake the loop themselves as they are stored.
+        if self.hub.storage.claim_left_rows:
+            self.hub.inbox_ready.set()
 
     async def stop(self, grace: float) -> None:
         """Stop claiming and give rows in progress ``grace`` seconds to finish;

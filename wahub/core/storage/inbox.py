@@ -258,10 +258,17 @@ class ClaimRoom:
 
 
 async def choose_rows(
-    conn: AsyncConnection, is_sqlite: bool, blocked: set[Key], room: ClaimRoom, now: float, start: ClaimCursor
+    conn: AsyncConnection,
+    is_sqlite: bool,
+    blocked: set[Key],
+    room: ClaimRoom,
+    now: float,
+    start: ClaimCursor,
+    pending: int | None = None,
 ) -> tuple[list[int], ClaimCursor]:
     """Ids of the rows that may run now, as many as fit in ``room``, and where
-    the next claim goes on.
+    the next claim goes on. ``pending``, when known, is how many rows are
+    pending: once the first walk took them all, there is no second.
 
     The users' messages come first, so that a reply never queues behind the
     delivery statuses of a broadcast: a first walk goes through the contacts
@@ -277,7 +284,7 @@ async def choose_rows(
     """
     chosen: list[int] = []
     messages = await _walk(conn, is_sqlite, True, blocked, room, now, start.messages, chosen)
-    if room.full:
+    if room.full or (pending is not None and len(chosen) >= pending):
         return chosen, ClaimCursor(messages, start.contacts)
     contacts = await _walk(conn, is_sqlite, False, blocked, room, now, start.contacts, chosen)
     return chosen, ClaimCursor(messages, contacts)
@@ -369,14 +376,24 @@ async def reopen_failed(conn: AsyncConnection, ids: Sequence[int] | None) -> lis
     return sorted((await conn.execute(reopened.returning(inbox.c.id))).scalars())
 
 
-#: Whether a claim at ``:now`` may find anything: a pending row, or one whose
-#: lease ran out. Read before a claim's write transaction, which most claims
-#: after a row's end would otherwise open for nothing.
-CLAIMABLE = sa.select(
-    sa.or_(
-        sa.exists().where(inbox.c.state == InboxState.PENDING),
-        sa.exists().where(inbox.c.state == InboxState.PROCESSING, inbox.c.lease_until <= sa.bindparam("now")),
+#: What a claim at ``:now`` may find, read before its write transaction (which
+#: most claims after a row's end would otherwise open for nothing): how many
+#: rows are pending (counted up to ``:cap``), whether any row is in progress,
+#: and whether one of those has its lease run out.
+CLAIM_PROBE = sa.select(
+    sa.select(sa.func.count())
+    .select_from(
+        sa.select(inbox.c.id)
+        .where(inbox.c.state == InboxState.PENDING)
+        .limit(sa.bindparam("cap", type_=sa.Integer))
+        .subquery()
     )
+    .scalar_subquery()
+    .label("pending"),
+    sa.exists().where(inbox.c.state == InboxState.PROCESSING).label("processing"),
+    sa.exists()
+    .where(inbox.c.state == InboxState.PROCESSING, inbox.c.lease_until <= sa.bindparam("now"))
+    .label("lapsed"),
 )
 
 #: An unfinished row of the contact ``:key``, of one of ``:kinds``, after the row ``:after``.

@@ -294,11 +294,16 @@ class MessageStore:
     async def _upsert_contact(
         self, conn: AsyncConnection, provider: str, address: str, name: str | None, now: float
     ) -> int:
-        await conn.execute(
-            insert_ignore(conn, contacts, ["provider", "address"]),
-            {"provider": provider, "address": address, "name": name, "created_at": now, "updated_at": now},
-        )
-        row = (await conn.execute(_CONTACT_BY_ADDRESS, {"provider": provider, "address": address})).one()
+        key = {"provider": provider, "address": address}
+        # A user who wrote before is found by one statement; a new one is inserted.
+        row = (await conn.execute(_CONTACT_BY_ADDRESS, key)).one_or_none()
+        if row is None:
+            inserted = insert_ignore(conn, contacts, ["provider", "address"]).returning(contacts.c.id, contacts.c.name)
+            values = {**key, "name": name, "created_at": now, "updated_at": now}
+            # No row back when another writer (a replica) inserted it meanwhile.
+            row = (await conn.execute(inserted, values)).one_or_none() or (
+                await conn.execute(_CONTACT_BY_ADDRESS, key)
+            ).one()
         if name and row.name != name:
             await conn.execute(contacts.update().where(contacts.c.id == row.id).values(name=name, updated_at=now))
             await record_contact_events(conn, "contact.updated", [int(row.id)], now=now, changed=["name"])
@@ -307,11 +312,22 @@ class MessageStore:
     async def _upsert_conversation(
         self, conn: AsyncConnection, provider: str, contact_id: int, inbound_at: float | None, now: float
     ) -> int:
-        await conn.execute(
-            insert_ignore(conn, conversations, ["provider", "contact_id"]),
-            {"provider": provider, "contact_id": contact_id, "owner": "bot", "created_at": now, "updated_at": now},
-        )
-        row = (await conn.execute(_CONVERSATION_OF, {"provider": provider, "contact": contact_id})).one()
+        key = {"provider": provider, "contact": contact_id}
+        row = (await conn.execute(_CONVERSATION_OF, key)).one_or_none()
+        if row is None:
+            inserted = insert_ignore(conn, conversations, ["provider", "contact_id"]).returning(
+                conversations.c.id, conversations.c.last_inbound_at
+            )
+            values = {
+                "provider": provider,
+                "contact_id": contact_id,
+                "owner": "bot",
+                "created_at": now,
+                "updated_at": now,
+            }
+            row = (await conn.execute(inserted, values)).one_or_none() or (
+                await conn.execute(_CONVERSATION_OF, key)
+            ).one()
         if inbound_at is not None and (row.last_inbound_at is None or inbound_at > row.last_inbound_at):
             await conn.execute(_INBOUND_AT, {"conversation": row.id, "inbound_at": inbound_at, "now": now})
         return int(row.id)

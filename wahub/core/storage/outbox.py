@@ -99,10 +99,13 @@ class OutboxStore:
         if not providers or limit <= 0:
             return []
         async with self.db.connect() as conn:
-            if not (await conn.execute(_ANY_DUE, {"now": now, "wall": wall, "providers": list(providers)})).scalar():
-                return []
+            due = (await conn.execute(_DUE, {"now": now, "wall": wall, "providers": list(providers)})).one()
+        if not due.conversations and not due.bulk:
+            return []
         async with self.db.begin() as conn:
-            found = list(await _claimable(conn, 0, limit, providers, now, wall))
+            found = list(await _claimable(conn, 0, limit, providers, now, wall)) if due.conversations else []
+            if not due.bulk:
+                bulk = {}  # none due: no bulk select
             if bulk is None:
                 found += await _claimable(conn, 1, limit - len(found), providers, now, wall)
             else:
@@ -279,17 +282,22 @@ _TAKE = (
     .where(messages.c.id.in_(sa.bindparam("ids", expanding=True)))
     .values(lease_until=sa.bindparam("lease_end"), attempts=messages.c.attempts + 1, updated_at=sa.bindparam("now"))
 )
-#: Whether a claim at ``:now`` (``:wall`` on the wall clock) may find a
-#: message of ``:providers`` to send: read before the claim's write
-#: transaction, which the claim after each send would otherwise open for nothing.
-_ANY_DUE = sa.select(
-    sa.exists().where(
+
+
+def _due_in(lane: int) -> sa.Exists:
+    return sa.exists().where(
         messages.c.status == MessageStatus.QUEUED,
+        messages.c.lane == lane,
         messages.c.next_attempt_at <= sa.bindparam("now"),
         messages.c.provider.in_(sa.bindparam("providers", expanding=True)),
         sa.or_(messages.c.lease_until.is_(None), messages.c.lease_until <= sa.bindparam("wall")),
     )
-)
+
+
+#: Whether a claim at ``:now`` (``:wall`` on the wall clock) may find messages
+#: of ``:providers`` to send, in each lane: read before the claim's write
+#: transaction, which the claim after each send would otherwise open for nothing.
+_DUE = sa.select(_due_in(0).label("conversations"), _due_in(1).label("bulk"))
 #: The statuses already stored for the provider ids ``:pmids``.
 _EARLY_STATUSES = sa.select(status_events).where(
     status_events.c.provider_message_id.in_(sa.bindparam("pmids", expanding=True))

@@ -38,7 +38,7 @@ from wahub.core.storage.engine import (
     lock_sqlite_file,
 )
 from wahub.core.storage.inbox import (
-    CLAIMABLE,
+    CLAIM_PROBE,
     NEWER_ROWS,
     ORDERING_KINDS,
     ClaimCursor,
@@ -111,6 +111,9 @@ class Storage:
         self._file_lock: IO[bytes] | None = None
         #: The contact the last claim of this process stopped at: the next one goes on after it.
         self._claim_after = ClaimCursor()
+        #: Whether the last inbox claim left pending rows (or could not tell):
+        #: only then may a row's end let another row run.
+        self.claim_left_rows = True
 
     @classmethod
     async def open(cls, url: str, *, migrate: bool = True, media: Mapping[str, Any] | None = None) -> Storage:
@@ -184,19 +187,31 @@ class Storage:
         ``damage`` set, so that it fails alone.
         """
         now = time.time()
+        cap = limit + statuses + 1
         async with self.db.connect() as conn:
-            if not (await conn.execute(CLAIMABLE, {"now": now})).scalar():
-                return []
+            probe = (await conn.execute(CLAIM_PROBE, {"now": now, "cap": cap})).one()
+        self.claim_left_rows = bool(probe.pending or probe.lapsed)
+        if not self.claim_left_rows:
+            return []
+        # Only this loop makes rows of a SQLite file ``processing``: none at the
+        # probe, none now. A PostgreSQL replica's claim may have made some since.
+        known_idle = self.is_sqlite and not probe.processing
+        # The count is good for this claim's walks unless lapsed rows are freed into it.
+        pending = probe.pending if probe.pending < cap and not probe.lapsed else None
         async with self.db.begin() as conn:
             await self._claim_lock(conn)
             statements = claim_statements(self.is_sqlite)
-            await conn.execute(statements.free_lapsed, {"now": now})
-            blocked = await busy_keys(conn, self.is_sqlite)
+            if probe.lapsed:
+                await conn.execute(statements.free_lapsed, {"now": now})
+            blocked = set() if known_idle else await busy_keys(conn, self.is_sqlite)
             room = ClaimRoom(limit, statuses)
-            chosen, self._claim_after = await choose_rows(conn, self.is_sqlite, blocked, room, now, self._claim_after)
+            chosen, self._claim_after = await choose_rows(
+                conn, self.is_sqlite, blocked, room, now, self._claim_after, pending
+            )
             if not chosen:
                 return []
             claimed = (await conn.execute(statements.take, {"ids": chosen, "lease_end": now + lease_seconds})).all()
+        self.claim_left_rows = pending is None or pending > len(claimed)
         return sorted((inbox_row(row) for row in claimed), key=lambda row: row.id)
 
     async def _claim_lock(self, conn: AsyncConnection) -> None:
