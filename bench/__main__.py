@@ -2,7 +2,7 @@
 
     python -m bench [--quick] [--json bench-results.json]
 
-Runs ``bench.ingest``, ``bench.replies`` and ``bench.outbound`` (each printing its own
+Runs ``bench.ingest``, ``bench.replies``, ``bench.outbound`` and ``bench.replicas`` (each printing its own
 report), then prints every target with PASS or FAIL and writes the summary: per
 benchmark its settings, results, targets and errors. Exits 1 when a benchmark broke
 (a server did not start, a reply was refused, an accepted webhook was not stored),
@@ -26,6 +26,7 @@ BENCHMARKS = {
     "ingest": ["--quick"],
     "replies": ["--quick"],
     "outbound": ["--messages", "300", "--paced", "80"],
+    "replicas": ["--quick"],
 }
 
 

@@ -154,14 +154,15 @@ class Bench:
         )
 
 
-def wahub_config(port: int, home: Path, provider: dict[str, Any]) -> str:
+def wahub_config(port: int, home: Path, provider: dict[str, Any], *, database: str | None = None) -> str:
     """A production-like daemon: one Cloud API number, a rule and a default reply for
-    every message, default pacing (80 messages/s) and workers."""
+    every message, default pacing (80 messages/s) and workers; on SQLite in ``home``
+    unless ``database`` names another."""
     entry = {"platform": "meta_cloud", "name": "main", **provider, "template_sync_hours": None}
     return (
         "wahub:\n"
         f"  http: {{host: 127.0.0.1, port: {port}}}\n"
-        f"  database: sqlite:///{home}/wahub.db\n"
+        f"  database: {database or f'sqlite:///{home}/wahub.db'}\n"
         "  log_level: warning\n"
         f"  media: {{directory: {home}/media}}\n"
         f"providers:\n  - {json.dumps(entry)}\n"

@@ -15,6 +15,8 @@ import aiohttp
 
 from bench.ingest import wahub_config
 from bench.payloads import SIGNATURE_HEADER, CloudBodies, read_request_files, write_request_files
+from bench.replicas import Replicas
+from bench.replicas import parse_args as parse_replicas_args
 from wahub.core.config.schema import load_config
 from wahub.core.models import InboundMessage, StatusEvent
 from wahub.core.plugins import registered_providers, registered_sections
@@ -43,6 +45,20 @@ def test_requests_are_signed_cloud_webhooks_one_message_to_three_statuses(tmp_pa
     assert len({event.external_id for event in events}) == 40
     statuses = [event for event in events if isinstance(event, StatusEvent)]
     assert Counter(status.status for status in statuses) == {"sent": 10, "delivered": 10, "read": 10}
+
+
+def test_each_daemon_of_the_replicas_benchmark_gets_requests_of_its_own(tmp_path: Path) -> None:
+    args = parse_replicas_args(["--daemons", "1,2", "--duration", "1", "--warmup", "1", "--max-rate", "8"])
+    bench = Replicas(args, tmp_path)
+    bench.prepare()
+    ids: list[str] = []
+    for path in sorted((tmp_path / "requests").iterdir()):
+        for _signature, body in read_request_files([path]):
+            events = parse_cloud_webhook(body, default="main", numbers={NUMBER_ID: "main"}, accounts={})
+            ids += [event.external_id for event in events]
+    # Steps of 1 and 2 daemons, warm-up and run: 8 requests per phase and step, split between the daemons.
+    assert len(list((tmp_path / "requests").iterdir())) == 2 * (1 + 2)
+    assert len(ids) == len(set(ids)) == 4 * 8
 
 
 async def test_the_benchmarks_daemon_stores_processes_and_replies(tmp_path: Path) -> None:
