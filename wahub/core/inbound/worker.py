@@ -1,7 +1,8 @@
 """Inbox workers: run each stored webhook event through the pipeline.
 
 Rows of one contact run in order (the storage hands out only a contact's
-oldest unfinished row); rows of different contacts run concurrently. Every
+oldest unfinished row); rows of different contacts run concurrently, and the
+delivery statuses of a claim as one batch (``steps.statuses``). Every
 step is idempotent, so a row interrupted by a crash simply runs again: the
 replies it queues carry keys derived from the event, and the outbox keeps one
 message per key.
@@ -52,6 +53,7 @@ POLL_SECONDS = 1.0
 BUSY_SHARE = 0.1
 
 
+#: The log line of a row whose outcome another claim's stands for.
 _CLAIMED_AGAIN = "inbox row %d was claimed again after its lease ran out; leaving it to that claim"
 
 #: Delivery statuses a claim may take as one batch, applied in one transaction:
