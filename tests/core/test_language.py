@@ -242,6 +242,26 @@ def test_detection_among_eight_languages_of_short_messages() -> None:
     assert {text: detector.detect(text) for text in found} == found
 
 
+def test_the_model_read_for_some_languages_answers_as_py3langid_restricted_to_them() -> None:
+    """Detection reads only the configured languages' weights from the model
+    file; every short message of the benchmark's gets the same label and
+    probability as from py3langid's whole model restricted with ``set_languages``."""
+    from py3langid.langid import MODEL_FILE, LanguageIdentifier
+
+    languages = ["de", "en", "es", "fr", "it", "pt", "ru", "tr"]
+    detector = LanguageDetector(languages)
+    detector.detect("warm up")
+    whole = LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
+    whole.set_languages(languages)
+    data = Path(__file__).parents[2] / "bench" / "data" / "short_texts.tsv"
+    texts = [line.split("\t", 1)[1] for line in data.read_text(encoding="utf-8").splitlines() if "\t" in line]
+    assert len(texts) > 250
+    for text in texts:
+        label, probability = detector._identifier.classify(text)
+        expected_label, expected_probability = whole.classify(text)
+        assert (label, probability) == pytest.approx((expected_label, expected_probability), abs=1e-9), text
+
+
 def test_an_unconfident_guess_gives_no_answer() -> None:
     certain_only = LanguageDetector(["en", "ru", "pt"], min_confidence=1.01)
     assert certain_only.detect("what are your opening hours?") is None
@@ -255,19 +275,19 @@ def test_with_fewer_than_two_known_languages_there_is_nothing_to_choose(caplog: 
 
 
 def test_the_model_is_read_once_on_first_use_and_works_with_no_network(monkeypatch: pytest.MonkeyPatch) -> None:
-    from py3langid.langid import LanguageIdentifier
+    import lzma
 
     reads: list[str] = []
-    read_model = LanguageIdentifier.from_model_file.__func__  # type: ignore[attr-defined]
+    open_packed = lzma.open
 
-    def counted(cls: type, model_file: str, *args: Any, **kwargs: Any) -> Any:
-        reads.append(model_file)
-        return read_model(cls, model_file, *args, **kwargs)
+    def counted(path: Any, *args: Any, **kwargs: Any) -> Any:
+        reads.append(str(path))
+        return open_packed(path, *args, **kwargs)
 
     def no_network(*args: Any, **kwargs: Any) -> socket.socket:
         raise OSError("no network in this test")
 
-    monkeypatch.setattr(LanguageIdentifier, "from_model_file", classmethod(counted))
+    monkeypatch.setattr(lzma, "open", counted)
     monkeypatch.setattr(socket, "socket", no_network)
     detector = LanguageDetector(["en", "ru"])
     assert reads == []

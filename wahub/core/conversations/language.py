@@ -12,6 +12,7 @@ no network. ``docs/languages.md`` shows how it compared on short messages.
 
 from __future__ import annotations
 
+import array
 import logging
 import re
 import threading
@@ -111,7 +112,7 @@ class LanguageDetector:
     """Tells which of the configured languages a short message is written in.
 
     The model (py3langid's, inside its package, so no network is needed) is
-    read once, on the first ``detect``: about 0.5 s of CPU and 55 MB of
+    read once, on the first ``detect``: about 0.5 s of CPU and 65 MB of
     memory, numpy included (its tokenizer takes 40 MB; of the weights only the
     configured languages' are kept). After that a call costs about 30 microseconds of
     CPU for a WhatsApp-length message and does no I/O, so it may run on the
@@ -165,16 +166,130 @@ class LanguageDetector:
             return self._identifier
 
     def _load(self) -> Any:
-        model = _read_model()
-        known = set(model.labels)
-        self._candidates = {base: code for base, code in self._by_base.items() if base in known}
-        unknown = [code for code in self.languages if base_language(code) not in known]
-        if unknown:
-            _LOGGER.warning("Language detection does not know %s: messages in them are not detected", unknown)
-        if len(self._candidates) < 2:
-            _LOGGER.info("Language detection is off: it needs two languages it knows, has %s", sorted(self._candidates))
-            return None
-        return _restricted(model, set(self._candidates))
+        with _ModelArchive() as archive:
+            known = set(archive.labels())
+            self._candidates = {base: code for base, code in self._by_base.items() if base in known}
+            unknown = [code for code in self.languages if base_language(code) not in known]
+            if unknown:
+                _LOGGER.warning("Language detection does not know %s: messages in them are not detected", unknown)
+            if len(self._candidates) < 2:
+                _LOGGER.info(
+                    "Language detection is off: it needs two languages it knows, has %s", sorted(self._candidates)
+                )
+                return None
+            return archive.identifier(set(self._candidates))
+
+
+class _ModelArchive:
+    """py3langid's model file (an npz inside LZMA), read one array at a time, so
+    that reading it never holds more than what is kept: of the weights
+    (142 languages, 28 MB) the chosen languages' columns only, and the
+    tokenizer's 40 MB table read straight into the array it is used as. A model
+    laid out otherwise is read by py3langid itself, then restricted."""
+
+    def __enter__(self) -> _ModelArchive:
+        import lzma
+        import shutil
+        import tempfile
+        import zipfile
+
+        from py3langid.langid import MODEL_DIR, MODEL_FILE  # imported here: numpy loads only if used
+
+        self._file = tempfile.TemporaryFile(suffix=".npz")
+        with lzma.open(MODEL_DIR / MODEL_FILE) as packed:
+            shutil.copyfileobj(packed, self._file, length=1 << 20)
+        self._zip = zipfile.ZipFile(self._file)
+        self._names = set(self._zip.namelist())
+        self._classes: list[str] | None = None
+        if self._names == _MODEL_MEMBERS:
+            self._classes = [str(label) for label in self._whole("classes")]
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._zip.close()
+        self._file.close()
+
+    def labels(self) -> list[str]:
+        return list(dict.fromkeys(self._classes)) if self._classes is not None else _read_model().labels
+
+    def identifier(self, labels: set[str]) -> Any:
+        """The model with the weights of ``labels`` only, probabilities normalised."""
+        if self._classes is not None:
+            try:
+                return self._read_restricted(labels)
+            except ValueError as exc:
+                _LOGGER.info("reading the language model by py3langid (%s)", exc)
+        return _restricted(_read_model(), labels)
+
+    def _read_restricted(self, labels: set[str]) -> Any:
+        assert self._classes is not None
+        import numpy as np
+        from py3langid.langid import LanguageIdentifier
+
+        columns = [index for index, label in enumerate(self._classes) if label in labels]
+        with self._member("ptc") as (stream, shape, dtype):
+            weights = np.empty((shape[0], len(columns)), dtype=dtype)
+            step = 4096
+            for start in range(0, shape[0], step):
+                rows = min(step, shape[0] - start)
+                chunk = np.frombuffer(stream.read(rows * shape[1] * dtype.itemsize), dtype=dtype)
+                weights[start : start + rows] = chunk.reshape(rows, shape[1])[:, columns]
+        priors = self._whole("pc")[columns]
+        return LanguageIdentifier(
+            weights,
+            priors,
+            [self._classes[index] for index in columns],
+            self._table("nextmove"),
+            self._whole("out_feat").tolist(),
+            norm_probs=True,
+            tk_row=self._table("nextmove_row"),
+        )
+
+    def _member(self, name: str) -> Any:
+        import contextlib
+
+        import numpy as np
+
+        @contextlib.contextmanager
+        def opened() -> Any:
+            with self._zip.open(f"{name}.npy") as stream:
+                version = np.lib.format.read_magic(stream)
+                read_header = (
+                    np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                )
+                shape, fortran_order, dtype = read_header(stream)
+                if fortran_order:
+                    raise ValueError(f"the model's {name} is stored column by column")
+                yield stream, shape, dtype
+
+        return opened()
+
+    def _whole(self, name: str) -> Any:
+        import numpy as np
+
+        with self._member(name) as (stream, shape, dtype):
+            count = int(np.prod(shape))
+            return np.frombuffer(stream.read(count * dtype.itemsize), dtype=dtype, count=count).reshape(shape)
+
+    def _table(self, name: str) -> array.array[int]:
+        """An unsigned integer array read straight into a stdlib array (what the tokenizer indexes)."""
+        with self._member(name) as (stream, shape, dtype):
+            if dtype.kind != "u" or not dtype.isnative or dtype.itemsize not in _TYPECODES or len(shape) != 1:
+                raise ValueError(f"the model's {name} is a {dtype} table of shape {shape}")
+            table = array.array(_TYPECODES[dtype.itemsize], [0]) * int(shape[0])
+            view = memoryview(table).cast("B")
+            filled = 0
+            while filled < len(view):
+                got = stream.readinto(view[filled : filled + (1 << 20)])
+                if not got:
+                    raise ValueError(f"the model's {name} ends early")
+                filled += got
+            return table
+
+
+#: The arrays of py3langid's model file, and the stdlib array types of its tables by item size.
+_MODEL_MEMBERS = {f"{name}.npy" for name in ("ptc", "pc", "classes", "nextmove", "nextmove_row", "out_feat")}
+_TYPECODES = {2: "H", 4: "I", 8: "L"}
 
 
 def _read_model() -> Any:
