@@ -22,7 +22,7 @@ from wahub.core.errors import SendRefused
 from wahub.core.hub import Hub
 from wahub.core.models import Conversation, InboundMessage, OutgoingMessage, Owner
 from wahub.core.privacy import mask_address
-from wahub.core.storage.conversations import TurnEnd
+from wahub.core.storage.conversations import TurnEnd, TurnStart
 from wahub.core.storage.inbox import InboxRow
 from wahub.core.storage.messages import InboundRecord, Refusal
 from wahub.hookspecs import Answer, Turn
@@ -39,7 +39,10 @@ FIRST_DETECTION, CHANGED_DETECTION = 0.6, 0.9
 async def take_turn(hub: Hub, row: InboxRow, message: InboundMessage, record: InboundRecord) -> None:
     """Answer the turn that ``message`` ends (or mark it seen, when a person owns
     the conversation), finishing its inbox row in the same transaction."""
-    owned = await hub.storage.conversations.owned(record.conversation_id)
+    start = await hub.storage.conversations.turn_start(
+        record.conversation_id, record.message_id, limit=MAX_TURN_MESSAGES
+    )
+    owned = start.owned
     # A person owns it, or a later turn answered this message already (it ran
     # again after giving up, or came again after its inbox row was purged).
     covered = owned.answered_through is not None and owned.answered_through >= record.message_id
@@ -49,7 +52,7 @@ async def take_turn(hub: Hub, row: InboxRow, message: InboundMessage, record: In
         )
         hub.metrics.bot_turns.labels("-", "silent").inc()
         return
-    turn = await _turn(hub, message, record, first_contact=owned.answered_through is None)
+    turn = await _turn(hub, message, record, start, first_contact=owned.answered_through is None)
     route = hub.pm.hook.route_message(hub=hub, message=message)
     answer = await route.respond(hub, turn) if route is not None else Answer()
     if not isinstance(answer, Answer):
@@ -80,12 +83,11 @@ def _ids(record: InboundRecord) -> dict[str, Any]:
     return {"contact_id": record.contact_id, "conversation_id": record.conversation_id}
 
 
-async def _turn(hub: Hub, message: InboundMessage, record: InboundRecord, *, first_contact: bool) -> Turn:
-    conversations = hub.storage.conversations
-    rows = await conversations.turn_messages(record.conversation_id, record.message_id, limit=MAX_TURN_MESSAGES)
-    earlier = tuple(_inbound(message, row) for row in rows if row["id"] != record.message_id)
-    conversation = await conversations.get(record.conversation_id)
-    assert conversation is not None, "conversations are never deleted"
+async def _turn(
+    hub: Hub, message: InboundMessage, record: InboundRecord, start: TurnStart, *, first_contact: bool
+) -> Turn:
+    earlier = tuple(_inbound(message, row) for row in start.messages if row["id"] != record.message_id)
+    conversation = start.conversation
     messages = (*earlier, message)
     language = await _language(hub, conversation, messages)
     conversation = dataclasses.replace(conversation, language=language)

@@ -133,6 +133,17 @@ async def lock_owner(conn: AsyncConnection, conversation_id: int) -> Owned:
 
 
 @dataclass(frozen=True)
+class TurnStart:
+    """What a bot turn starts from, read together: the owner, the conversation,
+    and, while the bot owns it, the inbound messages the turn would answer:
+    those after the last one a turn (or a person) covered, oldest first."""
+
+    owned: Owned
+    conversation: Conversation
+    messages: list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
 class TurnEnd:
     """How a bot turn ends: the owner version it started under, the last
     inbound message it answers, and its hand-off (actor, reason), if any."""
@@ -159,6 +170,14 @@ async def owner_if_changed(conn: AsyncConnection, conversation_id: int, turn: Tu
     return None if owned.owner == Owner.BOT and owned.version == turn.version else owned.owner
 
 
+async def _turn_messages(conn: AsyncConnection, conversation_id: int, upto: int, limit: int) -> list[dict[str, Any]]:
+    """The inbound messages a turn ending at message ``upto`` answers: those after
+    the last one a turn (or a person) covered, oldest first, at most ``limit``."""
+    params = {"conversation": conversation_id, "upto": upto, "limit": limit}
+    rows = [dict(row._mapping) for row in await conn.execute(_TURN_MESSAGES, params)]
+    return rows[::-1]
+
+
 def dropped_reply(reply: OutgoingMessage | Refusal, owner: Owner) -> Refusal:
     """A bot reply not sent because the conversation went to ``owner`` meanwhile."""
     if isinstance(reply, Refusal):
@@ -172,6 +191,10 @@ _CONVERSATION_BY_ID = (
     sa.select(*_COLUMNS)
     .join(contacts, contacts.c.id == conversations.c.contact_id)
     .where(conversations.c.id == sa.bindparam("conversation"))
+)
+#: ``_CONVERSATION_BY_ID`` with what ``Owned`` reads (built once).
+_TURN_START = _CONVERSATION_BY_ID.add_columns(
+    conversations.c.owner_version, conversations.c.answered_through, conversations.c.last_human_at
 )
 #: The inbound messages of ``:conversation`` after the one answered last, up to
 #: ``:upto``, newest first, at most ``:limit`` (built once).
@@ -336,13 +359,14 @@ class ConversationStore:
         async with self.db.connect() as conn:
             return [int(value) for value in (await conn.execute(query)).scalars()]
 
-    async def turn_messages(self, conversation_id: int, upto: int, *, limit: int = 20) -> list[dict[str, Any]]:
-        """The inbound messages a turn ending at message ``upto`` answers: those after
-        the last one a turn (or a person) covered, oldest first, at most ``limit``."""
-        params = {"conversation": conversation_id, "upto": upto, "limit": limit}
+    async def turn_start(self, conversation_id: int, upto: int, *, limit: int = 20) -> TurnStart:
+        """The owner and the conversation a turn ending at message ``upto`` starts
+        from, and, while the bot owns it, the messages it answers: one connection."""
         async with self.db.connect() as conn:
-            rows = [dict(row._mapping) for row in await conn.execute(_TURN_MESSAGES, params)]
-        return rows[::-1]
+            row = (await conn.execute(_TURN_START, {"conversation": conversation_id})).one()
+            owned = _owned(row)
+            messages = await _turn_messages(conn, conversation_id, upto, limit) if owned.owner == Owner.BOT else []
+        return TurnStart(owned, _conversation(row), messages)
 
     async def history(
         self, conversation_id: int, *, leave_out: Sequence[str], limit: int
