@@ -25,6 +25,7 @@ from wahub.core.privacy import mask_address
 from wahub.core.storage.conversations import TurnEnd, TurnStart
 from wahub.core.storage.inbox import InboxRow
 from wahub.core.storage.messages import InboundRecord, Refusal
+from wahub.core.storage.policy import ContactContext
 from wahub.hookspecs import Answer, Turn
 
 _LOGGER = logging.getLogger(__name__)
@@ -61,7 +62,7 @@ async def take_turn(hub: Hub, row: InboxRow, message: InboundMessage, record: In
     finished = await hub.storage.finish_with_replies(
         row,
         message,
-        await checked_replies(hub, message, answer.replies),
+        await checked_replies(hub, message, answer.replies, dataclasses.replace(start.contact, language=turn.language)),
         **_ids(record),
         now=hub.clock.time(),
         turn=TurnEnd(owned.version, record.message_id, handoff),
@@ -124,17 +125,19 @@ async def _language(hub: Hub, conversation: Conversation, messages: tuple[Inboun
 
 
 async def checked_replies(
-    hub: Hub, message: InboundMessage, replies: list[OutgoingMessage]
+    hub: Hub, message: InboundMessage, replies: list[OutgoingMessage], sender: ContactContext | None = None
 ) -> list[OutgoingMessage | Refusal]:
     """The replies as the policy adapts them; a refused reply becomes a
-    ``Refusal``, kept in the history as a failed message with its reason."""
+    ``Refusal``, kept in the history as a failed message with its reason.
+    ``sender`` is the message's sender as the policy sees it, if just read."""
     provider = hub.providers.get(message.provider)
     if provider is None:
         return list(replies)
     checked: list[OutgoingMessage | Refusal] = []
     for reply in replies:
         try:
-            checked.append((await hub.policy.check(provider, reply, origin="reply")).message)
+            contact = sender if reply.to == message.sender else None
+            checked.append((await hub.policy.check(provider, reply, origin="reply", contact=contact)).message)
         except SendRefused as exc:
             # The reason's text names the contact's number: it goes into the stored row, not the log.
             _LOGGER.warning(

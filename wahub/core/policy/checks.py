@@ -112,14 +112,19 @@ class Policy:
             return None
         return quiet_until(at, quiet, timezone)
 
-    async def check(self, provider: Sender, message: OutgoingMessage, *, origin: Origin) -> Decision:
-        """The message as it will be queued, or ``SendRefused`` saying why not."""
+    async def check(
+        self, provider: Sender, message: OutgoingMessage, *, origin: Origin, contact: ContactContext | None = None
+    ) -> Decision:
+        """The message as it will be queued, or ``SendRefused`` saying why not.
+        ``contact`` is the recipient as ``PolicyStore.contact`` reads it, when the
+        caller has just read it (a bot turn); else it is read here."""
         now = self.clock.time()
         try:
             message = adapt(message, provider.CAPABILITIES)
         except InvalidMessage as exc:
             raise SendRefused("invalid_message", str(exc)) from None
-        contact = await self.storage.policy.contact(provider.name, message.to)
+        if contact is None:
+            contact = await self.storage.policy.contact(provider.name, message.to)
         if message.type == "mark_read":
             return Decision(message, contact)
         consent: ConsentState | None = None

@@ -24,6 +24,7 @@ from wahub.core.storage.contacts import LANGUAGE_SET
 from wahub.core.storage.engine import Database, insert_ignore
 from wahub.core.storage.events import record_owner_event
 from wahub.core.storage.messages import Refusal
+from wahub.core.storage.policy import ContactContext
 from wahub.core.storage.schema import contacts, conversation_events, conversations, messages
 
 _COLUMNS = (
@@ -141,6 +142,8 @@ class TurnStart:
     owned: Owned
     conversation: Conversation
     messages: list[dict[str, Any]]
+    #: The contact as the send policy sees it (``PolicyStore.contact``).
+    contact: ContactContext
 
 
 @dataclass(frozen=True)
@@ -194,7 +197,11 @@ _CONVERSATION_BY_ID = (
 )
 #: ``_CONVERSATION_BY_ID`` with what ``Owned`` reads (built once).
 _TURN_START = _CONVERSATION_BY_ID.add_columns(
-    conversations.c.owner_version, conversations.c.answered_through, conversations.c.last_human_at
+    conversations.c.owner_version,
+    conversations.c.answered_through,
+    conversations.c.last_human_at,
+    conversations.c.last_inbound_at,
+    contacts.c.timezone,
 )
 #: The inbound messages of ``:conversation`` after the one answered last, up to
 #: ``:upto``, newest first, at most ``:limit`` (built once).
@@ -366,7 +373,8 @@ class ConversationStore:
             row = (await conn.execute(_TURN_START, {"conversation": conversation_id})).one()
             owned = _owned(row)
             messages = await _turn_messages(conn, conversation_id, upto, limit) if owned.owner == Owner.BOT else []
-        return TurnStart(owned, _conversation(row), messages)
+        contact = ContactContext(row.contact_id, row.id, row.last_inbound_at, row.timezone, row.language)
+        return TurnStart(owned, _conversation(row), messages, contact)
 
     async def history(
         self, conversation_id: int, *, leave_out: Sequence[str], limit: int
