@@ -323,7 +323,19 @@ def _none(_request: Recorded) -> list[str]:
 def _check_result(case: ContractCase, result: Any) -> str | None:
     if "result" not in case.data:
         return None
-    return mismatch("the SendResult differs:", case.data["result"], dataclasses.asdict(result))
+    return mismatch("the SendResult differs:", case.data["result"], _given_fields(result))
+
+
+def _given_fields(result: Any) -> dict[str, Any]:
+    """The fields of a ``SendResult`` as a case writes them: those left at their
+    default (no ``identities`` reported) are left out, so a case names only what
+    the answer gave."""
+    given = dataclasses.asdict(result)
+    for field in dataclasses.fields(result):
+        default = field.default_factory() if field.default_factory is not dataclasses.MISSING else field.default
+        if default is not dataclasses.MISSING and given[field.name] == default:
+            del given[field.name]
+    return given
 
 
 def _check_error(case: ContractCase, outcome: Any) -> str | None:
