@@ -52,7 +52,6 @@ from aiohttp import web
 
 from wahub.core.errors import ProviderError, Throttle
 from wahub.core.hub import HUB_KEY, Hub
-from wahub.core.models import SendResult
 from wahub.core.outbound.limits import LimitKeeper, starts_conversation
 from wahub.core.outbound.pacing import Pacer, PairLimiter, Recipient
 from wahub.core.outbound.recorder import Recorder
@@ -66,7 +65,7 @@ from wahub.core.storage.leadership import dispatch_role
 from wahub.core.storage.leases import database_unreachable
 from wahub.core.storage.outbox import CANCELLED_REASON, OutboxRow
 from wahub.core.work.backoff import backoff
-from wahub.core.work.leases import LEASE_SECONDS, Claim, LeaseKeeper
+from wahub.core.work.leases import LEASE_SECONDS, LeaseKeeper
 from wahub.core.work.lifecycle import SHUTDOWN_GRACE, within_grace
 from wahub.core.work.loop import ClaimLoop
 
@@ -100,7 +99,7 @@ class Dispatcher:
         self.leases = LeaseKeeper(
             "outbox", hub.storage.leases.renew_outbox, hub.storage.leases.hand_back_outbox, lambda claim: None
         )
-        #: Messages between the provider's call and the storing of its answer.
+        #: Messages from the provider's call to the storing of its answer.
         self._sending: set[int] = set()
         self.pacers = {name: Pacer(p.config["messages_per_second"]) for name, p in hub.providers.items()}
         self.pairs = {name: PairLimiter(p.config["pair_limit"]) for name, p in hub.providers.items()}
@@ -299,6 +298,18 @@ class Dispatcher:
             return False
         self.pairs[row.provider].take((row.provider, row.message.to), hub.clock.time())
         started = self.pacers[row.provider].clock()
+        # From here the send cannot be undone: its claim holds however late a
+        # heartbeat comes, and no claim of this process takes the row again.
+        self.leases.pin(claim)
+        self._sending.add(row.id)
+        try:
+            return await self._call(row, provider, started)
+        finally:
+            self._sending.discard(row.id)
+
+    async def _call(self, row: OutboxRow, provider: Provider, started: float) -> bool:
+        """Call the provider for ``row`` and store what it answered; True when it accepted it."""
+        hub = self.hub
         try:
             result = await provider.send(row.message)
         except ProviderError as exc:
@@ -322,7 +333,8 @@ class Dispatcher:
             report_exception(hub, exc, {"message_id": row.id, "provider": row.provider})
             await self._failed_attempt(row, "provider_error", f"{type(exc).__name__}: {exc}", retryable=True)
             return False
-        early_failure = await self._record(row, claim, result)
+        # Accepted: the claim (pinned) holds until the provider's id is stored.
+        early_failure = await self.recorder.record(row, result)
         if early_failure is not None:  # its failed status came before the answer
             lesson = provider.classify_error(early_failure).lesson
             evidence = result.provider_message_id
@@ -374,15 +386,6 @@ class Dispatcher:
         _LOGGER.info("message %d waits %.0f s for the end of the contact's quiet hours", row.id, due - now)
         await self.hub.storage.outbox.defer([(row.id, due)])
         return True
-
-    async def _record(self, row: OutboxRow, claim: Claim, result: SendResult) -> str | None:
-        # The provider accepted the message: its claim must hold until the id is stored.
-        self.leases.pin(claim)
-        self._sending.add(row.id)
-        try:
-            return await self.recorder.record(row, result)
-        finally:
-            self._sending.discard(row.id)
 
     async def _pause(self, provider: Provider, row: OutboxRow, exc: ProviderError) -> None:
         if provider.paused is None and self._paused_until.get(provider.name) is None:

@@ -13,8 +13,8 @@ first gets the time to reconnect and renew the leases it still needs.
 
 A process that could not renew a lease in time gives the work up (its
 ``lost`` callback), since another process may have taken the row. Work that
-cannot be undone, a send the provider accepted whose id waits to be stored,
-is pinned instead: its lease is renewed until the id is stored.
+cannot be undone, a send from its call to the provider until its id is
+stored, is pinned instead: its lease is renewed however late, until then.
 """
 
 from __future__ import annotations
