@@ -11,6 +11,7 @@ import sqlalchemy as sa
 
 from tests.helpers import inbox_row
 from wahub.core.models import OutgoingMessage
+from wahub.core.storage.inbox import InboxRow
 from wahub.core.storage.leases import database_unreachable
 from wahub.core.storage.schema import inbox, messages
 from wahub.core.storage.store import Storage
@@ -28,6 +29,17 @@ async def lease_of(storage: Storage, table: sa.Table, row_id: int) -> float | No
 async def end_lease(storage: Storage, table: sa.Table, row_id: int) -> None:
     async with storage.engine.begin() as conn:
         await conn.execute(table.update().where(table.c.id == row_id).values(lease_until=0))
+
+
+async def two_claims_kept(storage: Storage) -> tuple[LeaseKeeper, list[Claim], InboxRow, InboxRow]:
+    """A keeper of the inbox claims of two contacts' rows, and the claims it gives up."""
+    lost: list[Claim] = []
+    keeper = LeaseKeeper("inbox", storage.leases.renew_inbox, storage.leases.hand_back_inbox, lost.append)
+    await storage.insert_inbox([inbox_row("a", "A"), inbox_row("b", "B")])
+    since = time.monotonic()
+    a, b = await storage.claim_inbox(10, LEASE_SECONDS)
+    keeper.claimed([(a.id, a.attempts), (b.id, b.attempts)], since)
+    return keeper, lost, a, b
 
 
 async def test_a_renewed_inbox_lease_keeps_the_row_from_other_claims(storage: Storage) -> None:
@@ -48,12 +60,7 @@ async def test_a_claim_taken_over_is_not_renewed(storage: Storage) -> None:
 async def test_a_claim_whose_row_is_finished_still_holds_until_its_work_ends(storage: Storage) -> None:
     """The hooks after a row's commit (an automatic assignment after a hand-off)
     are not cut off by a heartbeat that falls between the commit and their end."""
-    lost: list[Claim] = []
-    keeper = LeaseKeeper("inbox", storage.leases.renew_inbox, storage.leases.hand_back_inbox, lost.append)
-    await storage.insert_inbox([inbox_row("a", "A"), inbox_row("b", "B")])
-    since = time.monotonic()
-    a, b = await storage.claim_inbox(10, LEASE_SECONDS)
-    keeper.claimed([(a.id, a.attempts), (b.id, b.attempts)], since)
+    keeper, lost, a, b = await two_claims_kept(storage)
     await storage.finish_inbox(a)  # committed; its work has not told the keeper yet
     await end_lease(storage, inbox, b.id)
     [b_again] = await storage.claim_inbox(10, LEASE_SECONDS)  # another process's claim
@@ -89,12 +96,7 @@ async def test_outbox_leases_are_renewed_until_sent_and_handed_back_when_cut_sho
 
 
 async def test_the_keeper_renews_work_in_progress_and_gives_up_work_taken_over(storage: Storage) -> None:
-    lost: list[Claim] = []
-    keeper = LeaseKeeper("inbox", storage.leases.renew_inbox, storage.leases.hand_back_inbox, lost.append)
-    await storage.insert_inbox([inbox_row("a", "A"), inbox_row("b", "B")])
-    since = time.monotonic()
-    a, b = await storage.claim_inbox(10, LEASE_SECONDS)
-    keeper.claimed([(a.id, a.attempts), (b.id, b.attempts)], since)
+    keeper, lost, a, b = await two_claims_kept(storage)
     await end_lease(storage, inbox, b.id)
     [b_again] = await storage.claim_inbox(10, LEASE_SECONDS)  # another process's claim
     assert b_again.id == b.id
