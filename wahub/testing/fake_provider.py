@@ -148,6 +148,17 @@ class FakeProviderServer:
     def accepted(self) -> list[Call]:
         return [call for call in self.calls if call.status == 200]
 
+    async def drained(self, within: float = 10.0) -> None:
+        """Wait until no client is connected and every call is answered. After the
+        daemon sending here is killed, every request it had put on the wire, even one
+        still unread in a socket buffer at the kill, is then in ``calls``."""
+        server = self._runner.server if self._runner else None
+        deadline = time.monotonic() + within
+        while (server is not None and server.connections) or any(c.answered_at is None for c in self.calls):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the fake provider still had clients or open calls after {within} s")
+            await asyncio.sleep(0.01)
+
     def bodies_by_text(self) -> dict[str, int]:
         """How many accepted calls carried each text body: a count above 1 is a duplicate."""
         counts: dict[str, int] = {}
