@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import socket
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -272,6 +274,19 @@ def test_with_fewer_than_two_known_languages_there_is_nothing_to_choose(caplog: 
         assert LanguageDetector(["pt"]).detect("qual o horário de funcionamento?") is None
         assert LanguageDetector(["en", "tlh"]).detect("what are your opening hours?") is None
     assert "does not know ['tlh']" in caplog.text
+
+
+def test_with_one_language_the_model_is_never_read() -> None:
+    """Nothing to choose between: neither the model nor numpy (about 15 MB) is loaded."""
+    program = (
+        "import sys\n"
+        "from wahub.core.conversations.language import LanguageDetector\n"
+        "assert LanguageDetector(['en', 'en-GB']).detect('what are your opening hours?') is None\n"
+        "print(sorted({name.split('.')[0] for name in sys.modules} & {'numpy', 'py3langid'}))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
 
 
 def test_the_model_is_read_once_on_first_use_and_works_with_no_network(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -230,3 +232,10 @@ def test_knowledge_tells_each_question_once_in_the_contacts_language() -> None:
         ("Do you sell gift cards?", "Yes."),
     ]
     assert backend.knowledge("en")[0] == ("What are your opening hours?", "9 to 18.")
+
+
+def test_rapidfuzz_loads_only_when_a_faq_is_configured() -> None:
+    program = "import sys\nimport wahub.plugins.ai.faq\nprint('rapidfuzz' in sys.modules)\n"
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"

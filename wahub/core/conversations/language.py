@@ -117,7 +117,8 @@ class LanguageDetector:
     configured languages' are kept). After that a call costs about 30 microseconds of
     CPU for a WhatsApp-length message and does no I/O, so it may run on the
     event loop (numbers of ``python -m bench.language_detection`` on a 2-core
-    machine). Instances are safe to share between threads.
+    machine). With fewer than two base languages configured it is never read.
+    Instances are safe to share between threads.
     """
 
     def __init__(self, languages: Iterable[str], *, min_confidence: float = MIN_CONFIDENCE) -> None:
@@ -166,6 +167,9 @@ class LanguageDetector:
             return self._identifier
 
     def _load(self) -> Any:
+        if len(self._by_base) < 2:  # one language: nothing to choose, and the model is not read
+            _LOGGER.info("Language detection is off: it needs two languages, has %s", sorted(self._by_base))
+            return None
         with _ModelArchive() as archive:
             known = set(archive.labels())
             self._candidates = {base: code for base, code in self._by_base.items() if base in known}

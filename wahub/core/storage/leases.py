@@ -6,11 +6,11 @@ See ``wahub.core.work.leases`` for how the daemon uses them.
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-import asyncpg  # type: ignore[import-untyped]
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -21,12 +21,14 @@ from wahub.core.work.leases import RESTART_GRACE, Claim
 if TYPE_CHECKING:
     from wahub.core.storage.engine import Database
 
-_CONNECTION_ERRORS = (
-    asyncpg.PostgresConnectionError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.AdminShutdownError,
-    asyncpg.CrashShutdownError,
-)
+#: asyncpg's errors that say the server went away. Read from ``sys.modules``:
+#: with SQLite only, asyncpg is never imported, and none of its errors can occur.
+_CONNECTION_ERRORS = ("PostgresConnectionError", "CannotConnectNowError", "AdminShutdownError", "CrashShutdownError")
+
+
+def _connection_errors() -> tuple[type[BaseException], ...]:
+    asyncpg = sys.modules.get("asyncpg")
+    return tuple(getattr(asyncpg, name) for name in _CONNECTION_ERRORS) if asyncpg is not None else ()
 
 
 def database_unreachable(exc: BaseException, *, from_storage: bool = False) -> bool:
@@ -39,11 +41,12 @@ def database_unreachable(exc: BaseException, *, from_storage: bool = False) -> b
     if from_storage and isinstance(exc, (OSError, TimeoutError)):
         return True
     seen: BaseException | None = exc
+    lost = _connection_errors()
     # SQLAlchemy wraps the driver's error (``orig``), which wraps asyncpg's (``__cause__``).
     for _depth in range(4):
         if seen is None:
             return False
-        if isinstance(seen, _CONNECTION_ERRORS):
+        if isinstance(seen, lost):
             return True
         if isinstance(seen, sa.exc.DBAPIError):
             if seen.connection_invalidated:

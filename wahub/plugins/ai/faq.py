@@ -27,11 +27,9 @@ import re
 import unicodedata
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from types import MappingProxyType
 from typing import Any, ClassVar
 
 import voluptuous as vol
-from rapidfuzz import fuzz
 
 from wahub import hookimpl
 from wahub.core.ai import AI_SCHEMA_BASE, AIAnswer, AIBackend, AIHost, AIRequest
@@ -42,18 +40,11 @@ __all__ = ["DEFAULT_THRESHOLD", "SCORERS", "FaqBackend", "FaqEntry", "FaqMatch",
 
 _LOGGER = logging.getLogger(__name__)
 
-#: The rapidfuzz scorers a FAQ may use, by the name its ``scorer:`` gives.
+#: The rapidfuzz scorers a FAQ may use, by the name its ``scorer:`` gives
+#: (rapidfuzz is imported when a FAQ is configured, not before).
 #: ``token_set_ratio`` (the default) scores a longer message that contains a
 #: question's words ("hi, what are your opening hours please") as that question.
-SCORERS: Mapping[str, Callable[..., float]] = MappingProxyType(
-    {
-        "token_set_ratio": fuzz.token_set_ratio,
-        "token_sort_ratio": fuzz.token_sort_ratio,
-        "partial_ratio": fuzz.partial_ratio,
-        "ratio": fuzz.ratio,
-        "WRatio": fuzz.WRatio,
-    }
-)
+SCORERS = ("token_set_ratio", "token_sort_ratio", "partial_ratio", "ratio", "WRatio")
 DEFAULT_SCORER = "token_set_ratio"
 #: With ``token_set_ratio``, the paraphrases of ``faq.example.yaml``'s
 #: questions score 83 or more and unrelated messages 78 at most (see the tests).
@@ -177,7 +168,9 @@ class FaqBackend(AIBackend):
         super().__init__(host, config)
         self.entries: tuple[FaqEntry, ...] = tuple(_entry(index, raw) for index, raw in enumerate(config["entries"]))
         self._threshold = float(config.get("threshold", DEFAULT_THRESHOLD))
-        self._score = SCORERS[config.get("scorer", DEFAULT_SCORER)]
+        from rapidfuzz import fuzz
+
+        self._score: Callable[..., float] = getattr(fuzz, config.get("scorer", DEFAULT_SCORER))
         # Normalised once: (normalised question, its entry, the question as written), in file order.
         self._variants = [(normalize(q), entry, q) for entry in self.entries for q in entry.questions]
 
