@@ -1,13 +1,18 @@
-"""A scheduled job still running when the daemon stops is cut off while the
-database is still open, not left to the end of the event loop."""
+"""Scheduled jobs: one still running when the daemon stops is cut off while
+the database is still open, not left to the end of the event loop; one due
+while the event loop was held up runs late rather than not at all."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import cast
 
 from wahub import hookimpl
 from wahub.core.hub import Hub
+from wahub.core.runtime.scheduler import build_scheduler
 from wahub.hookspecs import JobSpec
 from wahub.testing import build_config, plugin_manager, running_daemon
 
@@ -38,3 +43,21 @@ async def test_a_running_job_is_cut_off_before_the_database_closes(database_url:
         await asyncio.wait_for(job.started.wait(), timeout=30)
         assert not job.cut_off_with_database_open  # still running while the daemon runs
     assert job.cut_off_with_database_open
+
+
+async def test_a_job_due_while_the_event_loop_was_held_up_still_runs() -> None:
+    ran = asyncio.Event()
+
+    async def job(hub: Hub) -> None:
+        ran.set()
+
+    scheduler = build_scheduler(cast(Hub, None), [JobSpec("test.late", job, "interval", {"hours": 6})])
+    scheduler.start(paused=True)
+    try:
+        scheduler.modify_job("test.late", next_run_time=datetime.now(UTC))
+        # The loop is held up (a slow start-up) past the moment the job was due.
+        time.sleep(1.5)  # noqa: ASYNC251 - blocking the loop is the point
+        scheduler.resume()
+        await asyncio.wait_for(ran.wait(), timeout=10)
+    finally:
+        scheduler.shutdown(wait=False)

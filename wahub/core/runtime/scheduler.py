@@ -62,6 +62,9 @@ def build_scheduler(
             name=spec.id,
             replace_existing=True,
             coalesce=True,
+            # A run due while the event loop was held up (a busy start-up) runs
+            # late rather than not at all: skipped, it would wait a whole interval.
+            misfire_grace_time=None,
             max_instances=1,
             **spec.trigger_args,
         )
