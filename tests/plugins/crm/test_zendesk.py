@@ -162,7 +162,8 @@ async def test_a_ticket_create_that_failed_is_retried_into_one_ticket(database_u
         await wait_until(
             soon(lambda: any(r.method == "POST" and r.path == "/api/v2/tickets.json" for r in d.zendesk.requests))
         )
-        d.clock.advance(6)  # past the first retry's 5 s
+        await wait_until(lambda: _pending(d, attempts=1))  # its retry is due 5 s after the failure was stored
+        d.clock.advance(6)
         await wait_until(d.ticket_of(USER))
         assert len(d.zendesk.tickets) == 1
         # The retry looked the ticket up by its external id before creating again.
