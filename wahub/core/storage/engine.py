@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -32,7 +32,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from wahub.core.errors import StorageLocked
 from wahub.core.models import InboxState
 from wahub.core.storage import sqlite_connection
+from wahub.core.storage.plans import Plan, run_plan, run_plan_on_sqlite
 from wahub.core.storage.schema import inbox
+
+T = TypeVar("T")
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 # Any constant works; it only has to be the same for every wahub replica.
@@ -262,6 +265,17 @@ class Database:
                 yield conn
             finally:
                 info.pop(READ_ONLY, None)
+
+    async def run(self, plan: Plan[T]) -> T:
+        """Run ``plan`` (see ``wahub.core.storage.plans``) as one transaction: on
+        SQLite in one call on the connection's thread, holding ``lock``."""
+        if not self._serialize:
+            async with self.begin() as conn:
+                return await run_plan(conn, plan)
+        async with self.connect() as conn:
+            driver = (await conn.get_raw_connection()).driver_connection
+            assert isinstance(driver, sqlite_connection.OneHopConnection)
+            return await driver.call(functools.partial(run_plan_on_sqlite, plan=plan))
 
     @asynccontextmanager
     async def _locked(self) -> AsyncIterator[None]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from wahub.core.models import InboxState
 from wahub.core.storage.leases import lease_over
+from wahub.core.storage.plans import BEGIN, Plan
 from wahub.core.storage.schema import contact_identities, contacts, inbox
 
 #: Contacts one claim looks at, at most; the next claim goes on from there.
@@ -169,7 +170,7 @@ def claim_statements(is_sqlite: bool) -> ClaimStatements:
         .values(state=pending, lease_until=None),
         busy=sa.select(raw(inbox.c.contact_key, is_sqlite)).where(inbox.c.state == processing),
         take=inbox.update()
-        .where(inbox.c.id.in_(sa.bindparam("ids", expanding=True)), inbox.c.state == pending)
+        .where(inbox.c.id.in_(_chosen_ids(is_sqlite)), inbox.c.state == pending)
         .values(state=processing, lease_until=sa.bindparam("lease_end"), attempts=inbox.c.attempts + 1)
         .returning(*claimed_columns(is_sqlite)),
         finish=inbox.update()
@@ -178,9 +179,60 @@ def claim_statements(is_sqlite: bool) -> ClaimStatements:
     )
 
 
-async def busy_keys(conn: AsyncConnection, is_sqlite: bool) -> set[Key]:
-    """Contacts with a row in progress."""
-    return set((await conn.execute(claim_statements(is_sqlite).busy)).scalars())
+def _chosen_ids(is_sqlite: bool) -> Any:
+    """The ids ``:ids``: on SQLite a JSON array (a plan runs there on the bare
+    driver, which expands no list), on PostgreSQL a list."""
+    if is_sqlite:
+        return sa.select(sa.func.json_each(sa.bindparam("ids")).table_valued("value").c.value).scalar_subquery()
+    return sa.bindparam("ids", expanding=True)
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """What a claim took (``claimed_columns`` rows), where the next one goes
+    on, and whether it may have left rows to take."""
+
+    rows: list[Any]
+    cursor: ClaimCursor
+    left: bool
+
+
+def claim_plan(
+    is_sqlite: bool,
+    lock: tuple[sa.Executable, Mapping[str, Any]] | None,
+    room: ClaimRoom,
+    lease_seconds: float,
+    now: float,
+    start: ClaimCursor,
+) -> Plan[Claimed]:
+    """Claim what fits in ``room`` (see ``Storage.claim_inbox``), under ``lock``
+    (PostgreSQL's claim lock; SQLite's write lock is the transaction's).
+
+    It first reads what there is to take (``CLAIM_PROBE``), and most claims,
+    right after a row's end, stop there, without a write transaction."""
+    cap = room.slots + room.statuses + 1
+    [probe] = yield CLAIM_PROBE, {"now": now, "cap": cap}
+    if not (probe.pending or probe.lapsed):
+        return Claimed([], start, False)
+    # Only this process makes rows of a SQLite file ``processing``, in claims
+    # that run one at a time: none at the probe, none now. A PostgreSQL
+    # replica's claim may have made some since.
+    known_idle = is_sqlite and not probe.processing
+    # The count is good for the walks unless lapsed rows are freed into it.
+    pending = probe.pending if probe.pending < cap and not probe.lapsed else None
+    yield BEGIN, {}
+    if lock is not None:
+        yield lock
+    statements = claim_statements(is_sqlite)
+    if probe.lapsed:
+        yield statements.free_lapsed, {"now": now}
+    blocked: set[Key] = set() if known_idle else {row.contact_key for row in (yield statements.busy, {})}
+    chosen, cursor = yield from choose_rows(is_sqlite, blocked, room, now, start, pending)
+    if not chosen:
+        return Claimed([], cursor, True)
+    ids: Any = json.dumps(chosen) if is_sqlite else chosen
+    claimed = yield statements.take, {"ids": ids, "lease_end": now + lease_seconds}
+    return Claimed(claimed, cursor, pending is None or pending > len(claimed))
 
 
 @functools.cache
@@ -257,15 +309,14 @@ class ClaimRoom:
         return not batch_open or self.passed > self.statuses
 
 
-async def choose_rows(
-    conn: AsyncConnection,
+def choose_rows(
     is_sqlite: bool,
     blocked: set[Key],
     room: ClaimRoom,
     now: float,
     start: ClaimCursor,
     pending: int | None = None,
-) -> tuple[list[int], ClaimCursor]:
+) -> Plan[tuple[list[int], ClaimCursor]]:
     """Ids of the rows that may run now, as many as fit in ``room``, and where
     the next claim goes on. ``pending``, when known, is how many rows are
     pending: once the first walk took them all, there is no second.
@@ -283,15 +334,14 @@ async def choose_rows(
     like every other contact.
     """
     chosen: list[int] = []
-    messages = await _walk(conn, is_sqlite, True, blocked, room, now, start.messages, chosen)
+    messages = yield from _walk(is_sqlite, True, blocked, room, now, start.messages, chosen)
     if room.full or (pending is not None and len(chosen) >= pending):
         return chosen, ClaimCursor(messages, start.contacts)
-    contacts = await _walk(conn, is_sqlite, False, blocked, room, now, start.contacts, chosen)
+    contacts = yield from _walk(is_sqlite, False, blocked, room, now, start.contacts, chosen)
     return chosen, ClaimCursor(messages, contacts)
 
 
-async def _walk(
-    conn: AsyncConnection,
+def _walk(
     is_sqlite: bool,
     messages: bool,
     blocked: set[Key],
@@ -299,7 +349,7 @@ async def _walk(
     now: float,
     start: Key | None,
     chosen: list[int],
-) -> Key | None:
+) -> Plan[Key | None]:
     """Add to ``chosen`` the rows one walk takes (see ``choose_rows``); where it
     stopped. The walk of messages ends once the slots are taken."""
     visited, first, wrapped = 0, start is None, start is None
@@ -310,7 +360,7 @@ async def _walk(
         count = min(window_size, CLAIM_SCAN - visited)
         window_size = min(2 * window_size, _CLAIM_WINDOW)
         params = {"after": after if after is not None else (b"" if is_sqlite else ""), "count": count}
-        window = (await conn.execute(_walk_sql(is_sqlite, first, messages), params)).all()
+        window = yield _walk_sql(is_sqlite, first, messages), params
         for row in window:
             visited += 1
             after, first = row.key, False

@@ -14,10 +14,12 @@ the event loop reads no more than whether a transaction is open.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import aiosqlite
+
+T = TypeVar("T")
 
 #: What one statement left: description, rowcount, lastrowid and its rows.
 _Outcome = tuple[Any, int, int | None, list[Any]]
@@ -86,6 +88,10 @@ class OneHopConnection(aiosqlite.Connection):
 
     def cursor(self) -> StatementCursor:  # type: ignore[override]
         return StatementCursor(self)
+
+    async def call(self, function: Callable[[sqlite3.Connection], T]) -> T:
+        """``function(connection)`` on the connection's thread, in one call."""
+        return await self._execute(function, self._conn)  # type: ignore[no-any-return, no-untyped-call]
 
     async def commit(self) -> None:
         if self._conn.in_transaction:

@@ -38,14 +38,12 @@ from wahub.core.storage.engine import (
     lock_sqlite_file,
 )
 from wahub.core.storage.inbox import (
-    CLAIM_PROBE,
     NEWER_ROWS,
     ORDERING_KINDS,
     ClaimCursor,
     ClaimRoom,
     FailedRow,
-    busy_keys,
-    choose_rows,
+    claim_plan,
     claim_statements,
     failed_rows,
     inbox_row,
@@ -73,6 +71,7 @@ _LOGGER = logging.getLogger(__name__)
 # Held (per transaction) by inbox claims and by whatever re-opens a row, so that
 # on PostgreSQL one replica's claim sees no row re-opened half-way through.
 _CLAIM_LOCK_ID = 0x77616876
+_CLAIM_LOCK = sa.text("SELECT pg_advisory_xact_lock(:id)")
 
 
 #: The conversation ``:conversation`` has its messages answered up to ``:answered`` (built once).
@@ -186,38 +185,18 @@ class Storage:
         its retry time. A row whose stored text cannot be read is returned with
         ``damage`` set, so that it fails alone.
         """
-        now = time.time()
-        cap = limit + statuses + 1
-        async with self.db.connect() as conn:
-            probe = (await conn.execute(CLAIM_PROBE, {"now": now, "cap": cap})).one()
-        self.claim_left_rows = bool(probe.pending or probe.lapsed)
-        if not self.claim_left_rows:
-            return []
-        # Only this loop makes rows of a SQLite file ``processing``: none at the
-        # probe, none now. A PostgreSQL replica's claim may have made some since.
-        known_idle = self.is_sqlite and not probe.processing
-        # The count is good for this claim's walks unless lapsed rows are freed into it.
-        pending = probe.pending if probe.pending < cap and not probe.lapsed else None
-        async with self.db.begin() as conn:
-            await self._claim_lock(conn)
-            statements = claim_statements(self.is_sqlite)
-            if probe.lapsed:
-                await conn.execute(statements.free_lapsed, {"now": now})
-            blocked = set() if known_idle else await busy_keys(conn, self.is_sqlite)
-            room = ClaimRoom(limit, statuses)
-            chosen, self._claim_after = await choose_rows(
-                conn, self.is_sqlite, blocked, room, now, self._claim_after, pending
-            )
-            if not chosen:
-                return []
-            claimed = (await conn.execute(statements.take, {"ids": chosen, "lease_end": now + lease_seconds})).all()
-        self.claim_left_rows = pending is None or pending > len(claimed)
-        return sorted((inbox_row(row) for row in claimed), key=lambda row: row.id)
+        lock = None if self.is_sqlite else (_CLAIM_LOCK, {"id": _CLAIM_LOCK_ID})
+        room = ClaimRoom(limit, statuses)
+        claimed = await self.db.run(
+            claim_plan(self.is_sqlite, lock, room, lease_seconds, time.time(), self._claim_after)
+        )
+        self._claim_after, self.claim_left_rows = claimed.cursor, claimed.left
+        return sorted((inbox_row(row) for row in claimed.rows), key=lambda row: row.id)
 
     async def _claim_lock(self, conn: AsyncConnection) -> None:
         # On SQLite the transaction already holds the database's write lock.
         if not self.is_sqlite:
-            await conn.execute(sa.text("SELECT pg_advisory_xact_lock(:id)"), {"id": _CLAIM_LOCK_ID})
+            await conn.execute(_CLAIM_LOCK, {"id": _CLAIM_LOCK_ID})
 
     async def finish_inbox(self, row: InboxRow, conn: AsyncConnection | None = None) -> None:
         """Mark ``row`` done. Raises LeaseLost when the row was claimed again since
