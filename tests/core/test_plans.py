@@ -62,3 +62,17 @@ async def test_a_statement_the_database_refuses_rolls_the_plan_back(storage: Sto
     with pytest.raises((sa.exc.DBAPIError, sqlite3.OperationalError), match="no_such_table"):
         await storage.db.run(refused())
     assert await states(storage) == ["pending"]
+
+
+async def test_a_list_parameter_binds_each_of_its_values(storage: Storage) -> None:
+    await storage.insert_inbox([inbox_row(name) for name in "abcd"])
+    names = sa.bindparam("names", expanding=True)  # used twice: both places take the list
+    named = sa.select(inbox.c.external_id).where(inbox.c.external_id.in_(names), inbox.c.external_id.in_(names))
+
+    def read(names: list[str]) -> Plan[list[str]]:
+        rows = yield named.order_by(inbox.c.id), {"names": names}
+        return [row.external_id for row in rows]
+
+    assert await storage.db.run(read(["b", "d", "z"])) == ["b", "d"]
+    assert await storage.db.run(read(["c"])) == ["c"]
+    assert await storage.db.run(read([])) == []

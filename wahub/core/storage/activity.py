@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from wahub.core.storage.engine import Database
+from wahub.core.storage.plans import Plan, run_plan
 from wahub.core.storage.schema import activity, conversations, messages
 
 _INSERTED = ["conversation_id", "kind", "ref_id", "created_at"]
@@ -67,9 +68,13 @@ async def record_activity(
 async def record_message_activity(conn: AsyncConnection, kind: str, message_ids: Sequence[int], *, now: float) -> None:
     """Append a ``kind`` row about each of the messages ``message_ids`` that belongs
     to a conversation, reading the conversation ids in the same statement."""
-    if not message_ids:
-        return
-    await conn.execute(_MESSAGE_ACTIVITY, {"kind": kind, "ids": list(message_ids), "now": now})
+    await run_plan(conn, message_activity(kind, message_ids, now=now))
+
+
+def message_activity(kind: str, message_ids: Sequence[int], *, now: float) -> Plan[None]:
+    """``record_message_activity`` as a plan (see ``wahub.core.storage.plans``)."""
+    if message_ids:
+        yield _MESSAGE_ACTIVITY, {"kind": kind, "ids": list(message_ids), "now": now}
 
 
 async def record_contact_activity(conn: AsyncConnection, contact_id: int, *, now: float) -> None:

@@ -170,21 +170,13 @@ def claim_statements(is_sqlite: bool) -> ClaimStatements:
         .values(state=pending, lease_until=None),
         busy=sa.select(raw(inbox.c.contact_key, is_sqlite)).where(inbox.c.state == processing),
         take=inbox.update()
-        .where(inbox.c.id.in_(_chosen_ids(is_sqlite)), inbox.c.state == pending)
+        .where(inbox.c.id.in_(sa.bindparam("ids", expanding=True)), inbox.c.state == pending)
         .values(state=processing, lease_until=sa.bindparam("lease_end"), attempts=inbox.c.attempts + 1)
         .returning(*claimed_columns(is_sqlite)),
         finish=inbox.update()
         .where(under_claim)
         .values(state=InboxState.DONE, lease_until=None, processed_at=sa.bindparam("done_at")),
     )
-
-
-def _chosen_ids(is_sqlite: bool) -> Any:
-    """The ids ``:ids``: on SQLite a JSON array (a plan runs there on the bare
-    driver, which expands no list), on PostgreSQL a list."""
-    if is_sqlite:
-        return sa.select(sa.func.json_each(sa.bindparam("ids")).table_valued("value").c.value).scalar_subquery()
-    return sa.bindparam("ids", expanding=True)
 
 
 @dataclass(frozen=True)
@@ -230,8 +222,7 @@ def claim_plan(
     chosen, cursor = yield from choose_rows(is_sqlite, blocked, room, now, start, pending)
     if not chosen:
         return Claimed([], cursor, True)
-    ids: Any = json.dumps(chosen) if is_sqlite else chosen
-    claimed = yield statements.take, {"ids": ids, "lease_end": now + lease_seconds}
+    claimed = yield statements.take, {"ids": chosen, "lease_end": now + lease_seconds}
     return Claimed(claimed, cursor, pending is None or pending > len(claimed))
 
 

@@ -9,6 +9,7 @@ the messages no dispatcher holds)."""
 from __future__ import annotations
 
 import functools
+import json
 import time
 from collections import defaultdict
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -16,16 +17,16 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from wahub.core.models import MessageStatus, OutgoingMessage
-from wahub.core.storage.activity import record_message_activity
+from wahub.core.storage.activity import message_activity, record_message_activity
 from wahub.core.storage.campaigns import CANCELLED, CANCELLED_CODE
 from wahub.core.storage.contacts import add_identities
 from wahub.core.storage.engine import Database
 from wahub.core.storage.events import record_message_events
 from wahub.core.storage.leases import lease_over
 from wahub.core.storage.messages import message_locks, moves_forward
+from wahub.core.storage.plans import BEGIN, Plan, run_plan
 from wahub.core.storage.schema import campaigns, contacts, conversations, messages, status_events
 
 #: Statuses of a message the provider accepted.
@@ -98,26 +99,9 @@ class OutboxStore:
         now = wall if now is None else now
         if not providers or limit <= 0:
             return []
-        async with self.db.connect() as conn:
-            due = (await conn.execute(_DUE, {"now": now, "wall": wall, "providers": list(providers)})).one()
-        if not due.conversations and not due.bulk:
-            return []
-        async with self.db.begin() as conn:
-            found = list(await _claimable(conn, 0, limit, providers, now, wall)) if due.conversations else []
-            if not due.bulk:
-                bulk = {}  # none due: no bulk select
-            if bulk is None:
-                found += await _claimable(conn, 1, limit - len(found), providers, now, wall)
-            else:
-                for provider in providers:
-                    room = min(limit - len(found), bulk.get(provider, 0))
-                    found += await _claimable(conn, 1, room, [provider], now, wall)
-            await _fail_cancelled(conn, [r.id for r in found if r.campaign_state == CANCELLED], wall)
-            rows = _admitted([_outbox_row(r) for r in found if r.campaign_state != CANCELLED], admit)
-            if rows:
-                params = {"ids": [row.id for row in rows], "lease_end": wall + lease_seconds, "now": now}
-                await conn.execute(_TAKE, params)
-        return rows
+        dialect = self.db.engine.dialect.name
+        plan = _claim_plan(dialect, limit, lease_seconds, list(providers), now, wall, bulk, admit)
+        return await self.db.run(plan)
 
     async def cancelled_campaigns(self, campaign_ids: Collection[int]) -> set[int]:
         """Those of the notifications ``campaign_ids`` that were cancelled."""
@@ -173,7 +157,7 @@ class OutboxStore:
             )
         )
         async with self.db.begin() as conn:
-            failed = await _fail_cancelled(conn, [row_id for row_id, _ in due], time.time())
+            failed = await run_plan(conn, _fail_cancelled([row_id for row_id, _ in due], time.time()))
             deferred = [{"row_id": row_id, "due_at": due_at} for row_id, due_at in due if row_id not in failed]
             if deferred:
                 await conn.execute(statement, deferred)
@@ -241,7 +225,7 @@ class OutboxStore:
         it failed with ``cancelled`` instead, its notification cancelled."""
         now = time.time()
         async with self.db.begin() as conn:
-            if await _fail_cancelled(conn, [message_id], now):
+            if await run_plan(conn, _fail_cancelled([message_id], now)):
                 return False
             await conn.execute(
                 messages.update()
@@ -317,16 +301,48 @@ _MARK_SENT = (
 )
 
 
-async def _claimable(
-    conn: AsyncConnection, lane: int, limit: int, providers: Collection[str], now: float, wall: float
-) -> Sequence[Any]:
+def _claim_plan(
+    dialect: str,
+    limit: int,
+    lease_seconds: float,
+    providers: list[str],
+    now: float,
+    wall: float,
+    bulk: Mapping[str, int] | None,
+    admit: Callable[[OutboxRow], bool] | None,
+) -> Plan[list[OutboxRow]]:
+    """``OutboxStore.claim_outbox`` as a plan (see ``wahub.core.storage.plans``).
+    It first reads whether anything is due in each lane (``_DUE``): most
+    claims, right after a send, stop there, without a write transaction."""
+    [due] = yield _DUE, {"now": now, "wall": wall, "providers": providers}
+    if not due.conversations and not due.bulk:
+        return []
+    yield BEGIN, {}
+    found = list((yield from _claimable(dialect, 0, limit, providers, now, wall))) if due.conversations else []
+    if not due.bulk:
+        bulk = {}  # none due: no bulk select
+    if bulk is None:
+        found += yield from _claimable(dialect, 1, limit - len(found), providers, now, wall)
+    else:
+        for provider in providers:
+            room = min(limit - len(found), bulk.get(provider, 0))
+            found += yield from _claimable(dialect, 1, room, [provider], now, wall)
+    yield from _fail_cancelled([r.id for r in found if r.campaign_state == CANCELLED], wall)
+    rows = _admitted([_outbox_row(r) for r in found if r.campaign_state != CANCELLED], admit)
+    if rows:
+        yield _TAKE, {"ids": [row.id for row in rows], "lease_end": wall + lease_seconds, "now": now}
+    return rows
+
+
+def _claimable(
+    dialect: str, lane: int, limit: int, providers: Collection[str], now: float, wall: float
+) -> Plan[list[Any]]:
     """Up to ``limit`` due queued rows of ``lane``, unleased or lapsed, oldest due first (locked on
     PostgreSQL), each with the state of its notification (``campaign_state``, None for none)."""
     if limit <= 0 or not providers:
         return []
     params = {"lane": lane, "limit": limit, "providers": list(providers), "now": now, "wall": wall}
-    found: Sequence[Any] = (await conn.execute(_claimable_query(conn.dialect.name), params)).all()
-    return found
+    return (yield _claimable_query(dialect), params)
 
 
 @functools.cache
@@ -368,10 +384,12 @@ def _claimable_query(dialect: str) -> sa.Select[Any]:
 
 
 def _outbox_row(found: Any) -> OutboxRow:
+    # A plan run on SQLite reads the JSON column as its text.
+    body = json.loads(found.body) if isinstance(found.body, str | bytes) else found.body
     return OutboxRow(
         found.id,
         found.provider,
-        OutgoingMessage.from_json(found.body),
+        OutgoingMessage.from_json(body),
         found.attempts + 1,
         found.created_at,
         found.last_inbound_at,
@@ -398,30 +416,33 @@ def _admitted(rows: list[OutboxRow], admit: Callable[[OutboxRow], bool] | None) 
     return kept
 
 
-async def _fail_cancelled(conn: AsyncConnection, message_ids: Sequence[int], now: float) -> set[int]:
+def _fail_cancelled(message_ids: Sequence[int], now: float) -> Plan[set[int]]:
     """Fail those of the queued messages ``message_ids`` whose notification was
     cancelled, with ``cancelled``; returns their ids."""
     if not message_ids:
         return set()
-    of_cancelled = (
+    failed = [row.id for row in (yield _FAIL_CANCELLED, {"ids": list(message_ids), "now": now})]
+    yield from message_activity("status", failed, now=now)
+    return {int(message_id) for message_id in failed}
+
+
+#: Fail the queued messages ``:ids`` of a cancelled notification, at ``:now``.
+_FAIL_CANCELLED = (
+    messages.update()
+    .where(
+        messages.c.id.in_(sa.bindparam("ids", expanding=True)),
+        messages.c.status == MessageStatus.QUEUED,
         sa.select(campaigns.c.id)
         .where(campaigns.c.id == messages.c.campaign_id, campaigns.c.state == CANCELLED)
-        .exists()
+        .exists(),
     )
-    failed = (
-        await conn.scalars(
-            messages.update()
-            .where(messages.c.id.in_(list(message_ids)), messages.c.status == MessageStatus.QUEUED, of_cancelled)
-            .values(
-                status=MessageStatus.FAILED,
-                error_code=CANCELLED_CODE,
-                error_reason=CANCELLED_REASON,
-                next_attempt_at=None,
-                lease_until=None,
-                updated_at=now,
-            )
-            .returning(messages.c.id)
-        )
-    ).all()
-    await record_message_activity(conn, "status", list(failed), now=now)
-    return {int(message_id) for message_id in failed}
+    .values(
+        status=MessageStatus.FAILED,
+        error_code=CANCELLED_CODE,
+        error_reason=CANCELLED_REASON,
+        next_attempt_at=None,
+        lease_until=None,
+        updated_at=sa.bindparam("now"),
+    )
+    .returning(messages.c.id)
+)

@@ -16,13 +16,16 @@ Python, so one plan serves both databases:
 A plan starts its write transaction by yielding ``BEGIN`` (until then it only
 reads); on SQLite that is ``BEGIN IMMEDIATE``, an async connection is in its
 transaction already. Rows come back as named tuples on SQLite and as
-SQLAlchemy rows otherwise: a plan reads them by column label.
+SQLAlchemy rows otherwise: a plan reads them by column label, and on SQLite
+a value is what the driver reads (a JSON column is its text). Parameters go
+to SQLite as given: text, numbers, bytes, lists for an expanding ``IN``.
 """
 
 from __future__ import annotations
 
 import collections
 import functools
+import re
 import sqlite3
 from collections.abc import Generator, Mapping
 from typing import Any, TypeVar
@@ -65,8 +68,8 @@ def run_plan_on_sqlite(connection: sqlite3.Connection, plan: Plan[T]) -> T:
         try:
             statement, parameters = next(plan)
             while True:
-                sql, defaults = _compiled(statement)
-                cursor = connection.execute(sql, {**defaults, **parameters})
+                sql, bound = _sqlite_statement(statement, parameters)
+                cursor = connection.execute(sql, bound)
                 try:
                     rows = _rows(cursor)
                 finally:
@@ -83,12 +86,44 @@ def run_plan_on_sqlite(connection: sqlite3.Connection, plan: Plan[T]) -> T:
         raise
 
 
+def _sqlite_statement(statement: Executable, parameters: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The SQLite text of ``statement`` and what it binds: its own values, then
+    ``parameters``, each list of an expanding parameter (``IN :ids``) one value
+    per placeholder."""
+    sql, bound = _compiled(statement)
+    bound = {**bound, **parameters}
+    sizes = tuple((name, len(bound.pop(name))) for name in _expanding(sql) if name in parameters)
+    if sizes:
+        for name, _size in sizes:
+            bound.update({f"{name}__{n}": value for n, value in enumerate(parameters[name], 1)})
+        sql = _expanded(sql, sizes)
+    return sql, bound
+
+
 @functools.lru_cache(maxsize=512)
 def _compiled(statement: Executable) -> tuple[str, Mapping[str, Any]]:
     """A statement's SQLite text and the values of the parameters it binds
     itself, kept per statement object: a plan's statements are built once."""
     compiled = statement.compile(dialect=_SQLITE)  # type: ignore[attr-defined]
     return str(compiled), dict(compiled.params)
+
+
+#: How SQLAlchemy leaves an expanding parameter in a statement compiled without its values.
+_EXPANDING = re.compile(r"__\[POSTCOMPILE_(\w+)\]")
+
+
+@functools.lru_cache(maxsize=512)
+def _expanding(sql: str) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(_EXPANDING.findall(sql)))  # a parameter may be used twice
+
+
+@functools.lru_cache(maxsize=2048)
+def _expanded(sql: str, sizes: tuple[tuple[str, int], ...]) -> str:
+    for name, size in sizes:
+        # An empty list matches nothing, as SQLAlchemy renders it.
+        placeholders = ", ".join(f":{name}__{n}" for n in range(1, size + 1)) or "SELECT 1 WHERE 1 != 1"
+        sql = sql.replace(f"__[POSTCOMPILE_{name}]", placeholders)
+    return sql
 
 
 def _rows(cursor: sqlite3.Cursor) -> list[Any]:
@@ -100,4 +135,4 @@ def _rows(cursor: sqlite3.Cursor) -> list[Any]:
 
 @functools.lru_cache(maxsize=512)
 def _row_type(names: tuple[str, ...]) -> Any:
-    return collections.namedtuple("Row", names)
+    return collections.namedtuple("Row", names, rename=True)
