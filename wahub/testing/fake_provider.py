@@ -44,7 +44,7 @@ from wahub.core.models import Event, OutgoingMessage, SendResult
 from wahub.core.provider import PROVIDER_SCHEMA_BASE, Provider
 from wahub.plugins.providers.cloud.errors import classify_cloud_error
 from wahub.plugins.providers.sandbox.provider import parse_events, signature_valid
-from wahub.testing import close_fake, sandbox_status, serve_on_loopback, signed_sandbox_webhook
+from wahub.testing import close_fake, sandbox_status, serve_on_loopback, signed_sandbox_webhook, wait_until
 
 PLATFORM = "fake"
 DEFAULT_TOKEN = "fake-provider-token-0123456789"
@@ -153,11 +153,12 @@ class FakeProviderServer:
         daemon sending here is killed, every request it had put on the wire, even one
         still unread in a socket buffer at the kill, is then in ``calls``."""
         server = self._runner.server if self._runner else None
-        deadline = time.monotonic() + within
-        while (server is not None and server.connections) or any(c.answered_at is None for c in self.calls):
-            if time.monotonic() > deadline:
-                raise AssertionError(f"the fake provider still had clients or open calls after {within} s")
-            await asyncio.sleep(0.01)
+
+        async def settled() -> bool:
+            open_connections = server is not None and bool(server.connections)
+            return not open_connections and all(call.answered_at is not None for call in self.calls)
+
+        await wait_until(settled, within=within)
 
     def bodies_by_text(self) -> dict[str, int]:
         """How many accepted calls carried each text body: a count above 1 is a duplicate."""

@@ -90,13 +90,13 @@ def _sqlite_statement(statement: Executable, parameters: Mapping[str, Any]) -> t
     """The SQLite text of ``statement`` and what it binds: its own values, then
     ``parameters``, each list of an expanding parameter (``IN :ids``) one value
     per placeholder."""
-    sql, bound = _compiled(statement)
-    bound = {**bound, **parameters}
-    sizes = tuple((name, len(bound.pop(name))) for name in _expanding(sql) if name in parameters)
-    if sizes:
-        for name, _size in sizes:
-            bound.update({f"{name}__{n}": value for n, value in enumerate(parameters[name], 1)})
-        sql = _expanded(sql, sizes)
+    sql, own = _compiled(statement)
+    bound = {**own, **parameters}
+    lists = [name for name in _expanding(sql) if name in parameters]
+    for name in lists:
+        bound.update({f"{name}__{n}": value for n, value in enumerate(bound.pop(name), 1)})
+    if lists:
+        sql = _expanded(sql, tuple((name, len(parameters[name])) for name in lists))
     return sql, bound
 
 
