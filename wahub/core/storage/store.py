@@ -40,11 +40,7 @@ from wahub.core.storage.engine import (
 from wahub.core.storage.inbox import (
     NEWER_ROWS,
     ORDERING_KINDS,
-    ClaimCursor,
-    ClaimRoom,
     FailedRow,
-    claim_plan,
-    claim_statements,
     failed_rows,
     inbox_row,
     older_naming_bsuid,
@@ -56,6 +52,7 @@ from wahub.core.storage.inbox import (
 from wahub.core.storage.inbox import (
     InboxRow as InboxRow,  # re-exported: the row type of claim_inbox
 )
+from wahub.core.storage.inbox_claims import ClaimCursor, ClaimRoom, claim_plan, claim_statements
 from wahub.core.storage.leases import LeaseStore
 from wahub.core.storage.media import MediaStore
 from wahub.core.storage.messages import MessageStore, Refusal
@@ -178,7 +175,7 @@ class Storage:
         the ``limit`` rows (they run as one batch).
 
         The users' messages come first, then contacts take turns (see
-        ``storage_inbox.choose_rows``): a backlog of statuses never holds back a
+        ``inbox_claims.choose_rows``): a backlog of statuses never holds back a
         message, and one contact's backlog never holds back the others by more
         than a claim. A contact is
         blocked by a row in progress, or by its oldest pending row waiting for
