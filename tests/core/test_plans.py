@@ -76,3 +76,17 @@ async def test_a_list_parameter_binds_each_of_its_values(storage: Storage) -> No
     assert await storage.db.run(read(["b", "d", "z"])) == ["b", "d"]
     assert await storage.db.run(read(["c"])) == ["c"]
     assert await storage.db.run(read([])) == []
+
+
+async def test_values_come_back_of_their_columns_types(storage: Storage) -> None:
+    await storage.insert_inbox([{**inbox_row("a"), "payload": {"text": "hi", "n": 1}}])
+    waiting = sa.exists().where(inbox.c.state == "pending").label("waiting")
+    typed = sa.select(inbox.c.payload, waiting)
+
+    def read() -> Plan[tuple[object, object]]:
+        [row] = yield typed, {}
+        return row.payload, row.waiting
+
+    payload, waiting = await storage.db.run(read())
+    assert payload == {"text": "hi", "n": 1}
+    assert waiting is True

@@ -9,7 +9,6 @@ the messages no dispatcher holds)."""
 from __future__ import annotations
 
 import functools
-import json
 import time
 from collections import defaultdict
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -384,12 +383,10 @@ def _claimable_query(dialect: str) -> sa.Select[Any]:
 
 
 def _outbox_row(found: Any) -> OutboxRow:
-    # A plan run on SQLite reads the JSON column as its text.
-    body = json.loads(found.body) if isinstance(found.body, str | bytes) else found.body
     return OutboxRow(
         found.id,
         found.provider,
-        OutgoingMessage.from_json(body),
+        OutgoingMessage.from_json(found.body),
         found.attempts + 1,
         found.created_at,
         found.last_inbound_at,

@@ -16,9 +16,10 @@ Python, so one plan serves both databases:
 A plan starts its write transaction by yielding ``BEGIN`` (until then it only
 reads); on SQLite that is ``BEGIN IMMEDIATE``, an async connection is in its
 transaction already. Rows come back as named tuples on SQLite and as
-SQLAlchemy rows otherwise: a plan reads them by column label, and on SQLite
-a value is what the driver reads (a JSON column is its text). Parameters go
-to SQLite as given: text, numbers, bytes, lists for an expanding ``IN``.
+SQLAlchemy rows otherwise: a plan reads them by column label, each value of
+its column's type on both (a text statement's as the driver reads it).
+Parameters go to SQLite as given: text, numbers, bytes, lists for an
+expanding ``IN``; a value SQLAlchemy would convert first (JSON) is not.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import collections
 import functools
 import re
 import sqlite3
-from collections.abc import Generator, Mapping
+from collections.abc import Callable, Generator, Mapping
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -71,7 +72,7 @@ def run_plan_on_sqlite(connection: sqlite3.Connection, plan: Plan[T]) -> T:
                 sql, bound = _sqlite_statement(statement, parameters)
                 cursor = connection.execute(sql, bound)
                 try:
-                    rows = _rows(cursor)
+                    rows = _rows(cursor, _result_processors(statement))
                 finally:
                     cursor.close()
                 statement, parameters = plan.send(rows)
@@ -126,11 +127,28 @@ def _expanded(sql: str, sizes: tuple[tuple[str, int], ...]) -> str:
     return sql
 
 
-def _rows(cursor: sqlite3.Cursor) -> list[Any]:
+@functools.lru_cache(maxsize=512)
+def _result_processors(statement: Executable) -> tuple[Callable[[Any], Any] | None, ...]:
+    """How SQLAlchemy turns each column the statement returns into its type's
+    value (a JSON column's text into its value, 0 and 1 into booleans);
+    nothing for a text statement, whose columns have no types."""
+    columns = getattr(statement, "exported_columns", ())
+    return tuple(column.type.result_processor(_SQLITE, None) for column in columns)
+
+
+def _rows(cursor: sqlite3.Cursor, processors: tuple[Callable[[Any], Any] | None, ...]) -> list[Any]:
     if cursor.description is None:
         return []
     row = _row_type(tuple(column[0] for column in cursor.description))
-    return [row._make(values) for values in cursor.fetchall()]
+    found = cursor.fetchall()
+    if len(processors) != len(cursor.description) or not any(processors):
+        return [row._make(values) for values in found]
+    return [
+        row._make(
+            value if process is None else process(value) for process, value in zip(processors, values, strict=True)
+        )
+        for values in found
+    ]
 
 
 @functools.lru_cache(maxsize=512)
